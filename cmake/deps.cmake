@@ -1,0 +1,13 @@
+# Third-party libraries, all from the system's package manager (see scripts/setup.sh).
+# Nothing is downloaded at build time.
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
+pkg_check_modules(LIBZIP REQUIRED IMPORTED_TARGET libzip)
+
+add_library(duality_deps INTERFACE)
+target_link_libraries(duality_deps INTERFACE
+  OpenMP::OpenMP_CXX nlohmann_json::nlohmann_json PkgConfig::OPENBLAS PkgConfig::LIBZIP)
+add_library(duality::deps ALIAS duality_deps)

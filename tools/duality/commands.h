@@ -1,0 +1,18 @@
+// Subcommands of the `duality` CLI. Each registers its flags on the app and returns the action
+// to run when it is selected; actions return the process exit code.
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace duality::cli {
+
+using Action = std::function<int()>;
+
+Action add_logits_command(CLI::App& app);
+
+// Parses "1,2,3" into ids; false (with a message on stderr) on a malformed list.
+bool parse_id_list(const std::string& text, std::vector<int32_t>* ids);
+
+}  // namespace duality::cli

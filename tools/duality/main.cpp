@@ -1,0 +1,27 @@
+// duality: the command-line front end (run `duality --help`).
+#include <cstdio>
+#include <map>
+
+#include "tools/duality/commands.h"
+
+int main(int argc, char** argv) {
+    CLI::App app{"duality: a Mamba-2 inference engine"};
+    app.require_subcommand(1);
+    app.set_version_flag("--version", std::string("duality 0.1.0"));
+    std::map<CLI::App*, duality::cli::Action> actions;
+    auto add = [&](duality::cli::Action (*make)(CLI::App&)) {
+        const size_t before = app.get_subcommands({}).size();
+        duality::cli::Action action = make(app);
+        actions[app.get_subcommands({})[before]] = std::move(action);
+    };
+    add(duality::cli::add_logits_command);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    for (auto& [sub, action] : actions) {
+        if (sub->parsed()) return action();
+    }
+    return 1;
+}

@@ -1,6 +1,10 @@
 #include "test_util.h"
 
+#include <sys/wait.h>
 #include <zip.h>
+
+#include <array>
+#include <cstdio>
 
 #include <fstream>
 #include <random>
@@ -30,6 +34,19 @@ void write_file(const fs::path& p, const std::string& bytes) {
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
     out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     if (!out) throw std::runtime_error("cannot write " + p.string());
+}
+
+CliResult run_duality(const std::string& args) {
+    const std::string cmd = std::string(DUALITY_BINARY) + " " + args + " 2>&1";
+    CliResult r;
+    FILE* pipe = popen(cmd.c_str(), "r");
+    if (!pipe) return r;
+    std::array<char, 4096> buf;
+    size_t n;
+    while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.out.append(buf.data(), n);
+    const int status = pclose(pipe);
+    r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return r;
 }
 
 TempDir::TempDir() {
@@ -93,6 +110,34 @@ std::string make_zip(const std::vector<std::pair<std::string, std::string>>& ent
     zip_source_read(out_src, out.data(), static_cast<zip_uint64_t>(size));
     zip_source_close(out_src);
     zip_source_free(out_src);
+    zip_error_fini(&err);
+    return out;
+}
+
+std::string read_zip_entry(const std::string& zip_bytes, const std::string& suffix) {
+    zip_error_t err;
+    zip_error_init(&err);
+    zip_source_t* src = zip_source_buffer_create(zip_bytes.data(), zip_bytes.size(), 0, &err);
+    zip_t* z = src ? zip_open_from_source(src, ZIP_RDONLY, &err) : nullptr;
+    std::string out;
+    if (z) {
+        for (zip_int64_t i = 0; i < zip_get_num_entries(z, 0); ++i) {
+            const std::string name = zip_get_name(z, static_cast<zip_uint64_t>(i), 0);
+            if (name.size() < suffix.size() ||
+                name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+                continue;
+            zip_stat_t st;
+            zip_stat_index(z, static_cast<zip_uint64_t>(i), 0, &st);
+            zip_file_t* f = zip_fopen_index(z, static_cast<zip_uint64_t>(i), 0);
+            out.resize(st.size);
+            zip_fread(f, out.data(), st.size);
+            zip_fclose(f);
+            break;
+        }
+        zip_discard(z);
+    } else if (src) {
+        zip_source_free(src);
+    }
     zip_error_fini(&err);
     return out;
 }

@@ -18,6 +18,13 @@ std::filesystem::path bundled_model_dir();
 std::string read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, const std::string& bytes);
 
+// Runs the built `duality` binary with `args` (shell-quoted by the caller).
+struct CliResult {
+    int exit_code = -1;
+    std::string out;  // stdout and stderr together
+};
+CliResult run_duality(const std::string& args);
+
 // A fresh, empty temporary directory removed when the object dies.
 class TempDir {
 public:
@@ -42,6 +49,9 @@ std::string make_safetensors(const std::vector<StEntry>& entries);
 std::string f32_bytes(const std::vector<float>& v);
 
 // A zip archive (stored, uncompressed) with the given (name, bytes) entries, via libzip.
+// The bytes of the first entry of a zip image whose name ends with `suffix` (empty if none).
+std::string read_zip_entry(const std::string& zip_bytes, const std::string& suffix);
+
 std::string make_zip(const std::vector<std::pair<std::string, std::string>>& entries);
 
 // Pickle building blocks (protocol 2 opcodes) for hand-made state dicts.

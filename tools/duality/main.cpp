@@ -1,6 +1,7 @@
 // duality: the command-line front end (run `duality --help`).
 #include <cstdio>
 #include <map>
+#include <string>
 
 #include "tools/duality/commands.h"
 
@@ -15,6 +16,21 @@ int main(int argc, char** argv) {
         actions[app.get_subcommands({})[before]] = std::move(action);
     };
     add(duality::cli::add_logits_command);
+
+    // Name an unknown command instead of CLI11's generic "A subcommand is required".
+    if (argc > 1 && argv[1][0] != '-') {
+        bool known = false;
+        std::string names;
+        for (const CLI::App* sub : app.get_subcommands({})) {
+            known |= sub->get_name() == argv[1];
+            names += (names.empty() ? "" : ", ") + sub->get_name();
+        }
+        if (!known) {
+            std::fprintf(stderr, "duality: unknown command \"%s\" (commands: %s; see --help)\n",
+                         argv[1], names.c_str());
+            return 2;
+        }
+    }
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -1,0 +1,62 @@
+// Token sampling: penalties, temperature, top-k, top-p, min-p and a seeded draw.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "duality/status.h"
+
+namespace duality {
+
+struct SamplingParams {
+    bool greedy = false;             // argmax (also when temperature == 0)
+    float temperature = 1.0f;        // > 0 divides the logits; 0 means greedy
+    int top_k = 0;                   // keep the k most likely tokens; 0 = off
+    float top_p = 1.0f;              // nucleus: smallest set with probability mass >= top_p
+    float min_p = 0.0f;              // drop tokens with p < min_p * p_max
+    float repetition_penalty = 1.0f; // CTRL-style, over prompt and output tokens
+    float presence_penalty = 0.0f;   // OpenAI-style, over output tokens
+    float frequency_penalty = 0.0f;  // OpenAI-style, over output tokens
+    uint64_t seed = 0;
+
+    // Names the first out-of-range field ("top_p must be in (0, 1]", ...).
+    Status validate() const;
+};
+
+// Applies the sampling chain to one row of logits. One Sampler per sequence: its random stream is
+// a pure function of the seed, so the same seed and inputs give the same tokens.
+class Sampler {
+public:
+    explicit Sampler(const SamplingParams& params);
+
+    // `logits` holds exactly the ids that may be sampled (padded vocabulary rows already cut
+    // off); it is modified in place. `prompt` and `output` are the sequence's tokens so far.
+    int32_t sample(std::span<float> logits, std::span<const int32_t> prompt,
+                   std::span<const int32_t> output);
+
+    const SamplingParams& params() const { return params_; }
+
+private:
+    double uniform();  // [0, 1), platform-independent
+
+    SamplingParams params_;
+    std::mt19937_64 rng_;
+    std::vector<int32_t> order_;  // scratch: candidate ids
+    std::vector<float> probs_;    // scratch
+};
+
+// The steps of the chain, exposed for tests.
+namespace sampling {
+void apply_penalties(std::span<float> logits, std::span<const int32_t> prompt,
+                     std::span<const int32_t> output, const SamplingParams& p);
+// Candidate ids after temperature, top-k, top-p and min-p, with their renormalized
+// probabilities, most likely first.
+void filter(std::span<const float> logits, const SamplingParams& p, std::vector<int32_t>* ids,
+            std::vector<float>* probs);
+int32_t argmax(std::span<const float> logits);
+}  // namespace sampling
+
+}  // namespace duality

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds and runs every test: the release build (warnings as errors, CUDA compiled when nvcc is
+# present), the same tests under AddressSanitizer + UndefinedBehaviorSanitizer, and a short
+# libFuzzer run of each parser. CI runs exactly this (.ci/run).
+#   FUZZ_SECONDS=N   seconds per fuzz target (default 30; 0 skips fuzzing)
+#   JOBS=N           parallel build jobs (default: all cores)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUALITY_SETUP_TEST=1 scripts/setup.sh
+
+JOBS=${JOBS:-$(nproc)}
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
+
+step "release build"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_WERROR=ON >/dev/null
+ninja -C build -j "$JOBS"
+step "release tests"
+ctest --test-dir build --output-on-failure -j "$JOBS"
+
+step "sanitizer build (ASan + UBSan)"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDUALITY_SANITIZE=ON \
+  -DDUALITY_CUDA=OFF -DDUALITY_WERROR=ON >/dev/null
+ninja -C build-asan -j "$JOBS"
+step "sanitizer tests"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-asan --output-on-failure -j "$JOBS"
+
+if [[ "$FUZZ_SECONDS" != 0 ]]; then
+  step "fuzz build (clang, libFuzzer)"
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DDUALITY_FUZZ=ON -DDUALITY_SANITIZE=ON -DDUALITY_BUILD_TESTS=OFF -DDUALITY_CUDA=OFF >/dev/null
+  ninja -C build-fuzz -j "$JOBS" fuzz_safetensors fuzz_torch_pickle fuzz_config
+  corpus=$(mktemp -d)
+  trap 'rm -rf "$corpus"' EXIT
+  for target in fuzz_safetensors fuzz_torch_pickle fuzz_config; do
+    step "fuzz $target for ${FUZZ_SECONDS}s"
+    mkdir -p "$corpus/$target"
+    case $target in
+      fuzz_safetensors) seeds=(tests/golden/hf_tiny_f32/model.safetensors tests/golden/ssm_safetensors_f16/model.safetensors) ;;
+      fuzz_torch_pickle)  # the archive, and its data.pkl alone (the unpickler's own input)
+        python3 -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); n = [x for x in z.namelist() if x.endswith("data.pkl")][0]; open(sys.argv[2], "wb").write(z.read(n))' \
+          tests/golden/ssm_bin_bf16_groups/pytorch_model.bin "$corpus/data.pkl"
+        seeds=(tests/golden/ssm_bin_f32/pytorch_model.bin "$corpus/data.pkl") ;;
+      fuzz_config) seeds=(tests/golden/*/config.json) ;;
+    esac
+    for i in "${!seeds[@]}"; do cp "${seeds[$i]}" "$corpus/$target/seed$i"; done
+    build-fuzz/tests/fuzz/$target -max_total_time="$FUZZ_SECONDS" -max_len=400000 \
+      -print_final_stats=1 "$corpus/$target" 2>&1 | tail -n 4
+  done
+fi
+step "all tests passed"

@@ -1,0 +1,131 @@
+// The CPU sampling chain: penalties → (greedy | temperature → top-k → top-p → min-p → draw).
+// The order of the truncations follows Hugging Face's logits warpers.
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <unordered_map>
+
+#include "duality/sampling.h"
+
+namespace duality {
+
+Status SamplingParams::validate() const {
+    auto bad = [](const std::string& m) { return invalid_argument(m); };
+    if (!(temperature >= 0.0f) || !std::isfinite(temperature))
+        return bad("temperature must be >= 0, got " + std::to_string(temperature));
+    if (top_k < 0) return bad("top_k must be >= 0, got " + std::to_string(top_k));
+    if (!(top_p > 0.0f && top_p <= 1.0f))
+        return bad("top_p must be in (0, 1], got " + std::to_string(top_p));
+    if (!(min_p >= 0.0f && min_p <= 1.0f))
+        return bad("min_p must be in [0, 1], got " + std::to_string(min_p));
+    if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty))
+        return bad("repetition_penalty must be > 0, got " + std::to_string(repetition_penalty));
+    if (!(std::fabs(presence_penalty) <= 2.0f))
+        return bad("presence_penalty must be in [-2, 2], got " + std::to_string(presence_penalty));
+    if (!(std::fabs(frequency_penalty) <= 2.0f))
+        return bad("frequency_penalty must be in [-2, 2], got " +
+                   std::to_string(frequency_penalty));
+    return Status::ok();
+}
+
+namespace sampling {
+
+int32_t argmax(std::span<const float> logits) {
+    return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+void apply_penalties(std::span<float> logits, std::span<const int32_t> prompt,
+                     std::span<const int32_t> output, const SamplingParams& p) {
+    const auto n = static_cast<int32_t>(logits.size());
+    if (p.repetition_penalty != 1.0f) {
+        std::vector<bool> seen(logits.size(), false);
+        for (auto tokens : {prompt, output}) {
+            for (int32_t t : tokens) {
+                if (t < 0 || t >= n || seen[t]) continue;
+                seen[t] = true;
+                float& l = logits[t];
+                l = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
+            }
+        }
+    }
+    if (p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) {
+        std::unordered_map<int32_t, int> count;
+        for (int32_t t : output)
+            if (t >= 0 && t < n) ++count[t];
+        for (const auto& [t, c] : count)
+            logits[t] -= p.presence_penalty + p.frequency_penalty * static_cast<float>(c);
+    }
+}
+
+void filter(std::span<const float> logits, const SamplingParams& p, std::vector<int32_t>* ids,
+            std::vector<float>* probs) {
+    const float inv_t = 1.0f / p.temperature;
+    ids->resize(logits.size());
+    std::iota(ids->begin(), ids->end(), 0);
+    auto by_logit = [&](int32_t a, int32_t b) {
+        return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+    };
+    size_t keep = ids->size();
+    if (p.top_k > 0 && static_cast<size_t>(p.top_k) < keep) {
+        keep = static_cast<size_t>(p.top_k);
+        std::partial_sort(ids->begin(), ids->begin() + static_cast<ptrdiff_t>(keep), ids->end(),
+                          by_logit);
+    } else {
+        std::sort(ids->begin(), ids->end(), by_logit);
+    }
+    ids->resize(keep);
+    // Softmax over the survivors (max-subtracted, in double).
+    probs->resize(keep);
+    const double top = logits[(*ids)[0]] * static_cast<double>(inv_t);
+    double sum = 0;
+    for (size_t i = 0; i < keep; ++i) {
+        const double e = std::exp(logits[(*ids)[i]] * static_cast<double>(inv_t) - top);
+        (*probs)[i] = static_cast<float>(e);
+        sum += e;
+    }
+    for (auto& v : *probs) v = static_cast<float>(v / sum);
+    // top-p: the smallest prefix whose mass reaches top_p (at least one token).
+    if (p.top_p < 1.0f) {
+        double mass = 0;
+        size_t n = 0;
+        while (n < keep) {
+            mass += (*probs)[n++];
+            if (mass >= p.top_p) break;
+        }
+        keep = n;
+    }
+    // min-p: tokens at least min_p times as likely as the most likely one.
+    if (p.min_p > 0.0f) {
+        const float floor = p.min_p * (*probs)[0];
+        size_t n = 1;
+        while (n < keep && (*probs)[n] >= floor) ++n;
+        keep = n;
+    }
+    ids->resize(keep);
+    probs->resize(keep);
+    double kept = 0;
+    for (float v : *probs) kept += v;
+    for (auto& v : *probs) v = static_cast<float>(v / kept);
+}
+
+}  // namespace sampling
+
+Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
+
+double Sampler::uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+
+int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt,
+                        std::span<const int32_t> output) {
+    sampling::apply_penalties(logits, prompt, output, params_);
+    if (params_.greedy || params_.temperature == 0.0f) return sampling::argmax(logits);
+    sampling::filter(logits, params_, &order_, &probs_);
+    const double u = uniform();
+    double acc = 0;
+    for (size_t i = 0; i < order_.size(); ++i) {
+        acc += probs_[i];
+        if (u < acc) return order_[i];
+    }
+    return order_.back();  // rounding left u just above the total mass
+}
+
+}  // namespace duality

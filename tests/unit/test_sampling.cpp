@@ -1,0 +1,136 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+
+#include "duality/sampling.h"
+
+namespace duality {
+namespace {
+
+// Logits whose softmax (temperature 1) is exactly `probs`.
+std::vector<float> logits_for(const std::vector<double>& probs) {
+    std::vector<float> l;
+    for (double p : probs) l.push_back(static_cast<float>(std::log(p)));
+    return l;
+}
+
+std::vector<int32_t> kept(const std::vector<float>& logits, const SamplingParams& p) {
+    std::vector<int32_t> ids;
+    std::vector<float> probs;
+    sampling::filter(logits, p, &ids, &probs);
+    double sum = 0;
+    for (float v : probs) sum += v;
+    EXPECT_NEAR(sum, 1.0, 1e-6);
+    std::sort(ids.begin(), ids.end());
+    return ids;
+}
+
+const std::vector<double> kProbs = {0.05, 0.40, 0.10, 0.25, 0.20};  // order: 1, 3, 4, 2, 0
+
+TEST(Sampling, TopKKeepsTheKMostLikely) {
+    SamplingParams p;
+    p.top_k = 2;
+    EXPECT_EQ(kept(logits_for(kProbs), p), (std::vector<int32_t>{1, 3}));
+    p.top_k = 10;  // larger than the vocabulary: everything
+    EXPECT_EQ(kept(logits_for(kProbs), p).size(), 5u);
+}
+
+TEST(Sampling, TopPKeepsTheSmallestNucleus) {
+    SamplingParams p;
+    p.top_p = 0.65f;  // 0.40 + 0.25 = 0.65 reaches it
+    EXPECT_EQ(kept(logits_for(kProbs), p), (std::vector<int32_t>{1, 3}));
+    p.top_p = 0.66f;  // needs the third token (0.20)
+    EXPECT_EQ(kept(logits_for(kProbs), p), (std::vector<int32_t>{1, 3, 4}));
+    p.top_p = 0.01f;  // always at least one
+    EXPECT_EQ(kept(logits_for(kProbs), p), (std::vector<int32_t>{1}));
+}
+
+TEST(Sampling, MinPKeepsTokensAboveAFractionOfTheMax) {
+    SamplingParams p;
+    p.min_p = 0.5f;  // p >= 0.20: tokens 1 (0.40), 3 (0.25), 4 (0.20)
+    EXPECT_EQ(kept(logits_for(kProbs), p), (std::vector<int32_t>{1, 3, 4}));
+    p.min_p = 0.51f;
+    EXPECT_EQ(kept(logits_for(kProbs), p), (std::vector<int32_t>{1, 3}));
+}
+
+TEST(Sampling, TemperatureSharpensBeforeTruncation) {
+    SamplingParams p;
+    p.temperature = 0.5f;  // probs ∝ p²: 0.16, 0.0625, 0.04, 0.01, 0.0025 → token 1 has 0.58
+    p.top_p = 0.55f;
+    EXPECT_EQ(kept(logits_for(kProbs), p), (std::vector<int32_t>{1}));
+}
+
+TEST(Sampling, PenaltiesChangeExactlyThePenalizedLogits) {
+    const std::vector<float> base = {2.0f, -2.0f, 1.0f, 0.5f, -1.0f};
+    SamplingParams p;
+    p.repetition_penalty = 2.0f;
+    std::vector<float> l = base;
+    const std::vector<int32_t> prompt = {0, 1}, output = {3, 3, 1};
+    sampling::apply_penalties(l, prompt, output, p);
+    EXPECT_EQ(l, (std::vector<float>{1.0f, -4.0f, 1.0f, 0.25f, -1.0f}));
+
+    SamplingParams q;
+    q.presence_penalty = 0.5f;
+    q.frequency_penalty = 0.25f;
+    l = base;
+    sampling::apply_penalties(l, prompt, output, q);
+    // Only output tokens: 3 (twice) and 1 (once). The prompt-only token 0 is untouched.
+    EXPECT_EQ(l, (std::vector<float>{2.0f, -2.0f - 0.75f, 1.0f, 0.5f - 1.0f, -1.0f}));
+}
+
+TEST(Sampling, GreedyIsArgmaxAfterPenalties) {
+    SamplingParams p;
+    p.greedy = true;
+    p.repetition_penalty = 4.0f;
+    Sampler s(p);
+    std::vector<float> l = {3.0f, 2.0f, 1.0f};
+    const std::vector<int32_t> prompt = {0};
+    EXPECT_EQ(s.sample(l, prompt, {}), 1);  // 3/4 < 2
+    SamplingParams t0;
+    t0.temperature = 0.0f;
+    Sampler s0(t0);
+    std::vector<float> l2 = {0.0f, 5.0f, 1.0f};
+    EXPECT_EQ(s0.sample(l2, {}, {}), 1);
+}
+
+TEST(Sampling, SameSeedSameTokensAndTheDistributionIsRight) {
+    SamplingParams p;
+    p.seed = 1234;
+    auto draw = [&](uint64_t seed, int n) {
+        SamplingParams q = p;
+        q.seed = seed;
+        Sampler s(q);
+        std::vector<int32_t> out;
+        for (int i = 0; i < n; ++i) {
+            std::vector<float> l = logits_for(kProbs);
+            out.push_back(s.sample(l, {}, {}));
+        }
+        return out;
+    };
+    EXPECT_EQ(draw(1234, 200), draw(1234, 200));
+    EXPECT_NE(draw(1234, 200), draw(1235, 200));
+    std::map<int32_t, int> hist;
+    for (int32_t t : draw(99, 20000)) ++hist[t];
+    for (size_t i = 0; i < kProbs.size(); ++i)
+        EXPECT_NEAR(hist[static_cast<int32_t>(i)] / 20000.0, kProbs[i], 0.015) << i;
+}
+
+TEST(Sampling, ValidateNamesTheField) {
+    SamplingParams p;
+    EXPECT_TRUE(p.validate().is_ok());
+    p.top_p = 0.0f;
+    EXPECT_NE(p.validate().message().find("top_p"), std::string::npos);
+    p = {};
+    p.temperature = -1.0f;
+    EXPECT_NE(p.validate().message().find("temperature"), std::string::npos);
+    p = {};
+    p.min_p = 2.0f;
+    EXPECT_NE(p.validate().message().find("min_p"), std::string::npos);
+    p = {};
+    p.top_k = -3;
+    EXPECT_NE(p.validate().message().find("top_k"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace duality

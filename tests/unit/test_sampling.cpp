@@ -134,3 +134,36 @@ TEST(Sampling, ValidateNamesTheField) {
 
 }  // namespace
 }  // namespace duality
+
+#include "sampling/stop_strings.h"
+
+namespace duality {
+namespace {
+
+TEST(StopStrings, HoldsBackPossiblePrefixesAndStopsAtTheFirstMatch) {
+    StopStrings s({"\n\n", "THE END"});
+    EXPECT_EQ(s.push("Hello"), "Hello");
+    EXPECT_EQ(s.push(" world\n"), " world");  // "\n" may start "\n\n"
+    EXPECT_EQ(s.push("x"), "\nx");            // it did not
+    EXPECT_EQ(s.push(" TH"), " ");
+    EXPECT_EQ(s.push("E EN"), "");
+    EXPECT_FALSE(s.stopped());
+    EXPECT_EQ(s.push("D and more"), "");
+    EXPECT_TRUE(s.stopped());
+    EXPECT_EQ(s.push("ignored"), "");
+    EXPECT_EQ(s.flush(), "");
+}
+
+TEST(StopStrings, MatchInsideOnePieceAndFlush) {
+    StopStrings s({"stop"});
+    EXPECT_EQ(s.push("a stop b"), "a ");
+    EXPECT_TRUE(s.stopped());
+    StopStrings t({"stop"});
+    EXPECT_EQ(t.push("a st"), "a ");
+    EXPECT_EQ(t.flush(), "st");  // the end came before the stop string completed
+    StopStrings none({});
+    EXPECT_EQ(none.push("anything"), "anything");
+}
+
+}  // namespace
+}  // namespace duality

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <functional>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -11,6 +13,12 @@ namespace duality::cli {
 using Action = std::function<int()>;
 
 Action add_logits_command(CLI::App& app);
+Action add_generate_command(CLI::App& app);
+Action add_perplexity_command(CLI::App& app);
+Action add_inspect_command(CLI::App& app);
+
+// The model folder used when --model is not given (the bundled model; see model_path.cpp).
+std::string default_model_dir();
 
 // Parses "1,2,3" into ids; false (with a message on stderr) on a malformed list.
 bool parse_id_list(const std::string& text, std::vector<int32_t>* ids);

@@ -15,7 +15,10 @@ int main(int argc, char** argv) {
         duality::cli::Action action = make(app);
         actions[app.get_subcommands({})[before]] = std::move(action);
     };
+    add(duality::cli::add_generate_command);
+    add(duality::cli::add_perplexity_command);
     add(duality::cli::add_logits_command);
+    add(duality::cli::add_inspect_command);
 
     // Name an unknown command instead of CLI11's generic "A subcommand is required".
     if (argc > 1 && argv[1][0] != '-') {

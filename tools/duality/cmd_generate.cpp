@@ -1,0 +1,164 @@
+// `duality generate`: streams a continuation of a prompt, then prints prompt and generation
+// speed on stderr.
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "duality/model.h"
+#include "duality/sampling.h"
+#include "duality/tokenizer.h"
+#include "sampling/stop_strings.h"
+#include "tools/duality/commands.h"
+
+namespace duality::cli {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) {
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+}  // namespace
+
+Action add_generate_command(CLI::App& app) {
+    struct Options {
+        std::string model, prompt, prompt_ids;
+        int n = 128, threads = 0;
+        SamplingParams sampling;
+        std::optional<uint64_t> seed;
+        bool ids = false, ignore_eos = false;
+        std::vector<std::string> stop;
+    };
+    auto opt = std::make_shared<Options>();
+    opt->sampling.temperature = 0.8f;
+    opt->sampling.top_k = 40;
+    opt->sampling.top_p = 0.95f;
+    opt->sampling.min_p = 0.05f;
+    CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt (streams it)");
+    cmd->add_option("--model", opt->model, "Model folder (default: the bundled model)");
+    auto* prompt = cmd->add_option("--prompt", opt->prompt, "Prompt text");
+    auto* prompt_ids =
+        cmd->add_option("--prompt-ids", opt->prompt_ids, "Prompt as token ids, e.g. 1,2,3");
+    prompt->excludes(prompt_ids);
+    cmd->add_option("-n,--max-tokens", opt->n, "Tokens to generate")
+        ->check(CLI::Range(1, 1 << 20))
+        ->capture_default_str();
+    cmd->add_option("--temperature", opt->sampling.temperature, "Sampling temperature (0: greedy)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    cmd->add_option("--top-k", opt->sampling.top_k, "Keep the k most likely tokens (0: off)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    cmd->add_option("--top-p", opt->sampling.top_p, "Nucleus sampling mass (1: off)")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+    cmd->add_option("--min-p", opt->sampling.min_p, "Drop tokens below min-p x the top probability")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+    cmd->add_option("--repetition-penalty", opt->sampling.repetition_penalty,
+                    "Penalty for tokens already in the prompt or output (1: off)")
+        ->capture_default_str();
+    cmd->add_option("--presence-penalty", opt->sampling.presence_penalty,
+                    "Subtracted once from tokens already generated")
+        ->capture_default_str();
+    cmd->add_option("--frequency-penalty", opt->sampling.frequency_penalty,
+                    "Subtracted per occurrence from tokens already generated")
+        ->capture_default_str();
+    cmd->add_option("--seed", opt->seed, "Random seed (default: random, printed on stderr)");
+    cmd->add_flag("--greedy", opt->sampling.greedy, "Always take the most likely token");
+    cmd->add_option("--stop", opt->stop, "Stop before this string (repeatable)");
+    cmd->add_flag("--ignore-eos", opt->ignore_eos, "Keep going after the end-of-text token");
+    cmd->add_flag("--ids", opt->ids, "Print generated token ids instead of text");
+    cmd->add_option("--threads", opt->threads, "CPU threads (default: all)");
+
+    return [opt]() {
+        if (opt->prompt.empty() && opt->prompt_ids.empty()) {
+            std::fprintf(stderr, "duality generate: give --prompt TEXT or --prompt-ids 1,2,3\n");
+            return 2;
+        }
+        if (Status s = opt->sampling.validate(); !s.is_ok()) {
+            std::fprintf(stderr, "duality generate: %s\n", s.message().c_str());
+            return 2;
+        }
+        const std::string dir = opt->model.empty() ? default_model_dir() : opt->model;
+        auto model = Model::load(dir, LoadOptions{opt->threads});
+        if (!model) {
+            std::fprintf(stderr, "duality: %s\n", model.status().message().c_str());
+            return 1;
+        }
+        auto tokenizer = Tokenizer::load(dir);
+        if (!tokenizer) {
+            std::fprintf(stderr, "duality: %s\n", tokenizer.status().message().c_str());
+            return 1;
+        }
+        std::vector<int32_t> prompt;
+        if (!opt->prompt_ids.empty()) {
+            if (!parse_id_list(opt->prompt_ids, &prompt)) return 2;
+        } else {
+            prompt = tokenizer->encode(opt->prompt);
+        }
+        if (prompt.empty()) {
+            std::fprintf(stderr, "duality generate: the prompt encodes to no tokens\n");
+            return 2;
+        }
+        SamplingParams sampling = opt->sampling;
+        sampling.seed = opt->seed ? *opt->seed : std::random_device{}();
+        if (!opt->seed && !sampling.greedy && sampling.temperature > 0)
+            std::fprintf(stderr, "[seed %llu]\n", static_cast<unsigned long long>(sampling.seed));
+        // Only ids the tokenizer knows may be sampled (HF configs count padded rows as vocab).
+        const int64_t V = (*model)->config().vocab_size;
+        const int64_t n_valid = std::min<int64_t>(V, tokenizer->vocab_size());
+        const int32_t eos = opt->ignore_eos ? -1 : tokenizer->eos_id();
+
+        SequenceState state = (*model)->new_state();
+        const auto t_prompt = Clock::now();
+        auto logits = (*model)->forward(prompt, state, LogitsMode::kLast);
+        if (!logits) {
+            std::fprintf(stderr, "duality: %s\n", logits.status().message().c_str());
+            return 1;
+        }
+        const double prompt_s = seconds_since(t_prompt);
+
+        if (!opt->ids) std::fputs(opt->prompt_ids.empty() ? opt->prompt.c_str()
+                                                          : tokenizer->decode(prompt).c_str(),
+                                  stdout);
+        std::fflush(stdout);
+        Sampler sampler(sampling);
+        StreamDecoder stream(*tokenizer);
+        StopStrings stops(opt->stop);
+        std::vector<int32_t> output;
+        const auto t_gen = Clock::now();
+        for (int i = 0; i < opt->n; ++i) {
+            const int32_t token =
+                sampler.sample(std::span<float>(logits->data(), static_cast<size_t>(n_valid)),
+                               prompt, output);
+            if (token == eos) break;
+            output.push_back(token);
+            if (opt->ids) {
+                std::printf("%s%d", output.size() > 1 ? "," : "", token);
+            } else {
+                std::fputs(stops.push(stream.push(token)).c_str(), stdout);
+                if (stops.stopped()) break;
+            }
+            std::fflush(stdout);
+            if (i + 1 == opt->n) break;
+            logits = (*model)->forward(std::span<const int32_t>(&token, 1), state,
+                                       LogitsMode::kLast);
+            if (!logits) {
+                std::fprintf(stderr, "\nduality: %s\n", logits.status().message().c_str());
+                return 1;
+            }
+        }
+        const double gen_s = seconds_since(t_gen);
+        if (!opt->ids) std::fputs(stops.push(stream.flush()).c_str(), stdout);
+        if (!opt->ids) std::fputs(stops.flush().c_str(), stdout);
+        std::fputs("\n", stdout);
+        std::fflush(stdout);
+        std::fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tokens/s); generation: %zu "
+                     "tokens in %.3f s (%.1f tokens/s)\n",
+                     prompt.size(), prompt_s, prompt.size() / std::max(prompt_s, 1e-9),
+                     output.size(), gen_s, output.size() / std::max(gen_s, 1e-9));
+        return 0;
+    };
+}
+
+}  // namespace duality::cli

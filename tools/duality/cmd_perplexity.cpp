@@ -1,0 +1,119 @@
+// `duality perplexity`: perplexity of a text file under the model.
+//
+// Definition (the usual recipe, and the one in the bundled model's train_log.json): the whole
+// file is tokenized as one string and cut into non-overlapping windows of --context tokens (the
+// last one may be shorter); each window starts from a zero state; every token but the first of
+// each window is scored; perplexity = exp(mean negative log-likelihood). The softmax runs over
+// every row the model's head produces (as transformers does).
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "duality/model.h"
+#include "duality/tokenizer.h"
+#include "tools/duality/commands.h"
+
+namespace duality::cli {
+
+namespace {
+
+void draw_progress(size_t done, size_t total, double nll_sum, size_t scored, double seconds) {
+    const int width = 30;
+    const int filled = total ? static_cast<int>(width * done / total) : width;
+    std::fprintf(stderr, "\r[%.*s%*s] %zu/%zu windows  ppl %.3f  %.0f tok/s ", filled,
+                 "##############################", width - filled, "", done, total,
+                 scored ? std::exp(nll_sum / static_cast<double>(scored)) : 0.0,
+                 seconds > 0 ? (static_cast<double>(scored) + static_cast<double>(done)) / seconds
+                             : 0.0);
+    std::fflush(stderr);
+}
+
+}  // namespace
+
+Action add_perplexity_command(CLI::App& app) {
+    struct Options {
+        std::string model, file;
+        int context = 1024, threads = 0;
+        bool quiet = false;
+    };
+    auto opt = std::make_shared<Options>();
+    CLI::App* cmd = app.add_subcommand(
+        "perplexity",
+        "Perplexity of a text file: non-overlapping windows of --context tokens, each from a zero "
+        "state, every token but the first of each window scored, ppl = exp(mean NLL)");
+    cmd->add_option("--model", opt->model, "Model folder (default: the bundled model)");
+    cmd->add_option("--file", opt->file, "Text file")->required();
+    cmd->add_option("--context", opt->context, "Window length in tokens")
+        ->check(CLI::Range(2, 1 << 20))
+        ->capture_default_str();
+    cmd->add_flag("-q,--quiet", opt->quiet, "No progress bar");
+    cmd->add_option("--threads", opt->threads, "CPU threads (default: all)");
+
+    return [opt]() {
+        std::ifstream in(opt->file, std::ios::binary);
+        if (!in) {
+            std::fprintf(stderr, "duality perplexity: --file %s: cannot open\n", opt->file.c_str());
+            return 1;
+        }
+        std::ostringstream ss;
+        ss << in.rdbuf();
+        const std::string dir = opt->model.empty() ? default_model_dir() : opt->model;
+        auto model = Model::load(dir, LoadOptions{opt->threads});
+        if (!model) {
+            std::fprintf(stderr, "duality: %s\n", model.status().message().c_str());
+            return 1;
+        }
+        auto tokenizer = Tokenizer::load(dir);
+        if (!tokenizer) {
+            std::fprintf(stderr, "duality: %s\n", tokenizer.status().message().c_str());
+            return 1;
+        }
+        const std::vector<int32_t> tokens = tokenizer->encode(ss.str());
+        if (tokens.size() < 2) {
+            std::fprintf(stderr, "duality perplexity: %s has fewer than 2 tokens\n",
+                         opt->file.c_str());
+            return 1;
+        }
+        const size_t C = static_cast<size_t>(opt->context);
+        const size_t n_windows = (tokens.size() + C - 1) / C;
+        const int64_t V = (*model)->config().vocab_size;
+        const bool show = !opt->quiet;
+        const auto t0 = std::chrono::steady_clock::now();
+        double nll_sum = 0;
+        size_t scored = 0;
+        for (size_t w = 0; w < n_windows; ++w) {
+            const size_t begin = w * C, len = std::min(C, tokens.size() - begin);
+            if (len < 2) continue;  // a lone last token has nothing to score
+            SequenceState state = (*model)->new_state();
+            auto logits = (*model)->forward(std::span(tokens).subspan(begin, len), state,
+                                            LogitsMode::kAll);
+            if (!logits) {
+                std::fprintf(stderr, "\nduality: %s\n", logits.status().message().c_str());
+                return 1;
+            }
+            for (size_t i = 0; i + 1 < len; ++i) {
+                const float* row = logits->data() + i * static_cast<size_t>(V);
+                const float mx = *std::max_element(row, row + V);
+                double sum = 0;
+                for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v] - mx));
+                nll_sum += std::log(sum) + mx - row[tokens[begin + i + 1]];
+                ++scored;
+            }
+            if (show) {
+                const double s =
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                draw_progress(w + 1, n_windows, nll_sum, scored, s);
+            }
+        }
+        if (show) std::fputs("\n", stderr);
+        std::printf("perplexity = %.4f over %zu tokens\n",
+                    std::exp(nll_sum / static_cast<double>(scored)), scored);
+        return 0;
+    };
+}
+
+}  // namespace duality::cli

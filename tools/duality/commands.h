@@ -11,6 +11,7 @@ namespace duality::cli {
 using Action = std::function<int()>;
 
 Action add_logits_command(CLI::App& app);
+Action add_tokenize_command(CLI::App& app);
 
 // Parses "1,2,3" into ids; false (with a message on stderr) on a malformed list.
 bool parse_id_list(const std::string& text, std::vector<int32_t>* ids);

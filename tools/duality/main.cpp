@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
         actions[app.get_subcommands({})[before]] = std::move(action);
     };
     add(duality::cli::add_logits_command);
+    add(duality::cli::add_tokenize_command);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

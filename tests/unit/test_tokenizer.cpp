@@ -238,7 +238,7 @@ TEST(Tokenizer, ConcurrentEncodesAgree) {
 
 // ---- StreamDecoder ----------------------------------------------------------------------------
 
-TEST(StreamDecoder, NeverSplitsACharacter) {
+TEST(TokenizerStreamDecoder, NeverSplitsACharacter) {
     const Tokenizer& t = neox();
     const std::string text =
         "Hello 🦙🦙 世界! 👩‍👩‍👧 ꙮ é — naïve 日本語のテキスト "
@@ -259,7 +259,7 @@ TEST(StreamDecoder, NeverSplitsACharacter) {
     EXPECT_EQ(stream.pending_bytes(), 0u);
 }
 
-TEST(StreamDecoder, RepairsInvalidBytes) {
+TEST(TokenizerStreamDecoder, RepairsInvalidBytes) {
     const Tokenizer& t = neox();
     StreamDecoder stream(t);
     // E2 82 is the start of "€" (E2 82 AC): held back, then repaired at flush.

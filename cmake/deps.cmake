@@ -6,8 +6,12 @@ find_package(CLI11 REQUIRED)
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
 pkg_check_modules(LIBZIP REQUIRED IMPORTED_TARGET libzip)
+# The tokenizer: PCRE2 (UTF + UCP) for the pre-tokenizer regex, utf8proc for NFC.
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 
 add_library(duality_deps INTERFACE)
 target_link_libraries(duality_deps INTERFACE
-  OpenMP::OpenMP_CXX nlohmann_json::nlohmann_json PkgConfig::OPENBLAS PkgConfig::LIBZIP)
+  OpenMP::OpenMP_CXX nlohmann_json::nlohmann_json PkgConfig::OPENBLAS PkgConfig::LIBZIP
+  PkgConfig::PCRE2 PkgConfig::UTF8PROC)
 add_library(duality::deps ALIAS duality_deps)

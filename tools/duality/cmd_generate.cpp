@@ -35,10 +35,10 @@ Action add_generate_command(CLI::App& app) {
     opt->sampling.min_p = 0.05f;
     CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt (streams it)");
     cmd->add_option("--model", opt->model, "Model folder (default: the bundled model)");
-    auto* prompt = cmd->add_option("--prompt", opt->prompt, "Prompt text");
-    auto* prompt_ids =
+    auto* prompt_opt = cmd->add_option("--prompt", opt->prompt, "Prompt text");
+    auto* prompt_ids_opt =
         cmd->add_option("--prompt-ids", opt->prompt_ids, "Prompt as token ids, e.g. 1,2,3");
-    prompt->excludes(prompt_ids);
+    prompt_opt->excludes(prompt_ids_opt);
     cmd->add_option("-n,--max-tokens", opt->n, "Tokens to generate")
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
@@ -107,7 +107,11 @@ Action add_generate_command(CLI::App& app) {
         // Only ids the tokenizer knows may be sampled (HF configs count padded rows as vocab).
         const int64_t V = (*model)->config().vocab_size;
         const int64_t n_valid = std::min<int64_t>(V, tokenizer->vocab_size());
-        const int32_t eos = opt->ignore_eos ? -1 : tokenizer->eos_id();
+        // The end-of-text id: config.json's eos_token_id, else the tokenizer's <|endoftext|>.
+        const int64_t config_eos = (*model)->config().eos_token_id;
+        const int32_t eos = opt->ignore_eos    ? -1
+                            : config_eos >= 0 ? static_cast<int32_t>(config_eos)
+                                              : tokenizer->eos_id().value_or(-1);
 
         SequenceState state = (*model)->new_state();
         const auto t_prompt = Clock::now();

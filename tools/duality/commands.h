@@ -13,6 +13,7 @@ namespace duality::cli {
 using Action = std::function<int()>;
 
 Action add_logits_command(CLI::App& app);
+Action add_tokenize_command(CLI::App& app);
 Action add_generate_command(CLI::App& app);
 Action add_perplexity_command(CLI::App& app);
 Action add_inspect_command(CLI::App& app);

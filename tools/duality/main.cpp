@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
     add(duality::cli::add_generate_command);
     add(duality::cli::add_perplexity_command);
     add(duality::cli::add_logits_command);
+    add(duality::cli::add_tokenize_command);
     add(duality::cli::add_inspect_command);
 
     // Name an unknown command instead of CLI11's generic "A subcommand is required".

@@ -4,6 +4,16 @@ find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(nlohmann_json 3.10 REQUIRED)
 find_package(CLI11 REQUIRED)
 find_package(PkgConfig REQUIRED)
+# OpenBLAS built on OpenMP shares duality's OpenMP thread pool; the pthread build spins its own
+# threads against ours and runs slower than one thread on a 2-core machine. Debian installs the
+# variants side by side: prefer the OpenMP one (its directory also goes into the RPATH, so the
+# binary loads it whatever the system alternative points to).
+set(_openblas_openmp_pc "/usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp/pkgconfig")
+if(EXISTS "${_openblas_openmp_pc}/openblas.pc")
+  set(ENV{PKG_CONFIG_PATH} "${_openblas_openmp_pc}:$ENV{PKG_CONFIG_PATH}")
+else()
+  message(WARNING "OpenBLAS (OpenMP build) not found: install libopenblas-openmp-dev for full speed")
+endif()
 pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
 pkg_check_modules(LIBZIP REQUIRED IMPORTED_TARGET libzip)
 # The tokenizer: PCRE2 (UTF + UCP) for the pre-tokenizer regex, utf8proc for NFC.

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libpcre2-dev libutf8proc-dev
-  libopenblas-dev libzip-dev libgtest-dev libbenchmark-dev
+  libopenblas-openmp-dev libzip-dev libgtest-dev libbenchmark-dev
 )
 if [[ "${DUALITY_SETUP_TEST:-0}" == 1 ]]; then
   # Sanitizer and fuzzer builds use clang; the tokenizer comparison uses Python.

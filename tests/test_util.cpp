@@ -36,8 +36,9 @@ void write_file(const fs::path& p, const std::string& bytes) {
     if (!out) throw std::runtime_error("cannot write " + p.string());
 }
 
-CliResult run_duality(const std::string& args) {
-    const std::string cmd = std::string(DUALITY_BINARY) + " " + args + " 2>&1";
+CliResult run_duality(const std::string& args, bool merge_stderr) {
+    const std::string cmd =
+        std::string(DUALITY_BINARY) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
     CliResult r;
     FILE* pipe = popen(cmd.c_str(), "r");
     if (!pipe) return r;

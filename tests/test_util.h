@@ -23,7 +23,8 @@ struct CliResult {
     int exit_code = -1;
     std::string out;  // stdout and stderr together
 };
-CliResult run_duality(const std::string& args);
+// With merge_stderr false, stderr is discarded and `out` is stdout alone.
+CliResult run_duality(const std::string& args, bool merge_stderr = true);
 
 // A fresh, empty temporary directory removed when the object dies.
 class TempDir {

@@ -1,4 +1,6 @@
 // duality: the command-line front end (run `duality --help`).
+#include <malloc.h>
+
 #include <cstdio>
 #include <map>
 #include <string>
@@ -6,6 +8,10 @@
 #include "tools/duality/commands.h"
 
 int main(int argc, char** argv) {
+    // Keep large freed blocks (per-call activations, logits) in the heap for reuse instead of
+    // returning them to the kernel and faulting fresh zeroed pages in on the next call.
+    mallopt(M_MMAP_THRESHOLD, 1 << 30);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
     CLI::App app{"duality: a Mamba-2 inference engine"};
     app.require_subcommand(1);
     app.set_version_flag("--version", std::string("duality 0.1.0"));

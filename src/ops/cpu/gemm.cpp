@@ -9,9 +9,15 @@ namespace duality::cpu {
 void gemm(const float* a, int64_t lda, const float* w, const float* bias, float* y, int64_t m,
           int64_t n, int64_t k) {
     if (m == 0 || n == 0) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n),
-                static_cast<int>(k), 1.0f, a, static_cast<int>(lda), w, static_cast<int>(k), 0.0f,
-                y, static_cast<int>(n));
+    if (m == 1) {  // decode: a matrix-vector product
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f,
+                    w, static_cast<int>(k), a, 1, 0.0f, y, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
+                    static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), w,
+                    static_cast<int>(k), 0.0f,
+                    y, static_cast<int>(n));
+    }
     if (bias) {
         for (int64_t r = 0; r < m; ++r)
             for (int64_t c = 0; c < n; ++c) y[r * n + c] += bias[c];

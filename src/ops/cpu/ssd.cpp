@@ -35,6 +35,7 @@ void ssd_chunked(const SsdParams& p, int n_threads) {
                 for (int64_t j = 0; j <= i; ++j) {
                     const float* bj = p.B + (t0 + j) * p.bc_stride + g * N;
                     float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
                     for (int64_t n = 0; n < N; ++n) acc += ci[n] * bj[n];
                     m[i * Q + j] = acc;
                 }
@@ -66,14 +67,17 @@ void ssd_chunked(const SsdParams& p, int n_threads) {
                     for (int64_t q = 0; q < P; ++q) {
                         const float* s = S + q * N;
                         float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
                         for (int64_t n = 0; n < N; ++n) dot += ci[n] * s[n];
                         yi[q] = decay_in * dot + Dh * xi[q];
                     }
                     for (int64_t j = 0; j <= i; ++j) {
                         const float w = m[i * Q + j] * std::exp(std::min(cs[i] - cs[j], 0.0f)) *
                                         p.dt[(t0 + j) * H + h];
-                        const float* xj = p.x + (t0 + j) * p.x_stride + h * P;
-                        for (int64_t q = 0; q < P; ++q) yi[q] += w * xj[q];
+                        const float* __restrict xj = p.x + (t0 + j) * p.x_stride + h * P;
+                        float* __restrict yo = yi;
+#pragma omp simd
+                        for (int64_t q = 0; q < P; ++q) yo[q] += w * xj[q];
                     }
                 }
                 const float decay_chunk = std::exp(cs[len - 1]);
@@ -85,7 +89,8 @@ void ssd_chunked(const SsdParams& p, int n_threads) {
                     const float* bj = p.B + (t0 + j) * p.bc_stride + g * N;
                     for (int64_t q = 0; q < P; ++q) {
                         const float a = xj[q] * coeff;
-                        float* s = S + q * N;
+                        float* __restrict s = S + q * N;
+#pragma omp simd
                         for (int64_t n = 0; n < N; ++n) s[n] += a * bj[n];
                     }
                 }
@@ -109,9 +114,10 @@ void ssd_sequential(const SsdParams& p, int n_threads) {
             const float* C = p.C + t * p.bc_stride + g * N;
             float* y = p.y + t * H * P + h * P;
             for (int64_t q = 0; q < P; ++q) {
-                float* s = S + q * N;
+                float* __restrict s = S + q * N;
                 const float a = dt * x[q];
                 float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
                 for (int64_t n = 0; n < N; ++n) {
                     s[n] = s[n] * dA + a * B[n];
                     dot += s[n] * C[n];

@@ -1,0 +1,109 @@
+// `duality generate` and `duality inspect` on the bundled model, run as a user would.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "test_util.h"
+
+namespace duality {
+namespace {
+
+std::vector<int32_t> parse_ids(const std::string& line) {
+    std::vector<int32_t> ids;
+    size_t pos = 0;
+    while (pos < line.size()) {
+        size_t end = line.find_first_of(",\n", pos);
+        if (end == std::string::npos) end = line.size();
+        if (end > pos) ids.push_back(std::stoi(line.substr(pos, end - pos)));
+        pos = end + 1;
+    }
+    return ids;
+}
+
+// First line of the output (the ids); the speed report follows on stderr.
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+TEST(CliGenerate, GreedyReproducesTheTrainLogSamples) {
+    const auto log = nlohmann::json::parse(
+        test::read_file(test::bundled_model_dir() / "train_log.json"));
+    ASSERT_EQ(log.at("samples").size(), 3u);
+    for (const auto& sample : log.at("samples")) {
+        const auto expected = sample.at("greedy_ids").get<std::vector<int32_t>>();
+        const std::string prompt = sample.at("prompt").get<std::string>();
+        // No --model: the bundled model is the default.
+        auto r = test::run_duality("generate --greedy --ids -n " +
+                                   std::to_string(expected.size()) + " --prompt '" + prompt + "'");
+        ASSERT_EQ(r.exit_code, 0) << r.out;
+        EXPECT_EQ(parse_ids(first_line(r.out)), expected) << prompt;
+        EXPECT_NE(r.out.find("tokens/s"), std::string::npos) << r.out;
+    }
+}
+
+TEST(CliGenerate, TextOutputStreamsThePromptAndContinuation) {
+    const auto log = nlohmann::json::parse(
+        test::read_file(test::bundled_model_dir() / "train_log.json"));
+    const auto& sample = log.at("samples")[1];
+    auto r = test::run_duality("generate --greedy -n 60 --prompt '" +
+                               sample.at("prompt").get<std::string>() + "'",
+                               /*merge_stderr=*/false);
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    // train_log's text is prompt + continuation, as we print it (plus a final newline).
+    EXPECT_EQ(r.out, sample.at("text").get<std::string>() + "\n");
+}
+
+TEST(CliGenerate, SeedMakesSamplingReproducible) {
+    const std::string base = "generate --ids -n 24 --temperature 1.0 --top-p 0.9 --prompt 'It was' ";
+    auto a = test::run_duality(base + "--seed 7");
+    auto b = test::run_duality(base + "--seed 7");
+    auto c = test::run_duality(base + "--seed 8");
+    ASSERT_EQ(a.exit_code, 0) << a.out;
+    EXPECT_EQ(first_line(a.out), first_line(b.out));
+    EXPECT_NE(first_line(a.out), first_line(c.out));
+    EXPECT_EQ(parse_ids(first_line(a.out)).size(), 24u);
+}
+
+TEST(CliGenerate, StopStringEndsTheOutput) {
+    auto r = test::run_duality("generate --greedy -n 60 --prompt 'Once upon a time' --stop ', I' "
+                               "", /*merge_stderr=*/false);
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    // The greedy text is "Once upon a time, and I was so glad to see him again, that I could..."
+    EXPECT_EQ(r.out, "Once upon a time, and I was so glad to see him again, that I could not "
+                     "help thinking of him, and thinking it over\n");
+}
+
+TEST(CliGenerate, BadFlagsAreNamed) {
+    struct Case {
+        std::string args;
+        const char* must_mention;
+    };
+    for (const Case& c : std::vector<Case>{
+             {"generate", "--prompt"},
+             {"generate --prompt hi --top-p 1.5", "--top-p"},
+             {"generate --prompt hi --temperature -1", "--temperature"},
+             {"generate --prompt hi -n 0", "--max-tokens"},
+             {"generate --prompt hi --prompt-ids 1,2", "excludes"},
+             {"generate --prompt-ids 1,abc", "abc"},
+             {"generate --prompt-ids 99999999", "outside the vocabulary"},
+             {"generate --prompt hi --model /no/such/dir", "/no/such/dir"},
+             {"perplexity --file /no/such/file.txt", "/no/such/file.txt"},
+             {"inspect /no/such/dir", "/no/such/dir"},
+         }) {
+        auto r = test::run_duality(c.args);
+        EXPECT_NE(r.exit_code, 0) << c.args;
+        EXPECT_NE(r.out.find(c.must_mention), std::string::npos) << c.args << "\n" << r.out;
+    }
+}
+
+TEST(CliInspect, CountsTheBundledModelsParameters) {
+    auto r = test::run_duality("inspect");
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    const auto log = nlohmann::json::parse(
+        test::read_file(test::bundled_model_dir() / "train_log.json"));
+    // train_log.json records the parameter count of the trained model (tied head counted once).
+    EXPECT_NE(r.out.find(std::to_string(log.at("params").get<int64_t>())), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("all tensors present"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace duality

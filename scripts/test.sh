@@ -16,7 +16,9 @@ step "release build"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_WERROR=ON >/dev/null
 ninja -C build -j "$JOBS"
 step "release tests"
-ctest --test-dir build --output-on-failure -j "$JOBS"
+log=$(mktemp)
+ctest --test-dir build --output-on-failure -j "$JOBS" | tee "$log"
+passed=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$log")
 
 step "sanitizer build (ASan + UBSan)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDUALITY_SANITIZE=ON \
@@ -24,7 +26,9 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDUALITY_SA
 ninja -C build-asan -j "$JOBS"
 step "sanitizer tests"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build-asan --output-on-failure -j "$JOBS" -LE slow
+  ctest --test-dir build-asan --output-on-failure -j "$JOBS" -LE slow | tee "$log"
+passed=$((passed + $(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$log")))
+rm -f "$log"
 
 if [[ "$FUZZ_SECONDS" != 0 ]]; then
   step "fuzz build (clang, libFuzzer)"
@@ -50,3 +54,4 @@ if [[ "$FUZZ_SECONDS" != 0 ]]; then
   done
 fi
 step "all tests passed"
+echo "tests: $passed passed, 0 failed"

@@ -196,3 +196,29 @@ TEST(DtSoftplusCpu, ThresholdAndClamp) {
 
 }  // namespace
 }  // namespace duality
+
+namespace duality {
+namespace {
+
+TEST(CrossEntropyCpu, MatchesADoublePrecisionLogSumExp) {
+    const int64_t rows = 5, V = 1000;
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal(0.0f, 4.0f);
+    std::vector<float> logits(rows * V);
+    for (auto& v : logits) v = normal(rng);
+    logits[3 * V + 7] = 90.0f;  // a dominant logit: other terms underflow towards 0
+    const std::vector<int32_t> targets = {0, 999, 500, 7, 42};
+    std::vector<double> nll(rows);
+    cpu::cross_entropy(logits.data(), rows, V, targets.data(), nll.data(), 2);
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* row = logits.data() + r * V;
+        const double mx = *std::max_element(row, row + V);
+        double sum = 0;
+        for (int64_t v = 0; v < V; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+        const double expect = std::log(sum) + mx - row[targets[r]];
+        EXPECT_NEAR(nll[r], expect, 1e-5 * std::max(1.0, std::fabs(expect))) << r;
+    }
+}
+
+}  // namespace
+}  // namespace duality

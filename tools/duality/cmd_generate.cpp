@@ -79,22 +79,15 @@ Action add_generate_command(CLI::App& app) {
             std::fprintf(stderr, "duality generate: %s\n", s.message().c_str());
             return 2;
         }
-        const std::string dir = opt->model.empty() ? default_model_dir() : opt->model;
-        auto model = Model::load(dir, LoadOptions{opt->threads});
-        if (!model) {
-            std::fprintf(stderr, "duality: %s\n", model.status().message().c_str());
-            return 1;
-        }
-        auto tokenizer = Tokenizer::load(dir);
-        if (!tokenizer) {
-            std::fprintf(stderr, "duality: %s\n", tokenizer.status().message().c_str());
-            return 1;
-        }
+        auto loaded = load_text_model(opt->model, opt->threads);
+        if (!loaded) return 1;
+        auto& model = loaded->model;
+        auto& tokenizer = loaded->tokenizer;
         std::vector<int32_t> prompt;
         if (!opt->prompt_ids.empty()) {
             if (!parse_id_list(opt->prompt_ids, &prompt)) return 2;
         } else {
-            prompt = tokenizer->encode(opt->prompt);
+            prompt = tokenizer.encode(opt->prompt);
         }
         if (prompt.empty()) {
             std::fprintf(stderr, "duality generate: the prompt encodes to no tokens\n");
@@ -105,17 +98,17 @@ Action add_generate_command(CLI::App& app) {
         if (!opt->seed && !sampling.greedy && sampling.temperature > 0)
             std::fprintf(stderr, "[seed %llu]\n", static_cast<unsigned long long>(sampling.seed));
         // Only ids the tokenizer knows may be sampled (HF configs count padded rows as vocab).
-        const int64_t V = (*model)->config().vocab_size;
-        const int64_t n_valid = std::min<int64_t>(V, tokenizer->vocab_size());
+        const int64_t V = model->config().vocab_size;
+        const int64_t n_valid = std::min<int64_t>(V, tokenizer.vocab_size());
         // The end-of-text id: config.json's eos_token_id, else the tokenizer's <|endoftext|>.
-        const int64_t config_eos = (*model)->config().eos_token_id;
+        const int64_t config_eos = model->config().eos_token_id;
         const int32_t eos = opt->ignore_eos    ? -1
                             : config_eos >= 0 ? static_cast<int32_t>(config_eos)
-                                              : tokenizer->eos_id().value_or(-1);
+                                              : tokenizer.eos_id().value_or(-1);
 
-        SequenceState state = (*model)->new_state();
+        SequenceState state = model->new_state();
         const auto t_prompt = Clock::now();
-        auto logits = (*model)->forward(prompt, state, LogitsMode::kLast);
+        auto logits = model->forward(prompt, state, LogitsMode::kLast);
         if (!logits) {
             std::fprintf(stderr, "duality: %s\n", logits.status().message().c_str());
             return 1;
@@ -123,11 +116,11 @@ Action add_generate_command(CLI::App& app) {
         const double prompt_s = seconds_since(t_prompt);
 
         if (!opt->ids) std::fputs(opt->prompt_ids.empty() ? opt->prompt.c_str()
-                                                          : tokenizer->decode(prompt).c_str(),
+                                                          : tokenizer.decode(prompt).c_str(),
                                   stdout);
         std::fflush(stdout);
         Sampler sampler(sampling);
-        StreamDecoder stream(*tokenizer);
+        StreamDecoder stream(tokenizer);
         StopStrings stops(opt->stop);
         std::vector<int32_t> output;
         const auto t_gen = Clock::now();
@@ -145,7 +138,7 @@ Action add_generate_command(CLI::App& app) {
             }
             std::fflush(stdout);
             if (i + 1 == opt->n) break;
-            logits = (*model)->forward(std::span<const int32_t>(&token, 1), state,
+            logits = model->forward(std::span<const int32_t>(&token, 1), state,
                                        LogitsMode::kLast);
             if (!logits) {
                 std::fprintf(stderr, "\nduality: %s\n", logits.status().message().c_str());

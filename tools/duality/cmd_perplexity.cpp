@@ -14,8 +14,11 @@
 #include <fstream>
 #include <sstream>
 
+#include <omp.h>
+
 #include "duality/model.h"
 #include "duality/tokenizer.h"
+#include "ops/cpu/ops.h"
 #include "tools/duality/commands.h"
 
 namespace duality::cli {
@@ -62,18 +65,11 @@ Action add_perplexity_command(CLI::App& app) {
         }
         std::ostringstream ss;
         ss << in.rdbuf();
-        const std::string dir = opt->model.empty() ? default_model_dir() : opt->model;
-        auto model = Model::load(dir, LoadOptions{opt->threads});
-        if (!model) {
-            std::fprintf(stderr, "duality: %s\n", model.status().message().c_str());
-            return 1;
-        }
-        auto tokenizer = Tokenizer::load(dir);
-        if (!tokenizer) {
-            std::fprintf(stderr, "duality: %s\n", tokenizer.status().message().c_str());
-            return 1;
-        }
-        const std::vector<int32_t> tokens = tokenizer->encode(ss.str());
+        auto loaded = load_text_model(opt->model, opt->threads);
+        if (!loaded) return 1;
+        auto& model = loaded->model;
+        auto& tokenizer = loaded->tokenizer;
+        const std::vector<int32_t> tokens = tokenizer.encode(ss.str());
         if (tokens.size() < 2) {
             std::fprintf(stderr, "duality perplexity: %s has fewer than 2 tokens\n",
                          opt->file.c_str());
@@ -81,7 +77,7 @@ Action add_perplexity_command(CLI::App& app) {
         }
         const size_t C = static_cast<size_t>(opt->context);
         const size_t n_windows = (tokens.size() + C - 1) / C;
-        const int64_t V = (*model)->config().vocab_size;
+        const int64_t V = model->config().vocab_size;
         const bool show = !opt->quiet;
         const auto t0 = std::chrono::steady_clock::now();
         double nll_sum = 0;
@@ -89,24 +85,18 @@ Action add_perplexity_command(CLI::App& app) {
         for (size_t w = 0; w < n_windows; ++w) {
             const size_t begin = w * C, len = std::min(C, tokens.size() - begin);
             if (len < 2) continue;  // a lone last token has nothing to score
-            SequenceState state = (*model)->new_state();
-            auto logits = (*model)->forward(std::span(tokens).subspan(begin, len), state,
+            SequenceState state = model->new_state();
+            auto logits = model->forward(std::span(tokens).subspan(begin, len), state,
                                             LogitsMode::kAll);
             if (!logits) {
                 std::fprintf(stderr, "\nduality: %s\n", logits.status().message().c_str());
                 return 1;
             }
+            std::vector<double> nll(len - 1);
+            cpu::cross_entropy(logits->data(), static_cast<int64_t>(len - 1), V,
+                               tokens.data() + begin + 1, nll.data(), opt->threads > 0 ? opt->threads : omp_get_max_threads());
             double window_nll = 0;
-            const float* all = logits->data();
-#pragma omp parallel for reduction(+ : window_nll) schedule(static)
-            for (size_t i = 0; i < len - 1; ++i) {
-                const float* row = all + i * static_cast<size_t>(V);
-                const float mx = *std::max_element(row, row + V);
-                float sum = 0;  // each term is in (0, 1]: f32 partial sums lose nothing that matters
-#pragma omp simd reduction(+ : sum)
-                for (int64_t v = 0; v < V; ++v) sum += std::exp(row[v] - mx);
-                window_nll += std::log(static_cast<double>(sum)) + mx - row[tokens[begin + i + 1]];
-            }
+            for (double x : nll) window_nll += x;
             nll_sum += window_nll;
             scored += len - 1;
             if (show) {

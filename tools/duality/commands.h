@@ -3,10 +3,15 @@
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
+
+#include "duality/model.h"
+#include "duality/tokenizer.h"
 
 namespace duality::cli {
 
@@ -17,6 +22,13 @@ Action add_tokenize_command(CLI::App& app);
 Action add_generate_command(CLI::App& app);
 Action add_perplexity_command(CLI::App& app);
 Action add_inspect_command(CLI::App& app);
+
+// A model and its tokenizer, loaded from --model (or the default); errors are printed.
+struct TextModel {
+    std::unique_ptr<Model> model;
+    Tokenizer tokenizer;
+};
+std::optional<TextModel> load_text_model(const std::string& model_flag, int n_threads);
 
 // The model folder used when --model is not given (the bundled model; see model_path.cpp).
 std::string default_model_dir();

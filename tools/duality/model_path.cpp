@@ -1,8 +1,9 @@
-// Where `--model` points when it is not given: $DUALITY_MODEL, then the bundled model next to the
+// Loading the model a text command works on. Where `--model` points when it is not given: $DUALITY_MODEL, then the bundled model next to the
 // executable's install (../share/duality/models or ../models), then the source tree it was built
 // from.
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
@@ -28,6 +29,21 @@ std::string default_model_dir() {
         if (fs::exists(c / "config.json", ec)) return fs::weakly_canonical(c, ec).string();
     }
     return candidates.back().string();  // the error message will name it
+}
+
+std::optional<TextModel> load_text_model(const std::string& model_flag, int n_threads) {
+    const std::string dir = model_flag.empty() ? default_model_dir() : model_flag;
+    auto model = Model::load(dir, LoadOptions{n_threads});
+    if (!model) {
+        std::fprintf(stderr, "duality: %s\n", model.status().message().c_str());
+        return std::nullopt;
+    }
+    auto tokenizer = Tokenizer::load(dir);
+    if (!tokenizer) {
+        std::fprintf(stderr, "duality: %s\n", tokenizer.status().message().c_str());
+        return std::nullopt;
+    }
+    return TextModel{std::move(*model), std::move(*tokenizer)};
 }
 
 }  // namespace duality::cli

@@ -44,4 +44,8 @@ void ssd_chunked(const SsdParams& p, int n_threads);
 // SSD, sequential recurrence (spec 6.1): the oracle for ssd_chunked and the decode step.
 void ssd_sequential(const SsdParams& p, int n_threads);
 
+// nll[r] = logsumexp(logits[r]) − logits[r][targets[r]] for rows of {rows, vocab} logits.
+void cross_entropy(const float* logits, int64_t rows, int64_t vocab, const int32_t* targets,
+                   double* nll, int n_threads);
+
 }  // namespace duality::cpu

@@ -7,12 +7,15 @@
 //               + (CB ⊙ exp(Scs_i − Scs_j) ⊙ Δ_j)_{j≤i} · x_c    (K5 intra-chunk)
 //               + D · x_c
 //     S_next    = exp(Scs_last) S_prev + x_cᵀ · (B_c ⊙ exp(Scs_last − Scs_j) Δ_j)   (K3 + K4)
-//   Parallel over groups×chunks for CB, then over heads.
+//   Parallel over groups×chunks for CB, then over heads; the three per-chunk products are
+//   single-threaded SGEMMs on each head's thread.
 // ssd_sequential: the token-by-token recurrence (spec 6.1); the oracle and the decode step.
 //   Parallel over heads.
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include <cblas.h>
 
 #include "ops/cpu/ops.h"
 
@@ -45,8 +48,13 @@ void ssd_chunked(const SsdParams& p, int n_threads) {
 
 #pragma omp parallel num_threads(n_threads)
     {
-        std::vector<float> cs(Q);  // Scs: chunk-local inclusive cumsum of A·Δ
-#pragma omp for
+        // Per-thread scratch. Inside this parallel region OpenBLAS (OpenMP build) runs each call
+        // on the calling thread, so the heads proceed in parallel.
+        std::vector<float> cs(Q);       // Scs: chunk-local inclusive cumsum of A·Δ
+        std::vector<float> w(Q * Q);    // {Q, Q}: CB ⊙ exp(Scs_i − Scs_j) ⊙ Δ_j, lower triangle
+        std::vector<float> bw(Q * N);   // {Q, N}: B_j ⊙ exp(Scs_last − Scs_j) Δ_j
+        std::vector<float> yc(Q * P);   // {Q, P}: the chunk's output for this head
+#pragma omp for schedule(dynamic)
         for (int64_t h = 0; h < H; ++h) {
             const int64_t g = h / heads_per_group;
             const float A = p.A[h], Dh = p.D ? p.D[h] : 0.0f;
@@ -54,46 +62,44 @@ void ssd_chunked(const SsdParams& p, int n_threads) {
             for (int64_t c = 0; c < n_chunks; ++c) {
                 const int64_t t0 = c * Q, len = std::min(Q, L - t0);
                 const float* m = cb.data() + (g * n_chunks + c) * Q * Q;
+                const float* xc = p.x + t0 * p.x_stride + h * P;   // {len, P}, rows x_stride apart
+                const float* bc = p.B + t0 * p.bc_stride + g * N;  // {len, N}
+                const float* cc = p.C + t0 * p.bc_stride + g * N;  // {len, N}
+                const float* dt = p.dt + t0 * H + h;               // Δ_j at dt[j * H]
                 float acc = 0.0f;
                 for (int64_t i = 0; i < len; ++i) {
-                    acc += A * p.dt[(t0 + i) * H + h];
+                    acc += A * dt[i * H];
                     cs[i] = acc;
                 }
+                // Inter-chunk: yc = C_c · S_prevᵀ, then row i scaled by exp(Scs_i).
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(len), int(P), int(N), 1.0f,
+                            cc, int(p.bc_stride), S, int(N), 0.0f, yc.data(), int(P));
+                for (int64_t i = 0; i < len; ++i) {
+                    const float e = std::exp(cs[i]);
+                    for (int64_t q = 0; q < P; ++q) yc[i * P + q] *= e;
+                }
+                // Intra-chunk: yc += W · x_c with W the decayed, Δ-weighted causal CB.
+                for (int64_t i = 0; i < len; ++i) {
+                    float* wi = w.data() + i * Q;
+                    for (int64_t j = 0; j <= i; ++j)
+                        wi[j] = m[i * Q + j] * std::exp(std::min(cs[i] - cs[j], 0.0f)) * dt[j * H];
+                    for (int64_t j = i + 1; j < len; ++j) wi[j] = 0.0f;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(len), int(P), int(len),
+                            1.0f, w.data(), int(Q), xc, int(p.x_stride), 1.0f, yc.data(), int(P));
                 for (int64_t i = 0; i < len; ++i) {
                     float* yi = p.y + (t0 + i) * H * P + h * P;
-                    const float* ci = p.C + (t0 + i) * p.bc_stride + g * N;
-                    const float* xi = p.x + (t0 + i) * p.x_stride + h * P;
-                    const float decay_in = std::exp(cs[i]);
-                    for (int64_t q = 0; q < P; ++q) {
-                        const float* s = S + q * N;
-                        float dot = 0.0f;
-#pragma omp simd reduction(+ : dot)
-                        for (int64_t n = 0; n < N; ++n) dot += ci[n] * s[n];
-                        yi[q] = decay_in * dot + Dh * xi[q];
-                    }
-                    for (int64_t j = 0; j <= i; ++j) {
-                        const float w = m[i * Q + j] * std::exp(std::min(cs[i] - cs[j], 0.0f)) *
-                                        p.dt[(t0 + j) * H + h];
-                        const float* __restrict xj = p.x + (t0 + j) * p.x_stride + h * P;
-                        float* __restrict yo = yi;
-#pragma omp simd
-                        for (int64_t q = 0; q < P; ++q) yo[q] += w * xj[q];
-                    }
+                    const float* xi = xc + i * p.x_stride;
+                    for (int64_t q = 0; q < P; ++q) yi[q] = yc[i * P + q] + Dh * xi[q];
                 }
-                const float decay_chunk = std::exp(cs[len - 1]);
-                for (int64_t k = 0; k < P * N; ++k) S[k] *= decay_chunk;
+                // State: S = exp(Scs_last) S + x_cᵀ · (B_c ⊙ exp(Scs_last − Scs_j) Δ_j).
                 for (int64_t j = 0; j < len; ++j) {
-                    const float coeff = std::exp(std::min(cs[len - 1] - cs[j], 0.0f)) *
-                                        p.dt[(t0 + j) * H + h];
-                    const float* xj = p.x + (t0 + j) * p.x_stride + h * P;
-                    const float* bj = p.B + (t0 + j) * p.bc_stride + g * N;
-                    for (int64_t q = 0; q < P; ++q) {
-                        const float a = xj[q] * coeff;
-                        float* __restrict s = S + q * N;
-#pragma omp simd
-                        for (int64_t n = 0; n < N; ++n) s[n] += a * bj[n];
-                    }
+                    const float coeff = std::exp(std::min(cs[len - 1] - cs[j], 0.0f)) * dt[j * H];
+                    for (int64_t n = 0; n < N; ++n) bw[j * N + n] = bc[j * p.bc_stride + n] * coeff;
                 }
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(P), int(N), int(len), 1.0f,
+                            xc, int(p.x_stride), bw.data(), int(N), std::exp(cs[len - 1]), S,
+                            int(N));
             }
         }
     }

@@ -4,3 +4,10 @@ if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
 endif()
 set(CMAKE_CUDA_STANDARD 20)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+find_package(CUDAToolkit REQUIRED)
+# Kernels: full optimization, line info for profilers, and constexpr host functions usable on the
+# device. No fast-math: exp/log/rsqrt accuracy is part of the numerics policy (docs/numerics.md).
+set(CMAKE_CUDA_FLAGS "${CMAKE_CUDA_FLAGS} -lineinfo --expt-relaxed-constexpr -Xcompiler=-Wall,-Wextra")
+if(DUALITY_WERROR)
+  set(CMAKE_CUDA_FLAGS "${CMAKE_CUDA_FLAGS} -Werror=all-warnings")
+endif()

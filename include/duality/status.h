@@ -18,6 +18,7 @@ enum class StatusCode {
     kCorrupt,          // a file whose bytes do not follow its format
     kUnsupported,      // valid input that this build cannot handle
     kIo,               // the operating system refused (open, mmap, read)
+    kResourceExhausted,  // out of device or host memory, or of state slots
     kInternal,
 };
 
@@ -48,6 +49,9 @@ inline Status not_found(std::string m) { return {StatusCode::kNotFound, std::mov
 inline Status corrupt(std::string m) { return {StatusCode::kCorrupt, std::move(m)}; }
 inline Status unsupported(std::string m) { return {StatusCode::kUnsupported, std::move(m)}; }
 inline Status io_error(std::string m) { return {StatusCode::kIo, std::move(m)}; }
+inline Status resource_exhausted(std::string m) {
+    return {StatusCode::kResourceExhausted, std::move(m)};
+}
 
 // A value or the Status that explains why there is none.
 template <typename T>

@@ -29,4 +29,17 @@ void convert_to_f32(DType src_dtype, const void* src, float* dst, size_t n) {
     }
 }
 
+void round_to_dtype(DType dt, float* x, size_t n) {
+    switch (dt) {
+        case DType::kF32: return;
+        case DType::kBF16:
+            for (size_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
+            return;
+        case DType::kF16:
+            for (size_t i = 0; i < n; ++i) x[i] = f16_to_f32(f32_to_f16(x[i]));
+            return;
+        default: DUALITY_ASSERT(false && "round_to_dtype: not a float dtype");
+    }
+}
+
 }  // namespace duality

@@ -1,0 +1,137 @@
+// The CUDA backend's ops: each one is the twin of a CPU op in ops/cpu/ops.h and has cases in the
+// op-test registry (tests/ops/cuda/) that compare it with that CPU op.
+//
+// Conventions:
+// - `act` is the activation and big-weight dtype: kF32, kF16 or kBF16 (the model's compute
+//   dtype). Pointers typed `void*` hold `act` elements. Small per-channel parameters (norm
+//   weights, conv weight and bias, dt_bias, A, D) are always f32 on the device, and so are the
+//   residual stream, Δ and all reductions and accumulators.
+// - `*_stride` counts elements between consecutive rows (tokens).
+// - Every op is asynchronous on `stream`; launch errors abort (DUALITY_CUDA_LAUNCH_CHECK).
+// - A batch is packed: the tokens of n_seq sequences concatenated with no padding, described by a
+//   VarlenBatch. Per-sequence recurrent state lives in a slot pool: the state of sequence s is at
+//   `state + slots[s] * slot_stride` (the caller offsets `state` to its layer).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "duality/types.h"
+
+namespace duality::cuda {
+
+// Device arrays describing a packed batch. Decode is the case where every sequence has 1 token.
+struct VarlenBatch {
+    int64_t n_seq = 0, n_tokens = 0;
+    const int32_t* cu_seqlens = nullptr;  // {n_seq + 1}: token offsets, cu_seqlens[0] = 0
+    const int32_t* slots = nullptr;       // {n_seq}: state slot of each sequence
+    // SSD chunking: chunks never cross sequences and each sequence's first chunk starts at its
+    // first token, so chunk c covers tokens [chunk_start[c], chunk_start[c] + chunk_len[c]).
+    int64_t n_chunk = 0;
+    const int32_t* chunk_start = nullptr;  // {n_chunk}
+    const int32_t* chunk_len = nullptr;    // {n_chunk}: 1..chunk_size
+    const int32_t* chunk_seq = nullptr;    // {n_chunk}: the sequence a chunk belongs to
+    const int32_t* cu_chunks = nullptr;    // {n_seq + 1}: chunk offsets of each sequence
+};
+
+// out {rows, dim} (act) = table[ids[r]]; table {vocab, dim} (act). ids on the device.
+void embedding(const int32_t* ids, int64_t rows, const void* table, int64_t dim, void* out,
+               DType act, cudaStream_t stream);
+
+// Fused residual add + RMSNorm (spec 4): residual += h (residual = h when `first`), then
+// out = residual · rsqrt(mean(residual²) + eps) · w. h, out {rows, dim} act (rows h_stride /
+// out dense); residual {rows, dim} f32; w {dim} f32.
+void add_rms_norm(const void* h, float* residual, const float* w, float eps, void* out,
+                  int64_t rows, int64_t dim, bool first, DType act, cudaStream_t stream);
+
+// y {rows, n} (act, rows ld apart) += bias {n} (f32).
+void add_bias(void* y, int64_t ld, const float* bias, int64_t rows, int64_t n, DType act,
+              cudaStream_t stream);
+
+// Gated RMSNorm per group (mamba_ssm semantics): v = y ⊙ silu(z); each contiguous group of
+// group_size channels: v · rsqrt(mean(v²) + eps) ⊙ w. y, out {rows, dim} act dense; z rows
+// z_stride apart (act); w {dim} f32.
+void gated_rms_norm(const void* y, const void* z, int64_t z_stride, const float* w, float eps,
+                    void* out, int64_t rows, int64_t dim, int64_t group_size, DType act,
+                    cudaStream_t stream);
+
+// Causal depthwise conv1d + SiLU over a packed batch, each sequence continuing from its conv
+// state and leaving its last width-1 raw rows there (oldest first). Serves prefill and decode.
+struct Conv1dArgs {
+    VarlenBatch batch;
+    int64_t channels = 0, width = 0;
+    const void* x = nullptr;      // {n_tokens, channels} act, rows x_stride apart: raw xBC
+    int64_t x_stride = 0;
+    const float* weight = nullptr;  // {channels, width}; weight[:, width-1] × newest row
+    const float* bias = nullptr;    // {channels} or nullptr
+    float* state = nullptr;         // per slot {width-1, channels} f32, slot_stride apart
+    int64_t state_slot_stride = 0;
+    void* out = nullptr;            // {n_tokens, channels} act, dense
+};
+void conv1d(const Conv1dArgs& a, DType act, cudaStream_t stream);
+
+// Δ {n_tokens, n_head} f32 = clamp(softplus(dt_raw + dt_bias), dt_min, dt_max), softplus with
+// the threshold-20 form. dt_raw (act) rows raw_stride apart.
+void dt_softplus(const void* dt_raw, int64_t raw_stride, const float* dt_bias, float dt_min,
+                 float dt_max, float* dt, int64_t rows, int64_t n_head, DType act,
+                 cudaStream_t stream);
+
+// Shapes and pointers shared by the SSD prefill and the decode step.
+struct SsdArgs {
+    VarlenBatch batch;
+    int64_t n_head = 0, head_dim = 0, d_state = 0, n_group = 1, chunk_size = 256;
+    const void* x = nullptr;  // {n_tokens, n_head, head_dim} act, rows x_stride apart
+    int64_t x_stride = 0;
+    const void* B = nullptr;  // {n_tokens, n_group, d_state} act, rows bc_stride apart
+    const void* C = nullptr;  // {n_tokens, n_group, d_state} act, rows bc_stride apart
+    int64_t bc_stride = 0;
+    const float* A = nullptr;  // {n_head}: -exp(A_log)
+    const float* D = nullptr;  // {n_head} or nullptr
+    void* state = nullptr;     // per slot {n_head, head_dim, d_state} in state_dtype: in and out
+    int64_t state_slot_stride = 0;
+    DType state_dtype = DType::kF32;
+    void* y = nullptr;         // {n_tokens, n_head, head_dim} act, dense
+};
+
+// Chunked SSD prefill (spec 6.2), the five steps: chunk cumsum, C·Bᵀ, chunk states, state
+// passing, chunk scan (+ D·x). `dt` {n_tokens, n_head} f32 is Δ after softplus and clamp.
+// Intermediates go to `workspace`, at least ssd_chunked_workspace_bytes() large.
+size_t ssd_chunked_workspace_bytes(const SsdArgs& a);
+void ssd_chunked(const SsdArgs& a, const float* dt, void* workspace, DType act,
+                 cudaStream_t stream);
+
+// Decode step for a batch of single-token sequences (batch.n_tokens == batch.n_seq): Δ from the
+// raw dt column (softplus, clamp), S = exp(AΔ)·S + Δ·x ⊗ B, y = S·C + D·x, state in place.
+struct DecodeDt {
+    const void* dt_raw = nullptr;  // {n_seq, n_head} act, rows raw_stride apart
+    int64_t raw_stride = 0;
+    const float* dt_bias = nullptr;  // {n_head}
+    float dt_min = 0.0f, dt_max = 0.0f;
+};
+void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream);
+
+// Per-row sampling parameters on the device (see SamplingParams; penalties stay on the host).
+struct DeviceSampling {
+    float temperature = 1.0f;  // <= 0: greedy
+    int32_t top_k = 0;         // 0: off
+    float top_p = 1.0f;        // 1: off
+    float min_p = 0.0f;        // 0: off
+    uint64_t seed = 0;
+    uint64_t step = 0;         // the draw's index within the sequence: same seed+step, same draw
+};
+// ids[r] = a token drawn from row r of logits {rows, ld} f32, over ids [0, vocab) only.
+// workspace: at least sample_workspace_bytes(rows, vocab).
+size_t sample_workspace_bytes(int64_t rows, int64_t vocab);
+void sample(const float* logits, int64_t ld, int64_t rows, int64_t vocab,
+            const DeviceSampling* params, int32_t* ids, void* workspace, cudaStream_t stream);
+
+// Fills n elements of `dst` (dtype dt) with values uniform in [lo, hi) from a counter-based
+// hash of (seed, index): random weights for benchmarks, identical on every GPU.
+void fill_uniform(void* dst, int64_t n, DType dt, uint64_t seed, float lo, float hi,
+                  cudaStream_t stream);
+
+// dst (dt) = src (f32), n elements: weight conversion at load.
+void convert_from_f32(const float* src, void* dst, int64_t n, DType dt, cudaStream_t stream);
+
+}  // namespace duality::cuda

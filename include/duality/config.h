@@ -44,6 +44,11 @@ struct ModelConfig {
 // geometry. Errors name the file and the key.
 Result<ModelConfig> load_model_config(const std::filesystem::path& dir);
 
+// The shapes of the state-spaces checkpoints (spec section 2): "mamba2-130m", "mamba2-370m",
+// "mamba2-780m", "mamba2-1.3b", "mamba2-2.7b" (also without the "mamba2-" prefix), and
+// "codestral-7b" (Mamba-Codestral-7B-v0.1: n_group 8, untied head).
+Result<ModelConfig> preset_config(const std::string& name);
+
 // Parses config text (`source` names it in error messages).
 Result<ModelConfig> parse_model_config(const std::string& json_text, const std::string& source);
 

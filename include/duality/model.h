@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "duality/config.h"
+#include "duality/sampling.h"
 #include "duality/status.h"
+#include "duality/types.h"
 
 namespace duality {
 
@@ -33,8 +35,35 @@ struct SequenceState {
 enum class LogitsMode { kNone, kLast, kAll };
 
 struct LoadOptions {
-    int n_threads = 0;  // 0: all hardware threads
+    int n_threads = 0;                // CPU threads; 0: all hardware threads
+    Device device = Device::kCpu;
+    int device_index = 0;             // which GPU
+    DType dtype = DType::kBF16;       // CUDA weights and activations: kF32, kF16 or kBF16
+                                      // (the CPU backend is always f32)
+    DType state_dtype = DType::kF32;  // CUDA SSM-state storage: kF32, kF16 or kBF16
+    int n_slots = 8;                  // sequences whose state lives in the model (see step())
+    int64_t max_tokens = 8192;        // tokens per device forward pass; longer steps run in
+                                      // pieces (CUDA workspace is sized by this)
+    bool cuda_graphs = true;          // capture decode steps in CUDA graphs per batch bucket
 };
+
+// One sequence's part of a batched step: `tokens` continue the sequence in state slot `slot`.
+struct SeqInput {
+    int slot = 0;
+    std::span<const int32_t> tokens;
+};
+
+// Where the model runs and what it holds there.
+struct DeviceInfo {
+    std::string name;            // "CPU", "NVIDIA H100 80GB HBM3", ...
+    int64_t memory_total = 0;    // bytes on the device (0 for the CPU)
+    int64_t weight_bytes = 0;    // bytes of weights as stored for compute
+    int64_t state_bytes = 0;     // bytes of all state slots
+    int64_t workspace_bytes = 0; // bytes of scratch sized by max_tokens
+};
+
+// The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).
+int cuda_device_count();
 
 class Model {
 public:
@@ -44,6 +73,11 @@ public:
     // input gives a Status naming the file and the field.
     static Result<std::unique_ptr<Model>> load(const std::filesystem::path& dir,
                                                const LoadOptions& options = {});
+
+    // A model of `config`'s shape with seeded random weights (benchmarks): weights uniform in
+    // ranges that keep activations finite; A in -[1, 16], Δ about 1e-3..1e-1.
+    static Result<std::unique_ptr<Model>> random(const ModelConfig& config,
+                                                 const LoadOptions& options, uint64_t seed);
 
     virtual const ModelConfig& config() const = 0;
 
@@ -56,6 +90,27 @@ public:
     // vocabulary rows are never returned.
     virtual Result<std::vector<float>> forward(std::span<const int32_t> tokens,
                                                SequenceState& state, LogitsMode mode) = 0;
+
+    // ---- Batched interface: states live in the model (on its device) in n_slots() slots. ----
+    virtual DeviceInfo device_info() const = 0;
+    virtual int n_slots() const = 0;
+    // Zeroes a slot: the start of a new sequence.
+    virtual Status reset_slot(int slot) = 0;
+    virtual Status read_slot(int slot, SequenceState& out) const = 0;
+    virtual Status write_slot(int slot, const SequenceState& state) = 0;
+    virtual Status copy_slot(int from, int to) = 0;
+
+    // Advances every sequence of `batch` (distinct slots, any mix of lengths >= 1; prefill runs
+    // packed without padding, single tokens as a batched decode step) and returns the logits of
+    // each sequence's last token, {batch.size(), vocab_size}.
+    virtual Result<std::vector<float>> step(std::span<const SeqInput> batch) = 0;
+
+    // Like step(), but draws each sequence's next token on the device with params[i] (the
+    // penalties are not applied here): draw number draws[i] of the stream of params[i].seed, so
+    // the same seed, draw number and logits give the same token.
+    virtual Result<std::vector<int32_t>> step_sample(std::span<const SeqInput> batch,
+                                                     std::span<const SamplingParams> params,
+                                                     std::span<const uint64_t> draws) = 0;
 };
 
 }  // namespace duality

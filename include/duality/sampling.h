@@ -57,6 +57,14 @@ void apply_penalties(std::span<float> logits, std::span<const int32_t> prompt,
 void filter(std::span<const float> logits, const SamplingParams& p, std::vector<int32_t>* ids,
             std::vector<float>* probs);
 int32_t argmax(std::span<const float> logits);
+
+// Draw number `draw` of the stream of `seed`: uniform in [0, 1), a pure function of both
+// (splitmix64), shared by the CPU and GPU samplers.
+double draw_uniform(uint64_t seed, uint64_t draw);
+
+// One stateless draw from a row of logits (no penalties): argmax when greedy, else the chain of
+// filter() and draw_uniform(p.seed, draw). What Model::step_sample does per row.
+int32_t sample_row(std::span<const float> logits, const SamplingParams& p, uint64_t draw);
 }  // namespace sampling
 
 }  // namespace duality

@@ -14,8 +14,11 @@ namespace {
 
 class CpuModel final : public Model {
 public:
-    CpuModel(ModelConfig config, ModelWeights weights, int n_threads)
-        : config_(std::move(config)), weights_(std::move(weights)), n_threads_(n_threads) {}
+    CpuModel(ModelConfig config, ModelWeights weights, int n_threads, int n_slots)
+        : config_(std::move(config)), weights_(std::move(weights)), n_threads_(n_threads) {
+        slots_.resize(static_cast<size_t>(n_slots));
+        for (SequenceState& s : slots_) s = new_state();
+    }
 
     const ModelConfig& config() const override { return config_; }
 
@@ -127,6 +130,67 @@ public:
         return logits;
     }
 
+    DeviceInfo device_info() const override {
+        DeviceInfo info;
+        info.name = "CPU";
+        info.weight_bytes = static_cast<int64_t>(weights_.bytes());
+        for (const SequenceState& s : slots_)
+            info.state_bytes += static_cast<int64_t>((s.conv.size() + s.ssm.size()) * 4);
+        return info;
+    }
+
+    int n_slots() const override { return static_cast<int>(slots_.size()); }
+
+    Status reset_slot(int slot) override {
+        DUALITY_RETURN_IF_ERROR(check_slot(slot));
+        slots_[static_cast<size_t>(slot)] = new_state();
+        return Status::ok();
+    }
+    Status read_slot(int slot, SequenceState& out) const override {
+        DUALITY_RETURN_IF_ERROR(check_slot(slot));
+        out = slots_[static_cast<size_t>(slot)];
+        return Status::ok();
+    }
+    Status write_slot(int slot, const SequenceState& state) override {
+        DUALITY_RETURN_IF_ERROR(check_slot(slot));
+        DUALITY_RETURN_IF_ERROR(check_state(state));
+        slots_[static_cast<size_t>(slot)] = state;
+        return Status::ok();
+    }
+    Status copy_slot(int from, int to) override {
+        DUALITY_RETURN_IF_ERROR(check_slot(from));
+        DUALITY_RETURN_IF_ERROR(check_slot(to));
+        slots_[static_cast<size_t>(to)] = slots_[static_cast<size_t>(from)];
+        return Status::ok();
+    }
+
+    Result<std::vector<float>> step(std::span<const SeqInput> batch) override {
+        DUALITY_RETURN_IF_ERROR(check_batch(batch, n_slots()));
+        std::vector<float> logits;  // {batch.size(), vocab_size}
+        logits.reserve(batch.size() * static_cast<size_t>(config_.vocab_size));
+        for (const SeqInput& in : batch) {
+            DUALITY_ASSIGN_OR_RETURN(
+                std::vector<float> row,
+                forward(in.tokens, slots_[static_cast<size_t>(in.slot)], LogitsMode::kLast));
+            logits.insert(logits.end(), row.begin(), row.end());
+        }
+        return logits;
+    }
+
+    Result<std::vector<int32_t>> step_sample(std::span<const SeqInput> batch,
+                                             std::span<const SamplingParams> params,
+                                             std::span<const uint64_t> draws) override {
+        if (params.size() != batch.size() || draws.size() != batch.size())
+            return invalid_argument("step_sample: one SamplingParams and draw number per sequence");
+        DUALITY_ASSIGN_OR_RETURN(std::vector<float> logits, step(batch));
+        std::vector<int32_t> ids(batch.size());
+        const size_t V = static_cast<size_t>(config_.vocab_size);
+        for (size_t i = 0; i < batch.size(); ++i)
+            ids[i] = sampling::sample_row(std::span<const float>(logits.data() + i * V, V),
+                                          params[i], draws[i]);
+        return ids;
+    }
+
 private:
     static const float* bias(const HostBuffer& b) { return b.size() ? b.data() : nullptr; }
 
@@ -140,15 +204,42 @@ private:
         return Status::ok();
     }
 
+    Status check_slot(int slot) const {
+        if (slot < 0 || slot >= n_slots())
+            return invalid_argument("state slot " + std::to_string(slot) + " is outside [0, " +
+                                    std::to_string(n_slots()) + ")");
+        return Status::ok();
+    }
+
     ModelConfig config_;
     ModelWeights weights_;
     int n_threads_;
+    std::vector<SequenceState> slots_;  // {n_slots}: per-sequence state
 };
 
 }  // namespace
 
-std::unique_ptr<Model> make_cpu_model(ModelConfig config, ModelWeights weights, int n_threads) {
-    return std::make_unique<CpuModel>(std::move(config), std::move(weights), n_threads);
+Status check_batch(std::span<const SeqInput> batch, int n_slots) {
+    std::vector<bool> seen(static_cast<size_t>(n_slots), false);
+    for (size_t i = 0; i < batch.size(); ++i) {
+        const int slot = batch[i].slot;
+        if (slot < 0 || slot >= n_slots)
+            return invalid_argument("sequence " + std::to_string(i) + ": state slot " +
+                                    std::to_string(slot) + " is outside [0, " +
+                                    std::to_string(n_slots) + ")");
+        if (seen[static_cast<size_t>(slot)])
+            return invalid_argument("state slot " + std::to_string(slot) +
+                                    " appears twice in one step");
+        seen[static_cast<size_t>(slot)] = true;
+        if (batch[i].tokens.empty())
+            return invalid_argument("sequence " + std::to_string(i) + " of the step has no tokens");
+    }
+    return Status::ok();
+}
+
+std::unique_ptr<Model> make_cpu_model(ModelConfig config, ModelWeights weights, int n_threads,
+                                      int n_slots) {
+    return std::make_unique<CpuModel>(std::move(config), std::move(weights), n_threads, n_slots);
 }
 
 }  // namespace duality

@@ -8,6 +8,10 @@
 
 namespace duality {
 
-std::unique_ptr<Model> make_cpu_model(ModelConfig config, ModelWeights weights, int n_threads);
+std::unique_ptr<Model> make_cpu_model(ModelConfig config, ModelWeights weights, int n_threads,
+                                      int n_slots);
+
+// Every backend's step() accepts the same batches: distinct slots in range, no empty sequence.
+Status check_batch(std::span<const SeqInput> batch, int n_slots);
 
 }  // namespace duality

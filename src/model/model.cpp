@@ -1,19 +1,51 @@
+// Model::load and Model::random: read or draw the weights, then hand them to the backend the
+// options name. This is the one place that chooses a backend.
 #include <omp.h>
 
 #include "duality/model.h"
 #include "loader/tensor_store.h"
+#include "model/backends.h"
 #include "model/cpu_model.h"
 #include "model/weights.h"
 
 namespace duality {
+namespace {
+
+Status check_options(const LoadOptions& o) {
+    if (o.n_slots < 1 || o.n_slots > 65536)
+        return invalid_argument("n_slots = " + std::to_string(o.n_slots) +
+                                " is outside [1, 65536]");
+    if (o.max_tokens < 1) return invalid_argument("max_tokens must be positive");
+    if (!dtype_is_float(o.dtype) || !dtype_is_float(o.state_dtype))
+        return invalid_argument("dtype and state_dtype must be f32, f16 or bf16");
+    return Status::ok();
+}
+
+Result<std::unique_ptr<Model>> make(ModelConfig config, ModelWeights* weights, uint64_t seed,
+                                    const LoadOptions& o) {
+    if (o.device == Device::kCuda) return make_cuda_model(std::move(config), weights, seed, o);
+    const int n_threads = o.n_threads > 0 ? o.n_threads : omp_get_max_threads();
+    ModelWeights w = weights ? std::move(*weights) : random_weights(config, seed);
+    return make_cpu_model(std::move(config), std::move(w), n_threads, o.n_slots);
+}
+
+}  // namespace
+
+int cuda_device_count() { return cuda_devices(); }
 
 Result<std::unique_ptr<Model>> Model::load(const std::filesystem::path& dir,
                                            const LoadOptions& options) {
+    DUALITY_RETURN_IF_ERROR(check_options(options));
     DUALITY_ASSIGN_OR_RETURN(ModelConfig config, load_model_config(dir));
     DUALITY_ASSIGN_OR_RETURN(TensorStore store, load_tensor_store(dir));
     DUALITY_ASSIGN_OR_RETURN(ModelWeights weights, load_weights(store, config));
-    const int n_threads = options.n_threads > 0 ? options.n_threads : omp_get_max_threads();
-    return make_cpu_model(std::move(config), std::move(weights), n_threads);
+    return make(std::move(config), &weights, 0, options);
+}
+
+Result<std::unique_ptr<Model>> Model::random(const ModelConfig& config, const LoadOptions& options,
+                                             uint64_t seed) {
+    DUALITY_RETURN_IF_ERROR(check_options(options));
+    return make(config, nullptr, seed, options);
 }
 
 }  // namespace duality

@@ -80,6 +80,68 @@ private:
 
 }  // namespace
 
+size_t ModelWeights::bytes() const {
+    size_t n = embedding.size() + norm_f.size() + lm_head.size();
+    for (const LayerWeights& l : layers)
+        n += l.norm.size() + l.in_proj.size() + l.in_proj_bias.size() + l.conv_weight.size() +
+             l.conv_bias.size() + l.dt_bias.size() + l.A.size() + l.D.size() +
+             l.gate_norm.size() + l.out_proj.size() + l.out_proj_bias.size();
+    return n * sizeof(float);
+}
+
+RandomInit RandomInit::for_config(const ModelConfig& c) {
+    const float in_scale = 1.0f / std::sqrt(static_cast<float>(c.d_model));
+    const float out_scale = 1.0f / std::sqrt(static_cast<float>(c.d_inner));
+    RandomInit r;
+    r.embedding = {-0.1f, 0.1f};
+    r.in_proj = {-in_scale, in_scale};
+    r.out_proj = {-out_scale, out_scale};
+    r.lm_head = {-in_scale, in_scale};
+    r.conv_weight = {-0.5f, 0.5f};
+    r.conv_bias = {-0.1f, 0.1f};
+    r.dt_bias = {-6.9f, -2.25f};  // softplus: Δ ≈ 1e-3 .. 1e-1
+    r.A_log = {0.0f, 2.7725887f};  // A in -[1, 16]
+    r.D = {0.5f, 1.5f};
+    r.norm = {1.0f, 1.0f};
+    r.proj_bias = {-0.01f, 0.01f};
+    return r;
+}
+
+ModelWeights random_weights(const ModelConfig& c, uint64_t seed) {
+    const RandomInit init = RandomInit::for_config(c);
+    uint64_t tensor_seed = seed;
+    auto fill = [&](HostBuffer& b, int64_t n, RandomRange r) {
+        b.resize(static_cast<size_t>(n));
+        const uint64_t s = tensor_seed++;
+        float* d = b.data();
+#pragma omp parallel for if (n > (1 << 16))
+        for (int64_t i = 0; i < n; ++i) d[i] = r.lo + (r.hi - r.lo) * uniform_hash(s, static_cast<uint64_t>(i));
+    };
+    const int64_t D = c.d_model, E = c.d_inner, H = c.n_head, V = c.vocab_padded;
+    ModelWeights w;
+    fill(w.embedding, V * D, init.embedding);
+    fill(w.norm_f, D, init.norm);
+    if (!c.tie_embeddings) fill(w.lm_head, V * D, init.lm_head);
+    w.layers.resize(static_cast<size_t>(c.n_layer));
+    for (LayerWeights& l : w.layers) {
+        fill(l.norm, D, init.norm);
+        fill(l.in_proj, c.d_in_proj() * D, init.in_proj);
+        fill(l.conv_weight, c.conv_dim() * c.d_conv, init.conv_weight);
+        if (c.conv_bias) fill(l.conv_bias, c.conv_dim(), init.conv_bias);
+        fill(l.dt_bias, H, init.dt_bias);
+        fill(l.A, H, init.A_log);
+        for (size_t h = 0; h < l.A.size(); ++h) l.A.data()[h] = -std::exp(l.A.data()[h]);
+        fill(l.D, H, init.D);
+        fill(l.gate_norm, E, init.norm);
+        fill(l.out_proj, D * E, init.out_proj);
+        if (c.proj_bias) {
+            fill(l.in_proj_bias, c.d_in_proj(), init.proj_bias);
+            fill(l.out_proj_bias, D, init.proj_bias);
+        }
+    }
+    return w;
+}
+
 Result<ModelWeights> load_weights(const TensorStore& store, const ModelConfig& c) {
     WeightReader r(store);
     if (!r.duplicate().empty())

@@ -108,6 +108,28 @@ void filter(std::span<const float> logits, const SamplingParams& p, std::vector<
     for (auto& v : *probs) v = static_cast<float>(v / kept);
 }
 
+double draw_uniform(uint64_t seed, uint64_t draw) {
+    uint64_t z = seed + (draw + 1) * 0x9e3779b97f4a7c15ull;  // splitmix64
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
+int32_t sample_row(std::span<const float> logits, const SamplingParams& p, uint64_t draw) {
+    if (p.greedy || p.temperature == 0.0f) return argmax(logits);
+    std::vector<int32_t> ids;
+    std::vector<float> probs;
+    filter(logits, p, &ids, &probs);
+    const double u = draw_uniform(p.seed, draw);
+    double acc = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        acc += probs[i];
+        if (u < acc) return ids[i];
+    }
+    return ids.back();
+}
+
 }  // namespace sampling
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}

@@ -1,12 +1,668 @@
-// Placeholder: the CUDA model is being written (next commit).
+// The Mamba-2 language model on an NVIDIA GPU (spec sections 4-8, the CPU twin is cpu_model.cpp):
+//   h = Emb[tokens]; per layer: u = RMSNorm(residual += h); zxbcdt = u·W_inᵀ (cuBLASLt);
+//   xBC = silu(conv1d(xBC_raw)); Δ = clamp(softplus(dt + dt_bias));
+//   y = SSD(x, Δ, A, B, C) + D·x (chunked five-step prefill, or the fused decode step);
+//   h = GatedRMSNorm(y, z)·W_outᵀ;  logits = RMSNorm(residual + h)·W_headᵀ for the wanted rows.
+// A step runs as passes of at most max_tokens packed tokens. Passes in which every sequence has
+// one token are decode passes; they are replayed from a CUDA graph captured per batch bucket.
+// All buffers come from allocations made at load, so no pass allocates device memory.
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
 #include "core/cuda/device_buffer.h"
+#include "core/cuda/stream.h"
+#include "core/half.h"
 #include "model/backends.h"
+#include "model/cpu_model.h"
+#include "model/cuda/device_weights.h"
+#include "ops/cuda/gemm.h"
+#include "ops/cuda/ops.h"
 
 namespace duality {
+namespace {
 
-Result<std::unique_ptr<Model>> make_cuda_model(ModelConfig, const ModelWeights*, uint64_t,
-                                               const LoadOptions&) {
-    return unsupported("the CUDA model is not written yet");
+using cuda::DeviceBuffer;
+
+int64_t next_pow2(int64_t x) {
+    int64_t p = 1;
+    while (p < x) p *= 2;
+    return p;
+}
+
+// One sequence's part of a pass.
+struct PassSeq {
+    int slot;
+    std::span<const int32_t> tokens;
+    int64_t result_row;  // row of the step's logits it fills, or -1 (no logits wanted)
+};
+
+// Fixed-size device scratch, laid out once for max_tokens so pointers never change (the decode
+// graphs capture them).
+struct Workspace {
+    void* h;           // {T, d_model} act: embedding / block output
+    float* residual;   // {T, d_model} f32
+    void* u;           // {T, d_model} act: normed input
+    void* zxbcdt;      // {T, d_in_proj} act: [z | xBC | dt]
+    void* xbc;         // {T, conv_dim} act: conv + SiLU output [x | B | C]
+    float* dt;         // {T, n_head} f32: Δ (prefill)
+    void* y;           // {T, d_inner} act: SSD output
+    void* gated;       // {T, d_inner} act: gated-norm output
+    void* ssd;         // ssd_chunked workspace
+    void* h_sel;       // {R, d_model} act: rows whose logits are wanted
+    float* res_sel;    // {R, d_model} f32
+    float* logits;     // {R, vocab_padded} f32
+    void* sample_ws;   // sampling workspace
+    int32_t* ids;      // {R}: sampled tokens
+    cuda::DeviceSampling* sampling;  // {R}
+    // Batch description (uploaded before every pass).
+    int32_t* tokens;       // {T}
+    int32_t* cu_seqlens;   // {S + 1}
+    int32_t* slots;        // {S}
+    int32_t* chunk_start;  // {n_chunk_max}
+    int32_t* chunk_len;
+    int32_t* chunk_seq;
+    int32_t* cu_chunks;    // {S + 1}
+    int32_t* rows;         // {S}: token index of each wanted row
+};
+
+class CudaModel final : public Model {
+public:
+    static Result<std::unique_ptr<Model>> create(ModelConfig config, const ModelWeights* weights,
+                                                 uint64_t seed, const LoadOptions& o) {
+        if (o.device_index < 0 || o.device_index >= cuda::device_count())
+            return invalid_argument("no CUDA device " + std::to_string(o.device_index) + " (" +
+                                    std::to_string(cuda::device_count()) + " found)");
+        DUALITY_RETURN_IF_ERROR(
+            cuda::to_status(cudaSetDevice(o.device_index), "cannot use the CUDA device"));
+        std::unique_ptr<CudaModel> m(new CudaModel(std::move(config), o));
+        DUALITY_RETURN_IF_ERROR(m->init(weights, seed));
+        return std::unique_ptr<Model>(std::move(m));
+    }
+
+    const ModelConfig& config() const override { return c_; }
+
+    SequenceState new_state() const override {
+        SequenceState s;
+        s.n_layer = c_.n_layer;
+        s.d_conv = c_.d_conv;
+        s.conv_dim = c_.conv_dim();
+        s.n_head = c_.n_head;
+        s.head_dim = c_.head_dim;
+        s.d_state = c_.d_state;
+        s.conv.assign(static_cast<size_t>(conv_slot_elems_), 0.0f);
+        s.ssm.assign(static_cast<size_t>(ssm_slot_elems_), 0.0f);
+        return s;
+    }
+
+    DeviceInfo device_info() const override { return info_; }
+    int n_slots() const override { return opt_.n_slots; }
+
+    Status reset_slot(int slot) override {
+        DUALITY_RETURN_IF_ERROR(check_slot(slot));
+        clear_slot(slot);
+        return Status::ok();
+    }
+
+    Status read_slot(int slot, SequenceState& out) const override {
+        DUALITY_RETURN_IF_ERROR(check_slot(slot));
+        out = new_state();
+        download_slot(slot, out);
+        return Status::ok();
+    }
+
+    Status write_slot(int slot, const SequenceState& s) override {
+        DUALITY_RETURN_IF_ERROR(check_slot(slot));
+        DUALITY_RETURN_IF_ERROR(check_state(s));
+        upload_slot(slot, s);
+        return Status::ok();
+    }
+
+    Status copy_slot(int from, int to) override {
+        DUALITY_RETURN_IF_ERROR(check_slot(from));
+        DUALITY_RETURN_IF_ERROR(check_slot(to));
+        if (from == to) return Status::ok();
+        DUALITY_CUDA_CHECK(cudaMemcpyAsync(conv_ptr(to), conv_ptr(from), conv_slot_bytes(),
+                                           cudaMemcpyDeviceToDevice, stream_.get()));
+        DUALITY_CUDA_CHECK(cudaMemcpyAsync(ssm_ptr(to), ssm_ptr(from), ssm_slot_bytes(),
+                                           cudaMemcpyDeviceToDevice, stream_.get()));
+        slot_tokens_[static_cast<size_t>(to)] = slot_tokens_[static_cast<size_t>(from)];
+        stream_.sync();
+        return Status::ok();
+    }
+
+    Result<std::vector<float>> forward(std::span<const int32_t> tokens, SequenceState& state,
+                                       LogitsMode mode) override {
+        DUALITY_RETURN_IF_ERROR(check_state(state));
+        DUALITY_RETURN_IF_ERROR(check_tokens(tokens));
+        if (tokens.empty()) return std::vector<float>{};
+        const int scratch = opt_.n_slots;
+        upload_slot(scratch, state);
+        std::vector<float> logits;
+        const int64_t T = static_cast<int64_t>(tokens.size());
+        for (int64_t t0 = 0; t0 < T; t0 += max_tokens_) {
+            const int64_t n = std::min(max_tokens_, T - t0);
+            const bool last = t0 + n == T;
+            std::vector<PassSeq> pass{{scratch, tokens.subspan(static_cast<size_t>(t0),
+                                                               static_cast<size_t>(n)),
+                                       last && mode == LogitsMode::kLast ? 0 : -1}};
+            run_pass(pass, mode == LogitsMode::kAll);
+            if (mode == LogitsMode::kAll) append_all_logits(n, logits);
+            else if (mode == LogitsMode::kLast && last) append_rows(1, logits);
+        }
+        download_slot(scratch, state);
+        state.n_tokens += T;
+        return logits;
+    }
+
+    Result<std::vector<float>> step(std::span<const SeqInput> batch) override {
+        DUALITY_RETURN_IF_ERROR(check_batch(batch, opt_.n_slots));
+        for (const SeqInput& in : batch) DUALITY_RETURN_IF_ERROR(check_tokens(in.tokens));
+        std::vector<float> logits(batch.size() * static_cast<size_t>(c_.vocab_size));
+        run_step(batch, [&](const std::vector<PassSeq>& pass) {
+            std::vector<float> rows;
+            append_rows(count_wanted(pass), rows);
+            size_t r = 0;
+            for (const PassSeq& p : pass) {
+                if (p.result_row < 0) continue;
+                std::copy_n(rows.data() + r++ * static_cast<size_t>(c_.vocab_size), c_.vocab_size,
+                            logits.data() + p.result_row * c_.vocab_size);
+            }
+        });
+        return logits;
+    }
+
+    Result<std::vector<int32_t>> step_sample(std::span<const SeqInput> batch,
+                                             std::span<const SamplingParams> params,
+                                             std::span<const uint64_t> draws) override {
+        if (params.size() != batch.size() || draws.size() != batch.size())
+            return invalid_argument("step_sample: one SamplingParams and draw number per sequence");
+        DUALITY_RETURN_IF_ERROR(check_batch(batch, opt_.n_slots));
+        for (const SeqInput& in : batch) DUALITY_RETURN_IF_ERROR(check_tokens(in.tokens));
+        for (const SamplingParams& p : params) DUALITY_RETURN_IF_ERROR(p.validate());
+        std::vector<int32_t> ids(batch.size());
+        run_step(batch, [&](const std::vector<PassSeq>& pass) {
+            const int64_t n = count_wanted(pass);
+            auto* sp = sample_staging_.as<cuda::DeviceSampling>();
+            int64_t r = 0;
+            for (const PassSeq& p : pass) {
+                if (p.result_row < 0) continue;
+                const SamplingParams& q = params[static_cast<size_t>(p.result_row)];
+                cuda::DeviceSampling& d = sp[r++];
+                d = cuda::DeviceSampling{};
+                d.temperature = (q.greedy || q.temperature == 0.0f) ? 0.0f : q.temperature;
+                d.top_k = q.top_k;
+                d.top_p = q.top_p;
+                d.min_p = q.min_p;
+                d.seed = q.seed;
+                d.step = draws[static_cast<size_t>(p.result_row)];
+            }
+            cudaStream_t s = stream_.get();
+            DUALITY_CUDA_CHECK(cudaMemcpyAsync(ws_.sampling, sp, n * sizeof(cuda::DeviceSampling),
+                                               cudaMemcpyHostToDevice, s));
+            cuda::sample(ws_.logits, c_.vocab_padded, n, c_.vocab_size, ws_.sampling, ws_.ids,
+                         ws_.sample_ws, s);
+            auto* out = reinterpret_cast<int32_t*>(sp + rows_max_);
+            DUALITY_CUDA_CHECK(
+                cudaMemcpyAsync(out, ws_.ids, n * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+            stream_.sync();
+            r = 0;
+            for (const PassSeq& p : pass)
+                if (p.result_row >= 0) ids[static_cast<size_t>(p.result_row)] = out[r++];
+        });
+        return ids;
+    }
+
+private:
+    CudaModel(ModelConfig c, const LoadOptions& o) : c_(std::move(c)), opt_(o), act_(o.dtype) {
+        conv_slot_elems_ = c_.n_layer * (c_.d_conv - 1) * c_.conv_dim();
+        ssm_slot_elems_ = c_.n_layer * c_.n_head * c_.head_dim * c_.d_state;
+        max_seqs_ = next_pow2(opt_.n_slots + 1);
+        max_tokens_ = std::max<int64_t>(opt_.max_tokens, max_seqs_);
+        rows_max_ = std::max<int64_t>(max_seqs_, 256);
+        slot_tokens_.assign(static_cast<size_t>(opt_.n_slots + 1), 0);
+    }
+
+    Status init(const ModelWeights* weights, uint64_t seed) {
+        DUALITY_ASSIGN_OR_RETURN(gemm_, cuda::Gemm::create());
+        if (weights) {
+            DUALITY_ASSIGN_OR_RETURN(weights_,
+                                     cuda::upload_weights(c_, *weights, act_, stream_.get()));
+        } else {
+            DUALITY_ASSIGN_OR_RETURN(weights_,
+                                     cuda::random_device_weights(c_, seed, act_, stream_.get()));
+        }
+        const int64_t n_alloc_slots = opt_.n_slots + 1;  // + the scratch slot
+        DUALITY_ASSIGN_OR_RETURN(conv_state_, DeviceBuffer::allocate(n_alloc_slots *
+                                                                         conv_slot_bytes(),
+                                                                     "the conv states"));
+        DUALITY_ASSIGN_OR_RETURN(ssm_state_, DeviceBuffer::allocate(n_alloc_slots *
+                                                                        ssm_slot_bytes(),
+                                                                    "the SSM states"));
+        DUALITY_CUDA_CHECK(cudaMemset(conv_state_.data(), 0, conv_state_.bytes()));
+        DUALITY_CUDA_CHECK(cudaMemset(ssm_state_.data(), 0, ssm_state_.bytes()));
+        DUALITY_RETURN_IF_ERROR(layout_workspace());
+        staging_ = cuda::PinnedBuffer(std::max<size_t>(
+            static_cast<size_t>(max_tokens_ + 8 * (max_seqs_ + n_chunk_max_)) * 4,
+            size_t{4096}));
+        sample_staging_ =
+            cuda::PinnedBuffer(static_cast<size_t>(rows_max_) * (sizeof(cuda::DeviceSampling) + 4));
+
+        cudaDeviceProp prop{};
+        DUALITY_CUDA_CHECK(cudaGetDeviceProperties(&prop, opt_.device_index));
+        info_.name = prop.name;
+        info_.memory_total = static_cast<int64_t>(prop.totalGlobalMem);
+        info_.weight_bytes = static_cast<int64_t>(weights_.block.bytes());
+        info_.state_bytes = static_cast<int64_t>(conv_state_.bytes() + ssm_state_.bytes());
+        info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
+        return Status::ok();
+    }
+
+    // Sizes and carves the workspace for max_tokens_ tokens and max_seqs_ sequences.
+    Status layout_workspace() {
+        n_chunk_max_ = (max_tokens_ + c_.chunk_size - 1) / c_.chunk_size + max_seqs_;
+        auto z = [](int64_t v) { return static_cast<size_t>(v); };
+        const size_t T = z(max_tokens_), S = z(max_seqs_), R = z(rows_max_), NC = z(n_chunk_max_);
+        const size_t D = z(c_.d_model), E = z(c_.d_inner), H = z(c_.n_head);
+        const size_t n_in = z(c_.d_in_proj()), conv_dim = z(c_.conv_dim()), V = z(c_.vocab_padded);
+        const size_t a = dtype_size(act_);
+        cuda::SsdArgs probe = ssd_args(0);
+        probe.batch.n_seq = max_seqs_;
+        probe.batch.n_tokens = max_tokens_;
+        probe.batch.n_chunk = n_chunk_max_;
+        const size_t ssd_bytes = cuda::ssd_chunked_workspace_bytes(probe);
+        const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
+        const std::vector<size_t> sizes = {
+            T * D * a, T * D * 4, T * D * a, T * n_in * a, T * conv_dim * a,
+            T * H * 4, T * E * a, T * E * a, ssd_bytes, R * D * a, R * D * 4,
+            R * V * 4, sample_bytes, R * 4, R * sizeof(cuda::DeviceSampling),
+            T * 4, (S + 1) * 4, S * 4, NC * 4, NC * 4, NC * 4, (S + 1) * 4, S * 4};
+        size_t total = 0;
+        for (size_t s : sizes) total += cuda::DevicePool::round_up(s);
+        DUALITY_ASSIGN_OR_RETURN(pool_, cuda::DevicePool::allocate(total, "the workspace"));
+        size_t i = 0;
+        auto take = [&] { return pool_.take(sizes[i++]); };
+        ws_.h = take();
+        ws_.residual = static_cast<float*>(take());
+        ws_.u = take();
+        ws_.zxbcdt = take();
+        ws_.xbc = take();
+        ws_.dt = static_cast<float*>(take());
+        ws_.y = take();
+        ws_.gated = take();
+        ws_.ssd = take();
+        ws_.h_sel = take();
+        ws_.res_sel = static_cast<float*>(take());
+        ws_.logits = static_cast<float*>(take());
+        ws_.sample_ws = take();
+        ws_.ids = static_cast<int32_t*>(take());
+        ws_.sampling = static_cast<cuda::DeviceSampling*>(take());
+        ws_.tokens = static_cast<int32_t*>(take());
+        ws_.cu_seqlens = static_cast<int32_t*>(take());
+        ws_.slots = static_cast<int32_t*>(take());
+        ws_.chunk_start = static_cast<int32_t*>(take());
+        ws_.chunk_len = static_cast<int32_t*>(take());
+        ws_.chunk_seq = static_cast<int32_t*>(take());
+        ws_.cu_chunks = static_cast<int32_t*>(take());
+        ws_.rows = static_cast<int32_t*>(take());
+        return Status::ok();
+    }
+
+    // ---- state slots ----
+    size_t conv_slot_bytes() const { return static_cast<size_t>(conv_slot_elems_) * 4; }
+    size_t ssm_slot_bytes() const {
+        return static_cast<size_t>(ssm_slot_elems_) * dtype_size(opt_.state_dtype);
+    }
+    float* conv_ptr(int slot) const {
+        return conv_state_.as<float>() + static_cast<int64_t>(slot) * conv_slot_elems_;
+    }
+    char* ssm_ptr(int slot) const {
+        return ssm_state_.as<char>() + static_cast<size_t>(slot) * ssm_slot_bytes();
+    }
+    void clear_slot(int slot) {
+        DUALITY_CUDA_CHECK(cudaMemsetAsync(conv_ptr(slot), 0, conv_slot_bytes(), stream_.get()));
+        DUALITY_CUDA_CHECK(cudaMemsetAsync(ssm_ptr(slot), 0, ssm_slot_bytes(), stream_.get()));
+        slot_tokens_[static_cast<size_t>(slot)] = 0;
+        stream_.sync();
+    }
+    void upload_slot(int slot, const SequenceState& s) {
+        cuda::upload(conv_ptr(slot), s.conv.data(), conv_slot_bytes());
+        if (opt_.state_dtype == DType::kF32) {
+            cuda::upload(ssm_ptr(slot), s.ssm.data(), ssm_slot_bytes());
+        } else {
+            std::vector<uint16_t> h(s.ssm.size());
+            for (size_t i = 0; i < h.size(); ++i)
+                h[i] = opt_.state_dtype == DType::kBF16 ? f32_to_bf16(s.ssm[i])
+                                                        : f32_to_f16(s.ssm[i]);
+            cuda::upload(ssm_ptr(slot), h.data(), ssm_slot_bytes());
+        }
+        slot_tokens_[static_cast<size_t>(slot)] = s.n_tokens;
+    }
+    void download_slot(int slot, SequenceState& s) const {
+        stream_.sync();
+        cuda::download(s.conv.data(), conv_ptr(slot), conv_slot_bytes());
+        if (opt_.state_dtype == DType::kF32) {
+            cuda::download(s.ssm.data(), ssm_ptr(slot), ssm_slot_bytes());
+        } else {
+            std::vector<uint16_t> h(s.ssm.size());
+            cuda::download(h.data(), ssm_ptr(slot), ssm_slot_bytes());
+            convert_to_f32(opt_.state_dtype, h.data(), s.ssm.data(), h.size());
+        }
+        s.n_tokens = slot_tokens_[static_cast<size_t>(slot)];
+    }
+
+    // ---- validation ----
+    Status check_slot(int slot) const {
+        if (slot < 0 || slot >= opt_.n_slots)
+            return invalid_argument("state slot " + std::to_string(slot) + " is outside [0, " +
+                                    std::to_string(opt_.n_slots) + ")");
+        return Status::ok();
+    }
+    Status check_state(const SequenceState& s) const {
+        if (s.n_layer != c_.n_layer || s.d_conv != c_.d_conv || s.conv_dim != c_.conv_dim() ||
+            s.n_head != c_.n_head || s.head_dim != c_.head_dim || s.d_state != c_.d_state ||
+            s.conv.size() != static_cast<size_t>(conv_slot_elems_) ||
+            s.ssm.size() != static_cast<size_t>(ssm_slot_elems_))
+            return invalid_argument("sequence state does not belong to this model");
+        return Status::ok();
+    }
+    Status check_tokens(std::span<const int32_t> tokens) const {
+        for (size_t i = 0; i < tokens.size(); ++i)
+            if (tokens[i] < 0 || tokens[i] >= c_.vocab_size)
+                return invalid_argument("token id " + std::to_string(tokens[i]) +
+                                        " at position " + std::to_string(i) +
+                                        " is outside the vocabulary [0, " +
+                                        std::to_string(c_.vocab_size) + ")");
+        return Status::ok();
+    }
+
+    // ---- steps and passes ----
+    static int64_t count_wanted(const std::vector<PassSeq>& pass) {
+        return std::count_if(pass.begin(), pass.end(),
+                             [](const PassSeq& p) { return p.result_row >= 0; });
+    }
+
+    // Cuts the batch into passes of at most max_tokens_ tokens; `consume` reads each pass's
+    // results. A sequence split across passes continues from its state; only its last piece
+    // asks for logits.
+    template <typename F>
+    void run_step(std::span<const SeqInput> batch, F&& consume) {
+        std::vector<PassSeq> pass;
+        int64_t budget = max_tokens_;
+        for (size_t i = 0; i < batch.size(); ++i) {
+            const SeqInput& in = batch[i];
+            size_t off = 0;
+            while (off < in.tokens.size()) {
+                const size_t take = std::min(in.tokens.size() - off, static_cast<size_t>(budget));
+                const bool last = off + take == in.tokens.size();
+                pass.push_back({in.slot, in.tokens.subspan(off, take),
+                                last ? static_cast<int64_t>(i) : -1});
+                off += take;
+                budget -= static_cast<int64_t>(take);
+                if (budget == 0 || static_cast<int64_t>(pass.size()) == max_seqs_ - 1) {
+                    run_pass(pass, false);
+                    consume(pass);
+                    pass.clear();
+                    budget = max_tokens_;
+                }
+            }
+            slot_tokens_[static_cast<size_t>(in.slot)] += static_cast<int64_t>(in.tokens.size());
+        }
+        if (!pass.empty()) {
+            run_pass(pass, false);
+            consume(pass);
+        }
+    }
+
+    cuda::SsdArgs ssd_args(int64_t layer) const {
+        cuda::SsdArgs a;
+        a.batch = batch_;
+        a.n_head = c_.n_head;
+        a.head_dim = c_.head_dim;
+        a.d_state = c_.d_state;
+        a.n_group = c_.n_group;
+        a.chunk_size = c_.chunk_size;
+        const size_t el = dtype_size(act_);
+        const int64_t GN = c_.n_group * c_.d_state;
+        a.x = ws_.xbc;
+        a.x_stride = c_.conv_dim();
+        a.B = static_cast<const char*>(ws_.xbc) + c_.d_inner * el;
+        a.C = static_cast<const char*>(ws_.xbc) + (c_.d_inner + GN) * el;
+        a.bc_stride = c_.conv_dim();
+        if (!weights_.layers.empty()) {
+            a.A = weights_.layers[static_cast<size_t>(layer)].A;
+            a.D = weights_.layers[static_cast<size_t>(layer)].D;
+        }
+        a.state = ssm_state_.data() ? ssm_ptr(0) + static_cast<size_t>(layer) * c_.n_head *
+                                                        c_.head_dim * c_.d_state *
+                                                        dtype_size(opt_.state_dtype)
+                                    : nullptr;
+        a.state_slot_stride = ssm_slot_elems_;
+        a.state_dtype = opt_.state_dtype;
+        a.y = ws_.y;
+        return a;
+    }
+
+    // Uploads the pass's description, runs it, and leaves logits of the wanted rows (or of all
+    // rows when `all_rows`: then the caller reads them block by block) in ws_.logits.
+    void run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
+        const bool decode = !all_rows && std::all_of(pass.begin(), pass.end(), [](const PassSeq& p) {
+            return p.tokens.size() == 1;
+        });
+        stream_.sync();  // the previous pass may still be reading the staging buffer
+        const int64_t n = static_cast<int64_t>(pass.size());
+        const int64_t S = decode && opt_.cuda_graphs ? next_pow2(n) : n;  // graph bucket
+        // Host side of the batch description, packed into the pinned staging buffer.
+        int32_t* st = staging_.as<int32_t>();
+        int64_t T = 0;
+        int32_t* tokens = st;
+        for (const PassSeq& p : pass)
+            for (int32_t t : p.tokens) tokens[T++] = t;
+        for (int64_t i = n; i < S; ++i) tokens[T++] = 0;  // bucket padding
+        int32_t* cu = tokens + T;
+        int32_t* slots = cu + S + 1;
+        int32_t* chunk_start = slots + S;
+        cu[0] = 0;
+        for (int64_t i = 0; i < S; ++i) {
+            cu[i + 1] = cu[i] + (i < n ? static_cast<int32_t>(pass[i].tokens.size()) : 1);
+            slots[i] = i < n ? pass[i].slot : opt_.n_slots;  // padding computes into scratch
+        }
+        int64_t n_chunk = 0;
+        if (!decode)
+            for (int64_t i = 0; i < S; ++i)
+                n_chunk += (cu[i + 1] - cu[i] + c_.chunk_size - 1) / c_.chunk_size;
+        int32_t* chunk_len = chunk_start + n_chunk;
+        int32_t* chunk_seq = chunk_len + n_chunk;
+        int32_t* cu_chunks = chunk_seq + n_chunk;
+        int32_t* rows = cu_chunks + S + 1;
+        int64_t k = 0;
+        cu_chunks[0] = 0;
+        for (int64_t i = 0; i < S; ++i) {
+            if (!decode)
+                for (int32_t t = cu[i]; t < cu[i + 1]; t += static_cast<int32_t>(c_.chunk_size)) {
+                    chunk_start[k] = t;
+                    chunk_len[k] = std::min<int32_t>(static_cast<int32_t>(c_.chunk_size), cu[i + 1] - t);
+                    chunk_seq[k] = static_cast<int32_t>(i);
+                    ++k;
+                }
+            cu_chunks[i + 1] = static_cast<int32_t>(k);
+        }
+        int64_t n_rows = 0;
+        for (int64_t i = 0; i < n; ++i)
+            if (pass[i].result_row >= 0) rows[n_rows++] = cu[i + 1] - 1;
+
+        cudaStream_t s = stream_.get();
+        auto up = [&](int32_t* dst, const int32_t* src, int64_t count) {
+            if (count > 0)
+                DUALITY_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * 4, cudaMemcpyHostToDevice, s));
+        };
+        up(ws_.tokens, tokens, T);
+        up(ws_.cu_seqlens, cu, S + 1);
+        up(ws_.slots, slots, S);
+        up(ws_.chunk_start, chunk_start, n_chunk);
+        up(ws_.chunk_len, chunk_len, n_chunk);
+        up(ws_.chunk_seq, chunk_seq, n_chunk);
+        up(ws_.cu_chunks, cu_chunks, S + 1);
+        up(ws_.rows, rows, n_rows);
+
+        batch_ = cuda::VarlenBatch{};
+        batch_.n_seq = S;
+        batch_.n_tokens = T;
+        batch_.cu_seqlens = ws_.cu_seqlens;
+        batch_.slots = ws_.slots;
+        batch_.n_chunk = n_chunk;
+        batch_.chunk_start = ws_.chunk_start;
+        batch_.chunk_len = ws_.chunk_len;
+        batch_.chunk_seq = ws_.chunk_seq;
+        batch_.cu_chunks = ws_.cu_chunks;
+
+        if (decode) {
+            // Every row is wanted and rows are in order: the head reads the last residual
+            // directly. Replay (or capture) this bucket's graph.
+            if (!opt_.cuda_graphs) {
+                enqueue_layers(T, /*decode=*/true);
+                enqueue_head(S);
+            } else {
+                cuda::Graph& g = graphs_[S];
+                if (!g) g = cuda::Graph::capture(s, [&] {
+                    enqueue_layers(T, true);
+                    enqueue_head(S);
+                });
+                g.launch(s);
+            }
+        } else {
+            enqueue_layers(T, false);
+            if (all_rows) {
+                final_norm_all(T);
+            } else if (n_rows > 0) {
+                // Gather the wanted rows, then norm + head on them only.
+                cuda::embedding(ws_.rows, n_rows, ws_.h, c_.d_model, ws_.h_sel, act_, s);
+                cuda::embedding(ws_.rows, n_rows, ws_.residual, c_.d_model, ws_.res_sel,
+                                DType::kF32, s);
+                cuda::add_rms_norm(ws_.h_sel, ws_.res_sel, weights_.norm_f,
+                                   static_cast<float>(c_.norm_eps), ws_.u, n_rows, c_.d_model,
+                                   false, act_, s);
+                gemm_.run(ws_.u, c_.d_model, weights_.head, ws_.logits, c_.vocab_padded,
+                          DType::kF32, n_rows, c_.vocab_padded, c_.d_model, act_, s);
+            }
+        }
+        DUALITY_CUDA_LAUNCH_CHECK();
+    }
+
+    // The layers over the T packed tokens of batch_.
+    void enqueue_layers(int64_t T, bool decode) {
+        cudaStream_t s = stream_.get();
+        const int64_t D = c_.d_model, E = c_.d_inner, n_in = c_.d_in_proj();
+        const int64_t conv_dim = c_.conv_dim();
+        const size_t el = dtype_size(act_);
+        const char* zxbcdt = static_cast<const char*>(ws_.zxbcdt);
+        cuda::embedding(ws_.tokens, T, weights_.embedding, D, ws_.h, act_, s);
+        for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
+            const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
+            cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
+                               T, D, layer == 0, act_, s);
+            gemm_.run(ws_.u, D, w.in_proj, ws_.zxbcdt, n_in, act_, T, n_in, D, act_, s);
+            if (w.in_proj_bias) cuda::add_bias(ws_.zxbcdt, n_in, w.in_proj_bias, T, n_in, act_, s);
+
+            cuda::Conv1dArgs conv;
+            conv.batch = batch_;
+            conv.channels = conv_dim;
+            conv.width = c_.d_conv;
+            conv.x = zxbcdt + E * el;
+            conv.x_stride = n_in;
+            conv.weight = w.conv_weight;
+            conv.bias = w.conv_bias;
+            conv.state = conv_ptr(0) + layer * (c_.d_conv - 1) * conv_dim;
+            conv.state_slot_stride = conv_slot_elems_;
+            conv.out = ws_.xbc;
+            cuda::conv1d(conv, act_, s);
+
+            const cuda::SsdArgs ssd = ssd_args(layer);
+            if (decode) {
+                cuda::DecodeDt dt;
+                dt.dt_raw = zxbcdt + (E + conv_dim) * el;
+                dt.raw_stride = n_in;
+                dt.dt_bias = w.dt_bias;
+                dt.dt_min = c_.dt_min;
+                dt.dt_max = c_.dt_max;
+                cuda::ssm_decode(ssd, dt, act_, s);
+            } else {
+                cuda::dt_softplus(zxbcdt + (E + conv_dim) * el, n_in, w.dt_bias, c_.dt_min,
+                                  c_.dt_max, ws_.dt, T, c_.n_head, act_, s);
+                cuda::ssd_chunked(ssd, ws_.dt, ws_.ssd, act_, s);
+            }
+            cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
+                                 static_cast<float>(c_.norm_eps), ws_.gated, T, E,
+                                 E / c_.n_group, act_, s);
+            gemm_.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
+            if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
+        }
+    }
+
+    // Final norm + LM head over the first `rows` tokens (decode: every row is a sequence).
+    void enqueue_head(int64_t rows) {
+        cudaStream_t s = stream_.get();
+        cuda::add_rms_norm(ws_.h, ws_.residual, weights_.norm_f, static_cast<float>(c_.norm_eps),
+                           ws_.u, rows, c_.d_model, false, act_, s);
+        gemm_.run(ws_.u, c_.d_model, weights_.head, ws_.logits, c_.vocab_padded, DType::kF32, rows,
+                  c_.vocab_padded, c_.d_model, act_, s);
+    }
+
+    // kAll: final norm over every row into ws_.u; append_all_logits runs the head per block.
+    void final_norm_all(int64_t T) {
+        cuda::add_rms_norm(ws_.h, ws_.residual, weights_.norm_f, static_cast<float>(c_.norm_eps),
+                           ws_.u, T, c_.d_model, false, act_, stream_.get());
+    }
+
+    void append_all_logits(int64_t T, std::vector<float>& out) {
+        const size_t el = dtype_size(act_);
+        for (int64_t r0 = 0; r0 < T; r0 += rows_max_) {
+            const int64_t n = std::min(rows_max_, T - r0);
+            gemm_.run(static_cast<const char*>(ws_.u) + r0 * c_.d_model * el, c_.d_model,
+                      weights_.head, ws_.logits, c_.vocab_padded, DType::kF32, n, c_.vocab_padded,
+                      c_.d_model, act_, stream_.get());
+            append_rows(n, out);
+        }
+    }
+
+    // Copies the first n rows of ws_.logits to the host, padding columns dropped.
+    void append_rows(int64_t n, std::vector<float>& out) {
+        const size_t old = out.size();
+        out.resize(old + static_cast<size_t>(n * c_.vocab_size));
+        DUALITY_CUDA_CHECK(cudaMemcpy2DAsync(out.data() + old, c_.vocab_size * 4, ws_.logits,
+                                             c_.vocab_padded * 4, c_.vocab_size * 4,
+                                             static_cast<size_t>(n), cudaMemcpyDeviceToHost,
+                                             stream_.get()));
+        stream_.sync();
+    }
+
+    ModelConfig c_;
+    LoadOptions opt_;
+    DType act_;
+    int64_t conv_slot_elems_ = 0, ssm_slot_elems_ = 0;
+    int64_t max_seqs_ = 0, max_tokens_ = 0, rows_max_ = 0, n_chunk_max_ = 0;
+    cuda::Stream stream_;
+    cuda::Gemm gemm_;
+    cuda::DeviceWeights weights_;
+    DeviceBuffer conv_state_;  // {n_slots + 1, n_layer, d_conv - 1, conv_dim} f32
+    DeviceBuffer ssm_state_;   // {n_slots + 1, n_layer, n_head, head_dim, d_state} state_dtype
+    cuda::DevicePool pool_;
+    Workspace ws_{};
+    cuda::PinnedBuffer staging_;         // the pass description, host side
+    cuda::PinnedBuffer sample_staging_;  // {R} DeviceSampling, then {R} sampled ids
+    cuda::VarlenBatch batch_{};
+    std::map<int64_t, cuda::Graph> graphs_;  // decode graph per batch bucket
+    std::vector<int64_t> slot_tokens_;
+    DeviceInfo info_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Model>> make_cuda_model(ModelConfig config, const ModelWeights* weights,
+                                               uint64_t seed, const LoadOptions& options) {
+    return CudaModel::create(std::move(config), weights, seed, options);
 }
 
 int cuda_devices() { return cuda::device_count(); }

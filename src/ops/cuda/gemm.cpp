@@ -1,0 +1,132 @@
+#include "ops/cuda/gemm.h"
+
+#include <string>
+
+namespace duality::cuda {
+namespace {
+
+cudaDataType_t cuda_type(DType t) {
+    switch (t) {
+        case DType::kF32: return CUDA_R_32F;
+        case DType::kF16: return CUDA_R_16F;
+        case DType::kBF16: return CUDA_R_16BF;
+        default: fail("Gemm: not a float dtype", "cuda_type", __FILE__, __LINE__);
+    }
+}
+
+// The largest power of two (up to 256) dividing the address: cuBLASLt picks kernels by it.
+int alignment(const void* p) {
+    const auto v = reinterpret_cast<uintptr_t>(p);
+    int a = 256;
+    while (a > 1 && v % static_cast<uintptr_t>(a)) a /= 2;
+    return a;
+}
+
+}  // namespace
+
+struct Gemm::Plan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t w = nullptr, a = nullptr, y = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    ~Plan() {
+        if (op) cublasLtMatmulDescDestroy(op);
+        if (w) cublasLtMatrixLayoutDestroy(w);
+        if (a) cublasLtMatrixLayoutDestroy(a);
+        if (y) cublasLtMatrixLayoutDestroy(y);
+    }
+};
+
+Gemm::Gemm() = default;
+
+Result<Gemm> Gemm::create(size_t workspace_bytes) {
+    Gemm g;
+    if (cublasLtCreate(&g.handle_) != CUBLAS_STATUS_SUCCESS)
+        return Status{StatusCode::kInternal, "cannot create a cuBLASLt handle"};
+    DUALITY_ASSIGN_OR_RETURN(g.workspace_,
+                             DeviceBuffer::allocate(workspace_bytes, "the cuBLASLt workspace"));
+    return g;
+}
+
+Gemm::Gemm(Gemm&& o) noexcept
+    : handle_(o.handle_), workspace_(std::move(o.workspace_)), plans_(std::move(o.plans_)) {
+    o.handle_ = nullptr;
+}
+
+Gemm& Gemm::operator=(Gemm&& o) noexcept {
+    if (this != &o) {
+        plans_.clear();
+        if (handle_) cublasLtDestroy(handle_);
+        handle_ = o.handle_;
+        o.handle_ = nullptr;
+        workspace_ = std::move(o.workspace_);
+        plans_ = std::move(o.plans_);
+    }
+    return *this;
+}
+
+Gemm::~Gemm() {
+    plans_.clear();
+    if (handle_) cublasLtDestroy(handle_);
+}
+
+const Gemm::Plan& Gemm::plan(const Key& key) {
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return *it->second;
+    const auto [m, n, k, lda, ldy, act_i, y_i, align_a, align_w, align_y] = key;
+    const DType act = static_cast<DType>(act_i), y_dtype = static_cast<DType>(y_i);
+    auto p = std::make_unique<Plan>();
+    // Column-major view: yᵀ {n, m} = op(w) {n, k} · aᵀ {k, m}, with w stored as {k, n}, ld k.
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans,
+                                                        sizeof trans));
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB,
+                                                        &no_trans, sizeof no_trans));
+    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->w, cuda_type(act), static_cast<uint64_t>(k),
+                                                    static_cast<uint64_t>(n), k));
+    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, cuda_type(act), static_cast<uint64_t>(k),
+                                                    static_cast<uint64_t>(m), lda));
+    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->y, cuda_type(y_dtype),
+                                                    static_cast<uint64_t>(n),
+                                                    static_cast<uint64_t>(m), ldy));
+    cublasLtMatmulPreference_t pref = nullptr;
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = workspace_.bytes();
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+    const uint32_t al_w = static_cast<uint32_t>(align_w), al_a = static_cast<uint32_t>(align_a),
+                   al_y = static_cast<uint32_t>(align_y);
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_w, sizeof al_w));
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_a, sizeof al_a));
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_y, sizeof al_y));
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_y, sizeof al_y));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, p->op, p->w, p->a, p->y, p->y,
+                                                        pref, 1, &result, &found));
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (found == 0)
+        fail("cuBLASLt found no algorithm", ("m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                                             " k=" + std::to_string(k)).c_str(),
+             __FILE__, __LINE__);
+    p->algo = result.algo;
+    return *plans_.emplace(key, std::move(p)).first->second;
+}
+
+void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
+               int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
+    if (m == 0 || n == 0) return;
+    const Key key{m,   n,   k, lda, ldy, static_cast<int>(act), static_cast<int>(y_dtype),
+                  alignment(a), alignment(w), alignment(y)};
+    const Plan& p = plan(key);
+    const float alpha = 1.0f, beta = 0.0f;
+    DUALITY_CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.w, a, p.a, &beta, y, p.y, y,
+                                        p.y, &p.algo, workspace_.data(), workspace_.bytes(),
+                                        stream));
+}
+
+}  // namespace duality::cuda

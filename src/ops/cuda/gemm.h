@@ -1,0 +1,44 @@
+// GEMMs on the GPU through cuBLASLt, always with fp32 accumulation:
+//   y {m, n} = a {m, k} · w {n, k}ᵀ   (row-major; w is a weight in torch's [out, in] layout)
+// a and w are `act` (f32, f16 or bf16); y is `act` or f32 (logits). f32 runs in strict fp32
+// (no TF32), so the f32 model can be compared with the CPU reference at 1e-5.
+// Matmul descriptors and the heuristic's algorithm are cached per shape, dtype and pointer
+// alignment, so steady-state calls (and CUDA-graph capture) do no host-side search.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <tuple>
+
+#include "core/cuda/device_buffer.h"
+#include "duality/status.h"
+#include "duality/types.h"
+
+namespace duality::cuda {
+
+class Gemm {
+public:
+    static Result<Gemm> create(size_t workspace_bytes = size_t{32} << 20);
+    Gemm();  // empty: assign from create() before use
+    Gemm(Gemm&&) noexcept;
+    Gemm& operator=(Gemm&&) noexcept;
+    ~Gemm();
+
+    void run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
+             int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream);
+
+private:
+    struct Plan;
+    using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
+    const Plan& plan(const Key& key);
+
+    cublasLtHandle_t handle_ = nullptr;
+    DeviceBuffer workspace_;
+    std::map<Key, std::unique_ptr<Plan>> plans_;
+};
+
+}  // namespace duality::cuda

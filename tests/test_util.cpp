@@ -37,8 +37,11 @@ void write_file(const fs::path& p, const std::string& bytes) {
 }
 
 CliResult run_duality(const std::string& args, bool merge_stderr) {
+    // CLI tests compare with CPU references: pin the device unless the test chose one.
+    const std::string device =
+        args.find("--device") == std::string::npos ? "DUALITY_DEVICE=cpu " : "";
     const std::string cmd =
-        std::string(DUALITY_BINARY) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+        device + std::string(DUALITY_BINARY) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
     CliResult r;
     FILE* pipe = popen(cmd.c_str(), "r");
     if (!pipe) return r;

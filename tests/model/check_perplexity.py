@@ -19,7 +19,7 @@ failed = False
 for key, name in files.items():
     ref = log["reference_perplexity"][key]
     out = subprocess.run([args.duality, "perplexity", "--model", args.model, "--file",
-                          f"{args.eval_dir}/{name}", "--context", "1024", "-q"],
+                          f"{args.eval_dir}/{name}", "--context", "1024", "-q", "--device", "cpu"],
                          capture_output=True, text=True)
     if out.returncode != 0:
         print(f"{name}: duality failed: {out.stderr}")

@@ -22,7 +22,8 @@ double seconds_since(Clock::time_point t0) {
 Action add_generate_command(CLI::App& app) {
     struct Options {
         std::string model, prompt, prompt_ids;
-        int n = 128, threads = 0;
+        int n = 128;
+        BackendFlags backend;
         SamplingParams sampling;
         std::optional<uint64_t> seed;
         bool ids = false, ignore_eos = false;
@@ -68,7 +69,7 @@ Action add_generate_command(CLI::App& app) {
     cmd->add_option("--stop", opt->stop, "Stop before this string (repeatable)");
     cmd->add_flag("--ignore-eos", opt->ignore_eos, "Keep going after the end-of-text token");
     cmd->add_flag("--ids", opt->ids, "Print generated token ids instead of text");
-    cmd->add_option("--threads", opt->threads, "CPU threads (default: all)");
+    add_backend_flags(cmd, &opt->backend);
 
     return [opt]() {
         if (opt->prompt.empty() && opt->prompt_ids.empty()) {
@@ -79,7 +80,7 @@ Action add_generate_command(CLI::App& app) {
             std::fprintf(stderr, "duality generate: %s\n", s.message().c_str());
             return 2;
         }
-        auto loaded = load_text_model(opt->model, opt->threads);
+        auto loaded = load_text_model(opt->model, to_load_options(opt->backend));
         if (!loaded) return 1;
         auto& model = loaded->model;
         auto& tokenizer = loaded->tokenizer;
@@ -106,9 +107,17 @@ Action add_generate_command(CLI::App& app) {
                             : config_eos >= 0 ? static_cast<int32_t>(config_eos)
                                               : tokenizer.eos_id().value_or(-1);
 
-        SequenceState state = model->new_state();
+        // The sequence lives in the model's state slot 0 (on the GPU with --device cuda).
+        if (Status s = model->reset_slot(0); !s.is_ok()) {
+            std::fprintf(stderr, "duality: %s\n", s.message().c_str());
+            return 1;
+        }
+        auto advance = [&](std::span<const int32_t> tokens) {
+            const SeqInput in{0, tokens};
+            return model->step(std::span<const SeqInput>(&in, 1));
+        };
         const auto t_prompt = Clock::now();
-        auto logits = model->forward(prompt, state, LogitsMode::kLast);
+        auto logits = advance(prompt);
         if (!logits) {
             std::fprintf(stderr, "duality: %s\n", logits.status().message().c_str());
             return 1;
@@ -138,8 +147,7 @@ Action add_generate_command(CLI::App& app) {
             }
             std::fflush(stdout);
             if (i + 1 == opt->n) break;
-            logits = model->forward(std::span<const int32_t>(&token, 1), state,
-                                       LogitsMode::kLast);
+            logits = advance(std::span<const int32_t>(&token, 1));
             if (!logits) {
                 std::fprintf(stderr, "\nduality: %s\n", logits.status().message().c_str());
                 return 1;

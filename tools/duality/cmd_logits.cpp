@@ -36,18 +36,18 @@ Action add_logits_command(CLI::App& app) {
     struct Options {
         std::string model, ids;
         bool json = false;
-        int threads = 0;
+        BackendFlags backend;
     };
     auto opt = std::make_shared<Options>();
     CLI::App* cmd = app.add_subcommand("logits", "Run one prefill and print its logits");
     cmd->add_option("--model", opt->model, "Model folder (config.json + weights)")->required();
     cmd->add_option("--ids", opt->ids, "Comma-separated prompt token ids, e.g. 1,2,3")->required();
     cmd->add_flag("--json", opt->json, "Print {\"argmax\": [...], \"last\": [...]} as JSON");
-    cmd->add_option("--threads", opt->threads, "CPU threads (default: all)");
+    add_backend_flags(cmd, &opt->backend);
     return [opt]() {
         std::vector<int32_t> ids;
         if (!parse_id_list(opt->ids, &ids)) return 2;
-        auto model = Model::load(opt->model, LoadOptions{opt->threads});
+        auto model = Model::load(opt->model, to_load_options(opt->backend));
         if (!model) {
             std::fprintf(stderr, "duality: %s\n", model.status().message().c_str());
             return 1;

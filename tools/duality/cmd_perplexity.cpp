@@ -41,7 +41,8 @@ void draw_progress(size_t done, size_t total, double nll_sum, size_t scored, dou
 Action add_perplexity_command(CLI::App& app) {
     struct Options {
         std::string model, file;
-        int context = 1024, threads = 0;
+        int context = 1024;
+        BackendFlags backend;
         bool quiet = false;
     };
     auto opt = std::make_shared<Options>();
@@ -55,7 +56,7 @@ Action add_perplexity_command(CLI::App& app) {
         ->check(CLI::Range(2, 1 << 20))
         ->capture_default_str();
     cmd->add_flag("-q,--quiet", opt->quiet, "No progress bar");
-    cmd->add_option("--threads", opt->threads, "CPU threads (default: all)");
+    add_backend_flags(cmd, &opt->backend);
 
     return [opt]() {
         std::ifstream in(opt->file, std::ios::binary);
@@ -65,7 +66,7 @@ Action add_perplexity_command(CLI::App& app) {
         }
         std::ostringstream ss;
         ss << in.rdbuf();
-        auto loaded = load_text_model(opt->model, opt->threads);
+        auto loaded = load_text_model(opt->model, to_load_options(opt->backend));
         if (!loaded) return 1;
         auto& model = loaded->model;
         auto& tokenizer = loaded->tokenizer;
@@ -94,7 +95,7 @@ Action add_perplexity_command(CLI::App& app) {
             }
             std::vector<double> nll(len - 1);
             cpu::cross_entropy(logits->data(), static_cast<int64_t>(len - 1), V,
-                               tokens.data() + begin + 1, nll.data(), opt->threads > 0 ? opt->threads : omp_get_max_threads());
+                               tokens.data() + begin + 1, nll.data(), opt->backend.threads > 0 ? opt->backend.threads : omp_get_max_threads());
             double window_nll = 0;
             for (double x : nll) window_nll += x;
             nll_sum += window_nll;

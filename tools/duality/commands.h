@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -23,12 +24,21 @@ Action add_generate_command(CLI::App& app);
 Action add_perplexity_command(CLI::App& app);
 Action add_inspect_command(CLI::App& app);
 
+// Where a command runs its model (--device, --dtype, --state-dtype, --threads).
+struct BackendFlags {
+    std::string device;  // empty: $DUALITY_DEVICE, else auto
+    std::string dtype = "bf16", state_dtype = "f32";
+    int threads = 0;
+};
+void add_backend_flags(CLI::App* cmd, BackendFlags* flags);
+LoadOptions to_load_options(const BackendFlags& flags);
+
 // A model and its tokenizer, loaded from --model (or the default); errors are printed.
 struct TextModel {
     std::unique_ptr<Model> model;
     Tokenizer tokenizer;
 };
-std::optional<TextModel> load_text_model(const std::string& model_flag, int n_threads);
+std::optional<TextModel> load_text_model(const std::string& model_flag, const LoadOptions& options);
 
 // The model folder used when --model is not given (the bundled model; see model_path.cpp).
 std::string default_model_dir();

@@ -31,9 +31,10 @@ std::string default_model_dir() {
     return candidates.back().string();  // the error message will name it
 }
 
-std::optional<TextModel> load_text_model(const std::string& model_flag, int n_threads) {
+std::optional<TextModel> load_text_model(const std::string& model_flag,
+                                        const LoadOptions& options) {
     const std::string dir = model_flag.empty() ? default_model_dir() : model_flag;
-    auto model = Model::load(dir, LoadOptions{n_threads});
+    auto model = Model::load(dir, options);
     if (!model) {
         std::fprintf(stderr, "duality: %s\n", model.status().message().c_str());
         return std::nullopt;

@@ -1,0 +1,43 @@
+// --device / --dtype / --state-dtype / --threads: where a command runs its model.
+#include <cstdlib>
+
+#include "tools/duality/commands.h"
+
+namespace duality::cli {
+
+namespace {
+const std::map<std::string, DType> kFloatTypes = {
+    {"f32", DType::kF32}, {"f16", DType::kF16}, {"bf16", DType::kBF16}};
+}
+
+void add_backend_flags(CLI::App* cmd, BackendFlags* f) {
+    cmd->add_option("--device", f->device,
+                    "cpu, cuda, or auto: cuda when a GPU is present (default: $DUALITY_DEVICE, "
+                    "else auto)")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    cmd->add_option("--dtype", f->dtype, "GPU weight and activation type: bf16, f16 or f32")
+        ->check(CLI::IsMember({"bf16", "f16", "f32"}))
+        ->capture_default_str();
+    cmd->add_option("--state-dtype", f->state_dtype, "GPU SSM state type: f32, bf16 or f16")
+        ->check(CLI::IsMember({"bf16", "f16", "f32"}))
+        ->capture_default_str();
+    cmd->add_option("--threads", f->threads, "CPU threads (default: all)");
+}
+
+LoadOptions to_load_options(const BackendFlags& f) {
+    LoadOptions o;
+    o.n_threads = f.threads;
+    std::string device = f.device;
+    if (device.empty()) {
+        const char* env = std::getenv("DUALITY_DEVICE");
+        device = env && *env ? env : "auto";
+    }
+    o.device = device == "cuda" || (device == "auto" && cuda_device_count() > 0) ? Device::kCuda
+                                                                                   : Device::kCpu;
+    o.dtype = kFloatTypes.at(f.dtype);
+    o.state_dtype = kFloatTypes.at(f.state_dtype);
+    o.n_slots = 1;
+    return o;
+}
+
+}  // namespace duality::cli

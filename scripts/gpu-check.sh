@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds duality with CUDA on a GPU machine (all cores), runs the CUDA tests (the op-test
+# registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
+# Every session uses this script so GPU numbers stay comparable.
+#
+#   scripts/gpu-check.sh [tests|bench|all]      (default: all)
+#
+# Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
+# On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
+# but no package registry), run scripts/fetch-gpu-deps.sh here first and carry .deps/: this
+# script unpacks those packages into a private prefix and builds against them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+OUT=${OUT:-$PWD/gpu-check-out}
+mkdir -p "$OUT"
+step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
+
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists libzip 2>/dev/null; then
+  [[ -d .deps ]] || { echo "gpu-check: no -dev packages: run scripts/fetch-gpu-deps.sh and carry .deps" >&2; exit 1; }
+  step "unpacking .deps"
+  prefix=/tmp/duality-deps
+  mkdir -p "$prefix"
+  for f in .deps/*.deb; do dpkg-deb -x "$f" "$prefix"; done
+  arch=x86_64-linux-gnu
+  export PATH="$prefix/usr/bin:$PATH"
+  export PKG_CONFIG_SYSROOT_DIR="$prefix"
+  export PKG_CONFIG_PATH="$prefix/usr/lib/$arch/openblas-openmp/pkgconfig:$prefix/usr/lib/$arch/pkgconfig:$prefix/usr/share/pkgconfig"
+  export PKG_CONFIG_LIBDIR="$PKG_CONFIG_PATH"
+  export LD_LIBRARY_PATH="$prefix/usr/lib/$arch:$prefix/usr/lib/$arch/openblas-openmp:${LD_LIBRARY_PATH:-}"
+  export CMAKE_PREFIX_PATH="$prefix/usr"
+fi
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv | tee "$OUT/gpu.txt"
+cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+[[ "$cap" == 90 ]] && cap=90a
+
+step "build (sm_$cap, $(nproc) jobs)"
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES="$cap" -DDUALITY_WERROR=ON >"$OUT/cmake.log" 2>&1 ||
+  { tail -40 "$OUT/cmake.log"; exit 1; }
+ninja -C build-gpu -j "$(nproc)" 2>&1 | tail -5
+
+status=0
+if [[ "$what" == all || "$what" == tests ]]; then
+  step "CUDA tests (op registry + whole model)"
+  build-gpu/tests/duality_tests --gtest_filter='*OpRegistry*:*Cuda*' --gtest_brief=1 \
+    2>&1 | tee "$OUT/cuda-tests.log" | tail -60 || status=1
+  step "the rest of the suite"
+  ctest --test-dir build-gpu -j "$(nproc)" -LE slow -E 'OpRegistry|Cuda' --output-on-failure \
+    >"$OUT/ctest.log" 2>&1 || status=1
+  tail -5 "$OUT/ctest.log"
+fi
+if [[ "$what" == all || "$what" == bench ]]; then
+  step "benchmarks"
+  if build-gpu/duality bench --help >/dev/null 2>&1; then
+    for cfg in mamba2-130m mamba2-2.7b; do
+      build-gpu/duality bench --random-weights --config "$cfg" 2>&1 | tee "$OUT/bench-$cfg.txt" || status=1
+    done
+    build-gpu/duality bench --random-weights --config mamba2-2.7b --ops 2>&1 | tee "$OUT/bench-ops.txt" || status=1
+  else
+    echo "no duality bench command in this build"
+  fi
+fi
+step "done (status $status)"
+exit $status

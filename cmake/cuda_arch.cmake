@@ -2,8 +2,11 @@
 if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
   set(CMAKE_CUDA_ARCHITECTURES 80 90a)
 endif()
+# C++20 in kernels too. CMake 3.25 predates nvcc's C++20 support table: teach it the flag.
 set(CMAKE_CUDA_STANDARD 20)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
 find_package(CUDAToolkit REQUIRED)
 # Kernels: full optimization, line info for profilers, and constexpr host functions usable on the
 # device. No fast-math: exp/log/rsqrt accuracy is part of the numerics policy (docs/numerics.md).

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "ops/cuda/gemm_small_m.h"
+
 namespace duality::cuda {
 namespace {
 
@@ -48,7 +50,10 @@ Result<Gemm> Gemm::create(size_t workspace_bytes) {
 }
 
 Gemm::Gemm(Gemm&& o) noexcept
-    : handle_(o.handle_), workspace_(std::move(o.workspace_)), plans_(std::move(o.plans_)) {
+    : handle_(o.handle_),
+      workspace_(std::move(o.workspace_)),
+      plans_(std::move(o.plans_)),
+      small_m_(o.small_m_) {
     o.handle_ = nullptr;
 }
 
@@ -60,6 +65,7 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         o.handle_ = nullptr;
         workspace_ = std::move(o.workspace_);
         plans_ = std::move(o.plans_);
+        small_m_ = o.small_m_;
     }
     return *this;
 }
@@ -120,6 +126,10 @@ const Gemm::Plan& Gemm::plan(const Key& key) {
 void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
                int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
     if (m == 0 || n == 0) return;
+    if (small_m_ && gemm_small_m_supports(a, lda, w, y_dtype, m, k, act)) {
+        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, stream);
+        return;
+    }
     const Key key{m,   n,   k, lda, ldy, static_cast<int>(act), static_cast<int>(y_dtype),
                   alignment(a), alignment(w), alignment(y)};
     const Plan& p = plan(key);

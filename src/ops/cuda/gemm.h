@@ -2,6 +2,7 @@
 //   y {m, n} = a {m, k} · w {n, k}ᵀ   (row-major; w is a weight in torch's [out, in] layout)
 // a and w are `act` (f32, f16 or bf16); y is `act` or f32 (logits). f32 runs in strict fp32
 // (no TF32), so the f32 model can be compared with the CPU reference at 1e-5.
+// For m ≤ 8 (decode) a bandwidth-bound skinny kernel (gemm_small_m.cu) replaces cuBLASLt.
 // Matmul descriptors and the heuristic's algorithm are cached per shape, dtype and pointer
 // alignment, so steady-state calls (and CUDA-graph capture) do no host-side search.
 #pragma once
@@ -28,6 +29,9 @@ public:
     Gemm& operator=(Gemm&&) noexcept;
     ~Gemm();
 
+    // Off: every product goes to cuBLASLt (benchmarks compare the two).
+    void set_small_m_kernel(bool on) { small_m_ = on; }
+
     void run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
              int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream);
 
@@ -39,6 +43,7 @@ private:
     cublasLtHandle_t handle_ = nullptr;
     DeviceBuffer workspace_;
     std::map<Key, std::unique_ptr<Plan>> plans_;
+    bool small_m_ = true;
 };
 
 }  // namespace duality::cuda

@@ -1,0 +1,184 @@
+// Skinny GEMM for decode: y {m, n} = a {m, k} · w {n, k}ᵀ with m ≤ 8 (one row per sequence).
+// At small m the product is a matrix-vector product bound by reading w once from HBM, and a
+// general GEMM library leaves bandwidth unused there; this kernel streams w at full speed.
+//
+// Parallelization: one warp per output column n (a row of w). Each lane loads 16 bytes of that
+// row per iteration (8 bf16/f16 or 4 f32 values) and the matching 16 bytes of each of the m rows
+// of a (small, so they come from L1/L2), accumulates m partial dots in f32, and the warp reduces
+// them with shuffles. Four iterations are unrolled so each lane keeps several loads in flight.
+//
+// Limits: m in [1, 8]; k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
+// multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "ops/cuda/gemm_small_m.h"
+
+namespace duality::cuda {
+namespace {
+
+template <typename T>
+struct Vec;  // 16 bytes of T, converted to f32
+template <>
+struct Vec<float> {
+    static constexpr int kN = 4;
+    float v[4];
+    __device__ void load(const float* p) {
+        const float4 q = __ldg(reinterpret_cast<const float4*>(p));
+        v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+    }
+};
+template <>
+struct Vec<__nv_bfloat16> {
+    static constexpr int kN = 8;
+    float v[8];
+    __device__ void load(const __nv_bfloat16* p) {
+        const uint4 q = __ldg(reinterpret_cast<const uint4*>(p));
+        const auto* h = reinterpret_cast<const __nv_bfloat162*>(&q);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float2 f = __bfloat1622float2(h[i]);
+            v[2 * i] = f.x, v[2 * i + 1] = f.y;
+        }
+    }
+};
+template <>
+struct Vec<__half> {
+    static constexpr int kN = 8;
+    float v[8];
+    __device__ void load(const __half* p) {
+        const uint4 q = __ldg(reinterpret_cast<const uint4*>(p));
+        const auto* h = reinterpret_cast<const __half2*>(&q);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float2 f = __half22float2(h[i]);
+            v[2 * i] = f.x, v[2 * i + 1] = f.y;
+        }
+    }
+};
+
+template <typename Y>
+__device__ Y from_f32(float x);
+template <>
+__device__ float from_f32<float>(float x) { return x; }
+template <>
+__device__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+template <>
+__device__ __half from_f32<__half>(float x) { return __float2half(x); }
+
+constexpr int kWarps = 8;  // per block
+
+template <typename T, typename Y, int M>
+__global__ void __launch_bounds__(kWarps * 32)
+    gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
+                        Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k) {
+    constexpr int V = Vec<T>::kN;
+    const int lane = threadIdx.x % 32;
+    const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+    if (col >= n) return;
+    const T* wr = w + col * k;
+    float acc[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+    constexpr int kUnroll = 4;
+    const int64_t step = 32 * V;
+    int64_t i = static_cast<int64_t>(lane) * V;
+    for (; i + (kUnroll - 1) * step < k; i += kUnroll * step) {
+        Vec<T> wv[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) wv[u].load(wr + i + u * step);
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+                Vec<T> av;
+                av.load(a + m * lda + i + u * step);
+#pragma unroll
+                for (int e = 0; e < V; ++e) acc[m] = fmaf(wv[u].v[e], av.v[e], acc[m]);
+            }
+        }
+    }
+    for (; i < k; i += step) {
+        Vec<T> wv;
+        wv.load(wr + i);
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+            Vec<T> av;
+            av.load(a + m * lda + i);
+#pragma unroll
+            for (int e = 0; e < V; ++e) acc[m] = fmaf(wv.v[e], av.v[e], acc[m]);
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
+    }
+    if (lane < M) {
+        float mine = acc[0];
+#pragma unroll
+        for (int m = 1; m < M; ++m)
+            if (lane == m) mine = acc[m];
+        y[lane * ldy + col] = from_f32<Y>(mine);
+    }
+}
+
+template <typename T, typename Y>
+void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int64_t m, int64_t n,
+            int64_t k, cudaStream_t stream) {
+    const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps)), block(kWarps * 32);
+    auto* A = static_cast<const T*>(a);
+    auto* W = static_cast<const T*>(w);
+    auto* Yp = static_cast<Y*>(y);
+    switch (m) {
+#define DUALITY_CASE(M)                                                                    \
+    case M:                                                                                \
+        gemm_small_m_kernel<T, Y, M><<<grid, block, 0, stream>>>(A, lda, W, Yp, ldy, n, k); \
+        break;
+        DUALITY_CASE(1)
+        DUALITY_CASE(2)
+        DUALITY_CASE(3)
+        DUALITY_CASE(4)
+        DUALITY_CASE(5)
+        DUALITY_CASE(6)
+        DUALITY_CASE(7)
+        DUALITY_CASE(8)
+#undef DUALITY_CASE
+        default: fail("gemm_small_m: m > 8", "m", __FILE__, __LINE__);
+    }
+    DUALITY_CUDA_LAUNCH_CHECK();
+}
+
+template <typename T>
+void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
+                int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+    if (y_dtype == DType::kF32) {
+        launch<T, float>(a, lda, w, y, ldy, m, n, k, stream);
+    } else {
+        launch<T, T>(a, lda, w, y, ldy, m, n, k, stream);
+    }
+}
+
+}  // namespace
+
+bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
+                           int64_t k, DType act) {
+    const int64_t vec = act == DType::kF32 ? 4 : 8;
+    const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+    return m >= 1 && m <= kSmallM && k % vec == 0 && lda % vec == 0 && aligned(a) && aligned(w) &&
+           (y_dtype == act || y_dtype == DType::kF32);
+}
+
+void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
+                  int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
+    switch (act) {
+        case DType::kF32: launch<float, float>(a, lda, w, y, ldy, m, n, k, stream); return;
+        case DType::kBF16:
+            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, stream);
+            return;
+        case DType::kF16: dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, stream); return;
+        default: fail("gemm_small_m: not a float dtype", "act", __FILE__, __LINE__);
+    }
+}
+
+}  // namespace duality::cuda

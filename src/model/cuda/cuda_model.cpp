@@ -202,8 +202,15 @@ public:
             cudaStream_t s = stream_.get();
             DUALITY_CUDA_CHECK(cudaMemcpyAsync(ws_.sampling, sp, n * sizeof(cuda::DeviceSampling),
                                                cudaMemcpyHostToDevice, s));
-            cuda::sample(ws_.logits, c_.vocab_padded, n, c_.vocab_size, ws_.sampling, ws_.ids,
-                         ws_.sample_ws, s);
+            const bool all_greedy = std::all_of(sp, sp + n, [](const cuda::DeviceSampling& d) {
+                return d.temperature <= 0.0f;
+            });
+            if (all_greedy) {
+                cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, c_.vocab_size, ws_.ids, s);
+            } else {
+                cuda::sample(ws_.logits, c_.vocab_padded, n, c_.vocab_size, ws_.sampling, ws_.ids,
+                             ws_.sample_ws, s);
+            }
             auto* out = reinterpret_cast<int32_t*>(sp + rows_max_);
             DUALITY_CUDA_CHECK(
                 cudaMemcpyAsync(out, ws_.ids, n * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
@@ -591,13 +598,23 @@ private:
             } else {
                 cuda::dt_softplus(zxbcdt + (E + conv_dim) * el, n_in, w.dt_bias, c_.dt_min,
                                   c_.dt_max, ws_.dt, T, c_.n_head, act_, s);
-                cuda::ssd_chunked(ssd, ws_.dt, ws_.ssd, act_, s);
+                prefill_ssd(ssd, s);
             }
             cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
                                  static_cast<float>(c_.norm_eps), ws_.gated, T, E,
                                  E / c_.n_group, act_, s);
             gemm_.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
             if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
+        }
+    }
+
+    // The SSD of a prefill pass: the chunked five-step kernels, or the sequential scan where
+    // they do not apply.
+    void prefill_ssd(const cuda::SsdArgs& ssd, cudaStream_t s) {
+        if (use_scan_) {
+            cuda::ssd_scan(ssd, ws_.dt, act_, s);
+        } else {
+            cuda::ssd_chunked(ssd, ws_.dt, ws_.ssd, act_, s);
         }
     }
 
@@ -656,6 +673,7 @@ private:
     std::map<int64_t, cuda::Graph> graphs_;  // decode graph per batch bucket
     std::vector<int64_t> slot_tokens_;
     DeviceInfo info_;
+    bool use_scan_ = false;  // prefill SSD by the sequential scan instead of ssd_chunked
 };
 
 }  // namespace

@@ -101,6 +101,16 @@ size_t ssd_chunked_workspace_bytes(const SsdArgs& a);
 void ssd_chunked(const SsdArgs& a, const float* dt, void* workspace, DType act,
                  cudaStream_t stream);
 
+// The same result by a sequential scan over each sequence's tokens (spec 6.1), the state kept
+// in registers: the GPU oracle for ssd_chunked and the path for shapes it does not cover.
+// d_state ≤ 256, head_dim ≤ 128.
+void ssd_scan(const SsdArgs& a, const float* dt, DType act, cudaStream_t stream);
+
+// Row-wise argmax of logits {rows, ld} f32 over ids [0, vocab) (lowest id on ties): greedy
+// sampling without the sampling workspace.
+void argmax_rows(const float* logits, int64_t ld, int64_t rows, int64_t vocab, int32_t* ids,
+                 cudaStream_t stream);
+
 // Decode step for a batch of single-token sequences (batch.n_tokens == batch.n_seq): Δ from the
 // raw dt column (softplus, clamp), S = exp(AΔ)·S + Δ·x ⊗ B, y = S·C + D·x, state in place.
 struct DecodeDt {

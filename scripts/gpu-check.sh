@@ -36,8 +36,9 @@ cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d
 [[ "$cap" == 90 ]] && cap=90a
 
 step "build (sm_$cap, $(nproc) jobs)"
+# Warnings are errors in CI (GCC 12); the GPU machine's GCC 13 has false positives of its own.
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES="$cap" -DDUALITY_WERROR=ON >"$OUT/cmake.log" 2>&1 ||
+  -DCMAKE_CUDA_ARCHITECTURES="$cap" -DDUALITY_WERROR=OFF >"$OUT/cmake.log" 2>&1 ||
   { tail -40 "$OUT/cmake.log"; exit 1; }
 ninja -C build-gpu -j "$(nproc)" 2>&1 | tail -5
 
@@ -47,7 +48,10 @@ if [[ "$what" == all || "$what" == tests ]]; then
   build-gpu/tests/duality_tests --gtest_filter='*OpRegistry*:*Cuda*' --gtest_brief=1 \
     2>&1 | tee "$OUT/cuda-tests.log" | tail -60 || status=1
   step "the rest of the suite"
-  ctest --test-dir build-gpu -j "$(nproc)" -LE slow -E 'OpRegistry|Cuda' --output-on-failure \
+  # Tests that read ../shared (eval corpora, tokenizer vectors) run only where it is present.
+  skip='OpRegistry|Cuda'
+  [[ -d ../shared/data ]] || skip+='|TokenizerVectors|Tokenizer.LoadsFromFolderOrFile|Tokenizer.ConcurrentEncodesAgree|tokenizer_matches_hf'
+  ctest --test-dir build-gpu -j "$(nproc)" -LE slow -E "$skip" --output-on-failure \
     >"$OUT/ctest.log" 2>&1 || status=1
   tail -5 "$OUT/ctest.log"
 fi

@@ -14,7 +14,7 @@
 namespace duality::cuda {
 namespace {
 
-constexpr int kWarps = 4, kMaxRows = 32;  // head_dim ≤ kWarps · kMaxRows
+constexpr int kWarps = 4;  // head_dim ≤ kWarps · 32 rows per warp
 
 template <typename T, typename S, int NJ, int R>
 __global__ void __launch_bounds__(kWarps * 32) ssd_scan_kernel(SsdArgs a, const float* dt) {

@@ -4,7 +4,6 @@
 // shared-memory tree reduction of (value, id) pairs. Limits: none.
 #include <cfloat>
 
-#include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
 
 namespace duality::cuda {

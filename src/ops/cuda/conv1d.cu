@@ -1,91 +1,266 @@
-// Causal depthwise conv1d + SiLU over a packed variable-length batch (CPU twin:
-// cpu::conv1d_causal per sequence). Each sequence continues from the width-1 raw rows in its
-// slot's conv state and leaves its own last width-1 raw rows there.
-// Parallelization: two launches.
-//   outputs: grid (channel blocks of 128, token tiles of 32); a thread walks its tile's tokens
-//            for one channel, finding each token's sequence from cu_seqlens, and reads the
-//            window from x or (for the first width-1 positions of a sequence) the old state.
-//   state:   grid (channel blocks, sequences); a thread gathers its sequence's newest width-1
-//            raw rows of [old state ; x] into registers, then writes them. It runs after the
-//            outputs launch, so no thread reads a state another one has already replaced.
-// Decode (one token per sequence) is the same code with tiles of one sequence per token.
-// Limits: width in [2, 8].
+// Causal depthwise conv1d + SiLU over a packed VarlenBatch (spec 5.3, 8.3, 8.4), each sequence
+// continuing from its conv state (the W-1 newest raw rows, oldest first, f32) and leaving its
+// last W-1 raw rows there:
+//   out[t, c] = silu(bias[c] + Σ_k weight[c, k] · X[t - (W-1) + k, c]),  X = [old state ; x]
+//
+// Two paths, chosen on the host:
+// - Decode (n_tokens == n_seq, i.e. one token per sequence): conv1d_walk_kernel, one thread per
+//   (sequence, V channels). It reads its slot's old state into registers, walks the sequence's
+//   tokens in order (the window in registers), writes out, then writes the new state. Each
+//   thread owns its (slot, channels), so reading before writing needs no synchronization.
+//   Grid: (channel blocks, sequences).
+// - Prefill / mixed batches: conv1d_tile_kernel computes the outputs only, parallel over token
+//   tiles and channels: a block covers TT consecutive packed tokens (which may span sequences)
+//   × blockDim.x·V channels; each thread finds the tile's first sequence by binary search in
+//   cu_seqlens, loads its W-1 previous rows (from x, or from the old state at a sequence start),
+//   then slides the window over the tile, prefetching U = 4 rows at a time. Afterwards
+//   conv1d_state_kernel (one thread per (sequence, V channels)) writes each new state from x and,
+//   for sequences shorter than W-1, the old state. The old state is only written by the second
+//   launch, so no tile ever reads a state that is being overwritten.
+// V = 4 channels per thread when channels, x_stride and state_slot_stride are multiples of 4 and
+// the pointers are aligned (16-byte f32 / 8-byte f16 and bf16 accesses); else V = 1.
+//
+// Limits: width in {2, 3, 4}; act f32/f16/bf16; the slots of one batch must be distinct, except
+// a scratch slot whose contents nobody reads (decode padding); x and out must not overlap;
+// channels < 2^16 · 128 · V.
+#include "core/cuda/check.h"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
 
 namespace duality::cuda {
 namespace {
 
-constexpr int kChannels = 128, kTile = 32, kMaxWidth = 8;
+constexpr int kPrefetch = 4;  // U: rows loaded ahead in the tile kernel
 
-__device__ int find_sequence(const int32_t* cu, int64_t n_seq, int64_t token) {
-    int lo = 0, hi = static_cast<int>(n_seq) - 1;  // the last s with cu[s] <= token
+__device__ __forceinline__ float silu(float v) {
+    return v / (1.0f + expf(-v));
+}
+
+// Per-thread conv parameters for V channels starting at c.
+template <int W, int V>
+struct Taps {
+    float w[V][W];
+    float b[V];
+    __device__ __forceinline__ void load(const float* weight, const float* bias, int64_t c) {
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+#pragma unroll
+            for (int k = 0; k < W; ++k) w[i][k] = weight[(c + i) * W + k];
+            b[i] = bias ? bias[c + i] : 0.0f;
+        }
+    }
+    // out = silu(conv) for the window `win` (W-1 older rows, oldest first) and the new row `x`.
+    __device__ __forceinline__ void apply(const float (&win)[W - 1][V], const float (&x)[V],
+                                          float (&out)[V]) const {
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+            float acc = b[i];
+#pragma unroll
+            for (int k = 0; k < W - 1; ++k) acc = fmaf(w[i][k], win[k][i], acc);
+            acc = fmaf(w[i][W - 1], x[i], acc);
+            out[i] = silu(acc);
+        }
+    }
+};
+
+// Shifts the window by one row: drops the oldest, appends x.
+template <int W, int V>
+__device__ __forceinline__ void push(float (&win)[W - 1][V], const float (&x)[V]) {
+#pragma unroll
+    for (int k = 0; k + 1 < W - 1; ++k)
+#pragma unroll
+        for (int i = 0; i < V; ++i) win[k][i] = win[k + 1][i];
+#pragma unroll
+    for (int i = 0; i < V; ++i) win[W - 2][i] = x[i];
+}
+
+// The sequence s holding packed token t (cu[s] <= t < cu[s + 1]); t < cu[n_seq].
+__device__ __forceinline__ int64_t find_seq(const int32_t* cu, int64_t n_seq, int64_t t) {
+    int64_t lo = 0, hi = n_seq - 1;
     while (lo < hi) {
-        const int mid = (lo + hi + 1) / 2;
-        if (cu[mid] <= token) lo = mid; else hi = mid - 1;
+        const int64_t mid = (lo + hi) / 2;
+        if (cu[mid + 1] > t)
+            hi = mid;
+        else
+            lo = mid + 1;
     }
     return lo;
 }
 
-template <typename T>
-__global__ void conv1d_out_kernel(Conv1dArgs a) {
-    const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
-    const int64_t t0 = static_cast<int64_t>(blockIdx.y) * kTile;
-    if (c >= a.channels || t0 >= a.batch.n_tokens) return;
-    const int64_t t1 = min(t0 + kTile, a.batch.n_tokens), C = a.channels, W = a.width;
-    const int32_t* cu = a.batch.cu_seqlens;
+// ---- decode: one thread walks one sequence ---------------------------------------------------
+template <typename T, int W, int V>
+__global__ void conv1d_walk_kernel(Conv1dArgs a) {
+    const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+    if (c >= a.channels) return;
+    const int64_t C = a.channels;
     const T* x = static_cast<const T*>(a.x);
     T* out = static_cast<T*>(a.out);
-    float w[kMaxWidth];
-    for (int k = 0; k < W; ++k) w[k] = a.weight[c * W + k];
-    const float bias = a.bias ? a.bias[c] : 0.0f;
-    int s = find_sequence(cu, a.batch.n_seq, t0);
-    for (int64_t t = t0; t < t1; ++t) {
-        while (t >= cu[s + 1]) ++s;
-        const int64_t start = cu[s], p = t - start;
-        const float* state = a.state + static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride;
-        float acc = bias;
-        for (int k = 0; k < W; ++k) {
-            const int64_t q = p - (W - 1) + k;  // position in the sequence; < 0: from the state
-            const float v = q >= 0 ? to_f32(x[(start + q) * a.x_stride + c])
-                                   : state[(W - 1 + q) * C + c];
-            acc = fmaf(w[k], v, acc);
+    Taps<W, V> taps;
+    taps.load(a.weight, a.bias, c);
+    for (int64_t s = blockIdx.y; s < a.batch.n_seq; s += gridDim.y) {
+        float* st = a.state + static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + c;
+        const int64_t t0 = a.batch.cu_seqlens[s], t1 = a.batch.cu_seqlens[s + 1];
+        float win[W - 1][V];
+#pragma unroll
+        for (int k = 0; k < W - 1; ++k) dtype::load<V>(st + k * C, win[k]);
+        for (int64_t t = t0; t < t1; ++t) {
+            float xv[V], o[V];
+            dtype::load<V>(x + t * a.x_stride + c, xv);
+            taps.apply(win, xv, o);
+            dtype::store<V>(out + t * C + c, o);
+            push<W, V>(win, xv);
         }
-        out[t * C + c] = from_f32<T>(silu(acc));
+#pragma unroll
+        for (int k = 0; k < W - 1; ++k) dtype::store<V>(st + k * C, win[k]);
     }
 }
 
-template <typename T>
-__global__ void conv1d_state_kernel(Conv1dArgs a) {
-    const int64_t c = static_cast<int64_t>(blockIdx.x) * kChannels + threadIdx.x;
-    const int s = static_cast<int>(blockIdx.y);
-    if (c >= a.channels) return;
-    const int64_t C = a.channels, W = a.width;
-    const int64_t start = a.batch.cu_seqlens[s], L = a.batch.cu_seqlens[s + 1] - start;
+// ---- prefill: outputs over token tiles -------------------------------------------------------
+// Loads the window of sequence s before its token at position `pos` (rows pos-(W-1)..pos-1 of
+// [old state ; x], x's rows starting at packed token t_seq).
+template <typename T, int W, int V>
+__device__ __forceinline__ void load_window(const Conv1dArgs& a, int64_t s, int64_t t_seq,
+                                            int64_t pos, int64_t c, float (&win)[W - 1][V]) {
     const T* x = static_cast<const T*>(a.x);
-    float* state = a.state + static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride;
-    float next[kMaxWidth];
-    for (int r = 0; r < W - 1; ++r) {
-        const int64_t q = L - (W - 1) + r;
-        next[r] = q >= 0 ? to_f32(x[(start + q) * a.x_stride + c]) : state[(W - 1 + q) * C + c];
+    const float* st = a.state + static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + c;
+#pragma unroll
+    for (int k = 0; k < W - 1; ++k) {
+        const int64_t tau = pos - (W - 1) + k;
+        if (tau >= 0)
+            dtype::load<V>(x + (t_seq + tau) * a.x_stride + c, win[k]);
+        else
+            dtype::load<V>(st + (W - 1 + tau) * a.channels, win[k]);
     }
-    for (int r = 0; r < W - 1; ++r) state[r * C + c] = next[r];
+}
+
+template <typename T, int W, int V>
+__global__ void conv1d_tile_kernel(Conv1dArgs a, int64_t tile_tokens) {
+    const int64_t c = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * V;
+    if (c >= a.channels) return;
+    const int64_t t_begin = static_cast<int64_t>(blockIdx.x) * tile_tokens;
+    const int64_t t_end =
+        t_begin + tile_tokens < a.batch.n_tokens ? t_begin + tile_tokens : a.batch.n_tokens;
+    const int64_t C = a.channels;
+    const int32_t* cu = a.batch.cu_seqlens;
+    const T* x = static_cast<const T*>(a.x);
+    T* out = static_cast<T*>(a.out);
+    Taps<W, V> taps;
+    taps.load(a.weight, a.bias, c);
+
+    int64_t s = find_seq(cu, a.batch.n_seq, t_begin);
+    int64_t seq_begin = cu[s], seq_end = cu[s + 1];
+    float win[W - 1][V];
+    load_window<T, W, V>(a, s, seq_begin, t_begin - seq_begin, c, win);
+    for (int64_t t = t_begin; t < t_end; t += kPrefetch) {
+        float xv[kPrefetch][V];
+#pragma unroll
+        for (int u = 0; u < kPrefetch; ++u)
+            if (t + u < t_end) dtype::load<V>(x + (t + u) * a.x_stride + c, xv[u]);
+#pragma unroll
+        for (int u = 0; u < kPrefetch; ++u) {
+            const int64_t tt = t + u;
+            if (tt < t_end) {
+                if (tt == seq_end) {  // the next non-empty sequence starts here
+                    do {
+                        ++s;
+                    } while (cu[s + 1] <= tt);
+                    seq_begin = cu[s];
+                    seq_end = cu[s + 1];
+                    load_window<T, W, V>(a, s, seq_begin, 0, c, win);
+                }
+                float o[V];
+                taps.apply(win, xv[u], o);
+                dtype::store<V>(out + tt * C + c, o);
+                push<W, V>(win, xv[u]);
+            }
+        }
+    }
+}
+
+// New state of each sequence: the last W-1 rows of [old state ; x], read before written.
+template <typename T, int W, int V>
+__global__ void conv1d_state_kernel(Conv1dArgs a) {
+    const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+    if (c >= a.channels) return;
+    const T* x = static_cast<const T*>(a.x);
+    for (int64_t s = blockIdx.y; s < a.batch.n_seq; s += gridDim.y) {
+        float* st = a.state + static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + c;
+        const int64_t t0 = a.batch.cu_seqlens[s], len = a.batch.cu_seqlens[s + 1] - t0;
+        float next[W - 1][V];
+#pragma unroll
+        for (int r = 0; r < W - 1; ++r) {
+            const int64_t tau = len - (W - 1) + r;
+            if (tau >= 0)
+                dtype::load<V>(x + (t0 + tau) * a.x_stride + c, next[r]);
+            else
+                dtype::load<V>(st + (W - 1 + tau) * a.channels, next[r]);
+        }
+#pragma unroll
+        for (int r = 0; r < W - 1; ++r) dtype::store<V>(st + r * a.channels, next[r]);
+    }
+}
+
+unsigned clamp_grid(int64_t n, int64_t max) {
+    return static_cast<unsigned>(n < max ? n : max);
+}
+
+template <typename T, int W, int V>
+void launch_conv1d(const Conv1dArgs& a, cudaStream_t stream) {
+    const int64_t n_vec = (a.channels + V - 1) / V;
+    int threads = 32;
+    while (threads < 128 && threads < n_vec) threads *= 2;
+    const int64_t channel_blocks = (n_vec + threads - 1) / threads;
+    if (a.batch.n_tokens == a.batch.n_seq) {
+        const dim3 grid(clamp_grid(channel_blocks, 2147483647), clamp_grid(a.batch.n_seq, 65535));
+        conv1d_walk_kernel<T, W, V><<<grid, threads, 0, stream>>>(a);
+        DUALITY_CUDA_LAUNCH_CHECK();
+        return;
+    }
+    if (a.batch.n_tokens <= 0) return;  // every sequence empty: states unchanged
+    // Tile length: the longest of 64, 32, 16, 8 tokens that still gives ~256k threads.
+    int64_t tile = 64;
+    while (tile > 8 && n_vec * ((a.batch.n_tokens + tile - 1) / tile) < 262144) tile /= 2;
+    const dim3 tiles(clamp_grid((a.batch.n_tokens + tile - 1) / tile, 2147483647),
+                     clamp_grid(channel_blocks, 65535));
+    conv1d_tile_kernel<T, W, V><<<tiles, threads, 0, stream>>>(a, tile);
+    DUALITY_CUDA_LAUNCH_CHECK();
+    const dim3 seqs(clamp_grid(channel_blocks, 2147483647), clamp_grid(a.batch.n_seq, 65535));
+    conv1d_state_kernel<T, W, V><<<seqs, threads, 0, stream>>>(a);
+    DUALITY_CUDA_LAUNCH_CHECK();
+}
+
+template <typename T, int V>
+void launch_width(const Conv1dArgs& a, cudaStream_t stream) {
+    switch (a.width) {
+        case 2:
+            launch_conv1d<T, 2, V>(a, stream);
+            break;
+        case 3:
+            launch_conv1d<T, 3, V>(a, stream);
+            break;
+        case 4:
+            launch_conv1d<T, 4, V>(a, stream);
+            break;
+        default:
+            std::fprintf(stderr, "duality: internal error: cuda::conv1d: width %lld (2..4)\n",
+                         static_cast<long long>(a.width));
+            std::abort();
+    }
 }
 
 }  // namespace
 
 void conv1d(const Conv1dArgs& a, DType act, cudaStream_t stream) {
-    if (a.batch.n_tokens == 0) return;
-    if (a.width < 2 || a.width > kMaxWidth)
-        fail("conv1d: width must be in [2, 8]", "width", __FILE__, __LINE__);
-    const unsigned channel_blocks = static_cast<unsigned>((a.channels + kChannels - 1) / kChannels);
-    const dim3 out_grid(channel_blocks, static_cast<unsigned>((a.batch.n_tokens + kTile - 1) / kTile));
-    const dim3 state_grid(channel_blocks, static_cast<unsigned>(a.batch.n_seq));
-    DUALITY_DISPATCH_FLOAT(act, T, {
-        conv1d_out_kernel<T><<<out_grid, kChannels, 0, stream>>>(a);
-        conv1d_state_kernel<T><<<state_grid, kChannels, 0, stream>>>(a);
+    if (a.batch.n_seq <= 0 || a.channels <= 0) return;
+    DUALITY_DISPATCH_FLOAT("conv1d", act, T, {
+        const bool vec = a.channels % 4 == 0 && a.x_stride % 4 == 0 &&
+                         a.state_slot_stride % 4 == 0 && dtype::is_aligned(a.x, 4 * sizeof(T)) &&
+                         dtype::is_aligned(a.out, 4 * sizeof(T)) && dtype::is_aligned(a.state, 16);
+        if (vec)
+            launch_width<T, 4>(a, stream);
+        else
+            launch_width<T, 1>(a, stream);
     });
-    DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace duality::cuda

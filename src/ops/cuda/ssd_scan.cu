@@ -14,6 +14,9 @@
 namespace duality::cuda {
 namespace {
 
+using dtype::from_f32;
+using dtype::to_f32;
+
 constexpr int kWarps = 4;  // head_dim ≤ kWarps · 32 rows per warp
 
 template <typename T, typename S, int NJ, int R>
@@ -100,8 +103,8 @@ void launch(const SsdArgs& a, const float* dt, cudaStream_t stream) {
 
 void ssd_scan(const SsdArgs& a, const float* dt, DType act, cudaStream_t stream) {
     if (a.batch.n_seq == 0) return;
-    DUALITY_DISPATCH_FLOAT(act, T, {
-        DUALITY_DISPATCH_FLOAT(a.state_dtype, S, launch<T, S>(a, dt, stream));
+    DUALITY_DISPATCH_FLOAT("ssd_scan", act, T, {
+        DUALITY_DISPATCH_FLOAT("ssd_scan", a.state_dtype, S, launch<T, S>(a, dt, stream));
     });
     DUALITY_CUDA_LAUNCH_CHECK();
 }

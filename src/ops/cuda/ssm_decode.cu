@@ -1,84 +1,183 @@
-// The fused decode step of the SSM (spec 8.3; CPU twin: cpu::dt_softplus + cpu::ssd_sequential
-// with one token), for a batch of single-token sequences:
-//   Δ = clamp(softplus(dt_raw + dt_bias)),  dA = exp(A·Δ)
-//   S[p, n] = dA·S[p, n] + Δ·x[p]·B[n],     y[p] = Σ_n S[p, n]·C[n] + D·x[p]
-// Parallelization: one block of 4 warps per (sequence, head); a warp owns head_dim rows p, its
-// lanes hold B and C for n = lane + 32·j in registers and stream the state row (coalesced), so
-// many independent state loads are in flight; y[p] is a warp-shuffle sum. The state is read and
-// written once in its storage dtype (f32, f16 or bf16), with all math in f32.
-// Limits: d_state ≤ 256.
+// The SSM decode step (spec 8.3) for a batch of single-token sequences, state in place:
+//   Δ  = clamp(softplus(dt_raw + dt_bias), dt_min, dt_max)        (threshold-20 softplus)
+//   dA = exp(A_h Δ)
+//   S  = dA · S + Δ · x ⊗ B_g          S {head_dim, d_state} per (sequence, head), g = h / (H/G)
+//   y  = S · C_g + D_h · x             (the updated S; D may be nullptr)
+// Math in f32; the state is read in state_dtype (f32, f16 or bf16), updated in f32 and written
+// back rounded to nearest even; y uses the f32 update (before that rounding).
+//
+// Parallelization (bandwidth-bound on the state): grid (head_dim blocks, n_head, n_seq); a block
+// is 4 warps and each warp owns R = 4 consecutive rows p of one head's state. A lane holds
+// NPL = d_state / 32 elements of each row, as J = NPL / VEC vectors of VEC = min(NPL, 4)
+// elements interleaved across the warp (element n = j·32·VEC + lane·VEC + v), so every load
+// instruction of the warp reads one contiguous 32·VEC-element span of a row (16-byte f32
+// accesses for d_state ≥ 128). All R·J state vectors (and the lane's B and C) are loaded before
+// any math, to keep many loads in flight. y[p] is a warp-shuffle sum written by lane 0.
+// d_state not in {64, 128, 256}, or unaligned pointers/strides, take a scalar fallback kernel
+// (one warp per row, lanes strided over d_state).
+//
+// Limits: batch.n_tokens == batch.n_seq (sequence s reads token row s); n_head % n_group == 0;
+// the slots of one batch distinct except a scratch slot nobody reads; act and state dtype f32,
+// f16 or bf16; n_seq beyond 65535 is walked by a grid-stride loop.
+#include "core/cuda/check.h"
+#include "ops/cuda/dt_softplus.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
+#include "ops/cuda/reduce.cuh"
 
 namespace duality::cuda {
 namespace {
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 4;        // warps per block
+constexpr int kRowsPerWarp = 4;  // R
 
-template <typename T, typename S, int NJ>
+// The per-(sequence, head) scalars of the step.
+struct HeadStep {
+    float dt, dA, D;
+};
+
+template <typename T>
+__device__ __forceinline__ HeadStep head_step(const SsdArgs& a, const DecodeDt& d, int64_t s,
+                                              int64_t h) {
+    const T* raw = static_cast<const T*>(d.dt_raw);
+    HeadStep r;
+    r.dt = dt_clamped_softplus(dtype::to_f32(raw[s * d.raw_stride + h]) + d.dt_bias[h], d.dt_min,
+                               d.dt_max);
+    r.dA = expf(a.A[h] * r.dt);
+    r.D = a.D ? a.D[h] : 0.0f;
+    return r;
+}
+
+template <typename T, typename S, int NPL>
 __global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, DecodeDt d) {
-    const int64_t seq = blockIdx.x, h = blockIdx.y;
-    const int64_t P = a.head_dim, N = a.d_state, g = h / (a.n_head / a.n_group);
+    constexpr int VEC = NPL < 4 ? NPL : 4, J = NPL / VEC, R = kRowsPerWarp;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const T* x = static_cast<const T*>(a.x) + seq * a.x_stride + h * P;
-    const T* B = static_cast<const T*>(a.B) + seq * a.bc_stride + g * N;
-    const T* C = static_cast<const T*>(a.C) + seq * a.bc_stride + g * N;
-    const float dt = fminf(fmaxf(softplus(to_f32(static_cast<const T*>(d.dt_raw)[seq * d.raw_stride + h]) +
-                                          d.dt_bias[h]),
-                                 d.dt_min),
-                           d.dt_max);
-    const float dA = expf(a.A[h] * dt), Dh = a.D ? a.D[h] : 0.0f;
-    float b[NJ], c[NJ];
+    const int64_t H = a.n_head, P = a.head_dim, N = a.d_state;
+    const int64_t h = blockIdx.y, g = h / (H / a.n_group);
+    const int64_t p0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * R;
+    if (p0 >= P) return;  // whole warps only
+    const T* x = static_cast<const T*>(a.x);
+    const T* B = static_cast<const T*>(a.B);
+    const T* C = static_cast<const T*>(a.C);
+    T* y = static_cast<T*>(a.y);
+
+    for (int64_t s = blockIdx.z; s < a.batch.n_seq; s += gridDim.z) {
+        S* st = static_cast<S*>(a.state) +
+                static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + (h * P + p0) * N;
+        // Issue every load first: the R rows of state, then B, C and x.
+        float sv[R][J][VEC];
 #pragma unroll
-    for (int j = 0; j < NJ; ++j) {
-        const int64_t n = lane + 32 * j;
-        b[j] = n < N ? to_f32(B[n]) : 0.0f;
-        c[j] = n < N ? to_f32(C[n]) : 0.0f;
+        for (int r = 0; r < R; ++r)
+            if (p0 + r < P)
+#pragma unroll
+                for (int j = 0; j < J; ++j)
+                    dtype::load<VEC>(st + r * N + j * 32 * VEC + lane * VEC, sv[r][j]);
+        float bv[J][VEC], cv[J][VEC];
+        const int64_t bc = s * a.bc_stride + g * N;
+#pragma unroll
+        for (int j = 0; j < J; ++j) {
+            dtype::load<VEC>(B + bc + j * 32 * VEC + lane * VEC, bv[j]);
+            dtype::load<VEC>(C + bc + j * 32 * VEC + lane * VEC, cv[j]);
+        }
+        float xv[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+            xv[r] = p0 + r < P ? dtype::to_f32(x[s * a.x_stride + h * P + p0 + r]) : 0.0f;
+        const HeadStep k = head_step<T>(a, d, s, h);
+
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            if (p0 + r >= P) break;  // uniform across the warp
+            const float dtx = k.dt * xv[r];
+            float dot = 0.0f;
+#pragma unroll
+            for (int j = 0; j < J; ++j) {
+#pragma unroll
+                for (int v = 0; v < VEC; ++v) {
+                    const float nv = sv[r][j][v] * k.dA + dtx * bv[j][v];
+                    sv[r][j][v] = nv;
+                    dot += nv * cv[j][v];
+                }
+                dtype::store<VEC>(st + r * N + j * 32 * VEC + lane * VEC, sv[r][j]);
+            }
+            dot = reduce::warp_sum(dot);
+            if (lane == 0) y[s * H * P + h * P + p0 + r] = dtype::from_f32<T>(dot + k.D * xv[r]);
+        }
     }
-    S* state = static_cast<S*>(a.state) +
-               static_cast<int64_t>(a.batch.slots[seq]) * a.state_slot_stride + h * P * N;
-    T* y = static_cast<T*>(a.y) + seq * a.n_head * P + h * P;
-    for (int64_t p = warp; p < P; p += kWarps) {
-        const float xp = to_f32(x[p]), dtx = dt * xp;
-        S* row = state + p * N;
-        float s[NJ];
-#pragma unroll
-        for (int j = 0; j < NJ; ++j) {
-            const int64_t n = lane + 32 * j;
-            s[j] = n < N ? to_f32(row[n]) : 0.0f;
+}
+
+// Any d_state and alignment: one warp per row, lanes strided over d_state, scalar accesses.
+template <typename T, typename S>
+__global__ void __launch_bounds__(kWarps * 32) ssm_decode_generic_kernel(SsdArgs a, DecodeDt d) {
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int64_t H = a.n_head, P = a.head_dim, N = a.d_state;
+    const int64_t h = blockIdx.y, g = h / (H / a.n_group);
+    const int64_t p = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+    if (p >= P) return;
+    const T* x = static_cast<const T*>(a.x);
+    const T* B = static_cast<const T*>(a.B);
+    const T* C = static_cast<const T*>(a.C);
+    T* y = static_cast<T*>(a.y);
+    for (int64_t s = blockIdx.z; s < a.batch.n_seq; s += gridDim.z) {
+        S* st = static_cast<S*>(a.state) +
+                static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + (h * P + p) * N;
+        const HeadStep k = head_step<T>(a, d, s, h);
+        const float xv = dtype::to_f32(x[s * a.x_stride + h * P + p]);
+        const float dtx = k.dt * xv;
+        const int64_t bc = s * a.bc_stride + g * N;
+        float dot = 0.0f;
+        for (int64_t n = lane; n < N; n += 32) {
+            const float nv = dtype::to_f32(st[n]) * k.dA + dtx * dtype::to_f32(B[bc + n]);
+            st[n] = dtype::from_f32<S>(nv);
+            dot += nv * dtype::to_f32(C[bc + n]);
         }
-        float acc = 0.0f;
-#pragma unroll
-        for (int j = 0; j < NJ; ++j) {
-            const int64_t n = lane + 32 * j;
-            const float v = fmaf(dA, s[j], dtx * b[j]);
-            if (n < N) row[n] = from_f32<S>(v);
-            acc = fmaf(v, c[j], acc);
-        }
-        for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-        if (lane == 0) y[p] = from_f32<T>(fmaf(Dh, xp, acc));
+        dot = reduce::warp_sum(dot);
+        if (lane == 0) y[s * H * P + h * P + p] = dtype::from_f32<T>(dot + k.D * xv);
     }
 }
 
 template <typename T, typename S>
-void launch(const SsdArgs& a, const DecodeDt& d, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>(a.batch.n_seq), static_cast<unsigned>(a.n_head));
-    const int nj = static_cast<int>((a.d_state + 31) / 32);
-    if (nj <= 1) ssm_decode_kernel<T, S, 1><<<grid, kWarps * 32, 0, stream>>>(a, d);
-    else if (nj <= 2) ssm_decode_kernel<T, S, 2><<<grid, kWarps * 32, 0, stream>>>(a, d);
-    else if (nj <= 4) ssm_decode_kernel<T, S, 4><<<grid, kWarps * 32, 0, stream>>>(a, d);
-    else if (nj <= 8) ssm_decode_kernel<T, S, 8><<<grid, kWarps * 32, 0, stream>>>(a, d);
-    else fail("ssm_decode: d_state > 256", "d_state", __FILE__, __LINE__);
+void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, cudaStream_t stream) {
+    const int64_t N = a.d_state;
+    const unsigned seqs = static_cast<unsigned>(a.batch.n_seq < 65535 ? a.batch.n_seq : 65535);
+    const unsigned heads = static_cast<unsigned>(a.n_head);
+    const int64_t vec = N >= 128 ? 4 : 2;  // VEC of the vector kernels (N = 64: 2)
+    const bool aligned = a.state_slot_stride % vec == 0 && a.bc_stride % vec == 0 &&
+                         dtype::is_aligned(a.state, vec * sizeof(S)) &&
+                         dtype::is_aligned(a.B, vec * sizeof(T)) &&
+                         dtype::is_aligned(a.C, vec * sizeof(T));
+    const int64_t rows_per_block = kWarps * kRowsPerWarp;
+    const dim3 grid(static_cast<unsigned>((a.head_dim + rows_per_block - 1) / rows_per_block),
+                    heads, seqs);
+    if (aligned && N == 64)
+        ssm_decode_kernel<T, S, 2><<<grid, kWarps * 32, 0, stream>>>(a, d);
+    else if (aligned && N == 128)
+        ssm_decode_kernel<T, S, 4><<<grid, kWarps * 32, 0, stream>>>(a, d);
+    else if (aligned && N == 256)
+        ssm_decode_kernel<T, S, 8><<<grid, kWarps * 32, 0, stream>>>(a, d);
+    else {
+        const dim3 g(static_cast<unsigned>((a.head_dim + kWarps - 1) / kWarps), heads, seqs);
+        ssm_decode_generic_kernel<T, S><<<g, kWarps * 32, 0, stream>>>(a, d);
+    }
+    DUALITY_CUDA_LAUNCH_CHECK();
+}
+
+[[noreturn]] void bad_args(const char* what) {
+    std::fprintf(stderr, "duality: internal error: cuda::ssm_decode: %s\n", what);
+    std::abort();
 }
 
 }  // namespace
 
-void ssm_decode(const SsdArgs& a, const DecodeDt& d, DType act, cudaStream_t stream) {
-    if (a.batch.n_seq == 0) return;
-    DUALITY_DISPATCH_FLOAT(act, T, {
-        DUALITY_DISPATCH_FLOAT(a.state_dtype, S, launch<T, S>(a, d, stream));
+void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream) {
+    if (a.batch.n_seq <= 0) return;
+    if (a.batch.n_tokens != a.batch.n_seq) bad_args("needs one token per sequence");
+    if (a.n_group <= 0 || a.n_head % a.n_group != 0) bad_args("n_head % n_group != 0");
+    if (a.n_head > 65535) bad_args("n_head > 65535");
+    DUALITY_DISPATCH_FLOAT("ssm_decode", act, T, {
+        DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
+                               { launch_ssm_decode<T, S>(a, dt, stream); });
     });
-    DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace duality::cuda

@@ -1,0 +1,129 @@
+// Op-test cases: cuda::add_rms_norm, cuda::gated_rms_norm and cuda::add_bias against their CPU
+// twins (add_bias against its one-line definition). Shapes cover the warp-per-row (dim <= 1024)
+// and block-per-row kernels, the 4-wide and scalar paths (dims, strides not multiples of 4), the
+// model shapes (130m, 2.7b, Codestral) and n_group 1 and 8.
+#include <string>
+
+#include "ops/cpu/ops.h"
+#include "ops/cuda/kern_util.h"
+#include "ops/cuda/registry.h"
+
+namespace duality::optest {
+namespace {
+
+constexpr float kEps = 1e-5f;
+
+std::string num(int64_t v) {
+    return std::to_string(v);
+}
+
+// ---- add_rms_norm ----------------------------------------------------------------------------
+void add_rms_norm_case(int64_t rows, int64_t dim, bool first, DType act) {
+    const std::string name =
+        "add_rms_norm/r" + num(rows) + "_d" + num(dim) + (first ? "_first/" : "/") + dt_name(act);
+    register_case({name, default_tolerance(act), [=] {
+                       std::mt19937 rng(static_cast<uint32_t>(rows * 1000 + dim + first));
+                       const size_t n = static_cast<size_t>(rows * dim);
+                       const std::vector<float> h = rounded(act, normal(rng, n));
+                       const std::vector<float> res0 = normal(rng, n, 0.0f, 2.0f);
+                       const std::vector<float> w =
+                           normal(rng, static_cast<size_t>(dim), 1.0f, 0.2f);
+                       std::vector<float> res = res0, out(n);
+                       cpu::add_rms_norm(h.data(), res.data(), w.data(), kEps, out.data(), rows,
+                                         dim, first, kCpuThreads);
+
+                       cuda::DeviceBuffer d_h = upload_as(act, h), d_res = upload_f32(res0),
+                                          d_w = upload_f32(w);
+                       cuda::DeviceBuffer d_out(n * dtype_size(act));
+                       cuda::add_rms_norm(d_h.data(), d_res.as<float>(), d_w.as<float>(), kEps,
+                                          d_out.data(), rows, dim, first, act, nullptr);
+                       DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+                       return std::vector<Output>{
+                           {"out", out, download_as_f32(act, d_out.data(), n)},
+                           {"residual", res, download_as_f32(DType::kF32, d_res.data(), n)}};
+                   }});
+}
+
+// ---- gated_rms_norm --------------------------------------------------------------------------
+void gated_case(int64_t rows, int64_t dim, int64_t group_size, int64_t z_stride, DType act) {
+    const std::string name = "gated_rms_norm/r" + num(rows) + "_d" + num(dim) + "_gs" +
+                             num(group_size) + "_zs" + num(z_stride) + "/" + dt_name(act);
+    register_case(
+        {name, default_tolerance(act), [=] {
+             std::mt19937 rng(static_cast<uint32_t>(rows * 7 + dim * 3 + group_size));
+             const size_t n = static_cast<size_t>(rows * dim);
+             const std::vector<float> y = rounded(act, normal(rng, n));
+             // z lives in a wider buffer (zxbcdt in the model): rows z_stride apart.
+             const std::vector<float> z =
+                 rounded(act, normal(rng, static_cast<size_t>(rows * z_stride), 0.0f, 2.0f));
+             const std::vector<float> w = normal(rng, static_cast<size_t>(dim), 1.0f, 0.2f);
+             std::vector<float> out(n);
+             cpu::gated_rms_norm(y.data(), z.data(), z_stride, w.data(), kEps, out.data(), rows,
+                                 dim, group_size, kCpuThreads);
+
+             cuda::DeviceBuffer d_y = upload_as(act, y), d_z = upload_as(act, z),
+                                d_w = upload_f32(w);
+             cuda::DeviceBuffer d_out(n * dtype_size(act));
+             cuda::gated_rms_norm(d_y.data(), d_z.data(), z_stride, d_w.as<float>(), kEps,
+                                  d_out.data(), rows, dim, group_size, act, nullptr);
+             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+             return std::vector<Output>{{"out", out, download_as_f32(act, d_out.data(), n)}};
+         }});
+}
+
+// ---- add_bias --------------------------------------------------------------------------------
+void add_bias_case(int64_t rows, int64_t n, int64_t ld, DType act) {
+    const std::string name =
+        "add_bias/r" + num(rows) + "_n" + num(n) + "_ld" + num(ld) + "/" + dt_name(act);
+    register_case(
+        {name, default_tolerance(act), [=] {
+             std::mt19937 rng(static_cast<uint32_t>(rows + n * 5 + ld));
+             const size_t total = static_cast<size_t>(rows * ld);
+             const std::vector<float> y0 = rounded(act, normal(rng, total));
+             const std::vector<float> bias = normal(rng, static_cast<size_t>(n));
+             // Columns past n (up to ld) must stay as they were.
+             std::vector<float> expected = y0;
+             for (int64_t r = 0; r < rows; ++r)
+                 for (int64_t c = 0; c < n; ++c)
+                     expected[static_cast<size_t>(r * ld + c)] += bias[static_cast<size_t>(c)];
+
+             cuda::DeviceBuffer d_y = upload_as(act, y0), d_b = upload_f32(bias);
+             cuda::add_bias(d_y.data(), ld, d_b.as<float>(), rows, n, act, nullptr);
+             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+             return std::vector<Output>{{"y", expected, download_as_f32(act, d_y.data(), total)}};
+         }});
+}
+
+DUALITY_OP_CASES(norm) {
+    for (DType act : kActs) {
+        // add_rms_norm: warp path (dim <= 1024), block path, scalar (dim % 4 != 0) paths.
+        for (bool first : {false, true}) {
+            add_rms_norm_case(1, 768, first, act);   // 130m decode
+            add_rms_norm_case(37, 768, first, act);  // 130m prefill
+            add_rms_norm_case(5, 2560, first, act);  // 2.7b
+            add_rms_norm_case(3, 4096, first, act);  // codestral
+        }
+        add_rms_norm_case(9, 256, false, act);     // the bundled 17m model
+        add_rms_norm_case(6, 770, false, act);     // warp, scalar
+        add_rms_norm_case(4, 1030, false, act);    // block, scalar
+        add_rms_norm_case(2, 8192, false, act);    // wide block
+        add_rms_norm_case(300, 1024, false, act);  // many rows, widest warp path
+
+        // gated_rms_norm: z rows in a wider buffer as in zxbcdt (2·E + 2GN + H).
+        gated_case(3, 1536, 1536, 3352, act);   // 130m, G = 1
+        gated_case(4, 5120, 5120, 10576, act);  // 2.7b, G = 1
+        gated_case(2, 8192, 1024, 18560, act);  // codestral, G = 8
+        gated_case(1, 8192, 8192, 8192, act);   // G = 1 at 8192, decode
+        gated_case(7, 512, 64, 1100, act);      // G = 8, small groups
+        gated_case(33, 1536, 1536, 1536, act);  // dense z
+        gated_case(3, 200, 25, 211, act);       // scalar path (odd group, stride)
+
+        // add_bias
+        add_bias_case(5, 3352, 3352, act);
+        add_bias_case(3, 768, 800, act);
+        add_bias_case(4, 13, 20, act);  // scalar path
+    }
+}
+
+}  // namespace
+}  // namespace duality::optest

@@ -4,6 +4,7 @@
 // shared-memory tree reduction of (value, id) pairs. Limits: none.
 #include <cfloat>
 
+#include "core/cuda/check.h"
 #include "ops/cuda/ops.h"
 
 namespace duality::cuda {

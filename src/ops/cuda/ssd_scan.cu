@@ -8,6 +8,7 @@
 // the sequence's slot once. Work per block is sequential in the tokens: fine for decode-sized
 // and short inputs, slow for long prompts (use ssd_chunked there).
 // Limits: d_state ≤ 256, head_dim ≤ 128.
+#include "core/cuda/check.h"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
 

@@ -1,0 +1,291 @@
+// Op-test cases for cuda::ssd_chunked (the chunked SSD prefill over a packed varlen batch).
+//
+// Each case packs sequences into one batch the way the model does: x, B and C are column ranges
+// of one conv-output row (x at 0, B at H·P, C at H·P + G·N), chunks start at every sequence's
+// first token, and each sequence owns a state slot picked by a permuted slot map out of a pool
+// with spare slots and padding between slots. Expected: the CPU twin (cpu::ssd_chunked, or the
+// sequential recurrence cpu::ssd_sequential) in f32, run per sequence from its own copy of the
+// slot's initial state; y and the whole slot pool (final states of the touched slots, untouched
+// slots and padding unchanged) are compared. Inputs as in spec 9.3: x, B, C ~ N(0,1) rounded to
+// the activation dtype, Δ ~ U[1e-3, 0.1], A ~ -U[1, 16], D ≈ 1, initial states 0.5·N(0,1)
+// rounded to the state dtype (or 0).
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/cuda/check.h"
+#include "core/cuda/device_buffer.h"
+#include "ops/cpu/ops.h"
+#include "ops/cuda/op_util.h"
+#include "ops/cuda/ops.h"
+#include "ops/cuda/registry.h"
+
+namespace duality::optest {
+namespace {
+
+struct SsdCase {
+    std::string label;
+    int64_t H = 0, P = 0, N = 0, G = 1, Q = 256;
+    std::vector<int32_t> lens;  // sequence lengths of the packed batch
+    DType act = DType::kBF16;
+    DType state_dtype = DType::kF32;
+    bool init_state = true;  // non-zero initial states (continuation)
+    bool with_D = true;
+    bool sequential = false;  // oracle: the sequential recurrence instead of the chunked CPU op
+    int64_t row_pad = 0;      // extra columns per conv row (odd: unaligned strides, scalar loads)
+    uint32_t seed = 1;
+};
+
+int cpu_threads() {
+    return static_cast<int>(std::clamp(std::thread::hardware_concurrency(), 1u, 16u));
+}
+
+std::vector<Output> run_case(const SsdCase& k) {
+    std::mt19937 rng(k.seed);
+    const int64_t H = k.H, P = k.P, N = k.N, G = k.G, Q = k.Q;
+    const int64_t n_seq = static_cast<int64_t>(k.lens.size());
+    std::vector<int32_t> cu(n_seq + 1, 0);
+    for (int64_t s = 0; s < n_seq; ++s) cu[s + 1] = cu[s] + k.lens[s];
+    const int64_t T = cu[n_seq];
+    const int64_t row = H * P + 2 * G * N + k.row_pad;  // conv row: [x | B | C | pad]
+    const int64_t b_off = H * P, c_off = H * P + G * N;
+
+    const std::vector<float> xbc = rounded(k.act, normal(rng, T * row));
+    const std::vector<float> dt = uniform(rng, T * H, 1e-3f, 0.1f);
+    std::vector<float> A = uniform(rng, H, 1.0f, 16.0f);
+    for (float& a : A) a = -a;
+    std::vector<float> D = normal(rng, H, 1.0f, 0.1f);
+
+    // Slot pool: n_seq + 3 slots, slot_stride = H·P·N + 16 (padding between slots).
+    const int64_t slot_elems = H * P * N, slot_stride = slot_elems + 16, n_slots = n_seq + 3;
+    std::vector<int32_t> ids(n_slots);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    const std::vector<int32_t> slots(ids.begin(), ids.begin() + n_seq);
+    std::vector<float> pool = normal(rng, n_slots * slot_stride, 0.0f, 0.5f);
+    if (!k.init_state)
+        for (int32_t sl : slots) std::fill_n(pool.begin() + sl * slot_stride, slot_elems, 0.0f);
+    pool = rounded(k.state_dtype, std::move(pool));
+
+    // Chunk tables: each sequence is cut into chunks of Q from its first token.
+    std::vector<int32_t> chunk_start, chunk_len, chunk_seq, cu_chunks{0};
+    for (int64_t s = 0; s < n_seq; ++s) {
+        for (int32_t t0 = 0; t0 < k.lens[s]; t0 += static_cast<int32_t>(Q)) {
+            chunk_start.push_back(cu[s] + t0);
+            chunk_len.push_back(std::min<int32_t>(static_cast<int32_t>(Q), k.lens[s] - t0));
+            chunk_seq.push_back(static_cast<int32_t>(s));
+        }
+        cu_chunks.push_back(static_cast<int32_t>(chunk_start.size()));
+    }
+    const int64_t n_chunk = static_cast<int64_t>(chunk_start.size());
+
+    // CPU reference, one sequence at a time from its own copy of the slot's state.
+    std::vector<float> y_ref(T * H * P), pool_ref = pool;
+    for (int64_t s = 0; s < n_seq; ++s) {
+        std::vector<float> st(pool.begin() + slots[s] * slot_stride,
+                              pool.begin() + slots[s] * slot_stride + slot_elems);
+        SsdParams p;
+        p.seqlen = k.lens[s];
+        p.n_head = H;
+        p.head_dim = P;
+        p.d_state = N;
+        p.n_group = G;
+        p.chunk_size = Q;
+        p.x = xbc.data() + cu[s] * row;
+        p.x_stride = row;
+        p.B = xbc.data() + cu[s] * row + b_off;
+        p.C = xbc.data() + cu[s] * row + c_off;
+        p.bc_stride = row;
+        p.dt = dt.data() + cu[s] * H;
+        p.A = A.data();
+        p.D = k.with_D ? D.data() : nullptr;
+        p.state = st.data();
+        p.y = y_ref.data() + cu[s] * H * P;
+        if (k.sequential) {
+            cpu::ssd_sequential(p, cpu_threads());
+        } else {
+            cpu::ssd_chunked(p, cpu_threads());
+        }
+        std::copy(st.begin(), st.end(), pool_ref.begin() + slots[s] * slot_stride);
+    }
+
+    // CUDA. Outputs and workspace start as NaN (0xff bytes), so anything unwritten or read
+    // before it is written shows up.
+    const size_t act_size = dtype_size(k.act);
+    cuda::DeviceBuffer d_xbc = upload_as(k.act, xbc);
+    cuda::DeviceBuffer d_dt = upload_f32(dt), d_A = upload_f32(A), d_D = upload_f32(D);
+    cuda::DeviceBuffer d_pool = upload_as(k.state_dtype, pool);
+    cuda::DeviceBuffer d_cu = upload_i32(cu), d_slots = upload_i32(slots);
+    cuda::DeviceBuffer d_cstart = upload_i32(chunk_start), d_clen = upload_i32(chunk_len);
+    cuda::DeviceBuffer d_cseq = upload_i32(chunk_seq), d_cuc = upload_i32(cu_chunks);
+    cuda::DeviceBuffer d_y(T * H * P * act_size);
+    DUALITY_CUDA_CHECK(cudaMemset(d_y.data(), 0xff, d_y.bytes()));
+
+    cuda::SsdArgs a;
+    a.batch.n_seq = n_seq;
+    a.batch.n_tokens = T;
+    a.batch.cu_seqlens = d_cu.as<int32_t>();
+    a.batch.slots = d_slots.as<int32_t>();
+    a.batch.n_chunk = n_chunk;
+    a.batch.chunk_start = d_cstart.as<int32_t>();
+    a.batch.chunk_len = d_clen.as<int32_t>();
+    a.batch.chunk_seq = d_cseq.as<int32_t>();
+    a.batch.cu_chunks = d_cuc.as<int32_t>();
+    a.n_head = H;
+    a.head_dim = P;
+    a.d_state = N;
+    a.n_group = G;
+    a.chunk_size = Q;
+    const auto* base = static_cast<const unsigned char*>(d_xbc.data());
+    a.x = base;
+    a.x_stride = row;
+    a.B = base + b_off * act_size;
+    a.C = base + c_off * act_size;
+    a.bc_stride = row;
+    a.A = d_A.as<float>();
+    a.D = k.with_D ? d_D.as<float>() : nullptr;
+    a.state = d_pool.data();
+    a.state_slot_stride = slot_stride;
+    a.state_dtype = k.state_dtype;
+    a.y = d_y.data();
+    cuda::DeviceBuffer ws(std::max<size_t>(cuda::ssd_chunked_workspace_bytes(a), 256));
+    DUALITY_CUDA_CHECK(cudaMemset(ws.data(), 0xff, ws.bytes()));
+    cuda::ssd_chunked(a, d_dt.as<float>(), ws.data(), k.act, nullptr);
+    DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+
+    std::vector<Output> out;
+    out.push_back({"y", std::move(y_ref), download_as_f32(k.act, d_y.data(), T * H * P)});
+    out.push_back({"state_pool", std::move(pool_ref),
+                   download_as_f32(k.state_dtype, d_pool.data(), pool.size())});
+    return out;
+}
+
+// n lengths in [1, 600]: every 5th a multiple of Q (Q or 2Q, capped to 600 when Q allows), every
+// 7th a single token, the rest uniform.
+std::vector<int32_t> varlen(int n, int32_t Q, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int32_t> len(1, 600), pick(1, 2);
+    std::vector<int32_t> lens(n);
+    for (int i = 0; i < n; ++i) {
+        if (i % 5 == 2) {
+            const int32_t m = Q * pick(rng);
+            lens[i] = m <= 600 ? m : Q;
+        } else if (i % 7 == 3) {
+            lens[i] = 1;
+        } else {
+            lens[i] = len(rng);
+        }
+    }
+    return lens;
+}
+
+void add(SsdCase k) {
+    std::ostringstream name;
+    name << "ssd_chunked/" << k.label << "_H" << k.H << "P" << k.P << "N" << k.N << "G" << k.G
+         << "Q" << k.Q << (k.init_state ? "_init" : "_zero") << (k.with_D ? "" : "_noD")
+         << (k.sequential ? "_seqref" : "") << "/" << dtype_name(k.act);
+    if (k.state_dtype != DType::kF32) name << "_state" << dtype_name(k.state_dtype);
+    OpCase c;
+    c.name = name.str();
+    c.tol = default_tolerance(k.act);
+    c.run = [k] { return run_case(k); };
+    register_case(std::move(c));
+}
+
+constexpr DType kF32 = DType::kF32, kF16 = DType::kF16, kBF16 = DType::kBF16;
+
+// A case with non-zero initial states, D, the chunked CPU oracle and aligned strides; the
+// modifiers below change one of those.
+SsdCase shape(std::string label, int64_t H, int64_t P, int64_t N, int64_t G, int64_t Q,
+              std::vector<int32_t> lens, DType act, uint32_t seed) {
+    SsdCase k;
+    k.label = std::move(label);
+    k.H = H;
+    k.P = P;
+    k.N = N;
+    k.G = G;
+    k.Q = Q;
+    k.lens = std::move(lens);
+    k.act = act;
+    k.seed = seed;
+    return k;
+}
+SsdCase zero(SsdCase k) {
+    k.init_state = false;
+    return k;
+}
+SsdCase no_d(SsdCase k) {
+    k.with_D = false;
+    return k;
+}
+SsdCase seqref(SsdCase k) {
+    k.sequential = true;
+    return k;
+}
+SsdCase row_pad(SsdCase k, int64_t pad) {
+    k.row_pad = pad;
+    return k;
+}
+SsdCase state(SsdCase k, DType dt) {
+    k.state_dtype = dt;
+    return k;
+}
+
+DUALITY_OP_CASES(ssd_chunked) {
+    // The mamba2-2.7b head shape (H 80, P 64, N 128, G 1, Q 256), single sequences; the short
+    // ones against the sequential recurrence.
+    for (int32_t L : {1, 255, 256, 257})
+        add(seqref(shape("L" + std::to_string(L), 80, 64, 128, 1, 256, {L}, kBF16, L)));
+    add(seqref(zero(shape("L7", 80, 64, 128, 1, 256, {7}, kBF16, 7))));
+    add(seqref(shape("L257", 80, 64, 128, 1, 256, {257}, kF32, 13)));
+    add(seqref(shape("L256", 80, 64, 128, 1, 256, {256}, kF16, 14)));
+    add(shape("L1000", 80, 64, 128, 1, 256, {1000}, kBF16, 11));
+    add(zero(shape("L1000", 80, 64, 128, 1, 256, {1000}, kF16, 12)));
+    // Long sequences with fewer heads (the CPU reference stays fast).
+    add(shape("L4096", 8, 64, 128, 1, 256, {4096}, kBF16, 15));
+    add(zero(shape("L4096", 8, 64, 128, 1, 256, {4096}, kF32, 16)));
+    add(shape("L4096", 4, 64, 128, 2, 256, {4096}, kF16, 17));
+    // Codestral (H 128, P 64, N 128, G 8).
+    add(shape("L300", 128, 64, 128, 8, 256, {300}, kBF16, 21));
+    add(no_d(zero(shape("L600", 128, 64, 128, 8, 256, {600}, kF16, 22))));
+    add(shape("L257", 128, 64, 128, 8, 256, {257}, kF32, 23));
+    // head_dim 80 (not a power of two), 32 and 128; d_state 64 and 256; chunk_size 128.
+    add(shape("L513", 32, 80, 128, 4, 256, {513}, kBF16, 31));
+    add(shape("L300", 32, 80, 128, 4, 256, {300}, kF32, 32));
+    add(shape("L300", 16, 32, 64, 2, 256, {300}, kF16, 33));
+    add(shape("L700", 16, 64, 64, 2, 256, {700}, kBF16, 34));
+    add(shape("L600", 8, 64, 256, 1, 256, {600}, kBF16, 35));
+    add(zero(shape("L600", 8, 64, 256, 1, 256, {600}, kF16, 36)));
+    add(shape("L300", 8, 128, 256, 2, 256, {300}, kF32, 37));
+    add(shape("L400", 8, 128, 128, 1, 128, {400}, kBF16, 38));
+    // Tiny test models: small heads and states, small and unusual chunk sizes.
+    for (DType act : {kF32, kF16, kBF16})
+        add(seqref(shape("L100", 8, 16, 16, 2, 32, {100}, act, 41)));
+    add(seqref(shape("L37", 4, 16, 24, 1, 16, {37}, kBF16, 42)));
+    add(seqref(shape("L37", 4, 16, 16, 1, 8, {37}, kF32, 43)));
+    add(seqref(shape("L130", 8, 32, 16, 4, 48, {130}, kF16, 44)));
+    // Unaligned layouts (d_state 20; odd row strides): the scalar-load fallback.
+    add(seqref(shape("unaligned_L130", 6, 80, 20, 3, 32, {130}, kBF16, 45)));
+    add(row_pad(shape("unaligned_L300", 4, 64, 128, 1, 256, {300}, kF32, 46), 3));
+    add(row_pad(shape("unaligned_L300", 4, 64, 128, 1, 256, {300}, kF16, 47), 1));
+    // Packed varlen batches with permuted slots.
+    add(shape("varlen3", 16, 64, 128, 2, 256, {1, 256, 513}, kBF16, 51));
+    add(zero(shape("varlen3", 16, 64, 128, 2, 256, {300, 7, 512}, kF32, 52)));
+    add(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 53), kBF16, 53));
+    add(zero(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 54), kF16, 54)));
+    add(shape("varlen300", 4, 32, 64, 2, 64, varlen(300, 64, 55), kBF16, 55));
+    add(shape("varlen300", 2, 64, 128, 1, 256, varlen(300, 256, 56), kF32, 56));
+    // Reduced-precision state slots: the final state is rounded once to the slot dtype, which
+    // stays within the activation dtype's tolerance (bf16 state with bf16 act, f16 with f16).
+    add(state(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 57), kBF16, 57), kBF16));
+    add(state(shape("varlen3", 16, 64, 128, 2, 256, {100, 256, 5}, kF16, 58), kF16));
+}
+
+}  // namespace
+}  // namespace duality::optest

@@ -57,14 +57,12 @@ if [[ "$what" == all || "$what" == tests ]]; then
 fi
 if [[ "$what" == all || "$what" == bench ]]; then
   step "benchmarks"
-  if build-gpu/duality bench --help >/dev/null 2>&1; then
-    for cfg in mamba2-130m mamba2-2.7b; do
-      build-gpu/duality bench --random-weights --config "$cfg" 2>&1 | tee "$OUT/bench-$cfg.txt" || status=1
-    done
-    build-gpu/duality bench --random-weights --config mamba2-2.7b --ops 2>&1 | tee "$OUT/bench-ops.txt" || status=1
-  else
-    echo "no duality bench command in this build"
-  fi
+  for cfg in mamba2-130m mamba2-2.7b; do
+    build-gpu/duality bench --random-weights --config "$cfg" 2>&1 | tee "$OUT/bench-$cfg.txt" || status=1
+  done
+  build-gpu/duality bench --random-weights --config mamba2-2.7b --ops 2>&1 | tee "$OUT/bench-ops-2.7b.txt" || status=1
+  build-gpu/tests/duality_tests --gtest_also_run_disabled_tests --gtest_filter='SsdChunkedTiming.*' \
+    2>&1 | grep -E "ns/token" | tee "$OUT/ssd-timing.txt"
 fi
 step "done (status $status)"
 exit $status

@@ -1,7 +1,4 @@
-# CUDA architectures: Ampere (80) and Hopper (90a) unless the caller chose.
-if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES OR CMAKE_CUDA_ARCHITECTURES STREQUAL "")
-  set(CMAKE_CUDA_ARCHITECTURES 80 90a)
-endif()
+# CUDA compile settings (the architectures are chosen in CMakeLists.txt before enable_language).
 # C++20 in kernels too. CMake 3.25 predates nvcc's C++20 support table: teach it the flag.
 set(CMAKE_CUDA_STANDARD 20)
 set(CMAKE_CUDA_STANDARD_REQUIRED ON)

@@ -40,6 +40,7 @@ struct SsdCase {
     bool sequential = false;  // oracle: the sequential recurrence instead of the chunked CPU op
     int64_t row_pad = 0;      // extra columns per conv row (odd: unaligned strides, scalar loads)
     uint32_t seed = 1;
+    bool scan = false;        // test cuda::ssd_scan (the sequential-scan prefill) instead
 };
 
 int cpu_threads() {
@@ -156,7 +157,11 @@ std::vector<Output> run_case(const SsdCase& k) {
     a.y = d_y.data();
     cuda::DeviceBuffer ws(std::max<size_t>(cuda::ssd_chunked_workspace_bytes(a), 256));
     DUALITY_CUDA_CHECK(cudaMemset(ws.data(), 0xff, ws.bytes()));
-    cuda::ssd_chunked(a, d_dt.as<float>(), ws.data(), k.act, nullptr);
+    if (k.scan) {
+        cuda::ssd_scan(a, d_dt.as<float>(), k.act, nullptr);
+    } else {
+        cuda::ssd_chunked(a, d_dt.as<float>(), ws.data(), k.act, nullptr);
+    }
     DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
 
     std::vector<Output> out;
@@ -187,7 +192,7 @@ std::vector<int32_t> varlen(int n, int32_t Q, uint32_t seed) {
 
 void add(SsdCase k) {
     std::ostringstream name;
-    name << "ssd_chunked/" << k.label << "_H" << k.H << "P" << k.P << "N" << k.N << "G" << k.G
+    name << (k.scan ? "ssd_scan/" : "ssd_chunked/") << k.label << "_H" << k.H << "P" << k.P << "N" << k.N << "G" << k.G
          << "Q" << k.Q << (k.init_state ? "_init" : "_zero") << (k.with_D ? "" : "_noD")
          << (k.sequential ? "_seqref" : "") << "/" << dtype_name(k.act);
     if (k.state_dtype != DType::kF32) name << "_state" << dtype_name(k.state_dtype);
@@ -285,6 +290,25 @@ DUALITY_OP_CASES(ssd_chunked) {
     // stays within the activation dtype's tolerance (bf16 state with bf16 act, f16 with f16).
     add(state(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 57), kBF16, 57), kBF16));
     add(state(shape("varlen3", 16, 64, 128, 2, 256, {100, 256, 5}, kF16, 58), kF16));
+}
+
+SsdCase scan(SsdCase k) {
+    k.scan = true;
+    return seqref(k);
+}
+
+DUALITY_OP_CASES(ssd_scan) {
+    // The sequential-scan prefill against the CPU recurrence: the 2.7b head shape, Codestral,
+    // head_dim 80, d_state 16-256, varlen packs, all act dtypes and a bf16 state.
+    add(scan(shape("L257", 80, 64, 128, 1, 256, {257}, kBF16, 61)));
+    add(scan(zero(shape("L7", 80, 64, 128, 1, 256, {7}, kF32, 62))));
+    add(scan(shape("L300", 128, 64, 128, 8, 256, {300}, kF16, 63)));
+    add(scan(shape("L130", 32, 80, 128, 4, 256, {130}, kBF16, 64)));
+    add(scan(shape("L100", 8, 64, 256, 1, 256, {100}, kF32, 65)));
+    add(scan(shape("L100", 8, 128, 64, 2, 256, {100}, kBF16, 66)));
+    add(scan(shape("L37", 4, 16, 24, 1, 16, {37}, kF32, 67)));
+    add(scan(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 68), kBF16, 68)));
+    add(scan(state(shape("varlen3", 16, 64, 128, 2, 256, {100, 256, 5}, kBF16, 69), kBF16)));
 }
 
 }  // namespace

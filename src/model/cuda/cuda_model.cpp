@@ -206,9 +206,9 @@ public:
                 return d.temperature <= 0.0f;
             });
             if (all_greedy) {
-                cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, c_.vocab_size, ws_.ids, s);
+                cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.ids, s);
             } else {
-                cuda::sample(ws_.logits, c_.vocab_padded, n, c_.vocab_size, ws_.sampling, ws_.ids,
+                cuda::sample(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.sampling, ws_.ids,
                              ws_.sample_ws, s);
             }
             auto* out = reinterpret_cast<int32_t*>(sp + rows_max_);
@@ -223,6 +223,11 @@ public:
     }
 
 private:
+    // The ids step_sample may draw: LoadOptions::sample_vocab, within the vocabulary.
+    int64_t sample_vocab() const {
+        return opt_.sample_vocab > 0 ? std::min(opt_.sample_vocab, c_.vocab_size) : c_.vocab_size;
+    }
+
     CudaModel(ModelConfig c, const LoadOptions& o) : c_(std::move(c)), opt_(o), act_(o.dtype) {
         conv_slot_elems_ = c_.n_layer * (c_.d_conv - 1) * c_.conv_dim();
         ssm_slot_elems_ = c_.n_layer * c_.n_head * c_.head_dim * c_.d_state;

@@ -170,6 +170,14 @@ struct Engine::Impl {
     void finish(Live& r, FinishReason reason, std::string error = {});
     void release(Live& r, bool cache_state);
     void publish_gauges();
+    void notify_finished();
+
+    struct Finished {
+        std::shared_ptr<Sequence> seq;
+        FinishReason reason;
+        std::string error;
+    };
+    std::vector<Finished> finished;  // scheduler thread: sequences to tell at notify_finished()
 
     Model& model;
     EngineOptions opt;
@@ -214,22 +222,36 @@ void Engine::Impl::run() {
         }
         const auto now = SteadyClock::now();
         reap(now);
+        notify_finished();
         {
             std::lock_guard lock(mu);
             if (stopping && waiting.empty() && running.empty() && incoming.empty()) break;
         }
         admit(now);
         if (!running.empty()) step();
-        publish_gauges();
+        notify_finished();
     }
     publish_gauges();
 }
 
 void Engine::Impl::finish(Live& r, FinishReason reason, std::string error) {
-    r.seq->finish(reason, std::move(error));
-    std::lock_guard lock(stats_mu);
-    ++stats.finished[static_cast<size_t>(reason)];
-    stats.duration_s.observe(seconds(SteadyClock::now() - r.arrival));
+    {
+        std::lock_guard lock(stats_mu);
+        ++stats.finished[static_cast<size_t>(reason)];
+        stats.duration_s.observe(seconds(SteadyClock::now() - r.arrival));
+    }
+    // Told after the counters (active(), stats) are updated: see notify_finished().
+    finished.push_back({r.seq, reason, std::move(error)});
+}
+
+void Engine::Impl::notify_finished() {
+    {
+        std::lock_guard lock(mu);
+        n_running = static_cast<int>(running.size());
+    }
+    publish_gauges();
+    for (Finished& f : finished) f.seq->finish(f.reason, std::move(f.error));
+    finished.clear();
 }
 
 // Gives a finished sequence's slot back, first caching its state under the consumed tokens.

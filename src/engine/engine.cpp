@@ -136,8 +136,9 @@ struct Live {
     uint64_t order = 0;           // arrival order
     SteadyClock::time_point arrival, last_token;
 
-    // Every consumed token but the newest generated one is in the state; the newest waits.
-    bool decoding() const { return pos == static_cast<int64_t>(tokens.size()) - 1; }
+    // Prefill: pieces of the prompt; the piece that ends the prompt also gives the first token.
+    // Decode: every token but the newest generated one is in the state; the newest waits.
+    bool decoding() const { return pos >= n_prompt; }
 };
 
 }  // namespace
@@ -357,7 +358,7 @@ void Engine::Impl::step() {
     for (size_t i : prefilling) {
         Live& r = running[i];
         const int64_t end = std::min((r.pos / opt.prefill_chunk + 1) * opt.prefill_chunk,
-                                     r.n_prompt - 1);
+                                     r.n_prompt);
         const int64_t len = end - r.pos;
         if (any_prefill && len > budget) break;
         batch.push_back(SeqInput{r.slot, std::span<const int32_t>(&r.tokens[static_cast<size_t>(r.pos)],
@@ -375,7 +376,7 @@ void Engine::Impl::step() {
         const Live& r = running[who[b]];
         params[b] = r.req.sampling;
         draws[b] = static_cast<uint64_t>(r.n_generated);
-        host_sampling |= r.decoding() && has_penalties(r.req.sampling);
+        host_sampling |= has_penalties(r.req.sampling);
     }
 
     Result<std::vector<int32_t>> ids = std::vector<int32_t>{};
@@ -392,7 +393,6 @@ void Engine::Impl::step() {
             std::vector<int32_t> out(batch.size(), 0);
             for (size_t b = 0; b < batch.size(); ++b) {
                 const Live& r = running[who[b]];
-                if (!r.decoding()) continue;
                 std::span<float> row(logits->data() + b * V, n);
                 const auto prompt = std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.n_prompt));
                 const auto output = std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.n_prompt));
@@ -426,20 +426,20 @@ void Engine::Impl::step() {
     std::vector<std::pair<FinishReason, size_t>> ended;
     for (size_t b = 0; b < batch.size(); ++b) {
         Live& r = running[who[b]];
-        const bool was_decoding = r.decoding();
+        const bool was_prefill = !r.decoding();
         const int64_t consumed = static_cast<int64_t>(batch[b].tokens.size());
-        if (r.pos < r.n_prompt) prefill += static_cast<uint64_t>(std::min(consumed, r.n_prompt - r.pos));
+        if (was_prefill) prefill += static_cast<uint64_t>(consumed);
         r.pos += consumed;
-        if (!was_decoding) {
-            // A prefill piece: checkpoint the state at the prompt's end and every K tokens.
-            const bool at_end = r.pos == r.n_prompt - 1;
+        if (was_prefill) {
+            // Checkpoint the state at the prompt's end and every K tokens.
+            const bool at_end = r.pos == r.n_prompt;
             const bool at_mark = opt.checkpoint_every > 0 && r.pos % opt.checkpoint_every == 0;
             if ((at_end || at_mark) && r.req.use_cache && cache.enabled()) {
                 Status s = cache.insert(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
                                         r.slot, done);
                 (void)s;
             }
-            continue;
+            if (!at_end) continue;  // only the prompt's last piece yields a token
         }
         const int32_t token = (*ids)[b];
         r.tokens.push_back(token);

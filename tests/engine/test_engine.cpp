@@ -149,17 +149,26 @@ TEST(Engine, ConversationResumesFromTheCacheAndReadsOnlyNewTokens) {
     EXPECT_EQ((*s2)->cached_tokens(), 100 + 10 - 1);
     // Read: the answer's last token + the new tokens, then 9 generated tokens fed back.
     EXPECT_EQ(model.tokens_consumed() - before, 1 + 20 + 9);
+    // Prefill pieces never hold a generated token: the first one comes with the prompt's end.
     const EngineStats st = (*engine)->stats();
     EXPECT_EQ(st.cache_hits, 1u);
     EXPECT_EQ(st.cache_misses, 1u);
     EXPECT_EQ(st.cache_hit_tokens, 109u);
     EXPECT_EQ(st.prefill_tokens, 100u + 21u);
 
-    // The same prompt again resumes right before its last token.
+    // The same prompt again: its last token must run (its logits give the first token), so it
+    // resumes from the longest shorter entry, turn 1's finish.
     auto s3 = (*engine)->submit(greedy(turn2, 3));
     ASSERT_TRUE(s3.is_ok());
     EXPECT_EQ(drain(**s3), MockModel::continuation(turn2, 3));
-    EXPECT_EQ((*s3)->cached_tokens(), static_cast<int64_t>(turn2.size()) - 1);
+    EXPECT_EQ((*s3)->cached_tokens(), 109);
+    // One token more resumes from turn 2's prompt-end entry.
+    std::vector<int32_t> turn2b = turn2;
+    turn2b.push_back(42);
+    auto s3b = (*engine)->submit(greedy(turn2b, 3));
+    ASSERT_TRUE(s3b.is_ok());
+    EXPECT_EQ(drain(**s3b), MockModel::continuation(turn2b, 3));
+    EXPECT_EQ((*s3b)->cached_tokens(), static_cast<int64_t>(turn2.size()));
 
     // use_cache = false reads everything.
     GenerateRequest cold = greedy(turn2, 3);
@@ -209,9 +218,11 @@ TEST(Engine, HostBudgetEvictsLeastRecentlyUsed) {
     EXPECT_GT(s.cache_evictions, 0u);
     EXPECT_LE(s.cache_bytes, 900u);
     // The newest prompt is still cached; the oldest is gone.
+    prompts[3].push_back(1);
     auto newest = (*engine)->submit(greedy(prompts[3], 1));
     drain(**newest);
-    EXPECT_EQ((*newest)->cached_tokens(), 99);
+    EXPECT_EQ((*newest)->cached_tokens(), 100);
+    prompts[0].push_back(1);
     auto oldest = (*engine)->submit(greedy(prompts[0], 1));
     drain(**oldest);
     EXPECT_EQ((*oldest)->cached_tokens(), 0);
@@ -233,10 +244,11 @@ TEST(Engine, DeviceCacheSlotsSpillToHost) {
     }
     EXPECT_GT(model.copies, 0);
     // Every prompt's state is still somewhere (device or host) and gives the right answer.
-    for (const auto& p : prompts) {
+    for (auto p : prompts) {
+        p.push_back(7);
         auto seq = (*engine)->submit(greedy(p, 4));
         EXPECT_EQ(drain(**seq), MockModel::continuation(p, 4));
-        EXPECT_EQ((*seq)->cached_tokens(), 39);
+        EXPECT_EQ((*seq)->cached_tokens(), 40);
     }
 }
 

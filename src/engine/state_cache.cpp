@@ -122,6 +122,11 @@ void StateCache::erase(uint64_t id, bool eviction) {
     if (eviction) ++evictions_;
 }
 
+int64_t StateCache::state_bytes() const {
+    const ModelConfig& c = model_.config();
+    return 4 * c.n_layer * ((c.d_conv - 1) * c.conv_dim() + c.n_head * c.head_dim * c.d_state);
+}
+
 int StateCache::free_device_slot() {
     if (!free_slots_.empty()) {
         const int slot = free_slots_.back();
@@ -133,11 +138,11 @@ int StateCache::free_device_slot() {
         Entry& e = entries_.at(*it);
         if (e.device_slot < 0) continue;
         const int slot = e.device_slot;
+        // Read the state back only when the host budget can take it (a large model's state is
+        // hundreds of MB: the check comes first).
+        const int64_t bytes = state_bytes() + static_cast<int64_t>(e.key.size()) * 4;
         SequenceState state;
-        Status s = model_.read_slot(slot, state);
-        const int64_t bytes =
-            static_cast<int64_t>((state.conv.size() + state.ssm.size() + e.key.size()) * 4);
-        if (s.is_ok() && make_host_room(bytes, e.id)) {
+        if (make_host_room(bytes, e.id) && model_.read_slot(slot, state).is_ok()) {
             e.device_slot = -1;
             e.host = std::move(state);
             e.bytes = bytes;

@@ -73,6 +73,8 @@ private:
     // Frees a device slot by moving the least recently used device entry to the host (or
     // dropping it); returns the slot, or -1 when the cache has no device slots.
     int free_device_slot();
+    // Host bytes of one state as read_slot returns it (f32).
+    int64_t state_bytes() const;
     // Makes room for `bytes` more host bytes by evicting least recently used host entries;
     // false when `bytes` exceeds the whole budget.
     bool make_host_room(int64_t bytes, uint64_t keep_id);

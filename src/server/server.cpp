@@ -142,6 +142,11 @@ void Server::Impl::handle_generate(const httplib::Request& req, httplib::Respons
         send_error(res, error_for_status(503, "the server is shutting down"));
         return;
     }
+    // httplib enforces the limit on bodies with a Content-Length; a chunked body is checked here.
+    if (static_cast<int64_t>(req.body.size()) > opt.max_body_bytes) {
+        send_error(res, error_for_status(413, "the request body is larger than the server's limit"));
+        return;
+    }
     ApiRequest request;
     if (auto e = parse_request(req.body, chat, opt.limits, tokenizer, tmpl, &request)) {
         send_error(res, *e);

@@ -81,12 +81,13 @@ Action add_serve_command(CLI::App& app) {
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))
         ->capture_default_str();
     cmd->add_option("--cache-memory", opt->cache_memory_mb,
-                    "Host MB for cached conversation states (0: no cache; default 256 on the "
-                    "CPU, 16384 on the GPU)")
+                    "Host MB for cached conversation states (default 256 on the CPU, 0 on the "
+                    "GPU, whose cache lives in --cache-slots); 0 given explicitly turns the "
+                    "cache off")
         ->check(CLI::NonNegativeNumber);
     cmd->add_option("--cache-slots", opt->cache_slots,
                     "Device state slots for the most recent cached states (default 0 on the "
-                    "CPU, 8 on the GPU)")
+                    "CPU, --max-seqs on the GPU)")
         ->check(CLI::Range(0, 65536));
     cmd->add_option("--cache-ttl", opt->cache_ttl_s, "Drop cached states unused for S seconds")
         ->check(CLI::PositiveNumber)
@@ -110,6 +111,16 @@ Action add_serve_command(CLI::App& app) {
         ->capture_default_str();
 
     return [opt]() {
+        // SIGTERM and SIGINT are taken by one thread (sigwait) that shuts the server down. Block
+        // them first, so that every thread started from here on (the CUDA runtime's, OpenMP's,
+        // the engine's, the HTTP pool's) inherits the mask and none of them dies of the signal.
+        sigset_t signals;
+        sigemptyset(&signals);
+        sigaddset(&signals, SIGTERM);
+        sigaddset(&signals, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+        signal(SIGPIPE, SIG_IGN);
+
         LoadOptions lo = to_load_options(opt->backend);
         const bool gpu = lo.device == Device::kCuda;
         const std::string dir = opt->model.empty() ? default_model_dir() : opt->model;
@@ -136,13 +147,15 @@ Action add_serve_command(CLI::App& app) {
         eo.max_queue = opt->max_queue;
         eo.max_batch_tokens = opt->max_batch_tokens > 0 ? opt->max_batch_tokens : gpu ? 8192 : 1024;
         eo.prefill_chunk = opt->prefill_chunk > 0 ? opt->prefill_chunk : gpu ? 2048 : 256;
-        eo.cache_slots = opt->cache_slots >= 0 ? opt->cache_slots : gpu ? 8 : 0;
-        const double cache_mb = opt->cache_memory_mb >= 0 ? opt->cache_memory_mb : gpu ? 16384 : 256;
+        eo.max_seqs = opt->max_seqs > 0 ? opt->max_seqs : gpu ? 64 : 16;
+        // On the GPU the cache lives in spare device slots (restored by a device copy); spilling
+        // a state to host memory costs a device-to-host copy of the whole state, so it is opt-in.
+        eo.cache_slots = opt->cache_slots >= 0 ? opt->cache_slots : gpu ? eo.max_seqs : 0;
+        const double cache_mb = opt->cache_memory_mb >= 0 ? opt->cache_memory_mb : gpu ? 0 : 256;
         eo.cache_host_bytes = static_cast<int64_t>(cache_mb * 1024 * 1024);
-        if (cache_mb == 0) eo.cache_slots = 0;  // --cache-memory 0 turns the cache off
+        if (opt->cache_memory_mb == 0) eo.cache_slots = 0;  // --cache-memory 0: no cache at all
         eo.checkpoint_every = opt->checkpoint_every;
         eo.cache_ttl_s = opt->cache_ttl_s;
-        eo.max_seqs = opt->max_seqs > 0 ? opt->max_seqs : gpu ? 64 : 16;
         if (opt->state_memory_mb > 0) {
             const int64_t per_seq = state_bytes_per_seq(*config, lo);
             eo.max_seqs = static_cast<int>(opt->state_memory_mb * 1024 * 1024 / per_seq);
@@ -194,15 +207,6 @@ Action add_serve_command(CLI::App& app) {
         const int64_t config_eos = config->eos_token_id;
         const int32_t eos = config_eos >= 0 ? static_cast<int32_t>(config_eos)
                                             : tokenizer->eos_id().value_or(-1);
-
-        // SIGTERM and SIGINT are taken by one thread (sigwait) that shuts the server down; every
-        // other thread, started below, inherits the blocked mask.
-        sigset_t signals;
-        sigemptyset(&signals);
-        sigaddset(&signals, SIGTERM);
-        sigaddset(&signals, SIGINT);
-        pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-        signal(SIGPIPE, SIG_IGN);
 
         server::Server srv(**engine, std::move(*tokenizer), std::move(*tmpl), eos, so);
         auto port = srv.bind();

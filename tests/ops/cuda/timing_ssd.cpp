@@ -20,6 +20,7 @@
 #include "ops/cuda/op_util.h"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/ssd_plan.h"
+#include "engine/roofline.h"
 
 namespace duality::optest {
 namespace {
@@ -144,6 +145,34 @@ void run_timing(const TimingShape& s) {
         s.name, std::string(dtype_name(s.act)).c_str(), static_cast<long long>(T), total,
         total * 1e6 / static_cast<double>(T), step[0], step[1], step[2], step[3], step[4],
         static_cast<double>(ws_bytes) / 1e6, p.vec ? "" : " (scalar loads)");
+
+    // The fused single launch, and its fraction of the fused roofline (spec 10.2: x, B, C, Δ read
+    // once, y written once, states read and written once) at the device's peak HBM bandwidth.
+    if (!cuda::ssd_fused_supported(a, s.act)) {
+        std::printf("%-28s %-4s T=%-6lld fused: unsupported here (five-step path)\n", s.name,
+                    std::string(dtype_name(s.act)).c_str(), static_cast<long long>(T));
+        return;
+    }
+    cuda::DeviceBuffer fws(cuda::ssd_fused_workspace_bytes(a));
+    cuda::DeviceBuffer sync(cuda::ssd_fused_sync_bytes(a));
+    DUALITY_CUDA_CHECK(cudaMemset(sync.data(), 0, sync.bytes()));
+    const double fused = time_ms(
+        [&] { cuda::ssd_fused(a, dt.as<float>(), fws.data(), sync.data(), s.act, nullptr); },
+        iters);
+    const double bytes =
+        static_cast<double>(T) * (2.0 * s.H * s.P + 2.0 * s.G * s.N) * static_cast<double>(el) +
+        static_cast<double>(T) * s.H * 4.0 + 2.0 * s.n_seq * s.H * s.P * s.N * 4.0;
+    cudaDeviceProp prop{};
+    DUALITY_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    const auto peak = roofline::known_gpu_peak(prop.name);
+    std::printf("%-28s %-4s T=%-6lld FUSED %.3f ms (%.1f ns/token) | %.2fx vs five-step | "
+                "%.0f GB/s = %s of the fused roofline on %s\n",
+                s.name, std::string(dtype_name(s.act)).c_str(), static_cast<long long>(T), fused,
+                fused * 1e6 / static_cast<double>(T), total / fused, bytes / (fused * 1e-3) / 1e9,
+                peak ? (std::to_string(static_cast<int>(
+                            100.0 * bytes / peak->bytes_per_s / (fused * 1e-3))) + "%").c_str()
+                     : "n/a",
+                prop.name);
 }
 
 TEST(SsdChunkedTiming, DISABLED_ModelShapes) {
@@ -157,6 +186,9 @@ TEST(SsdChunkedTiming, DISABLED_ModelShapes) {
         {"2.7b b1x8k", 80, 64, 128, 1, 256, 1, 8192, DType::kF32},
         {"2.7b b16x512 (varlen)", 80, 64, 128, 1, 256, 16, 512, DType::kBF16},
         {"codestral b1x8k", 128, 64, 128, 8, 256, 1, 8192, DType::kBF16},
+        {"2.7b b8x4k", 80, 64, 128, 1, 256, 8, 4096, DType::kBF16},
+        {"hd80 H64 G8 b1x8k", 64, 80, 128, 8, 256, 1, 8192, DType::kBF16},
+        {"2.7b Q128 b1x8k", 80, 64, 128, 1, 128, 1, 8192, DType::kBF16},
     };
     for (const TimingShape& s : shapes) run_timing(s);
 }

@@ -57,7 +57,8 @@ namespace {
 
 constexpr int kWarps = 8, kThreads = kWarps * 32;
 constexpr int kMaxChunk = 256;
-constexpr int kSyncHeader = 64;  // u32 words before the flags: [0] ticket, [1] done, [2] epoch
+constexpr int kSyncHeader = 64;
+constexpr size_t kStaticSmemReserve = 1024;  // u32 words before the flags: [0] ticket, [1] done, [2] epoch
 
 struct FusedParams {
     int n_head = 0, n_group = 0, chunk_size = 0, heads_per_group = 0;
@@ -507,12 +508,12 @@ bool shape_ok(int64_t P, int64_t N) {
 
 template <typename T, int kP, int kN>
 void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
-    static bool configured = false;  // per instantiation; the limit is the same on every call
-    if (!configured) {
+    static size_t configured = 0;  // per instantiation: the dynamic limit set so far
+    if (smem > configured) {
         DUALITY_CUDA_CHECK(cudaFuncSetAttribute(ssd_fused_kernel<T, kP, kN>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                max_smem_optin()));
-        configured = true;
+                                                static_cast<int>(smem)));
+        configured = smem;
     }
     const int64_t blocks = n_chunk * fp.n_head;
     ssd_fused_kernel<T, kP, kN><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
@@ -557,8 +558,9 @@ bool ssd_fused_supported(const SsdArgs& a, DType act) {
     if (!aligned16(a.x) || !aligned16(a.B) || !aligned16(a.C)) return false;
     if (a.x_stride % 8 != 0 || a.bc_stride % 8 != 0) return false;
     if (a.batch.n_chunk * a.n_head >= (int64_t{1} << 31)) return false;
+    // The kernel's static shared memory (counters, warp sums) comes out of the same limit.
     static const int limit = max_smem_optin();
-    return smem_bytes(a, act) <= static_cast<size_t>(limit);
+    return smem_bytes(a, act) + kStaticSmemReserve <= static_cast<size_t>(limit);
 }
 
 size_t ssd_fused_workspace_bytes(const SsdArgs& a) {

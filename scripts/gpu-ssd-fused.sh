@@ -31,8 +31,11 @@ ninja -C build-gpu -j "$(nproc)" duality_tests duality >"$OUT/build.log" 2>&1 ||
 T=build-gpu/tests/duality_tests
 if [[ "$what" == all || "$what" == tests ]]; then
   step "SSD op tests"
-  timeout 240 $T --gtest_filter='*OpRegistry*ssd_*' --gtest_brief=1 >"$OUT/ssd-tests.log" 2>&1
-  echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure|error" "$OUT/ssd-tests.log" | head -40
+  timeout 200 $T --gtest_filter='*OpRegistry*ssd_chunked*:*OpRegistry*ssd_scan*' --gtest_brief=1 \
+    >"$OUT/ssd-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|Failure|error" "$OUT/ssd-tests.log" | head -20
+  timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 >"$OUT/ssd-fused-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure|error|ssd_fused/" "$OUT/ssd-fused-tests.log" | cut -c1-300 | head -60
 fi
 if [[ "$what" == all || "$what" == timing ]]; then
   step "SSD timing"

@@ -125,7 +125,7 @@ struct Act<__nv_bfloat16> {
     using T2 = __nv_bfloat162;
     __device__ static __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                                uint32_t b1) {
-        asm volatile(
+        asm(
             "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
             "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -144,7 +144,7 @@ struct Act<__half> {
     using T2 = __half2;
     __device__ static __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                                uint32_t b1) {
-        asm volatile(
+        asm(
             "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
             "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -180,10 +180,10 @@ template <typename T, int kP, int kN>
 struct Smem {
     static constexpr int kLdC = kN + 8;  // C, B and prev rows
     static constexpr int kLdX = kP + 8;  // x rows
-    __host__ __device__ static constexpr size_t bytes(int q16) {
-        return (static_cast<size_t>(q16) * (2 * kLdC + kLdX) + static_cast<size_t>(kP) * kLdC) *
+    __host__ __device__ static constexpr size_t bytes(int qa) {
+        return (static_cast<size_t>(qa) * (2 * kLdC + kLdX) + static_cast<size_t>(kP) * kLdC) *
                    sizeof(T) +
-               3 * sizeof(float) * static_cast<size_t>(q16);
+               3 * sizeof(float) * static_cast<size_t>(qa);
     }
 };
 
@@ -197,14 +197,15 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
     __shared__ uint32_t s_ticket, s_epoch;
     __shared__ float s_warp_sum[kWarps];
 
-    const int Q = p.chunk_size, q16 = (Q + 15) & ~15;
-    T* Cs = reinterpret_cast<T*>(smem);  // {q16, kLdC}: C rows of the chunk
-    T* Bs = Cs + q16 * kLdC;             // {q16, kLdC}: B rows
-    T* Xs = Bs + q16 * kLdC;             // {q16, kLdX}: x rows of head h
-    T* Ps = Xs + q16 * kLdX;             // {kP, kLdC}: prev, the state entering the chunk
-    float* cs_s = reinterpret_cast<float*>(Ps + kP * kLdC);  // {q16}: Scs
-    float* dt_s = cs_s + q16;                                 // {q16}: Δ (0 past len)
-    float* f_s = dt_s + q16;                                  // {q16}: exp(Scs_last − Scs_j)·Δ_j
+    // Rows are allocated and zero-filled up to a multiple of 32 (the intra loop's token block).
+    const int Q = p.chunk_size, qa = (Q + 31) & ~31;
+    T* Cs = reinterpret_cast<T*>(smem);  // {qa, kLdC}: C rows of the chunk
+    T* Bs = Cs + qa * kLdC;              // {qa, kLdC}: B rows
+    T* Xs = Bs + qa * kLdC;              // {qa, kLdX}: x rows of head h
+    T* Ps = Xs + qa * kLdX;              // {kP, kLdC}: prev, the state entering the chunk
+    float* cs_s = reinterpret_cast<float*>(Ps + kP * kLdC);  // {qa}: Scs
+    float* dt_s = cs_s + qa;                                  // {qa}: Δ (0 past len)
+    float* f_s = dt_s + qa;                                   // {qa}: exp(Scs_last − Scs_j)·Δ_j
 
     const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
     const int gr = lane / 4, qd = lane % 4;  // accumulator row (and row + 8), column pair
@@ -230,18 +231,18 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
         const T* Bg = static_cast<const T*>(p.B) + start * p.bc_stride + grp * kN;    // {len, kN}
         const T* Cg = static_cast<const T*>(p.C) + start * p.bc_stride + grp * kN;    // {len, kN}
         constexpr int kXV = kP / 8, kNV = kN / 8;  // 16-byte vectors per row
-        for (int v = tid; v < q16 * kXV; v += kThreads) {
+        for (int v = tid; v < qa * kXV; v += kThreads) {
             const int r = v / kXV, cv = (v % kXV) * 8;
             const bool ok = r < len;
             cp_async16(Xs + r * kLdX + cv, ok ? xg + r * p.x_stride + cv : xg, ok ? 16 : 0);
         }
-        for (int v = tid; v < q16 * kNV; v += kThreads) {
+        for (int v = tid; v < qa * kNV; v += kThreads) {
             const int r = v / kNV, cv = (v % kNV) * 8;
             const bool ok = r < len;
             cp_async16(Bs + r * kLdC + cv, ok ? Bg + r * p.bc_stride + cv : Bg, ok ? 16 : 0);
         }
         cp_async_commit();
-        for (int v = tid; v < q16 * kNV; v += kThreads) {
+        for (int v = tid; v < qa * kNV; v += kThreads) {
             const int r = v / kNV, cv = (v % kNV) * 8;
             const bool ok = r < len;
             cp_async16(Cs + r * kLdC + cv, ok ? Cg + r * p.bc_stride + cv : Cg, ok ? 16 : 0);
@@ -249,7 +250,7 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
         cp_async_commit();
     }
 
-    // Δ and the inclusive cumsum of A·Δ (one token per thread: q16 <= kThreads).
+    // Δ and the inclusive cumsum of A·Δ (one token per thread: qa <= kThreads).
     const float d = tid < len ? p.dt[(start + tid) * H + h] : 0.0f;
     {
         float v = p.A[h] * d;
@@ -261,14 +262,14 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
         if (lane == 31) s_warp_sum[warp] = v;
         __syncthreads();
         for (int w = 0; w < warp; ++w) v += s_warp_sum[w];
-        if (tid < q16) {
+        if (tid < qa) {
             cs_s[tid] = v;
             dt_s[tid] = d;
         }
         __syncthreads();
     }
     const float cs_last = cs_s[len - 1];  // = the whole chunk's sum (flat past len)
-    if (tid < q16) f_s[tid] = expf(fminf(cs_last - cs_s[tid], 0.0f)) * d;
+    if (tid < qa) f_s[tid] = expf(fminf(cs_last - cs_s[tid], 0.0f)) * d;
     cp_async_wait<1>();
     __syncthreads();
 
@@ -412,26 +413,33 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
                 acc[t][3] *= e1;
             }
         }
-        // Intra-chunk, 16-token blocks j0 <= i0.
-        for (int jb = 0; jb <= s; ++jb) {
-            const int j0 = 16 * jb;
-            float sc[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+        // Intra-chunk, 32-token blocks j0 <= i0 (4 independent S tiles; the block past the
+        // diagonal is masked to 0, and its rows exist and are zero: rows go up to qa).
+        for (int j0 = 0; j0 <= i0; j0 += 32) {
+            float sc[4][4];
+#pragma unroll
+            for (int t = 0; t < 4; ++t)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) sc[t][e] = 0.0f;
 #pragma unroll
             for (int kk = 0; kk < kN / 16; ++kk) {
-                uint32_t b[4];  // B rows j0.. (stored [j][n]: col-major operand)
-                ldsm_x4(b, Bs + (j0 + (lane & 7) + 8 * (lane >> 4)) * kLdC + 16 * kk +
-                               8 * ((lane >> 3) & 1));
-                M::mma(sc[0], cf[kk], b[0], b[1]);
-                M::mma(sc[1], cf[kk], b[2], b[3]);
-            }
-            uint32_t a[4];
-            const bool diag = jb == s;
 #pragma unroll
-            for (int t = 0; t < 2; ++t) {
+                for (int hb = 0; hb < 2; ++hb) {
+                    uint32_t b[4];  // B rows j0 + 16·hb.. (stored [j][n]: col-major operand)
+                    ldsm_x4(b, Bs + (j0 + 16 * hb + (lane & 7) + 8 * (lane >> 4)) * kLdC +
+                                   16 * kk + 8 * ((lane >> 3) & 1));
+                    M::mma(sc[2 * hb], cf[kk], b[0], b[1]);
+                    M::mma(sc[2 * hb + 1], cf[kk], b[2], b[3]);
+                }
+            }
+            uint32_t a[2][4];
+            const bool diag = j0 + 31 > i0;
+            const int ia = i0 + gr, ib = ia + 8;
+#pragma unroll
+            for (int t = 0; t < 4; ++t) {
                 const int ja = j0 + 8 * t + 2 * qd;
                 const float csa = cs_s[ja], csb = cs_s[ja + 1];
                 const float da = dt_s[ja], db = dt_s[ja + 1];
-                const int ia = i0 + gr, ib = ia + 8;
                 float w00 = sc[t][0] * __expf(fminf(cs0 - csa, 0.0f)) * da;
                 float w01 = sc[t][1] * __expf(fminf(cs0 - csb, 0.0f)) * db;
                 float w10 = sc[t][2] * __expf(fminf(cs1 - csa, 0.0f)) * da;
@@ -442,16 +450,19 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
                     if (ja > ib) w10 = 0.0f;
                     if (ja + 1 > ib) w11 = 0.0f;
                 }
-                a[2 * t] = M::pack(w00, w01);
-                a[2 * t + 1] = M::pack(w10, w11);
+                a[t / 2][2 * (t % 2)] = M::pack(w00, w01);
+                a[t / 2][2 * (t % 2) + 1] = M::pack(w10, w11);
             }
 #pragma unroll
-            for (int pt = 0; pt < kP / 16; ++pt) {
-                uint32_t b[4];  // x rows j0.. (stored [j][p]: ldmatrix.trans)
-                ldsm_x4_t(b, xs_c + (j0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdX + 16 * pt +
-                                 8 * (lane >> 4));
-                M::mma(acc[2 * pt], a, b[0], b[1]);
-                M::mma(acc[2 * pt + 1], a, b[2], b[3]);
+            for (int hb = 0; hb < 2; ++hb) {
+#pragma unroll
+                for (int pt = 0; pt < kP / 16; ++pt) {
+                    uint32_t b[4];  // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans)
+                    ldsm_x4_t(b, xs_c + (j0 + 16 * hb + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdX +
+                                     16 * pt + 8 * (lane >> 4));
+                    M::mma(acc[2 * pt], a[hb], b[0], b[1]);
+                    M::mma(acc[2 * pt + 1], a[hb], b[2], b[3]);
+                }
             }
         }
         // D skip and store.
@@ -488,11 +499,11 @@ bool aligned16(const void* ptr) {
 }
 
 size_t smem_bytes(const SsdArgs& a, DType act) {
-    const int q16 = static_cast<int>((a.chunk_size + 15) / 16 * 16);
+    const size_t q32 = static_cast<size_t>((a.chunk_size + 31) / 32 * 32);
     const size_t el = dtype_size(act);
     const size_t ldc = static_cast<size_t>(a.d_state) + 8, ldx = static_cast<size_t>(a.head_dim) + 8;
-    return (q16 * (2 * ldc + ldx) + static_cast<size_t>(a.head_dim) * ldc) * el +
-           3 * sizeof(float) * static_cast<size_t>(q16);
+    return (q32 * (2 * ldc + ldx) + static_cast<size_t>(a.head_dim) * ldc) * el +
+           3 * sizeof(float) * q32;
 }
 
 int max_smem_optin() {

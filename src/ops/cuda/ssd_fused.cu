@@ -222,8 +222,6 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
     const int grp = h / p.heads_per_group;
     const int64_t start = p.chunk_start[c];
     const int len = p.chunk_len[c];
-    const int seq = p.chunk_seq[c];
-    const bool first = c == p.cu_chunks[seq], last = c == p.cu_chunks[seq + 1] - 1;
 
     // 1. Async loads: x and B (group 0), C (group 1); rows >= len are zero-filled.
     {
@@ -249,6 +247,10 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
         }
         cp_async_commit();
     }
+
+    // (The sequence tables are read after the loads are in flight.)
+    const int seq = p.chunk_seq[c];
+    const bool first = c == p.cu_chunks[seq], last = c == p.cu_chunks[seq + 1] - 1;
 
     // Δ and the inclusive cumsum of A·Δ (one token per thread: qa <= kThreads).
     const float d = tid < len ? p.dt[(start + tid) * H + h] : 0.0f;
@@ -282,36 +284,46 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
         for (int t = 0; t < 8; ++t)
 #pragma unroll
             for (int e = 0; e < 4; ++e) st[it][t][e] = 0.0f;
-    const int j_end = (len + 15) & ~15;
+    // Two 16-token steps per iteration, their 10 fragment loads issued before any MMA (rows past
+    // len are zero up to qa, and f_s is 0 there).
+    const int j_end = (len + 31) & ~31;
 #pragma unroll
     for (int it = 0; it < kMaxIt; ++it) {
         const int item = warp + kWarps * it;
         if (item >= kItems) continue;
         const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
-        for (int j0 = 0; j0 < j_end; j0 += 16) {
-            // A = xᵀ {16 p, 16 j}: x is stored [j][p], so ldmatrix.trans.
-            uint32_t a[4];
-            ldsm_x4_t(a, Xs + (j0 + (lane & 7) + 8 * (lane >> 4)) * kLdX + p0 +
-                             8 * ((lane >> 3) & 1));
-            const float f0 = f_s[j0 + 2 * qd], f1 = f_s[j0 + 2 * qd + 1];
-            const float f8 = f_s[j0 + 8 + 2 * qd], f9 = f_s[j0 + 9 + 2 * qd];
-            float2 u;
-            u = M::unpack(a[0]);
-            a[0] = M::pack(u.x * f0, u.y * f1);
-            u = M::unpack(a[1]);
-            a[1] = M::pack(u.x * f0, u.y * f1);
-            u = M::unpack(a[2]);
-            a[2] = M::pack(u.x * f8, u.y * f9);
-            u = M::unpack(a[3]);
-            a[3] = M::pack(u.x * f8, u.y * f9);
+        for (int j0 = 0; j0 < j_end; j0 += 32) {
+            uint32_t a[2][4], b[2][4][4];
 #pragma unroll
-            for (int t2 = 0; t2 < 4; ++t2) {
-                // B {16 j, 16 n}: stored [j][n], so ldmatrix.trans.
-                uint32_t b[4];
-                ldsm_x4_t(b, Bs + (j0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC + n0 + 16 * t2 +
-                                 8 * (lane >> 4));
-                M::mma(st[it][2 * t2], a, b[0], b[1]);
-                M::mma(st[it][2 * t2 + 1], a, b[2], b[3]);
+            for (int hh = 0; hh < 2; ++hh) {
+                const int jj = j0 + 16 * hh;
+                // A = xᵀ {16 p, 16 j}: x is stored [j][p], so ldmatrix.trans.
+                ldsm_x4_t(a[hh], Xs + (jj + (lane & 7) + 8 * (lane >> 4)) * kLdX + p0 +
+                                     8 * ((lane >> 3) & 1));
+#pragma unroll
+                for (int t2 = 0; t2 < 4; ++t2)  // B {16 j, 16 n}: stored [j][n], ldmatrix.trans
+                    ldsm_x4_t(b[hh][t2], Bs + (jj + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC +
+                                             n0 + 16 * t2 + 8 * (lane >> 4));
+            }
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const int jj = j0 + 16 * hh;
+                const float f0 = f_s[jj + 2 * qd], f1 = f_s[jj + 2 * qd + 1];
+                const float f8 = f_s[jj + 8 + 2 * qd], f9 = f_s[jj + 9 + 2 * qd];
+                float2 u;
+                u = M::unpack(a[hh][0]);
+                a[hh][0] = M::pack(u.x * f0, u.y * f1);
+                u = M::unpack(a[hh][1]);
+                a[hh][1] = M::pack(u.x * f0, u.y * f1);
+                u = M::unpack(a[hh][2]);
+                a[hh][2] = M::pack(u.x * f8, u.y * f9);
+                u = M::unpack(a[hh][3]);
+                a[hh][3] = M::pack(u.x * f8, u.y * f9);
+#pragma unroll
+                for (int t2 = 0; t2 < 4; ++t2) {
+                    M::mma(st[it][2 * t2], a[hh], b[hh][t2][0], b[hh][t2][1]);
+                    M::mma(st[it][2 * t2 + 1], a[hh], b[hh][t2][2], b[hh][t2][3]);
+                }
             }
         }
     }
@@ -393,13 +405,15 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
         // Inter-chunk: C · prevᵀ (prev stored [p][n]: a col-major B operand, plain ldmatrix).
 #pragma unroll
         for (int kk = 0; kk < kN / 16; ++kk) {
+            uint32_t b[kP / 16][4];
+#pragma unroll
+            for (int pt = 0; pt < kP / 16; ++pt)
+                ldsm_x4(b[pt], Ps + (16 * pt + (lane & 7) + 8 * (lane >> 4)) * kLdC + 16 * kk +
+                                   8 * ((lane >> 3) & 1));
 #pragma unroll
             for (int pt = 0; pt < kP / 16; ++pt) {
-                uint32_t b[4];
-                ldsm_x4(b, Ps + (16 * pt + (lane & 7) + 8 * (lane >> 4)) * kLdC + 16 * kk +
-                               8 * ((lane >> 3) & 1));
-                M::mma(acc[2 * pt], cf[kk], b[0], b[1]);
-                M::mma(acc[2 * pt + 1], cf[kk], b[2], b[3]);
+                M::mma(acc[2 * pt], cf[kk], b[pt][0], b[pt][1]);
+                M::mma(acc[2 * pt + 1], cf[kk], b[pt][2], b[pt][3]);
             }
         }
         const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
@@ -421,17 +435,37 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
             for (int t = 0; t < 4; ++t)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) sc[t][e] = 0.0f;
+            // B rows j0 + 16·hb.. (stored [j][n]: col-major operand), one k-step ahead.
+            uint32_t bq[2][2][4];
+            auto load_b = [&](int kk, uint32_t (&dst)[2][4]) {
+#pragma unroll
+                for (int hb = 0; hb < 2; ++hb)
+                    ldsm_x4(dst[hb], Bs + (j0 + 16 * hb + (lane & 7) + 8 * (lane >> 4)) * kLdC +
+                                         16 * kk + 8 * ((lane >> 3) & 1));
+            };
+            load_b(0, bq[0]);
 #pragma unroll
             for (int kk = 0; kk < kN / 16; ++kk) {
+                if (kk + 1 < kN / 16) load_b(kk + 1, bq[(kk + 1) & 1]);
 #pragma unroll
                 for (int hb = 0; hb < 2; ++hb) {
-                    uint32_t b[4];  // B rows j0 + 16·hb.. (stored [j][n]: col-major operand)
-                    ldsm_x4(b, Bs + (j0 + 16 * hb + (lane & 7) + 8 * (lane >> 4)) * kLdC +
-                                   16 * kk + 8 * ((lane >> 3) & 1));
-                    M::mma(sc[2 * hb], cf[kk], b[0], b[1]);
-                    M::mma(sc[2 * hb + 1], cf[kk], b[2], b[3]);
+                    M::mma(sc[2 * hb], cf[kk], bq[kk & 1][hb][0], bq[kk & 1][hb][1]);
+                    M::mma(sc[2 * hb + 1], cf[kk], bq[kk & 1][hb][2], bq[kk & 1][hb][3]);
                 }
             }
+            // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans), loaded while W is computed
+            // (both halves when they fit in registers).
+            constexpr int kXB = kP <= 80 ? 2 : 1;
+            uint32_t xb[kXB][kP / 16][4];
+            auto load_x = [&](int hb, uint32_t (&dst)[kP / 16][4]) {
+#pragma unroll
+                for (int pt = 0; pt < kP / 16; ++pt)
+                    ldsm_x4_t(dst[pt], xs_c + (j0 + 16 * hb + (lane & 7) + 8 * ((lane >> 3) & 1)) *
+                                                  kLdX +
+                                              16 * pt + 8 * (lane >> 4));
+            };
+#pragma unroll
+            for (int hb = 0; hb < kXB; ++hb) load_x(hb, xb[hb]);
             uint32_t a[2][4];
             const bool diag = j0 + 31 > i0;
             const int ia = i0 + gr, ib = ia + 8;
@@ -455,13 +489,12 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
             }
 #pragma unroll
             for (int hb = 0; hb < 2; ++hb) {
+                if (kXB == 1 && hb == 1) load_x(1, xb[0]);
+                const int xi = kXB == 2 ? hb : 0;
 #pragma unroll
                 for (int pt = 0; pt < kP / 16; ++pt) {
-                    uint32_t b[4];  // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans)
-                    ldsm_x4_t(b, xs_c + (j0 + 16 * hb + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdX +
-                                     16 * pt + 8 * (lane >> 4));
-                    M::mma(acc[2 * pt], a[hb], b[0], b[1]);
-                    M::mma(acc[2 * pt + 1], a[hb], b[2], b[3]);
+                    M::mma(acc[2 * pt], a[hb], xb[xi][pt][0], xb[xi][pt][1]);
+                    M::mma(acc[2 * pt + 1], a[hb], xb[xi][pt][2], xb[xi][pt][3]);
                 }
             }
         }

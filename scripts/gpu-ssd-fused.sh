@@ -54,4 +54,5 @@ if [[ "$what" == all || "$what" == timing ]]; then
     echo "-- $path"; grep -A3 -E "^prefill" "$OUT/bench-model-$path.txt"
   done
 fi
+rm -f "$OUT/cmake.log" "$OUT/gpu.txt"
 step done

@@ -35,8 +35,9 @@
 //      by exp(Scs_i), then for each 16-token block j <= i: S = C·Bᵀ (16×16, f32), W = S·decay·Δ
 //      masked (f32 → operand registers, the flash-attention P·V trick), y += W·x. Adds D·x and
 //      stores y.
-//   The last block to finish resets the ticket and done counters and advances the epoch, so the
-//   sync buffer (ssd_fused_sync_bytes, zeroed once) needs no clearing between launches.
+//   The last block to start resets the ticket counter and advances the epoch (every block reads
+//   the epoch before taking its ticket), so the sync buffer (ssd_fused_sync_bytes, zeroed once)
+//   needs no clearing between launches.
 // Limits (else ssd_fused_supported() is false and callers use ssd_chunked): f16/bf16 activations,
 // head_dim in {32, 64, 80, 128}, d_state in {64, 128}, chunk_size <= 256, x/B/C 16-byte aligned
 // with strides a multiple of 8 elements, and the shared memory (about Q·(2·d_state + head_dim)·2
@@ -51,14 +52,15 @@
 
 #include "core/cuda/check.h"
 #include "ops/cuda/ops.h"
+#include "ops/cuda/ssd_plan.h"
 
 namespace duality::cuda {
 namespace {
 
 constexpr int kWarps = 8, kThreads = kWarps * 32;
 constexpr int kMaxChunk = 256;
-constexpr int kSyncHeader = 64;
-constexpr size_t kStaticSmemReserve = 1024;  // u32 words before the flags: [0] ticket, [1] done, [2] epoch
+constexpr int kSyncHeader = 64;  // u32 words before the flags: [0] ticket, [2] epoch
+constexpr size_t kStaticSmemReserve = 1024;  // bytes kept for the static shared memory
 
 struct FusedParams {
     int n_head = 0, n_group = 0, chunk_size = 0, heads_per_group = 0;
@@ -81,6 +83,7 @@ struct FusedParams {
     void* y = nullptr;     // {n_tokens, n_head, head_dim} act, dense
     float* sp = nullptr;   // {n_chunk, n_head, head_dim, d_state} f32: state leaving each chunk
     uint32_t* sync = nullptr;  // [kSyncHeader] counters, then flags {n_chunk, n_head}
+    uint64_t* prof = nullptr;  // nullptr, or {grid, 8} phase timestamps per block (ssd.h)
 };
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
@@ -113,8 +116,26 @@ __device__ __forceinline__ uint32_t ld_acquire(const uint32_t* p) {
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
     return v;
 }
+__device__ __forceinline__ uint32_t atom_add_acq_rel(uint32_t* p, uint32_t v) {
+    uint32_t old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n"
+                 : "=r"(old)
+                 : "l"(p), "r"(v)
+                 : "memory");
+    return old;
+}
 __device__ __forceinline__ void st_release(uint32_t* p, uint32_t v) {
     asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint64_t global_ns() {
+    uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ uint32_t sm_id() {
+    uint32_t v;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(v));
+    return v;
 }
 
 // The activation dtype's pair type, MMA and pair conversions.
@@ -211,11 +232,24 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
     const int gr = lane / 4, qd = lane % 4;  // accumulator row (and row + 8), column pair
 
     if (tid == 0) {
-        s_ticket = atomicAdd(&p.sync[0], 1u);
-        s_epoch = *reinterpret_cast<volatile uint32_t*>(&p.sync[2]) + 1u;
+        // Epoch first, then the ticket (acquire/acq_rel): when the last block to start resets
+        // the ticket counter and advances the epoch, every block has already read the epoch.
+        const uint32_t e = ld_acquire(&p.sync[2]) + 1u;
+        const uint32_t t = atom_add_acq_rel(&p.sync[0], 1u);
+        if (t == gridDim.x - 1) {
+            p.sync[0] = 0;
+            st_release(&p.sync[2], e);
+        }
+        s_ticket = t;
+        s_epoch = e;
     }
     __syncthreads();
     const uint32_t epoch = s_epoch;
+    uint64_t* const prof = p.prof && tid == 0 ? p.prof + static_cast<int64_t>(s_ticket) * 8 : nullptr;
+    if (prof) {
+        prof[0] = global_ns();
+        prof[6] = sm_id();
+    }
     const int H = p.n_head;
     const int64_t c = static_cast<int64_t>(s_ticket) / H;
     const int h = static_cast<int>(s_ticket % static_cast<uint32_t>(H));
@@ -274,6 +308,7 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
     if (tid < qa) f_s[tid] = expf(fminf(cs_last - cs_s[tid], 0.0f)) * d;
     cp_async_wait<1>();
     __syncthreads();
+    if (prof) prof[1] = global_ns();
 
     // 2. Chunk-local state: items of 16 (p) × 64 (n), warp w takes items w, w + 8, ...
     constexpr int kNC = kN / 64, kItems = (kP / 16) * kNC, kMaxIt = (kItems + kWarps - 1) / kWarps;
@@ -330,6 +365,7 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
 
     // 3. State passing: wait for chunk c−1 of this head (a sequence's first chunk starts from its
     // slot), publish the state leaving this chunk, keep prev as an operand.
+    if (prof) prof[2] = global_ns();
     const int64_t PN = static_cast<int64_t>(kP) * kN;
     const int64_t slot_off = first || last ? p.slots[seq] * p.state_slot_stride + h * PN : 0;
     if (!first) {
@@ -339,6 +375,7 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
         }
         __syncthreads();
     }
+    if (prof) prof[3] = global_ns();
     {
         const float decay = expf(cs_last);
         const float* prev_g = p.sp + ((c - 1) * H + h) * PN;  // used when !first
@@ -379,6 +416,7 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
         __threadfence();
         st_release(p.sync + kSyncHeader + c * H + h, epoch);
     }
+    if (prof) prof[4] = global_ns();
     cp_async_wait<0>();
     __syncthreads();
 
@@ -513,17 +551,9 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
         }
     }
 
-    // The last block resets the counters and advances the epoch for the next launch.
-    __syncthreads();
-    if (tid == 0) {
-        __threadfence();
-        const uint32_t done = atomicAdd(&p.sync[1], 1u);
-        if (done == gridDim.x - 1) {
-            p.sync[0] = 0;
-            p.sync[1] = 0;
-            p.sync[2] = epoch;
-            __threadfence();
-        }
+    if (p.prof) {
+        __syncthreads();
+        if (prof) prof[5] = global_ns();
     }
 }
 
@@ -615,8 +645,9 @@ size_t ssd_fused_sync_bytes(const SsdArgs& a) {
     return (kSyncHeader + static_cast<size_t>(a.batch.n_chunk) * a.n_head) * sizeof(uint32_t);
 }
 
-void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
-               cudaStream_t stream) {
+namespace {
+void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
+                cudaStream_t stream, uint64_t* prof) {
     const VarlenBatch& b = a.batch;
     if (b.n_chunk == 0 || b.n_tokens == 0) return;
     if (!ssd_fused_supported(a, act) || !a.y || !a.state || !dt || !a.A || !workspace || !sync ||
@@ -661,12 +692,25 @@ void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, D
     fp.y = a.y;
     fp.sp = static_cast<float*>(workspace);
     fp.sync = static_cast<uint32_t*>(sync);
+    fp.prof = prof;
     const size_t smem = smem_bytes(a, act);
     if (act == DType::kBF16) {
         launch_pn<__nv_bfloat16>(fp, a.head_dim, a.d_state, b.n_chunk, smem, stream);
     } else {
         launch_pn<__half>(fp, a.head_dim, a.d_state, b.n_chunk, smem, stream);
     }
+}
+
+}  // namespace
+
+void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
+               cudaStream_t stream) {
+    fused_impl(a, dt, workspace, sync, act, stream, nullptr);
+}
+
+void ssd::fused_profile(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
+                        uint64_t* stamps, cudaStream_t stream) {
+    fused_impl(a, dt, workspace, sync, act, stream, stamps);
 }
 
 }  // namespace duality::cuda

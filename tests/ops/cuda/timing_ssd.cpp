@@ -173,6 +173,34 @@ void run_timing(const TimingShape& s) {
                             100.0 * bytes / peak->bytes_per_s / (fused * 1e-3))) + "%").c_str()
                      : "n/a",
                 prop.name);
+
+    // Phase breakdown of the fused kernel (mean µs per block; see ssd::fused_profile).
+    if (s.act == DType::kBF16 && s.P == 64 && s.N == 128) {
+        const int64_t blocks = a.batch.n_chunk * s.H;
+        cuda::DeviceBuffer stamps(static_cast<size_t>(blocks) * 8 * sizeof(uint64_t));
+        cuda::ssd::fused_profile(a, dt.as<float>(), fws.data(), sync.data(), s.act,
+                                 stamps.as<uint64_t>(), nullptr);
+        DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<uint64_t> st(static_cast<size_t>(blocks) * 8);
+        DUALITY_CUDA_CHECK(cudaMemcpy(st.data(), stamps.data(), stamps.bytes(),
+                                      cudaMemcpyDeviceToHost));
+        double sum[6] = {0, 0, 0, 0, 0, 0};
+        uint64_t t_min = ~uint64_t{0}, t_max = 0;
+        for (int64_t b = 0; b < blocks; ++b) {
+            const uint64_t* t = &st[static_cast<size_t>(b) * 8];
+            for (int k = 0; k < 5; ++k) sum[k] += static_cast<double>(t[k + 1] - t[k]);
+            sum[5] += static_cast<double>(t[5] - t[0]);
+            t_min = std::min(t_min, t[0]);
+            t_max = std::max(t_max, t[5]);
+        }
+        const double n = static_cast<double>(blocks) * 1e3;
+        const double span = static_cast<double>(t_max - t_min);
+        std::printf("%-28s PHASES (us/block) load+cumsum %.2f | chunk state %.2f | wait %.2f | "
+                    "publish %.2f | outputs %.2f | block total %.2f | span %.3f ms, %.2f blocks "
+                    "in flight per SM\n",
+                    s.name, sum[0] / n, sum[1] / n, sum[2] / n, sum[3] / n, sum[4] / n, sum[5] / n,
+                    span * 1e-6, sum[5] / span / prop.multiProcessorCount);
+    }
 }
 
 TEST(SsdChunkedTiming, DISABLED_ModelShapes) {

@@ -34,14 +34,18 @@ if [[ "$what" == all || "$what" == tests ]]; then
   timeout 200 $T --gtest_filter='*OpRegistry*ssd_chunked*:*OpRegistry*ssd_scan*' --gtest_brief=1 \
     >"$OUT/ssd-tests.log" 2>&1
   echo "rc $?"; grep -E "FAILED|PASSED|Failure|error" "$OUT/ssd-tests.log" | head -20
-  timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 >"$OUT/ssd-fused-tests.log" 2>&1
+  timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 --gtest_repeat=2 \
+    >"$OUT/ssd-fused-tests.log" 2>&1
   echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure|error|ssd_fused/" "$OUT/ssd-fused-tests.log" | cut -c1-300 | head -60
+  step "CUDA model tests (bf16 models take the fused path)"
+  timeout 150 $T --gtest_filter='*Cuda*:-*OpRegistry*' --gtest_brief=1 >"$OUT/cuda-model-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|Failure" "$OUT/cuda-model-tests.log" | cut -c1-300 | head -20
 fi
 if [[ "$what" == all || "$what" == timing ]]; then
   step "SSD timing"
   timeout 150 $T --gtest_also_run_disabled_tests --gtest_filter='SsdChunkedTiming.*' \
     >"$OUT/ssd-timing.txt" 2>&1; echo "rc $?"
-  grep -E "ns/token|FUSED|unsupported" "$OUT/ssd-timing.txt" | cut -c1-230
+  grep -E "ns/token|FUSED|unsupported|PHASES" "$OUT/ssd-timing.txt" | cut -c1-250
   step "bench --ops"
   timeout 100 build-gpu/duality bench --random-weights --config mamba2-2.7b --ops \
     --prefill-lens 2048,8192,32768 --decode-batches 1 >"$OUT/bench-ops.txt" 2>&1
@@ -54,5 +58,5 @@ if [[ "$what" == all || "$what" == timing ]]; then
     echo "-- $path"; grep -A3 -E "^prefill" "$OUT/bench-model-$path.txt"
   done
 fi
-rm -f "$OUT/cmake.log" "$OUT/gpu.txt"
+rm -f "$OUT/cmake.log" "$OUT/gpu.txt" "$OUT/ssd-tests.log"
 step done

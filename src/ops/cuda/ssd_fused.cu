@@ -43,6 +43,9 @@
 // with strides a multiple of 8 elements, and the shared memory (about Q·(2·d_state + head_dim)·2
 // bytes: 197 KB for Q 256, head_dim 64, d_state 128) within the device's per-block limit — so
 // head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and Q 256 does not fit on A100.
+// Speed (H200, bf16, 2.7b layer): 1.73 ms at b1×32k, 2.35x the five-step path; one block per SM
+// (shared memory and registers), so each block's phases are latency-bound and do not overlap.
+// Phase breakdown and next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -59,12 +62,12 @@ namespace {
 
 constexpr int kWarps = 8, kThreads = kWarps * 32;
 constexpr int kMaxChunk = 256;
-constexpr int kSyncHeader = 64;  // u32 words before the flags: [0] ticket, [2] epoch
+constexpr int kSyncHeader = 64;              // u32 words before the flags: [0] ticket, [2] epoch
 constexpr size_t kStaticSmemReserve = 1024;  // bytes kept for the static shared memory
 
 struct FusedParams {
     int n_head = 0, n_group = 0, chunk_size = 0, heads_per_group = 0;
-    int state_dtype = 0;  // 0 f32, 1 f16, 2 bf16 (the slots)
+    int state_dtype = 0;                   // 0 f32, 1 f16, 2 bf16 (the slots)
     const int32_t* chunk_start = nullptr;  // {n_chunk}
     const int32_t* chunk_len = nullptr;    // {n_chunk}
     const int32_t* chunk_seq = nullptr;    // {n_chunk}
@@ -80,8 +83,8 @@ struct FusedParams {
     const float* D = nullptr;   // {n_head} or nullptr
     void* state = nullptr;      // per slot {n_head, head_dim, d_state}, state_slot_stride apart
     int64_t state_slot_stride = 0;
-    void* y = nullptr;     // {n_tokens, n_head, head_dim} act, dense
-    float* sp = nullptr;   // {n_chunk, n_head, head_dim, d_state} f32: state leaving each chunk
+    void* y = nullptr;         // {n_tokens, n_head, head_dim} act, dense
+    float* sp = nullptr;       // {n_chunk, n_head, head_dim, d_state} f32: state leaving each chunk
     uint32_t* sync = nullptr;  // [kSyncHeader] counters, then flags {n_chunk, n_head}
     uint64_t* prof = nullptr;  // nullptr, or {grid, 8} phase timestamps per block (ssd.h)
 };
@@ -91,8 +94,8 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
-                 "l"(src), "r"(src_bytes));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(src_bytes));
 }
 __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::);
@@ -146,8 +149,7 @@ struct Act<__nv_bfloat16> {
     using T2 = __nv_bfloat162;
     __device__ static __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                                uint32_t b1) {
-        asm(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
             "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -165,8 +167,7 @@ struct Act<__half> {
     using T2 = __half2;
     __device__ static __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                                uint32_t b1) {
-        asm(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
             "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
@@ -225,8 +226,8 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
     T* Xs = Bs + qa * kLdC;              // {qa, kLdX}: x rows of head h
     T* Ps = Xs + qa * kLdX;              // {kP, kLdC}: prev, the state entering the chunk
     float* cs_s = reinterpret_cast<float*>(Ps + kP * kLdC);  // {qa}: Scs
-    float* dt_s = cs_s + qa;                                  // {qa}: Δ (0 past len)
-    float* f_s = dt_s + qa;                                   // {qa}: exp(Scs_last − Scs_j)·Δ_j
+    float* dt_s = cs_s + qa;                                 // {qa}: Δ (0 past len)
+    float* f_s = dt_s + qa;                                  // {qa}: exp(Scs_last − Scs_j)·Δ_j
 
     const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
     const int gr = lane / 4, qd = lane % 4;  // accumulator row (and row + 8), column pair
@@ -245,7 +246,8 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
     }
     __syncthreads();
     const uint32_t epoch = s_epoch;
-    uint64_t* const prof = p.prof && tid == 0 ? p.prof + static_cast<int64_t>(s_ticket) * 8 : nullptr;
+    uint64_t* const prof =
+        p.prof && tid == 0 ? p.prof + static_cast<int64_t>(s_ticket) * 8 : nullptr;
     if (prof) {
         prof[0] = global_ns();
         prof[6] = sm_id();
@@ -259,9 +261,9 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
 
     // 1. Async loads: x and B (group 0), C (group 1); rows >= len are zero-filled.
     {
-        const T* xg = static_cast<const T*>(p.x) + start * p.x_stride + h * kP;       // {len, kP}
-        const T* Bg = static_cast<const T*>(p.B) + start * p.bc_stride + grp * kN;    // {len, kN}
-        const T* Cg = static_cast<const T*>(p.C) + start * p.bc_stride + grp * kN;    // {len, kN}
+        const T* xg = static_cast<const T*>(p.x) + start * p.x_stride + h * kP;     // {len, kP}
+        const T* Bg = static_cast<const T*>(p.B) + start * p.bc_stride + grp * kN;  // {len, kN}
+        const T* Cg = static_cast<const T*>(p.C) + start * p.bc_stride + grp * kN;  // {len, kN}
         constexpr int kXV = kP / 8, kNV = kN / 8;  // 16-byte vectors per row
         for (int v = tid; v < qa * kXV; v += kThreads) {
             const int r = v / kXV, cv = (v % kXV) * 8;
@@ -440,7 +442,8 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
         for (int t = 0; t < kP / 8; ++t)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[t][e] = 0.0f;
-        // Inter-chunk: C · prevᵀ (prev stored [p][n]: a col-major B operand, plain ldmatrix).
+                // Inter-chunk: C · prevᵀ (prev stored [p][n]: a col-major B operand, plain
+                // ldmatrix).
 #pragma unroll
         for (int kk = 0; kk < kN / 16; ++kk) {
             uint32_t b[kP / 16][4];
@@ -475,7 +478,7 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
                 for (int e = 0; e < 4; ++e) sc[t][e] = 0.0f;
             // B rows j0 + 16·hb.. (stored [j][n]: col-major operand), one k-step ahead.
             uint32_t bq[2][2][4];
-            auto load_b = [&](int kk, uint32_t (&dst)[2][4]) {
+            auto load_b = [&](int kk, uint32_t(&dst)[2][4]) {
 #pragma unroll
                 for (int hb = 0; hb < 2; ++hb)
                     ldsm_x4(dst[hb], Bs + (j0 + 16 * hb + (lane & 7) + 8 * (lane >> 4)) * kLdC +
@@ -495,12 +498,12 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
             // (both halves when they fit in registers).
             constexpr int kXB = kP <= 80 ? 2 : 1;
             uint32_t xb[kXB][kP / 16][4];
-            auto load_x = [&](int hb, uint32_t (&dst)[kP / 16][4]) {
+            auto load_x = [&](int hb, uint32_t(&dst)[kP / 16][4]) {
 #pragma unroll
                 for (int pt = 0; pt < kP / 16; ++pt)
-                    ldsm_x4_t(dst[pt], xs_c + (j0 + 16 * hb + (lane & 7) + 8 * ((lane >> 3) & 1)) *
-                                                  kLdX +
-                                              16 * pt + 8 * (lane >> 4));
+                    ldsm_x4_t(dst[pt],
+                              xs_c + (j0 + 16 * hb + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdX +
+                                  16 * pt + 8 * (lane >> 4));
             };
 #pragma unroll
             for (int hb = 0; hb < kXB; ++hb) load_x(hb, xb[hb]);
@@ -543,9 +546,10 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
             for (int half = 0; half < 2; ++half) {
                 const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
                 if (i >= len) continue;
-                const float2 xv = M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + i * kLdX + col));
-                const uint32_t out = M::pack(fmaf(Dh, xv.x, acc[t][2 * half]),
-                                             fmaf(Dh, xv.y, acc[t][2 * half + 1]));
+                const float2 xv =
+                    M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + i * kLdX + col));
+                const uint32_t out =
+                    M::pack(fmaf(Dh, xv.x, acc[t][2 * half]), fmaf(Dh, xv.y, acc[t][2 * half + 1]));
                 *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) = out;
             }
         }
@@ -564,7 +568,8 @@ bool aligned16(const void* ptr) {
 size_t smem_bytes(const SsdArgs& a, DType act) {
     const size_t q32 = static_cast<size_t>((a.chunk_size + 31) / 32 * 32);
     const size_t el = dtype_size(act);
-    const size_t ldc = static_cast<size_t>(a.d_state) + 8, ldx = static_cast<size_t>(a.head_dim) + 8;
+    const size_t ldc = static_cast<size_t>(a.d_state) + 8,
+                 ldx = static_cast<size_t>(a.head_dim) + 8;
     return (q32 * (2 * ldc + ldx) + static_cast<size_t>(a.head_dim) * ldc) * el +
            3 * sizeof(float) * q32;
 }
@@ -652,7 +657,8 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
     if (b.n_chunk == 0 || b.n_tokens == 0) return;
     if (!ssd_fused_supported(a, act) || !a.y || !a.state || !dt || !a.A || !workspace || !sync ||
         !b.chunk_start || !b.chunk_len || !b.chunk_seq || !b.cu_chunks || !b.slots) {
-        std::fprintf(stderr, "duality: ssd_fused: unsupported arguments (see ssd_fused_supported)\n");
+        std::fprintf(stderr,
+                     "duality: ssd_fused: unsupported arguments (see ssd_fused_supported)\n");
         std::abort();
     }
     FusedParams fp;

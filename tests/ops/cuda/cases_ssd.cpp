@@ -40,8 +40,8 @@ struct SsdCase {
     bool sequential = false;  // oracle: the sequential recurrence instead of the chunked CPU op
     int64_t row_pad = 0;      // extra columns per conv row (odd: unaligned strides, scalar loads)
     uint32_t seed = 1;
-    bool scan = false;        // test cuda::ssd_scan (the sequential-scan prefill) instead
-    bool fused = false;       // test cuda::ssd_fused (the single-launch prefill) instead
+    bool scan = false;   // test cuda::ssd_scan (the sequential-scan prefill) instead
+    bool fused = false;  // test cuda::ssd_fused (the single-launch prefill) instead
 };
 
 int cpu_threads() {
@@ -171,8 +171,8 @@ std::vector<Output> run_case(const SsdCase& k) {
         // A first launch on a copy of the pool (same sync buffer): the checked launch below then
         // also checks that a launch leaves the counters and flags ready for the next one.
         cuda::DeviceBuffer pool2(d_pool.bytes()), y2(d_y.bytes());
-        DUALITY_CUDA_CHECK(cudaMemcpy(pool2.data(), d_pool.data(), d_pool.bytes(),
-                                      cudaMemcpyDeviceToDevice));
+        DUALITY_CUDA_CHECK(
+            cudaMemcpy(pool2.data(), d_pool.data(), d_pool.bytes(), cudaMemcpyDeviceToDevice));
         cuda::SsdArgs a2 = a;
         a2.state = pool2.data();
         a2.y = y2.data();
@@ -213,8 +213,11 @@ std::vector<int32_t> varlen(int n, int32_t Q, uint32_t seed) {
 
 void add(SsdCase k) {
     std::ostringstream name;
-    name << (k.fused ? "ssd_fused/" : k.scan ? "ssd_scan/" : "ssd_chunked/") << k.label << "_H" << k.H << "P" << k.P << "N" << k.N << "G" << k.G
-         << "Q" << k.Q << (k.init_state ? "_init" : "_zero") << (k.with_D ? "" : "_noD")
+    name << (k.fused  ? "ssd_fused/"
+             : k.scan ? "ssd_scan/"
+                      : "ssd_chunked/")
+         << k.label << "_H" << k.H << "P" << k.P << "N" << k.N << "G" << k.G << "Q" << k.Q
+         << (k.init_state ? "_init" : "_zero") << (k.with_D ? "" : "_noD")
          << (k.sequential ? "_seqref" : "") << "/" << dtype_name(k.act);
     if (k.state_dtype != DType::kF32) name << "_state" << dtype_name(k.state_dtype);
     OpCase c;
@@ -342,7 +345,8 @@ DUALITY_OP_CASES(ssd_fused) {
     // The mamba2-2.7b head shape: lengths 1, 7, 255, 256, 257 against the sequential recurrence,
     // 1000 and 4096 against the chunked CPU op.
     for (int32_t L : {1, 255, 256, 257})
-        add(fused(seqref(shape("L" + std::to_string(L), 80, 64, 128, 1, 256, {L}, kBF16, 100 + L))));
+        add(fused(
+            seqref(shape("L" + std::to_string(L), 80, 64, 128, 1, 256, {L}, kBF16, 100 + L))));
     add(fused(seqref(zero(shape("L7", 80, 64, 128, 1, 256, {7}, kBF16, 107)))));
     add(fused(seqref(shape("L256", 80, 64, 128, 1, 256, {256}, kF16, 108))));
     add(fused(shape("L1000", 80, 64, 128, 1, 256, {1000}, kBF16, 109)));
@@ -374,7 +378,8 @@ DUALITY_OP_CASES(ssd_fused) {
     add(fused(shape("varlen300", 2, 64, 128, 1, 256, varlen(300, 256, 156), kF16, 156)));
     add(fused(shape("varlen100", 8, 80, 128, 2, 128, varlen(100, 128, 157), kBF16, 157)));
     // Reduced-precision state slots (rounded once on write, as ssd_chunked).
-    add(fused(state(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 158), kBF16, 158), kBF16)));
+    add(fused(
+        state(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 158), kBF16, 158), kBF16)));
     add(fused(state(shape("varlen3", 16, 64, 128, 2, 256, {100, 256, 5}, kF16, 159), kF16)));
 }
 

@@ -22,6 +22,8 @@ using VT = Value::Type;
 
 enum class Flow { kNormal, kBreak, kContinue };
 
+constexpr int64_t kItemCost = 16;  // work units per value created in a container (as per node)
+
 // Python's str.strip(chars): code points in `chars`, or whitespace (str.isspace) when null.
 std::string strip(const std::string& s, const std::string* chars, bool left, bool right) {
     std::unordered_set<uint32_t> set;
@@ -89,8 +91,9 @@ private:
         if (v.depth > limits_.max_value_depth)
             fail(line, "values nested too deeply (limit " +
                            std::to_string(limits_.max_value_depth) + ")");
-        if (v.type == VT::kList) charge(static_cast<int64_t>(v.list->size()));
-        if (v.type == VT::kDict) charge(static_cast<int64_t>(v.dict->items.size()));
+        // Building a container costs per item (and its strings were charged where built).
+        if (v.type == VT::kList) charge(static_cast<int64_t>(v.list->size()) * kItemCost);
+        if (v.type == VT::kDict) charge(static_cast<int64_t>(v.dict->items.size()) * kItemCost);
         return v;
     }
     void count_iterations(int64_t n, int line) {
@@ -193,9 +196,9 @@ private:
 
     // A namespace attribute may not hold a namespace (no cycles) nor deep values.
     void check_namespace_value(const Value& v, int line) {
+        scan_for_namespace(v, line);
         if (v.depth >= limits_.max_value_depth / 2)
             fail(line, "value too deeply nested for a namespace attribute");
-        scan_for_namespace(v, line);
     }
     void scan_for_namespace(const Value& v, int line) {
         charge(1);
@@ -207,31 +210,39 @@ private:
         }
     }
 
-    ValueList iterate(const Value& v, int line) {
+    // The items a for loop (or a filter) walks; lists are shared, not copied.
+    std::shared_ptr<const ValueList> iterate(const Value& v, int line) {
         switch (v.type) {
-            case VT::kUndefined: return {};
-            case VT::kList: charge(static_cast<int64_t>(v.list->size())); return *v.list;
+            case VT::kUndefined: return std::make_shared<const ValueList>();
+            case VT::kList: charge(static_cast<int64_t>(v.list->size())); return v.list;
             case VT::kDict: {
                 if (v.dict->is_namespace) break;
                 ValueList keys;
                 for (const auto& kv : v.dict->items) keys.push_back(Value::string(kv.first));
-                charge(static_cast<int64_t>(keys.size()));
-                return keys;
+                charge(static_cast<int64_t>(keys.size()) * kItemCost);
+                return std::make_shared<const ValueList>(std::move(keys));
             }
             case VT::kString: {
                 ValueList chars;
                 const std::vector<size_t> offs = detail::char_offsets(v.s);
+                charge(static_cast<int64_t>(offs.size()) * kItemCost);
                 for (size_t k = 0; k + 1 < offs.size(); ++k)
                     chars.push_back(Value::string(v.s.substr(offs[k], offs[k + 1] - offs[k])));
-                charge(static_cast<int64_t>(chars.size()) * 4);
-                return chars;
+                return std::make_shared<const ValueList>(std::move(chars));
             }
             default: break;
         }
         fail(line, std::string("'") + detail::type_name(v) + "' object is not iterable");
     }
 
+    // Charges for copying a value (strings are copied with it).
+    void charge_copy(const Value& v) {
+        charge(1);
+        if (v.type == VT::kString || v.type == VT::kUndefined) charge_bytes(v.s.size());
+    }
+
     void bind(const std::vector<std::string>& targets, const Value& item, int line) {
+        charge_copy(item);
         if (targets.size() == 1) {
             assign(targets[0], item);
             return;
@@ -243,10 +254,10 @@ private:
     }
 
     Flow exec_for(const Node& node) {
-        ValueList items = iterate(eval(*node.expr), node.line);
+        std::shared_ptr<const ValueList> all = iterate(eval(*node.expr), node.line);
         if (node.filter) {
             ValueList kept;
-            for (const Value& item : items) {
+            for (const Value& item : *all) {
                 count_iterations(1, node.line);
                 scopes_.emplace_back();
                 bind(node.targets, item, node.line);
@@ -254,8 +265,9 @@ private:
                 scopes_.pop_back();
                 if (keep) kept.push_back(item);
             }
-            items = std::move(kept);
+            all = std::make_shared<const ValueList>(std::move(kept));
         }
+        const ValueList& items = *all;
         if (items.empty()) {
             scopes_.emplace_back();
             exec_body(node.else_body);
@@ -278,6 +290,8 @@ private:
                 {"nextitem", k + 1 < n ? items[static_cast<size_t>(k + 1)]
                                        : Value::undefined("there is no next item")},
             };
+            if (k > 0) charge_copy(items[static_cast<size_t>(k - 1)]);
+            if (k + 1 < n) charge_copy(items[static_cast<size_t>(k + 1)]);
             scopes_.emplace_back();
             assign("loop", Value::make_dict(std::move(loop)));
             bind(node.targets, items[static_cast<size_t>(k)], node.line);
@@ -829,7 +843,7 @@ private:
             const Value seq = args.get(0, "iterable");
             std::string out;
             bool first = true;
-            for (const Value& x : iterate(seq, line)) {
+            for (const Value& x : *iterate(seq, line)) {
                 if (!first) out += s;
                 first = false;
                 out += string_arg(x, "join()", line);
@@ -872,12 +886,12 @@ private:
                 while (p < s.size() && space_at(p)) p += n;
                 if (p >= s.size()) break;
                 if (maxsplit == 0) {
-                    parts.push_back(Value::string(strip(s.substr(p), nullptr, false, true)));
+                    charge(kItemCost), parts.push_back(Value::string(strip(s.substr(p), nullptr, false, true)));
                     break;
                 }
                 size_t q = p;
                 while (q < s.size() && !space_at(q)) q += n;
-                parts.push_back(Value::string(s.substr(p, q - p)));
+                charge(kItemCost), parts.push_back(Value::string(s.substr(p, q - p)));
                 if (maxsplit > 0) --maxsplit;
                 p = q;
             }
@@ -888,10 +902,10 @@ private:
             while (true) {
                 const size_t q = maxsplit == 0 ? std::string::npos : s.find(d, p);
                 if (q == std::string::npos) {
-                    parts.push_back(Value::string(s.substr(p)));
+                    charge(kItemCost), parts.push_back(Value::string(s.substr(p)));
                     break;
                 }
-                parts.push_back(Value::string(s.substr(p, q - p)));
+                charge(kItemCost), parts.push_back(Value::string(s.substr(p, q - p)));
                 if (maxsplit > 0) --maxsplit;
                 p = q + d.size();
             }
@@ -975,16 +989,16 @@ private:
                 return f == "first" ? v.list->front() : v.list->back();
             }
             if (v.type == VT::kUndefined) return Value::undefined("no first item, sequence was empty");
-            const ValueList items = iterate(v, line);
-            if (items.empty()) return Value::undefined("no first item, sequence was empty");
-            return f == "first" ? items.front() : items.back();
+            const auto items = iterate(v, line);
+            if (items->empty()) return Value::undefined("no first item, sequence was empty");
+            return f == "first" ? items->front() : items->back();
         }
         if (f == "join") {
             const std::string sep = str(args.get(0, "d", Value::string("")));
             const Value attribute = args.get(1, "attribute", Value::none());
             std::string out;
             bool first = true;
-            for (const Value& x : iterate(v, line)) {
+            for (const Value& x : *iterate(v, line)) {
                 if (!first) out += sep;
                 first = false;
                 out += str(attribute.type == VT::kNone ? x : get_item(x, attribute, line));
@@ -992,15 +1006,15 @@ private:
             }
             return Value::string(std::move(out));
         }
-        if (f == "list") return checked(Value::make_list(iterate(v, line)), line);
+        if (f == "list") return checked(Value::make_list(*iterate(v, line)), line);
         if (f == "reverse") {
             if (v.type == VT::kString) {
-                ValueList chars = iterate(v, line);
+                const auto chars = iterate(v, line);
                 std::string out;
-                for (auto it = chars.rbegin(); it != chars.rend(); ++it) out += it->s;
+                for (auto it = chars->rbegin(); it != chars->rend(); ++it) out += it->s;
                 return Value::string(std::move(out));
             }
-            ValueList items = iterate(v, line);
+            ValueList items = *iterate(v, line);
             std::reverse(items.begin(), items.end());
             return checked(Value::make_list(std::move(items)), line);
         }
@@ -1048,7 +1062,7 @@ private:
             if (args.pos.empty()) fail(line, f + " needs an attribute name");
             const Value attr = args.pos[0];
             ValueList kept;
-            for (const Value& x : iterate(v, line)) {
+            for (const Value& x : *iterate(v, line)) {
                 const Value a = attr.type == VT::kString ? get_attr_soft(x, attr.s, line) : get_item(x, attr, line);
                 bool ok;
                 if (args.pos.size() > 1) {
@@ -1066,7 +1080,7 @@ private:
             ValueList out;
             if (attribute.type != VT::kNone) {
                 const Value def = args.get(99, "default", Value::undefined());
-                for (const Value& x : iterate(v, line)) {
+                for (const Value& x : *iterate(v, line)) {
                     Value a = attribute.type == VT::kString ? get_attr_soft(x, attribute.s, line)
                                                             : get_item(x, attribute, line);
                     out.push_back(a.is_undefined() && !def.is_undefined() ? def : a);
@@ -1077,7 +1091,7 @@ private:
                 if (filter != "string" && filter != "lower" && filter != "upper" && filter != "trim" &&
                     filter != "length" && filter != "tojson" && filter != "int")
                     fail(line, "map: unsupported filter '" + filter + "'");
-                for (const Value& x : iterate(v, line)) out.push_back(simple_filter(filter, x, line));
+                for (const Value& x : *iterate(v, line)) out.push_back(simple_filter(filter, x, line));
             }
             return checked(Value::make_list(std::move(out)), line);
         }

@@ -843,7 +843,8 @@ private:
             const Value seq = args.get(0, "iterable");
             std::string out;
             bool first = true;
-            for (const Value& x : *iterate(seq, line)) {
+            const auto items = iterate(seq, line);  // keeps the list alive
+            for (const Value& x : *items) {
                 if (!first) out += s;
                 first = false;
                 out += string_arg(x, "join()", line);
@@ -998,7 +999,8 @@ private:
             const Value attribute = args.get(1, "attribute", Value::none());
             std::string out;
             bool first = true;
-            for (const Value& x : *iterate(v, line)) {
+            const auto items = iterate(v, line);  // keeps the list alive
+            for (const Value& x : *items) {
                 if (!first) out += sep;
                 first = false;
                 out += str(attribute.type == VT::kNone ? x : get_item(x, attribute, line));
@@ -1006,7 +1008,10 @@ private:
             }
             return Value::string(std::move(out));
         }
-        if (f == "list") return checked(Value::make_list(*iterate(v, line)), line);
+        if (f == "list") {
+            const auto items = iterate(v, line);
+            return checked(Value::make_list(*items), line);
+        }
         if (f == "reverse") {
             if (v.type == VT::kString) {
                 const auto chars = iterate(v, line);
@@ -1014,7 +1019,8 @@ private:
                 for (auto it = chars->rbegin(); it != chars->rend(); ++it) out += it->s;
                 return Value::string(std::move(out));
             }
-            ValueList items = *iterate(v, line);
+            const auto shared = iterate(v, line);
+            ValueList items = *shared;
             std::reverse(items.begin(), items.end());
             return checked(Value::make_list(std::move(items)), line);
         }
@@ -1062,7 +1068,8 @@ private:
             if (args.pos.empty()) fail(line, f + " needs an attribute name");
             const Value attr = args.pos[0];
             ValueList kept;
-            for (const Value& x : *iterate(v, line)) {
+            const auto items = iterate(v, line);  // keeps the list alive
+            for (const Value& x : *items) {
                 const Value a = attr.type == VT::kString ? get_attr_soft(x, attr.s, line) : get_item(x, attr, line);
                 bool ok;
                 if (args.pos.size() > 1) {
@@ -1075,12 +1082,28 @@ private:
             }
             return checked(Value::make_list(std::move(kept)), line);
         }
+        if (f == "select" || f == "reject") {
+            ValueList kept;
+            const auto items = iterate(v, line);  // keeps the list alive
+            for (const Value& x : *items) {
+                bool ok;
+                if (!args.pos.empty()) {
+                    const std::vector<Value> targs(args.pos.begin() + 1, args.pos.end());
+                    ok = run_test(string_arg(args.pos[0], "test name", line), x, targs, line);
+                } else {
+                    ok = truthy(x);
+                }
+                if (ok == (f == "select")) kept.push_back(x);
+            }
+            return checked(Value::make_list(std::move(kept)), line);
+        }
         if (f == "map") {
             const Value attribute = args.get(99, "attribute", Value::none());
             ValueList out;
             if (attribute.type != VT::kNone) {
                 const Value def = args.get(99, "default", Value::undefined());
-                for (const Value& x : *iterate(v, line)) {
+                const auto items = iterate(v, line);  // keeps the list alive
+                for (const Value& x : *items) {
                     Value a = attribute.type == VT::kString ? get_attr_soft(x, attribute.s, line)
                                                             : get_item(x, attribute, line);
                     out.push_back(a.is_undefined() && !def.is_undefined() ? def : a);
@@ -1091,7 +1114,8 @@ private:
                 if (filter != "string" && filter != "lower" && filter != "upper" && filter != "trim" &&
                     filter != "length" && filter != "tojson" && filter != "int")
                     fail(line, "map: unsupported filter '" + filter + "'");
-                for (const Value& x : *iterate(v, line)) out.push_back(simple_filter(filter, x, line));
+                const auto items = iterate(v, line);  // keeps the list alive
+                for (const Value& x : *items) out.push_back(simple_filter(filter, x, line));
             }
             return checked(Value::make_list(std::move(out)), line);
         }

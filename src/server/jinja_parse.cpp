@@ -31,8 +31,8 @@ struct Token {
 const std::set<std::string, std::less<>> kFilters = {
     "abs",  "capitalize", "count", "d",       "default", "first",   "float",      "int",
     "items", "join",      "last",  "length",  "list",    "lower",   "map",        "rejectattr",
-    "replace", "reverse", "safe",  "selectattr", "string", "title", "tojson",     "trim",
-    "upper"};
+    "reject", "replace", "reverse", "safe", "select", "selectattr", "string", "title",
+    "tojson", "trim", "upper"};
 const std::set<std::string, std::less<>> kTests = {
     "boolean", "callable", "defined", "divisibleby", "eq",      "equalto", "even",  "false",
     "float",   "ge",       "gt",      "in",          "integer", "iterable", "le",   "lower",

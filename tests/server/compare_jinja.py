@@ -2,7 +2,8 @@
 """`duality chat-template` against jinja2 rendering chat templates the way transformers does.
 
 Renders every template in tests/server/templates/ (real public chat templates: ChatML, Llama-2,
-Llama-3, Mistral-instruct, Zephyr, Gemma, Phi-3, Qwen2, Qwen2.5, plus features.jinja, which
+Llama-3, Llama-3.1, Mistral-instruct v0.1 and v0.3, Zephyr, Gemma, Phi-3, Qwen2, Qwen2.5, plus
+features.jinja, which
 exercises the whole supported subset) over several message lists, with and without the
 generation prompt, through jinja2 (ImmutableSandboxedEnvironment(trim_blocks=True,
 lstrip_blocks=True), transformers' tojson and raise_exception, tools=None, documents=None) and
@@ -131,6 +132,7 @@ SNIPPETS = [
     "{{ 4 is even }} {{ 3 is odd }} {{ 9 is divisibleby 3 }} {{ 9 is divisibleby(2) }} {{ 'abc' is lower }} {{ 'ABC' is upper }} {{ 1 is eq 1 }} {{ 2 is in [1, 2] }} {{ 1 is sameas 1 }}",
     "{{ {'a': 1}.get('a') }} {{ {'a': 1}.get('b') }} {{ {'a': 1}.get('b', 'dflt') }} {{ {'a': 1, 'b': 2}.keys() | list }} {{ {'a': 1}.values() | list }} {{ {'a': 1} | items | list }}",
     "{{ [{'r': 'u', 'c': 1}, {'r': 'a', 'c': 2}, {'r': 'u', 'c': 3}] | selectattr('r', 'equalto', 'u') | map(attribute='c') | list }} {{ [{'r': 1}, {'r': 0}] | rejectattr('r') | list }} {{ ['A', 'B'] | map('lower') | join }}",
+    "{{ [1, 0, 2, none, 'a'] | select | list }} {{ range(10) | reject('odd') | list }} {{ ['a', 'code', 'b'] | reject('equalto', 'code') | join(', ') }} {{ [1, 5, 9] | select('gt', 4) | list }}",
     "{{ '1' | int + 1 }} {{ 'x' | int }} {{ 1.9 | int }} {{ '1.5' | float }} {{ 3 | float }} {{ -3 | abs }} {{ 1 | string ~ 'x' }} {{ 'ab' | list }}",
     "{{ messages }}|{{ add_generation_prompt }}|{{ tools }}|{{ tools is none }}|{{ documents is defined }}",
     "{% set d = {'a': {'b': [10, 20]}} %}{{ d.a.b[1] }} {{ d['a']['b'][-1] }} {{ d.a.missing is defined }} {{ d.a.b.0 }}",

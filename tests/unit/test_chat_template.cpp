@@ -154,6 +154,16 @@ TEST(ChatTemplate, TransformersExtensions) {
     EXPECT_EQ(render("{{ strftime_now('%Y') | length }} {{ strftime_now is defined }}"), "4 True");
 }
 
+TEST(ChatTemplate, FiltersOverTemporaryLists) {
+    // Strings and dicts are turned into temporary lists for filters and loops (a fuzzer found a
+    // use-after-free here once).
+    EXPECT_EQ(render("{{ 'abc' | join('-') }} {{ {'a': 1, 'b': 2} | join(',') }} "
+                     "{{ 'abc' | select | list }} {{ 'abc' | reject('eq', 'b') | join }} "
+                     "{{ 'abc' | map('upper') | join }} {{ {'x': 1} | list }} {{ 'ab' | reverse }} "
+                     "{{ 'abc' | last }} {{ ','.join('xyz') }}"),
+              "a-b-c a,b ['a', 'b', 'c'] ac ABC ['x'] ba c x,y,z");
+}
+
 // ---- parse errors ----------------------------------------------------------------------------
 
 TEST(ChatTemplate, ParseErrorsNameTheConstructAndLine) {

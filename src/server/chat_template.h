@@ -45,7 +45,9 @@ public:
     static ChatTemplate plain();
 
     // The prompt for `messages`; with add_generation_prompt, followed by the text that opens the
-    // assistant's reply. A template's raise_exception('msg') fails with exactly "msg".
+    // assistant's reply. A template's raise_exception('msg') fails with exactly "msg"
+    // (kInvalidArgument), other template errors with "line N: ..." (kInvalidArgument) and the
+    // caps with kResourceExhausted. Const and thread-safe: one template serves concurrent calls.
     Result<std::string> render(std::span<const ChatMessage> messages,
                                bool add_generation_prompt) const;
 

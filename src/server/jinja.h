@@ -7,19 +7,33 @@
 // comments, whitespace control ({%- -%} {{- -}} {#- -#}, {%+ +%}), and the environment options
 // trim_blocks and lstrip_blocks. Expressions: string/int/float/bool/none literals, lists, dicts,
 // attribute and subscript access, slices, `a if c else b`, + - * / // % ** ~, comparisons
-// (chained), and/or/not, in/not in, `is [not] test`, filters, method calls on strings and dicts,
-// and the globals raise_exception, range, namespace, dict and strftime_now.
+// (chained), and/or/not, in/not in, `is [not] test`, filters, method calls, and the globals
+// raise_exception, range, namespace, dict and strftime_now.
+//   filters: abs capitalize count d default first float int items join last length list lower
+//            map (attribute= or string/lower/upper/trim/length/tojson/int) reject rejectattr
+//            replace reverse safe select selectattr string title tojson (indent, sort_keys;
+//            transformers' json.dumps form) trim upper
+//   tests:   boolean callable defined divisibleby eq equalto even false float ge gt in integer
+//            iterable le lower lt mapping ne none number odd sameas sequence string true
+//            undefined upper
+//   methods: str: strip lstrip rstrip startswith endswith upper lower capitalize title split
+//            replace find count join; dict: items keys values get
 //
 // Semantics follow Jinja2 (Python): undefined names render as "" and are falsy, but arithmetic,
-// attribute access or method calls on them are errors, as in Jinja2's default Undefined.
+// attribute access or method calls on them are errors, as in Jinja2's default Undefined; each
+// loop iteration is its own scope (so templates use namespace()); a template's single trailing
+// newline is dropped and \r\n becomes \n.
 //
 // Limits (no input can crash, hang or exhaust memory): template nesting depth, expression depth,
-// value nesting depth, total loop iterations, total work (nodes evaluated + bytes built) and the
-// output size are capped (see Limits); exceeding a cap is an error, never a crash. Strings are
-// UTF-8 bytes: lengths, indexing and slicing count code points, but upper/lower/capitalize/title
-// and strip change ASCII characters only. Not supported (parse error naming the construct):
-// macro, call, include, import, from, extends, block, filter blocks, with, raw, autoescape,
-// recursive loops, tuples outside for targets, Python string formatting (%).
+// value nesting depth, total loop iterations, total work (nodes evaluated + bytes and items
+// built) and the output size are capped (see Limits); exceeding a cap is an error, never a crash.
+// Strings are UTF-8 bytes: lengths, indexing and slicing count code points and strip/split know
+// Unicode whitespace, but upper/lower/capitalize/title change ASCII letters only; integers are
+// 64-bit (overflow is an error). Not supported (a parse error naming the construct and line):
+// macro, call, include, import, from, extends, block, filter blocks, with, raw, autoescape, do,
+// recursive loops, tuples (except for-loop targets), *args/**kwargs, unknown filters and tests;
+// at render time: loop.cycle()/loop.changed(), Python string formatting (%), list/dict methods
+// that mutate (as in transformers' immutable sandbox).
 #pragma once
 
 #include <cstdint>

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "server/chat_template.h"
@@ -162,6 +163,21 @@ TEST(ChatTemplate, FiltersOverTemporaryLists) {
                      "{{ 'abc' | map('upper') | join }} {{ {'x': 1} | list }} {{ 'ab' | reverse }} "
                      "{{ 'abc' | last }} {{ ','.join('xyz') }}"),
               "a-b-c a,b ['a', 'b', 'c'] ac ABC ['x'] ba c x,y,z");
+}
+
+TEST(ChatTemplate, ConcurrentRendersShareOneTemplate) {
+    auto t = ChatTemplate::parse("{% set ns = namespace(n=0) %}{% for m in messages %}"
+                                 "{% set ns.n = ns.n + 1 %}{{ m.content }}{% endfor %}{{ ns.n }}");
+    ASSERT_TRUE(t.is_ok());
+    std::vector<std::thread> threads;
+    std::vector<std::string> outs(4);
+    for (size_t k = 0; k < outs.size(); ++k) {
+        threads.emplace_back([&, k] {
+            for (int r = 0; r < 200; ++r) outs[k] = *t->render(conversation(), true);
+        });
+    }
+    for (auto& th : threads) th.join();
+    for (const std::string& o : outs) EXPECT_EQ(o, "Be brief.HiHello!Why?4");
 }
 
 // ---- parse errors ----------------------------------------------------------------------------

@@ -19,9 +19,12 @@ pkg_check_modules(LIBZIP REQUIRED IMPORTED_TARGET libzip)
 # The tokenizer: PCRE2 (UTF + UCP) for the pre-tokenizer regex, utf8proc for NFC.
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
+# The HTTP server (Debian builds cpp-httplib as a shared library).
+pkg_check_modules(HTTPLIB REQUIRED IMPORTED_TARGET cpp-httplib)
+find_package(Threads REQUIRED)
 
 add_library(duality_deps INTERFACE)
 target_link_libraries(duality_deps INTERFACE
   OpenMP::OpenMP_CXX nlohmann_json::nlohmann_json PkgConfig::OPENBLAS PkgConfig::LIBZIP
-  PkgConfig::PCRE2 PkgConfig::UTF8PROC)
+  PkgConfig::PCRE2 PkgConfig::UTF8PROC PkgConfig::HTTPLIB Threads::Threads)
 add_library(duality::deps ALIAS duality_deps)

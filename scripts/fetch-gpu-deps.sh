@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 mkdir -p .deps
 cd .deps
 apt-get download \
-  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libgtest-dev \
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libcpp-httplib0.11 libbrotli1 libgtest-dev \
   libpcre2-dev libpcre2-8-0 libpcre2-16-0 libpcre2-32-0 libpcre2-posix3 \
   libutf8proc-dev libutf8proc2 libzip-dev libzip4 zlib1g-dev libbz2-dev liblzma-dev \
   libzstd-dev libssl-dev libbrotli-dev \

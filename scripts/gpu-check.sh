@@ -3,7 +3,7 @@
 # registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
 # Every session uses this script so GPU numbers stay comparable.
 #
-#   scripts/gpu-check.sh [tests|bench|all]      (default: all)
+#   scripts/gpu-check.sh [tests|bench|serve|all]      (default: all)
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -63,6 +63,23 @@ if [[ "$what" == all || "$what" == bench ]]; then
   build-gpu/duality bench --random-weights --config mamba2-2.7b --ops 2>&1 | tee "$OUT/bench-ops-2.7b.txt" || status=1
   build-gpu/tests/duality_tests --gtest_also_run_disabled_tests --gtest_filter='SsdChunkedTiming.*' \
     2>&1 | grep -E "ns/token" | tee "$OUT/ssd-timing.txt"
+fi
+if [[ "$what" == all || "$what" == serve ]]; then
+  # The server on the CUDA backend: the CPU suite's HTTP tests with the bundled model, then the
+  # serving benchmark on the 2.7b shape (random weights): 64 concurrent streams, and a 4k-token
+  # conversation answered cold and from the state cache.
+  step "server tests (CUDA backend, bundled model)"
+  python3 tests/server/test_server_api.py --duality build-gpu/duality --device cuda \
+    2>&1 | tee "$OUT/server-tests.log" | tail -25 || status=1
+  step "serving benchmark (mamba2-2.7b, random weights, 64 concurrent streams)"
+  python3 scripts/bench_serve.py --duality build-gpu/duality --requests 256 --concurrency 64 \
+    --prompt-len 64-512 --max-tokens 256 --multi-turn-fraction 0 \
+    --random-weights --config mamba2-2.7b --device cuda --max-seqs 64 \
+    2>&1 | tee "$OUT/bench-serve-2.7b.txt" || status=1
+  step "cold vs cached 4k-token history (mamba2-2.7b)"
+  python3 scripts/bench_serve.py --duality build-gpu/duality --cold-vs-cached 4096 \
+    --random-weights --config mamba2-2.7b --device cuda --max-seqs 8 \
+    2>&1 | tee "$OUT/bench-serve-cache-2.7b.txt" || status=1
 fi
 step "done (status $status)"
 exit $status

@@ -45,6 +45,8 @@ struct LoadOptions {
     int64_t max_tokens = 8192;        // tokens per device forward pass; longer steps run in
                                       // pieces (CUDA workspace is sized by this)
     bool cuda_graphs = true;          // capture decode steps in CUDA graphs per batch bucket
+    int64_t sample_vocab = 0;         // step_sample draws only ids below this (the ids the
+                                      // tokenizer knows); 0: the whole vocabulary
 };
 
 // One sequence's part of a batched step: `tokens` continue the sequence in state slot `slot`.

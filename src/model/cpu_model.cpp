@@ -2,6 +2,9 @@
 //   h = Emb[tokens]; per layer: u = RMSNorm(residual += h); zxbcdt = u·W_inᵀ;
 //   xBC = silu(conv1d(xBC_raw)); Δ = softplus(dt + dt_bias) clamped; y = SSD(x, Δ, A, B, C) + D·x;
 //   h = GatedRMSNorm(y, z)·W_outᵀ;  logits = RMSNorm(residual + h)·W_headᵀ.
+// A batched step packs its sequences into one set of rows without padding: norms and GEMMs run
+// over all rows at once (batched decode is a GEMM, not B GEMVs); conv1d and the SSD run per
+// sequence from its own state, so no state crosses a sequence boundary.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -14,8 +17,12 @@ namespace {
 
 class CpuModel final : public Model {
 public:
-    CpuModel(ModelConfig config, ModelWeights weights, int n_threads, int n_slots)
-        : config_(std::move(config)), weights_(std::move(weights)), n_threads_(n_threads) {
+    CpuModel(ModelConfig config, ModelWeights weights, int n_threads, int n_slots,
+             int64_t sample_vocab)
+        : config_(std::move(config)),
+          weights_(std::move(weights)),
+          n_threads_(n_threads),
+          sample_vocab_(sample_vocab) {
         slots_.resize(static_cast<size_t>(n_slots));
         for (SequenceState& s : slots_) s = new_state();
     }
@@ -38,96 +45,11 @@ public:
     Result<std::vector<float>> forward(std::span<const int32_t> tokens, SequenceState& state,
                                        LogitsMode mode) override {
         DUALITY_RETURN_IF_ERROR(check_state(state));
-        for (size_t i = 0; i < tokens.size(); ++i) {
-            if (tokens[i] < 0 || tokens[i] >= config_.vocab_size)
-                return invalid_argument("token id " + std::to_string(tokens[i]) + " at position " +
-                                        std::to_string(i) + " is outside the vocabulary [0, " +
-                                        std::to_string(config_.vocab_size) + ")");
-        }
-        const int64_t T = static_cast<int64_t>(tokens.size());
-        if (T == 0) return std::vector<float>{};
-        const ModelConfig& c = config_;
-        const int64_t D = c.d_model, E = c.d_inner, H = c.n_head, GN = c.n_group * c.d_state;
-        const int64_t n_in = c.d_in_proj(), conv_dim = c.conv_dim();
-
-        std::vector<float> h(T * D);          // {T, d_model}: block output / embedding
-        std::vector<float> residual(T * D);   // {T, d_model}: fp32 residual stream
-        std::vector<float> u(T * D);          // {T, d_model}: normed block input
-        std::vector<float> zxbcdt(T * n_in);  // {T, d_in_proj}: [z | xBC | dt]
-        std::vector<float> xbc(T * conv_dim); // {T, conv_dim}: conv + SiLU output [x | B | C]
-        std::vector<float> dt(T * H);         // {T, n_head}: Δ
-        std::vector<float> y(T * E);          // {T, d_inner}: SSD output
-        std::vector<float> gated(T * E);      // {T, d_inner}: gated-norm output
-
-        cpu::embedding(tokens.data(), T, weights_.embedding.data(), D, h.data());
-        for (int64_t layer = 0; layer < c.n_layer; ++layer) {
-            const LayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
-            cpu::add_rms_norm(h.data(), residual.data(), w.norm.data(),
-                              static_cast<float>(c.norm_eps), u.data(), T, D, layer == 0,
-                              n_threads_);
-            cpu::gemm(u.data(), D, w.in_proj.data(), bias(w.in_proj_bias), zxbcdt.data(), T, n_in,
-                      D);
-
-            Conv1dParams conv;
-            conv.seqlen = T;
-            conv.channels = conv_dim;
-            conv.width = c.d_conv;
-            conv.x = zxbcdt.data() + E;
-            conv.x_stride = n_in;
-            conv.weight = w.conv_weight.data();
-            conv.bias = bias(w.conv_bias);
-            conv.state = state.conv_layer(layer);
-            conv.out = xbc.data();
-            cpu::conv1d_causal(conv, n_threads_);
-
-            cpu::dt_softplus(zxbcdt.data() + E + conv_dim, n_in, w.dt_bias.data(), c.dt_min,
-                             c.dt_max, dt.data(), T, H);
-
-            SsdParams ssd;
-            ssd.seqlen = T;
-            ssd.n_head = H;
-            ssd.head_dim = c.head_dim;
-            ssd.d_state = c.d_state;
-            ssd.n_group = c.n_group;
-            ssd.chunk_size = c.chunk_size;
-            ssd.x = xbc.data();
-            ssd.x_stride = conv_dim;
-            ssd.B = xbc.data() + E;
-            ssd.C = xbc.data() + E + GN;
-            ssd.bc_stride = conv_dim;
-            ssd.dt = dt.data();
-            ssd.A = w.A.data();
-            ssd.D = w.D.data();
-            ssd.state = state.ssm_layer(layer);
-            ssd.y = y.data();
-            if (T == 1) {
-                cpu::ssd_sequential(ssd, n_threads_);  // the decode step
-            } else {
-                cpu::ssd_chunked(ssd, n_threads_);
-            }
-
-            cpu::gated_rms_norm(y.data(), zxbcdt.data(), n_in, w.gate_norm.data(),
-                                static_cast<float>(c.norm_eps), gated.data(), T, E,
-                                E / c.n_group, n_threads_);
-            cpu::gemm(gated.data(), E, w.out_proj.data(), bias(w.out_proj_bias), h.data(), T, D,
-                      E);
-        }
-        state.n_tokens += T;
-
-        if (mode == LogitsMode::kNone) return std::vector<float>{};
-        const int64_t first = mode == LogitsMode::kAll ? 0 : T - 1, rows = T - first;
-        // Final residual add and norm, only for the rows whose logits are wanted.
-        for (int64_t i = first * D; i < T * D; ++i) residual[i] += h[i];
-        cpu::rms_norm(residual.data() + first * D, weights_.norm_f.data(),
-                      static_cast<float>(c.norm_eps), u.data(), rows, D, n_threads_);
-        std::vector<float> full(rows * c.vocab_padded);  // {rows, vocab_padded}
-        cpu::gemm(u.data(), D, weights_.head(), nullptr, full.data(), rows, c.vocab_padded, D);
-        if (c.vocab_padded == c.vocab_size) return full;
-        std::vector<float> logits(rows * c.vocab_size);  // {rows, vocab_size}: padding dropped
-        for (int64_t r = 0; r < rows; ++r)
-            std::copy_n(full.data() + r * c.vocab_padded, c.vocab_size,
-                        logits.data() + r * c.vocab_size);
-        return logits;
+        DUALITY_RETURN_IF_ERROR(check_tokens(tokens));
+        if (tokens.empty()) return std::vector<float>{};
+        SequenceState* states[] = {&state};
+        const Segment seg{tokens, 0};
+        return forward_packed(std::span<const Segment>(&seg, 1), states, mode);
     }
 
     DeviceInfo device_info() const override {
@@ -166,15 +88,16 @@ public:
 
     Result<std::vector<float>> step(std::span<const SeqInput> batch) override {
         DUALITY_RETURN_IF_ERROR(check_batch(batch, n_slots()));
-        std::vector<float> logits;  // {batch.size(), vocab_size}
-        logits.reserve(batch.size() * static_cast<size_t>(config_.vocab_size));
+        std::vector<Segment> segs;
+        std::vector<SequenceState*> states;
+        int64_t offset = 0;
         for (const SeqInput& in : batch) {
-            DUALITY_ASSIGN_OR_RETURN(
-                std::vector<float> row,
-                forward(in.tokens, slots_[static_cast<size_t>(in.slot)], LogitsMode::kLast));
-            logits.insert(logits.end(), row.begin(), row.end());
+            DUALITY_RETURN_IF_ERROR(check_tokens(in.tokens));
+            segs.push_back(Segment{in.tokens, offset});
+            states.push_back(&slots_[static_cast<size_t>(in.slot)]);
+            offset += static_cast<int64_t>(in.tokens.size());
         }
-        return logits;
+        return forward_packed(segs, states, LogitsMode::kLast);
     }
 
     Result<std::vector<int32_t>> step_sample(std::span<const SeqInput> batch,
@@ -185,13 +108,136 @@ public:
         DUALITY_ASSIGN_OR_RETURN(std::vector<float> logits, step(batch));
         std::vector<int32_t> ids(batch.size());
         const size_t V = static_cast<size_t>(config_.vocab_size);
+        const size_t n = sample_vocab_ > 0 ? std::min(V, static_cast<size_t>(sample_vocab_)) : V;
         for (size_t i = 0; i < batch.size(); ++i)
-            ids[i] = sampling::sample_row(std::span<const float>(logits.data() + i * V, V),
+            ids[i] = sampling::sample_row(std::span<const float>(logits.data() + i * V, n),
                                           params[i], draws[i]);
         return ids;
     }
 
 private:
+    // One sequence of a packed batch: its tokens, at rows [offset, offset + tokens.size()).
+    struct Segment {
+        std::span<const int32_t> tokens;
+        int64_t offset = 0;
+    };
+
+    // Runs the sequences of `segs` as one packed batch (no padding): row-wise ops and GEMMs over
+    // all rows at once, conv1d and SSD per sequence from and into its own state. Returns the
+    // logits of every row (kAll, one sequence only), of each sequence's last row (kLast), or none.
+    Result<std::vector<float>> forward_packed(std::span<const Segment> segs,
+                                              std::span<SequenceState* const> states,
+                                              LogitsMode mode) {
+        const ModelConfig& c = config_;
+        const int64_t T = segs.back().offset + static_cast<int64_t>(segs.back().tokens.size());
+        const int64_t D = c.d_model, E = c.d_inner, H = c.n_head, GN = c.n_group * c.d_state;
+        const int64_t n_in = c.d_in_proj(), conv_dim = c.conv_dim();
+
+        std::vector<int32_t> ids(T);          // {T}: the packed tokens
+        for (const Segment& sg : segs) std::copy(sg.tokens.begin(), sg.tokens.end(), &ids[sg.offset]);
+        std::vector<float> h(T * D);          // {T, d_model}: block output / embedding
+        std::vector<float> residual(T * D);   // {T, d_model}: fp32 residual stream
+        std::vector<float> u(T * D);          // {T, d_model}: normed block input
+        std::vector<float> zxbcdt(T * n_in);  // {T, d_in_proj}: [z | xBC | dt]
+        std::vector<float> xbc(T * conv_dim); // {T, conv_dim}: conv + SiLU output [x | B | C]
+        std::vector<float> dt(T * H);         // {T, n_head}: Δ
+        std::vector<float> y(T * E);          // {T, d_inner}: SSD output
+        std::vector<float> gated(T * E);      // {T, d_inner}: gated-norm output
+
+        cpu::embedding(ids.data(), T, weights_.embedding.data(), D, h.data());
+        for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+            const LayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
+            cpu::add_rms_norm(h.data(), residual.data(), w.norm.data(),
+                              static_cast<float>(c.norm_eps), u.data(), T, D, layer == 0,
+                              n_threads_);
+            cpu::gemm(u.data(), D, w.in_proj.data(), bias(w.in_proj_bias), zxbcdt.data(), T, n_in,
+                      D);
+            cpu::dt_softplus(zxbcdt.data() + E + conv_dim, n_in, w.dt_bias.data(), c.dt_min,
+                             c.dt_max, dt.data(), T, H);
+            for (size_t i = 0; i < segs.size(); ++i) {
+                const int64_t t0 = segs[i].offset, L = static_cast<int64_t>(segs[i].tokens.size());
+                SequenceState& state = *states[i];
+                Conv1dParams conv;
+                conv.seqlen = L;
+                conv.channels = conv_dim;
+                conv.width = c.d_conv;
+                conv.x = zxbcdt.data() + t0 * n_in + E;
+                conv.x_stride = n_in;
+                conv.weight = w.conv_weight.data();
+                conv.bias = bias(w.conv_bias);
+                conv.state = state.conv_layer(layer);
+                conv.out = xbc.data() + t0 * conv_dim;
+                cpu::conv1d_causal(conv, n_threads_);
+
+                SsdParams ssd;
+                ssd.seqlen = L;
+                ssd.n_head = H;
+                ssd.head_dim = c.head_dim;
+                ssd.d_state = c.d_state;
+                ssd.n_group = c.n_group;
+                ssd.chunk_size = c.chunk_size;
+                ssd.x = xbc.data() + t0 * conv_dim;
+                ssd.x_stride = conv_dim;
+                ssd.B = xbc.data() + t0 * conv_dim + E;
+                ssd.C = xbc.data() + t0 * conv_dim + E + GN;
+                ssd.bc_stride = conv_dim;
+                ssd.dt = dt.data() + t0 * H;
+                ssd.A = w.A.data();
+                ssd.D = w.D.data();
+                ssd.state = state.ssm_layer(layer);
+                ssd.y = y.data() + t0 * E;
+                if (L == 1) {
+                    cpu::ssd_sequential(ssd, n_threads_);  // the decode step
+                } else {
+                    cpu::ssd_chunked(ssd, n_threads_);
+                }
+            }
+            cpu::gated_rms_norm(y.data(), zxbcdt.data(), n_in, w.gate_norm.data(),
+                                static_cast<float>(c.norm_eps), gated.data(), T, E,
+                                E / c.n_group, n_threads_);
+            cpu::gemm(gated.data(), E, w.out_proj.data(), bias(w.out_proj_bias), h.data(), T, D,
+                      E);
+        }
+        for (size_t i = 0; i < segs.size(); ++i)
+            states[i]->n_tokens += static_cast<int64_t>(segs[i].tokens.size());
+
+        if (mode == LogitsMode::kNone) return std::vector<float>{};
+        // The rows whose logits are wanted: every row, or each sequence's last.
+        std::vector<int64_t> wanted;
+        if (mode == LogitsMode::kAll) {
+            for (int64_t t = 0; t < T; ++t) wanted.push_back(t);
+        } else {
+            for (const Segment& sg : segs)
+                wanted.push_back(sg.offset + static_cast<int64_t>(sg.tokens.size()) - 1);
+        }
+        const int64_t rows = static_cast<int64_t>(wanted.size());
+        // Final residual add and norm, only for those rows.
+        std::vector<float> last(rows * D);  // {rows, d_model}
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t d = 0; d < D; ++d)
+                last[r * D + d] = residual[wanted[r] * D + d] + h[wanted[r] * D + d];
+        cpu::rms_norm(last.data(), weights_.norm_f.data(), static_cast<float>(c.norm_eps),
+                      u.data(), rows, D, n_threads_);
+        std::vector<float> full(rows * c.vocab_padded);  // {rows, vocab_padded}
+        cpu::gemm(u.data(), D, weights_.head(), nullptr, full.data(), rows, c.vocab_padded, D);
+        if (c.vocab_padded == c.vocab_size) return full;
+        std::vector<float> logits(rows * c.vocab_size);  // {rows, vocab_size}: padding dropped
+        for (int64_t r = 0; r < rows; ++r)
+            std::copy_n(full.data() + r * c.vocab_padded, c.vocab_size,
+                        logits.data() + r * c.vocab_size);
+        return logits;
+    }
+
+    Status check_tokens(std::span<const int32_t> tokens) const {
+        for (size_t i = 0; i < tokens.size(); ++i) {
+            if (tokens[i] < 0 || tokens[i] >= config_.vocab_size)
+                return invalid_argument("token id " + std::to_string(tokens[i]) + " at position " +
+                                        std::to_string(i) + " is outside the vocabulary [0, " +
+                                        std::to_string(config_.vocab_size) + ")");
+        }
+        return Status::ok();
+    }
+
     static const float* bias(const HostBuffer& b) { return b.size() ? b.data() : nullptr; }
 
     Status check_state(const SequenceState& s) const {
@@ -214,6 +260,7 @@ private:
     ModelConfig config_;
     ModelWeights weights_;
     int n_threads_;
+    int64_t sample_vocab_;              // step_sample draws ids below this (0: all)
     std::vector<SequenceState> slots_;  // {n_slots}: per-sequence state
 };
 
@@ -238,8 +285,9 @@ Status check_batch(std::span<const SeqInput> batch, int n_slots) {
 }
 
 std::unique_ptr<Model> make_cpu_model(ModelConfig config, ModelWeights weights, int n_threads,
-                                      int n_slots) {
-    return std::make_unique<CpuModel>(std::move(config), std::move(weights), n_threads, n_slots);
+                                      int n_slots, int64_t sample_vocab) {
+    return std::make_unique<CpuModel>(std::move(config), std::move(weights), n_threads, n_slots,
+                                      sample_vocab);
 }
 
 }  // namespace duality

@@ -9,7 +9,7 @@
 namespace duality {
 
 std::unique_ptr<Model> make_cpu_model(ModelConfig config, ModelWeights weights, int n_threads,
-                                      int n_slots);
+                                      int n_slots, int64_t sample_vocab = 0);
 
 // Every backend's step() accepts the same batches: distinct slots in range, no empty sequence.
 Status check_batch(std::span<const SeqInput> batch, int n_slots);

@@ -26,7 +26,7 @@ Result<std::unique_ptr<Model>> make(ModelConfig config, ModelWeights* weights, u
     if (o.device == Device::kCuda) return make_cuda_model(std::move(config), weights, seed, o);
     const int n_threads = o.n_threads > 0 ? o.n_threads : omp_get_max_threads();
     ModelWeights w = weights ? std::move(*weights) : random_weights(config, seed);
-    return make_cpu_model(std::move(config), std::move(w), n_threads, o.n_slots);
+    return make_cpu_model(std::move(config), std::move(w), n_threads, o.n_slots, o.sample_vocab);
 }
 
 }  // namespace

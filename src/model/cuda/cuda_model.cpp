@@ -7,9 +7,11 @@
 // one token are decode passes; they are replayed from a CUDA graph captured per batch bucket.
 // All buffers come from allocations made at load, so no pass allocates device memory.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/cuda/device_buffer.h"
@@ -206,9 +208,9 @@ public:
                 return d.temperature <= 0.0f;
             });
             if (all_greedy) {
-                cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, c_.vocab_size, ws_.ids, s);
+                cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.ids, s);
             } else {
-                cuda::sample(ws_.logits, c_.vocab_padded, n, c_.vocab_size, ws_.sampling, ws_.ids,
+                cuda::sample(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.sampling, ws_.ids,
                              ws_.sample_ws, s);
             }
             auto* out = reinterpret_cast<int32_t*>(sp + rows_max_);
@@ -223,6 +225,11 @@ public:
     }
 
 private:
+    // The ids step_sample may draw: LoadOptions::sample_vocab, within the vocabulary.
+    int64_t sample_vocab() const {
+        return opt_.sample_vocab > 0 ? std::min(opt_.sample_vocab, c_.vocab_size) : c_.vocab_size;
+    }
+
     CudaModel(ModelConfig c, const LoadOptions& o) : c_(std::move(c)), opt_(o), act_(o.dtype) {
         conv_slot_elems_ = c_.n_layer * (c_.d_conv - 1) * c_.conv_dim();
         ssm_slot_elems_ = c_.n_layer * c_.n_head * c_.head_dim * c_.d_state;
@@ -279,7 +286,16 @@ private:
         probe.batch.n_seq = max_seqs_;
         probe.batch.n_tokens = max_tokens_;
         probe.batch.n_chunk = n_chunk_max_;
-        const size_t ssd_bytes = cuda::ssd_chunked_workspace_bytes(probe);
+        // The SSD scratch serves both prefill paths (five-step and fused); the fused kernel's
+        // sync buffer is its own, zeroed once here.
+        const size_t ssd_bytes = std::max(cuda::ssd_chunked_workspace_bytes(probe),
+                                          cuda::ssd_fused_workspace_bytes(probe));
+        DUALITY_ASSIGN_OR_RETURN(ssd_sync_, DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe),
+                                                                   "the SSD sync buffer"));
+        DUALITY_CUDA_CHECK(cudaMemset(ssd_sync_.data(), 0, ssd_sync_.bytes()));
+        if (const char* path = std::getenv("DUALITY_SSD_PATH")) {
+            use_fused_ = std::string_view(path) != "five-step";
+        }
         const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
         const std::vector<size_t> sizes = {
             T * D * a, T * D * 4, T * D * a, T * n_in * a, T * conv_dim * a,
@@ -608,11 +624,14 @@ private:
         }
     }
 
-    // The SSD of a prefill pass: the chunked five-step kernels, or the sequential scan where
-    // they do not apply.
+    // The SSD of a prefill pass: the fused single launch where it applies (f16/bf16, the shapes of
+    // ssd_fused_supported), else the chunked five-step kernels (DUALITY_SSD_PATH=five-step forces
+    // them), or the sequential scan.
     void prefill_ssd(const cuda::SsdArgs& ssd, cudaStream_t s) {
         if (use_scan_) {
             cuda::ssd_scan(ssd, ws_.dt, act_, s);
+        } else if (use_fused_ && cuda::ssd_fused_supported(ssd, act_)) {
+            cuda::ssd_fused(ssd, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s);
         } else {
             cuda::ssd_chunked(ssd, ws_.dt, ws_.ssd, act_, s);
         }
@@ -674,6 +693,8 @@ private:
     std::vector<int64_t> slot_tokens_;
     DeviceInfo info_;
     bool use_scan_ = false;  // prefill SSD by the sequential scan instead of ssd_chunked
+    bool use_fused_ = true;  // prefill SSD by ssd_fused where supported
+    DeviceBuffer ssd_sync_;  // ssd_fused's counters and flags (zeroed once)
 };
 
 }  // namespace

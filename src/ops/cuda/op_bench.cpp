@@ -99,10 +99,10 @@ class Bench {
         return Status::ok();
     }
 
-    // in_proj, out_proj, conv1d and the chunked SSD for one sequence of T tokens.
+    // in_proj, out_proj, conv1d and the SSD (five-step and fused) for one sequence of T tokens.
     void prefill(int64_t T, std::vector<OpBenchRow>* rows) {
         const std::string shape = "T=" + std::to_string(T);
-        const char* ops[] = {"in_proj", "out_proj", "conv1d", "ssd_chunked"};
+        const char* ops[] = {"in_proj", "out_proj", "conv1d", "ssd_chunked", "ssd_fused"};
         Status st = run_prefill(T, shape, rows);
         if (!st.is_ok()) skip_missing(ops, shape, st, rows);
     }
@@ -137,7 +137,8 @@ class Bench {
     }
 
     // Rows for the ops of `names` that did not make it into `rows` for this shape.
-    static void skip_missing(const char* const (&names)[4], const std::string& shape,
+    template <size_t kN>
+    static void skip_missing(const char* const (&names)[kN], const std::string& shape,
                              const Status& why, std::vector<OpBenchRow>* rows) {
         for (const char* name : names) {
             bool done = false;
@@ -254,8 +255,24 @@ class Bench {
         const double bytes =
             Td * (2.0 * static_cast<double>(E) + 2.0 * static_cast<double>(GN)) * a_ +
             Td * static_cast<double>(H) * 4 + state_rw_bytes(1);
+        // bytes: x, B, C, Δ read once, y written once, the state read and written: the fused
+        // roofline (spec 10.2), so both rows print their fraction of it.
         add(rows, "ssd_chunked", shape, bytes, Td * roofline::prefill_flops_per_token(c_, T).ssd,
             [&] { cuda::ssd_chunked(sa, dt.as<float>(), ws.data(), o_.act, s_); });
+        if (!cuda::ssd_fused_supported(sa, o_.act)) {
+            rows->push_back({"ssd_fused", shape, 0, 0, 0,
+                             "unsupported shape/dtype/device (five-step path is used)"});
+            return Status::ok();
+        }
+        DUALITY_ASSIGN_OR_RETURN(
+            DeviceBuffer fws,
+            DeviceBuffer::allocate(cuda::ssd_fused_workspace_bytes(sa), "the SSD workspace"));
+        DUALITY_ASSIGN_OR_RETURN(
+            DeviceBuffer sync,
+            DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(sa), "the SSD sync buffer"));
+        DUALITY_CUDA_CHECK(cudaMemsetAsync(sync.data(), 0, sync.bytes(), s_));
+        add(rows, "ssd_fused", shape, bytes, Td * roofline::prefill_flops_per_token(c_, T).ssd,
+            [&] { cuda::ssd_fused(sa, dt.as<float>(), fws.data(), sync.data(), o_.act, s_); });
         return Status::ok();
     }
 

@@ -101,6 +101,20 @@ size_t ssd_chunked_workspace_bytes(const SsdArgs& a);
 void ssd_chunked(const SsdArgs& a, const float* dt, void* workspace, DType act,
                  cudaStream_t stream);
 
+// The same prefill fused into ONE kernel launch (ssd_fused.cu): cumsum, chunk states, the
+// ordered state passing across chunks (device-side flags), C·Bᵀ, intra- and inter-chunk outputs
+// and D·x. f16/bf16 only, on the shapes of ssd_fused_supported() (head_dim 32/64/80/128,
+// d_state 64/128, chunk_size <= 256, aligned x/B/C, enough shared memory); otherwise use
+// ssd_chunked. `workspace`: ssd_fused_workspace_bytes() (the f32 states leaving each chunk; may
+// be shared with other scratch). `sync`: ssd_fused_sync_bytes(), zeroed once when allocated and
+// then owned by ssd_fused (counters and flags that every launch leaves ready for the next one);
+// calls using one sync buffer must not run concurrently.
+bool ssd_fused_supported(const SsdArgs& a, DType act);
+size_t ssd_fused_workspace_bytes(const SsdArgs& a);
+size_t ssd_fused_sync_bytes(const SsdArgs& a);
+void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
+               cudaStream_t stream);
+
 // The same result by a sequential scan over each sequence's tokens (spec 6.1), the state kept
 // in registers: the GPU oracle for ssd_chunked and the path for shapes it does not cover.
 // d_state ≤ 256, head_dim ≤ 128.

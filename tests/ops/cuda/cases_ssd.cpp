@@ -40,7 +40,8 @@ struct SsdCase {
     bool sequential = false;  // oracle: the sequential recurrence instead of the chunked CPU op
     int64_t row_pad = 0;      // extra columns per conv row (odd: unaligned strides, scalar loads)
     uint32_t seed = 1;
-    bool scan = false;        // test cuda::ssd_scan (the sequential-scan prefill) instead
+    bool scan = false;   // test cuda::ssd_scan (the sequential-scan prefill) instead
+    bool fused = false;  // test cuda::ssd_fused (the single-launch prefill) instead
 };
 
 int cpu_threads() {
@@ -157,7 +158,27 @@ std::vector<Output> run_case(const SsdCase& k) {
     a.y = d_y.data();
     cuda::DeviceBuffer ws(std::max<size_t>(cuda::ssd_chunked_workspace_bytes(a), 256));
     DUALITY_CUDA_CHECK(cudaMemset(ws.data(), 0xff, ws.bytes()));
-    if (k.scan) {
+    if (k.fused) {
+        if (!cuda::ssd_fused_supported(a, k.act)) {
+            std::vector<Output> out;
+            out.push_back({"ssd_fused_supported (false on this device)", {1.0f}, {0.0f}});
+            return out;
+        }
+        cuda::DeviceBuffer fws(std::max<size_t>(cuda::ssd_fused_workspace_bytes(a), 256));
+        DUALITY_CUDA_CHECK(cudaMemset(fws.data(), 0xff, fws.bytes()));
+        cuda::DeviceBuffer sync(cuda::ssd_fused_sync_bytes(a));
+        DUALITY_CUDA_CHECK(cudaMemset(sync.data(), 0, sync.bytes()));
+        // A first launch on a copy of the pool (same sync buffer): the checked launch below then
+        // also checks that a launch leaves the counters and flags ready for the next one.
+        cuda::DeviceBuffer pool2(d_pool.bytes()), y2(d_y.bytes());
+        DUALITY_CUDA_CHECK(
+            cudaMemcpy(pool2.data(), d_pool.data(), d_pool.bytes(), cudaMemcpyDeviceToDevice));
+        cuda::SsdArgs a2 = a;
+        a2.state = pool2.data();
+        a2.y = y2.data();
+        cuda::ssd_fused(a2, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr);
+        cuda::ssd_fused(a, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr);
+    } else if (k.scan) {
         cuda::ssd_scan(a, d_dt.as<float>(), k.act, nullptr);
     } else {
         cuda::ssd_chunked(a, d_dt.as<float>(), ws.data(), k.act, nullptr);
@@ -192,8 +213,11 @@ std::vector<int32_t> varlen(int n, int32_t Q, uint32_t seed) {
 
 void add(SsdCase k) {
     std::ostringstream name;
-    name << (k.scan ? "ssd_scan/" : "ssd_chunked/") << k.label << "_H" << k.H << "P" << k.P << "N" << k.N << "G" << k.G
-         << "Q" << k.Q << (k.init_state ? "_init" : "_zero") << (k.with_D ? "" : "_noD")
+    name << (k.fused  ? "ssd_fused/"
+             : k.scan ? "ssd_scan/"
+                      : "ssd_chunked/")
+         << k.label << "_H" << k.H << "P" << k.P << "N" << k.N << "G" << k.G << "Q" << k.Q
+         << (k.init_state ? "_init" : "_zero") << (k.with_D ? "" : "_noD")
          << (k.sequential ? "_seqref" : "") << "/" << dtype_name(k.act);
     if (k.state_dtype != DType::kF32) name << "_state" << dtype_name(k.state_dtype);
     OpCase c;
@@ -309,6 +333,54 @@ DUALITY_OP_CASES(ssd_scan) {
     add(scan(shape("L37", 4, 16, 24, 1, 16, {37}, kF32, 67)));
     add(scan(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 68), kBF16, 68)));
     add(scan(state(shape("varlen3", 16, 64, 128, 2, 256, {100, 256, 5}, kBF16, 69), kBF16)));
+}
+
+SsdCase fused(SsdCase k) {
+    k.fused = true;
+    return k;
+}
+
+DUALITY_OP_CASES(ssd_fused) {
+    // The fused single-launch prefill against the CPU twin, same tolerances as ssd_chunked.
+    // The mamba2-2.7b head shape: lengths 1, 7, 255, 256, 257 against the sequential recurrence,
+    // 1000 and 4096 against the chunked CPU op.
+    for (int32_t L : {1, 255, 256, 257})
+        add(fused(
+            seqref(shape("L" + std::to_string(L), 80, 64, 128, 1, 256, {L}, kBF16, 100 + L))));
+    add(fused(seqref(zero(shape("L7", 80, 64, 128, 1, 256, {7}, kBF16, 107)))));
+    add(fused(seqref(shape("L256", 80, 64, 128, 1, 256, {256}, kF16, 108))));
+    add(fused(shape("L1000", 80, 64, 128, 1, 256, {1000}, kBF16, 109)));
+    add(fused(zero(shape("L1000", 80, 64, 128, 1, 256, {1000}, kF16, 110))));
+    add(fused(shape("L4096", 80, 64, 128, 1, 256, {4096}, kBF16, 111)));
+    add(fused(zero(shape("L4096", 8, 64, 128, 1, 256, {4096}, kF16, 112))));
+    add(fused(no_d(shape("L4096", 4, 64, 128, 2, 256, {4096}, kBF16, 113))));
+    // Codestral (H 128, P 64, N 128, G 8).
+    add(fused(shape("L300", 128, 64, 128, 8, 256, {300}, kBF16, 121)));
+    add(fused(no_d(zero(shape("L600", 128, 64, 128, 8, 256, {600}, kF16, 122)))));
+    // head_dim 80, 32, 128; d_state 64; chunk sizes 64, 128, 48, 16.
+    add(fused(shape("L513", 32, 80, 128, 4, 256, {513}, kBF16, 131)));
+    add(fused(shape("L300", 32, 80, 64, 4, 256, {300}, kF16, 132)));
+    add(fused(shape("L300", 16, 32, 64, 2, 256, {300}, kF16, 133)));
+    add(fused(shape("L700", 16, 64, 64, 2, 256, {700}, kBF16, 134)));
+    add(fused(shape("L300", 16, 32, 128, 16, 256, {300}, kBF16, 135)));
+    add(fused(shape("L400", 8, 128, 128, 1, 128, {400}, kBF16, 136)));
+    add(fused(zero(shape("L1000", 8, 128, 64, 2, 256, {1000}, kF16, 137))));
+    add(fused(shape("L1000", 16, 64, 128, 2, 64, {1000}, kBF16, 138)));
+    add(fused(seqref(shape("L100", 8, 32, 64, 2, 48, {100}, kBF16, 139))));
+    add(fused(seqref(shape("L37", 4, 64, 64, 1, 16, {37}, kF16, 140))));
+    add(fused(seqref(shape("L130", 8, 80, 128, 4, 128, {130}, kF16, 141))));
+    // Packed varlen batches with permuted slots.
+    add(fused(shape("varlen3", 16, 64, 128, 2, 256, {1, 256, 513}, kBF16, 151)));
+    add(fused(zero(shape("varlen3", 16, 64, 128, 2, 256, {300, 7, 512}, kF16, 152))));
+    add(fused(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 153), kBF16, 153)));
+    add(fused(zero(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 154), kF16, 154))));
+    add(fused(shape("varlen300", 4, 32, 64, 2, 64, varlen(300, 64, 155), kBF16, 155)));
+    add(fused(shape("varlen300", 2, 64, 128, 1, 256, varlen(300, 256, 156), kF16, 156)));
+    add(fused(shape("varlen100", 8, 80, 128, 2, 128, varlen(100, 128, 157), kBF16, 157)));
+    // Reduced-precision state slots (rounded once on write, as ssd_chunked).
+    add(fused(
+        state(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 158), kBF16, 158), kBF16)));
+    add(fused(state(shape("varlen3", 16, 64, 128, 2, 256, {100, 256, 5}, kF16, 159), kF16)));
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
-// Timing of cuda::ssd_chunked and of each of its five steps on model shapes. Not a correctness
-// test and disabled by default; run it on a GPU with
+// Timing of cuda::ssd_chunked and of each of its five steps on model shapes, then of the fused
+// single launch (cuda::ssd_fused: its speed-up, its fraction of the fused roofline and, for the
+// head_dim-64/d_state-128 shapes, its per-phase breakdown). Not a correctness test and disabled by
+// default; run it on a GPU with
 //   duality_tests --gtest_also_run_disabled_tests --gtest_filter='SsdChunkedTiming.*'
 // Reference (spec 10.4: mamba_ssm's Triton kernels on an H100, bf16, the 2.7B head shape):
 // b1×2k 0.105 ms, b1×32k 1.65 ms, of which K5 1.07, K3 0.35, K4 0.18, K1 0.05, K2 0.04 ms.
@@ -17,6 +19,7 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/device_buffer.h"
+#include "engine/roofline.h"
 #include "ops/cuda/op_util.h"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/ssd_plan.h"
@@ -144,6 +147,66 @@ void run_timing(const TimingShape& s) {
         s.name, std::string(dtype_name(s.act)).c_str(), static_cast<long long>(T), total,
         total * 1e6 / static_cast<double>(T), step[0], step[1], step[2], step[3], step[4],
         static_cast<double>(ws_bytes) / 1e6, p.vec ? "" : " (scalar loads)");
+
+    // The fused single launch, and its fraction of the fused roofline (spec 10.2: x, B, C, Δ read
+    // once, y written once, states read and written once) at the device's peak HBM bandwidth.
+    if (!cuda::ssd_fused_supported(a, s.act)) {
+        std::printf("%-28s %-4s T=%-6lld fused: unsupported here (five-step path)\n", s.name,
+                    std::string(dtype_name(s.act)).c_str(), static_cast<long long>(T));
+        return;
+    }
+    cuda::DeviceBuffer fws(cuda::ssd_fused_workspace_bytes(a));
+    cuda::DeviceBuffer sync(cuda::ssd_fused_sync_bytes(a));
+    DUALITY_CUDA_CHECK(cudaMemset(sync.data(), 0, sync.bytes()));
+    const double fused = time_ms(
+        [&] { cuda::ssd_fused(a, dt.as<float>(), fws.data(), sync.data(), s.act, nullptr); },
+        iters);
+    const double bytes =
+        static_cast<double>(T) * (2.0 * s.H * s.P + 2.0 * s.G * s.N) * static_cast<double>(el) +
+        static_cast<double>(T) * s.H * 4.0 + 2.0 * s.n_seq * s.H * s.P * s.N * 4.0;
+    cudaDeviceProp prop{};
+    DUALITY_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    const auto peak = roofline::known_gpu_peak(prop.name);
+    std::printf(
+        "%-28s %-4s T=%-6lld FUSED %.3f ms (%.1f ns/token) | %.2fx vs five-step | "
+        "%.0f GB/s = %s of the fused roofline on %s\n",
+        s.name, std::string(dtype_name(s.act)).c_str(), static_cast<long long>(T), fused,
+        fused * 1e6 / static_cast<double>(T), total / fused, bytes / (fused * 1e-3) / 1e9,
+        peak ? (std::to_string(
+                    static_cast<int>(100.0 * bytes / peak->bytes_per_s / (fused * 1e-3))) +
+                "%")
+                   .c_str()
+             : "n/a",
+        prop.name);
+
+    // Phase breakdown of the fused kernel (mean µs per block; see ssd::fused_profile).
+    if (s.act == DType::kBF16 && s.P == 64 && s.N == 128) {
+        const int64_t blocks = a.batch.n_chunk * s.H;
+        cuda::DeviceBuffer stamps(static_cast<size_t>(blocks) * 8 * sizeof(uint64_t));
+        cuda::ssd::fused_profile(a, dt.as<float>(), fws.data(), sync.data(), s.act,
+                                 stamps.as<uint64_t>(), nullptr);
+        DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<uint64_t> st(static_cast<size_t>(blocks) * 8);
+        DUALITY_CUDA_CHECK(
+            cudaMemcpy(st.data(), stamps.data(), stamps.bytes(), cudaMemcpyDeviceToHost));
+        double sum[6] = {0, 0, 0, 0, 0, 0};
+        uint64_t t_min = ~uint64_t{0}, t_max = 0;
+        for (int64_t b = 0; b < blocks; ++b) {
+            const uint64_t* t = &st[static_cast<size_t>(b) * 8];
+            for (int k = 0; k < 5; ++k) sum[k] += static_cast<double>(t[k + 1] - t[k]);
+            sum[5] += static_cast<double>(t[5] - t[0]);
+            t_min = std::min(t_min, t[0]);
+            t_max = std::max(t_max, t[5]);
+        }
+        const double n = static_cast<double>(blocks) * 1e3;
+        const double span = static_cast<double>(t_max - t_min);
+        std::printf(
+            "%-28s PHASES (us/block) load+cumsum %.2f | chunk state %.2f | wait %.2f | "
+            "publish %.2f | outputs %.2f | block total %.2f | span %.3f ms, %.2f blocks "
+            "in flight per SM\n",
+            s.name, sum[0] / n, sum[1] / n, sum[2] / n, sum[3] / n, sum[4] / n, sum[5] / n,
+            span * 1e-6, sum[5] / span / prop.multiProcessorCount);
+    }
 }
 
 TEST(SsdChunkedTiming, DISABLED_ModelShapes) {
@@ -157,6 +220,9 @@ TEST(SsdChunkedTiming, DISABLED_ModelShapes) {
         {"2.7b b1x8k", 80, 64, 128, 1, 256, 1, 8192, DType::kF32},
         {"2.7b b16x512 (varlen)", 80, 64, 128, 1, 256, 16, 512, DType::kBF16},
         {"codestral b1x8k", 128, 64, 128, 8, 256, 1, 8192, DType::kBF16},
+        {"2.7b b8x4k", 80, 64, 128, 1, 256, 8, 4096, DType::kBF16},
+        {"hd80 H64 G8 b1x8k", 64, 80, 128, 8, 256, 1, 8192, DType::kBF16},
+        {"2.7b Q128 b1x8k", 80, 64, 128, 1, 128, 1, 8192, DType::kBF16},
     };
     for (const TimingShape& s : shapes) run_timing(s);
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One device call for the fused SSD work (issue 5): builds duality_tests and duality only, runs
+# the SSD op-test cases (five-step, scan, fused), the SSD timing test (five-step vs fused),
+# `duality bench --ops` and the whole-model prefill of the 2.7b shape with both SSD paths.
+#   scripts/gpu-ssd-fused.sh [tests|timing|all]     logs under $OUT (or ./gpu-out)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
+if ! command -v pkg-config >/dev/null || ! pkg-config --exists libzip 2>/dev/null; then
+  prefix=/tmp/duality-deps
+  mkdir -p "$prefix"
+  for f in .deps/*.deb; do dpkg-deb -x "$f" "$prefix"; done
+  arch=x86_64-linux-gnu
+  export PATH="$prefix/usr/bin:$PATH"
+  export PKG_CONFIG_SYSROOT_DIR="$prefix"
+  export PKG_CONFIG_PATH="$prefix/usr/lib/$arch/openblas-openmp/pkgconfig:$prefix/usr/lib/$arch/pkgconfig:$prefix/usr/share/pkgconfig"
+  export PKG_CONFIG_LIBDIR="$PKG_CONFIG_PATH"
+  export LD_LIBRARY_PATH="$prefix/usr/lib/$arch:$prefix/usr/lib/$arch/openblas-openmp:${LD_LIBRARY_PATH:-}"
+  export CMAKE_PREFIX_PATH="$prefix/usr"
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv | tee "$OUT/gpu.txt"
+step build
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90a -DDUALITY_WERROR=OFF >"$OUT/cmake.log" 2>&1 ||
+  { tail -40 "$OUT/cmake.log"; exit 1; }
+ninja -C build-gpu -j "$(nproc)" duality_tests duality >"$OUT/build.log" 2>&1 ||
+  { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; exit 1; }
+T=build-gpu/tests/duality_tests
+if [[ "$what" == all || "$what" == tests ]]; then
+  step "SSD op tests"
+  timeout 200 $T --gtest_filter='*OpRegistry*ssd_chunked*:*OpRegistry*ssd_scan*' --gtest_brief=1 \
+    >"$OUT/ssd-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|Failure|error" "$OUT/ssd-tests.log" | head -20
+  timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 --gtest_repeat=2 \
+    >"$OUT/ssd-fused-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure|error|ssd_fused/" "$OUT/ssd-fused-tests.log" | cut -c1-300 | head -60
+  step "CUDA model tests (bf16 models take the fused path)"
+  timeout 150 $T --gtest_filter='*Cuda*:-*OpRegistry*' --gtest_brief=1 >"$OUT/cuda-model-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|Failure" "$OUT/cuda-model-tests.log" | cut -c1-300 | head -20
+fi
+if [[ "$what" == all || "$what" == timing ]]; then
+  step "SSD timing"
+  timeout 150 $T --gtest_also_run_disabled_tests --gtest_filter='SsdChunkedTiming.*' \
+    >"$OUT/ssd-timing.txt" 2>&1; echo "rc $?"
+  grep -E "ns/token|FUSED|unsupported|PHASES" "$OUT/ssd-timing.txt" | cut -c1-250
+  step "bench --ops"
+  timeout 100 build-gpu/duality bench --random-weights --config mamba2-2.7b --ops \
+    --prefill-lens 2048,8192,32768 --decode-batches 1 >"$OUT/bench-ops.txt" 2>&1
+  grep -E "ssd|peak" "$OUT/bench-ops.txt"
+  step "model prefill 2.7b 8k"
+  for path in five-step fused; do
+    DUALITY_SSD_PATH=$path timeout 120 build-gpu/duality bench --random-weights \
+      --config mamba2-2.7b --prefill-lens 8192 --prefill-batches 1 --no-decode \
+      --max-tokens 8192 >"$OUT/bench-model-$path.txt" 2>&1
+    echo "-- $path"; grep -A3 -E "^prefill" "$OUT/bench-model-$path.txt"
+  done
+fi
+rm -f "$OUT/cmake.log" "$OUT/gpu.txt" "$OUT/ssd-tests.log"
+step done

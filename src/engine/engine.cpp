@@ -1,0 +1,575 @@
+// The serving engine's scheduler: continuous batching over the model's state slots (engine.h).
+#include "duality/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <deque>
+#include <thread>
+
+#include "engine/state_cache.h"
+
+namespace duality {
+
+const char* to_string(FinishReason reason) {
+    switch (reason) {
+        case FinishReason::kNone: return "none";
+        case FinishReason::kStop: return "stop";
+        case FinishReason::kLength: return "length";
+        case FinishReason::kCancelled: return "cancelled";
+        case FinishReason::kTimeout: return "timeout";
+        case FinishReason::kError: return "error";
+    }
+    return "unknown";
+}
+
+Status EngineOptions::validate(int model_slots) const {
+    if (max_seqs < 1) return invalid_argument("max_seqs must be at least 1");
+    if (cache_slots < 0) return invalid_argument("cache_slots must not be negative");
+    if (max_seqs + cache_slots > model_slots)
+        return invalid_argument("max_seqs + cache_slots = " + std::to_string(max_seqs + cache_slots) +
+                                " but the model has " + std::to_string(model_slots) +
+                                " state slots");
+    if (max_queue < 1) return invalid_argument("max_queue must be at least 1");
+    if (max_batch_tokens < 1) return invalid_argument("max_batch_tokens must be at least 1");
+    if (prefill_chunk < 1) return invalid_argument("prefill_chunk must be at least 1");
+    if (cache_host_bytes < 0) return invalid_argument("cache_host_bytes must not be negative");
+    if (checkpoint_every < 0 || (checkpoint_every > 0 && checkpoint_every % prefill_chunk != 0))
+        return invalid_argument("checkpoint_every = " + std::to_string(checkpoint_every) +
+                                " must be a multiple of prefill_chunk = " +
+                                std::to_string(prefill_chunk));
+    if (!(cache_ttl_s > 0)) return invalid_argument("cache_ttl_s must be positive");
+    return Status::ok();
+}
+
+// ---- Sequence --------------------------------------------------------------------------------
+
+bool Sequence::wait(std::vector<int32_t>* out, SteadyClock::time_point until) {
+    std::unique_lock lock(mu_);
+    cv_.wait_until(lock, until,
+                   [&] { return !pending_.empty() || reason_ != FinishReason::kNone; });
+    out->insert(out->end(), pending_.begin(), pending_.end());
+    pending_.clear();
+    return reason_ != FinishReason::kNone;
+}
+
+void Sequence::cancel() {
+    std::lock_guard lock(mu_);
+    cancel_ = true;
+}
+
+bool Sequence::cancel_requested() const {
+    std::lock_guard lock(mu_);
+    return cancel_;
+}
+
+FinishReason Sequence::finish_reason() const {
+    std::lock_guard lock(mu_);
+    return reason_;
+}
+
+std::string Sequence::error() const {
+    std::lock_guard lock(mu_);
+    return error_;
+}
+
+int64_t Sequence::cached_tokens() const {
+    std::lock_guard lock(mu_);
+    return cached_tokens_;
+}
+
+void Sequence::push(int32_t token) {
+    {
+        std::lock_guard lock(mu_);
+        pending_.push_back(token);
+    }
+    cv_.notify_all();
+}
+
+void Sequence::set_cached_tokens(int64_t n) {
+    std::lock_guard lock(mu_);
+    cached_tokens_ = n;
+}
+
+void Sequence::finish(FinishReason reason, std::string error) {
+    {
+        std::lock_guard lock(mu_);
+        if (reason_ != FinishReason::kNone) return;
+        reason_ = reason;
+        error_ = std::move(error);
+    }
+    cv_.notify_all();
+}
+
+// ---- Histogram -------------------------------------------------------------------------------
+
+Histogram::Histogram(std::vector<double> upper_bounds)
+    : bounds(std::move(upper_bounds)), counts(bounds.size() + 1, 0) {}
+
+void Histogram::observe(double v) {
+    const size_t i = static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), v) -
+                                         bounds.begin());
+    ++counts[i];
+    sum += v;
+    ++count;
+}
+
+// ---- Engine ----------------------------------------------------------------------------------
+
+namespace {
+
+double seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d).count(); }
+
+bool has_penalties(const SamplingParams& p) {
+    return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
+           p.frequency_penalty != 0.0f;
+}
+
+// A sequence the scheduler has taken from the queue.
+struct Live {
+    std::shared_ptr<Sequence> seq;
+    GenerateRequest req;
+    std::vector<int32_t> tokens;  // prompt, then generated tokens
+    int64_t n_prompt = 0;
+    int64_t pos = 0;              // tokens consumed into the slot's state
+    int64_t n_generated = 0;
+    int slot = -1;
+    uint64_t order = 0;           // arrival order
+    SteadyClock::time_point arrival, last_token;
+
+    // Prefill: pieces of the prompt; the piece that ends the prompt also gives the first token.
+    // Decode: every token but the newest generated one is in the state; the newest waits.
+    bool decoding() const { return pos >= n_prompt; }
+};
+
+}  // namespace
+
+struct Engine::Impl {
+    Impl(Model& m, const EngineOptions& o)
+        : model(m), opt(o), cache(m, cache_options(o)) {
+        for (int s = opt.max_seqs - 1; s >= 0; --s) free_slots.push_back(s);
+        stats.slots_total = opt.max_seqs;
+        stats.batch_size = Histogram({1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
+        stats.step_tokens = Histogram({1, 4, 16, 64, 256, 1024, 4096, 16384});
+        stats.ttft_s = Histogram({0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
+        stats.itl_s = Histogram({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1});
+        stats.duration_s = Histogram({0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300});
+    }
+
+    static engine::StateCacheOptions cache_options(const EngineOptions& o) {
+        engine::StateCacheOptions c;
+        c.host_bytes = o.cache_host_bytes;
+        for (int i = 0; i < o.cache_slots; ++i) c.device_slots.push_back(o.max_seqs + i);
+        c.ttl_s = o.cache_ttl_s;
+        return c;
+    }
+
+    void run();
+    void take_incoming(std::unique_lock<std::mutex>& lock);
+    void reap(SteadyClock::time_point now);
+    void admit(SteadyClock::time_point now);
+    void step();
+    void finish(Live& r, FinishReason reason, std::string error = {});
+    void release(Live& r, bool cache_state);
+    void publish_gauges();
+    void notify_finished();
+
+    struct Finished {
+        std::shared_ptr<Sequence> seq;
+        FinishReason reason;
+        std::string error;
+    };
+    std::vector<Finished> finished;  // scheduler thread: sequences to tell at notify_finished()
+
+    Model& model;
+    EngineOptions opt;
+    engine::StateCache cache;  // scheduler thread only
+
+    // Shared with submitting threads (mu).
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<Live> incoming;
+    bool stopping = false, accepting = true;
+    std::atomic<bool> cancel_everything{false};
+    int queued = 0;   // incoming + waiting
+    int n_running = 0;
+    uint64_t next_order = 0;
+
+    mutable std::mutex stats_mu;
+    EngineStats stats;
+
+    // Scheduler thread only.
+    std::deque<Live> waiting;
+    std::vector<Live> running;
+    std::vector<int> free_slots;
+
+    std::thread thread;
+};
+
+void Engine::Impl::take_incoming(std::unique_lock<std::mutex>&) {
+    while (!incoming.empty()) {
+        waiting.push_back(std::move(incoming.front()));
+        incoming.pop_front();
+    }
+}
+
+void Engine::Impl::run() {
+    for (;;) {
+        {
+            std::unique_lock lock(mu);
+            if (waiting.empty() && running.empty())
+                cv.wait(lock, [&] { return stopping || !incoming.empty() || cancel_everything; });
+            take_incoming(lock);
+            if (stopping) cancel_everything = true;
+        }
+        const auto now = SteadyClock::now();
+        reap(now);
+        notify_finished();
+        {
+            std::lock_guard lock(mu);
+            if (stopping && waiting.empty() && running.empty() && incoming.empty()) break;
+        }
+        admit(now);
+        if (!running.empty()) step();
+        notify_finished();
+    }
+    publish_gauges();
+}
+
+void Engine::Impl::finish(Live& r, FinishReason reason, std::string error) {
+    {
+        std::lock_guard lock(stats_mu);
+        ++stats.finished[static_cast<size_t>(reason)];
+        stats.duration_s.observe(seconds(SteadyClock::now() - r.arrival));
+    }
+    // Told after the counters (active(), stats) are updated: see notify_finished().
+    finished.push_back({r.seq, reason, std::move(error)});
+}
+
+void Engine::Impl::notify_finished() {
+    {
+        std::lock_guard lock(mu);
+        n_running = static_cast<int>(running.size());
+    }
+    publish_gauges();
+    for (Finished& f : finished) f.seq->finish(f.reason, std::move(f.error));
+    finished.clear();
+}
+
+// Gives a finished sequence's slot back, first caching its state under the consumed tokens.
+void Engine::Impl::release(Live& r, bool cache_state) {
+    if (cache_state && r.req.use_cache && cache.enabled() && r.pos > 0) {
+        Status s = cache.insert(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
+                                r.slot, SteadyClock::now());
+        (void)s;  // a state that cannot be cached is simply not cached
+    }
+    free_slots.push_back(r.slot);
+    r.slot = -1;
+}
+
+void Engine::Impl::reap(SteadyClock::time_point now) {
+    const bool all = cancel_everything.exchange(false);
+    auto verdict = [&](const Live& r) {
+        if (all || r.seq->cancel_requested()) return FinishReason::kCancelled;
+        if (now > r.req.deadline) return FinishReason::kTimeout;
+        return FinishReason::kNone;
+    };
+    int removed = 0;
+    for (auto it = waiting.begin(); it != waiting.end();) {
+        const FinishReason v = verdict(*it);
+        if (v == FinishReason::kNone) {
+            ++it;
+            continue;
+        }
+        finish(*it, v);
+        it = waiting.erase(it);
+        ++removed;
+    }
+    for (size_t i = 0; i < running.size();) {
+        const FinishReason v = verdict(running[i]);
+        if (v == FinishReason::kNone) {
+            ++i;
+            continue;
+        }
+        finish(running[i], v);
+        release(running[i], true);
+        running.erase(running.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+    std::lock_guard lock(mu);
+    queued -= removed;
+    n_running = static_cast<int>(running.size());
+}
+
+void Engine::Impl::admit(SteadyClock::time_point now) {
+    int admitted = 0;
+    while (!free_slots.empty() && !waiting.empty()) {
+        Live r = std::move(waiting.front());
+        waiting.pop_front();
+        ++admitted;
+        r.slot = free_slots.back();
+        free_slots.pop_back();
+        // Resume from the longest cached prefix; the prompt's last token always runs, since its
+        // logits give the first generated token.
+        std::optional<engine::StateCache::Match> hit;
+        if (r.req.use_cache && cache.enabled())
+            hit = cache.lookup(r.tokens, r.n_prompt - 1, now);
+        Status s = hit ? cache.restore(hit->id, r.slot, now) : model.reset_slot(r.slot);
+        if (!s.is_ok() && hit) {  // fall back to a cold start
+            hit.reset();
+            s = model.reset_slot(r.slot);
+        }
+        if (!s.is_ok()) {
+            finish(r, FinishReason::kError, s.message());
+            free_slots.push_back(r.slot);
+            continue;
+        }
+        r.pos = hit ? hit->length : 0;
+        r.seq->set_cached_tokens(r.pos);
+        {
+            std::lock_guard lock(stats_mu);
+            if (r.req.use_cache && cache.enabled()) ++(hit ? stats.cache_hits : stats.cache_misses);
+            stats.cache_hit_tokens += static_cast<uint64_t>(r.pos);
+        }
+        running.push_back(std::move(r));
+    }
+    std::lock_guard lock(mu);
+    queued -= admitted;
+    n_running = static_cast<int>(running.size());
+}
+
+void Engine::Impl::step() {
+    // Decode tokens first, then one prefill piece per prefilling sequence in arrival order while
+    // the token budget lasts (the first piece always runs, so prefill never starves).
+    std::vector<size_t> who;  // running index per batch row
+    std::vector<SeqInput> batch;
+    int64_t budget = opt.max_batch_tokens, step_tokens = 0;
+    for (size_t i = 0; i < running.size(); ++i) {
+        Live& r = running[i];
+        if (!r.decoding()) continue;
+        batch.push_back(SeqInput{r.slot, std::span<const int32_t>(&r.tokens[static_cast<size_t>(r.pos)], 1)});
+        who.push_back(i);
+        --budget;
+    }
+    std::vector<size_t> prefilling;
+    for (size_t i = 0; i < running.size(); ++i)
+        if (!running[i].decoding()) prefilling.push_back(i);
+    std::sort(prefilling.begin(), prefilling.end(),
+              [&](size_t a, size_t b) { return running[a].order < running[b].order; });
+    bool any_prefill = false;
+    for (size_t i : prefilling) {
+        Live& r = running[i];
+        const int64_t end = std::min((r.pos / opt.prefill_chunk + 1) * opt.prefill_chunk,
+                                     r.n_prompt);
+        const int64_t len = end - r.pos;
+        if (any_prefill && len > budget) break;
+        batch.push_back(SeqInput{r.slot, std::span<const int32_t>(&r.tokens[static_cast<size_t>(r.pos)],
+                                                                  static_cast<size_t>(len))});
+        who.push_back(i);
+        budget -= len;
+        any_prefill = true;
+    }
+    for (const SeqInput& in : batch) step_tokens += static_cast<int64_t>(in.tokens.size());
+
+    std::vector<SamplingParams> params(batch.size());
+    std::vector<uint64_t> draws(batch.size());
+    bool host_sampling = false;
+    for (size_t b = 0; b < batch.size(); ++b) {
+        const Live& r = running[who[b]];
+        params[b] = r.req.sampling;
+        draws[b] = static_cast<uint64_t>(r.n_generated);
+        host_sampling |= has_penalties(r.req.sampling);
+    }
+
+    Result<std::vector<int32_t>> ids = std::vector<int32_t>{};
+    if (!host_sampling) {
+        ids = model.step_sample(batch, params, draws);
+    } else {
+        // Penalties need each sequence's history: sample on the host from the step's logits.
+        Result<std::vector<float>> logits = model.step(batch);
+        if (!logits.is_ok()) {
+            ids = logits.status();
+        } else {
+            const size_t V = static_cast<size_t>(model.config().vocab_size);
+            const size_t n = opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
+            std::vector<int32_t> out(batch.size(), 0);
+            for (size_t b = 0; b < batch.size(); ++b) {
+                const Live& r = running[who[b]];
+                std::span<float> row(logits->data() + b * V, n);
+                const auto prompt = std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.n_prompt));
+                const auto output = std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.n_prompt));
+                sampling::apply_penalties(row, prompt, output, params[b]);
+                out[b] = sampling::sample_row(row, params[b], draws[b]);
+            }
+            ids = std::move(out);
+        }
+    }
+    const auto done = SteadyClock::now();
+    {
+        std::lock_guard lock(stats_mu);
+        ++stats.steps;
+        stats.batch_size.observe(static_cast<double>(batch.size()));
+        stats.step_tokens.observe(static_cast<double>(step_tokens));
+    }
+    if (!ids.is_ok()) {
+        // The step failed (e.g. a device error): its sequences end with the error.
+        std::vector<bool> failed(running.size(), false);
+        for (size_t i : who) failed[i] = true;
+        for (size_t i = 0; i < running.size(); ++i)
+            if (failed[i]) {
+                finish(running[i], FinishReason::kError, ids.status().message());
+                release(running[i], false);
+            }
+        std::erase_if(running, [](const Live& r) { return r.slot < 0; });
+        return;
+    }
+
+    uint64_t prefill = 0, generated = 0;
+    std::vector<std::pair<FinishReason, size_t>> ended;
+    for (size_t b = 0; b < batch.size(); ++b) {
+        Live& r = running[who[b]];
+        const bool was_prefill = !r.decoding();
+        const int64_t consumed = static_cast<int64_t>(batch[b].tokens.size());
+        if (was_prefill) prefill += static_cast<uint64_t>(consumed);
+        r.pos += consumed;
+        if (was_prefill) {
+            // Checkpoint the state at the prompt's end and every K tokens.
+            const bool at_end = r.pos == r.n_prompt;
+            const bool at_mark = opt.checkpoint_every > 0 && r.pos % opt.checkpoint_every == 0;
+            if ((at_end || at_mark) && r.req.use_cache && cache.enabled()) {
+                Status s = cache.insert(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
+                                        r.slot, done);
+                (void)s;
+            }
+            if (!at_end) continue;  // only the prompt's last piece yields a token
+        }
+        const int32_t token = (*ids)[b];
+        r.tokens.push_back(token);
+        ++r.n_generated;
+        ++generated;
+        r.seq->push(token);
+        {
+            std::lock_guard lock(stats_mu);
+            if (r.n_generated == 1) {
+                stats.ttft_s.observe(seconds(done - r.arrival));
+            } else {
+                stats.itl_s.observe(seconds(done - r.last_token));
+            }
+        }
+        r.last_token = done;
+        if (token == r.req.eos_id) {
+            ended.emplace_back(FinishReason::kStop, who[b]);
+        } else if (r.n_generated >= r.req.max_tokens) {
+            ended.emplace_back(FinishReason::kLength, who[b]);
+        }
+    }
+    {
+        std::lock_guard lock(stats_mu);
+        stats.prefill_tokens += prefill;
+        stats.generated_tokens += generated;
+    }
+    for (auto& [reason, i] : ended) {
+        finish(running[i], reason);
+        release(running[i], true);
+    }
+    std::erase_if(running, [](const Live& r) { return r.slot < 0; });
+    std::lock_guard lock(mu);
+    n_running = static_cast<int>(running.size());
+}
+
+void Engine::Impl::publish_gauges() {
+    int q, r;
+    {
+        std::lock_guard lock(mu);
+        q = queued;
+        r = n_running;
+    }
+    std::lock_guard lock(stats_mu);
+    stats.queue_depth = q;
+    stats.running = r;
+    stats.cache_entries = cache.entries();
+    stats.cache_bytes = cache.host_bytes();
+    stats.cache_evictions = cache.evictions();
+}
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Result<std::unique_ptr<Engine>> Engine::start(Model& model, const EngineOptions& options) {
+    DUALITY_RETURN_IF_ERROR(options.validate(model.n_slots()));
+    std::unique_ptr<Engine> engine(new Engine(std::make_unique<Impl>(model, options)));
+    Impl* impl = engine->impl_.get();
+    impl->thread = std::thread([impl] { impl->run(); });
+    return engine;
+}
+
+Engine::~Engine() {
+    {
+        std::lock_guard lock(impl_->mu);
+        impl_->stopping = true;
+        impl_->accepting = false;
+    }
+    impl_->cv.notify_all();
+    if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+Result<std::shared_ptr<Sequence>> Engine::submit(GenerateRequest request) {
+    const int64_t V = impl_->model.config().vocab_size;
+    if (request.prompt.empty()) return invalid_argument("the prompt has no tokens");
+    for (size_t i = 0; i < request.prompt.size(); ++i)
+        if (request.prompt[i] < 0 || request.prompt[i] >= V)
+            return invalid_argument("token id " + std::to_string(request.prompt[i]) +
+                                    " at position " + std::to_string(i) +
+                                    " is outside the vocabulary [0, " + std::to_string(V) + ")");
+    if (request.max_tokens < 1) return invalid_argument("max_tokens must be at least 1");
+    DUALITY_RETURN_IF_ERROR(request.sampling.validate());
+
+    Live r;
+    r.n_prompt = static_cast<int64_t>(request.prompt.size());
+    r.seq = std::make_shared<Sequence>(r.n_prompt);
+    r.tokens = request.prompt;
+    r.req = std::move(request);
+    r.req.prompt.clear();  // kept once, in tokens
+    r.arrival = r.last_token = SteadyClock::now();
+    std::shared_ptr<Sequence> seq = r.seq;
+    {
+        std::lock_guard lock(impl_->mu);
+        if (!impl_->accepting) return resource_exhausted("the server is shutting down");
+        if (impl_->queued >= impl_->opt.max_queue)
+            return resource_exhausted("the request queue is full (" +
+                                      std::to_string(impl_->opt.max_queue) + " waiting)");
+        r.order = impl_->next_order++;
+        ++impl_->queued;
+        impl_->incoming.push_back(std::move(r));
+    }
+    {
+        std::lock_guard lock(impl_->stats_mu);
+        impl_->stats.prompt_tokens += static_cast<uint64_t>(seq->prompt_tokens());
+    }
+    impl_->cv.notify_all();
+    return seq;
+}
+
+void Engine::stop_accepting() {
+    std::lock_guard lock(impl_->mu);
+    impl_->accepting = false;
+}
+
+void Engine::cancel_all() {
+    {
+        std::lock_guard lock(impl_->mu);
+        impl_->cancel_everything = true;
+    }
+    impl_->cv.notify_all();
+}
+
+int Engine::active() const {
+    std::lock_guard lock(impl_->mu);
+    return impl_->queued + impl_->n_running;
+}
+
+EngineStats Engine::stats() const {
+    std::lock_guard lock(impl_->stats_mu);
+    return impl_->stats;
+}
+
+const EngineOptions& Engine::options() const { return impl_->opt; }
+
+}  // namespace duality

@@ -1,0 +1,722 @@
+// ssd_fused: the whole chunked SSD prefill of a layer (spec 6.2) in ONE kernel launch over a
+// packed varlen batch: chunk cumsum, chunk-local states, the state passing across chunks, C·Bᵀ,
+// the intra- and inter-chunk outputs and the D skip. Same arguments and results as ssd_chunked
+// (initial states from the slots, final states written back, rounded to the slot dtype).
+//
+// What one block computes, for one (chunk c, head h), g = h / (n_head / n_group), Q = chunk_size,
+// i, j the chunk's tokens (0 <= j <= i < len), Scs the chunk-local inclusive cumsum of A_h·Δ:
+//   local[p, n] = Σ_j x[j, p] · exp(min(Scs_last − Scs_j, 0)) · Δ_j · B[j, n]        (chunk state)
+//   out         = exp(Scs_last) · prev + local        (prev = the state entering the chunk)
+//   y[i, p]     = exp(Scs_i) · Σ_n C[i, n] · prev[p, n]                              (inter)
+//               + Σ_{j<=i} (Σ_n C[i, n] B[j, n]) · exp(min(Scs_i − Scs_j, 0)) · Δ_j · x[j, p]
+//               + D_h · x[i, p]
+// Numerics (spec 9/14): Δ, Scs, every decay and every accumulator are f32. MMA operands are the
+// activation dtype: x, B, C as given; x·(decay·Δ) for the chunk state, CB·decay·Δ for the intra
+// output and prev for the inter output are computed in f32 and rounded once. The states passed
+// between chunks are f32 (a {n_chunk, n_head, head_dim, d_state} workspace); the final state is
+// rounded once to the slot dtype.
+//
+// Parallelization: one block of 8 warps per (chunk, head); grid = n_chunk · n_head. A block
+// takes a ticket (atomic counter) and works on item = ticket, chunk-major (c = item / n_head),
+// so the block for chunk c−1 of a head always started before the block for chunk c: the ordered
+// wait below cannot deadlock whatever order the hardware schedules blocks in.
+//   1. cp.async x {Q, head_dim}, B {Q, d_state} (one group) and C (a second group) of the chunk
+//      into shared memory (rows past len zero-filled); meanwhile Δ and the cumsum (block scan).
+//   2. Chunk state: warps split {head_dim, d_state} into 16×64 tiles, mma.sync m16n8k16 over the
+//      chunk's tokens (xᵀ through ldmatrix.trans, scaled in registers), f32 accumulators kept in
+//      registers.
+//   3. State passing: wait until chunk c−1 of this head has published its outgoing state (flag ==
+//      this launch's epoch; thread 0 spins with ld.acquire.gpu), read it (the slot's state for a
+//      sequence's first chunk), publish out = exp(Scs_last)·prev + local to the workspace with a
+//      release flag (or to the slot for a sequence's last chunk) and keep prev in shared memory
+//      as an MMA operand. Only this step is serial across chunks; it moves 2·head_dim·d_state f32.
+//   4. Output: each warp owns 16-row strips of the chunk (snake order: strips w and 15−w, so the
+//      causal work is balanced), holds its C rows as A fragments, computes C·prevᵀ, scales rows
+//      by exp(Scs_i), then for each 16-token block j <= i: S = C·Bᵀ (16×16, f32), W = S·decay·Δ
+//      masked (f32 → operand registers, the flash-attention P·V trick), y += W·x. Adds D·x and
+//      stores y.
+//   The last block to start resets the ticket counter and advances the epoch (every block reads
+//   the epoch before taking its ticket), so the sync buffer (ssd_fused_sync_bytes, zeroed once)
+//   needs no clearing between launches.
+// Limits (else ssd_fused_supported() is false and callers use ssd_chunked): f16/bf16 activations,
+// head_dim in {32, 64, 80, 128}, d_state in {64, 128}, chunk_size <= 256, x/B/C 16-byte aligned
+// with strides a multiple of 8 elements, and the shared memory (about Q·(2·d_state + head_dim)·2
+// bytes: 197 KB for Q 256, head_dim 64, d_state 128) within the device's per-block limit — so
+// head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and Q 256 does not fit on A100.
+// Speed (H200, bf16, 2.7b layer): 1.73 ms at b1×32k, 2.35x the five-step path; one block per SM
+// (shared memory and registers), so each block's phases are latency-bound and do not overlap.
+// Phase breakdown and next steps: docs/ssd-fused-notes.md.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#include "core/cuda/check.h"
+#include "ops/cuda/ops.h"
+#include "ops/cuda/ssd_plan.h"
+
+namespace duality::cuda {
+namespace {
+
+constexpr int kWarps = 8, kThreads = kWarps * 32;
+constexpr int kMaxChunk = 256;
+constexpr int kSyncHeader = 64;              // u32 words before the flags: [0] ticket, [2] epoch
+constexpr size_t kStaticSmemReserve = 1024;  // bytes kept for the static shared memory
+
+struct FusedParams {
+    int n_head = 0, n_group = 0, chunk_size = 0, heads_per_group = 0;
+    int state_dtype = 0;                   // 0 f32, 1 f16, 2 bf16 (the slots)
+    const int32_t* chunk_start = nullptr;  // {n_chunk}
+    const int32_t* chunk_len = nullptr;    // {n_chunk}
+    const int32_t* chunk_seq = nullptr;    // {n_chunk}
+    const int32_t* cu_chunks = nullptr;    // {n_seq + 1}
+    const int32_t* slots = nullptr;        // {n_seq}
+    const void* x = nullptr;               // {n_tokens, n_head, head_dim} act, rows x_stride apart
+    int64_t x_stride = 0;
+    const void* B = nullptr;  // {n_tokens, n_group, d_state} act, rows bc_stride apart
+    const void* C = nullptr;  // {n_tokens, n_group, d_state} act, rows bc_stride apart
+    int64_t bc_stride = 0;
+    const float* dt = nullptr;  // {n_tokens, n_head}
+    const float* A = nullptr;   // {n_head}
+    const float* D = nullptr;   // {n_head} or nullptr
+    void* state = nullptr;      // per slot {n_head, head_dim, d_state}, state_slot_stride apart
+    int64_t state_slot_stride = 0;
+    void* y = nullptr;         // {n_tokens, n_head, head_dim} act, dense
+    float* sp = nullptr;       // {n_chunk, n_head, head_dim, d_state} f32: state leaving each chunk
+    uint32_t* sync = nullptr;  // [kSyncHeader] counters, then flags {n_chunk, n_head}
+    uint64_t* prof = nullptr;  // nullptr, or {grid, 8} phase timestamps per block (ssd.h)
+};
+
+// ---- PTX wrappers -----------------------------------------------------------------------------
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ uint32_t ld_acquire(const uint32_t* p) {
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ uint32_t atom_add_acq_rel(uint32_t* p, uint32_t v) {
+    uint32_t old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n"
+                 : "=r"(old)
+                 : "l"(p), "r"(v)
+                 : "memory");
+    return old;
+}
+__device__ __forceinline__ void st_release(uint32_t* p, uint32_t v) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(p), "r"(v) : "memory");
+}
+__device__ __forceinline__ uint64_t global_ns() {
+    uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+__device__ __forceinline__ uint32_t sm_id() {
+    uint32_t v;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(v));
+    return v;
+}
+
+// The activation dtype's pair type, MMA and pair conversions.
+template <typename T>
+struct Act;
+template <>
+struct Act<__nv_bfloat16> {
+    using T2 = __nv_bfloat162;
+    __device__ static __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1) {
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+            "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    __device__ static __forceinline__ uint32_t pack(float lo, float hi) {
+        const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<const uint32_t*>(&v);
+    }
+    __device__ static __forceinline__ float2 unpack(uint32_t u) {
+        return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+    }
+};
+template <>
+struct Act<__half> {
+    using T2 = __half2;
+    __device__ static __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                               uint32_t b1) {
+        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
+            "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+    __device__ static __forceinline__ uint32_t pack(float lo, float hi) {
+        const __half2 v = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<const uint32_t*>(&v);
+    }
+    __device__ static __forceinline__ float2 unpack(uint32_t u) {
+        return __half22float2(*reinterpret_cast<const __half2*>(&u));
+    }
+};
+
+__device__ __forceinline__ float slot_load(const void* base, int64_t i, int dt) {
+    if (dt == 0) return static_cast<const float*>(base)[i];
+    if (dt == 1) return __half2float(static_cast<const __half*>(base)[i]);
+    return __bfloat162float(static_cast<const __nv_bfloat16*>(base)[i]);
+}
+__device__ __forceinline__ void slot_store(void* base, int64_t i, int dt, float v) {
+    if (dt == 0) {
+        static_cast<float*>(base)[i] = v;
+    } else if (dt == 1) {
+        static_cast<__half*>(base)[i] = __float2half_rn(v);
+    } else {
+        static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(v);
+    }
+}
+
+// Shared-memory layout of one block (rows padded by 8 elements: 16-byte aligned rows whose
+// ldmatrix accesses hit distinct banks).
+template <typename T, int kP, int kN>
+struct Smem {
+    static constexpr int kLdC = kN + 8;  // C, B and prev rows
+    static constexpr int kLdX = kP + 8;  // x rows
+    __host__ __device__ static constexpr size_t bytes(int qa) {
+        return (static_cast<size_t>(qa) * (2 * kLdC + kLdX) + static_cast<size_t>(kP) * kLdC) *
+                   sizeof(T) +
+               3 * sizeof(float) * static_cast<size_t>(qa);
+    }
+};
+
+template <typename T, int kP, int kN>
+__global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
+    using M = Act<T>;
+    using L = Smem<T, kP, kN>;
+    constexpr int kLdC = L::kLdC, kLdX = L::kLdX;
+    static_assert(kP % 16 == 0 && kN % 64 == 0, "head_dim multiple of 16, d_state of 64");
+    extern __shared__ __align__(128) unsigned char smem[];
+    __shared__ uint32_t s_ticket, s_epoch;
+    __shared__ float s_warp_sum[kWarps];
+
+    // Rows are allocated and zero-filled up to a multiple of 32 (the intra loop's token block).
+    const int Q = p.chunk_size, qa = (Q + 31) & ~31;
+    T* Cs = reinterpret_cast<T*>(smem);  // {qa, kLdC}: C rows of the chunk
+    T* Bs = Cs + qa * kLdC;              // {qa, kLdC}: B rows
+    T* Xs = Bs + qa * kLdC;              // {qa, kLdX}: x rows of head h
+    T* Ps = Xs + qa * kLdX;              // {kP, kLdC}: prev, the state entering the chunk
+    float* cs_s = reinterpret_cast<float*>(Ps + kP * kLdC);  // {qa}: Scs
+    float* dt_s = cs_s + qa;                                 // {qa}: Δ (0 past len)
+    float* f_s = dt_s + qa;                                  // {qa}: exp(Scs_last − Scs_j)·Δ_j
+
+    const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
+    const int gr = lane / 4, qd = lane % 4;  // accumulator row (and row + 8), column pair
+
+    if (tid == 0) {
+        // Epoch first, then the ticket (acquire/acq_rel): when the last block to start resets
+        // the ticket counter and advances the epoch, every block has already read the epoch.
+        const uint32_t e = ld_acquire(&p.sync[2]) + 1u;
+        const uint32_t t = atom_add_acq_rel(&p.sync[0], 1u);
+        if (t == gridDim.x - 1) {
+            p.sync[0] = 0;
+            st_release(&p.sync[2], e);
+        }
+        s_ticket = t;
+        s_epoch = e;
+    }
+    __syncthreads();
+    const uint32_t epoch = s_epoch;
+    uint64_t* const prof =
+        p.prof && tid == 0 ? p.prof + static_cast<int64_t>(s_ticket) * 8 : nullptr;
+    if (prof) {
+        prof[0] = global_ns();
+        prof[6] = sm_id();
+    }
+    const int H = p.n_head;
+    const int64_t c = static_cast<int64_t>(s_ticket) / H;
+    const int h = static_cast<int>(s_ticket % static_cast<uint32_t>(H));
+    const int grp = h / p.heads_per_group;
+    const int64_t start = p.chunk_start[c];
+    const int len = p.chunk_len[c];
+
+    // 1. Async loads: x and B (group 0), C (group 1); rows >= len are zero-filled.
+    {
+        const T* xg = static_cast<const T*>(p.x) + start * p.x_stride + h * kP;     // {len, kP}
+        const T* Bg = static_cast<const T*>(p.B) + start * p.bc_stride + grp * kN;  // {len, kN}
+        const T* Cg = static_cast<const T*>(p.C) + start * p.bc_stride + grp * kN;  // {len, kN}
+        constexpr int kXV = kP / 8, kNV = kN / 8;  // 16-byte vectors per row
+        for (int v = tid; v < qa * kXV; v += kThreads) {
+            const int r = v / kXV, cv = (v % kXV) * 8;
+            const bool ok = r < len;
+            cp_async16(Xs + r * kLdX + cv, ok ? xg + r * p.x_stride + cv : xg, ok ? 16 : 0);
+        }
+        for (int v = tid; v < qa * kNV; v += kThreads) {
+            const int r = v / kNV, cv = (v % kNV) * 8;
+            const bool ok = r < len;
+            cp_async16(Bs + r * kLdC + cv, ok ? Bg + r * p.bc_stride + cv : Bg, ok ? 16 : 0);
+        }
+        cp_async_commit();
+        for (int v = tid; v < qa * kNV; v += kThreads) {
+            const int r = v / kNV, cv = (v % kNV) * 8;
+            const bool ok = r < len;
+            cp_async16(Cs + r * kLdC + cv, ok ? Cg + r * p.bc_stride + cv : Cg, ok ? 16 : 0);
+        }
+        cp_async_commit();
+    }
+
+    // (The sequence tables are read after the loads are in flight.)
+    const int seq = p.chunk_seq[c];
+    const bool first = c == p.cu_chunks[seq], last = c == p.cu_chunks[seq + 1] - 1;
+
+    // Δ and the inclusive cumsum of A·Δ (one token per thread: qa <= kThreads).
+    const float d = tid < len ? p.dt[(start + tid) * H + h] : 0.0f;
+    {
+        float v = p.A[h] * d;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const float n = __shfl_up_sync(0xffffffffu, v, o);
+            if (lane >= o) v += n;
+        }
+        if (lane == 31) s_warp_sum[warp] = v;
+        __syncthreads();
+        for (int w = 0; w < warp; ++w) v += s_warp_sum[w];
+        if (tid < qa) {
+            cs_s[tid] = v;
+            dt_s[tid] = d;
+        }
+        __syncthreads();
+    }
+    const float cs_last = cs_s[len - 1];  // = the whole chunk's sum (flat past len)
+    if (tid < qa) f_s[tid] = expf(fminf(cs_last - cs_s[tid], 0.0f)) * d;
+    cp_async_wait<1>();
+    __syncthreads();
+    if (prof) prof[1] = global_ns();
+
+    // 2. Chunk-local state: items of 16 (p) × 64 (n), warp w takes items w, w + 8, ...
+    constexpr int kNC = kN / 64, kItems = (kP / 16) * kNC, kMaxIt = (kItems + kWarps - 1) / kWarps;
+    float st[kMaxIt][8][4];
+#pragma unroll
+    for (int it = 0; it < kMaxIt; ++it)
+#pragma unroll
+        for (int t = 0; t < 8; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) st[it][t][e] = 0.0f;
+    // Two 16-token steps per iteration, their 10 fragment loads issued before any MMA (rows past
+    // len are zero up to qa, and f_s is 0 there).
+    const int j_end = (len + 31) & ~31;
+#pragma unroll
+    for (int it = 0; it < kMaxIt; ++it) {
+        const int item = warp + kWarps * it;
+        if (item >= kItems) continue;
+        const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
+        for (int j0 = 0; j0 < j_end; j0 += 32) {
+            uint32_t a[2][4], b[2][4][4];
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const int jj = j0 + 16 * hh;
+                // A = xᵀ {16 p, 16 j}: x is stored [j][p], so ldmatrix.trans.
+                ldsm_x4_t(a[hh], Xs + (jj + (lane & 7) + 8 * (lane >> 4)) * kLdX + p0 +
+                                     8 * ((lane >> 3) & 1));
+#pragma unroll
+                for (int t2 = 0; t2 < 4; ++t2)  // B {16 j, 16 n}: stored [j][n], ldmatrix.trans
+                    ldsm_x4_t(b[hh][t2], Bs + (jj + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC +
+                                             n0 + 16 * t2 + 8 * (lane >> 4));
+            }
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const int jj = j0 + 16 * hh;
+                const float f0 = f_s[jj + 2 * qd], f1 = f_s[jj + 2 * qd + 1];
+                const float f8 = f_s[jj + 8 + 2 * qd], f9 = f_s[jj + 9 + 2 * qd];
+                float2 u;
+                u = M::unpack(a[hh][0]);
+                a[hh][0] = M::pack(u.x * f0, u.y * f1);
+                u = M::unpack(a[hh][1]);
+                a[hh][1] = M::pack(u.x * f0, u.y * f1);
+                u = M::unpack(a[hh][2]);
+                a[hh][2] = M::pack(u.x * f8, u.y * f9);
+                u = M::unpack(a[hh][3]);
+                a[hh][3] = M::pack(u.x * f8, u.y * f9);
+#pragma unroll
+                for (int t2 = 0; t2 < 4; ++t2) {
+                    M::mma(st[it][2 * t2], a[hh], b[hh][t2][0], b[hh][t2][1]);
+                    M::mma(st[it][2 * t2 + 1], a[hh], b[hh][t2][2], b[hh][t2][3]);
+                }
+            }
+        }
+    }
+
+    // 3. State passing: wait for chunk c−1 of this head (a sequence's first chunk starts from its
+    // slot), publish the state leaving this chunk, keep prev as an operand.
+    if (prof) prof[2] = global_ns();
+    const int64_t PN = static_cast<int64_t>(kP) * kN;
+    const int64_t slot_off = first || last ? p.slots[seq] * p.state_slot_stride + h * PN : 0;
+    if (!first) {
+        if (tid == 0) {
+            const uint32_t* flag = p.sync + kSyncHeader + (c - 1) * H + h;
+            while (ld_acquire(flag) != epoch) __nanosleep(40);
+        }
+        __syncthreads();
+    }
+    if (prof) prof[3] = global_ns();
+    {
+        const float decay = expf(cs_last);
+        const float* prev_g = p.sp + ((c - 1) * H + h) * PN;  // used when !first
+        float* out_g = p.sp + (c * H + h) * PN;
+#pragma unroll
+        for (int it = 0; it < kMaxIt; ++it) {
+            const int item = warp + kWarps * it;
+            if (item >= kItems) continue;
+            const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int pp = p0 + gr + 8 * half, nn = n0 + 8 * t + 2 * qd;
+                    const int64_t e = static_cast<int64_t>(pp) * kN + nn;
+                    float2 pv;
+                    if (first) {
+                        pv.x = slot_load(p.state, slot_off + e, p.state_dtype);
+                        pv.y = slot_load(p.state, slot_off + e + 1, p.state_dtype);
+                    } else {
+                        pv = __ldcg(reinterpret_cast<const float2*>(prev_g + e));
+                    }
+                    *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
+                    const float o0 = fmaf(decay, pv.x, st[it][t][2 * half]);
+                    const float o1 = fmaf(decay, pv.y, st[it][t][2 * half + 1]);
+                    if (last) {
+                        slot_store(p.state, slot_off + e, p.state_dtype, o0);
+                        slot_store(p.state, slot_off + e + 1, p.state_dtype, o1);
+                    } else {
+                        __stcg(reinterpret_cast<float2*>(out_g + e), make_float2(o0, o1));
+                    }
+                }
+            }
+        }
+    }
+    __syncthreads();
+    if (!last && tid == 0) {
+        __threadfence();
+        st_release(p.sync + kSyncHeader + c * H + h, epoch);
+    }
+    if (prof) prof[4] = global_ns();
+    cp_async_wait<0>();
+    __syncthreads();
+
+    // 4. Output, 16-row strips.
+    const T* xs_c = Xs;
+    const float Dh = p.D ? p.D[h] : 0.0f;
+    T* y = static_cast<T*>(p.y) + start * static_cast<int64_t>(H) * kP + h * kP;  // {len, ..}
+    const int n_strip = (len + 15) / 16;
+    for (int k = 0; kWarps * k < n_strip; ++k) {
+        const int s = (k & 1) ? kWarps * k + kWarps - 1 - warp : kWarps * k + warp;
+        if (s >= n_strip) continue;
+        const int i0 = 16 * s;
+        // C rows i0.. as A fragments over d_state.
+        uint32_t cf[kN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < kN / 16; ++kk)
+            ldsm_x4(cf[kk], Cs + (i0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC + 16 * kk +
+                                8 * (lane >> 4));
+        float acc[kP / 8][4];
+#pragma unroll
+        for (int t = 0; t < kP / 8; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[t][e] = 0.0f;
+                // Inter-chunk: C · prevᵀ (prev stored [p][n]: a col-major B operand, plain
+                // ldmatrix).
+#pragma unroll
+        for (int kk = 0; kk < kN / 16; ++kk) {
+            uint32_t b[kP / 16][4];
+#pragma unroll
+            for (int pt = 0; pt < kP / 16; ++pt)
+                ldsm_x4(b[pt], Ps + (16 * pt + (lane & 7) + 8 * (lane >> 4)) * kLdC + 16 * kk +
+                                   8 * ((lane >> 3) & 1));
+#pragma unroll
+            for (int pt = 0; pt < kP / 16; ++pt) {
+                M::mma(acc[2 * pt], cf[kk], b[pt][0], b[pt][1]);
+                M::mma(acc[2 * pt + 1], cf[kk], b[pt][2], b[pt][3]);
+            }
+        }
+        const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
+        {
+            const float e0 = expf(cs0), e1 = expf(cs1);
+#pragma unroll
+            for (int t = 0; t < kP / 8; ++t) {
+                acc[t][0] *= e0;
+                acc[t][1] *= e0;
+                acc[t][2] *= e1;
+                acc[t][3] *= e1;
+            }
+        }
+        // Intra-chunk, 32-token blocks j0 <= i0 (4 independent S tiles; the block past the
+        // diagonal is masked to 0, and its rows exist and are zero: rows go up to qa).
+        for (int j0 = 0; j0 <= i0; j0 += 32) {
+            float sc[4][4];
+#pragma unroll
+            for (int t = 0; t < 4; ++t)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) sc[t][e] = 0.0f;
+            // B rows j0 + 16·hb.. (stored [j][n]: col-major operand), one k-step ahead.
+            uint32_t bq[2][2][4];
+            auto load_b = [&](int kk, uint32_t(&dst)[2][4]) {
+#pragma unroll
+                for (int hb = 0; hb < 2; ++hb)
+                    ldsm_x4(dst[hb], Bs + (j0 + 16 * hb + (lane & 7) + 8 * (lane >> 4)) * kLdC +
+                                         16 * kk + 8 * ((lane >> 3) & 1));
+            };
+            load_b(0, bq[0]);
+#pragma unroll
+            for (int kk = 0; kk < kN / 16; ++kk) {
+                if (kk + 1 < kN / 16) load_b(kk + 1, bq[(kk + 1) & 1]);
+#pragma unroll
+                for (int hb = 0; hb < 2; ++hb) {
+                    M::mma(sc[2 * hb], cf[kk], bq[kk & 1][hb][0], bq[kk & 1][hb][1]);
+                    M::mma(sc[2 * hb + 1], cf[kk], bq[kk & 1][hb][2], bq[kk & 1][hb][3]);
+                }
+            }
+            // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans), loaded while W is computed
+            // (both halves when they fit in registers).
+            constexpr int kXB = kP <= 80 ? 2 : 1;
+            uint32_t xb[kXB][kP / 16][4];
+            auto load_x = [&](int hb, uint32_t(&dst)[kP / 16][4]) {
+#pragma unroll
+                for (int pt = 0; pt < kP / 16; ++pt)
+                    ldsm_x4_t(dst[pt],
+                              xs_c + (j0 + 16 * hb + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdX +
+                                  16 * pt + 8 * (lane >> 4));
+            };
+#pragma unroll
+            for (int hb = 0; hb < kXB; ++hb) load_x(hb, xb[hb]);
+            uint32_t a[2][4];
+            const bool diag = j0 + 31 > i0;
+            const int ia = i0 + gr, ib = ia + 8;
+#pragma unroll
+            for (int t = 0; t < 4; ++t) {
+                const int ja = j0 + 8 * t + 2 * qd;
+                const float csa = cs_s[ja], csb = cs_s[ja + 1];
+                const float da = dt_s[ja], db = dt_s[ja + 1];
+                float w00 = sc[t][0] * __expf(fminf(cs0 - csa, 0.0f)) * da;
+                float w01 = sc[t][1] * __expf(fminf(cs0 - csb, 0.0f)) * db;
+                float w10 = sc[t][2] * __expf(fminf(cs1 - csa, 0.0f)) * da;
+                float w11 = sc[t][3] * __expf(fminf(cs1 - csb, 0.0f)) * db;
+                if (diag) {
+                    if (ja > ia) w00 = 0.0f;
+                    if (ja + 1 > ia) w01 = 0.0f;
+                    if (ja > ib) w10 = 0.0f;
+                    if (ja + 1 > ib) w11 = 0.0f;
+                }
+                a[t / 2][2 * (t % 2)] = M::pack(w00, w01);
+                a[t / 2][2 * (t % 2) + 1] = M::pack(w10, w11);
+            }
+#pragma unroll
+            for (int hb = 0; hb < 2; ++hb) {
+                if (kXB == 1 && hb == 1) load_x(1, xb[0]);
+                const int xi = kXB == 2 ? hb : 0;
+#pragma unroll
+                for (int pt = 0; pt < kP / 16; ++pt) {
+                    M::mma(acc[2 * pt], a[hb], xb[xi][pt][0], xb[xi][pt][1]);
+                    M::mma(acc[2 * pt + 1], a[hb], xb[xi][pt][2], xb[xi][pt][3]);
+                }
+            }
+        }
+        // D skip and store.
+#pragma unroll
+        for (int t = 0; t < kP / 8; ++t) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
+                if (i >= len) continue;
+                const float2 xv =
+                    M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + i * kLdX + col));
+                const uint32_t out =
+                    M::pack(fmaf(Dh, xv.x, acc[t][2 * half]), fmaf(Dh, xv.y, acc[t][2 * half + 1]));
+                *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) = out;
+            }
+        }
+    }
+
+    if (p.prof) {
+        __syncthreads();
+        if (prof) prof[5] = global_ns();
+    }
+}
+
+bool aligned16(const void* ptr) {
+    return reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
+}
+
+size_t smem_bytes(const SsdArgs& a, DType act) {
+    const size_t q32 = static_cast<size_t>((a.chunk_size + 31) / 32 * 32);
+    const size_t el = dtype_size(act);
+    const size_t ldc = static_cast<size_t>(a.d_state) + 8,
+                 ldx = static_cast<size_t>(a.head_dim) + 8;
+    return (q32 * (2 * ldc + ldx) + static_cast<size_t>(a.head_dim) * ldc) * el +
+           3 * sizeof(float) * q32;
+}
+
+int max_smem_optin() {
+    int dev = 0, v = 0;
+    DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
+    DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return v;
+}
+
+bool shape_ok(int64_t P, int64_t N) {
+    return (P == 32 || P == 64 || P == 80 || P == 128) && (N == 64 || N == 128);
+}
+
+template <typename T, int kP, int kN>
+void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
+    static size_t configured = 0;  // per instantiation: the dynamic limit set so far
+    if (smem > configured) {
+        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(ssd_fused_kernel<T, kP, kN>,
+                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(smem)));
+        configured = smem;
+    }
+    const int64_t blocks = n_chunk * fp.n_head;
+    ssd_fused_kernel<T, kP, kN><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
+    DUALITY_CUDA_LAUNCH_CHECK();
+}
+
+template <typename T, int kP>
+void launch_n(const FusedParams& fp, int64_t N, int64_t n_chunk, size_t smem, cudaStream_t s) {
+    if (N == 64) {
+        launch<T, kP, 64>(fp, n_chunk, smem, s);
+    } else {
+        launch<T, kP, 128>(fp, n_chunk, smem, s);
+    }
+}
+
+template <typename T>
+void launch_pn(const FusedParams& fp, int64_t P, int64_t N, int64_t n_chunk, size_t smem,
+               cudaStream_t s) {
+    switch (P) {
+        case 32:
+            launch_n<T, 32>(fp, N, n_chunk, smem, s);
+            break;
+        case 64:
+            launch_n<T, 64>(fp, N, n_chunk, smem, s);
+            break;
+        case 80:
+            launch_n<T, 80>(fp, N, n_chunk, smem, s);
+            break;
+        default:
+            launch_n<T, 128>(fp, N, n_chunk, smem, s);
+            break;
+    }
+}
+
+}  // namespace
+
+bool ssd_fused_supported(const SsdArgs& a, DType act) {
+    if (act != DType::kF16 && act != DType::kBF16) return false;
+    if (!shape_ok(a.head_dim, a.d_state)) return false;
+    if (a.n_group <= 0 || a.n_head % a.n_group != 0) return false;
+    if (a.chunk_size < 1 || a.chunk_size > kMaxChunk) return false;
+    if (!aligned16(a.x) || !aligned16(a.B) || !aligned16(a.C)) return false;
+    if (a.x_stride % 8 != 0 || a.bc_stride % 8 != 0) return false;
+    if (a.batch.n_chunk * a.n_head >= (int64_t{1} << 31)) return false;
+    // The kernel's static shared memory (counters, warp sums) comes out of the same limit.
+    static const int limit = max_smem_optin();
+    return smem_bytes(a, act) + kStaticSmemReserve <= static_cast<size_t>(limit);
+}
+
+size_t ssd_fused_workspace_bytes(const SsdArgs& a) {
+    return static_cast<size_t>(a.batch.n_chunk) * a.n_head * a.head_dim * a.d_state * sizeof(float);
+}
+
+size_t ssd_fused_sync_bytes(const SsdArgs& a) {
+    return (kSyncHeader + static_cast<size_t>(a.batch.n_chunk) * a.n_head) * sizeof(uint32_t);
+}
+
+namespace {
+void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
+                cudaStream_t stream, uint64_t* prof) {
+    const VarlenBatch& b = a.batch;
+    if (b.n_chunk == 0 || b.n_tokens == 0) return;
+    if (!ssd_fused_supported(a, act) || !a.y || !a.state || !dt || !a.A || !workspace || !sync ||
+        !b.chunk_start || !b.chunk_len || !b.chunk_seq || !b.cu_chunks || !b.slots) {
+        std::fprintf(stderr,
+                     "duality: ssd_fused: unsupported arguments (see ssd_fused_supported)\n");
+        std::abort();
+    }
+    FusedParams fp;
+    fp.n_head = static_cast<int>(a.n_head);
+    fp.n_group = static_cast<int>(a.n_group);
+    fp.chunk_size = static_cast<int>(a.chunk_size);
+    fp.heads_per_group = static_cast<int>(a.n_head / a.n_group);
+    switch (a.state_dtype) {
+        case DType::kF32:
+            fp.state_dtype = 0;
+            break;
+        case DType::kF16:
+            fp.state_dtype = 1;
+            break;
+        case DType::kBF16:
+            fp.state_dtype = 2;
+            break;
+        default:
+            std::fprintf(stderr, "duality: ssd_fused: state_dtype must be f32, f16 or bf16\n");
+            std::abort();
+    }
+    fp.chunk_start = b.chunk_start;
+    fp.chunk_len = b.chunk_len;
+    fp.chunk_seq = b.chunk_seq;
+    fp.cu_chunks = b.cu_chunks;
+    fp.slots = b.slots;
+    fp.x = a.x;
+    fp.x_stride = a.x_stride;
+    fp.B = a.B;
+    fp.C = a.C;
+    fp.bc_stride = a.bc_stride;
+    fp.dt = dt;
+    fp.A = a.A;
+    fp.D = a.D;
+    fp.state = a.state;
+    fp.state_slot_stride = a.state_slot_stride;
+    fp.y = a.y;
+    fp.sp = static_cast<float*>(workspace);
+    fp.sync = static_cast<uint32_t*>(sync);
+    fp.prof = prof;
+    const size_t smem = smem_bytes(a, act);
+    if (act == DType::kBF16) {
+        launch_pn<__nv_bfloat16>(fp, a.head_dim, a.d_state, b.n_chunk, smem, stream);
+    } else {
+        launch_pn<__half>(fp, a.head_dim, a.d_state, b.n_chunk, smem, stream);
+    }
+}
+
+}  // namespace
+
+void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
+               cudaStream_t stream) {
+    fused_impl(a, dt, workspace, sync, act, stream, nullptr);
+}
+
+void ssd::fused_profile(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
+                        uint64_t* stamps, cudaStream_t stream) {
+    fused_impl(a, dt, workspace, sync, act, stream, stamps);
+}
+
+}  // namespace duality::cuda

@@ -1,0 +1,66 @@
+// One request's choices in flight: engine sequences turned into text (streaming UTF-8 decoding,
+// stop strings) and into OpenAI response objects, for both the streamed and the plain response.
+#pragma once
+
+#include <memory>
+#include <variant>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "duality/engine.h"
+#include "duality/tokenizer.h"
+#include "sampling/stop_strings.h"
+#include "server/openai.h"
+
+namespace duality::server {
+
+// JSON text that never throws on invalid UTF-8 (replaced by U+FFFD).
+std::string dump(const nlohmann::json& j);
+
+class Generation {
+public:
+    // Submits every choice of `request` to `engine`. On failure (queue full, shutting down) no
+    // sequence is left behind and the error says why.
+    static std::variant<std::unique_ptr<Generation>, ApiError> start(
+        Engine& engine, const ApiRequest& request, const Tokenizer& tokenizer, int32_t eos_id,
+        double timeout_s);
+    ~Generation();  // cancels whatever is still running
+
+    // A piece of a choice's text that became final (stream events).
+    struct Delta {
+        int index = 0;
+        std::string text;
+        std::vector<int32_t> token_ids;
+        const char* finish_reason = nullptr;  // set on the choice's last delta
+    };
+    // Waits (at most until `until`) for progress; appends the deltas. Returns true once every
+    // choice has finished and its last delta was returned.
+    bool poll(SteadyClock::time_point until, std::vector<Delta>* out);
+
+    void cancel();  // the client went away
+    // The error that ended a choice, if any (a failed model step).
+    const std::string& error() const { return error_; }
+
+    nlohmann::json usage() const;
+    // The whole non-streamed response (after poll() returned true).
+    nlohmann::json response(const std::string& id, int64_t created, const std::string& model) const;
+    // One streamed chunk carrying `deltas` (the chat variant sends role first, see docs).
+    nlohmann::json chunk(const std::string& id, int64_t created, const std::string& model,
+                         const std::vector<Delta>& deltas) const;
+    bool chat() const { return request_.chat; }
+    int n_choices() const { return static_cast<int>(choices_.size()); }
+
+private:
+    struct Choice;
+    Generation(const ApiRequest& request, const Tokenizer& tokenizer);
+
+    ApiRequest request_;
+    Tokenizer tokenizer_;
+    std::vector<std::unique_ptr<Choice>> choices_;
+    std::vector<int64_t> prompt_of_choice_;
+    std::string error_;
+};
+
+}  // namespace duality::server

@@ -1,0 +1,319 @@
+// OpenAI-compatible request parsing and validation (see openai.h and docs/server.md).
+#include "server/openai.h"
+
+#include <cmath>
+#include <random>
+
+namespace duality::server {
+
+using nlohmann::json;
+
+namespace {
+
+ApiError bad(std::string param, std::string message) {
+    ApiError e;
+    e.param = std::move(param);
+    e.message = std::move(message);
+    return e;
+}
+
+std::string type_name(const json& v) {
+    switch (v.type()) {
+        case json::value_t::null: return "null";
+        case json::value_t::boolean: return "a boolean";
+        case json::value_t::string: return "a string";
+        case json::value_t::array: return "an array";
+        case json::value_t::object: return "an object";
+        case json::value_t::number_float: return "a number";
+        default: return "an integer";
+    }
+}
+
+// Field readers: absent or null leaves *out unchanged; a wrong type or range is an error.
+std::optional<ApiError> read_bool(const json& body, const char* key, bool* out) {
+    auto it = body.find(key);
+    if (it == body.end() || it->is_null()) return std::nullopt;
+    if (!it->is_boolean())
+        return bad(key, std::string(key) + " must be a boolean, got " + type_name(*it));
+    *out = it->get<bool>();
+    return std::nullopt;
+}
+
+std::optional<ApiError> read_int(const json& body, const char* key, int64_t lo, int64_t hi,
+                                  int64_t* out) {
+    auto it = body.find(key);
+    if (it == body.end() || it->is_null()) return std::nullopt;
+    const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+    if (!it->is_number_integer())
+        return bad(key, std::string(key) + " must be an integer in " + range + ", got " +
+                            type_name(*it));
+    const bool out_of_range =
+        it->is_number_unsigned()
+            ? (it->get<uint64_t>() > static_cast<uint64_t>(hi) ||
+               (lo > 0 && it->get<uint64_t>() < static_cast<uint64_t>(lo)))
+            : (it->get<int64_t>() < lo || it->get<int64_t>() > hi);
+    if (out_of_range)
+        return bad(key, std::string(key) + " must be an integer in " + range + ", got " +
+                            it->dump());
+    *out = it->get<int64_t>();
+    return std::nullopt;
+}
+
+// A number in [lo, hi] (open at lo when lo_open).
+std::optional<ApiError> read_number(const json& body, const char* key, double lo, double hi,
+                                    bool lo_open, float* out) {
+    auto it = body.find(key);
+    if (it == body.end() || it->is_null()) return std::nullopt;
+    char range[64];
+    std::snprintf(range, sizeof range, "%s%g, %g]", lo_open ? "(" : "[", lo, hi);
+    if (!it->is_number())
+        return bad(key, std::string(key) + " must be a number in " + range + ", got " +
+                            type_name(*it));
+    const double v = it->get<double>();
+    if (!std::isfinite(v) || v > hi || v < lo || (lo_open && v == lo))
+        return bad(key, std::string(key) + " must be a number in " + range + ", got " + it->dump());
+    *out = static_cast<float>(v);
+    return std::nullopt;
+}
+
+std::optional<ApiError> read_ids(const json& arr, const std::string& param, const ApiLimits& limits,
+                                 std::vector<int32_t>* out) {
+    for (size_t i = 0; i < arr.size(); ++i) {
+        const json& v = arr[i];
+        if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= limits.vocab_size)
+            return bad(param, param + "[" + std::to_string(i) + "] = " + v.dump() +
+                                  " is not a token id in [0, " + std::to_string(limits.vocab_size) +
+                                  ")");
+        out->push_back(static_cast<int32_t>(v.get<int64_t>()));
+    }
+    return std::nullopt;
+}
+
+std::optional<ApiError> check_prompt_length(const std::vector<int32_t>& ids, const char* param,
+                                            const ApiLimits& limits) {
+    if (ids.empty()) return bad(param, std::string(param) + " is empty (it has no tokens)");
+    if (static_cast<int64_t>(ids.size()) > limits.max_prompt_tokens)
+        return bad(param, std::string(param) + " has " + std::to_string(ids.size()) +
+                              " tokens, more than the server's limit of " +
+                              std::to_string(limits.max_prompt_tokens));
+    return std::nullopt;
+}
+
+std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
+                                     const Tokenizer& tokenizer, ApiRequest* out) {
+    auto it = body.find("prompt");
+    if (it == body.end() || it->is_null()) return bad("prompt", "prompt is required");
+    const json& p = *it;
+    auto add_text = [&](const std::string& text) -> std::optional<ApiError> {
+        out->prompts.push_back(tokenizer.encode(text));
+        return check_prompt_length(out->prompts.back(), "prompt", limits);
+    };
+    if (p.is_string()) return add_text(p.get<std::string>());
+    if (!p.is_array())
+        return bad("prompt", "prompt must be a string, an array of token ids or an array of "
+                             "strings, got " + type_name(p));
+    if (p.empty()) return bad("prompt", "prompt is an empty array");
+    if (p[0].is_number()) {
+        out->prompts.emplace_back();
+        if (auto e = read_ids(p, "prompt", limits, &out->prompts.back())) return e;
+        return check_prompt_length(out->prompts.back(), "prompt", limits);
+    }
+    if (static_cast<int>(p.size()) > limits.max_prompts)
+        return bad("prompt", "a batch of " + std::to_string(p.size()) + " prompts is more than " +
+                                 std::to_string(limits.max_prompts));
+    for (size_t i = 0; i < p.size(); ++i) {
+        const std::string name = "prompt[" + std::to_string(i) + "]";
+        if (p[i].is_string()) {
+            if (auto e = add_text(p[i].get<std::string>())) return e;
+        } else if (p[i].is_array()) {
+            out->prompts.emplace_back();
+            if (auto e = read_ids(p[i], name, limits, &out->prompts.back())) return e;
+            if (auto e = check_prompt_length(out->prompts.back(), "prompt", limits)) return e;
+        } else {
+            return bad("prompt", name + " must be a string or an array of token ids, got " +
+                                     type_name(p[i]));
+        }
+    }
+    return std::nullopt;
+}
+
+std::optional<ApiError> read_messages(const json& body, const ApiLimits& limits,
+                                      const Tokenizer& tokenizer, const ChatTemplate& tmpl,
+                                      ApiRequest* out) {
+    auto it = body.find("messages");
+    if (it == body.end() || it->is_null()) return bad("messages", "messages is required");
+    if (!it->is_array())
+        return bad("messages", "messages must be an array, got " + type_name(*it));
+    if (it->empty()) return bad("messages", "messages is empty");
+    std::vector<ChatMessage> messages;
+    for (size_t i = 0; i < it->size(); ++i) {
+        const json& m = (*it)[i];
+        const std::string name = "messages[" + std::to_string(i) + "]";
+        if (!m.is_object()) return bad("messages", name + " must be an object, got " + type_name(m));
+        auto role = m.find("role");
+        if (role == m.end() || !role->is_string() || role->get<std::string>().empty())
+            return bad("messages", name + ".role must be a non-empty string");
+        ChatMessage msg;
+        msg.role = role->get<std::string>();
+        auto content = m.find("content");
+        if (content == m.end())
+            return bad("messages", name + ".content is required");
+        if (content->is_string()) {
+            msg.content = content->get<std::string>();
+        } else if (content->is_array()) {
+            for (size_t j = 0; j < content->size(); ++j) {
+                const json& part = (*content)[j];
+                const std::string pname = name + ".content[" + std::to_string(j) + "]";
+                if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
+                    !part.contains("text") || !part["text"].is_string())
+                    return bad("messages", pname + " must be {\"type\": \"text\", \"text\": "
+                                                   "string} (only text is supported)");
+                msg.content += part["text"].get<std::string>();
+            }
+        } else if (!content->is_null()) {
+            return bad("messages", name + ".content must be a string or an array of text parts, "
+                                          "got " + type_name(*content));
+        }
+        messages.push_back(std::move(msg));
+    }
+    Result<std::string> text = tmpl.render(messages, true);
+    if (!text.is_ok()) return bad("messages", "chat template: " + text.status().message());
+    out->prompts.push_back(tokenizer.encode(*text));
+    out->strip_leading_space = tmpl.is_plain();
+    return check_prompt_length(out->prompts.back(), "messages", limits);
+}
+
+}  // namespace
+
+json ApiError::to_json() const {
+    json e = {{"message", message}, {"type", type}, {"param", nullptr}, {"code", nullptr}};
+    if (!param.empty()) e["param"] = param;
+    if (!code.empty()) e["code"] = code;
+    return json{{"error", e}};
+}
+
+std::string make_id(const char* prefix) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    char hex[33];
+    std::snprintf(hex, sizeof hex, "%016llx%016llx", static_cast<unsigned long long>(rng()),
+                  static_cast<unsigned long long>(rng()));
+    return std::string(prefix) + hex;
+}
+
+std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
+                                      const ApiLimits& limits, const Tokenizer& tokenizer,
+                                      const ChatTemplate& tmpl, ApiRequest* out) {
+    json body;
+    try {
+        body = json::parse(body_text);
+    } catch (const json::exception& e) {
+        return bad("", std::string("the body is not valid JSON: ") + e.what());
+    }
+    if (!body.is_object())
+        return bad("", "the body must be a JSON object, got " + type_name(body));
+    ApiRequest r;
+    r.chat = chat;
+
+    if (auto it = body.find("model"); it != body.end() && !it->is_null()) {
+        if (!it->is_string()) return bad("model", "model must be a string, got " + type_name(*it));
+        if (it->get<std::string>() != limits.model_name) {
+            ApiError e = bad("model", "the model '" + it->get<std::string>() +
+                                          "' does not exist; this server serves '" +
+                                          limits.model_name + "'");
+            e.status = 404;
+            e.type = "not_found_error";
+            e.code = "model_not_found";
+            return e;
+        }
+    }
+    // Unsupported features are refused rather than silently ignored.
+    for (const char* key : {"logprobs", "top_logprobs", "echo", "suffix", "tools", "functions"}) {
+        auto it = body.find(key);
+        if (it != body.end() && !it->is_null() && *it != false && !(it->is_array() && it->empty()))
+            return bad(key, std::string(key) + " is not supported by this server");
+    }
+    if (auto it = body.find("best_of"); it != body.end() && !it->is_null() && *it != 1)
+        return bad("best_of", "best_of other than 1 is not supported by this server");
+    if (auto it = body.find("logit_bias"); it != body.end() && !it->is_null()) {
+        if (!it->is_object()) return bad("logit_bias", "logit_bias must be an object");
+        if (!it->empty()) return bad("logit_bias", "logit_bias is not supported by this server");
+    }
+
+    int64_t max_tokens = r.max_tokens;
+    if (chat) {
+        if (auto e = read_int(body, "max_completion_tokens", 1, limits.max_tokens_limit, &max_tokens))
+            return e;
+    }
+    if (auto e = read_int(body, "max_tokens", 1, limits.max_tokens_limit, &max_tokens)) return e;
+    r.max_tokens = max_tokens;
+
+    SamplingParams& s = r.sampling;
+    s.temperature = 1.0f;
+    if (auto e = read_number(body, "temperature", 0, 2, false, &s.temperature)) return e;
+    if (auto e = read_number(body, "top_p", 0, 1, true, &s.top_p)) return e;
+    if (auto e = read_number(body, "min_p", 0, 1, false, &s.min_p)) return e;
+    if (auto e = read_number(body, "presence_penalty", -2, 2, false, &s.presence_penalty)) return e;
+    if (auto e = read_number(body, "frequency_penalty", -2, 2, false, &s.frequency_penalty)) return e;
+    if (auto e = read_number(body, "repetition_penalty", 0, 100, true, &s.repetition_penalty))
+        return e;
+    int64_t top_k = 0;
+    if (auto e = read_int(body, "top_k", -1, 1 << 30, &top_k)) return e;
+    s.top_k = top_k < 0 ? 0 : static_cast<int>(top_k);
+    s.greedy = s.temperature == 0.0f;
+    if (auto it = body.find("seed"); it != body.end() && !it->is_null()) {
+        if (!it->is_number_integer())
+            return bad("seed", "seed must be an integer, got " + type_name(*it));
+        s.seed = it->is_number_unsigned() ? it->get<uint64_t>()
+                                          : static_cast<uint64_t>(it->get<int64_t>());
+    } else {
+        s.seed = std::random_device{}() * 0x100000001ull + std::random_device{}();
+    }
+    int64_t n = 1;
+    if (auto e = read_int(body, "n", 1, limits.max_n, &n)) return e;
+    r.n = static_cast<int>(n);
+
+    if (auto it = body.find("stop"); it != body.end() && !it->is_null()) {
+        auto add = [&](const json& v, const std::string& name) -> std::optional<ApiError> {
+            if (!v.is_string() || v.get<std::string>().empty())
+                return bad("stop", name + " must be a non-empty string");
+            r.stop.push_back(v.get<std::string>());
+            return std::nullopt;
+        };
+        if (it->is_string()) {
+            if (auto e = add(*it, "stop")) return e;
+        } else if (it->is_array()) {
+            if (it->size() > 16) return bad("stop", "stop may hold at most 16 strings");
+            for (size_t i = 0; i < it->size(); ++i)
+                if (auto e = add((*it)[i], "stop[" + std::to_string(i) + "]")) return e;
+        } else {
+            return bad("stop", "stop must be a string or an array of strings, got " +
+                                   type_name(*it));
+        }
+    }
+    if (auto e = read_bool(body, "stream", &r.stream)) return e;
+    if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
+        if (!it->is_object())
+            return bad("stream_options", "stream_options must be an object, got " + type_name(*it));
+        if (auto e = read_bool(*it, "include_usage", &r.include_usage)) {
+            e->param = "stream_options.include_usage";
+            return e;
+        }
+    }
+    if (auto e = read_bool(body, "ignore_eos", &r.ignore_eos)) return e;
+    if (auto e = read_bool(body, "return_token_ids", &r.return_token_ids)) return e;
+    if (auto it = body.find("user"); it != body.end() && !it->is_null() && !it->is_string())
+        return bad("user", "user must be a string, got " + type_name(*it));
+
+    if (chat) {
+        if (auto e = read_messages(body, limits, tokenizer, tmpl, &r)) return e;
+    } else {
+        if (auto e = read_prompts(body, limits, tokenizer, &r)) return e;
+    }
+    if (static_cast<int64_t>(r.prompts.size()) * r.n > limits.max_prompts)
+        return bad("n", "prompts x n = " + std::to_string(r.prompts.size() * r.n) +
+                            " choices is more than " + std::to_string(limits.max_prompts));
+    *out = std::move(r);
+    return std::nullopt;
+}
+
+}  // namespace duality::server

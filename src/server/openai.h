@@ -1,0 +1,58 @@
+// OpenAI-compatible request parsing and validation for /v1/completions and
+// /v1/chat/completions (docs/server.md): JSON in, a tokenized ApiRequest or an ApiError out.
+// Every error names the field at fault and carries the HTTP status it maps to.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "duality/sampling.h"
+#include "duality/tokenizer.h"
+#include "server/chat_template.h"
+
+namespace duality::server {
+
+struct ApiError {
+    int status = 400;
+    std::string message;
+    std::string type = "invalid_request_error";
+    std::string param;  // empty: null
+    std::string code;   // empty: null
+
+    nlohmann::json to_json() const;
+};
+
+// What the server allows; set from the command line.
+struct ApiLimits {
+    std::string model_name;          // the id clients send and /v1/models lists
+    int64_t max_prompt_tokens = 32768;
+    int64_t max_tokens_limit = 4096; // the largest max_tokens
+    int64_t vocab_size = 0;          // prompt token ids must be below this
+    int max_n = 16;
+    int max_prompts = 64;            // prompts in one batch request
+};
+
+struct ApiRequest {
+    bool chat = false;
+    std::vector<std::vector<int32_t>> prompts;  // tokenized; one or more
+    int n = 1;                                  // choices per prompt
+    int64_t max_tokens = 16;
+    SamplingParams sampling;                    // seed: choice i uses seed + i
+    std::vector<std::string> stop;
+    bool stream = false, include_usage = false, ignore_eos = false, return_token_ids = false;
+    bool strip_leading_space = false;           // chat with the plain template (docs/server.md)
+};
+
+// Parses and validates a request body. `chat` selects the chat schema; `tmpl` renders messages.
+std::optional<ApiError> parse_request(const std::string& body, bool chat, const ApiLimits& limits,
+                                      const Tokenizer& tokenizer, const ChatTemplate& tmpl,
+                                      ApiRequest* out);
+
+// A random id with a prefix: "cmpl-1f3a...".
+std::string make_id(const char* prefix);
+
+}  // namespace duality::server

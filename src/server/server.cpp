@@ -1,0 +1,274 @@
+// The HTTP server: routes and their handlers, SSE streaming, error bodies (see server.h).
+#include "server/server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <ctime>
+#include <thread>
+
+#include "server/generation.h"
+#include "server/metrics.h"
+
+namespace duality::server {
+
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kJson = "application/json";
+
+void send_error(httplib::Response& res, const ApiError& e) {
+    res.status = e.status;
+    res.set_content(dump(e.to_json()), kJson);
+}
+
+ApiError error_for_status(int status, const std::string& message) {
+    ApiError e;
+    e.status = status;
+    e.message = message;
+    e.type = status == 404   ? "not_found_error"
+             : status >= 500 ? "server_error"
+                             : "invalid_request_error";
+    return e;
+}
+
+int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
+
+}  // namespace
+
+struct Server::Impl {
+    Impl(Engine& e, Tokenizer t, ChatTemplate c, int32_t eos, ServerOptions o)
+        : engine(e), tokenizer(std::move(t)), tmpl(std::move(c)), eos_id(eos), opt(std::move(o)) {}
+
+    void routes();
+    void handle_generate(const httplib::Request& req, httplib::Response& res, bool chat);
+    void stream(httplib::Response& res, std::shared_ptr<Generation> gen, const std::string& id,
+                int64_t created, bool include_usage);
+
+    Engine& engine;
+    Tokenizer tokenizer;
+    ChatTemplate tmpl;
+    int32_t eos_id;
+    ServerOptions opt;
+    httplib::Server http;
+    HttpCounters counters;
+    std::atomic<bool> shutting_down{false};
+    std::atomic<int> open_requests{0};  // generation requests in flight (streamed or not)
+};
+
+void Server::Impl::routes() {
+    http.set_payload_max_length(static_cast<size_t>(opt.max_body_bytes));
+    const int threads = opt.http_threads;
+    http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    http.set_read_timeout(30, 0);
+    http.set_write_timeout(30, 0);
+
+    http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
+        handle_generate(req, res, false);
+    });
+    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+        handle_generate(req, res, true);
+    });
+    http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+        json model = {{"id", opt.limits.model_name},
+                      {"object", "model"},
+                      {"created", unix_now()},
+                      {"owned_by", "duality"}};
+        res.set_content(dump(json{{"object", "list"}, {"data", json::array({model})}}), kJson);
+    });
+    http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+        if (shutting_down) {
+            res.status = 503;
+            res.set_content(R"({"status": "shutting down"})", kJson);
+        } else {
+            res.set_content(R"({"status": "ok"})", kJson);
+        }
+    });
+    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+        res.set_content(render_metrics(engine.stats(), counters), "text/plain; version=0.0.4");
+    });
+
+    // A known path with the wrong method is 405, not 404.
+    const std::pair<const char*, const char*> known[] = {{"/v1/completions", "POST"},
+                                                         {"/v1/chat/completions", "POST"},
+                                                         {"/v1/models", "GET"},
+                                                         {"/health", "GET"},
+                                                         {"/metrics", "GET"}};
+    for (const auto& [path, allowed] : known) {
+        auto h = [allowed = std::string(allowed), path = std::string(path)](
+                     const httplib::Request& req, httplib::Response& res) {
+            res.set_header("Allow", allowed);
+            send_error(res, error_for_status(405, req.method + " is not allowed on " + path +
+                                                      "; use " + allowed));
+        };
+        if (std::string(allowed) != "GET") http.Get(path, h);
+        if (std::string(allowed) != "POST") http.Post(path, h);
+        http.Put(path, h);
+        http.Delete(path, h);
+        http.Patch(path, h);
+    }
+
+    // Errors raised by httplib itself (unknown path, body too large, bad request line) get the
+    // same JSON body as ours.
+    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return;
+        std::string message;
+        switch (res.status) {
+            case 404: message = "no such endpoint: " + req.method + " " + req.path; break;
+            case 413: message = "the request body is larger than the server's limit"; break;
+            default: message = "HTTP error " + std::to_string(res.status); break;
+        }
+        send_error(res, error_for_status(res.status, message));
+    });
+    http.set_exception_handler(
+        [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+            std::string what = "internal error";
+            try {
+                if (ep) std::rethrow_exception(ep);
+            } catch (const std::exception& e) {
+                what = std::string("internal error: ") + e.what();
+            } catch (...) {
+            }
+            send_error(res, error_for_status(500, what));
+        });
+    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+        counters.count(req.path, res.status);
+    });
+}
+
+void Server::Impl::handle_generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+    if (shutting_down) {
+        send_error(res, error_for_status(503, "the server is shutting down"));
+        return;
+    }
+    // httplib enforces the limit on bodies with a Content-Length; a chunked body is checked here.
+    if (static_cast<int64_t>(req.body.size()) > opt.max_body_bytes) {
+        send_error(res, error_for_status(413, "the request body is larger than the server's limit"));
+        return;
+    }
+    ApiRequest request;
+    if (auto e = parse_request(req.body, chat, opt.limits, tokenizer, tmpl, &request)) {
+        send_error(res, *e);
+        return;
+    }
+    auto started = Generation::start(engine, request, tokenizer, eos_id, opt.request_timeout_s);
+    if (auto* e = std::get_if<ApiError>(&started)) {
+        send_error(res, *e);
+        return;
+    }
+    std::shared_ptr<Generation> gen = std::move(std::get<0>(started));
+    const std::string id = make_id(chat ? "chatcmpl-" : "cmpl-");
+    const int64_t created = unix_now();
+    if (request.stream) {
+        stream(res, std::move(gen), id, created, request.include_usage);
+        return;
+    }
+    ++open_requests;
+    std::vector<Generation::Delta> deltas;
+    while (!gen->poll(SteadyClock::now() + std::chrono::milliseconds(200), &deltas)) deltas.clear();
+    --open_requests;
+    if (!gen->error().empty()) {
+        send_error(res, error_for_status(500, "generation failed: " + gen->error()));
+        return;
+    }
+    res.set_content(dump(gen->response(id, created, opt.limits.model_name)), kJson);
+}
+
+void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Generation> gen,
+                          const std::string& id, int64_t created, bool include_usage) {
+    struct State {
+        std::shared_ptr<Generation> gen;
+        bool sent_role = false, finished = false;
+    };
+    auto st = std::make_shared<State>();
+    st->gen = std::move(gen);
+    ++open_requests;
+    const std::string model = opt.limits.model_name;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, st, id, created, include_usage, model](size_t, httplib::DataSink& sink) {
+            auto send = [&](const json& j) {
+                const std::string event = "data: " + dump(j) + "\n\n";
+                return sink.write(event.data(), event.size());
+            };
+            if (!st->sent_role && st->gen->chat()) {
+                // The role comes first, once per choice.
+                json role = st->gen->chunk(id, created, model, {});
+                for (int i = 0; i < st->gen->n_choices(); ++i)
+                    role["choices"].push_back({{"index", i},
+                                               {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                               {"logprobs", nullptr},
+                                               {"finish_reason", nullptr}});
+                if (!send(role)) return false;
+            }
+            st->sent_role = true;
+            std::vector<Generation::Delta> deltas;
+            const bool done =
+                st->gen->poll(SteadyClock::now() + std::chrono::milliseconds(100), &deltas);
+            if (!deltas.empty() && !send(st->gen->chunk(id, created, model, deltas))) return false;
+            if (!done) return sink.is_writable();
+            if (!st->gen->error().empty()) {
+                ApiError e = error_for_status(500, "generation failed: " + st->gen->error());
+                if (!send(e.to_json())) return false;
+            }
+            if (include_usage) {
+                json u = st->gen->chunk(id, created, model, {});
+                u["usage"] = st->gen->usage();
+                if (!send(u)) return false;
+            }
+            static const std::string kDone = "data: [DONE]\n\n";
+            if (!sink.write(kDone.data(), kDone.size())) return false;
+            st->finished = true;
+            sink.done();
+            return true;
+        },
+        [this, st](bool) {
+            // The connection ended (completed, or the client went away): free the sequences.
+            st->gen->cancel();
+            --open_requests;
+        });
+}
+
+Server::Server(Engine& engine, Tokenizer tokenizer, ChatTemplate chat_template, int32_t eos_id,
+               ServerOptions options)
+    : impl_(std::make_unique<Impl>(engine, std::move(tokenizer), std::move(chat_template), eos_id,
+                                   std::move(options))) {
+    impl_->routes();
+}
+
+Server::~Server() = default;
+
+Result<int> Server::bind() {
+    const std::string& host = impl_->opt.host;
+    int port = impl_->opt.port;
+    if (port == 0) {
+        port = impl_->http.bind_to_any_port(host);
+        if (port < 0) return io_error("cannot listen on " + host + ": no free port");
+    } else if (!impl_->http.bind_to_port(host, port)) {
+        return io_error("cannot listen on " + host + ":" + std::to_string(port) +
+                        " (in use, or not an address of this machine)");
+    }
+    return port;
+}
+
+void Server::serve() { impl_->http.listen_after_bind(); }
+
+void Server::shutdown() {
+    Impl& s = *impl_;
+    if (s.shutting_down.exchange(true)) return;
+    s.engine.stop_accepting();
+    const auto grace_end = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                                    std::chrono::duration<double>(s.opt.shutdown_grace_s));
+    while (SteadyClock::now() < grace_end && (s.engine.active() > 0 || s.open_requests > 0))
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    s.engine.cancel_all();
+    // Cancelled requests still write their last chunk and [DONE]; give them a moment.
+    const auto drain_end = SteadyClock::now() + std::chrono::seconds(2);
+    while (SteadyClock::now() < drain_end && s.open_requests > 0)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    s.http.stop();
+}
+
+}  // namespace duality::server

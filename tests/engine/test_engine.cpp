@@ -1,0 +1,371 @@
+// The scheduler and the state cache against the mock model (tests/engine/mock_model.h): every
+// sequence's output must equal its continuation computed alone, whatever else shares the steps.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "duality/engine.h"
+#include "engine/mock_model.h"
+
+namespace duality {
+namespace {
+
+using testing::MockModel;
+using namespace std::chrono_literals;
+
+// Collects a sequence's tokens until it finishes (fails the test after 20 s).
+std::vector<int32_t> drain(Sequence& seq) {
+    std::vector<int32_t> out;
+    const auto give_up = SteadyClock::now() + 20s;
+    while (!seq.wait(&out, SteadyClock::now() + 100ms)) {
+        if (SteadyClock::now() > give_up) {
+            ADD_FAILURE() << "sequence did not finish";
+            break;
+        }
+    }
+    return out;
+}
+
+GenerateRequest greedy(std::vector<int32_t> prompt, int64_t max_tokens) {
+    GenerateRequest r;
+    r.prompt = std::move(prompt);
+    r.max_tokens = max_tokens;
+    r.sampling.greedy = true;
+    return r;
+}
+
+std::vector<int32_t> random_prompt(std::mt19937& rng, int64_t len) {
+    std::vector<int32_t> p(static_cast<size_t>(len));
+    for (auto& t : p) t = static_cast<int32_t>(rng() % MockModel::kVocab);
+    return p;
+}
+
+TEST(Engine, OneSequenceEqualsItsContinuation) {
+    MockModel model(4);
+    EngineOptions o;
+    o.max_seqs = 4;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok()) << engine.status().message();
+    const std::vector<int32_t> prompt = {5, 17, 3, 90, 44};
+    auto seq = (*engine)->submit(greedy(prompt, 12));
+    ASSERT_TRUE(seq.is_ok());
+    EXPECT_EQ(drain(**seq), MockModel::continuation(prompt, 12));
+    EXPECT_EQ((*seq)->finish_reason(), FinishReason::kLength);
+    EXPECT_EQ((*seq)->cached_tokens(), 0);
+}
+
+TEST(Engine, ManyConcurrentSequencesEachEqualTheirContinuation) {
+    MockModel model(8);
+    EngineOptions o;
+    o.max_seqs = 8;
+    o.max_batch_tokens = 64;
+    o.prefill_chunk = 16;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    std::mt19937 rng(7);
+    struct Job {
+        std::vector<int32_t> prompt;
+        int64_t n;
+        std::shared_ptr<Sequence> seq;
+    };
+    std::vector<Job> jobs;
+    for (int i = 0; i < 40; ++i) {
+        Job j;
+        j.prompt = random_prompt(rng, 1 + static_cast<int64_t>(rng() % 150));
+        j.n = 1 + static_cast<int64_t>(rng() % 20);
+        auto seq = (*engine)->submit(greedy(j.prompt, j.n));
+        ASSERT_TRUE(seq.is_ok());
+        j.seq = *seq;
+        jobs.push_back(std::move(j));
+    }
+    for (Job& j : jobs) EXPECT_EQ(drain(*j.seq), MockModel::continuation(j.prompt, j.n));
+
+    // Admission control and the token budget held at every step; prefill pieces end on chunk
+    // boundaries (so they never exceed prefill_chunk).
+    for (const auto& step : model.steps()) {
+        EXPECT_LE(step.slots.size(), 8u);
+        std::vector<int> slots = step.slots;
+        std::sort(slots.begin(), slots.end());
+        EXPECT_EQ(std::adjacent_find(slots.begin(), slots.end()), slots.end()) << "slot twice";
+        int64_t tokens = 0, pieces = 0;
+        for (int64_t len : step.lengths) {
+            tokens += len;
+            pieces += len > 1;
+            EXPECT_LE(len, 16);
+        }
+        if (pieces > 1) {
+            EXPECT_LE(tokens, 64);
+        }
+    }
+    const EngineStats s = (*engine)->stats();
+    EXPECT_EQ(s.finished[static_cast<size_t>(FinishReason::kLength)], 40u);
+    EXPECT_EQ(s.running, 0);
+    EXPECT_EQ(s.queue_depth, 0);
+}
+
+TEST(Engine, StopsAtEos) {
+    MockModel model(2);
+    EngineOptions o;
+    o.max_seqs = 2;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    const std::vector<int32_t> prompt = {1, 2, 3};
+    const auto expected = MockModel::continuation(prompt, 30);
+    GenerateRequest r = greedy(prompt, 30);
+    r.eos_id = expected[4];
+    auto seq = (*engine)->submit(r);
+    ASSERT_TRUE(seq.is_ok());
+    const auto got = drain(**seq);
+    const auto first = std::find(expected.begin(), expected.end(), expected[4]);
+    EXPECT_EQ(got, std::vector<int32_t>(expected.begin(), first + 1));
+    EXPECT_EQ((*seq)->finish_reason(), FinishReason::kStop);
+}
+
+TEST(Engine, ConversationResumesFromTheCacheAndReadsOnlyNewTokens) {
+    MockModel model(4);
+    EngineOptions o;
+    o.max_seqs = 4;
+    o.prefill_chunk = 8;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    std::mt19937 rng(3);
+    const std::vector<int32_t> turn1 = random_prompt(rng, 100);
+    auto s1 = (*engine)->submit(greedy(turn1, 10));
+    ASSERT_TRUE(s1.is_ok());
+    const auto out1 = drain(**s1);
+    ASSERT_EQ(out1, MockModel::continuation(turn1, 10));
+
+    // Turn 2 = turn 1 + its answer + new tokens: resumes after all but the answer's last token.
+    std::vector<int32_t> turn2 = turn1;
+    turn2.insert(turn2.end(), out1.begin(), out1.end());
+    const std::vector<int32_t> fresh = random_prompt(rng, 20);
+    turn2.insert(turn2.end(), fresh.begin(), fresh.end());
+    const int64_t before = model.tokens_consumed();
+    auto s2 = (*engine)->submit(greedy(turn2, 10));
+    ASSERT_TRUE(s2.is_ok());
+    EXPECT_EQ(drain(**s2), MockModel::continuation(turn2, 10));
+    EXPECT_EQ((*s2)->cached_tokens(), 100 + 10 - 1);
+    // Read: the answer's last token + the new tokens, then 9 generated tokens fed back.
+    EXPECT_EQ(model.tokens_consumed() - before, 1 + 20 + 9);
+    // Prefill pieces never hold a generated token: the first one comes with the prompt's end.
+    const EngineStats st = (*engine)->stats();
+    EXPECT_EQ(st.cache_hits, 1u);
+    EXPECT_EQ(st.cache_misses, 1u);
+    EXPECT_EQ(st.cache_hit_tokens, 109u);
+    EXPECT_EQ(st.prefill_tokens, 100u + 21u);
+
+    // The same prompt again: its last token must run (its logits give the first token), so it
+    // resumes from the longest shorter entry, turn 1's finish.
+    auto s3 = (*engine)->submit(greedy(turn2, 3));
+    ASSERT_TRUE(s3.is_ok());
+    EXPECT_EQ(drain(**s3), MockModel::continuation(turn2, 3));
+    EXPECT_EQ((*s3)->cached_tokens(), 109);
+    // One token more resumes from turn 2's prompt-end entry.
+    std::vector<int32_t> turn2b = turn2;
+    turn2b.push_back(42);
+    auto s3b = (*engine)->submit(greedy(turn2b, 3));
+    ASSERT_TRUE(s3b.is_ok());
+    EXPECT_EQ(drain(**s3b), MockModel::continuation(turn2b, 3));
+    EXPECT_EQ((*s3b)->cached_tokens(), static_cast<int64_t>(turn2.size()));
+
+    // use_cache = false reads everything.
+    GenerateRequest cold = greedy(turn2, 3);
+    cold.use_cache = false;
+    auto s4 = (*engine)->submit(cold);
+    ASSERT_TRUE(s4.is_ok());
+    EXPECT_EQ(drain(**s4), MockModel::continuation(turn2, 3));
+    EXPECT_EQ((*s4)->cached_tokens(), 0);
+}
+
+TEST(Engine, CheckpointsEveryKTokensServeADivergingPrompt) {
+    MockModel model(2);
+    EngineOptions o;
+    o.max_seqs = 2;
+    o.prefill_chunk = 16;
+    o.checkpoint_every = 32;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    std::mt19937 rng(11);
+    const auto long_prompt = random_prompt(rng, 200);
+    ASSERT_TRUE(drain(**(*engine)->submit(greedy(long_prompt, 2))).size() == 2);
+    // Shares the first 150 tokens only: the checkpoint at 128 serves it.
+    std::vector<int32_t> other(long_prompt.begin(), long_prompt.begin() + 150);
+    const auto tail = random_prompt(rng, 30);
+    other.insert(other.end(), tail.begin(), tail.end());
+    auto seq = (*engine)->submit(greedy(other, 5));
+    ASSERT_TRUE(seq.is_ok());
+    EXPECT_EQ(drain(**seq), MockModel::continuation(other, 5));
+    EXPECT_EQ((*seq)->cached_tokens(), 128);
+}
+
+TEST(Engine, HostBudgetEvictsLeastRecentlyUsed) {
+    MockModel model(2);
+    EngineOptions o;
+    o.max_seqs = 2;
+    // A mock state is 4 bytes + 4 per key token: room for about two 100-token entries.
+    o.cache_host_bytes = 900;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    std::mt19937 rng(5);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 4; ++i) {
+        prompts.push_back(random_prompt(rng, 100));
+        drain(**(*engine)->submit(greedy(prompts.back(), 1)));
+    }
+    const EngineStats s = (*engine)->stats();
+    EXPECT_GT(s.cache_evictions, 0u);
+    EXPECT_LE(s.cache_bytes, 900u);
+    // The newest prompt is still cached; the oldest is gone.
+    prompts[3].push_back(1);
+    auto newest = (*engine)->submit(greedy(prompts[3], 1));
+    drain(**newest);
+    EXPECT_EQ((*newest)->cached_tokens(), 100);
+    prompts[0].push_back(1);
+    auto oldest = (*engine)->submit(greedy(prompts[0], 1));
+    drain(**oldest);
+    EXPECT_EQ((*oldest)->cached_tokens(), 0);
+}
+
+TEST(Engine, DeviceCacheSlotsSpillToHost) {
+    MockModel model(3);  // 1 running slot + 2 cache slots
+    EngineOptions o;
+    o.max_seqs = 1;
+    o.cache_slots = 2;
+    o.cache_host_bytes = 1 << 20;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    std::mt19937 rng(9);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 5; ++i) {
+        prompts.push_back(random_prompt(rng, 40));
+        drain(**(*engine)->submit(greedy(prompts.back(), 2)));
+    }
+    EXPECT_GT(model.copies, 0);
+    // Every prompt's state is still somewhere (device or host) and gives the right answer.
+    for (auto p : prompts) {
+        p.push_back(7);
+        auto seq = (*engine)->submit(greedy(p, 4));
+        EXPECT_EQ(drain(**seq), MockModel::continuation(p, 4));
+        EXPECT_EQ((*seq)->cached_tokens(), 40);
+    }
+}
+
+TEST(Engine, QueueLimitCancellationAndTimeout) {
+    MockModel model(1);
+    EngineOptions o;
+    o.max_seqs = 1;
+    o.max_queue = 2;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    GenerateRequest long_one = greedy({1, 2, 3}, 1'000'000);
+    auto a = (*engine)->submit(long_one);
+    ASSERT_TRUE(a.is_ok());
+    // Wait until `a` holds the only slot, then fill the queue.
+    std::vector<int32_t> got;
+    (*a)->wait(&got, SteadyClock::now() + 5s);
+    auto b = (*engine)->submit(greedy({4}, 2));
+    auto c = (*engine)->submit(greedy({5}, 2));
+    ASSERT_TRUE(b.is_ok());
+    ASSERT_TRUE(c.is_ok());
+    auto d = (*engine)->submit(greedy({6}, 2));
+    ASSERT_FALSE(d.is_ok());
+    EXPECT_EQ(d.status().code(), StatusCode::kResourceExhausted);
+
+    (*c)->cancel();  // cancelled while waiting
+    (*a)->cancel();  // cancelled while running: frees the slot for b
+    drain(**a);
+    EXPECT_EQ((*a)->finish_reason(), FinishReason::kCancelled);
+    EXPECT_EQ(drain(**b), MockModel::continuation({4}, 2));
+    drain(**c);
+    EXPECT_EQ((*c)->finish_reason(), FinishReason::kCancelled);
+
+    GenerateRequest late = greedy({7, 8}, 1'000'000);
+    late.deadline = SteadyClock::now() + 50ms;
+    auto e = (*engine)->submit(late);
+    ASSERT_TRUE(e.is_ok());
+    drain(**e);
+    EXPECT_EQ((*e)->finish_reason(), FinishReason::kTimeout);
+    EXPECT_EQ((*engine)->active(), 0);
+}
+
+TEST(Engine, RejectsBadRequests) {
+    MockModel model(1);
+    EngineOptions o;
+    o.max_seqs = 1;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    EXPECT_EQ((*engine)->submit(greedy({}, 1)).status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ((*engine)->submit(greedy({1, MockModel::kVocab}, 1)).status().code(),
+              StatusCode::kInvalidArgument);
+    EXPECT_EQ((*engine)->submit(greedy({1}, 0)).status().code(), StatusCode::kInvalidArgument);
+    (*engine)->stop_accepting();
+    EXPECT_EQ((*engine)->submit(greedy({1}, 1)).status().code(), StatusCode::kResourceExhausted);
+
+    EngineOptions bad = o;
+    bad.max_seqs = 2;  // the model has one slot
+    EXPECT_FALSE(Engine::start(model, bad).is_ok());
+    bad = o;
+    bad.checkpoint_every = 100;  // not a multiple of prefill_chunk (256)
+    EXPECT_FALSE(Engine::start(model, bad).is_ok());
+}
+
+TEST(Engine, AFailedStepEndsItsSequencesWithTheError) {
+    MockModel model(2);
+    model.fail_next_steps = 1;
+    EngineOptions o;
+    o.max_seqs = 2;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    auto seq = (*engine)->submit(greedy({1, 2}, 5));
+    ASSERT_TRUE(seq.is_ok());
+    drain(**seq);
+    EXPECT_EQ((*seq)->finish_reason(), FinishReason::kError);
+    EXPECT_NE((*seq)->error().find("mock device error"), std::string::npos);
+    // The engine goes on serving.
+    auto next = (*engine)->submit(greedy({1, 2}, 5));
+    EXPECT_EQ(drain(**next), MockModel::continuation({1, 2}, 5));
+}
+
+TEST(Engine, PenaltiesSampleOnTheHost) {
+    MockModel model(1);
+    EngineOptions o;
+    o.max_seqs = 1;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    GenerateRequest r = greedy({3, 1, 4, 1, 5, 9, 2, 6}, 40);
+    r.sampling.repetition_penalty = 1e6f;
+    auto seq = (*engine)->submit(r);
+    ASSERT_TRUE(seq.is_ok());
+    const auto out = drain(**seq);
+    // Expected: the penalty chain over this sequence's own prompt and output.
+    std::vector<int32_t> expected;
+    SequenceState s = MockModel::run(r.prompt);
+    for (int i = 0; i < 40; ++i) {
+        std::vector<float> logits = MockModel::one_hot(MockModel::predict(s));
+        sampling::apply_penalties(logits, r.prompt, expected, r.sampling);
+        expected.push_back(sampling::argmax(logits));
+        MockModel::advance(s, expected.back());
+    }
+    EXPECT_EQ(out, expected);
+    EXPECT_NE(out, MockModel::continuation(r.prompt, 40)) << "the penalty changed nothing";
+}
+
+TEST(Engine, DestructionCancelsRunningSequences) {
+    MockModel model(1);
+    EngineOptions o;
+    o.max_seqs = 1;
+    std::shared_ptr<Sequence> seq;
+    {
+        auto engine = Engine::start(model, o);
+        ASSERT_TRUE(engine.is_ok());
+        seq = *(*engine)->submit(greedy({1}, 1'000'000));
+    }
+    std::vector<int32_t> out;
+    EXPECT_TRUE(seq->wait(&out, SteadyClock::now() + 1s));
+    EXPECT_EQ(seq->finish_reason(), FinishReason::kCancelled);
+}
+
+}  // namespace
+}  // namespace duality

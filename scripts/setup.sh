@@ -26,8 +26,9 @@ if ((${#missing[@]})); then
 fi
 
 if [[ "${DUALITY_SETUP_TEST:-0}" == 1 ]]; then
-  # Test-only Python packages (reference tokenizer for the comparison test).
-  python3 -c "import tokenizers, numpy" 2>/dev/null ||
-    python3 -m pip install -q tokenizers numpy ||
-    python3 -m pip install -q --break-system-packages tokenizers numpy
+  # Test-only Python packages (reference tokenizer and chat-template renderer for the
+  # comparison tests).
+  python3 -c "import tokenizers, numpy, jinja2" 2>/dev/null ||
+    python3 -m pip install -q tokenizers numpy jinja2 ||
+    python3 -m pip install -q --break-system-packages tokenizers numpy jinja2
 fi

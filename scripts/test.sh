@@ -36,10 +36,10 @@ if [[ "$FUZZ_SECONDS" != 0 ]]; then
   step "fuzz build (clang, libFuzzer)"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DDUALITY_FUZZ=ON -DDUALITY_SANITIZE=ON -DDUALITY_BUILD_TESTS=OFF -DDUALITY_CUDA=OFF >/dev/null
-  ninja -C build-fuzz -j "$JOBS" fuzz_safetensors fuzz_torch_pickle fuzz_config
+  ninja -C build-fuzz -j "$JOBS" fuzz_safetensors fuzz_torch_pickle fuzz_config fuzz_chat_template
   corpus=$(mktemp -d)
   trap 'rm -rf "$corpus"' EXIT
-  for target in fuzz_safetensors fuzz_torch_pickle fuzz_config; do
+  for target in fuzz_safetensors fuzz_torch_pickle fuzz_config fuzz_chat_template; do
     step "fuzz $target for ${FUZZ_SECONDS}s"
     mkdir -p "$corpus/$target"
     case $target in
@@ -49,6 +49,8 @@ if [[ "$FUZZ_SECONDS" != 0 ]]; then
           tests/golden/ssm_bin_bf16_groups/pytorch_model.bin "$corpus/data.pkl"
         seeds=(tests/golden/ssm_bin_f32/pytorch_model.bin "$corpus/data.pkl") ;;
       fuzz_config) seeds=(tests/golden/*/config.json) ;;
+      fuzz_chat_template)  # real templates, and the one exercising the whole subset
+        seeds=(tests/server/templates/{chatml,llama2,qwen2_5,zephyr,features}.jinja) ;;
     esac
     for i in "${!seeds[@]}"; do cp "${seeds[$i]}" "$corpus/$target/seed$i"; done
     build-fuzz/tests/fuzz/$target -max_total_time="$FUZZ_SECONDS" -max_len=400000 \

@@ -25,6 +25,7 @@ Action add_perplexity_command(CLI::App& app);
 Action add_inspect_command(CLI::App& app);
 Action add_bench_command(CLI::App& app);
 Action add_serve_command(CLI::App& app);
+Action add_chat_template_command(CLI::App& app);
 
 // Where a command runs its model (--device, --dtype, --state-dtype, --threads).
 struct BackendFlags {

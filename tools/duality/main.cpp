@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
     add(duality::cli::add_inspect_command);
     add(duality::cli::add_bench_command);
     add(duality::cli::add_serve_command);
+    add(duality::cli::add_chat_template_command);
 
     // Name an unknown command instead of CLI11's generic "A subcommand is required".
     if (argc > 1 && argv[1][0] != '-') {

@@ -1,4 +1,5 @@
 // --device / --dtype / --state-dtype / --threads: where a command runs its model.
+#include <cstdio>
 #include <cstdlib>
 
 #include "tools/duality/commands.h"
@@ -15,9 +16,10 @@ void add_backend_flags(CLI::App* cmd, BackendFlags* f) {
                     "cpu, cuda, or auto: cuda when a GPU is present (default: $DUALITY_DEVICE, "
                     "else auto)")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-    cmd->add_option("--dtype", f->dtype, "GPU weight and activation type: bf16, f16 or f32")
-        ->check(CLI::IsMember({"bf16", "f16", "f32"}))
-        ->capture_default_str();
+    cmd->add_option("--dtype", f->dtype,
+                    "GPU weight and activation type: bf16, f16 or f32 (default: $DUALITY_DTYPE, "
+                    "else bf16)")
+        ->check(CLI::IsMember({"bf16", "f16", "f32"}));
     cmd->add_option("--state-dtype", f->state_dtype, "GPU SSM state type: f32, bf16 or f16")
         ->check(CLI::IsMember({"bf16", "f16", "f32"}))
         ->capture_default_str();
@@ -34,7 +36,18 @@ LoadOptions to_load_options(const BackendFlags& f) {
     }
     o.device = device == "cuda" || (device == "auto" && cuda_device_count() > 0) ? Device::kCuda
                                                                                    : Device::kCpu;
-    o.dtype = kFloatTypes.at(f.dtype);
+    std::string dtype = f.dtype;
+    if (dtype.empty()) {
+        const char* env = std::getenv("DUALITY_DTYPE");
+        dtype = env && *env ? env : "bf16";
+    }
+    auto it = kFloatTypes.find(dtype);
+    if (it == kFloatTypes.end()) {
+        std::fprintf(stderr, "duality: DUALITY_DTYPE=%s is not bf16, f16 or f32; using bf16\n",
+                     dtype.c_str());
+        it = kFloatTypes.find("bf16");
+    }
+    o.dtype = it->second;
     o.state_dtype = kFloatTypes.at(f.state_dtype);
     o.n_slots = 1;
     return o;

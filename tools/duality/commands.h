@@ -30,7 +30,8 @@ Action add_chat_template_command(CLI::App& app);
 // Where a command runs its model (--device, --dtype, --state-dtype, --threads).
 struct BackendFlags {
     std::string device;  // empty: $DUALITY_DEVICE, else auto
-    std::string dtype = "bf16", state_dtype = "f32";
+    std::string dtype;  // empty: $DUALITY_DTYPE, else bf16
+    std::string state_dtype = "f32";
     int threads = 0;
 };
 void add_backend_flags(CLI::App* cmd, BackendFlags* flags);

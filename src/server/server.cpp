@@ -2,6 +2,7 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <chrono>
 #include <ctime>
@@ -55,6 +56,7 @@ struct Server::Impl {
     HttpCounters counters;
     std::atomic<bool> shutting_down{false};
     std::atomic<int> open_requests{0};  // generation requests in flight (streamed or not)
+    int listen_fd = -1;                 // the listening socket (see bind())
 };
 
 void Server::Impl::routes() {
@@ -62,6 +64,11 @@ void Server::Impl::routes() {
     const int threads = opt.http_threads;
     http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
     http.set_read_timeout(30, 0);
+    // Remember the listening socket: bind() widens its accept backlog afterwards.
+    http.set_socket_options([this](socket_t sock) {
+        httplib::default_socket_options(sock);
+        listen_fd = sock;
+    });
     http.set_write_timeout(30, 0);
 
     http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
@@ -250,6 +257,10 @@ Result<int> Server::bind() {
         return io_error("cannot listen on " + host + ":" + std::to_string(port) +
                         " (in use, or not an address of this machine)");
     }
+    // cpp-httplib listens with a backlog of 5 (compiled into Debian's shared library): a burst
+    // of clients overflows it and the kernel resets connections. A second listen() on the
+    // socket widens the queue.
+    if (impl_->listen_fd >= 0) ::listen(impl_->listen_fd, SOMAXCONN);
     return port;
 }
 

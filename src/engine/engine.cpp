@@ -424,6 +424,7 @@ void Engine::Impl::step() {
 
     uint64_t prefill = 0, generated = 0;
     std::vector<std::pair<FinishReason, size_t>> ended;
+    std::vector<size_t> checkpoints;  // running indices whose state is cached after this step
     for (size_t b = 0; b < batch.size(); ++b) {
         Live& r = running[who[b]];
         const bool was_prefill = !r.decoding();
@@ -431,14 +432,11 @@ void Engine::Impl::step() {
         if (was_prefill) prefill += static_cast<uint64_t>(consumed);
         r.pos += consumed;
         if (was_prefill) {
-            // Checkpoint the state at the prompt's end and every K tokens.
+            // Checkpoint the state every K tokens and at the prompt's end (the latter once the
+            // first token is out: see below).
             const bool at_end = r.pos == r.n_prompt;
             const bool at_mark = opt.checkpoint_every > 0 && r.pos % opt.checkpoint_every == 0;
-            if ((at_end || at_mark) && r.req.use_cache && cache.enabled()) {
-                Status s = cache.insert(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
-                                        r.slot, done);
-                (void)s;
-            }
+            if ((at_end || at_mark) && r.req.use_cache && cache.enabled()) checkpoints.push_back(who[b]);
             if (!at_end) continue;  // only the prompt's last piece yields a token
         }
         const int32_t token = (*ids)[b];
@@ -465,6 +463,14 @@ void Engine::Impl::step() {
         std::lock_guard lock(stats_mu);
         stats.prefill_tokens += prefill;
         stats.generated_tokens += generated;
+    }
+    // Cache copies after the tokens went out, so they do not delay the first token. A sequence
+    // that finished in this step is cached (at its finish) by release().
+    for (size_t i : checkpoints) {
+        Live& r = running[i];
+        Status s = cache.insert(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
+                                r.slot, done);
+        (void)s;
     }
     for (auto& [reason, i] : ended) {
         finish(running[i], reason);

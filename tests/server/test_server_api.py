@@ -1024,7 +1024,8 @@ class TestMultiTurnCache(ServerTestCase):
         """Interleaved conversations through a cache of 10 MB (four 17M-model states): entries are
         evicted, and every answer still equals the cache-off answer."""
         cold = shared_server("cold")
-        srv = start_server("--cache-memory", "10")
+        # Host tier only (the GPU default keeps states in device slots, which never evict here).
+        srv = start_server("--cache-memory", "10", "--cache-slots", "0")
         try:
             hist = {c: prompt_ids(20 + 7 * c, 30 * c) for c in range(4)}
             turns = {c: 0 for c in range(4)}
@@ -1490,7 +1491,9 @@ class TestFuzz(OwnServerCase):
 
 class TestLimits(OwnServerCase):
     """--request-timeout ("timeout" finish reason) and --max-queue (HTTP 503)."""
-    server_args = ["--request-timeout", "3", "--max-seqs", "1", "--max-queue", "1"]
+    # max_tokens far beyond what even a GPU generates in 3 s, so the timeout always comes first.
+    server_args = ["--request-timeout", "3", "--max-seqs", "1", "--max-queue", "1",
+                   "--max-tokens-limit", "1000000"]
 
     def wait_for(self, cond, what, timeout=30.0):
         deadline = time.monotonic() + timeout
@@ -1504,10 +1507,10 @@ class TestLimits(OwnServerCase):
 
     def test_request_timeout(self):
         before = self.srv.metrics().value("duality_requests_finished_total", reason="timeout")
-        body = self.complete({"prompt": [510, 1263], "max_tokens": 4096, "temperature": 0,
+        body = self.complete({"prompt": [510, 1263], "max_tokens": 1000000, "temperature": 0,
                               "ignore_eos": True})
         c = self.check_completion_timeout(body)
-        self.assertLess(body["usage"]["completion_tokens"], 4096)
+        self.assertLess(body["usage"]["completion_tokens"], 1000000)
         self.assertEqual(c["finish_reason"], "timeout")
         after = wait_idle(self.srv)
         self.assertEqual(after.value("duality_requests_finished_total", reason="timeout"),

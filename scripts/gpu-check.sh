@@ -16,20 +16,7 @@ OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
 step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
 
-if ! command -v pkg-config >/dev/null || ! pkg-config --exists libzip 2>/dev/null; then
-  [[ -d .deps ]] || { echo "gpu-check: no -dev packages: run scripts/fetch-gpu-deps.sh and carry .deps" >&2; exit 1; }
-  step "unpacking .deps"
-  prefix=/tmp/duality-deps
-  mkdir -p "$prefix"
-  for f in .deps/*.deb; do dpkg-deb -x "$f" "$prefix"; done
-  arch=x86_64-linux-gnu
-  export PATH="$prefix/usr/bin:$PATH"
-  export PKG_CONFIG_SYSROOT_DIR="$prefix"
-  export PKG_CONFIG_PATH="$prefix/usr/lib/$arch/openblas-openmp/pkgconfig:$prefix/usr/lib/$arch/pkgconfig:$prefix/usr/share/pkgconfig"
-  export PKG_CONFIG_LIBDIR="$PKG_CONFIG_PATH"
-  export LD_LIBRARY_PATH="$prefix/usr/lib/$arch:$prefix/usr/lib/$arch/openblas-openmp:${LD_LIBRARY_PATH:-}"
-  export CMAKE_PREFIX_PATH="$prefix/usr"
-fi
+source scripts/gpu-env.sh
 
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv | tee "$OUT/gpu.txt"
 cap=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)

@@ -9,18 +9,7 @@ what=${1:-all}
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
-if ! command -v pkg-config >/dev/null || ! pkg-config --exists libzip 2>/dev/null; then
-  prefix=/tmp/duality-deps
-  mkdir -p "$prefix"
-  for f in .deps/*.deb; do dpkg-deb -x "$f" "$prefix"; done
-  arch=x86_64-linux-gnu
-  export PATH="$prefix/usr/bin:$PATH"
-  export PKG_CONFIG_SYSROOT_DIR="$prefix"
-  export PKG_CONFIG_PATH="$prefix/usr/lib/$arch/openblas-openmp/pkgconfig:$prefix/usr/lib/$arch/pkgconfig:$prefix/usr/share/pkgconfig"
-  export PKG_CONFIG_LIBDIR="$PKG_CONFIG_PATH"
-  export LD_LIBRARY_PATH="$prefix/usr/lib/$arch:$prefix/usr/lib/$arch/openblas-openmp:${LD_LIBRARY_PATH:-}"
-  export CMAKE_PREFIX_PATH="$prefix/usr"
-fi
+source scripts/gpu-env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv | tee "$OUT/gpu.txt"
 step build
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_CUDA=ON \

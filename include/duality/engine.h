@@ -37,11 +37,11 @@ struct EngineOptions {
     // The conversation state cache.
     int64_t cache_host_bytes = 256 << 20;  // host memory for cached states; 0 with no cache
                                            // slots disables the cache
-    int cache_slots = 0;              // model slots [max_seqs, max_seqs + cache_slots) that hold
-                                      // the most recently used cached states on the device
-    int64_t checkpoint_every = 0;     // also cache every K prompt tokens (a multiple of
-                                      // prefill_chunk); 0: only at prompt end and finish
-    double cache_ttl_s = 3600;        // cached states unused this long are dropped
+    int cache_slots = 0;           // model slots [max_seqs, max_seqs + cache_slots) that hold
+                                   // the most recently used cached states on the device
+    int64_t checkpoint_every = 0;  // also cache every K prompt tokens (a multiple of
+                                   // prefill_chunk); 0: only at prompt end and finish
+    double cache_ttl_s = 3600;     // cached states unused this long are dropped
 
     Status validate(int model_slots) const;
 };
@@ -52,7 +52,7 @@ struct GenerateRequest {
     SamplingParams sampling;      // penalties are applied on the host when set
     int32_t eos_id = -1;          // the sequence stops after this token (-1: never)
     SteadyClock::time_point deadline = SteadyClock::time_point::max();
-    bool use_cache = true;        // resume from and add to the state cache
+    bool use_cache = true;  // resume from and add to the state cache
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kTimeout, kError };
@@ -61,7 +61,7 @@ const char* to_string(FinishReason reason);  // "stop", "length", "cancelled", .
 // One sequence's output channel, shared by the engine (which appends) and its client (which
 // takes). Safe to use from any thread.
 class Sequence {
-public:
+  public:
     // Waits until there are new tokens or the sequence has finished, at most until `until`;
     // appends the new tokens to *out. Returns true once finished and every token was taken.
     bool wait(std::vector<int32_t>* out, SteadyClock::time_point until);
@@ -70,9 +70,9 @@ public:
     bool cancel_requested() const;
 
     FinishReason finish_reason() const;
-    std::string error() const;          // for kError
+    std::string error() const;  // for kError
     int64_t prompt_tokens() const { return prompt_tokens_; }
-    int64_t cached_tokens() const;      // prompt tokens whose state came from the cache
+    int64_t cached_tokens() const;  // prompt tokens whose state came from the cache
 
     // Engine side.
     explicit Sequence(int64_t prompt_tokens) : prompt_tokens_(prompt_tokens) {}
@@ -80,7 +80,7 @@ public:
     void set_cached_tokens(int64_t n);
     void finish(FinishReason reason, std::string error = {});
 
-private:
+  private:
     mutable std::mutex mu_;
     std::condition_variable cv_;
     std::vector<int32_t> pending_;
@@ -113,7 +113,7 @@ struct EngineStats {
 };
 
 class Engine {
-public:
+  public:
     // Starts the scheduler thread over `model`, which must outlive the engine and is used by no
     // one else meanwhile. The model needs max_seqs + cache_slots slots.
     static Result<std::unique_ptr<Engine>> start(Model& model, const EngineOptions& options);
@@ -138,7 +138,7 @@ public:
 
     struct Impl;
 
-private:
+  private:
     explicit Engine(std::unique_ptr<Impl> impl);
     std::unique_ptr<Impl> impl_;
 };

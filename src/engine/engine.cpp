@@ -12,12 +12,18 @@ namespace duality {
 
 const char* to_string(FinishReason reason) {
     switch (reason) {
-        case FinishReason::kNone: return "none";
-        case FinishReason::kStop: return "stop";
-        case FinishReason::kLength: return "length";
-        case FinishReason::kCancelled: return "cancelled";
-        case FinishReason::kTimeout: return "timeout";
-        case FinishReason::kError: return "error";
+        case FinishReason::kNone:
+            return "none";
+        case FinishReason::kStop:
+            return "stop";
+        case FinishReason::kLength:
+            return "length";
+        case FinishReason::kCancelled:
+            return "cancelled";
+        case FinishReason::kTimeout:
+            return "timeout";
+        case FinishReason::kError:
+            return "error";
     }
     return "unknown";
 }
@@ -26,17 +32,17 @@ Status EngineOptions::validate(int model_slots) const {
     if (max_seqs < 1) return invalid_argument("max_seqs must be at least 1");
     if (cache_slots < 0) return invalid_argument("cache_slots must not be negative");
     if (max_seqs + cache_slots > model_slots)
-        return invalid_argument("max_seqs + cache_slots = " + std::to_string(max_seqs + cache_slots) +
-                                " but the model has " + std::to_string(model_slots) +
-                                " state slots");
+        return invalid_argument(
+            "max_seqs + cache_slots = " + std::to_string(max_seqs + cache_slots) +
+            " but the model has " + std::to_string(model_slots) + " state slots");
     if (max_queue < 1) return invalid_argument("max_queue must be at least 1");
     if (max_batch_tokens < 1) return invalid_argument("max_batch_tokens must be at least 1");
     if (prefill_chunk < 1) return invalid_argument("prefill_chunk must be at least 1");
     if (cache_host_bytes < 0) return invalid_argument("cache_host_bytes must not be negative");
     if (checkpoint_every < 0 || (checkpoint_every > 0 && checkpoint_every % prefill_chunk != 0))
-        return invalid_argument("checkpoint_every = " + std::to_string(checkpoint_every) +
-                                " must be a multiple of prefill_chunk = " +
-                                std::to_string(prefill_chunk));
+        return invalid_argument(
+            "checkpoint_every = " + std::to_string(checkpoint_every) +
+            " must be a multiple of prefill_chunk = " + std::to_string(prefill_chunk));
     if (!(cache_ttl_s > 0)) return invalid_argument("cache_ttl_s must be positive");
     return Status::ok();
 }
@@ -106,8 +112,8 @@ Histogram::Histogram(std::vector<double> upper_bounds)
     : bounds(std::move(upper_bounds)), counts(bounds.size() + 1, 0) {}
 
 void Histogram::observe(double v) {
-    const size_t i = static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), v) -
-                                         bounds.begin());
+    const size_t i =
+        static_cast<size_t>(std::lower_bound(bounds.begin(), bounds.end(), v) - bounds.begin());
     ++counts[i];
     sum += v;
     ++count;
@@ -117,7 +123,9 @@ void Histogram::observe(double v) {
 
 namespace {
 
-double seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(SteadyClock::duration d) {
+    return std::chrono::duration<double>(d).count();
+}
 
 bool has_penalties(const SamplingParams& p) {
     return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
@@ -130,10 +138,10 @@ struct Live {
     GenerateRequest req;
     std::vector<int32_t> tokens;  // prompt, then generated tokens
     int64_t n_prompt = 0;
-    int64_t pos = 0;              // tokens consumed into the slot's state
+    int64_t pos = 0;  // tokens consumed into the slot's state
     int64_t n_generated = 0;
     int slot = -1;
-    uint64_t order = 0;           // arrival order
+    uint64_t order = 0;  // arrival order
     SteadyClock::time_point arrival, last_token;
 
     // Prefill: pieces of the prompt; the piece that ends the prompt also gives the first token.
@@ -144,8 +152,7 @@ struct Live {
 }  // namespace
 
 struct Engine::Impl {
-    Impl(Model& m, const EngineOptions& o)
-        : model(m), opt(o), cache(m, cache_options(o)) {
+    Impl(Model& m, const EngineOptions& o) : model(m), opt(o), cache(m, cache_options(o)) {
         for (int s = opt.max_seqs - 1; s >= 0; --s) free_slots.push_back(s);
         stats.slots_total = opt.max_seqs;
         stats.batch_size = Histogram({1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
@@ -190,7 +197,7 @@ struct Engine::Impl {
     std::deque<Live> incoming;
     bool stopping = false, accepting = true;
     std::atomic<bool> cancel_everything{false};
-    int queued = 0;   // incoming + waiting
+    int queued = 0;  // incoming + waiting
     int n_running = 0;
     uint64_t next_order = 0;
 
@@ -258,8 +265,9 @@ void Engine::Impl::notify_finished() {
 // Gives a finished sequence's slot back, first caching its state under the consumed tokens.
 void Engine::Impl::release(Live& r, bool cache_state) {
     if (cache_state && r.req.use_cache && cache.enabled() && r.pos > 0) {
-        Status s = cache.insert(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
-                                r.slot, SteadyClock::now());
+        Status s =
+            cache.insert(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
+                         r.slot, SteadyClock::now());
         (void)s;  // a state that cannot be cached is simply not cached
     }
     free_slots.push_back(r.slot);
@@ -310,8 +318,7 @@ void Engine::Impl::admit(SteadyClock::time_point now) {
         // Resume from the longest cached prefix; the prompt's last token always runs, since its
         // logits give the first generated token.
         std::optional<engine::StateCache::Match> hit;
-        if (r.req.use_cache && cache.enabled())
-            hit = cache.lookup(r.tokens, r.n_prompt - 1, now);
+        if (r.req.use_cache && cache.enabled()) hit = cache.lookup(r.tokens, r.n_prompt - 1, now);
         Status s = hit ? cache.restore(hit->id, r.slot, now) : model.reset_slot(r.slot);
         if (!s.is_ok() && hit) {  // fall back to a cold start
             hit.reset();
@@ -345,7 +352,8 @@ void Engine::Impl::step() {
     for (size_t i = 0; i < running.size(); ++i) {
         Live& r = running[i];
         if (!r.decoding()) continue;
-        batch.push_back(SeqInput{r.slot, std::span<const int32_t>(&r.tokens[static_cast<size_t>(r.pos)], 1)});
+        batch.push_back(
+            SeqInput{r.slot, std::span<const int32_t>(&r.tokens[static_cast<size_t>(r.pos)], 1)});
         who.push_back(i);
         --budget;
     }
@@ -357,12 +365,13 @@ void Engine::Impl::step() {
     bool any_prefill = false;
     for (size_t i : prefilling) {
         Live& r = running[i];
-        const int64_t end = std::min((r.pos / opt.prefill_chunk + 1) * opt.prefill_chunk,
-                                     r.n_prompt);
+        const int64_t end =
+            std::min((r.pos / opt.prefill_chunk + 1) * opt.prefill_chunk, r.n_prompt);
         const int64_t len = end - r.pos;
         if (any_prefill && len > budget) break;
-        batch.push_back(SeqInput{r.slot, std::span<const int32_t>(&r.tokens[static_cast<size_t>(r.pos)],
-                                                                  static_cast<size_t>(len))});
+        batch.push_back(
+            SeqInput{r.slot, std::span<const int32_t>(&r.tokens[static_cast<size_t>(r.pos)],
+                                                      static_cast<size_t>(len))});
         who.push_back(i);
         budget -= len;
         any_prefill = true;
@@ -389,13 +398,16 @@ void Engine::Impl::step() {
             ids = logits.status();
         } else {
             const size_t V = static_cast<size_t>(model.config().vocab_size);
-            const size_t n = opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
+            const size_t n =
+                opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
             std::vector<int32_t> out(batch.size(), 0);
             for (size_t b = 0; b < batch.size(); ++b) {
                 const Live& r = running[who[b]];
                 std::span<float> row(logits->data() + b * V, n);
-                const auto prompt = std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.n_prompt));
-                const auto output = std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.n_prompt));
+                const auto prompt =
+                    std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.n_prompt));
+                const auto output =
+                    std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.n_prompt));
                 sampling::apply_penalties(row, prompt, output, params[b]);
                 out[b] = sampling::sample_row(row, params[b], draws[b]);
             }
@@ -436,7 +448,8 @@ void Engine::Impl::step() {
             // first token is out: see below).
             const bool at_end = r.pos == r.n_prompt;
             const bool at_mark = opt.checkpoint_every > 0 && r.pos % opt.checkpoint_every == 0;
-            if ((at_end || at_mark) && r.req.use_cache && cache.enabled()) checkpoints.push_back(who[b]);
+            if ((at_end || at_mark) && r.req.use_cache && cache.enabled())
+                checkpoints.push_back(who[b]);
             if (!at_end) continue;  // only the prompt's last piece yields a token
         }
         const int32_t token = (*ids)[b];
@@ -468,8 +481,8 @@ void Engine::Impl::step() {
     // that finished in this step is cached (at its finish) by release().
     for (size_t i : checkpoints) {
         Live& r = running[i];
-        Status s = cache.insert(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
-                                r.slot, done);
+        Status s = cache.insert(
+            std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)), r.slot, done);
         (void)s;
     }
     for (auto& [reason, i] : ended) {
@@ -576,6 +589,8 @@ EngineStats Engine::stats() const {
     return impl_->stats;
 }
 
-const EngineOptions& Engine::options() const { return impl_->opt; }
+const EngineOptions& Engine::options() const {
+    return impl_->opt;
+}
 
 }  // namespace duality

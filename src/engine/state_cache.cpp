@@ -49,7 +49,8 @@ std::optional<StateCache::Match> StateCache::lookup(std::span<const int32_t> tok
 
 Status StateCache::restore(uint64_t id, int slot, SteadyClock::time_point now) {
     auto it = entries_.find(id);
-    if (it == entries_.end()) return invalid_argument("state cache: no entry " + std::to_string(id));
+    if (it == entries_.end())
+        return invalid_argument("state cache: no entry " + std::to_string(id));
     Entry& e = it->second;
     if (e.device_slot >= 0) {
         DUALITY_RETURN_IF_ERROR(model_.copy_slot(e.device_slot, slot));

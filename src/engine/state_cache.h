@@ -23,13 +23,13 @@
 namespace duality::engine {
 
 struct StateCacheOptions {
-    int64_t host_bytes = 0;        // budget for entries spilled to host memory
-    std::vector<int> device_slots; // model slots the cache owns
+    int64_t host_bytes = 0;         // budget for entries spilled to host memory
+    std::vector<int> device_slots;  // model slots the cache owns
     double ttl_s = 3600;
 };
 
 class StateCache {
-public:
+  public:
     StateCache(Model& model, StateCacheOptions options);
 
     bool enabled() const { return options_.host_bytes > 0 || !options_.device_slots.empty(); }
@@ -53,14 +53,14 @@ public:
     uint64_t host_bytes() const { return static_cast<uint64_t>(host_bytes_); }
     uint64_t evictions() const { return evictions_; }
 
-private:
+  private:
     struct Entry {
         uint64_t id = 0;
         std::vector<int32_t> key;
-        uint64_t hash = 0;       // of the whole key (see prefix_hash)
-        int device_slot = -1;    // a model slot, or -1 when on the host
-        SequenceState host;      // when on the host
-        int64_t bytes = 0;       // host bytes when on the host
+        uint64_t hash = 0;     // of the whole key (see prefix_hash)
+        int device_slot = -1;  // a model slot, or -1 when on the host
+        SequenceState host;    // when on the host
+        int64_t bytes = 0;     // host bytes when on the host
         SteadyClock::time_point last_used;
         std::list<uint64_t>::iterator lru;  // position in lru_ (front: most recent)
     };
@@ -81,10 +81,10 @@ private:
 
     Model& model_;
     StateCacheOptions options_;
-    std::unordered_map<uint64_t, Entry> entries_;                  // by id
-    std::unordered_map<uint64_t, std::vector<uint64_t>> index_;   // (length, hash) -> ids
-    std::map<int64_t, int> length_count_;                          // key length -> entries
-    std::list<uint64_t> lru_;                                     // ids, most recent first
+    std::unordered_map<uint64_t, Entry> entries_;                // by id
+    std::unordered_map<uint64_t, std::vector<uint64_t>> index_;  // (length, hash) -> ids
+    std::map<int64_t, int> length_count_;                        // key length -> entries
+    std::list<uint64_t> lru_;                                    // ids, most recent first
     std::vector<int> free_slots_;
     int64_t host_bytes_ = 0;
     uint64_t next_id_ = 1, evictions_ = 0;

@@ -16,7 +16,7 @@ namespace duality {
 namespace {
 
 class CpuModel final : public Model {
-public:
+  public:
     CpuModel(ModelConfig config, ModelWeights weights, int n_threads, int n_slots,
              int64_t sample_vocab)
         : config_(std::move(config)),
@@ -115,7 +115,7 @@ public:
         return ids;
     }
 
-private:
+  private:
     // One sequence of a packed batch: its tokens, at rows [offset, offset + tokens.size()).
     struct Segment {
         std::span<const int32_t> tokens;
@@ -133,16 +133,17 @@ private:
         const int64_t D = c.d_model, E = c.d_inner, H = c.n_head, GN = c.n_group * c.d_state;
         const int64_t n_in = c.d_in_proj(), conv_dim = c.conv_dim();
 
-        std::vector<int32_t> ids(T);          // {T}: the packed tokens
-        for (const Segment& sg : segs) std::copy(sg.tokens.begin(), sg.tokens.end(), &ids[sg.offset]);
-        std::vector<float> h(T * D);          // {T, d_model}: block output / embedding
-        std::vector<float> residual(T * D);   // {T, d_model}: fp32 residual stream
-        std::vector<float> u(T * D);          // {T, d_model}: normed block input
-        std::vector<float> zxbcdt(T * n_in);  // {T, d_in_proj}: [z | xBC | dt]
-        std::vector<float> xbc(T * conv_dim); // {T, conv_dim}: conv + SiLU output [x | B | C]
-        std::vector<float> dt(T * H);         // {T, n_head}: Δ
-        std::vector<float> y(T * E);          // {T, d_inner}: SSD output
-        std::vector<float> gated(T * E);      // {T, d_inner}: gated-norm output
+        std::vector<int32_t> ids(T);  // {T}: the packed tokens
+        for (const Segment& sg : segs)
+            std::copy(sg.tokens.begin(), sg.tokens.end(), &ids[sg.offset]);
+        std::vector<float> h(T * D);           // {T, d_model}: block output / embedding
+        std::vector<float> residual(T * D);    // {T, d_model}: fp32 residual stream
+        std::vector<float> u(T * D);           // {T, d_model}: normed block input
+        std::vector<float> zxbcdt(T * n_in);   // {T, d_in_proj}: [z | xBC | dt]
+        std::vector<float> xbc(T * conv_dim);  // {T, conv_dim}: conv + SiLU output [x | B | C]
+        std::vector<float> dt(T * H);          // {T, n_head}: Δ
+        std::vector<float> y(T * E);           // {T, d_inner}: SSD output
+        std::vector<float> gated(T * E);       // {T, d_inner}: gated-norm output
 
         cpu::embedding(ids.data(), T, weights_.embedding.data(), D, h.data());
         for (int64_t layer = 0; layer < c.n_layer; ++layer) {
@@ -193,10 +194,9 @@ private:
                 }
             }
             cpu::gated_rms_norm(y.data(), zxbcdt.data(), n_in, w.gate_norm.data(),
-                                static_cast<float>(c.norm_eps), gated.data(), T, E,
-                                E / c.n_group, n_threads_);
-            cpu::gemm(gated.data(), E, w.out_proj.data(), bias(w.out_proj_bias), h.data(), T, D,
-                      E);
+                                static_cast<float>(c.norm_eps), gated.data(), T, E, E / c.n_group,
+                                n_threads_);
+            cpu::gemm(gated.data(), E, w.out_proj.data(), bias(w.out_proj_bias), h.data(), T, D, E);
         }
         for (size_t i = 0; i < segs.size(); ++i)
             states[i]->n_tokens += static_cast<int64_t>(segs[i].tokens.size());
@@ -216,8 +216,8 @@ private:
         for (int64_t r = 0; r < rows; ++r)
             for (int64_t d = 0; d < D; ++d)
                 last[r * D + d] = residual[wanted[r] * D + d] + h[wanted[r] * D + d];
-        cpu::rms_norm(last.data(), weights_.norm_f.data(), static_cast<float>(c.norm_eps),
-                      u.data(), rows, D, n_threads_);
+        cpu::rms_norm(last.data(), weights_.norm_f.data(), static_cast<float>(c.norm_eps), u.data(),
+                      rows, D, n_threads_);
         std::vector<float> full(rows * c.vocab_padded);  // {rows, vocab_padded}
         cpu::gemm(u.data(), D, weights_.head(), nullptr, full.data(), rows, c.vocab_padded, D);
         if (c.vocab_padded == c.vocab_size) return full;

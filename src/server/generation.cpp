@@ -8,19 +8,24 @@ namespace duality::server {
 
 using nlohmann::json;
 
-std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+std::string dump(const json& j) {
+    return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
 
 struct Generation::Choice {
     Choice(int idx, std::shared_ptr<Sequence> s, const Tokenizer& tok,
            std::vector<std::string> stop, bool strip)
-        : index(idx), seq(std::move(s)), decoder(tok, true), stops(std::move(stop)),
+        : index(idx),
+          seq(std::move(s)),
+          decoder(tok, true),
+          stops(std::move(stop)),
           strip_space(strip) {}
 
     int index;
     std::shared_ptr<Sequence> seq;
     StreamDecoder decoder;  // skips special tokens (end-of-text is never shown)
     StopStrings stops;
-    bool strip_space;       // drop one leading space of the text (chat, plain template)
+    bool strip_space;  // drop one leading space of the text (chat, plain template)
     bool done = false;
     const char* finish_reason = nullptr;
     std::vector<int32_t> ids;  // generated ids, up to the stop
@@ -39,15 +44,18 @@ struct Generation::Choice {
 Generation::Generation(const ApiRequest& request, const Tokenizer& tokenizer)
     : request_(request), tokenizer_(tokenizer) {}
 
-Generation::~Generation() { cancel(); }
+Generation::~Generation() {
+    cancel();
+}
 
-std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(
-    Engine& engine, const ApiRequest& request, const Tokenizer& tokenizer, int32_t eos_id,
-    double timeout_s) {
+std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(Engine& engine,
+                                                                      const ApiRequest& request,
+                                                                      const Tokenizer& tokenizer,
+                                                                      int32_t eos_id,
+                                                                      double timeout_s) {
     std::unique_ptr<Generation> g(new Generation(request, tokenizer));
-    const auto deadline =
-        SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
-                                 std::chrono::duration<double>(timeout_s));
+    const auto deadline = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                                   std::chrono::duration<double>(timeout_s));
     int index = 0;
     for (size_t p = 0; p < request.prompts.size(); ++p) {
         for (int i = 0; i < request.n; ++i, ++index) {
@@ -67,9 +75,8 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(
                 e.message = seq.status().message();
                 return e;  // ~Generation cancels the choices already submitted
             }
-            g->choices_.push_back(std::make_unique<Choice>(index, std::move(*seq), tokenizer,
-                                                           request.stop,
-                                                           request.strip_leading_space));
+            g->choices_.push_back(std::make_unique<Choice>(
+                index, std::move(*seq), tokenizer, request.stop, request.strip_leading_space));
             g->prompt_of_choice_.push_back(static_cast<int64_t>(p));
         }
     }
@@ -83,13 +90,14 @@ void Generation::cancel() {
 
 bool Generation::poll(SteadyClock::time_point until, std::vector<Delta>* out) {
     bool all_done = true;
-    const size_t n_open = static_cast<size_t>(std::count_if(
-        choices_.begin(), choices_.end(), [](const auto& c) { return !c->done; }));
+    const size_t n_open = static_cast<size_t>(
+        std::count_if(choices_.begin(), choices_.end(), [](const auto& c) { return !c->done; }));
     for (auto& c : choices_) {
         if (c->done) continue;
         // One choice: wait for it; several: look at each briefly so none holds up the others.
         const auto wait_until =
-            n_open == 1 ? until : std::min(until, SteadyClock::now() + std::chrono::milliseconds(5));
+            n_open == 1 ? until
+                        : std::min(until, SteadyClock::now() + std::chrono::milliseconds(5));
         std::vector<int32_t> tokens;
         const bool finished = c->seq->wait(&tokens, wait_until);
         Delta d;
@@ -118,7 +126,8 @@ bool Generation::poll(SteadyClock::time_point until, std::vector<Delta>* out) {
             c->done = true;
             d.finish_reason = c->finish_reason;
         }
-        if (!d.text.empty() || !d.token_ids.empty() || d.finish_reason) out->push_back(std::move(d));
+        if (!d.text.empty() || !d.token_ids.empty() || d.finish_reason)
+            out->push_back(std::move(d));
         all_done &= c->done;
     }
     return all_done;
@@ -143,7 +152,8 @@ json Generation::usage() const {
 json Generation::response(const std::string& id, int64_t created, const std::string& model) const {
     json choices = json::array();
     for (const auto& c : choices_) {
-        json choice = {{"index", c->index}, {"logprobs", nullptr},
+        json choice = {{"index", c->index},
+                       {"logprobs", nullptr},
                        {"finish_reason", c->finish_reason ? c->finish_reason : "stop"}};
         if (request_.chat) {
             choice["message"] = {{"role", "assistant"}, {"content", c->text}};
@@ -168,8 +178,8 @@ json Generation::chunk(const std::string& id, int64_t created, const std::string
         json choice = {{"index", d.index}, {"logprobs", nullptr}};
         choice["finish_reason"] = d.finish_reason ? json(d.finish_reason) : json(nullptr);
         if (request_.chat) {
-            choice["delta"] = d.text.empty() && d.finish_reason ? json::object()
-                                                                : json{{"content", d.text}};
+            choice["delta"] =
+                d.text.empty() && d.finish_reason ? json::object() : json{{"content", d.text}};
         } else {
             choice["text"] = d.text;
         }

@@ -3,8 +3,8 @@
 #pragma once
 
 #include <memory>
-#include <variant>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -20,12 +20,14 @@ namespace duality::server {
 std::string dump(const nlohmann::json& j);
 
 class Generation {
-public:
+  public:
     // Submits every choice of `request` to `engine`. On failure (queue full, shutting down) no
     // sequence is left behind and the error says why.
-    static std::variant<std::unique_ptr<Generation>, ApiError> start(
-        Engine& engine, const ApiRequest& request, const Tokenizer& tokenizer, int32_t eos_id,
-        double timeout_s);
+    static std::variant<std::unique_ptr<Generation>, ApiError> start(Engine& engine,
+                                                                     const ApiRequest& request,
+                                                                     const Tokenizer& tokenizer,
+                                                                     int32_t eos_id,
+                                                                     double timeout_s);
     ~Generation();  // cancels whatever is still running
 
     // A piece of a choice's text that became final (stream events).
@@ -52,7 +54,7 @@ public:
     bool chat() const { return request_.chat; }
     int n_choices() const { return static_cast<int>(choices_.size()); }
 
-private:
+  private:
     struct Choice;
     Generation(const ApiRequest& request, const Tokenizer& tokenizer);
 

@@ -55,7 +55,8 @@ void histogram(std::string& out, const char* name, const char* help, const Histo
 
 std::string render_metrics(const EngineStats& s, const HttpCounters& http) {
     std::string out;
-    header(out, "duality_http_requests_total", "counter", "HTTP requests answered, by path and status");
+    header(out, "duality_http_requests_total", "counter",
+           "HTTP requests answered, by path and status");
     for (const auto& [key, n] : http.snapshot())
         out += "duality_http_requests_total{path=\"" + key.first + "\",code=\"" +
                std::to_string(key.second) + "\"} " + std::to_string(n) + "\n";
@@ -73,7 +74,8 @@ std::string render_metrics(const EngineStats& s, const HttpCounters& http) {
            static_cast<double>(s.generated_tokens));
     scalar(out, "duality_engine_steps_total", "counter", "Engine steps run",
            static_cast<double>(s.steps));
-    scalar(out, "duality_queue_depth", "gauge", "Sequences waiting for a state slot", s.queue_depth);
+    scalar(out, "duality_queue_depth", "gauge", "Sequences waiting for a state slot",
+           s.queue_depth);
     scalar(out, "duality_running_sequences", "gauge", "Sequences holding a state slot", s.running);
     scalar(out, "duality_slots_in_use", "gauge", "State slots in use", s.running);
     scalar(out, "duality_slots_total", "gauge", "State slots for running sequences", s.slots_total);
@@ -92,7 +94,8 @@ std::string render_metrics(const EngineStats& s, const HttpCounters& http) {
     scalar(out, "duality_cache_evictions_total", "counter",
            "Cached states dropped (memory budget or TTL)", static_cast<double>(s.cache_evictions));
     scalar(out, "duality_cache_hit_tokens_total", "counter",
-           "Prompt tokens whose state came from the cache", static_cast<double>(s.cache_hit_tokens));
+           "Prompt tokens whose state came from the cache",
+           static_cast<double>(s.cache_hit_tokens));
     scalar(out, "duality_cache_entries", "gauge", "Cached states",
            static_cast<double>(s.cache_entries));
     scalar(out, "duality_cache_bytes", "gauge", "Host memory held by cached states",

@@ -12,11 +12,11 @@ namespace duality::server {
 
 // HTTP responses by (path, status code); safe to use from every connection thread.
 class HttpCounters {
-public:
+  public:
     void count(const std::string& path, int status);
     std::map<std::pair<std::string, int>, uint64_t> snapshot() const;
 
-private:
+  private:
     mutable std::mutex mu_;
     std::map<std::pair<std::string, int>, uint64_t> counts_;
 };

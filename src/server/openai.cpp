@@ -19,13 +19,20 @@ ApiError bad(std::string param, std::string message) {
 
 std::string type_name(const json& v) {
     switch (v.type()) {
-        case json::value_t::null: return "null";
-        case json::value_t::boolean: return "a boolean";
-        case json::value_t::string: return "a string";
-        case json::value_t::array: return "an array";
-        case json::value_t::object: return "an object";
-        case json::value_t::number_float: return "a number";
-        default: return "an integer";
+        case json::value_t::null:
+            return "null";
+        case json::value_t::boolean:
+            return "a boolean";
+        case json::value_t::string:
+            return "a string";
+        case json::value_t::array:
+            return "an array";
+        case json::value_t::object:
+            return "an object";
+        case json::value_t::number_float:
+            return "a number";
+        default:
+            return "an integer";
     }
 }
 
@@ -40,21 +47,20 @@ std::optional<ApiError> read_bool(const json& body, const char* key, bool* out) 
 }
 
 std::optional<ApiError> read_int(const json& body, const char* key, int64_t lo, int64_t hi,
-                                  int64_t* out) {
+                                 int64_t* out) {
     auto it = body.find(key);
     if (it == body.end() || it->is_null()) return std::nullopt;
     const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
     if (!it->is_number_integer())
-        return bad(key, std::string(key) + " must be an integer in " + range + ", got " +
-                            type_name(*it));
-    const bool out_of_range =
-        it->is_number_unsigned()
-            ? (it->get<uint64_t>() > static_cast<uint64_t>(hi) ||
-               (lo > 0 && it->get<uint64_t>() < static_cast<uint64_t>(lo)))
-            : (it->get<int64_t>() < lo || it->get<int64_t>() > hi);
+        return bad(
+            key, std::string(key) + " must be an integer in " + range + ", got " + type_name(*it));
+    const bool out_of_range = it->is_number_unsigned()
+                                  ? (it->get<uint64_t>() > static_cast<uint64_t>(hi) ||
+                                     (lo > 0 && it->get<uint64_t>() < static_cast<uint64_t>(lo)))
+                                  : (it->get<int64_t>() < lo || it->get<int64_t>() > hi);
     if (out_of_range)
-        return bad(key, std::string(key) + " must be an integer in " + range + ", got " +
-                            it->dump());
+        return bad(key,
+                   std::string(key) + " must be an integer in " + range + ", got " + it->dump());
     *out = it->get<int64_t>();
     return std::nullopt;
 }
@@ -67,8 +73,8 @@ std::optional<ApiError> read_number(const json& body, const char* key, double lo
     char range[64];
     std::snprintf(range, sizeof range, "%s%g, %g]", lo_open ? "(" : "[", lo, hi);
     if (!it->is_number())
-        return bad(key, std::string(key) + " must be a number in " + range + ", got " +
-                            type_name(*it));
+        return bad(key,
+                   std::string(key) + " must be a number in " + range + ", got " + type_name(*it));
     const double v = it->get<double>();
     if (!std::isfinite(v) || v > hi || v < lo || (lo_open && v == lo))
         return bad(key, std::string(key) + " must be a number in " + range + ", got " + it->dump());
@@ -110,8 +116,10 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
     };
     if (p.is_string()) return add_text(p.get<std::string>());
     if (!p.is_array())
-        return bad("prompt", "prompt must be a string, an array of token ids or an array of "
-                             "strings, got " + type_name(p));
+        return bad("prompt",
+                   "prompt must be a string, an array of token ids or an array of "
+                   "strings, got " +
+                       type_name(p));
     if (p.empty()) return bad("prompt", "prompt is an empty array");
     if (p[0].is_number()) {
         out->prompts.emplace_back();
@@ -130,8 +138,8 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
             if (auto e = read_ids(p[i], name, limits, &out->prompts.back())) return e;
             if (auto e = check_prompt_length(out->prompts.back(), "prompt", limits)) return e;
         } else {
-            return bad("prompt", name + " must be a string or an array of token ids, got " +
-                                     type_name(p[i]));
+            return bad("prompt",
+                       name + " must be a string or an array of token ids, got " + type_name(p[i]));
         }
     }
     return std::nullopt;
@@ -142,22 +150,21 @@ std::optional<ApiError> read_messages(const json& body, const ApiLimits& limits,
                                       ApiRequest* out) {
     auto it = body.find("messages");
     if (it == body.end() || it->is_null()) return bad("messages", "messages is required");
-    if (!it->is_array())
-        return bad("messages", "messages must be an array, got " + type_name(*it));
+    if (!it->is_array()) return bad("messages", "messages must be an array, got " + type_name(*it));
     if (it->empty()) return bad("messages", "messages is empty");
     std::vector<ChatMessage> messages;
     for (size_t i = 0; i < it->size(); ++i) {
         const json& m = (*it)[i];
         const std::string name = "messages[" + std::to_string(i) + "]";
-        if (!m.is_object()) return bad("messages", name + " must be an object, got " + type_name(m));
+        if (!m.is_object())
+            return bad("messages", name + " must be an object, got " + type_name(m));
         auto role = m.find("role");
         if (role == m.end() || !role->is_string() || role->get<std::string>().empty())
             return bad("messages", name + ".role must be a non-empty string");
         ChatMessage msg;
         msg.role = role->get<std::string>();
         auto content = m.find("content");
-        if (content == m.end())
-            return bad("messages", name + ".content is required");
+        if (content == m.end()) return bad("messages", name + ".content is required");
         if (content->is_string()) {
             msg.content = content->get<std::string>();
         } else if (content->is_array()) {
@@ -166,13 +173,16 @@ std::optional<ApiError> read_messages(const json& body, const ApiLimits& limits,
                 const std::string pname = name + ".content[" + std::to_string(j) + "]";
                 if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
                     !part.contains("text") || !part["text"].is_string())
-                    return bad("messages", pname + " must be {\"type\": \"text\", \"text\": "
-                                                   "string} (only text is supported)");
+                    return bad("messages", pname +
+                                               " must be {\"type\": \"text\", \"text\": "
+                                               "string} (only text is supported)");
                 msg.content += part["text"].get<std::string>();
             }
         } else if (!content->is_null()) {
-            return bad("messages", name + ".content must be a string or an array of text parts, "
-                                          "got " + type_name(*content));
+            return bad("messages", name +
+                                       ".content must be a string or an array of text parts, "
+                                       "got " +
+                                       type_name(*content));
         }
         messages.push_back(std::move(msg));
     }
@@ -209,8 +219,7 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
     } catch (const json::exception& e) {
         return bad("", std::string("the body is not valid JSON: ") + e.what());
     }
-    if (!body.is_object())
-        return bad("", "the body must be a JSON object, got " + type_name(body));
+    if (!body.is_object()) return bad("", "the body must be a JSON object, got " + type_name(body));
     ApiRequest r;
     r.chat = chat;
 
@@ -241,7 +250,8 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
 
     int64_t max_tokens = r.max_tokens;
     if (chat) {
-        if (auto e = read_int(body, "max_completion_tokens", 1, limits.max_tokens_limit, &max_tokens))
+        if (auto e =
+                read_int(body, "max_completion_tokens", 1, limits.max_tokens_limit, &max_tokens))
             return e;
     }
     if (auto e = read_int(body, "max_tokens", 1, limits.max_tokens_limit, &max_tokens)) return e;
@@ -253,7 +263,8 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
     if (auto e = read_number(body, "top_p", 0, 1, true, &s.top_p)) return e;
     if (auto e = read_number(body, "min_p", 0, 1, false, &s.min_p)) return e;
     if (auto e = read_number(body, "presence_penalty", -2, 2, false, &s.presence_penalty)) return e;
-    if (auto e = read_number(body, "frequency_penalty", -2, 2, false, &s.frequency_penalty)) return e;
+    if (auto e = read_number(body, "frequency_penalty", -2, 2, false, &s.frequency_penalty))
+        return e;
     if (auto e = read_number(body, "repetition_penalty", 0, 100, true, &s.repetition_penalty))
         return e;
     int64_t top_k = 0;
@@ -286,8 +297,8 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
             for (size_t i = 0; i < it->size(); ++i)
                 if (auto e = add((*it)[i], "stop[" + std::to_string(i) + "]")) return e;
         } else {
-            return bad("stop", "stop must be a string or an array of strings, got " +
-                                   type_name(*it));
+            return bad("stop",
+                       "stop must be a string or an array of strings, got " + type_name(*it));
         }
     }
     if (auto e = read_bool(body, "stream", &r.stream)) return e;

@@ -28,12 +28,12 @@ struct ApiError {
 
 // What the server allows; set from the command line.
 struct ApiLimits {
-    std::string model_name;          // the id clients send and /v1/models lists
+    std::string model_name;  // the id clients send and /v1/models lists
     int64_t max_prompt_tokens = 32768;
-    int64_t max_tokens_limit = 4096; // the largest max_tokens
-    int64_t vocab_size = 0;          // prompt token ids must be below this
+    int64_t max_tokens_limit = 4096;  // the largest max_tokens
+    int64_t vocab_size = 0;           // prompt token ids must be below this
     int max_n = 16;
-    int max_prompts = 64;            // prompts in one batch request
+    int max_prompts = 64;  // prompts in one batch request
 };
 
 struct ApiRequest {
@@ -41,10 +41,10 @@ struct ApiRequest {
     std::vector<std::vector<int32_t>> prompts;  // tokenized; one or more
     int n = 1;                                  // choices per prompt
     int64_t max_tokens = 16;
-    SamplingParams sampling;                    // seed: choice i uses seed + i
+    SamplingParams sampling;  // seed: choice i uses seed + i
     std::vector<std::string> stop;
     bool stream = false, include_usage = false, ignore_eos = false, return_token_ids = false;
-    bool strip_leading_space = false;           // chat with the plain template (docs/server.md)
+    bool strip_leading_space = false;  // chat with the plain template (docs/server.md)
 };
 
 // Parses and validates a request body. `chat` selects the chat schema; `tmpl` renders messages.

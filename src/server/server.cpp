@@ -34,7 +34,9 @@ ApiError error_for_status(int status, const std::string& message) {
     return e;
 }
 
-int64_t unix_now() { return static_cast<int64_t>(std::time(nullptr)); }
+int64_t unix_now() {
+    return static_cast<int64_t>(std::time(nullptr));
+}
 
 }  // namespace
 
@@ -62,7 +64,9 @@ struct Server::Impl {
 void Server::Impl::routes() {
     http.set_payload_max_length(static_cast<size_t>(opt.max_body_bytes));
     const int threads = opt.http_threads;
-    http.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    http.new_task_queue = [threads] {
+        return new httplib::ThreadPool(static_cast<size_t>(threads));
+    };
     http.set_read_timeout(30, 0);
     // Remember the listening socket: bind() widens its accept backlog afterwards.
     http.set_socket_options([this](socket_t sock) {
@@ -122,9 +126,15 @@ void Server::Impl::routes() {
         if (!res.body.empty()) return;
         std::string message;
         switch (res.status) {
-            case 404: message = "no such endpoint: " + req.method + " " + req.path; break;
-            case 413: message = "the request body is larger than the server's limit"; break;
-            default: message = "HTTP error " + std::to_string(res.status); break;
+            case 404:
+                message = "no such endpoint: " + req.method + " " + req.path;
+                break;
+            case 413:
+                message = "the request body is larger than the server's limit";
+                break;
+            default:
+                message = "HTTP error " + std::to_string(res.status);
+                break;
         }
         send_error(res, error_for_status(res.status, message));
     });
@@ -151,7 +161,8 @@ void Server::Impl::handle_generate(const httplib::Request& req, httplib::Respons
     }
     // httplib enforces the limit on bodies with a Content-Length; a chunked body is checked here.
     if (static_cast<int64_t>(req.body.size()) > opt.max_body_bytes) {
-        send_error(res, error_for_status(413, "the request body is larger than the server's limit"));
+        send_error(res,
+                   error_for_status(413, "the request body is larger than the server's limit"));
         return;
     }
     ApiRequest request;
@@ -264,14 +275,17 @@ Result<int> Server::bind() {
     return port;
 }
 
-void Server::serve() { impl_->http.listen_after_bind(); }
+void Server::serve() {
+    impl_->http.listen_after_bind();
+}
 
 void Server::shutdown() {
     Impl& s = *impl_;
     if (s.shutting_down.exchange(true)) return;
     s.engine.stop_accepting();
-    const auto grace_end = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
-                                                    std::chrono::duration<double>(s.opt.shutdown_grace_s));
+    const auto grace_end =
+        SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
+                                 std::chrono::duration<double>(s.opt.shutdown_grace_s));
     while (SteadyClock::now() < grace_end && (s.engine.active() > 0 || s.open_requests > 0))
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     s.engine.cancel_all();

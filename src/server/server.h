@@ -16,8 +16,8 @@ namespace duality::server {
 
 struct ServerOptions {
     std::string host = "127.0.0.1";
-    int port = 8000;                 // 0: any free port
-    int http_threads = 128;          // connections served at once
+    int port = 8000;         // 0: any free port
+    int http_threads = 128;  // connections served at once
     int64_t max_body_bytes = 1 << 20;
     double request_timeout_s = 600;
     double shutdown_grace_s = 10;
@@ -25,7 +25,7 @@ struct ServerOptions {
 };
 
 class Server {
-public:
+  public:
     Server(Engine& engine, Tokenizer tokenizer, ChatTemplate chat_template, int32_t eos_id,
            ServerOptions options);
     ~Server();
@@ -40,7 +40,7 @@ public:
 
     struct Impl;
 
-private:
+  private:
     std::unique_ptr<Impl> impl_;
 };
 

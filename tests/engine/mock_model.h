@@ -14,7 +14,7 @@
 namespace duality::testing {
 
 class MockModel final : public Model {
-public:
+  public:
     static constexpr int64_t kVocab = 97;
 
     explicit MockModel(int n_slots) : slots_(static_cast<size_t>(n_slots), fresh()) {
@@ -105,14 +105,14 @@ public:
     std::atomic<int> fail_next_steps{0};  // the next N steps fail (a device error)
     std::atomic<int> copies{0};
 
-private:
+  private:
     static SequenceState fresh() {
         SequenceState s;
         s.ssm.assign(1, 0.0f);
         return s;
     }
 
-public:
+  public:
     // The logits of a state whose prediction is `id`: 10 there, 5 on the next id, 0 elsewhere.
     static std::vector<float> one_hot(int32_t id) {
         std::vector<float> row(kVocab, 0.0f);
@@ -125,7 +125,7 @@ public:
         ++s.n_tokens;
     }
 
-private:
+  private:
     Status run_batch(std::span<const SeqInput> batch, std::vector<int32_t>* ids) {
         std::lock_guard lock(mu_);
         if (fail_next_steps > 0) {

@@ -36,6 +36,16 @@ GenerateRequest greedy(std::vector<int32_t> prompt, int64_t max_tokens) {
     return r;
 }
 
+// Runs a greedy request to its end, expecting the mock's continuation; returns the sequence.
+std::shared_ptr<Sequence> run_greedy(Engine& engine, const std::vector<int32_t>& prompt,
+                                     int64_t n) {
+    auto seq = engine.submit(greedy(prompt, n));
+    EXPECT_TRUE(seq.is_ok()) << seq.status().message();
+    if (!seq.is_ok()) return std::make_shared<Sequence>(0);
+    EXPECT_EQ(drain(**seq), MockModel::continuation(prompt, n));
+    return *seq;
+}
+
 std::vector<int32_t> random_prompt(std::mt19937& rng, int64_t len) {
     std::vector<int32_t> p(static_cast<size_t>(len));
     for (auto& t : p) t = static_cast<int32_t>(rng() % MockModel::kVocab);
@@ -49,11 +59,9 @@ TEST(Engine, OneSequenceEqualsItsContinuation) {
     auto engine = Engine::start(model, o);
     ASSERT_TRUE(engine.is_ok()) << engine.status().message();
     const std::vector<int32_t> prompt = {5, 17, 3, 90, 44};
-    auto seq = (*engine)->submit(greedy(prompt, 12));
-    ASSERT_TRUE(seq.is_ok());
-    EXPECT_EQ(drain(**seq), MockModel::continuation(prompt, 12));
-    EXPECT_EQ((*seq)->finish_reason(), FinishReason::kLength);
-    EXPECT_EQ((*seq)->cached_tokens(), 0);
+    auto seq = run_greedy(**engine, prompt, 12);
+    EXPECT_EQ(seq->finish_reason(), FinishReason::kLength);
+    EXPECT_EQ(seq->cached_tokens(), 0);
 }
 
 TEST(Engine, ManyConcurrentSequencesEachEqualTheirContinuation) {
@@ -143,13 +151,10 @@ TEST(Engine, ConversationResumesFromTheCacheAndReadsOnlyNewTokens) {
     const std::vector<int32_t> fresh = random_prompt(rng, 20);
     turn2.insert(turn2.end(), fresh.begin(), fresh.end());
     const int64_t before = model.tokens_consumed();
-    auto s2 = (*engine)->submit(greedy(turn2, 10));
-    ASSERT_TRUE(s2.is_ok());
-    EXPECT_EQ(drain(**s2), MockModel::continuation(turn2, 10));
-    EXPECT_EQ((*s2)->cached_tokens(), 100 + 10 - 1);
+    auto s2 = run_greedy(**engine, turn2, 10);
+    EXPECT_EQ(s2->cached_tokens(), 100 + 10 - 1);
     // Read: the answer's last token + the new tokens, then 9 generated tokens fed back.
     EXPECT_EQ(model.tokens_consumed() - before, 1 + 20 + 9);
-    // Prefill pieces never hold a generated token: the first one comes with the prompt's end.
     const EngineStats st = (*engine)->stats();
     EXPECT_EQ(st.cache_hits, 1u);
     EXPECT_EQ(st.cache_misses, 1u);
@@ -158,17 +163,13 @@ TEST(Engine, ConversationResumesFromTheCacheAndReadsOnlyNewTokens) {
 
     // The same prompt again: its last token must run (its logits give the first token), so it
     // resumes from the longest shorter entry, turn 1's finish.
-    auto s3 = (*engine)->submit(greedy(turn2, 3));
-    ASSERT_TRUE(s3.is_ok());
-    EXPECT_EQ(drain(**s3), MockModel::continuation(turn2, 3));
-    EXPECT_EQ((*s3)->cached_tokens(), 109);
+    auto s3 = run_greedy(**engine, turn2, 3);
+    EXPECT_EQ(s3->cached_tokens(), 109);
     // One token more resumes from turn 2's prompt-end entry.
     std::vector<int32_t> turn2b = turn2;
     turn2b.push_back(42);
-    auto s3b = (*engine)->submit(greedy(turn2b, 3));
-    ASSERT_TRUE(s3b.is_ok());
-    EXPECT_EQ(drain(**s3b), MockModel::continuation(turn2b, 3));
-    EXPECT_EQ((*s3b)->cached_tokens(), static_cast<int64_t>(turn2.size()));
+    auto s3b = run_greedy(**engine, turn2b, 3);
+    EXPECT_EQ(s3b->cached_tokens(), static_cast<int64_t>(turn2.size()));
 
     // use_cache = false reads everything.
     GenerateRequest cold = greedy(turn2, 3);
@@ -194,10 +195,8 @@ TEST(Engine, CheckpointsEveryKTokensServeADivergingPrompt) {
     std::vector<int32_t> other(long_prompt.begin(), long_prompt.begin() + 150);
     const auto tail = random_prompt(rng, 30);
     other.insert(other.end(), tail.begin(), tail.end());
-    auto seq = (*engine)->submit(greedy(other, 5));
-    ASSERT_TRUE(seq.is_ok());
-    EXPECT_EQ(drain(**seq), MockModel::continuation(other, 5));
-    EXPECT_EQ((*seq)->cached_tokens(), 128);
+    auto seq = run_greedy(**engine, other, 5);
+    EXPECT_EQ(seq->cached_tokens(), 128);
 }
 
 TEST(Engine, HostBudgetEvictsLeastRecentlyUsed) {

@@ -35,7 +35,7 @@ LoadOptions to_load_options(const BackendFlags& f) {
         device = env && *env ? env : "auto";
     }
     o.device = device == "cuda" || (device == "auto" && cuda_device_count() > 0) ? Device::kCuda
-                                                                                   : Device::kCpu;
+                                                                                 : Device::kCpu;
     std::string dtype = f.dtype;
     if (dtype.empty()) {
         const char* env = std::getenv("DUALITY_DTYPE");

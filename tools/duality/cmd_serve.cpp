@@ -21,7 +21,8 @@ namespace {
 int64_t state_bytes_per_seq(const ModelConfig& c, const LoadOptions& o) {
     const int64_t act = o.device == Device::kCuda ? dtype_size(o.dtype) : 4;
     const int64_t st = o.device == Device::kCuda ? dtype_size(o.state_dtype) : 4;
-    return c.n_layer * ((c.d_conv - 1) * c.conv_dim() * act + c.n_head * c.head_dim * c.d_state * st);
+    return c.n_layer *
+           ((c.d_conv - 1) * c.conv_dim() * act + c.n_head * c.head_dim * c.d_state * st);
 }
 
 }  // namespace
@@ -41,12 +42,13 @@ Action add_serve_command(CLI::App& app) {
     auto opt = std::make_shared<Options>();
     CLI::App* cmd = app.add_subcommand(
         "serve", "Serve the model over HTTP (OpenAI-compatible; see docs/server.md)");
-    auto* model = cmd->add_option("--model", opt->model, "Model folder (default: the bundled model)");
+    auto* model =
+        cmd->add_option("--model", opt->model, "Model folder (default: the bundled model)");
     auto* random = cmd->add_flag("--random-weights", opt->random_weights,
                                  "Serve a preset shape with random weights (benchmarks; the "
                                  "bundled model's tokenizer)");
-    auto* config_opt = cmd->add_option("--config", opt->config,
-                                   "Preset shape for --random-weights: mamba2-130m ... mamba2-2.7b");
+    auto* config_opt = cmd->add_option(
+        "--config", opt->config, "Preset shape for --random-weights: mamba2-130m ... mamba2-2.7b");
     random->needs(config_opt);
     config_opt->needs(random);
     model->excludes(random);
@@ -136,8 +138,9 @@ Action add_serve_command(CLI::App& app) {
             std::fprintf(stderr, "duality serve: %s\n", tokenizer.status().message().c_str());
             return 1;
         }
-        auto tmpl = opt->random_weights ? Result<server::ChatTemplate>(server::ChatTemplate::plain())
-                                        : server::ChatTemplate::load(dir);
+        auto tmpl = opt->random_weights
+                        ? Result<server::ChatTemplate>(server::ChatTemplate::plain())
+                        : server::ChatTemplate::load(dir);
         if (!tmpl) {
             std::fprintf(stderr, "duality serve: %s\n", tmpl.status().message().c_str());
             return 1;
@@ -197,16 +200,17 @@ Action add_serve_command(CLI::App& app) {
         so.request_timeout_s = opt->request_timeout_s;
         so.shutdown_grace_s = opt->shutdown_grace_s;
         so.limits.model_name = !opt->served_name.empty() ? opt->served_name
-                               : opt->random_weights   ? opt->config
-                                                       : std::filesystem::path(dir).filename().string();
+                               : opt->random_weights
+                                   ? opt->config
+                                   : std::filesystem::path(dir).filename().string();
         if (so.limits.model_name.empty())
             so.limits.model_name = std::filesystem::path(dir).parent_path().filename().string();
         so.limits.max_prompt_tokens = opt->max_prompt_tokens;
         so.limits.max_tokens_limit = opt->max_tokens_limit;
         so.limits.vocab_size = config->vocab_size;
         const int64_t config_eos = config->eos_token_id;
-        const int32_t eos = config_eos >= 0 ? static_cast<int32_t>(config_eos)
-                                            : tokenizer->eos_id().value_or(-1);
+        const int32_t eos =
+            config_eos >= 0 ? static_cast<int32_t>(config_eos) : tokenizer->eos_id().value_or(-1);
 
         server::Server srv(**engine, std::move(*tokenizer), std::move(*tmpl), eos, so);
         auto port = srv.bind();
@@ -223,8 +227,7 @@ Action add_serve_command(CLI::App& app) {
                          sig == SIGTERM ? "SIGTERM" : "SIGINT");
             srv.shutdown();
         });
-        std::fprintf(stderr,
-                     "duality serve: listening on http://%s:%d (model %s, %s, %d slots)\n",
+        std::fprintf(stderr, "duality serve: listening on http://%s:%d (model %s, %s, %d slots)\n",
                      opt->host.c_str(), *port, so.limits.model_name.c_str(), gpu ? "cuda" : "cpu",
                      eo.max_seqs);
         std::fflush(stderr);

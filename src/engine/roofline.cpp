@@ -28,6 +28,12 @@ DecodeBytes decode_bytes(const ModelConfig& c, DType weight_dtype, DType state_d
     return b;
 }
 
+int64_t state_slot_bytes(const ModelConfig& c, DType state_dtype) {
+    return c.n_layer *
+           ((c.d_conv - 1) * c.conv_dim() * 4 +
+            c.n_head * c.head_dim * c.d_state * static_cast<int64_t>(dtype_size(state_dtype)));
+}
+
 double decode_bound_tokens_per_s(const DecodeBytes& b, int64_t batch, double bytes_per_s) {
     return static_cast<double>(batch) * bytes_per_s / b.step(batch);
 }

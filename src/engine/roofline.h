@@ -30,6 +30,10 @@ struct DecodeBytes {
 // All weights at weight_dtype's size, the SSM state at state_dtype's, the conv state at
 // conv_state_bytes per value (4: our engine keeps it in f32). The spec's 10.3 table counts
 // (d_conv-1)·conv_dim·4 bytes of conv state per layer in all, i.e. conv_state_bytes = 2.
+// Bytes one sequence's state takes in a slot: the SSM state at state_dtype's size and the conv
+// state in f32 (as both backends keep it; read_slot returns both in f32).
+int64_t state_slot_bytes(const ModelConfig& c, DType state_dtype);
+
 DecodeBytes decode_bytes(const ModelConfig& c, DType weight_dtype, DType state_dtype,
                          double conv_state_bytes = 4);
 

@@ -1,6 +1,8 @@
 // The conversation state cache (see state_cache.h).
 #include "engine/state_cache.h"
 
+#include "engine/roofline.h"
+
 #include <algorithm>
 
 namespace duality::engine {
@@ -124,8 +126,7 @@ void StateCache::erase(uint64_t id, bool eviction) {
 }
 
 int64_t StateCache::state_bytes() const {
-    const ModelConfig& c = model_.config();
-    return 4 * c.n_layer * ((c.d_conv - 1) * c.conv_dim() + c.n_head * c.head_dim * c.d_state);
+    return roofline::state_slot_bytes(model_.config(), DType::kF32);
 }
 
 int StateCache::free_device_slot() {

@@ -10,22 +10,11 @@
 #include <thread>
 
 #include "duality/engine.h"
+#include "engine/roofline.h"
 #include "server/server.h"
 #include "tools/duality/commands.h"
 
 namespace duality::cli {
-
-namespace {
-
-// Bytes of one sequence's state (conv rows in the activation type, SSM state in its own).
-int64_t state_bytes_per_seq(const ModelConfig& c, const LoadOptions& o) {
-    const int64_t act = o.device == Device::kCuda ? dtype_size(o.dtype) : 4;
-    const int64_t st = o.device == Device::kCuda ? dtype_size(o.state_dtype) : 4;
-    return c.n_layer *
-           ((c.d_conv - 1) * c.conv_dim() * act + c.n_head * c.head_dim * c.d_state * st);
-}
-
-}  // namespace
 
 Action add_serve_command(CLI::App& app) {
     struct Options {
@@ -160,7 +149,8 @@ Action add_serve_command(CLI::App& app) {
         eo.checkpoint_every = opt->checkpoint_every;
         eo.cache_ttl_s = opt->cache_ttl_s;
         if (opt->state_memory_mb > 0) {
-            const int64_t per_seq = state_bytes_per_seq(*config, lo);
+            const int64_t per_seq = roofline::state_slot_bytes(
+                *config, lo.device == Device::kCuda ? lo.state_dtype : DType::kF32);
             eo.max_seqs = static_cast<int>(opt->state_memory_mb * 1024 * 1024 / per_seq);
             if (eo.max_seqs < 1) {
                 std::fprintf(stderr,

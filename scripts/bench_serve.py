@@ -19,8 +19,9 @@ new one, so the achieved fraction is printed). Prompt tokens are drawn from a se
 
 Reported: requests/s, output tokens/s, TTFT p50/p99 (first streamed text), inter-token latency
 p50/p99 (gaps between streamed chunks), end-to-end latency p50/p99, the cache hit rate from the
-/metrics deltas (hits / (hits + misses)), and the cached-prompt fraction (cached_tokens /
-prompt_tokens from the usage chunks). Standard library only.
+/metrics deltas (hits / (hits + misses)), the cached-prompt fraction (cached_tokens /
+prompt_tokens from the usage chunks), and the engine steps and the model's busy time (sum of
+duality_step_seconds) against the wall time. Standard library only.
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def metrics_snapshot(srv: Server) -> dict[str, float]:
         return {}
     names = ["duality_cache_hits_total", "duality_cache_misses_total",
              "duality_cache_hit_tokens_total", "duality_prompt_tokens_total",
-             "duality_prefill_tokens_total", "duality_generation_tokens_total"]
+             "duality_prefill_tokens_total", "duality_generation_tokens_total",
+             "duality_step_seconds_sum", "duality_step_seconds_count"]
     return {n: m.value(n) for n in names}
 
 
@@ -200,6 +202,8 @@ def summarize(results: list[dict], wall: float, before: dict, after: dict, args)
         "cache_hit_rate": hit_rate,
         "cached_prompt_fraction": cached / prompt_tokens if prompt_tokens else None,
         "prefill_tokens": d("duality_prefill_tokens_total"),
+        "engine_steps": d("duality_step_seconds_count"),
+        "model_busy_s": d("duality_step_seconds_sum"),
         "errors": sorted({str(r["error"]) for r in results if not r["ok"]})[:5],
     }
     return summary
@@ -227,6 +231,8 @@ def print_table(s: dict) -> None:
         ("end-to-end p50 / p99", f"{fmt(s['e2e_p50_ms'], ' ms')} / {fmt(s['e2e_p99_ms'], ' ms')}"),
         ("cache hit rate (/metrics)", fmt(s["cache_hit_rate"])),
         ("cached-prompt fraction", fmt(s["cached_prompt_fraction"])),
+        ("engine steps / model busy",
+         f"{fmt(s['engine_steps'])} / {fmt(s['model_busy_s'], ' s')}"),
         ("prompt / prefill / output tokens",
          f"{s['prompt_tokens']} / {fmt(s['prefill_tokens'])} / {s['output_tokens']}"),
     ]
@@ -237,41 +243,73 @@ def print_table(s: dict) -> None:
         print(f"error: {e}")
 
 
+def server_ttft_s(client: Client) -> float:
+    """The server's summed arrival-to-first-token time so far (from /metrics)."""
+    try:
+        return client.srv.metrics().value("duality_time_to_first_token_seconds_sum")
+    except Exception:  # noqa: BLE001 (a server without /metrics)
+        return float("nan")
+
+
 def cold_vs_cached(client: Client, n: int, args) -> dict:
+    """--repeat rounds, each with a fresh N-token history: turn 1 (cold), turn 2 (the history,
+    turn 1's answer and new tokens: from the cache), and a never-seen prompt of turn 2's length
+    (what turn 2 costs without the cache). Medians over the rounds after the first (the first
+    also pays one-time costs: GEMM plans, graph captures); the first round is reported apart."""
     rng = random.Random(args.seed + 17)
 
     def ids(k):
         return [rng.randrange(100, args.vocab_max) for _ in range(k)]
 
-    m = draw(args.max_tokens, rng)
-    history, q1, q2 = ids(n), ids(args.turn_tokens), ids(args.turn_tokens)
-    first = client.stream(history + q1, m)
-    if not first["ok"]:
-        raise SystemExit(f"bench_serve: turn 1 failed: {first['status']} {first['error']}")
-    answer = first["token_ids"] or []
-    turn2 = history + q1 + answer + q2
-    second = client.stream(turn2, m)
-    if not second["ok"]:
-        raise SystemExit(f"bench_serve: turn 2 failed: {second['status']} {second['error']}")
-    # The same length, never seen: what turn 2 would cost without the cache.
-    unseen = client.stream(ids(len(turn2)), m)
+    def timed(prompt, m):
+        before = server_ttft_s(client)
+        r = client.stream(prompt, m)
+        if not r["ok"]:
+            raise SystemExit(f"bench_serve: request failed: {r['status']} {r['error']}")
+        r["server_ttft"] = server_ttft_s(client) - before
+        return r
 
     def cached_of(r):
         return ((r["usage"] or {}).get("prompt_tokens_details") or {}).get("cached_tokens")
 
+    rounds = []
+    for _ in range(max(1, args.repeat)):
+        m = draw(args.max_tokens, rng)
+        history, q1, q2 = ids(n), ids(args.turn_tokens), ids(args.turn_tokens)
+        first = timed(history + q1, m)
+        turn2 = history + q1 + (first["token_ids"] or []) + q2
+        second = timed(turn2, m)
+        unseen = timed(ids(len(turn2)), m)
+        rounds.append({"turn1": first, "turn2": second, "cold": unseen,
+                       "turn2_prompt_tokens": len(turn2), "turn2_cached_tokens": cached_of(second),
+                       "note": None if first["token_ids"] is not None else
+                       "streamed chunks carry no token_ids: turn 2 omits the turn-1 answer"})
+
+    def med(key, field, rs):
+        return percentile([r[key][field] for r in rs], 50) * 1e3
+
+    steady = rounds[1:] or rounds
     out = {
         "history_tokens": n,
-        "turn1_prompt_tokens": len(history) + len(q1), "turn1_ttft_ms": first["ttft"] * 1e3,
-        "turn1_cached_tokens": cached_of(first),
-        "turn2_prompt_tokens": len(turn2), "turn2_ttft_ms": second["ttft"] * 1e3,
-        "turn2_cached_tokens": cached_of(second),
-        "cold_same_length_ttft_ms": unseen["ttft"] * 1e3 if unseen["ok"] else None,
-        "ratio_turn1_over_turn2": first["ttft"] / second["ttft"] if second["ttft"] else None,
+        "rounds": len(rounds),
+        "turn2_prompt_tokens": steady[-1]["turn2_prompt_tokens"],
+        "turn2_cached_tokens": steady[-1]["turn2_cached_tokens"],
+        "first_round_turn1_ttft_ms": rounds[0]["turn1"]["ttft"] * 1e3,
+        "first_round_turn2_ttft_ms": rounds[0]["turn2"]["ttft"] * 1e3,
+        "first_round_cold_ttft_ms": rounds[0]["cold"]["ttft"] * 1e3,
+        "turn1_ttft_ms_p50": med("turn1", "ttft", steady),
+        "turn2_cached_ttft_ms_p50": med("turn2", "ttft", steady),
+        "cold_same_length_ttft_ms_p50": med("cold", "ttft", steady),
+        "turn2_cached_server_ttft_ms_p50": med("turn2", "server_ttft", steady),
+        "cold_same_length_server_ttft_ms_p50": med("cold", "server_ttft", steady),
     }
-    if unseen["ok"] and second["ttft"]:
-        out["ratio_cold_same_length_over_turn2"] = unseen["ttft"] / second["ttft"]
-    if first["token_ids"] is None:
-        out["note"] = "streamed chunks carry no token_ids: turn 2 omits the turn-1 answer"
+    out["ratio_cold_over_cached_p50"] = (out["cold_same_length_ttft_ms_p50"] /
+                                         out["turn2_cached_ttft_ms_p50"])
+    out["ratio_cold_over_cached_server_p50"] = (out["cold_same_length_server_ttft_ms_p50"] /
+                                                out["turn2_cached_server_ttft_ms_p50"])
+    notes = {r["note"] for r in rounds if r["note"]}
+    if notes:
+        out["note"] = "; ".join(sorted(notes))
     return out
 
 
@@ -296,6 +334,8 @@ def main() -> int:
     ap.add_argument("--cold-vs-cached", type=int, metavar="N",
                     help="instead of the workload: TTFT of a turn with an N-token history, "
                          "cold and then from the cache")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="--cold-vs-cached rounds (default 5; medians leave out the first)")
     ap.add_argument("--vocab-max", type=int, default=50000,
                     help="prompt ids are drawn from [100, VOCAB_MAX)")
     ap.add_argument("--seed", type=int, default=1)

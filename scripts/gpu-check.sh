@@ -3,7 +3,12 @@
 # registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
 # Every session uses this script so GPU numbers stay comparable.
 #
-#   scripts/gpu-check.sh [tests|bench|serve|all]      (default: all)
+#   scripts/gpu-check.sh [tests|bench|serve|profile|build|all]      (default: all)
+#
+# build: only the build (then `source scripts/gpu-env.sh` and run build-gpu/duality yourself).
+#
+# profile (not part of all): per-kernel GPU times and DRAM bytes from Nsight Compute for one
+# 2.7b decode step at batch 64 and 1 and a 17-token prefill, as CSV for scripts/ncu_summary.py.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -69,6 +74,23 @@ if [[ "$what" == all || "$what" == serve ]]; then
   python3 scripts/bench_serve.py --duality build-gpu/duality --cold-vs-cached 4096 \
     --random-weights --config mamba2-2.7b --device cuda --max-seqs 8 \
     2>&1 | tee "$OUT/bench-serve-cache-2.7b.txt" || status=1
+fi
+if [[ "$what" == profile ]]; then
+  step "per-kernel profile (ncu, mamba2-2.7b)"
+  for spec in "decode64:--no-prefill --decode-batches 64" "decode1:--no-prefill --decode-batches 1" \
+              "prefill17:--no-decode --prefill-lens 17 --prefill-batches 1"; do
+    name=${spec%%:*}
+    # shellcheck disable=SC2086
+    ncu --clock-control none --csv --print-units base \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+      build-gpu/duality bench --random-weights --config mamba2-2.7b ${spec#*:} --decode-steps 2 \
+      --warmup 1 >"$OUT/ncu-$name.csv" 2>"$OUT/ncu-$name.err" || status=1
+    python3 scripts/ncu_summary.py "$OUT/ncu-$name.csv" | tee "$OUT/ncu-$name.txt" || status=1
+  done
+  build-gpu/duality bench --random-weights --config mamba2-2.7b --prefill-lens 17,64,256,4096 \
+    --prefill-batches 1 --decode-batches 1,64 2>&1 | tee "$OUT/bench-small-2.7b.txt" || status=1
+  build-gpu/duality bench --random-weights --config mamba2-2.7b --ops --decode-batches 1,64 \
+    2>&1 | tee "$OUT/bench-ops-2.7b.txt" || status=1
 fi
 step "done (status $status)"
 exit $status

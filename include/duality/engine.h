@@ -109,7 +109,7 @@ struct EngineStats {
     uint64_t cache_entries = 0, cache_bytes = 0;
     uint64_t steps = 0;
     int queue_depth = 0, running = 0, slots_total = 0;
-    Histogram batch_size, step_tokens, ttft_s, itl_s, duration_s;
+    Histogram batch_size, step_tokens, step_s, ttft_s, itl_s, duration_s;  // step_s: model time
 };
 
 class Engine {

@@ -157,6 +157,7 @@ struct Engine::Impl {
         stats.slots_total = opt.max_seqs;
         stats.batch_size = Histogram({1, 2, 4, 8, 16, 32, 64, 128, 256, 512});
         stats.step_tokens = Histogram({1, 4, 16, 64, 256, 1024, 4096, 16384});
+        stats.step_s = Histogram({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5});
         stats.ttft_s = Histogram({0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60});
         stats.itl_s = Histogram({0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1});
         stats.duration_s = Histogram({0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300});
@@ -389,6 +390,7 @@ void Engine::Impl::step() {
     }
 
     Result<std::vector<int32_t>> ids = std::vector<int32_t>{};
+    const auto model_start = SteadyClock::now();
     if (!host_sampling) {
         ids = model.step_sample(batch, params, draws);
     } else {
@@ -420,6 +422,7 @@ void Engine::Impl::step() {
         ++stats.steps;
         stats.batch_size.observe(static_cast<double>(batch.size()));
         stats.step_tokens.observe(static_cast<double>(step_tokens));
+        stats.step_s.observe(seconds(done - model_start));
     }
     if (!ids.is_ok()) {
         // The step failed (e.g. a device error): its sequences end with the error.

@@ -20,6 +20,7 @@ struct OpBenchOptions {
     std::vector<int64_t> token_counts;    // prefill shapes: one sequence of T tokens
     std::vector<int64_t> decode_batches;  // decode shapes: B sequences of one token
     int warmup = 3, iters = 20;
+    int gemm_algos = 0;  // > 0: also time the first N cuBLASLt candidates of each GEMM
     int device_index = 0;
     uint64_t seed = 0;
 };

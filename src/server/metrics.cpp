@@ -81,6 +81,8 @@ std::string render_metrics(const EngineStats& s, const HttpCounters& http) {
     scalar(out, "duality_slots_total", "gauge", "State slots for running sequences", s.slots_total);
     histogram(out, "duality_batch_size", "Sequences per engine step", s.batch_size);
     histogram(out, "duality_step_tokens", "Tokens per engine step", s.step_tokens);
+    histogram(out, "duality_step_seconds", "Model time of an engine step (forward and sampling)",
+              s.step_s);
     histogram(out, "duality_time_to_first_token_seconds", "Arrival to first generated token",
               s.ttft_s);
     histogram(out, "duality_inter_token_latency_seconds",

@@ -245,5 +245,71 @@ TEST(CudaModel, BatchedStepsEqualSequencesAlone) {
     for (size_t s = 0; s < prompts.size(); ++s) EXPECT_EQ(tokens[s], ref_tokens[s]) << s;
 }
 
+// A mixed step (one-token sequences interleaved with prompts, among them a one-token prompt)
+// takes the decode step for the one-token rows and the prefill SSD for the rest: every row must
+// equal its sequence run alone, piece by piece, in f32.
+TEST(CudaModel, MixedStepsEqualSequencesAlone) {
+    REQUIRE_GPU();
+    const std::string name = test::golden_cases().front();
+    auto batched = Model::load(test::golden_dir() / name, cuda_options(DType::kF32, 5));
+    auto alone = Model::load(test::golden_dir() / name, cuda_options(DType::kF32, 1));
+    ASSERT_TRUE(batched.is_ok() && alone.is_ok());
+    const int64_t V = (*batched)->config().vocab_size;
+    auto prompt = [&](size_t len, int salt) {
+        std::vector<int32_t> p(len);
+        for (size_t i = 0; i < len; ++i) p[i] = static_cast<int32_t>((salt * 97 + i * 13) % V);
+        return p;
+    };
+    // Sequence s: its slot and the pieces it runs in steps 1..3 (empty: not in that step).
+    struct Plan {
+        int slot;
+        std::vector<std::vector<int32_t>> pieces;
+    };
+    std::vector<Plan> plan = {
+        {2, {prompt(300, 0), {11}, {12}}},
+        {0, {prompt(7, 1), {21}, {22}}},
+        {3, {{}, prompt(20, 2), {31}}},
+        {1, {{}, prompt(1, 3), {41}}},
+        {4, {{}, prompt(513, 4), {51}}},
+    };
+    // Reference logits of each (sequence, step): the sequence alone, its pieces in order.
+    std::vector<std::vector<std::vector<float>>> ref(plan.size());
+    for (size_t s = 0; s < plan.size(); ++s) {
+        ASSERT_TRUE((*alone)->reset_slot(0).is_ok());
+        for (const auto& piece : plan[s].pieces) {
+            if (piece.empty()) {
+                ref[s].emplace_back();
+                continue;
+            }
+            SeqInput in{0, piece};
+            auto l = (*alone)->step(std::span<const SeqInput>(&in, 1));
+            ASSERT_TRUE(l.is_ok()) << l.status().message();
+            ref[s].push_back(*l);
+        }
+    }
+    Model& m = **batched;
+    for (const Plan& p : plan) ASSERT_TRUE(m.reset_slot(p.slot).is_ok());
+    for (size_t step = 0; step < 3; ++step) {
+        std::vector<SeqInput> batch;
+        std::vector<size_t> who;
+        // Interleave: odd sequences first, then even, so one-token rows are not already leading.
+        for (size_t pass = 0; pass < 2; ++pass)
+            for (size_t s = pass == 0 ? 1 : 0; s < plan.size(); s += 2)
+                if (!plan[s].pieces[step].empty()) {
+                    batch.push_back({plan[s].slot, plan[s].pieces[step]});
+                    who.push_back(s);
+                }
+        auto l = m.step(batch);
+        ASSERT_TRUE(l.is_ok()) << l.status().message();
+        for (size_t b = 0; b < batch.size(); ++b) {
+            const std::vector<float> row(l->begin() + static_cast<int64_t>(b) * V,
+                                         l->begin() + static_cast<int64_t>(b + 1) * V);
+            const std::vector<float>& r = ref[who[b]][step];
+            EXPECT_LE(max_err(row, r), 1e-4 * max_abs(r)) << "sequence " << who[b] << " step "
+                                                           << step;
+        }
+    }
+}
+
 }  // namespace
 }  // namespace duality

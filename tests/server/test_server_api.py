@@ -679,6 +679,7 @@ class TestApi(SharedServerCase):
             "duality_slots_total": "gauge",
             "duality_batch_size": "histogram",
             "duality_step_tokens": "histogram",
+            "duality_step_seconds": "histogram",
             "duality_time_to_first_token_seconds": "histogram",
             "duality_inter_token_latency_seconds": "histogram",
             "duality_request_duration_seconds": "histogram",

@@ -58,7 +58,7 @@ struct Options {
     BackendFlags backend;
     std::string prefill_lens = "512,2048,8192,32768", prefill_batches = "1,8";
     std::string decode_batches = "1,8,32,64,256";
-    int decode_steps = 32, warmup = 3, iters = 20;
+    int decode_steps = 32, warmup = 3, iters = 20, gemm_algos = 0;
     int64_t max_tokens = 8192;
     bool no_prefill = false, no_decode = false, json = false, ops = false;
     std::optional<double> hbm_gbps, peak_tflops;
@@ -230,6 +230,7 @@ int run_bench(const Options& o) {
         oo.decode_batches = decode_batches;
         oo.warmup = o.warmup;
         oo.iters = o.iters;
+        oo.gemm_algos = o.gemm_algos;
         oo.device_index = lo.device_index;
         oo.seed = o.seed;
         auto ops = run_op_bench(oo);
@@ -309,6 +310,10 @@ Action add_bench_command(CLI::App& app) {
     cmd->add_option("--iters", opt->iters, "Timed launches per op (--ops)")
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
+    cmd->add_option("--gemm-algos", opt->gemm_algos,
+                    "With --ops: also time the first N cuBLASLt candidates of each GEMM "
+                    "(rows in_proj/lt0, lt1, ...)")
+        ->check(CLI::Range(0, 8));
     cmd->add_option("--max-tokens", opt->max_tokens,
                     "Tokens per forward pass (longer prefills run in pieces; sizes the workspace)")
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 24))

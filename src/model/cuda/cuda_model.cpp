@@ -5,6 +5,9 @@
 //   h = GatedRMSNorm(y, z)·W_outᵀ;  logits = RMSNorm(residual + h)·W_headᵀ for the wanted rows.
 // A step runs as passes of at most max_tokens packed tokens. Passes in which every sequence has
 // one token are decode passes; they are replayed from a CUDA graph captured per batch bucket.
+// In mixed passes the one-token sequences come first and their SSD runs as the decode step; only
+// the longer ones go through the prefill SSD, so a decode token is computed the same way whether
+// or not a prefill shares its step.
 // All buffers come from allocations made at load, so no pass allocates device memory.
 #include <algorithm>
 #include <cstdlib>
@@ -68,6 +71,7 @@ struct Workspace {
     int32_t* chunk_seq;
     int32_t* cu_chunks;    // {S + 1}
     int32_t* rows;         // {S}: token index of each wanted row
+    int32_t* cu_prefill;   // {S + 1}: cu_seqlens of the prefill sequences (after the decode ones)
 };
 
 class CudaModel final : public Model {
@@ -301,7 +305,7 @@ private:
             T * D * a, T * D * 4, T * D * a, T * n_in * a, T * conv_dim * a,
             T * H * 4, T * E * a, T * E * a, ssd_bytes, R * D * a, R * D * 4,
             R * V * 4, sample_bytes, R * 4, R * sizeof(cuda::DeviceSampling),
-            T * 4, (S + 1) * 4, S * 4, NC * 4, NC * 4, NC * 4, (S + 1) * 4, S * 4};
+            T * 4, (S + 1) * 4, S * 4, NC * 4, NC * 4, NC * 4, (S + 1) * 4, S * 4, (S + 1) * 4};
         size_t total = 0;
         for (size_t s : sizes) total += cuda::DevicePool::round_up(s);
         DUALITY_ASSIGN_OR_RETURN(pool_, cuda::DevicePool::allocate(total, "the workspace"));
@@ -330,6 +334,7 @@ private:
         ws_.chunk_seq = static_cast<int32_t*>(take());
         ws_.cu_chunks = static_cast<int32_t*>(take());
         ws_.rows = static_cast<int32_t*>(take());
+        ws_.cu_prefill = static_cast<int32_t*>(take());
         return Status::ok();
     }
 
@@ -425,6 +430,7 @@ private:
                 off += take;
                 budget -= static_cast<int64_t>(take);
                 if (budget == 0 || static_cast<int64_t>(pass.size()) == max_seqs_ - 1) {
+                    order_pass(pass);
                     run_pass(pass, false);
                     consume(pass);
                     pass.clear();
@@ -434,9 +440,27 @@ private:
             slot_tokens_[static_cast<size_t>(in.slot)] += static_cast<int64_t>(in.tokens.size());
         }
         if (!pass.empty()) {
+            order_pass(pass);
             run_pass(pass, false);
             consume(pass);
         }
+    }
+
+    // One-token sequences first (see run_pass); consumers find results by result_row.
+    static void order_pass(std::vector<PassSeq>& pass) {
+        std::stable_partition(pass.begin(), pass.end(),
+                              [](const PassSeq& p) { return p.tokens.size() == 1; });
+    }
+
+    // `a` restricted to the packed rows [r0, r0 + b.n_tokens) described by `b`.
+    cuda::SsdArgs ssd_rows(cuda::SsdArgs a, int64_t r0, const cuda::VarlenBatch& b) const {
+        const size_t el = dtype_size(act_);
+        a.batch = b;
+        a.x = static_cast<const char*>(a.x) + r0 * a.x_stride * el;
+        a.B = static_cast<const char*>(a.B) + r0 * a.bc_stride * el;
+        a.C = static_cast<const char*>(a.C) + r0 * a.bc_stride * el;
+        a.y = static_cast<char*>(a.y) + r0 * c_.d_inner * el;
+        return a;
     }
 
     cuda::SsdArgs ssd_args(int64_t layer) const {
@@ -492,21 +516,33 @@ private:
             cu[i + 1] = cu[i] + (i < n ? static_cast<int32_t>(pass[i].tokens.size()) : 1);
             slots[i] = i < n ? pass[i].slot : opt_.n_slots;  // padding computes into scratch
         }
+        // Mixed pass: the leading one-token sequences [0, n_dec) take the decode step; the prefill
+        // SSD sees only sequences [n_dec, S), rows [n_dec, T), renumbered from 0.
+        n_dec_ = 0;
+        if (!decode)
+            while (n_dec_ < n && pass[static_cast<size_t>(n_dec_)].tokens.size() == 1) ++n_dec_;
+        const int64_t n_pre = S - n_dec_;
+        int32_t* cu_pre = chunk_start;  // {n_pre + 1}
+        chunk_start = cu_pre + (decode ? 0 : n_pre + 1);
+        if (!decode)
+            for (int64_t i = 0; i <= n_pre; ++i) cu_pre[i] = cu[n_dec_ + i] - cu[n_dec_];
         int64_t n_chunk = 0;
         if (!decode)
-            for (int64_t i = 0; i < S; ++i)
-                n_chunk += (cu[i + 1] - cu[i] + c_.chunk_size - 1) / c_.chunk_size;
+            for (int64_t i = 0; i < n_pre; ++i)
+                n_chunk += (cu_pre[i + 1] - cu_pre[i] + c_.chunk_size - 1) / c_.chunk_size;
         int32_t* chunk_len = chunk_start + n_chunk;
         int32_t* chunk_seq = chunk_len + n_chunk;
         int32_t* cu_chunks = chunk_seq + n_chunk;
-        int32_t* rows = cu_chunks + S + 1;
+        int32_t* rows = cu_chunks + n_pre + 1;
         int64_t k = 0;
         cu_chunks[0] = 0;
-        for (int64_t i = 0; i < S; ++i) {
+        for (int64_t i = 0; i < n_pre; ++i) {
             if (!decode)
-                for (int32_t t = cu[i]; t < cu[i + 1]; t += static_cast<int32_t>(c_.chunk_size)) {
+                for (int32_t t = cu_pre[i]; t < cu_pre[i + 1];
+                     t += static_cast<int32_t>(c_.chunk_size)) {
                     chunk_start[k] = t;
-                    chunk_len[k] = std::min<int32_t>(static_cast<int32_t>(c_.chunk_size), cu[i + 1] - t);
+                    chunk_len[k] =
+                        std::min<int32_t>(static_cast<int32_t>(c_.chunk_size), cu_pre[i + 1] - t);
                     chunk_seq[k] = static_cast<int32_t>(i);
                     ++k;
                 }
@@ -527,19 +563,30 @@ private:
         up(ws_.chunk_start, chunk_start, n_chunk);
         up(ws_.chunk_len, chunk_len, n_chunk);
         up(ws_.chunk_seq, chunk_seq, n_chunk);
-        up(ws_.cu_chunks, cu_chunks, S + 1);
+        up(ws_.cu_chunks, cu_chunks, n_pre + 1);
         up(ws_.rows, rows, n_rows);
+        if (!decode) up(ws_.cu_prefill, cu_pre, n_pre + 1);
 
+        // The whole pass (embedding, conv1d, norms, GEMMs; the decode step of decode passes).
         batch_ = cuda::VarlenBatch{};
         batch_.n_seq = S;
         batch_.n_tokens = T;
         batch_.cu_seqlens = ws_.cu_seqlens;
         batch_.slots = ws_.slots;
-        batch_.n_chunk = n_chunk;
-        batch_.chunk_start = ws_.chunk_start;
-        batch_.chunk_len = ws_.chunk_len;
-        batch_.chunk_seq = ws_.chunk_seq;
-        batch_.cu_chunks = ws_.cu_chunks;
+        // The decode rows of a mixed pass.
+        decode_batch_ = batch_;
+        decode_batch_.n_seq = decode_batch_.n_tokens = n_dec_;
+        // The prefill rows of a mixed (or pure prefill) pass, with their chunking.
+        prefill_batch_ = cuda::VarlenBatch{};
+        prefill_batch_.n_seq = n_pre;
+        prefill_batch_.n_tokens = T - n_dec_;
+        prefill_batch_.cu_seqlens = ws_.cu_prefill;
+        prefill_batch_.slots = ws_.slots + n_dec_;
+        prefill_batch_.n_chunk = n_chunk;
+        prefill_batch_.chunk_start = ws_.chunk_start;
+        prefill_batch_.chunk_len = ws_.chunk_len;
+        prefill_batch_.chunk_seq = ws_.chunk_seq;
+        prefill_batch_.cu_chunks = ws_.cu_chunks;
 
         if (decode) {
             // Every row is wanted and rows are in order: the head reads the last residual
@@ -603,18 +650,22 @@ private:
             cuda::conv1d(conv, act_, s);
 
             const cuda::SsdArgs ssd = ssd_args(layer);
+            cuda::DecodeDt dt;  // the decode step's Δ input: raw dt of row s
+            dt.dt_raw = zxbcdt + (E + conv_dim) * el;
+            dt.raw_stride = n_in;
+            dt.dt_bias = w.dt_bias;
+            dt.dt_min = c_.dt_min;
+            dt.dt_max = c_.dt_max;
             if (decode) {
-                cuda::DecodeDt dt;
-                dt.dt_raw = zxbcdt + (E + conv_dim) * el;
-                dt.raw_stride = n_in;
-                dt.dt_bias = w.dt_bias;
-                dt.dt_min = c_.dt_min;
-                dt.dt_max = c_.dt_max;
                 cuda::ssm_decode(ssd, dt, act_, s);
             } else {
-                cuda::dt_softplus(zxbcdt + (E + conv_dim) * el, n_in, w.dt_bias, c_.dt_min,
-                                  c_.dt_max, ws_.dt, T, c_.n_head, act_, s);
-                prefill_ssd(ssd, s);
+                if (n_dec_ > 0) cuda::ssm_decode(ssd_rows(ssd, 0, decode_batch_), dt, act_, s);
+                if (prefill_batch_.n_seq > 0) {
+                    cuda::dt_softplus(zxbcdt + (n_dec_ * n_in + E + conv_dim) * el, n_in,
+                                      w.dt_bias, c_.dt_min, c_.dt_max, ws_.dt, T - n_dec_,
+                                      c_.n_head, act_, s);
+                    prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), s);
+                }
             }
             cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
                                  static_cast<float>(c_.norm_eps), ws_.gated, T, E,
@@ -688,7 +739,10 @@ private:
     Workspace ws_{};
     cuda::PinnedBuffer staging_;         // the pass description, host side
     cuda::PinnedBuffer sample_staging_;  // {R} DeviceSampling, then {R} sampled ids
-    cuda::VarlenBatch batch_{};
+    cuda::VarlenBatch batch_{};          // the pass
+    cuda::VarlenBatch decode_batch_{};   // its leading one-token sequences (mixed passes)
+    cuda::VarlenBatch prefill_batch_{};  // the rest, renumbered from row 0, with SSD chunks
+    int64_t n_dec_ = 0;                  // decode sequences (= rows) leading a mixed pass
     std::map<int64_t, cuda::Graph> graphs_;  // decode graph per batch bucket
     std::vector<int64_t> slot_tokens_;
     DeviceInfo info_;

@@ -23,6 +23,8 @@
 // Limits: width in {2, 3, 4}; act f32/f16/bf16; the slots of one batch must be distinct, except
 // a scratch slot whose contents nobody reads (decode padding); x and out must not overlap;
 // channels < 2^16 · 128 · V.
+#include <cstdint>
+
 #include "core/cuda/check.h"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
@@ -42,10 +44,20 @@ struct Taps {
     float w[V][W];
     float b[V];
     __device__ __forceinline__ void load(const float* weight, const float* bias, int64_t c) {
+        // Width 4: one 16-byte load per channel when the weights are aligned (they are when
+        // they come from a device allocation).
+        const bool vec = W == 4 && reinterpret_cast<uintptr_t>(weight) % 16 == 0;
 #pragma unroll
         for (int i = 0; i < V; ++i) {
+            if (vec) {
+                const float4 q = *reinterpret_cast<const float4*>(weight + (c + i) * W);
+                const float qv[4] = {q.x, q.y, q.z, q.w};
 #pragma unroll
-            for (int k = 0; k < W; ++k) w[i][k] = weight[(c + i) * W + k];
+                for (int k = 0; k < W; ++k) w[i][k] = qv[k % 4];
+            } else {
+#pragma unroll
+                for (int k = 0; k < W; ++k) w[i][k] = weight[(c + i) * W + k];
+            }
             b[i] = bias ? bias[c + i] : 0.0f;
         }
     }
@@ -100,15 +112,17 @@ __global__ void conv1d_walk_kernel(Conv1dArgs a) {
     for (int64_t s = blockIdx.y; s < a.batch.n_seq; s += gridDim.y) {
         float* st = a.state + static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + c;
         const int64_t t0 = a.batch.cu_seqlens[s], t1 = a.batch.cu_seqlens[s + 1];
-        float win[W - 1][V];
+        // The window and the first token's row are loaded together (one round trip in decode).
+        float win[W - 1][V], xv[V];
 #pragma unroll
         for (int k = 0; k < W - 1; ++k) dtype::load<V>(st + k * C, win[k]);
+        if (t0 < t1) dtype::load<V>(x + t0 * a.x_stride + c, xv);
         for (int64_t t = t0; t < t1; ++t) {
-            float xv[V], o[V];
-            dtype::load<V>(x + t * a.x_stride + c, xv);
+            float o[V];
             taps.apply(win, xv, o);
             dtype::store<V>(out + t * C + c, o);
             push<W, V>(win, xv);
+            if (t + 1 < t1) dtype::load<V>(x + (t + 1) * a.x_stride + c, xv);
         }
 #pragma unroll
         for (int k = 0; k < W - 1; ++k) dtype::store<V>(st + k * C, win[k]);

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
 
 #include "duality/types.h"
 
@@ -125,6 +126,51 @@ __device__ __forceinline__ void store(T* p, const float (&v)[V]) {
 #pragma unroll
     for (int i = 0; i < V; ++i) u.e[i] = f32_to_bits(v[i], p);
     *reinterpret_cast<R*>(p) = u.raw;
+}
+
+// load / store with the streaming ("evict first") cache hint, for data touched once per kernel
+// (the decode step's state). Same contracts as load / store.
+template <typename R>
+__device__ __forceinline__ R load_cs_raw(const R* p) {
+    if constexpr (std::is_same_v<R, uint4> || std::is_same_v<R, uint2> ||
+                  std::is_same_v<R, uint32_t>) {
+        return __ldcs(p);
+    } else {
+        return *p;
+    }
+}
+template <typename R>
+__device__ __forceinline__ void store_cs_raw(R* p, R v) {
+    if constexpr (std::is_same_v<R, uint4> || std::is_same_v<R, uint2> ||
+                  std::is_same_v<R, uint32_t>) {
+        __stcs(p, v);
+    } else {
+        *p = v;
+    }
+}
+
+template <int V, typename T>
+__device__ __forceinline__ void load_cs(const T* p, float (&out)[V]) {
+    using R = typename RawVec<V* static_cast<int>(sizeof(T))>::type;
+    union {
+        R raw;
+        typename Bits<T>::type e[V];
+    } u;
+    u.raw = load_cs_raw(reinterpret_cast<const R*>(p));
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = bits_to_f32(u.e[i], p);
+}
+
+template <int V, typename T>
+__device__ __forceinline__ void store_cs(T* p, const float (&v)[V]) {
+    using R = typename RawVec<V* static_cast<int>(sizeof(T))>::type;
+    union {
+        R raw;
+        typename Bits<T>::type e[V];
+    } u;
+#pragma unroll
+    for (int i = 0; i < V; ++i) u.e[i] = f32_to_bits(v[i], p);
+    store_cs_raw(reinterpret_cast<R*>(p), u.raw);
 }
 
 // ---- bit-exact twins of core/half.h (also for NaN, which the intrinsics canonicalize) -------

@@ -1,5 +1,6 @@
 #include "ops/cuda/gemm.h"
 
+#include <algorithm>
 #include <string>
 
 #include "ops/cuda/gemm_small_m.h"
@@ -29,7 +30,8 @@ int alignment(const void* p) {
 struct Gemm::Plan {
     cublasLtMatmulDesc_t op = nullptr;
     cublasLtMatrixLayout_t w = nullptr, a = nullptr, y = nullptr;
-    cublasLtMatmulAlgo_t algo{};
+    cublasLtMatmulAlgo_t algo[Gemm::kMaxAlgos]{};  // the heuristic's candidates, best first
+    int n_algo = 0;
     ~Plan() {
         if (op) cublasLtMatmulDescDestroy(op);
         if (w) cublasLtMatrixLayoutDestroy(w);
@@ -53,7 +55,8 @@ Gemm::Gemm(Gemm&& o) noexcept
     : handle_(o.handle_),
       workspace_(std::move(o.workspace_)),
       plans_(std::move(o.plans_)),
-      small_m_(o.small_m_) {
+      small_m_(o.small_m_),
+      algo_index_(o.algo_index_) {
     o.handle_ = nullptr;
 }
 
@@ -66,6 +69,7 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         workspace_ = std::move(o.workspace_);
         plans_ = std::move(o.plans_);
         small_m_ = o.small_m_;
+        algo_index_ = o.algo_index_;
     }
     return *this;
 }
@@ -73,6 +77,17 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
 Gemm::~Gemm() {
     plans_.clear();
     if (handle_) cublasLtDestroy(handle_);
+}
+
+Gemm::Key Gemm::key(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
+                    DType y_dtype, int64_t m, int64_t n, int64_t k, DType act) {
+    return Key{m,   n,   k, lda, ldy, static_cast<int>(act), static_cast<int>(y_dtype),
+               alignment(a), alignment(w), alignment(y)};
+}
+
+int Gemm::algo_count(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
+                     DType y_dtype, int64_t m, int64_t n, int64_t k, DType act) {
+    return plan(key(a, lda, w, y, ldy, y_dtype, m, n, k, act)).n_algo;
 }
 
 const Gemm::Plan& Gemm::plan(const Key& key) {
@@ -110,16 +125,17 @@ const Gemm::Plan& Gemm::plan(const Key& key) {
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_y, sizeof al_y));
     DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_y, sizeof al_y));
-    cublasLtMatmulHeuristicResult_t result{};
+    cublasLtMatmulHeuristicResult_t result[kMaxAlgos]{};
     int found = 0;
     DUALITY_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, p->op, p->w, p->a, p->y, p->y,
-                                                        pref, 1, &result, &found));
+                                                        pref, kMaxAlgos, result, &found));
     cublasLtMatmulPreferenceDestroy(pref);
     if (found == 0)
         fail("cuBLASLt found no algorithm", ("m=" + std::to_string(m) + " n=" + std::to_string(n) +
                                              " k=" + std::to_string(k)).c_str(),
              __FILE__, __LINE__);
-    p->algo = result.algo;
+    p->n_algo = found;
+    for (int i = 0; i < found; ++i) p->algo[i] = result[i].algo;
     return *plans_.emplace(key, std::move(p)).first->second;
 }
 
@@ -130,12 +146,11 @@ void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, 
         gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, stream);
         return;
     }
-    const Key key{m,   n,   k, lda, ldy, static_cast<int>(act), static_cast<int>(y_dtype),
-                  alignment(a), alignment(w), alignment(y)};
-    const Plan& p = plan(key);
+    const Plan& p = plan(key(a, lda, w, y, ldy, y_dtype, m, n, k, act));
     const float alpha = 1.0f, beta = 0.0f;
+    const int i = std::min(algo_index_, p.n_algo - 1);
     DUALITY_CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.w, a, p.a, &beta, y, p.y, y,
-                                        p.y, &p.algo, workspace_.data(), workspace_.bytes(),
+                                        p.y, &p.algo[i], workspace_.data(), workspace_.bytes(),
                                         stream));
 }
 

@@ -2,7 +2,7 @@
 //   y {m, n} = a {m, k} · w {n, k}ᵀ   (row-major; w is a weight in torch's [out, in] layout)
 // a and w are `act` (f32, f16 or bf16); y is `act` or f32 (logits). f32 runs in strict fp32
 // (no TF32), so the f32 model can be compared with the CPU reference at 1e-5.
-// For m ≤ 8 (decode) a bandwidth-bound skinny kernel (gemm_small_m.cu) replaces cuBLASLt.
+// For m = 1 (batch-1 decode) a bandwidth-bound skinny kernel (gemm_small_m.cu) replaces cuBLASLt.
 // Matmul descriptors and the heuristic's algorithm are cached per shape, dtype and pointer
 // alignment, so steady-state calls (and CUDA-graph capture) do no host-side search.
 #pragma once
@@ -32,6 +32,14 @@ public:
     // Off: every product goes to cuBLASLt (benchmarks compare the two).
     void set_small_m_kernel(bool on) { small_m_ = on; }
 
+    // For benchmarks: run the i-th algorithm cuBLASLt's heuristic proposes (0, the default, is
+    // its first choice) instead of the first; an index past the candidates means the last one.
+    void set_algo_index(int i) { algo_index_ = i; }
+    // The number of candidates the heuristic proposes for this product (at most kMaxAlgos).
+    int algo_count(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
+                   DType y_dtype, int64_t m, int64_t n, int64_t k, DType act);
+    static constexpr int kMaxAlgos = 8;
+
     void run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
              int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream);
 
@@ -39,11 +47,14 @@ private:
     struct Plan;
     using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
     const Plan& plan(const Key& key);
+    static Key key(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
+                   DType y_dtype, int64_t m, int64_t n, int64_t k, DType act);
 
     cublasLtHandle_t handle_ = nullptr;
     DeviceBuffer workspace_;
     std::map<Key, std::unique_ptr<Plan>> plans_;
     bool small_m_ = true;
+    int algo_index_ = 0;
 };
 
 }  // namespace duality::cuda

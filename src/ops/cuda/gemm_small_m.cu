@@ -1,13 +1,15 @@
-// Skinny GEMM for decode: y {m, n} = a {m, k} · w {n, k}ᵀ with m ≤ 8 (one row per sequence).
-// At small m the product is a matrix-vector product bound by reading w once from HBM, and a
-// general GEMM library leaves bandwidth unused there; this kernel streams w at full speed.
+// Skinny GEMM for batch-1 decode: y {1, n} = a {1, k} · w {n, k}ᵀ, a matrix-vector product bound
+// by reading w once from HBM. The kernel is written for M ≤ 8 rows, but from 2 rows on cuBLASLt
+// is as fast or faster (H200, 2.7b in_proj/out_proj, `duality bench --ops --gemm-algos`: at
+// m = 2 it is 16.6 + 9.5 µs against 20.9 + 7.6 here, at m = 8 17.5 + 9.5 against 39.4 + 18.5),
+// so only m = 1 is routed here (kSmallM).
 //
 // Parallelization: one warp per output column n (a row of w). Each lane loads 16 bytes of that
 // row per iteration (8 bf16/f16 or 4 f32 values) and the matching 16 bytes of each of the m rows
 // of a (small, so they come from L1/L2), accumulates m partial dots in f32, and the warp reduces
 // them with shuffles. Four iterations are unrolled so each lane keeps several loads in flight.
 //
-// Limits: m in [1, 8]; k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
+// Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -130,22 +132,8 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
     auto* A = static_cast<const T*>(a);
     auto* W = static_cast<const T*>(w);
     auto* Yp = static_cast<Y*>(y);
-    switch (m) {
-#define DUALITY_CASE(M)                                                                    \
-    case M:                                                                                \
-        gemm_small_m_kernel<T, Y, M><<<grid, block, 0, stream>>>(A, lda, W, Yp, ldy, n, k); \
-        break;
-        DUALITY_CASE(1)
-        DUALITY_CASE(2)
-        DUALITY_CASE(3)
-        DUALITY_CASE(4)
-        DUALITY_CASE(5)
-        DUALITY_CASE(6)
-        DUALITY_CASE(7)
-        DUALITY_CASE(8)
-#undef DUALITY_CASE
-        default: fail("gemm_small_m: m > 8", "m", __FILE__, __LINE__);
-    }
+    if (m != 1) fail("gemm_small_m: m != 1", "m", __FILE__, __LINE__);
+    gemm_small_m_kernel<T, Y, 1><<<grid, block, 0, stream>>>(A, lda, W, Yp, ldy, n, k);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 

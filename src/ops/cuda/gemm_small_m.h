@@ -10,7 +10,7 @@
 
 namespace duality::cuda {
 
-constexpr int64_t kSmallM = 8;
+constexpr int64_t kSmallM = 1;  // rows routed to the skinny kernel (see gemm_small_m.cu)
 
 // Whether gemm_small_m handles these operands (m, dtypes, alignment, vector width).
 bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,

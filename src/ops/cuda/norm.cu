@@ -1,16 +1,23 @@
 // RMSNorm variants and the bias add (spec 4 and 5.7), f32 math:
-//   add_rms_norm:   residual = h (first) or residual + h, out =
-//   residual·rsqrt(mean(residual²)+eps)·w gated_rms_norm: v = y·silu(z); per group of group_size
-//   channels v·rsqrt(mean(v²)+eps)·w add_bias:       y[r, :] += bias
+//   add_rms_norm:   residual = h (first) or residual + h;
+//                   out = residual · rsqrt(mean(residual²) + eps) · w
+//   gated_rms_norm: v = y · silu(z); per group of group_size channels v · rsqrt(mean(v²) + eps) · w
+//   add_bias:       y[r, :] += bias
 //
 // Parallelization: a "team" normalizes one row (add_rms_norm) or one (row, group) unit
 // (gated_rms_norm): a warp when the unit has at most 1024 channels (4 units per 128-thread
-// block), else a whole block of 64..512 threads. Each thread walks its channels in vectors of
-// V = 4 (or V = 1 when a size, stride or pointer is not 4-element aligned), accumulates the sum of
-// squares, the team reduces it, and a second pass re-reads its inputs (L1/L2-resident: the same
-// thread just touched them) to write the output, so any dim works without shared staging.
+// block), else a whole block. Each thread owns K vectors of V = 4 channels (V = 1 when a size,
+// stride or pointer is not 4-element aligned), strided by the team size so a warp's accesses are
+// contiguous. The K vectors and the weights are loaded into registers before any math, so a unit
+// costs one memory round trip, one team reduction and the stores: these kernels run on a few
+// rows per step in decode, where latency, not bandwidth, is what they cost. K is 1, 2, 4 or 8,
+// the smallest that keeps a block team within 1024 threads; units beyond 8·1024 vectors loop
+// (the kLoop variant re-reads its inputs, L1/L2-resident, for the second pass).
 // add_bias: one block per row, threads over columns.
 // Limits: rows < 2^31 blocks; act f32/f16/bf16; dim % group_size == 0.
+#include <algorithm>
+#include <type_traits>
+
 #include "core/cuda/check.h"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
@@ -26,13 +33,7 @@ __device__ __forceinline__ float silu(float v) {
     return v / (1.0f + expf(-v));
 }
 
-// Threads per block for a block-per-unit launch over `n_vec` vectors: about 4 vectors each.
-int block_team_threads(int64_t n_vec) {
-    int64_t t = (n_vec / 4 + 31) / 32 * 32;
-    if (t < 64) t = 64;
-    if (t > 512) t = 512;
-    return static_cast<int>(t);
-}
+constexpr int kMaxK = 8;  // vectors held per thread
 
 // The team's unit index, its first thread's rank and size; false when the unit is past the end.
 template <bool kWarp>
@@ -54,8 +55,27 @@ __device__ __forceinline__ float team_sum(float v) {
     return kWarp ? reduce::warp_sum(v) : reduce::block_sum(v);
 }
 
+// How a unit of n_vec vectors is spread: K vectors per thread (0: loop), threads per block team.
+struct TeamShape {
+    int k;
+    int threads;
+};
+TeamShape team_shape(int64_t n_vec, bool warp) {
+    if (warp) {
+        int k = 1;
+        while (k < kMaxK && k * 32 < n_vec) k *= 2;
+        return {k * 32 >= n_vec ? k : 0, 32 * kWarpsPerBlock};
+    }
+    int k = 1;
+    while (k < kMaxK && k * 1024 < n_vec) k *= 2;
+    if (k * 1024 < n_vec) return {0, 512};
+    const int64_t t = (n_vec + k - 1) / k;
+    return {k, static_cast<int>(std::max<int64_t>((t + 31) / 32 * 32, 64))};
+}
+
 // ---- add_rms_norm ----------------------------------------------------------------------------
-template <typename T, int V, bool kWarp>
+// K > 0: the unit in registers (see the header); K == 0: a loop with a re-reading second pass.
+template <typename T, int V, int K, bool kWarp>
 __global__ void add_rms_norm_kernel(const T* __restrict__ h,         // {rows, dim}
                                     float* __restrict__ residual,    // {rows, dim}
                                     const float* __restrict__ w,     // {dim}
@@ -66,31 +86,91 @@ __global__ void add_rms_norm_kernel(const T* __restrict__ h,         // {rows, d
     if (!team_unit<kWarp>(rows, row, rank, size)) return;  // whole teams only
     const T* hr = h + row * dim;
     float* res = residual + row * dim;
-    float ss = 0.0f;
-    for (int64_t c = static_cast<int64_t>(rank) * V; c < dim; c += static_cast<int64_t>(size) * V) {
-        float r[V];
-        dtype::load<V>(hr + c, r);
-        if (!first) {
-            float old[V];
-            dtype::load<V>(res + c, old);
-#pragma unroll
-            for (int i = 0; i < V; ++i) r[i] += old[i];
-        }
-        dtype::store<V>(res + c, r);
-#pragma unroll
-        for (int i = 0; i < V; ++i) ss += r[i] * r[i];
-    }
-    ss = team_sum<kWarp>(ss);
-    const float s = rsqrtf(ss / static_cast<float>(dim) + eps);
     T* o = out + row * dim;
-    for (int64_t c = static_cast<int64_t>(rank) * V; c < dim; c += static_cast<int64_t>(size) * V) {
-        float r[V], wv[V];
-        dtype::load<V>(res + c, r);  // this thread's own writes above
-        dtype::load<V>(w + c, wv);
+    float ss = 0.0f;
+    if constexpr (K > 0) {
+        float r[K][V], old[K][V], wv[K][V];
 #pragma unroll
-        for (int i = 0; i < V; ++i) r[i] = r[i] * s * wv[i];
-        dtype::store<V>(o + c, r);
+        for (int j = 0; j < K; ++j) {
+            const int64_t c = (static_cast<int64_t>(j) * size + rank) * V;
+            if (c < dim) {
+                dtype::load<V>(hr + c, r[j]);
+                if (!first) dtype::load<V>(res + c, old[j]);
+                dtype::load<V>(w + c, wv[j]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+            const int64_t c = (static_cast<int64_t>(j) * size + rank) * V;
+            if (c >= dim) continue;
+#pragma unroll
+            for (int i = 0; i < V; ++i) {
+                if (!first) r[j][i] += old[j][i];
+                ss += r[j][i] * r[j][i];
+            }
+            dtype::store<V>(res + c, r[j]);
+        }
+        ss = team_sum<kWarp>(ss);
+        const float s = rsqrtf(ss / static_cast<float>(dim) + eps);
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+            const int64_t c = (static_cast<int64_t>(j) * size + rank) * V;
+            if (c >= dim) continue;
+#pragma unroll
+            for (int i = 0; i < V; ++i) r[j][i] = r[j][i] * s * wv[j][i];
+            dtype::store<V>(o + c, r[j]);
+        }
+    } else {
+        for (int64_t c = static_cast<int64_t>(rank) * V; c < dim;
+             c += static_cast<int64_t>(size) * V) {
+            float r[V];
+            dtype::load<V>(hr + c, r);
+            if (!first) {
+                float old[V];
+                dtype::load<V>(res + c, old);
+#pragma unroll
+                for (int i = 0; i < V; ++i) r[i] += old[i];
+            }
+            dtype::store<V>(res + c, r);
+#pragma unroll
+            for (int i = 0; i < V; ++i) ss += r[i] * r[i];
+        }
+        ss = team_sum<kWarp>(ss);
+        const float s = rsqrtf(ss / static_cast<float>(dim) + eps);
+        for (int64_t c = static_cast<int64_t>(rank) * V; c < dim;
+             c += static_cast<int64_t>(size) * V) {
+            float r[V], wv[V];
+            dtype::load<V>(res + c, r);  // this thread's own writes above
+            dtype::load<V>(w + c, wv);
+#pragma unroll
+            for (int i = 0; i < V; ++i) r[i] = r[i] * s * wv[i];
+            dtype::store<V>(o + c, r);
+        }
     }
+}
+
+// Calls f(K, warp, blocks, threads) (K and warp as integral constants) with the team shape of
+// n_vec vectors of V channels per unit, over n_units units.
+template <typename F>
+void with_team_shape(int64_t n_units, int64_t n_vec, int V, F&& f) {
+    const bool warp = n_vec * V <= kWarpTeamMax;
+    const TeamShape ts = team_shape(n_vec, warp);
+    const auto blocks =
+        static_cast<unsigned>(warp ? (n_units + kWarpsPerBlock - 1) / kWarpsPerBlock : n_units);
+    auto pick = [&](auto w) {
+        switch (ts.k) {
+            case 1: f(std::integral_constant<int, 1>{}, w, blocks, ts.threads); break;
+            case 2: f(std::integral_constant<int, 2>{}, w, blocks, ts.threads); break;
+            case 4: f(std::integral_constant<int, 4>{}, w, blocks, ts.threads); break;
+            case 8: f(std::integral_constant<int, 8>{}, w, blocks, ts.threads); break;
+            default: f(std::integral_constant<int, 0>{}, w, blocks, ts.threads); break;
+        }
+    };
+    if (warp)
+        pick(std::true_type{});
+    else
+        pick(std::false_type{});
+    DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T, int V>
@@ -98,21 +178,14 @@ void launch_add_rms_norm(const void* h, float* residual, const float* w, float e
                          int64_t rows, int64_t dim, bool first, cudaStream_t stream) {
     const auto* hp = static_cast<const T*>(h);
     auto* op = static_cast<T*>(out);
-    if (dim <= kWarpTeamMax) {
-        const int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
-        add_rms_norm_kernel<T, V, true>
-            <<<static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream>>>(
-                hp, residual, w, eps, op, rows, dim, first);
-    } else {
-        add_rms_norm_kernel<T, V, false>
-            <<<static_cast<unsigned>(rows), block_team_threads(dim / V), 0, stream>>>(
-                hp, residual, w, eps, op, rows, dim, first);
-    }
-    DUALITY_CUDA_LAUNCH_CHECK();
+    with_team_shape(rows, dim / V, V, [&](auto k, auto warp, unsigned blocks, int threads) {
+        add_rms_norm_kernel<T, V, decltype(k)::value, decltype(warp)::value>
+            <<<blocks, threads, 0, stream>>>(hp, residual, w, eps, op, rows, dim, first);
+    });
 }
 
 // ---- gated_rms_norm --------------------------------------------------------------------------
-template <typename T, int V, bool kWarp>
+template <typename T, int V, int K, bool kWarp>
 __global__ void gated_rms_norm_kernel(const T* __restrict__ y,  // {rows, dim}
                                       const T* __restrict__ z,  // {rows, dim}, z_stride apart
                                       int64_t z_stride,
@@ -126,30 +199,63 @@ __global__ void gated_rms_norm_kernel(const T* __restrict__ y,  // {rows, dim}
     const int64_t row = unit / n_group, c0 = (unit % n_group) * group_size;
     const T* yr = y + row * dim + c0;
     const T* zr = z + row * z_stride + c0;
-    float ss = 0.0f;
-    for (int64_t c = static_cast<int64_t>(rank) * V; c < group_size;
-         c += static_cast<int64_t>(size) * V) {
-        float yv[V], zv[V];
-        dtype::load<V>(yr + c, yv);
-        dtype::load<V>(zr + c, zv);
-#pragma unroll
-        for (int i = 0; i < V; ++i) {
-            const float v = yv[i] * silu(zv[i]);
-            ss += v * v;
-        }
-    }
-    ss = team_sum<kWarp>(ss);
-    const float s = rsqrtf(ss / static_cast<float>(group_size) + eps);
     T* o = out + row * dim + c0;
-    for (int64_t c = static_cast<int64_t>(rank) * V; c < group_size;
-         c += static_cast<int64_t>(size) * V) {
-        float yv[V], zv[V], wv[V];
-        dtype::load<V>(yr + c, yv);
-        dtype::load<V>(zr + c, zv);
-        dtype::load<V>(w + c0 + c, wv);
+    float ss = 0.0f;
+    if constexpr (K > 0) {
+        float v[K][V], zv[K][V], wv[K][V];
 #pragma unroll
-        for (int i = 0; i < V; ++i) yv[i] = yv[i] * silu(zv[i]) * s * wv[i];
-        dtype::store<V>(o + c, yv);
+        for (int j = 0; j < K; ++j) {
+            const int64_t c = (static_cast<int64_t>(j) * size + rank) * V;
+            if (c < group_size) {
+                dtype::load<V>(yr + c, v[j]);
+                dtype::load<V>(zr + c, zv[j]);
+                dtype::load<V>(w + c0 + c, wv[j]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+            const int64_t c = (static_cast<int64_t>(j) * size + rank) * V;
+            if (c >= group_size) continue;
+#pragma unroll
+            for (int i = 0; i < V; ++i) {
+                v[j][i] *= silu(zv[j][i]);
+                ss += v[j][i] * v[j][i];
+            }
+        }
+        ss = team_sum<kWarp>(ss);
+        const float s = rsqrtf(ss / static_cast<float>(group_size) + eps);
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+            const int64_t c = (static_cast<int64_t>(j) * size + rank) * V;
+            if (c >= group_size) continue;
+#pragma unroll
+            for (int i = 0; i < V; ++i) v[j][i] = v[j][i] * s * wv[j][i];
+            dtype::store<V>(o + c, v[j]);
+        }
+    } else {
+        for (int64_t c = static_cast<int64_t>(rank) * V; c < group_size;
+             c += static_cast<int64_t>(size) * V) {
+            float yv[V], zv[V];
+            dtype::load<V>(yr + c, yv);
+            dtype::load<V>(zr + c, zv);
+#pragma unroll
+            for (int i = 0; i < V; ++i) {
+                const float v = yv[i] * silu(zv[i]);
+                ss += v * v;
+            }
+        }
+        ss = team_sum<kWarp>(ss);
+        const float s = rsqrtf(ss / static_cast<float>(group_size) + eps);
+        for (int64_t c = static_cast<int64_t>(rank) * V; c < group_size;
+             c += static_cast<int64_t>(size) * V) {
+            float yv[V], zv[V], wv[V];
+            dtype::load<V>(yr + c, yv);
+            dtype::load<V>(zr + c, zv);
+            dtype::load<V>(w + c0 + c, wv);
+#pragma unroll
+            for (int i = 0; i < V; ++i) yv[i] = yv[i] * silu(zv[i]) * s * wv[i];
+            dtype::store<V>(o + c, yv);
+        }
     }
 }
 
@@ -161,17 +267,10 @@ void launch_gated_rms_norm(const void* y, const void* z, int64_t z_stride, const
     const auto* zp = static_cast<const T*>(z);
     auto* op = static_cast<T*>(out);
     const int64_t units = rows * (dim / group_size);
-    if (group_size <= kWarpTeamMax) {
-        const int64_t blocks = (units + kWarpsPerBlock - 1) / kWarpsPerBlock;
-        gated_rms_norm_kernel<T, V, true>
-            <<<static_cast<unsigned>(blocks), 32 * kWarpsPerBlock, 0, stream>>>(
-                yp, zp, z_stride, w, eps, op, rows, dim, group_size);
-    } else {
-        gated_rms_norm_kernel<T, V, false>
-            <<<static_cast<unsigned>(units), block_team_threads(group_size / V), 0, stream>>>(
-                yp, zp, z_stride, w, eps, op, rows, dim, group_size);
-    }
-    DUALITY_CUDA_LAUNCH_CHECK();
+    with_team_shape(units, group_size / V, V, [&](auto k, auto warp, unsigned blocks, int threads) {
+        gated_rms_norm_kernel<T, V, decltype(k)::value, decltype(warp)::value>
+            <<<blocks, threads, 0, stream>>>(yp, zp, z_stride, w, eps, op, rows, dim, group_size);
+    });
 }
 
 // ---- add_bias --------------------------------------------------------------------------------

@@ -2,8 +2,11 @@
 // model's real shapes and strides, as the CUDA model calls them: x, B, C inside the conv output
 // (rows conv_dim apart), the conv input and the raw dt inside in_proj's output (rows d_in_proj
 // apart). Inputs are uniform random; states start at zero and keep evolving across launches.
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "core/cuda/device_buffer.h"
 #include "core/cuda/stream.h"
@@ -148,7 +151,8 @@ class Bench {
     }
 
     template <typename F>
-    void add(std::vector<OpBenchRow>* rows, const char* op, const std::string& shape, double bytes,
+    void add(std::vector<OpBenchRow>* rows, const std::string& op, const std::string& shape,
+             double bytes,
              double flops, F&& f) {
         const double sec = time_calls(f, o_.warmup, o_.iters, s_);
         rows->push_back({op, shape, sec, bytes, flops, ""});
@@ -168,6 +172,31 @@ class Bench {
         add(rows, "out_proj", shape, (md * Ed + Dd * Ed + md * Dd) * a_, 2 * md * Dd * Ed, [&] {
             gemm_.run(gated.data(), E, w_out_.data(), h.data(), D, o_.act, m, D, E, o_.act, s_);
         });
+        if (o_.gemm_algos <= 0) return;
+        // The cuBLASLt candidates one by one ("in_proj/lt2": the heuristic's third choice).
+        gemm_.set_small_m_kernel(false);
+        const int n_in_algos = gemm_.algo_count(u.data(), D, w_in_.data(), zxbcdt.data(), n_in,
+                                                o_.act, m, n_in, D, o_.act);
+        const int n_out_algos = gemm_.algo_count(gated.data(), E, w_out_.data(), h.data(), D,
+                                                 o_.act, m, D, E, o_.act);
+        for (int i = 0; i < std::min(o_.gemm_algos, n_in_algos); ++i) {
+            gemm_.set_algo_index(i);
+            add(rows, "in_proj/lt" + std::to_string(i), shape, (md * Dd + nd * Dd + md * nd) * a_,
+                2 * md * nd * Dd, [&] {
+                    gemm_.run(u.data(), D, w_in_.data(), zxbcdt.data(), n_in, o_.act, m, n_in, D,
+                              o_.act, s_);
+                });
+        }
+        for (int i = 0; i < std::min(o_.gemm_algos, n_out_algos); ++i) {
+            gemm_.set_algo_index(i);
+            add(rows, "out_proj/lt" + std::to_string(i), shape,
+                (md * Ed + Dd * Ed + md * Dd) * a_, 2 * md * Dd * Ed, [&] {
+                    gemm_.run(gated.data(), E, w_out_.data(), h.data(), D, o_.act, m, D, E,
+                              o_.act, s_);
+                });
+        }
+        gemm_.set_algo_index(0);
+        gemm_.set_small_m_kernel(true);
     }
 
     cuda::Conv1dArgs conv_args(const Batch& b, const DeviceBuffer& zxbcdt,
@@ -259,6 +288,9 @@ class Bench {
         // roofline (spec 10.2), so both rows print their fraction of it.
         add(rows, "ssd_chunked", shape, bytes, Td * roofline::prefill_flops_per_token(c_, T).ssd,
             [&] { cuda::ssd_chunked(sa, dt.as<float>(), ws.data(), o_.act, s_); });
+        if (T <= 256)  // the sequential scan: what short prefill pieces may use instead
+            add(rows, "ssd_scan", shape, bytes, Td * roofline::prefill_flops_per_token(c_, T).ssd,
+                [&] { cuda::ssd_scan(sa, dt.as<float>(), o_.act, s_); });
         if (!cuda::ssd_fused_supported(sa, o_.act)) {
             rows->push_back({"ssd_fused", shape, 0, 0, 0,
                              "unsupported shape/dtype/device (five-step path is used)"});

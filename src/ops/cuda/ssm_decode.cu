@@ -12,7 +12,9 @@
 // elements interleaved across the warp (element n = j·32·VEC + lane·VEC + v), so every load
 // instruction of the warp reads one contiguous 32·VEC-element span of a row (16-byte f32
 // accesses for d_state ≥ 128). All R·J state vectors (and the lane's B and C) are loaded before
-// any math, to keep many loads in flight. y[p] is a warp-shuffle sum written by lane 0.
+// any math, to keep many loads in flight; the state moves with the streaming cache hint (it is
+// touched once per step; measured 2% faster at batch 64 on an H200 than plain accesses, where
+// R = 2 and R = 8 were 10% slower). y[p] is a warp-shuffle sum written by lane 0.
 // d_state not in {64, 128, 256}, or unaligned pointers/strides, take a scalar fallback kernel
 // (one warp per row, lanes strided over d_state).
 //
@@ -71,7 +73,7 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, Deco
             if (p0 + r < P)
 #pragma unroll
                 for (int j = 0; j < J; ++j)
-                    dtype::load<VEC>(st + r * N + j * 32 * VEC + lane * VEC, sv[r][j]);
+                    dtype::load_cs<VEC>(st + r * N + j * 32 * VEC + lane * VEC, sv[r][j]);
         float bv[J][VEC], cv[J][VEC];
         const int64_t bc = s * a.bc_stride + g * N;
 #pragma unroll
@@ -98,7 +100,7 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, Deco
                     sv[r][j][v] = nv;
                     dot += nv * cv[j][v];
                 }
-                dtype::store<VEC>(st + r * N + j * 32 * VEC + lane * VEC, sv[r][j]);
+                dtype::store_cs<VEC>(st + r * N + j * 32 * VEC + lane * VEC, sv[r][j]);
             }
             dot = reduce::warp_sum(dot);
             if (lane == 0) y[s * H * P + h * P + p0 + r] = dtype::from_f32<T>(dot + k.D * xv[r]);

@@ -1,4 +1,4 @@
-// GEMM cases: Gemm::run (cuBLASLt for large m, the skinny kernel for m <= 8) against cpu::gemm,
+// GEMM cases: Gemm::run (cuBLASLt, or the skinny kernel for m = 1) against cpu::gemm,
 // in the model's real shapes, with row strides, f32 and act-typed outputs.
 #include <memory>
 

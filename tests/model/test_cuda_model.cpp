@@ -18,7 +18,9 @@ namespace {
 #define REQUIRE_GPU() \
     if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device"
 
-int64_t argmax(const float* row, int64_t n) { return std::max_element(row, row + n) - row; }
+int64_t argmax(const float* row, int64_t n) {
+    return std::max_element(row, row + n) - row;
+}
 
 double max_abs(const std::vector<float>& v) {
     double m = 0;
@@ -125,8 +127,8 @@ INSTANTIATE_TEST_SUITE_P(Golden, GoldenCuda, ::testing::ValuesIn(golden_params()
 // as a divergence where the reference has a clear winner.
 TEST(CudaModel, Bf16GreedyMatchesCpuOnBundledModel) {
     REQUIRE_GPU();
-    const auto log = nlohmann::json::parse(
-        test::read_file(test::bundled_model_dir() / "train_log.json"));
+    const auto log =
+        nlohmann::json::parse(test::read_file(test::bundled_model_dir() / "train_log.json"));
     auto tok = Tokenizer::load(test::bundled_model_dir());
     ASSERT_TRUE(tok.is_ok());
     auto gpu = Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 1));
@@ -157,16 +159,18 @@ TEST(CudaModel, Bf16GreedyMatchesCpuOnBundledModel) {
         }
         // The f32 reference's top two logits where the two parted.
         std::vector<int32_t> context = prompt;
-        context.insert(context.end(), expected.begin(), expected.begin() + static_cast<int64_t>(agree));
+        context.insert(context.end(), expected.begin(),
+                       expected.begin() + static_cast<int64_t>(agree));
         SequenceState state = (*cpu)->new_state();
         auto ref = (*cpu)->forward(context, state, LogitsMode::kLast);
         ASSERT_TRUE(ref.is_ok());
         std::vector<float> row = *ref;
         std::partial_sort(row.begin(), row.begin() + 2, row.end(), std::greater<>());
         const float gap = row[0] - row[1];
-        std::printf("bf16 vs CPU, \"%s\": %zu tokens agree; at token %zu the f32 top-2 gap is "
-                    "%.4f (top %.4f)\n",
-                    sample.at("prompt").get<std::string>().c_str(), agree, agree, gap, row[0]);
+        std::printf(
+            "bf16 vs CPU, \"%s\": %zu tokens agree; at token %zu the f32 top-2 gap is "
+            "%.4f (top %.4f)\n",
+            sample.at("prompt").get<std::string>().c_str(), agree, agree, gap, row[0]);
         EXPECT_LT(gap, 0.005f * std::fabs(row[0]))
             << "bf16 decoding left the CPU's greedy path at token " << agree
             << " where the reference has a clear winner";
@@ -266,10 +270,8 @@ TEST(CudaModel, MixedStepsEqualSequencesAlone) {
         std::vector<std::vector<int32_t>> pieces;
     };
     std::vector<Plan> plan = {
-        {2, {prompt(300, 0), {11}, {12}}},
-        {0, {prompt(7, 1), {21}, {22}}},
-        {3, {{}, prompt(20, 2), {31}}},
-        {1, {{}, prompt(1, 3), {41}}},
+        {2, {prompt(300, 0), {11}, {12}}}, {0, {prompt(7, 1), {21}, {22}}},
+        {3, {{}, prompt(20, 2), {31}}},    {1, {{}, prompt(1, 3), {41}}},
         {4, {{}, prompt(513, 4), {51}}},
     };
     // Reference logits of each (sequence, step): the sequence alone, its pieces in order.
@@ -305,8 +307,8 @@ TEST(CudaModel, MixedStepsEqualSequencesAlone) {
             const std::vector<float> row(l->begin() + static_cast<int64_t>(b) * V,
                                          l->begin() + static_cast<int64_t>(b + 1) * V);
             const std::vector<float>& r = ref[who[b]][step];
-            EXPECT_LE(max_err(row, r), 1e-4 * max_abs(r)) << "sequence " << who[b] << " step "
-                                                           << step;
+            EXPECT_LE(max_err(row, r), 1e-4 * max_abs(r))
+                << "sequence " << who[b] << " step " << step;
         }
     }
 }

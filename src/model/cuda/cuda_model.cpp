@@ -47,20 +47,20 @@ struct PassSeq {
 // Fixed-size device scratch, laid out once for max_tokens so pointers never change (the decode
 // graphs capture them).
 struct Workspace {
-    void* h;           // {T, d_model} act: embedding / block output
-    float* residual;   // {T, d_model} f32
-    void* u;           // {T, d_model} act: normed input
-    void* zxbcdt;      // {T, d_in_proj} act: [z | xBC | dt]
-    void* xbc;         // {T, conv_dim} act: conv + SiLU output [x | B | C]
-    float* dt;         // {T, n_head} f32: Δ (prefill)
-    void* y;           // {T, d_inner} act: SSD output
-    void* gated;       // {T, d_inner} act: gated-norm output
-    void* ssd;         // ssd_chunked workspace
-    void* h_sel;       // {R, d_model} act: rows whose logits are wanted
-    float* res_sel;    // {R, d_model} f32
-    float* logits;     // {R, vocab_padded} f32
-    void* sample_ws;   // sampling workspace
-    int32_t* ids;      // {R}: sampled tokens
+    void* h;                         // {T, d_model} act: embedding / block output
+    float* residual;                 // {T, d_model} f32
+    void* u;                         // {T, d_model} act: normed input
+    void* zxbcdt;                    // {T, d_in_proj} act: [z | xBC | dt]
+    void* xbc;                       // {T, conv_dim} act: conv + SiLU output [x | B | C]
+    float* dt;                       // {T, n_head} f32: Δ (prefill)
+    void* y;                         // {T, d_inner} act: SSD output
+    void* gated;                     // {T, d_inner} act: gated-norm output
+    void* ssd;                       // ssd_chunked workspace
+    void* h_sel;                     // {R, d_model} act: rows whose logits are wanted
+    float* res_sel;                  // {R, d_model} f32
+    float* logits;                   // {R, vocab_padded} f32
+    void* sample_ws;                 // sampling workspace
+    int32_t* ids;                    // {R}: sampled tokens
     cuda::DeviceSampling* sampling;  // {R}
     // Batch description (uploaded before every pass).
     int32_t* tokens;       // {T}
@@ -69,13 +69,13 @@ struct Workspace {
     int32_t* chunk_start;  // {n_chunk_max}
     int32_t* chunk_len;
     int32_t* chunk_seq;
-    int32_t* cu_chunks;    // {S + 1}
-    int32_t* rows;         // {S}: token index of each wanted row
-    int32_t* cu_prefill;   // {S + 1}: cu_seqlens of the prefill sequences (after the decode ones)
+    int32_t* cu_chunks;   // {S + 1}
+    int32_t* rows;        // {S}: token index of each wanted row
+    int32_t* cu_prefill;  // {S + 1}: cu_seqlens of the prefill sequences (after the decode ones)
 };
 
 class CudaModel final : public Model {
-public:
+  public:
     static Result<std::unique_ptr<Model>> create(ModelConfig config, const ModelWeights* weights,
                                                  uint64_t seed, const LoadOptions& o) {
         if (o.device_index < 0 || o.device_index >= cuda::device_count())
@@ -151,12 +151,14 @@ public:
         for (int64_t t0 = 0; t0 < T; t0 += max_tokens_) {
             const int64_t n = std::min(max_tokens_, T - t0);
             const bool last = t0 + n == T;
-            std::vector<PassSeq> pass{{scratch, tokens.subspan(static_cast<size_t>(t0),
-                                                               static_cast<size_t>(n)),
-                                       last && mode == LogitsMode::kLast ? 0 : -1}};
+            std::vector<PassSeq> pass{
+                {scratch, tokens.subspan(static_cast<size_t>(t0), static_cast<size_t>(n)),
+                 last && mode == LogitsMode::kLast ? 0 : -1}};
             run_pass(pass, mode == LogitsMode::kAll);
-            if (mode == LogitsMode::kAll) append_all_logits(n, logits);
-            else if (mode == LogitsMode::kLast && last) append_rows(1, logits);
+            if (mode == LogitsMode::kAll)
+                append_all_logits(n, logits);
+            else if (mode == LogitsMode::kLast && last)
+                append_rows(1, logits);
         }
         download_slot(scratch, state);
         state.n_tokens += T;
@@ -208,9 +210,8 @@ public:
             cudaStream_t s = stream_.get();
             DUALITY_CUDA_CHECK(cudaMemcpyAsync(ws_.sampling, sp, n * sizeof(cuda::DeviceSampling),
                                                cudaMemcpyHostToDevice, s));
-            const bool all_greedy = std::all_of(sp, sp + n, [](const cuda::DeviceSampling& d) {
-                return d.temperature <= 0.0f;
-            });
+            const bool all_greedy = std::all_of(
+                sp, sp + n, [](const cuda::DeviceSampling& d) { return d.temperature <= 0.0f; });
             if (all_greedy) {
                 cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.ids, s);
             } else {
@@ -228,7 +229,7 @@ public:
         return ids;
     }
 
-private:
+  private:
     // The ids step_sample may draw: LoadOptions::sample_vocab, within the vocabulary.
     int64_t sample_vocab() const {
         return opt_.sample_vocab > 0 ? std::min(opt_.sample_vocab, c_.vocab_size) : c_.vocab_size;
@@ -253,18 +254,16 @@ private:
                                      cuda::random_device_weights(c_, seed, act_, stream_.get()));
         }
         const int64_t n_alloc_slots = opt_.n_slots + 1;  // + the scratch slot
-        DUALITY_ASSIGN_OR_RETURN(conv_state_, DeviceBuffer::allocate(n_alloc_slots *
-                                                                         conv_slot_bytes(),
-                                                                     "the conv states"));
-        DUALITY_ASSIGN_OR_RETURN(ssm_state_, DeviceBuffer::allocate(n_alloc_slots *
-                                                                        ssm_slot_bytes(),
-                                                                    "the SSM states"));
+        DUALITY_ASSIGN_OR_RETURN(
+            conv_state_,
+            DeviceBuffer::allocate(n_alloc_slots * conv_slot_bytes(), "the conv states"));
+        DUALITY_ASSIGN_OR_RETURN(
+            ssm_state_, DeviceBuffer::allocate(n_alloc_slots * ssm_slot_bytes(), "the SSM states"));
         DUALITY_CUDA_CHECK(cudaMemset(conv_state_.data(), 0, conv_state_.bytes()));
         DUALITY_CUDA_CHECK(cudaMemset(ssm_state_.data(), 0, ssm_state_.bytes()));
         DUALITY_RETURN_IF_ERROR(layout_workspace());
         staging_ = cuda::PinnedBuffer(std::max<size_t>(
-            static_cast<size_t>(max_tokens_ + 8 * (max_seqs_ + n_chunk_max_)) * 4,
-            size_t{4096}));
+            static_cast<size_t>(max_tokens_ + 8 * (max_seqs_ + n_chunk_max_)) * 4, size_t{4096}));
         sample_staging_ =
             cuda::PinnedBuffer(static_cast<size_t>(rows_max_) * (sizeof(cuda::DeviceSampling) + 4));
 
@@ -294,18 +293,20 @@ private:
         // sync buffer is its own, zeroed once here.
         const size_t ssd_bytes = std::max(cuda::ssd_chunked_workspace_bytes(probe),
                                           cuda::ssd_fused_workspace_bytes(probe));
-        DUALITY_ASSIGN_OR_RETURN(ssd_sync_, DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe),
-                                                                   "the SSD sync buffer"));
+        DUALITY_ASSIGN_OR_RETURN(
+            ssd_sync_,
+            DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe), "the SSD sync buffer"));
         DUALITY_CUDA_CHECK(cudaMemset(ssd_sync_.data(), 0, ssd_sync_.bytes()));
         if (const char* path = std::getenv("DUALITY_SSD_PATH")) {
             use_fused_ = std::string_view(path) != "five-step";
         }
         const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
         const std::vector<size_t> sizes = {
-            T * D * a, T * D * 4, T * D * a, T * n_in * a, T * conv_dim * a,
-            T * H * 4, T * E * a, T * E * a, ssd_bytes, R * D * a, R * D * 4,
-            R * V * 4, sample_bytes, R * 4, R * sizeof(cuda::DeviceSampling),
-            T * 4, (S + 1) * 4, S * 4, NC * 4, NC * 4, NC * 4, (S + 1) * 4, S * 4, (S + 1) * 4};
+            T * D * a, T * D * 4,   T * D * a,    T * n_in * a, T * conv_dim * a,
+            T * H * 4, T * E * a,   T * E * a,    ssd_bytes,    R * D * a,
+            R * D * 4, R * V * 4,   sample_bytes, R * 4,        R * sizeof(cuda::DeviceSampling),
+            T * 4,     (S + 1) * 4, S * 4,        NC * 4,       NC * 4,
+            NC * 4,    (S + 1) * 4, S * 4,        (S + 1) * 4};
         size_t total = 0;
         for (size_t s : sizes) total += cuda::DevicePool::round_up(s);
         DUALITY_ASSIGN_OR_RETURN(pool_, cuda::DevicePool::allocate(total, "the workspace"));
@@ -362,8 +363,8 @@ private:
         } else {
             std::vector<uint16_t> h(s.ssm.size());
             for (size_t i = 0; i < h.size(); ++i)
-                h[i] = opt_.state_dtype == DType::kBF16 ? f32_to_bf16(s.ssm[i])
-                                                        : f32_to_f16(s.ssm[i]);
+                h[i] =
+                    opt_.state_dtype == DType::kBF16 ? f32_to_bf16(s.ssm[i]) : f32_to_f16(s.ssm[i]);
             cuda::upload(ssm_ptr(slot), h.data(), ssm_slot_bytes());
         }
         slot_tokens_[static_cast<size_t>(slot)] = s.n_tokens;
@@ -399,9 +400,8 @@ private:
     Status check_tokens(std::span<const int32_t> tokens) const {
         for (size_t i = 0; i < tokens.size(); ++i)
             if (tokens[i] < 0 || tokens[i] >= c_.vocab_size)
-                return invalid_argument("token id " + std::to_string(tokens[i]) +
-                                        " at position " + std::to_string(i) +
-                                        " is outside the vocabulary [0, " +
+                return invalid_argument("token id " + std::to_string(tokens[i]) + " at position " +
+                                        std::to_string(i) + " is outside the vocabulary [0, " +
                                         std::to_string(c_.vocab_size) + ")");
         return Status::ok();
     }
@@ -425,8 +425,8 @@ private:
             while (off < in.tokens.size()) {
                 const size_t take = std::min(in.tokens.size() - off, static_cast<size_t>(budget));
                 const bool last = off + take == in.tokens.size();
-                pass.push_back({in.slot, in.tokens.subspan(off, take),
-                                last ? static_cast<int64_t>(i) : -1});
+                pass.push_back(
+                    {in.slot, in.tokens.subspan(off, take), last ? static_cast<int64_t>(i) : -1});
                 off += take;
                 budget -= static_cast<int64_t>(take);
                 if (budget == 0 || static_cast<int64_t>(pass.size()) == max_seqs_ - 1) {
@@ -482,10 +482,10 @@ private:
             a.A = weights_.layers[static_cast<size_t>(layer)].A;
             a.D = weights_.layers[static_cast<size_t>(layer)].D;
         }
-        a.state = ssm_state_.data() ? ssm_ptr(0) + static_cast<size_t>(layer) * c_.n_head *
-                                                        c_.head_dim * c_.d_state *
-                                                        dtype_size(opt_.state_dtype)
-                                    : nullptr;
+        a.state = ssm_state_.data()
+                      ? ssm_ptr(0) + static_cast<size_t>(layer) * c_.n_head * c_.head_dim *
+                                         c_.d_state * dtype_size(opt_.state_dtype)
+                      : nullptr;
         a.state_slot_stride = ssm_slot_elems_;
         a.state_dtype = opt_.state_dtype;
         a.y = ws_.y;
@@ -495,9 +495,9 @@ private:
     // Uploads the pass's description, runs it, and leaves logits of the wanted rows (or of all
     // rows when `all_rows`: then the caller reads them block by block) in ws_.logits.
     void run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
-        const bool decode = !all_rows && std::all_of(pass.begin(), pass.end(), [](const PassSeq& p) {
-            return p.tokens.size() == 1;
-        });
+        const bool decode =
+            !all_rows && std::all_of(pass.begin(), pass.end(),
+                                     [](const PassSeq& p) { return p.tokens.size() == 1; });
         stream_.sync();  // the previous pass may still be reading the staging buffer
         const int64_t n = static_cast<int64_t>(pass.size());
         const int64_t S = decode && opt_.cuda_graphs ? next_pow2(n) : n;  // graph bucket
@@ -596,10 +596,11 @@ private:
                 enqueue_head(S);
             } else {
                 cuda::Graph& g = graphs_[S];
-                if (!g) g = cuda::Graph::capture(s, [&] {
-                    enqueue_layers(T, true);
-                    enqueue_head(S);
-                });
+                if (!g)
+                    g = cuda::Graph::capture(s, [&] {
+                        enqueue_layers(T, true);
+                        enqueue_head(S);
+                    });
                 g.launch(s);
             }
         } else {
@@ -661,15 +662,14 @@ private:
             } else {
                 if (n_dec_ > 0) cuda::ssm_decode(ssd_rows(ssd, 0, decode_batch_), dt, act_, s);
                 if (prefill_batch_.n_seq > 0) {
-                    cuda::dt_softplus(zxbcdt + (n_dec_ * n_in + E + conv_dim) * el, n_in,
-                                      w.dt_bias, c_.dt_min, c_.dt_max, ws_.dt, T - n_dec_,
-                                      c_.n_head, act_, s);
+                    cuda::dt_softplus(zxbcdt + (n_dec_ * n_in + E + conv_dim) * el, n_in, w.dt_bias,
+                                      c_.dt_min, c_.dt_max, ws_.dt, T - n_dec_, c_.n_head, act_, s);
                     prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), s);
                 }
             }
             cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
-                                 static_cast<float>(c_.norm_eps), ws_.gated, T, E,
-                                 E / c_.n_group, act_, s);
+                                 static_cast<float>(c_.norm_eps), ws_.gated, T, E, E / c_.n_group,
+                                 act_, s);
             gemm_.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
             if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
         }
@@ -718,10 +718,9 @@ private:
     void append_rows(int64_t n, std::vector<float>& out) {
         const size_t old = out.size();
         out.resize(old + static_cast<size_t>(n * c_.vocab_size));
-        DUALITY_CUDA_CHECK(cudaMemcpy2DAsync(out.data() + old, c_.vocab_size * 4, ws_.logits,
-                                             c_.vocab_padded * 4, c_.vocab_size * 4,
-                                             static_cast<size_t>(n), cudaMemcpyDeviceToHost,
-                                             stream_.get()));
+        DUALITY_CUDA_CHECK(cudaMemcpy2DAsync(
+            out.data() + old, c_.vocab_size * 4, ws_.logits, c_.vocab_padded * 4, c_.vocab_size * 4,
+            static_cast<size_t>(n), cudaMemcpyDeviceToHost, stream_.get()));
         stream_.sync();
     }
 
@@ -737,12 +736,12 @@ private:
     DeviceBuffer ssm_state_;   // {n_slots + 1, n_layer, n_head, head_dim, d_state} state_dtype
     cuda::DevicePool pool_;
     Workspace ws_{};
-    cuda::PinnedBuffer staging_;         // the pass description, host side
-    cuda::PinnedBuffer sample_staging_;  // {R} DeviceSampling, then {R} sampled ids
-    cuda::VarlenBatch batch_{};          // the pass
-    cuda::VarlenBatch decode_batch_{};   // its leading one-token sequences (mixed passes)
-    cuda::VarlenBatch prefill_batch_{};  // the rest, renumbered from row 0, with SSD chunks
-    int64_t n_dec_ = 0;                  // decode sequences (= rows) leading a mixed pass
+    cuda::PinnedBuffer staging_;             // the pass description, host side
+    cuda::PinnedBuffer sample_staging_;      // {R} DeviceSampling, then {R} sampled ids
+    cuda::VarlenBatch batch_{};              // the pass
+    cuda::VarlenBatch decode_batch_{};       // its leading one-token sequences (mixed passes)
+    cuda::VarlenBatch prefill_batch_{};      // the rest, renumbered from row 0, with SSD chunks
+    int64_t n_dec_ = 0;                      // decode sequences (= rows) leading a mixed pass
     std::map<int64_t, cuda::Graph> graphs_;  // decode graph per batch bucket
     std::vector<int64_t> slot_tokens_;
     DeviceInfo info_;
@@ -758,6 +757,8 @@ Result<std::unique_ptr<Model>> make_cuda_model(ModelConfig config, const ModelWe
     return CudaModel::create(std::move(config), weights, seed, options);
 }
 
-int cuda_devices() { return cuda::device_count(); }
+int cuda_devices() {
+    return cuda::device_count();
+}
 
 }  // namespace duality

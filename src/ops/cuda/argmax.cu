@@ -5,6 +5,7 @@
 #include <cfloat>
 
 #include "core/cuda/check.h"
+#include "core/cuda/pdl.cuh"
 #include "ops/cuda/ops.h"
 
 namespace duality::cuda {
@@ -17,6 +18,8 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
 }
 
 __global__ void argmax_kernel(const float* logits, int64_t ld, int64_t vocab, int32_t* ids) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     const float* row = logits + static_cast<int64_t>(blockIdx.x) * ld;
     float bv = -FLT_MAX;
     int bi = 0x7fffffff;
@@ -33,7 +36,8 @@ __global__ void argmax_kernel(const float* logits, int64_t ld, int64_t vocab, in
         if (threadIdx.x < stride) {
             const float v = sv[threadIdx.x + stride];
             const int i = si[threadIdx.x + stride];
-            if (better(v, i, sv[threadIdx.x], si[threadIdx.x])) sv[threadIdx.x] = v, si[threadIdx.x] = i;
+            if (better(v, i, sv[threadIdx.x], si[threadIdx.x]))
+                sv[threadIdx.x] = v, si[threadIdx.x] = i;
         }
         __syncthreads();
     }
@@ -45,7 +49,8 @@ __global__ void argmax_kernel(const float* logits, int64_t ld, int64_t vocab, in
 void argmax_rows(const float* logits, int64_t ld, int64_t rows, int64_t vocab, int32_t* ids,
                  cudaStream_t stream) {
     if (rows == 0) return;
-    argmax_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(logits, ld, vocab, ids);
+    pdl::launch(argmax_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, ld, vocab,
+                ids);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 

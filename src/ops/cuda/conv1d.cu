@@ -26,6 +26,7 @@
 #include <cstdint>
 
 #include "core/cuda/check.h"
+#include "core/cuda/pdl.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
 
@@ -102,6 +103,8 @@ __device__ __forceinline__ int64_t find_seq(const int32_t* cu, int64_t n_seq, in
 // ---- decode: one thread walks one sequence ---------------------------------------------------
 template <typename T, int W, int V>
 __global__ void conv1d_walk_kernel(Conv1dArgs a) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
     if (c >= a.channels) return;
     const int64_t C = a.channels;
@@ -149,6 +152,8 @@ __device__ __forceinline__ void load_window(const Conv1dArgs& a, int64_t s, int6
 
 template <typename T, int W, int V>
 __global__ void conv1d_tile_kernel(Conv1dArgs a, int64_t tile_tokens) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     const int64_t c = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * V;
     if (c >= a.channels) return;
     const int64_t t_begin = static_cast<int64_t>(blockIdx.x) * tile_tokens;
@@ -194,6 +199,8 @@ __global__ void conv1d_tile_kernel(Conv1dArgs a, int64_t tile_tokens) {
 // New state of each sequence: the last W-1 rows of [old state ; x], read before written.
 template <typename T, int W, int V>
 __global__ void conv1d_state_kernel(Conv1dArgs a) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
     if (c >= a.channels) return;
     const T* x = static_cast<const T*>(a.x);
@@ -226,7 +233,7 @@ void launch_conv1d(const Conv1dArgs& a, cudaStream_t stream) {
     const int64_t channel_blocks = (n_vec + threads - 1) / threads;
     if (a.batch.n_tokens == a.batch.n_seq) {
         const dim3 grid(clamp_grid(channel_blocks, 2147483647), clamp_grid(a.batch.n_seq, 65535));
-        conv1d_walk_kernel<T, W, V><<<grid, threads, 0, stream>>>(a);
+        pdl::launch(conv1d_walk_kernel<T, W, V>, grid, threads, 0, stream, a);
         DUALITY_CUDA_LAUNCH_CHECK();
         return;
     }
@@ -236,10 +243,10 @@ void launch_conv1d(const Conv1dArgs& a, cudaStream_t stream) {
     while (tile > 8 && n_vec * ((a.batch.n_tokens + tile - 1) / tile) < 262144) tile /= 2;
     const dim3 tiles(clamp_grid((a.batch.n_tokens + tile - 1) / tile, 2147483647),
                      clamp_grid(channel_blocks, 65535));
-    conv1d_tile_kernel<T, W, V><<<tiles, threads, 0, stream>>>(a, tile);
+    pdl::launch(conv1d_tile_kernel<T, W, V>, tiles, threads, 0, stream, a, tile);
     DUALITY_CUDA_LAUNCH_CHECK();
     const dim3 seqs(clamp_grid(channel_blocks, 2147483647), clamp_grid(a.batch.n_seq, 65535));
-    conv1d_state_kernel<T, W, V><<<seqs, threads, 0, stream>>>(a);
+    pdl::launch(conv1d_state_kernel<T, W, V>, seqs, threads, 0, stream, a);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 

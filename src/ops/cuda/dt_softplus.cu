@@ -4,6 +4,7 @@
 // Parallelization: one thread per element of Δ, grid-stride over rows·n_head.
 // Limits: any rows, n_head, raw_stride; act f32/f16/bf16.
 #include "core/cuda/check.h"
+#include "core/cuda/pdl.cuh"
 #include "ops/cuda/dt_softplus.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
@@ -19,6 +20,8 @@ __global__ void dt_softplus_kernel(
     float dt_min, float dt_max,
     float* __restrict__ dt,  // {rows, n_head}
     int64_t rows, int64_t n_head) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     const int64_t n = rows * n_head;
     for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
          i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -39,8 +42,9 @@ void dt_softplus(const void* dt_raw, int64_t raw_stride, const float* dt_bias, f
     int64_t blocks = (n + threads - 1) / threads;
     if (blocks > 65536) blocks = 65536;
     DUALITY_DISPATCH_FLOAT("dt_softplus", act, T, {
-        dt_softplus_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
-            static_cast<const T*>(dt_raw), raw_stride, dt_bias, dt_min, dt_max, dt, rows, n_head);
+        pdl::launch(dt_softplus_kernel<T>, static_cast<unsigned>(blocks), threads, 0, stream,
+                    static_cast<const T*>(dt_raw), raw_stride, dt_bias, dt_min, dt_max, dt, rows,
+                    n_head);
         DUALITY_CUDA_LAUNCH_CHECK();
     });
 }

@@ -6,6 +6,7 @@
 // Limits: any dim and rows; ids must lie in [0, vocab) (not checked); act is any float dtype
 // (also used with kF32 to gather residual rows).
 #include "core/cuda/check.h"
+#include "core/cuda/pdl.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
 
@@ -16,7 +17,9 @@ template <typename U>
 __global__ void gather_rows_kernel(const int32_t* __restrict__ ids, int64_t rows,
                                    const U* __restrict__ table,  // {vocab, units}
                                    int64_t units,                // units per row
-                                   U* __restrict__ out) {        // {rows, units}
+                                   U* __restrict__ out) {
+    pdl::wait();        // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();  // {rows, units}
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         const U* src = table + static_cast<int64_t>(ids[r]) * units;
         U* dst = out + r * units;
@@ -31,8 +34,8 @@ void launch_gather(const int32_t* ids, int64_t rows, const void* table, int64_t 
     int threads = 32;
     while (threads < 256 && threads < units) threads *= 2;
     const unsigned blocks = static_cast<unsigned>(rows < 2147483647 ? rows : 2147483647);
-    gather_rows_kernel<U><<<blocks, threads, 0, stream>>>(ids, rows, static_cast<const U*>(table),
-                                                          units, static_cast<U*>(out));
+    pdl::launch(gather_rows_kernel<U>, blocks, threads, 0, stream, ids, rows,
+                static_cast<const U*>(table), units, static_cast<U*>(out));
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 

@@ -10,10 +10,14 @@ namespace {
 
 cudaDataType_t cuda_type(DType t) {
     switch (t) {
-        case DType::kF32: return CUDA_R_32F;
-        case DType::kF16: return CUDA_R_16F;
-        case DType::kBF16: return CUDA_R_16BF;
-        default: fail("Gemm: not a float dtype", "cuda_type", __FILE__, __LINE__);
+        case DType::kF32:
+            return CUDA_R_32F;
+        case DType::kF16:
+            return CUDA_R_16F;
+        case DType::kBF16:
+            return CUDA_R_16BF;
+        default:
+            fail("Gemm: not a float dtype", "cuda_type", __FILE__, __LINE__);
     }
 }
 
@@ -81,8 +85,16 @@ Gemm::~Gemm() {
 
 Gemm::Key Gemm::key(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
                     DType y_dtype, int64_t m, int64_t n, int64_t k, DType act) {
-    return Key{m,   n,   k, lda, ldy, static_cast<int>(act), static_cast<int>(y_dtype),
-               alignment(a), alignment(w), alignment(y)};
+    return Key{m,
+               n,
+               k,
+               lda,
+               ldy,
+               static_cast<int>(act),
+               static_cast<int>(y_dtype),
+               alignment(a),
+               alignment(w),
+               alignment(y)};
 }
 
 int Gemm::algo_count(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
@@ -99,17 +111,16 @@ const Gemm::Plan& Gemm::plan(const Key& key) {
     // Column-major view: yᵀ {n, m} = op(w) {n, k} · aᵀ {k, m}, with w stored as {k, n}, ld k.
     DUALITY_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
-    DUALITY_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans,
-                                                        sizeof trans));
+    DUALITY_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
     DUALITY_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB,
                                                         &no_trans, sizeof no_trans));
     DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->w, cuda_type(act), static_cast<uint64_t>(k),
                                                     static_cast<uint64_t>(n), k));
     DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, cuda_type(act), static_cast<uint64_t>(k),
                                                     static_cast<uint64_t>(m), lda));
-    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->y, cuda_type(y_dtype),
-                                                    static_cast<uint64_t>(n),
-                                                    static_cast<uint64_t>(m), ldy));
+    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(
+        &p->y, cuda_type(y_dtype), static_cast<uint64_t>(n), static_cast<uint64_t>(m), ldy));
     cublasLtMatmulPreference_t pref = nullptr;
     DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const uint64_t ws = workspace_.bytes();
@@ -131,8 +142,9 @@ const Gemm::Plan& Gemm::plan(const Key& key) {
                                                         pref, kMaxAlgos, result, &found));
     cublasLtMatmulPreferenceDestroy(pref);
     if (found == 0)
-        fail("cuBLASLt found no algorithm", ("m=" + std::to_string(m) + " n=" + std::to_string(n) +
-                                             " k=" + std::to_string(k)).c_str(),
+        fail("cuBLASLt found no algorithm",
+             ("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k))
+                 .c_str(),
              __FILE__, __LINE__);
     p->n_algo = found;
     for (int i = 0; i < found; ++i) p->algo[i] = result[i].algo;

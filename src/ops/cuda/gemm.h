@@ -22,7 +22,7 @@
 namespace duality::cuda {
 
 class Gemm {
-public:
+  public:
     static Result<Gemm> create(size_t workspace_bytes = size_t{32} << 20);
     Gemm();  // empty: assign from create() before use
     Gemm(Gemm&&) noexcept;
@@ -43,7 +43,7 @@ public:
     void run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
              int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream);
 
-private:
+  private:
     struct Plan;
     using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
     const Plan& plan(const Key& key);

@@ -14,6 +14,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "core/cuda/pdl.cuh"
 #include "ops/cuda/gemm_small_m.h"
 
 namespace duality::cuda {
@@ -62,11 +63,17 @@ struct Vec<__half> {
 template <typename Y>
 __device__ Y from_f32(float x);
 template <>
-__device__ float from_f32<float>(float x) { return x; }
+__device__ float from_f32<float>(float x) {
+    return x;
+}
 template <>
-__device__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
+__device__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
+    return __float2bfloat16(x);
+}
 template <>
-__device__ __half from_f32<__half>(float x) { return __float2half(x); }
+__device__ __half from_f32<__half>(float x) {
+    return __float2half(x);
+}
 
 constexpr int kWarps = 8;  // per block
 
@@ -74,6 +81,8 @@ template <typename T, typename Y, int M>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     constexpr int V = Vec<T>::kN;
     const int lane = threadIdx.x % 32;
     const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
@@ -133,7 +142,7 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
     auto* W = static_cast<const T*>(w);
     auto* Yp = static_cast<Y*>(y);
     if (m != 1) fail("gemm_small_m: m != 1", "m", __FILE__, __LINE__);
-    gemm_small_m_kernel<T, Y, 1><<<grid, block, 0, stream>>>(A, lda, W, Yp, ldy, n, k);
+    pdl::launch(gemm_small_m_kernel<T, Y, 1>, grid, block, 0, stream, A, lda, W, Yp, ldy, n, k);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
@@ -160,12 +169,17 @@ bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dt
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
                   int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
     switch (act) {
-        case DType::kF32: launch<float, float>(a, lda, w, y, ldy, m, n, k, stream); return;
+        case DType::kF32:
+            launch<float, float>(a, lda, w, y, ldy, m, n, k, stream);
+            return;
         case DType::kBF16:
             dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, stream);
             return;
-        case DType::kF16: dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, stream); return;
-        default: fail("gemm_small_m: not a float dtype", "act", __FILE__, __LINE__);
+        case DType::kF16:
+            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, stream);
+            return;
+        default:
+            fail("gemm_small_m: not a float dtype", "act", __FILE__, __LINE__);
     }
 }
 

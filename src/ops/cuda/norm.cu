@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "core/cuda/check.h"
+#include "core/cuda/pdl.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/reduce.cuh"
@@ -81,6 +82,8 @@ __global__ void add_rms_norm_kernel(const T* __restrict__ h,         // {rows, d
                                     const float* __restrict__ w,     // {dim}
                                     float eps, T* __restrict__ out,  // {rows, dim}
                                     int64_t rows, int64_t dim, bool first) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     int64_t row;
     int rank, size;
     if (!team_unit<kWarp>(rows, row, rank, size)) return;  // whole teams only
@@ -159,11 +162,21 @@ void with_team_shape(int64_t n_units, int64_t n_vec, int V, F&& f) {
         static_cast<unsigned>(warp ? (n_units + kWarpsPerBlock - 1) / kWarpsPerBlock : n_units);
     auto pick = [&](auto w) {
         switch (ts.k) {
-            case 1: f(std::integral_constant<int, 1>{}, w, blocks, ts.threads); break;
-            case 2: f(std::integral_constant<int, 2>{}, w, blocks, ts.threads); break;
-            case 4: f(std::integral_constant<int, 4>{}, w, blocks, ts.threads); break;
-            case 8: f(std::integral_constant<int, 8>{}, w, blocks, ts.threads); break;
-            default: f(std::integral_constant<int, 0>{}, w, blocks, ts.threads); break;
+            case 1:
+                f(std::integral_constant<int, 1>{}, w, blocks, ts.threads);
+                break;
+            case 2:
+                f(std::integral_constant<int, 2>{}, w, blocks, ts.threads);
+                break;
+            case 4:
+                f(std::integral_constant<int, 4>{}, w, blocks, ts.threads);
+                break;
+            case 8:
+                f(std::integral_constant<int, 8>{}, w, blocks, ts.threads);
+                break;
+            default:
+                f(std::integral_constant<int, 0>{}, w, blocks, ts.threads);
+                break;
         }
     };
     if (warp)
@@ -179,8 +192,8 @@ void launch_add_rms_norm(const void* h, float* residual, const float* w, float e
     const auto* hp = static_cast<const T*>(h);
     auto* op = static_cast<T*>(out);
     with_team_shape(rows, dim / V, V, [&](auto k, auto warp, unsigned blocks, int threads) {
-        add_rms_norm_kernel<T, V, decltype(k)::value, decltype(warp)::value>
-            <<<blocks, threads, 0, stream>>>(hp, residual, w, eps, op, rows, dim, first);
+        pdl::launch(add_rms_norm_kernel<T, V, decltype(k)::value, decltype(warp)::value>, blocks,
+                    threads, 0, stream, hp, residual, w, eps, op, rows, dim, first);
     });
 }
 
@@ -192,6 +205,8 @@ __global__ void gated_rms_norm_kernel(const T* __restrict__ y,  // {rows, dim}
                                       const float* __restrict__ w,     // {dim}
                                       float eps, T* __restrict__ out,  // {rows, dim}
                                       int64_t rows, int64_t dim, int64_t group_size) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     const int64_t n_group = dim / group_size;
     int64_t unit;
     int rank, size;
@@ -268,8 +283,8 @@ void launch_gated_rms_norm(const void* y, const void* z, int64_t z_stride, const
     auto* op = static_cast<T*>(out);
     const int64_t units = rows * (dim / group_size);
     with_team_shape(units, group_size / V, V, [&](auto k, auto warp, unsigned blocks, int threads) {
-        gated_rms_norm_kernel<T, V, decltype(k)::value, decltype(warp)::value>
-            <<<blocks, threads, 0, stream>>>(yp, zp, z_stride, w, eps, op, rows, dim, group_size);
+        pdl::launch(gated_rms_norm_kernel<T, V, decltype(k)::value, decltype(warp)::value>, blocks,
+                    threads, 0, stream, yp, zp, z_stride, w, eps, op, rows, dim, group_size);
     });
 }
 
@@ -278,6 +293,8 @@ template <typename T, int V>
 __global__ void add_bias_kernel(T* __restrict__ y, int64_t ld,   // {rows, n}, ld apart
                                 const float* __restrict__ bias,  // {n}
                                 int64_t rows, int64_t n) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         T* yr = y + r * ld;
         for (int64_t c = static_cast<int64_t>(threadIdx.x) * V; c < n;
@@ -298,8 +315,8 @@ void launch_add_bias(void* y, int64_t ld, const float* bias, int64_t rows, int64
     int threads = 32;
     while (threads < 256 && threads * V < n) threads *= 2;
     const int64_t blocks = rows < 65536 ? rows : 65536;
-    add_bias_kernel<T, V><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(static_cast<T*>(y),
-                                                                                 ld, bias, rows, n);
+    pdl::launch(add_bias_kernel<T, V>, static_cast<unsigned>(blocks), threads, 0, stream,
+                static_cast<T*>(y), ld, bias, rows, n);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 

@@ -152,8 +152,7 @@ class Bench {
 
     template <typename F>
     void add(std::vector<OpBenchRow>* rows, const std::string& op, const std::string& shape,
-             double bytes,
-             double flops, F&& f) {
+             double bytes, double flops, F&& f) {
         const double sec = time_calls(f, o_.warmup, o_.iters, s_);
         rows->push_back({op, shape, sec, bytes, flops, ""});
     }
@@ -177,8 +176,8 @@ class Bench {
         gemm_.set_small_m_kernel(false);
         const int n_in_algos = gemm_.algo_count(u.data(), D, w_in_.data(), zxbcdt.data(), n_in,
                                                 o_.act, m, n_in, D, o_.act);
-        const int n_out_algos = gemm_.algo_count(gated.data(), E, w_out_.data(), h.data(), D,
-                                                 o_.act, m, D, E, o_.act);
+        const int n_out_algos =
+            gemm_.algo_count(gated.data(), E, w_out_.data(), h.data(), D, o_.act, m, D, E, o_.act);
         for (int i = 0; i < std::min(o_.gemm_algos, n_in_algos); ++i) {
             gemm_.set_algo_index(i);
             add(rows, "in_proj/lt" + std::to_string(i), shape, (md * Dd + nd * Dd + md * nd) * a_,
@@ -189,10 +188,10 @@ class Bench {
         }
         for (int i = 0; i < std::min(o_.gemm_algos, n_out_algos); ++i) {
             gemm_.set_algo_index(i);
-            add(rows, "out_proj/lt" + std::to_string(i), shape,
-                (md * Ed + Dd * Ed + md * Dd) * a_, 2 * md * Dd * Ed, [&] {
-                    gemm_.run(gated.data(), E, w_out_.data(), h.data(), D, o_.act, m, D, E,
-                              o_.act, s_);
+            add(rows, "out_proj/lt" + std::to_string(i), shape, (md * Ed + Dd * Ed + md * Dd) * a_,
+                2 * md * Dd * Ed, [&] {
+                    gemm_.run(gated.data(), E, w_out_.data(), h.data(), D, o_.act, m, D, E, o_.act,
+                              s_);
                 });
         }
         gemm_.set_algo_index(0);

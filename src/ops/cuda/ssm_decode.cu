@@ -22,6 +22,7 @@
 // the slots of one batch distinct except a scratch slot nobody reads; act and state dtype f32,
 // f16 or bf16; n_seq beyond 65535 is walked by a grid-stride loop.
 #include "core/cuda/check.h"
+#include "core/cuda/pdl.cuh"
 #include "ops/cuda/dt_softplus.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
@@ -52,6 +53,8 @@ __device__ __forceinline__ HeadStep head_step(const SsdArgs& a, const DecodeDt& 
 
 template <typename T, typename S, int NPL>
 __global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, DecodeDt d) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     constexpr int VEC = NPL < 4 ? NPL : 4, J = NPL / VEC, R = kRowsPerWarp;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int64_t H = a.n_head, P = a.head_dim, N = a.d_state;
@@ -111,6 +114,8 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, Deco
 // Any d_state and alignment: one warp per row, lanes strided over d_state, scalar accesses.
 template <typename T, typename S>
 __global__ void __launch_bounds__(kWarps * 32) ssm_decode_generic_kernel(SsdArgs a, DecodeDt d) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int64_t H = a.n_head, P = a.head_dim, N = a.d_state;
     const int64_t h = blockIdx.y, g = h / (H / a.n_group);
@@ -152,14 +157,14 @@ void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, cudaStream_t stream)
     const dim3 grid(static_cast<unsigned>((a.head_dim + rows_per_block - 1) / rows_per_block),
                     heads, seqs);
     if (aligned && N == 64)
-        ssm_decode_kernel<T, S, 2><<<grid, kWarps * 32, 0, stream>>>(a, d);
+        pdl::launch(ssm_decode_kernel<T, S, 2>, grid, kWarps * 32, 0, stream, a, d);
     else if (aligned && N == 128)
-        ssm_decode_kernel<T, S, 4><<<grid, kWarps * 32, 0, stream>>>(a, d);
+        pdl::launch(ssm_decode_kernel<T, S, 4>, grid, kWarps * 32, 0, stream, a, d);
     else if (aligned && N == 256)
-        ssm_decode_kernel<T, S, 8><<<grid, kWarps * 32, 0, stream>>>(a, d);
+        pdl::launch(ssm_decode_kernel<T, S, 8>, grid, kWarps * 32, 0, stream, a, d);
     else {
         const dim3 g(static_cast<unsigned>((a.head_dim + kWarps - 1) / kWarps), heads, seqs);
-        ssm_decode_generic_kernel<T, S><<<g, kWarps * 32, 0, stream>>>(a, d);
+        pdl::launch(ssm_decode_generic_kernel<T, S>, g, kWarps * 32, 0, stream, a, d);
     }
     DUALITY_CUDA_LAUNCH_CHECK();
 }

@@ -1,0 +1,63 @@
+// Programmatic dependent launch (PDL, Hopper and later): a kernel launched with launch_pdl() may
+// be scheduled while the kernel before it in the stream is still finishing, which hides the
+// launch latency between the many small kernels of a decode step (also inside CUDA graphs, where
+// the dependency becomes a programmatic edge).
+//
+// The contract, for every kernel launched with launch_pdl(): its first statement is
+// pdl::wait(), which returns once every earlier kernel of the stream has completed and its
+// writes are visible, so nothing before it touches global memory; then pdl::allow_next() lets
+// the following kernel be scheduled (its blocks start once all of this grid's blocks have
+// started, and wait in their own pdl::wait()). On devices before sm_90 both are no-ops and the
+// launch is an ordinary one. DUALITY_PDL=0 in the environment turns the attribute off (for
+// measuring what it buys).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#include "core/cuda/check.h"
+
+namespace duality::cuda::pdl {
+
+__device__ __forceinline__ void wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void allow_next() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether launches carry the PDL attribute (DUALITY_PDL unset or not "0"); read once.
+inline bool enabled() {
+    static const bool on = [] {
+        const char* v = std::getenv("DUALITY_PDL");
+        return v == nullptr || std::strcmp(v, "0") != 0;
+    }();
+    return on;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent launch.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+            Args&&... args) {
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = enabled() ? 1 : 0;
+    DUALITY_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
+}
+
+}  // namespace duality::cuda::pdl

@@ -273,9 +273,11 @@ def cold_vs_cached(client: Client, n: int, args) -> dict:
         return ((r["usage"] or {}).get("prompt_tokens_details") or {}).get("cached_tokens")
 
     rounds = []
-    for _ in range(max(1, args.repeat)):
+    for i in range(max(1, args.repeat)):
         m = draw(args.max_tokens, rng)
-        history, q1, q2 = ids(n), ids(args.turn_tokens), ids(args.turn_tokens)
+        # Each round's new turn has another length, so no round runs exactly the shapes of an
+        # earlier one (as in a real conversation).
+        history, q1, q2 = ids(n), ids(args.turn_tokens), ids(args.turn_tokens + 3 * i)
         first = timed(history + q1, m)
         turn2 = history + q1 + (first["token_ids"] or []) + q2
         second = timed(turn2, m)
@@ -292,8 +294,8 @@ def cold_vs_cached(client: Client, n: int, args) -> dict:
     out = {
         "history_tokens": n,
         "rounds": len(rounds),
-        "turn2_prompt_tokens": steady[-1]["turn2_prompt_tokens"],
-        "turn2_cached_tokens": steady[-1]["turn2_cached_tokens"],
+        "turn2_prompt_tokens": [r["turn2_prompt_tokens"] for r in rounds],
+        "turn2_cached_tokens": [r["turn2_cached_tokens"] for r in rounds],
         "first_round_turn1_ttft_ms": rounds[0]["turn1"]["ttft"] * 1e3,
         "first_round_turn2_ttft_ms": rounds[0]["turn2"]["ttft"] * 1e3,
         "first_round_cold_ttft_ms": rounds[0]["cold"]["ttft"] * 1e3,

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <utility>
 
 #include "duality/model.h"
 #include "duality/tokenizer.h"
@@ -181,14 +183,19 @@ TEST(CudaModel, Bf16GreedyMatchesCpuOnBundledModel) {
                 full_matches);
 }
 
+// The first golden model twice in f32 on the GPU: with 5 slots (batched) and 1 (alone).
+std::pair<Result<std::unique_ptr<Model>>, Result<std::unique_ptr<Model>>> batched_and_alone() {
+    const auto dir = test::golden_dir() / test::golden_cases().front();
+    return {Model::load(dir, cuda_options(DType::kF32, 5)),
+            Model::load(dir, cuda_options(DType::kF32, 1))};
+}
+
 // Packed prefill of sequences of different lengths, then batched decode steps (graph buckets
 // with padding), must equal each sequence run alone, and step_sample (greedy) must pick the
 // argmax of step's logits.
 TEST(CudaModel, BatchedStepsEqualSequencesAlone) {
     REQUIRE_GPU();
-    const std::string name = test::golden_cases().front();
-    auto batched = Model::load(test::golden_dir() / name, cuda_options(DType::kF32, 5));
-    auto alone = Model::load(test::golden_dir() / name, cuda_options(DType::kF32, 1));
+    auto [batched, alone] = batched_and_alone();
     ASSERT_TRUE(batched.is_ok() && alone.is_ok());
     const int64_t V = (*batched)->config().vocab_size;
     const std::vector<size_t> lengths = {1, 7, 300, 64, 513};
@@ -254,9 +261,7 @@ TEST(CudaModel, BatchedStepsEqualSequencesAlone) {
 // equal its sequence run alone, piece by piece, in f32.
 TEST(CudaModel, MixedStepsEqualSequencesAlone) {
     REQUIRE_GPU();
-    const std::string name = test::golden_cases().front();
-    auto batched = Model::load(test::golden_dir() / name, cuda_options(DType::kF32, 5));
-    auto alone = Model::load(test::golden_dir() / name, cuda_options(DType::kF32, 1));
+    auto [batched, alone] = batched_and_alone();
     ASSERT_TRUE(batched.is_ok() && alone.is_ok());
     const int64_t V = (*batched)->config().vocab_size;
     auto prompt = [&](size_t len, int salt) {

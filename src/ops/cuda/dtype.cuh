@@ -102,21 +102,47 @@ __device__ __forceinline__ uint16_t f32_to_bits(float v, const __nv_bfloat16*) {
     return __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 
+// Cache hint of a vector access: the default, or streaming ("evict first") for data a kernel
+// touches once (the decode step's state).
+enum class Cache { kDefault, kStream };
+
+template <Cache C, typename R>
+__device__ __forceinline__ R load_raw(const R* p) {
+    constexpr bool hinted = std::is_same_v<R, uint4> || std::is_same_v<R, uint2> ||
+                            std::is_same_v<R, uint32_t>;  // the types __ldcs takes
+    if constexpr (C == Cache::kStream && hinted) {
+        return __ldcs(p);
+    } else {
+        return *p;
+    }
+}
+
+template <Cache C, typename R>
+__device__ __forceinline__ void store_raw(R* p, R v) {
+    constexpr bool hinted =
+        std::is_same_v<R, uint4> || std::is_same_v<R, uint2> || std::is_same_v<R, uint32_t>;
+    if constexpr (C == Cache::kStream && hinted) {
+        __stcs(p, v);
+    } else {
+        *p = v;
+    }
+}
+
 // out[0..V) = p[0..V) converted to f32; p aligned to V * sizeof(T).
-template <int V, typename T>
+template <int V, Cache C = Cache::kDefault, typename T>
 __device__ __forceinline__ void load(const T* p, float (&out)[V]) {
     using R = typename RawVec<V* static_cast<int>(sizeof(T))>::type;
     union {
         R raw;
         typename Bits<T>::type e[V];
     } u;
-    u.raw = *reinterpret_cast<const R*>(p);
+    u.raw = load_raw<C>(reinterpret_cast<const R*>(p));
 #pragma unroll
     for (int i = 0; i < V; ++i) out[i] = bits_to_f32(u.e[i], p);
 }
 
 // p[0..V) = v[0..V) rounded to T; p aligned to V * sizeof(T).
-template <int V, typename T>
+template <int V, Cache C = Cache::kDefault, typename T>
 __device__ __forceinline__ void store(T* p, const float (&v)[V]) {
     using R = typename RawVec<V* static_cast<int>(sizeof(T))>::type;
     union {
@@ -125,52 +151,7 @@ __device__ __forceinline__ void store(T* p, const float (&v)[V]) {
     } u;
 #pragma unroll
     for (int i = 0; i < V; ++i) u.e[i] = f32_to_bits(v[i], p);
-    *reinterpret_cast<R*>(p) = u.raw;
-}
-
-// load / store with the streaming ("evict first") cache hint, for data touched once per kernel
-// (the decode step's state). Same contracts as load / store.
-template <typename R>
-__device__ __forceinline__ R load_cs_raw(const R* p) {
-    if constexpr (std::is_same_v<R, uint4> || std::is_same_v<R, uint2> ||
-                  std::is_same_v<R, uint32_t>) {
-        return __ldcs(p);
-    } else {
-        return *p;
-    }
-}
-template <typename R>
-__device__ __forceinline__ void store_cs_raw(R* p, R v) {
-    if constexpr (std::is_same_v<R, uint4> || std::is_same_v<R, uint2> ||
-                  std::is_same_v<R, uint32_t>) {
-        __stcs(p, v);
-    } else {
-        *p = v;
-    }
-}
-
-template <int V, typename T>
-__device__ __forceinline__ void load_cs(const T* p, float (&out)[V]) {
-    using R = typename RawVec<V* static_cast<int>(sizeof(T))>::type;
-    union {
-        R raw;
-        typename Bits<T>::type e[V];
-    } u;
-    u.raw = load_cs_raw(reinterpret_cast<const R*>(p));
-#pragma unroll
-    for (int i = 0; i < V; ++i) out[i] = bits_to_f32(u.e[i], p);
-}
-
-template <int V, typename T>
-__device__ __forceinline__ void store_cs(T* p, const float (&v)[V]) {
-    using R = typename RawVec<V* static_cast<int>(sizeof(T))>::type;
-    union {
-        R raw;
-        typename Bits<T>::type e[V];
-    } u;
-#pragma unroll
-    for (int i = 0; i < V; ++i) u.e[i] = f32_to_bits(v[i], p);
-    store_cs_raw(reinterpret_cast<R*>(p), u.raw);
+    store_raw<C>(reinterpret_cast<R*>(p), u.raw);
 }
 
 // ---- bit-exact twins of core/half.h (also for NaN, which the intrinsics canonicalize) -------

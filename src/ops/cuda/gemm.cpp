@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "ops/cuda/gemm_small_m.h"
 
@@ -29,6 +30,13 @@ int alignment(const void* p) {
     return a;
 }
 
+// The next power of two >= m: the m of an algorithm search.
+int64_t m_bucket(int64_t m) {
+    int64_t b = 1;
+    while (b < m) b *= 2;
+    return b;
+}
+
 }  // namespace
 
 struct Gemm::Plan {
@@ -46,8 +54,9 @@ struct Gemm::Plan {
 
 Gemm::Gemm() = default;
 
-Result<Gemm> Gemm::create(size_t workspace_bytes) {
+Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
     Gemm g;
+    g.candidates_ = std::clamp(candidates, 1, kMaxAlgos);
     if (cublasLtCreate(&g.handle_) != CUBLAS_STATUS_SUCCESS)
         return Status{StatusCode::kInternal, "cannot create a cuBLASLt handle"};
     DUALITY_ASSIGN_OR_RETURN(g.workspace_,
@@ -59,8 +68,10 @@ Gemm::Gemm(Gemm&& o) noexcept
     : handle_(o.handle_),
       workspace_(std::move(o.workspace_)),
       plans_(std::move(o.plans_)),
+      algos_(std::move(o.algos_)),
       small_m_(o.small_m_),
-      algo_index_(o.algo_index_) {
+      algo_index_(o.algo_index_),
+      candidates_(o.candidates_) {
     o.handle_ = nullptr;
 }
 
@@ -72,8 +83,10 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         o.handle_ = nullptr;
         workspace_ = std::move(o.workspace_);
         plans_ = std::move(o.plans_);
+        algos_ = std::move(o.algos_);
         small_m_ = o.small_m_;
         algo_index_ = o.algo_index_;
+        candidates_ = o.candidates_;
     }
     return *this;
 }
@@ -102,25 +115,9 @@ int Gemm::algo_count(const void* a, int64_t lda, const void* w, const void* y, i
     return plan(key(a, lda, w, y, ldy, y_dtype, m, n, k, act)).n_algo;
 }
 
-const Gemm::Plan& Gemm::plan(const Key& key) {
-    auto it = plans_.find(key);
-    if (it != plans_.end()) return *it->second;
-    const auto [m, n, k, lda, ldy, act_i, y_i, align_a, align_w, align_y] = key;
-    const DType act = static_cast<DType>(act_i), y_dtype = static_cast<DType>(y_i);
-    auto p = std::make_unique<Plan>();
-    // Column-major view: yᵀ {n, m} = op(w) {n, k} · aᵀ {k, m}, with w stored as {k, n}, ld k.
-    DUALITY_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
-    DUALITY_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
-    DUALITY_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB,
-                                                        &no_trans, sizeof no_trans));
-    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->w, cuda_type(act), static_cast<uint64_t>(k),
-                                                    static_cast<uint64_t>(n), k));
-    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, cuda_type(act), static_cast<uint64_t>(k),
-                                                    static_cast<uint64_t>(m), lda));
-    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(
-        &p->y, cuda_type(y_dtype), static_cast<uint64_t>(n), static_cast<uint64_t>(m), ldy));
+std::vector<cublasLtMatmulAlgo_t> Gemm::search(cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t w,
+                                               cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t y,
+                                               int align_a, int align_w, int align_y) {
     cublasLtMatmulPreference_t pref = nullptr;
     DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
     const uint64_t ws = workspace_.bytes();
@@ -138,16 +135,66 @@ const Gemm::Plan& Gemm::plan(const Key& key) {
         pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_y, sizeof al_y));
     cublasLtMatmulHeuristicResult_t result[kMaxAlgos]{};
     int found = 0;
-    DUALITY_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle_, p->op, p->w, p->a, p->y, p->y,
-                                                        pref, kMaxAlgos, result, &found));
+    DUALITY_CUBLAS_CHECK(
+        cublasLtMatmulAlgoGetHeuristic(handle_, op, w, a, y, y, pref, candidates_, result, &found));
     cublasLtMatmulPreferenceDestroy(pref);
-    if (found == 0)
+    std::vector<cublasLtMatmulAlgo_t> algos;
+    for (int i = 0; i < found; ++i) algos.push_back(result[i].algo);
+    return algos;
+}
+
+const Gemm::Plan& Gemm::plan(const Key& key) {
+    auto it = plans_.find(key);
+    if (it != plans_.end()) return *it->second;
+    const auto [m, n, k, lda, ldy, act_i, y_i, align_a, align_w, align_y] = key;
+    const DType act = static_cast<DType>(act_i), y_dtype = static_cast<DType>(y_i);
+    auto p = std::make_unique<Plan>();
+    // Column-major view: yᵀ {n, m} = op(w) {n, k} · aᵀ {k, m}, with w stored as {k, n}, ld k.
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const cublasOperation_t trans = CUBLAS_OP_T, no_trans = CUBLAS_OP_N;
+    DUALITY_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB,
+                                                        &no_trans, sizeof no_trans));
+    auto layouts = [&](int64_t rows, cublasLtMatrixLayout_t* la, cublasLtMatrixLayout_t* ly) {
+        DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(
+            la, cuda_type(act), static_cast<uint64_t>(k), static_cast<uint64_t>(rows), lda));
+        DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(
+            ly, cuda_type(y_dtype), static_cast<uint64_t>(n), static_cast<uint64_t>(rows), ldy));
+    };
+    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->w, cuda_type(act), static_cast<uint64_t>(k),
+                                                    static_cast<uint64_t>(n), k));
+    layouts(m, &p->a, &p->y);
+
+    // The algorithms of this shape's bucket (m rounded up to a power of two), searched once per
+    // bucket; those cuBLASLt accepts for the exact m serve this plan.
+    Key bucket = key;
+    std::get<0>(bucket) = m_bucket(m);
+    auto found = algos_.find(bucket);
+    if (found == algos_.end()) {
+        cublasLtMatrixLayout_t a_b = nullptr, y_b = nullptr;
+        layouts(std::get<0>(bucket), &a_b, &y_b);
+        found =
+            algos_.emplace(bucket, search(p->op, p->w, a_b, y_b, align_a, align_w, align_y)).first;
+        cublasLtMatrixLayoutDestroy(a_b);
+        cublasLtMatrixLayoutDestroy(y_b);
+    }
+    for (const cublasLtMatmulAlgo_t& algo : found->second) {
+        cublasLtMatmulHeuristicResult_t check{};
+        if (cublasLtMatmulAlgoCheck(handle_, p->op, p->w, p->a, p->y, p->y, &algo, &check) ==
+                CUBLAS_STATUS_SUCCESS &&
+            check.workspaceSize <= workspace_.bytes() && p->n_algo < kMaxAlgos)
+            p->algo[p->n_algo++] = algo;
+    }
+    if (p->n_algo == 0)  // none fits this m: search for it exactly
+        for (const cublasLtMatmulAlgo_t& algo :
+             search(p->op, p->w, p->a, p->y, align_a, align_w, align_y))
+            p->algo[p->n_algo++] = algo;
+    if (p->n_algo == 0)
         fail("cuBLASLt found no algorithm",
              ("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k))
                  .c_str(),
              __FILE__, __LINE__);
-    p->n_algo = found;
-    for (int i = 0; i < found; ++i) p->algo[i] = result[i].algo;
     return *plans_.emplace(key, std::move(p)).first->second;
 }
 

@@ -3,8 +3,10 @@
 // a and w are `act` (f32, f16 or bf16); y is `act` or f32 (logits). f32 runs in strict fp32
 // (no TF32), so the f32 model can be compared with the CPU reference at 1e-5.
 // For m = 1 (batch-1 decode) a bandwidth-bound skinny kernel (gemm_small_m.cu) replaces cuBLASLt.
-// Matmul descriptors and the heuristic's algorithm are cached per shape, dtype and pointer
-// alignment, so steady-state calls (and CUDA-graph capture) do no host-side search.
+// Matmul descriptors are cached per shape, dtype and pointer alignment, and the heuristic's
+// algorithm per the same key with m rounded up to a power of two (a prefill piece of a new length
+// reuses its bucket's algorithm when cuBLASLt accepts it for that m), so steady-state calls (and
+// CUDA-graph capture) do no host-side search and new lengths do not load new kernels.
 #pragma once
 
 #include <cublasLt.h>
@@ -14,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <tuple>
+#include <vector>
 
 #include "core/cuda/device_buffer.h"
 #include "duality/status.h"
@@ -23,7 +26,9 @@ namespace duality::cuda {
 
 class Gemm {
   public:
-    static Result<Gemm> create(size_t workspace_bytes = size_t{32} << 20);
+    // candidates: how many algorithms the heuristic proposes per shape (1 in the model; more for
+    // benchmarks that compare them with set_algo_index).
+    static Result<Gemm> create(size_t workspace_bytes = size_t{32} << 20, int candidates = 1);
     Gemm();  // empty: assign from create() before use
     Gemm(Gemm&&) noexcept;
     Gemm& operator=(Gemm&&) noexcept;
@@ -35,7 +40,7 @@ class Gemm {
     // For benchmarks: run the i-th algorithm cuBLASLt's heuristic proposes (0, the default, is
     // its first choice) instead of the first; an index past the candidates means the last one.
     void set_algo_index(int i) { algo_index_ = i; }
-    // The number of candidates the heuristic proposes for this product (at most kMaxAlgos).
+    // The number of candidates the heuristic proposes for this product (at most `candidates`).
     int algo_count(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
                    DType y_dtype, int64_t m, int64_t n, int64_t k, DType act);
     static constexpr int kMaxAlgos = 8;
@@ -47,14 +52,19 @@ class Gemm {
     struct Plan;
     using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
     const Plan& plan(const Key& key);
+    std::vector<cublasLtMatmulAlgo_t> search(cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t w,
+                                             cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t y,
+                                             int align_a, int align_w, int align_y);
     static Key key(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
                    DType y_dtype, int64_t m, int64_t n, int64_t k, DType act);
 
     cublasLtHandle_t handle_ = nullptr;
     DeviceBuffer workspace_;
     std::map<Key, std::unique_ptr<Plan>> plans_;
+    std::map<Key, std::vector<cublasLtMatmulAlgo_t>> algos_;  // by bucket (m a power of two)
     bool small_m_ = true;
     int algo_index_ = 0;
+    int candidates_ = 1;
 };
 
 }  // namespace duality::cuda

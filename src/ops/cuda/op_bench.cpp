@@ -120,6 +120,10 @@ class Bench {
 
     Status init_gemm() {
         DUALITY_ASSIGN_OR_RETURN(gemm_, cuda::Gemm::create());
+        if (o_.gemm_algos > 0) {
+            DUALITY_ASSIGN_OR_RETURN(survey_,
+                                     cuda::Gemm::create(size_t{32} << 20, cuda::Gemm::kMaxAlgos));
+        }
         return Status::ok();
     }
 
@@ -173,29 +177,28 @@ class Bench {
         });
         if (o_.gemm_algos <= 0) return;
         // The cuBLASLt candidates one by one ("in_proj/lt2": the heuristic's third choice).
-        gemm_.set_small_m_kernel(false);
-        const int n_in_algos = gemm_.algo_count(u.data(), D, w_in_.data(), zxbcdt.data(), n_in,
-                                                o_.act, m, n_in, D, o_.act);
-        const int n_out_algos =
-            gemm_.algo_count(gated.data(), E, w_out_.data(), h.data(), D, o_.act, m, D, E, o_.act);
+        survey_.set_small_m_kernel(false);
+        const int n_in_algos = survey_.algo_count(u.data(), D, w_in_.data(), zxbcdt.data(), n_in,
+                                                  o_.act, m, n_in, D, o_.act);
+        const int n_out_algos = survey_.algo_count(gated.data(), E, w_out_.data(), h.data(), D,
+                                                   o_.act, m, D, E, o_.act);
         for (int i = 0; i < std::min(o_.gemm_algos, n_in_algos); ++i) {
-            gemm_.set_algo_index(i);
+            survey_.set_algo_index(i);
             add(rows, "in_proj/lt" + std::to_string(i), shape, (md * Dd + nd * Dd + md * nd) * a_,
                 2 * md * nd * Dd, [&] {
-                    gemm_.run(u.data(), D, w_in_.data(), zxbcdt.data(), n_in, o_.act, m, n_in, D,
-                              o_.act, s_);
+                    survey_.run(u.data(), D, w_in_.data(), zxbcdt.data(), n_in, o_.act, m, n_in, D,
+                                o_.act, s_);
                 });
         }
         for (int i = 0; i < std::min(o_.gemm_algos, n_out_algos); ++i) {
-            gemm_.set_algo_index(i);
+            survey_.set_algo_index(i);
             add(rows, "out_proj/lt" + std::to_string(i), shape, (md * Ed + Dd * Ed + md * Dd) * a_,
                 2 * md * Dd * Ed, [&] {
-                    gemm_.run(gated.data(), E, w_out_.data(), h.data(), D, o_.act, m, D, E, o_.act,
-                              s_);
+                    survey_.run(gated.data(), E, w_out_.data(), h.data(), D, o_.act, m, D, E,
+                                o_.act, s_);
                 });
         }
-        gemm_.set_algo_index(0);
-        gemm_.set_small_m_kernel(true);
+        survey_.set_algo_index(0);
     }
 
     cuda::Conv1dArgs conv_args(const Batch& b, const DeviceBuffer& zxbcdt,
@@ -353,6 +356,7 @@ class Bench {
     double a_ = 2;  // bytes per act element
     uint64_t seq_ = 0;
     cuda::Gemm gemm_;
+    cuda::Gemm survey_;  // --gemm-algos: proposes kMaxAlgos candidates per shape
     DeviceBuffer w_in_, w_out_, conv_w_, conv_b_, A_, Dp_, dt_bias_;
 };
 

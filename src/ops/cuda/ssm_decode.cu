@@ -76,7 +76,8 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, Deco
             if (p0 + r < P)
 #pragma unroll
                 for (int j = 0; j < J; ++j)
-                    dtype::load_cs<VEC>(st + r * N + j * 32 * VEC + lane * VEC, sv[r][j]);
+                    dtype::load<VEC, dtype::Cache::kStream>(st + r * N + j * 32 * VEC + lane * VEC,
+                                                            sv[r][j]);
         float bv[J][VEC], cv[J][VEC];
         const int64_t bc = s * a.bc_stride + g * N;
 #pragma unroll
@@ -103,7 +104,8 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, Deco
                     sv[r][j][v] = nv;
                     dot += nv * cv[j][v];
                 }
-                dtype::store_cs<VEC>(st + r * N + j * 32 * VEC + lane * VEC, sv[r][j]);
+                dtype::store<VEC, dtype::Cache::kStream>(st + r * N + j * 32 * VEC + lane * VEC,
+                                                         sv[r][j]);
             }
             dot = reduce::warp_sum(dot);
             if (lane == 0) y[s * H * P + h * P + p0 + r] = dtype::from_f32<T>(dot + k.D * xv[r]);

@@ -164,39 +164,29 @@ class Bench {
     void gemms(int64_t m, const std::string& shape, const DeviceBuffer& u,
                const DeviceBuffer& zxbcdt, const DeviceBuffer& gated, const DeviceBuffer& h,
                std::vector<OpBenchRow>* rows) {
-        const int64_t D = c_.d_model, E = c_.d_inner, n_in = c_.d_in_proj();
-        const double md = static_cast<double>(m);
-        const auto Dd = static_cast<double>(D), Ed = static_cast<double>(E);
-        const auto nd = static_cast<double>(n_in);
-        add(rows, "in_proj", shape, (md * Dd + nd * Dd + md * nd) * a_, 2 * md * nd * Dd, [&] {
-            gemm_.run(u.data(), D, w_in_.data(), zxbcdt.data(), n_in, o_.act, m, n_in, D, o_.act,
-                      s_);
-        });
-        add(rows, "out_proj", shape, (md * Ed + Dd * Ed + md * Dd) * a_, 2 * md * Dd * Ed, [&] {
-            gemm_.run(gated.data(), E, w_out_.data(), h.data(), D, o_.act, m, D, E, o_.act, s_);
-        });
+        gemm_rows("in_proj", m, shape, u, c_.d_model, w_in_, zxbcdt, c_.d_in_proj(), rows);
+        gemm_rows("out_proj", m, shape, gated, c_.d_inner, w_out_, h, c_.d_model, rows);
+    }
+
+    // y {m, n} = a {m, k} · w {n, k}ᵀ as the row `name`, and with --gemm-algos each cuBLASLt
+    // candidate as "<name>/lt<i>" (lt2: the heuristic's third choice).
+    void gemm_rows(const std::string& name, int64_t m, const std::string& shape,
+                   const DeviceBuffer& a, int64_t k, const DeviceBuffer& w, const DeviceBuffer& y,
+                   int64_t n, std::vector<OpBenchRow>* rows) {
+        const double md = static_cast<double>(m), nd = static_cast<double>(n);
+        const double kd = static_cast<double>(k);
+        const double bytes = (md * kd + nd * kd + md * nd) * a_, flops = 2 * md * nd * kd;
+        add(rows, name, shape, bytes, flops,
+            [&] { gemm_.run(a.data(), k, w.data(), y.data(), n, o_.act, m, n, k, o_.act, s_); });
         if (o_.gemm_algos <= 0) return;
-        // The cuBLASLt candidates one by one ("in_proj/lt2": the heuristic's third choice).
         survey_.set_small_m_kernel(false);
-        const int n_in_algos = survey_.algo_count(u.data(), D, w_in_.data(), zxbcdt.data(), n_in,
-                                                  o_.act, m, n_in, D, o_.act);
-        const int n_out_algos = survey_.algo_count(gated.data(), E, w_out_.data(), h.data(), D,
-                                                   o_.act, m, D, E, o_.act);
-        for (int i = 0; i < std::min(o_.gemm_algos, n_in_algos); ++i) {
+        const int n_algos =
+            survey_.algo_count(a.data(), k, w.data(), y.data(), n, o_.act, m, n, k, o_.act);
+        for (int i = 0; i < std::min(o_.gemm_algos, n_algos); ++i) {
             survey_.set_algo_index(i);
-            add(rows, "in_proj/lt" + std::to_string(i), shape, (md * Dd + nd * Dd + md * nd) * a_,
-                2 * md * nd * Dd, [&] {
-                    survey_.run(u.data(), D, w_in_.data(), zxbcdt.data(), n_in, o_.act, m, n_in, D,
-                                o_.act, s_);
-                });
-        }
-        for (int i = 0; i < std::min(o_.gemm_algos, n_out_algos); ++i) {
-            survey_.set_algo_index(i);
-            add(rows, "out_proj/lt" + std::to_string(i), shape, (md * Ed + Dd * Ed + md * Dd) * a_,
-                2 * md * Dd * Ed, [&] {
-                    survey_.run(gated.data(), E, w_out_.data(), h.data(), D, o_.act, m, D, E,
-                                o_.act, s_);
-                });
+            add(rows, name + "/lt" + std::to_string(i), shape, bytes, flops, [&] {
+                survey_.run(a.data(), k, w.data(), y.data(), n, o_.act, m, n, k, o_.act, s_);
+            });
         }
         survey_.set_algo_index(0);
     }

@@ -243,6 +243,11 @@ def print_table(s: dict) -> None:
         print(f"error: {e}")
 
 
+def no_nan(d: dict) -> dict:
+    """NaN (a percentile of nothing, an unreachable /metrics) as null: JSON has no NaN."""
+    return {k: (None if isinstance(v, float) and v != v else v) for k, v in d.items()}
+
+
 def server_ttft_s(client: Client) -> float:
     """The server's summed arrival-to-first-token time so far (from /metrics)."""
     try:
@@ -255,7 +260,8 @@ def cold_vs_cached(client: Client, n: int, args) -> dict:
     """--repeat rounds, each with a fresh N-token history: turn 1 (cold), turn 2 (the history,
     turn 1's answer and new tokens: from the cache), and a never-seen prompt of turn 2's length
     (what turn 2 costs without the cache). Medians over the rounds after the first (the first
-    also pays one-time costs: GEMM plans, graph captures); the first round is reported apart."""
+    also pays one-time costs: GEMM plans, graph captures); the first round is reported apart.
+    The server-side TTFT is a /metrics delta, so other clients of a shared server distort it."""
     rng = random.Random(args.seed + 17)
 
     def ids(k):
@@ -305,11 +311,16 @@ def cold_vs_cached(client: Client, n: int, args) -> dict:
         "turn2_cached_server_ttft_ms_p50": med("turn2", "server_ttft", steady),
         "cold_same_length_server_ttft_ms_p50": med("cold", "server_ttft", steady),
     }
-    out["ratio_cold_over_cached_p50"] = (out["cold_same_length_ttft_ms_p50"] /
-                                         out["turn2_cached_ttft_ms_p50"])
-    out["ratio_cold_over_cached_server_p50"] = (out["cold_same_length_server_ttft_ms_p50"] /
-                                                out["turn2_cached_server_ttft_ms_p50"])
+    def ratio(num, den):
+        return num / den if den and den == den and num == num else None  # no 0 or NaN
+
+    out["ratio_cold_over_cached_p50"] = ratio(out["cold_same_length_ttft_ms_p50"],
+                                              out["turn2_cached_ttft_ms_p50"])
+    out["ratio_cold_over_cached_server_p50"] = ratio(out["cold_same_length_server_ttft_ms_p50"],
+                                                     out["turn2_cached_server_ttft_ms_p50"])
     notes = {r["note"] for r in rounds if r["note"]}
+    if len(rounds) < 2:
+        notes.add("one round only: the medians include its one-time costs")
     if notes:
         out["note"] = "; ".join(sorted(notes))
     return out
@@ -370,14 +381,14 @@ def main() -> int:
         if args.cold_vs_cached:
             out = cold_vs_cached(client, args.cold_vs_cached, args)
             if args.json:
-                print(json.dumps(out, indent=2))
+                print(json.dumps(no_nan(out), indent=2))
             else:
                 for k, v in out.items():
                     print(f"{k:<36} {fmt(v)}")
             return 0
         summary = run_workload(client, args)
         if args.json:
-            print(json.dumps(summary, indent=2))
+            print(json.dumps(no_nan(summary), indent=2))
         else:
             print_table(summary)
         return 0 if summary["failed"] == 0 else 1

@@ -6,7 +6,7 @@
 #   scripts/gpu-check.sh [tests|bench|serve|profile|build|all]      (default: all)
 #
 # build: only the build (then `source scripts/gpu-env.sh` and run build-gpu/duality yourself).
-# GPU_CHECK_QUICK=1: `tests` runs the CUDA tests only, not the rest of the suite (about 140 s of
+# GPU_CHECK_QUICK=1: `tests` (and `all`) run the CUDA tests only, not the rest of the suite (about 140 s of
 # device time that CI covers on the CPU).
 #
 # profile (not part of all): per-kernel GPU times and DRAM bytes from Nsight Compute for one
@@ -44,13 +44,13 @@ if [[ "$what" == all || "$what" == tests ]]; then
   if [[ "${GPU_CHECK_QUICK:-0}" == 1 ]]; then
     echo "GPU_CHECK_QUICK=1: the rest of the suite (CPU tests, run by CI anyway) is skipped"
   else
-  step "the rest of the suite"
-  # Tests that read ../shared (eval corpora, tokenizer vectors) run only where it is present.
-  skip='OpRegistry|Cuda'
-  [[ -d ../shared/data ]] || skip+='|TokenizerVectors|Tokenizer.LoadsFromFolderOrFile|Tokenizer.ConcurrentEncodesAgree|tokenizer_matches_hf'
-  ctest --test-dir build-gpu -j "$(nproc)" -LE slow -E "$skip" --output-on-failure \
-    >"$OUT/ctest.log" 2>&1 || status=1
-  tail -5 "$OUT/ctest.log"
+    step "the rest of the suite"
+    # Tests that read ../shared (eval corpora, tokenizer vectors) run only where it is present.
+    skip='OpRegistry|Cuda'
+    [[ -d ../shared/data ]] || skip+='|TokenizerVectors|Tokenizer.LoadsFromFolderOrFile|Tokenizer.ConcurrentEncodesAgree|tokenizer_matches_hf'
+    ctest --test-dir build-gpu -j "$(nproc)" -LE slow -E "$skip" --output-on-failure \
+      >"$OUT/ctest.log" 2>&1 || status=1
+    tail -5 "$OUT/ctest.log"
   fi
 fi
 if [[ "$what" == all || "$what" == bench ]]; then

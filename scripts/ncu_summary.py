@@ -18,6 +18,13 @@ import sys
 SKIP = ("fill_uniform", "convert_kernel")
 
 
+def base_name(name: str) -> str:
+    """'void duality::<unnamed>::gather_rows_kernel<uint4>(...)' -> 'gather_rows_kernel'."""
+    name = name.replace("(anonymous namespace)", "").replace("<unnamed>", "")
+    name = name.split("(")[0].removeprefix("void ").split("<")[0]
+    return name.rsplit("::", 1)[-1].rsplit(">", 1)[-1].strip()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,12 +44,14 @@ def main() -> int:
             k["m"][row["Metric Name"]] = float(row["Metric Value"].replace(",", ""))
         except ValueError:
             pass
-    rows = [k for k in kernels.values() if not k["name"].startswith(SKIP)]
+    for k in kernels.values():
+        k["base"] = base_name(k["name"])
+    rows = [k for k in kernels.values() if not k["base"].startswith(SKIP)]
     if not rows:
         print("ncu_summary: no kernels", file=sys.stderr)
         return 1
-    first_gather = next((k["grid"] for k in rows if k["name"].startswith("gather_rows")), None)
-    passes = args.passes or max(1, sum(1 for k in rows if k["name"].startswith("gather_rows")
+    first_gather = next((k["grid"] for k in rows if k["base"] == "gather_rows_kernel"), None)
+    passes = args.passes or max(1, sum(1 for k in rows if k["base"] == "gather_rows_kernel"
                                        and k["grid"] == first_gather))
     agg = collections.OrderedDict()
     for k in rows:

@@ -1,21 +1,21 @@
-// Programmatic dependent launch (PDL, Hopper and later): a kernel launched with launch_pdl() may
+// Programmatic dependent launch (PDL, Hopper and later): a kernel launched with pdl::launch() may
 // be scheduled while the kernel before it in the stream is still finishing, which hides the
 // launch latency between the many small kernels of a decode step (also inside CUDA graphs, where
 // the dependency becomes a programmatic edge).
 //
-// The contract, for every kernel launched with launch_pdl(): its first statement is
+// The contract, for every kernel launched with pdl::launch(): its first statement is
 // pdl::wait(), which returns once every earlier kernel of the stream has completed and its
 // writes are visible, so nothing before it touches global memory; then pdl::allow_next() lets
 // the following kernel be scheduled (its blocks start once all of this grid's blocks have
-// started, and wait in their own pdl::wait()). On devices before sm_90 both are no-ops and the
-// launch is an ordinary one. DUALITY_PDL=0 in the environment turns the attribute off (for
-// measuring what it buys).
+// started, and wait in their own pdl::wait()). Both compile to nothing for architectures before
+// sm_90, so the attribute is only set when the code that runs on this device was compiled for
+// sm_90 or later (pdl::enabled(), from a probe kernel's PTX version): a Hopper binary on Hopper,
+// not the compute_80 PTX that a newer GPU would JIT-compile. DUALITY_PDL=0 in the environment
+// turns it off (for measuring what it buys).
 #pragma once
 
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <utility>
 
 #include "core/cuda/check.h"
@@ -34,14 +34,9 @@ __device__ __forceinline__ void allow_next() {
 #endif
 }
 
-// Whether launches carry the PDL attribute (DUALITY_PDL unset or not "0"); read once.
-inline bool enabled() {
-    static const bool on = [] {
-        const char* v = std::getenv("DUALITY_PDL");
-        return v == nullptr || std::strcmp(v, "0") != 0;
-    }();
-    return on;
-}
+// Whether launches carry the PDL attribute: DUALITY_PDL is not "0" and the current device runs
+// code compiled for sm_90 or later. Decided once per process (pdl.cu).
+bool enabled();
 
 // kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent launch.
 template <typename... Params, typename... Args>

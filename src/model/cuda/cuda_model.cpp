@@ -6,8 +6,8 @@
 // A step runs as passes of at most max_tokens packed tokens. Passes in which every sequence has
 // one token are decode passes; they are replayed from a CUDA graph captured per batch bucket.
 // In mixed passes the one-token sequences come first and their SSD runs as the decode step; only
-// the longer ones go through the prefill SSD, so a decode token is computed the same way whether
-// or not a prefill shares its step.
+// the longer ones go through the prefill SSD, so a decode token's SSD is computed the same way
+// whether or not a prefill shares its step (its GEMMs still vary with the pass's row count).
 // All buffers come from allocations made at load, so no pass allocates device memory.
 #include <algorithm>
 #include <cstdlib>
@@ -577,16 +577,18 @@ class CudaModel final : public Model {
         decode_batch_ = batch_;
         decode_batch_.n_seq = decode_batch_.n_tokens = n_dec_;
         // The prefill rows of a mixed (or pure prefill) pass, with their chunking.
-        prefill_batch_ = cuda::VarlenBatch{};
-        prefill_batch_.n_seq = n_pre;
-        prefill_batch_.n_tokens = T - n_dec_;
-        prefill_batch_.cu_seqlens = ws_.cu_prefill;
-        prefill_batch_.slots = ws_.slots + n_dec_;
-        prefill_batch_.n_chunk = n_chunk;
-        prefill_batch_.chunk_start = ws_.chunk_start;
-        prefill_batch_.chunk_len = ws_.chunk_len;
-        prefill_batch_.chunk_seq = ws_.chunk_seq;
-        prefill_batch_.cu_chunks = ws_.cu_chunks;
+        prefill_batch_ = cuda::VarlenBatch{};  // empty in decode passes
+        if (!decode) {
+            prefill_batch_.n_seq = n_pre;
+            prefill_batch_.n_tokens = T - n_dec_;
+            prefill_batch_.cu_seqlens = ws_.cu_prefill;
+            prefill_batch_.slots = ws_.slots + n_dec_;
+            prefill_batch_.n_chunk = n_chunk;
+            prefill_batch_.chunk_start = ws_.chunk_start;
+            prefill_batch_.chunk_len = ws_.chunk_len;
+            prefill_batch_.chunk_seq = ws_.chunk_seq;
+            prefill_batch_.cu_chunks = ws_.cu_chunks;
+        }
 
         if (decode) {
             // Every row is wanted and rows are in order: the head reads the last residual

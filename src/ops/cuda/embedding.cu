@@ -17,9 +17,9 @@ template <typename U>
 __global__ void gather_rows_kernel(const int32_t* __restrict__ ids, int64_t rows,
                                    const U* __restrict__ table,  // {vocab, units}
                                    int64_t units,                // units per row
-                                   U* __restrict__ out) {
-    pdl::wait();        // before any global access: see core/cuda/pdl.cuh
-    pdl::allow_next();  // {rows, units}
+                                   U* __restrict__ out) {        // {rows, units}
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
         const U* src = table + static_cast<int64_t>(ids[r]) * units;
         U* dst = out + r * units;

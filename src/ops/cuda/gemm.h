@@ -39,8 +39,10 @@ class Gemm {
 
     // For benchmarks: run the i-th algorithm cuBLASLt's heuristic proposes (0, the default, is
     // its first choice) instead of the first; an index past the candidates means the last one.
-    void set_algo_index(int i) { algo_index_ = i; }
-    // The number of candidates the heuristic proposes for this product (at most `candidates`).
+    // The candidates are those of the product's m bucket that cuBLASLt accepts for this m, so an
+    // index may name different algorithms for different m.
+    void set_algo_index(int i) { algo_index_ = i < 0 ? 0 : i; }
+    // The number of those candidates for this product (at most `candidates`).
     int algo_count(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
                    DType y_dtype, int64_t m, int64_t n, int64_t k, DType act);
     static constexpr int kMaxAlgos = 8;

@@ -11,8 +11,9 @@
 // contiguous. The K vectors and the weights are loaded into registers before any math, so a unit
 // costs one memory round trip, one team reduction and the stores: these kernels run on a few
 // rows per step in decode, where latency, not bandwidth, is what they cost. K is 1, 2, 4 or 8,
-// the smallest that keeps a block team within 1024 threads; units beyond 8·1024 vectors loop
-// (the kLoop variant re-reads its inputs, L1/L2-resident, for the second pass).
+// the smallest that keeps a block team within 1024 threads (launch bounds cap those at 64
+// registers a thread, so K = 8 spills; no Mamba-2 shape needs it); units beyond 8·1024 vectors
+// take K = 0, a loop of 512 threads that re-reads its inputs (L1/L2-resident) in the second pass.
 // add_bias: one block per row, threads over columns.
 // Limits: rows < 2^31 blocks; act f32/f16/bf16; dim % group_size == 0.
 #include <algorithm>
@@ -34,7 +35,9 @@ __device__ __forceinline__ float silu(float v) {
     return v / (1.0f + expf(-v));
 }
 
-constexpr int kMaxK = 8;  // vectors held per thread
+constexpr int kMaxK = 8;        // vectors held per thread
+constexpr int kMaxTeam = 1024;  // threads of a block team
+constexpr int kLoopTeam = 512;  // threads of a block team that loops (K = 0)
 
 // The team's unit index, its first thread's rank and size; false when the unit is past the end.
 template <bool kWarp>
@@ -68,20 +71,21 @@ TeamShape team_shape(int64_t n_vec, bool warp) {
         return {k * 32 >= n_vec ? k : 0, 32 * kWarpsPerBlock};
     }
     int k = 1;
-    while (k < kMaxK && k * 1024 < n_vec) k *= 2;
-    if (k * 1024 < n_vec) return {0, 512};
-    const int64_t t = (n_vec + k - 1) / k;
-    return {k, static_cast<int>(std::max<int64_t>((t + 31) / 32 * 32, 64))};
+    while (k < kMaxK && k * kMaxTeam < n_vec) k *= 2;
+    if (k * kMaxTeam < n_vec) return {0, kLoopTeam};
+    const int64_t t = (n_vec + k - 1) / k;  // > 256 (warp teams take units of <= 256 vectors)
+    return {k, static_cast<int>((t + 31) / 32 * 32)};
 }
 
 // ---- add_rms_norm ----------------------------------------------------------------------------
 // K > 0: the unit in registers (see the header); K == 0: a loop with a re-reading second pass.
 template <typename T, int V, int K, bool kWarp>
-__global__ void add_rms_norm_kernel(const T* __restrict__ h,         // {rows, dim}
-                                    float* __restrict__ residual,    // {rows, dim}
-                                    const float* __restrict__ w,     // {dim}
-                                    float eps, T* __restrict__ out,  // {rows, dim}
-                                    int64_t rows, int64_t dim, bool first) {
+__global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
+    add_rms_norm_kernel(const T* __restrict__ h,         // {rows, dim}
+                        float* __restrict__ residual,    // {rows, dim}
+                        const float* __restrict__ w,     // {dim}
+                        float eps, T* __restrict__ out,  // {rows, dim}
+                        int64_t rows, int64_t dim, bool first) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     int64_t row;
@@ -199,12 +203,13 @@ void launch_add_rms_norm(const void* h, float* residual, const float* w, float e
 
 // ---- gated_rms_norm --------------------------------------------------------------------------
 template <typename T, int V, int K, bool kWarp>
-__global__ void gated_rms_norm_kernel(const T* __restrict__ y,  // {rows, dim}
-                                      const T* __restrict__ z,  // {rows, dim}, z_stride apart
-                                      int64_t z_stride,
-                                      const float* __restrict__ w,     // {dim}
-                                      float eps, T* __restrict__ out,  // {rows, dim}
-                                      int64_t rows, int64_t dim, int64_t group_size) {
+__global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
+    gated_rms_norm_kernel(const T* __restrict__ y,  // {rows, dim}
+                          const T* __restrict__ z,  // {rows, dim}, z_stride apart
+                          int64_t z_stride,
+                          const float* __restrict__ w,     // {dim}
+                          float eps, T* __restrict__ out,  // {rows, dim}
+                          int64_t rows, int64_t dim, int64_t group_size) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     const int64_t n_group = dim / group_size;

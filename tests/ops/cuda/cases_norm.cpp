@@ -1,7 +1,8 @@
 // Op-test cases: cuda::add_rms_norm, cuda::gated_rms_norm and cuda::add_bias against their CPU
 // twins (add_bias against its one-line definition). Shapes cover the warp-per-row (dim <= 1024)
-// and block-per-row kernels, the 4-wide and scalar paths (dims, strides not multiples of 4), the
-// model shapes (130m, 2.7b, Codestral) and n_group 1 and 8.
+// and block-per-row kernels at every register depth and the looping block, the 4-wide and scalar
+// paths (dims, strides not multiples of 4), the model shapes (130m, 2.7b, Codestral) and n_group 1
+// and 8.
 #include <string>
 
 #include "ops/cpu/ops.h"
@@ -108,15 +109,23 @@ DUALITY_OP_CASES(norm) {
         add_rms_norm_case(4, 1030, false, act);    // block, scalar
         add_rms_norm_case(2, 8192, false, act);    // wide block
         add_rms_norm_case(300, 1024, false, act);  // many rows, widest warp path
+        // Every register depth K of the block and warp teams (norm.cu, team_shape), and the loop.
+        add_rms_norm_case(3, 384, false, act);    // warp, K = 4
+        add_rms_norm_case(2, 12288, false, act);  // block, K = 4
+        add_rms_norm_case(2, 20480, false, act);  // block, K = 8
+        add_rms_norm_case(1, 40000, false, act);  // block loop (K = 0)
+        add_rms_norm_case(2, 40001, false, act);  // block loop, scalar
 
         // gated_rms_norm: z rows in a wider buffer as in zxbcdt (2·E + 2GN + H).
-        gated_case(3, 1536, 1536, 3352, act);   // 130m, G = 1
-        gated_case(4, 5120, 5120, 10576, act);  // 2.7b, G = 1
-        gated_case(2, 8192, 1024, 18560, act);  // codestral, G = 8
-        gated_case(1, 8192, 8192, 8192, act);   // G = 1 at 8192, decode
-        gated_case(7, 512, 64, 1100, act);      // G = 8, small groups
-        gated_case(33, 1536, 1536, 1536, act);  // dense z
-        gated_case(3, 200, 25, 211, act);       // scalar path (odd group, stride)
+        gated_case(3, 1536, 1536, 3352, act);     // 130m, G = 1
+        gated_case(4, 5120, 5120, 10576, act);    // 2.7b, G = 1
+        gated_case(2, 8192, 1024, 18560, act);    // codestral, G = 8
+        gated_case(1, 8192, 8192, 8192, act);     // G = 1 at 8192, decode
+        gated_case(7, 512, 64, 1100, act);        // G = 8, small groups
+        gated_case(33, 1536, 1536, 1536, act);    // dense z
+        gated_case(3, 200, 25, 211, act);         // scalar path (odd group, stride)
+        gated_case(2, 20480, 20480, 20480, act);  // block, K = 8
+        gated_case(1, 40000, 40000, 40000, act);  // block loop (K = 0)
 
         // add_bias
         add_bias_case(5, 3352, 3352, act);

@@ -573,9 +573,6 @@ class CudaModel final : public Model {
         batch_.n_tokens = T;
         batch_.cu_seqlens = ws_.cu_seqlens;
         batch_.slots = ws_.slots;
-        // The decode rows of a mixed pass.
-        decode_batch_ = batch_;
-        decode_batch_.n_seq = decode_batch_.n_tokens = n_dec_;
         // The prefill rows of a mixed (or pure prefill) pass, with their chunking.
         prefill_batch_ = cuda::VarlenBatch{};  // empty in decode passes
         if (!decode) {
@@ -631,6 +628,8 @@ class CudaModel final : public Model {
         const int64_t conv_dim = c_.conv_dim();
         const size_t el = dtype_size(act_);
         const char* zxbcdt = static_cast<const char*>(ws_.zxbcdt);
+        cuda::VarlenBatch decode_rows = batch_;  // a mixed pass's leading one-token sequences
+        decode_rows.n_seq = decode_rows.n_tokens = n_dec_;
         cuda::embedding(ws_.tokens, T, weights_.embedding, D, ws_.h, act_, s);
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
@@ -662,7 +661,7 @@ class CudaModel final : public Model {
             if (decode) {
                 cuda::ssm_decode(ssd, dt, act_, s);
             } else {
-                if (n_dec_ > 0) cuda::ssm_decode(ssd_rows(ssd, 0, decode_batch_), dt, act_, s);
+                if (n_dec_ > 0) cuda::ssm_decode(ssd_rows(ssd, 0, decode_rows), dt, act_, s);
                 if (prefill_batch_.n_seq > 0) {
                     cuda::dt_softplus(zxbcdt + (n_dec_ * n_in + E + conv_dim) * el, n_in, w.dt_bias,
                                       c_.dt_min, c_.dt_max, ws_.dt, T - n_dec_, c_.n_head, act_, s);
@@ -741,8 +740,7 @@ class CudaModel final : public Model {
     cuda::PinnedBuffer staging_;             // the pass description, host side
     cuda::PinnedBuffer sample_staging_;      // {R} DeviceSampling, then {R} sampled ids
     cuda::VarlenBatch batch_{};              // the pass
-    cuda::VarlenBatch decode_batch_{};       // its leading one-token sequences (mixed passes)
-    cuda::VarlenBatch prefill_batch_{};      // the rest, renumbered from row 0, with SSD chunks
+    cuda::VarlenBatch prefill_batch_{};      // after the n_dec_ one-token rows, renumbered, chunked
     int64_t n_dec_ = 0;                      // decode sequences (= rows) leading a mixed pass
     std::map<int64_t, cuda::Graph> graphs_;  // decode graph per batch bucket
     std::vector<int64_t> slot_tokens_;

@@ -1,9 +1,12 @@
 #include "ops/cuda/gemm.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
+#include "ops/cuda/gemm_decode.h"
 #include "ops/cuda/gemm_small_m.h"
 
 namespace duality::cuda {
@@ -61,15 +64,23 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         return Status{StatusCode::kInternal, "cannot create a cuBLASLt handle"};
     DUALITY_ASSIGN_OR_RETURN(g.workspace_,
                              DeviceBuffer::allocate(workspace_bytes, "the cuBLASLt workspace"));
+    DUALITY_ASSIGN_OR_RETURN(
+        g.decode_sync_, DeviceBuffer::allocate(kGemmDecodeSyncBytes, "the decode GEMM counters"));
+    DUALITY_CUDA_CHECK(cudaMemset(g.decode_sync_.data(), 0, g.decode_sync_.bytes()));
+    DUALITY_CUDA_CHECK(cudaDeviceSynchronize());  // zero before any stream's first use
+    const char* env = std::getenv("DUALITY_DECODE_GEMM");
+    g.decode_ = env != nullptr && std::strcmp(env, "1") == 0;
     return g;
 }
 
 Gemm::Gemm(Gemm&& o) noexcept
     : handle_(o.handle_),
       workspace_(std::move(o.workspace_)),
+      decode_sync_(std::move(o.decode_sync_)),
       plans_(std::move(o.plans_)),
       algos_(std::move(o.algos_)),
       small_m_(o.small_m_),
+      decode_(o.decode_),
       algo_index_(o.algo_index_),
       candidates_(o.candidates_) {
     o.handle_ = nullptr;
@@ -82,9 +93,11 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         handle_ = o.handle_;
         o.handle_ = nullptr;
         workspace_ = std::move(o.workspace_);
+        decode_sync_ = std::move(o.decode_sync_);
         plans_ = std::move(o.plans_);
         algos_ = std::move(o.algos_);
         small_m_ = o.small_m_;
+        decode_ = o.decode_;
         algo_index_ = o.algo_index_;
         candidates_ = o.candidates_;
     }
@@ -200,11 +213,24 @@ const Gemm::Plan& Gemm::plan(const Key& key) {
     return *plans_.emplace(key, std::move(p)).first->second;
 }
 
+bool Gemm::uses_decode_kernel(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
+                              int64_t n, int64_t k, DType act) const {
+    return decode_ && m >= 2 && m <= kDecodeMaxM && decode_sync_.data() != nullptr &&
+           gemm_decode_supports(a, lda, w, y_dtype, m, n, k, act) &&
+           gemm_decode_workspace_bytes(m, n, k) <= workspace_.bytes();
+}
+
 void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
                int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
     if (m == 0 || n == 0) return;
     if (small_m_ && gemm_small_m_supports(a, lda, w, y_dtype, m, k, act)) {
         gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, stream);
+        return;
+    }
+    if (uses_decode_kernel(a, lda, w, y_dtype, m, n, k, act)) {
+        // The partial tiles share cuBLASLt's workspace: both run in stream order.
+        gemm_decode(a, lda, w, y, ldy, y_dtype, m, n, k, act, workspace_.data(), workspace_.bytes(),
+                    decode_sync_.as<uint32_t>(), stream);
         return;
     }
     const Plan& p = plan(key(a, lda, w, y, ldy, y_dtype, m, n, k, act));

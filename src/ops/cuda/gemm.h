@@ -7,6 +7,8 @@
 // algorithm per the same key with m rounded up to a power of two (a prefill piece of a new length
 // reuses its bucket's algorithm when cuBLASLt accepts it for that m), so steady-state calls (and
 // CUDA-graph capture) do no host-side search and new lengths do not load new kernels.
+// For 2 <= m <= 64 the decode GEMM (gemm_decode.cu) can replace cuBLASLt when switched on: off by
+// default; set_decode_kernel(true) or DUALITY_DECODE_GEMM=1 at create() turns it on.
 #pragma once
 
 #include <cublasLt.h>
@@ -36,6 +38,14 @@ class Gemm {
 
     // Off: every product goes to cuBLASLt (benchmarks compare the two).
     void set_small_m_kernel(bool on) { small_m_ = on; }
+    // On: products with 2 ≤ m ≤ 64 that gemm_decode_supports() takes (f16/bf16, k % 64 == 0,
+    // 16-byte aligned a and w) go to the decode GEMM (gemm_decode.cu) instead of cuBLASLt.
+    // Off by default (DUALITY_DECODE_GEMM=1 at create() turns it on).
+    void set_decode_kernel(bool on) { decode_ = on; }
+    bool decode_kernel() const { return decode_; }
+    // Whether run() would send this product to the decode GEMM (tests and benchmarks).
+    bool uses_decode_kernel(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
+                            int64_t n, int64_t k, DType act) const;
 
     // For benchmarks: run the i-th algorithm cuBLASLt's heuristic proposes (0, the default, is
     // its first choice) instead of the first; an index past the candidates means the last one.
@@ -61,10 +71,12 @@ class Gemm {
                    DType y_dtype, int64_t m, int64_t n, int64_t k, DType act);
 
     cublasLtHandle_t handle_ = nullptr;
-    DeviceBuffer workspace_;
+    DeviceBuffer workspace_;    // cuBLASLt's, and the decode GEMM's partial tiles
+    DeviceBuffer decode_sync_;  // the decode GEMM's counters (zeroed once, left zero by each call)
     std::map<Key, std::unique_ptr<Plan>> plans_;
     std::map<Key, std::vector<cublasLtMatmulAlgo_t>> algos_;  // by bucket (m a power of two)
     bool small_m_ = true;
+    bool decode_ = false;
     int algo_index_ = 0;
     int candidates_ = 1;
 };

@@ -1,0 +1,42 @@
+// The decode GEMM behind Gemm::run for 2 ≤ m ≤ 64 rows when it is switched on (off by default:
+// Gemm::set_decode_kernel, DUALITY_DECODE_GEMM=1); see gemm_decode.cu. Draft: not yet run on a
+// GPU (docs/architecture.md, "Decode GEMM").
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "duality/types.h"
+
+namespace duality::cuda {
+
+constexpr int64_t kDecodeMaxM = 64;  // the most rows gemm_decode takes
+// Bytes of gemm_decode's tile counters (a u32 per CTA, at most 4096 CTAs). The caller zeroes
+// them once; every call leaves them zero again.
+constexpr size_t kGemmDecodeSyncBytes = size_t{4096} * sizeof(uint32_t);
+
+// Whether gemm_decode handles these operands: act f16 or bf16, y_dtype act or f32,
+// 1 ≤ m ≤ kDecodeMaxM, k a positive multiple of 64, lda ≥ k a multiple of 8, a and w 16-byte
+// aligned. y may have any alignment and any ldy ≥ n (vector stores where they are aligned).
+bool gemm_decode_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
+                          int64_t n, int64_t k, DType act);
+
+// Bytes of scratch gemm_decode needs on the current device for these sizes: the f32 partial
+// tiles of the tiles split across CTAs (two slots per CTA, m × BN floats each, BN = 64 or 128:
+// at most 8.25 MiB for m = 64 on a 132-SM H200). Stream-ordered scratch: it may be shared with
+// other kernels of the same stream (the cuBLASLt workspace), not with a concurrent gemm_decode.
+size_t gemm_decode_workspace_bytes(int64_t m, int64_t n, int64_t k);
+
+// y {m, n} (y_dtype: act or f32, rows ldy apart) = a {m, k} · w {n, k}ᵀ with f32 accumulation,
+// deterministic (the summation order depends only on the shape and the device's SM count).
+// workspace: at least gemm_decode_workspace_bytes(m, n, k) bytes of scratch. sync:
+// kGemmDecodeSyncBytes, zeroed before the first call and not touched by anything else (each
+// call leaves it zero), used by one stream at a time. No allocation, no host synchronization:
+// capturable in CUDA graphs. Launched as a programmatic dependent launch (core/cuda/pdl.cuh).
+void gemm_decode(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
+                 int64_t m, int64_t n, int64_t k, DType act, void* workspace,
+                 size_t workspace_bytes, uint32_t* sync, cudaStream_t stream);
+
+}  // namespace duality::cuda

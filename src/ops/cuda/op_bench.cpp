@@ -12,6 +12,7 @@
 #include "core/cuda/stream.h"
 #include "engine/roofline.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/gemm_decode.h"
 #include "ops/cuda/ops.h"
 #include "ops/op_bench.h"
 
@@ -168,8 +169,9 @@ class Bench {
         gemm_rows("out_proj", m, shape, gated, c_.d_inner, w_out_, h, c_.d_model, rows);
     }
 
-    // y {m, n} = a {m, k} · w {n, k}ᵀ as the row `name`, and with --gemm-algos each cuBLASLt
-    // candidate as "<name>/lt<i>" (lt2: the heuristic's third choice).
+    // y {m, n} = a {m, k} · w {n, k}ᵀ as the row `name`; for 2 <= m <= kDecodeMaxM the decode GEMM
+    // (gemm_decode.cu) as "<name>/decode" whatever DUALITY_DECODE_GEMM says; and with --gemm-algos
+    // each cuBLASLt candidate as "<name>/lt<i>" (lt2: the heuristic's third choice).
     void gemm_rows(const std::string& name, int64_t m, const std::string& shape,
                    const DeviceBuffer& a, int64_t k, const DeviceBuffer& w, const DeviceBuffer& y,
                    int64_t n, std::vector<OpBenchRow>* rows) {
@@ -178,6 +180,17 @@ class Bench {
         const double bytes = (md * kd + nd * kd + md * nd) * a_, flops = 2 * md * nd * kd;
         add(rows, name, shape, bytes, flops,
             [&] { gemm_.run(a.data(), k, w.data(), y.data(), n, o_.act, m, n, k, o_.act, s_); });
+        if (m >= 2 && m <= cuda::kDecodeMaxM) {
+            survey_.set_decode_kernel(true);
+            if (survey_.uses_decode_kernel(a.data(), k, w.data(), o_.act, m, n, k, o_.act)) {
+                add(rows, name + "/decode", shape, bytes, flops, [&] {
+                    survey_.run(a.data(), k, w.data(), y.data(), n, o_.act, m, n, k, o_.act, s_);
+                });
+            } else {
+                rows->push_back({name + "/decode", shape, 0, 0, 0, "not supported"});
+            }
+            survey_.set_decode_kernel(false);
+        }
         if (o_.gemm_algos <= 0) return;
         survey_.set_small_m_kernel(false);
         const int n_algos =

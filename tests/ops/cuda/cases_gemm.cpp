@@ -1,7 +1,11 @@
 // GEMM cases: Gemm::run (cuBLASLt, or the skinny kernel for m = 1) against cpu::gemm,
-// in the model's real shapes, with row strides, f32 and act-typed outputs.
+// in the model's real shapes, with row strides, f32 and act-typed outputs. "_decode" cases force
+// the decode GEMM (gemm_decode.cu) on for 2 ≤ m ≤ 64; gemm_decode_repeat cases check that it is
+// bit-identical from run to run, across other products in between and inside a CUDA graph.
 #include <memory>
+#include <stdexcept>
 
+#include "core/cuda/stream.h"
 #include "ops/cpu/ops.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/op_util.h"
@@ -14,13 +18,14 @@ struct GemmShape {
     const char* name;
     int64_t m, n, k, lda_pad;  // lda = k + lda_pad
     bool f32_out, small_m_kernel;
+    bool decode_kernel = false;  // force the decode GEMM on (and fail if it is not taken)
 };
 
 void add_case(const GemmShape& s, DType act) {
     OpCase c;
     c.name = std::string("gemm/") + s.name + "_m" + std::to_string(s.m) +
-             (s.f32_out ? "_f32out" : "") + (s.small_m_kernel ? "" : "_cublaslt") + "/" +
-             std::string(dtype_name(act));
+             (s.f32_out ? "_f32out" : "") + (s.small_m_kernel ? "" : "_cublaslt") +
+             (s.decode_kernel ? "_decode" : "") + "/" + std::string(dtype_name(act));
     c.tol = default_tolerance(act);
     c.run = [s, act] {
         std::mt19937 rng(static_cast<uint32_t>(s.m * 1000003 + s.n * 31 + s.k));
@@ -38,6 +43,10 @@ void add_case(const GemmShape& s, DType act) {
         auto gemm = cuda::Gemm::create();
         if (!gemm) throw std::runtime_error(gemm.status().message());
         gemm->set_small_m_kernel(s.small_m_kernel);
+        gemm->set_decode_kernel(s.decode_kernel);
+        if (s.decode_kernel &&
+            !gemm->uses_decode_kernel(da.data(), lda, dw.data(), y_dtype, s.m, s.n, s.k, act))
+            throw std::runtime_error("the product does not take the decode GEMM");
         gemm->run(da.data(), lda, dw.data(), dy.data(), s.n, y_dtype, s.m, s.n, s.k, act, nullptr);
         DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
         return std::vector<Output>{
@@ -64,6 +73,80 @@ DUALITY_OP_CASES(gemm) {
     };
     for (const GemmShape& s : shapes)
         for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
+
+    // The decode GEMM (f16/bf16 only): the model's shapes at decode batch sizes (one, two, four
+    // and eight n8 tiles of m, partly filled), strided a, and a ragged n whose last tile is
+    // partial and whose rows (ldy = n = 1003) take the scalar stores.
+    const GemmShape decode_shapes[] = {
+        {"in_proj_130m", 0, 3352, 768, 0, false, true, true},
+        {"in_proj_2.7b", 0, 10576, 2560, 0, false, true, true},
+        {"out_proj_2.7b", 0, 2560, 5120, 0, false, true, true},
+        {"lm_head_2.7b", 0, 50288, 2560, 0, true, true, true},
+    };
+    for (GemmShape s : decode_shapes)
+        for (int64_t m : {2, 5, 16, 33, 64}) {
+            s.m = m;
+            for (DType act : {DType::kF16, DType::kBF16}) add_case(s, act);
+        }
+    for (DType act : {DType::kF16, DType::kBF16}) {
+        add_case({"strided_a", 4, 96, 64, 40, false, true, true}, act);
+        add_case({"ragged_n", 7, 1003, 128, 8, false, true, true}, act);
+        add_case({"ragged_n", 40, 1003, 128, 8, true, true, true}, act);
+    }
+}
+
+// Runs y = a · wᵀ with the decode GEMM three ways: twice directly, with a product of another
+// shape in between (its own split tiles and counters), and replayed twice from a CUDA graph;
+// every result must equal the first bit for bit.
+void add_decode_repeat_case(const char* name, int64_t m, int64_t n, int64_t k, DType act) {
+    OpCase c;
+    c.name = std::string("gemm_decode_repeat/") + name + "_m" + std::to_string(m) + "/" +
+             std::string(dtype_name(act));
+    c.tol = Tolerance{0.0, 0.0, 0.0};  // bit-identical
+    c.run = [=] {
+        std::mt19937 rng(static_cast<uint32_t>(m * 7919 + n * 17 + k));
+        const float scale = 1.0f / std::sqrt(static_cast<float>(k));
+        auto da = upload_as(act, rounded(act, normal(rng, static_cast<size_t>(m * k))));
+        auto dw =
+            upload_as(act, rounded(act, normal(rng, static_cast<size_t>(n * k), 0.0f, scale)));
+        const int64_t n2 = 3352, k2 = 768;  // the product in between
+        auto da2 = upload_as(act, rounded(act, normal(rng, static_cast<size_t>(m * k2))));
+        auto dw2 = upload_as(act, normal(rng, static_cast<size_t>(n2 * k2), 0.0f, 0.03f));
+        const size_t bytes = static_cast<size_t>(m * n) * dtype_size(act);
+        cuda::DeviceBuffer y1(bytes), y2(bytes), y3(bytes), y_other(m * n2 * dtype_size(act));
+        auto gemm = cuda::Gemm::create();
+        if (!gemm) throw std::runtime_error(gemm.status().message());
+        gemm->set_decode_kernel(true);
+        if (!gemm->uses_decode_kernel(da.data(), k, dw.data(), act, m, n, k, act) ||
+            !gemm->uses_decode_kernel(da2.data(), k2, dw2.data(), act, m, n2, k2, act))
+            throw std::runtime_error("the products do not take the decode GEMM");
+        cuda::Stream stream;
+        const cudaStream_t s = stream.get();
+        auto run = [&](cuda::DeviceBuffer& y) {
+            gemm->run(da.data(), k, dw.data(), y.data(), n, act, m, n, k, act, s);
+        };
+        run(y1);
+        gemm->run(da2.data(), k2, dw2.data(), y_other.data(), n2, act, m, n2, k2, act, s);
+        run(y2);
+        cuda::Graph g = cuda::Graph::capture(s, [&] { run(y3); });
+        DUALITY_CUDA_CHECK(cudaMemsetAsync(y3.data(), 0, bytes, s));
+        g.launch(s);
+        g.launch(s);
+        stream.sync();
+        const auto get = [&](const cuda::DeviceBuffer& y) {
+            return download_as_f32(act, y.data(), static_cast<size_t>(m * n));
+        };
+        const std::vector<float> first = get(y1);
+        return std::vector<Output>{{"rerun", first, get(y2)}, {"graph", first, get(y3)}};
+    };
+    register_case(std::move(c));
+}
+
+DUALITY_OP_CASES(gemm_decode_repeat) {
+    for (DType act : {DType::kF16, DType::kBF16}) {
+        add_decode_repeat_case("out_proj_2.7b", 64, 2560, 5120, act);  // every tile split
+        add_decode_repeat_case("in_proj_2.7b", 33, 10576, 2560, act);
+    }
 }
 
 }  // namespace

@@ -68,8 +68,10 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         g.decode_sync_, DeviceBuffer::allocate(kGemmDecodeSyncBytes, "the decode GEMM counters"));
     DUALITY_CUDA_CHECK(cudaMemset(g.decode_sync_.data(), 0, g.decode_sync_.bytes()));
     DUALITY_CUDA_CHECK(cudaDeviceSynchronize());  // zero before any stream's first use
-    const char* env = std::getenv("DUALITY_DECODE_GEMM");
-    g.decode_ = env != nullptr && std::strcmp(env, "1") == 0;
+    if (const char* env = std::getenv("DUALITY_DECODE_GEMM")) {
+        if (std::strcmp(env, "0") == 0) g.decode_ = DecodeKernel::kOff;
+        if (std::strcmp(env, "1") == 0) g.decode_ = DecodeKernel::kOn;
+    }
     return g;
 }
 
@@ -213,9 +215,28 @@ const Gemm::Plan& Gemm::plan(const Key& key) {
     return *plans_.emplace(key, std::move(p)).first->second;
 }
 
+namespace {
+
+// Where the decode GEMM beat cuBLASLt on an H200 (2026-12-01, bf16, `duality bench`): products
+// with at most 16 rows and n ≤ 4096 (out_proj-like shapes). The 2.7b out_proj took 9.6-9.9 µs
+// against cuBLASLt's 14-15 µs at m = 2, 8 and 16, and whole decode steps at batch 8 went from
+// 3.33 to 3.23 ms (2.7b) and from 0.581 to 0.494 ms (130m). It lost on the 2.7b in_proj (n 10576:
+// 17.7-19.1 against 15.7-17.0 µs) and at m = 64, where its mma.sync loop, reading a's fragments
+// through L1 once per warp, is slower than cuBLASLt's pipelines (130m steps at batch 64: 1.254
+// against 1.180 ms). Between 17 and 32 rows the op and step timings disagreed, so cuBLASLt keeps
+// them.
+bool decode_kernel_pays(int64_t m, int64_t n, int64_t /*k*/) {
+    return m <= 16 && n <= 4096;
+}
+
+}  // namespace
+
 bool Gemm::uses_decode_kernel(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
                               int64_t n, int64_t k, DType act) const {
-    return decode_ && m >= 2 && m <= kDecodeMaxM && decode_sync_.data() != nullptr &&
+    if (decode_ == DecodeKernel::kOff ||
+        (decode_ == DecodeKernel::kAuto && !decode_kernel_pays(m, n, k)))
+        return false;
+    return m >= 2 && m <= kDecodeMaxM && decode_sync_.data() != nullptr &&
            gemm_decode_supports(a, lda, w, y_dtype, m, n, k, act) &&
            gemm_decode_workspace_bytes(m, n, k) <= workspace_.bytes();
 }

@@ -7,8 +7,9 @@
 // algorithm per the same key with m rounded up to a power of two (a prefill piece of a new length
 // reuses its bucket's algorithm when cuBLASLt accepts it for that m), so steady-state calls (and
 // CUDA-graph capture) do no host-side search and new lengths do not load new kernels.
-// For 2 <= m <= 64 the decode GEMM (gemm_decode.cu) can replace cuBLASLt when switched on: off by
-// default; set_decode_kernel(true) or DUALITY_DECODE_GEMM=1 at create() turns it on.
+// For 2 <= m <= 64 the decode GEMM (gemm_decode.cu) replaces cuBLASLt on the shapes where it was
+// measured faster (decode_kernel_pays in gemm.cpp); DUALITY_DECODE_GEMM=0 at create() turns it
+// off, =1 sends every product it supports to it.
 #pragma once
 
 #include <cublasLt.h>
@@ -38,11 +39,14 @@ class Gemm {
 
     // Off: every product goes to cuBLASLt (benchmarks compare the two).
     void set_small_m_kernel(bool on) { small_m_ = on; }
-    // On: products with 2 ≤ m ≤ 64 that gemm_decode_supports() takes (f16/bf16, k % 64 == 0,
-    // 16-byte aligned a and w) go to the decode GEMM (gemm_decode.cu) instead of cuBLASLt.
-    // Off by default (DUALITY_DECODE_GEMM=1 at create() turns it on).
-    void set_decode_kernel(bool on) { decode_ = on; }
-    bool decode_kernel() const { return decode_; }
+    // The decode GEMM (gemm_decode.cu) for products with 2 ≤ m ≤ 64 that gemm_decode_supports()
+    // takes (f16/bf16, k % 64 == 0, 16-byte aligned a and w): kAuto (the default) where it was
+    // measured faster than cuBLASLt, kOn for all of them, kOff for none. DUALITY_DECODE_GEMM=0 or
+    // 1 at create() selects kOff or kOn.
+    enum class DecodeKernel { kOff, kAuto, kOn };
+    void set_decode_kernel(DecodeKernel mode) { decode_ = mode; }
+    void set_decode_kernel(bool on) { decode_ = on ? DecodeKernel::kOn : DecodeKernel::kOff; }
+    DecodeKernel decode_kernel() const { return decode_; }
     // Whether run() would send this product to the decode GEMM (tests and benchmarks).
     bool uses_decode_kernel(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
                             int64_t n, int64_t k, DType act) const;
@@ -76,7 +80,7 @@ class Gemm {
     std::map<Key, std::unique_ptr<Plan>> plans_;
     std::map<Key, std::vector<cublasLtMatmulAlgo_t>> algos_;  // by bucket (m a power of two)
     bool small_m_ = true;
-    bool decode_ = false;
+    DecodeKernel decode_ = DecodeKernel::kAuto;
     int algo_index_ = 0;
     int candidates_ = 1;
 };

@@ -1,6 +1,6 @@
-// The decode GEMM behind Gemm::run for 2 ≤ m ≤ 64 rows when it is switched on (off by default:
-// Gemm::set_decode_kernel, DUALITY_DECODE_GEMM=1); see gemm_decode.cu. Draft: not yet run on a
-// GPU (docs/architecture.md, "Decode GEMM").
+// The decode GEMM behind Gemm::run for products of 2 ≤ m ≤ 64 rows: used where it was measured
+// faster than cuBLASLt (Gemm::DecodeKernel::kAuto, gemm.cpp), for all supported products with
+// DUALITY_DECODE_GEMM=1, never with DUALITY_DECODE_GEMM=0; see gemm_decode.cu.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -13,7 +13,7 @@
 namespace duality::cuda {
 
 constexpr int64_t kDecodeMaxM = 64;  // the most rows gemm_decode takes
-// Bytes of gemm_decode's tile counters (a u32 per CTA, at most 4096 CTAs). The caller zeroes
+// Bytes of gemm_decode's counters (a u32 per group of rows, at most 4096). The caller zeroes
 // them once; every call leaves them zero again.
 constexpr size_t kGemmDecodeSyncBytes = size_t{4096} * sizeof(uint32_t);
 
@@ -24,9 +24,9 @@ bool gemm_decode_supports(const void* a, int64_t lda, const void* w, DType y_dty
                           int64_t n, int64_t k, DType act);
 
 // Bytes of scratch gemm_decode needs on the current device for these sizes: the f32 partial
-// tiles of the tiles split across CTAs (two slots per CTA, m × BN floats each, BN = 64 or 128:
-// at most 8.25 MiB for m = 64 on a 132-SM H200). Stream-ordered scratch: it may be shared with
-// other kernels of the same stream (the cuBLASLt workspace), not with a concurrent gemm_decode.
+// tiles of the groups whose k is split across CTAs (m × rows floats per CTA; the plan keeps it at
+// most 16 MiB). Stream-ordered scratch: it may be shared with other kernels of the same stream
+// (the cuBLASLt workspace), not with a concurrent gemm_decode.
 size_t gemm_decode_workspace_bytes(int64_t m, int64_t n, int64_t k);
 
 // y {m, n} (y_dtype: act or f32, rows ldy apart) = a {m, k} · w {n, k}ᵀ with f32 accumulation,

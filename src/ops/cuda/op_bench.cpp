@@ -189,7 +189,7 @@ class Bench {
             } else {
                 rows->push_back({name + "/decode", shape, 0, 0, 0, "not supported"});
             }
-            survey_.set_decode_kernel(false);
+            survey_.set_decode_kernel(cuda::Gemm::DecodeKernel::kOff);
         }
         if (o_.gemm_algos <= 0) return;
         survey_.set_small_m_kernel(false);

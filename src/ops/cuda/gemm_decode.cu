@@ -50,8 +50,8 @@ namespace duality::cuda {
 namespace {
 
 constexpr int kWarps = 8, kThreads = kWarps * 32;  // two CTAs per SM
-constexpr int kStripRows = 16;                      // rows of w per warp: the MMA's M
-constexpr int kKB = 64;                             // k per step: 128 bytes of a w row
+constexpr int kStripRows = 16;                     // rows of w per warp: the MMA's M
+constexpr int kKB = 64;                            // k per step: 128 bytes of a w row
 constexpr int kMaxGroups = static_cast<int>(kGemmDecodeSyncBytes / sizeof(uint32_t));
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
@@ -72,8 +72,8 @@ template <typename T>
 struct Mma;
 template <>
 struct Mma<__nv_bfloat16> {
-    __device__ static __forceinline__ void run(float (&d)[4], uint32_t a0, uint32_t a1,
-                                               uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+    __device__ static __forceinline__ void run(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                               uint32_t a3, uint32_t b0, uint32_t b1) {
         asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
             "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -82,8 +82,8 @@ struct Mma<__nv_bfloat16> {
 };
 template <>
 struct Mma<__half> {
-    __device__ static __forceinline__ void run(float (&d)[4], uint32_t a0, uint32_t a1,
-                                               uint32_t a2, uint32_t a3, uint32_t b0, uint32_t b1) {
+    __device__ static __forceinline__ void run(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                               uint32_t a3, uint32_t b0, uint32_t b1) {
         asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
             "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
             : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
@@ -135,13 +135,13 @@ __device__ __forceinline__ void load_w(uint4 (&w)[4], const T* w0, const T* w1, 
 
 template <typename T, typename Y, int kMT>
 __global__ void __launch_bounds__(kThreads, 2) gemm_decode_kernel(Params p) {
-    constexpr int kDepth = kMT >= 8 ? 2 : 3;  // steps of w in flight per thread
+    constexpr int kDepth = kMT >= 8 ? 2 : 3;      // steps of w in flight per thread
     extern __shared__ __align__(16) float red[];  // {kWarps, 4·kMT, 32}: the k-warps' sums
     __shared__ int s_last;
 
     const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
     const int g = lane / 4, t = lane % 4;
-    const int sw = warp / p.kw, kw = warp % p.kw;  // strip in the CTA, part of k
+    const int sw = warp / p.kw, kw = warp % p.kw;   // strip in the CTA, part of k
     const int rows = (kWarps / p.kw) * kStripRows;  // rows of w per CTA
     const int group = static_cast<int>(blockIdx.x) / p.splits;
     const int split = static_cast<int>(blockIdx.x) % p.splits;
@@ -197,7 +197,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemm_decode_kernel(Params p) {
 #pragma unroll
             for (int j = 0; j < kMT; ++j)
 #pragma unroll
-                for (int e = 0; e < 4; ++e) red[(warp * 4 * kMT + 4 * j + e) * 32 + lane] = acc[j][e];
+                for (int e = 0; e < 4; ++e)
+                    red[(warp * 4 * kMT + 4 * j + e) * 32 + lane] = acc[j][e];
         }
         __syncthreads();
         if (kw == 0) {
@@ -314,8 +315,8 @@ Plan plan(int64_t m, int64_t n, int64_t k) {
             if (longest < kw) break;  // every warp gets a step
             const int64_t tasks = static_cast<int64_t>(pl.groups) * s;
             const auto tile = static_cast<double>(m) * pl.rows * sizeof(float);
-            double cost = static_cast<double>((tasks + slots - 1) / slots) *
-                          ((longest + kw - 1) / kw + 1);
+            double cost =
+                static_cast<double>((tasks + slots - 1) / slots) * ((longest + kw - 1) / kw + 1);
             if (s > 1) cost += s * tile / 65536.0 + 0.5;
             const size_t workspace = s > 1 ? static_cast<size_t>(tasks * tile) : 0;
             if (workspace > (size_t{16} << 20)) continue;
@@ -335,10 +336,10 @@ template <typename T, typename Y, int kMT>
 void launch(const Params& prm, const Plan& pl, cudaStream_t stream) {
     auto* kernel = gemm_decode_kernel<T, Y, kMT>;
     if (pl.smem > 48 * 1024)
-        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(
-            kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(pl.smem)));
-    pdl::launch(kernel, dim3(static_cast<unsigned>(pl.groups * pl.splits)), dim3(kThreads),
-                pl.smem, stream, prm);
+        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(pl.smem)));
+    pdl::launch(kernel, dim3(static_cast<unsigned>(pl.groups * pl.splits)), dim3(kThreads), pl.smem,
+                stream, prm);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 

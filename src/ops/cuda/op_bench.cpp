@@ -123,8 +123,8 @@ class Bench {
         DUALITY_ASSIGN_OR_RETURN(gemm_, cuda::Gemm::create());
         // The survey GEMM times the decode kernel and, with --gemm-algos, cuBLASLt's candidates.
         DUALITY_ASSIGN_OR_RETURN(
-            survey_, cuda::Gemm::create(size_t{32} << 20,
-                                        o_.gemm_algos > 0 ? cuda::Gemm::kMaxAlgos : 1));
+            survey_,
+            cuda::Gemm::create(size_t{32} << 20, o_.gemm_algos > 0 ? cuda::Gemm::kMaxAlgos : 1));
         return Status::ok();
     }
 

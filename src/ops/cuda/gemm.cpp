@@ -219,12 +219,11 @@ namespace {
 
 // Where the decode GEMM beat cuBLASLt on an H200 (2026-12-01, bf16, `duality bench`): products
 // with at most 16 rows and n ≤ 4096 (out_proj-like shapes). The 2.7b out_proj took 9.6-9.9 µs
-// against cuBLASLt's 14-15 µs at m = 2, 8 and 16, and whole decode steps at batch 8 went from
+// against cuBLASLt's 11.6-15 µs at m = 2, 8 and 16, and whole decode steps at batch 8 went from
 // 3.33 to 3.23 ms (2.7b) and from 0.581 to 0.494 ms (130m). It lost on the 2.7b in_proj (n 10576:
-// 17.7-19.1 against 15.7-17.0 µs) and at m = 64, where its mma.sync loop, reading a's fragments
-// through L1 once per warp, is slower than cuBLASLt's pipelines (130m steps at batch 64: 1.254
-// against 1.180 ms). Between 17 and 32 rows the op and step timings disagreed, so cuBLASLt keeps
-// them.
+// 17.5-19.2 against 15.7-17.8 µs) and at m = 64 (2.7b in_proj 36 against 19 µs; 130m steps at
+// batch 64: 1.254 against 1.180 ms, although its ops alone were faster). Between 17 and 32 rows
+// the op and step timings disagreed, so cuBLASLt keeps them.
 bool decode_kernel_pays(int64_t m, int64_t n, int64_t /*k*/) {
     return m <= 16 && n <= 4096;
 }

@@ -1,7 +1,8 @@
 // Decode GEMM: y {m, n} = a {m, k} · w {n, k}ᵀ for 1 ≤ m ≤ 64 rows (a decode step's batch), f16
 // or bf16 operands, f32 accumulation, y in the act dtype or f32. At these m the product is bound
 // by reading w once from HBM; cuBLASLt streams the 2.7b out_proj (26 MB) at only 1.7-1.9 TB/s
-// for m ≤ 16 (14-15 µs), this kernel at 2.7 TB/s (9.6-9.9 µs), measured on an H200.
+// for m ≤ 16 (11.6-15 µs, varying from run to run), this kernel at 2.7 TB/s (9.6-9.9 µs),
+// measured on an H200.
 //
 // Math: mma.sync m16n8k16 (sm_80 and later) computing yᵀ = w · aᵀ: 16 rows of w are the A
 // operand and 8 rows of a the B operand. w goes from HBM straight into registers, never through
@@ -30,16 +31,17 @@
 //
 // Limits (gemm_decode_supports): f16/bf16 activations and weights, y act or f32, m ≤ 64, k a
 // multiple of 64, lda a multiple of 8, a and w 16-byte aligned, n · k < 2^31, at most 4096
-// groups. One stream at a time per workspace/sync buffer. Slower than cuBLASLt at m = 64 and
-// on wide products (the 2.7b in_proj): the B fragments are re-read by every warp, and mma.sync
-// cannot overlap them with the HBM stream as well as cuBLASLt's pipelines do; Gemm uses it only
-// where it was measured faster.
+// groups. One stream at a time per workspace/sync buffer. Slower than cuBLASLt at m ≥ 32 and on
+// wide products (the 2.7b in_proj), for reasons not yet profiled: a variant with two strips per
+// warp, which halves a's L1 traffic per byte of w, was no faster at m = 32 or 64. Gemm uses it
+// only where it was measured faster.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
@@ -67,29 +69,26 @@ __device__ __forceinline__ uint4 ld_stream16(const void* p) {
     return v;
 }
 
-// d += A {16, 16} · B {16, 8}, f32 accumulators, in the operand dtype T.
+// d += A {16, 16} · B {16, 8}, f32 accumulators; `ty` is the PTX operand type.
+#define DUALITY_MMA_M16N8K16(ty)                           \
+    asm("mma.sync.aligned.m16n8k16.row.col.f32." ty "." ty \
+        ".f32 {%0, %1, %2, %3}, "                          \
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"  \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])   \
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1))
+
+// The same in the operand dtype T (bf16 or f16).
 template <typename T>
-struct Mma;
-template <>
-struct Mma<__nv_bfloat16> {
-    __device__ static __forceinline__ void run(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                               uint32_t a3, uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-            "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+__device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                    uint32_t a3, uint32_t b0, uint32_t b1) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        DUALITY_MMA_M16N8K16("bf16");
+    } else {
+        static_assert(std::is_same_v<T, __half>, "bf16 or f16 operands");
+        DUALITY_MMA_M16N8K16("f16");
     }
-};
-template <>
-struct Mma<__half> {
-    __device__ static __forceinline__ void run(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                               uint32_t a3, uint32_t b0, uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
-            "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-    }
-};
+}
+#undef DUALITY_MMA_M16N8K16
 
 struct Params {
     const void* a = nullptr;      // {m, k} act, rows lda apart
@@ -118,8 +117,8 @@ __device__ __forceinline__ void mma_step(float (&acc)[kMT][4], const uint4 (&w)[
             b[j] = __ldg(reinterpret_cast<const uint4*>(a_t + a_off[j] + k0 + blk * 32));
 #pragma unroll
         for (int j = 0; j < kMT; ++j) {
-            Mma<T>::run(acc[j], lo.x, hi.x, lo.y, hi.y, b[j].x, b[j].y);
-            Mma<T>::run(acc[j], lo.z, hi.z, lo.w, hi.w, b[j].z, b[j].w);
+            mma<T>(acc[j], lo.x, hi.x, lo.y, hi.y, b[j].x, b[j].y);
+            mma<T>(acc[j], lo.z, hi.z, lo.w, hi.w, b[j].z, b[j].w);
         }
     }
 }

@@ -30,11 +30,13 @@
 // anyone read stale data); every load into registers comes after it.
 //
 // Limits (gemm_decode_supports): f16/bf16 activations and weights, y act or f32, m ≤ 64, k a
-// multiple of 64, lda a multiple of 8, a and w 16-byte aligned, n · k < 2^31, at most 4096
-// groups. One stream at a time per workspace/sync buffer. Slower than cuBLASLt at m ≥ 32 and on
-// wide products (the 2.7b in_proj), for reasons not yet profiled: a variant with two strips per
-// warp, which halves a's L1 traffic per byte of w, was no faster at m = 32 or 64. Gemm uses it
-// only where it was measured faster.
+// multiple of 64, lda a multiple of 8, a and w 16-byte aligned, n · k, m · lda and m · ldy below
+// 2^31, at most 4096 groups; y is written with scalar stores (any ldy ≥ n, aligned to its element).
+// It does not call pdl::allow_next(): the next kernel launches when it completes. One stream at a
+// time per workspace/sync buffer. Slower than cuBLASLt at m ≥ 32 and on wide products (the 2.7b
+// in_proj), for reasons not yet profiled: a variant with two strips per warp, which halves a's L1
+// traffic per byte of w, was no faster at m = 32 or 64. Gemm uses it only where it was measured
+// faster.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -311,7 +313,9 @@ Plan plan(int64_t m, int64_t n, int64_t k) {
         if (pl.groups > kMaxGroups) continue;
         for (int s = 1; s <= std::min(pl.steps, 32); ++s) {
             const int longest = (pl.steps + s - 1) / s;
-            if (longest < kw) break;  // every warp gets a step
+            if (longest < kw)
+                break;  // no warp idle in the longest slice (a shorter one may
+                        // leave a warp without steps: it adds zeros)
             const int64_t tasks = static_cast<int64_t>(pl.groups) * s;
             const auto tile = static_cast<double>(m) * pl.rows * sizeof(float);
             double cost =
@@ -367,15 +371,26 @@ void launch_y(const Params& prm, DType y_dtype, const Plan& pl, cudaStream_t str
 
 }  // namespace
 
-bool gemm_decode_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
-                          int64_t n, int64_t k, DType act) {
+namespace {
+
+// gemm_decode_supports without the plan.
+bool operands_ok(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m, int64_t n,
+                 int64_t k, DType act) {
     if (act != DType::kF16 && act != DType::kBF16) return false;
     if (y_dtype != act && y_dtype != DType::kF32) return false;
     if (m < 1 || m > kDecodeMaxM || n < 1 || k < kKB || k % kKB != 0) return false;
     if (lda < k || lda % 8 != 0) return false;
     if (!dtype::is_aligned(a, 16) || !dtype::is_aligned(w, 16)) return false;
-    // Element indices stay within int; a plan exists (at most kMaxGroups groups).
-    return n * k < (int64_t{1} << 31) && m * lda < (int64_t{1} << 31) && plan(m, n, k).splits > 0;
+    // Element offsets of w and a stay within int.
+    return n * k < (int64_t{1} << 31) && m * lda < (int64_t{1} << 31);
+}
+
+}  // namespace
+
+bool gemm_decode_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
+                          int64_t n, int64_t k, DType act) {
+    // A plan exists unless n needs more than kMaxGroups groups.
+    return operands_ok(a, lda, w, y_dtype, m, n, k, act) && plan(m, n, k).splits > 0;
 }
 
 size_t gemm_decode_workspace_bytes(int64_t m, int64_t n, int64_t k) {
@@ -386,17 +401,16 @@ void gemm_decode(const void* a, int64_t lda, const void* w, void* y, int64_t ldy
                  int64_t m, int64_t n, int64_t k, DType act, void* workspace,
                  size_t workspace_bytes, uint32_t* sync, cudaStream_t stream) {
     if (m == 0 || n == 0) return;
-    if (!gemm_decode_supports(a, lda, w, y_dtype, m, n, k, act) || !y || !sync || ldy < n ||
-        m * ldy >= (int64_t{1} << 31))
+    const bool ok = operands_ok(a, lda, w, y_dtype, m, n, k, act);
+    const Plan pl = ok ? plan(m, n, k) : Plan{};
+    if (pl.splits == 0 || !y || !sync || ldy < n || m * ldy >= (int64_t{1} << 31))
         fail("gemm_decode: unsupported arguments (see gemm_decode_supports)", "gemm_decode",
              __FILE__, __LINE__);
-    const size_t need = gemm_decode_workspace_bytes(m, n, k);
-    if (workspace_bytes < need || (need > 0 && !workspace))
+    if (workspace_bytes < pl.workspace || (pl.workspace > 0 && !workspace))
         fail("gemm_decode: workspace too small",
              ("m=" + std::to_string(m) + " n=" + std::to_string(n) + " k=" + std::to_string(k))
                  .c_str(),
              __FILE__, __LINE__);
-    const Plan pl = plan(m, n, k);
     Params prm;
     prm.a = a;
     prm.w = w;

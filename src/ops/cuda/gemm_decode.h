@@ -19,7 +19,7 @@ constexpr size_t kGemmDecodeSyncBytes = size_t{4096} * sizeof(uint32_t);
 
 // Whether gemm_decode handles these operands: act f16 or bf16, y_dtype act or f32,
 // 1 ≤ m ≤ kDecodeMaxM, k a positive multiple of 64, lda ≥ k a multiple of 8, a and w 16-byte
-// aligned. y may have any alignment and any ldy ≥ n (vector stores where they are aligned).
+// aligned. y: any ldy ≥ n with m · ldy < 2^31, aligned to its element (scalar stores).
 bool gemm_decode_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
                           int64_t n, int64_t k, DType act);
 

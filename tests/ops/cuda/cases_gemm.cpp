@@ -76,7 +76,7 @@ DUALITY_OP_CASES(gemm) {
 
     // The decode GEMM (f16/bf16 only): the model's shapes at decode batch sizes (one, two, four
     // and eight n8 tiles of m, partly filled), strided a, and a ragged n whose last tile is
-    // partial and whose rows (ldy = n = 1003) take the scalar stores.
+    // partial and whose rows are ldy = n = 1003 elements apart.
     const GemmShape decode_shapes[] = {
         {"in_proj_130m", 0, 3352, 768, 0, false, true, true},
         {"in_proj_2.7b", 0, 10576, 2560, 0, false, true, true},

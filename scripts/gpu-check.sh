@@ -10,7 +10,8 @@
 # device time that CI covers on the CPU).
 #
 # profile (not part of all): per-kernel GPU times and DRAM bytes from Nsight Compute for one
-# 2.7b decode step at batch 64 and 1 and a 17-token prefill, as CSV for scripts/ncu_summary.py.
+# 2.7b decode step at batch 64 and 1 and a 17-token prefill, as CSV for scripts/ncu_summary.py,
+# and the decode GEMM's and cuBLASLt's speed of light, memory and warp stalls at 8 and 64 rows.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -97,6 +98,15 @@ if [[ "$what" == profile ]]; then
     --prefill-batches 1 --decode-batches 1,64 2>&1 | tee "$OUT/bench-small-2.7b.txt" || status=1
   build-gpu/duality bench --random-weights --config mamba2-2.7b --ops --decode-batches 1,64 \
     2>&1 | tee "$OUT/bench-ops-2.7b.txt" || status=1
+  # The decode GEMM against cuBLASLt at 8 and 64 rows: speed of light, memory and warp stalls
+  # (why it loses at 64 rows; docs/architecture.md, "Decode GEMM").
+  ncu --clock-control none --kernel-name regex:'gemm_decode|gemm|Kernel' \
+    --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+    --section Occupancy --section LaunchStats \
+    build-gpu/duality bench --random-weights --config mamba2-2.7b --ops --no-prefill \
+    --decode-batches 8,64 --warmup 1 --iters 2 >"$OUT/ncu-gemm-decode.txt" 2>&1 || status=1
+  grep -E '^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput|Stall|Warp Cycles|Registers' \
+    "$OUT/ncu-gemm-decode.txt" | head -120 || true
 fi
 step "done (status $status)"
 exit $status

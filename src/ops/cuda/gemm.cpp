@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -235,9 +236,9 @@ bool Gemm::uses_decode_kernel(const void* a, int64_t lda, const void* w, DType y
     if (decode_ == DecodeKernel::kOff ||
         (decode_ == DecodeKernel::kAuto && !decode_kernel_pays(m, n, k)))
         return false;
-    return m >= 2 && m <= kDecodeMaxM && decode_sync_.data() != nullptr &&
-           gemm_decode_supports(a, lda, w, y_dtype, m, n, k, act) &&
-           gemm_decode_workspace_bytes(m, n, k) <= workspace_.bytes();
+    if (m < 2) return false;  // m = 1: the skinny kernel or cuBLASLt
+    const std::optional<size_t> scratch = gemm_decode_workspace(a, lda, w, y_dtype, m, n, k, act);
+    return scratch && *scratch <= workspace_.bytes();
 }
 
 void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,

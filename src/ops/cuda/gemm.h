@@ -39,7 +39,7 @@ class Gemm {
 
     // Off: every product goes to cuBLASLt (benchmarks compare the two).
     void set_small_m_kernel(bool on) { small_m_ = on; }
-    // The decode GEMM (gemm_decode.cu) for products with 2 ≤ m ≤ 64 that gemm_decode_supports()
+    // The decode GEMM (gemm_decode.cu) for products with 2 ≤ m ≤ 64 that gemm_decode_workspace()
     // takes (f16/bf16, k % 64 == 0, 16-byte aligned a and w): kAuto (the default) where it was
     // measured faster than cuBLASLt, kOn for all of them, kOff for none. DUALITY_DECODE_GEMM=0 or
     // 1 at create() selects kOff or kOn.

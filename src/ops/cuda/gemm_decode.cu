@@ -29,7 +29,7 @@
 // written by the kernels of a step, and L2 is the coherence point, so a prefetch cannot make
 // anyone read stale data); every load into registers comes after it.
 //
-// Limits (gemm_decode_supports): f16/bf16 activations and weights, y act or f32, m ≤ 64, k a
+// Limits (gemm_decode_workspace): f16/bf16 activations and weights, y act or f32, m ≤ 64, k a
 // multiple of 64, lda a multiple of 8, a and w 16-byte aligned, n · k, m · lda and m · ldy below
 // 2^31, at most 4096 groups; y is written with scalar stores (any ldy ≥ n, aligned to its element).
 // It does not call pdl::allow_next(): the next kernel launches when it completes. One stream at a
@@ -43,12 +43,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
-#include <type_traits>
 
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/gemm_decode.h"
+#include "ops/cuda/mma.cuh"
 
 namespace duality::cuda {
 namespace {
@@ -70,27 +70,6 @@ __device__ __forceinline__ uint4 ld_stream16(const void* p) {
                  : "l"(p));
     return v;
 }
-
-// d += A {16, 16} · B {16, 8}, f32 accumulators; `ty` is the PTX operand type.
-#define DUALITY_MMA_M16N8K16(ty)                           \
-    asm("mma.sync.aligned.m16n8k16.row.col.f32." ty "." ty \
-        ".f32 {%0, %1, %2, %3}, "                          \
-        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"  \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])   \
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1))
-
-// The same in the operand dtype T (bf16 or f16).
-template <typename T>
-__device__ __forceinline__ void mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                    uint32_t a3, uint32_t b0, uint32_t b1) {
-    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-        DUALITY_MMA_M16N8K16("bf16");
-    } else {
-        static_assert(std::is_same_v<T, __half>, "bf16 or f16 operands");
-        DUALITY_MMA_M16N8K16("f16");
-    }
-}
-#undef DUALITY_MMA_M16N8K16
 
 struct Params {
     const void* a = nullptr;      // {m, k} act, rows lda apart
@@ -119,8 +98,8 @@ __device__ __forceinline__ void mma_step(float (&acc)[kMT][4], const uint4 (&w)[
             b[j] = __ldg(reinterpret_cast<const uint4*>(a_t + a_off[j] + k0 + blk * 32));
 #pragma unroll
         for (int j = 0; j < kMT; ++j) {
-            mma<T>(acc[j], lo.x, hi.x, lo.y, hi.y, b[j].x, b[j].y);
-            mma<T>(acc[j], lo.z, hi.z, lo.w, hi.w, b[j].z, b[j].w);
+            mma_m16n8k16<T>(acc[j], {lo.x, hi.x, lo.y, hi.y}, b[j].x, b[j].y);
+            mma_m16n8k16<T>(acc[j], {lo.z, hi.z, lo.w, hi.w}, b[j].z, b[j].w);
         }
     }
 }
@@ -373,7 +352,7 @@ void launch_y(const Params& prm, DType y_dtype, const Plan& pl, cudaStream_t str
 
 namespace {
 
-// gemm_decode_supports without the plan.
+// The operand checks of gemm_decode_workspace (without the plan).
 bool operands_ok(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m, int64_t n,
                  int64_t k, DType act) {
     if (act != DType::kF16 && act != DType::kBF16) return false;
@@ -387,14 +366,12 @@ bool operands_ok(const void* a, int64_t lda, const void* w, DType y_dtype, int64
 
 }  // namespace
 
-bool gemm_decode_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
-                          int64_t n, int64_t k, DType act) {
-    // A plan exists unless n needs more than kMaxGroups groups.
-    return operands_ok(a, lda, w, y_dtype, m, n, k, act) && plan(m, n, k).splits > 0;
-}
-
-size_t gemm_decode_workspace_bytes(int64_t m, int64_t n, int64_t k) {
-    return plan(m, n, k).workspace;
+std::optional<size_t> gemm_decode_workspace(const void* a, int64_t lda, const void* w,
+                                            DType y_dtype, int64_t m, int64_t n, int64_t k,
+                                            DType act) {
+    if (!operands_ok(a, lda, w, y_dtype, m, n, k, act)) return std::nullopt;
+    const Plan pl = plan(m, n, k);  // no plan: n needs more than kMaxGroups groups
+    return pl.splits > 0 ? std::optional<size_t>(pl.workspace) : std::nullopt;
 }
 
 void gemm_decode(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
@@ -404,7 +381,7 @@ void gemm_decode(const void* a, int64_t lda, const void* w, void* y, int64_t ldy
     const bool ok = operands_ok(a, lda, w, y_dtype, m, n, k, act);
     const Plan pl = ok ? plan(m, n, k) : Plan{};
     if (pl.splits == 0 || !y || !sync || ldy < n || m * ldy >= (int64_t{1} << 31))
-        fail("gemm_decode: unsupported arguments (see gemm_decode_supports)", "gemm_decode",
+        fail("gemm_decode: unsupported arguments (see gemm_decode_workspace)", "gemm_decode",
              __FILE__, __LINE__);
     if (workspace_bytes < pl.workspace || (pl.workspace > 0 && !workspace))
         fail("gemm_decode: workspace too small",

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 
 #include "duality/types.h"
 
@@ -17,21 +18,21 @@ constexpr int64_t kDecodeMaxM = 64;  // the most rows gemm_decode takes
 // them once; every call leaves them zero again.
 constexpr size_t kGemmDecodeSyncBytes = size_t{4096} * sizeof(uint32_t);
 
-// Whether gemm_decode handles these operands: act f16 or bf16, y_dtype act or f32,
-// 1 ≤ m ≤ kDecodeMaxM, k a positive multiple of 64, lda ≥ k a multiple of 8, a and w 16-byte
-// aligned. y: any ldy ≥ n with m · ldy < 2^31, aligned to its element (scalar stores).
-bool gemm_decode_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
-                          int64_t n, int64_t k, DType act);
-
-// Bytes of scratch gemm_decode needs on the current device for these sizes: the f32 partial
-// tiles of the groups whose k is split across CTAs (m × rows floats per CTA; the plan keeps it at
-// most 16 MiB). Stream-ordered scratch: it may be shared with other kernels of the same stream
-// (the cuBLASLt workspace), not with a concurrent gemm_decode.
-size_t gemm_decode_workspace_bytes(int64_t m, int64_t n, int64_t k);
+// The bytes of scratch gemm_decode needs for these operands, or nullopt when it does not take
+// them. It takes act f16 or bf16, y_dtype act or f32, 1 ≤ m ≤ kDecodeMaxM, k a positive multiple
+// of 64, lda ≥ k a multiple of 8, a and w 16-byte aligned, n · k and m · lda below 2^31, at most
+// 4096 groups of rows; y: any ldy ≥ n with m · ldy < 2^31, aligned to its element (scalar
+// stores). The scratch holds the f32 partial tiles of the groups whose k is split across CTAs
+// (m × rows floats per CTA, at most 16 MiB; 0 when k is not split). Stream-ordered: it may be
+// shared with other kernels of the same stream (the cuBLASLt workspace), not with a concurrent
+// gemm_decode.
+std::optional<size_t> gemm_decode_workspace(const void* a, int64_t lda, const void* w,
+                                            DType y_dtype, int64_t m, int64_t n, int64_t k,
+                                            DType act);
 
 // y {m, n} (y_dtype: act or f32, rows ldy apart) = a {m, k} · w {n, k}ᵀ with f32 accumulation,
 // deterministic (the summation order depends only on the shape and the device's SM count).
-// workspace: at least gemm_decode_workspace_bytes(m, n, k) bytes of scratch. sync:
+// workspace: at least gemm_decode_workspace(...) bytes of scratch. sync:
 // kGemmDecodeSyncBytes, zeroed before the first call and not touched by anything else (each
 // call leaves it zero), used by one stream at a time. No allocation, no host synchronization:
 // capturable in CUDA graphs. Launched as a programmatic dependent launch (core/cuda/pdl.cuh).

@@ -359,7 +359,7 @@ class Bench {
     double a_ = 2;  // bytes per act element
     uint64_t seq_ = 0;
     cuda::Gemm gemm_;
-    cuda::Gemm survey_;  // --gemm-algos: proposes kMaxAlgos candidates per shape
+    cuda::Gemm survey_;  // the decode GEMM rows; with --gemm-algos, kMaxAlgos candidates per shape
     DeviceBuffer w_in_, w_out_, conv_w_, conv_b_, A_, Dp_, dt_bias_;
 };
 

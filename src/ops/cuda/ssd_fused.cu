@@ -54,6 +54,7 @@
 #include <cstdlib>
 
 #include "core/cuda/check.h"
+#include "ops/cuda/mma.cuh"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/ssd_plan.h"
 
@@ -149,10 +150,7 @@ struct Act<__nv_bfloat16> {
     using T2 = __nv_bfloat162;
     __device__ static __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                                uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-            "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        mma_m16n8k16<__nv_bfloat16>(d, a, b0, b1);
     }
     __device__ static __forceinline__ uint32_t pack(float lo, float hi) {
         const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -167,10 +165,7 @@ struct Act<__half> {
     using T2 = __half2;
     __device__ static __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                                uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, "
-            "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-            : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+        mma_m16n8k16<__half>(d, a, b0, b1);
     }
     __device__ static __forceinline__ uint32_t pack(float lo, float hi) {
         const __half2 v = __floats2half2_rn(lo, hi);

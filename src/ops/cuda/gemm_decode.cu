@@ -316,10 +316,10 @@ Plan plan(int64_t m, int64_t n, int64_t k) {
 
 template <typename T, typename Y, int kMT>
 void launch(const Params& prm, const Plan& pl, cudaStream_t stream) {
+    // The k-warps' sums take at most kWarps · 4 · 8 · 32 floats (32 KiB): under the 48 KiB a
+    // launch may use without opting in.
+    static_assert(size_t{kWarps} * 4 * 8 * 32 * sizeof(float) <= 48 * 1024, "shared memory");
     auto* kernel = gemm_decode_kernel<T, Y, kMT>;
-    if (pl.smem > 48 * 1024)
-        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(pl.smem)));
     pdl::launch(kernel, dim3(static_cast<unsigned>(pl.groups * pl.splits)), dim3(kThreads), pl.smem,
                 stream, prm);
     DUALITY_CUDA_LAUNCH_CHECK();

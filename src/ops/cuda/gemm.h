@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <tuple>
 #include <vector>
 
@@ -64,10 +65,20 @@ class Gemm {
     void run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
              int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream);
 
+    // Times cuBLASLt's candidates (up to kMaxAlgos) for this product and makes the fastest the
+    // first choice of its m bucket, for run() from then on. Each timed pass runs the product once
+    // on every weight of `weights` in turn (a model's layers: their total should exceed the L2
+    // cache, so each call reads its weight from HBM as in a real step); the best of three passes
+    // counts. Synchronizes `stream`; not during graph capture. Products that run() sends to the
+    // m = 1 or decode kernel are left alone. Returns the heuristic rank of the algorithm chosen
+    // (0: cuBLASLt's own first choice), or -1 when nothing was tuned.
+    int tune(const void* a, int64_t lda, std::span<const void* const> weights, void* y, int64_t ldy,
+             DType y_dtype, int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream);
+
   private:
     struct Plan;
     using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
-    const Plan& plan(const Key& key);
+    Plan& plan(const Key& key);
     std::vector<cublasLtMatmulAlgo_t> search(cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t w,
                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t y,
                                              int align_a, int align_w, int align_y);

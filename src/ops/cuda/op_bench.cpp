@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "core/cuda/device_buffer.h"
 #include "core/cuda/stream.h"
@@ -93,8 +94,25 @@ class Bench {
     Status init_weights() {
         const int64_t D = c_.d_model, E = c_.d_inner, H = c_.n_head, n_in = c_.d_in_proj();
         const int64_t conv_dim = c_.conv_dim(), W = c_.d_conv;
-        DUALITY_ASSIGN_OR_RETURN(w_in_, alloc(n_in * D, o_.act, -0.03f, 0.03f));
-        DUALITY_ASSIGN_OR_RETURN(w_out_, alloc(D * E, o_.act, -0.02f, 0.02f));
+        // Copies of each GEMM weight to rotate through, together at least twice the L2 cache,
+        // so that every call reads its weight from HBM as the model's layers do (the 2.7b
+        // out_proj, 26 MB, would otherwise stay in an H200's 50 MB L2 from call to call).
+        int l2_bytes = 0;
+        int device = 0;
+        DUALITY_CUDA_CHECK(cudaGetDevice(&device));
+        DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&l2_bytes, cudaDevAttrL2CacheSize, device));
+        auto copies = [&](int64_t elems) {
+            const auto bytes = static_cast<double>(elems) * a_;
+            return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(2.0 * l2_bytes / bytes)));
+        };
+        for (int64_t i = copies(n_in * D); i > 0; --i) {
+            DUALITY_ASSIGN_OR_RETURN(DeviceBuffer w, alloc(n_in * D, o_.act, -0.03f, 0.03f));
+            w_in_.push_back(std::move(w));
+        }
+        for (int64_t i = copies(D * E); i > 0; --i) {
+            DUALITY_ASSIGN_OR_RETURN(DeviceBuffer w, alloc(D * E, o_.act, -0.02f, 0.02f));
+            w_out_.push_back(std::move(w));
+        }
         DUALITY_ASSIGN_OR_RETURN(conv_w_, alloc(conv_dim * W, DType::kF32, -0.5f, 0.5f));
         DUALITY_ASSIGN_OR_RETURN(conv_b_, alloc(conv_dim, DType::kF32, -0.1f, 0.1f));
         DUALITY_ASSIGN_OR_RETURN(A_, alloc(H, DType::kF32, -16.0f, -1.0f));
@@ -169,22 +187,29 @@ class Bench {
         gemm_rows("out_proj", m, shape, gated, c_.d_inner, w_out_, h, c_.d_model, rows);
     }
 
-    // y {m, n} = a {m, k} · w {n, k}ᵀ as the row `name`; for 2 <= m <= kDecodeMaxM the decode GEMM
-    // (gemm_decode.cu) as "<name>/decode" whatever DUALITY_DECODE_GEMM says; and with --gemm-algos
-    // each cuBLASLt candidate as "<name>/lt<i>" (lt2: the heuristic's third choice).
+    // y {m, n} = a {m, k} · w {n, k}ᵀ as the row `name`, each call with the next copy of w; for 2
+    // <= m <= kDecodeMaxM the decode GEMM (gemm_decode.cu) as "<name>/decode" whatever
+    // DUALITY_DECODE_GEMM says; and with --gemm-algos each cuBLASLt candidate as "<name>/lt<i>"
+    // (lt2: the heuristic's third choice).
     void gemm_rows(const std::string& name, int64_t m, const std::string& shape,
-                   const DeviceBuffer& a, int64_t k, const DeviceBuffer& w, const DeviceBuffer& y,
-                   int64_t n, std::vector<OpBenchRow>* rows) {
+                   const DeviceBuffer& a, int64_t k, const std::vector<DeviceBuffer>& ws,
+                   const DeviceBuffer& y, int64_t n, std::vector<OpBenchRow>* rows) {
+        size_t next = 0;
+        auto w = [&] { return ws[next++ % ws.size()].data(); };
         const double md = static_cast<double>(m), nd = static_cast<double>(n);
         const double kd = static_cast<double>(k);
         const double bytes = (md * kd + nd * kd + md * nd) * a_, flops = 2 * md * nd * kd;
+        // The model's choice: cuBLASLt's candidates timed over the weight copies (Gemm::tune).
+        std::vector<const void*> copies;
+        for (const DeviceBuffer& c : ws) copies.push_back(c.data());
+        gemm_.tune(a.data(), k, copies, y.data(), n, o_.act, m, n, k, o_.act, s_);
         add(rows, name, shape, bytes, flops,
-            [&] { gemm_.run(a.data(), k, w.data(), y.data(), n, o_.act, m, n, k, o_.act, s_); });
+            [&] { gemm_.run(a.data(), k, w(), y.data(), n, o_.act, m, n, k, o_.act, s_); });
         if (m >= 2 && m <= cuda::kDecodeMaxM) {
             survey_.set_decode_kernel(true);
-            if (survey_.uses_decode_kernel(a.data(), k, w.data(), o_.act, m, n, k, o_.act)) {
+            if (survey_.uses_decode_kernel(a.data(), k, ws[0].data(), o_.act, m, n, k, o_.act)) {
                 add(rows, name + "/decode", shape, bytes, flops, [&] {
-                    survey_.run(a.data(), k, w.data(), y.data(), n, o_.act, m, n, k, o_.act, s_);
+                    survey_.run(a.data(), k, w(), y.data(), n, o_.act, m, n, k, o_.act, s_);
                 });
             } else {
                 rows->push_back({name + "/decode", shape, 0, 0, 0, "not supported"});
@@ -194,12 +219,11 @@ class Bench {
         if (o_.gemm_algos <= 0) return;
         survey_.set_small_m_kernel(false);
         const int n_algos =
-            survey_.algo_count(a.data(), k, w.data(), y.data(), n, o_.act, m, n, k, o_.act);
+            survey_.algo_count(a.data(), k, ws[0].data(), y.data(), n, o_.act, m, n, k, o_.act);
         for (int i = 0; i < std::min(o_.gemm_algos, n_algos); ++i) {
             survey_.set_algo_index(i);
-            add(rows, name + "/lt" + std::to_string(i), shape, bytes, flops, [&] {
-                survey_.run(a.data(), k, w.data(), y.data(), n, o_.act, m, n, k, o_.act, s_);
-            });
+            add(rows, name + "/lt" + std::to_string(i), shape, bytes, flops,
+                [&] { survey_.run(a.data(), k, w(), y.data(), n, o_.act, m, n, k, o_.act, s_); });
         }
         survey_.set_algo_index(0);
     }
@@ -360,7 +384,8 @@ class Bench {
     uint64_t seq_ = 0;
     cuda::Gemm gemm_;
     cuda::Gemm survey_;  // the decode GEMM rows; with --gemm-algos, kMaxAlgos candidates per shape
-    DeviceBuffer w_in_, w_out_, conv_w_, conv_b_, A_, Dp_, dt_bias_;
+    std::vector<DeviceBuffer> w_in_, w_out_;  // copies of in_proj's and out_proj's weight
+    DeviceBuffer conv_w_, conv_b_, A_, Dp_, dt_bias_;
 };
 
 }  // namespace

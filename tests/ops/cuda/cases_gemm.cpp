@@ -2,6 +2,9 @@
 // in the model's real shapes, with row strides, f32 and act-typed outputs. "_decode" cases force
 // the decode GEMM (gemm_decode.cu) on for 2 ≤ m ≤ 64; gemm_decode_repeat cases check that it is
 // bit-identical from run to run, across other products in between and inside a CUDA graph.
+// "_tuned" cases run Gemm::tune first (cuBLASLt's candidates timed over three weight buffers,
+// the fastest made the product's choice; it must find at least two to choose from) and then
+// check the product it chose.
 #include <memory>
 #include <stdexcept>
 
@@ -19,13 +22,15 @@ struct GemmShape {
     int64_t m, n, k, lda_pad;  // lda = k + lda_pad
     bool f32_out, small_m_kernel;
     bool decode_kernel = false;  // force the decode GEMM on (and fail if it is not taken)
+    bool tuned = false;          // Gemm::tune before the product (cuBLASLt only)
 };
 
 void add_case(const GemmShape& s, DType act) {
     OpCase c;
     c.name = std::string("gemm/") + s.name + "_m" + std::to_string(s.m) +
              (s.f32_out ? "_f32out" : "") + (s.small_m_kernel ? "" : "_cublaslt") +
-             (s.decode_kernel ? "_decode" : "") + "/" + std::string(dtype_name(act));
+             (s.decode_kernel ? "_decode" : "") + (s.tuned ? "_tuned" : "") + "/" +
+             std::string(dtype_name(act));
     c.tol = default_tolerance(act);
     c.run = [s, act] {
         std::mt19937 rng(static_cast<uint32_t>(s.m * 1000003 + s.n * 31 + s.k));
@@ -47,6 +52,14 @@ void add_case(const GemmShape& s, DType act) {
         if (s.decode_kernel &&
             !gemm->uses_decode_kernel(da.data(), lda, dw.data(), y_dtype, s.m, s.n, s.k, act))
             throw std::runtime_error("the product does not take the decode GEMM");
+        if (s.tuned) {
+            // Timing passes over three buffers (two of them scratch copies of w).
+            auto w1 = upload_as(act, w), w2 = upload_as(act, w);
+            const std::vector<const void*> weights{w1.data(), dw.data(), w2.data()};
+            if (gemm->tune(da.data(), lda, weights, dy.data(), s.n, y_dtype, s.m, s.n, s.k, act,
+                           nullptr) < 0)
+                throw std::runtime_error("Gemm::tune found fewer than two candidates");
+        }
         gemm->run(da.data(), lda, dw.data(), dy.data(), s.n, y_dtype, s.m, s.n, s.k, act, nullptr);
         DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
         return std::vector<Output>{
@@ -88,6 +101,15 @@ DUALITY_OP_CASES(gemm) {
             s.m = m;
             for (DType act : {DType::kF16, DType::kBF16}) add_case(s, act);
         }
+    // Tuned: the model's decode-bucket products (Gemm::tune at load).
+    const GemmShape tuned_shapes[] = {
+        {"in_proj_2.7b", 64, 10576, 2560, 0, false, true, false, true},
+        {"out_proj_2.7b", 64, 2560, 5120, 0, false, true, false, true},
+        {"lm_head_2.7b", 8, 50288, 2560, 0, true, true, false, true},
+        {"strided_a", 32, 96, 64, 40, false, true, false, true},
+    };
+    for (const GemmShape& s : tuned_shapes)
+        for (DType act : {DType::kF16, DType::kBF16}) add_case(s, act);
     for (DType act : {DType::kF16, DType::kBF16}) {
         add_case({"strided_a", 4, 96, 64, 40, false, true, true}, act);
         add_case({"ragged_n", 7, 1003, 128, 8, false, true, true}, act);

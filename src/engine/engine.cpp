@@ -180,6 +180,8 @@ struct Engine::Impl {
     void release(Live& r, bool cache_state);
     void publish_gauges();
     void notify_finished();
+    void post_notes();
+    void run_courier();
 
     struct Finished {
         std::shared_ptr<Sequence> seq;
@@ -187,6 +189,22 @@ struct Engine::Impl {
         std::string error;
     };
     std::vector<Finished> finished;  // scheduler thread: sequences to tell at notify_finished()
+
+    // What sequences are told (a new token, or their end), in the order the scheduler decided
+    // it. The courier thread delivers them, so that waking up to max_seqs clients' threads
+    // (a futex call each) is not on the path from one model step to the next.
+    struct Note {
+        std::shared_ptr<Sequence> seq;
+        int32_t token = -1;
+        FinishReason reason = FinishReason::kNone;  // kNone: the note is `token`
+        std::string error;
+    };
+    std::vector<Note> notes;  // scheduler thread: not yet posted to the courier
+    std::mutex courier_mu;
+    std::condition_variable courier_cv;
+    std::vector<Note> courier_queue;  // courier_mu
+    bool courier_stop = false;        // courier_mu
+    std::thread courier;
 
     Model& model;
     EngineOptions opt;
@@ -259,8 +277,43 @@ void Engine::Impl::notify_finished() {
         n_running = static_cast<int>(running.size());
     }
     publish_gauges();
-    for (Finished& f : finished) f.seq->finish(f.reason, std::move(f.error));
+    for (Finished& f : finished) notes.push_back({f.seq, -1, f.reason, std::move(f.error)});
     finished.clear();
+    post_notes();
+}
+
+void Engine::Impl::post_notes() {
+    if (notes.empty()) return;
+    {
+        std::lock_guard lock(courier_mu);
+        if (courier_queue.empty()) {
+            courier_queue.swap(notes);
+        } else {
+            for (Note& n : notes) courier_queue.push_back(std::move(n));
+        }
+    }
+    notes.clear();
+    courier_cv.notify_one();
+}
+
+void Engine::Impl::run_courier() {
+    std::vector<Note> batch;
+    for (;;) {
+        {
+            std::unique_lock lock(courier_mu);
+            courier_cv.wait(lock, [&] { return courier_stop || !courier_queue.empty(); });
+            if (courier_queue.empty()) return;  // stopping, and everything delivered
+            batch.swap(courier_queue);
+        }
+        for (Note& n : batch) {
+            if (n.reason == FinishReason::kNone) {
+                n.seq->push(n.token);
+            } else {
+                n.seq->finish(n.reason, std::move(n.error));
+            }
+        }
+        batch.clear();
+    }
 }
 
 // Gives a finished sequence's slot back, first caching its state under the consumed tokens.
@@ -459,7 +512,7 @@ void Engine::Impl::step() {
         r.tokens.push_back(token);
         ++r.n_generated;
         ++generated;
-        r.seq->push(token);
+        notes.push_back({r.seq, token, FinishReason::kNone, {}});
         {
             std::lock_guard lock(stats_mu);
             if (r.n_generated == 1) {
@@ -518,6 +571,7 @@ Result<std::unique_ptr<Engine>> Engine::start(Model& model, const EngineOptions&
     DUALITY_RETURN_IF_ERROR(options.validate(model.n_slots()));
     std::unique_ptr<Engine> engine(new Engine(std::make_unique<Impl>(model, options)));
     Impl* impl = engine->impl_.get();
+    impl->courier = std::thread([impl] { impl->run_courier(); });
     impl->thread = std::thread([impl] { impl->run(); });
     return engine;
 }
@@ -530,6 +584,12 @@ Engine::~Engine() {
     }
     impl_->cv.notify_all();
     if (impl_->thread.joinable()) impl_->thread.join();
+    {
+        std::lock_guard lock(impl_->courier_mu);
+        impl_->courier_stop = true;
+    }
+    impl_->courier_cv.notify_all();
+    if (impl_->courier.joinable()) impl_->courier.join();
 }
 
 Result<std::shared_ptr<Sequence>> Engine::submit(GenerateRequest request) {

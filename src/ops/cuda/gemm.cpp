@@ -34,6 +34,9 @@ int alignment(const void* p) {
     return a;
 }
 
+// Gemm::tune replaces cuBLASLt's first choice only by a candidate at least 3% faster.
+constexpr float kTuneMargin = 0.97f;
+
 // The next power of two >= m: the m of an algorithm search.
 int64_t m_bucket(int64_t m) {
     int64_t b = 1;
@@ -266,6 +269,9 @@ int Gemm::tune(const void* a, int64_t lda, std::span<const void* const> weights,
                int64_t ldy, DType y_dtype, int64_t m, int64_t n, int64_t k, DType act,
                cudaStream_t stream) {
     if (weights.empty() || m == 0 || n == 0) return -1;
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    DUALITY_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+    if (capturing != cudaStreamCaptureStatusNone) return -1;  // no timing inside a graph
     const void* w0 = weights[0];
     if ((small_m_ && gemm_small_m_supports(a, lda, w0, y_dtype, m, k, act)) ||
         uses_decode_kernel(a, lda, w0, y_dtype, m, n, k, act))
@@ -284,46 +290,55 @@ int Gemm::tune(const void* a, int64_t lda, std::span<const void* const> weights,
     if (cands.size() < 2) return -1;
 
     const float alpha = 1.0f, beta = 0.0f;
+    // One pass of candidate c over the weights; false (and the candidate dropped) if cuBLASLt
+    // refuses to launch it.
+    std::vector<bool> ok(cands.size(), true);
+    auto pass = [&](size_t c) {
+        for (const void* w : ws)
+            if (cublasLtMatmul(handle_, p.op, &alpha, w, p.w, a, p.a, &beta, y, p.y, y, p.y,
+                               &cands[c], workspace_.data(), workspace_.bytes(),
+                               stream) != CUBLAS_STATUS_SUCCESS)
+                ok[c] = false;
+    };
+    for (size_t c = 0; c < cands.size(); ++c) pass(c);  // warm-up: kernel loading, first touch
+    if (!ok[0]) return -1;  // the heuristic's own choice fails: leave it to run() to report
     cudaEvent_t start = nullptr, stop = nullptr;
     DUALITY_CUDA_CHECK(cudaEventCreate(&start));
     DUALITY_CUDA_CHECK(cudaEventCreate(&stop));
-    auto pass = [&](const cublasLtMatmulAlgo_t& algo) {
-        for (const void* w : ws)
-            DUALITY_CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.w, a, p.a, &beta, y,
-                                                p.y, y, p.y, &algo, workspace_.data(),
-                                                workspace_.bytes(), stream));
-    };
-    size_t best = 0;
-    float best_ms = 0;
-    for (size_t c = 0; c < cands.size(); ++c) {
-        pass(cands[c]);  // warm-up: kernel loading, first-touch
-        float fastest = 0;
-        for (int rep = 0; rep < 3; ++rep) {
+    // The best of three passes per candidate, the candidates interleaved so that clock changes
+    // during the timing favour none of them.
+    std::vector<float> fastest(cands.size(), 0.0f);
+    for (int rep = 0; rep < 3; ++rep) {
+        for (size_t c = 0; c < cands.size(); ++c) {
+            if (!ok[c]) continue;
             DUALITY_CUDA_CHECK(cudaEventRecord(start, stream));
-            pass(cands[c]);
+            pass(c);
             DUALITY_CUDA_CHECK(cudaEventRecord(stop, stream));
             DUALITY_CUDA_CHECK(cudaEventSynchronize(stop));
             float ms = 0;
             DUALITY_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-            if (rep == 0 || ms < fastest) fastest = ms;
-        }
-        if (c == 0 || fastest < best_ms) {
-            best = c;
-            best_ms = fastest;
+            if (rep == 0 || ms < fastest[c]) fastest[c] = ms;
         }
     }
     DUALITY_CUDA_CHECK(cudaEventDestroy(start));
     DUALITY_CUDA_CHECK(cudaEventDestroy(stop));
-
-    // The winner first, the rest in the heuristic's order: for this plan, and for the plans of
-    // other m of the bucket made from now on (those that cuBLASLt accepts for their m).
-    std::rotate(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(best),
-                cands.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+    // The heuristic's first choice stays unless another is clearly faster (products that take
+    // a few microseconds time alike, up to launch noise, and should not change with it).
+    size_t best = 0;
+    for (size_t c = 1; c < cands.size(); ++c)
+        if (ok[c] && fastest[c] < fastest[best]) best = c;
+    if (fastest[best] > kTuneMargin * fastest[0]) best = 0;
+    // The choice first, the other usable candidates in the heuristic's order: for this plan,
+    // and for the plans of other m of the bucket made from now on (those that cuBLASLt accepts
+    // for their m).
+    std::vector<cublasLtMatmulAlgo_t> order{cands[best]};
+    for (size_t c = 0; c < cands.size(); ++c)
+        if (ok[c] && c != best) order.push_back(cands[c]);
     p.n_algo = 0;
-    for (const cublasLtMatmulAlgo_t& algo : cands) p.algo[p.n_algo++] = algo;
+    for (const cublasLtMatmulAlgo_t& algo : order) p.algo[p.n_algo++] = algo;
     Key bucket = kk;
     std::get<0>(bucket) = m_bucket(m);
-    algos_[bucket] = cands;
+    algos_[bucket] = std::move(order);
     return static_cast<int>(best);
 }
 

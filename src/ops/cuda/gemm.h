@@ -53,11 +53,12 @@ class Gemm {
                             int64_t n, int64_t k, DType act) const;
 
     // For benchmarks: run the i-th algorithm cuBLASLt's heuristic proposes (0, the default, is
-    // its first choice) instead of the first; an index past the candidates means the last one.
-    // The candidates are those of the product's m bucket that cuBLASLt accepts for this m, so an
-    // index may name different algorithms for different m.
+    // its first choice, or tune()'s) instead of the first; an index past the candidates means
+    // the last one. The candidates are those of the product's m bucket that cuBLASLt accepts for
+    // this m, so an index may name different algorithms for different m.
     void set_algo_index(int i) { algo_index_ = i < 0 ? 0 : i; }
-    // The number of those candidates for this product (at most `candidates`).
+    // The number of those candidates for this product (at most `candidates`, or kMaxAlgos
+    // after tune()).
     int algo_count(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
                    DType y_dtype, int64_t m, int64_t n, int64_t k, DType act);
     static constexpr int kMaxAlgos = 8;
@@ -66,12 +67,14 @@ class Gemm {
              int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream);
 
     // Times cuBLASLt's candidates (up to kMaxAlgos) for this product and makes the fastest the
-    // first choice of its m bucket, for run() from then on. Each timed pass runs the product once
-    // on every weight of `weights` in turn (a model's layers: their total should exceed the L2
-    // cache, so each call reads its weight from HBM as in a real step); the best of three passes
-    // counts. Synchronizes `stream`; not during graph capture. Products that run() sends to the
-    // m = 1 or decode kernel are left alone. Returns the heuristic rank of the algorithm chosen
-    // (0: cuBLASLt's own first choice), or -1 when nothing was tuned.
+    // first choice of this product's plan and of plans made later for other m of its bucket
+    // (m rounded up to a power of two), if it is at least 3% faster than cuBLASLt's first choice.
+    // Each timed pass runs the product once on every weight of `weights` in turn (a model's
+    // layers: their total should exceed the L2 cache, so each call reads its weight from HBM as
+    // in a real step); the best of three passes counts, candidates interleaved. Synchronizes
+    // `stream`; does nothing during graph capture. Products that run() sends to the m = 1 or
+    // decode kernel are left alone. Returns the heuristic rank of the algorithm chosen (0:
+    // cuBLASLt's own first choice), or -1 when nothing was tuned.
     int tune(const void* a, int64_t lda, std::span<const void* const> weights, void* y, int64_t ldy,
              DType y_dtype, int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream);
 

@@ -5,7 +5,8 @@
 // sequences into free slots, resuming each from the longest cached state whose tokens prefix its
 // prompt, (3) runs one Model::step_sample over the decode token of every running sequence plus
 // prefill pieces of new ones under a token budget (prefill packed without padding), and (4) hands
-// each sequence its new token. Prefill pieces end at multiples of `prefill_chunk` tokens of the
+// each sequence its new token (through a courier thread, so that waking clients does not delay
+// the next step). Prefill pieces end at multiples of `prefill_chunk` tokens of the
 // sequence, so a sequence is computed the same way whatever else shares its steps.
 //
 // Token level only: text, stop strings and HTTP live in src/server/.

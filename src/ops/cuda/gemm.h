@@ -6,7 +6,9 @@
 // Matmul descriptors are cached per shape, dtype and pointer alignment, and the heuristic's
 // algorithm per the same key with m rounded up to a power of two (a prefill piece of a new length
 // reuses its bucket's algorithm when cuBLASLt accepts it for that m), so steady-state calls (and
-// CUDA-graph capture) do no host-side search and new lengths do not load new kernels.
+// CUDA-graph capture) do no host-side search and new lengths do not load new kernels. tune()
+// replaces a bucket's heuristic choice by the fastest candidate timed on real weights (the CUDA
+// model does so for its decode buckets at load).
 // For 2 <= m <= 64 the decode GEMM (gemm_decode.cu) replaces cuBLASLt on the shapes where it was
 // measured faster (decode_kernel_pays in gemm.cpp); DUALITY_DECODE_GEMM=0 at create() turns it
 // off, =1 sends every product it supports to it.

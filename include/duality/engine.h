@@ -118,7 +118,7 @@ class Engine {
     // Starts the scheduler thread over `model`, which must outlive the engine and is used by no
     // one else meanwhile. The model needs max_seqs + cache_slots slots.
     static Result<std::unique_ptr<Engine>> start(Model& model, const EngineOptions& options);
-    ~Engine();  // cancels whatever is left and joins the scheduler
+    ~Engine();  // cancels whatever is left, joins the scheduler, delivers what it told sequences
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
 

@@ -533,8 +533,10 @@ void Engine::Impl::step() {
         stats.prefill_tokens += prefill;
         stats.generated_tokens += generated;
     }
-    // Cache copies after the tokens went out, so they do not delay the first token. A sequence
-    // that finished in this step is cached (at its finish) by release().
+    // The tokens go out now (their ends follow in notify_finished(), in order); then the cache
+    // copies, so that they delay no one's token. A sequence that finished in this step is cached
+    // (at its finish) by release(), before its client hears of the finish.
+    post_notes();
     for (size_t i : checkpoints) {
         Live& r = running[i];
         Status s = cache.insert(

@@ -183,13 +183,6 @@ struct Engine::Impl {
     void post_notes();
     void run_courier();
 
-    struct Finished {
-        std::shared_ptr<Sequence> seq;
-        FinishReason reason;
-        std::string error;
-    };
-    std::vector<Finished> finished;  // scheduler thread: sequences to tell at notify_finished()
-
     // What sequences are told (a new token, or their end), in the order the scheduler decided
     // it. The courier thread delivers them, so that waking up to max_seqs clients' threads
     // (a futex call each) is not on the path from one model step to the next.
@@ -199,7 +192,8 @@ struct Engine::Impl {
         FinishReason reason = FinishReason::kNone;  // kNone: the note is `token`
         std::string error;
     };
-    std::vector<Note> notes;  // scheduler thread: not yet posted to the courier
+    std::vector<Note> finished;  // scheduler thread: ends to tell at notify_finished()
+    std::vector<Note> notes;     // scheduler thread: not yet posted to the courier
     std::mutex courier_mu;
     std::condition_variable courier_cv;
     std::vector<Note> courier_queue;  // courier_mu
@@ -268,7 +262,7 @@ void Engine::Impl::finish(Live& r, FinishReason reason, std::string error) {
         stats.duration_s.observe(seconds(SteadyClock::now() - r.arrival));
     }
     // Told after the counters (active(), stats) are updated: see notify_finished().
-    finished.push_back({r.seq, reason, std::move(error)});
+    finished.push_back({r.seq, -1, reason, std::move(error)});
 }
 
 void Engine::Impl::notify_finished() {
@@ -277,7 +271,7 @@ void Engine::Impl::notify_finished() {
         n_running = static_cast<int>(running.size());
     }
     publish_gauges();
-    for (Finished& f : finished) notes.push_back({f.seq, -1, f.reason, std::move(f.error)});
+    for (Note& f : finished) notes.push_back(std::move(f));
     finished.clear();
     post_notes();
 }

@@ -279,15 +279,14 @@ class CudaModel final : public Model {
     }
 
     // Times cuBLASLt's candidates for the GEMMs of decode steps (in_proj, out_proj and the LM
-    // head at every batch bucket up to max_seqs_, at most 256) on the model's own weights, layer
-    // after layer as in a step, so that steps run the fastest (Gemm::tune; cuBLASLt's first guess
-    // was 7-9% slower at batch 64 on an H200). The buckets' choice also serves prefill passes of
-    // as many rows. Not in f32, the reference mode, whose results should not depend on a timing;
-    // DUALITY_GEMM_TUNE=0 keeps cuBLASLt's first guess everywhere.
+    // head at every batch bucket up to max_seqs_) on the model's own weights, layer after layer
+    // as in a step, so that steps run the fastest (Gemm::tune, which takes f16/bf16 buckets of at
+    // most 256 rows; cuBLASLt's first guess was 7-9% slower at batch 64 on an H200). The buckets'
+    // choice also serves prefill passes of as many rows. DUALITY_GEMM_TUNE=0 keeps cuBLASLt's
+    // first guess everywhere.
     void tune_gemms() {
         if (const char* env = std::getenv("DUALITY_GEMM_TUNE"); env && std::string_view(env) == "0")
             return;
-        if (act_ == DType::kF32) return;
         if (weights_.layers.empty() || !weights_.head) return;
         cudaStream_t s = stream_.get();
         const int64_t D = c_.d_model, E = c_.d_inner, n_in = c_.d_in_proj();
@@ -301,7 +300,7 @@ class CudaModel final : public Model {
             out_proj.push_back(w.out_proj);
         }
         const std::vector<const void*> head(2, weights_.head);
-        for (int64_t m = 2; m <= std::min<int64_t>(max_seqs_, 256); m *= 2) {
+        for (int64_t m = 2; m <= max_seqs_; m *= 2) {
             gemm_.tune(ws_.u, D, in_proj, ws_.zxbcdt, n_in, act_, m, n_in, D, act_, s);
             gemm_.tune(ws_.gated, E, out_proj, ws_.h, D, act_, m, D, E, act_, s);
             gemm_.tune(ws_.u, D, head, ws_.logits, c_.vocab_padded, DType::kF32, m, c_.vocab_padded,

@@ -68,7 +68,8 @@ class Gemm {
     void run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
              int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream);
 
-    // Times cuBLASLt's candidates (up to kMaxAlgos) for this product and makes the fastest the
+    // For f16/bf16 products of at most 256 rows (decode batches; f32, the reference mode, is
+    // never tuned): times cuBLASLt's candidates (up to kMaxAlgos) and makes the fastest the
     // first choice of this product's plan and of plans made later for other m of its bucket
     // (m rounded up to a power of two), if it is at least 3% faster than cuBLASLt's first choice.
     // Each timed pass runs the product once on every weight of `weights` in turn (a model's

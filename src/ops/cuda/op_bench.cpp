@@ -200,13 +200,11 @@ class Bench {
         const double md = static_cast<double>(m), nd = static_cast<double>(n);
         const double kd = static_cast<double>(k);
         const double bytes = (md * kd + nd * kd + md * nd) * a_, flops = 2 * md * nd * kd;
-        // The model's choice: where the model tunes (f16/bf16, up to 256 rows: tune_gemms in
-        // cuda_model.cpp), cuBLASLt's candidates timed over the weight copies (Gemm::tune).
-        if (o_.act != DType::kF32 && m <= 256) {
-            std::vector<const void*> copies;
-            for (const DeviceBuffer& c : ws) copies.push_back(c.data());
-            gemm_.tune(a.data(), k, copies, y.data(), n, o_.act, m, n, k, o_.act, s_);
-        }
+        // The model's choice: cuBLASLt's candidates timed over the weight copies where
+        // Gemm::tune takes the product, as the model does at load.
+        std::vector<const void*> copies;
+        for (const DeviceBuffer& c : ws) copies.push_back(c.data());
+        gemm_.tune(a.data(), k, copies, y.data(), n, o_.act, m, n, k, o_.act, s_);
         add(rows, name, shape, bytes, flops,
             [&] { gemm_.run(a.data(), k, w(), y.data(), n, o_.act, m, n, k, o_.act, s_); });
         if (m >= 2 && m <= cuda::kDecodeMaxM) {

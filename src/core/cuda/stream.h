@@ -1,4 +1,4 @@
-// RAII owners for a CUDA stream, page-locked host memory and an instantiated CUDA graph.
+// RAII owners for a CUDA stream, an event, page-locked host memory and an instantiated CUDA graph.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -11,7 +11,7 @@
 namespace duality::cuda {
 
 class Stream {
-public:
+  public:
     Stream() { DUALITY_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
     ~Stream() {
         if (s_) cudaStreamDestroy(s_);
@@ -22,13 +22,47 @@ public:
     cudaStream_t get() const { return s_; }
     void sync() const { DUALITY_CUDA_CHECK(cudaStreamSynchronize(s_)); }
 
-private:
+    // A stream whose kernels the block scheduler serves first (the greatest priority the device
+    // has): work forked off the critical path that should get its blocks in before the main
+    // stream's next grid fills the SMs.
+    static Stream high_priority() {
+        int least = 0, greatest = 0;
+        DUALITY_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+        Stream st(nullptr);
+        DUALITY_CUDA_CHECK(cudaStreamCreateWithPriority(&st.s_, cudaStreamNonBlocking, greatest));
+        return st;
+    }
+
+  private:
+    explicit Stream(std::nullptr_t) {}
     cudaStream_t s_ = nullptr;
+};
+
+// An event without timing: orders work between streams (also inside a stream capture, where a
+// record on the capturing stream and a wait on another one fork the graph, and the reverse joins
+// it).
+class Event {
+  public:
+    Event() { DUALITY_CUDA_CHECK(cudaEventCreateWithFlags(&e_, cudaEventDisableTiming)); }
+    ~Event() {
+        if (e_) cudaEventDestroy(e_);
+    }
+    Event(Event&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+    Event& operator=(Event&&) = delete;
+    Event(const Event&) = delete;
+    // `waiter` runs nothing enqueued after this call until `signaller`'s work so far is done.
+    void order(cudaStream_t signaller, cudaStream_t waiter) const {
+        DUALITY_CUDA_CHECK(cudaEventRecord(e_, signaller));
+        DUALITY_CUDA_CHECK(cudaStreamWaitEvent(waiter, e_, 0));
+    }
+
+  private:
+    cudaEvent_t e_ = nullptr;
 };
 
 // Page-locked host memory: the staging area of asynchronous copies.
 class PinnedBuffer {
-public:
+  public:
     PinnedBuffer() = default;
     explicit PinnedBuffer(size_t bytes) : bytes_(bytes) {
         if (bytes) DUALITY_CUDA_CHECK(cudaMallocHost(&p_, bytes));
@@ -45,17 +79,19 @@ public:
     }
     PinnedBuffer(const PinnedBuffer&) = delete;
     template <typename T>
-    T* as() const { return static_cast<T*>(p_); }
+    T* as() const {
+        return static_cast<T*>(p_);
+    }
     size_t bytes() const { return bytes_; }
 
-private:
+  private:
     void* p_ = nullptr;
     size_t bytes_ = 0;
 };
 
 // An instantiated graph, captured from the work a callable enqueues on `stream`.
 class Graph {
-public:
+  public:
     Graph() = default;
     template <typename F>
     static Graph capture(cudaStream_t stream, F&& enqueue) {
@@ -80,7 +116,7 @@ public:
     explicit operator bool() const { return exec_ != nullptr; }
     void launch(cudaStream_t stream) const { DUALITY_CUDA_CHECK(cudaGraphLaunch(exec_, stream)); }
 
-private:
+  private:
     cudaGraphExec_t exec_ = nullptr;
 };
 

@@ -300,7 +300,15 @@ class CudaModel final : public Model {
             out_proj.push_back(w.out_proj);
         }
         const std::vector<const void*> head(2, weights_.head);
+        std::vector<const void*> in_proj_xbcdt;  // rows [d_inner, d_in_proj) of each W_in
+        for (const void* w : in_proj)
+            in_proj_xbcdt.push_back(static_cast<const char*>(w) + static_cast<size_t>(E * D) * el);
+        char* y_xbcdt = static_cast<char*>(ws_.zxbcdt) + static_cast<size_t>(E) * el;
         for (int64_t m = 2; m <= max_seqs_; m *= 2) {
+            if (split_in_proj_) {  // decode steps run the two parts (prefill: the whole)
+                gemm_.tune(ws_.u, D, in_proj, ws_.zxbcdt, n_in, act_, m, E, D, act_, s);
+                gemm_.tune(ws_.u, D, in_proj_xbcdt, y_xbcdt, n_in, act_, m, n_in - E, D, act_, s);
+            }
             gemm_.tune(ws_.u, D, in_proj, ws_.zxbcdt, n_in, act_, m, n_in, D, act_, s);
             gemm_.tune(ws_.gated, E, out_proj, ws_.h, D, act_, m, D, E, act_, s);
             gemm_.tune(ws_.u, D, head, ws_.logits, c_.vocab_padded, DType::kF32, m, c_.vocab_padded,
@@ -328,6 +336,9 @@ class CudaModel final : public Model {
             ssd_sync_,
             DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe), "the SSD sync buffer"));
         DUALITY_CUDA_CHECK(cudaMemset(ssd_sync_.data(), 0, ssd_sync_.bytes()));
+        if (const char* env = std::getenv("DUALITY_SPLIT_IN_PROJ")) {
+            split_in_proj_ = std::string_view(env) != "0";
+        }
         if (const char* path = std::getenv("DUALITY_SSD_PATH")) {
             use_fused_ = std::string_view(path) != "five-step";
         }
@@ -666,8 +677,16 @@ class CudaModel final : public Model {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
             cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
                                T, D, layer == 0, act_, s);
-            gemm_.run(ws_.u, D, w.in_proj, ws_.zxbcdt, n_in, act_, T, n_in, D, act_, s);
-            if (w.in_proj_bias) cuda::add_bias(ws_.zxbcdt, n_in, w.in_proj_bias, T, n_in, act_, s);
+            const bool split = decode && split_in_proj_;
+            if (split) {
+                // [xBC | dt] first; z (needed only by the gated norm) on the side stream, where
+                // it overlaps the conv and the SSM step instead of preceding them.
+                in_proj_rows(w, E, n_in, T, s);
+                fork_.order(s, side_stream_.get());
+                in_proj_rows(w, 0, E, T, side_stream_.get());
+            } else {
+                in_proj_rows(w, 0, n_in, T, s);
+            }
 
             cuda::Conv1dArgs conv;
             conv.batch = batch_;
@@ -699,12 +718,27 @@ class CudaModel final : public Model {
                     prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), s);
                 }
             }
+            if (split) join_.order(side_stream_.get(), s);  // z is in
             cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
                                  static_cast<float>(c_.norm_eps), ws_.gated, T, E, E / c_.n_group,
                                  act_, s);
             gemm_.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
             if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
         }
+    }
+
+    // Columns [begin, end) of the in_proj product zxbcdt {T, d_in_proj} (rows begin..end of
+    // W_in {d_in_proj, d_model}), plus the bias where the layer has one, on `stream`.
+    void in_proj_rows(const cuda::DeviceLayer& w, int64_t begin, int64_t end, int64_t T,
+                      cudaStream_t stream) {
+        const int64_t D = c_.d_model, n_in = c_.d_in_proj();
+        const size_t el = dtype_size(act_);
+        const auto b = static_cast<size_t>(begin);
+        char* y = static_cast<char*>(ws_.zxbcdt) + b * el;
+        gemm_.run(ws_.u, D, static_cast<const char*>(w.in_proj) + b * static_cast<size_t>(D) * el,
+                  y, n_in, act_, T, end - begin, D, act_, stream);
+        if (w.in_proj_bias)
+            cuda::add_bias(y, n_in, w.in_proj_bias + begin, T, end - begin, act_, stream);
     }
 
     // The SSD of a prefill pass: the fused single launch where it applies (f16/bf16, the shapes of
@@ -762,6 +796,11 @@ class CudaModel final : public Model {
     int64_t conv_slot_elems_ = 0, ssm_slot_elems_ = 0;
     int64_t max_seqs_ = 0, max_tokens_ = 0, rows_max_ = 0, n_chunk_max_ = 0;
     cuda::Stream stream_;
+    // Decode passes compute in_proj's z columns on a side stream, forked after the [xBC | dt]
+    // columns and joined before the gated norm (DUALITY_SPLIT_IN_PROJ=0: one product instead).
+    cuda::Stream side_stream_ = cuda::Stream::high_priority();
+    cuda::Event fork_, join_;
+    bool split_in_proj_ = true;
     cuda::Gemm gemm_;
     cuda::DeviceWeights weights_;
     DeviceBuffer conv_state_;  // {n_slots + 1, n_layer, d_conv - 1, conv_dim} f32

@@ -382,19 +382,31 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
             const int item = warp + kWarps * it;
             if (item >= kItems) continue;
             const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
+            // All 16 prev pairs of the item are loaded before any store: the stores below may
+            // alias them as far as the compiler knows, so loads left between stores would be
+            // 16 L2 round trips in a row instead of one (measured: 4.9 µs per block).
+            float2 pv_all[8][2];
 #pragma unroll
             for (int t = 0; t < 8; ++t) {
 #pragma unroll
                 for (int half = 0; half < 2; ++half) {
                     const int pp = p0 + gr + 8 * half, nn = n0 + 8 * t + 2 * qd;
                     const int64_t e = static_cast<int64_t>(pp) * kN + nn;
-                    float2 pv;
                     if (first) {
-                        pv.x = slot_load(p.state, slot_off + e, p.state_dtype);
-                        pv.y = slot_load(p.state, slot_off + e + 1, p.state_dtype);
+                        pv_all[t][half].x = slot_load(p.state, slot_off + e, p.state_dtype);
+                        pv_all[t][half].y = slot_load(p.state, slot_off + e + 1, p.state_dtype);
                     } else {
-                        pv = __ldcg(reinterpret_cast<const float2*>(prev_g + e));
+                        pv_all[t][half] = __ldcg(reinterpret_cast<const float2*>(prev_g + e));
                     }
+                }
+            }
+#pragma unroll
+            for (int t = 0; t < 8; ++t) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int pp = p0 + gr + 8 * half, nn = n0 + 8 * t + 2 * qd;
+                    const int64_t e = static_cast<int64_t>(pp) * kN + nn;
+                    const float2 pv = pv_all[t][half];
                     *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
                     const float o0 = fmaf(decay, pv.x, st[it][t][2 * half]);
                     const float o1 = fmaf(decay, pv.y, st[it][t][2 * half + 1]);

@@ -22,19 +22,7 @@ class Stream {
     cudaStream_t get() const { return s_; }
     void sync() const { DUALITY_CUDA_CHECK(cudaStreamSynchronize(s_)); }
 
-    // A stream whose kernels the block scheduler serves first (the greatest priority the device
-    // has): work forked off the critical path that should get its blocks in before the main
-    // stream's next grid fills the SMs.
-    static Stream high_priority() {
-        int least = 0, greatest = 0;
-        DUALITY_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-        Stream st(nullptr);
-        DUALITY_CUDA_CHECK(cudaStreamCreateWithPriority(&st.s_, cudaStreamNonBlocking, greatest));
-        return st;
-    }
-
   private:
-    explicit Stream(std::nullptr_t) {}
     cudaStream_t s_ = nullptr;
 };
 

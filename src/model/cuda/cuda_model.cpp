@@ -798,7 +798,7 @@ class CudaModel final : public Model {
     cuda::Stream stream_;
     // Decode passes compute in_proj's z columns on a side stream, forked after the [xBC | dt]
     // columns and joined before the gated norm (DUALITY_SPLIT_IN_PROJ=0: one product instead).
-    cuda::Stream side_stream_ = cuda::Stream::high_priority();
+    cuda::Stream side_stream_;
     cuda::Event fork_, join_;
     bool split_in_proj_ = true;
     cuda::Gemm gemm_;

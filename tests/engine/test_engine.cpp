@@ -251,6 +251,38 @@ TEST(Engine, DeviceCacheSlotsSpillToHost) {
     }
 }
 
+// With cache slots on the device, a finished sequence's slot becomes a cache slot (its final
+// state cached without a copy) and the engine runs the next request in the slot the cache gave
+// back; the prompt-end checkpoint is still a copy (its sequence keeps decoding in its slot).
+TEST(Engine, FinishedSlotsAreAdoptedByTheCacheNotCopied) {
+    MockModel model(3);  // 1 running slot + 2 cache slots
+    EngineOptions o;
+    o.max_seqs = 1;
+    o.cache_slots = 2;
+    o.cache_host_bytes = 0;  // device tier only: the third entry evicts the first
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    std::mt19937 rng(13);
+    const std::vector<int32_t> turn1 = random_prompt(rng, 30);
+    const auto out1 = drain(**(*engine)->submit(greedy(turn1, 5)));
+    ASSERT_EQ(out1, MockModel::continuation(turn1, 5));
+    EXPECT_EQ(model.copies, 1);  // the prompt-end checkpoint only
+    const auto steps = model.steps();
+    ASSERT_FALSE(steps.empty());
+    EXPECT_EQ(steps.back().slots, std::vector<int>{0});
+
+    // The next conversation turn resumes from the adopted state, in another slot.
+    std::vector<int32_t> turn2 = turn1;
+    turn2.insert(turn2.end(), out1.begin(), out1.end());
+    turn2.push_back(11);
+    auto s2 = run_greedy(**engine, turn2, 4);
+    EXPECT_EQ(s2->cached_tokens(), 30 + 5 - 1);
+    EXPECT_NE(model.steps().back().slots, std::vector<int>{0});
+    // A new prompt in whatever slot came back starts from a clean state.
+    auto s3 = run_greedy(**engine, random_prompt(rng, 25), 3);
+    EXPECT_EQ(s3->cached_tokens(), 0);
+}
+
 TEST(Engine, QueueLimitCancellationAndTimeout) {
     MockModel model(1);
     EngineOptions o;

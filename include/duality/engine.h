@@ -30,7 +30,8 @@ namespace duality {
 using SteadyClock = std::chrono::steady_clock;
 
 struct EngineOptions {
-    int max_seqs = 16;                // sequences running at once: model slots [0, max_seqs)
+    int max_seqs = 16;                // sequences running at once (in model slots [0, max_seqs +
+                                      // cache_slots): see cache_slots)
     int max_queue = 1024;             // waiting sequences beyond which submit() fails
     int64_t max_batch_tokens = 1024;  // tokens per step: decode tokens + prefill pieces
     int64_t prefill_chunk = 256;      // prefill pieces end at multiples of this
@@ -38,8 +39,10 @@ struct EngineOptions {
     // The conversation state cache.
     int64_t cache_host_bytes = 256 << 20;  // host memory for cached states; 0 with no cache
                                            // slots disables the cache
-    int cache_slots = 0;           // model slots [max_seqs, max_seqs + cache_slots) that hold
-                                   // the most recently used cached states on the device
+    int cache_slots = 0;           // model slots that hold the most recently used cached states
+                                   // on the device ([max_seqs, max_seqs + cache_slots) at first;
+                                   // a finished sequence's slot is adopted by the cache, which
+                                   // hands one of its own to the engine, so the sets change)
     int64_t checkpoint_every = 0;  // also cache every K prompt tokens (a multiple of
                                    // prefill_chunk); 0: only at prompt end and finish
     double cache_ttl_s = 3600;     // cached states unused this long are dropped

@@ -319,7 +319,7 @@ void Engine::Impl::release(Live& r, bool cache_state) {
         freed = cache.adopt(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
                             r.slot, SteadyClock::now());
     }
-    free_slots.push_back(freed);
+    free_slots.push_back(freed >= 0 ? freed : r.slot);
     r.slot = -1;
 }
 
@@ -533,6 +533,10 @@ void Engine::Impl::step() {
     // (at its finish) by release(), before its client hears of the finish.
     post_notes();
     for (size_t i : checkpoints) {
+        // A sequence that also ended in this step is cached at its finish, which is the same
+        // key (its last token is not consumed), by adopting its slot: no copy here.
+        if (std::any_of(ended.begin(), ended.end(), [&](const auto& e) { return e.second == i; }))
+            continue;
         Live& r = running[i];
         Status s = cache.insert(
             std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)), r.slot, done);

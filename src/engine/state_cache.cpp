@@ -106,7 +106,11 @@ Status StateCache::insert(std::span<const int32_t> key, int slot, SteadyClock::t
     Entry e = new_entry(key, h);
     if (!options_.device_slots.empty()) {
         e.device_slot = free_device_slot();
-        DUALITY_RETURN_IF_ERROR(model_.copy_slot(slot, e.device_slot));
+        if (e.device_slot < 0) return Status::ok();  // no slot left (see free_device_slot)
+        if (Status s = model_.copy_slot(slot, e.device_slot); !s.is_ok()) {
+            free_slots_.push_back(e.device_slot);  // still the cache's
+            return s;
+        }
     } else {
         DUALITY_RETURN_IF_ERROR(model_.read_slot(slot, e.host));
         e.bytes = static_cast<int64_t>((e.host.conv.size() + e.host.ssm.size() + e.key.size()) *
@@ -126,6 +130,7 @@ int StateCache::adopt(std::span<const int32_t> key, int slot, SteadyClock::time_
         return slot;
     }
     const int spare = free_device_slot();
+    if (spare < 0) return slot;  // no slot to trade (see free_device_slot): not cached
     Entry e = new_entry(key, h);
     e.device_slot = slot;
     add(std::move(e), now);
@@ -183,7 +188,7 @@ int StateCache::free_device_slot() {
         }
         return slot;
     }
-    return -1;  // unreachable while device_slots is non-empty: every slot is free or in use
+    return -1;  // every slot the cache owns is free or holds an entry, so only if one was lost
 }
 
 bool StateCache::make_host_room(int64_t bytes, uint64_t keep_id) {

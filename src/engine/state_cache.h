@@ -25,7 +25,7 @@ namespace duality::engine {
 
 struct StateCacheOptions {
     int64_t host_bytes = 0;         // budget for entries spilled to host memory
-    std::vector<int> device_slots;  // model slots the cache owns
+    std::vector<int> device_slots;  // model slots the cache owns at first (adopt() trades them)
     double ttl_s = 3600;
 };
 
@@ -48,9 +48,11 @@ class StateCache {
     // cached is only marked as used.
     Status insert(std::span<const int32_t> key, int slot, SteadyClock::time_point now);
     // Like insert() for a slot whose owner is done with it: with device slots the cache takes
-    // `slot` itself (no copy) and hands back one of its own, freed (the least recently used
-    // entry moves to the host or out, as in insert()); else it copies and returns `slot`. The
-    // caller owns the returned slot. Never fails: a state that cannot be cached is not cached.
+    // `slot` itself (no copy) and hands back one of its own, a free one or else the least
+    // recently used entry's (that entry moves to the host or out, as in insert()); without
+    // device slots it copies to the host and returns `slot`, as it does for a key already cached
+    // (which is only marked used). The caller owns the returned slot, always a valid one: a
+    // state that cannot be cached is not cached.
     int adopt(std::span<const int32_t> key, int slot, SteadyClock::time_point now);
     // Drops entries unused for longer than the TTL.
     void expire(SteadyClock::time_point now);

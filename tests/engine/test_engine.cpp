@@ -281,6 +281,16 @@ TEST(Engine, FinishedSlotsAreAdoptedByTheCacheNotCopied) {
     // A new prompt in whatever slot came back starts from a clean state.
     auto s3 = run_greedy(**engine, random_prompt(rng, 25), 3);
     EXPECT_EQ(s3->cached_tokens(), 0);
+
+    // A request that ends in the step that reads its prompt's end: its prompt-end checkpoint and
+    // its finish are the same key, cached by adopting the slot, without any copy.
+    const int copies = model.copies;
+    std::vector<int32_t> one = random_prompt(rng, 20);
+    run_greedy(**engine, one, 1);
+    EXPECT_EQ(model.copies, copies);
+    one.push_back(5);
+    auto s4 = run_greedy(**engine, one, 2);
+    EXPECT_EQ(s4->cached_tokens(), 20);
 }
 
 TEST(Engine, QueueLimitCancellationAndTimeout) {

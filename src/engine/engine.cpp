@@ -319,7 +319,7 @@ void Engine::Impl::release(Live& r, bool cache_state) {
         freed = cache.adopt(std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.pos)),
                             r.slot, SteadyClock::now());
     }
-    free_slots.push_back(freed >= 0 ? freed : r.slot);
+    free_slots.push_back(freed);
     r.slot = -1;
 }
 

@@ -98,7 +98,11 @@ void StateCache::add(Entry e, SteadyClock::time_point now) {
 
 Status StateCache::insert(std::span<const int32_t> key, int slot, SteadyClock::time_point now) {
     if (!enabled() || key.empty()) return Status::ok();
-    const uint64_t h = key_hash(key);
+    return insert_hashed(key, key_hash(key), slot, now);
+}
+
+Status StateCache::insert_hashed(std::span<const int32_t> key, uint64_t h, int slot,
+                                 SteadyClock::time_point now) {
     if (Entry* e = find_exact(key, h)) {
         touch(*e, now);
         return Status::ok();
@@ -125,8 +129,12 @@ Status StateCache::insert(std::span<const int32_t> key, int slot, SteadyClock::t
 int StateCache::adopt(std::span<const int32_t> key, int slot, SteadyClock::time_point now) {
     if (!enabled() || key.empty()) return slot;
     const uint64_t h = key_hash(key);
-    if (options_.device_slots.empty() || find_exact(key, h)) {
-        (void)insert(key, slot, now);  // a host copy, or only marks the entry used
+    if (Entry* e = find_exact(key, h)) {
+        touch(*e, now);
+        return slot;
+    }
+    if (options_.device_slots.empty()) {
+        (void)insert_hashed(key, h, slot, now);  // a host copy
         return slot;
     }
     const int spare = free_device_slot();

@@ -76,6 +76,9 @@ class StateCache {
     static uint64_t extend_hash(uint64_t h, int32_t token);
     static uint64_t index_key(int64_t length, uint64_t hash);
     static uint64_t key_hash(std::span<const int32_t> key);
+    // insert() with the key's hash already computed.
+    Status insert_hashed(std::span<const int32_t> key, uint64_t hash, int slot,
+                         SteadyClock::time_point now);
     Entry new_entry(std::span<const int32_t> key, uint64_t hash);
     void add(Entry e, SteadyClock::time_point now);  // indexes e as the most recently used
     Entry* find_exact(std::span<const int32_t> key, uint64_t hash);

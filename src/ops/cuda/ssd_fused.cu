@@ -52,6 +52,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/cuda/check.h"
 #include "ops/cuda/mma.cuh"
@@ -204,8 +205,8 @@ struct Smem {
     }
 };
 
-template <typename T, int kP, int kN>
-__global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
+template <typename T, int kP, int kN, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedParams p) {
     using M = Act<T>;
     using L = Smem<T, kP, kN>;
     constexpr int kLdC = L::kLdC, kLdX = L::kLdX;
@@ -503,7 +504,7 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
             }
             // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans), loaded while W is computed
             // (both halves when they fit in registers).
-            constexpr int kXB = kP <= 80 ? 2 : 1;
+            constexpr int kXB = kMinBlocks == 1 && kP <= 80 ? 2 : 1;
             uint32_t xb[kXB][kP / 16][4];
             auto load_x = [&](int hb, uint32_t(&dst)[kP / 16][4]) {
 #pragma unroll
@@ -588,22 +589,59 @@ int max_smem_optin() {
     return v;
 }
 
+// Two blocks per SM (registers capped at 128 a thread, some spilled) where chunks are at most
+// kTwoPerSmChunk tokens and two blocks' shared memory fits in an SM; DUALITY_SSD_FUSED_2PB=0
+// keeps one block per SM (with more registers) everywhere.
+constexpr int kTwoPerSmChunk = 128;
+
+int max_smem_per_sm() {
+    int dev = 0, v = 0;
+    DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
+    DUALITY_CUDA_CHECK(
+        cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    return v;
+}
+
+bool two_per_sm_enabled() {
+    static const bool on = [] {
+        const char* env = std::getenv("DUALITY_SSD_FUSED_2PB");
+        return !(env && std::strcmp(env, "0") == 0);
+    }();
+    return on;
+}
+
+bool two_per_sm(int64_t chunk_size, size_t smem) {
+    if (!two_per_sm_enabled() || chunk_size > kTwoPerSmChunk) return false;
+    static const int per_sm = max_smem_per_sm();
+    // Each block also takes its static shared memory and the driver's reserve (1 KiB).
+    return 2 * (smem + kStaticSmemReserve + 1024) <= static_cast<size_t>(per_sm);
+}
+
 bool shape_ok(int64_t P, int64_t N) {
     return (P == 32 || P == 64 || P == 80 || P == 128) && (N == 64 || N == 128);
 }
 
-template <typename T, int kP, int kN>
-void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
+template <typename T, int kP, int kN, int kMinBlocks>
+void launch_blocks(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
     static size_t configured = 0;  // per instantiation: the dynamic limit set so far
     if (smem > configured) {
-        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(ssd_fused_kernel<T, kP, kN>,
+        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(ssd_fused_kernel<T, kP, kN, kMinBlocks>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
         configured = smem;
     }
     const int64_t blocks = n_chunk * fp.n_head;
-    ssd_fused_kernel<T, kP, kN><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
+    ssd_fused_kernel<T, kP, kN, kMinBlocks>
+        <<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
     DUALITY_CUDA_LAUNCH_CHECK();
+}
+
+template <typename T, int kP, int kN>
+void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
+    if (two_per_sm(fp.chunk_size, smem))
+        launch_blocks<T, kP, kN, 2>(fp, n_chunk, smem, stream);
+    else
+        launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, stream);
 }
 
 template <typename T, int kP>
@@ -647,6 +685,15 @@ bool ssd_fused_supported(const SsdArgs& a, DType act) {
     // The kernel's static shared memory (counters, warp sums) comes out of the same limit.
     static const int limit = max_smem_optin();
     return smem_bytes(a, act) + kStaticSmemReserve <= static_cast<size_t>(limit);
+}
+
+int64_t ssd_fused_chunk(const SsdArgs& a, DType act) {
+    if (a.chunk_size <= kTwoPerSmChunk) return a.chunk_size;
+    SsdArgs half = a;
+    half.chunk_size = kTwoPerSmChunk;
+    return ssd_fused_supported(half, act) && two_per_sm(half.chunk_size, smem_bytes(half, act))
+               ? half.chunk_size
+               : a.chunk_size;
 }
 
 size_t ssd_fused_workspace_bytes(const SsdArgs& a) {

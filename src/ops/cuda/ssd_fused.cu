@@ -386,36 +386,42 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             // All 16 prev pairs of the item are loaded before any store: the stores below may
             // alias them as far as the compiler knows, so loads left between stores would be
             // 16 L2 round trips in a row instead of one (the phase took 4.9, now 2.5 µs per block).
-            float2 pv_all[8][2];
+            // (Two blocks per SM: in two rounds of 8 pairs, for registers: 48 B spilled instead
+            // of 168 B at head_dim 64, d_state 128.)
+            constexpr int kT = kMinBlocks == 1 ? 8 : 4;
 #pragma unroll
-            for (int t = 0; t < 8; ++t) {
+            for (int t0 = 0; t0 < 8; t0 += kT) {
+                float2 pv_all[kT][2];
 #pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int pp = p0 + gr + 8 * half, nn = n0 + 8 * t + 2 * qd;
-                    const int64_t e = static_cast<int64_t>(pp) * kN + nn;
-                    if (first) {
-                        pv_all[t][half].x = slot_load(p.state, slot_off + e, p.state_dtype);
-                        pv_all[t][half].y = slot_load(p.state, slot_off + e + 1, p.state_dtype);
-                    } else {
-                        pv_all[t][half] = __ldcg(reinterpret_cast<const float2*>(prev_g + e));
+                for (int t = 0; t < kT; ++t) {
+#pragma unroll
+                    for (int half = 0; half < 2; ++half) {
+                        const int pp = p0 + gr + 8 * half, nn = n0 + 8 * (t0 + t) + 2 * qd;
+                        const int64_t e = static_cast<int64_t>(pp) * kN + nn;
+                        if (first) {
+                            pv_all[t][half].x = slot_load(p.state, slot_off + e, p.state_dtype);
+                            pv_all[t][half].y = slot_load(p.state, slot_off + e + 1, p.state_dtype);
+                        } else {
+                            pv_all[t][half] = __ldcg(reinterpret_cast<const float2*>(prev_g + e));
+                        }
                     }
                 }
-            }
 #pragma unroll
-            for (int t = 0; t < 8; ++t) {
+                for (int t = 0; t < kT; ++t) {
 #pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int pp = p0 + gr + 8 * half, nn = n0 + 8 * t + 2 * qd;
-                    const int64_t e = static_cast<int64_t>(pp) * kN + nn;
-                    const float2 pv = pv_all[t][half];
-                    *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
-                    const float o0 = fmaf(decay, pv.x, st[it][t][2 * half]);
-                    const float o1 = fmaf(decay, pv.y, st[it][t][2 * half + 1]);
-                    if (last) {
-                        slot_store(p.state, slot_off + e, p.state_dtype, o0);
-                        slot_store(p.state, slot_off + e + 1, p.state_dtype, o1);
-                    } else {
-                        __stcg(reinterpret_cast<float2*>(out_g + e), make_float2(o0, o1));
+                    for (int half = 0; half < 2; ++half) {
+                        const int pp = p0 + gr + 8 * half, nn = n0 + 8 * (t0 + t) + 2 * qd;
+                        const int64_t e = static_cast<int64_t>(pp) * kN + nn;
+                        const float2 pv = pv_all[t][half];
+                        *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
+                        const float o0 = fmaf(decay, pv.x, st[it][t0 + t][2 * half]);
+                        const float o1 = fmaf(decay, pv.y, st[it][t0 + t][2 * half + 1]);
+                        if (last) {
+                            slot_store(p.state, slot_off + e, p.state_dtype, o0);
+                            slot_store(p.state, slot_off + e + 1, p.state_dtype, o1);
+                        } else {
+                            __stcg(reinterpret_cast<float2*>(out_g + e), make_float2(o0, o1));
+                        }
                     }
                 }
             }
@@ -485,21 +491,28 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
 #pragma unroll
                 for (int e = 0; e < 4; ++e) sc[t][e] = 0.0f;
             // B rows j0 + 16·hb.. (stored [j][n]: col-major operand), one k-step ahead.
-            uint32_t bq[2][2][4];
+            // (Two blocks per SM: no prefetch, for registers; the other block hides the latency.)
+            constexpr int kBQ = kMinBlocks == 1 ? 2 : 1;
+            uint32_t bq[kBQ][2][4];
             auto load_b = [&](int kk, uint32_t(&dst)[2][4]) {
 #pragma unroll
                 for (int hb = 0; hb < 2; ++hb)
                     ldsm_x4(dst[hb], Bs + (j0 + 16 * hb + (lane & 7) + 8 * (lane >> 4)) * kLdC +
                                          16 * kk + 8 * ((lane >> 3) & 1));
             };
-            load_b(0, bq[0]);
+            if constexpr (kBQ == 2) load_b(0, bq[0]);
 #pragma unroll
             for (int kk = 0; kk < kN / 16; ++kk) {
-                if (kk + 1 < kN / 16) load_b(kk + 1, bq[(kk + 1) & 1]);
+                if constexpr (kBQ == 2) {
+                    if (kk + 1 < kN / 16) load_b(kk + 1, bq[(kk + 1) & 1]);
+                } else {
+                    load_b(kk, bq[0]);
+                }
+                const int q = kBQ == 2 ? kk & 1 : 0;
 #pragma unroll
                 for (int hb = 0; hb < 2; ++hb) {
-                    M::mma(sc[2 * hb], cf[kk], bq[kk & 1][hb][0], bq[kk & 1][hb][1]);
-                    M::mma(sc[2 * hb + 1], cf[kk], bq[kk & 1][hb][2], bq[kk & 1][hb][3]);
+                    M::mma(sc[2 * hb], cf[kk], bq[q][hb][0], bq[q][hb][1]);
+                    M::mma(sc[2 * hb + 1], cf[kk], bq[q][hb][2], bq[q][hb][3]);
                 }
             }
             // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans), loaded while W is computed

@@ -43,8 +43,10 @@
 // with strides a multiple of 8 elements, and the shared memory (about Q·(2·d_state + head_dim)·2
 // bytes: 197 KB for Q 256, head_dim 64, d_state 128) within the device's per-block limit — so
 // head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and Q 256 does not fit on A100.
-// Speed (H200, bf16, 2.7b layer): 1.55 ms at b1×32k, 2.59x the five-step path; one block per SM
-// (shared memory and registers), so each block's phases are latency-bound and do not overlap.
+// Speed (H200, bf16, 2.7b layer): 1.55 ms at b1×32k, 2.59x the five-step path with one block per
+// SM (shared memory and registers), so each block's phases are latency-bound and do not overlap.
+// DRAFT: chunks of at most 128 tokens run an instantiation capped at 128 registers, two blocks
+// per SM where they fit (two_per_sm, two_fit; DUALITY_SSD_FUSED_2PB=0: never); not yet measured.
 // Phase breakdown and next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -649,9 +651,28 @@ void launch_blocks(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStre
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
+// Whether two blocks of the two-per-SM instantiation are resident at once with `smem` bytes of
+// dynamic shared memory (registers and the shared-memory carve-out as the device has them).
+template <typename T, int kP, int kN>
+bool two_fit(size_t smem) {
+    static size_t checked = 0;  // per instantiation: the smem last asked about, and the answer
+    static bool fits = false;
+    if (smem != checked) {
+        auto* kernel = ssd_fused_kernel<T, kP, kN, 2>;
+        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(smem)));
+        int blocks = 0;
+        DUALITY_CUDA_CHECK(
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
+        fits = blocks >= 2;
+        checked = smem;
+    }
+    return fits;
+}
+
 template <typename T, int kP, int kN>
 void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
-    if (two_per_sm(fp.chunk_size, smem))
+    if (two_per_sm(fp.chunk_size, smem) && two_fit<T, kP, kN>(smem))
         launch_blocks<T, kP, kN, 2>(fp, n_chunk, smem, stream);
     else
         launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, stream);
@@ -704,9 +725,26 @@ int64_t ssd_fused_chunk(const SsdArgs& a, DType act) {
     if (a.chunk_size <= kTwoPerSmChunk) return a.chunk_size;
     SsdArgs half = a;
     half.chunk_size = kTwoPerSmChunk;
-    return ssd_fused_supported(half, act) && two_per_sm(half.chunk_size, smem_bytes(half, act))
-               ? half.chunk_size
-               : a.chunk_size;
+    const size_t smem = smem_bytes(half, act);
+    if (!ssd_fused_supported(half, act) || !two_per_sm(half.chunk_size, smem)) return a.chunk_size;
+    auto fit_n = [&]<typename T, int kP>() {
+        return a.d_state == 64 ? two_fit<T, kP, 64>(smem) : two_fit<T, kP, 128>(smem);
+    };
+    auto fit = [&]<typename T>() {
+        switch (a.head_dim) {
+            case 32:
+                return fit_n.template operator()<T, 32>();
+            case 64:
+                return fit_n.template operator()<T, 64>();
+            case 80:
+                return fit_n.template operator()<T, 80>();
+            default:
+                return fit_n.template operator()<T, 128>();
+        }
+    };
+    const bool fits = act == DType::kBF16 ? fit.template operator()<__nv_bfloat16>()
+                                          : fit.template operator()<__half>();
+    return fits ? half.chunk_size : a.chunk_size;
 }
 
 size_t ssd_fused_workspace_bytes(const SsdArgs& a) {

@@ -135,7 +135,10 @@ class CudaModel final : public Model {
         DUALITY_CUDA_CHECK(cudaMemcpyAsync(ssm_ptr(to), ssm_ptr(from), ssm_slot_bytes(),
                                            cudaMemcpyDeviceToDevice, stream_.get()));
         slot_tokens_[static_cast<size_t>(to)] = slot_tokens_[static_cast<size_t>(from)];
-        stream_.sync();
+        // No wait: every later pass, copy and memset is ordered behind it on the model's stream,
+        // and the host copies (upload_slot, download_slot) wait for the stream first. The engine
+        // caches up to 64 states (168 MB each on the 2.7b) when a wave of requests ends; their
+        // clients hear of their ends while the copies run.
         return Status::ok();
     }
 
@@ -321,7 +324,14 @@ class CudaModel final : public Model {
 
     // Sizes and carves the workspace for max_tokens_ tokens and max_seqs_ sequences.
     Status layout_workspace() {
-        n_chunk_max_ = (max_tokens_ + c_.chunk_size - 1) / c_.chunk_size + max_seqs_;
+        if (const char* path = std::getenv("DUALITY_SSD_PATH")) {
+            use_fused_ = std::string_view(path) != "five-step";
+        }
+        // The prefill chunk table's chunk size: the config's, or the one the fused SSD runs
+        // fastest with (ssd_fused_chunk; the same SSD, rounded differently).
+        ssd_chunk_ = c_.chunk_size;
+        if (use_fused_ && !use_scan_) ssd_chunk_ = cuda::ssd_fused_chunk(ssd_args(0), act_);
+        n_chunk_max_ = (max_tokens_ + ssd_chunk_ - 1) / ssd_chunk_ + max_seqs_;
         auto z = [](int64_t v) { return static_cast<size_t>(v); };
         const size_t T = z(max_tokens_), S = z(max_seqs_), R = z(rows_max_), NC = z(n_chunk_max_);
         const size_t D = z(c_.d_model), E = z(c_.d_inner), H = z(c_.n_head);
@@ -339,9 +349,6 @@ class CudaModel final : public Model {
             ssd_sync_,
             DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe), "the SSD sync buffer"));
         DUALITY_CUDA_CHECK(cudaMemset(ssd_sync_.data(), 0, ssd_sync_.bytes()));
-        if (const char* path = std::getenv("DUALITY_SSD_PATH")) {
-            use_fused_ = std::string_view(path) != "five-step";
-        }
         const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
         const std::vector<size_t> sizes = {
             T * D * a, T * D * 4,   T * D * a,    T * n_in * a, T * conv_dim * a,
@@ -395,10 +402,12 @@ class CudaModel final : public Model {
     void clear_slot(int slot) {
         DUALITY_CUDA_CHECK(cudaMemsetAsync(conv_ptr(slot), 0, conv_slot_bytes(), stream_.get()));
         DUALITY_CUDA_CHECK(cudaMemsetAsync(ssm_ptr(slot), 0, ssm_slot_bytes(), stream_.get()));
-        slot_tokens_[static_cast<size_t>(slot)] = 0;
-        stream_.sync();
+        slot_tokens_[static_cast<size_t>(slot)] = 0;  // ordered on the stream, like copy_slot
     }
     void upload_slot(int slot, const SequenceState& s) {
+        // cuda::upload copies on the legacy default stream, which does not wait for the model's
+        // (non-blocking) stream: finish what is queued there (a copy out of this slot, say) first.
+        stream_.sync();
         cuda::upload(conv_ptr(slot), s.conv.data(), conv_slot_bytes());
         if (opt_.state_dtype == DType::kF32) {
             cuda::upload(ssm_ptr(slot), s.ssm.data(), ssm_slot_bytes());
@@ -512,7 +521,7 @@ class CudaModel final : public Model {
         a.head_dim = c_.head_dim;
         a.d_state = c_.d_state;
         a.n_group = c_.n_group;
-        a.chunk_size = c_.chunk_size;
+        a.chunk_size = ssd_chunk_;
         const size_t el = dtype_size(act_);
         const int64_t GN = c_.n_group * c_.d_state;
         a.x = ws_.xbc;
@@ -571,7 +580,7 @@ class CudaModel final : public Model {
         int64_t n_chunk = 0;
         if (!decode)
             for (int64_t i = 0; i < n_pre; ++i)
-                n_chunk += (cu_pre[i + 1] - cu_pre[i] + c_.chunk_size - 1) / c_.chunk_size;
+                n_chunk += (cu_pre[i + 1] - cu_pre[i] + ssd_chunk_ - 1) / ssd_chunk_;
         int32_t* chunk_len = chunk_start + n_chunk;
         int32_t* chunk_seq = chunk_len + n_chunk;
         int32_t* cu_chunks = chunk_seq + n_chunk;
@@ -581,10 +590,10 @@ class CudaModel final : public Model {
         for (int64_t i = 0; i < n_pre; ++i) {
             if (!decode)
                 for (int32_t t = cu_pre[i]; t < cu_pre[i + 1];
-                     t += static_cast<int32_t>(c_.chunk_size)) {
+                     t += static_cast<int32_t>(ssd_chunk_)) {
                     chunk_start[k] = t;
                     chunk_len[k] =
-                        std::min<int32_t>(static_cast<int32_t>(c_.chunk_size), cu_pre[i + 1] - t);
+                        std::min<int32_t>(static_cast<int32_t>(ssd_chunk_), cu_pre[i + 1] - t);
                     chunk_seq[k] = static_cast<int32_t>(i);
                     ++k;
                 }
@@ -824,6 +833,7 @@ class CudaModel final : public Model {
     DeviceInfo info_;
     bool use_scan_ = false;  // prefill SSD by the sequential scan instead of ssd_chunked
     bool use_fused_ = true;  // prefill SSD by ssd_fused where supported
+    int64_t ssd_chunk_ = 0;  // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;  // ssd_fused's counters and flags (zeroed once)
 };
 

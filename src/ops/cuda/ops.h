@@ -61,13 +61,13 @@ void gated_rms_norm(const void* y, const void* z, int64_t z_stride, const float*
 struct Conv1dArgs {
     VarlenBatch batch;
     int64_t channels = 0, width = 0;
-    const void* x = nullptr;      // {n_tokens, channels} act, rows x_stride apart: raw xBC
+    const void* x = nullptr;  // {n_tokens, channels} act, rows x_stride apart: raw xBC
     int64_t x_stride = 0;
     const float* weight = nullptr;  // {channels, width}; weight[:, width-1] × newest row
     const float* bias = nullptr;    // {channels} or nullptr
     float* state = nullptr;         // per slot {width-1, channels} f32, slot_stride apart
     int64_t state_slot_stride = 0;
-    void* out = nullptr;            // {n_tokens, channels} act, dense
+    void* out = nullptr;  // {n_tokens, channels} act, dense
 };
 void conv1d(const Conv1dArgs& a, DType act, cudaStream_t stream);
 
@@ -91,7 +91,7 @@ struct SsdArgs {
     void* state = nullptr;     // per slot {n_head, head_dim, d_state} in state_dtype: in and out
     int64_t state_slot_stride = 0;
     DType state_dtype = DType::kF32;
-    void* y = nullptr;         // {n_tokens, n_head, head_dim} act, dense
+    void* y = nullptr;  // {n_tokens, n_head, head_dim} act, dense
 };
 
 // Chunked SSD prefill (spec 6.2), the five steps: chunk cumsum, C·Bᵀ, chunk states, state
@@ -110,6 +110,10 @@ void ssd_chunked(const SsdArgs& a, const float* dt, void* workspace, DType act,
 // then owned by ssd_fused (counters and flags that every launch leaves ready for the next one);
 // calls using one sync buffer must not run concurrently.
 bool ssd_fused_supported(const SsdArgs& a, DType act);
+// The chunk size ssd_fused runs fastest with for a's shape: a.chunk_size, or 128 where a 256-token
+// chunk would keep one block per SM and 128-token ones fit two (the same SSD, rounded differently;
+// the caller builds its chunk table with it).
+int64_t ssd_fused_chunk(const SsdArgs& a, DType act);
 size_t ssd_fused_workspace_bytes(const SsdArgs& a);
 size_t ssd_fused_sync_bytes(const SsdArgs& a);
 void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
@@ -142,7 +146,7 @@ struct DeviceSampling {
     float top_p = 1.0f;        // 1: off
     float min_p = 0.0f;        // 0: off
     uint64_t seed = 0;
-    uint64_t step = 0;         // the draw's index within the sequence: same seed+step, same draw
+    uint64_t step = 0;  // the draw's index within the sequence: same seed+step, same draw
 };
 // ids[r] = a token drawn from row r of logits {rows, ld} f32, over ids [0, vocab) only.
 // workspace: at least sample_workspace_bytes(rows, vocab).

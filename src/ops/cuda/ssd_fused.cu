@@ -43,8 +43,10 @@
 // with strides a multiple of 8 elements, and the shared memory (about Q·(2·d_state + head_dim)·2
 // bytes: 197 KB for Q 256, head_dim 64, d_state 128) within the device's per-block limit — so
 // head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and Q 256 does not fit on A100.
-// Speed (H200, bf16, 2.7b layer): 1.55 ms at b1×32k, 2.59x the five-step path; one block per SM
-// (shared memory and registers), so each block's phases are latency-bound and do not overlap.
+// Speed (H200, bf16, 2.7b layer): 1.55 ms at b1×32k, 2.59x the five-step path with one block per
+// SM (shared memory and registers), so each block's phases are latency-bound and do not overlap.
+// DRAFT: chunks of at most 128 tokens run an instantiation capped at 128 registers, two blocks
+// per SM where they fit (two_per_sm, two_fit; DUALITY_SSD_FUSED_2PB=0: never); not yet measured.
 // Phase breakdown and next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -52,6 +54,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/cuda/check.h"
 #include "ops/cuda/mma.cuh"
@@ -204,8 +207,8 @@ struct Smem {
     }
 };
 
-template <typename T, int kP, int kN>
-__global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
+template <typename T, int kP, int kN, int kMinBlocks>
+__global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedParams p) {
     using M = Act<T>;
     using L = Smem<T, kP, kN>;
     constexpr int kLdC = L::kLdC, kLdX = L::kLdX;
@@ -385,36 +388,42 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
             // All 16 prev pairs of the item are loaded before any store: the stores below may
             // alias them as far as the compiler knows, so loads left between stores would be
             // 16 L2 round trips in a row instead of one (the phase took 4.9, now 2.5 µs per block).
-            float2 pv_all[8][2];
+            // (Two blocks per SM: in two rounds of 8 pairs, for registers: 48 B spilled instead
+            // of 168 B at head_dim 64, d_state 128.)
+            constexpr int kT = kMinBlocks == 1 ? 8 : 4;
 #pragma unroll
-            for (int t = 0; t < 8; ++t) {
+            for (int t0 = 0; t0 < 8; t0 += kT) {
+                float2 pv_all[kT][2];
 #pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int pp = p0 + gr + 8 * half, nn = n0 + 8 * t + 2 * qd;
-                    const int64_t e = static_cast<int64_t>(pp) * kN + nn;
-                    if (first) {
-                        pv_all[t][half].x = slot_load(p.state, slot_off + e, p.state_dtype);
-                        pv_all[t][half].y = slot_load(p.state, slot_off + e + 1, p.state_dtype);
-                    } else {
-                        pv_all[t][half] = __ldcg(reinterpret_cast<const float2*>(prev_g + e));
+                for (int t = 0; t < kT; ++t) {
+#pragma unroll
+                    for (int half = 0; half < 2; ++half) {
+                        const int pp = p0 + gr + 8 * half, nn = n0 + 8 * (t0 + t) + 2 * qd;
+                        const int64_t e = static_cast<int64_t>(pp) * kN + nn;
+                        if (first) {
+                            pv_all[t][half].x = slot_load(p.state, slot_off + e, p.state_dtype);
+                            pv_all[t][half].y = slot_load(p.state, slot_off + e + 1, p.state_dtype);
+                        } else {
+                            pv_all[t][half] = __ldcg(reinterpret_cast<const float2*>(prev_g + e));
+                        }
                     }
                 }
-            }
 #pragma unroll
-            for (int t = 0; t < 8; ++t) {
+                for (int t = 0; t < kT; ++t) {
 #pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int pp = p0 + gr + 8 * half, nn = n0 + 8 * t + 2 * qd;
-                    const int64_t e = static_cast<int64_t>(pp) * kN + nn;
-                    const float2 pv = pv_all[t][half];
-                    *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
-                    const float o0 = fmaf(decay, pv.x, st[it][t][2 * half]);
-                    const float o1 = fmaf(decay, pv.y, st[it][t][2 * half + 1]);
-                    if (last) {
-                        slot_store(p.state, slot_off + e, p.state_dtype, o0);
-                        slot_store(p.state, slot_off + e + 1, p.state_dtype, o1);
-                    } else {
-                        __stcg(reinterpret_cast<float2*>(out_g + e), make_float2(o0, o1));
+                    for (int half = 0; half < 2; ++half) {
+                        const int pp = p0 + gr + 8 * half, nn = n0 + 8 * (t0 + t) + 2 * qd;
+                        const int64_t e = static_cast<int64_t>(pp) * kN + nn;
+                        const float2 pv = pv_all[t][half];
+                        *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
+                        const float o0 = fmaf(decay, pv.x, st[it][t0 + t][2 * half]);
+                        const float o1 = fmaf(decay, pv.y, st[it][t0 + t][2 * half + 1]);
+                        if (last) {
+                            slot_store(p.state, slot_off + e, p.state_dtype, o0);
+                            slot_store(p.state, slot_off + e + 1, p.state_dtype, o1);
+                        } else {
+                            __stcg(reinterpret_cast<float2*>(out_g + e), make_float2(o0, o1));
+                        }
                     }
                 }
             }
@@ -484,26 +493,33 @@ __global__ void __launch_bounds__(kThreads, 1) ssd_fused_kernel(FusedParams p) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) sc[t][e] = 0.0f;
             // B rows j0 + 16·hb.. (stored [j][n]: col-major operand), one k-step ahead.
-            uint32_t bq[2][2][4];
+            // (Two blocks per SM: no prefetch, for registers; the other block hides the latency.)
+            constexpr int kBQ = kMinBlocks == 1 ? 2 : 1;
+            uint32_t bq[kBQ][2][4];
             auto load_b = [&](int kk, uint32_t(&dst)[2][4]) {
 #pragma unroll
                 for (int hb = 0; hb < 2; ++hb)
                     ldsm_x4(dst[hb], Bs + (j0 + 16 * hb + (lane & 7) + 8 * (lane >> 4)) * kLdC +
                                          16 * kk + 8 * ((lane >> 3) & 1));
             };
-            load_b(0, bq[0]);
+            if constexpr (kBQ == 2) load_b(0, bq[0]);
 #pragma unroll
             for (int kk = 0; kk < kN / 16; ++kk) {
-                if (kk + 1 < kN / 16) load_b(kk + 1, bq[(kk + 1) & 1]);
+                if constexpr (kBQ == 2) {
+                    if (kk + 1 < kN / 16) load_b(kk + 1, bq[(kk + 1) & 1]);
+                } else {
+                    load_b(kk, bq[0]);
+                }
+                const int q = kBQ == 2 ? kk & 1 : 0;
 #pragma unroll
                 for (int hb = 0; hb < 2; ++hb) {
-                    M::mma(sc[2 * hb], cf[kk], bq[kk & 1][hb][0], bq[kk & 1][hb][1]);
-                    M::mma(sc[2 * hb + 1], cf[kk], bq[kk & 1][hb][2], bq[kk & 1][hb][3]);
+                    M::mma(sc[2 * hb], cf[kk], bq[q][hb][0], bq[q][hb][1]);
+                    M::mma(sc[2 * hb + 1], cf[kk], bq[q][hb][2], bq[q][hb][3]);
                 }
             }
             // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans), loaded while W is computed
             // (both halves when they fit in registers).
-            constexpr int kXB = kP <= 80 ? 2 : 1;
+            constexpr int kXB = kMinBlocks == 1 && kP <= 80 ? 2 : 1;
             uint32_t xb[kXB][kP / 16][4];
             auto load_x = [&](int hb, uint32_t(&dst)[kP / 16][4]) {
 #pragma unroll
@@ -588,22 +604,78 @@ int max_smem_optin() {
     return v;
 }
 
+// Two blocks per SM (registers capped at 128 a thread, some spilled) where chunks are at most
+// kTwoPerSmChunk tokens and two blocks' shared memory fits in an SM; DUALITY_SSD_FUSED_2PB=0
+// keeps one block per SM (with more registers) everywhere.
+constexpr int kTwoPerSmChunk = 128;
+
+int max_smem_per_sm() {
+    int dev = 0, v = 0;
+    DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
+    DUALITY_CUDA_CHECK(
+        cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev));
+    return v;
+}
+
+bool two_per_sm_enabled() {
+    static const bool on = [] {
+        const char* env = std::getenv("DUALITY_SSD_FUSED_2PB");
+        return !(env && std::strcmp(env, "0") == 0);
+    }();
+    return on;
+}
+
+bool two_per_sm(int64_t chunk_size, size_t smem) {
+    if (!two_per_sm_enabled() || chunk_size > kTwoPerSmChunk) return false;
+    static const int per_sm = max_smem_per_sm();
+    // Each block also takes its static shared memory and the driver's reserve (1 KiB).
+    return 2 * (smem + kStaticSmemReserve + 1024) <= static_cast<size_t>(per_sm);
+}
+
 bool shape_ok(int64_t P, int64_t N) {
     return (P == 32 || P == 64 || P == 80 || P == 128) && (N == 64 || N == 128);
 }
 
-template <typename T, int kP, int kN>
-void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
+template <typename T, int kP, int kN, int kMinBlocks>
+void launch_blocks(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
     static size_t configured = 0;  // per instantiation: the dynamic limit set so far
     if (smem > configured) {
-        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(ssd_fused_kernel<T, kP, kN>,
+        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(ssd_fused_kernel<T, kP, kN, kMinBlocks>,
                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
         configured = smem;
     }
     const int64_t blocks = n_chunk * fp.n_head;
-    ssd_fused_kernel<T, kP, kN><<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
+    ssd_fused_kernel<T, kP, kN, kMinBlocks>
+        <<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
     DUALITY_CUDA_LAUNCH_CHECK();
+}
+
+// Whether two blocks of the two-per-SM instantiation are resident at once with `smem` bytes of
+// dynamic shared memory (registers and the shared-memory carve-out as the device has them).
+template <typename T, int kP, int kN>
+bool two_fit(size_t smem) {
+    static size_t checked = 0;  // per instantiation: the smem last asked about, and the answer
+    static bool fits = false;
+    if (smem != checked) {
+        auto* kernel = ssd_fused_kernel<T, kP, kN, 2>;
+        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(smem)));
+        int blocks = 0;
+        DUALITY_CUDA_CHECK(
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
+        fits = blocks >= 2;
+        checked = smem;
+    }
+    return fits;
+}
+
+template <typename T, int kP, int kN>
+void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
+    if (two_per_sm(fp.chunk_size, smem) && two_fit<T, kP, kN>(smem))
+        launch_blocks<T, kP, kN, 2>(fp, n_chunk, smem, stream);
+    else
+        launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, stream);
 }
 
 template <typename T, int kP>
@@ -647,6 +719,32 @@ bool ssd_fused_supported(const SsdArgs& a, DType act) {
     // The kernel's static shared memory (counters, warp sums) comes out of the same limit.
     static const int limit = max_smem_optin();
     return smem_bytes(a, act) + kStaticSmemReserve <= static_cast<size_t>(limit);
+}
+
+int64_t ssd_fused_chunk(const SsdArgs& a, DType act) {
+    if (a.chunk_size <= kTwoPerSmChunk) return a.chunk_size;
+    SsdArgs half = a;
+    half.chunk_size = kTwoPerSmChunk;
+    const size_t smem = smem_bytes(half, act);
+    if (!ssd_fused_supported(half, act) || !two_per_sm(half.chunk_size, smem)) return a.chunk_size;
+    auto fit_n = [&]<typename T, int kP>() {
+        return a.d_state == 64 ? two_fit<T, kP, 64>(smem) : two_fit<T, kP, 128>(smem);
+    };
+    auto fit = [&]<typename T>() {
+        switch (a.head_dim) {
+            case 32:
+                return fit_n.template operator()<T, 32>();
+            case 64:
+                return fit_n.template operator()<T, 64>();
+            case 80:
+                return fit_n.template operator()<T, 80>();
+            default:
+                return fit_n.template operator()<T, 128>();
+        }
+    };
+    const bool fits = act == DType::kBF16 ? fit.template operator()<__nv_bfloat16>()
+                                          : fit.template operator()<__half>();
+    return fits ? half.chunk_size : a.chunk_size;
 }
 
 size_t ssd_fused_workspace_bytes(const SsdArgs& a) {

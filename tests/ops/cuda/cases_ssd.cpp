@@ -377,6 +377,11 @@ DUALITY_OP_CASES(ssd_fused) {
     add(fused(shape("varlen300", 4, 32, 64, 2, 64, varlen(300, 64, 155), kBF16, 155)));
     add(fused(shape("varlen300", 2, 64, 128, 1, 256, varlen(300, 256, 156), kF16, 156)));
     add(fused(shape("varlen100", 8, 80, 128, 2, 128, varlen(100, 128, 157), kBF16, 157)));
+    // The 2.7b head shape at chunk 128, which the model runs where two blocks per SM fit.
+    add(fused(seqref(shape("L257", 80, 64, 128, 1, 128, {257}, kBF16, 161))));
+    add(fused(shape("L1000", 80, 64, 128, 1, 128, {1000}, kBF16, 162)));
+    add(fused(zero(shape("L4096", 8, 64, 128, 1, 128, {4096}, kF16, 163))));
+    add(fused(shape("varlen37", 16, 64, 128, 4, 128, varlen(37, 128, 164), kBF16, 164)));
     // Reduced-precision state slots (rounded once on write, as ssd_chunked).
     add(fused(
         state(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 158), kBF16, 158), kBF16)));

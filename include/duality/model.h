@@ -17,9 +17,10 @@ namespace duality {
 // The recurrent state of one sequence: everything the model needs to continue it.
 struct SequenceState {
     int64_t n_layer = 0, d_conv = 0, conv_dim = 0, n_head = 0, head_dim = 0, d_state = 0;
-    std::vector<float> conv;  // {n_layer, d_conv - 1, conv_dim}: last pre-conv xBC rows, oldest first
-    std::vector<float> ssm;   // {n_layer, n_head, head_dim, d_state}
-    int64_t n_tokens = 0;     // tokens consumed so far
+    std::vector<float>
+        conv;  // {n_layer, d_conv - 1, conv_dim}: last pre-conv xBC rows, oldest first
+    std::vector<float> ssm;  // {n_layer, n_head, head_dim, d_state}
+    int64_t n_tokens = 0;    // tokens consumed so far
 
     float* conv_layer(int64_t layer) { return conv.data() + layer * (d_conv - 1) * conv_dim; }
     float* ssm_layer(int64_t layer) { return ssm.data() + layer * n_head * head_dim * d_state; }
@@ -35,7 +36,7 @@ struct SequenceState {
 enum class LogitsMode { kNone, kLast, kAll };
 
 struct LoadOptions {
-    int n_threads = 0;                // CPU threads; 0: all hardware threads
+    int n_threads = 0;  // CPU threads; 0: all hardware threads
     Device device = Device::kCpu;
     int device_index = 0;             // which GPU
     DType dtype = DType::kBF16;       // CUDA weights and activations: kF32, kF16 or kBF16
@@ -57,18 +58,18 @@ struct SeqInput {
 
 // Where the model runs and what it holds there.
 struct DeviceInfo {
-    std::string name;            // "CPU", "NVIDIA H100 80GB HBM3", ...
-    int64_t memory_total = 0;    // bytes on the device (0 for the CPU)
-    int64_t weight_bytes = 0;    // bytes of weights as stored for compute
-    int64_t state_bytes = 0;     // bytes of all state slots
-    int64_t workspace_bytes = 0; // bytes of scratch sized by max_tokens
+    std::string name;             // "CPU", "NVIDIA H100 80GB HBM3", ...
+    int64_t memory_total = 0;     // bytes on the device (0 for the CPU)
+    int64_t weight_bytes = 0;     // bytes of weights as stored for compute
+    int64_t state_bytes = 0;      // bytes of all state slots
+    int64_t workspace_bytes = 0;  // bytes of scratch sized by max_tokens
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).
 int cuda_device_count();
 
 class Model {
-public:
+  public:
     virtual ~Model() = default;
 
     // Loads a Hugging Face or state-spaces checkpoint folder. Every malformed or inconsistent
@@ -113,6 +114,21 @@ public:
     virtual Result<std::vector<int32_t>> step_sample(std::span<const SeqInput> batch,
                                                      std::span<const SamplingParams> params,
                                                      std::span<const uint64_t> draws) = 0;
+
+    // step_sample() in two halves, so that the caller can work while the device computes (the
+    // engine tells clients of the previous step's tokens meanwhile): start_step_sample() queues
+    // the step and returns, finish_step_sample() waits for it and returns its ids. In between,
+    // the caller may use the slot operations (they run after the step) but start no other step.
+    // These defaults compute the whole step in start_step_sample(); the CUDA model overrides them.
+    virtual Status start_step_sample(std::span<const SeqInput> batch,
+                                     std::span<const SamplingParams> params,
+                                     std::span<const uint64_t> draws);
+    virtual Result<std::vector<int32_t>> finish_step_sample();
+
+  private:
+    std::vector<int32_t> default_ids_;  // the defaults' result, between the two halves
+    Status default_status_;
+    bool default_started_ = false;
 };
 
 }  // namespace duality

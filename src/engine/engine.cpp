@@ -3,7 +3,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
+#include <optional>
 #include <thread>
 
 #include "engine/state_cache.h"
@@ -175,7 +178,8 @@ struct Engine::Impl {
     void take_incoming(std::unique_lock<std::mutex>& lock);
     void reap(SteadyClock::time_point now);
     void admit(SteadyClock::time_point now);
-    void step();
+    void launch();    // starts a step over the running sequences
+    void complete();  // waits for the started step and applies its tokens
     void finish(Live& r, FinishReason reason, std::string error = {});
     void release(Live& r, bool cache_state);
     void publish_gauges();
@@ -223,6 +227,35 @@ struct Engine::Impl {
     std::vector<int> free_slots;
 
     std::thread thread;
+
+    // The step launch() started and complete() finishes (scheduler thread). Between the two the
+    // scheduler tells clients of the previous step's tokens while the model computes; `running`
+    // is only appended to (admission) while a step is in flight, so `who` stays valid.
+    struct InFlight {
+        bool active = false;
+        std::vector<size_t> who;        // running index per batch row
+        std::vector<int64_t> consumed;  // tokens each row feeds
+        int64_t step_tokens = 0;
+        SteadyClock::time_point start;
+        std::optional<Result<std::vector<int32_t>>> ready;  // host-sampled steps' ids
+    } flight;
+
+    // DUALITY_TRACE_STEPS=FILE: one line per step (scheduler thread), for finding where serving
+    // time goes: start and model time in ms since the engine started, the host time since the
+    // previous step ended, decode rows, prefill pieces and their tokens.
+    struct FileCloser {
+        void operator()(std::FILE* f) const { std::fclose(f); }
+    };
+    std::unique_ptr<std::FILE, FileCloser> trace{open_trace()};
+    SteadyClock::time_point trace_origin = SteadyClock::now(), last_step_end = trace_origin;
+    static std::FILE* open_trace() {
+        const char* path = std::getenv("DUALITY_TRACE_STEPS");
+        std::FILE* f = path && *path ? std::fopen(path, "w") : nullptr;
+        if (f)  // model_ms: from the step's launch to its ids (host work overlaps it)
+            std::fputs("start_ms model_ms host_gap_ms decode_rows prefill_seqs prefill_tokens\n",
+                       f);
+        return f;
+    }
 };
 
 void Engine::Impl::take_incoming(std::unique_lock<std::mutex>&) {
@@ -236,20 +269,26 @@ void Engine::Impl::run() {
     for (;;) {
         {
             std::unique_lock lock(mu);
-            if (waiting.empty() && running.empty())
+            if (waiting.empty() && running.empty() && !flight.active)
                 cv.wait(lock, [&] { return stopping || !incoming.empty() || cancel_everything; });
             take_incoming(lock);
             if (stopping) cancel_everything = true;
         }
+        if (flight.active) complete();
         const auto now = SteadyClock::now();
         reap(now);
-        notify_finished();
+        bool done;
         {
             std::lock_guard lock(mu);
-            if (stopping && waiting.empty() && running.empty() && incoming.empty()) break;
+            done = stopping && waiting.empty() && running.empty() && incoming.empty();
+        }
+        if (done) {
+            notify_finished();
+            break;
         }
         admit(now);
-        if (!running.empty()) step();
+        if (!running.empty()) launch();
+        // The completed step's tokens and ends go out while the next step computes.
         notify_finished();
     }
     publish_gauges();
@@ -392,7 +431,7 @@ void Engine::Impl::admit(SteadyClock::time_point now) {
     n_running = static_cast<int>(running.size());
 }
 
-void Engine::Impl::step() {
+void Engine::Impl::launch() {
     // Decode tokens first, then one prefill piece per prefilling sequence in arrival order while
     // the token budget lasts (the first piece always runs, so prefill never starves).
     std::vector<size_t> who;  // running index per batch row
@@ -437,38 +476,65 @@ void Engine::Impl::step() {
         host_sampling |= has_penalties(r.req.sampling);
     }
 
-    Result<std::vector<int32_t>> ids = std::vector<int32_t>{};
-    const auto model_start = SteadyClock::now();
+    flight.active = true;
+    flight.who = who;
+    flight.consumed.clear();
+    for (const SeqInput& in : batch)
+        flight.consumed.push_back(static_cast<int64_t>(in.tokens.size()));
+    flight.step_tokens = step_tokens;
+    flight.ready.reset();
+    flight.start = SteadyClock::now();
     if (!host_sampling) {
-        ids = model.step_sample(batch, params, draws);
-    } else {
-        // Penalties need each sequence's history: sample on the host from the step's logits.
-        Result<std::vector<float>> logits = model.step(batch);
-        if (!logits.is_ok()) {
-            ids = logits.status();
-        } else {
-            const size_t V = static_cast<size_t>(model.config().vocab_size);
-            const size_t n =
-                opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
-            std::vector<int32_t> out(batch.size(), 0);
-            for (size_t b = 0; b < batch.size(); ++b) {
-                const Live& r = running[who[b]];
-                std::span<float> row(logits->data() + b * V, n);
-                const auto prompt =
-                    std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.n_prompt));
-                const auto output =
-                    std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.n_prompt));
-                sampling::apply_penalties(row, prompt, output, params[b]);
-                out[b] = sampling::sample_row(row, params[b], draws[b]);
-            }
-            ids = std::move(out);
-        }
+        Status started = model.start_step_sample(batch, params, draws);
+        if (!started.is_ok()) flight.ready = Result<std::vector<int32_t>>(started);
+        return;
     }
+    // Penalties need each sequence's history: sample on the host from the step's logits.
+    Result<std::vector<float>> logits = model.step(batch);
+    if (!logits.is_ok()) {
+        flight.ready = Result<std::vector<int32_t>>(logits.status());
+        return;
+    }
+    const size_t V = static_cast<size_t>(model.config().vocab_size);
+    const size_t n = opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
+    std::vector<int32_t> out(batch.size(), 0);
+    for (size_t b = 0; b < batch.size(); ++b) {
+        const Live& r = running[who[b]];
+        std::span<float> row(logits->data() + b * V, n);
+        const auto prompt =
+            std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.n_prompt));
+        const auto output =
+            std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.n_prompt));
+        sampling::apply_penalties(row, prompt, output, params[b]);
+        out[b] = sampling::sample_row(row, params[b], draws[b]);
+    }
+    flight.ready = Result<std::vector<int32_t>>(std::move(out));
+}
+
+void Engine::Impl::complete() {
+    flight.active = false;
+    Result<std::vector<int32_t>> ids =
+        flight.ready ? std::move(*flight.ready) : model.finish_step_sample();
+    flight.ready.reset();
+    const std::vector<size_t>& who = flight.who;
+    const int64_t step_tokens = flight.step_tokens;
+    const auto model_start = flight.start;
     const auto done = SteadyClock::now();
+    if (trace) {
+        int64_t decode_rows = 0, prefill_seqs = 0;
+        for (size_t b = 0; b < who.size(); ++b)
+            ++(running[who[b]].decoding() ? decode_rows : prefill_seqs);
+        std::fprintf(trace.get(), "%.3f %.3f %.3f %lld %lld %lld\n",
+                     1e3 * seconds(model_start - trace_origin), 1e3 * seconds(done - model_start),
+                     1e3 * seconds(model_start - last_step_end),
+                     static_cast<long long>(decode_rows), static_cast<long long>(prefill_seqs),
+                     static_cast<long long>(step_tokens - decode_rows));
+    }
+    last_step_end = done;
     {
         std::lock_guard lock(stats_mu);
         ++stats.steps;
-        stats.batch_size.observe(static_cast<double>(batch.size()));
+        stats.batch_size.observe(static_cast<double>(who.size()));
         stats.step_tokens.observe(static_cast<double>(step_tokens));
         stats.step_s.observe(seconds(done - model_start));
     }
@@ -488,10 +554,10 @@ void Engine::Impl::step() {
     uint64_t prefill = 0, generated = 0;
     std::vector<std::pair<FinishReason, size_t>> ended;
     std::vector<size_t> checkpoints;  // running indices whose state is cached after this step
-    for (size_t b = 0; b < batch.size(); ++b) {
+    for (size_t b = 0; b < who.size(); ++b) {
         Live& r = running[who[b]];
         const bool was_prefill = !r.decoding();
-        const int64_t consumed = static_cast<int64_t>(batch[b].tokens.size());
+        const int64_t consumed = flight.consumed[b];
         if (was_prefill) prefill += static_cast<uint64_t>(consumed);
         r.pos += consumed;
         if (was_prefill) {
@@ -528,10 +594,9 @@ void Engine::Impl::step() {
         stats.prefill_tokens += prefill;
         stats.generated_tokens += generated;
     }
-    // The tokens go out now (their ends follow in notify_finished(), in order); then the cache
-    // copies, so that they delay no one's token. A sequence that finished in this step is cached
-    // (at its finish) by release(), before its client hears of the finish.
-    post_notes();
+    // The tokens go out with their ends at the next notify_finished(), in order, after the next
+    // step is launched. A sequence that finished in this step is cached (at its finish) by
+    // release(), before its client hears of the finish.
     for (size_t i : checkpoints) {
         // A sequence that also ended in this step is cached at its finish, which is the same
         // key (its last token is not consumed), by adopting its slot: no copy here.

@@ -31,7 +31,9 @@ Result<std::unique_ptr<Model>> make(ModelConfig config, ModelWeights* weights, u
 
 }  // namespace
 
-int cuda_device_count() { return cuda_devices(); }
+int cuda_device_count() {
+    return cuda_devices();
+}
 
 Result<std::unique_ptr<Model>> Model::load(const std::filesystem::path& dir,
                                            const LoadOptions& options) {
@@ -46,6 +48,24 @@ Result<std::unique_ptr<Model>> Model::random(const ModelConfig& config, const Lo
                                              uint64_t seed) {
     DUALITY_RETURN_IF_ERROR(check_options(options));
     return make(config, nullptr, seed, options);
+}
+
+Status Model::start_step_sample(std::span<const SeqInput> batch,
+                                std::span<const SamplingParams> params,
+                                std::span<const uint64_t> draws) {
+    if (default_started_) return invalid_argument("start_step_sample: a step is already started");
+    Result<std::vector<int32_t>> ids = step_sample(batch, params, draws);
+    default_started_ = true;
+    default_status_ = ids.is_ok() ? Status::ok() : ids.status();
+    default_ids_ = ids.is_ok() ? std::move(*ids) : std::vector<int32_t>{};
+    return Status::ok();
+}
+
+Result<std::vector<int32_t>> Model::finish_step_sample() {
+    if (!default_started_) return invalid_argument("finish_step_sample: no step was started");
+    default_started_ = false;
+    if (!default_status_.is_ok()) return default_status_;
+    return std::move(default_ids_);
 }
 
 }  // namespace duality

@@ -62,7 +62,7 @@ struct Workspace {
     void* sample_ws;                 // sampling workspace
     int32_t* ids;                    // {R}: sampled tokens
     cuda::DeviceSampling* sampling;  // {R}
-    // Batch description (uploaded before every pass).
+    // Batch description: one block laid out as DescLayout says, uploaded by one copy per pass.
     int32_t* tokens;       // {T}
     int32_t* cu_seqlens;   // {S + 1}
     int32_t* slots;        // {S}
@@ -72,6 +72,33 @@ struct Workspace {
     int32_t* cu_chunks;   // {S + 1}
     int32_t* rows;        // {S}: token index of each wanted row
     int32_t* cu_prefill;  // {S + 1}: cu_seqlens of the prefill sequences (after the decode ones)
+};
+
+// Offsets (in int32) of the batch description's fields, the same in the pinned staging buffer
+// and on the device, so that a pass uploads [0, tokens + T) with one copy. The tokens come last
+// because only they scale with max_tokens.
+struct DescLayout {
+    int64_t cu_seqlens = 0, slots = 0, cu_chunks = 0, rows = 0, cu_prefill = 0;
+    int64_t chunk_start = 0, chunk_len = 0, chunk_seq = 0, tokens = 0, total = 0;
+
+    DescLayout(int64_t max_seqs, int64_t n_chunk_max, int64_t max_tokens) {
+        int64_t at = 0;
+        auto field = [&](int64_t n) {
+            const int64_t here = at;
+            at += n;
+            return here;
+        };
+        cu_seqlens = field(max_seqs + 1);
+        slots = field(max_seqs);
+        cu_chunks = field(max_seqs + 1);
+        rows = field(max_seqs);
+        cu_prefill = field(max_seqs + 1);
+        chunk_start = field(n_chunk_max);
+        chunk_len = field(n_chunk_max);
+        chunk_seq = field(n_chunk_max);
+        tokens = field(max_tokens);
+        total = at;
+    }
 };
 
 class CudaModel final : public Model {
@@ -172,7 +199,7 @@ class CudaModel final : public Model {
         DUALITY_RETURN_IF_ERROR(check_batch(batch, opt_.n_slots));
         for (const SeqInput& in : batch) DUALITY_RETURN_IF_ERROR(check_tokens(in.tokens));
         std::vector<float> logits(batch.size() * static_cast<size_t>(c_.vocab_size));
-        run_step(batch, [&](const std::vector<PassSeq>& pass) {
+        run_step(batch, [&](const std::vector<PassSeq>& pass, bool /*last*/) {
             std::vector<float> rows;
             append_rows(count_wanted(pass), rows);
             size_t r = 0;
@@ -188,13 +215,25 @@ class CudaModel final : public Model {
     Result<std::vector<int32_t>> step_sample(std::span<const SeqInput> batch,
                                              std::span<const SamplingParams> params,
                                              std::span<const uint64_t> draws) override {
+        DUALITY_RETURN_IF_ERROR(start_step_sample(batch, params, draws));
+        return finish_step_sample();
+    }
+
+    // Queues the step and the draws of its last pass, whose ids finish_step_sample() reads once
+    // the stream is done (earlier passes of a step longer than max_tokens wait for theirs here).
+    Status start_step_sample(std::span<const SeqInput> batch,
+                             std::span<const SamplingParams> params,
+                             std::span<const uint64_t> draws) override {
+        if (inflight_.active)
+            return invalid_argument("start_step_sample: a step is already started");
         if (params.size() != batch.size() || draws.size() != batch.size())
             return invalid_argument("step_sample: one SamplingParams and draw number per sequence");
         DUALITY_RETURN_IF_ERROR(check_batch(batch, opt_.n_slots));
         for (const SeqInput& in : batch) DUALITY_RETURN_IF_ERROR(check_tokens(in.tokens));
         for (const SamplingParams& p : params) DUALITY_RETURN_IF_ERROR(p.validate());
-        std::vector<int32_t> ids(batch.size());
-        run_step(batch, [&](const std::vector<PassSeq>& pass) {
+        inflight_.ids.assign(batch.size(), 0);
+        inflight_.rows.clear();
+        run_step(batch, [&](const std::vector<PassSeq>& pass, bool last) {
             const int64_t n = count_wanted(pass);
             auto* sp = sample_staging_.as<cuda::DeviceSampling>();
             int64_t r = 0;
@@ -221,18 +260,38 @@ class CudaModel final : public Model {
                 cuda::sample(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.sampling, ws_.ids,
                              ws_.sample_ws, s);
             }
-            auto* out = reinterpret_cast<int32_t*>(sp + rows_max_);
-            DUALITY_CUDA_CHECK(
-                cudaMemcpyAsync(out, ws_.ids, n * sizeof(int32_t), cudaMemcpyDeviceToHost, s));
-            stream_.sync();
-            r = 0;
+            DUALITY_CUDA_CHECK(cudaMemcpyAsync(sampled_ids(), ws_.ids, n * sizeof(int32_t),
+                                               cudaMemcpyDeviceToHost, s));
+            std::vector<int64_t> rows;
             for (const PassSeq& p : pass)
-                if (p.result_row >= 0) ids[static_cast<size_t>(p.result_row)] = out[r++];
+                if (p.result_row >= 0) rows.push_back(p.result_row);
+            if (last) {
+                inflight_.rows = std::move(rows);  // read by finish_step_sample()
+            } else {
+                stream_.sync();  // the next pass reuses the staging buffers
+                for (size_t i = 0; i < rows.size(); ++i)
+                    inflight_.ids[static_cast<size_t>(rows[i])] = sampled_ids()[i];
+            }
         });
-        return ids;
+        inflight_.active = true;
+        return Status::ok();
+    }
+
+    Result<std::vector<int32_t>> finish_step_sample() override {
+        if (!inflight_.active) return invalid_argument("finish_step_sample: no step was started");
+        inflight_.active = false;
+        stream_.sync();
+        for (size_t i = 0; i < inflight_.rows.size(); ++i)
+            inflight_.ids[static_cast<size_t>(inflight_.rows[i])] = sampled_ids()[i];
+        return std::move(inflight_.ids);
     }
 
   private:
+    // Where the D2H copy of a pass's sampled ids lands: after the DeviceSampling rows.
+    int32_t* sampled_ids() {
+        return reinterpret_cast<int32_t*>(sample_staging_.as<cuda::DeviceSampling>() + rows_max_);
+    }
+
     // The ids step_sample may draw: LoadOptions::sample_vocab, within the vocabulary.
     int64_t sample_vocab() const {
         return opt_.sample_vocab > 0 ? std::min(opt_.sample_vocab, c_.vocab_size) : c_.vocab_size;
@@ -267,8 +326,7 @@ class CudaModel final : public Model {
         DUALITY_CUDA_CHECK(cudaMemset(conv_state_.data(), 0, conv_state_.bytes()));
         DUALITY_CUDA_CHECK(cudaMemset(ssm_state_.data(), 0, ssm_state_.bytes()));
         DUALITY_RETURN_IF_ERROR(layout_workspace());
-        staging_ = cuda::PinnedBuffer(std::max<size_t>(
-            static_cast<size_t>(max_tokens_ + 8 * (max_seqs_ + n_chunk_max_)) * 4, size_t{4096}));
+        staging_ = cuda::PinnedBuffer(static_cast<size_t>(desc_.total) * 4);
         sample_staging_ =
             cuda::PinnedBuffer(static_cast<size_t>(rows_max_) * (sizeof(cuda::DeviceSampling) + 4));
 
@@ -333,7 +391,7 @@ class CudaModel final : public Model {
         if (use_fused_ && !use_scan_) ssd_chunk_ = cuda::ssd_fused_chunk(ssd_args(0), act_);
         n_chunk_max_ = (max_tokens_ + ssd_chunk_ - 1) / ssd_chunk_ + max_seqs_;
         auto z = [](int64_t v) { return static_cast<size_t>(v); };
-        const size_t T = z(max_tokens_), S = z(max_seqs_), R = z(rows_max_), NC = z(n_chunk_max_);
+        const size_t T = z(max_tokens_), R = z(rows_max_);
         const size_t D = z(c_.d_model), E = z(c_.d_inner), H = z(c_.n_head);
         const size_t n_in = z(c_.d_in_proj()), conv_dim = z(c_.conv_dim()), V = z(c_.vocab_padded);
         const size_t a = dtype_size(act_);
@@ -350,12 +408,23 @@ class CudaModel final : public Model {
             DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe), "the SSD sync buffer"));
         DUALITY_CUDA_CHECK(cudaMemset(ssd_sync_.data(), 0, ssd_sync_.bytes()));
         const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
-        const std::vector<size_t> sizes = {
-            T * D * a, T * D * 4,   T * D * a,    T * n_in * a, T * conv_dim * a,
-            T * H * 4, T * E * a,   T * E * a,    ssd_bytes,    R * D * a,
-            R * D * 4, R * V * 4,   sample_bytes, R * 4,        R * sizeof(cuda::DeviceSampling),
-            T * 4,     (S + 1) * 4, S * 4,        NC * 4,       NC * 4,
-            NC * 4,    (S + 1) * 4, S * 4,        (S + 1) * 4};
+        desc_ = DescLayout(max_seqs_, n_chunk_max_, max_tokens_);
+        const std::vector<size_t> sizes = {T * D * a,
+                                           T * D * 4,
+                                           T * D * a,
+                                           T * n_in * a,
+                                           T * conv_dim * a,
+                                           T * H * 4,
+                                           T * E * a,
+                                           T * E * a,
+                                           ssd_bytes,
+                                           R * D * a,
+                                           R * D * 4,
+                                           R * V * 4,
+                                           sample_bytes,
+                                           R * 4,
+                                           R * sizeof(cuda::DeviceSampling),
+                                           z(desc_.total) * 4};
         size_t total = 0;
         for (size_t s : sizes) total += cuda::DevicePool::round_up(s);
         DUALITY_ASSIGN_OR_RETURN(pool_, cuda::DevicePool::allocate(total, "the workspace"));
@@ -376,15 +445,16 @@ class CudaModel final : public Model {
         ws_.sample_ws = take();
         ws_.ids = static_cast<int32_t*>(take());
         ws_.sampling = static_cast<cuda::DeviceSampling*>(take());
-        ws_.tokens = static_cast<int32_t*>(take());
-        ws_.cu_seqlens = static_cast<int32_t*>(take());
-        ws_.slots = static_cast<int32_t*>(take());
-        ws_.chunk_start = static_cast<int32_t*>(take());
-        ws_.chunk_len = static_cast<int32_t*>(take());
-        ws_.chunk_seq = static_cast<int32_t*>(take());
-        ws_.cu_chunks = static_cast<int32_t*>(take());
-        ws_.rows = static_cast<int32_t*>(take());
-        ws_.cu_prefill = static_cast<int32_t*>(take());
+        desc_base_ = static_cast<int32_t*>(take());
+        ws_.tokens = desc_base_ + desc_.tokens;
+        ws_.cu_seqlens = desc_base_ + desc_.cu_seqlens;
+        ws_.slots = desc_base_ + desc_.slots;
+        ws_.chunk_start = desc_base_ + desc_.chunk_start;
+        ws_.chunk_len = desc_base_ + desc_.chunk_len;
+        ws_.chunk_seq = desc_base_ + desc_.chunk_seq;
+        ws_.cu_chunks = desc_base_ + desc_.cu_chunks;
+        ws_.rows = desc_base_ + desc_.rows;
+        ws_.cu_prefill = desc_base_ + desc_.cu_prefill;
         return Status::ok();
     }
 
@@ -483,7 +553,7 @@ class CudaModel final : public Model {
                 if (budget == 0 || static_cast<int64_t>(pass.size()) == max_seqs_ - 1) {
                     order_pass(pass);
                     run_pass(pass, false);
-                    consume(pass);
+                    consume(pass, i + 1 == batch.size() && off == in.tokens.size());
                     pass.clear();
                     budget = max_tokens_;
                 }
@@ -493,7 +563,7 @@ class CudaModel final : public Model {
         if (!pass.empty()) {
             order_pass(pass);
             run_pass(pass, false);
-            consume(pass);
+            consume(pass, true);
         }
     }
 
@@ -552,16 +622,21 @@ class CudaModel final : public Model {
         stream_.sync();  // the previous pass may still be reading the staging buffer
         const int64_t n = static_cast<int64_t>(pass.size());
         const int64_t S = decode && opt_.cuda_graphs ? next_pow2(n) : n;  // graph bucket
-        // Host side of the batch description, packed into the pinned staging buffer.
+        // Host side of the batch description, in the pinned staging buffer at desc_'s offsets.
         int32_t* st = staging_.as<int32_t>();
+        int32_t* tokens = st + desc_.tokens;
+        int32_t* cu = st + desc_.cu_seqlens;
+        int32_t* slots = st + desc_.slots;
+        int32_t* cu_pre = st + desc_.cu_prefill;  // {n_pre + 1}
+        int32_t* chunk_start = st + desc_.chunk_start;
+        int32_t* chunk_len = st + desc_.chunk_len;
+        int32_t* chunk_seq = st + desc_.chunk_seq;
+        int32_t* cu_chunks = st + desc_.cu_chunks;
+        int32_t* rows = st + desc_.rows;
         int64_t T = 0;
-        int32_t* tokens = st;
         for (const PassSeq& p : pass)
             for (int32_t t : p.tokens) tokens[T++] = t;
         for (int64_t i = n; i < S; ++i) tokens[T++] = 0;  // bucket padding
-        int32_t* cu = tokens + T;
-        int32_t* slots = cu + S + 1;
-        int32_t* chunk_start = slots + S;
         cu[0] = 0;
         for (int64_t i = 0; i < S; ++i) {
             cu[i + 1] = cu[i] + (i < n ? static_cast<int32_t>(pass[i].tokens.size()) : 1);
@@ -573,50 +648,30 @@ class CudaModel final : public Model {
         if (!decode)
             while (n_dec_ < n && pass[static_cast<size_t>(n_dec_)].tokens.size() == 1) ++n_dec_;
         const int64_t n_pre = S - n_dec_;
-        int32_t* cu_pre = chunk_start;  // {n_pre + 1}
-        chunk_start = cu_pre + (decode ? 0 : n_pre + 1);
         if (!decode)
             for (int64_t i = 0; i <= n_pre; ++i) cu_pre[i] = cu[n_dec_ + i] - cu[n_dec_];
         int64_t n_chunk = 0;
-        if (!decode)
-            for (int64_t i = 0; i < n_pre; ++i)
-                n_chunk += (cu_pre[i + 1] - cu_pre[i] + ssd_chunk_ - 1) / ssd_chunk_;
-        int32_t* chunk_len = chunk_start + n_chunk;
-        int32_t* chunk_seq = chunk_len + n_chunk;
-        int32_t* cu_chunks = chunk_seq + n_chunk;
-        int32_t* rows = cu_chunks + n_pre + 1;
-        int64_t k = 0;
         cu_chunks[0] = 0;
         for (int64_t i = 0; i < n_pre; ++i) {
             if (!decode)
                 for (int32_t t = cu_pre[i]; t < cu_pre[i + 1];
                      t += static_cast<int32_t>(ssd_chunk_)) {
-                    chunk_start[k] = t;
-                    chunk_len[k] =
+                    chunk_start[n_chunk] = t;
+                    chunk_len[n_chunk] =
                         std::min<int32_t>(static_cast<int32_t>(ssd_chunk_), cu_pre[i + 1] - t);
-                    chunk_seq[k] = static_cast<int32_t>(i);
-                    ++k;
+                    chunk_seq[n_chunk] = static_cast<int32_t>(i);
+                    ++n_chunk;
                 }
-            cu_chunks[i + 1] = static_cast<int32_t>(k);
+            cu_chunks[i + 1] = static_cast<int32_t>(n_chunk);
         }
         int64_t n_rows = 0;
         for (int64_t i = 0; i < n; ++i)
             if (pass[i].result_row >= 0) rows[n_rows++] = cu[i + 1] - 1;
 
+        // One copy: every field lies below the tokens, which end the description.
         cudaStream_t s = stream_.get();
-        auto up = [&](int32_t* dst, const int32_t* src, int64_t count) {
-            if (count > 0)
-                DUALITY_CUDA_CHECK(cudaMemcpyAsync(dst, src, count * 4, cudaMemcpyHostToDevice, s));
-        };
-        up(ws_.tokens, tokens, T);
-        up(ws_.cu_seqlens, cu, S + 1);
-        up(ws_.slots, slots, S);
-        up(ws_.chunk_start, chunk_start, n_chunk);
-        up(ws_.chunk_len, chunk_len, n_chunk);
-        up(ws_.chunk_seq, chunk_seq, n_chunk);
-        up(ws_.cu_chunks, cu_chunks, n_pre + 1);
-        up(ws_.rows, rows, n_rows);
-        if (!decode) up(ws_.cu_prefill, cu_pre, n_pre + 1);
+        DUALITY_CUDA_CHECK(cudaMemcpyAsync(
+            desc_base_, st, static_cast<size_t>(desc_.tokens + T) * 4, cudaMemcpyHostToDevice, s));
 
         // The whole pass (embedding, conv1d, norms, GEMMs; the decode step of decode passes).
         batch_ = cuda::VarlenBatch{};
@@ -823,8 +878,15 @@ class CudaModel final : public Model {
     DeviceBuffer ssm_state_;   // {n_slots + 1, n_layer, n_head, head_dim, d_state} state_dtype
     cuda::DevicePool pool_;
     Workspace ws_{};
-    cuda::PinnedBuffer staging_;             // the pass description, host side
-    cuda::PinnedBuffer sample_staging_;      // {R} DeviceSampling, then {R} sampled ids
+    cuda::PinnedBuffer staging_;  // the pass description, host side (desc_'s layout)
+    DescLayout desc_{0, 0, 0};
+    int32_t* desc_base_ = nullptr;       // the description on the device (in pool_)
+    cuda::PinnedBuffer sample_staging_;  // {R} DeviceSampling, then {R} sampled ids
+    struct StartedStep {
+        bool active = false;
+        std::vector<int32_t> ids;   // {batch}: filled by earlier passes, then the last one's
+        std::vector<int64_t> rows;  // the last pass's result rows, in its sampled order
+    } inflight_;
     cuda::VarlenBatch batch_{};              // the pass
     cuda::VarlenBatch prefill_batch_{};      // after the n_dec_ one-token rows, renumbered, chunked
     int64_t n_dec_ = 0;                      // decode sequences (= rows) leading a mixed pass

@@ -1,6 +1,7 @@
 #include "ops/cuda/gemm.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
@@ -39,6 +40,27 @@ int alignment(const void* p) {
 constexpr float kTuneMargin = 0.97f;
 constexpr int64_t kTuneMaxM = 256;
 
+template <typename T>
+T algo_config(const cublasLtMatmulAlgo_t& algo, cublasLtMatmulAlgoConfigAttributes_t attr) {
+    T v{};
+    size_t written = 0;
+    if (cublasLtMatmulAlgoConfigGetAttribute(&algo, attr, &v, sizeof v, &written) !=
+        CUBLAS_STATUS_SUCCESS)
+        return T{};
+    return v;
+}
+
+// "id 66 tile 157 split 1 stages 35 cluster 4": an algorithm in the tuning log.
+std::string describe(const cublasLtMatmulAlgo_t& algo) {
+    return "id " + std::to_string(algo_config<int32_t>(algo, CUBLASLT_ALGO_CONFIG_ID)) + " tile " +
+           std::to_string(algo_config<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_TILE_ID)) + " split " +
+           std::to_string(algo_config<int32_t>(algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM)) +
+           " stages " +
+           std::to_string(algo_config<uint32_t>(algo, CUBLASLT_ALGO_CONFIG_STAGES_ID)) +
+           " cluster " +
+           std::to_string(algo_config<uint16_t>(algo, CUBLASLT_ALGO_CONFIG_CLUSTER_SHAPE_ID));
+}
+
 // The next power of two >= m: the m of an algorithm search.
 int64_t m_bucket(int64_t m) {
     int64_t b = 1;
@@ -74,6 +96,8 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         g.decode_sync_, DeviceBuffer::allocate(kGemmDecodeSyncBytes, "the decode GEMM counters"));
     DUALITY_CUDA_CHECK(cudaMemset(g.decode_sync_.data(), 0, g.decode_sync_.bytes()));
     DUALITY_CUDA_CHECK(cudaDeviceSynchronize());  // zero before any stream's first use
+    if (const char* env = std::getenv("DUALITY_GEMM_TUNE_LOG"))  // tune() prints its timings
+        g.log_ = std::strcmp(env, "0") != 0;
     if (const char* env = std::getenv("DUALITY_DECODE_GEMM")) {
         if (std::strcmp(env, "0") == 0) g.decode_ = DecodeKernel::kOff;
         if (std::strcmp(env, "1") == 0) g.decode_ = DecodeKernel::kOn;
@@ -90,7 +114,8 @@ Gemm::Gemm(Gemm&& o) noexcept
       small_m_(o.small_m_),
       decode_(o.decode_),
       algo_index_(o.algo_index_),
-      candidates_(o.candidates_) {
+      candidates_(o.candidates_),
+      log_(o.log_) {
     o.handle_ = nullptr;
 }
 
@@ -108,6 +133,7 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         decode_ = o.decode_;
         algo_index_ = o.algo_index_;
         candidates_ = o.candidates_;
+        log_ = o.log_;
     }
     return *this;
 }
@@ -331,6 +357,16 @@ int Gemm::tune(const void* a, int64_t lda, std::span<const void* const> weights,
     for (size_t c = 1; c < cands.size(); ++c)
         if (ok[c] && fastest[c] < fastest[best]) best = c;
     if (fastest[best] > kTuneMargin * fastest[0]) best = 0;
+    if (log_) {
+        std::fprintf(stderr, "gemm tune m=%lld n=%lld k=%lld (%zu weights): chose %zu\n",
+                     static_cast<long long>(m), static_cast<long long>(n),
+                     static_cast<long long>(k), ws.size(), best);
+        for (size_t c = 0; c < cands.size(); ++c)
+            if (ok[c])
+                std::fprintf(stderr, "  %zu %8.2f us  %s\n", c,
+                             1e3 * fastest[c] / static_cast<double>(ws.size()),
+                             describe(cands[c]).c_str());
+    }
     // The choice first, the other usable candidates in the heuristic's order: for this plan,
     // and for the plans of other m of the bucket made from now on (those that cuBLASLt accepts
     // for their m).

@@ -100,6 +100,7 @@ class Gemm {
     DecodeKernel decode_ = DecodeKernel::kAuto;
     int algo_index_ = 0;
     int candidates_ = 1;
+    bool log_ = false;  // tune() prints every candidate's time (DUALITY_GEMM_TUNE_LOG=1)
 };
 
 }  // namespace duality::cuda

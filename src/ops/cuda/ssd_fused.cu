@@ -45,8 +45,10 @@
 // head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and Q 256 does not fit on A100.
 // Speed (H200, bf16, 2.7b layer): 1.55 ms at b1×32k, 2.59x the five-step path with one block per
 // SM (shared memory and registers), so each block's phases are latency-bound and do not overlap.
-// DRAFT: chunks of at most 128 tokens run an instantiation capped at 128 registers, two blocks
-// per SM where they fit (two_per_sm, two_fit; DUALITY_SSD_FUSED_2PB=0: never); not yet measured.
+// Chunks of at most 128 tokens run an instantiation capped at 128 registers (bf16 P64 N128
+// spills 48/80 bytes), two blocks per SM where they fit (two_per_sm, two_fit;
+// DUALITY_SSD_FUSED_2PB=0: never), and the model then prefers chunk 128 (ssd_fused_chunk). H200,
+// 2.7b layer b1×8k: chunk 128 at two blocks 0.373 ms, at one block 0.457 ms, chunk 256 0.403 ms.
 // Phase breakdown and next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -117,9 +117,12 @@ class Model {
 
     // step_sample() in two halves, so that the caller can work while the device computes (the
     // engine tells clients of the previous step's tokens meanwhile): start_step_sample() queues
-    // the step and returns, finish_step_sample() waits for it and returns its ids. In between,
-    // the caller may use the slot operations (they run after the step) but start no other step.
-    // These defaults compute the whole step in start_step_sample(); the CUDA model overrides them.
+    // the step (a step longer than the model's max_tokens runs its earlier passes to the end
+    // first), finish_step_sample() waits for it and returns its ids. In between, the caller may
+    // use the slot operations (they run after the step) but start no other step. The defaults
+    // compute the whole step in start_step_sample() (overlaps_steps() false); the CUDA model
+    // overrides them.
+    virtual bool overlaps_steps() const { return false; }
     virtual Status start_step_sample(std::span<const SeqInput> batch,
                                      std::span<const SamplingParams> params,
                                      std::span<const uint64_t> draws);

@@ -229,8 +229,9 @@ struct Engine::Impl {
     std::thread thread;
 
     // The step launch() started and complete() finishes (scheduler thread). Between the two the
-    // scheduler tells clients of the previous step's tokens while the model computes; `running`
-    // is only appended to (admission) while a step is in flight, so `who` stays valid.
+    // scheduler tells clients of the previous step's tokens while the model computes. Completion,
+    // reaping and admission all happen outside that window, so `running` does not change while
+    // a step is in flight and `who` stays valid.
     struct InFlight {
         bool active = false;
         std::vector<size_t> who;        // running index per batch row
@@ -483,6 +484,9 @@ void Engine::Impl::launch() {
         flight.consumed.push_back(static_cast<int64_t>(in.tokens.size()));
     flight.step_tokens = step_tokens;
     flight.ready.reset();
+    // Where the model computes the step before returning (no overlap, or host sampling), the
+    // previous step's tokens go out first rather than one step late.
+    if (host_sampling || !model.overlaps_steps()) notify_finished();
     flight.start = SteadyClock::now();
     if (!host_sampling) {
         Status started = model.start_step_sample(batch, params, draws);

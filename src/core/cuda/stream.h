@@ -43,6 +43,9 @@ class Event {
         DUALITY_CUDA_CHECK(cudaEventRecord(e_, signaller));
         DUALITY_CUDA_CHECK(cudaStreamWaitEvent(waiter, e_, 0));
     }
+    // Marks the point of `stream` that sync() waits for (none recorded yet: sync() returns).
+    void record(cudaStream_t stream) const { DUALITY_CUDA_CHECK(cudaEventRecord(e_, stream)); }
+    void sync() const { DUALITY_CUDA_CHECK(cudaEventSynchronize(e_)); }
 
   private:
     cudaEvent_t e_ = nullptr;

@@ -76,7 +76,7 @@ struct Workspace {
 
 // Offsets (in int32) of the batch description's fields, the same in the pinned staging buffer
 // and on the device, so that a pass uploads [0, tokens + T) with one copy. The tokens come last
-// because only they scale with max_tokens.
+// because their count T varies from pass to pass (the other fields are short).
 struct DescLayout {
     int64_t cu_seqlens = 0, slots = 0, cu_chunks = 0, rows = 0, cu_prefill = 0;
     int64_t chunk_start = 0, chunk_len = 0, chunk_seq = 0, tokens = 0, total = 0;
@@ -164,8 +164,8 @@ class CudaModel final : public Model {
         slot_tokens_[static_cast<size_t>(to)] = slot_tokens_[static_cast<size_t>(from)];
         // No wait: every later pass, copy and memset is ordered behind it on the model's stream,
         // and the host copies (upload_slot, download_slot) wait for the stream first. The engine
-        // caches up to 64 states (168 MB each on the 2.7b) when a wave of requests ends; their
-        // clients hear of their ends while the copies run.
+        // caches up to 64 states (168 MB each on the 2.7b) when a wave of requests ends: queuing
+        // the next step does not wait for them (run_pass waits only for its staging buffer).
         return Status::ok();
     }
 
@@ -218,6 +218,8 @@ class CudaModel final : public Model {
         DUALITY_RETURN_IF_ERROR(start_step_sample(batch, params, draws));
         return finish_step_sample();
     }
+
+    bool overlaps_steps() const override { return true; }
 
     // Queues the step and the draws of its last pass, whose ids finish_step_sample() reads once
     // the stream is done (earlier passes of a step longer than max_tokens wait for theirs here).
@@ -619,7 +621,10 @@ class CudaModel final : public Model {
         const bool decode =
             !all_rows && std::all_of(pass.begin(), pass.end(),
                                      [](const PassSeq& p) { return p.tokens.size() == 1; });
-        stream_.sync();  // the previous pass may still be reading the staging buffer
+        // The previous pass's description copy may still be reading the staging buffer; wait for
+        // that copy only, not for what follows it on the stream (cache copies, slot resets), so
+        // that queuing this pass never waits for the GPU to drain.
+        staging_read_.sync();
         const int64_t n = static_cast<int64_t>(pass.size());
         const int64_t S = decode && opt_.cuda_graphs ? next_pow2(n) : n;  // graph bucket
         // Host side of the batch description, in the pinned staging buffer at desc_'s offsets.
@@ -672,6 +677,7 @@ class CudaModel final : public Model {
         cudaStream_t s = stream_.get();
         DUALITY_CUDA_CHECK(cudaMemcpyAsync(
             desc_base_, st, static_cast<size_t>(desc_.tokens + T) * 4, cudaMemcpyHostToDevice, s));
+        staging_read_.record(s);
 
         // The whole pass (embedding, conv1d, norms, GEMMs; the decode step of decode passes).
         batch_ = cuda::VarlenBatch{};
@@ -871,6 +877,7 @@ class CudaModel final : public Model {
     // columns and joined before the gated norm (DUALITY_SPLIT_IN_PROJ=0: one product instead).
     cuda::Stream side_stream_;
     cuda::Event fork_, join_;
+    cuda::Event staging_read_;  // after the last pass's description copy (run_pass)
     bool split_in_proj_ = true;
     cuda::Gemm gemm_;
     cuda::DeviceWeights weights_;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -17,8 +18,8 @@ namespace duality {
 // The recurrent state of one sequence: everything the model needs to continue it.
 struct SequenceState {
     int64_t n_layer = 0, d_conv = 0, conv_dim = 0, n_head = 0, head_dim = 0, d_state = 0;
-    std::vector<float>
-        conv;  // {n_layer, d_conv - 1, conv_dim}: last pre-conv xBC rows, oldest first
+    // {n_layer, d_conv - 1, conv_dim}: the last pre-conv xBC rows, oldest first
+    std::vector<float> conv;
     std::vector<float> ssm;  // {n_layer, n_head, head_dim, d_state}
     int64_t n_tokens = 0;    // tokens consumed so far
 
@@ -129,9 +130,7 @@ class Model {
     virtual Result<std::vector<int32_t>> finish_step_sample();
 
   private:
-    std::vector<int32_t> default_ids_;  // the defaults' result, between the two halves
-    Status default_status_;
-    bool default_started_ = false;
+    std::optional<Result<std::vector<int32_t>>> started_;  // the defaults' result, in between
 };
 
 }  // namespace duality

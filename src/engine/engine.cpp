@@ -478,7 +478,7 @@ void Engine::Impl::launch() {
     }
 
     flight.active = true;
-    flight.who = who;
+    flight.who = std::move(who);
     flight.consumed.clear();
     for (const SeqInput& in : batch)
         flight.consumed.push_back(static_cast<int64_t>(in.tokens.size()));
@@ -503,7 +503,7 @@ void Engine::Impl::launch() {
     const size_t n = opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
     std::vector<int32_t> out(batch.size(), 0);
     for (size_t b = 0; b < batch.size(); ++b) {
-        const Live& r = running[who[b]];
+        const Live& r = running[flight.who[b]];
         std::span<float> row(logits->data() + b * V, n);
         const auto prompt =
             std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.n_prompt));

@@ -53,19 +53,16 @@ Result<std::unique_ptr<Model>> Model::random(const ModelConfig& config, const Lo
 Status Model::start_step_sample(std::span<const SeqInput> batch,
                                 std::span<const SamplingParams> params,
                                 std::span<const uint64_t> draws) {
-    if (default_started_) return invalid_argument("start_step_sample: a step is already started");
-    Result<std::vector<int32_t>> ids = step_sample(batch, params, draws);
-    default_started_ = true;
-    default_status_ = ids.is_ok() ? Status::ok() : ids.status();
-    default_ids_ = ids.is_ok() ? std::move(*ids) : std::vector<int32_t>{};
+    if (started_) return invalid_argument("start_step_sample: a step is already started");
+    started_ = step_sample(batch, params, draws);
     return Status::ok();
 }
 
 Result<std::vector<int32_t>> Model::finish_step_sample() {
-    if (!default_started_) return invalid_argument("finish_step_sample: no step was started");
-    default_started_ = false;
-    if (!default_status_.is_ok()) return default_status_;
-    return std::move(default_ids_);
+    if (!started_) return invalid_argument("finish_step_sample: no step was started");
+    Result<std::vector<int32_t>> ids = std::move(*started_);
+    started_.reset();
+    return ids;
 }
 
 }  // namespace duality

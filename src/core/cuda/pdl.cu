@@ -1,4 +1,5 @@
-// pdl::enabled(): whether programmatic dependent launches are safe and wanted (see pdl.cuh).
+// pdl::runs_sm90_code() and pdl::enabled(): whether this library's Hopper code runs here, and
+// whether programmatic dependent launches are safe and wanted (see pdl.cuh).
 #include <cstdlib>
 #include <cstring>
 
@@ -11,9 +12,7 @@ namespace {
 // version is theirs on this device.
 __global__ void probe_kernel() {}
 
-bool decide() {
-    const char* v = std::getenv("DUALITY_PDL");
-    if (v != nullptr && std::strcmp(v, "0") == 0) return false;
+bool probe_sm90() {
     cudaFuncAttributes attr{};
     if (cudaFuncGetAttributes(&attr, probe_kernel) != cudaSuccess) {
         (void)cudaGetLastError();  // leave no sticky error behind
@@ -24,8 +23,16 @@ bool decide() {
 
 }  // namespace
 
+bool runs_sm90_code() {
+    static const bool on = probe_sm90();
+    return on;
+}
+
 bool enabled() {
-    static const bool on = decide();
+    static const bool on = [] {
+        const char* v = std::getenv("DUALITY_PDL");
+        return !(v != nullptr && std::strcmp(v, "0") == 0) && runs_sm90_code();
+    }();
     return on;
 }
 

@@ -34,8 +34,12 @@ __device__ __forceinline__ void allow_next() {
 #endif
 }
 
-// Whether launches carry the PDL attribute: DUALITY_PDL is not "0" and the current device runs
-// code compiled for sm_90 or later. Decided once per process (pdl.cu).
+// Whether the current device runs code of this library compiled for sm_90 or later (a probe
+// kernel's PTX version; not the compute_80 PTX a newer GPU would JIT-compile). Also for kernels
+// with other Hopper-only instructions (ssm_decode's bulk copies). Decided once per process.
+bool runs_sm90_code();
+
+// Whether launches carry the PDL attribute: DUALITY_PDL is not "0" and runs_sm90_code().
 bool enabled();
 
 // kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent launch.

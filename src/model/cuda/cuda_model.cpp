@@ -234,7 +234,6 @@ class CudaModel final : public Model {
         for (const SeqInput& in : batch) DUALITY_RETURN_IF_ERROR(check_tokens(in.tokens));
         for (const SamplingParams& p : params) DUALITY_RETURN_IF_ERROR(p.validate());
         inflight_.ids.assign(batch.size(), 0);
-        inflight_.rows.clear();
         run_step(batch, [&](const std::vector<PassSeq>& pass, bool last) {
             const int64_t n = count_wanted(pass);
             auto* sp = sample_staging_.as<cuda::DeviceSampling>();
@@ -264,16 +263,13 @@ class CudaModel final : public Model {
             }
             DUALITY_CUDA_CHECK(cudaMemcpyAsync(sampled_ids(), ws_.ids, n * sizeof(int32_t),
                                                cudaMemcpyDeviceToHost, s));
-            std::vector<int64_t> rows;
+            inflight_.rows.clear();
             for (const PassSeq& p : pass)
-                if (p.result_row >= 0) rows.push_back(p.result_row);
-            if (last) {
-                inflight_.rows = std::move(rows);  // read by finish_step_sample()
-            } else {
-                stream_.sync();  // the next pass reuses the staging buffers
-                for (size_t i = 0; i < rows.size(); ++i)
-                    inflight_.ids[static_cast<size_t>(rows[i])] = sampled_ids()[i];
-            }
+                if (p.result_row >= 0) inflight_.rows.push_back(p.result_row);
+            if (!last) {  // the next pass reuses the staging buffers: read these ids now
+                stream_.sync();
+                read_sampled_ids();
+            }  // the last pass's: finish_step_sample()
         });
         inflight_.active = true;
         return Status::ok();
@@ -283,8 +279,7 @@ class CudaModel final : public Model {
         if (!inflight_.active) return invalid_argument("finish_step_sample: no step was started");
         inflight_.active = false;
         stream_.sync();
-        for (size_t i = 0; i < inflight_.rows.size(); ++i)
-            inflight_.ids[static_cast<size_t>(inflight_.rows[i])] = sampled_ids()[i];
+        read_sampled_ids();
         return std::move(inflight_.ids);
     }
 
@@ -292,6 +287,12 @@ class CudaModel final : public Model {
     // Where the D2H copy of a pass's sampled ids lands: after the DeviceSampling rows.
     int32_t* sampled_ids() {
         return reinterpret_cast<int32_t*>(sample_staging_.as<cuda::DeviceSampling>() + rows_max_);
+    }
+    // The copied ids of the pass whose result rows are inflight_.rows, into inflight_.ids.
+    void read_sampled_ids() {
+        const int32_t* out = sampled_ids();
+        for (size_t i = 0; i < inflight_.rows.size(); ++i)
+            inflight_.ids[static_cast<size_t>(inflight_.rows[i])] = out[i];
     }
 
     // The ids step_sample may draw: LoadOptions::sample_vocab, within the vocabulary.
@@ -892,7 +893,7 @@ class CudaModel final : public Model {
     struct StartedStep {
         bool active = false;
         std::vector<int32_t> ids;   // {batch}: filled by earlier passes, then the last one's
-        std::vector<int64_t> rows;  // the last pass's result rows, in its sampled order
+        std::vector<int64_t> rows;  // the latest pass's result rows, in its sampled order
     } inflight_;
     cuda::VarlenBatch batch_{};              // the pass
     cuda::VarlenBatch prefill_batch_{};      // after the n_dec_ one-token rows, renumbered, chunked

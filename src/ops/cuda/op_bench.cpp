@@ -327,31 +327,28 @@ class Bench {
                              "unsupported shape/dtype/device (five-step path is used)"});
             return Status::ok();
         }
-        DUALITY_ASSIGN_OR_RETURN(
-            DeviceBuffer fws,
-            DeviceBuffer::allocate(cuda::ssd_fused_workspace_bytes(sa), "the SSD workspace"));
-        DUALITY_ASSIGN_OR_RETURN(
-            DeviceBuffer sync,
-            DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(sa), "the SSD sync buffer"));
-        DUALITY_CUDA_CHECK(cudaMemsetAsync(sync.data(), 0, sync.bytes(), s_));
-        add(rows, "ssd_fused", shape, bytes, Td * roofline::prefill_flops_per_token(c_, T).ssd,
-            [&] { cuda::ssd_fused(sa, dt.as<float>(), fws.data(), sync.data(), o_.act, s_); });
+        // One row: ssd_fused over `args` with its own workspace and (zeroed) sync buffer.
+        const double flops = Td * roofline::prefill_flops_per_token(c_, T).ssd;
+        auto time_fused = [&](const std::string& name, const cuda::SsdArgs& args) -> Status {
+            DUALITY_ASSIGN_OR_RETURN(
+                DeviceBuffer fws,
+                DeviceBuffer::allocate(cuda::ssd_fused_workspace_bytes(args), "the SSD workspace"));
+            DUALITY_ASSIGN_OR_RETURN(
+                DeviceBuffer sync,
+                DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(args), "the SSD sync buffer"));
+            DUALITY_CUDA_CHECK(cudaMemsetAsync(sync.data(), 0, sync.bytes(), s_));
+            add(rows, name, shape, bytes, flops,
+                [&] { cuda::ssd_fused(args, dt.as<float>(), ws.data(), sync.data(), o_.act, s_); });
+            return Status::ok();
+        };
+        DUALITY_RETURN_IF_ERROR(time_fused("ssd_fused", sa));
         // The chunk size the model builds its table with, where it differs (ssd_fused_chunk).
         const int64_t q = cuda::ssd_fused_chunk(sa, o_.act);
         if (q == c_.chunk_size) return Status::ok();
         const Batch qbatch = make_batch(1, T, q);
         cuda::SsdArgs qa = ssd_args(qbatch, xbc, state, y);
         qa.chunk_size = q;
-        DUALITY_ASSIGN_OR_RETURN(
-            DeviceBuffer qws,
-            DeviceBuffer::allocate(cuda::ssd_fused_workspace_bytes(qa), "the SSD workspace"));
-        DUALITY_ASSIGN_OR_RETURN(
-            DeviceBuffer qsync,
-            DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(qa), "the SSD sync buffer"));
-        DUALITY_CUDA_CHECK(cudaMemsetAsync(qsync.data(), 0, qsync.bytes(), s_));
-        add(rows, "ssd_fused/q" + std::to_string(q), shape, bytes,
-            Td * roofline::prefill_flops_per_token(c_, T).ssd,
-            [&] { cuda::ssd_fused(qa, dt.as<float>(), qws.data(), qsync.data(), o_.act, s_); });
+        DUALITY_RETURN_IF_ERROR(time_fused("ssd_fused/q" + std::to_string(q), qa));
         return Status::ok();
     }
 

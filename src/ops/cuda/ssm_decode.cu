@@ -221,20 +221,11 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_bulk_kernel(SsdArgs a,
 #endif
 }
 
-// Compiled with the same architectures as ssm_decode_bulk_kernel: its PTX version on this device.
-__global__ void bulk_probe_kernel() {}
-
-// Whether the device runs sm_90 code of this file and DUALITY_SSM_DECODE_BULK is not "0".
+// Whether the device runs this library's sm_90 code and DUALITY_SSM_DECODE_BULK is not "0".
 bool bulk_enabled() {
     static const bool on = [] {
         const char* v = std::getenv("DUALITY_SSM_DECODE_BULK");
-        if (v != nullptr && std::strcmp(v, "0") == 0) return false;
-        cudaFuncAttributes attr{};
-        if (cudaFuncGetAttributes(&attr, bulk_probe_kernel) != cudaSuccess) {
-            (void)cudaGetLastError();
-            return false;
-        }
-        return attr.ptxVersion >= 90;
+        return !(v != nullptr && std::strcmp(v, "0") == 0) && pdl::runs_sm90_code();
     }();
     return on;
 }

@@ -5,13 +5,14 @@
 //
 // The contract, for every kernel launched with pdl::launch(): its first statement is
 // pdl::wait(), which returns once every earlier kernel of the stream has completed and its
-// writes are visible, so nothing before it touches global memory; then pdl::allow_next() lets
-// the following kernel be scheduled (its blocks start once all of this grid's blocks have
-// started, and wait in their own pdl::wait()). Both compile to nothing for architectures before
-// sm_90, so the attribute is only set when the code that runs on this device was compiled for
-// sm_90 or later (pdl::enabled(), from a probe kernel's PTX version): a Hopper binary on Hopper,
-// not the compute_80 PTX that a newer GPU would JIT-compile. DUALITY_PDL=0 in the environment
-// turns it off (for measuring what it buys).
+// writes are visible, so nothing before it touches global memory (except L2 prefetch hints for
+// weights, core/cuda/prefetch.cuh, which cannot change what any load returns); then
+// pdl::allow_next() lets the following kernel be scheduled (its blocks start once all of this
+// grid's blocks have started, and wait in their own pdl::wait()). Both compile to nothing for
+// architectures before sm_90, so the attribute is only set when the code that runs on this device
+// was compiled for sm_90 or later (pdl::enabled(), from a probe kernel's PTX version): a Hopper
+// binary on Hopper, not the compute_80 PTX that a newer GPU would JIT-compile. DUALITY_PDL=0 in the
+// environment turns it off (for measuring what it buys).
 #pragma once
 
 #include <cuda_runtime.h>

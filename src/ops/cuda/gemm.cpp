@@ -102,6 +102,8 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         if (std::strcmp(env, "0") == 0) g.decode_ = DecodeKernel::kOff;
         if (std::strcmp(env, "1") == 0) g.decode_ = DecodeKernel::kOn;
     }
+    if (const char* env = std::getenv("DUALITY_GEMM_PREFETCH_MB"))
+        g.prefetch_bytes_ = std::strcmp(env, "all") == 0 ? -1 : std::atoll(env) << 20;
     return g;
 }
 
@@ -113,6 +115,7 @@ Gemm::Gemm(Gemm&& o) noexcept
       algos_(std::move(o.algos_)),
       small_m_(o.small_m_),
       decode_(o.decode_),
+      prefetch_bytes_(o.prefetch_bytes_),
       algo_index_(o.algo_index_),
       candidates_(o.candidates_),
       log_(o.log_) {
@@ -131,6 +134,7 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         algos_ = std::move(o.algos_);
         small_m_ = o.small_m_;
         decode_ = o.decode_;
+        prefetch_bytes_ = o.prefetch_bytes_;
         algo_index_ = o.algo_index_;
         candidates_ = o.candidates_;
         log_ = o.log_;
@@ -276,7 +280,7 @@ void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, 
                int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
     if (m == 0 || n == 0) return;
     if (small_m_ && gemm_small_m_supports(a, lda, w, y_dtype, m, k, act)) {
-        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, stream);
+        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, stream);
         return;
     }
     if (uses_decode_kernel(a, lda, w, y_dtype, m, n, k, act)) {

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "core/cuda/device_buffer.h"
+#include "ops/cuda/gemm_small_m.h"
 #include "duality/status.h"
 #include "duality/types.h"
 
@@ -98,6 +99,8 @@ class Gemm {
     std::map<Key, std::vector<cublasLtMatmulAlgo_t>> algos_;  // by bucket (m a power of two)
     bool small_m_ = true;
     DecodeKernel decode_ = DecodeKernel::kAuto;
+    // Of w, asked for before pdl::wait() by the m = 1 kernel per product; -1: all of it.
+    int64_t prefetch_bytes_ = kSmallMPrefetchBytes;
     int algo_index_ = 0;
     int candidates_ = 1;
     bool log_ = false;  // tune() prints every candidate's time (DUALITY_GEMM_TUNE_LOG=1)

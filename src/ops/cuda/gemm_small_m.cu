@@ -8,6 +8,9 @@
 // row per iteration (8 bf16/f16 or 4 f32 values) and the matching 16 bytes of each of the m rows
 // of a (small, so they come from L1/L2), accumulates m partial dots in f32, and the warp reduces
 // them with shuffles. Four iterations are unrolled so each lane keeps several loads in flight.
+// Before pdl::wait() each block asks for its rows of w (up to its share of an 8 MB budget per
+// product, kSmallMPrefetchBytes) with bulk L2 prefetches, so at batch 1 the weights stream in
+// while the norm or the decode step in front of the product is still running.
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
@@ -15,6 +18,7 @@
 #include <cuda_fp16.h>
 
 #include "core/cuda/pdl.cuh"
+#include "core/cuda/prefetch.cuh"
 #include "ops/cuda/gemm_small_m.h"
 
 namespace duality::cuda {
@@ -80,8 +84,17 @@ constexpr int kWarps = 8;  // per block
 template <typename T, typename Y, int M>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
-                        Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k) {
-    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+                        Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
+                        int64_t prefetch_block_bytes) {
+    // This block's rows of w are contiguous and never written by a step's kernels: ask for them
+    // before waiting for the kernel in front (core/cuda/prefetch.cuh).
+    if (threadIdx.x == 0) {
+        const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kWarps;
+        const int64_t rows = n - col0 < kWarps ? n - col0 : kWarps;
+        const int64_t mine = rows * k * static_cast<int64_t>(sizeof(T));
+        prefetch_l2_bulk(w + col0 * k, mine < prefetch_block_bytes ? mine : prefetch_block_bytes);
+    }
+    pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     constexpr int V = Vec<T>::kN;
     const int lane = threadIdx.x % 32;
@@ -136,23 +149,27 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T, typename Y>
 void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int64_t m, int64_t n,
-            int64_t k, cudaStream_t stream) {
+            int64_t k, int64_t prefetch_bytes, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps)), block(kWarps * 32);
     auto* A = static_cast<const T*>(a);
     auto* W = static_cast<const T*>(w);
     auto* Yp = static_cast<Y*>(y);
     if (m != 1) fail("gemm_small_m: m != 1", "m", __FILE__, __LINE__);
-    pdl::launch(gemm_small_m_kernel<T, Y, 1>, grid, block, 0, stream, A, lda, W, Yp, ldy, n, k);
+    // The budget spread over the blocks, in whole 16-byte pieces.
+    const int64_t per_block =
+        prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)} : prefetch_bytes / grid.x / 16 * 16;
+    pdl::launch(gemm_small_m_kernel<T, Y, 1>, grid, block, 0, stream, A, lda, W, Yp, ldy, n, k,
+                per_block);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>
 void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                int64_t m, int64_t n, int64_t k, cudaStream_t stream) {
+                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, cudaStream_t stream) {
     if (y_dtype == DType::kF32) {
-        launch<T, float>(a, lda, w, y, ldy, m, n, k, stream);
+        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
     } else {
-        launch<T, T>(a, lda, w, y, ldy, m, n, k, stream);
+        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
     }
 }
 
@@ -167,16 +184,17 @@ bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dt
 }
 
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                  int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
+                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes,
+                  cudaStream_t stream) {
     switch (act) {
         case DType::kF32:
-            launch<float, float>(a, lda, w, y, ldy, m, n, k, stream);
+            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
             return;
         case DType::kBF16:
-            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, stream);
+            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, stream);
             return;
         case DType::kF16:
-            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, stream);
+            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, stream);
             return;
         default:
             fail("gemm_small_m: not a float dtype", "act", __FILE__, __LINE__);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "model/cpu_model.h"
+#include "ops/cpu/blas_core.h"
 #include "ops/cpu/ops.h"
 
 namespace duality {
@@ -54,7 +55,7 @@ class CpuModel final : public Model {
 
     DeviceInfo device_info() const override {
         DeviceInfo info;
-        info.name = "CPU";
+        info.name = "CPU (OpenBLAS " + cpu::blas_core() + ")";
         info.weight_bytes = static_cast<int64_t>(weights_.bytes());
         for (const SequenceState& s : slots_)
             info.state_bytes += static_cast<int64_t>((s.conv.size() + s.ssm.size()) * 4);

@@ -4,6 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
+
+#include "ops/cpu/blas_core.h"
 #include "test_util.h"
 
 namespace duality {
@@ -11,6 +14,23 @@ namespace {
 
 std::string tiny_model() {
     return (test::golden_dir() / "ssm_bin_f32").string();
+}
+
+// The CLI runs OpenBLAS's best kernel set for this CPU: where the library fell back to generic
+// kernels in this (test) process, blas_core_upgrade() names a better set and the binary must have
+// run itself again with it; elsewhere it reports the library's own choice.
+TEST(CliBench, RunsAndReportsTheBestBlasKernels) {
+    if (std::getenv("OPENBLAS_CORETYPE")) GTEST_SKIP() << "OPENBLAS_CORETYPE is set";
+    const std::string upgrade = cpu::blas_core_upgrade();
+    const std::string want = upgrade.empty() ? cpu::blas_core() : upgrade;
+    ASSERT_FALSE(want.empty());
+    auto r = test::run_duality("bench --device cpu --model " + tiny_model() +
+                                   " --prefill-lens 64 --prefill-batches 1 --decode-batches 1 "
+                                   "--decode-steps 2 --warmup 1 --json",
+                               /*merge_stderr=*/false);
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_EQ(nlohmann::json::parse(r.out).at("device"), "CPU (OpenBLAS " + want + ")")
+        << "this process's OpenBLAS kernels: " << cpu::blas_core();
 }
 
 TEST(CliBench, JsonHasEveryRowWithPositiveNumbers) {

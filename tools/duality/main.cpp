@@ -1,13 +1,22 @@
 // duality: the command-line front end (run `duality --help`).
 #include <malloc.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <map>
 #include <string>
 
+#include "ops/cpu/blas_core.h"
 #include "tools/duality/commands.h"
 
 int main(int argc, char** argv) {
+    // If OpenBLAS fell back to its generic kernels on a CPU newer than it knows, run again with a
+    // kernel set this CPU supports: OpenBLAS reads OPENBLAS_CORETYPE only when it loads
+    // (ops/cpu/blas_core.h). execv returns only on failure; then the slow kernels it is.
+    if (const std::string core = duality::cpu::blas_core_upgrade(); !core.empty()) {
+        setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+        execv("/proc/self/exe", argv);
+    }
     // Keep large freed blocks (per-call activations, logits) in the heap for reuse instead of
     // returning them to the kernel and faulting fresh zeroed pages in on the next call.
     mallopt(M_MMAP_THRESHOLD, 1 << 30);

@@ -1,0 +1,23 @@
+// Which kernels OpenBLAS runs on this CPU, and a better set when it fell back to generic ones.
+//
+// OpenBLAS picks its kernel set by CPU model when the library loads. A model newer than the
+// library gets its generic SSE3 kernels ("Prescott"): Debian 12's OpenBLAS 0.3.21 does not know
+// Intel family 6 model 207 (Emerald Rapids), on which `duality perplexity` with the bundled
+// model ran 2.6x slower than with OPENBLAS_CORETYPE=SkylakeX (6.7 against 2.5 s for 4.5k
+// tokens, the GEMMs 75% of the time). OpenBLAS reads that variable only when it loads, so the
+// CLI sets it and runs itself again (tools/duality/main.cpp).
+#pragma once
+
+#include <string>
+
+namespace duality::cpu {
+
+// OpenBLAS's kernel set ("Haswell", "SkylakeX", "Prescott", ...).
+std::string blas_core();
+
+// The OPENBLAS_CORETYPE that serves this CPU better when OpenBLAS chose kernels without AVX2 on a
+// CPU that has it: "SkylakeX" (AVX-512 F, BW, DQ and VL) or "Haswell" (AVX2 and FMA). Empty
+// otherwise, and when OPENBLAS_CORETYPE is already set (the user's choice, or the second run).
+std::string blas_core_upgrade();
+
+}  // namespace duality::cpu

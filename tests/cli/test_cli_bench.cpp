@@ -33,6 +33,29 @@ TEST(CliBench, RunsAndReportsTheBestBlasKernels) {
         << "this process's OpenBLAS kernels: " << cpu::blas_core();
 }
 
+// A kernel set the user chose is left alone: no second run, OpenBLAS runs what was asked for.
+TEST(CliBench, KeepsTheUsersBlasKernels) {
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("avx2")) GTEST_SKIP() << "no AVX2: Haswell kernels cannot run";
+#else
+    GTEST_SKIP() << "x86-64 kernel sets only";
+#endif
+    const char* before = std::getenv("OPENBLAS_CORETYPE");
+    const std::string saved = before ? before : "";
+    setenv("OPENBLAS_CORETYPE", "Haswell", 1);
+    auto r = test::run_duality("bench --device cpu --model " + tiny_model() +
+                                   " --prefill-lens 64 --prefill-batches 1 --decode-batches 1 "
+                                   "--decode-steps 2 --warmup 1 --json",
+                               /*merge_stderr=*/false);
+    if (before) {
+        setenv("OPENBLAS_CORETYPE", saved.c_str(), 1);
+    } else {
+        unsetenv("OPENBLAS_CORETYPE");
+    }
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_EQ(nlohmann::json::parse(r.out).at("device"), "CPU (OpenBLAS Haswell)");
+}
+
 TEST(CliBench, JsonHasEveryRowWithPositiveNumbers) {
     auto r = test::run_duality("bench --device cpu --model " + tiny_model() +
                                    " --prefill-lens 64,2k --prefill-batches 1,3 "

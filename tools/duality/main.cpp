@@ -1,8 +1,11 @@
 // duality: the command-line front end (run `duality --help`).
 #include <malloc.h>
+#include <sys/auxv.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <map>
 #include <string>
 
@@ -12,10 +15,18 @@
 int main(int argc, char** argv) {
     // If OpenBLAS fell back to its generic kernels on a CPU newer than it knows, run again with a
     // kernel set this CPU supports: OpenBLAS reads OPENBLAS_CORETYPE only when it loads
-    // (ops/cpu/blas_core.h). execv returns only on failure; then the slow kernels it is.
-    if (const std::string core = duality::cpu::blas_core_upgrade(); !core.empty()) {
+    // (ops/cpu/blas_core.h). Setting OPENBLAS_CORETYPE yourself skips this. Not when started
+    // through the dynamic loader (ld.so ./duality ...: AT_BASE is 0, /proc/self/exe is the
+    // loader), and if execv fails, on with the slow kernels.
+    if (const std::string core = duality::cpu::blas_core_upgrade();
+        !core.empty() && getauxval(AT_BASE) != 0) {
         setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
         execv("/proc/self/exe", argv);
+        std::fprintf(stderr,
+                     "duality: could not run again with OPENBLAS_CORETYPE=%s (%s); OpenBLAS "
+                     "keeps its generic kernels (set OPENBLAS_CORETYPE=%s yourself)\n",
+                     core.c_str(), std::strerror(errno), core.c_str());
+        unsetenv("OPENBLAS_CORETYPE");
     }
     // Keep large freed blocks (per-call activations, logits) in the heap for reuse instead of
     // returning them to the kernel and faulting fresh zeroed pages in on the next call.

@@ -2,9 +2,10 @@
 #include "ops/cpu/blas_core.h"
 
 #include <cblas.h>
-#include <strings.h>
 
+#include <algorithm>
 #include <array>
+#include <cctype>
 #include <cstdlib>
 
 namespace duality::cpu {
@@ -14,24 +15,29 @@ std::string blas_core() {
     return name ? name : "";
 }
 
+std::string blas_core_for(std::string_view core, bool avx512, bool avx2_fma) {
+    constexpr std::array<std::string_view, 9> kPreAvx2 = {"prescott",   "core2",   "penryn",
+                                                          "dunnington", "nehalem", "atom",
+                                                          "barcelona",  "opteron", "sandybridge"};
+    std::string lower(core);
+    for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (std::find(kPreAvx2.begin(), kPreAvx2.end(), lower) == kPreAvx2.end()) return "";
+    if (avx512) return "SkylakeX";
+    if (avx2_fma) return "Haswell";
+    return "";
+}
+
 std::string blas_core_upgrade() {
     if (std::getenv("OPENBLAS_CORETYPE")) return "";
 #if defined(__x86_64__)
-    // OpenBLAS's x86-64 kernel sets without AVX2 (its fallbacks for unknown models among them).
-    constexpr std::array<const char*, 9> kPreAvx2 = {"Prescott",   "Core2",   "Penryn",
-                                                     "Dunnington", "Nehalem", "Atom",
-                                                     "Barcelona",  "Opteron", "Sandybridge"};
-    const std::string core = blas_core();
-    bool pre_avx2 = false;
-    for (const char* c : kPreAvx2) pre_avx2 = pre_avx2 || strcasecmp(core.c_str(), c) == 0;
-    if (!pre_avx2) return "";
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-        return "SkylakeX";
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "Haswell";
-#endif
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+    const bool avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    return blas_core_for(blas_core(), avx512, avx2_fma);
+#else
     return "";
+#endif
 }
 
 }  // namespace duality::cpu

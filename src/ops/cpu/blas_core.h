@@ -3,12 +3,13 @@
 // OpenBLAS picks its kernel set by CPU model when the library loads. A model newer than the
 // library gets its generic SSE3 kernels ("Prescott"): Debian 12's OpenBLAS 0.3.21 does not know
 // Intel family 6 model 207 (Emerald Rapids), on which `duality perplexity` with the bundled
-// model ran 2.6x slower than with OPENBLAS_CORETYPE=SkylakeX (6.7 against 2.5 s for 4.5k
+// model ran 2.7x slower than with OPENBLAS_CORETYPE=SkylakeX (6.7 against 2.5 s for 4.5k
 // tokens, the GEMMs 75% of the time). OpenBLAS reads that variable only when it loads, so the
 // CLI sets it and runs itself again (tools/duality/main.cpp).
 #pragma once
 
 #include <string>
+#include <string_view>
 
 namespace duality::cpu {
 
@@ -19,5 +20,9 @@ std::string blas_core();
 // CPU that has it: "SkylakeX" (AVX-512 F, BW, DQ and VL) or "Haswell" (AVX2 and FMA). Empty
 // otherwise, and when OPENBLAS_CORETYPE is already set (the user's choice, or the second run).
 std::string blas_core_upgrade();
+
+// The rule behind it, for any kernel set `core` and CPU features: empty unless `core` is one of
+// OpenBLAS's x86-64 sets without AVX2 (its fallbacks for unknown models among them).
+std::string blas_core_for(std::string_view core, bool avx512, bool avx2_fma);
 
 }  // namespace duality::cpu

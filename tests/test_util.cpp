@@ -17,10 +17,18 @@ namespace duality::test {
 
 namespace fs = std::filesystem;
 
-fs::path source_dir() { return DUALITY_SOURCE_DIR; }
-fs::path shared_dir() { return DUALITY_SHARED_DIR; }
-fs::path golden_dir() { return source_dir() / "tests" / "golden"; }
-fs::path bundled_model_dir() { return source_dir() / "models" / "mamba2-gutenberg-17m"; }
+fs::path source_dir() {
+    return DUALITY_SOURCE_DIR;
+}
+fs::path shared_dir() {
+    return DUALITY_SHARED_DIR;
+}
+fs::path golden_dir() {
+    return source_dir() / "tests" / "golden";
+}
+fs::path bundled_model_dir() {
+    return source_dir() / "models" / "mamba2-gutenberg-17m";
+}
 
 std::string read_file(const fs::path& p) {
     std::ifstream in(p, std::ios::binary);
@@ -36,12 +44,13 @@ void write_file(const fs::path& p, const std::string& bytes) {
     if (!out) throw std::runtime_error("cannot write " + p.string());
 }
 
-CliResult run_duality(const std::string& args, bool merge_stderr) {
+CliResult run_duality(const std::string& args, bool merge_stderr, const std::string& launcher) {
     // CLI tests compare with CPU references: pin the device unless the test chose one.
     const std::string device =
         args.find("--device") == std::string::npos ? "DUALITY_DEVICE=cpu " : "";
-    const std::string cmd =
-        device + std::string(DUALITY_BINARY) + " " + args + (merge_stderr ? " 2>&1" : " 2>/dev/null");
+    const std::string cmd = device + (launcher.empty() ? "" : launcher + " ") +
+                            std::string(DUALITY_BINARY) + " " + args +
+                            (merge_stderr ? " 2>&1" : " 2>/dev/null");
     CliResult r;
     FILE* pipe = popen(cmd.c_str(), "r");
     if (!pipe) return r;
@@ -55,8 +64,8 @@ CliResult run_duality(const std::string& args, bool merge_stderr) {
 
 TempDir::TempDir() {
     std::random_device rd;
-    path_ = fs::temp_directory_path() / ("duality-test-" + std::to_string(rd()) + "-" +
-                                         std::to_string(rd()));
+    path_ = fs::temp_directory_path() /
+            ("duality-test-" + std::to_string(rd()) + "-" + std::to_string(rd()));
     fs::create_directories(path_);
 }
 TempDir::~TempDir() {
@@ -67,8 +76,8 @@ TempDir::~TempDir() {
 void copy_dir(const fs::path& from, const fs::path& to) {
     fs::create_directories(to);
     for (const auto& e : fs::directory_iterator(from)) {
-        if (e.is_regular_file()) fs::copy_file(e.path(), to / e.path().filename(),
-                                               fs::copy_options::overwrite_existing);
+        if (e.is_regular_file())
+            fs::copy_file(e.path(), to / e.path().filename(), fs::copy_options::overwrite_existing);
     }
 }
 
@@ -147,7 +156,9 @@ std::string read_zip_entry(const std::string& zip_bytes, const std::string& suff
 }
 
 namespace pk {
-std::string proto2() { return std::string("\x80\x02", 2); }
+std::string proto2() {
+    return std::string("\x80\x02", 2);
+}
 std::string global(const std::string& module, const std::string& name) {
     return "c" + module + "\n" + name + "\n";
 }
@@ -157,14 +168,30 @@ std::string str(const std::string& s) {
     for (int i = 0; i < 4; ++i) out += static_cast<char>((n >> (8 * i)) & 0xff);
     return out + s;
 }
-std::string int1(uint8_t v) { return std::string("K") + static_cast<char>(v); }
-std::string mark() { return "("; }
-std::string tuple() { return "t"; }
-std::string empty_dict() { return "}"; }
-std::string setitems() { return "u"; }
-std::string reduce() { return "R"; }
-std::string binpersid() { return "Q"; }
-std::string stop() { return "."; }
+std::string int1(uint8_t v) {
+    return std::string("K") + static_cast<char>(v);
+}
+std::string mark() {
+    return "(";
+}
+std::string tuple() {
+    return "t";
+}
+std::string empty_dict() {
+    return "}";
+}
+std::string setitems() {
+    return "u";
+}
+std::string reduce() {
+    return "R";
+}
+std::string binpersid() {
+    return "Q";
+}
+std::string stop() {
+    return ".";
+}
 std::string tensor(const std::string& storage_type, const std::string& key, int numel,
                    const std::vector<int>& shape) {
     std::string s = global("torch._utils", "_rebuild_tensor_v2") + mark();

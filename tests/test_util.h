@@ -10,9 +10,9 @@
 
 namespace duality::test {
 
-std::filesystem::path source_dir();   // the repository
-std::filesystem::path shared_dir();   // ../shared beside it
-std::filesystem::path golden_dir();   // tests/golden
+std::filesystem::path source_dir();  // the repository
+std::filesystem::path shared_dir();  // ../shared beside it
+std::filesystem::path golden_dir();  // tests/golden
 std::filesystem::path bundled_model_dir();
 
 std::string read_file(const std::filesystem::path& p);
@@ -24,16 +24,18 @@ struct CliResult {
     std::string out;  // stdout and stderr together
 };
 // With merge_stderr false, stderr is discarded and `out` is stdout alone.
-CliResult run_duality(const std::string& args, bool merge_stderr = true);
+// launcher: a program to start the binary with (the dynamic loader, for example), or empty.
+CliResult run_duality(const std::string& args, bool merge_stderr = true,
+                      const std::string& launcher = "");
 
 // A fresh, empty temporary directory removed when the object dies.
 class TempDir {
-public:
+  public:
     TempDir();
     ~TempDir();
     const std::filesystem::path& path() const { return path_; }
 
-private:
+  private:
     std::filesystem::path path_;
 };
 

@@ -27,17 +27,21 @@ std::string blas_core_for(std::string_view core, bool avx512, bool avx2_fma) {
     return "";
 }
 
-std::string blas_core_upgrade() {
-    if (std::getenv("OPENBLAS_CORETYPE")) return "";
+std::string blas_core_better(std::string_view core) {
 #if defined(__x86_64__)
     __builtin_cpu_init();
     const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
     const bool avx2_fma = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    return blas_core_for(blas_core(), avx512, avx2_fma);
+    return blas_core_for(core, avx512, avx2_fma);
 #else
+    (void)core;
     return "";
 #endif
+}
+
+std::string blas_core_upgrade() {
+    return std::getenv("OPENBLAS_CORETYPE") ? "" : blas_core_better(blas_core());
 }
 
 }  // namespace duality::cpu

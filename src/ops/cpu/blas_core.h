@@ -21,7 +21,10 @@ std::string blas_core();
 // otherwise, and when OPENBLAS_CORETYPE is already set (the user's choice, or the second run).
 std::string blas_core_upgrade();
 
-// The rule behind it, for any kernel set `core` and CPU features: empty unless `core` is one of
+// The same for any kernel set `core` on this CPU, whatever the environment says.
+std::string blas_core_better(std::string_view core);
+
+// The rule behind both, for any kernel set `core` and CPU features: empty unless `core` is one of
 // OpenBLAS's x86-64 sets without AVX2 (its fallbacks for unknown models among them).
 std::string blas_core_for(std::string_view core, bool avx512, bool avx2_fma);
 

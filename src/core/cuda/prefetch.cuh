@@ -28,4 +28,9 @@ __device__ __forceinline__ void prefetch_l2_bulk(const void* p, int64_t bytes) {
 #endif
 }
 
+// Brings the 128-byte line holding p into L2 (prefetch.global.L2; any architecture).
+__device__ __forceinline__ void prefetch_l2_line(const void* p) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+}
+
 }  // namespace duality::cuda

@@ -1,11 +1,13 @@
 #include "ops/cuda/gemm.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "ops/cuda/gemm_decode.h"
@@ -83,6 +85,28 @@ struct Gemm::Plan {
     }
 };
 
+namespace {
+
+// DUALITY_GEMM_PREFETCH_MB: the m = 1 kernel's prefetch budget per product in MiB (0: none), or
+// "all"; anything else keeps `fallback` with a warning.
+int64_t prefetch_budget_from_env(int64_t fallback) {
+    const char* env = std::getenv("DUALITY_GEMM_PREFETCH_MB");
+    if (!env) return fallback;
+    const std::string_view v(env);
+    if (v == "all") return -1;
+    int64_t mib = -1;
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), mib);
+    if (ec == std::errc{} && end == v.data() + v.size() && mib >= 0 && mib <= (int64_t{1} << 20))
+        return mib << 20;
+    std::fprintf(stderr,
+                 "duality: DUALITY_GEMM_PREFETCH_MB=\"%s\" is not a number of MiB (0 to 1048576) "
+                 "or \"all\"; using %lld MiB\n",
+                 env, static_cast<long long>(fallback >> 20));
+    return fallback;
+}
+
+}  // namespace
+
 Gemm::Gemm() = default;
 
 Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
@@ -102,8 +126,7 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         if (std::strcmp(env, "0") == 0) g.decode_ = DecodeKernel::kOff;
         if (std::strcmp(env, "1") == 0) g.decode_ = DecodeKernel::kOn;
     }
-    if (const char* env = std::getenv("DUALITY_GEMM_PREFETCH_MB"))
-        g.prefetch_bytes_ = std::strcmp(env, "all") == 0 ? -1 : std::atoll(env) << 20;
+    g.prefetch_bytes_ = prefetch_budget_from_env(kSmallMPrefetchBytes);
     return g;
 }
 

@@ -25,7 +25,6 @@
 #include <vector>
 
 #include "core/cuda/device_buffer.h"
-#include "ops/cuda/gemm_small_m.h"
 #include "duality/status.h"
 #include "duality/types.h"
 
@@ -43,6 +42,9 @@ class Gemm {
 
     // Off: every product goes to cuBLASLt (benchmarks compare the two).
     void set_small_m_kernel(bool on) { small_m_ = on; }
+    // The m = 1 kernel's L2 prefetch budget per product in bytes (-1: all of w; tests and
+    // benchmarks; see kSmallMPrefetchBytes).
+    void set_prefetch_bytes(int64_t bytes) { prefetch_bytes_ = bytes; }
     // The decode GEMM (gemm_decode.cu) for products with 2 ≤ m ≤ 64 that gemm_decode_workspace()
     // takes (f16/bf16, k % 64 == 0, 16-byte aligned a and w): kAuto (the default) where it was
     // measured faster than cuBLASLt, kOn for all of them, kOff for none. DUALITY_DECODE_GEMM=0 or
@@ -99,8 +101,9 @@ class Gemm {
     std::map<Key, std::vector<cublasLtMatmulAlgo_t>> algos_;  // by bucket (m a power of two)
     bool small_m_ = true;
     DecodeKernel decode_ = DecodeKernel::kAuto;
-    // Of w, asked for before pdl::wait() by the m = 1 kernel per product; -1: all of it.
-    int64_t prefetch_bytes_ = kSmallMPrefetchBytes;
+    // Of w, asked for before pdl::wait() by the m = 1 kernel per product; -1: all of it. create()
+    // sets kSmallMPrefetchBytes, or DUALITY_GEMM_PREFETCH_MB.
+    int64_t prefetch_bytes_ = 0;
     int algo_index_ = 0;
     int candidates_ = 1;
     bool log_ = false;  // tune() prints every candidate's time (DUALITY_GEMM_TUNE_LOG=1)

@@ -46,6 +46,7 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
+#include "core/cuda/prefetch.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/gemm_decode.h"
 #include "ops/cuda/mma.cuh"
@@ -59,9 +60,6 @@ constexpr int kKB = 64;                            // k per step: 128 bytes of a
 constexpr int kMaxGroups = static_cast<int>(kGemmDecodeSyncBytes / sizeof(uint32_t));
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
-__device__ __forceinline__ void prefetch_l2(const void* p) {
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p));
-}
 // 16 bytes of w, read once: not kept in L1.
 __device__ __forceinline__ uint4 ld_stream16(const void* p) {
     uint4 v;
@@ -139,8 +137,8 @@ __global__ void __launch_bounds__(kThreads, 2) gemm_decode_kernel(Params p) {
 #pragma unroll
         for (int i = 0; i < kDepth; ++i) {
             if (i < n_mine) {
-                prefetch_l2(w0 + i * stride);
-                prefetch_l2(w1 + i * stride);
+                prefetch_l2_line(w0 + i * stride);
+                prefetch_l2_line(w1 + i * stride);
             }
         }
     }

@@ -8,9 +8,10 @@
 // row per iteration (8 bf16/f16 or 4 f32 values) and the matching 16 bytes of each of the m rows
 // of a (small, so they come from L1/L2), accumulates m partial dots in f32, and the warp reduces
 // them with shuffles. Four iterations are unrolled so each lane keeps several loads in flight.
-// Before pdl::wait() each block asks for its rows of w (up to its share of an 8 MB budget per
-// product, kSmallMPrefetchBytes) with bulk L2 prefetches, so at batch 1 the weights stream in
-// while the norm or the decode step in front of the product is still running.
+// Before pdl::wait() each block asks for the start of its 8 contiguous rows of w (its share of an
+// 8 MiB budget per product, kSmallMPrefetchBytes: whole rows first, so for the 2.7b's out_proj
+// about 3 of its 8 rows) with bulk L2 prefetches, so at batch 1 the weights stream in while the
+// norm or the decode step in front of the product is still running.
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
@@ -155,9 +156,12 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
     auto* W = static_cast<const T*>(w);
     auto* Yp = static_cast<Y*>(y);
     if (m != 1) fail("gemm_small_m: m != 1", "m", __FILE__, __LINE__);
-    // The budget spread over the blocks, in whole 16-byte pieces.
-    const int64_t per_block =
-        prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)} : prefetch_bytes / grid.x / 16 * 16;
+    if (n == 0) return;
+    // The budget spread over the blocks, in whole 16-byte pieces. Nothing without PDL: the
+    // kernel in front has finished before this one starts, so there is nothing to overlap.
+    const int64_t per_block = !pdl::enabled()      ? 0
+                              : prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)}
+                                                   : prefetch_bytes / grid.x / 16 * 16;
     pdl::launch(gemm_small_m_kernel<T, Y, 1>, grid, block, 0, stream, A, lda, W, Yp, ldy, n, k,
                 per_block);
     DUALITY_CUDA_LAUNCH_CHECK();

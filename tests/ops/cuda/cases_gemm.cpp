@@ -23,13 +23,15 @@ struct GemmShape {
     bool f32_out, small_m_kernel;
     bool decode_kernel = false;  // force the decode GEMM on (and fail if it is not taken)
     bool tuned = false;          // Gemm::tune before the product (cuBLASLt only)
+    int64_t prefetch = -2;       // the m = 1 kernel's prefetch budget (-1 all; -2 the default)
 };
 
 void add_case(const GemmShape& s, DType act) {
     OpCase c;
     c.name = std::string("gemm/") + s.name + "_m" + std::to_string(s.m) +
              (s.f32_out ? "_f32out" : "") + (s.small_m_kernel ? "" : "_cublaslt") +
-             (s.decode_kernel ? "_decode" : "") + (s.tuned ? "_tuned" : "") + "/" +
+             (s.decode_kernel ? "_decode" : "") + (s.tuned ? "_tuned" : "") +
+             (s.prefetch == -2 ? "" : "_prefetch" + std::to_string(s.prefetch)) + "/" +
              std::string(dtype_name(act));
     c.tol = default_tolerance(act);
     c.run = [s, act] {
@@ -48,6 +50,7 @@ void add_case(const GemmShape& s, DType act) {
         auto gemm = cuda::Gemm::create();
         if (!gemm) throw std::runtime_error(gemm.status().message());
         gemm->set_small_m_kernel(s.small_m_kernel);
+        if (s.prefetch != -2) gemm->set_prefetch_bytes(s.prefetch);
         gemm->set_decode_kernel(s.decode_kernel);
         if (s.decode_kernel &&
             !gemm->uses_decode_kernel(da.data(), lda, dw.data(), y_dtype, s.m, s.n, s.k, act))
@@ -83,6 +86,13 @@ DUALITY_OP_CASES(gemm) {
         {"lm_head_2.7b", 7, 50288, 2560, 0, true, true},
         {"strided_a", 4, 96, 64, 40, false, true},
         {"tiny", 2, 40, 24, 0, false, true},
+        // m = 1: a last block of fewer than 8 rows, and the prefetch budget (all of w, none,
+        // 16 bytes per block, and 1 MiB: whole rows for some blocks, part of one for others).
+        {"ragged_n", 1, 1003, 128, 8, false, true},
+        {"out_proj_2.7b", 1, 2560, 5120, 0, false, true, false, false, -1},
+        {"out_proj_2.7b", 1, 2560, 5120, 0, false, true, false, false, 0},
+        {"out_proj_2.7b", 1, 2560, 5120, 0, false, true, false, false, 16 * 320},
+        {"ragged_n", 1, 1003, 128, 8, false, true, false, false, 1 << 20},
     };
     for (const GemmShape& s : shapes)
         for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);

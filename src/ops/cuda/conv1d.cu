@@ -18,7 +18,9 @@
 //   for sequences shorter than W-1, the old state. The old state is only written by the second
 //   launch, so no tile ever reads a state that is being overwritten.
 // V = 4 channels per thread when channels, x_stride and state_slot_stride are multiples of 4 and
-// the pointers are aligned (16-byte f32 / 8-byte f16 and bf16 accesses); else V = 1.
+// the pointers are aligned (16-byte f32 / 8-byte f16 and bf16 accesses); else V = 1. Prefill of
+// f16/bf16 takes V = 8 (16-byte accesses of x) where multiples of 8 and alignment allow. SiLU
+// is activation/silu<T> (fast exp and division for 16-bit activations).
 //
 // Limits: width in {2, 3, 4}; act f32/f16/bf16; the slots of one batch must be distinct, except
 // a scratch slot whose contents nobody reads (decode padding); x and out must not overlap;
@@ -27,6 +29,7 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
+#include "ops/cuda/activation.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
 
@@ -35,12 +38,8 @@ namespace {
 
 constexpr int kPrefetch = 4;  // U: rows loaded ahead in the tile kernel
 
-__device__ __forceinline__ float silu(float v) {
-    return v / (1.0f + expf(-v));
-}
-
-// Per-thread conv parameters for V channels starting at c.
-template <int W, int V>
+// Per-thread conv parameters for V channels starting at c (T: the activation dtype).
+template <typename T, int W, int V>
 struct Taps {
     float w[V][W];
     float b[V];
@@ -71,7 +70,7 @@ struct Taps {
 #pragma unroll
             for (int k = 0; k < W - 1; ++k) acc = fmaf(w[i][k], win[k][i], acc);
             acc = fmaf(w[i][W - 1], x[i], acc);
-            out[i] = silu(acc);
+            out[i] = silu<T>(acc);
         }
     }
 };
@@ -110,7 +109,7 @@ __global__ void conv1d_walk_kernel(Conv1dArgs a) {
     const int64_t C = a.channels;
     const T* x = static_cast<const T*>(a.x);
     T* out = static_cast<T*>(a.out);
-    Taps<W, V> taps;
+    Taps<T, W, V> taps;
     taps.load(a.weight, a.bias, c);
     for (int64_t s = blockIdx.y; s < a.batch.n_seq; s += gridDim.y) {
         float* st = a.state + static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + c;
@@ -163,7 +162,7 @@ __global__ void conv1d_tile_kernel(Conv1dArgs a, int64_t tile_tokens) {
     const int32_t* cu = a.batch.cu_seqlens;
     const T* x = static_cast<const T*>(a.x);
     T* out = static_cast<T*>(a.out);
-    Taps<W, V> taps;
+    Taps<T, W, V> taps;
     taps.load(a.weight, a.bias, c);
 
     int64_t s = find_seq(cu, a.batch.n_seq, t_begin);
@@ -277,7 +276,14 @@ void conv1d(const Conv1dArgs& a, DType act, cudaStream_t stream) {
         const bool vec = a.channels % 4 == 0 && a.x_stride % 4 == 0 &&
                          a.state_slot_stride % 4 == 0 && dtype::is_aligned(a.x, 4 * sizeof(T)) &&
                          dtype::is_aligned(a.out, 4 * sizeof(T)) && dtype::is_aligned(a.state, 16);
-        if (vec)
+        // Prefill of 16-bit activations: 8 channels (16 bytes of x) a thread.
+        const bool vec8 = vec && sizeof(T) == 2 && a.batch.n_tokens != a.batch.n_seq &&
+                          a.channels % 8 == 0 && a.x_stride % 8 == 0 &&
+                          a.state_slot_stride % 8 == 0 && dtype::is_aligned(a.x, 16) &&
+                          dtype::is_aligned(a.out, 16) && dtype::is_aligned(a.state, 32);
+        if (vec8)
+            launch_width<T, 8>(a, stream);
+        else if (vec)
             launch_width<T, 4>(a, stream);
         else
             launch_width<T, 1>(a, stream);

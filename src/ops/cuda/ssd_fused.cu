@@ -32,9 +32,11 @@
 //      as an MMA operand. Only this step is serial across chunks; it moves 2·head_dim·d_state f32.
 //   4. Output: each warp owns 16-row strips of the chunk (snake order: strips w and 15−w, so the
 //      causal work is balanced), holds its C rows as A fragments, computes C·prevᵀ, scales rows
-//      by exp(Scs_i), then for each 16-token block j <= i: S = C·Bᵀ (16×16, f32), W = S·decay·Δ
+//      by exp(Scs_i), then for each 32-token block j0 <= i: S = C·Bᵀ (16×32, f32), W = S·decay·Δ
 //      masked (f32 → operand registers, the flash-attention P·V trick), y += W·x. Adds D·x and
-//      stores y.
+//      stores y. The decay exp(Scs_i − Scs_j) factors into exp(Scs_i − Scs_j0) (per row) times
+//      exp(Scs_j0 − Scs_j)·Δ_j (per column, once per chunk) where the block's decay range allows
+//      (at most e^32, Scs non-increasing), else one exponential per element.
 //   The last block to start resets the ticket counter and advances the epoch (every block reads
 //   the epoch before taking its ticket), so the sync buffer (ssd_fused_sync_bytes, zeroed once)
 //   needs no clearing between launches.
@@ -70,6 +72,7 @@ constexpr int kWarps = 8, kThreads = kWarps * 32;
 constexpr int kMaxChunk = 256;
 constexpr int kSyncHeader = 64;              // u32 words before the flags: [0] ticket, [2] epoch
 constexpr size_t kStaticSmemReserve = 1024;  // bytes kept for the static shared memory
+constexpr float kFactorRange = 32.0f;  // largest decay exponent factored out of a 32-token block
 
 struct FusedParams {
     int n_head = 0, n_group = 0, chunk_size = 0, heads_per_group = 0;
@@ -205,7 +208,7 @@ struct Smem {
     __host__ __device__ static constexpr size_t bytes(int qa) {
         return (static_cast<size_t>(qa) * (2 * kLdC + kLdX) + static_cast<size_t>(kP) * kLdC) *
                    sizeof(T) +
-               3 * sizeof(float) * static_cast<size_t>(qa);
+               4 * sizeof(float) * static_cast<size_t>(qa);
     }
 };
 
@@ -228,6 +231,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     float* cs_s = reinterpret_cast<float*>(Ps + kP * kLdC);  // {qa}: Scs
     float* dt_s = cs_s + qa;                                 // {qa}: Δ (0 past len)
     float* f_s = dt_s + qa;                                  // {qa}: exp(Scs_last − Scs_j)·Δ_j
+    float* g_s = f_s + qa;  // {qa}: exp(Scs_j0 − Scs_j)·Δ_j, j0 = j's 32-token block start
 
     const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
     const int gr = lane / 4, qd = lane % 4;  // accumulator row (and row + 8), column pair
@@ -290,6 +294,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
 
     // Δ and the inclusive cumsum of A·Δ (one token per thread: qa <= kThreads).
     const float d = tid < len ? p.dt[(start + tid) * H + h] : 0.0f;
+    bool monotone;
     {
         float v = p.A[h] * d;
 #pragma unroll
@@ -304,10 +309,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             cs_s[tid] = v;
             dt_s[tid] = d;
         }
-        __syncthreads();
+        // Whether Scs never increases in the chunk (A·Δ <= 0 for every token: always so for a
+        // model, whose A = −exp(A_log) and Δ = softplus(..) >= 0), which the factorized intra
+        // decays below need.
+        monotone = __syncthreads_and(p.A[h] * d <= 0.0f);
     }
     const float cs_last = cs_s[len - 1];  // = the whole chunk's sum (flat past len)
-    if (tid < qa) f_s[tid] = expf(fminf(cs_last - cs_s[tid], 0.0f)) * d;
+    if (tid < qa) {
+        f_s[tid] = expf(fminf(cs_last - cs_s[tid], 0.0f)) * d;
+        g_s[tid] = __expf(fminf(cs_s[tid & ~31] - cs_s[tid], kFactorRange)) * d;
+    }
     cp_async_wait<1>();
     __syncthreads();
     if (prof) prof[1] = global_ns();
@@ -532,26 +543,49 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             };
 #pragma unroll
             for (int hb = 0; hb < kXB; ++hb) load_x(hb, xb[hb]);
+            // W = S · exp(Scs_i − Scs_j) · Δ_j. Where the decay within the 32-token block is
+            // at most e^kFactorRange and Scs never increases, the decay factors into a row
+            // part exp(Scs_i − Scs_j0) <= 1 (two exponentials a thread) and the column part
+            // g_s (once per chunk): two multiplies an element instead of an exponential.
+            // Products it flushes to zero are below 1e-38 · e^kFactorRange ≈ 1e-24.
+            float w[4][4];
+            const float cs_j0 = cs_s[j0];
+            if (monotone && cs_j0 - cs_s[j0 + 31] <= kFactorRange) {
+                const float r0 = __expf(cs0 - cs_j0), r1 = __expf(cs1 - cs_j0);
+#pragma unroll
+                for (int t = 0; t < 4; ++t) {
+                    const float2 g = *reinterpret_cast<const float2*>(g_s + j0 + 8 * t + 2 * qd);
+                    w[t][0] = sc[t][0] * r0 * g.x;
+                    w[t][1] = sc[t][1] * r0 * g.y;
+                    w[t][2] = sc[t][2] * r1 * g.x;
+                    w[t][3] = sc[t][3] * r1 * g.y;
+                }
+            } else {
+#pragma unroll
+                for (int t = 0; t < 4; ++t) {
+                    const int ja = j0 + 8 * t + 2 * qd;
+                    const float csa = cs_s[ja], csb = cs_s[ja + 1];
+                    const float da = dt_s[ja], db = dt_s[ja + 1];
+                    w[t][0] = sc[t][0] * __expf(fminf(cs0 - csa, 0.0f)) * da;
+                    w[t][1] = sc[t][1] * __expf(fminf(cs0 - csb, 0.0f)) * db;
+                    w[t][2] = sc[t][2] * __expf(fminf(cs1 - csa, 0.0f)) * da;
+                    w[t][3] = sc[t][3] * __expf(fminf(cs1 - csb, 0.0f)) * db;
+                }
+            }
             uint32_t a[2][4];
             const bool diag = j0 + 31 > i0;
             const int ia = i0 + gr, ib = ia + 8;
 #pragma unroll
             for (int t = 0; t < 4; ++t) {
                 const int ja = j0 + 8 * t + 2 * qd;
-                const float csa = cs_s[ja], csb = cs_s[ja + 1];
-                const float da = dt_s[ja], db = dt_s[ja + 1];
-                float w00 = sc[t][0] * __expf(fminf(cs0 - csa, 0.0f)) * da;
-                float w01 = sc[t][1] * __expf(fminf(cs0 - csb, 0.0f)) * db;
-                float w10 = sc[t][2] * __expf(fminf(cs1 - csa, 0.0f)) * da;
-                float w11 = sc[t][3] * __expf(fminf(cs1 - csb, 0.0f)) * db;
                 if (diag) {
-                    if (ja > ia) w00 = 0.0f;
-                    if (ja + 1 > ia) w01 = 0.0f;
-                    if (ja > ib) w10 = 0.0f;
-                    if (ja + 1 > ib) w11 = 0.0f;
+                    if (ja > ia) w[t][0] = 0.0f;
+                    if (ja + 1 > ia) w[t][1] = 0.0f;
+                    if (ja > ib) w[t][2] = 0.0f;
+                    if (ja + 1 > ib) w[t][3] = 0.0f;
                 }
-                a[t / 2][2 * (t % 2)] = M::pack(w00, w01);
-                a[t / 2][2 * (t % 2) + 1] = M::pack(w10, w11);
+                a[t / 2][2 * (t % 2)] = M::pack(w[t][0], w[t][1]);
+                a[t / 2][2 * (t % 2) + 1] = M::pack(w[t][2], w[t][3]);
             }
 #pragma unroll
             for (int hb = 0; hb < 2; ++hb) {
@@ -596,7 +630,7 @@ size_t smem_bytes(const SsdArgs& a, DType act) {
     const size_t ldc = static_cast<size_t>(a.d_state) + 8,
                  ldx = static_cast<size_t>(a.head_dim) + 8;
     return (q32 * (2 * ldc + ldx) + static_cast<size_t>(a.head_dim) * ldc) * el +
-           3 * sizeof(float) * q32;
+           4 * sizeof(float) * q32;
 }
 
 int max_smem_optin() {

@@ -134,6 +134,8 @@ DUALITY_OP_CASES(conv1d) {
     shapes.push_back({"varlen5_w2", 1792, 2, {7, 1, 40, 2, 3}, 6});
     shapes.push_back({"varlen5_w3", 1792, 3, {7, 1, 40, 2, 3}, 6});
     shapes.push_back({"varlen5_odd", 1794, 4, {7, 1, 40, 2, 3}, 6, 41, 1});
+    // V = 4 where 16-bit prefill takes V = 8 (channels and stride multiples of 4, not 8).
+    shapes.push_back({"varlen5_v4", 1796, 4, {7, 1, 40, 2, 300}, 6, 40, 4});
     shapes.push_back({"decode8_odd", 1794, 4, std::vector<int32_t>(8, 1), 9, 41, 1});
 
     uint32_t seed = 100;

@@ -124,6 +124,7 @@ DUALITY_OP_CASES(norm) {
         gated_case(7, 512, 64, 1100, act);        // G = 8, small groups
         gated_case(33, 1536, 1536, 1536, act);    // dense z
         gated_case(3, 200, 25, 211, act);         // scalar path (odd group, stride)
+        gated_case(3, 1032, 516, 1036, act);      // V = 4 where 16-bit types take V = 8
         gated_case(2, 20480, 20480, 20480, act);  // block, K = 8
         gated_case(1, 40000, 40000, 40000, act);  // block loop (K = 0)
 

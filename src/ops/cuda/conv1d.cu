@@ -13,7 +13,8 @@
 //   tiles and channels: a block covers TT consecutive packed tokens (which may span sequences)
 //   × blockDim.x·V channels; each thread finds the tile's first sequence by binary search in
 //   cu_seqlens, loads its W-1 previous rows (from x, or from the old state at a sequence start),
-//   then slides the window over the tile, prefetching U = 4 rows at a time. Afterwards
+//   then slides the window over the tile, prefetching U = 4 rows at a time (8 at V = 8, held as
+//   raw 16-bit values). Afterwards
 //   conv1d_state_kernel (one thread per (sequence, V channels)) writes each new state from x and,
 //   for sequences shorter than W-1, the old state. The old state is only written by the second
 //   launch, so no tile ever reads a state that is being overwritten.
@@ -36,7 +37,7 @@
 namespace duality::cuda {
 namespace {
 
-constexpr int kPrefetch = 4;  // U: rows loaded ahead in the tile kernel
+constexpr int kPrefetch = 4;  // U: rows loaded ahead in the tile kernel (8 at V = 8)
 
 // Per-thread conv parameters for V channels starting at c (T: the activation dtype).
 template <typename T, int W, int V>
@@ -169,15 +170,19 @@ __global__ void conv1d_tile_kernel(Conv1dArgs a, int64_t tile_tokens) {
     int64_t seq_begin = cu[s], seq_end = cu[s + 1];
     float win[W - 1][V];
     load_window<T, W, V>(a, s, seq_begin, t_begin - seq_begin, c, win);
-    for (int64_t t = t_begin; t < t_end; t += kPrefetch) {
-        float xv[kPrefetch][V];
+    // U rows ahead, held as raw bits (half the registers of their f32 values at 16 bits).
+    constexpr int U = kPrefetch * (V == 8 ? 2 : 1);
+    for (int64_t t = t_begin; t < t_end; t += U) {
+        dtype::RawOf<V, T> xr[U];
 #pragma unroll
-        for (int u = 0; u < kPrefetch; ++u)
-            if (t + u < t_end) dtype::load<V>(x + (t + u) * a.x_stride + c, xv[u]);
+        for (int u = 0; u < U; ++u)
+            if (t + u < t_end) xr[u] = dtype::load_bits<V>(x + (t + u) * a.x_stride + c);
 #pragma unroll
-        for (int u = 0; u < kPrefetch; ++u) {
+        for (int u = 0; u < U; ++u) {
             const int64_t tt = t + u;
             if (tt < t_end) {
+                float xv[V];
+                dtype::unpack<V>(xr[u], x, xv);
                 if (tt == seq_end) {  // the next non-empty sequence starts here
                     do {
                         ++s;
@@ -187,9 +192,9 @@ __global__ void conv1d_tile_kernel(Conv1dArgs a, int64_t tile_tokens) {
                     load_window<T, W, V>(a, s, seq_begin, 0, c, win);
                 }
                 float o[V];
-                taps.apply(win, xv[u], o);
+                taps.apply(win, xv, o);
                 dtype::store<V>(out + tt * C + c, o);
-                push<W, V>(win, xv[u]);
+                push<W, V>(win, xv);
             }
         }
     }
@@ -268,6 +273,21 @@ void launch_width(const Conv1dArgs& a, cudaStream_t stream) {
     }
 }
 
+// V = 8 exists for 16-bit activations only.
+template <typename T>
+void launch_vec(const Conv1dArgs& a, bool vec8, bool vec, cudaStream_t stream) {
+    if constexpr (sizeof(T) == 2) {
+        if (vec8) {
+            launch_width<T, 8>(a, stream);
+            return;
+        }
+    }
+    if (vec)
+        launch_width<T, 4>(a, stream);
+    else
+        launch_width<T, 1>(a, stream);
+}
+
 }  // namespace
 
 void conv1d(const Conv1dArgs& a, DType act, cudaStream_t stream) {
@@ -277,16 +297,11 @@ void conv1d(const Conv1dArgs& a, DType act, cudaStream_t stream) {
                          a.state_slot_stride % 4 == 0 && dtype::is_aligned(a.x, 4 * sizeof(T)) &&
                          dtype::is_aligned(a.out, 4 * sizeof(T)) && dtype::is_aligned(a.state, 16);
         // Prefill of 16-bit activations: 8 channels (16 bytes of x) a thread.
-        const bool vec8 = vec && sizeof(T) == 2 && a.batch.n_tokens != a.batch.n_seq &&
-                          a.channels % 8 == 0 && a.x_stride % 8 == 0 &&
-                          a.state_slot_stride % 8 == 0 && dtype::is_aligned(a.x, 16) &&
-                          dtype::is_aligned(a.out, 16) && dtype::is_aligned(a.state, 32);
-        if (vec8)
-            launch_width<T, 8>(a, stream);
-        else if (vec)
-            launch_width<T, 4>(a, stream);
-        else
-            launch_width<T, 1>(a, stream);
+        const bool vec8 = vec && a.batch.n_tokens != a.batch.n_seq && a.channels % 8 == 0 &&
+                          a.x_stride % 8 == 0 && a.state_slot_stride % 8 == 0 &&
+                          dtype::is_aligned(a.x, 16) && dtype::is_aligned(a.out, 16) &&
+                          dtype::is_aligned(a.state, 32);
+        launch_vec<T>(a, vec8, vec, stream);
     });
 }
 

@@ -128,17 +128,34 @@ __device__ __forceinline__ void store_raw(R* p, R v) {
     }
 }
 
+// The raw bits of V elements of T. load() in two halves (load_bits, then unpack), for kernels
+// that keep loads in flight in fewer registers than the f32 values take.
+template <int V, typename T>
+using RawOf = typename RawVec<V* static_cast<int>(sizeof(T))>::type;
+
+// p[0..V) as raw bits; p aligned to V * sizeof(T).
+template <int V, Cache C = Cache::kDefault, typename T>
+__device__ __forceinline__ RawOf<V, T> load_bits(const T* p) {
+    return load_raw<C>(reinterpret_cast<const RawOf<V, T>*>(p));
+}
+
+// out[0..V) = raw (V elements of T, as load_bits returned them) converted to f32.
+template <int V, typename T>
+__device__ __forceinline__ void unpack(const RawOf<V, T>& raw, const T* /*type tag*/,
+                                       float (&out)[V]) {
+    union {
+        RawOf<V, T> raw;
+        typename Bits<T>::type e[V];
+    } u;
+    u.raw = raw;
+#pragma unroll
+    for (int i = 0; i < V; ++i) out[i] = bits_to_f32(u.e[i], static_cast<const T*>(nullptr));
+}
+
 // out[0..V) = p[0..V) converted to f32; p aligned to V * sizeof(T).
 template <int V, Cache C = Cache::kDefault, typename T>
 __device__ __forceinline__ void load(const T* p, float (&out)[V]) {
-    using R = typename RawVec<V* static_cast<int>(sizeof(T))>::type;
-    union {
-        R raw;
-        typename Bits<T>::type e[V];
-    } u;
-    u.raw = load_raw<C>(reinterpret_cast<const R*>(p));
-#pragma unroll
-    for (int i = 0; i < V; ++i) out[i] = bits_to_f32(u.e[i], p);
+    unpack<V>(load_bits<V, C>(p), p, out);
 }
 
 // p[0..V) = v[0..V) rounded to T; p aligned to V * sizeof(T).

@@ -291,6 +291,23 @@ void launch_gated_rms_norm(const void* y, const void* z, int64_t z_stride, const
     });
 }
 
+// V = 8 exists for 16-bit activations only.
+template <typename T>
+void launch_gated_vec(const void* y, const void* z, int64_t z_stride, const float* w, float eps,
+                      void* out, int64_t rows, int64_t dim, int64_t group_size, bool vec8, bool vec,
+                      cudaStream_t stream) {
+    if constexpr (sizeof(T) == 2) {
+        if (vec8) {
+            launch_gated_rms_norm<T, 8>(y, z, z_stride, w, eps, out, rows, dim, group_size, stream);
+            return;
+        }
+    }
+    if (vec)
+        launch_gated_rms_norm<T, 4>(y, z, z_stride, w, eps, out, rows, dim, group_size, stream);
+    else
+        launch_gated_rms_norm<T, 1>(y, z, z_stride, w, eps, out, rows, dim, group_size, stream);
+}
+
 // ---- add_bias --------------------------------------------------------------------------------
 template <typename T, int V>
 __global__ void add_bias_kernel(T* __restrict__ y, int64_t ld,   // {rows, n}, ld apart
@@ -367,15 +384,10 @@ void gated_rms_norm(const void* y, const void* z, int64_t z_stride, const float*
                          dtype::is_aligned(z, 4 * sizeof(T)) &&
                          dtype::is_aligned(out, 4 * sizeof(T)) && dtype::is_aligned(w, 16);
         // f16/bf16: 8 channels (16 bytes of y and z) a thread where multiples of 8 allow.
-        const bool vec8 = vec && sizeof(T) == 2 && group_size % 8 == 0 && z_stride % 8 == 0 &&
+        const bool vec8 = vec && group_size % 8 == 0 && z_stride % 8 == 0 &&
                           dtype::is_aligned(y, 16) && dtype::is_aligned(z, 16) &&
                           dtype::is_aligned(out, 16) && dtype::is_aligned(w, 32);
-        if (vec8)
-            launch_gated_rms_norm<T, 8>(y, z, z_stride, w, eps, out, rows, dim, group_size, stream);
-        else if (vec)
-            launch_gated_rms_norm<T, 4>(y, z, z_stride, w, eps, out, rows, dim, group_size, stream);
-        else
-            launch_gated_rms_norm<T, 1>(y, z, z_stride, w, eps, out, rows, dim, group_size, stream);
+        launch_gated_vec<T>(y, z, z_stride, w, eps, out, rows, dim, group_size, vec8, vec, stream);
     });
 }
 

@@ -45,12 +45,14 @@
 // with strides a multiple of 8 elements, and the shared memory (about Q·(2·d_state + head_dim)·2
 // bytes: 197 KB for Q 256, head_dim 64, d_state 128) within the device's per-block limit — so
 // head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and Q 256 does not fit on A100.
-// Speed (H200, bf16, 2.7b layer): 1.55 ms at b1×32k, 2.59x the five-step path with one block per
-// SM (shared memory and registers), so each block's phases are latency-bound and do not overlap.
+// Speed (H200, bf16, 2.7b layer): 1.56-1.58 ms at b1×32k, 2.58x the five-step path, with one block
+// per SM (shared memory and registers), so each block's phases are latency-bound and do not
+// overlap.
 // Chunks of at most 128 tokens run an instantiation capped at 128 registers (bf16 P64 N128
 // spills 48/80 bytes), two blocks per SM where they fit (two_per_sm, two_fit;
 // DUALITY_SSD_FUSED_2PB=0: never), and the model then prefers chunk 128 (ssd_fused_chunk). H200,
-// 2.7b layer b1×8k: chunk 128 at two blocks 0.373 ms, at one block 0.457 ms, chunk 256 0.403 ms.
+// 2.7b layer b1×8k: chunk 128 at two blocks 0.370 ms, at one block 0.457 ms (an earlier
+// session), chunk 256 0.400-0.408 ms.
 // Phase breakdown and next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

@@ -13,8 +13,8 @@
 //   tiles and channels: a block covers TT consecutive packed tokens (which may span sequences)
 //   × blockDim.x·V channels; each thread finds the tile's first sequence by binary search in
 //   cu_seqlens, loads its W-1 previous rows (from x, or from the old state at a sequence start),
-//   then slides the window over the tile, prefetching U = 4 rows at a time (8 at V = 8, held as
-//   raw 16-bit values). Afterwards
+//   then slides the window over the tile, prefetching U = 4 rows at a time (8 at V = 8), held as
+//   raw bits until used. Afterwards
 //   conv1d_state_kernel (one thread per (sequence, V channels)) writes each new state from x and,
 //   for sequences shorter than W-1, the old state. The old state is only written by the second
 //   launch, so no tile ever reads a state that is being overwritten.

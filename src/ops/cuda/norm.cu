@@ -13,7 +13,8 @@
 // unit costs one memory round trip, one team reduction and the stores: these kernels run on a few
 // rows per step in decode, where latency, not bandwidth, is what they cost. K is 1, 2, 4 or 8,
 // the smallest that keeps a block team within 1024 threads (launch bounds cap those at 64
-// registers a thread, so K = 8 spills; no Mamba-2 shape needs it); units beyond 8·1024 vectors
+// registers a thread, so K = 8 spills, and K = 4 at V = 8; no Mamba-2 shape needs them); units
+// beyond 8·1024 vectors
 // take K = 0, a loop of 512 threads that re-reads its inputs (L1/L2-resident) in the second pass.
 // add_bias: one block per row, threads over columns.
 // Limits: rows < 2^31 blocks; act f32/f16/bf16; dim % group_size == 0.
@@ -71,7 +72,7 @@ TeamShape team_shape(int64_t n_vec, bool warp) {
     int k = 1;
     while (k < kMaxK && k * kMaxTeam < n_vec) k *= 2;
     if (k * kMaxTeam < n_vec) return {0, kLoopTeam};
-    const int64_t t = (n_vec + k - 1) / k;  // > 256 (warp teams take units of <= 256 vectors)
+    const int64_t t = (n_vec + k - 1) / k;  // > 1024 / V (smaller units go to warp teams)
     return {k, static_cast<int>((t + 31) / 32 * 32)};
 }
 

@@ -43,7 +43,7 @@
 // Limits (else ssd_fused_supported() is false and callers use ssd_chunked): f16/bf16 activations,
 // head_dim in {32, 64, 80, 128}, d_state in {64, 128}, chunk_size <= 256, x/B/C 16-byte aligned
 // with strides a multiple of 8 elements, and the shared memory (about Q·(2·d_state + head_dim)·2
-// bytes: 197 KB for Q 256, head_dim 64, d_state 128) within the device's per-block limit — so
+// bytes: 198 KB for Q 256, head_dim 64, d_state 128) within the device's per-block limit — so
 // head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and Q 256 does not fit on A100.
 // Speed (H200, bf16, 2.7b layer): 1.56-1.58 ms at b1×32k, 2.58x the five-step path, with one block
 // per SM (shared memory and registers), so each block's phases are latency-bound and do not

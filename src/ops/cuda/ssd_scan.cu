@@ -82,22 +82,31 @@ template <typename T, typename S, int NJ>
 void launch_rows(const SsdArgs& a, const float* dt, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>(a.batch.n_seq), static_cast<unsigned>(a.n_head));
     const int64_t rows = (a.head_dim + kWarps - 1) / kWarps;
-    if (rows <= 4) ssd_scan_kernel<T, S, NJ, 4><<<grid, kWarps * 32, 0, stream>>>(a, dt);
-    else if (rows <= 8) ssd_scan_kernel<T, S, NJ, 8><<<grid, kWarps * 32, 0, stream>>>(a, dt);
-    else if (rows <= 16) ssd_scan_kernel<T, S, NJ, 16><<<grid, kWarps * 32, 0, stream>>>(a, dt);
+    if (rows <= 4)
+        ssd_scan_kernel<T, S, NJ, 4><<<grid, kWarps * 32, 0, stream>>>(a, dt);
+    else if (rows <= 8)
+        ssd_scan_kernel<T, S, NJ, 8><<<grid, kWarps * 32, 0, stream>>>(a, dt);
+    else if (rows <= 16)
+        ssd_scan_kernel<T, S, NJ, 16><<<grid, kWarps * 32, 0, stream>>>(a, dt);
     else if (rows <= 32 && NJ <= 4)
         ssd_scan_kernel<T, S, NJ, 32><<<grid, kWarps * 32, 0, stream>>>(a, dt);
-    else fail("ssd_scan: head_dim · d_state too large", "head_dim", __FILE__, __LINE__);
+    else
+        fail("ssd_scan: head_dim · d_state too large", "head_dim", __FILE__, __LINE__);
 }
 
 template <typename T, typename S>
 void launch(const SsdArgs& a, const float* dt, cudaStream_t stream) {
     const int64_t nj = (a.d_state + 31) / 32;
-    if (nj <= 1) launch_rows<T, S, 1>(a, dt, stream);
-    else if (nj <= 2) launch_rows<T, S, 2>(a, dt, stream);
-    else if (nj <= 4) launch_rows<T, S, 4>(a, dt, stream);
-    else if (nj <= 8) launch_rows<T, S, 8>(a, dt, stream);
-    else fail("ssd_scan: d_state > 256", "d_state", __FILE__, __LINE__);
+    if (nj <= 1)
+        launch_rows<T, S, 1>(a, dt, stream);
+    else if (nj <= 2)
+        launch_rows<T, S, 2>(a, dt, stream);
+    else if (nj <= 4)
+        launch_rows<T, S, 4>(a, dt, stream);
+    else if (nj <= 8)
+        launch_rows<T, S, 8>(a, dt, stream);
+    else
+        fail("ssd_scan: d_state > 256", "d_state", __FILE__, __LINE__);
 }
 
 }  // namespace

@@ -125,8 +125,10 @@ DUALITY_OP_CASES(norm) {
         gated_case(33, 1536, 1536, 1536, act);    // dense z
         gated_case(3, 200, 25, 211, act);         // scalar path (odd group, stride)
         gated_case(3, 1032, 516, 1036, act);      // V = 4 where 16-bit types take V = 8
-        gated_case(2, 20480, 20480, 20480, act);  // block, K = 8
-        gated_case(1, 40000, 40000, 40000, act);  // block loop (K = 0)
+        gated_case(2, 20480, 20480, 20480, act);  // block, K = 8 (16-bit: V = 8, K = 4)
+        gated_case(1, 40000, 40000, 40000, act);  // block loop K = 0 (16-bit: V = 8, K = 8)
+        gated_case(1, 40004, 40004, 40004, act);  // block loop K = 0 at V = 4
+        gated_case(1, 65600, 65600, 65600, act);  // block loop K = 0 (16-bit: at V = 8)
 
         // add_bias
         add_bias_case(5, 3352, 3352, act);

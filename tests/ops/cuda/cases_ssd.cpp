@@ -42,6 +42,7 @@ struct SsdCase {
     uint32_t seed = 1;
     bool scan = false;   // test cuda::ssd_scan (the sequential-scan prefill) instead
     bool fused = false;  // test cuda::ssd_fused (the single-launch prefill) instead
+    float dt_hi = 0.1f;  // Δ is uniform in [1e-3, dt_hi]
 };
 
 int cpu_threads() {
@@ -59,7 +60,7 @@ std::vector<Output> run_case(const SsdCase& k) {
     const int64_t b_off = H * P, c_off = H * P + G * N;
 
     const std::vector<float> xbc = rounded(k.act, normal(rng, T * row));
-    const std::vector<float> dt = uniform(rng, T * H, 1e-3f, 0.1f);
+    const std::vector<float> dt = uniform(rng, T * H, 1e-3f, k.dt_hi);
     std::vector<float> A = uniform(rng, H, 1.0f, 16.0f);
     for (float& a : A) a = -a;
     std::vector<float> D = normal(rng, H, 1.0f, 0.1f);
@@ -265,6 +266,13 @@ SsdCase state(SsdCase k, DType dt) {
     k.state_dtype = dt;
     return k;
 }
+// Δ up to 1 (default 0.1): most 32-token blocks then decay by more than e^32, where ssd_fused
+// computes its intra-chunk decays per element instead of factored per block.
+SsdCase big_dt(SsdCase k) {
+    k.dt_hi = 1.0f;
+    k.label += "_bigdt";
+    return k;
+}
 
 DUALITY_OP_CASES(ssd_chunked) {
     // The mamba2-2.7b head shape (H 80, P 64, N 128, G 1, Q 256), single sequences; the short
@@ -382,6 +390,11 @@ DUALITY_OP_CASES(ssd_fused) {
     add(fused(shape("L1000", 80, 64, 128, 1, 128, {1000}, kBF16, 162)));
     add(fused(zero(shape("L4096", 8, 64, 128, 1, 128, {4096}, kF16, 163))));
     add(fused(shape("varlen37", 16, 64, 128, 4, 128, varlen(37, 128, 164), kBF16, 164)));
+    // Fast decays: the per-element form of the intra-chunk decays (the default data, Δ <= 0.1,
+    // mostly takes the factored form; see ssd_fused.cu).
+    add(fused(big_dt(shape("L1000", 16, 64, 128, 1, 256, {1000}, kBF16, 171))));
+    add(fused(big_dt(shape("L1000", 16, 64, 128, 1, 128, {1000}, kF16, 172))));
+    add(fused(big_dt(seqref(shape("L300", 8, 80, 128, 2, 256, {300}, kBF16, 173)))));
     // Reduced-precision state slots (rounded once on write, as ssd_chunked).
     add(fused(
         state(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 158), kBF16, 158), kBF16)));

@@ -10,7 +10,8 @@
 # device time that CI covers on the CPU).
 #
 # profile (not part of all): per-kernel GPU times and DRAM bytes from Nsight Compute for one
-# 2.7b decode step at batch 64 and 1 and a 17-token prefill, as CSV for scripts/ncu_summary.py,
+# 2.7b decode step at batch 64 and 1, a 17-token and an 8k-token prefill, as CSV for
+# scripts/ncu_summary.py,
 # and the decode GEMM's and cuBLASLt's speed of light, memory and warp stalls at 8 and 64 rows.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
@@ -94,6 +95,13 @@ if [[ "$what" == profile ]]; then
       --warmup 1 >"$OUT/ncu-$name.csv" 2>"$OUT/ncu-$name.err" || status=1
     python3 scripts/ncu_summary.py "$OUT/ncu-$name.csv" | tee "$OUT/ncu-$name.txt" || status=1
   done
+  # Where a 2.7b prefill of 8k tokens goes, per kernel (docs/architecture.md, "Prefill time").
+  DUALITY_GEMM_TUNE=0 ncu --clock-control none --csv --print-units base \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+    build-gpu/duality bench --random-weights --config mamba2-2.7b --no-decode --prefill-lens 8192 \
+    --prefill-batches 1 --warmup 0 >"$OUT/ncu-prefill8k.csv" 2>"$OUT/ncu-prefill8k.err" || status=1
+  python3 scripts/ncu_summary.py "$OUT/ncu-prefill8k.csv" >"$OUT/ncu-prefill8k.txt" || status=1
+  head -12 "$OUT/ncu-prefill8k.txt"
   build-gpu/duality bench --random-weights --config mamba2-2.7b --prefill-lens 17,64,256,4096 \
     --prefill-batches 1 --decode-batches 1,64 2>&1 | tee "$OUT/bench-small-2.7b.txt" || status=1
   build-gpu/duality bench --random-weights --config mamba2-2.7b --ops --decode-batches 1,64 \

@@ -207,11 +207,6 @@ template <typename T, int kP, int kN>
 struct Smem {
     static constexpr int kLdC = kN + 8;  // C, B and prev rows
     static constexpr int kLdX = kP + 8;  // x rows
-    __host__ __device__ static constexpr size_t bytes(int qa) {
-        return (static_cast<size_t>(qa) * (2 * kLdC + kLdX) + static_cast<size_t>(kP) * kLdC) *
-                   sizeof(T) +
-               4 * sizeof(float) * static_cast<size_t>(qa);
-    }
 };
 
 template <typename T, int kP, int kN, int kMinBlocks>
@@ -626,6 +621,8 @@ bool aligned16(const void* ptr) {
     return reinterpret_cast<uintptr_t>(ptr) % 16 == 0;
 }
 
+// The dynamic shared memory of one block, for the kernel's carve-up at its top: C, B {qa, kLdC},
+// x {qa, kLdX}, prev {head_dim, kLdC} in the activation dtype, then cs, Δ, f, g {qa} f32.
 size_t smem_bytes(const SsdArgs& a, DType act) {
     const size_t q32 = static_cast<size_t>((a.chunk_size + 31) / 32 * 32);
     const size_t el = dtype_size(act);

@@ -1,8 +1,10 @@
 // Row-wise argmax over the first `vocab` columns of f32 logits (greedy decoding; CPU twin:
 // sampling::argmax). Ties go to the lowest id, NaN is never chosen over a number.
-// Parallelization: one block of 512 threads per row; each thread scans a strided slice, then a
-// shared-memory tree reduction of (value, id) pairs. Limits: none.
+// Parallelization: one block of 512 threads per row; each thread scans a strided slice (float4
+// loads, four in flight, where rows are 16-byte aligned), then (value, id) pairs are reduced by
+// warp shuffles and one pair per warp in shared memory. Limits: vocab < 2^31.
 #include <cfloat>
+#include <cstdint>
 
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
@@ -17,31 +19,68 @@ __device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
     return v > bv || (v == bv && i < bi);
 }
 
-__global__ void argmax_kernel(const float* logits, int64_t ld, int64_t vocab, int32_t* ids) {
+// Folds (v, i) into the running best (bv, bi).
+__device__ __forceinline__ void take(float v, int i, float& bv, int& bi) {
+    if (better(v, i, bv, bi)) bv = v, bi = i;
+}
+
+// kVec4: the row is read as float4 (16-byte aligned rows), four of them in flight per thread.
+template <bool kVec4>
+__global__ void __launch_bounds__(kThreads)
+    argmax_kernel(const float* logits, int64_t ld, int64_t vocab, int32_t* ids) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     const float* row = logits + static_cast<int64_t>(blockIdx.x) * ld;
+    const int t = static_cast<int>(threadIdx.x);
     float bv = -FLT_MAX;
     int bi = 0x7fffffff;
-    for (int64_t i = threadIdx.x; i < vocab; i += kThreads) {
-        const float v = row[i];
-        if (better(v, static_cast<int>(i), bv, bi)) bv = v, bi = static_cast<int>(i);
-    }
-    __shared__ float sv[kThreads];
-    __shared__ int si[kThreads];
-    sv[threadIdx.x] = bv;
-    si[threadIdx.x] = bi;
-    __syncthreads();
-    for (int stride = kThreads / 2; stride > 0; stride /= 2) {
-        if (threadIdx.x < stride) {
-            const float v = sv[threadIdx.x + stride];
-            const int i = si[threadIdx.x + stride];
-            if (better(v, i, sv[threadIdx.x], si[threadIdx.x]))
-                sv[threadIdx.x] = v, si[threadIdx.x] = i;
+    int64_t tail = 0;  // the first column the scalar loop below covers
+    if constexpr (kVec4) {
+        const auto* row4 = reinterpret_cast<const float4*>(row);
+        const int64_t n4 = vocab / 4;
+        int64_t q = t;
+        for (; q + 3 * kThreads < n4; q += 4 * kThreads) {
+            float4 a[4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) a[u] = __ldg(row4 + q + u * kThreads);
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                const int i = static_cast<int>(4 * (q + u * kThreads));
+                take(a[u].x, i, bv, bi);
+                take(a[u].y, i + 1, bv, bi);
+                take(a[u].z, i + 2, bv, bi);
+                take(a[u].w, i + 3, bv, bi);
+            }
         }
-        __syncthreads();
+        for (; q < n4; q += kThreads) {
+            const float4 a = __ldg(row4 + q);
+            const int i = static_cast<int>(4 * q);
+            take(a.x, i, bv, bi);
+            take(a.y, i + 1, bv, bi);
+            take(a.z, i + 2, bv, bi);
+            take(a.w, i + 3, bv, bi);
+        }
+        tail = 4 * n4;
     }
-    if (threadIdx.x == 0) ids[blockIdx.x] = si[0] == 0x7fffffff ? 0 : si[0];
+    for (int64_t i = tail + t; i < vocab; i += kThreads) take(row[i], static_cast<int>(i), bv, bi);
+        // Warp, then block: (value, id) pairs by shuffles, one pair per warp through shared memory.
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2)
+        take(__shfl_xor_sync(0xffffffffu, bv, off), __shfl_xor_sync(0xffffffffu, bi, off), bv, bi);
+    constexpr int kWarps = kThreads / 32;
+    __shared__ float sv[kWarps];
+    __shared__ int si[kWarps];
+    if (t % 32 == 0) sv[t / 32] = bv, si[t / 32] = bi;
+    __syncthreads();
+    if (t < 32) {
+        bv = t < kWarps ? sv[t] : -FLT_MAX;
+        bi = t < kWarps ? si[t] : 0x7fffffff;
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2)
+            take(__shfl_xor_sync(0xffffffffu, bv, off), __shfl_xor_sync(0xffffffffu, bi, off), bv,
+                 bi);
+        if (t == 0) ids[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
+    }
 }
 
 }  // namespace
@@ -49,8 +88,13 @@ __global__ void argmax_kernel(const float* logits, int64_t ld, int64_t vocab, in
 void argmax_rows(const float* logits, int64_t ld, int64_t rows, int64_t vocab, int32_t* ids,
                  cudaStream_t stream) {
     if (rows == 0) return;
-    pdl::launch(argmax_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, logits, ld, vocab,
-                ids);
+    const bool vec4 = ld % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
+    if (vec4)
+        pdl::launch(argmax_kernel<true>, static_cast<unsigned>(rows), kThreads, 0, stream, logits,
+                    ld, vocab, ids);
+    else
+        pdl::launch(argmax_kernel<false>, static_cast<unsigned>(rows), kThreads, 0, stream, logits,
+                    ld, vocab, ids);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 

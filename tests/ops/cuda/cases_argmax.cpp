@@ -20,7 +20,8 @@ void add_case(const char* name, int64_t rows, int64_t vocab, int64_t ld, bool ti
         for (int64_t r = 0; r < rows; ++r) {
             float* row = logits.data() + r * ld;
             if (ties)  // a few distinct values: the maximum occurs many times
-                for (int64_t i = 0; i < vocab; ++i) row[i] = static_cast<float>(static_cast<int>(row[i]));
+                for (int64_t i = 0; i < vocab; ++i)
+                    row[i] = static_cast<float>(static_cast<int>(row[i]));
             row[r % vocab] = -std::numeric_limits<float>::infinity();
             for (int64_t i = vocab; i < ld; ++i) row[i] = 1e30f;  // padding must never win
         }
@@ -43,6 +44,8 @@ DUALITY_OP_CASES(argmax_rows) {
     add_case("rows64_vocab50277_ld50288", 64, 50277, 50288, false);
     add_case("rows64_ties", 64, 50277, 50288, true);
     add_case("rows3_vocab7", 3, 7, 8, true);
+    add_case("rows5_vocab50281_ld50283", 5, 50281, 50283, true);  // scalar rows (ld % 4 != 0)
+    add_case("rows2_vocab8195_ld8196", 2, 8195, 8196, true);      // float4 rows with a tail
 }
 
 }  // namespace

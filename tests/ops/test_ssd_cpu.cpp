@@ -110,11 +110,11 @@ TEST_P(SsdChunkedVsSequential, SplitRunEqualsOneRun) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, SsdChunkedVsSequential,
     ::testing::Values(SsdShape{1, 4, 16, 16, 1, 8}, SsdShape{7, 4, 16, 16, 1, 8},
-                      SsdShape{37, 8, 16, 24, 2, 8},     // d_state not a power of two, G = 2
+                      SsdShape{37, 8, 16, 24, 2, 8},  // d_state not a power of two, G = 2
                       SsdShape{255, 8, 32, 64, 1, 64}, SsdShape{256, 8, 32, 64, 1, 64},
                       SsdShape{257, 8, 32, 64, 1, 64}, SsdShape{300, 8, 16, 32, 8, 256},
                       SsdShape{1000, 4, 64, 128, 1, 256},  // the Mamba-2 head shape
-                      SsdShape{130, 6, 80, 20, 3, 32}),   // head_dim 80
+                      SsdShape{130, 6, 80, 20, 3, 32}),    // head_dim 80
     [](const auto& param_info) {
         const SsdShape& s = param_info.param;
         std::ostringstream name;  // (ostringstream: GCC 12 warns falsely on string concatenation)
@@ -180,6 +180,53 @@ TEST(GatedRmsNormCpu, NormalizesPerGroup) {
     EXPECT_NEAR(out[1], 2.0f / r1, 1e-5);
     EXPECT_NEAR(out[2], 30.0f / r2, 1e-5);
     EXPECT_NEAR(out[3], 40.0f / r2, 1e-5);
+}
+
+// The deferred normalization behind ssd_fused's gate epilogue: gate_partials, a linear map W (as
+// out_proj) and add_rms_norm's RowScale give what gated_rms_norm (one group) then W give.
+TEST(GatedRmsNormCpu, DeferredScaleCommutesWithALinearMap) {
+    const int64_t rows = 3, n_head = 4, head_dim = 8, dim = n_head * head_dim, z_stride = 40;
+    const int64_t d_out = 5;
+    const float eps = 1e-5f;
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    auto draw = [&](int64_t n) {
+        std::vector<float> v(static_cast<size_t>(n));
+        for (float& x : v) x = normal(rng);
+        return v;
+    };
+    const std::vector<float> y = draw(rows * dim), z = draw(rows * z_stride), w = draw(dim);
+    const std::vector<float> W = draw(d_out * dim), res0 = draw(rows * d_out);
+    const std::vector<float> ones(static_cast<size_t>(d_out), 1.0f);
+
+    // Reference: normalize, project, add.
+    std::vector<float> normed(static_cast<size_t>(rows * dim)),
+        h(static_cast<size_t>(rows * d_out));
+    cpu::gated_rms_norm(y.data(), z.data(), z_stride, w.data(), eps, normed.data(), rows, dim, dim,
+                        1);
+    cpu::gemm(normed.data(), dim, W.data(), nullptr, h.data(), rows, d_out, dim);
+    std::vector<float> res_ref = res0, out_ref(static_cast<size_t>(rows * d_out));
+    cpu::add_rms_norm(h.data(), res_ref.data(), ones.data(), eps, out_ref.data(), rows, d_out,
+                      false, 1);
+
+    // Deferred: gate partials, project the unnormalized rows, scale in the add.
+    std::vector<float> g(static_cast<size_t>(rows * dim)), ssq(static_cast<size_t>(rows * n_head));
+    cpu::gate_partials(y.data(), z.data(), z_stride, w.data(), g.data(), ssq.data(), rows, n_head,
+                       head_dim);
+    std::vector<float> hg(static_cast<size_t>(rows * d_out));
+    cpu::gemm(g.data(), dim, W.data(), nullptr, hg.data(), rows, d_out, dim);
+    std::vector<float> res = res0, out(static_cast<size_t>(rows * d_out));
+    cpu::add_rms_norm(hg.data(), res.data(), ones.data(), eps, out.data(), rows, d_out, false, 1,
+                      RowScale{ssq.data(), n_head, static_cast<float>(dim), eps});
+    for (size_t i = 0; i < res.size(); ++i) {
+        EXPECT_NEAR(res[i], res_ref[i], 1e-4f * (1.0f + std::fabs(res_ref[i]))) << i;
+        EXPECT_NEAR(out[i], out_ref[i], 1e-4f * (1.0f + std::fabs(out_ref[i]))) << i;
+    }
+    // The scale changes the result: without it h is the unnormalized projection.
+    std::vector<float> res_plain = res0;
+    cpu::add_rms_norm(hg.data(), res_plain.data(), ones.data(), eps, out.data(), rows, d_out, false,
+                      1);
+    EXPECT_GT(std::fabs(res_plain[0] - res_ref[0]) + std::fabs(res_plain[1] - res_ref[1]), 1e-3f);
 }
 
 TEST(DtSoftplusCpu, ThresholdAndClamp) {

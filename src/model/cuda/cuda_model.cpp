@@ -47,20 +47,22 @@ struct PassSeq {
 // Fixed-size device scratch, laid out once for max_tokens so pointers never change (the decode
 // graphs capture them).
 struct Workspace {
-    void* h;                         // {T, d_model} act: embedding / block output
-    float* residual;                 // {T, d_model} f32
-    void* u;                         // {T, d_model} act: normed input
-    void* zxbcdt;                    // {T, d_in_proj} act: [z | xBC | dt]
-    void* xbc;                       // {T, conv_dim} act: conv + SiLU output [x | B | C]
-    float* dt;                       // {T, n_head} f32: Δ (prefill)
-    void* y;                         // {T, d_inner} act: SSD output
-    void* gated;                     // {T, d_inner} act: gated-norm output
-    void* ssd;                       // ssd_chunked workspace
-    void* h_sel;                     // {R, d_model} act: rows whose logits are wanted
-    float* res_sel;                  // {R, d_model} f32
-    float* logits;                   // {R, vocab_padded} f32
-    void* sample_ws;                 // sampling workspace
-    int32_t* ids;                    // {R}: sampled tokens
+    void* h;          // {T, d_model} act: embedding / block output
+    float* residual;  // {T, d_model} f32
+    void* u;          // {T, d_model} act: normed input
+    void* zxbcdt;     // {T, d_in_proj} act: [z | xBC | dt]
+    void* xbc;        // {T, conv_dim} act: conv + SiLU output [x | B | C]
+    float* dt;        // {T, n_head} f32: Δ (prefill)
+    void* y;          // {T, d_inner} act: SSD output
+    void* gated;      // {T, d_inner} act: gated-norm output (or SsdGate's y·silu(z)·w)
+    float* ssq;       // {T, n_head} f32: SsdGate's sums of squares
+    float* ssq_sel;   // {R, n_head} f32: their rows whose logits are wanted
+    void* ssd;        // ssd_chunked workspace
+    void* h_sel;      // {R, d_model} act: rows whose logits are wanted
+    float* res_sel;   // {R, d_model} f32
+    float* logits;    // {R, vocab_padded} f32
+    void* sample_ws;  // sampling workspace
+    int32_t* ids;     // {R}: sampled tokens
     cuda::DeviceSampling* sampling;  // {R}
     // Batch description: one block laid out as DescLayout says, uploaded by one copy per pass.
     int32_t* tokens;       // {T}
@@ -392,6 +394,15 @@ class CudaModel final : public Model {
         // fastest with (ssd_fused_chunk; the same SSD, rounded differently).
         ssd_chunk_ = c_.chunk_size;
         if (use_fused_ && !use_scan_) ssd_chunk_ = cuda::ssd_fused_chunk(ssd_args(0), act_);
+        // The fused SSD's gate epilogue in place of the gated norm (prefill passes, see
+        // enqueue_layers): only where the norm spans all of d_inner (one group), so that its
+        // per-row scale can wait until after out_proj, and out_proj adds no bias it would scale.
+        const char* gate_env = std::getenv("DUALITY_SSD_GATE");
+        gate_epilogue_ =
+            use_fused_ && !use_scan_ && c_.n_group == 1 &&
+            std::none_of(weights_.layers.begin(), weights_.layers.end(),
+                         [](const cuda::DeviceLayer& w) { return w.out_proj_bias != nullptr; }) &&
+            !(gate_env && std::string_view(gate_env) == "0");
         n_chunk_max_ = (max_tokens_ + ssd_chunk_ - 1) / ssd_chunk_ + max_seqs_;
         auto z = [](int64_t v) { return static_cast<size_t>(v); };
         const size_t T = z(max_tokens_), R = z(rows_max_);
@@ -420,6 +431,8 @@ class CudaModel final : public Model {
                                            T * H * 4,
                                            T * E * a,
                                            T * E * a,
+                                           T * H * 4,
+                                           R * H * 4,
                                            ssd_bytes,
                                            R * D * a,
                                            R * D * 4,
@@ -441,6 +454,8 @@ class CudaModel final : public Model {
         ws_.dt = static_cast<float*>(take());
         ws_.y = take();
         ws_.gated = take();
+        ws_.ssq = static_cast<float*>(take());
+        ws_.ssq_sel = static_cast<float*>(take());
         ws_.ssd = take();
         ws_.h_sel = take();
         ws_.res_sel = static_cast<float*>(take());
@@ -720,13 +735,17 @@ class CudaModel final : public Model {
             if (all_rows) {
                 final_norm_all(T);
             } else if (n_rows > 0) {
-                // Gather the wanted rows, then norm + head on them only.
+                // Gather the wanted rows (and their deferred gated-norm scales), then norm + head
+                // on them only.
                 cuda::embedding(ws_.rows, n_rows, ws_.h, c_.d_model, ws_.h_sel, act_, s);
                 cuda::embedding(ws_.rows, n_rows, ws_.residual, c_.d_model, ws_.res_sel,
                                 DType::kF32, s);
+                if (pass_scaled_)
+                    cuda::embedding(ws_.rows, n_rows, ws_.ssq, c_.n_head, ws_.ssq_sel, DType::kF32,
+                                    s);
                 cuda::add_rms_norm(ws_.h_sel, ws_.res_sel, weights_.norm_f,
                                    static_cast<float>(c_.norm_eps), ws_.u, n_rows, c_.d_model,
-                                   false, act_, s);
+                                   false, act_, s, h_scale(ws_.ssq_sel));
                 gemm_.run(ws_.u, c_.d_model, weights_.head, ws_.logits, c_.vocab_padded,
                           DType::kF32, n_rows, c_.vocab_padded, c_.d_model, act_, s);
             }
@@ -754,10 +773,20 @@ class CudaModel final : public Model {
         const bool split = decode && split_in_proj_ && !weights_.layers.empty() &&
                            !gemm_.uses_decode_kernel(ws_.u, D, weights_.layers.front().in_proj,
                                                      act_, T, E, D, act_);
+        // Pure prefill passes on the fused SSD (where gate_epilogue_ allows): its gate epilogue
+        // writes y·silu(z)·w and per-head sums of squares in place of the gated norm, and each
+        // layer's rsqrt(mean(v²) + eps) is applied to out_proj's output rows by the add_rms_norm
+        // that follows (cuda::SsdGate, RowScale): the gated norm's pass over y and z is saved.
+        pass_scaled_ = false;
+        if (!decode && gate_epilogue_ && n_dec_ == 0 && prefill_batch_.n_seq > 0) {
+            const cuda::SsdArgs a = ssd_rows(ssd_args(0), 0, prefill_batch_);
+            pass_scaled_ = cuda::ssd_fused_supported(a, act_) &&
+                           cuda::ssd_gate_supported(a, ssd_gate(weights_.layers.front()));
+        }
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
             cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
-                               T, D, layer == 0, act_, s);
+                               T, D, layer == 0, act_, s, h_scale(ws_.ssq));
             if (split) {
                 in_proj_rows(w, E, n_in, T, s);
                 fork_.order(s, side_stream_.get());
@@ -793,16 +822,38 @@ class CudaModel final : public Model {
                 if (prefill_batch_.n_seq > 0) {
                     cuda::dt_softplus(zxbcdt + (n_dec_ * n_in + E + conv_dim) * el, n_in, w.dt_bias,
                                       c_.dt_min, c_.dt_max, ws_.dt, T - n_dec_, c_.n_head, act_, s);
-                    prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), s);
+                    if (pass_scaled_) {
+                        cuda::SsdArgs a = ssd;
+                        a.y = ws_.gated;
+                        const cuda::SsdGate gate = ssd_gate(w);
+                        cuda::ssd_fused(ssd_rows(a, 0, prefill_batch_), ws_.dt, ws_.ssd,
+                                        ssd_sync_.data(), act_, s, &gate);
+                    } else {
+                        prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), s);
+                    }
                 }
             }
             if (split) join_.order(side_stream_.get(), s);  // z is in
-            cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
-                                 static_cast<float>(c_.norm_eps), ws_.gated, T, E, E / c_.n_group,
-                                 act_, s);
+            if (!pass_scaled_)
+                cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
+                                     static_cast<float>(c_.norm_eps), ws_.gated, T, E,
+                                     E / c_.n_group, act_, s);
             gemm_.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
             if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
         }
+    }
+
+    // The fused SSD's gate epilogue for layer w (z from zxbcdt, sums of squares into ws_.ssq).
+    cuda::SsdGate ssd_gate(const cuda::DeviceLayer& w) const {
+        return cuda::SsdGate{ws_.zxbcdt, c_.d_in_proj(), w.gate_norm, ws_.ssq};
+    }
+
+    // The deferred gated-norm scale of h's rows (partial sums in ssq) in passes that use the
+    // gate epilogue; none otherwise.
+    RowScale h_scale(const float* ssq) const {
+        if (!pass_scaled_) return RowScale{};
+        return RowScale{ssq, c_.n_head, static_cast<float>(c_.d_inner),
+                        static_cast<float>(c_.norm_eps)};
     }
 
     // Columns [begin, end) of the in_proj product zxbcdt {T, d_in_proj} (rows begin..end of
@@ -844,7 +895,7 @@ class CudaModel final : public Model {
     // kAll: final norm over every row into ws_.u; append_all_logits runs the head per block.
     void final_norm_all(int64_t T) {
         cuda::add_rms_norm(ws_.h, ws_.residual, weights_.norm_f, static_cast<float>(c_.norm_eps),
-                           ws_.u, T, c_.d_model, false, act_, stream_.get());
+                           ws_.u, T, c_.d_model, false, act_, stream_.get(), h_scale(ws_.ssq));
     }
 
     void append_all_logits(int64_t T, std::vector<float>& out) {
@@ -901,10 +952,12 @@ class CudaModel final : public Model {
     std::map<int64_t, cuda::Graph> graphs_;  // decode graph per batch bucket
     std::vector<int64_t> slot_tokens_;
     DeviceInfo info_;
-    bool use_scan_ = false;  // prefill SSD by the sequential scan instead of ssd_chunked
-    bool use_fused_ = true;  // prefill SSD by ssd_fused where supported
-    int64_t ssd_chunk_ = 0;  // the prefill chunk table's chunk size (layout_workspace)
-    DeviceBuffer ssd_sync_;  // ssd_fused's counters and flags (zeroed once)
+    bool use_scan_ = false;       // prefill SSD by the sequential scan instead of ssd_chunked
+    bool use_fused_ = true;       // prefill SSD by ssd_fused where supported
+    bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
+    bool pass_scaled_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
+    int64_t ssd_chunk_ = 0;     // the prefill chunk table's chunk size (layout_workspace)
+    DeviceBuffer ssd_sync_;     // ssd_fused's counters and flags (zeroed once)
 };
 
 }  // namespace

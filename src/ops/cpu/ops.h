@@ -17,8 +17,9 @@ void embedding(const int32_t* ids, int64_t rows, const float* table, int64_t dim
 
 // Fused residual add + RMSNorm (spec 4): residual += h (residual = h when `first`),
 // out = residual * rsqrt(mean(residual²) + eps) * w. h, residual, out: {rows, dim}.
+// `scale`: h's rows multiplied by their RowScale factor first (ignored with `first`).
 void add_rms_norm(const float* h, float* residual, const float* w, float eps, float* out,
-                  int64_t rows, int64_t dim, bool first, int n_threads);
+                  int64_t rows, int64_t dim, bool first, int n_threads, const RowScale& scale = {});
 
 // out = x * rsqrt(mean(x²) + eps) * w over each row of {rows, dim}.
 void rms_norm(const float* x, const float* w, float eps, float* out, int64_t rows, int64_t dim,
@@ -29,6 +30,12 @@ void rms_norm(const float* x, const float* w, float eps, float* out, int64_t row
 // y, out {rows, dim} dense; z rows z_stride apart.
 void gated_rms_norm(const float* y, const float* z, int64_t z_stride, const float* w, float eps,
                     float* out, int64_t rows, int64_t dim, int64_t group_size, int n_threads);
+
+// The gated norm's first half, as cuda::ssd_fused's SsdGate epilogue leaves it:
+// v = y ⊙ silu(z); g = v ⊙ w; ssq[r, h] = Σ v² over head h's head_dim channels of row r.
+// y, g {rows, n_head·head_dim} dense; z rows z_stride apart; ssq {rows, n_head}.
+void gate_partials(const float* y, const float* z, int64_t z_stride, const float* w, float* g,
+                   float* ssq, int64_t rows, int64_t n_head, int64_t head_dim);
 
 // Δ {rows, n_head} = clamp(softplus(dt_raw + dt_bias), dt_min, dt_max), softplus with the
 // threshold-20 form. dt_raw rows raw_stride apart.

@@ -1,5 +1,5 @@
 // RMSNorm variants and the bias add (spec 4 and 5.7), f32 math:
-//   add_rms_norm:   residual = h (first) or residual + h;
+//   add_rms_norm:   residual = h (first) or residual + s·h, s = 1 or a RowScale factor of the row;
 //                   out = residual · rsqrt(mean(residual²) + eps) · w
 //   gated_rms_norm: v = y · silu(z); per group of group_size channels v · rsqrt(mean(v²) + eps) · w
 //   add_bias:       y[r, :] += bias
@@ -77,6 +77,15 @@ TeamShape team_shape(int64_t n_vec, bool warp) {
 }
 
 // ---- add_rms_norm ----------------------------------------------------------------------------
+// The factor on h's row (RowScale, ops.h): 1 without one, else rsqrt(Σ ssq / count + eps). Each
+// warp adds the row's partial sums itself (the same order in every warp): no block barrier.
+__device__ __forceinline__ float h_scale(const RowScale& sc, int64_t row) {
+    if (!sc.ssq) return 1.0f;
+    float part = 0.0f;
+    for (int64_t k = threadIdx.x % 32; k < sc.n_part; k += 32) part += sc.ssq[row * sc.n_part + k];
+    return rsqrtf(reduce::warp_sum(part) / sc.count + sc.eps);
+}
+
 // K > 0: the unit in registers (see the header); K == 0: a loop with a re-reading second pass.
 template <typename T, int V, int K, bool kWarp>
 __global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
@@ -84,7 +93,7 @@ __global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
                         float* __restrict__ residual,    // {rows, dim}
                         const float* __restrict__ w,     // {dim}
                         float eps, T* __restrict__ out,  // {rows, dim}
-                        int64_t rows, int64_t dim, bool first) {
+                        int64_t rows, int64_t dim, bool first, RowScale scale) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     int64_t row;
@@ -105,13 +114,14 @@ __global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
                 dtype::load<V>(w + c, wv[j]);
             }
         }
+        const float hs = h_scale(scale, row);
 #pragma unroll
         for (int j = 0; j < K; ++j) {
             const int64_t c = (static_cast<int64_t>(j) * size + rank) * V;
             if (c >= dim) continue;
 #pragma unroll
             for (int i = 0; i < V; ++i) {
-                if (!first) r[j][i] += old[j][i];
+                if (!first) r[j][i] = fmaf(r[j][i], hs, old[j][i]);
                 ss += r[j][i] * r[j][i];
             }
             dtype::store<V>(res + c, r[j]);
@@ -127,6 +137,7 @@ __global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
             dtype::store<V>(o + c, r[j]);
         }
     } else {
+        const float hs = h_scale(scale, row);
         for (int64_t c = static_cast<int64_t>(rank) * V; c < dim;
              c += static_cast<int64_t>(size) * V) {
             float r[V];
@@ -135,7 +146,7 @@ __global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
                 float old[V];
                 dtype::load<V>(res + c, old);
 #pragma unroll
-                for (int i = 0; i < V; ++i) r[i] += old[i];
+                for (int i = 0; i < V; ++i) r[i] = fmaf(r[i], hs, old[i]);
             }
             dtype::store<V>(res + c, r);
 #pragma unroll
@@ -191,12 +202,13 @@ void with_team_shape(int64_t n_units, int64_t n_vec, int V, F&& f) {
 
 template <typename T, int V>
 void launch_add_rms_norm(const void* h, float* residual, const float* w, float eps, void* out,
-                         int64_t rows, int64_t dim, bool first, cudaStream_t stream) {
+                         int64_t rows, int64_t dim, bool first, const RowScale& scale,
+                         cudaStream_t stream) {
     const auto* hp = static_cast<const T*>(h);
     auto* op = static_cast<T*>(out);
     with_team_shape(rows, dim / V, V, [&](auto k, auto warp, unsigned blocks, int threads) {
         pdl::launch(add_rms_norm_kernel<T, V, decltype(k)::value, decltype(warp)::value>, blocks,
-                    threads, 0, stream, hp, residual, w, eps, op, rows, dim, first);
+                    threads, 0, stream, hp, residual, w, eps, op, rows, dim, first, scale);
     });
 }
 
@@ -344,16 +356,19 @@ void launch_add_bias(void* y, int64_t ld, const float* bias, int64_t rows, int64
 }  // namespace
 
 void add_rms_norm(const void* h, float* residual, const float* w, float eps, void* out,
-                  int64_t rows, int64_t dim, bool first, DType act, cudaStream_t stream) {
+                  int64_t rows, int64_t dim, bool first, DType act, cudaStream_t stream,
+                  const RowScale& scale) {
     if (rows <= 0 || dim <= 0) return;
+    // `first` takes h as it is (the embedding).
+    const RowScale sc = first ? RowScale{} : scale;
     DUALITY_DISPATCH_FLOAT("add_rms_norm", act, T, {
         const bool vec = dim % 4 == 0 && dtype::is_aligned(h, 4 * sizeof(T)) &&
                          dtype::is_aligned(out, 4 * sizeof(T)) && dtype::is_aligned(residual, 16) &&
                          dtype::is_aligned(w, 16);
         if (vec)
-            launch_add_rms_norm<T, 4>(h, residual, w, eps, out, rows, dim, first, stream);
+            launch_add_rms_norm<T, 4>(h, residual, w, eps, out, rows, dim, first, sc, stream);
         else
-            launch_add_rms_norm<T, 1>(h, residual, w, eps, out, rows, dim, first, stream);
+            launch_add_rms_norm<T, 1>(h, residual, w, eps, out, rows, dim, first, sc, stream);
     });
 }
 

@@ -338,7 +338,7 @@ class Bench {
                 DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(args), "the SSD sync buffer"));
             DUALITY_CUDA_CHECK(cudaMemsetAsync(sync.data(), 0, sync.bytes(), s_));
             add(rows, name, shape, bytes, flops,
-                [&] { cuda::ssd_fused(args, dt.as<float>(), ws.data(), sync.data(), o_.act, s_); });
+                [&] { cuda::ssd_fused(args, dt.as<float>(), fws.data(), sync.data(), o_.act, s_); });
             return Status::ok();
         };
         DUALITY_RETURN_IF_ERROR(time_fused("ssd_fused", sa));

@@ -18,6 +18,7 @@
 #include <cstdint>
 
 #include "duality/types.h"
+#include "ops/params.h"
 
 namespace duality::cuda {
 
@@ -41,9 +42,11 @@ void embedding(const int32_t* ids, int64_t rows, const void* table, int64_t dim,
 
 // Fused residual add + RMSNorm (spec 4): residual += h (residual = h when `first`), then
 // out = residual · rsqrt(mean(residual²) + eps) · w. h, out {rows, dim} act (rows h_stride /
-// out dense); residual {rows, dim} f32; w {dim} f32.
+// out dense); residual {rows, dim} f32; w {dim} f32. `scale`: h's rows scaled first (not with
+// `first`).
 void add_rms_norm(const void* h, float* residual, const float* w, float eps, void* out,
-                  int64_t rows, int64_t dim, bool first, DType act, cudaStream_t stream);
+                  int64_t rows, int64_t dim, bool first, DType act, cudaStream_t stream,
+                  const RowScale& scale = {});
 
 // y {rows, n} (act, rows ld apart) += bias {n} (f32).
 void add_bias(void* y, int64_t ld, const float* bias, int64_t rows, int64_t n, DType act,
@@ -116,8 +119,24 @@ bool ssd_fused_supported(const SsdArgs& a, DType act);
 int64_t ssd_fused_chunk(const SsdArgs& a, DType act);
 size_t ssd_fused_workspace_bytes(const SsdArgs& a);
 size_t ssd_fused_sync_bytes(const SsdArgs& a);
+
+// ssd_fused's optional epilogue: the gated RMSNorm of a model whose norm spans all of d_inner
+// (n_group 1), with the normalization left to the next add_rms_norm (RowScale). In place of y it
+// writes, for token i and channel c = h·head_dim + p, from the f32 SSD output y_f32 (with D·x):
+//   v = y_f32[i, c] · silu(z[i, c]);  y[i, c] = v · w[c] (act);  ssq[i, h] = Σ_p v² (f32)
+// so that the norm's output is y[i, :] · rsqrt(Σ_h ssq[i, h] / d_inner + eps). It saves the
+// separate gated norm's pass over y and z (docs/architecture.md, "Prefill time").
+struct SsdGate {
+    const void* z = nullptr;  // {n_tokens, n_head · head_dim} act, rows z_stride apart
+    int64_t z_stride = 0;
+    const float* w = nullptr;  // {n_head · head_dim} f32: the gated norm's weight
+    float* ssq = nullptr;      // {n_tokens, n_head} f32, written
+};
+// Whether ssd_fused takes this gate: head_dim 64 and d_state 128 (the state-spaces shapes; the
+// only ones instantiated), z 16-byte aligned with a stride of a multiple of 8, w 8-byte aligned.
+bool ssd_gate_supported(const SsdArgs& a, const SsdGate& gate);
 void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
-               cudaStream_t stream);
+               cudaStream_t stream, const SsdGate* gate = nullptr);
 
 // The same result by a sequential scan over each sequence's tokens (spec 6.1), the state kept
 // in registers: the GPU oracle for ssd_chunked and the path for shapes it does not cover.

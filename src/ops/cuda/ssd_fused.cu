@@ -36,7 +36,12 @@
 //      masked (f32 → operand registers, the flash-attention P·V trick), y += W·x. Adds D·x and
 //      stores y. The decay exp(Scs_i − Scs_j) factors into exp(Scs_i − Scs_j0) (per row) times
 //      exp(Scs_j0 − Scs_j)·Δ_j (per column, once per chunk) where the block's decay range allows
-//      (at most e^32, Scs non-increasing), else one exponential per element.
+//      (at most e^32, Scs non-increasing), else one exponential per element. With an SsdGate
+//      (ops.h) the store is the gated norm's first half instead: y·silu(z)·w and the row's sum
+//      of squares per head (a quad shuffle). z is prefetched into L2 when the block starts and
+//      copied (cp.async) into the strip's C rows, dead once the warp holds them as fragments,
+//      while the intra loop runs: loaded from global memory in the epilogue, z cost 25% of the
+//      kernel's time (its loads waited behind the y stores they might alias).
 //   The last block to start resets the ticket counter and advances the epoch (every block reads
 //   the epoch before taking its ticket), so the sync buffer (ssd_fused_sync_bytes, zeroed once)
 //   needs no clearing between launches.
@@ -63,6 +68,7 @@
 #include <cstring>
 
 #include "core/cuda/check.h"
+#include "ops/cuda/activation.cuh"
 #include "ops/cuda/mma.cuh"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/ssd_plan.h"
@@ -94,10 +100,14 @@ struct FusedParams {
     const float* D = nullptr;   // {n_head} or nullptr
     void* state = nullptr;      // per slot {n_head, head_dim, d_state}, state_slot_stride apart
     int64_t state_slot_stride = 0;
-    void* y = nullptr;         // {n_tokens, n_head, head_dim} act, dense
-    float* sp = nullptr;       // {n_chunk, n_head, head_dim, d_state} f32: state leaving each chunk
-    uint32_t* sync = nullptr;  // [kSyncHeader] counters, then flags {n_chunk, n_head}
-    uint64_t* prof = nullptr;  // nullptr, or {grid, 8} phase timestamps per block (ssd.h)
+    void* y = nullptr;    // {n_tokens, n_head, head_dim} act, dense
+    float* sp = nullptr;  // {n_chunk, n_head, head_dim, d_state} f32: state leaving each chunk
+    const void* gate_z = nullptr;  // SsdGate: z {n_tokens, n_head · head_dim} act, or nullptr
+    int64_t z_stride = 0;
+    const float* gate_w = nullptr;  // SsdGate: the gated norm's weight {n_head · head_dim}
+    float* gate_ssq = nullptr;      // SsdGate: {n_tokens, n_head} f32 sums of squares
+    uint32_t* sync = nullptr;       // [kSyncHeader] counters, then flags {n_chunk, n_head}
+    uint64_t* prof = nullptr;       // nullptr, or {grid, 8} phase timestamps per block (ssd.h)
 };
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
@@ -209,7 +219,8 @@ struct Smem {
     static constexpr int kLdX = kP + 8;  // x rows
 };
 
-template <typename T, int kP, int kN, int kMinBlocks>
+// kGate: the SsdGate epilogue (instantiated for head_dim 64, d_state 128 only: ssd_gate_supported).
+template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedParams p) {
     using M = Act<T>;
     using L = Smem<T, kP, kN>;
@@ -283,6 +294,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             cp_async16(Cs + r * kLdC + cv, ok ? Cg + r * p.bc_stride + cv : Cg, ok ? 16 : 0);
         }
         cp_async_commit();
+        // SsdGate: the chunk's z rows of head h into L2 for the output phase (a row's kP
+        // elements span at most kP·2 / 64 + 1 64-byte pieces).
+        if constexpr (kGate) {
+            const T* zg = static_cast<const T*>(p.gate_z) + start * p.z_stride + h * kP;
+            constexpr int kPieces = kP * 2 / 64 + 1;
+            for (int v = tid; v < len * kPieces; v += kThreads) {
+                const int r = v / kPieces, piece = v % kPieces;
+                const int e = piece * 32 < kP ? piece * 32 : kP - 1;  // 32 elements: 64 bytes
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(zg + r * p.z_stride + e));
+            }
+        }
     }
 
     // (The sequence tables are read after the loads are in flight.)
@@ -483,6 +505,20 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 M::mma(acc[2 * pt + 1], cf[kk], b[pt][2], b[pt][3]);
             }
         }
+        // kGate: the strip's C rows are dead now (its fragments are in cf, and no other warp
+        // reads them): the strip's z rows go there, copied while the intra loop runs.
+        if constexpr (kGate) {
+            __syncwarp();  // every lane's ldmatrix of those rows has completed
+            const T* zg = static_cast<const T*>(p.gate_z) + (start + i0) * p.z_stride + h * kP;
+            constexpr int kZV = kP / 8;  // 16-byte vectors per row
+            for (int v = lane; v < 16 * kZV; v += 32) {
+                const int r = v / kZV, cv = (v % kZV) * 8;
+                const bool ok = i0 + r < len;
+                cp_async16(Cs + (i0 + r) * kLdC + cv, ok ? zg + r * p.z_stride + cv : zg,
+                           ok ? 16 : 0);
+            }
+            cp_async_commit();
+        }
         const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
         {
             const float e0 = expf(cs0), e1 = expf(cs1);
@@ -595,18 +631,52 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 }
             }
         }
-        // D skip and store.
+        // D skip and store; with SsdGate, v = y · silu(z) stored as v · w and Σ v² per row.
+        if constexpr (kGate) {
+            cp_async_wait<0>();
+            __syncwarp();  // the strip's z rows (in Cs) from every lane's copies
+            const float* wg = p.gate_w + h * kP;
+            float ss[2] = {0.0f, 0.0f};
 #pragma unroll
-        for (int t = 0; t < kP / 8; ++t) {
+            for (int t = 0; t < kP / 8; ++t) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
+                    if (i >= len) continue;
+                    const float2 xv =
+                        M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + i * kLdX + col));
+                    const float2 z2 =
+                        M::unpack(*reinterpret_cast<const uint32_t*>(Cs + i * kLdC + col));
+                    const float2 w2 = *reinterpret_cast<const float2*>(wg + col);
+                    const float v0 = fmaf(Dh, xv.x, acc[t][2 * half]) * silu<T>(z2.x);
+                    const float v1 = fmaf(Dh, xv.y, acc[t][2 * half + 1]) * silu<T>(z2.y);
+                    ss[half] += v0 * v0 + v1 * v1;
+                    *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) =
+                        M::pack(v0 * w2.x, v1 * w2.y);
+                }
+            }
+            // A row's kP channels are spread over the 4 lanes of a quad (qd).
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
-                if (i >= len) continue;
-                const float2 xv =
-                    M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + i * kLdX + col));
-                const uint32_t out =
-                    M::pack(fmaf(Dh, xv.x, acc[t][2 * half]), fmaf(Dh, xv.y, acc[t][2 * half + 1]));
-                *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) = out;
+                float v = ss[half];
+                v += __shfl_xor_sync(0xffffffffu, v, 1);
+                v += __shfl_xor_sync(0xffffffffu, v, 2);
+                const int i = i0 + gr + 8 * half;
+                if (qd == 0 && i < len) p.gate_ssq[(start + i) * H + h] = v;
+            }
+        } else {
+#pragma unroll
+            for (int t = 0; t < kP / 8; ++t) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
+                    if (i >= len) continue;
+                    const float2 xv =
+                        M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + i * kLdX + col));
+                    const uint32_t out = M::pack(fmaf(Dh, xv.x, acc[t][2 * half]),
+                                                 fmaf(Dh, xv.y, acc[t][2 * half + 1]));
+                    *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) = out;
+                }
             }
         }
     }
@@ -671,19 +741,30 @@ bool shape_ok(int64_t P, int64_t N) {
     return (P == 32 || P == 64 || P == 80 || P == 128) && (N == 64 || N == 128);
 }
 
-template <typename T, int kP, int kN, int kMinBlocks>
-void launch_blocks(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
+template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
+void launch_kernel(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
     static size_t configured = 0;  // per instantiation: the dynamic limit set so far
+    auto* kernel = ssd_fused_kernel<T, kP, kN, kMinBlocks, kGate>;
     if (smem > configured) {
-        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(ssd_fused_kernel<T, kP, kN, kMinBlocks>,
-                                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
         configured = smem;
     }
     const int64_t blocks = n_chunk * fp.n_head;
-    ssd_fused_kernel<T, kP, kN, kMinBlocks>
-        <<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
+    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
     DUALITY_CUDA_LAUNCH_CHECK();
+}
+
+// The gate epilogue's instantiation where asked (fp.gate_z; head_dim 64, d_state 128 only).
+template <typename T, int kP, int kN, int kMinBlocks>
+void launch_blocks(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
+    if constexpr (kP == 64 && kN == 128) {
+        if (fp.gate_z) {
+            launch_kernel<T, kP, kN, kMinBlocks, true>(fp, n_chunk, smem, stream);
+            return;
+        }
+    }
+    launch_kernel<T, kP, kN, kMinBlocks, false>(fp, n_chunk, smem, stream);
 }
 
 // Whether two blocks of the two-per-SM instantiation are resident at once with `smem` bytes of
@@ -693,7 +774,7 @@ bool two_fit(size_t smem) {
     static size_t checked = 0;  // per instantiation: the smem last asked about, and the answer
     static bool fits = false;
     if (smem != checked) {
-        auto* kernel = ssd_fused_kernel<T, kP, kN, 2>;
+        auto* kernel = ssd_fused_kernel<T, kP, kN, 2, false>;  // (the gate's: the same usage)
         DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
         int blocks = 0;
@@ -790,9 +871,15 @@ size_t ssd_fused_sync_bytes(const SsdArgs& a) {
     return (kSyncHeader + static_cast<size_t>(a.batch.n_chunk) * a.n_head) * sizeof(uint32_t);
 }
 
+bool ssd_gate_supported(const SsdArgs& a, const SsdGate& gate) {
+    return gate.z && gate.w && gate.ssq && reinterpret_cast<uintptr_t>(gate.z) % 16 == 0 &&
+           gate.z_stride % 8 == 0 && reinterpret_cast<uintptr_t>(gate.w) % 8 == 0 &&
+           a.head_dim == 64 && a.d_state == 128;
+}
+
 namespace {
 void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
-                cudaStream_t stream, uint64_t* prof) {
+                cudaStream_t stream, uint64_t* prof, const SsdGate* gate) {
     const VarlenBatch& b = a.batch;
     if (b.n_chunk == 0 || b.n_tokens == 0) return;
     if (!ssd_fused_supported(a, act) || !a.y || !a.state || !dt || !a.A || !workspace || !sync ||
@@ -839,6 +926,16 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
     fp.sp = static_cast<float*>(workspace);
     fp.sync = static_cast<uint32_t*>(sync);
     fp.prof = prof;
+    if (gate) {
+        if (!ssd_gate_supported(a, *gate)) {
+            std::fprintf(stderr, "duality: ssd_fused: unsupported gate (see ssd_gate_supported)\n");
+            std::abort();
+        }
+        fp.gate_z = gate->z;
+        fp.z_stride = gate->z_stride;
+        fp.gate_w = gate->w;
+        fp.gate_ssq = gate->ssq;
+    }
     const size_t smem = smem_bytes(a, act);
     if (act == DType::kBF16) {
         launch_pn<__nv_bfloat16>(fp, a.head_dim, a.d_state, b.n_chunk, smem, stream);
@@ -850,13 +947,13 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
 }  // namespace
 
 void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
-               cudaStream_t stream) {
-    fused_impl(a, dt, workspace, sync, act, stream, nullptr);
+               cudaStream_t stream, const SsdGate* gate) {
+    fused_impl(a, dt, workspace, sync, act, stream, nullptr, gate);
 }
 
 void ssd::fused_profile(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
                         uint64_t* stamps, cudaStream_t stream) {
-    fused_impl(a, dt, workspace, sync, act, stream, stamps);
+    fused_impl(a, dt, workspace, sync, act, stream, stamps, nullptr);
 }
 
 }  // namespace duality::cuda

@@ -45,6 +45,42 @@ void add_rms_norm_case(int64_t rows, int64_t dim, bool first, DType act) {
                    }});
 }
 
+// add_rms_norm with a RowScale (h's rows scaled by rsqrt(Σ ssq / count + eps) first), n_part
+// partial sums per row as ssd_fused's gate leaves them.
+void add_rms_norm_scaled_case(int64_t rows, int64_t dim, int64_t n_part, DType act) {
+    const std::string name = "add_rms_norm/r" + num(rows) + "_d" + num(dim) + "_scaled" +
+                             num(n_part) + "/" + dt_name(act);
+    register_case({name, default_tolerance(act), [=] {
+                       std::mt19937 rng(static_cast<uint32_t>(rows * 31 + dim + n_part));
+                       const size_t n = static_cast<size_t>(rows * dim);
+                       const std::vector<float> h = rounded(act, normal(rng, n, 0.0f, 8.0f));
+                       const std::vector<float> res0 = normal(rng, n, 0.0f, 2.0f);
+                       const std::vector<float> w =
+                           normal(rng, static_cast<size_t>(dim), 1.0f, 0.2f);
+                       // Sums of squares of 64 channels each: around 64 · 16.
+                       const std::vector<float> ssq =
+                           uniform(rng, static_cast<size_t>(rows * n_part), 100.0f, 2000.0f);
+                       const RowScale sc{nullptr, n_part, 64.0f * static_cast<float>(n_part), kEps};
+                       RowScale cpu_sc = sc;
+                       cpu_sc.ssq = ssq.data();
+                       std::vector<float> res = res0, out(n);
+                       cpu::add_rms_norm(h.data(), res.data(), w.data(), kEps, out.data(), rows,
+                                         dim, false, kCpuThreads, cpu_sc);
+
+                       cuda::DeviceBuffer d_h = upload_as(act, h), d_res = upload_f32(res0),
+                                          d_w = upload_f32(w), d_ssq = upload_f32(ssq);
+                       cuda::DeviceBuffer d_out(n * dtype_size(act));
+                       RowScale dev_sc = sc;
+                       dev_sc.ssq = d_ssq.as<float>();
+                       cuda::add_rms_norm(d_h.data(), d_res.as<float>(), d_w.as<float>(), kEps,
+                                          d_out.data(), rows, dim, false, act, nullptr, dev_sc);
+                       DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+                       return std::vector<Output>{
+                           {"out", out, download_as_f32(act, d_out.data(), n)},
+                           {"residual", res, download_as_f32(DType::kF32, d_res.data(), n)}};
+                   }});
+}
+
 // ---- gated_rms_norm --------------------------------------------------------------------------
 void gated_case(int64_t rows, int64_t dim, int64_t group_size, int64_t z_stride, DType act) {
     const std::string name = "gated_rms_norm/r" + num(rows) + "_d" + num(dim) + "_gs" +
@@ -115,6 +151,13 @@ DUALITY_OP_CASES(norm) {
         add_rms_norm_case(2, 20480, false, act);  // block, K = 8
         add_rms_norm_case(1, 40000, false, act);  // block loop (K = 0)
         add_rms_norm_case(2, 40001, false, act);  // block loop, scalar
+        // With a RowScale: 2.7b (80 heads of partial sums, block team), 130m (24, warp team),
+        // the bundled model (8), the block loop.
+        add_rms_norm_scaled_case(37, 2560, 80, act);
+        add_rms_norm_scaled_case(300, 768, 24, act);
+        add_rms_norm_scaled_case(9, 256, 8, act);
+        add_rms_norm_scaled_case(3, 40000, 5, act);
+        add_rms_norm_scaled_case(5, 1030, 33, act);  // block team, scalar
 
         // gated_rms_norm: z rows in a wider buffer as in zxbcdt (2·E + 2GN + H).
         gated_case(3, 1536, 1536, 3352, act);     // 130m, G = 1

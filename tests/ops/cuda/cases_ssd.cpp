@@ -12,6 +12,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -43,6 +44,7 @@ struct SsdCase {
     bool scan = false;   // test cuda::ssd_scan (the sequential-scan prefill) instead
     bool fused = false;  // test cuda::ssd_fused (the single-launch prefill) instead
     float dt_hi = 0.1f;  // Δ is uniform in [1e-3, dt_hi]
+    bool gate = false;   // ssd_fused with an SsdGate: y·silu(z)·w and the sums of squares
 };
 
 int cpu_threads() {
@@ -64,6 +66,13 @@ std::vector<Output> run_case(const SsdCase& k) {
     std::vector<float> A = uniform(rng, H, 1.0f, 16.0f);
     for (float& a : A) a = -a;
     std::vector<float> D = normal(rng, H, 1.0f, 0.1f);
+    // The gate's z (rows z_stride apart, as in the model's zxbcdt) and norm weight, drawn so that
+    // |silu(z)·w| < 1: the gated output then carries at most y's own error (y's tolerance).
+    const int64_t z_stride = H * P + 8;
+    const std::vector<float> z =
+        k.gate ? rounded(k.act, uniform(rng, T * z_stride, -1.5f, 1.0f)) : std::vector<float>{};
+    const std::vector<float> gate_w =
+        k.gate ? uniform(rng, H * P, 0.7f, 1.3f) : std::vector<float>{};
 
     // Slot pool: n_seq + 3 slots, slot_stride = H·P·N + 16 (padding between slots).
     const int64_t slot_elems = H * P * N, slot_stride = slot_elems + 16, n_slots = n_seq + 3;
@@ -116,6 +125,14 @@ std::vector<Output> run_case(const SsdCase& k) {
             cpu::ssd_chunked(p, cpu_threads());
         }
         std::copy(st.begin(), st.end(), pool_ref.begin() + slots[s] * slot_stride);
+    }
+    std::vector<float> ssq_ref;
+    if (k.gate) {
+        std::vector<float> g(y_ref.size());
+        ssq_ref.resize(T * H);
+        cpu::gate_partials(y_ref.data(), z.data(), z_stride, gate_w.data(), g.data(),
+                           ssq_ref.data(), T, H, P);
+        y_ref = std::move(g);
     }
 
     // CUDA. Outputs and workspace start as NaN (0xff bytes), so anything unwritten or read
@@ -177,6 +194,27 @@ std::vector<Output> run_case(const SsdCase& k) {
         cuda::SsdArgs a2 = a;
         a2.state = pool2.data();
         a2.y = y2.data();
+        if (k.gate) {
+            cuda::DeviceBuffer d_z = upload_as(k.act, z), d_w = upload_f32(gate_w);
+            cuda::DeviceBuffer d_ssq(T * H * sizeof(float)), ssq2(d_ssq.bytes());
+            DUALITY_CUDA_CHECK(cudaMemset(d_ssq.data(), 0xff, d_ssq.bytes()));
+            cuda::SsdGate gate{d_z.data(), z_stride, d_w.as<float>(), ssq2.as<float>()};
+            cuda::ssd_fused(a2, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr, &gate);
+            gate.ssq = d_ssq.as<float>();
+            cuda::ssd_fused(a, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr, &gate);
+            DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+            std::vector<Output> out;
+            out.push_back(
+                {"y·silu(z)·w", std::move(y_ref), download_as_f32(k.act, d_y.data(), T * H * P)});
+            // ‖v‖ per (token, head): as conditioned as v itself (Σ v² doubles relative errors).
+            std::vector<float> norm = download_as_f32(DType::kF32, d_ssq.data(), T * H);
+            for (float& v : norm) v = std::sqrt(v);
+            for (float& v : ssq_ref) v = std::sqrt(v);
+            out.push_back({"sqrt(ssq)", std::move(ssq_ref), std::move(norm)});
+            out.push_back({"state_pool", std::move(pool_ref),
+                           download_as_f32(k.state_dtype, d_pool.data(), pool.size())});
+            return out;
+        }
         cuda::ssd_fused(a2, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr);
         cuda::ssd_fused(a, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr);
     } else if (k.scan) {
@@ -219,7 +257,7 @@ void add(SsdCase k) {
                       : "ssd_chunked/")
          << k.label << "_H" << k.H << "P" << k.P << "N" << k.N << "G" << k.G << "Q" << k.Q
          << (k.init_state ? "_init" : "_zero") << (k.with_D ? "" : "_noD")
-         << (k.sequential ? "_seqref" : "") << "/" << dtype_name(k.act);
+         << (k.sequential ? "_seqref" : "") << (k.gate ? "_gate" : "") << "/" << dtype_name(k.act);
     if (k.state_dtype != DType::kF32) name << "_state" << dtype_name(k.state_dtype);
     OpCase c;
     c.name = name.str();
@@ -347,6 +385,12 @@ SsdCase fused(SsdCase k) {
     k.fused = true;
     return k;
 }
+// ssd_fused with its gate epilogue (SsdGate): expected y·silu(z)·w and Σ v² per (token, head)
+// from the CPU SSD and cpu::gate_partials.
+SsdCase gated(SsdCase k) {
+    k.gate = true;
+    return fused(k);
+}
 
 DUALITY_OP_CASES(ssd_fused) {
     // The fused single-launch prefill against the CPU twin, same tolerances as ssd_chunked.
@@ -399,6 +443,15 @@ DUALITY_OP_CASES(ssd_fused) {
     add(fused(
         state(shape("varlen37", 16, 64, 128, 4, 256, varlen(37, 256, 158), kBF16, 158), kBF16)));
     add(fused(state(shape("varlen3", 16, 64, 128, 2, 256, {100, 256, 5}, kF16, 159), kF16)));
+    // The gate epilogue (head_dim 64, d_state 128 only): the 2.7b head shape at both chunk
+    // sizes, other chunk sizes and groups, partial chunks, varlen packs, no D.
+    add(gated(seqref(shape("L257", 80, 64, 128, 1, 128, {257}, kBF16, 181))));
+    add(gated(shape("L1000", 80, 64, 128, 1, 256, {1000}, kBF16, 182)));
+    add(gated(zero(shape("L300", 16, 64, 128, 4, 256, {300}, kF16, 183))));
+    add(gated(no_d(shape("L300", 8, 64, 128, 2, 64, {300}, kBF16, 184))));
+    add(gated(shape("L400", 8, 64, 128, 1, 48, {400}, kF16, 185)));
+    add(gated(seqref(shape("L7", 8, 64, 128, 1, 128, {7}, kF16, 186))));
+    add(gated(shape("varlen37", 16, 64, 128, 4, 128, varlen(37, 128, 187), kBF16, 187)));
 }
 
 }  // namespace

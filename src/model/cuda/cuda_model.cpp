@@ -396,10 +396,13 @@ class CudaModel final : public Model {
         if (use_fused_ && !use_scan_) ssd_chunk_ = cuda::ssd_fused_chunk(ssd_args(0), act_);
         // The fused SSD's gate epilogue in place of the gated norm (prefill passes, see
         // enqueue_layers): only where the norm spans all of d_inner (one group), so that its
-        // per-row scale can wait until after out_proj, and out_proj adds no bias it would scale.
+        // per-row scale can wait until after out_proj, and out_proj adds no bias it would scale;
+        // bf16 only: the unnormalized v·w and out_proj output it stores could leave f16's range
+        // (docs/numerics.md).
         const char* gate_env = std::getenv("DUALITY_SSD_GATE");
         gate_epilogue_ =
-            use_fused_ && !use_scan_ && c_.n_group == 1 &&
+            use_fused_ && !use_scan_ && c_.n_group == 1 && act_ == DType::kBF16 &&
+            !weights_.layers.empty() &&
             std::none_of(weights_.layers.begin(), weights_.layers.end(),
                          [](const cuda::DeviceLayer& w) { return w.out_proj_bias != nullptr; }) &&
             !(gate_env && std::string_view(gate_env) == "0");
@@ -641,6 +644,7 @@ class CudaModel final : public Model {
         // that copy only, not for what follows it on the stream (cache copies, slot resets), so
         // that queuing this pass never waits for the GPU to drain.
         staging_read_.sync();
+        pass_scaled_ = false;  // until enqueue_layers decides (graph replays leave it false)
         const int64_t n = static_cast<int64_t>(pass.size());
         const int64_t S = decode && opt_.cuda_graphs ? next_pow2(n) : n;  // graph bucket
         // Host side of the batch description, in the pinned staging buffer at desc_'s offsets.
@@ -778,10 +782,15 @@ class CudaModel final : public Model {
         // layer's rsqrt(mean(v²) + eps) is applied to out_proj's output rows by the add_rms_norm
         // that follows (cuda::SsdGate, RowScale): the gated norm's pass over y and z is saved.
         pass_scaled_ = false;
+        // (Pure prefill passes only: their prefill rows are the pass's rows, which the gate's z
+        // and ssq pointers assume.)
         if (!decode && gate_epilogue_ && n_dec_ == 0 && prefill_batch_.n_seq > 0) {
             const cuda::SsdArgs a = ssd_rows(ssd_args(0), 0, prefill_batch_);
             pass_scaled_ = cuda::ssd_fused_supported(a, act_) &&
-                           cuda::ssd_gate_supported(a, ssd_gate(weights_.layers.front()));
+                           std::all_of(weights_.layers.begin(), weights_.layers.end(),
+                                       [&](const cuda::DeviceLayer& w) {
+                                           return cuda::ssd_gate_supported(a, ssd_gate(w));
+                                       });
         }
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];

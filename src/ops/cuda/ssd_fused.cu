@@ -631,30 +631,37 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 }
             }
         }
-        // D skip and store; with SsdGate, v = y · silu(z) stored as v · w and Σ v² per row.
+        // D skip and store; with SsdGate, v = y · silu(z) stored as v · w, and Σ v² per row.
         if constexpr (kGate) {
             cp_async_wait<0>();
             __syncwarp();  // the strip's z rows (in Cs) from every lane's copies
-            const float* wg = p.gate_w + h * kP;
-            float ss[2] = {0.0f, 0.0f};
+        }
+        [[maybe_unused]] float ss[2] = {0.0f, 0.0f};
 #pragma unroll
-            for (int t = 0; t < kP / 8; ++t) {
+        for (int t = 0; t < kP / 8; ++t) {
 #pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
-                    if (i >= len) continue;
-                    const float2 xv =
-                        M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + i * kLdX + col));
+            for (int half = 0; half < 2; ++half) {
+                const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
+                if (i >= len) continue;
+                const float2 xv =
+                    M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + i * kLdX + col));
+                float v0 = fmaf(Dh, xv.x, acc[t][2 * half]);
+                float v1 = fmaf(Dh, xv.y, acc[t][2 * half + 1]);
+                if constexpr (kGate) {
                     const float2 z2 =
                         M::unpack(*reinterpret_cast<const uint32_t*>(Cs + i * kLdC + col));
-                    const float2 w2 = *reinterpret_cast<const float2*>(wg + col);
-                    const float v0 = fmaf(Dh, xv.x, acc[t][2 * half]) * silu<T>(z2.x);
-                    const float v1 = fmaf(Dh, xv.y, acc[t][2 * half + 1]) * silu<T>(z2.y);
+                    const float2 w2 = *reinterpret_cast<const float2*>(p.gate_w + h * kP + col);
+                    v0 *= silu<T>(z2.x);
+                    v1 *= silu<T>(z2.y);
                     ss[half] += v0 * v0 + v1 * v1;
-                    *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) =
-                        M::pack(v0 * w2.x, v1 * w2.y);
+                    v0 *= w2.x;
+                    v1 *= w2.y;
                 }
+                *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) =
+                    M::pack(v0, v1);
             }
+        }
+        if constexpr (kGate) {
             // A row's kP channels are spread over the 4 lanes of a quad (qd).
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
@@ -663,20 +670,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 v += __shfl_xor_sync(0xffffffffu, v, 2);
                 const int i = i0 + gr + 8 * half;
                 if (qd == 0 && i < len) p.gate_ssq[(start + i) * H + h] = v;
-            }
-        } else {
-#pragma unroll
-            for (int t = 0; t < kP / 8; ++t) {
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
-                    if (i >= len) continue;
-                    const float2 xv =
-                        M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + i * kLdX + col));
-                    const uint32_t out = M::pack(fmaf(Dh, xv.x, acc[t][2 * half]),
-                                                 fmaf(Dh, xv.y, acc[t][2 * half + 1]));
-                    *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) = out;
-                }
             }
         }
     }

@@ -47,11 +47,12 @@ void add_rms_norm_case(int64_t rows, int64_t dim, bool first, DType act) {
 
 // add_rms_norm with a RowScale (h's rows scaled by rsqrt(Σ ssq / count + eps) first), n_part
 // partial sums per row as ssd_fused's gate leaves them.
-void add_rms_norm_scaled_case(int64_t rows, int64_t dim, int64_t n_part, DType act) {
+void add_rms_norm_scaled_case(int64_t rows, int64_t dim, int64_t n_part, DType act,
+                              bool first = false) {
     const std::string name = "add_rms_norm/r" + num(rows) + "_d" + num(dim) + "_scaled" +
-                             num(n_part) + "/" + dt_name(act);
+                             num(n_part) + (first ? "_first/" : "/") + dt_name(act);
     register_case({name, default_tolerance(act), [=] {
-                       std::mt19937 rng(static_cast<uint32_t>(rows * 31 + dim + n_part));
+                       std::mt19937 rng(static_cast<uint32_t>(rows * 31 + dim + n_part + first));
                        const size_t n = static_cast<size_t>(rows * dim);
                        const std::vector<float> h = rounded(act, normal(rng, n, 0.0f, 8.0f));
                        const std::vector<float> res0 = normal(rng, n, 0.0f, 2.0f);
@@ -65,7 +66,7 @@ void add_rms_norm_scaled_case(int64_t rows, int64_t dim, int64_t n_part, DType a
                        cpu_sc.ssq = ssq.data();
                        std::vector<float> res = res0, out(n);
                        cpu::add_rms_norm(h.data(), res.data(), w.data(), kEps, out.data(), rows,
-                                         dim, false, kCpuThreads, cpu_sc);
+                                         dim, first, kCpuThreads, cpu_sc);
 
                        cuda::DeviceBuffer d_h = upload_as(act, h), d_res = upload_f32(res0),
                                           d_w = upload_f32(w), d_ssq = upload_f32(ssq);
@@ -73,7 +74,7 @@ void add_rms_norm_scaled_case(int64_t rows, int64_t dim, int64_t n_part, DType a
                        RowScale dev_sc = sc;
                        dev_sc.ssq = d_ssq.as<float>();
                        cuda::add_rms_norm(d_h.data(), d_res.as<float>(), d_w.as<float>(), kEps,
-                                          d_out.data(), rows, dim, false, act, nullptr, dev_sc);
+                                          d_out.data(), rows, dim, first, act, nullptr, dev_sc);
                        DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
                        return std::vector<Output>{
                            {"out", out, download_as_f32(act, d_out.data(), n)},
@@ -157,7 +158,8 @@ DUALITY_OP_CASES(norm) {
         add_rms_norm_scaled_case(300, 768, 24, act);
         add_rms_norm_scaled_case(9, 256, 8, act);
         add_rms_norm_scaled_case(3, 40000, 5, act);
-        add_rms_norm_scaled_case(5, 1030, 33, act);  // block team, scalar
+        add_rms_norm_scaled_case(5, 1030, 33, act);        // block team, scalar
+        add_rms_norm_scaled_case(5, 2560, 80, act, true);  // `first` ignores the scale
 
         // gated_rms_norm: z rows in a wider buffer as in zxbcdt (2·E + 2GN + H).
         gated_case(3, 1536, 1536, 3352, act);     // 130m, G = 1

@@ -781,9 +781,9 @@ class CudaModel final : public Model {
         // writes y·silu(z)·w and per-head sums of squares in place of the gated norm, and each
         // layer's rsqrt(mean(v²) + eps) is applied to out_proj's output rows by the add_rms_norm
         // that follows (cuda::SsdGate, RowScale): the gated norm's pass over y and z is saved.
+        // Pure prefill passes only: their prefill rows are the pass's rows, which the gate's z
+        // and ssq pointers assume.
         pass_scaled_ = false;
-        // (Pure prefill passes only: their prefill rows are the pass's rows, which the gate's z
-        // and ssq pointers assume.)
         if (!decode && gate_epilogue_ && n_dec_ == 0 && prefill_batch_.n_seq > 0) {
             const cuda::SsdArgs a = ssd_rows(ssd_args(0), 0, prefill_batch_);
             pass_scaled_ = cuda::ssd_fused_supported(a, act_) &&
@@ -831,15 +831,7 @@ class CudaModel final : public Model {
                 if (prefill_batch_.n_seq > 0) {
                     cuda::dt_softplus(zxbcdt + (n_dec_ * n_in + E + conv_dim) * el, n_in, w.dt_bias,
                                       c_.dt_min, c_.dt_max, ws_.dt, T - n_dec_, c_.n_head, act_, s);
-                    if (pass_scaled_) {
-                        cuda::SsdArgs a = ssd;
-                        a.y = ws_.gated;
-                        const cuda::SsdGate gate = ssd_gate(w);
-                        cuda::ssd_fused(ssd_rows(a, 0, prefill_batch_), ws_.dt, ws_.ssd,
-                                        ssd_sync_.data(), act_, s, &gate);
-                    } else {
-                        prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), s);
-                    }
+                    prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), w, s);
                 }
             }
             if (split) join_.order(side_stream_.get(), s);  // z is in
@@ -881,9 +873,15 @@ class CudaModel final : public Model {
 
     // The SSD of a prefill pass: the fused single launch where it applies (f16/bf16, the shapes of
     // ssd_fused_supported), else the chunked five-step kernels (DUALITY_SSD_PATH=five-step forces
-    // them), or the sequential scan.
-    void prefill_ssd(const cuda::SsdArgs& ssd, cudaStream_t s) {
-        if (use_scan_) {
+    // them), or the sequential scan. In passes that take the gate (pass_scaled_, always fused),
+    // the fused SSD's gate epilogue for layer w writes ws_.gated and ws_.ssq instead of y.
+    void prefill_ssd(const cuda::SsdArgs& ssd, const cuda::DeviceLayer& w, cudaStream_t s) {
+        if (pass_scaled_) {
+            cuda::SsdArgs a = ssd;
+            a.y = ws_.gated;  // the pass's rows are all prefill rows: no offset
+            const cuda::SsdGate gate = ssd_gate(w);
+            cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s, &gate);
+        } else if (use_scan_) {
             cuda::ssd_scan(ssd, ws_.dt, act_, s);
         } else if (use_fused_ && cuda::ssd_fused_supported(ssd, act_)) {
             cuda::ssd_fused(ssd, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s);

@@ -24,6 +24,14 @@ __device__ __forceinline__ void take(float v, int i, float& bv, int& bi) {
     if (better(v, i, bv, bi)) bv = v, bi = i;
 }
 
+// Folds the four columns i..i+3 held in a.
+__device__ __forceinline__ void take4(const float4& a, int i, float& bv, int& bi) {
+    take(a.x, i, bv, bi);
+    take(a.y, i + 1, bv, bi);
+    take(a.z, i + 2, bv, bi);
+    take(a.w, i + 3, bv, bi);
+}
+
 // kVec4: the row is read as float4 (16-byte aligned rows), four of them in flight per thread.
 template <bool kVec4>
 __global__ void __launch_bounds__(kThreads)
@@ -44,22 +52,10 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
             for (int u = 0; u < 4; ++u) a[u] = __ldg(row4 + q + u * kThreads);
 #pragma unroll
-            for (int u = 0; u < 4; ++u) {
-                const int i = static_cast<int>(4 * (q + u * kThreads));
-                take(a[u].x, i, bv, bi);
-                take(a[u].y, i + 1, bv, bi);
-                take(a[u].z, i + 2, bv, bi);
-                take(a[u].w, i + 3, bv, bi);
-            }
+            for (int u = 0; u < 4; ++u)
+                take4(a[u], static_cast<int>(4 * (q + u * kThreads)), bv, bi);
         }
-        for (; q < n4; q += kThreads) {
-            const float4 a = __ldg(row4 + q);
-            const int i = static_cast<int>(4 * q);
-            take(a.x, i, bv, bi);
-            take(a.y, i + 1, bv, bi);
-            take(a.z, i + 2, bv, bi);
-            take(a.w, i + 3, bv, bi);
-        }
+        for (; q < n4; q += kThreads) take4(__ldg(row4 + q), static_cast<int>(4 * q), bv, bi);
         tail = 4 * n4;
     }
     for (int64_t i = tail + t; i < vocab; i += kThreads) take(row[i], static_cast<int>(i), bv, bi);

@@ -14,8 +14,8 @@
 // rows per step in decode, where latency, not bandwidth, is what they cost. K is 1, 2, 4 or 8,
 // the smallest that keeps a block team within 1024 threads (launch bounds cap those at 64
 // registers a thread, so K = 8 spills, and K = 4 at V = 8; no Mamba-2 shape needs them); units
-// beyond 8·1024 vectors
-// take K = 0, a loop of 512 threads that re-reads its inputs (L1/L2-resident) in the second pass.
+// beyond 8·1024 vectors take K = 0, a loop of 512 threads that re-reads its inputs (L1/L2-resident)
+// in the second pass.
 // add_bias: one block per row, threads over columns.
 // Limits: rows < 2^31 blocks; act f32/f16/bf16; dim % group_size == 0.
 #include <algorithm>

@@ -55,7 +55,7 @@ struct Workspace {
     float* dt;        // {T, n_head} f32: Δ (prefill)
     void* y;          // {T, d_inner} act: SSD output
     void* gated;      // {T, d_inner} act: gated-norm output (or SsdGate's y·silu(z)·w)
-    float* ssq;       // {T, n_head} f32: SsdGate's sums of squares
+    float* ssq;       // {T, n_head · scale_parts_} f32: the gate epilogues' sums of squares
     float* ssq_sel;   // {R, n_head} f32: their rows whose logits are wanted
     void* ssd;        // ssd_chunked workspace
     void* h_sel;      // {R, d_model} act: rows whose logits are wanted
@@ -348,11 +348,11 @@ class CudaModel final : public Model {
 
     // Times cuBLASLt's candidates for the GEMMs of decode steps (in_proj, out_proj and the LM
     // head at every batch bucket up to max_seqs_) on the model's own weights, layer after layer
-    // as in a step, so that steps run the fastest (Gemm::tune, which takes f16/bf16 buckets of at
-    // most 256 rows; cuBLASLt's first guess was 7-9% slower at batch 64 on an H200). Decode
-    // passes run in_proj as its z and [xBC | dt] parts (enqueue_layers), tuned here too; the
-    // whole in_proj's choice, like out_proj's, also serves prefill and mixed passes of as many
-    // rows. DUALITY_GEMM_TUNE=0 keeps cuBLASLt's first guess everywhere.
+    // as in a step, so that steps run the fastest (Gemm::tune, f16/bf16 only; cuBLASLt's first
+    // guess was 7-9% slower at batch 64 on an H200). Decode passes run in_proj as its z and
+    // [xBC | dt] parts (enqueue_layers), tuned here too; the whole in_proj's choice, like
+    // out_proj's, also serves prefill and mixed passes of as many rows. DUALITY_GEMM_TUNE=0 keeps
+    // cuBLASLt's first guess everywhere.
     void tune_gemms() {
         if (const char* env = std::getenv("DUALITY_GEMM_TUNE"); env && std::string_view(env) == "0")
             return;
@@ -406,6 +406,18 @@ class CudaModel final : public Model {
             std::none_of(weights_.layers.begin(), weights_.layers.end(),
                          [](const cuda::DeviceLayer& w) { return w.out_proj_bias != nullptr; }) &&
             !(gate_env && std::string_view(gate_env) == "0");
+        // The same for decode passes, in the decode step's epilogue (ssm_decode's gate; the
+        // SSD path does not matter there): opt-in, DUALITY_DECODE_GATE=1. Its z must be in
+        // before the step, so the z product no longer overlaps the conv and the step: on an
+        // H200 that cost more than the gated norm it saves at 2.7b batch 1 (2.18 → 2.30 ms) and
+        // 64 (8.24 → 8.41 ms) and at 130m batch 64 (1.214 → 1.260 ms); only the 130m at batch 1
+        // gained (0.368 → 0.356 ms). docs/architecture.md, "Decode".
+        const char* decode_gate_env = std::getenv("DUALITY_DECODE_GATE");
+        decode_gate_ =
+            c_.n_group == 1 && act_ == DType::kBF16 && !weights_.layers.empty() &&
+            std::none_of(weights_.layers.begin(), weights_.layers.end(),
+                         [](const cuda::DeviceLayer& w) { return w.out_proj_bias != nullptr; }) &&
+            decode_gate_env && std::string_view(decode_gate_env) == "1";
         n_chunk_max_ = (max_tokens_ + ssd_chunk_ - 1) / ssd_chunk_ + max_seqs_;
         auto z = [](int64_t v) { return static_cast<size_t>(v); };
         const size_t T = z(max_tokens_), R = z(rows_max_);
@@ -425,6 +437,9 @@ class CudaModel final : public Model {
             DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe), "the SSD sync buffer"));
         DUALITY_CUDA_CHECK(cudaMemset(ssd_sync_.data(), 0, ssd_sync_.bytes()));
         const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
+        // Prefill gate: one sum per (token, head); decode gate: head_dim / 16 per (sequence, head).
+        const size_t ssq_elems =
+            std::max(T * H, z(max_seqs_) * H * z(cuda::ssm_decode_gate_parts(c_.head_dim)));
         desc_ = DescLayout(max_seqs_, n_chunk_max_, max_tokens_);
         const std::vector<size_t> sizes = {T * D * a,
                                            T * D * 4,
@@ -434,7 +449,7 @@ class CudaModel final : public Model {
                                            T * H * 4,
                                            T * E * a,
                                            T * E * a,
-                                           T * H * 4,
+                                           ssq_elems * 4,
                                            R * H * 4,
                                            ssd_bytes,
                                            R * D * a,
@@ -783,7 +798,10 @@ class CudaModel final : public Model {
         // that follows (cuda::SsdGate, RowScale): the gated norm's pass over y and z is saved.
         // Pure prefill passes only: their prefill rows are the pass's rows, which the gate's z
         // and ssq pointers assume.
+        // Decode passes likewise take the decode step's gate epilogue where decode_gate_ allows
+        // (head_dim / 16 partial sums per head).
         pass_scaled_ = false;
+        scale_parts_ = 1;
         if (!decode && gate_epilogue_ && n_dec_ == 0 && prefill_batch_.n_seq > 0) {
             const cuda::SsdArgs a = ssd_rows(ssd_args(0), 0, prefill_batch_);
             pass_scaled_ = cuda::ssd_fused_supported(a, act_) &&
@@ -791,6 +809,13 @@ class CudaModel final : public Model {
                                        [&](const cuda::DeviceLayer& w) {
                                            return cuda::ssd_gate_supported(a, ssd_gate(w));
                                        });
+        } else if (decode && decode_gate_) {
+            bool ok = true;
+            for (int64_t layer = 0; ok && layer < c_.n_layer; ++layer)
+                ok = cuda::ssm_decode_gate_supported(
+                    ssd_args(layer), ssd_gate(weights_.layers[static_cast<size_t>(layer)]), act_);
+            pass_scaled_ = ok;
+            scale_parts_ = cuda::ssm_decode_gate_parts(c_.head_dim);
         }
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
@@ -824,7 +849,16 @@ class CudaModel final : public Model {
             dt.dt_bias = w.dt_bias;
             dt.dt_min = c_.dt_min;
             dt.dt_max = c_.dt_max;
-            if (decode) {
+            bool z_joined = false;
+            if (decode && pass_scaled_) {
+                // The step's gate epilogue reads z: the side stream's z product joins first.
+                if (split) join_.order(side_stream_.get(), s);
+                z_joined = true;
+                cuda::SsdArgs a = ssd;
+                a.y = ws_.gated;
+                const cuda::SsdGate gate = ssd_gate(w);
+                cuda::ssm_decode(a, dt, act_, s, &gate);
+            } else if (decode) {
                 cuda::ssm_decode(ssd, dt, act_, s);
             } else {
                 if (n_dec_ > 0) cuda::ssm_decode(ssd_rows(ssd, 0, decode_rows), dt, act_, s);
@@ -834,7 +868,7 @@ class CudaModel final : public Model {
                     prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), w, s);
                 }
             }
-            if (split) join_.order(side_stream_.get(), s);  // z is in
+            if (split && !z_joined) join_.order(side_stream_.get(), s);  // z is in
             if (!pass_scaled_)
                 cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
                                      static_cast<float>(c_.norm_eps), ws_.gated, T, E,
@@ -853,7 +887,7 @@ class CudaModel final : public Model {
     // gate epilogue; none otherwise.
     RowScale h_scale(const float* ssq) const {
         if (!pass_scaled_) return RowScale{};
-        return RowScale{ssq, c_.n_head, static_cast<float>(c_.d_inner),
+        return RowScale{ssq, c_.n_head * scale_parts_, static_cast<float>(c_.d_inner),
                         static_cast<float>(c_.norm_eps)};
     }
 
@@ -894,7 +928,7 @@ class CudaModel final : public Model {
     void enqueue_head(int64_t rows) {
         cudaStream_t s = stream_.get();
         cuda::add_rms_norm(ws_.h, ws_.residual, weights_.norm_f, static_cast<float>(c_.norm_eps),
-                           ws_.u, rows, c_.d_model, false, act_, s);
+                           ws_.u, rows, c_.d_model, false, act_, s, h_scale(ws_.ssq));
         gemm_.run(ws_.u, c_.d_model, weights_.head, ws_.logits, c_.vocab_padded, DType::kF32, rows,
                   c_.vocab_padded, c_.d_model, act_, s);
     }
@@ -962,7 +996,9 @@ class CudaModel final : public Model {
     bool use_scan_ = false;       // prefill SSD by the sequential scan instead of ssd_chunked
     bool use_fused_ = true;       // prefill SSD by ssd_fused where supported
     bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
+    bool decode_gate_ = false;    // decode passes may use ssm_decode's gate (layout_workspace)
     bool pass_scaled_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
+    int64_t scale_parts_ = 1;   // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;     // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;     // ssd_fused's counters and flags (zeroed once)
 };

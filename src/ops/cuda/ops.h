@@ -156,7 +156,19 @@ struct DecodeDt {
     const float* dt_bias = nullptr;  // {n_head}
     float dt_min = 0.0f, dt_max = 0.0f;
 };
-void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream);
+// With a gate, the step's epilogue is the gated norm's first half, as ssd_fused's SsdGate: in
+// place of y it writes v·w with v = y_f32 · silu(z) (z row s for sequence s), and per 16
+// channels of a head the partial Σ v² into gate->ssq {n_seq, n_head, head_dim / 16} f32 (sums
+// in channel order, no atomics): the norm's output is y · rsqrt(Σ ssq[s, :] / d_inner + eps)
+// (RowScale with n_part = n_head · ssm_decode_gate_parts(head_dim)).
+void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream,
+                const SsdGate* gate = nullptr);
+// Whether ssm_decode takes this gate: bf16 activations (as for ssd_fused's gate, the
+// unnormalized v·w could leave f16's range), head_dim a multiple of 16 (at most 128), d_state 64,
+// 128 or 256 with the vector kernels' alignment; any state dtype.
+bool ssm_decode_gate_supported(const SsdArgs& a, const SsdGate& gate, DType act);
+// Partial sums per head the decode gate writes: head_dim / 16.
+int64_t ssm_decode_gate_parts(int64_t head_dim);
 
 // Per-row sampling parameters on the device (see SamplingParams; penalties stay on the host).
 struct DeviceSampling {

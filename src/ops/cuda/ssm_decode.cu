@@ -26,6 +26,13 @@
 // presumably from how its fewer, longer blocks share the SMs with the overlapping z GEMM and
 // the PDL-launched neighbours (not profiled).
 //
+// With an SsdGate (bf16 only, head_dim % 16 == 0, the vector and bulk kernels: template flag
+// kGate) the epilogue is the gated norm's first half, as in ssd_fused: lane 0 of a row's warp
+// stores v·w with v = y·silu(z) from the f32 y, and puts v² in shared memory; after a block
+// barrier one thread per 16 rows adds them in row order into ssq {n_seq, n_head, head_dim / 16}.
+// z and w are loaded with the other inputs, before any math. The model then skips the separate
+// gated norm (docs/architecture.md, "Decode").
+//
 // Limits: batch.n_tokens == batch.n_seq (sequence s reads token row s); n_head % n_group == 0;
 // the slots of one batch distinct except a scratch slot nobody reads; act and state dtype f32,
 // f16 or bf16; n_seq beyond 65535 is walked by a grid-stride loop.
@@ -35,6 +42,7 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
+#include "ops/cuda/activation.cuh"
 #include "ops/cuda/dt_softplus.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
@@ -46,6 +54,7 @@ namespace {
 constexpr int kWarps = 4;             // warps per block
 constexpr int kRowsPerWarp = 4;       // R
 constexpr int64_t kBulkMinSeqs = 48;  // the bulk kernel from this batch size up (see below)
+constexpr int kGateRows = 16;         // rows (channels of a head) per partial sum of the gate
 
 // The per-(sequence, head) scalars of the step.
 struct HeadStep {
@@ -64,8 +73,11 @@ __device__ __forceinline__ HeadStep head_step(const SsdArgs& a, const DecodeDt& 
     return r;
 }
 
-template <typename T, typename S, int NPL>
-__global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, DecodeDt d) {
+template <typename T, typename S, int NPL, bool kGate>
+__global__ void __launch_bounds__(kWarps * 32)
+    ssm_decode_kernel(SsdArgs a, DecodeDt d, SsdGate gate) {
+    static_assert(!kGate || kWarps * kRowsPerWarp == kGateRows, "a block's rows are one part");
+    [[maybe_unused]] __shared__ float s_sq[kGate ? kGateRows : 1];  // v² of the block's rows
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     constexpr int VEC = NPL < 4 ? NPL : 4, J = NPL / VEC, R = kRowsPerWarp;
@@ -102,6 +114,15 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, Deco
 #pragma unroll
         for (int r = 0; r < R; ++r)
             xv[r] = p0 + r < P ? dtype::to_f32(x[s * a.x_stride + h * P + p0 + r]) : 0.0f;
+        [[maybe_unused]] float zv[R], wv[R];  // kGate: z and the norm weight of the rows
+        if constexpr (kGate) {
+            const T* z = static_cast<const T*>(gate.z) + s * gate.z_stride + h * P + p0;
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                zv[r] = dtype::to_f32(z[r]);
+                wv[r] = gate.w[h * P + p0 + r];
+            }
+        }
         const HeadStep k = head_step<T>(a, d, s, h);
 
 #pragma unroll
@@ -121,7 +142,25 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, Deco
                                                          sv[r][j]);
             }
             dot = reduce::warp_sum(dot);
-            if (lane == 0) y[s * H * P + h * P + p0 + r] = dtype::from_f32<T>(dot + k.D * xv[r]);
+            if (lane == 0) {
+                float v = dot + k.D * xv[r];
+                if constexpr (kGate) {
+                    v *= silu<T>(zv[r]);
+                    s_sq[warp * R + r] = v * v;
+                    v *= wv[r];
+                }
+                y[s * H * P + h * P + p0 + r] = dtype::from_f32<T>(v);
+            }
+        }
+        if constexpr (kGate) {  // every warp of the block is here: head_dim % 16 == 0
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                float ss = 0.0f;
+#pragma unroll
+                for (int i = 0; i < kGateRows; ++i) ss += s_sq[i];
+                gate.ssq[(s * H + h) * (P / kGateRows) + blockIdx.x] = ss;
+            }
+            __syncthreads();  // s_sq is free for the next sequence
         }
     }
 }
@@ -130,8 +169,9 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_kernel(SsdArgs a, Deco
 // mbarrier, each warp updates rows w, w + 4, ... in shared memory (a lane holds VEC = N / 32
 // consecutive elements of a row, so a warp reads one row per access, conflict-free), and one bulk
 // copy writes it back; the block waits until the copy has read shared memory before it exits.
-template <typename T, int N>
-__global__ void __launch_bounds__(kWarps * 32) ssm_decode_bulk_kernel(SsdArgs a, DecodeDt d) {
+template <typename T, int N, bool kGate>
+__global__ void __launch_bounds__(kWarps * 32)
+    ssm_decode_bulk_kernel(SsdArgs a, DecodeDt d, SsdGate gate) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -139,6 +179,9 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_bulk_kernel(SsdArgs a,
     extern __shared__ __align__(128) unsigned char smem_raw[];
     __shared__ __align__(8) uint64_t full;  // the mbarrier of the incoming copy
     __shared__ float xs[128];               // x of this head (head_dim <= 128)
+    // kGate: silu(z) and the norm weight of the head's rows, then v² per row.
+    [[maybe_unused]] __shared__ float gz[kGate ? 128 : 1], gw[kGate ? 128 : 1],
+        s_sq[kGate ? 128 : 1];
     float* st_s = reinterpret_cast<float*>(smem_raw);
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int64_t H = a.n_head, P = a.head_dim;
@@ -176,8 +219,14 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_bulk_kernel(SsdArgs a,
             bv[v] = dtype::to_f32(B[bc + v]);
             cv[v] = dtype::to_f32(C[bc + v]);
         }
-        for (int64_t p = threadIdx.x; p < P; p += blockDim.x)
+        for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
             xs[p] = dtype::to_f32(x[s * a.x_stride + h * P + p]);
+            if constexpr (kGate) {
+                gz[p] = silu<T>(
+                    dtype::to_f32(static_cast<const T*>(gate.z)[s * gate.z_stride + h * P + p]));
+                gw[p] = gate.w[h * P + p];
+            }
+        }
         const HeadStep k = head_step<T>(a, d, s, h);
         __syncthreads();  // xs (and the mbarrier's init) for every thread
         uint32_t done = 0;
@@ -204,11 +253,27 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_bulk_kernel(SsdArgs a,
 #pragma unroll
             for (int v = 0; v < VEC; ++v) row[v] = sv[v];
             dot = reduce::warp_sum(dot);
-            if (lane == 0) y[s * H * P + h * P + p] = dtype::from_f32<T>(dot + k.D * xs[p]);
+            if (lane == 0) {
+                float v = dot + k.D * xs[p];
+                if constexpr (kGate) {
+                    v *= gz[p];
+                    s_sq[p] = v * v;
+                    v *= gw[p];
+                }
+                y[s * H * P + h * P + p] = dtype::from_f32<T>(v);
+            }
         }
         // The generic-proxy writes must be visible to the bulk copy (the async proxy).
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         __syncthreads();
+        if constexpr (kGate) {  // one thread per 16 rows, in row order (as the vector kernel)
+            if (threadIdx.x < P / kGateRows) {
+                float ss = 0.0f;
+#pragma unroll
+                for (int i = 0; i < kGateRows; ++i) ss += s_sq[threadIdx.x * kGateRows + i];
+                gate.ssq[(s * H + h) * (P / kGateRows) + threadIdx.x] = ss;
+            }
+        }
         if (threadIdx.x == 0) {
             asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(st),
                          "r"(dst), "r"(bytes)
@@ -262,16 +327,22 @@ __global__ void __launch_bounds__(kWarps * 32) ssm_decode_generic_kernel(SsdArgs
     }
 }
 
+// The vector kernels' alignment: state, B and C in VEC-element vectors.
 template <typename T, typename S>
-void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, cudaStream_t stream) {
+bool vector_aligned(const SsdArgs& a) {
+    const int64_t vec = a.d_state >= 128 ? 4 : 2;  // VEC of the vector kernels (N = 64: 2)
+    return a.state_slot_stride % vec == 0 && a.bc_stride % vec == 0 &&
+           dtype::is_aligned(a.state, vec * sizeof(S)) && dtype::is_aligned(a.B, vec * sizeof(T)) &&
+           dtype::is_aligned(a.C, vec * sizeof(T));
+}
+
+template <typename T, typename S, bool kGate>
+void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, const SsdGate& gate,
+                       cudaStream_t stream) {
     const int64_t N = a.d_state;
     const unsigned seqs = static_cast<unsigned>(a.batch.n_seq < 65535 ? a.batch.n_seq : 65535);
     const unsigned heads = static_cast<unsigned>(a.n_head);
-    const int64_t vec = N >= 128 ? 4 : 2;  // VEC of the vector kernels (N = 64: 2)
-    const bool aligned = a.state_slot_stride % vec == 0 && a.bc_stride % vec == 0 &&
-                         dtype::is_aligned(a.state, vec * sizeof(S)) &&
-                         dtype::is_aligned(a.B, vec * sizeof(T)) &&
-                         dtype::is_aligned(a.C, vec * sizeof(T));
+    const bool aligned = vector_aligned<T, S>(a);
     // The bulk kernel: f32 state, 16-byte aligned state blocks of at most 40 KB (with its static
     // shared memory, within the 48 KB a block gets without opting in), and batches of at least
     // kBulkMinSeqs sequences: with one block per (sequence, head) smaller batches leave too few
@@ -285,11 +356,11 @@ void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, cudaStream_t stream)
             dtype::is_aligned(a.state, 16) && aligned && bulk_enabled()) {
             const dim3 g(heads, seqs);
             if (N == 64)
-                pdl::launch(ssm_decode_bulk_kernel<T, 64>, g, kWarps * 32,
-                            static_cast<size_t>(block_bytes), stream, a, d);
+                pdl::launch(ssm_decode_bulk_kernel<T, 64, kGate>, g, kWarps * 32,
+                            static_cast<size_t>(block_bytes), stream, a, d, gate);
             else
-                pdl::launch(ssm_decode_bulk_kernel<T, 128>, g, kWarps * 32,
-                            static_cast<size_t>(block_bytes), stream, a, d);
+                pdl::launch(ssm_decode_bulk_kernel<T, 128, kGate>, g, kWarps * 32,
+                            static_cast<size_t>(block_bytes), stream, a, d, gate);
             DUALITY_CUDA_LAUNCH_CHECK();
             return;
         }
@@ -298,12 +369,12 @@ void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, cudaStream_t stream)
     const dim3 grid(static_cast<unsigned>((a.head_dim + rows_per_block - 1) / rows_per_block),
                     heads, seqs);
     if (aligned && N == 64)
-        pdl::launch(ssm_decode_kernel<T, S, 2>, grid, kWarps * 32, 0, stream, a, d);
+        pdl::launch(ssm_decode_kernel<T, S, 2, kGate>, grid, kWarps * 32, 0, stream, a, d, gate);
     else if (aligned && N == 128)
-        pdl::launch(ssm_decode_kernel<T, S, 4>, grid, kWarps * 32, 0, stream, a, d);
+        pdl::launch(ssm_decode_kernel<T, S, 4, kGate>, grid, kWarps * 32, 0, stream, a, d, gate);
     else if (aligned && N == 256)
-        pdl::launch(ssm_decode_kernel<T, S, 8>, grid, kWarps * 32, 0, stream, a, d);
-    else {
+        pdl::launch(ssm_decode_kernel<T, S, 8, kGate>, grid, kWarps * 32, 0, stream, a, d, gate);
+    else if constexpr (!kGate) {
         const dim3 g(static_cast<unsigned>((a.head_dim + kWarps - 1) / kWarps), heads, seqs);
         pdl::launch(ssm_decode_generic_kernel<T, S>, g, kWarps * 32, 0, stream, a, d);
     }
@@ -317,14 +388,37 @@ void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, cudaStream_t stream)
 
 }  // namespace
 
-void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream) {
+int64_t ssm_decode_gate_parts(int64_t head_dim) {
+    return head_dim / kGateRows;
+}
+
+bool ssm_decode_gate_supported(const SsdArgs& a, const SsdGate& gate, DType act) {
+    if (act != DType::kBF16 || !gate.z || !gate.w || !gate.ssq) return false;
+    if (a.head_dim % kGateRows != 0 || a.head_dim > 128) return false;
+    if (a.d_state != 64 && a.d_state != 128 && a.d_state != 256) return false;
+    bool aligned = false;
+    DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
+                           { aligned = vector_aligned<__nv_bfloat16, S>(a); });
+    return aligned;
+}
+
+void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream,
+                const SsdGate* gate) {
     if (a.batch.n_seq <= 0) return;
     if (a.batch.n_tokens != a.batch.n_seq) bad_args("needs one token per sequence");
     if (a.n_group <= 0 || a.n_head % a.n_group != 0) bad_args("n_head % n_group != 0");
     if (a.n_head > 65535) bad_args("n_head > 65535");
+    if (gate) {
+        if (!ssm_decode_gate_supported(a, *gate, act))
+            bad_args("unsupported gate (see ssm_decode_gate_supported)");
+        DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S, {
+            launch_ssm_decode<__nv_bfloat16, S, true>(a, dt, *gate, stream);
+        });
+        return;
+    }
     DUALITY_DISPATCH_FLOAT("ssm_decode", act, T, {
         DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
-                               { launch_ssm_decode<T, S>(a, dt, stream); });
+                               { launch_ssm_decode<T, S, false>(a, dt, SsdGate{}, stream); });
     });
 }
 

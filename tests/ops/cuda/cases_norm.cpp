@@ -160,6 +160,11 @@ DUALITY_OP_CASES(norm) {
         add_rms_norm_scaled_case(3, 40000, 5, act);
         add_rms_norm_scaled_case(5, 1030, 33, act);        // block team, scalar
         add_rms_norm_scaled_case(5, 2560, 80, act, true);  // `first` ignores the scale
+        // The decode gate's partials (head_dim / 16 per head): 2.7b 320 (all loaded with the
+        // row), 130m 96; and a loop-team row with 400 (80 past those, read in a loop).
+        add_rms_norm_scaled_case(64, 2560, 320, act);
+        add_rms_norm_scaled_case(7, 768, 96, act);
+        add_rms_norm_scaled_case(2, 40000, 400, act);
 
         // gated_rms_norm: z rows in a wider buffer as in zxbcdt (2·E + 2GN + H).
         gated_case(3, 1536, 1536, 3352, act);     // 130m, G = 1

@@ -6,6 +6,9 @@
 // Shapes (n_head, head_dim, d_state, n_group): (24,64,128,1) 130m, (80,64,128,1) 2.7b,
 // (128,64,128,8) Codestral, (32,80,64,4), (16,32,256,2); batch 1, 7, 64; act f32/f16/bf16; state
 // f32 and bf16 (plus f16, the scalar fallback for d_state 48, D = nullptr and a dt clamp).
+// The gate epilogue (SsdGate, bf16): expected y·silu(z)·w and ‖v‖ per (sequence, head) from the
+// CPU y and cpu::gate_partials, the kernel's head_dim / 16 partial sums added per head; batch 64
+// takes the bulk kernel (f32 state), the others the vector kernels.
 //
 // Tolerance: y is f32 math on identically rounded inputs (summation order and the output
 // rounding differ): default_tolerance(act). The state with an f32 state is elementwise f32 math:
@@ -16,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <stdexcept>
 
 #include "core/half.h"
 #include "ops/cpu/ops.h"
@@ -32,6 +36,7 @@ struct DecodeShape {
 struct DecodeOpts {
     bool with_D = true;
     float dt_min = 0.0f, dt_max = std::numeric_limits<float>::infinity();
+    bool gate = false;  // the SsdGate epilogue (bf16 only)
     const char* tag = "";
 };
 
@@ -130,6 +135,41 @@ void decode_case(const DecodeShape& sh, int64_t batch, DType act, DType state_dt
              ddt.dt_bias = d_bias.as<float>();
              ddt.dt_min = opt.dt_min;
              ddt.dt_max = opt.dt_max;
+             if (opt.gate) {
+                 // z in a zxbcdt-like buffer (rows z_stride apart), drawn as in the ssd_fused
+                 // gate cases so that |silu(z)·w| < 1.
+                 const int64_t z_stride = raw_stride;
+                 const std::vector<float> z =
+                     rounded(act, uniform(rng, static_cast<size_t>(batch * z_stride), -1.5f, 1.0f));
+                 const std::vector<float> gw = uniform(rng, static_cast<size_t>(H * P), 0.7f, 1.3f);
+                 std::vector<float> g(y.size()), ssq(static_cast<size_t>(batch * H));
+                 cpu::gate_partials(y.data(), z.data(), z_stride, gw.data(), g.data(), ssq.data(),
+                                    batch, H, P);
+                 const int64_t parts = cuda::ssm_decode_gate_parts(P);
+                 cuda::DeviceBuffer d_z = upload_as(act, z), d_w = upload_f32(gw);
+                 cuda::DeviceBuffer d_ssq(static_cast<size_t>(batch * H * parts) * sizeof(float));
+                 DUALITY_CUDA_CHECK(cudaMemset(d_ssq.data(), 0xff, d_ssq.bytes()));
+                 const cuda::SsdGate gate{d_z.data(), z_stride, d_w.as<float>(), d_ssq.as<float>()};
+                 if (!cuda::ssm_decode_gate_supported(a, gate, act))
+                     throw std::runtime_error("the decode gate should take this case");
+                 cuda::ssm_decode(a, ddt, act, nullptr, &gate);
+                 DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+                 const std::vector<float> parts_got =
+                     download_as_f32(DType::kF32, d_ssq.data(), batch * H * parts);
+                 std::vector<float> norm_got(ssq.size()), norm_ref(ssq.size());
+                 for (size_t i = 0; i < ssq.size(); ++i) {
+                     float sum = 0.0f;
+                     for (int64_t k = 0; k < parts; ++k)
+                         sum += parts_got[i * static_cast<size_t>(parts) + static_cast<size_t>(k)];
+                     norm_got[i] = std::sqrt(sum);
+                     norm_ref[i] = std::sqrt(ssq[i]);
+                 }
+                 return std::vector<Output>{
+                     {"y·silu(z)·w", g, download_as_f32(act, d_y.data(), y.size())},
+                     {"sqrt(ssq)", norm_ref, norm_got},
+                     {"state_pool", pool,
+                      download_as_f32(state_dtype, d_pool.data(), pool.size())}};
+             }
              cuda::ssm_decode(a, ddt, act, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              return std::vector<Output>{
@@ -161,6 +201,20 @@ DUALITY_OP_CASES(ssm_decode) {
         decode_case({24, 64, 128, 1}, 7, act, DType::kF32, no_d, seed++);
         decode_case({32, 80, 64, 4}, 7, act, DType::kF32, clamp, seed++);
     }
+    // The gate epilogue: the 2.7b and 130m heads on the vector kernels (batch 1, 7) and the bulk
+    // kernel (batch 64, f32 state), bf16 state, head_dim 80 and 32 with d_state 64 and 256.
+    DecodeOpts gate;
+    gate.gate = true;
+    gate.tag = "_gate";
+    DecodeOpts gate_no_d = gate;
+    gate_no_d.with_D = false;
+    gate_no_d.tag = "_gate_noD";
+    for (int64_t batch : {1, 7, 64}) {
+        decode_case({80, 64, 128, 1}, batch, DType::kBF16, DType::kF32, gate, seed++);
+        decode_case({24, 64, 128, 1}, batch, DType::kBF16, DType::kBF16, gate, seed++);
+    }
+    decode_case({32, 80, 64, 4}, 64, DType::kBF16, DType::kF32, gate, seed++);
+    decode_case({16, 32, 256, 2}, 7, DType::kBF16, DType::kF32, gate_no_d, seed++);
 }
 
 }  // namespace

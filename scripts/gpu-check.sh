@@ -57,9 +57,26 @@ if [[ "$what" == all || "$what" == tests ]]; then
 fi
 if [[ "$what" == all || "$what" == bench ]]; then
   step "benchmarks"
+  # The SM clock, power and throttle reasons every 200 ms while the model benchmarks run: long
+  # 2.7b prefills hit the software power cap (reason 0x4) and lose 15-20% of the clock
+  # (docs/architecture.md, "Prefill time"), so numbers from different machines need this beside.
+  nvidia-smi --query-gpu=clocks.sm,power.draw,clocks_event_reasons.active --format=csv,noheader,nounits \
+    -lms 200 >"$OUT/clocks.txt" 2>/dev/null &
+  smi=$!
   for cfg in mamba2-130m mamba2-2.7b; do
     build-gpu/duality bench --random-weights --config "$cfg" 2>&1 | tee "$OUT/bench-$cfg.txt" || status=1
   done
+  kill "$smi" 2>/dev/null || true
+  python3 - "$OUT/clocks.txt" <<'PY' || true
+import sys
+rows = [l.split(",") for l in open(sys.argv[1]) if l.count(",") == 2]
+mhz = sorted(int(float(r[0])) for r in rows)
+if mhz:
+    capped = sum(int(r[2].strip(), 16) & 0x4 != 0 for r in rows)
+    print(f"SM clock during the model benchmarks: min {mhz[0]} / median {mhz[len(mhz) // 2]} / "
+          f"max {mhz[-1]} MHz over {len(mhz)} samples; power-capped in {capped} "
+          f"({100 * capped / len(mhz):.0f}%), peak {max(float(r[1]) for r in rows):.0f} W")
+PY
   build-gpu/duality bench --random-weights --config mamba2-2.7b --ops 2>&1 | tee "$OUT/bench-ops-2.7b.txt" || status=1
   build-gpu/tests/duality_tests --gtest_also_run_disabled_tests --gtest_filter='SsdChunkedTiming.*' \
     2>&1 | grep -E "ns/token" | tee "$OUT/ssd-timing.txt"

@@ -348,11 +348,11 @@ class CudaModel final : public Model {
 
     // Times cuBLASLt's candidates for the GEMMs of decode steps (in_proj, out_proj and the LM
     // head at every batch bucket up to max_seqs_) on the model's own weights, layer after layer
-    // as in a step, so that steps run the fastest (Gemm::tune, f16/bf16 only; cuBLASLt's first
-    // guess was 7-9% slower at batch 64 on an H200). Decode passes run in_proj as its z and
-    // [xBC | dt] parts (enqueue_layers), tuned here too; the whole in_proj's choice, like
-    // out_proj's, also serves prefill and mixed passes of as many rows. DUALITY_GEMM_TUNE=0 keeps
-    // cuBLASLt's first guess everywhere.
+    // as in a step, so that steps run the fastest (Gemm::tune, which takes f16/bf16 buckets of at
+    // most 256 rows; cuBLASLt's first guess was 7-9% slower at batch 64 on an H200). Decode
+    // passes run in_proj as its z and [xBC | dt] parts (enqueue_layers), tuned here too; the
+    // whole in_proj's choice, like out_proj's, also serves prefill and mixed passes of as many
+    // rows. DUALITY_GEMM_TUNE=0 keeps cuBLASLt's first guess everywhere.
     void tune_gemms() {
         if (const char* env = std::getenv("DUALITY_GEMM_TUNE"); env && std::string_view(env) == "0")
             return;
@@ -411,7 +411,7 @@ class CudaModel final : public Model {
         // before the step, so the z product no longer overlaps the conv and the step: on an
         // H200 that cost more than the gated norm it saves at 2.7b batch 1 (2.18 → 2.30 ms) and
         // 64 (8.24 → 8.41 ms) and at 130m batch 64 (1.214 → 1.260 ms); only the 130m at batch 1
-        // gained (0.368 → 0.356 ms). docs/architecture.md, "Decode".
+        // gained (0.368 → 0.356 ms). docs/architecture.md, "Decode step overlap".
         const char* decode_gate_env = std::getenv("DUALITY_DECODE_GATE");
         decode_gate_ =
             c_.n_group == 1 && act_ == DType::kBF16 && !weights_.layers.empty() &&
@@ -438,8 +438,9 @@ class CudaModel final : public Model {
         DUALITY_CUDA_CHECK(cudaMemset(ssd_sync_.data(), 0, ssd_sync_.bytes()));
         const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
         // Prefill gate: one sum per (token, head); decode gate: head_dim / 16 per (sequence, head).
-        const size_t ssq_elems =
-            std::max(T * H, z(max_seqs_) * H * z(cuda::ssm_decode_gate_parts(c_.head_dim)));
+        const size_t ssq_elems = std::max(
+            T * H, decode_gate_ ? z(max_seqs_) * H * z(cuda::ssm_decode_gate_parts(c_.head_dim))
+                                : size_t{0});
         desc_ = DescLayout(max_seqs_, n_chunk_max_, max_tokens_);
         const std::vector<size_t> sizes = {T * D * a,
                                            T * D * 4,
@@ -783,12 +784,14 @@ class CudaModel final : public Model {
         decode_rows.n_seq = decode_rows.n_tokens = n_dec_;
         cuda::embedding(ws_.tokens, T, weights_.embedding, D, ws_.h, act_, s);
         // Decode passes: in_proj as two products, [xBC | dt] first, then z (needed only by the
-        // gated norm) on the side stream, where it overlaps the conv and the SSM step instead of
-        // preceding them (docs/architecture.md, "Decode step overlap"). Not where z would take
-        // our decode GEMM (small d_inner at 2-16 rows: the 130m's batch-8 step was 6% slower
-        // split, the extra launch costing more than the overlap gains). The two streams share
-        // gemm_'s workspace and counters: safe only because no other GEMM is enqueued between the
-        // fork (after the [xBC | dt] product) and the join (before the gated norm and out_proj).
+        // gated norm, or by the step when it takes the gate) on the side stream, where it overlaps
+        // the conv and the SSM step (the conv only, with the gate) instead of preceding them
+        // (docs/architecture.md, "Decode step overlap"). Not where z would take our decode GEMM
+        // (small d_inner at 2-16 rows: the 130m's batch-8 step was 6% slower split, the extra
+        // launch costing more than the overlap gains). The two streams share gemm_'s workspace and
+        // counters: safe only because no other GEMM is enqueued between the fork (after the [xBC |
+        // dt] product) and the join (before the gated norm and out_proj, or before the step with
+        // the gate).
         const bool split = decode && split_in_proj_ && !weights_.layers.empty() &&
                            !gemm_.uses_decode_kernel(ws_.u, D, weights_.layers.front().in_proj,
                                                      act_, T, E, D, act_);
@@ -967,7 +970,8 @@ class CudaModel final : public Model {
     int64_t max_seqs_ = 0, max_tokens_ = 0, rows_max_ = 0, n_chunk_max_ = 0;
     cuda::Stream stream_;
     // Decode passes compute in_proj's z columns on a side stream, forked after the [xBC | dt]
-    // columns and joined before the gated norm (DUALITY_SPLIT_IN_PROJ=0: one product instead).
+    // columns and joined before the gated norm, or before the decode step when it takes the gate
+    // (DUALITY_SPLIT_IN_PROJ=0: one product instead).
     cuda::Stream side_stream_;
     cuda::Event fork_, join_;
     cuda::Event staging_read_;  // after the last pass's description copy (run_pass)

@@ -88,7 +88,7 @@ TeamShape team_shape(int64_t n_vec, bool warp) {
 // without a scale (decode, and prefill without the gate) run the kernel as it was without it.
 constexpr int kPartsPerLane = 10;
 struct Parts {
-    float v[kPartsPerLane];
+    float v[kPartsPerLane];  // partial k = lane + 32·i of the row (0 past n_part)
 };
 __device__ __forceinline__ Parts part_load(const RowScale& sc, int64_t row) {
     Parts p;

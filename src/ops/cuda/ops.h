@@ -130,7 +130,8 @@ struct SsdGate {
     const void* z = nullptr;  // {n_tokens, n_head · head_dim} act, rows z_stride apart
     int64_t z_stride = 0;
     const float* w = nullptr;  // {n_head · head_dim} f32: the gated norm's weight
-    float* ssq = nullptr;      // {n_tokens, n_head} f32, written
+    // f32, written: ssd_fused {n_tokens, n_head}; ssm_decode {n_seq, n_head, head_dim / 16}
+    float* ssq = nullptr;
 };
 // Whether ssd_fused takes this gate: head_dim 64 and d_state 128 (the state-spaces shapes; the
 // only ones instantiated), z 16-byte aligned with a stride of a multiple of 8, w 8-byte aligned.

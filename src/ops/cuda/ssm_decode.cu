@@ -30,8 +30,9 @@
 // kGate) the epilogue is the gated norm's first half, as in ssd_fused: lane 0 of a row's warp
 // stores v·w with v = y·silu(z) from the f32 y, and puts v² in shared memory; after a block
 // barrier one thread per 16 rows adds them in row order into ssq {n_seq, n_head, head_dim / 16}.
-// z and w are loaded with the other inputs, before any math. The model then skips the separate
-// gated norm (docs/architecture.md, "Decode").
+// z and w are loaded with the other inputs, before any math. A model using it (opt-in,
+// DUALITY_DECODE_GATE=1) skips the separate gated norm but must have z before the step, which
+// cost more than it saved on the 2.7b (docs/architecture.md, "Decode step overlap").
 //
 // Limits: batch.n_tokens == batch.n_seq (sequence s reads token row s); n_head % n_group == 0;
 // the slots of one batch distinct except a scratch slot nobody reads; act and state dtype f32,

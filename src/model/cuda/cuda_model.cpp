@@ -399,25 +399,22 @@ class CudaModel final : public Model {
         // per-row scale can wait until after out_proj, and out_proj adds no bias it would scale;
         // bf16 only: the unnormalized v·w and out_proj output it stores could leave f16's range
         // (docs/numerics.md).
-        const char* gate_env = std::getenv("DUALITY_SSD_GATE");
-        gate_epilogue_ =
-            use_fused_ && !use_scan_ && c_.n_group == 1 && act_ == DType::kBF16 &&
-            !weights_.layers.empty() &&
+        const bool gate_fits =
+            c_.n_group == 1 && act_ == DType::kBF16 && !weights_.layers.empty() &&
             std::none_of(weights_.layers.begin(), weights_.layers.end(),
-                         [](const cuda::DeviceLayer& w) { return w.out_proj_bias != nullptr; }) &&
-            !(gate_env && std::string_view(gate_env) == "0");
+                         [](const cuda::DeviceLayer& w) { return w.out_proj_bias != nullptr; });
+        const char* gate_env = std::getenv("DUALITY_SSD_GATE");
+        gate_epilogue_ = use_fused_ && !use_scan_ && gate_fits &&
+                         !(gate_env && std::string_view(gate_env) == "0");
         // The same for decode passes, in the decode step's epilogue (ssm_decode's gate; the
         // SSD path does not matter there): opt-in, DUALITY_DECODE_GATE=1. Its z must be in
         // before the step, so the z product no longer overlaps the conv and the step: on an
         // H200 that cost more than the gated norm it saves at 2.7b batch 1 (2.18 → 2.30 ms) and
         // 64 (8.24 → 8.41 ms) and at 130m batch 64 (1.214 → 1.260 ms); only the 130m at batch 1
         // gained (0.368 → 0.356 ms). docs/architecture.md, "Decode step overlap".
+        // Whether every layer's step takes it is settled once the workspace (z, ssq) is laid out.
         const char* decode_gate_env = std::getenv("DUALITY_DECODE_GATE");
-        decode_gate_ =
-            c_.n_group == 1 && act_ == DType::kBF16 && !weights_.layers.empty() &&
-            std::none_of(weights_.layers.begin(), weights_.layers.end(),
-                         [](const cuda::DeviceLayer& w) { return w.out_proj_bias != nullptr; }) &&
-            decode_gate_env && std::string_view(decode_gate_env) == "1";
+        decode_gate_ = gate_fits && decode_gate_env && std::string_view(decode_gate_env) == "1";
         n_chunk_max_ = (max_tokens_ + ssd_chunk_ - 1) / ssd_chunk_ + max_seqs_;
         auto z = [](int64_t v) { return static_cast<size_t>(v); };
         const size_t T = z(max_tokens_), R = z(rows_max_);
@@ -492,6 +489,9 @@ class CudaModel final : public Model {
         ws_.cu_chunks = desc_base_ + desc_.cu_chunks;
         ws_.rows = desc_base_ + desc_.rows;
         ws_.cu_prefill = desc_base_ + desc_.cu_prefill;
+        for (int64_t layer = 0; decode_gate_ && layer < c_.n_layer; ++layer)
+            decode_gate_ = cuda::ssm_decode_gate_supported(
+                ssd_args(layer), ssd_gate(weights_.layers[static_cast<size_t>(layer)]), act_);
         return Status::ok();
     }
 
@@ -813,11 +813,7 @@ class CudaModel final : public Model {
                                            return cuda::ssd_gate_supported(a, ssd_gate(w));
                                        });
         } else if (decode && decode_gate_) {
-            bool ok = true;
-            for (int64_t layer = 0; ok && layer < c_.n_layer; ++layer)
-                ok = cuda::ssm_decode_gate_supported(
-                    ssd_args(layer), ssd_gate(weights_.layers[static_cast<size_t>(layer)]), act_);
-            pass_scaled_ = ok;
+            pass_scaled_ = true;
             scale_parts_ = cuda::ssm_decode_gate_parts(c_.head_dim);
         }
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
@@ -1000,7 +996,7 @@ class CudaModel final : public Model {
     bool use_scan_ = false;       // prefill SSD by the sequential scan instead of ssd_chunked
     bool use_fused_ = true;       // prefill SSD by ssd_fused where supported
     bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
-    bool decode_gate_ = false;    // decode passes may use ssm_decode's gate (layout_workspace)
+    bool decode_gate_ = false;    // decode passes use ssm_decode's gate (layout_workspace)
     bool pass_scaled_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
     int64_t scale_parts_ = 1;   // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;     // the prefill chunk table's chunk size (layout_workspace)

@@ -223,6 +223,8 @@ TEST(SsdChunkedTiming, DISABLED_ModelShapes) {
         {"2.7b b8x4k", 80, 64, 128, 1, 256, 8, 4096, DType::kBF16},
         {"hd80 H64 G8 b1x8k", 64, 80, 128, 8, 256, 1, 8192, DType::kBF16},
         {"2.7b Q128 b1x8k", 80, 64, 128, 1, 128, 1, 8192, DType::kBF16},
+        {"2.7b Q128 b1x32k", 80, 64, 128, 1, 128, 1, 32768, DType::kBF16},
+        {"2.7b Q128 b8x4k", 80, 64, 128, 1, 128, 8, 4096, DType::kBF16},
     };
     for (const TimingShape& s : shapes) run_timing(s);
 }

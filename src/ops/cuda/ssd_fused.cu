@@ -308,10 +308,7 @@ __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epo
         }
     }
     __syncthreads();
-    if (tid == 0) {
-        __threadfence();
-        st_release(s_flag(p, c, g), epoch);
-    }
+    if (tid == 0) st_release(s_flag(p, c, g), epoch);
 }
 
 // kGate: the SsdGate epilogue (instantiated for head_dim 64, d_state 128 only: ssd_gate_supported).
@@ -541,55 +538,59 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             const int item = warp + kWarps * it;
             if (item >= kItems) continue;
             const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
-            // All 16 prev pairs of the item are loaded before any store: the stores below may
-            // alias them as far as the compiler knows, so loads left between stores would be
-            // 16 L2 round trips in a row instead of one (the phase took 4.9, now 2.5 µs per block).
-            // (Two blocks per SM: in two rounds of 8 pairs, for registers: 48 B spilled instead
-            // of 168 B at head_dim 64, d_state 128.)
-            constexpr int kT = kMinBlocks == 1 ? 8 : 4;
+            // prev and out in the workspace are in fragment order (item, n-tile t, lane: the
+            // lane's four accumulator values of the tile, one 16-byte vector; sp_offset).
+            // All of an item's prev values are loaded before any store: the stores may alias
+            // them as far as the compiler knows, so a load left between stores would be another
+            // L2 round trip on the chain from chunk to chunk. (Two blocks per SM with head_dim
+            // above 64: two rounds of four n-tiles, for registers.)
+            constexpr int kT = kMinBlocks == 1 || kP <= 64 ? 8 : 4;
+            const int64_t frag = static_cast<int64_t>(item) * 1024 + lane * 4;
 #pragma unroll
             for (int t0 = 0; t0 < 8; t0 += kT) {
-                float2 pv_all[kT][2];
+                float4 pv_all[kT];
 #pragma unroll
                 for (int t = 0; t < kT; ++t) {
-#pragma unroll
-                    for (int half = 0; half < 2; ++half) {
-                        const int pp = p0 + gr + 8 * half, nn = n0 + 8 * (t0 + t) + 2 * qd;
-                        const int64_t e = static_cast<int64_t>(pp) * kN + nn;
-                        if (first) {
-                            pv_all[t][half].x = slot_load(p.state, slot_off + e, p.state_dtype);
-                            pv_all[t][half].y = slot_load(p.state, slot_off + e + 1, p.state_dtype);
-                        } else {
-                            pv_all[t][half] = __ldcg(reinterpret_cast<const float2*>(prev_g + e));
-                        }
+                    if (first) {
+                        const int nn = n0 + 8 * (t0 + t) + 2 * qd;
+                        const int64_t e0 = static_cast<int64_t>(p0 + gr) * kN + nn + slot_off;
+                        const int64_t e1 = e0 + 8 * kN;
+                        pv_all[t] = make_float4(slot_load(p.state, e0, p.state_dtype),
+                                                slot_load(p.state, e0 + 1, p.state_dtype),
+                                                slot_load(p.state, e1, p.state_dtype),
+                                                slot_load(p.state, e1 + 1, p.state_dtype));
+                    } else {
+                        pv_all[t] =
+                            __ldcg(reinterpret_cast<const float4*>(prev_g + frag + (t0 + t) * 128));
                     }
                 }
 #pragma unroll
                 for (int t = 0; t < kT; ++t) {
-#pragma unroll
-                    for (int half = 0; half < 2; ++half) {
-                        const int pp = p0 + gr + 8 * half, nn = n0 + 8 * (t0 + t) + 2 * qd;
-                        const int64_t e = static_cast<int64_t>(pp) * kN + nn;
-                        const float2 pv = pv_all[t][half];
-                        *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
-                        const float o0 = fmaf(decay, pv.x, st[it][t0 + t][2 * half]);
-                        const float o1 = fmaf(decay, pv.y, st[it][t0 + t][2 * half + 1]);
-                        if (last) {
-                            slot_store(p.state, slot_off + e, p.state_dtype, o0);
-                            slot_store(p.state, slot_off + e + 1, p.state_dtype, o1);
-                        } else {
-                            __stcg(reinterpret_cast<float2*>(out_g + e), make_float2(o0, o1));
-                        }
+                    const int pp = p0 + gr, nn = n0 + 8 * (t0 + t) + 2 * qd;
+                    const float4 pv = pv_all[t];
+                    const float(&lv)[4] = st[it][t0 + t];
+                    *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
+                    *reinterpret_cast<uint32_t*>(Ps + (pp + 8) * kLdC + nn) = M::pack(pv.z, pv.w);
+                    const float4 o =
+                        make_float4(fmaf(decay, pv.x, lv[0]), fmaf(decay, pv.y, lv[1]),
+                                    fmaf(decay, pv.z, lv[2]), fmaf(decay, pv.w, lv[3]));
+                    if (last) {
+                        const int64_t e0 = static_cast<int64_t>(pp) * kN + nn + slot_off;
+                        const int64_t e1 = e0 + 8 * kN;
+                        slot_store(p.state, e0, p.state_dtype, o.x);
+                        slot_store(p.state, e0 + 1, p.state_dtype, o.y);
+                        slot_store(p.state, e1, p.state_dtype, o.z);
+                        slot_store(p.state, e1 + 1, p.state_dtype, o.w);
+                    } else {
+                        __stcg(reinterpret_cast<float4*>(out_g + frag + (t0 + t) * 128), o);
                     }
                 }
             }
         }
     }
+    // Release after the barrier (cumulative: it orders every thread's stores before the flag).
     __syncthreads();
-    if (!last && tid == 0) {
-        __threadfence();
-        st_release(p.sync + kSyncHeader + c * H + h, epoch);
-    }
+    if (!last && tid == 0) st_release(p.sync + kSyncHeader + c * H + h, epoch);
     if (prof) prof[4] = global_ns();
     cp_async_wait<0>();
     __syncthreads();

@@ -42,14 +42,13 @@
 //      copied (cp.async) into the strip's C rows, dead once the warp holds them as fragments,
 //      while the intra loop runs: loaded from global memory in the epilogue, z cost 25% of the
 //      kernel's time (its loads waited behind the y stores they might alias).
-// Split S (chunks of at most 128 tokens, the two-blocks-per-SM instantiation): S = C·Bᵀ does not
-// depend on the head, so each chunk's ticket range starts with n_group S blocks (score_block)
-// that compute the chunk's causal 16×32 tiles of S once, store them (activation dtype, in the
-// lane order of the MMA fragments) to the workspace and release a flag; the head blocks skip
-// the S MMAs (42% of theirs), wait for that flag before the publish, copy the tiles into B's
-// region (dead after the chunk state) and read them where they computed S. S is rounded once
-// more (to the activation dtype) than without the split. H200, 2.7b layer, chunk 128:
-// b1×8k 0.371 → 0.340 ms, b1×32k 1.414 → 1.291 ms.
+// S = C·Bᵀ does not depend on the head, so each chunk's ticket range starts with n_group S blocks
+// (score_block) that compute the chunk's causal 16×32 tiles of S once, store them to the
+// workspace (f16 scaled per tile, in the lane order of the MMA fragments) and release a flag;
+// the head blocks skip the S MMAs (42% of theirs), wait for that flag before the publish, copy
+// the tiles into B's region (dead after the chunk state) and read them in step 4 where they
+// would compute S. A tile keeps 11 bits relative to its largest |S| (bf16 tiles failed the
+// fast-decay op test at chunk 256: a second 8-bit rounding on top of W's).
 //   The last block to start resets the ticket counter and advances the epoch (every block reads
 //   the epoch before taking its ticket), so the sync buffer (ssd_fused_sync_bytes, zeroed once)
 //   needs no clearing between launches.
@@ -90,9 +89,8 @@ constexpr int kMaxChunk = 256;
 constexpr int kSyncHeader = 64;              // u32 words before the flags: [0] ticket, [2] epoch
 constexpr size_t kStaticSmemReserve = 1024;  // bytes kept for the static shared memory
 constexpr float kFactorRange = 32.0f;  // largest decay exponent factored out of a 32-token block
-// Chunks of at most this many tokens run two blocks per SM where they fit (two_per_sm), and
-// there S = C·Bᵀ is computed once per (chunk, group) by its own blocks (kSplitS).
-constexpr int kTwoPerSmChunk = 128, kSplitChunk = kTwoPerSmChunk;
+// Chunks of at most this many tokens run two blocks per SM where they fit (two_per_sm).
+constexpr int kTwoPerSmChunk = 128;
 
 struct FusedParams {
     int n_head = 0, n_group = 0, chunk_size = 0, heads_per_group = 0;
@@ -119,9 +117,9 @@ struct FusedParams {
     const float* gate_w = nullptr;  // SsdGate: the gated norm's weight {n_head · head_dim}
     float* gate_ssq = nullptr;      // SsdGate: {n_tokens, n_head} f32 sums of squares
     int64_t n_chunk = 0;
-    uint32_t* s_tiles = nullptr;  // split S: {n_chunk, n_group, tiles_before(qa / 16), 256} u32
-    uint32_t* sync = nullptr;     // [kSyncHeader] counters, then flags {n_chunk, n_head} and
-                                  // (split S) {n_chunk, n_group}
+    uint32_t* s_tiles = nullptr;  // {n_chunk, n_group} records of s_record_words(qa) u32
+    uint32_t* sync = nullptr;     // [kSyncHeader] counters, then flags {n_chunk, n_head} (states)
+                                  // and {n_chunk, n_group} (S)
     uint64_t* prof = nullptr;     // nullptr, or {grid, 8} phase timestamps per block (ssd.h)
 };
 
@@ -226,17 +224,23 @@ __device__ __forceinline__ void slot_store(void* base, int64_t i, int dt, float 
     }
 }
 
-// Split S (kSplitS): the causal 16×32 tiles of S = C·Bᵀ of a chunk, strip s (rows 16·s..) times
+// Split S: the causal 16×32 tiles of S = C·Bᵀ of a chunk, strip s (rows 16·s..) times
 // the 32-token blocks jb <= s / 2, numbered strip by strip: tiles_before(s) tiles precede strip s.
 __host__ __device__ constexpr int tiles_before(int s) {
     return s % 2 == 0 ? (s / 2) * (s / 2 + 1) : ((s + 1) / 2) * ((s + 1) / 2);
 }
-// One tile is 256 u32 (1 KiB, the activation dtype): [half][lane][4], half 0 holding the lane's
+// One tile is 256 u32 (1 KiB of f16 pairs): [half][lane][4], half 0 holding the lane's
 // accumulator fragments of columns 0-15 (n-tiles 0, 1), half 1 of columns 16-31, each pair
 // (row gr, columns 2qd, 2qd+1) then (row gr + 8, ..) packed in one u32: the order in which a lane
 // holds them after the MMAs, so a lane stores and loads its 32 bytes as two 16-byte vectors
-// (consecutive lanes, no bank conflicts).
+// (consecutive lanes, no bank conflicts). A tile is stored as S·2^(15−E), E the exponent of its
+// largest |S| (so in [2^14, 2^15): f16 keeps 11 bits of S relative to the tile's largest value
+// at any magnitude, bf16 would keep 8 and lose the split's accuracy), and its factor back 2^(E−15)
+// after the chunk's tiles: a record {tiles, 256} u32 then {tiles rounded up to 4} f32.
 constexpr int kTileWords = 256;
+__host__ __device__ constexpr int s_record_words(int qa) {
+    return tiles_before(qa / 16) * kTileWords + (tiles_before(qa / 16) + 3) / 4 * 4;
+}
 
 // Shared-memory layout of one block (rows padded by 8 elements: 16-byte aligned rows whose
 // ldmatrix accesses hit distinct banks).
@@ -251,8 +255,8 @@ __device__ __forceinline__ uint32_t* s_flag(const FusedParams& p, int64_t c, int
     return p.sync + kSyncHeader + p.n_chunk * p.n_head + c * p.n_group + g;
 }
 
-// Split S, an S block: S = C·Bᵀ of chunk c and group g, the causal tiles of the chunk's strips
-// (tiles_before), in the activation dtype, then a release flag the chunk's head blocks wait on.
+// An S block: S = C·Bᵀ of chunk c and group g, the causal tiles of the chunk's strips
+// (tiles_before), scaled f16 (kTileWords), then a release flag the chunk's head blocks wait on.
 // Warp w computes tiles w, w + 8, ... (16 k-steps of 16 over d_state, fragments straight from
 // shared memory: the block is 1/(heads per group + 1) of the grid and bound by its loads).
 template <typename T, int kN>
@@ -276,7 +280,8 @@ __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epo
     __syncthreads();
     const int qa = (p.chunk_size + 31) & ~31;
     const int n_tile = tiles_before((len + 15) / 16);
-    uint32_t* out = p.s_tiles + (c * p.n_group + g) * tiles_before(qa / 16) * kTileWords;
+    uint32_t* out = p.s_tiles + (c * p.n_group + g) * s_record_words(qa);
+    float* back = reinterpret_cast<float*>(out + tiles_before(qa / 16) * kTileWords);
     for (int t = warp; t < n_tile; t += kWarps) {
         int s = 0;
         while (tiles_before(s + 1) <= t) ++s;
@@ -297,25 +302,42 @@ __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epo
                 M::mma(sc[2 * hb + 1], a, b[hb][2], b[hb][3]);
             }
         }
+        // The tile's scale: |S| <= amax < 2^E; stored S·2^(15−E) (E >= −100, so that both
+        // factors are normal f32; 0, inf and NaN tiles unscaled).
+        float amax = 0.0f;
+#pragma unroll
+        for (int q = 0; q < 4; ++q)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) amax = fmaxf(amax, fabsf(sc[q][e]));
+        amax = __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(amax)));
+        float up = 1.0f, down = 1.0f;
+        if (amax > 0.0f && isfinite(amax)) {
+            int E = 0;
+            frexpf(amax, &E);
+            E = max(E, -100);
+            up = ldexpf(1.0f, 15 - E);
+            down = ldexpf(1.0f, E - 15);
+        }
+        auto h2 = [up](float lo, float hi) {
+            const __half2 v = __floats2half2_rn(lo * up, hi * up);
+            return *reinterpret_cast<const uint32_t*>(&v);
+        };
         uint32_t* dst = out + t * kTileWords + lane * 4;
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
             const float(&u)[4] = sc[2 * half];
             const float(&v)[4] = sc[2 * half + 1];
             __stcg(reinterpret_cast<uint4*>(dst + half * 128),
-                   make_uint4(M::pack(u[0], u[1]), M::pack(u[2], u[3]), M::pack(v[0], v[1]),
-                              M::pack(v[2], v[3])));
+                   make_uint4(h2(u[0], u[1]), h2(u[2], u[3]), h2(v[0], v[1]), h2(v[2], v[3])));
         }
+        if (lane == 0) __stcg(back + t, down);
     }
     __syncthreads();
     if (tid == 0) st_release(s_flag(p, c, g), epoch);
 }
 
 // kGate: the SsdGate epilogue (instantiated for head_dim 64, d_state 128 only: ssd_gate_supported).
-// kSplitS: S = C·Bᵀ once per (chunk, group) by an S block in the same launch (score_block), the
-// head blocks reading its tiles instead of recomputing S per head (chunks of at most
-// kSplitChunk tokens, instantiated with two blocks per SM only).
-template <typename T, int kP, int kN, int kMinBlocks, bool kGate, bool kSplitS>
+template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedParams p) {
     using M = Act<T>;
     using L = Smem<T, kP, kN>;
@@ -327,11 +349,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
 
     // Rows are allocated and zero-filled up to a multiple of 32 (the intra loop's token block).
     const int Q = p.chunk_size, qa = (Q + 31) & ~31;
-    // Split S: after the chunk state, B's region holds the chunk's S tiles.
-    const int b_elems =
-        kSplitS ? max(qa * kLdC, tiles_before(qa / 16) * kTileWords * 2) : qa * kLdC;
+    // After the chunk state, B's region holds the chunk's S record.
+    const int b_elems = max(qa * kLdC, s_record_words(qa) * 2);
     T* Cs = reinterpret_cast<T*>(smem);  // {qa, kLdC}: C rows of the chunk
-    T* Bs = Cs + qa * kLdC;              // {qa, kLdC}: B rows (split S: then the S tiles)
+    T* Bs = Cs + qa * kLdC;              // {qa, kLdC}: B rows, then the S record
     T* Xs = Bs + b_elems;                // {qa, kLdX}: x rows of head h
     T* Ps = Xs + qa * kLdX;              // {kP, kLdC}: prev, the state entering the chunk
     float* cs_s = reinterpret_cast<float*>(Ps + kP * kLdC);  // {qa}: Scs
@@ -357,17 +378,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     __syncthreads();
     const uint32_t epoch = s_epoch;
     const int H = p.n_head;
-    // Items chunk-major: per chunk (split S) its n_group S blocks, then its n_head head blocks.
-    const uint32_t per_chunk = static_cast<uint32_t>(kSplitS ? H + p.n_group : H);
+    // Items chunk-major: per chunk its n_group S blocks, then its n_head head blocks.
+    const uint32_t per_chunk = static_cast<uint32_t>(H + p.n_group);
     const int64_t c = s_ticket / per_chunk;
     int h = static_cast<int>(s_ticket % per_chunk);
-    if constexpr (kSplitS) {
-        if (h < p.n_group) {
-            score_block<T, kN>(p, c, h, epoch, Cs, Bs);
-            return;
-        }
-        h -= p.n_group;
+    if (h < p.n_group) {
+        score_block<T, kN>(p, c, h, epoch, Cs, Bs);
+        return;
     }
+    h -= p.n_group;
     uint64_t* const prof = p.prof && tid == 0 ? p.prof + (c * H + h) * 8 : nullptr;
     if (prof) {
         prof[0] = global_ns();
@@ -506,24 +525,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     if (prof) prof[2] = global_ns();
     const int64_t PN = static_cast<int64_t>(kP) * kN;
     const int64_t slot_off = first || last ? p.slots[seq] * p.state_slot_stride + h * PN : 0;
-    if (kSplitS || !first) {
-        if (tid == 0) {
-            if constexpr (kSplitS) {
-                const uint32_t* flag = s_flag(p, c, grp);
-                while (ld_acquire(flag) != epoch) __nanosleep(40);
-            }
-            if (!first) {
-                const uint32_t* flag = p.sync + kSyncHeader + (c - 1) * H + h;
-                while (ld_acquire(flag) != epoch) __nanosleep(40);
-            }
+    if (tid == 0) {
+        const uint32_t* s_ready = s_flag(p, c, grp);
+        while (ld_acquire(s_ready) != epoch) __nanosleep(40);
+        if (!first) {
+            const uint32_t* flag = p.sync + kSyncHeader + (c - 1) * H + h;
+            while (ld_acquire(flag) != epoch) __nanosleep(40);
         }
-        __syncthreads();
     }
-    if constexpr (kSplitS) {
+    __syncthreads();
+    {
         // Every warp is done with B: the chunk's S tiles go there, in flight during the publish.
-        const int n_word = tiles_before((len + 15) / 16) * kTileWords;
-        const uint32_t* src =
-            p.s_tiles + (c * p.n_group + grp) * tiles_before(qa / 16) * kTileWords;
+        const int n_word = s_record_words(qa);  // (the tiles past len too: one copy)
+        const uint32_t* src = p.s_tiles + (c * p.n_group + grp) * n_word;
         uint32_t* dst = reinterpret_cast<uint32_t*>(Bs);
         for (int v = 4 * tid; v < n_word; v += 4 * kThreads) cp_async16(dst + v, src + v, 16);
         cp_async_commit();
@@ -657,62 +671,29 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         }
         // Intra-chunk, 32-token blocks j0 <= i0 (4 independent S tiles; the block past the
         // diagonal is masked to 0, and its rows exist and are zero: rows go up to qa).
-        // Split S: strip s's tiles, from the S block (in B's region).
-        [[maybe_unused]] const uint32_t* s_strip =
+        // Strip s's tiles of S, from the S block (in B's region), and their factors back.
+        const uint32_t* s_strip =
             reinterpret_cast<const uint32_t*>(Bs) + tiles_before(s) * kTileWords + lane * 4;
+        const float* s_down = reinterpret_cast<const float*>(Bs) +
+                              tiles_before(qa / 16) * kTileWords + tiles_before(s);
         for (int j0 = 0; j0 <= i0; j0 += 32) {
-            float sc[4][4];
-            if constexpr (kSplitS) {
+            float sc[4][4];  // S·2^(15−E): the factor back (sf) goes into the decays below
 #pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const uint4 u = *reinterpret_cast<const uint4*>(
-                        s_strip + (j0 / 32) * kTileWords + half * 128);
-                    const float2 a0 = M::unpack(u.x), a1 = M::unpack(u.y);
-                    const float2 b0 = M::unpack(u.z), b1 = M::unpack(u.w);
-                    sc[2 * half][0] = a0.x;
-                    sc[2 * half][1] = a0.y;
-                    sc[2 * half][2] = a1.x;
-                    sc[2 * half][3] = a1.y;
-                    sc[2 * half + 1][0] = b0.x;
-                    sc[2 * half + 1][1] = b0.y;
-                    sc[2 * half + 1][2] = b1.x;
-                    sc[2 * half + 1][3] = b1.y;
-                }
-            } else {
+            for (int half = 0; half < 2; ++half) {
+                const uint4 u =
+                    *reinterpret_cast<const uint4*>(s_strip + (j0 / 32) * kTileWords + half * 128);
+                const uint32_t v[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
-                for (int t = 0; t < 4; ++t)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) sc[t][e] = 0.0f;
-                // B rows j0 + 16·hb.. (stored [j][n]: col-major operand), one k-step ahead.
-                // (Two blocks per SM: no prefetch, for registers; the other block hides the
-                // latency.)
-                constexpr int kBQ = kMinBlocks == 1 ? 2 : 1;
-                uint32_t bq[kBQ][2][4];
-                auto load_b = [&](int kk, uint32_t(&dst)[2][4]) {
-#pragma unroll
-                    for (int hb = 0; hb < 2; ++hb)
-                        ldsm_x4(dst[hb], Bs + (j0 + 16 * hb + (lane & 7) + 8 * (lane >> 4)) * kLdC +
-                                             16 * kk + 8 * ((lane >> 3) & 1));
-                };
-                if constexpr (kBQ == 2) load_b(0, bq[0]);
-#pragma unroll
-                for (int kk = 0; kk < kN / 16; ++kk) {
-                    if constexpr (kBQ == 2) {
-                        if (kk + 1 < kN / 16) load_b(kk + 1, bq[(kk + 1) & 1]);
-                    } else {
-                        load_b(kk, bq[0]);
-                    }
-                    const int q = kBQ == 2 ? kk & 1 : 0;
-#pragma unroll
-                    for (int hb = 0; hb < 2; ++hb) {
-                        M::mma(sc[2 * hb], cf[kk], bq[q][hb][0], bq[q][hb][1]);
-                        M::mma(sc[2 * hb + 1], cf[kk], bq[q][hb][2], bq[q][hb][3]);
-                    }
+                for (int q = 0; q < 4; ++q) {
+                    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&v[q]));
+                    sc[2 * half + q / 2][2 * (q % 2)] = f.x;
+                    sc[2 * half + q / 2][2 * (q % 2) + 1] = f.y;
                 }
             }
+            const float sf = s_down[j0 / 32];
             // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans), loaded while W is computed
             // (both halves when they fit in registers).
-            constexpr int kXB = (kMinBlocks == 1 && kP <= 80) || (kSplitS && kP <= 64) ? 2 : 1;
+            constexpr int kXB = kP <= (kMinBlocks == 1 ? 80 : 64) ? 2 : 1;
             uint32_t xb[kXB][kP / 16][4];
             auto load_x = [&](int hb, uint32_t(&dst)[kP / 16][4]) {
 #pragma unroll
@@ -731,7 +712,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             float w[4][4];
             const float cs_j0 = cs_s[j0];
             if (monotone && cs_j0 - cs_s[j0 + 31] <= kFactorRange) {
-                const float r0 = __expf(cs0 - cs_j0), r1 = __expf(cs1 - cs_j0);
+                const float r0 = __expf(cs0 - cs_j0) * sf, r1 = __expf(cs1 - cs_j0) * sf;
 #pragma unroll
                 for (int t = 0; t < 4; ++t) {
                     const float2 g = *reinterpret_cast<const float2*>(g_s + j0 + 8 * t + 2 * qd);
@@ -745,7 +726,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 for (int t = 0; t < 4; ++t) {
                     const int ja = j0 + 8 * t + 2 * qd;
                     const float csa = cs_s[ja], csb = cs_s[ja + 1];
-                    const float da = dt_s[ja], db = dt_s[ja + 1];
+                    const float da = dt_s[ja] * sf, db = dt_s[ja + 1] * sf;
                     w[t][0] = sc[t][0] * __expf(fminf(cs0 - csa, 0.0f)) * da;
                     w[t][1] = sc[t][1] * __expf(fminf(cs0 - csb, 0.0f)) * db;
                     w[t][2] = sc[t][2] * __expf(fminf(cs1 - csa, 0.0f)) * da;
@@ -833,26 +814,23 @@ bool aligned16(const void* ptr) {
 
 // The dynamic shared memory of one block, for the kernel's carve-up at its top: C, B {qa, kLdC},
 // x {qa, kLdX}, prev {head_dim, kLdC} in the activation dtype, then cs, Δ, f, g {qa} f32.
-// Split S (chunks of at most kSplitChunk tokens): B's region also holds the S tiles.
+// B's region also holds the S record (s_record_words) after the chunk state.
 size_t smem_bytes(const SsdArgs& a, DType act) {
     const size_t q32 = static_cast<size_t>((a.chunk_size + 31) / 32 * 32);
     const size_t el = dtype_size(act);
     const size_t ldc = static_cast<size_t>(a.d_state) + 8,
                  ldx = static_cast<size_t>(a.head_dim) + 8;
-    size_t b_elems = q32 * ldc;
-    if (a.chunk_size <= kSplitChunk)
-        b_elems = std::max(b_elems, static_cast<size_t>(tiles_before(static_cast<int>(q32 / 16))) *
-                                        kTileWords * 2);
+    const size_t b_elems =
+        std::max(q32 * ldc,
+                 static_cast<size_t>(s_record_words(static_cast<int>(q32))) * sizeof(uint32_t) / 2);
     return (q32 * (ldc + ldx) + b_elems + static_cast<size_t>(a.head_dim) * ldc) * el +
            4 * sizeof(float) * q32;
 }
 
-// The split-S buffer of one (chunk, group), in bytes (0 where chunks are longer than
-// kSplitChunk).
-size_t s_tile_bytes(int64_t chunk_size) {
-    if (chunk_size > kSplitChunk) return 0;
-    return static_cast<size_t>(tiles_before(static_cast<int>((chunk_size + 31) / 32 * 2))) *
-           kTileWords * sizeof(uint32_t);
+// The split-S record of one (chunk, group) in bytes.
+size_t s_record_bytes(int64_t chunk_size) {
+    return static_cast<size_t>(s_record_words(static_cast<int>((chunk_size + 31) / 32 * 32))) *
+           sizeof(uint32_t);
 }
 
 size_t state_ws_bytes(const SsdArgs& a) {
@@ -897,18 +875,16 @@ bool shape_ok(int64_t P, int64_t N) {
     return (P == 32 || P == 64 || P == 80 || P == 128) && (N == 64 || N == 128);
 }
 
-// Two blocks per SM come with split S (both only for chunks of at most 128 tokens).
 template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
 void launch_kernel(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
-    constexpr bool kSplitS = kMinBlocks == 2;
     static size_t configured = 0;  // per instantiation: the dynamic limit set so far
-    auto* kernel = ssd_fused_kernel<T, kP, kN, kMinBlocks, kGate, kSplitS>;
+    auto* kernel = ssd_fused_kernel<T, kP, kN, kMinBlocks, kGate>;
     if (smem > configured) {
         DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
         configured = smem;
     }
-    const int64_t blocks = n_chunk * (fp.n_head + (kSplitS ? fp.n_group : 0));
+    const int64_t blocks = n_chunk * (fp.n_head + fp.n_group);  // S blocks and head blocks
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
@@ -932,7 +908,7 @@ bool two_fit(size_t smem) {
     static size_t checked = 0;  // per instantiation: the smem last asked about, and the answer
     static bool fits = false;
     if (smem != checked) {
-        auto* kernel = ssd_fused_kernel<T, kP, kN, 2, false, true>;  // (the gate's: the same)
+        auto* kernel = ssd_fused_kernel<T, kP, kN, 2, false>;  // (the gate's: the same)
         DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
         int blocks = 0;
@@ -1023,7 +999,7 @@ int64_t ssd_fused_chunk(const SsdArgs& a, DType act) {
 
 size_t ssd_fused_workspace_bytes(const SsdArgs& a) {
     return state_ws_bytes(a) +
-           static_cast<size_t>(a.batch.n_chunk) * a.n_group * s_tile_bytes(a.chunk_size);
+           static_cast<size_t>(a.batch.n_chunk) * a.n_group * s_record_bytes(a.chunk_size);
 }
 
 size_t ssd_fused_sync_bytes(const SsdArgs& a) {
@@ -1085,8 +1061,7 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
     fp.y = a.y;
     fp.sp = static_cast<float*>(workspace);
     fp.n_chunk = b.n_chunk;
-    if (s_tile_bytes(a.chunk_size) > 0)
-        fp.s_tiles = reinterpret_cast<uint32_t*>(static_cast<char*>(workspace) + state_ws_bytes(a));
+    fp.s_tiles = reinterpret_cast<uint32_t*>(static_cast<char*>(workspace) + state_ws_bytes(a));
     fp.sync = static_cast<uint32_t*>(sync);
     fp.prof = prof;
     if (gate) {

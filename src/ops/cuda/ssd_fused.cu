@@ -303,20 +303,19 @@ __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epo
             }
         }
         // The tile's scale: |S| <= amax < 2^E; stored S·2^(15−E) (E >= −100, so that both
-        // factors are normal f32; 0, inf and NaN tiles unscaled).
+        // factors are normal f32; zero, subnormal, inf and NaN maxima unscaled). The largest
+        // |S| of the warp's tile from its f32 bit patterns (ordered as integers when >= 0).
         float amax = 0.0f;
 #pragma unroll
         for (int q = 0; q < 4; ++q)
 #pragma unroll
             for (int e = 0; e < 4; ++e) amax = fmaxf(amax, fabsf(sc[q][e]));
-        amax = __uint_as_float(__reduce_max_sync(0xffffffffu, __float_as_uint(amax)));
+        const int biased = (__reduce_max_sync(0xffffffffu, __float_as_uint(amax)) >> 23) & 0xff;
         float up = 1.0f, down = 1.0f;
-        if (amax > 0.0f && isfinite(amax)) {
-            int E = 0;
-            frexpf(amax, &E);
-            E = max(E, -100);
-            up = ldexpf(1.0f, 15 - E);
-            down = ldexpf(1.0f, E - 15);
+        if (biased > 0 && biased < 255) {
+            const int E = max(biased - 126, -100);
+            up = __int_as_float((127 + 15 - E) << 23);
+            down = __int_as_float((127 - 15 + E) << 23);
         }
         auto h2 = [up](float lo, float hi) {
             const __half2 v = __floats2half2_rn(lo * up, hi * up);
@@ -378,12 +377,18 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     __syncthreads();
     const uint32_t epoch = s_epoch;
     const int H = p.n_head;
-    // Items chunk-major: per chunk its n_group S blocks, then its n_head head blocks.
-    const uint32_t per_chunk = static_cast<uint32_t>(H + p.n_group);
-    const int64_t c = s_ticket / per_chunk;
-    int h = static_cast<int>(s_ticket % per_chunk);
+    // Items chunk-major, S one chunk ahead: chunk 0's n_group S blocks, then for each chunk c
+    // the S blocks of chunk c + 1 (past the last chunk: blocks that do nothing) and the n_head
+    // head blocks of chunk c, so that a chunk's S is done long before its head blocks need it.
+    const uint32_t G = static_cast<uint32_t>(p.n_group), per_chunk = static_cast<uint32_t>(H) + G;
+    if (s_ticket < G) {
+        score_block<T, kN>(p, 0, static_cast<int>(s_ticket), epoch, Cs, Bs);
+        return;
+    }
+    const int64_t c = (s_ticket - G) / per_chunk;
+    int h = static_cast<int>((s_ticket - G) % per_chunk);
     if (h < p.n_group) {
-        score_block<T, kN>(p, c, h, epoch, Cs, Bs);
+        if (c + 1 < p.n_chunk) score_block<T, kN>(p, c + 1, h, epoch, Cs, Bs);
         return;
     }
     h -= p.n_group;
@@ -884,7 +889,8 @@ void launch_kernel(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStre
                                                 static_cast<int>(smem)));
         configured = smem;
     }
-    const int64_t blocks = n_chunk * (fp.n_head + fp.n_group);  // S blocks and head blocks
+    // The S and head blocks (the kernel's item order), G S blocks ahead.
+    const int64_t blocks = (n_chunk + 1) * fp.n_group + n_chunk * fp.n_head;
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
@@ -965,7 +971,7 @@ bool ssd_fused_supported(const SsdArgs& a, DType act) {
     if (a.chunk_size < 1 || a.chunk_size > kMaxChunk) return false;
     if (!aligned16(a.x) || !aligned16(a.B) || !aligned16(a.C)) return false;
     if (a.x_stride % 8 != 0 || a.bc_stride % 8 != 0) return false;
-    if (a.batch.n_chunk * (a.n_head + a.n_group) >= (int64_t{1} << 31)) return false;
+    if ((a.batch.n_chunk + 1) * (a.n_head + a.n_group) >= (int64_t{1} << 31)) return false;
     // The kernel's static shared memory (counters, warp sums) comes out of the same limit.
     static const int limit = max_smem_optin();
     return smem_bytes(a, act) + kStaticSmemReserve <= static_cast<size_t>(limit);

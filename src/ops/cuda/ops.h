@@ -108,10 +108,10 @@ void ssd_chunked(const SsdArgs& a, const float* dt, void* workspace, DType act,
 // ordered state passing across chunks (device-side flags), C·Bᵀ, intra- and inter-chunk outputs
 // and D·x. f16/bf16 only, on the shapes of ssd_fused_supported() (head_dim 32/64/80/128,
 // d_state 64/128, chunk_size <= 256, aligned x/B/C, enough shared memory); otherwise use
-// ssd_chunked. `workspace`: ssd_fused_workspace_bytes() (the f32 states leaving each chunk; may
-// be shared with other scratch). `sync`: ssd_fused_sync_bytes(), zeroed once when allocated and
-// then owned by ssd_fused (counters and flags that every launch leaves ready for the next one);
-// calls using one sync buffer must not run concurrently.
+// ssd_chunked. `workspace`: ssd_fused_workspace_bytes() (the f32 states leaving each chunk and
+// each chunk's C·Bᵀ tiles; may be shared with other scratch). `sync`: ssd_fused_sync_bytes(),
+// zeroed once when allocated and then owned by ssd_fused (counters and flags that every launch
+// leaves ready for the next one); calls using one sync buffer must not run concurrently.
 bool ssd_fused_supported(const SsdArgs& a, DType act);
 // The chunk size ssd_fused runs fastest with for a's shape: a.chunk_size, or 128 where a 256-token
 // chunk would keep one block per SM and 128-token ones fit two (the same SSD, rounded differently;

@@ -3,7 +3,7 @@
 // the intra- and inter-chunk outputs and the D skip. Same arguments and results as ssd_chunked
 // (initial states from the slots, final states written back, rounded to the slot dtype).
 //
-// What one block computes, for one (chunk c, head h), g = h / (n_head / n_group), Q = chunk_size,
+// What the blocks compute, for one (chunk c, head h), g = h / (n_head / n_group), Q = chunk_size,
 // i, j the chunk's tokens (0 <= j <= i < len), Scs the chunk-local inclusive cumsum of A_h·Δ:
 //   local[p, n] = Σ_j x[j, p] · exp(min(Scs_last − Scs_j, 0)) · Δ_j · B[j, n]        (chunk state)
 //   out         = exp(Scs_last) · prev + local        (prev = the state entering the chunk)
@@ -11,61 +11,63 @@
 //               + Σ_{j<=i} (Σ_n C[i, n] B[j, n]) · exp(min(Scs_i − Scs_j, 0)) · Δ_j · x[j, p]
 //               + D_h · x[i, p]
 // Numerics (spec 9/14): Δ, Scs, every decay and every accumulator are f32. MMA operands are the
-// activation dtype: x, B, C as given; x·(decay·Δ) for the chunk state, CB·decay·Δ for the intra
-// output and prev for the inter output are computed in f32 and rounded once. The states passed
-// between chunks are f32 (a {n_chunk, n_head, head_dim, d_state} workspace); the final state is
-// rounded once to the slot dtype.
+// activation dtype: x, B, C as given; x·(decay·Δ) for the chunk state, W = S·decay·Δ for the
+// intra output and prev for the inter output are computed in f32 and rounded once, where S = C·Bᵀ
+// has passed through the workspace as f16 scaled per 16×32 tile (11 bits relative to the tile's
+// largest |S|, masked entries included). The states passed between chunks are f32 (a
+// {n_chunk, n_head} workspace of head_dim·d_state values each, in fragment order); the final
+// state is rounded once to the slot dtype.
 //
-// Parallelization: one block of 8 warps per (chunk, head); grid = n_chunk · n_head. A block
-// takes a ticket (atomic counter) and works on item = ticket, chunk-major (c = item / n_head),
-// so the block for chunk c−1 of a head always started before the block for chunk c: the ordered
-// wait below cannot deadlock whatever order the hardware schedules blocks in.
+// Parallelization: 8 warps a block, two kinds of block. A block takes a ticket (atomic counter)
+// and works on item = ticket, chunk-major: chunk 0's n_group S blocks, then per chunk c the
+// S blocks of chunk c + 1 and the n_head head blocks of chunk c. So every block a block waits
+// for took an earlier ticket and has started: the waits below cannot deadlock whatever order the
+// hardware schedules blocks in; and a chunk's S is ready long before its head blocks need it.
+//   S block (score_block, one per (chunk, group)): S = C·Bᵀ does not depend on the head, so it
+//      is computed once per chunk and group: the causal 16×32 tiles of each 16-row strip, stored
+//      f16 in the lane order of the MMA fragments, then a release flag.
+//   Head block, one per (chunk c, head h):
 //   1. cp.async x {Q, head_dim}, B {Q, d_state} (one group) and C (a second group) of the chunk
 //      into shared memory (rows past len zero-filled); meanwhile Δ and the cumsum (block scan).
 //   2. Chunk state: warps split {head_dim, d_state} into 16×64 tiles, mma.sync m16n8k16 over the
 //      chunk's tokens (xᵀ through ldmatrix.trans, scaled in registers), f32 accumulators kept in
 //      registers.
-//   3. State passing: wait until chunk c−1 of this head has published its outgoing state (flag ==
-//      this launch's epoch; thread 0 spins with ld.acquire.gpu), read it (the slot's state for a
-//      sequence's first chunk), publish out = exp(Scs_last)·prev + local to the workspace with a
-//      release flag (or to the slot for a sequence's last chunk) and keep prev in shared memory
-//      as an MMA operand. Only this step is serial across chunks; it moves 2·head_dim·d_state f32.
+//   3. State passing: wait (thread 0 spins with ld.acquire.gpu on flags == this launch's epoch)
+//      for the chunk's S and for chunk c−1 of this head to have published its outgoing state;
+//      copy the S tiles into B's region (dead now) while reading prev (the slot's state for a
+//      sequence's first chunk); publish out = exp(Scs_last)·prev + local to the workspace (16-byte
+//      vectors in fragment order, one round of loads where registers allow) and release a flag
+//      after the barrier (or write the slot for a sequence's last chunk), keeping prev in shared
+//      memory as an MMA operand. Only this step is serial across chunks: the chain from chunk to
+//      chunk is one L2 round trip for the loads and one for the release.
 //   4. Output: each warp owns 16-row strips of the chunk (snake order: strips w and 15−w, so the
 //      causal work is balanced), holds its C rows as A fragments, computes C·prevᵀ, scales rows
-//      by exp(Scs_i), then for each 32-token block j0 <= i: S = C·Bᵀ (16×32, f32), W = S·decay·Δ
-//      masked (f32 → operand registers, the flash-attention P·V trick), y += W·x. Adds D·x and
-//      stores y. The decay exp(Scs_i − Scs_j) factors into exp(Scs_i − Scs_j0) (per row) times
-//      exp(Scs_j0 − Scs_j)·Δ_j (per column, once per chunk) where the block's decay range allows
-//      (at most e^32, Scs non-increasing), else one exponential per element. With an SsdGate
-//      (ops.h) the store is the gated norm's first half instead: y·silu(z)·w and the row's sum
-//      of squares per head (a quad shuffle). z is prefetched into L2 when the block starts and
-//      copied (cp.async) into the strip's C rows, dead once the warp holds them as fragments,
-//      while the intra loop runs: loaded from global memory in the epilogue, z cost 25% of the
-//      kernel's time (its loads waited behind the y stores they might alias).
-// S = C·Bᵀ does not depend on the head, so each chunk's ticket range starts with n_group S blocks
-// (score_block) that compute the chunk's causal 16×32 tiles of S once, store them to the
-// workspace (f16 scaled per tile, in the lane order of the MMA fragments) and release a flag;
-// the head blocks skip the S MMAs (42% of theirs), wait for that flag before the publish, copy
-// the tiles into B's region (dead after the chunk state) and read them in step 4 where they
-// would compute S. A tile keeps 11 bits relative to its largest |S| (bf16 tiles failed the
-// fast-decay op test at chunk 256: a second 8-bit rounding on top of W's).
+//      by exp(Scs_i), then for each 32-token block j0 <= i: the S tile from shared memory,
+//      W = S·decay·Δ masked (f32 → operand registers, the flash-attention P·V trick), y += W·x.
+//      Adds D·x and stores y. The decay exp(Scs_i − Scs_j) factors into exp(Scs_i − Scs_j0) (per
+//      row) times exp(Scs_j0 − Scs_j)·Δ_j (per column, once per chunk) where the block's decay
+//      range allows (at most e^32, Scs non-increasing), else one exponential per element. With
+//      an SsdGate (ops.h) the store is the gated norm's first half instead: y·silu(z)·w and the
+//      row's sum of squares per head (a quad shuffle). z is prefetched into L2 when the block
+//      starts and copied (cp.async) into the strip's C rows, dead once the warp holds them as
+//      fragments, while the intra loop runs: loaded from global memory in the epilogue, z cost
+//      25% of the kernel's time (its loads waited behind the y stores they might alias).
 //   The last block to start resets the ticket counter and advances the epoch (every block reads
 //   the epoch before taking its ticket), so the sync buffer (ssd_fused_sync_bytes, zeroed once)
 //   needs no clearing between launches.
 // Limits (else ssd_fused_supported() is false and callers use ssd_chunked): f16/bf16 activations,
 // head_dim in {32, 64, 80, 128}, d_state in {64, 128}, chunk_size <= 256, x/B/C 16-byte aligned
-// with strides a multiple of 8 elements, and the shared memory (about Q·(2·d_state + head_dim)·2
-// bytes: 198 KB for Q 256, head_dim 64, d_state 128) within the device's per-block limit — so
-// head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and Q 256 does not fit on A100.
-// Speed (H200, bf16, 2.7b layer): 1.56-1.58 ms at b1×32k, 2.58x the five-step path, with one block
-// per SM (shared memory and registers), so each block's phases are latency-bound and do not
-// overlap.
-// Chunks of at most 128 tokens run an instantiation capped at 128 registers (bf16 P64 N128: no
-// spills with split S), two blocks per SM where they fit (two_per_sm, two_fit;
-// DUALITY_SSD_FUSED_2PB=0: never, and then no split S either), and the model then prefers chunk
-// 128 (ssd_fused_chunk). H200, 2.7b layer b1×8k: chunk 128 at two blocks with split S 0.340 ms
-// (0.370 ms before the split), at one block 0.457 ms (an earlier session), chunk 256 0.400 ms.
-// Phase breakdown and next steps: docs/ssd-fused-notes.md.
+// with strides a multiple of 8 elements, and the shared memory (smem_bytes: C, x and prev rows,
+// and B's rows or the S record, whichever is larger, which for d_state 64 at Q >= 128 is the S
+// record: 197 KB for Q 256, head_dim 64, d_state 128; 157 KB with d_state 64) within the
+// device's per-block limit — so head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and
+// Q 256 does not fit on A100 (nor, for d_state 64, with head_dim 80 or 128).
+// Chunks of at most 128 tokens run an instantiation capped at 128 registers, two blocks per SM
+// where they fit (two_per_sm, two_fit; DUALITY_SSD_FUSED_2PB=0: never), and the model then
+// prefers chunk 128 (ssd_fused_chunk); longer chunks run one block per SM (shared memory).
+// Speed (H200, bf16, 2.7b layer, 2026-12-02): chunk 256 b1×32k 1.44 ms (2.79x the five-step
+// path); chunk 128 b1×32k 1.09 ms, b1×8k 0.293 ms (3.4-3.6x). Phase breakdown, the history of
+// these numbers and next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -111,7 +113,7 @@ struct FusedParams {
     void* state = nullptr;      // per slot {n_head, head_dim, d_state}, state_slot_stride apart
     int64_t state_slot_stride = 0;
     void* y = nullptr;    // {n_tokens, n_head, head_dim} act, dense
-    float* sp = nullptr;  // {n_chunk, n_head, head_dim, d_state} f32: state leaving each chunk
+    float* sp = nullptr;  // {n_chunk, n_head} × head_dim·d_state f32 (fragment order): states out
     const void* gate_z = nullptr;  // SsdGate: z {n_tokens, n_head · head_dim} act, or nullptr
     int64_t z_stride = 0;
     const float* gate_w = nullptr;  // SsdGate: the gated norm's weight {n_head · head_dim}
@@ -120,7 +122,7 @@ struct FusedParams {
     uint32_t* s_tiles = nullptr;  // {n_chunk, n_group} records of s_record_words(qa) u32
     uint32_t* sync = nullptr;     // [kSyncHeader] counters, then flags {n_chunk, n_head} (states)
                                   // and {n_chunk, n_group} (S)
-    uint64_t* prof = nullptr;     // nullptr, or {grid, 8} phase timestamps per block (ssd.h)
+    uint64_t* prof = nullptr;     // nullptr, or {n_chunk · n_head, 8}: ssd::fused_profile
 };
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
@@ -257,8 +259,8 @@ __device__ __forceinline__ uint32_t* s_flag(const FusedParams& p, int64_t c, int
 
 // An S block: S = C·Bᵀ of chunk c and group g, the causal tiles of the chunk's strips
 // (tiles_before), scaled f16 (kTileWords), then a release flag the chunk's head blocks wait on.
-// Warp w computes tiles w, w + 8, ... (16 k-steps of 16 over d_state, fragments straight from
-// shared memory: the block is 1/(heads per group + 1) of the grid and bound by its loads).
+// Warp w computes tiles w, w + 8, ... (d_state / 16 k-steps, fragments straight from shared
+// memory: the block is 1/(heads per group + 1) of the grid and bound by its loads).
 template <typename T, int kN>
 __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epoch, T* Cs, T* Bs) {
     using M = Act<T>;
@@ -525,8 +527,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         }
     }
 
-    // 3. State passing: wait for chunk c−1 of this head (a sequence's first chunk starts from its
-    // slot), publish the state leaving this chunk, keep prev as an operand.
+    // 3. State passing: wait for the chunk's S and for chunk c−1 of this head (a sequence's
+    // first chunk starts from its slot), publish the state leaving this chunk, keep prev as an
+    // operand.
     if (prof) prof[2] = global_ns();
     const int64_t PN = static_cast<int64_t>(kP) * kN;
     const int64_t slot_off = first || last ? p.slots[seq] * p.state_slot_stride + h * PN : 0;
@@ -558,7 +561,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             if (item >= kItems) continue;
             const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
             // prev and out in the workspace are in fragment order (item, n-tile t, lane: the
-            // lane's four accumulator values of the tile, one 16-byte vector; sp_offset).
+            // lane's four accumulator values of the tile, one 16-byte vector at frag).
             // All of an item's prev values are loaded before any store: the stores may alias
             // them as far as the compiler knows, so a load left between stores would be another
             // L2 round trip on the chain from chunk to chunk. (Two blocks per SM with head_dim
@@ -674,8 +677,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 acc[t][3] *= e1;
             }
         }
-        // Intra-chunk, 32-token blocks j0 <= i0 (4 independent S tiles; the block past the
-        // diagonal is masked to 0, and its rows exist and are zero: rows go up to qa).
+        // Intra-chunk, 32-token blocks j0 <= i0 (the block past the diagonal is masked to 0, and
+        // its rows exist and are zero: rows go up to qa).
         // Strip s's tiles of S, from the S block (in B's region), and their factors back.
         const uint32_t* s_strip =
             reinterpret_cast<const uint32_t*>(Bs) + tiles_before(s) * kTileWords + lane * 4;
@@ -849,10 +852,6 @@ int max_smem_optin() {
     return v;
 }
 
-// Two blocks per SM (registers capped at 128 a thread, some spilled) where chunks are at most
-// kTwoPerSmChunk tokens and two blocks' shared memory fits in an SM; DUALITY_SSD_FUSED_2PB=0
-// keeps one block per SM (with more registers) everywhere.
-
 int max_smem_per_sm() {
     int dev = 0, v = 0;
     DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
@@ -861,6 +860,9 @@ int max_smem_per_sm() {
     return v;
 }
 
+// Two blocks per SM (registers capped at 128 a thread) where chunks are at most kTwoPerSmChunk
+// tokens and two blocks' shared memory fits in an SM; DUALITY_SSD_FUSED_2PB=0 keeps one block per
+// SM (with more registers) everywhere.
 bool two_per_sm_enabled() {
     static const bool on = [] {
         const char* env = std::getenv("DUALITY_SSD_FUSED_2PB");

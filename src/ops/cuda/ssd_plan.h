@@ -94,9 +94,9 @@ template <typename T>
 void launch_chunk_scan(const Plan& p, cudaStream_t stream);
 
 // ssd_fused with phase timestamps (the timing test's breakdown): stamps {n_chunk · n_head, 8}
-// u64, per block in ticket order (chunk-major): globaltimer ns at [0] start, [1] x/B loaded and
-// cumsum done, [2] chunk state done (warp 0), [3] predecessor's state available, [4] state
-// published, [5] outputs done; [6] the SM id.
+// u64, per head block (chunk-major: c · n_head + h; the S blocks record nothing): globaltimer ns
+// at [0] start, [1] x/B loaded and cumsum done, [2] chunk state done (warp 0), [3] the chunk's S
+// and the predecessor's state available, [4] state published, [5] outputs done; [6] the SM id.
 void fused_profile(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
                    uint64_t* stamps, cudaStream_t stream);
 

@@ -434,10 +434,14 @@ DUALITY_OP_CASES(ssd_fused) {
     add(fused(shape("L1000", 80, 64, 128, 1, 128, {1000}, kBF16, 162)));
     add(fused(zero(shape("L4096", 8, 64, 128, 1, 128, {4096}, kF16, 163))));
     add(fused(shape("varlen37", 16, 64, 128, 4, 128, varlen(37, 128, 164), kBF16, 164)));
+    // d_state 64 at chunk 128 (two blocks per SM): the S record outgrows B's rows there.
+    add(fused(shape("L1000", 16, 64, 64, 2, 128, {1000}, kBF16, 165)));
+    add(fused(seqref(shape("L300", 8, 80, 64, 1, 96, {300}, kF16, 166))));
     // Fast decays: the per-element form of the intra-chunk decays (the default data, Δ <= 0.1,
     // mostly takes the factored form; see ssd_fused.cu).
     add(fused(big_dt(shape("L1000", 16, 64, 128, 1, 256, {1000}, kBF16, 171))));
     add(fused(big_dt(shape("L1000", 16, 64, 128, 1, 128, {1000}, kF16, 172))));
+    add(fused(big_dt(shape("L1000", 16, 64, 128, 1, 128, {1000}, kBF16, 174))));
     add(fused(big_dt(seqref(shape("L300", 8, 80, 128, 2, 256, {300}, kBF16, 173)))));
     // Reduced-precision state slots (rounded once on write, as ssd_chunked).
     add(fused(

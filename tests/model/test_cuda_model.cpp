@@ -417,5 +417,64 @@ TEST(CudaModel, Bf16GateEpiloguesMatchTheGatedNorm) {
         }
     }
 }
+// Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) on Hopper. Two models
+// of the bundled one, the stack on and off (DUALITY_DECODE_STACK), GEMM tuning off: two sequences
+// prefilled together, then steps of both (batch 2: the kernel chain in both models) and of one
+// (batch 1: the stack in one of them), each continuing with the chain model's greedy tokens, so
+// the two models' slots go back and forth between the two paths. Every step's logits agree
+// within the bf16/f16 policy (rel-L2 <= 3e-2 / 5e-3, docs/numerics.md) with the same argmax
+// except at near-ties (top two within 2% of the logit scale), and batch-1 logits differ in some
+// bits (summation order): proof that the stack ran.
+TEST(CudaModel, DecodeStackMatchesTheKernelChain) {
+    REQUIRE_GPU();
+    for (DType dtype : {DType::kBF16, DType::kF16}) {
+        auto load = [&](const char* on) {
+            ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_DECODE_STACK", on}});
+            return Model::load(test::bundled_model_dir(), cuda_options(dtype, 2));
+        };
+        auto stack = load("1"), chain = load("0");
+        ASSERT_TRUE(stack.is_ok() && chain.is_ok()) << stack.status().message();
+        EXPECT_FALSE((*chain)->device_info().decode_stack);
+        const int64_t V = (*chain)->config().vocab_size;
+        const double max_rel = dtype == DType::kBF16 ? 3e-2 : 5e-3;
+        std::vector<std::vector<int32_t>> next = {{11, 42, 7, 1999, 5}, {300, 301, 302}};
+        bool differed = false;
+        for (int step = 0; step < 12; ++step) {
+            std::vector<SeqInput> batch;
+            for (int s = 0; s < 2; ++s)
+                if (step == 0 || step % 3 == 0 || step % 2 == s)
+                    batch.push_back({s, next[static_cast<size_t>(s)]});
+            auto a = (*stack)->step(batch);
+            auto b = (*chain)->step(batch);
+            ASSERT_TRUE(a.is_ok() && b.is_ok()) << a.status().message();
+            ASSERT_EQ(a->size(), b->size());
+            EXPECT_LE(rel_l2(*a, *b), max_rel) << dtype_name(dtype) << " step " << step;
+            if (batch.size() == 1 && step > 0) differed |= *a != *b;
+            for (size_t i = 0; i < batch.size(); ++i) {
+                const float* ra = a->data() + static_cast<int64_t>(i) * V;
+                const float* rb = b->data() + static_cast<int64_t>(i) * V;
+                float top = -INFINITY, second = -INFINITY, scale = 0.0f;
+                for (int64_t v = 0; v < V; ++v) {
+                    scale = std::max(scale, std::fabs(rb[v]));
+                    if (rb[v] > top) {
+                        second = top;
+                        top = rb[v];
+                    } else if (rb[v] > second) {
+                        second = rb[v];
+                    }
+                }
+                if (top - second > 0.02f * scale) {
+                    EXPECT_EQ(argmax(ra, V), argmax(rb, V))
+                        << dtype_name(dtype) << " step " << step;
+                }
+                next[static_cast<size_t>(batch[i].slot)] = {static_cast<int32_t>(argmax(rb, V))};
+            }
+        }
+        if ((*stack)->device_info().decode_stack) {
+            EXPECT_TRUE(differed) << dtype_name(dtype) << ": the decode stack did not run";
+        }
+    }
+}
+
 }  // namespace
 }  // namespace duality

@@ -89,6 +89,7 @@ std::string render_table(const BenchReport& r) {
             s += fmt(" of %s on the device",
                      human_bytes(static_cast<double>(r.memory_total)).c_str());
         s += "\n";
+        if (r.decode_stack) s += "decode   batch 1 as one persistent kernel (decode_stack)\n";
     }
     if (!r.prefill.empty()) {
         s += fmt("\n%-8s %6s %8s %10s %12s %9s %10s\n", "prefill", "batch", "seq_len", "ms",
@@ -157,6 +158,7 @@ std::string render_json(const BenchReport& r) {
                        {"total_bytes", r.weight_bytes + r.state_bytes + r.workspace_bytes},
                        {"device_total_bytes", r.memory_total},
                        {"n_slots", r.n_slots}};
+        j["decode_stack"] = r.decode_stack;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

@@ -37,6 +37,7 @@ struct BenchReport {
     std::string peak_source;                         // "table", "flags", "table+flags" or "" (none)
     int n_slots = 0;
     int64_t weight_bytes = 0, state_bytes = 0, workspace_bytes = 0, memory_total = 0;
+    bool decode_stack = false;  // batch-1 decode as one persistent kernel
     std::vector<PrefillResult> prefill;
     std::vector<DecodeResult> decode;
     std::vector<OpBenchRow> ops;

@@ -263,6 +263,7 @@ int run_bench(const Options& o) {
     r.weight_bytes = info.weight_bytes;
     r.state_bytes = info.state_bytes;
     r.workspace_bytes = info.workspace_bytes;
+    r.decode_stack = info.decode_stack;
     r.memory_total = info.memory_total;
     set_peaks(o, cuda, &r);
 

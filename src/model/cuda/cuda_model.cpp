@@ -342,6 +342,7 @@ class CudaModel final : public Model {
         info_.weight_bytes = static_cast<int64_t>(weights_.block.bytes());
         info_.state_bytes = static_cast<int64_t>(conv_state_.bytes() + ssm_state_.bytes());
         info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
+        info_.decode_stack = use_stack_;
         tune_gemms();
         return Status::ok();
     }
@@ -489,9 +490,63 @@ class CudaModel final : public Model {
         ws_.cu_chunks = desc_base_ + desc_.cu_chunks;
         ws_.rows = desc_base_ + desc_.rows;
         ws_.cu_prefill = desc_base_ + desc_.cu_prefill;
+        DUALITY_RETURN_IF_ERROR(layout_decode_stack());
         for (int64_t layer = 0; decode_gate_ && layer < c_.n_layer; ++layer)
             decode_gate_ = cuda::ssm_decode_gate_supported(
                 ssd_args(layer), ssd_gate(weights_.layers[static_cast<size_t>(layer)]), act_);
+        return Status::ok();
+    }
+
+    // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) where it supports
+    // the model (Hopper, f16/bf16, f32 state; DUALITY_DECODE_STACK=0 turns it off): its layer
+    // table and scratch, the rest of its arguments from the workspace.
+    Status layout_decode_stack() {
+        std::vector<cuda::StackLayer> layers;
+        for (const cuda::DeviceLayer& w : weights_.layers)
+            layers.push_back({w.norm, w.in_proj, w.in_proj_bias, w.conv_weight, w.conv_bias,
+                              w.dt_bias, w.A, w.D, w.gate_norm, w.out_proj, w.out_proj_bias});
+        cuda::DecodeStackArgs& a = stack_;
+        a.n_layer = c_.n_layer;
+        a.d_model = c_.d_model;
+        a.d_inner = c_.d_inner;
+        a.n_head = c_.n_head;
+        a.head_dim = c_.head_dim;
+        a.d_state = c_.d_state;
+        a.n_group = c_.n_group;
+        a.d_conv = c_.d_conv;
+        a.vocab_rows = c_.vocab_padded;
+        a.eps = static_cast<float>(c_.norm_eps);
+        a.dt_min = c_.dt_min;
+        a.dt_max = c_.dt_max;
+        a.embedding = weights_.embedding;
+        a.head = weights_.head;
+        a.norm_f = weights_.norm_f;
+        use_stack_ = !layers.empty() && a.head &&
+                     cuda::decode_stack_supported(a, layers, act_, opt_.state_dtype);
+        if (!use_stack_) return Status::ok();
+        const size_t table = layers.size() * sizeof(cuda::StackLayer);
+        const size_t v_bytes = static_cast<size_t>(c_.d_inner) * 4;
+        const size_t ssq_bytes = static_cast<size_t>(c_.n_head * c_.head_dim / 16) * 4;
+        DUALITY_ASSIGN_OR_RETURN(
+            stack_block_,
+            DeviceBuffer::allocate(table + v_bytes + ssq_bytes + cuda::decode_stack_sync_bytes(),
+                                   "the decode stack's buffers"));
+        char* base = stack_block_.as<char>();
+        DUALITY_CUDA_CHECK(cudaMemset(base, 0, stack_block_.bytes()));
+        cuda::upload(base, layers.data(), table);
+        a.layers = reinterpret_cast<const cuda::StackLayer*>(base);
+        a.v = reinterpret_cast<float*>(base + table);
+        a.ssq = reinterpret_cast<float*>(base + table + v_bytes);
+        a.sync = reinterpret_cast<uint32_t*>(base + table + v_bytes + ssq_bytes);
+        a.token = ws_.tokens;
+        a.slot = ws_.slots;
+        a.conv_state = conv_ptr(0);
+        a.conv_slot_stride = conv_slot_elems_;
+        a.ssm_state = reinterpret_cast<float*>(ssm_ptr(0));
+        a.ssm_slot_stride = ssm_slot_elems_;
+        a.zxbcdt = ws_.zxbcdt;
+        a.residual = ws_.residual;
+        a.logits = ws_.logits;
         return Status::ok();
     }
 
@@ -735,7 +790,17 @@ class CudaModel final : public Model {
             prefill_batch_.cu_chunks = ws_.cu_chunks;
         }
 
-        if (decode) {
+        if (decode && S == 1 && use_stack_) {
+            // Batch 1: the whole step in one persistent launch (cuda::decode_stack), captured once.
+            if (!opt_.cuda_graphs) {
+                cuda::decode_stack(stack_, act_, s);
+            } else {
+                if (!stack_graph_)
+                    stack_graph_ =
+                        cuda::Graph::capture(s, [&] { cuda::decode_stack(stack_, act_, s); });
+                stack_graph_.launch(s);
+            }
+        } else if (decode) {
             // Every row is wanted and rows are in order: the head reads the last residual
             // directly. Replay (or capture) this bucket's graph.
             if (!opt_.cuda_graphs) {
@@ -1001,6 +1066,10 @@ class CudaModel final : public Model {
     int64_t scale_parts_ = 1;   // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;     // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;     // ssd_fused's counters and flags (zeroed once)
+    bool use_stack_ = false;    // batch-1 decode passes by cuda::decode_stack
+    cuda::DecodeStackArgs stack_;  // its arguments (layout_decode_stack)
+    DeviceBuffer stack_block_;     // its layer table, v, ssq and sync words
+    cuda::Graph stack_graph_;      // its launch, captured
 };
 
 }  // namespace

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One device call for the batch-1 decode stack (cuda::decode_stack, issue 4): builds
+# duality_tests and duality only, runs its op-test cases, the CUDA model tests (batch-1 passes take
+# the stack) and the ssd_fused op cases, then batch-1 (and 8) decode benchmarks of the 130m and
+# 2.7b shapes with the stack on and off (DUALITY_DECODE_STACK=0).
+#   scripts/gpu-decode-stack.sh [tests|bench|all]     logs under $OUT (or ./gpu-out)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
+source scripts/gpu-env.sh
+nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv | tee "$OUT/gpu.txt"
+step build
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90a -DDUALITY_WERROR=OFF >"$OUT/cmake.log" 2>&1 ||
+  { tail -40 "$OUT/cmake.log"; exit 1; }
+ninja -C build-gpu -j "$(nproc)" duality_tests duality >"$OUT/build.log" 2>&1 ||
+  { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; exit 1; }
+T=build-gpu/tests/duality_tests
+if [[ "$what" == all || "$what" == tests ]]; then
+  step "decode_stack op tests"
+  timeout 120 $T --gtest_filter='*OpRegistry*decode_stack*' --gtest_brief=1 \
+    >"$OUT/stack-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure|error" "$OUT/stack-tests.log" | cut -c1-400 | head -40
+  step "CUDA model tests"
+  timeout 200 $T --gtest_filter='*Cuda*:-*OpRegistry*' --gtest_brief=1 >"$OUT/cuda-model-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|Failure|error|agree" "$OUT/cuda-model-tests.log" | cut -c1-300 | head -30
+  step "ssd_fused op tests"
+  timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 >"$OUT/ssd-fused-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure" "$OUT/ssd-fused-tests.log" | cut -c1-300 | head -20
+fi
+if [[ "$what" == all || "$what" == bench ]]; then
+  for cfg in mamba2-130m mamba2-2.7b; do
+    for on in 1 0; do
+      step "decode bench $cfg, DUALITY_DECODE_STACK=$on"
+      DUALITY_DECODE_STACK=$on timeout 150 build-gpu/duality bench --random-weights --config "$cfg" \
+        --no-prefill --decode-batches 1,8 2>&1 | tee "$OUT/bench-$cfg-stack$on.txt" | grep -E "decode|^ +[0-9]"
+    done
+  done
+fi

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One device call for the batch-1 decode stack (cuda::decode_stack, issue 4): builds
-# duality_tests and duality only, runs its op-test cases, the CUDA model tests (batch-1 passes take
-# the stack) and the ssd_fused op cases, then batch-1 (and 8) decode benchmarks of the 130m and
-# 2.7b shapes with the stack on and off (DUALITY_DECODE_STACK=0).
-#   scripts/gpu-decode-stack.sh [tests|bench|all]     logs under $OUT (or ./gpu-out)
+# duality_tests and duality only, runs its op-test cases and the CUDA model tests (batch-1 passes
+# take the stack), its timing test (time per step and per stage), then batch-1 (and 8) decode
+# benchmarks of the 130m and 2.7b shapes with the stack on and off (DUALITY_DECODE_STACK=0).
+#   scripts/gpu-decode-stack.sh [tests|timing|bench|all]     logs under $OUT (or ./gpu-out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -27,9 +27,12 @@ if [[ "$what" == all || "$what" == tests ]]; then
   step "CUDA model tests"
   timeout 200 $T --gtest_filter='*Cuda*:-*OpRegistry*' --gtest_brief=1 >"$OUT/cuda-model-tests.log" 2>&1
   echo "rc $?"; grep -E "FAILED|PASSED|Failure|error|agree" "$OUT/cuda-model-tests.log" | cut -c1-300 | head -30
-  step "ssd_fused op tests"
-  timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 >"$OUT/ssd-fused-tests.log" 2>&1
-  echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure" "$OUT/ssd-fused-tests.log" | cut -c1-300 | head -20
+fi
+if [[ "$what" == all || "$what" == bench || "$what" == timing ]]; then
+  step "decode_stack timing (stage breakdown)"
+  timeout 120 $T --gtest_also_run_disabled_tests --gtest_filter='DecodeStackTiming.*' \
+    >"$OUT/stack-timing.log" 2>&1
+  echo "rc $?"; grep -E "decode_stack|per layer|head:|stuck|Failure|error" "$OUT/stack-timing.log" | head -20
 fi
 if [[ "$what" == all || "$what" == bench ]]; then
   for cfg in mamba2-130m mamba2-2.7b; do

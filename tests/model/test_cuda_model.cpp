@@ -370,6 +370,7 @@ TEST(CudaModel, Bf16GateEpiloguesMatchTheGatedNorm) {
     constexpr int kSeqs = 64;
     auto load = [&](const char* ssd_gate, const char* decode_gate) {
         ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
+                       {"DUALITY_DECODE_STACK", "0"},  // batch-1 passes take the kernel chain
                        {"DUALITY_SSD_GATE", ssd_gate},
                        {"DUALITY_DECODE_GATE", decode_gate}});
         return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, kSeqs));

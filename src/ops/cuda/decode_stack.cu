@@ -38,7 +38,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -60,13 +62,14 @@ constexpr int kThreads = kConsumers + 32;  // + the producer warp
 constexpr int kSlotBytes = 20 * 1024;      // one ring slot: whole weight rows
 constexpr int kMaxSlots = 10;
 constexpr int kVecBytes = 20 * 1024;  // a stage's input vector (act) or stage B's B and C (f32)
-constexpr int kRedFloats = 128;       // [0, 8) sums, [32, 48) item rows, [64, 128) group scales
-constexpr int kItemRows = 16;         // stage B: rows of head_dim per item
+// Scratch floats: [0, 8) sums, [32, 96) item rows (kMaxPassItems · 16), [96, 160) group scales.
+constexpr int kRedFloats = 160;
+constexpr int kItemRows = 16;  // stage B: rows of head_dim per item
 constexpr int kMaxGroups = 64;
 
 size_t smem_bytes(int n_slot) {
     return static_cast<size_t>(n_slot) * kSlotBytes + kVecBytes + kRedFloats * 4 +
-           2 * static_cast<size_t>(n_slot) * 8;
+           2 * static_cast<size_t>(n_slot) * 8 + static_cast<size_t>(n_slot) * 4;
 }
 
 // The device code below is Hopper's (sm_90 and later); the compute_80 pass compiles an empty
@@ -79,15 +82,37 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count));
 }
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+__device__ __forceinline__ uint64_t global_ns() {
+    uint64_t t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+// A wait that has lasted for seconds is a bug (a broken barrier or ring): say where, and trap,
+// so that the launch fails instead of hanging the process.
+__device__ __noinline__ void stuck(const char* what) {
+    printf("duality: decode_stack: block %d thread %d stuck in %s\n", blockIdx.x, threadIdx.x,
+           what);
+    __trap();
+}
+constexpr uint64_t kStuckNs = 4'000'000'000ull;
+
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity, const char* what) {
     uint32_t done = 0;
-    while (!done)
+    uint64_t t0 = 0;
+    for (uint32_t spins = 0; !done; ++spins) {
         asm volatile(
             "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; "
             "selp.u32 %0, 1, 0, p; }"
             : "=r"(done)
             : "r"(smem_addr(bar)), "r"(parity)
             : "memory");
+        if (spins % 1024 == 1023) {
+            if (t0 == 0)
+                t0 = global_ns();
+            else if (global_ns() - t0 > kStuckNs)
+                stuck(what);
+        }
+    }
 }
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
     asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
@@ -124,26 +149,44 @@ __device__ __forceinline__ float consumers_sum(float v, float* red) {
 
 // All consumers of all blocks: sync[0] counts arrivals, sync[1] is the generation. The last block
 // to arrive resets the count and bumps the generation, so the words are ready for the next
-// barrier and the next launch. Writes before the barrier are visible after it (the fences of
-// cooperative groups' grid sync: bar.sync, then one thread's fence + atomic; acquire on exit).
+// barrier and the next launch. Ordering (as CUTLASS's generic barrier): bar.sync, then one
+// thread's acq_rel arrival (the arrivals form a release sequence the last one acquires), the
+// last block's release of the new generation, the others' acquire of it, bar.sync.
 __device__ __forceinline__ void grid_sync(uint32_t* sync) {
     consumers_sync();
     if (threadIdx.x == 0) {
-        volatile uint32_t* gen_p = sync + 1;
-        const uint32_t gen = *gen_p;
-        __threadfence();
-        if (atomicAdd(sync, 1u) == gridDim.x - 1) {
-            atomicExch(sync, 0u);
-            __threadfence();
-            atomicAdd(sync + 1, 1u);
+        uint32_t* gen_p = sync + 1;
+        uint32_t gen, old;
+        asm volatile("ld.relaxed.gpu.u32 %0, [%1];" : "=r"(gen) : "l"(gen_p) : "memory");
+        asm volatile("atom.acq_rel.gpu.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(sync) : "memory");
+        if (old == gridDim.x - 1) {
+            asm volatile("st.relaxed.gpu.u32 [%0], 0;" ::"l"(sync) : "memory");
+            asm volatile("red.release.gpu.add.u32 [%0], 1;" ::"l"(gen_p) : "memory");
         } else {
             uint32_t now = gen;
-            while (now == gen)
-                asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(now) : "l"(gen_p));
+            uint64_t t0 = 0;
+            for (uint32_t spins = 0; now == gen; ++spins) {
+                asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(now) : "l"(gen_p) : "memory");
+                if (spins % 1024 == 1023) {
+                    if (t0 == 0)
+                        t0 = global_ns();
+                    else if (global_ns() - t0 > kStuckNs)
+                        stuck("the grid barrier");
+                }
+            }
         }
-        __threadfence();
     }
     consumers_sync();
+}
+
+constexpr int kMaxPassItems = 4;  // stage B: items of a block loaded together (2 at d_state 256)
+static_assert(32 + kMaxPassItems * kItemRows <= 96, "item rows fit their scratch");
+
+// Stage timestamps (profile mode): thread 0 of each block, slot k of layer l.
+constexpr int kStamps = 8;
+__device__ __forceinline__ void stamp(const DecodeStackArgs& a, int64_t l, int k) {
+    if (a.profile && threadIdx.x == 0)
+        a.profile[(l * kStamps + k) * gridDim.x + blockIdx.x] = global_ns();
 }
 
 // ---- the block's share of a matrix ------------------------------------------------------------
@@ -157,7 +200,11 @@ __device__ __forceinline__ Span span_of(int64_t n, int64_t k) {
     s.r0 = n * blockIdx.x / gridDim.x;
     s.r1 = n * (blockIdx.x + 1) / gridDim.x;
     const int64_t row_bytes = k * 2;
-    s.rpp = static_cast<int>(kSlotBytes / row_bytes);
+    // Whole rows per slot, but no more than an eighth of the block's rows, so that every consumer
+    // warp gets pieces of the small matrices (the 130m's out_proj has 6 rows per block).
+    const int64_t eighth = (s.r1 - s.r0 + kConsumerWarps - 1) / kConsumerWarps;
+    s.rpp =
+        static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(kSlotBytes / row_bytes, eighth)));
     s.pieces = static_cast<int>((s.r1 - s.r0 + s.rpp - 1) / s.rpp);
     return s;
 }
@@ -175,28 +222,63 @@ __device__ __forceinline__ Plan plan_of(const DecodeStackArgs& a) {
     return p;
 }
 
-// The producer: one lane issues every piece of the block in stage order (global piece index g:
-// slot g % n_slot, its (g / n_slot)-th fill).
-__device__ void produce(const DecodeStackArgs& a, const Plan& plan, unsigned char* ring,
-                        uint64_t* full, uint64_t* empty, int n_slot) {
-    uint32_t g = 0;
-    auto issue = [&](const void* w, int64_t k, const Span& sp) {
-        const int64_t row_bytes = k * 2;
-        for (int p = 0; p < sp.pieces; ++p, ++g) {
-            const uint32_t slot = g % n_slot, round = g / n_slot;
-            if (round > 0) mbar_wait(empty + slot, (round - 1) & 1);
-            const int64_t r = sp.r0 + static_cast<int64_t>(p) * sp.rpp;
-            const int64_t rows = sp.r1 - r < sp.rpp ? sp.r1 - r : sp.rpp;
-            bulk_load(ring + static_cast<size_t>(slot) * kSlotBytes,
-                      static_cast<const char*>(w) + r * row_bytes,
-                      static_cast<uint32_t>(rows * row_bytes), full + slot);
-        }
-    };
-    for (int64_t l = 0; l < a.n_layer; ++l) {
-        issue(a.layers[l].in_proj, a.d_model, plan.in);
-        issue(a.layers[l].out_proj, a.d_inner, plan.out);
+// Piece g of the block's weight stream (in_proj and out_proj of layer 0, 1, ..., then the LM
+// head): its source and size.
+__device__ __forceinline__ void piece_at(const DecodeStackArgs& a, const Plan& plan, uint32_t g,
+                                         const char** src, uint32_t* bytes) {
+    const uint32_t layer = g / plan.per_layer, rem = g % plan.per_layer;
+    const void* w;
+    const Span* sp;
+    int64_t k, p;
+    if (layer >= a.n_layer) {
+        w = a.head;
+        sp = &plan.head;
+        k = a.d_model;
+        p = g - static_cast<uint32_t>(a.n_layer) * plan.per_layer;
+    } else if (rem < static_cast<uint32_t>(plan.in.pieces)) {
+        w = a.layers[layer].in_proj;
+        sp = &plan.in;
+        k = a.d_model;
+        p = rem;
+    } else {
+        w = a.layers[layer].out_proj;
+        sp = &plan.out;
+        k = a.d_inner;
+        p = rem - plan.in.pieces;
     }
-    issue(a.head, a.d_model, plan.head);
+    const int64_t r = sp->r0 + p * sp->rpp;
+    const int64_t rows = sp->r1 - r < sp->rpp ? sp->r1 - r : sp->rpp;
+    *src = static_cast<const char*>(w) + r * k * 2;
+    *bytes = static_cast<uint32_t>(rows * k * 2);
+}
+
+// The producer: one lane issues every piece of the block in stream order (piece g: slot
+// g % n_slot, its (g / n_slot)-th fill), and asks L2 for piece g + kL2Ahead as it issues piece g,
+// so that HBM keeps streaming while the ring is full and the consumers are in a latency-bound
+// stage.
+constexpr uint32_t kL2Ahead = 12;
+__device__ void produce(const DecodeStackArgs& a, const Plan& plan, unsigned char* ring,
+                        uint64_t* full, uint64_t* empty, volatile uint32_t* issued, int n_slot) {
+    const uint32_t total =
+        static_cast<uint32_t>(a.n_layer) * plan.per_layer + static_cast<uint32_t>(plan.head.pieces);
+    const char* src;
+    uint32_t bytes;
+    for (uint32_t g = 0; g < kL2Ahead && g < total; ++g) {
+        piece_at(a, plan, g, &src, &bytes);
+        prefetch_l2_bulk(src, bytes);
+    }
+    for (uint32_t g = 0; g < total; ++g) {
+        if (g + kL2Ahead < total) {
+            piece_at(a, plan, g + kL2Ahead, &src, &bytes);
+            prefetch_l2_bulk(src, bytes);
+        }
+        const uint32_t slot = g % n_slot, round = g / n_slot;
+        if (round > 0) mbar_wait(empty + slot, (round - 1) & 1, "the producer's wait for a slot");
+        piece_at(a, plan, g, &src, &bytes);
+        bulk_load(ring + static_cast<size_t>(slot) * kSlotBytes, src, bytes, full + slot);
+        __threadfence_block();
+        issued[slot] = round + 1;  // the slot's current phase is now this fill's
+    }
 }
 
 // 8 16-bit values (one 16-byte vector) to f32.
@@ -222,7 +304,8 @@ __device__ __forceinline__ void unpack8(const uint4& q, float (&f)[8]) {
 template <typename T, typename Epi>
 __device__ __forceinline__ void gemv(const Span& sp, int64_t k, uint32_t g_base,
                                      const unsigned char* ring, uint64_t* full, uint64_t* empty,
-                                     int n_slot, const T* vec, Epi epi) {
+                                     const volatile uint32_t* issued, int n_slot, const T* vec,
+                                     Epi epi) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int64_t row_bytes = k * 2;
     for (int p = warp; p < sp.pieces; p += kConsumerWarps) {
@@ -230,7 +313,13 @@ __device__ __forceinline__ void gemv(const Span& sp, int64_t k, uint32_t g_base,
         const int64_t r = sp.r0 + static_cast<int64_t>(p) * sp.rpp;
         const int rows = static_cast<int>(sp.r1 - r < sp.rpp ? sp.r1 - r : sp.rpp);
         const unsigned char* w = ring + static_cast<size_t>(slot) * kSlotBytes;
-        mbar_wait(full + slot, (g / n_slot) & 1);
+        // A parity wait is only meaningful for the slot's current or previous phase: the warp may
+        // get here before the producer has even issued this fill (another warp still holding the
+        // slot's previous one), and would then see the phase before as complete. So first wait
+        // until this fill is issued.
+        for (uint32_t spins = 0; issued[slot] <= g / n_slot; ++spins)
+            if (spins == (1u << 30)) stuck("a consumer's wait for a fill to be issued");
+        mbar_wait(full + slot, (g / n_slot) & 1, "a consumer's wait for weights");
         for (int r4 = 0; r4 < rows; r4 += 4) {
             float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             for (int64_t c = lane * 8; c < k; c += 256) {
@@ -258,20 +347,80 @@ __device__ __forceinline__ void gemv(const Span& sp, int64_t k, uint32_t g_base,
 }
 
 // vec = act(x · rsqrt(mean(x²) + eps) · w) over d_model, x the residual stream (the embedding row
-// before layer 0).
+// before layer 0). Every load is issued before the first sum (d_model <= 10240: at most
+// kNormVecs 4-element vectors per thread, held in registers).
+constexpr int kNormVecs = 10;
 template <typename T>
 __device__ __forceinline__ void norm_into(const DecodeStackArgs& a, const T* emb_row, bool first,
                                           const float* w, T* vec, float* red) {
-    const int64_t D = a.d_model;
-    float ss = 0.0f;
-    for (int64_t i = threadIdx.x; i < D; i += kConsumers) {
-        const float x = first ? dtype::to_f32(emb_row[i]) : __ldcg(a.residual + i);
-        ss += x * x;
+    const int64_t D4 = a.d_model / 4;
+    float4 x[kNormVecs];
+#pragma unroll
+    for (int j = 0; j < kNormVecs; ++j) {
+        const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kConsumers;
+        x[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i < D4) {
+            if (first) {
+                float f[4];
+                dtype::load<4>(emb_row + 4 * i, f);
+                x[j] = make_float4(f[0], f[1], f[2], f[3]);
+            } else {
+                x[j] = __ldcg(reinterpret_cast<const float4*>(a.residual) + i);
+            }
+        }
     }
-    const float r = rsqrtf(consumers_sum(ss, red) / static_cast<float>(D) + a.eps);
-    for (int64_t i = threadIdx.x; i < D; i += kConsumers) {
-        const float x = first ? dtype::to_f32(emb_row[i]) : __ldcg(a.residual + i);
-        vec[i] = dtype::from_f32<T>(x * r * w[i]);
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kNormVecs; ++j)
+        ss += x[j].x * x[j].x + x[j].y * x[j].y + x[j].z * x[j].z + x[j].w * x[j].w;
+    const float r = rsqrtf(consumers_sum(ss, red) / static_cast<float>(a.d_model) + a.eps);
+#pragma unroll
+    for (int j = 0; j < kNormVecs; ++j) {
+        const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kConsumers;
+        if (i < D4) {
+            const float4 wv = *reinterpret_cast<const float4*>(w + 4 * i);
+            const float o[4] = {x[j].x * r * wv.x, x[j].y * r * wv.y, x[j].z * r * wv.z,
+                                x[j].w * r * wv.w};
+            dtype::store<4>(vec + 4 * i, o);
+        }
+    }
+    consumers_sync();
+}
+
+// vec = act(v · r_g · w) over d_inner (the gated norm's output), r_g = rsqrt(mean(v²) + eps) of
+// each norm group from the items' partial sums: warp w sums the groups w, w + 8, ... (lanes over
+// the group's items), then every thread scales its 4-element vectors of v (all loaded first).
+template <typename T>
+__device__ __forceinline__ void gate_into(const DecodeStackArgs& a, const float* w, T* vec,
+                                          float* red) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t E4 = a.d_inner / 4, group_size = a.d_inner / a.n_group;
+    const int64_t items_per_group = group_size / kItemRows;
+    float4 v[kNormVecs];
+#pragma unroll
+    for (int j = 0; j < kNormVecs; ++j) {
+        const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kConsumers;
+        v[j] = i < E4 ? __ldcg(reinterpret_cast<const float4*>(a.v) + i)
+                      : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    for (int64_t g = warp; g < a.n_group; g += kConsumerWarps) {
+        float ss = 0.0f;
+        for (int64_t i = lane; i < items_per_group; i += 32)
+            ss += __ldcg(a.ssq + g * items_per_group + i);
+        ss = reduce::warp_sum(ss);
+        if (lane == 0) red[96 + g] = rsqrtf(ss / static_cast<float>(group_size) + a.eps);
+    }
+    consumers_sync();
+#pragma unroll
+    for (int j = 0; j < kNormVecs; ++j) {
+        const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kConsumers;
+        if (i < E4) {
+            const float r = red[96 + 4 * i / group_size];  // group_size % 16 == 0
+            const float4 wv = *reinterpret_cast<const float4*>(w + 4 * i);
+            const float o[4] = {v[j].x * r * wv.x, v[j].y * r * wv.y, v[j].z * r * wv.z,
+                                v[j].w * r * wv.w};
+            dtype::store<4>(vec + 4 * i, o);
+        }
     }
     consumers_sync();
 }
@@ -303,17 +452,19 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
         reinterpret_cast<float*>(smem + static_cast<size_t>(n_slot) * kSlotBytes + kVecBytes);
     uint64_t* full = reinterpret_cast<uint64_t*>(red + kRedFloats);
     uint64_t* empty = full + n_slot;
+    volatile uint32_t* issued = reinterpret_cast<volatile uint32_t*>(empty + n_slot);
     if (threadIdx.x == 0) {
         for (int i = 0; i < n_slot; ++i) {
             mbar_init(full + i, 1);
             mbar_init(empty + i, 1);
+            issued[i] = 0;  // fills issued per slot
         }
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
     __syncthreads();
     const Plan plan = plan_of(a);
     if (threadIdx.x >= kConsumers) {
-        if (threadIdx.x == kConsumers) produce(a, plan, ring, full, empty, n_slot);
+        if (threadIdx.x == kConsumers) produce(a, plan, ring, full, empty, issued, n_slot);
         return;
     }
 
@@ -326,10 +477,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
     const T* emb_row = static_cast<const T*>(a.embedding) + token * D;
     T* zx = static_cast<T*>(a.zxbcdt);
     const int64_t n_item = H * P / kItemRows, items_per_head = P / kItemRows;
-    const int64_t group_size = E / G, items_per_group = group_size / kItemRows;
     // Stage B's thread layout: 16 threads per row of an item, EPT state elements each.
     constexpr int kTpr = kConsumers / kItemRows, EPT = N / kTpr;
     static_assert(EPT % 4 == 0, "16-byte state accesses");
+    constexpr int kPassItems = N >= 256 ? 2 : kMaxPassItems;
     const int row = tid / kTpr, q = tid % kTpr;
 
     for (int64_t l = 0; l < a.n_layer; ++l) {
@@ -340,103 +491,128 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
         const uint32_t g_out = g_in + static_cast<uint32_t>(plan.in.pieces);
 
         // ---- stage A: u = norm(residual); zxbcdt = u · W_inᵀ ----
+        stamp(a, l, 0);
         // Stage B's state rows of this block, into L2 meanwhile (written by the previous step).
         for (int64_t it = blockIdx.x + static_cast<int64_t>(tid) * gridDim.x; it < n_item;
              it += static_cast<int64_t>(kConsumers) * gridDim.x)
             prefetch_l2_bulk(sst + it * kItemRows * N, kItemRows * N * 4);
         norm_into<T>(a, emb_row, l == 0, L.norm, vec, red);
-        gemv<T>(plan.in, D, g_in, ring, full, empty, n_slot, vec, [&](int64_t r, float y) {
+        stamp(a, l, 1);
+        gemv<T>(plan.in, D, g_in, ring, full, empty, issued, n_slot, vec, [&](int64_t r, float y) {
             if (L.in_proj_bias) y += L.in_proj_bias[r];
             zx[r] = dtype::from_f32<T>(y);
         });
+        stamp(a, l, 2);
         grid_sync(a.sync);
+        stamp(a, l, 3);
 
         // ---- stage B: conv1d, the SSM step, v = y·silu(z) and Σ v² per item ----
-        if (blockIdx.x < n_item) {
+        // The block's items in passes of up to kPassItems, every load of a pass issued first (the
+        // state rows, already in L2; the x channels' conv inputs; z; dt), then B and C of every
+        // group convolved into shared memory while those are in flight.
+        for (int64_t it0 = blockIdx.x; it0 < n_item; it0 += kPassItems * gridDim.x) {
+            float s[kPassItems][EPT], xw[kPassItems][4], xr[kPassItems], zr[kPassItems],
+                dr[kPassItems];
+#pragma unroll
+            for (int i = 0; i < kPassItems; ++i) {
+                const int64_t it = it0 + i * static_cast<int64_t>(gridDim.x);
+                if (it >= n_item) break;
+                const int64_t h = it / items_per_head;
+                const int64_t c = h * P + (it % items_per_head) * kItemRows + row;
+                const float* st = sst + c * N + q * EPT;
+#pragma unroll
+                for (int j = 0; j < EPT; j += 4) {
+                    const float4 v4 = __ldcg(reinterpret_cast<const float4*>(st + j));
+                    s[i][j] = v4.x;
+                    s[i][j + 1] = v4.y;
+                    s[i][j + 2] = v4.z;
+                    s[i][j + 3] = v4.w;
+                }
+#pragma unroll
+                for (int k = 0; k < 3; ++k)
+                    xw[i][k] = k < W - 1 ? __ldcg(cst + k * conv_dim + c) : 0.0f;
+                xr[i] = dtype::to_f32(__ldcg(zx + E + c));
+                zr[i] = dtype::to_f32(__ldcg(zx + c));
+                dr[i] = dtype::to_f32(__ldcg(zx + E + conv_dim + h));
+            }
             for (int64_t c2 = tid; c2 < 2 * GN; c2 += kConsumers)
                 bc[c2] = conv_out<T>(a, L, cst, conv_dim, zx, E + c2);
             consumers_sync();
-        }
-        for (int64_t it = blockIdx.x; it < n_item; it += gridDim.x) {
-            const int64_t h = it / items_per_head, g = h / (H / G);
-            const int64_t p = (it % items_per_head) * kItemRows + row, c = h * P + p;
-            float* st = sst + (h * P + p) * N + q * EPT;
-            float s[EPT];
 #pragma unroll
-            for (int j = 0; j < EPT; j += 4) {
-                const float4 v4 = __ldcg(reinterpret_cast<const float4*>(st + j));
-                s[j] = v4.x;
-                s[j + 1] = v4.y;
-                s[j + 2] = v4.z;
-                s[j + 3] = v4.w;
-            }
-            const float xv = conv_out<T>(a, L, cst, conv_dim, zx, c);
-            const float zv = dtype::to_f32(__ldcg(zx + c));
-            const float dt = dt_clamped_softplus(
-                dtype::to_f32(__ldcg(zx + E + conv_dim + h)) + L.dt_bias[h], a.dt_min, a.dt_max);
-            const float dA = expf(L.A[h] * dt), dtx = dt * xv;
-            const float* Bg = bc + g * N + q * EPT;
-            const float* Cg = bc + GN + g * N + q * EPT;
-            float dot = 0.0f;
+            for (int i = 0; i < kPassItems; ++i) {
+                const int64_t it = it0 + i * static_cast<int64_t>(gridDim.x);
+                if (it >= n_item) break;
+                const int64_t h = it / items_per_head, g = h / (H / G);
+                const int64_t c = h * P + (it % items_per_head) * kItemRows + row;
+                // x: silu(conv1d) of channel c from the loaded window, rounded to act.
+                float acc = L.conv_bias ? L.conv_bias[c] : 0.0f;
+                for (int k = 0; k < W - 1; ++k) acc = fmaf(L.conv_weight[c * W + k], xw[i][k], acc);
+                acc = fmaf(L.conv_weight[c * W + W - 1], xr[i], acc);
+                const float xv = dtype::to_f32(dtype::from_f32<T>(silu<T>(acc)));
+                const float dt = dt_clamped_softplus(dr[i] + L.dt_bias[h], a.dt_min, a.dt_max);
+                const float dA = expf(L.A[h] * dt), dtx = dt * xv;
+                const float* Bg = bc + g * N + q * EPT;
+                const float* Cg = bc + GN + g * N + q * EPT;
+                float dot = 0.0f;
 #pragma unroll
-            for (int j = 0; j < EPT; ++j) {
-                s[j] = s[j] * dA + dtx * Bg[j];
-                dot = fmaf(s[j], Cg[j], dot);
-            }
+                for (int j = 0; j < EPT; ++j) {
+                    s[i][j] = s[i][j] * dA + dtx * Bg[j];
+                    dot = fmaf(s[i][j], Cg[j], dot);
+                }
+                float* st = sst + c * N + q * EPT;
 #pragma unroll
-            for (int j = 0; j < EPT; j += 4)
-                __stcg(reinterpret_cast<float4*>(st + j),
-                       make_float4(s[j], s[j + 1], s[j + 2], s[j + 3]));
+                for (int j = 0; j < EPT; j += 4)
+                    __stcg(reinterpret_cast<float4*>(st + j),
+                           make_float4(s[i][j], s[i][j + 1], s[i][j + 2], s[i][j + 3]));
 #pragma unroll
-            for (int o = kTpr / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-            const float y = dtype::to_f32(dtype::from_f32<T>(dot + (L.D ? L.D[h] : 0.0f) * xv));
-            const float v = y * silu<T>(zv);
-            if (q == 0) {
-                a.v[c] = v;
-                red[32 + row] = v * v;
+                for (int o = kTpr / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+                const float y = dtype::to_f32(dtype::from_f32<T>(dot + (L.D ? L.D[h] : 0.0f) * xv));
+                const float v = y * silu<T>(zr[i]);
+                if (q == 0) {
+                    a.v[c] = v;
+                    red[32 + i * kItemRows + row] = v * v;
+                }
             }
             consumers_sync();
-            if (tid == 0) {
+            if (tid < kPassItems && it0 + tid * static_cast<int64_t>(gridDim.x) < n_item) {
                 float ss = 0.0f;
 #pragma unroll
-                for (int i = 0; i < kItemRows; ++i) ss += red[32 + i];
-                a.ssq[it] = ss;
+                for (int r = 0; r < kItemRows; ++r) ss += red[32 + tid * kItemRows + r];
+                a.ssq[it0 + tid * static_cast<int64_t>(gridDim.x)] = ss;
             }
             consumers_sync();  // red and bc stay until every thread is done with them
         }
+        stamp(a, l, 4);
         grid_sync(a.sync);
+        stamp(a, l, 5);
 
         // ---- stage C: the gated norm into vec; r += act(vec · W_outᵀ); conv state shifted ----
-        if (tid < G) {
-            float ss = 0.0f;
-            for (int64_t i = 0; i < items_per_group; ++i)
-                ss += __ldcg(a.ssq + tid * items_per_group + i);
-            red[64 + tid] = rsqrtf(ss / static_cast<float>(group_size) + a.eps);
-        }
-        consumers_sync();
-        for (int64_t c = tid; c < E; c += kConsumers)
-            vec[c] =
-                dtype::from_f32<T>(__ldcg(a.v + c) * red[64 + c / group_size] * L.gate_norm[c]);
-        consumers_sync();
+        gate_into<T>(a, L.gate_norm, vec, red);
         for (int64_t c = blockIdx.x * static_cast<int64_t>(kConsumers) + tid; c < conv_dim;
              c += static_cast<int64_t>(kConsumers) * gridDim.x) {
             for (int k = 0; k + 1 < W - 1; ++k)
                 cst[k * conv_dim + c] = __ldcg(cst + (k + 1) * conv_dim + c);
             cst[(W - 2) * conv_dim + c] = dtype::to_f32(__ldcg(zx + E + c));
         }
-        gemv<T>(plan.out, E, g_out, ring, full, empty, n_slot, vec, [&](int64_t r, float y) {
-            if (L.out_proj_bias) y += L.out_proj_bias[r];
-            const float h = dtype::to_f32(dtype::from_f32<T>(y));
-            const float prev = l == 0 ? dtype::to_f32(emb_row[r]) : __ldcg(a.residual + r);
-            a.residual[r] = prev + h;
-        });
+        stamp(a, l, 6);
+        gemv<T>(plan.out, E, g_out, ring, full, empty, issued, n_slot, vec,
+                [&](int64_t r, float y) {
+                    if (L.out_proj_bias) y += L.out_proj_bias[r];
+                    const float h = dtype::to_f32(dtype::from_f32<T>(y));
+                    const float prev = l == 0 ? dtype::to_f32(emb_row[r]) : __ldcg(a.residual + r);
+                    a.residual[r] = prev + h;
+                });
+        stamp(a, l, 7);
         grid_sync(a.sync);
     }
 
     // ---- stage F: logits = norm_f(residual) · W_headᵀ ----
+    stamp(a, a.n_layer, 0);
     norm_into<T>(a, emb_row, a.n_layer == 0, a.norm_f, vec, red);
+    stamp(a, a.n_layer, 1);
     gemv<T>(plan.head, D, static_cast<uint32_t>(a.n_layer) * plan.per_layer, ring, full, empty,
-            n_slot, vec, [&](int64_t r, float y) { a.logits[r] = y; });
+            issued, n_slot, vec, [&](int64_t r, float y) { a.logits[r] = y; });
+    stamp(a, a.n_layer, 2);
 #endif
 }
 
@@ -462,14 +638,18 @@ void launch(const DecodeStackArgs& a, cudaStream_t stream) {
     auto* kernel = decode_stack_kernel<T, N>;
     DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(smem)));
-    int dev = 0, sms = 0;
-    DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
-    DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    kernel<<<sms, kThreads, smem, stream>>>(a, n_slot);
+    kernel<<<decode_stack_grid(), kThreads, smem, stream>>>(a, n_slot);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
+
+int decode_stack_grid() {
+    int dev = 0, sms = 0;
+    DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
+    DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    return sms;
+}
 
 size_t decode_stack_sync_bytes() {
     return 2 * sizeof(uint32_t);

@@ -212,6 +212,9 @@ struct DecodeStackArgs {
     float* ssq = nullptr;
     float* logits = nullptr;  // {vocab_rows} f32, written
     uint32_t* sync = nullptr;
+    // Optional (timing): globaltimer stamps {n_layer + 1, 8, grid} u64 of thread 0 of every block
+    // at its stage boundaries (decode_stack.cu); grid = decode_stack_grid().
+    uint64_t* profile = nullptr;
 };
 // Whether decode_stack runs this model: Hopper code, f16/bf16 activations, f32 state, head_dim a
 // multiple of 16, d_state 64/128/256, d_conv 2-4, d_model and d_inner multiples of 8 and at most
@@ -222,6 +225,7 @@ bool decode_stack_available();
 bool decode_stack_supported(const DecodeStackArgs& a, std::span<const StackLayer> layers, DType act,
                             DType state_dtype);
 size_t decode_stack_sync_bytes();
+int decode_stack_grid();  // blocks per launch (the SM count)
 void decode_stack(const DecodeStackArgs& a, DType act, cudaStream_t stream);
 
 // Per-row sampling parameters on the device (see SamplingParams; penalties stay on the host).

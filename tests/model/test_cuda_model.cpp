@@ -370,7 +370,6 @@ TEST(CudaModel, Bf16GateEpiloguesMatchTheGatedNorm) {
     constexpr int kSeqs = 64;
     auto load = [&](const char* ssd_gate, const char* decode_gate) {
         ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
-                       {"DUALITY_DECODE_STACK", "0"},  // batch-1 passes take the kernel chain
                        {"DUALITY_SSD_GATE", ssd_gate},
                        {"DUALITY_DECODE_GATE", decode_gate}});
         return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, kSeqs));
@@ -418,8 +417,9 @@ TEST(CudaModel, Bf16GateEpiloguesMatchTheGatedNorm) {
         }
     }
 }
-// Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) on Hopper. Two models
-// of the bundled one, the stack on and off (DUALITY_DECODE_STACK), GEMM tuning off: two sequences
+// Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) on Hopper when asked to
+// (DUALITY_DECODE_STACK=1). Two models of the bundled one, the stack on and off, GEMM tuning off:
+// two sequences
 // prefilled together, then steps of both (batch 2: the kernel chain in both models) and of one
 // (batch 1: the stack in one of them), each continuing with the chain model's greedy tokens, so
 // the two models' slots go back and forth between the two paths. Every step's logits agree

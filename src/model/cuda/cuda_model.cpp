@@ -497,10 +497,14 @@ class CudaModel final : public Model {
         return Status::ok();
     }
 
-    // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) where it supports
-    // the model (Hopper, f16/bf16, f32 state; DUALITY_DECODE_STACK=0 turns it off): its layer
-    // table and scratch, the rest of its arguments from the workspace.
+    // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack), opt-in with
+    // DUALITY_DECODE_STACK=1, where it supports the model (Hopper, f16/bf16, f32 state): its layer
+    // table and scratch, the rest of its arguments from the workspace. Off by default: on an H200
+    // it is still slower than the kernel chain (130m 0.456 against 0.350 ms per step, 2.7b 4.07
+    // against 2.16 ms; docs/architecture.md, "Batch-1 decode in one launch").
     Status layout_decode_stack() {
+        const char* env = std::getenv("DUALITY_DECODE_STACK");
+        if (!env || std::string_view(env) != "1") return Status::ok();
         std::vector<cuda::StackLayer> layers;
         for (const cuda::DeviceLayer& w : weights_.layers)
             layers.push_back({w.norm, w.in_proj, w.in_proj_bias, w.conv_weight, w.conv_bias,

@@ -9,6 +9,12 @@
 // It exists because at batch 1 a step is a chain of small dependent kernels (6-7 per layer) whose
 // launch and drain latencies, not HBM, set the time: the 130m's step took 0.35 ms as kernels
 // against 0.05 ms of weight bytes (docs/architecture.md, "Batch-1 decode in one launch").
+// Status: correct (op cases, model tests) but not yet faster, so the model takes it only with
+// DUALITY_DECODE_STACK=1. H200, random bf16 weights: 130m 0.427-0.456 ms per step against the
+// chain's 0.350; 2.7b 3.96-4.07 against 2.16 ms. Per 2.7b layer (median block, µs): norm 2.1,
+// in_proj 15.4, barrier 11.1, SSM step 6.5, barrier 3.4, gate + conv 4.1, out_proj 10.4, barrier
+// 7.5: the latency-bound parts and the barrier waits (load imbalance between SMs included) are
+// far longer than the 200 KB ring hides (about 7 µs of one SM's share of HBM).
 //
 // Parallelization: one block per SM (grid = the SM count, all resident), 8 consumer warps and one
 // producer warp. The producer streams the block's rows of every weight matrix, in the order the
@@ -20,11 +26,15 @@
 // the norms, the grid barriers). A matrix's rows are split evenly over the blocks; a block's rows
 // are cut into pieces of as many whole rows as fit a 20 KB slot, and consumer warp w takes the
 // pieces w, w + 8, ... of each matrix (a GEMV piece: lanes over k in 16-byte vectors, a warp sum
-// per row). The stages are separated by grid barriers (a counter and a generation word; 3 per
-// layer). Stage B: one item per (head, 16 rows of head_dim), the block's items one after another
-// (16 threads per row, d_state / 16 state elements per thread); each block first convolves all
-// B and C channels into shared memory. The cross-block data (zxbcdt, v, the partial sums, the
-// residual, the states) is read with ld.global.cg, never from a stale L1 line.
+// per row). Since the warps take turns on the slots, a warp may reach a slot's next fill while
+// another still holds its previous one; an mbarrier parity wait then cannot tell that phase from
+// the one before it (it would pass at once), so each warp first waits for the producer's count
+// of fills issued to the slot (a shared word) and only then for the fill's parity. The stages are
+// separated by grid barriers (a counter and a generation word; 3 per layer). Stage B: one item per
+// (head, 16 rows of head_dim), the block's items one after another (16 threads per row, d_state /
+// 16 state elements per thread); each block first convolves all B and C channels into shared
+// memory. The cross-block data (zxbcdt, v, the partial sums, the residual, the states) is read with
+// ld.global.cg, never from a stale L1 line.
 //
 // Numerics: as the kernel chain it replaces, the intermediate vectors are rounded to the
 // activation dtype where that chain stores them (u, zxbcdt, the conv output, y, the gated-norm
@@ -656,8 +666,6 @@ size_t decode_stack_sync_bytes() {
 }
 
 bool decode_stack_available() {
-    if (const char* env = std::getenv("DUALITY_DECODE_STACK"); env && std::strcmp(env, "0") == 0)
-        return false;
     return pdl::runs_sm90_code() && ring_slots() > 0;
 }
 

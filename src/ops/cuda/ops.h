@@ -219,8 +219,8 @@ struct DecodeStackArgs {
 // Whether decode_stack runs this model: Hopper code, f16/bf16 activations, f32 state, head_dim a
 // multiple of 16, d_state 64/128/256, d_conv 2-4, d_model and d_inner multiples of 8 and at most
 // 10240, 2·n_group·d_state <= 5120, n_group <= 64, 16-byte aligned matrices (`layers`: the host
-// copy of a.layers). DUALITY_DECODE_STACK=0: never.
-// Whether this device runs decode_stack at all (sm_90 code, enough shared memory, not turned off).
+// copy of a.layers).
+// Whether this device runs decode_stack at all (sm_90 code, enough shared memory).
 bool decode_stack_available();
 bool decode_stack_supported(const DecodeStackArgs& a, std::span<const StackLayer> layers, DType act,
                             DType state_dtype);

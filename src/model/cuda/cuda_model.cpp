@@ -500,7 +500,7 @@ class CudaModel final : public Model {
     // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack), opt-in with
     // DUALITY_DECODE_STACK=1, where it supports the model (Hopper, f16/bf16, f32 state): its layer
     // table and scratch, the rest of its arguments from the workspace. Off by default: on an H200
-    // it is still slower than the kernel chain (130m 0.456 against 0.350 ms per step, 2.7b 4.07
+    // it is still slower than the kernel chain (130m 0.44 against 0.35 ms per step, 2.7b 2.95
     // against 2.16 ms; docs/architecture.md, "Batch-1 decode in one launch").
     Status layout_decode_stack() {
         const char* env = std::getenv("DUALITY_DECODE_STACK");

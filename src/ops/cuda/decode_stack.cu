@@ -10,10 +10,10 @@
 // launch and drain latencies, not HBM, set the time: the 130m's step took 0.35 ms as kernels
 // against 0.05 ms of weight bytes (docs/architecture.md, "Batch-1 decode in one launch").
 // Status: correct (op cases, model tests) but not yet faster, so the model takes it only with
-// DUALITY_DECODE_STACK=1. H200, random bf16 weights: 130m 0.427-0.456 ms per step against the
-// chain's 0.350; 2.7b 3.96-4.07 against 2.16 ms. Per 2.7b layer (median block, µs): norm 2.1,
-// in_proj 15.4, barrier 11.1, SSM step 6.5, barrier 3.4, gate + conv 4.1, out_proj 10.4, barrier
-// 7.5: the latency-bound parts and the barrier waits (load imbalance between SMs included) are
+// DUALITY_DECODE_STACK=1. H200, random bf16 weights (timing test): 130m 0.437 ms per step against
+// the chain's 0.348-0.353; 2.7b 2.95 against 2.16 ms. Per 2.7b layer (median block, µs): norm 2.5,
+// in_proj 12.1, barrier 6.1, SSM step 4.7, barrier 2.8, gate + conv 4.6, out_proj 7.4, barrier
+// 4.9: the latency-bound parts and the barrier waits (load imbalance between SMs included) are
 // far longer than the 200 KB ring hides (about 7 µs of one SM's share of HBM).
 //
 // Parallelization: one block per SM (grid = the SM count, all resident), 8 consumer warps and one
@@ -72,8 +72,10 @@ constexpr int kThreads = kConsumers + 32;  // + the producer warp
 constexpr int kSlotBytes = 20 * 1024;      // one ring slot: whole weight rows
 constexpr int kMaxSlots = 10;
 constexpr int kVecBytes = 20 * 1024;  // a stage's input vector (act) or stage B's B and C (f32)
-// Scratch floats: [0, 8) sums, [32, 96) item rows (kMaxPassItems · 16), [96, 160) group scales.
-constexpr int kRedFloats = 160;
+// Scratch floats: [0, 8) sums, [32, 96) item rows (kMaxPassItems · 16), [96, 160) group scales,
+// [160, 288) the residual rows of the block's out_proj rows (stage C).
+constexpr int kRedFloats = 288;
+constexpr int kResAt = 160, kResRows = 128;
 constexpr int kItemRows = 16;  // stage B: rows of head_dim per item
 constexpr int kMaxGroups = 64;
 
@@ -189,8 +191,13 @@ __device__ __forceinline__ void grid_sync(uint32_t* sync) {
     consumers_sync();
 }
 
-constexpr int kMaxPassItems = 4;  // stage B: items of a block loaded together (2 at d_state 256)
+constexpr int kMaxPassItems = 3;  // stage B: items of a block loaded together (2 at d_state 256)
 static_assert(32 + kMaxPassItems * kItemRows <= 96, "item rows fit their scratch");
+
+// Brings the line holding p (a weight, never written by a step) into L1.
+__device__ __forceinline__ void prefetch_l1(const void* p) {
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+}
 
 // Stage timestamps (profile mode): thread 0 of each block, slot k of layer l.
 constexpr int kStamps = 8;
@@ -263,23 +270,26 @@ __device__ __forceinline__ void piece_at(const DecodeStackArgs& a, const Plan& p
 }
 
 // The producer: one lane issues every piece of the block in stream order (piece g: slot
-// g % n_slot, its (g / n_slot)-th fill), and asks L2 for piece g + kL2Ahead as it issues piece g,
-// so that HBM keeps streaming while the ring is full and the consumers are in a latency-bound
-// stage.
-constexpr uint32_t kL2Ahead = 12;
+// g % n_slot, its (g / n_slot)-th fill), and asks L2 for piece g + ahead as it issues piece g
+// (DecodeStackArgs::l2_ahead, default kL2Ahead), meant to keep HBM streaming while the ring is
+// full and the consumers are in a latency-bound stage. Off by default: on an H200 the 2.7b's step
+// took 3.79 ms with 12 pieces ahead, 3.89 with 24 and 2.97 with none (the 130m's 0.43-0.44 ms
+// either way); not profiled (likely L2 thrash and the prefetches competing with the ring's copies).
+constexpr uint32_t kL2Ahead = 0;
 __device__ void produce(const DecodeStackArgs& a, const Plan& plan, unsigned char* ring,
                         uint64_t* full, uint64_t* empty, volatile uint32_t* issued, int n_slot) {
     const uint32_t total =
         static_cast<uint32_t>(a.n_layer) * plan.per_layer + static_cast<uint32_t>(plan.head.pieces);
+    const uint32_t ahead = a.l2_ahead >= 0 ? static_cast<uint32_t>(a.l2_ahead) : kL2Ahead;
     const char* src;
     uint32_t bytes;
-    for (uint32_t g = 0; g < kL2Ahead && g < total; ++g) {
+    for (uint32_t g = 0; g < ahead && g < total; ++g) {
         piece_at(a, plan, g, &src, &bytes);
         prefetch_l2_bulk(src, bytes);
     }
     for (uint32_t g = 0; g < total; ++g) {
-        if (g + kL2Ahead < total) {
-            piece_at(a, plan, g + kL2Ahead, &src, &bytes);
+        if (ahead > 0 && g + ahead < total) {
+            piece_at(a, plan, g + ahead, &src, &bytes);
             prefetch_l2_bulk(src, bytes);
         }
         const uint32_t slot = g % n_slot, round = g / n_slot;
@@ -370,6 +380,7 @@ __device__ __forceinline__ void norm_into(const DecodeStackArgs& a, const T* emb
         const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kConsumers;
         x[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (i < D4) {
+            prefetch_l1(w + 4 * i);  // read after the sum: in L1 by then
             if (first) {
                 float f[4];
                 dtype::load<4>(emb_row + 4 * i, f);
@@ -410,8 +421,11 @@ __device__ __forceinline__ void gate_into(const DecodeStackArgs& a, const float*
 #pragma unroll
     for (int j = 0; j < kNormVecs; ++j) {
         const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kConsumers;
-        v[j] = i < E4 ? __ldcg(reinterpret_cast<const float4*>(a.v) + i)
-                      : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        v[j] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i < E4) {
+            v[j] = __ldcg(reinterpret_cast<const float4*>(a.v) + i);
+            prefetch_l1(w + 4 * i);
+        }
     }
     for (int64_t g = warp; g < a.n_group; g += kConsumerWarps) {
         float ss = 0.0f;
@@ -522,7 +536,8 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
         // group convolved into shared memory while those are in flight.
         for (int64_t it0 = blockIdx.x; it0 < n_item; it0 += kPassItems * gridDim.x) {
             float s[kPassItems][EPT], xw[kPassItems][4], xr[kPassItems], zr[kPassItems],
-                dr[kPassItems];
+                dr[kPassItems], cw[kPassItems][4], cb[kPassItems], hb[kPassItems], hA[kPassItems],
+                hD[kPassItems];
 #pragma unroll
             for (int i = 0; i < kPassItems; ++i) {
                 const int64_t it = it0 + i * static_cast<int64_t>(gridDim.x);
@@ -544,6 +559,13 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
                 xr[i] = dtype::to_f32(__ldcg(zx + E + c));
                 zr[i] = dtype::to_f32(__ldcg(zx + c));
                 dr[i] = dtype::to_f32(__ldcg(zx + E + conv_dim + h));
+                // The item's weights: the x channel's taps and bias, the head's dt bias, A, D.
+#pragma unroll
+                for (int k = 0; k < 4; ++k) cw[i][k] = k < W ? L.conv_weight[c * W + k] : 0.0f;
+                cb[i] = L.conv_bias ? L.conv_bias[c] : 0.0f;
+                hb[i] = L.dt_bias[h];
+                hA[i] = L.A[h];
+                hD[i] = L.D ? L.D[h] : 0.0f;
             }
             for (int64_t c2 = tid; c2 < 2 * GN; c2 += kConsumers)
                 bc[c2] = conv_out<T>(a, L, cst, conv_dim, zx, E + c2);
@@ -555,12 +577,16 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
                 const int64_t h = it / items_per_head, g = h / (H / G);
                 const int64_t c = h * P + (it % items_per_head) * kItemRows + row;
                 // x: silu(conv1d) of channel c from the loaded window, rounded to act.
-                float acc = L.conv_bias ? L.conv_bias[c] : 0.0f;
-                for (int k = 0; k < W - 1; ++k) acc = fmaf(L.conv_weight[c * W + k], xw[i][k], acc);
-                acc = fmaf(L.conv_weight[c * W + W - 1], xr[i], acc);
+                float acc = cb[i];
+#pragma unroll
+                for (int k = 0; k < 3; ++k)
+                    if (k < W - 1) acc = fmaf(cw[i][k], xw[i][k], acc);
+#pragma unroll
+                for (int k = 1; k < 4; ++k)
+                    if (k == W - 1) acc = fmaf(cw[i][k], xr[i], acc);
                 const float xv = dtype::to_f32(dtype::from_f32<T>(silu<T>(acc)));
-                const float dt = dt_clamped_softplus(dr[i] + L.dt_bias[h], a.dt_min, a.dt_max);
-                const float dA = expf(L.A[h] * dt), dtx = dt * xv;
+                const float dt = dt_clamped_softplus(dr[i] + hb[i], a.dt_min, a.dt_max);
+                const float dA = expf(hA[i] * dt), dtx = dt * xv;
                 const float* Bg = bc + g * N + q * EPT;
                 const float* Cg = bc + GN + g * N + q * EPT;
                 float dot = 0.0f;
@@ -576,7 +602,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
                            make_float4(s[i][j], s[i][j + 1], s[i][j + 2], s[i][j + 3]));
 #pragma unroll
                 for (int o = kTpr / 2; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-                const float y = dtype::to_f32(dtype::from_f32<T>(dot + (L.D ? L.D[h] : 0.0f) * xv));
+                const float y = dtype::to_f32(dtype::from_f32<T>(dot + hD[i] * xv));
                 const float v = y * silu<T>(zr[i]);
                 if (q == 0) {
                     a.v[c] = v;
@@ -597,6 +623,12 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
         stamp(a, l, 5);
 
         // ---- stage C: the gated norm into vec; r += act(vec · W_outᵀ); conv state shifted ----
+        // The block's out_proj rows of the residual (the embedding's before layer 0), loaded
+        // with the gate's inputs so that out_proj's epilogue does not wait for them.
+        for (int64_t i = tid; i < plan.out.r1 - plan.out.r0 && i < kResRows; i += kConsumers) {
+            const int64_t r = plan.out.r0 + i;
+            red[kResAt + i] = l == 0 ? dtype::to_f32(emb_row[r]) : __ldcg(a.residual + r);
+        }
         gate_into<T>(a, L.gate_norm, vec, red);
         for (int64_t c = blockIdx.x * static_cast<int64_t>(kConsumers) + tid; c < conv_dim;
              c += static_cast<int64_t>(kConsumers) * gridDim.x) {
@@ -609,7 +641,10 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
                 [&](int64_t r, float y) {
                     if (L.out_proj_bias) y += L.out_proj_bias[r];
                     const float h = dtype::to_f32(dtype::from_f32<T>(y));
-                    const float prev = l == 0 ? dtype::to_f32(emb_row[r]) : __ldcg(a.residual + r);
+                    const int64_t i = r - plan.out.r0;
+                    const float prev = i < kResRows ? red[kResAt + i]
+                                       : l == 0     ? dtype::to_f32(emb_row[r])
+                                                    : __ldcg(a.residual + r);
                     a.residual[r] = prev + h;
                 });
         stamp(a, l, 7);

@@ -215,6 +215,7 @@ struct DecodeStackArgs {
     // Optional (timing): globaltimer stamps {n_layer + 1, 8, grid} u64 of thread 0 of every block
     // at its stage boundaries (decode_stack.cu); grid = decode_stack_grid().
     uint64_t* profile = nullptr;
+    int l2_ahead = -1;  // weight pieces asked of L2 ahead of the ring (-1: the kernel's default)
 };
 // Whether decode_stack runs this model: Hopper code, f16/bf16 activations, f32 state, head_dim a
 // multiple of 16, d_state 64/128/256, d_conv 2-4, d_model and d_inner multiples of 8 and at most

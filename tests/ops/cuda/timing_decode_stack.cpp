@@ -101,22 +101,29 @@ TEST(DecodeStackTiming, DISABLED_ModelShapes) {
         a.logits = logits.as<float>();
         a.sync = sync.as<uint32_t>();
         ASSERT_TRUE(cuda::decode_stack_supported(a, layers, act, DType::kF32));
-        for (int i = 0; i < 3; ++i) cuda::decode_stack(a, act, nullptr);
-        DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
         cudaEvent_t e0, e1;
         DUALITY_CUDA_CHECK(cudaEventCreate(&e0));
         DUALITY_CUDA_CHECK(cudaEventCreate(&e1));
-        constexpr int kIters = 20;
-        DUALITY_CUDA_CHECK(cudaEventRecord(e0));
-        for (int i = 0; i < kIters; ++i) cuda::decode_stack(a, act, nullptr);
-        DUALITY_CUDA_CHECK(cudaEventRecord(e1));
-        DUALITY_CUDA_CHECK(cudaEventSynchronize(e1));
-        float ms = 0;
-        DUALITY_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        ms /= kIters;
         const double bytes = 2.0 * (L * (n_in * D + D * E) + sh.vocab * D);
-        std::printf("decode_stack %s: %.3f ms per step, %.0f GB/s of weights (%d blocks)\n",
-                    sh.name, ms, bytes / (ms * 1e-3) / 1e9, grid);
+        // The default, then other distances of the producer's L2 requests ahead of its ring.
+        for (int ahead : {-1, 4, 12}) {
+            a.l2_ahead = ahead;
+            for (int i = 0; i < 3; ++i) cuda::decode_stack(a, act, nullptr);
+            DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+            constexpr int kIters = 20;
+            DUALITY_CUDA_CHECK(cudaEventRecord(e0));
+            for (int i = 0; i < kIters; ++i) cuda::decode_stack(a, act, nullptr);
+            DUALITY_CUDA_CHECK(cudaEventRecord(e1));
+            DUALITY_CUDA_CHECK(cudaEventSynchronize(e1));
+            float ms = 0;
+            DUALITY_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+            ms /= kIters;
+            std::printf(
+                "decode_stack %s (L2 ahead %d): %.3f ms per step, %.0f GB/s of weights (%d "
+                "blocks)\n",
+                sh.name, ahead, ms, bytes / (ms * 1e-3) / 1e9, grid);
+        }
+        a.l2_ahead = -1;
 
         a.profile = prof.as<uint64_t>();
         cuda::decode_stack(a, act, nullptr);

@@ -10,13 +10,8 @@ OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
 source scripts/gpu-env.sh
-nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv | tee "$OUT/gpu.txt"
 step build
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_CUDA=ON \
-  -DCMAKE_CUDA_ARCHITECTURES=90a -DDUALITY_WERROR=OFF >"$OUT/cmake.log" 2>&1 ||
-  { tail -40 "$OUT/cmake.log"; exit 1; }
-ninja -C build-gpu -j "$(nproc)" duality_tests duality >"$OUT/build.log" 2>&1 ||
-  { grep -E "error|Error" -A3 "$OUT/build.log" | head -60; exit 1; }
+gpu_build_sm90a "$OUT" duality_tests duality
 T=build-gpu/tests/duality_tests
 if [[ "$what" == all || "$what" == tests ]]; then
   step "SSD op tests"

@@ -505,10 +505,7 @@ class CudaModel final : public Model {
     Status layout_decode_stack() {
         const char* env = std::getenv("DUALITY_DECODE_STACK");
         if (!env || std::string_view(env) != "1") return Status::ok();
-        std::vector<cuda::StackLayer> layers;
-        for (const cuda::DeviceLayer& w : weights_.layers)
-            layers.push_back({w.norm, w.in_proj, w.in_proj_bias, w.conv_weight, w.conv_bias,
-                              w.dt_bias, w.A, w.D, w.gate_norm, w.out_proj, w.out_proj_bias});
+        const std::vector<cuda::DeviceLayer>& layers = weights_.layers;
         cuda::DecodeStackArgs& a = stack_;
         a.n_layer = c_.n_layer;
         a.d_model = c_.d_model;
@@ -528,7 +525,7 @@ class CudaModel final : public Model {
         use_stack_ = !layers.empty() && a.head &&
                      cuda::decode_stack_supported(a, layers, act_, opt_.state_dtype);
         if (!use_stack_) return Status::ok();
-        const size_t table = layers.size() * sizeof(cuda::StackLayer);
+        const size_t table = layers.size() * sizeof(cuda::DeviceLayer);
         const size_t v_bytes = static_cast<size_t>(c_.d_inner) * 4;
         const size_t ssq_bytes = static_cast<size_t>(c_.n_head * c_.head_dim / 16) * 4;
         DUALITY_ASSIGN_OR_RETURN(
@@ -538,7 +535,7 @@ class CudaModel final : public Model {
         char* base = stack_block_.as<char>();
         DUALITY_CUDA_CHECK(cudaMemset(base, 0, stack_block_.bytes()));
         cuda::upload(base, layers.data(), table);
-        a.layers = reinterpret_cast<const cuda::StackLayer*>(base);
+        a.layers = reinterpret_cast<const cuda::DeviceLayer*>(base);
         a.v = reinterpret_cast<float*>(base + table);
         a.ssq = reinterpret_cast<float*>(base + table + v_bytes);
         a.sync = reinterpret_cast<uint32_t*>(base + table + v_bytes + ssq_bytes);

@@ -9,22 +9,11 @@
 #include "core/cuda/device_buffer.h"
 #include "duality/config.h"
 #include "model/weights.h"
+#include "ops/cuda/ops.h"
 
 namespace duality::cuda {
 
-struct DeviceLayer {
-    const float* norm = nullptr;           // {d_model}
-    const void* in_proj = nullptr;         // {d_in_proj, d_model} act
-    const float* in_proj_bias = nullptr;   // {d_in_proj} or null
-    const float* conv_weight = nullptr;    // {conv_dim, d_conv}
-    const float* conv_bias = nullptr;      // {conv_dim} or null
-    const float* dt_bias = nullptr;        // {n_head}
-    const float* A = nullptr;              // {n_head}: -exp(A_log)
-    const float* D = nullptr;              // {n_head}
-    const float* gate_norm = nullptr;      // {d_inner}
-    const void* out_proj = nullptr;        // {d_model, d_inner} act
-    const float* out_proj_bias = nullptr;  // {d_model} or null
-};
+// DeviceLayer (one layer's pointers into the block): ops/cuda/ops.h.
 
 struct DeviceWeights {
     DeviceBuffer block;

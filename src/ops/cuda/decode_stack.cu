@@ -75,7 +75,6 @@ constexpr int kVecBytes = 20 * 1024;  // a stage's input vector (act) or stage B
 // Scratch floats: [0, 8) sums, [32, 96) item rows (kMaxPassItems · 16), [96, 160) group scales,
 // [160, 288) the residual rows of the block's out_proj rows (stage C).
 constexpr int kRedFloats = 288;
-constexpr int kResAt = 160, kResRows = 128;
 constexpr int kItemRows = 16;  // stage B: rows of head_dim per item
 constexpr int kMaxGroups = 64;
 
@@ -191,6 +190,7 @@ __device__ __forceinline__ void grid_sync(uint32_t* sync) {
     consumers_sync();
 }
 
+constexpr int kResAt = 160, kResRows = 128;  // stage C's residual rows in the scratch floats
 constexpr int kMaxPassItems = 3;  // stage B: items of a block loaded together (2 at d_state 256)
 static_assert(32 + kMaxPassItems * kItemRows <= 96, "item rows fit their scratch");
 
@@ -452,7 +452,7 @@ __device__ __forceinline__ void gate_into(const DecodeStackArgs& a, const float*
 // silu(conv1d) of conv channel c for this step: the W-1 older raw rows from the conv state
 // (oldest first), the new raw row from zxbcdt (xBC starts at column d_inner); rounded to act.
 template <typename T>
-__device__ __forceinline__ float conv_out(const DecodeStackArgs& a, const StackLayer& L,
+__device__ __forceinline__ float conv_out(const DecodeStackArgs& a, const DeviceLayer& L,
                                           const float* cst, int64_t conv_dim, const T* zx,
                                           int64_t c) {
     const int W = static_cast<int>(a.d_conv);
@@ -508,7 +508,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
     const int row = tid / kTpr, q = tid % kTpr;
 
     for (int64_t l = 0; l < a.n_layer; ++l) {
-        const StackLayer& L = a.layers[l];
+        const DeviceLayer& L = a.layers[l];
         float* cst = a.conv_state + slot * a.conv_slot_stride + l * (W - 1) * conv_dim;
         float* sst = a.ssm_state + slot * a.ssm_slot_stride + l * H * P * N;
         const uint32_t g_in = static_cast<uint32_t>(l) * plan.per_layer;
@@ -704,8 +704,8 @@ bool decode_stack_available() {
     return pdl::runs_sm90_code() && ring_slots() > 0;
 }
 
-bool decode_stack_supported(const DecodeStackArgs& a, std::span<const StackLayer> layers, DType act,
-                            DType state_dtype) {
+bool decode_stack_supported(const DecodeStackArgs& a, std::span<const DeviceLayer> layers,
+                            DType act, DType state_dtype) {
     if ((act != DType::kBF16 && act != DType::kF16) || state_dtype != DType::kF32) return false;
     if (!decode_stack_available()) return false;
     if (a.d_state != 64 && a.d_state != 128 && a.d_state != 256) return false;
@@ -718,7 +718,7 @@ bool decode_stack_supported(const DecodeStackArgs& a, std::span<const StackLayer
     if (!aligned16(a.head) || !aligned16(a.embedding) ||
         static_cast<int64_t>(layers.size()) != a.n_layer)
         return false;
-    for (const StackLayer& L : layers) {
+    for (const DeviceLayer& L : layers) {
         if (!aligned16(L.in_proj) || !aligned16(L.out_proj) || !L.norm || !L.conv_weight ||
             !L.dt_bias || !L.A || !L.gate_norm)
             return false;

@@ -172,12 +172,10 @@ bool ssm_decode_gate_supported(const SsdArgs& a, const SsdGate& gate, DType act)
 // Partial sums per head the decode gate writes: head_dim / 16.
 int64_t ssm_decode_gate_parts(int64_t head_dim);
 
-// A whole batch-1 decode step in one persistent launch (decode_stack.cu): every layer (norm,
-// in_proj, conv1d, the SSM step, gated norm, out_proj, residual) and the final norm + LM head,
-// for the one token *token of the sequence in slot *slot (both read on the device, so a captured
-// graph serves every step). Conv and SSM states are updated in place; logits {vocab_rows} f32.
-struct StackLayer {               // one layer's weights (model/cuda/device_weights.h's DeviceLayer)
-    const float* norm = nullptr;  // {d_model}
+// One layer's weights on the device (the model's DeviceWeights::layers; decode_stack's layer
+// table).
+struct DeviceLayer {
+    const float* norm = nullptr;           // {d_model}
     const void* in_proj = nullptr;         // {d_in_proj, d_model} act
     const float* in_proj_bias = nullptr;   // {d_in_proj} or null
     const float* conv_weight = nullptr;    // {conv_dim, d_conv}
@@ -189,17 +187,22 @@ struct StackLayer {               // one layer's weights (model/cuda/device_weig
     const void* out_proj = nullptr;        // {d_model, d_inner} act
     const float* out_proj_bias = nullptr;  // {d_model} or null
 };
+
+// A whole batch-1 decode step in one persistent launch (decode_stack.cu): every layer (norm,
+// in_proj, conv1d, the SSM step, gated norm, out_proj, residual) and the final norm + LM head,
+// for the one token *token of the sequence in slot *slot (both read on the device, so a captured
+// graph serves every step). Conv and SSM states are updated in place; logits {vocab_rows} f32.
 struct DecodeStackArgs {
     int64_t n_layer = 0, d_model = 0, d_inner = 0, n_head = 0, head_dim = 0, d_state = 0;
     int64_t n_group = 1, d_conv = 4, vocab_rows = 0;  // vocab_rows: the head's rows (padded)
     float eps = 1e-5f, dt_min = 0.0f, dt_max = 0.0f;
-    const StackLayer* layers = nullptr;  // {n_layer}, in device memory
-    const void* embedding = nullptr;     // {vocab_rows, d_model} act
-    const void* head = nullptr;          // {vocab_rows, d_model} act
-    const float* norm_f = nullptr;       // {d_model}
-    const int32_t* token = nullptr;      // device: the token
-    const int32_t* slot = nullptr;       // device: its state slot
-    float* conv_state = nullptr;         // per slot {n_layer, d_conv - 1, conv_dim} f32
+    const DeviceLayer* layers = nullptr;  // {n_layer}, in device memory
+    const void* embedding = nullptr;      // {vocab_rows, d_model} act
+    const void* head = nullptr;           // {vocab_rows, d_model} act
+    const float* norm_f = nullptr;        // {d_model}
+    const int32_t* token = nullptr;       // device: the token
+    const int32_t* slot = nullptr;        // device: its state slot
+    float* conv_state = nullptr;          // per slot {n_layer, d_conv - 1, conv_dim} f32
     int64_t conv_slot_stride = 0;
     float* ssm_state = nullptr;  // per slot {n_layer, n_head, head_dim, d_state} f32
     int64_t ssm_slot_stride = 0;
@@ -223,8 +226,8 @@ struct DecodeStackArgs {
 // copy of a.layers).
 // Whether this device runs decode_stack at all (sm_90 code, enough shared memory).
 bool decode_stack_available();
-bool decode_stack_supported(const DecodeStackArgs& a, std::span<const StackLayer> layers, DType act,
-                            DType state_dtype);
+bool decode_stack_supported(const DecodeStackArgs& a, std::span<const DeviceLayer> layers,
+                            DType act, DType state_dtype);
 size_t decode_stack_sync_bytes();
 int decode_stack_grid();  // blocks per launch (the SM count)
 void decode_stack(const DecodeStackArgs& a, DType act, cudaStream_t stream);

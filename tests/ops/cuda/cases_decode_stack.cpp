@@ -101,12 +101,12 @@ void stack_case(const StackShape& sh, DType act, uint32_t seed) {
                  keep.push_back(upload_as(act, v));
                  return keep.back().data();
              };
-             std::vector<cuda::StackLayer> layers;
+             std::vector<cuda::DeviceLayer> layers;
              for (const HostLayer& w : hl)
                  layers.push_back({f32(w.norm), actbuf(w.in_proj), f32(w.in_bias), f32(w.conv_w),
                                    f32(w.conv_b), f32(w.dt_bias), f32(w.A), f32(w.D),
                                    f32(w.gate_norm), actbuf(w.out_proj), f32(w.out_bias)});
-             cuda::DeviceBuffer d_layers(layers.size() * sizeof(cuda::StackLayer));
+             cuda::DeviceBuffer d_layers(layers.size() * sizeof(cuda::DeviceLayer));
              cuda::upload(d_layers.data(), layers.data(), d_layers.bytes());
              cuda::DecodeStackArgs a;
              a.n_layer = L;
@@ -121,7 +121,7 @@ void stack_case(const StackShape& sh, DType act, uint32_t seed) {
              a.eps = 1e-5f;
              a.dt_min = 0.001f;
              a.dt_max = 0.5f;
-             a.layers = d_layers.as<cuda::StackLayer>();
+             a.layers = d_layers.as<cuda::DeviceLayer>();
              a.embedding = actbuf(emb);
              a.head = actbuf(head);
              a.norm_f = f32(norm_f);

@@ -52,14 +52,14 @@ TEST(DecodeStackTiming, DISABLED_ModelShapes) {
         cuda::DeviceBuffer Dv = f32(L * H, 0.5f, 1.5f), gate = f32(L * E, 0.9f, 1.1f);
         cuda::DeviceBuffer emb = bf16(sh.vocab * D, 1.0f), head = bf16(sh.vocab * D, 0.02f);
         cuda::DeviceBuffer norm_f = f32(D, 0.9f, 1.1f);
-        std::vector<cuda::StackLayer> layers;
+        std::vector<cuda::DeviceLayer> layers;
         for (int64_t l = 0; l < L; ++l)
             layers.push_back({norm.as<float>() + l * D, in_proj.as<char>() + l * n_in * D * 2,
                               nullptr, conv_w.as<float>() + l * conv_dim * W, nullptr,
                               dt_bias.as<float>() + l * H, A.as<float>() + l * H,
                               Dv.as<float>() + l * H, gate.as<float>() + l * E,
                               out_proj.as<char>() + l * D * E * 2, nullptr});
-        cuda::DeviceBuffer d_layers(layers.size() * sizeof(cuda::StackLayer));
+        cuda::DeviceBuffer d_layers(layers.size() * sizeof(cuda::DeviceLayer));
         cuda::upload(d_layers.data(), layers.data(), d_layers.bytes());
         cuda::DeviceBuffer conv_state(static_cast<size_t>(L * (W - 1) * conv_dim) * 4);
         cuda::DeviceBuffer ssm_state(static_cast<size_t>(L * H * P * N) * 4);
@@ -86,7 +86,7 @@ TEST(DecodeStackTiming, DISABLED_ModelShapes) {
         a.vocab_rows = sh.vocab;
         a.dt_min = 0.001f;
         a.dt_max = 0.5f;
-        a.layers = d_layers.as<cuda::StackLayer>();
+        a.layers = d_layers.as<cuda::DeviceLayer>();
         a.embedding = emb.data();
         a.head = head.data();
         a.norm_f = norm_f.as<float>();

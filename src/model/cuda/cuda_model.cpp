@@ -522,23 +522,6 @@ class CudaModel final : public Model {
         a.embedding = weights_.embedding;
         a.head = weights_.head;
         a.norm_f = weights_.norm_f;
-        use_stack_ = !layers.empty() && a.head &&
-                     cuda::decode_stack_supported(a, layers, act_, opt_.state_dtype);
-        if (!use_stack_) return Status::ok();
-        const size_t table = layers.size() * sizeof(cuda::DeviceLayer);
-        const size_t v_bytes = static_cast<size_t>(c_.d_inner) * 4;
-        const size_t ssq_bytes = static_cast<size_t>(c_.n_head * c_.head_dim / 16) * 4;
-        DUALITY_ASSIGN_OR_RETURN(
-            stack_block_,
-            DeviceBuffer::allocate(table + v_bytes + ssq_bytes + cuda::decode_stack_sync_bytes(),
-                                   "the decode stack's buffers"));
-        char* base = stack_block_.as<char>();
-        DUALITY_CUDA_CHECK(cudaMemset(base, 0, stack_block_.bytes()));
-        cuda::upload(base, layers.data(), table);
-        a.layers = reinterpret_cast<const cuda::DeviceLayer*>(base);
-        a.v = reinterpret_cast<float*>(base + table);
-        a.ssq = reinterpret_cast<float*>(base + table + v_bytes);
-        a.sync = reinterpret_cast<uint32_t*>(base + table + v_bytes + ssq_bytes);
         a.token = ws_.tokens;
         a.slot = ws_.slots;
         a.conv_state = conv_ptr(0);
@@ -548,6 +531,26 @@ class CudaModel final : public Model {
         a.zxbcdt = ws_.zxbcdt;
         a.residual = ws_.residual;
         a.logits = ws_.logits;
+        if (layers.empty() || !a.head) return Status::ok();
+        // The layer table, rounded up so that v and ssq after it are 256-byte aligned (v is read
+        // as float4; 88-byte entries would leave it 8 bytes off for an odd layer count).
+        const size_t table_bytes = layers.size() * sizeof(cuda::DeviceLayer);
+        const size_t table = (table_bytes + 255) / 256 * 256;
+        const size_t v_bytes = (static_cast<size_t>(c_.d_inner) * 4 + 255) / 256 * 256;
+        const size_t ssq_bytes = static_cast<size_t>(c_.n_head * c_.head_dim / 16) * 4;
+        DUALITY_ASSIGN_OR_RETURN(
+            stack_block_,
+            DeviceBuffer::allocate(table + v_bytes + ssq_bytes + cuda::decode_stack_sync_bytes(),
+                                   "the decode stack's buffers"));
+        char* base = stack_block_.as<char>();
+        DUALITY_CUDA_CHECK(cudaMemset(base, 0, stack_block_.bytes()));
+        cuda::upload(base, layers.data(), table_bytes);
+        a.layers = reinterpret_cast<const cuda::DeviceLayer*>(base);
+        a.v = reinterpret_cast<float*>(base + table);
+        a.ssq = reinterpret_cast<float*>(base + table + v_bytes);
+        a.sync = reinterpret_cast<uint32_t*>(base + table + v_bytes + ssq_bytes);
+        use_stack_ = cuda::decode_stack_supported(a, layers, act_, opt_.state_dtype);
+        if (!use_stack_) stack_block_ = DeviceBuffer{};  // not used: give it back
         return Status::ok();
     }
 

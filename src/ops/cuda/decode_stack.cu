@@ -24,27 +24,40 @@
 // of the consumers by the ring's size (200 KB on Hopper) and never waits for a grid barrier, so
 // HBM keeps streaming weights while the consumers sit in the latency-bound parts (the SSM step,
 // the norms, the grid barriers). A matrix's rows are split evenly over the blocks; a block's rows
-// are cut into pieces of as many whole rows as fit a 20 KB slot, and consumer warp w takes the
+// are cut into pieces of as many whole rows as fit a 20 KB slot (at most an eighth of the block's
+// rows, so that every warp gets pieces of the small matrices), and consumer warp w takes the
 // pieces w, w + 8, ... of each matrix (a GEMV piece: lanes over k in 16-byte vectors, a warp sum
 // per row). Since the warps take turns on the slots, a warp may reach a slot's next fill while
 // another still holds its previous one; an mbarrier parity wait then cannot tell that phase from
 // the one before it (it would pass at once), so each warp first waits for the producer's count
 // of fills issued to the slot (a shared word) and only then for the fill's parity. The stages are
 // separated by grid barriers (a counter and a generation word; 3 per layer). Stage B: one item per
-// (head, 16 rows of head_dim), the block's items one after another (16 threads per row, d_state /
-// 16 state elements per thread); each block first convolves all B and C channels into shared
-// memory. The cross-block data (zxbcdt, v, the partial sums, the residual, the states) is read with
-// ld.global.cg, never from a stale L1 line.
+// (head, 16 rows of head_dim), a block's items in passes of up to 3 (2 at d_state 256; 16 threads
+// per row, d_state / 16 state elements per thread), every load of a pass issued first; each pass
+// also convolves all B and C channels into shared memory (the same values every pass: only
+// models with more than 3 items per block, such as Codestral's 512 on 132 SMs, repeat it). The
+// cross-block data (zxbcdt, v, the partial sums, the residual, the states) is read with
+// ld.global.cg (volatile asm, so it stays after the barrier), never from a stale L1 line. Every
+// wait has a watchdog: 4 s in an mbarrier or grid-barrier wait, 2^30 spins in the wait for a fill
+// to be issued, then a message naming the wait and a trap (a broken launch, not a hung process;
+// a debugger or compute-sanitizer can trip it).
 //
 // Numerics: as the kernel chain it replaces, the intermediate vectors are rounded to the
 // activation dtype where that chain stores them (u, zxbcdt, the conv output, y, the gated-norm
 // output, out_proj's output before it joins the f32 residual); sums are f32 in a fixed order, so
-// results are deterministic. State f32 only.
+// results are deterministic. SiLU is activation.cuh's fast form, the norms use rsqrtf, the gated
+// norm's group sums are two-level (16-row partials, then lanes). Biases (rare in Mamba-2) are added
+// in f32 before the one rounding, where the chain rounds the GEMM output, adds the bias and
+// rounds again (up to one act ulp apart). State f32 only.
 //
 // Limits (decode_stack_supported): Hopper code (sm_90: bulk copies, mbarriers), f16/bf16
 // activations, f32 state, head_dim a multiple of 16, d_state 64/128/256, d_conv 2-4, at most 64
 // norm groups, rows of at most 20 KB (d_model, d_inner <= 10240), 2·n_group·d_state <= 5120,
-// 16-byte aligned matrices. One launch at a time per sync buffer.
+// 16-byte aligned matrices, norm weights, residual, v, SSM state and slot stride (float4
+// accesses). One launch at a time per sync buffer. The grid is the SM count with one block per SM
+// and is not a cooperative launch: every block must be resident at once, so no other kernel that
+// holds SMs while waiting on other blocks may run beside it (decode_stack_available checks that
+// one block fits an SM; MPS or green-context SM limits are not detected).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -194,6 +207,18 @@ constexpr int kResAt = 160, kResRows = 128;  // stage C's residual rows in the s
 constexpr int kMaxPassItems = 3;  // stage B: items of a block loaded together (2 at d_state 256)
 static_assert(32 + kMaxPassItems * kItemRows <= 96, "item rows fit their scratch");
 
+// A 16-bit act value written by another block in an earlier stage, read from L2 (ld.global.cg).
+// CUDA's __ldcg overloads for __half and __nv_bfloat16 are asm without `volatile` or a memory
+// clobber, which the compiler may move across the grid barrier; the unsigned short one is not.
+template <typename T>
+__device__ __forceinline__ float ld_cg(const T* p) {
+    const unsigned short bits = __ldcg(reinterpret_cast<const unsigned short*>(p));
+    if constexpr (std::is_same_v<T, __nv_bfloat16>)
+        return __bfloat162float(__ushort_as_bfloat16(bits));
+    else
+        return __half2float(__ushort_as_half(bits));
+}
+
 // Brings the line holding p (a weight, never written by a step) into L1.
 __device__ __forceinline__ void prefetch_l1(const void* p) {
     asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
@@ -273,8 +298,9 @@ __device__ __forceinline__ void piece_at(const DecodeStackArgs& a, const Plan& p
 // g % n_slot, its (g / n_slot)-th fill), and asks L2 for piece g + ahead as it issues piece g
 // (DecodeStackArgs::l2_ahead, default kL2Ahead), meant to keep HBM streaming while the ring is
 // full and the consumers are in a latency-bound stage. Off by default: on an H200 the 2.7b's step
-// took 3.79 ms with 12 pieces ahead, 3.89 with 24 and 2.97 with none (the 130m's 0.43-0.44 ms
-// either way); not profiled (likely L2 thrash and the prefetches competing with the ring's copies).
+// took 3.79 ms with 12 pieces ahead, 3.89 with 24, 2.91 with 4 and 2.95 with none (the 130m's
+// 0.42-0.44 ms throughout); not profiled (likely L2 thrash, and the prefetches competing with the
+// ring's copies).
 constexpr uint32_t kL2Ahead = 0;
 __device__ void produce(const DecodeStackArgs& a, const Plan& plan, unsigned char* ring,
                         uint64_t* full, uint64_t* empty, volatile uint32_t* issued, int n_slot) {
@@ -459,7 +485,7 @@ __device__ __forceinline__ float conv_out(const DecodeStackArgs& a, const Device
     float acc = L.conv_bias ? L.conv_bias[c] : 0.0f;
     for (int k = 0; k < W - 1; ++k)
         acc = fmaf(L.conv_weight[c * W + k], __ldcg(cst + k * conv_dim + c), acc);
-    acc = fmaf(L.conv_weight[c * W + W - 1], dtype::to_f32(__ldcg(zx + a.d_inner + c)), acc);
+    acc = fmaf(L.conv_weight[c * W + W - 1], ld_cg(zx + a.d_inner + c), acc);
     return dtype::to_f32(dtype::from_f32<T>(silu<T>(acc)));
 }
 
@@ -556,9 +582,9 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
 #pragma unroll
                 for (int k = 0; k < 3; ++k)
                     xw[i][k] = k < W - 1 ? __ldcg(cst + k * conv_dim + c) : 0.0f;
-                xr[i] = dtype::to_f32(__ldcg(zx + E + c));
-                zr[i] = dtype::to_f32(__ldcg(zx + c));
-                dr[i] = dtype::to_f32(__ldcg(zx + E + conv_dim + h));
+                xr[i] = ld_cg(zx + E + c);
+                zr[i] = ld_cg(zx + c);
+                dr[i] = ld_cg(zx + E + conv_dim + h);
                 // The item's weights: the x channel's taps and bias, the head's dt bias, A, D.
 #pragma unroll
                 for (int k = 0; k < 4; ++k) cw[i][k] = k < W ? L.conv_weight[c * W + k] : 0.0f;
@@ -634,7 +660,7 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
              c += static_cast<int64_t>(kConsumers) * gridDim.x) {
             for (int k = 0; k + 1 < W - 1; ++k)
                 cst[k * conv_dim + c] = __ldcg(cst + (k + 1) * conv_dim + c);
-            cst[(W - 2) * conv_dim + c] = dtype::to_f32(__ldcg(zx + E + c));
+            cst[(W - 2) * conv_dim + c] = ld_cg(zx + E + c);
         }
         stamp(a, l, 6);
         gemv<T>(plan.out, E, g_out, ring, full, empty, issued, n_slot, vec,
@@ -701,7 +727,17 @@ size_t decode_stack_sync_bytes() {
 }
 
 bool decode_stack_available() {
-    return pdl::runs_sm90_code() && ring_slots() > 0;
+    if (!pdl::runs_sm90_code() || ring_slots() == 0) return false;
+    // One block per SM must fit (the grid is the SM count, all resident). The occupancy query
+    // counts the kernel's opt-in shared memory only once the attribute allows it.
+    auto* kernel = decode_stack_kernel<__nv_bfloat16, 128>;
+    const size_t smem = smem_bytes(ring_slots());
+    DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(smem)));
+    int blocks = 0;
+    DUALITY_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
+    return blocks >= 1;
 }
 
 bool decode_stack_supported(const DecodeStackArgs& a, std::span<const DeviceLayer> layers,
@@ -715,12 +751,17 @@ bool decode_stack_supported(const DecodeStackArgs& a, std::span<const DeviceLaye
     if (a.d_conv < 2 || a.d_conv > 4 || a.d_model % 8 != 0 || a.d_inner % 8 != 0) return false;
     if (a.d_model * 2 > kSlotBytes || a.d_inner * 2 > kSlotBytes) return false;
     if (2 * a.n_group * a.d_state * 4 > kVecBytes) return false;
+    // The float4 accesses: norm weights, residual, v, the SSM state and its slot stride.
+    if (!aligned16(a.norm_f) || !aligned16(a.residual) || !aligned16(a.v) ||
+        !aligned16(a.ssm_state) || a.ssm_slot_stride % 4 != 0)
+        return false;
     if (!aligned16(a.head) || !aligned16(a.embedding) ||
         static_cast<int64_t>(layers.size()) != a.n_layer)
         return false;
     for (const DeviceLayer& L : layers) {
-        if (!aligned16(L.in_proj) || !aligned16(L.out_proj) || !L.norm || !L.conv_weight ||
-            !L.dt_bias || !L.A || !L.gate_norm)
+        if (!aligned16(L.in_proj) || !aligned16(L.out_proj) || !aligned16(L.norm) ||
+            !aligned16(L.gate_norm) || !L.norm || !L.conv_weight || !L.dt_bias || !L.A ||
+            !L.gate_norm)
             return false;
     }
     return true;

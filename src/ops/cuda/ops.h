@@ -220,12 +220,14 @@ struct DecodeStackArgs {
     uint64_t* profile = nullptr;
     int l2_ahead = -1;  // weight pieces asked of L2 ahead of the ring (-1: the kernel's default)
 };
-// Whether decode_stack runs this model: Hopper code, f16/bf16 activations, f32 state, head_dim a
-// multiple of 16, d_state 64/128/256, d_conv 2-4, d_model and d_inner multiples of 8 and at most
-// 10240, 2·n_group·d_state <= 5120, n_group <= 64, 16-byte aligned matrices (`layers`: the host
-// copy of a.layers).
-// Whether this device runs decode_stack at all (sm_90 code, enough shared memory).
+// Whether this device runs decode_stack at all (sm_90 code, a block of its shared memory fits an
+// SM).
 bool decode_stack_available();
+// Whether decode_stack runs this model: available, f16/bf16 activations, f32 state, head_dim a
+// multiple of 16, d_state 64/128/256, d_conv 2-4, d_model and d_inner multiples of 8 and at most
+// 10240, 2·n_group·d_state <= 5120, n_group <= 64; 16-byte aligned matrices, norm weights,
+// residual, v and SSM state, the state's slot stride a multiple of 4 (`layers`: the host copy of
+// a.layers, every other pointer as it will be launched).
 bool decode_stack_supported(const DecodeStackArgs& a, std::span<const DeviceLayer> layers,
                             DType act, DType state_dtype);
 size_t decode_stack_sync_bytes();

@@ -3,14 +3,15 @@
 // (in_proj), conv1d_causal, dt_softplus, ssd_sequential (one token), gated_rms_norm, gemm
 // (out_proj), the residual add; then rms_norm and the LM head. The twin rounds to the activation
 // dtype where the GPU kernel chain stores act values (u, zxbcdt, the conv output, y, the gated
-// norm's output, out_proj's output), so both see the same values up to summation order.
+// norm's output, out_proj's output), so both see the same values up to summation order and the
+// GPU's fast SiLU and rsqrtf.
 //
 // Three steps on one slot of a pool of three (random initial conv and SSM states, so the carry-in
 // is exercised); checked: each step's logits, then the whole conv and SSM pools (the other slots
 // must be untouched). Shapes: the 130m's (d_model 768, 24 heads of 64, d_state 128), the 2.7b's
 // (2560, 80 × 64, 128), Codestral-like groups (8 groups), head_dim 80 with d_state 64 and 4
-// groups, d_state 256 with head_dim 32, and one with biases and no D; two layers each (three for
-// the 130m), bf16 and f16.
+// groups, d_state 256 with head_dim 32, one with biases and no D, and one with d_conv 3 and three
+// layers; two layers each (three for the 130m), bf16 and f16.
 //
 // Tolerance (docs/numerics.md, "Whole-step kernels"): the default of the dtype for the states; the
 // logits pass through every layer's roundings, where an intermediate value that rounds the other
@@ -20,6 +21,7 @@
 #include <cstdio>
 #include <random>
 
+#include "core/cuda/check.h"
 #include "ops/cpu/ops.h"
 #include "ops/cuda/kern_util.h"
 #include "ops/cuda/registry.h"
@@ -31,9 +33,10 @@ struct StackShape {
     const char* name;
     int64_t d_model, n_head, head_dim, d_state, n_group, n_layer;
     bool biases = false;  // in_proj, conv and out_proj biases; no D
+    int64_t d_conv = 4;
 };
 
-constexpr int64_t kVocab = 1000, kSlots = 3, kConv = 4, kSteps = 3;
+constexpr int64_t kVocab = 1000, kSlots = 3, kSteps = 3;
 
 Tolerance stack_tolerance(DType act) {
     return loosest(default_tolerance(act),
@@ -51,15 +54,23 @@ void stack_case(const StackShape& sh, DType act, uint32_t seed) {
     register_case(
         {name, stack_tolerance(act), [=] {
              std::vector<Output> out;
-             if (!cuda::decode_stack_available()) {  // Hopper-only kernel: nothing to run
-                 out.push_back({"not run (no sm_90 code on this device)", {0.0f}, {0.0f}});
+             if (!cuda::decode_stack_available()) {
+                 // A Hopper-only kernel: nothing to run before sm_90, but on Hopper it must run.
+                 int dev = 0, major = 0;
+                 DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
+                 DUALITY_CUDA_CHECK(
+                     cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+                 out.push_back({major >= 9 ? "decode_stack_available (false on sm_90+)"
+                                           : "not run (before sm_90)",
+                                {major >= 9 ? 1.0f : 0.0f},
+                                {0.0f}});
                  return out;
              }
              std::mt19937 rng(seed);
              const int64_t D = sh.d_model, H = sh.n_head, P = sh.head_dim, N = sh.d_state,
                            G = sh.n_group, L = sh.n_layer;
              const int64_t E = H * P, GN = G * N, conv_dim = E + 2 * GN, n_in = E + conv_dim + H,
-                           W = kConv;
+                           W = sh.d_conv;
              const float in_sd = 1.0f / std::sqrt(static_cast<float>(D));
              const float out_sd = 1.0f / std::sqrt(static_cast<float>(E));
              std::vector<HostLayer> hl(static_cast<size_t>(L));
@@ -233,6 +244,7 @@ DUALITY_OP_CASES(decode_stack) {
         {"d640_h16p80n64g4_L2", 640, 16, 80, 64, 4, 2},
         {"d512_h32p32n256g2_L2", 512, 32, 32, 256, 2, 2},
         {"d256_h8p64n128g1_L2_bias", 256, 8, 64, 128, 1, 2, true},
+        {"d384_h12p64n64g2_L3_conv3", 384, 12, 64, 64, 2, 3, false, 3},
     };
     uint32_t seed = 900;
     for (const StackShape& sh : shapes)

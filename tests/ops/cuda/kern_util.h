@@ -62,4 +62,24 @@ inline Tolerance loosest(Tolerance a, Tolerance b) {
             std::max(a.rtol, b.rtol)};
 }
 
+// decode_stack's shape fields (the tests' dt clamp [0.001, 0.5], eps 1e-5); pointers unset.
+inline cuda::DecodeStackArgs stack_shape(int64_t n_layer, int64_t d_model, int64_t n_head,
+                                         int64_t head_dim, int64_t d_state, int64_t n_group,
+                                         int64_t d_conv, int64_t vocab_rows) {
+    cuda::DecodeStackArgs a;
+    a.n_layer = n_layer;
+    a.d_model = d_model;
+    a.d_inner = n_head * head_dim;
+    a.n_head = n_head;
+    a.head_dim = head_dim;
+    a.d_state = d_state;
+    a.n_group = n_group;
+    a.d_conv = d_conv;
+    a.vocab_rows = vocab_rows;
+    a.eps = 1e-5f;
+    a.dt_min = 0.001f;
+    a.dt_max = 0.5f;
+    return a;
+}
+
 }  // namespace duality::optest

@@ -13,6 +13,7 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/device_buffer.h"
+#include "ops/cuda/kern_util.h"
 #include "ops/cuda/op_util.h"
 #include "ops/cuda/ops.h"
 
@@ -74,18 +75,7 @@ TEST(DecodeStackTiming, DISABLED_ModelShapes) {
         const int grid = cuda::decode_stack_grid();
         cuda::DeviceBuffer prof(static_cast<size_t>((L + 1) * 8 * grid) * 8);
 
-        cuda::DecodeStackArgs a;
-        a.n_layer = L;
-        a.d_model = D;
-        a.d_inner = E;
-        a.n_head = H;
-        a.head_dim = P;
-        a.d_state = N;
-        a.n_group = G;
-        a.d_conv = W;
-        a.vocab_rows = sh.vocab;
-        a.dt_min = 0.001f;
-        a.dt_max = 0.5f;
+        cuda::DecodeStackArgs a = stack_shape(L, D, H, P, N, G, W, sh.vocab);
         a.layers = d_layers.as<cuda::DeviceLayer>();
         a.embedding = emb.data();
         a.head = head.data();

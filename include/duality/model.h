@@ -64,6 +64,7 @@ struct DeviceInfo {
     int64_t weight_bytes = 0;     // bytes of weights as stored for compute
     int64_t state_bytes = 0;      // bytes of all state slots
     int64_t workspace_bytes = 0;  // bytes of scratch sized by max_tokens
+    int compute_capability = 0;   // CUDA: major · 10 + minor (90 for Hopper); 0 on the CPU
     bool decode_stack = false;    // batch-1 decode steps run as one persistent kernel (CUDA)
 };
 

@@ -342,6 +342,7 @@ class CudaModel final : public Model {
         info_.weight_bytes = static_cast<int64_t>(weights_.block.bytes());
         info_.state_bytes = static_cast<int64_t>(conv_state_.bytes() + ssm_state_.bytes());
         info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
+        info_.compute_capability = prop.major * 10 + prop.minor;
         info_.decode_stack = use_stack_;
         tune_gemms();
         return Status::ok();

@@ -38,9 +38,8 @@
 // models with more than 3 items per block, such as Codestral's 512 on 132 SMs, repeat it). The
 // cross-block data (zxbcdt, v, the partial sums, the residual, the states) is read with
 // ld.global.cg (volatile asm, so it stays after the barrier), never from a stale L1 line. Every
-// wait has a watchdog: 4 s in an mbarrier or grid-barrier wait, 2^30 spins in the wait for a fill
-// to be issued, then a message naming the wait and a trap (a broken launch, not a hung process;
-// a debugger or compute-sanitizer can trip it).
+// wait has a watchdog: after 4 s a message naming the wait and a trap (a broken launch, not a hung
+// process; a debugger or compute-sanitizer can trip it).
 //
 // Numerics: as the kernel chain it replaces, the intermediate vectors are rounded to the
 // activation dtype where that chain stores them (u, zxbcdt, the conv output, y, the gated-norm
@@ -70,6 +69,7 @@
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
 #include "core/cuda/prefetch.cuh"
+#include "core/cuda/sync.cuh"
 #include "ops/cuda/activation.cuh"
 #include "ops/cuda/dt_softplus.cuh"
 #include "ops/cuda/dtype.cuh"
@@ -99,59 +99,29 @@ size_t smem_bytes(int n_slot) {
 // The device code below is Hopper's (sm_90 and later); the compute_80 pass compiles an empty
 // kernel, which decode_stack_supported never lets run.
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
-// ---- mbarriers and bulk copies ----------------------------------------------------------------
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-__device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count));
-}
-__device__ __forceinline__ uint64_t global_ns() {
-    uint64_t t;
-    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-    return t;
-}
-// A wait that has lasted for seconds is a bug (a broken barrier or ring): say where, and trap,
-// so that the launch fails instead of hanging the process.
+// A spin that has lasted for seconds is a bug (a broken barrier or ring): say where, and trap, so
+// that the launch fails instead of hanging the process. tick() once per spin.
 __device__ __noinline__ void stuck(const char* what) {
     printf("duality: decode_stack: block %d thread %d stuck in %s\n", blockIdx.x, threadIdx.x,
            what);
     __trap();
 }
-constexpr uint64_t kStuckNs = 4'000'000'000ull;
+struct Watchdog {
+    static constexpr uint64_t kStuckNs = 4'000'000'000ull;
+    uint32_t spins = 0;
+    uint64_t t0 = 0;
+    __device__ __forceinline__ void tick(const char* what) {
+        if (++spins % 1024 != 0) return;
+        if (t0 == 0)
+            t0 = sync::global_ns();
+        else if (sync::global_ns() - t0 > kStuckNs)
+            stuck(what);
+    }
+};
 
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity, const char* what) {
-    uint32_t done = 0;
-    uint64_t t0 = 0;
-    for (uint32_t spins = 0; !done; ++spins) {
-        asm volatile(
-            "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; "
-            "selp.u32 %0, 1, 0, p; }"
-            : "=r"(done)
-            : "r"(smem_addr(bar)), "r"(parity)
-            : "memory");
-        if (spins % 1024 == 1023) {
-            if (t0 == 0)
-                t0 = global_ns();
-            else if (global_ns() - t0 > kStuckNs)
-                stuck(what);
-        }
-    }
-}
-__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
-    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
-}
-// Global [src, src + bytes) into shared dst; completes `bytes` of bar's transaction count.
-__device__ __forceinline__ void bulk_load(void* dst, const void* src, uint32_t bytes,
-                                          uint64_t* bar) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
-                 "r"(bytes)
-                 : "memory");
-    asm volatile(
-        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
-            "r"(smem_addr(dst)),
-        "l"(src), "r"(bytes), "r"(smem_addr(bar))
-        : "memory");
+    Watchdog dog;
+    while (!sync::mbar_try_wait(bar, parity)) dog.tick(what);
 }
 
 // The consumer warps' barrier (named barrier 1; the producer warp never joins it).
@@ -171,33 +141,22 @@ __device__ __forceinline__ float consumers_sum(float v, float* red) {
     return s;
 }
 
-// All consumers of all blocks: sync[0] counts arrivals, sync[1] is the generation. The last block
-// to arrive resets the count and bumps the generation, so the words are ready for the next
-// barrier and the next launch. Ordering (as CUTLASS's generic barrier): bar.sync, then one
-// thread's acq_rel arrival (the arrivals form a release sequence the last one acquires), the
-// last block's release of the new generation, the others' acquire of it, bar.sync.
-__device__ __forceinline__ void grid_sync(uint32_t* sync) {
+// All consumers of all blocks, with ssd_fused's ticket and epoch: words[0] counts arrivals,
+// words[1] is the epoch. Thread 0 reads the epoch before it arrives (acquire, then acq_rel: the
+// arrivals form a release sequence that the last one acquires); the last block to arrive resets
+// the count and releases the next epoch, which the others wait for (acquire). The words are left
+// ready for the next barrier and the next launch. bar.sync on both sides carries the block's
+// other threads' accesses.
+__device__ __forceinline__ void grid_sync(uint32_t* words) {
     consumers_sync();
     if (threadIdx.x == 0) {
-        uint32_t* gen_p = sync + 1;
-        uint32_t gen, old;
-        asm volatile("ld.relaxed.gpu.u32 %0, [%1];" : "=r"(gen) : "l"(gen_p) : "memory");
-        asm volatile("atom.acq_rel.gpu.add.u32 %0, [%1], 1;" : "=r"(old) : "l"(sync) : "memory");
-        if (old == gridDim.x - 1) {
-            asm volatile("st.relaxed.gpu.u32 [%0], 0;" ::"l"(sync) : "memory");
-            asm volatile("red.release.gpu.add.u32 [%0], 1;" ::"l"(gen_p) : "memory");
+        const uint32_t next = sync::ld_acquire(words + 1) + 1u;
+        if (sync::atom_add_acq_rel(words, 1u) == gridDim.x - 1) {
+            words[0] = 0;
+            sync::st_release(words + 1, next);
         } else {
-            uint32_t now = gen;
-            uint64_t t0 = 0;
-            for (uint32_t spins = 0; now == gen; ++spins) {
-                asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(now) : "l"(gen_p) : "memory");
-                if (spins % 1024 == 1023) {
-                    if (t0 == 0)
-                        t0 = global_ns();
-                    else if (global_ns() - t0 > kStuckNs)
-                        stuck("the grid barrier");
-                }
-            }
+            Watchdog dog;
+            while (sync::ld_acquire(words + 1) != next) dog.tick("the grid barrier");
         }
     }
     consumers_sync();
@@ -228,7 +187,7 @@ __device__ __forceinline__ void prefetch_l1(const void* p) {
 constexpr int kStamps = 8;
 __device__ __forceinline__ void stamp(const DecodeStackArgs& a, int64_t l, int k) {
     if (a.profile && threadIdx.x == 0)
-        a.profile[(l * kStamps + k) * gridDim.x + blockIdx.x] = global_ns();
+        a.profile[(l * kStamps + k) * gridDim.x + blockIdx.x] = sync::global_ns();
 }
 
 // ---- the block's share of a matrix ------------------------------------------------------------
@@ -321,7 +280,7 @@ __device__ void produce(const DecodeStackArgs& a, const Plan& plan, unsigned cha
         const uint32_t slot = g % n_slot, round = g / n_slot;
         if (round > 0) mbar_wait(empty + slot, (round - 1) & 1, "the producer's wait for a slot");
         piece_at(a, plan, g, &src, &bytes);
-        bulk_load(ring + static_cast<size_t>(slot) * kSlotBytes, src, bytes, full + slot);
+        sync::bulk_load(ring + static_cast<size_t>(slot) * kSlotBytes, src, bytes, full + slot);
         __threadfence_block();
         issued[slot] = round + 1;  // the slot's current phase is now this fill's
     }
@@ -363,8 +322,8 @@ __device__ __forceinline__ void gemv(const Span& sp, int64_t k, uint32_t g_base,
         // get here before the producer has even issued this fill (another warp still holding the
         // slot's previous one), and would then see the phase before as complete. So first wait
         // until this fill is issued.
-        for (uint32_t spins = 0; issued[slot] <= g / n_slot; ++spins)
-            if (spins == (1u << 30)) stuck("a consumer's wait for a fill to be issued");
+        Watchdog dog;
+        while (issued[slot] <= g / n_slot) dog.tick("a consumer's wait for a fill to be issued");
         mbar_wait(full + slot, (g / n_slot) & 1, "a consumer's wait for weights");
         for (int r4 = 0; r4 < rows; r4 += 4) {
             float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -388,7 +347,7 @@ __device__ __forceinline__ void gemv(const Span& sp, int64_t k, uint32_t g_base,
                 if (lane == i && r4 + i < rows) epi(r + r4 + i, acc[i]);
         }
         __syncwarp();
-        if (lane == 0) mbar_arrive(empty + slot);
+        if (lane == 0) sync::mbar_arrive(empty + slot);
     }
 }
 
@@ -505,11 +464,11 @@ __global__ void __launch_bounds__(kThreads, 1) decode_stack_kernel(DecodeStackAr
     volatile uint32_t* issued = reinterpret_cast<volatile uint32_t*>(empty + n_slot);
     if (threadIdx.x == 0) {
         for (int i = 0; i < n_slot; ++i) {
-            mbar_init(full + i, 1);
-            mbar_init(empty + i, 1);
+            sync::mbar_init(full + i);
+            sync::mbar_init(empty + i);
             issued[i] = 0;  // fills issued per slot
         }
-        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+        sync::mbar_init_fence();
     }
     __syncthreads();
     const Plan plan = plan_of(a);

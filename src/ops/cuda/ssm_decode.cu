@@ -43,6 +43,7 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
+#include "core/cuda/sync.cuh"
 #include "ops/cuda/activation.cuh"
 #include "ops/cuda/dt_softplus.cuh"
 #include "ops/cuda/dtype.cuh"
@@ -188,8 +189,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int64_t H = a.n_head, P = a.head_dim;
     const int64_t h = blockIdx.x, g = h / (H / a.n_group);
     const uint32_t bytes = static_cast<uint32_t>(P * N * 4);
-    const uint32_t bar = static_cast<uint32_t>(__cvta_generic_to_shared(&full));
-    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(st_s));
+    const uint32_t dst = sync::smem_addr(st_s);
     const T* x = static_cast<const T*>(a.x);
     const T* B = static_cast<const T*>(a.B);
     const T* C = static_cast<const T*>(a.C);
@@ -200,17 +200,10 @@ __global__ void __launch_bounds__(kWarps * 32)
                     static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + h * P * N;
         if (threadIdx.x == 0) {
             if (s == blockIdx.y) {
-                asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(bar));
-                asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+                sync::mbar_init(&full);
+                sync::mbar_init_fence();
             }
-            asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar),
-                         "r"(bytes)
-                         : "memory");
-            asm volatile(
-                "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, "
-                "[%3];" ::"r"(dst),
-                "l"(st), "r"(bytes), "r"(bar)
-                : "memory");
+            sync::bulk_load(st_s, st, bytes, &full);
         }
         // Meanwhile: this sequence's B, C, x and step scalars.
         float bv[VEC], cv[VEC];
@@ -230,14 +223,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
         const HeadStep k = head_step<T>(a, d, s, h);
         __syncthreads();  // xs (and the mbarrier's init) for every thread
-        uint32_t done = 0;
-        while (!done)
-            asm volatile(
-                "{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; "
-                "selp.u32 %0, 1, 0, p; }"
-                : "=r"(done)
-                : "r"(bar), "r"(phase)
-                : "memory");
+        sync::mbar_wait(&full, phase);
         phase ^= 1;
         for (int64_t p = warp; p < P; p += kWarps) {
             float* row = st_s + p * N + lane * VEC;

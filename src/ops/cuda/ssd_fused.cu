@@ -14,7 +14,7 @@
 // activation dtype: x, B, C as given; x·(decay·Δ) for the chunk state, W = S·decay·Δ for the
 // intra output and prev for the inter output are computed in f32 and rounded once, where S = C·Bᵀ
 // has passed through the workspace as f16 scaled per 16×32 tile (11 bits relative to the tile's
-// largest |S|, masked entries included). The states passed between chunks are f32 (a
+// largest kept |S|: masked entries, j > i, are zeroed before the scale is taken). The states passed between chunks are f32 (a
 // {n_chunk, n_head} workspace of head_dim·d_state values each, in fragment order); the final
 // state is rounded once to the slot dtype.
 //
@@ -286,6 +286,17 @@ __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epo
                 M::mma(sc[2 * hb], a, b[hb][0], b[hb][1]);
                 M::mma(sc[2 * hb + 1], a, b[hb][2], b[hb][3]);
             }
+        }
+        // Masked entries (j > i) are zeroed first: the head blocks never use them, and left in
+        // they could set the tile's scale and cost its kept entries bits. Accumulator element
+        // (q, e) is row i0 + lane / 4 + 8·(e / 2), column j0 + 8·q + 2·(lane % 4) + e % 2.
+        if (j0 + 31 > i0) {
+#pragma unroll
+            for (int q = 0; q < 4; ++q)
+#pragma unroll
+                for (int e = 0; e < 4; ++e)
+                    if (j0 + 8 * q + 2 * (lane % 4) + e % 2 > i0 + lane / 4 + 8 * (e / 2))
+                        sc[q][e] = 0.0f;
         }
         // The tile's scale: |S| <= amax < 2^E; stored S·2^(15−E) (E >= −100, so that both
         // factors are normal f32; zero, subnormal, inf and NaN maxima unscaled). The largest

@@ -10,6 +10,7 @@
 // whether or not a prefill shares its step (its GEMMs still vary with the pass's row count).
 // All buffers come from allocations made at load, so no pass allocates device memory.
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -57,6 +58,7 @@ struct Workspace {
     void* gated;      // {T, d_inner} act: gated-norm output (or SsdGate's y·silu(z)·w)
     float* ssq;       // {T, n_head · scale_parts_} f32: the gate epilogues' sums of squares
     float* ssq_sel;   // {R, n_head} f32: their rows whose logits are wanted
+    float* h_parts;   // {out_splits, max_seqs, d_model} f32: split-k out_proj's parts (decode)
     void* ssd;        // ssd_chunked workspace
     void* h_sel;      // {R, d_model} act: rows whose logits are wanted
     float* res_sel;   // {R, d_model} f32
@@ -310,6 +312,15 @@ class CudaModel final : public Model {
         rows_max_ = std::max<int64_t>(max_seqs_, 256);
         if (const char* env = std::getenv("DUALITY_SPLIT_IN_PROJ"))
             split_in_proj_ = std::string_view(env) != "0";
+        if (const char* env = std::getenv("DUALITY_OUT_PROJ_SPLIT")) {
+            const std::string_view v(env);
+            if (v.size() == 1 && v[0] >= '1' && v[0] <= '0' + cuda::kMaxHParts)
+                out_splits_ = v[0] - '0';
+            else
+                std::fprintf(stderr,
+                             "duality: DUALITY_OUT_PROJ_SPLIT=\"%s\" is not 1 to %d; using %d\n",
+                             env, cuda::kMaxHParts, out_splits_);
+        }
         slot_tokens_.assign(static_cast<size_t>(opt_.n_slots + 1), 0);
     }
 
@@ -382,6 +393,10 @@ class CudaModel final : public Model {
             }
             gemm_.tune(ws_.u, D, in_proj, ws_.zxbcdt, n_in, act_, m, n_in, D, act_, s);
             gemm_.tune(ws_.gated, E, out_proj, ws_.h, D, act_, m, D, E, act_, s);
+            if (out_splits_ > 1 &&
+                !gemm_.uses_decode_kernel(ws_.gated, E, out_proj[0], act_, m, D, E, act_))
+                gemm_.tune_split_k(ws_.gated, E, out_proj, ws_.h_parts, m, D, E, out_splits_, act_,
+                                   s);
             gemm_.tune(ws_.u, D, head, ws_.logits, c_.vocab_padded, DType::kF32, m, c_.vocab_padded,
                        D, act_, s);
         }
@@ -451,6 +466,7 @@ class CudaModel final : public Model {
                                            T * E * a,
                                            ssq_elems * 4,
                                            R * H * 4,
+                                           z(out_splits_ * max_seqs_) * D * 4,
                                            ssd_bytes,
                                            R * D * a,
                                            R * D * 4,
@@ -474,6 +490,7 @@ class CudaModel final : public Model {
         ws_.gated = take();
         ws_.ssq = static_cast<float*>(take());
         ws_.ssq_sel = static_cast<float*>(take());
+        ws_.h_parts = static_cast<float*>(take());
         ws_.ssd = take();
         ws_.h_sel = take();
         ws_.res_sel = static_cast<float*>(take());
@@ -886,10 +903,24 @@ class CudaModel final : public Model {
             pass_scaled_ = true;
             scale_parts_ = cuda::ssm_decode_gate_parts(c_.head_dim);
         }
+        // Decode passes whose out_proj goes to cuBLASLt (17+ rows: not our decode GEMM) run it as
+        // split-k into f32 parts, which the next add + RMSNorm (or the final norm) sums: one
+        // strided-batched call with out_splits_ times the CTAs and no reduction kernel. Not with
+        // a bias (added to h) or a RowScale (the decode gate; add_rms_norm takes one or the other).
+        out_parts_ = cuda::HParts{};
+        if (decode && out_splits_ > 1 && !pass_scaled_ && T >= 2 && T <= max_seqs_ &&
+            !weights_.layers.empty()) {
+            const cuda::DeviceLayer& w0 = weights_.layers.front();
+            if (!w0.out_proj_bias &&
+                !gemm_.uses_decode_kernel(ws_.gated, E, w0.out_proj, act_, T, D, E, act_) &&
+                cuda::Gemm::split_k_supported(ws_.gated, E, w0.out_proj, E, out_splits_, act_))
+                out_parts_ = cuda::HParts{ws_.h_parts, out_splits_, T * D};
+        }
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
             cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
-                               T, D, layer == 0, act_, s, h_scale(ws_.ssq));
+                               T, D, layer == 0, act_, s, h_scale(ws_.ssq),
+                               layer == 0 ? cuda::HParts{} : out_parts_);
             if (split) {
                 in_proj_rows(w, E, n_in, T, s);
                 fork_.order(s, side_stream_.get());
@@ -942,8 +973,13 @@ class CudaModel final : public Model {
                 cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
                                      static_cast<float>(c_.norm_eps), ws_.gated, T, E,
                                      E / c_.n_group, act_, s);
-            gemm_.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
-            if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
+            if (out_parts_.p) {
+                gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_,
+                                  s);
+            } else {
+                gemm_.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
+                if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
+            }
         }
     }
 
@@ -997,7 +1033,7 @@ class CudaModel final : public Model {
     void enqueue_head(int64_t rows) {
         cudaStream_t s = stream_.get();
         cuda::add_rms_norm(ws_.h, ws_.residual, weights_.norm_f, static_cast<float>(c_.norm_eps),
-                           ws_.u, rows, c_.d_model, false, act_, s, h_scale(ws_.ssq));
+                           ws_.u, rows, c_.d_model, false, act_, s, h_scale(ws_.ssq), out_parts_);
         gemm_.run(ws_.u, c_.d_model, weights_.head, ws_.logits, c_.vocab_padded, DType::kF32, rows,
                   c_.vocab_padded, c_.d_model, act_, s);
     }
@@ -1042,6 +1078,11 @@ class CudaModel final : public Model {
     cuda::Event fork_, join_;
     cuda::Event staging_read_;  // after the last pass's description copy (run_pass)
     bool split_in_proj_ = true;
+    // Decode passes whose out_proj goes to cuBLASLt run it as split-k into out_splits_ f32 parts
+    // (Gemm::run_split_k), summed by the add + RMSNorm that follows (DUALITY_OUT_PROJ_SPLIT=1:
+    // the whole product). out_parts_: this pass's parts, or none (enqueue_layers).
+    int out_splits_ = 2;
+    cuda::HParts out_parts_{};
     cuda::Gemm gemm_;
     cuda::DeviceWeights weights_;
     DeviceBuffer conv_state_;  // {n_slots + 1, n_layer, d_conv - 1, conv_dim} f32

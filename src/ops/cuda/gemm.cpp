@@ -171,7 +171,7 @@ Gemm::~Gemm() {
 }
 
 Gemm::Key Gemm::key(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
-                    DType y_dtype, int64_t m, int64_t n, int64_t k, DType act) {
+                    DType y_dtype, int64_t m, int64_t n, int64_t k, DType act, int splits) {
     return Key{m,
                n,
                k,
@@ -181,7 +181,8 @@ Gemm::Key Gemm::key(const void* a, int64_t lda, const void* w, const void* y, in
                static_cast<int>(y_dtype),
                alignment(a),
                alignment(w),
-               alignment(y)};
+               alignment(y),
+               splits};
 }
 
 int Gemm::algo_count(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
@@ -222,7 +223,7 @@ std::vector<cublasLtMatmulAlgo_t> Gemm::search(cublasLtMatmulDesc_t op, cublasLt
 Gemm::Plan& Gemm::plan(const Key& key) {
     auto it = plans_.find(key);
     if (it != plans_.end()) return *it->second;
-    const auto [m, n, k, lda, ldy, act_i, y_i, align_a, align_w, align_y] = key;
+    const auto [m, n, k, lda, ldy, act_i, y_i, align_a, align_w, align_y, splits] = key;
     const DType act = static_cast<DType>(act_i), y_dtype = static_cast<DType>(y_i);
     auto p = std::make_unique<Plan>();
     // Column-major view: yᵀ {n, m} = op(w) {n, k} · aᵀ {k, m}, with w stored as {k, n}, ld k.
@@ -232,14 +233,28 @@ Gemm::Plan& Gemm::plan(const Key& key) {
         cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSA, &trans, sizeof trans));
     DUALITY_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_TRANSB,
                                                         &no_trans, sizeof no_trans));
+    // Split-k (run_split_k): batch s of the strided batch is the k slice [s·ks, (s + 1)·ks) of
+    // a and w, and the part {rows, n} at s·rows·ldy of y.
+    const int64_t ks = k / splits;
+    auto batched = [&](cublasLtMatrixLayout_t l, int64_t stride) {
+        if (splits == 1) return;
+        const int32_t count = splits;
+        DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                              &count, sizeof count));
+        DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+            l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
+    };
     auto layouts = [&](int64_t rows, cublasLtMatrixLayout_t* la, cublasLtMatrixLayout_t* ly) {
         DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(
-            la, cuda_type(act), static_cast<uint64_t>(k), static_cast<uint64_t>(rows), lda));
+            la, cuda_type(act), static_cast<uint64_t>(ks), static_cast<uint64_t>(rows), lda));
         DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(
             ly, cuda_type(y_dtype), static_cast<uint64_t>(n), static_cast<uint64_t>(rows), ldy));
+        batched(*la, ks);
+        batched(*ly, rows * ldy);
     };
-    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->w, cuda_type(act), static_cast<uint64_t>(k),
-                                                    static_cast<uint64_t>(n), k));
+    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(
+        &p->w, cuda_type(act), static_cast<uint64_t>(ks), static_cast<uint64_t>(n), k));
+    batched(p->w, ks);
     layouts(m, &p->a, &p->y);
 
     // The algorithms of this shape's bucket (m rounded up to a power of two), searched once per
@@ -332,16 +347,58 @@ int Gemm::tune(const void* a, int64_t lda, std::span<const void* const> weights,
     if ((small_m_ && gemm_small_m_supports(a, lda, w0, y_dtype, m, k, act)) ||
         uses_decode_kernel(a, lda, w0, y_dtype, m, n, k, act))
         return -1;
-    const Key kk = key(a, lda, w0, y, ldy, y_dtype, m, n, k, act);
+    return tune_key(key(a, lda, w0, y, ldy, y_dtype, m, n, k, act), a, weights, y, stream);
+}
+
+bool Gemm::split_k_supported(const void* a, int64_t lda, const void* w, int64_t k, int splits,
+                             DType act) {
+    return (act == DType::kF16 || act == DType::kBF16) && splits >= 1 &&
+           k % (8 * static_cast<int64_t>(splits)) == 0 && lda % 8 == 0 && alignment(a) >= 16 &&
+           alignment(w) >= 16;
+}
+
+void Gemm::run_split_k(const void* a, int64_t lda, const void* w, float* y_parts, int64_t m,
+                       int64_t n, int64_t k, int splits, DType act, cudaStream_t stream) {
+    if (m == 0 || n == 0) return;
+    if (!split_k_supported(a, lda, w, k, splits, act))
+        fail("Gemm::run_split_k: unsupported product (see split_k_supported)",
+             ("k=" + std::to_string(k) + " splits=" + std::to_string(splits)).c_str(), __FILE__,
+             __LINE__);
+    const Plan& p = plan(key(a, lda, w, y_parts, n, DType::kF32, m, n, k, act, splits));
+    const float alpha = 1.0f, beta = 0.0f;
+    const int i = std::min(algo_index_, p.n_algo - 1);
+    DUALITY_CUBLAS_CHECK(cublasLtMatmul(handle_, p.op, &alpha, w, p.w, a, p.a, &beta, y_parts, p.y,
+                                        y_parts, p.y, &p.algo[i], workspace_.data(),
+                                        workspace_.bytes(), stream));
+}
+
+int Gemm::tune_split_k(const void* a, int64_t lda, std::span<const void* const> weights,
+                       float* y_parts, int64_t m, int64_t n, int64_t k, int splits, DType act,
+                       cudaStream_t stream) {
+    if (weights.empty() || m == 0 || n == 0 || m > kTuneMaxM ||
+        !split_k_supported(a, lda, weights[0], k, splits, act))
+        return -1;
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    DUALITY_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+    if (capturing != cudaStreamCaptureStatusNone) return -1;
+    return tune_key(key(a, lda, weights[0], y_parts, n, DType::kF32, m, n, k, act, splits), a,
+                    weights, y_parts, stream);
+}
+
+// tune()'s timing, for the product of key kk (its m, n, k, lda, ldy, dtypes and splits).
+int Gemm::tune_key(const Key& kk, const void* a, std::span<const void* const> weights, void* y,
+                   cudaStream_t stream) {
+    const auto [m, n, k, lda, ldy, act_i, y_i, align_a, align_w, align_y, splits] = kk;
+    const DType act = static_cast<DType>(act_i), y_dtype = static_cast<DType>(y_i);
     // Weights of another alignment would have another plan: only those of w0's are timed.
     std::vector<const void*> ws;
     for (const void* w : weights)
-        if (key(a, lda, w, y, ldy, y_dtype, m, n, k, act) == kk) ws.push_back(w);
+        if (key(a, lda, w, y, ldy, y_dtype, m, n, k, act, splits) == kk) ws.push_back(w);
     Plan& p = plan(kk);
     const int saved = candidates_;
     candidates_ = kMaxAlgos;
     std::vector<cublasLtMatmulAlgo_t> cands =
-        search(p.op, p.w, p.a, p.y, std::get<7>(kk), std::get<8>(kk), std::get<9>(kk));
+        search(p.op, p.w, p.a, p.y, align_a, align_w, align_y);
     candidates_ = saved;
     if (cands.size() < 2) return -1;
 
@@ -385,9 +442,9 @@ int Gemm::tune(const void* a, int64_t lda, std::span<const void* const> weights,
         if (ok[c] && fastest[c] < fastest[best]) best = c;
     if (fastest[best] > kTuneMargin * fastest[0]) best = 0;
     if (log_) {
-        std::fprintf(stderr, "gemm tune m=%lld n=%lld k=%lld (%zu weights): chose %zu\n",
+        std::fprintf(stderr, "gemm tune m=%lld n=%lld k=%lld splits %d (%zu weights): chose %zu\n",
                      static_cast<long long>(m), static_cast<long long>(n),
-                     static_cast<long long>(k), ws.size(), best);
+                     static_cast<long long>(k), splits, ws.size(), best);
         for (size_t c = 0; c < cands.size(); ++c)
             if (ok[c])
                 std::fprintf(stderr, "  %zu %8.2f us  %s\n", c,

@@ -71,6 +71,21 @@ class Gemm {
     void run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
              int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream);
 
+    // Split-k for decode batches: y_parts {splits, m, n} f32 (parts m·n apart, rows n apart)
+    // receives the products of the k / splits slices of a and w, which sum to a · wᵀ, from ONE
+    // strided-batched cuBLASLt call: splits times the CTAs of the whole product and no reduction
+    // kernel (the consumer adds the parts, e.g. add_rms_norm's HParts). For the 2.7b out_proj at
+    // 32-64 rows it runs at ~10.3 against ~12.3 µs for the whole product (H200, best of
+    // cuBLASLt's candidates each). Needs split_k_supported().
+    static bool split_k_supported(const void* a, int64_t lda, const void* w, int64_t k, int splits,
+                                  DType act);
+    void run_split_k(const void* a, int64_t lda, const void* w, float* y_parts, int64_t m,
+                     int64_t n, int64_t k, int splits, DType act, cudaStream_t stream);
+    // tune() for run_split_k's product.
+    int tune_split_k(const void* a, int64_t lda, std::span<const void* const> weights,
+                     float* y_parts, int64_t m, int64_t n, int64_t k, int splits, DType act,
+                     cudaStream_t stream);
+
     // For f16/bf16 products of at most 256 rows (decode batches; f32, the reference mode, is
     // never tuned): times cuBLASLt's candidates (up to kMaxAlgos) and makes the fastest the
     // first choice of this product's plan and of plans made later for other m of its bucket
@@ -86,13 +101,17 @@ class Gemm {
 
   private:
     struct Plan;
-    using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int>;
+    // m, n, k, lda, ldy, act, y dtype, alignments of a, w and y, k splits.
+    using Key =
+        std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int, int, int, int, int>;
     Plan& plan(const Key& key);
     std::vector<cublasLtMatmulAlgo_t> search(cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t w,
                                              cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t y,
                                              int align_a, int align_w, int align_y);
     static Key key(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
-                   DType y_dtype, int64_t m, int64_t n, int64_t k, DType act);
+                   DType y_dtype, int64_t m, int64_t n, int64_t k, DType act, int splits = 1);
+    int tune_key(const Key& kk, const void* a, std::span<const void* const> weights, void* y,
+                 cudaStream_t stream);
 
     cublasLtHandle_t handle_ = nullptr;
     DeviceBuffer workspace_;    // cuBLASLt's, and the decode GEMM's partial tiles

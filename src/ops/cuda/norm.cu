@@ -1,5 +1,6 @@
 // RMSNorm variants and the bias add (spec 4 and 5.7), f32 math:
-//   add_rms_norm:   residual = h (first) or residual + s·h, s = 1 or a RowScale factor of the row;
+//   add_rms_norm:   residual = h (first) or residual + s·h, s = 1 or a RowScale factor of the row,
+//                   h given or the f32 sum of a split-k product's parts (HParts);
 //                   out = residual · rsqrt(mean(residual²) + eps) · w
 //   gated_rms_norm: v = y · silu(z); per group of group_size channels v · rsqrt(mean(v²) + eps) · w
 //   add_bias:       y[r, :] += bias
@@ -19,6 +20,8 @@
 // add_bias: one block per row, threads over columns.
 // Limits: rows < 2^31 blocks; act f32/f16/bf16; dim % group_size == 0.
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <type_traits>
 
 #include "core/cuda/check.h"
@@ -112,19 +115,41 @@ __device__ __forceinline__ float part_scale(const RowScale& sc, int64_t row, con
 }
 
 // K > 0: the unit in registers (see the header); K == 0: a loop with a re-reading second pass.
-template <typename T, int V, int K, bool kWarp, bool kScaled>
+// h's V channels at c of its row: from h (hr), or the sum of the parts' (kParts, pr: the row in
+// the first part).
+template <typename T, int V, bool kParts>
+__device__ __forceinline__ void load_h(const T* hr, const float* pr, const HParts& hp, int64_t c,
+                                       float (&r)[V]) {
+    if constexpr (kParts) {
+        dtype::load<V>(pr + c, r);
+#pragma unroll
+        for (int q = 1; q < kMaxHParts; ++q) {
+            if (q < hp.n) {
+                float t[V];
+                dtype::load<V>(pr + q * hp.stride + c, t);
+#pragma unroll
+                for (int i = 0; i < V; ++i) r[i] += t[i];
+            }
+        }
+    } else {
+        dtype::load<V>(hr + c, r);
+    }
+}
+
+template <typename T, int V, int K, bool kWarp, bool kScaled, bool kParts>
 __global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
-    add_rms_norm_kernel(const T* __restrict__ h,         // {rows, dim}
+    add_rms_norm_kernel(const T* __restrict__ h,         // {rows, dim}; unused with kParts
                         float* __restrict__ residual,    // {rows, dim}
                         const float* __restrict__ w,     // {dim}
                         float eps, T* __restrict__ out,  // {rows, dim}
-                        int64_t rows, int64_t dim, bool first, RowScale scale) {
+                        int64_t rows, int64_t dim, bool first, RowScale scale, HParts hp) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     int64_t row;
     int rank, size;
     if (!team_unit<kWarp>(rows, row, rank, size)) return;  // whole teams only
-    const T* hr = h + row * dim;
+    const T* hr = kParts ? nullptr : h + row * dim;
+    const float* pr = kParts ? hp.p + row * dim : nullptr;
     float* res = residual + row * dim;
     T* o = out + row * dim;
     float ss = 0.0f;
@@ -136,7 +161,7 @@ __global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
         for (int j = 0; j < K; ++j) {
             const int64_t c = (static_cast<int64_t>(j) * size + rank) * V;
             if (c < dim) {
-                dtype::load<V>(hr + c, r[j]);
+                load_h<T, V, kParts>(hr, pr, hp, c, r[j]);
                 if (!first) dtype::load<V>(res + c, old[j]);
                 dtype::load<V>(w + c, wv[j]);
             }
@@ -168,7 +193,7 @@ __global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
         for (int64_t c = static_cast<int64_t>(rank) * V; c < dim;
              c += static_cast<int64_t>(size) * V) {
             float r[V];
-            dtype::load<V>(hr + c, r);
+            load_h<T, V, kParts>(hr, pr, hp, c, r);
             if (!first) {
                 float old[V];
                 dtype::load<V>(res + c, old);
@@ -230,18 +255,22 @@ void with_team_shape(int64_t n_units, int64_t n_vec, int V, F&& f) {
 template <typename T, int V>
 void launch_add_rms_norm(const void* h, float* residual, const float* w, float eps, void* out,
                          int64_t rows, int64_t dim, bool first, const RowScale& scale,
-                         cudaStream_t stream) {
+                         const HParts& parts, cudaStream_t stream) {
     const auto* hp = static_cast<const T*>(h);
     auto* op = static_cast<T*>(out);
     with_team_shape(rows, dim / V, V, [&](auto k, auto warp, unsigned blocks, int threads) {
         constexpr int kK = decltype(k)::value;
         constexpr bool kW = decltype(warp)::value;
+        // (A RowScale and parts together are refused by add_rms_norm.)
         if (scale.ssq)
-            pdl::launch(add_rms_norm_kernel<T, V, kK, kW, true>, blocks, threads, 0, stream, hp,
-                        residual, w, eps, op, rows, dim, first, scale);
+            pdl::launch(add_rms_norm_kernel<T, V, kK, kW, true, false>, blocks, threads, 0, stream,
+                        hp, residual, w, eps, op, rows, dim, first, scale, parts);
+        else if (parts.p)
+            pdl::launch(add_rms_norm_kernel<T, V, kK, kW, false, true>, blocks, threads, 0, stream,
+                        hp, residual, w, eps, op, rows, dim, first, scale, parts);
         else
-            pdl::launch(add_rms_norm_kernel<T, V, kK, kW, false>, blocks, threads, 0, stream, hp,
-                        residual, w, eps, op, rows, dim, first, scale);
+            pdl::launch(add_rms_norm_kernel<T, V, kK, kW, false, false>, blocks, threads, 0, stream,
+                        hp, residual, w, eps, op, rows, dim, first, scale, parts);
     });
 }
 
@@ -390,18 +419,30 @@ void launch_add_bias(void* y, int64_t ld, const float* bias, int64_t rows, int64
 
 void add_rms_norm(const void* h, float* residual, const float* w, float eps, void* out,
                   int64_t rows, int64_t dim, bool first, DType act, cudaStream_t stream,
-                  const RowScale& scale) {
+                  const RowScale& scale, const HParts& parts) {
     if (rows <= 0 || dim <= 0) return;
+    if (parts.p &&
+        (first || scale.ssq || parts.n < 1 || parts.n > kMaxHParts || parts.stride < rows * dim)) {
+        std::fprintf(stderr,
+                     "duality: add_rms_norm: parts need 1..%d parts of rows·dim apart, and "
+                     "neither `first` nor a RowScale\n",
+                     kMaxHParts);
+        std::abort();
+    }
     // `first` takes h as it is (the embedding).
     const RowScale sc = first ? RowScale{} : scale;
     DUALITY_DISPATCH_FLOAT("add_rms_norm", act, T, {
-        const bool vec = dim % 4 == 0 && dtype::is_aligned(h, 4 * sizeof(T)) &&
+        const bool vec = dim % 4 == 0 &&
+                         (parts.p ? dtype::is_aligned(parts.p, 16) && parts.stride % 4 == 0
+                                  : dtype::is_aligned(h, 4 * sizeof(T))) &&
                          dtype::is_aligned(out, 4 * sizeof(T)) && dtype::is_aligned(residual, 16) &&
                          dtype::is_aligned(w, 16);
         if (vec)
-            launch_add_rms_norm<T, 4>(h, residual, w, eps, out, rows, dim, first, sc, stream);
+            launch_add_rms_norm<T, 4>(h, residual, w, eps, out, rows, dim, first, sc, parts,
+                                      stream);
         else
-            launch_add_rms_norm<T, 1>(h, residual, w, eps, out, rows, dim, first, sc, stream);
+            launch_add_rms_norm<T, 1>(h, residual, w, eps, out, rows, dim, first, sc, parts,
+                                      stream);
     });
 }
 

@@ -218,6 +218,21 @@ class Bench {
             }
             survey_.set_decode_kernel(cuda::Gemm::DecodeKernel::kOff);
         }
+        // Decode batches that the model runs as split-k (out_proj from 17 rows): in two parts,
+        // as the model does, for every product, as "<name>/split2".
+        constexpr int kSplits = 2;
+        if (m > 16 && m <= 256 &&
+            cuda::Gemm::split_k_supported(a.data(), k, ws[0].data(), k, kSplits, o_.act)) {
+            auto parts = DeviceBuffer::allocate(static_cast<size_t>(kSplits * m * n) * 4,
+                                                "the op benchmark's split-k parts");
+            if (parts) {
+                float* yp = parts->as<float>();
+                gemm_.tune_split_k(a.data(), k, copies, yp, m, n, k, kSplits, o_.act, s_);
+                const double split_bytes = (md * kd + nd * kd) * a_ + kSplits * md * nd * 4;
+                add(rows, name + "/split2", shape, split_bytes, flops,
+                    [&] { gemm_.run_split_k(a.data(), k, w(), yp, m, n, k, kSplits, o_.act, s_); });
+            }
+        }
         if (o_.gemm_algos <= 0) return;
         survey_.set_small_m_kernel(false);
         const int n_algos =

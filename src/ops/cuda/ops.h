@@ -41,13 +41,22 @@ struct VarlenBatch {
 void embedding(const int32_t* ids, int64_t rows, const void* table, int64_t dim, void* out,
                DType act, cudaStream_t stream);
 
+// h as f32 partial sums (a split-k product, Gemm::run_split_k): h = Σ_{q < n} p[q·stride + ..],
+// each part {rows, dim} dense. n in 1..kMaxHParts.
+struct HParts {
+    const float* p = nullptr;  // {n, rows, dim} f32, parts `stride` elements apart
+    int n = 0;
+    int64_t stride = 0;
+};
+constexpr int kMaxHParts = 4;
+
 // Fused residual add + RMSNorm (spec 4): residual += h (residual = h when `first`), then
 // out = residual · rsqrt(mean(residual²) + eps) · w. h, out {rows, dim} act (rows h_stride /
 // out dense); residual {rows, dim} f32; w {dim} f32. `scale`: h's rows scaled first (not with
-// `first`).
+// `first`). `parts`: h is their f32 sum instead (h unused; not with `first` or `scale`).
 void add_rms_norm(const void* h, float* residual, const float* w, float eps, void* out,
                   int64_t rows, int64_t dim, bool first, DType act, cudaStream_t stream,
-                  const RowScale& scale = {});
+                  const RowScale& scale = {}, const HParts& parts = {});
 
 // y {rows, n} (act, rows ld apart) += bias {n} (f32).
 void add_bias(void* y, int64_t ld, const float* bias, int64_t rows, int64_t n, DType act,

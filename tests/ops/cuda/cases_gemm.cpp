@@ -5,6 +5,7 @@
 // "_tuned" cases run Gemm::tune first (cuBLASLt's candidates timed over three weight buffers,
 // the fastest made the product's choice if clearly faster; it must find at least two to choose
 // from, which these shapes get) and then check the product it chose.
+#include <cmath>
 #include <memory>
 #include <stdexcept>
 
@@ -123,6 +124,73 @@ DUALITY_OP_CASES(gemm) {
         add_case({"strided_a", 4, 96, 64, 40, false, true, true}, act);
         add_case({"ragged_n", 7, 1003, 128, 8, false, true, true}, act);
         add_case({"ragged_n", 40, 1003, 128, 8, true, true, true}, act);
+    }
+}
+
+// Gemm::run_split_k: splits f32 parts {splits, m, n} of y = a · wᵀ, each checked against the CPU
+// product of its k slice, and their sum against the whole product; `tuned`: tune_split_k first.
+void add_split_case(const char* name, int64_t m, int64_t n, int64_t k, int splits, bool tuned,
+                    DType act) {
+    OpCase c;
+    c.name = std::string("gemm_split/") + name + "_m" + std::to_string(m) + "_s" +
+             std::to_string(splits) + (tuned ? "_tuned" : "") + "/" + std::string(dtype_name(act));
+    // f32 outputs of 16-bit operands: the act rows of the policy would allow the output's
+    // rounding, which these do not have; the f32-accumulation differences stay far inside them.
+    c.tol = default_tolerance(act);
+    c.run = [=] {
+        std::mt19937 rng(static_cast<uint32_t>(m * 131 + n * 7 + k + splits));
+        const float scale = 1.0f / std::sqrt(static_cast<float>(k));
+        const std::vector<float> a = rounded(act, normal(rng, static_cast<size_t>(m * k)));
+        const std::vector<float> w =
+            rounded(act, normal(rng, static_cast<size_t>(n * k), 0.0f, scale));
+        const int64_t ks = k / splits;
+        std::vector<float> whole(static_cast<size_t>(m * n)), parts;
+        cpu::gemm(a.data(), k, w.data(), nullptr, whole.data(), m, n, k);
+        for (int q = 0; q < splits; ++q) {
+            std::vector<float> aq(static_cast<size_t>(m * ks)), wq(static_cast<size_t>(n * ks)),
+                yq(static_cast<size_t>(m * n));
+            for (int64_t r = 0; r < m; ++r)
+                for (int64_t j = 0; j < ks; ++j)
+                    aq[static_cast<size_t>(r * ks + j)] =
+                        a[static_cast<size_t>(r * k + q * ks + j)];
+            for (int64_t r = 0; r < n; ++r)
+                for (int64_t j = 0; j < ks; ++j)
+                    wq[static_cast<size_t>(r * ks + j)] =
+                        w[static_cast<size_t>(r * k + q * ks + j)];
+            cpu::gemm(aq.data(), ks, wq.data(), nullptr, yq.data(), m, n, ks);
+            parts.insert(parts.end(), yq.begin(), yq.end());
+        }
+        auto da = upload_as(act, a), dw = upload_as(act, w);
+        const size_t n_out = static_cast<size_t>(splits * m * n);
+        cuda::DeviceBuffer dy(n_out * 4);
+        auto gemm = cuda::Gemm::create();
+        if (!gemm) throw std::runtime_error(gemm.status().message());
+        if (!cuda::Gemm::split_k_supported(da.data(), k, dw.data(), k, splits, act))
+            throw std::runtime_error("split_k_supported refuses the product");
+        if (tuned) {
+            auto w1 = upload_as(act, w), w2 = upload_as(act, w);
+            const std::vector<const void*> weights{w1.data(), dw.data(), w2.data()};
+            gemm->tune_split_k(da.data(), k, weights, dy.as<float>(), m, n, k, splits, act,
+                               nullptr);
+        }
+        gemm->run_split_k(da.data(), k, dw.data(), dy.as<float>(), m, n, k, splits, act, nullptr);
+        DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+        const std::vector<float> got = download_as_f32(DType::kF32, dy.data(), n_out);
+        std::vector<float> sum(static_cast<size_t>(m * n), 0.0f);
+        for (int q = 0; q < splits; ++q)
+            for (size_t i = 0; i < sum.size(); ++i) sum[i] += got[q * sum.size() + i];
+        return std::vector<Output>{{"parts", parts, got}, {"sum", whole, sum}};
+    };
+    register_case(std::move(c));
+}
+
+DUALITY_OP_CASES(gemm_split) {
+    for (DType act : {DType::kF16, DType::kBF16}) {
+        add_split_case("out_proj_2.7b", 64, 2560, 5120, 2, false, act);
+        add_split_case("out_proj_2.7b", 64, 2560, 5120, 2, true, act);
+        add_split_case("out_proj_2.7b", 33, 2560, 5120, 4, false, act);
+        add_split_case("out_proj_130m", 32, 768, 1536, 2, true, act);
+        add_split_case("tiny", 17, 40, 48, 3, false, act);
     }
 }
 

@@ -82,6 +82,39 @@ void add_rms_norm_scaled_case(int64_t rows, int64_t dim, int64_t n_part, DType a
                    }});
 }
 
+// add_rms_norm with h as the f32 sum of n_parts parts (a split-k product, cuda::HParts), parts
+// `pad` rows more than rows·dim apart; the CPU twin adds the parts first.
+void add_rms_norm_parts_case(int64_t rows, int64_t dim, int n_parts, int64_t pad, DType act) {
+    const std::string name = "add_rms_norm/r" + num(rows) + "_d" + num(dim) + "_parts" +
+                             num(n_parts) + (pad ? "_pad" + num(pad) : "") + "/" + dt_name(act);
+    register_case(
+        {name, default_tolerance(act), [=] {
+             std::mt19937 rng(static_cast<uint32_t>(rows * 17 + dim + n_parts * 5 + pad));
+             const size_t n = static_cast<size_t>(rows * dim);
+             const size_t stride = static_cast<size_t>((rows + pad) * dim);
+             const std::vector<float> parts = normal(rng, stride * static_cast<size_t>(n_parts));
+             const std::vector<float> res0 = normal(rng, n, 0.0f, 2.0f);
+             const std::vector<float> w = normal(rng, static_cast<size_t>(dim), 1.0f, 0.2f);
+             std::vector<float> h(n, 0.0f);
+             for (int q = 0; q < n_parts; ++q)
+                 for (size_t i = 0; i < n; ++i) h[i] += parts[q * stride + i];
+             std::vector<float> res = res0, out(n);
+             cpu::add_rms_norm(h.data(), res.data(), w.data(), kEps, out.data(), rows, dim, false,
+                               kCpuThreads);
+
+             cuda::DeviceBuffer d_parts = upload_f32(parts), d_res = upload_f32(res0),
+                                d_w = upload_f32(w);
+             cuda::DeviceBuffer d_out(n * dtype_size(act));
+             const cuda::HParts hp{d_parts.as<float>(), n_parts, static_cast<int64_t>(stride)};
+             cuda::add_rms_norm(nullptr, d_res.as<float>(), d_w.as<float>(), kEps, d_out.data(),
+                                rows, dim, false, act, nullptr, RowScale{}, hp);
+             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+             return std::vector<Output>{
+                 {"out", out, download_as_f32(act, d_out.data(), n)},
+                 {"residual", res, download_as_f32(DType::kF32, d_res.data(), n)}};
+         }});
+}
+
 // ---- gated_rms_norm --------------------------------------------------------------------------
 void gated_case(int64_t rows, int64_t dim, int64_t group_size, int64_t z_stride, DType act) {
     const std::string name = "gated_rms_norm/r" + num(rows) + "_d" + num(dim) + "_gs" +
@@ -165,6 +198,15 @@ DUALITY_OP_CASES(norm) {
         add_rms_norm_scaled_case(64, 2560, 320, act);
         add_rms_norm_scaled_case(7, 768, 96, act);
         add_rms_norm_scaled_case(2, 40000, 400, act);
+        // h as split-k parts (out_proj at decode batches of 17+ rows): 2.7b at 64 and 33 rows
+        // (block team), 130m (warp team), parts further apart than rows·dim, scalar, the loop.
+        add_rms_norm_parts_case(64, 2560, 2, 0, act);
+        add_rms_norm_parts_case(33, 2560, 4, 0, act);
+        add_rms_norm_parts_case(32, 768, 2, 0, act);
+        add_rms_norm_parts_case(17, 2560, 3, 15, act);
+        add_rms_norm_parts_case(5, 1030, 2, 0, act);
+        add_rms_norm_parts_case(2, 40000, 2, 1, act);
+        add_rms_norm_parts_case(3, 256, 1, 0, act);
 
         // gated_rms_norm: z rows in a wider buffer as in zxbcdt (2·E + 2GN + H).
         gated_case(3, 1536, 1536, 3352, act);     // 130m, G = 1

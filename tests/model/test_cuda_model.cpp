@@ -417,12 +417,12 @@ TEST(CudaModel, Bf16GateEpiloguesMatchTheGatedNorm) {
         }
     }
 }
-// Decode passes of 17+ rows run out_proj as split-k (Gemm::run_split_k: f32 parts that the next
-// add + RMSNorm sums, cuda::HParts) unless DUALITY_OUT_PROJ_SPLIT=1. Two bf16 models of the
-// bundled one, split (the default) and whole, GEMM tuning off: prefill passes and batch-1 decode
-// passes do not split, so their logits are bit for bit equal; batch-32 decode logits agree within
-// the bf16 policy (rel-L2 <= 3e-2, docs/numerics.md) but not bit for bit (the parts are added in
-// f32 where the whole product rounds h to bf16: proof that the split ran).
+// With DUALITY_OUT_PROJ_SPLIT=2 (opt-in), decode passes of 17+ rows run out_proj as split-k
+// (Gemm::run_split_k: f32 parts that the next add + RMSNorm sums, cuda::HParts). Two bf16 models
+// of the bundled one, split and whole (=1, the default), GEMM tuning off: prefill passes and
+// batch-1 decode passes do not split, so their logits are bit for bit equal; batch-32 decode logits
+// agree within the bf16 policy (rel-L2 <= 3e-2, docs/numerics.md) but not bit for bit (the parts
+// are added in f32 where the whole product rounds h to bf16: proof that the split ran).
 TEST(CudaModel, Bf16SplitOutProjMatchesTheWholeProduct) {
     REQUIRE_GPU();
     constexpr int kSeqs = 32;

@@ -1078,10 +1078,13 @@ class CudaModel final : public Model {
     cuda::Event fork_, join_;
     cuda::Event staging_read_;  // after the last pass's description copy (run_pass)
     bool split_in_proj_ = true;
-    // Decode passes whose out_proj goes to cuBLASLt run it as split-k into out_splits_ f32 parts
-    // (Gemm::run_split_k), summed by the add + RMSNorm that follows (DUALITY_OUT_PROJ_SPLIT=1:
-    // the whole product). out_parts_: this pass's parts, or none (enqueue_layers).
-    int out_splits_ = 2;
+    // With DUALITY_OUT_PROJ_SPLIT=2..4, decode passes whose out_proj goes to cuBLASLt run it as
+    // split-k into out_splits_ f32 parts (Gemm::run_split_k), summed by the add + RMSNorm that
+    // follows; 1, the default, keeps the whole product. Opt-in: on an H200 it made 2.7b steps
+    // faster (batch 32 5.46-5.51 → 5.39-5.40 ms, batch 64 8.236-8.245 → 8.203-8.205 ms) but the
+    // 130m's slower (batch 64 1.197 → 1.261 ms); docs/architecture.md, "Decode GEMM".
+    // out_parts_: this pass's parts, or none (enqueue_layers).
+    int out_splits_ = 1;
     cuda::HParts out_parts_{};
     cuda::Gemm gemm_;
     cuda::DeviceWeights weights_;

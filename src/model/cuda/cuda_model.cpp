@@ -321,6 +321,11 @@ class CudaModel final : public Model {
                              "duality: DUALITY_OUT_PROJ_SPLIT=\"%s\" is not 1 to %d; using %d\n",
                              env, cuda::kMaxHParts, out_splits_);
         }
+        if (out_splits_ > 1 && c_.d_inner % (8 * out_splits_) != 0)
+            std::fprintf(stderr,
+                         "duality: DUALITY_OUT_PROJ_SPLIT=%d does not divide d_inner %lld into "
+                         "slices of a multiple of 8: out_proj runs whole\n",
+                         out_splits_, static_cast<long long>(c_.d_inner));
         slot_tokens_.assign(static_cast<size_t>(opt_.n_slots + 1), 0);
     }
 
@@ -393,8 +398,7 @@ class CudaModel final : public Model {
             }
             gemm_.tune(ws_.u, D, in_proj, ws_.zxbcdt, n_in, act_, m, n_in, D, act_, s);
             gemm_.tune(ws_.gated, E, out_proj, ws_.h, D, act_, m, D, E, act_, s);
-            if (out_splits_ > 1 &&
-                !gemm_.uses_decode_kernel(ws_.gated, E, out_proj[0], act_, m, D, E, act_))
+            if (splits_out_proj(m))
                 gemm_.tune_split_k(ws_.gated, E, out_proj, ws_.h_parts, m, D, E, out_splits_, act_,
                                    s);
             gemm_.tune(ws_.u, D, head, ws_.logits, c_.vocab_padded, DType::kF32, m, c_.vocab_padded,
@@ -466,7 +470,7 @@ class CudaModel final : public Model {
                                            T * E * a,
                                            ssq_elems * 4,
                                            R * H * 4,
-                                           z(out_splits_ * max_seqs_) * D * 4,
+                                           out_splits_ > 1 ? z(out_splits_ * max_seqs_) * D * 4 : 0,
                                            ssd_bytes,
                                            R * D * a,
                                            R * D * 4,
@@ -903,19 +907,10 @@ class CudaModel final : public Model {
             pass_scaled_ = true;
             scale_parts_ = cuda::ssm_decode_gate_parts(c_.head_dim);
         }
-        // Decode passes whose out_proj goes to cuBLASLt (17+ rows: not our decode GEMM) run it as
-        // split-k into f32 parts, which the next add + RMSNorm (or the final norm) sums: one
-        // strided-batched call with out_splits_ times the CTAs and no reduction kernel. Not with
-        // a bias (added to h) or a RowScale (the decode gate; add_rms_norm takes one or the other).
-        out_parts_ = cuda::HParts{};
-        if (decode && out_splits_ > 1 && !pass_scaled_ && T >= 2 && T <= max_seqs_ &&
-            !weights_.layers.empty()) {
-            const cuda::DeviceLayer& w0 = weights_.layers.front();
-            if (!w0.out_proj_bias &&
-                !gemm_.uses_decode_kernel(ws_.gated, E, w0.out_proj, act_, T, D, E, act_) &&
-                cuda::Gemm::split_k_supported(ws_.gated, E, w0.out_proj, E, out_splits_, act_))
-                out_parts_ = cuda::HParts{ws_.h_parts, out_splits_, T * D};
-        }
+        // With DUALITY_OUT_PROJ_SPLIT=2..4, decode passes run out_proj as split-k where
+        // splits_out_proj allows: f32 parts that the next add + RMSNorm (or the final norm) sums.
+        out_parts_ = decode && splits_out_proj(T) ? cuda::HParts{ws_.h_parts, out_splits_, T * D}
+                                                  : cuda::HParts{};
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
             cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
@@ -981,6 +976,26 @@ class CudaModel final : public Model {
                 if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
             }
         }
+    }
+
+    // Whether decode passes of m rows run out_proj as split-k (Gemm::run_split_k into out_splits_
+    // f32 parts, summed by the add + RMSNorm that follows: one strided-batched call with
+    // out_splits_ times the CTAs and no reduction kernel): DUALITY_OUT_PROJ_SPLIT=2..4, and every
+    // layer's product goes to cuBLASLt (not our decode GEMM, which takes 2-16 rows by default)
+    // and is supported, without a bias (added to h) or the decode gate (its RowScale and the
+    // parts cannot share one add_rms_norm).
+    bool splits_out_proj(int64_t m) const {
+        if (out_splits_ < 2 || decode_gate_ || m < 2 || m > max_seqs_) return false;
+        const int64_t D = c_.d_model, E = c_.d_inner;
+        return !weights_.layers.empty() &&
+               std::all_of(weights_.layers.begin(), weights_.layers.end(),
+                           [&](const cuda::DeviceLayer& w) {
+                               return !w.out_proj_bias &&
+                                      !gemm_.uses_decode_kernel(ws_.gated, E, w.out_proj, act_, m,
+                                                                D, E, act_) &&
+                                      cuda::Gemm::split_k_supported(ws_.gated, E, w.out_proj, E,
+                                                                    out_splits_, act_);
+                           });
     }
 
     // The fused SSD's gate epilogue for layer w (z from zxbcdt, sums of squares into ws_.ssq).

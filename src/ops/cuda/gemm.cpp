@@ -29,12 +29,16 @@ cudaDataType_t cuda_type(DType t) {
     }
 }
 
-// The largest power of two (up to 256) dividing the address: cuBLASLt picks kernels by it.
-int alignment(const void* p) {
-    const auto v = reinterpret_cast<uintptr_t>(p);
+// The largest power of two (up to 256) dividing v.
+int pow2_dividing(uint64_t v) {
     int a = 256;
-    while (a > 1 && v % static_cast<uintptr_t>(a)) a /= 2;
+    while (a > 1 && v % static_cast<uint64_t>(a)) a /= 2;
     return a;
+}
+
+// The same of an address: cuBLASLt picks kernels by it.
+int alignment(const void* p) {
+    return pow2_dividing(reinterpret_cast<uintptr_t>(p));
 }
 
 // Gemm::tune replaces cuBLASLt's first choice only by a candidate at least 3% faster, and only
@@ -172,6 +176,14 @@ Gemm::~Gemm() {
 
 Gemm::Key Gemm::key(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
                     DType y_dtype, int64_t m, int64_t n, int64_t k, DType act, int splits) {
+    int align_a = alignment(a), align_w = alignment(w), align_y = alignment(y);
+    if (splits > 1) {  // what every batch of the split-k call has (its slices start further on)
+        const uint64_t slice = static_cast<uint64_t>(k / splits) * dtype_size(act);
+        align_a = std::min(align_a, pow2_dividing(slice));
+        align_w = std::min(align_w, pow2_dividing(slice));
+        align_y = std::min(align_y, pow2_dividing(static_cast<uint64_t>(m * ldy) *
+                                                  dtype_size(y_dtype)));
+    }
     return Key{m,
                n,
                k,
@@ -179,9 +191,9 @@ Gemm::Key Gemm::key(const void* a, int64_t lda, const void* w, const void* y, in
                ldy,
                static_cast<int>(act),
                static_cast<int>(y_dtype),
-               alignment(a),
-               alignment(w),
-               alignment(y),
+               align_a,
+               align_w,
+               align_y,
                splits};
 }
 

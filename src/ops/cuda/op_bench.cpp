@@ -218,8 +218,8 @@ class Bench {
             }
             survey_.set_decode_kernel(cuda::Gemm::DecodeKernel::kOff);
         }
-        // Decode batches that the model runs as split-k (out_proj from 17 rows): in two parts,
-        // as the model does, for every product, as "<name>/split2".
+        // Split-k in two parts (Gemm::run_split_k, which the model runs for out_proj at these
+        // rows with DUALITY_OUT_PROJ_SPLIT=2), for every product, as "<name>/split2".
         constexpr int kSplits = 2;
         if (m > 16 && m <= 256 &&
             cuda::Gemm::split_k_supported(a.data(), k, ws[0].data(), k, kSplits, o_.act)) {

@@ -13,10 +13,10 @@
 // Numerics (spec 9/14): Δ, Scs, every decay and every accumulator are f32. MMA operands are the
 // activation dtype: x, B, C as given; x·(decay·Δ) for the chunk state, W = S·decay·Δ for the
 // intra output and prev for the inter output are computed in f32 and rounded once, where S = C·Bᵀ
-// has passed through the workspace as f16 scaled per 16×32 tile (11 bits relative to the tile's
-// largest kept |S|: masked entries, j > i, are zeroed before the scale is taken). The states passed between chunks are f32 (a
-// {n_chunk, n_head} workspace of head_dim·d_state values each, in fragment order); the final
-// state is rounded once to the slot dtype.
+// has passed through the workspace as f16 scaled per 16×32 tile (11 bits relative to the
+// tile's largest kept |S|: masked entries, j > i, are zeroed before the scale is taken). The
+// states passed between chunks are f32 (a {n_chunk, n_head} workspace of head_dim·d_state
+// values each, in fragment order); the final state is rounded once to the slot dtype.
 //
 // Parallelization: 8 warps a block, two kinds of block. A block takes a ticket (atomic counter)
 // and works on item = ticket, chunk-major: chunk 0's n_group S blocks, then per chunk c the

@@ -170,8 +170,9 @@ void add_split_case(const char* name, int64_t m, int64_t n, int64_t k, int split
         if (tuned) {
             auto w1 = upload_as(act, w), w2 = upload_as(act, w);
             const std::vector<const void*> weights{w1.data(), dw.data(), w2.data()};
-            gemm->tune_split_k(da.data(), k, weights, dy.as<float>(), m, n, k, splits, act,
-                               nullptr);
+            if (gemm->tune_split_k(da.data(), k, weights, dy.as<float>(), m, n, k, splits, act,
+                                   nullptr) < 0)
+                throw std::runtime_error("Gemm::tune_split_k found fewer than two candidates");
         }
         gemm->run_split_k(da.data(), k, dw.data(), dy.as<float>(), m, n, k, splits, act, nullptr);
         DUALITY_CUDA_CHECK(cudaDeviceSynchronize());

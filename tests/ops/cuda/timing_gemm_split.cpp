@@ -20,25 +20,14 @@
 #include "core/cuda/device_buffer.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/op_util.h"
+#include "ops/cuda/timing_util.h"
 
 namespace duality::optest {
 namespace {
 
 // Microseconds per call of f(i) (i: the call's index), after a warm-up pass of `iters` calls.
 double time_us(const std::function<void(int)>& f, int iters) {
-    for (int i = 0; i < iters; ++i) f(i);
-    cudaEvent_t a, b;
-    DUALITY_CUDA_CHECK(cudaEventCreate(&a));
-    DUALITY_CUDA_CHECK(cudaEventCreate(&b));
-    DUALITY_CUDA_CHECK(cudaEventRecord(a));
-    for (int i = 0; i < iters; ++i) f(i);
-    DUALITY_CUDA_CHECK(cudaEventRecord(b));
-    DUALITY_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    DUALITY_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    DUALITY_CUDA_CHECK(cudaEventDestroy(a));
-    DUALITY_CUDA_CHECK(cudaEventDestroy(b));
-    return 1e3 * ms / iters;
+    return 1e3 * time_ms(f, iters, iters);
 }
 
 // y_s {m, n} f32 = a[:, s·k/S .. (s+1)·k/S] · w[:, same]ᵀ for s < S, as one batched call (the

@@ -23,6 +23,7 @@
 #include "ops/cuda/op_util.h"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/ssd_plan.h"
+#include "ops/cuda/timing_util.h"
 
 namespace duality::optest {
 namespace {
@@ -32,24 +33,6 @@ struct TimingShape {
     int64_t H, P, N, G, Q, n_seq, seqlen;
     DType act;
 };
-
-// Milliseconds per call of f, averaged over `iters` calls after two warm-up calls.
-double time_ms(const std::function<void()>& f, int iters) {
-    f();
-    f();
-    cudaEvent_t a, b;
-    DUALITY_CUDA_CHECK(cudaEventCreate(&a));
-    DUALITY_CUDA_CHECK(cudaEventCreate(&b));
-    DUALITY_CUDA_CHECK(cudaEventRecord(a));
-    for (int i = 0; i < iters; ++i) f();
-    DUALITY_CUDA_CHECK(cudaEventRecord(b));
-    DUALITY_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    DUALITY_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    DUALITY_CUDA_CHECK(cudaEventDestroy(a));
-    DUALITY_CUDA_CHECK(cudaEventDestroy(b));
-    return ms / iters;
-}
 
 template <typename T>
 void time_steps(const cuda::ssd::Plan& p, double out[5], int iters) {

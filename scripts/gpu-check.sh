@@ -3,7 +3,7 @@
 # registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
 # Every session uses this script so GPU numbers stay comparable.
 #
-#   scripts/gpu-check.sh [tests|bench|serve|profile|build|all]      (default: all)
+#   scripts/gpu-check.sh [tests|bench|serve|profile|split|build|all]      (default: all)
 #
 # build: only the build (then `source scripts/gpu-env.sh` and run build-gpu/duality yourself).
 # GPU_CHECK_QUICK=1: `tests` (and `all`) run the CUDA tests only, not the rest of the suite (about 140 s of
@@ -13,6 +13,10 @@
 # 2.7b decode step at batch 64 and 1, a 17-token and an 8k-token prefill, as CSV for
 # scripts/ncu_summary.py,
 # and the decode GEMM's and cuBLASLt's speed of light, memory and warp stalls at 8 and 64 rows.
+#
+# split (not part of all): the opt-in split-k out_proj (DUALITY_OUT_PROJ_SPLIT): its op cases and
+# model test, GemmSplitTiming (raw cuBLASLt), cuBLASLt's tuning log for out_proj whole and split at
+# 64 rows, and 2.7b / 130m decode at 32 and 64 sequences with 1, 2 and 4 parts, twice.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -102,18 +106,25 @@ if [[ "$what" == all || "$what" == serve ]]; then
 fi
 if [[ "$what" == profile ]]; then
   step "per-kernel profile (ncu, mamba2-2.7b)"
-  for spec in "decode64:--no-prefill --decode-batches 64" "decode1:--no-prefill --decode-batches 1" \
-              "prefill17:--no-decode --prefill-lens 17 --prefill-batches 1"; do
+  # Only the kernels of the timed steps (NVTX ranges bench_decode / bench_prefill / bench_op,
+  # core/profile_range.h): the GEMM tuning at load launches thousands of kernels, and profiling
+  # those as well took longer than a device call may run.
+  for spec in "decode64:bench_decode:--no-prefill --decode-batches 64" \
+              "decode1:bench_decode:--no-prefill --decode-batches 1" \
+              "prefill17:bench_prefill:--no-decode --prefill-lens 17 --prefill-batches 1"; do
     name=${spec%%:*}
+    rest=${spec#*:}
+    range=${rest%%:*}
     # shellcheck disable=SC2086
-    ncu --clock-control none --csv --print-units base \
+    ncu --clock-control none --csv --print-units base --nvtx --nvtx-include "$range/" \
       --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
-      build-gpu/duality bench --random-weights --config mamba2-2.7b ${spec#*:} --decode-steps 2 \
+      build-gpu/duality bench --random-weights --config mamba2-2.7b ${rest#*:} --decode-steps 2 \
       --warmup 1 >"$OUT/ncu-$name.csv" 2>"$OUT/ncu-$name.err" || status=1
     python3 scripts/ncu_summary.py "$OUT/ncu-$name.csv" | tee "$OUT/ncu-$name.txt" || status=1
   done
   # Where a 2.7b prefill of 8k tokens goes, per kernel (docs/architecture.md, "Prefill time").
   DUALITY_GEMM_TUNE=0 ncu --clock-control none --csv --print-units base \
+    --nvtx --nvtx-include "bench_prefill/" \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
     build-gpu/duality bench --random-weights --config mamba2-2.7b --no-decode --prefill-lens 8192 \
     --prefill-batches 1 --warmup 0 >"$OUT/ncu-prefill8k.csv" 2>"$OUT/ncu-prefill8k.err" || status=1
@@ -126,12 +137,35 @@ if [[ "$what" == profile ]]; then
   # The decode GEMM against cuBLASLt at 8 and 64 rows: speed of light, memory and warp stalls
   # (why it loses at 64 rows; docs/architecture.md, "Decode GEMM").
   ncu --clock-control none --kernel-name regex:'gemm_decode|gemm|Kernel' \
+    --nvtx --nvtx-include "bench_op/" \
     --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
     --section Occupancy --section LaunchStats \
     build-gpu/duality bench --random-weights --config mamba2-2.7b --ops --no-prefill \
     --decode-batches 8,64 --warmup 1 --iters 2 >"$OUT/ncu-gemm-decode.txt" 2>&1 || status=1
   grep -E '^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput|Stall|Warp Cycles|Registers' \
     "$OUT/ncu-gemm-decode.txt" | head -120 || true
+fi
+if [[ "$what" == split ]]; then
+  step "split-k out_proj: op cases, model test, raw timing"
+  build-gpu/tests/duality_tests --gtest_filter='*gemm_split*:*_parts*:*SplitOutProj*' \
+    --gtest_brief=1 2>&1 | tail -5 || status=1
+  build-gpu/tests/duality_tests --gtest_also_run_disabled_tests \
+    --gtest_filter='GemmSplitTiming.*' 2>&1 | grep -E "m=" | tee "$OUT/split-timing.txt"
+  step "split-k out_proj: tuning log and bench --ops (2.7b, 64 rows)"
+  DUALITY_GEMM_TUNE_LOG=1 build-gpu/duality bench --random-weights --config mamba2-2.7b --ops \
+    --no-prefill --decode-batches 64 >"$OUT/split-ops.txt" 2>&1 || status=1
+  grep -E "^(in|out)_proj|tune m=64 n=2560 k=5120|^  [0-9] " "$OUT/split-ops.txt" | head -60
+  step "split-k out_proj: decode A/B"
+  for cfg in mamba2-2.7b mamba2-130m; do
+    for rep in 1 2; do
+      for sp in 1 2 4; do
+        DUALITY_OUT_PROJ_SPLIT=$sp build-gpu/duality bench --random-weights --config "$cfg" \
+          --no-prefill --decode-batches 32,64 >"$OUT/split-bench.txt" 2>&1 || status=1
+        echo "$cfg split=$sp: $(grep -E '^ +(32|64) ' "$OUT/split-bench.txt" | tr -s ' ' |
+          tr '\n' '|')"
+      done
+    done
+  done | tee "$OUT/split-ab.txt"
 fi
 step "done (status $status)"
 exit $status

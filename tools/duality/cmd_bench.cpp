@@ -6,9 +6,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <span>
 
+#include "core/profile_range.h"
 #include "duality/model.h"
 #include "engine/roofline.h"
 #include "ops/op_bench.h"
@@ -118,6 +120,7 @@ PrefillResult bench_prefill(Model& model, const Options& o, int64_t batch, int64
     }
     int runs = 0;
     double total = 0;
+    const ProfileRange range("bench_prefill");  // the timed runs (scripts/gpu-check.sh profile)
     while (runs < 5 && (runs == 0 || total < 0.3)) {
         auto t = run();
         if (!t) {
@@ -158,8 +161,12 @@ DecodeResult bench_decode(Model& model, const Options& o, int64_t batch, DType w
         }
     }
     Clock::time_point t0;
+    std::optional<ProfileRange> range;  // the timed steps (scripts/gpu-check.sh profile)
     for (int i = 0; i < o.warmup + o.decode_steps; ++i) {
-        if (i == o.warmup) t0 = Clock::now();
+        if (i == o.warmup) {
+            range.emplace("bench_decode");
+            t0 = Clock::now();
+        }
         for (int64_t s = 0; s < batch; ++s)
             in[static_cast<size_t>(s)] = {
                 static_cast<int>(s), std::span<const int32_t>(&next[static_cast<size_t>(s)], 1)};

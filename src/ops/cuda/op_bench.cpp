@@ -11,6 +11,7 @@
 
 #include "core/cuda/device_buffer.h"
 #include "core/cuda/stream.h"
+#include "core/profile_range.h"
 #include "engine/roofline.h"
 #include "ops/cuda/gemm.h"
 #include "ops/cuda/gemm_decode.h"
@@ -177,6 +178,7 @@ class Bench {
     template <typename F>
     void add(std::vector<OpBenchRow>* rows, const std::string& op, const std::string& shape,
              double bytes, double flops, F&& f) {
+        const ProfileRange range("bench_op");  // the timed calls (scripts/gpu-check.sh profile)
         const double sec = time_calls(f, o_.warmup, o_.iters, s_);
         rows->push_back({op, shape, sec, bytes, flops, ""});
     }

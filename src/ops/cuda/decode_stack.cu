@@ -16,8 +16,8 @@
 // 4.9: the latency-bound parts and the barrier waits (load imbalance between SMs included) are
 // far longer than the 200 KB ring hides (about 7 µs of one SM's share of HBM).
 //
-// Parallelization: one block per SM (grid = the SM count, all resident), 8 consumer warps and one
-// producer warp. The producer streams the block's rows of every weight matrix, in the order the
+// Parallelization: one block per SM (grid = the SM count, or fewer with DecodeStackArgs::blocks;
+// all resident), 8 consumer warps and one producer warp. The producer streams the block's rows of every weight matrix, in the order the
 // stages use them (in_proj and out_proj of layer 0, 1, ..., then the LM head), into a ring of
 // shared-memory slots with bulk copies (cp.async.bulk, completing on the slot's "full" mbarrier),
 // and refills a slot once its consumer warp has arrived on its "empty" mbarrier. It runs ahead
@@ -53,8 +53,8 @@
 // activations, f32 state, head_dim a multiple of 16, d_state 64/128/256, d_conv 2-4, at most 64
 // norm groups, rows of at most 20 KB (d_model, d_inner <= 10240), 2·n_group·d_state <= 5120,
 // 16-byte aligned matrices, norm weights, residual, v, SSM state and slot stride (float4
-// accesses). One launch at a time per sync buffer. The grid is the SM count with one block per SM
-// and is not a cooperative launch: every block must be resident at once, so no other kernel that
+// accesses). One launch at a time per sync buffer. The grid (at most the SM count, one block
+// per SM) is not a cooperative launch: every block must be resident at once, so no other kernel that
 // holds SMs while waiting on other blocks may run beside it (decode_stack_available checks that
 // one block fits an SM; MPS or green-context SM limits are not detected).
 #include <cuda_bf16.h>
@@ -668,17 +668,17 @@ void launch(const DecodeStackArgs& a, cudaStream_t stream) {
     auto* kernel = decode_stack_kernel<T, N>;
     DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(smem)));
-    kernel<<<decode_stack_grid(), kThreads, smem, stream>>>(a, n_slot);
+    kernel<<<decode_stack_grid(a.blocks), kThreads, smem, stream>>>(a, n_slot);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 }  // namespace
 
-int decode_stack_grid() {
+int decode_stack_grid(int blocks) {
     int dev = 0, sms = 0;
     DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
     DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    return sms;
+    return blocks >= 1 && blocks < sms ? blocks : sms;
 }
 
 size_t decode_stack_sync_bytes() {

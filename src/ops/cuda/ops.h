@@ -225,9 +225,12 @@ struct DecodeStackArgs {
     float* logits = nullptr;  // {vocab_rows} f32, written
     uint32_t* sync = nullptr;
     // Optional (timing): globaltimer stamps {n_layer + 1, 8, grid} u64 of thread 0 of every block
-    // at its stage boundaries (decode_stack.cu); grid = decode_stack_grid().
+    // at its stage boundaries (decode_stack.cu); grid = decode_stack_grid(blocks).
     uint64_t* profile = nullptr;
     int l2_ahead = -1;  // weight pieces asked of L2 ahead of the ring (-1: the kernel's default)
+    // Blocks of the grid: 0 (the default) one per SM; fewer (at most the SM count) share each
+    // grid barrier among fewer blocks (tests and the timing test's sweep).
+    int blocks = 0;
 };
 // Whether this device runs decode_stack at all (sm_90 code, a block of its shared memory fits an
 // SM).
@@ -240,7 +243,8 @@ bool decode_stack_available();
 bool decode_stack_supported(const DecodeStackArgs& a, std::span<const DeviceLayer> layers,
                             DType act, DType state_dtype);
 size_t decode_stack_sync_bytes();
-int decode_stack_grid();  // blocks per launch (the SM count)
+// Blocks per launch: the SM count, or `blocks` when that is between 1 and the SM count.
+int decode_stack_grid(int blocks = 0);
 void decode_stack(const DecodeStackArgs& a, DType act, cudaStream_t stream);
 
 // Per-row sampling parameters on the device (see SamplingParams; penalties stay on the host).

@@ -34,6 +34,7 @@ struct StackShape {
     int64_t d_model, n_head, head_dim, d_state, n_group, n_layer;
     bool biases = false;  // in_proj, conv and out_proj biases; no D
     int64_t d_conv = 4;
+    int blocks = 0;  // DecodeStackArgs::blocks (0: one per SM)
 };
 
 constexpr int64_t kVocab = 1000, kSlots = 3, kSteps = 3;
@@ -108,6 +109,7 @@ void stack_case(const StackShape& sh, DType act, uint32_t seed) {
              cuda::DeviceBuffer d_layers(layers.size() * sizeof(cuda::DeviceLayer));
              cuda::upload(d_layers.data(), layers.data(), d_layers.bytes());
              cuda::DecodeStackArgs a = stack_shape(L, D, H, P, N, G, W, kVocab);
+             a.blocks = sh.blocks;
              a.layers = d_layers.as<cuda::DeviceLayer>();
              a.embedding = actbuf(emb);
              a.head = actbuf(head);
@@ -231,6 +233,8 @@ DUALITY_OP_CASES(decode_stack) {
         {"d512_h32p32n256g2_L2", 512, 32, 32, 256, 2, 2},
         {"d256_h8p64n128g1_L2_bias", 256, 8, 64, 128, 1, 2, true},
         {"d384_h12p64n64g2_L3_conv3", 384, 12, 64, 64, 2, 3, false, 3},
+        // Fewer blocks than SMs (each block more rows and SSM items; the barriers among 7).
+        {"d768_h24p64n128g1_L3_blocks7", 768, 24, 64, 128, 1, 3, false, 4, 7},
     };
     uint32_t seed = 900;
     for (const StackShape& sh : shapes)

@@ -95,9 +95,15 @@ TEST(DecodeStackTiming, DISABLED_ModelShapes) {
         DUALITY_CUDA_CHECK(cudaEventCreate(&e0));
         DUALITY_CUDA_CHECK(cudaEventCreate(&e1));
         const double bytes = 2.0 * (L * (n_in * D + D * E) + sh.vocab * D);
-        // The default, then other distances of the producer's L2 requests ahead of its ring.
-        for (int ahead : {-1, 4, 12}) {
-            a.l2_ahead = ahead;
+        // The default, then other distances of the producer's L2 requests ahead of its ring,
+        // then grids of half and a quarter of the SMs (fewer blocks at each barrier).
+        struct Variant {
+            int ahead, blocks;
+        };
+        for (const Variant var : {Variant{-1, 0}, Variant{4, 0}, Variant{12, 0},
+                                  Variant{-1, grid / 2}, Variant{-1, grid / 4}}) {
+            a.l2_ahead = var.ahead;
+            a.blocks = var.blocks;
             for (int i = 0; i < 3; ++i) cuda::decode_stack(a, act, nullptr);
             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
             constexpr int kIters = 20;
@@ -111,9 +117,11 @@ TEST(DecodeStackTiming, DISABLED_ModelShapes) {
             std::printf(
                 "decode_stack %s (L2 ahead %d): %.3f ms per step, %.0f GB/s of weights (%d "
                 "blocks)\n",
-                sh.name, ahead, ms, bytes / (ms * 1e-3) / 1e9, grid);
+                sh.name, var.ahead, ms, bytes / (ms * 1e-3) / 1e9,
+                cuda::decode_stack_grid(var.blocks));
         }
         a.l2_ahead = -1;
+        a.blocks = 0;
 
         a.profile = prof.as<uint64_t>();
         cuda::decode_stack(a, act, nullptr);

@@ -83,7 +83,7 @@ if mhz:
 PY
   build-gpu/duality bench --random-weights --config mamba2-2.7b --ops 2>&1 | tee "$OUT/bench-ops-2.7b.txt" || status=1
   build-gpu/tests/duality_tests --gtest_also_run_disabled_tests --gtest_filter='SsdChunkedTiming.*' \
-    2>&1 | grep -E "ns/token" | tee "$OUT/ssd-timing.txt"
+    2>&1 | grep -E "ns/token" | tee "$OUT/ssd-timing.txt" || status=1
 fi
 if [[ "$what" == all || "$what" == serve ]]; then
   # The server on the CUDA backend: the CPU suite's HTTP tests with the bundled model, then the
@@ -150,22 +150,24 @@ if [[ "$what" == split ]]; then
   build-gpu/tests/duality_tests --gtest_filter='*gemm_split*:*_parts*:*SplitOutProj*' \
     --gtest_brief=1 2>&1 | tail -5 || status=1
   build-gpu/tests/duality_tests --gtest_also_run_disabled_tests \
-    --gtest_filter='GemmSplitTiming.*' 2>&1 | grep -E "m=" | tee "$OUT/split-timing.txt"
+    --gtest_filter='GemmSplitTiming.*' 2>&1 | grep -E "m=" | tee "$OUT/split-timing.txt" || status=1
   step "split-k out_proj: tuning log and bench --ops (2.7b, 64 rows)"
   DUALITY_GEMM_TUNE_LOG=1 build-gpu/duality bench --random-weights --config mamba2-2.7b --ops \
     --no-prefill --decode-batches 64 >"$OUT/split-ops.txt" 2>&1 || status=1
-  grep -E "^(in|out)_proj|tune m=64 n=2560 k=5120|^  [0-9] " "$OUT/split-ops.txt" | head -60
+  # The tuning of out_proj at 64 rows, whole and split (every candidate's time), then the rows.
+  { grep -A12 'tune m=64 n=2560 k=5120' "$OUT/split-ops.txt"; grep -E '^(in|out)_proj' "$OUT/split-ops.txt"; } || true
   step "split-k out_proj: decode A/B"
+  : >"$OUT/split-ab.txt"
   for cfg in mamba2-2.7b mamba2-130m; do
     for rep in 1 2; do
       for sp in 1 2 4; do
         DUALITY_OUT_PROJ_SPLIT=$sp build-gpu/duality bench --random-weights --config "$cfg" \
           --no-prefill --decode-batches 32,64 >"$OUT/split-bench.txt" 2>&1 || status=1
-        echo "$cfg split=$sp: $(grep -E '^ +(32|64) ' "$OUT/split-bench.txt" | tr -s ' ' |
-          tr '\n' '|')"
+        echo "$cfg split=$sp: $( (grep -E '^ +(32|64) ' "$OUT/split-bench.txt" || true) |
+          tr -s ' ' | tr '\n' '|')" | tee -a "$OUT/split-ab.txt"
       done
     done
-  done | tee "$OUT/split-ab.txt"
+  done
 fi
 step "done (status $status)"
 exit $status

@@ -16,12 +16,13 @@
 // 4.9: the latency-bound parts and the barrier waits (load imbalance between SMs included) are
 // far longer than the 200 KB ring hides (about 7 µs of one SM's share of HBM).
 //
-// Parallelization: one block per SM (grid = the SM count, or fewer with DecodeStackArgs::blocks;
-// all resident), 8 consumer warps and one producer warp. The producer streams the block's rows of every weight matrix, in the order the
-// stages use them (in_proj and out_proj of layer 0, 1, ..., then the LM head), into a ring of
-// shared-memory slots with bulk copies (cp.async.bulk, completing on the slot's "full" mbarrier),
-// and refills a slot once its consumer warp has arrived on its "empty" mbarrier. It runs ahead
-// of the consumers by the ring's size (200 KB on Hopper) and never waits for a grid barrier, so
+// Parallelization: one block per SM (grid = the SM count, or fewer with
+// DecodeStackArgs::blocks; all resident), 8 consumer warps and one producer warp. The producer
+// streams the block's rows of every weight matrix, in the order the stages use them (in_proj
+// and out_proj of layer 0, 1, ..., then the LM head), into a ring of shared-memory slots with
+// bulk copies (cp.async.bulk, completing on the slot's "full" mbarrier), and refills a slot
+// once its consumer warp has arrived on its "empty" mbarrier. It runs ahead of the consumers by
+// the ring's size (200 KB on Hopper) and never waits for a grid barrier, so
 // HBM keeps streaming weights while the consumers sit in the latency-bound parts (the SSM step,
 // the norms, the grid barriers). A matrix's rows are split evenly over the blocks; a block's rows
 // are cut into pieces of as many whole rows as fit a 20 KB slot (at most an eighth of the block's
@@ -687,8 +688,8 @@ size_t decode_stack_sync_bytes() {
 
 bool decode_stack_available() {
     if (!pdl::runs_sm90_code() || ring_slots() == 0) return false;
-    // One block per SM must fit (the grid is the SM count, all resident). The occupancy query
-    // counts the kernel's opt-in shared memory only once the attribute allows it.
+    // One block per SM must fit (the grid is at most the SM count, all resident). The occupancy
+    // query counts the kernel's opt-in shared memory only once the attribute allows it.
     auto* kernel = decode_stack_kernel<__nv_bfloat16, 128>;
     const size_t smem = smem_bytes(ring_slots());
     DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

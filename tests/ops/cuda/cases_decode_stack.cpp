@@ -233,8 +233,12 @@ DUALITY_OP_CASES(decode_stack) {
         {"d512_h32p32n256g2_L2", 512, 32, 32, 256, 2, 2},
         {"d256_h8p64n128g1_L2_bias", 256, 8, 64, 128, 1, 2, true},
         {"d384_h12p64n64g2_L3_conv3", 384, 12, 64, 64, 2, 3, false, 3},
-        // Fewer blocks than SMs (each block more rows and SSM items; the barriers among 7).
+        // Fewer blocks than SMs: each block more rows and SSM items (several passes of stage B),
+        // the barriers among 7 or 5; at 5, more out_proj rows per block than stage C keeps of
+        // the residual in shared memory (the direct-read path), also with d_state 256.
         {"d768_h24p64n128g1_L3_blocks7", 768, 24, 64, 128, 1, 3, false, 4, 7},
+        {"d768_h24p64n128g1_L2_blocks5", 768, 24, 64, 128, 1, 2, false, 4, 5},
+        {"d768_h24p32n256g2_L2_blocks5", 768, 24, 32, 256, 2, 2, false, 4, 5},
     };
     uint32_t seed = 900;
     for (const StackShape& sh : shapes)

@@ -27,7 +27,6 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 OUT=${OUT:-$PWD/gpu-check-out}
 mkdir -p "$OUT"
-step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
 
 source scripts/gpu-env.sh
 

@@ -1,6 +1,10 @@
 # Sourced by the GPU scripts (gpu-check.sh, gpu-ssd-fused.sh, gpu-decode-stack.sh): on a GPU machine without Debian's
 # -dev packages (CUDA, CMake and a compiler but no package registry), unpacks the packages that
 # scripts/fetch-gpu-deps.sh put in .deps/ into a private prefix and points the build at them.
+
+# step NAME...: a section header with the seconds since the script started.
+step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
+
 if ! command -v pkg-config >/dev/null || ! pkg-config --exists libzip 2>/dev/null; then
   [[ -d .deps ]] || { echo "no -dev packages here: run scripts/fetch-gpu-deps.sh and carry .deps" >&2; exit 1; }
   prefix=/tmp/duality-deps

@@ -8,7 +8,6 @@ cd "$(dirname "$0")/.."
 what=${1:-all}
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
-step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
 source scripts/gpu-env.sh
 step build
 gpu_build_sm90a "$OUT" duality_tests duality

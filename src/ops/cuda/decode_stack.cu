@@ -356,6 +356,25 @@ __device__ __forceinline__ void gemv(const Span& sp, int64_t k, uint32_t g_base,
 // before layer 0). Every load is issued before the first sum (d_model <= 10240: at most
 // kNormVecs 4-element vectors per thread, held in registers).
 constexpr int kNormVecs = 10;
+// vec[4i .. 4i + 3] = act(x · r(i) · w) for this thread's vectors i < n4 (x[j]: vector
+// threadIdx.x + j · kConsumers), then a barrier of the consumers: the norms' last step.
+template <typename T, typename R>
+__device__ __forceinline__ void store_scaled(const float4 (&x)[kNormVecs], int64_t n4, R r,
+                                             const float* w, T* vec) {
+#pragma unroll
+    for (int j = 0; j < kNormVecs; ++j) {
+        const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kConsumers;
+        if (i < n4) {
+            const float s = r(i);
+            const float4 wv = *reinterpret_cast<const float4*>(w + 4 * i);
+            const float o[4] = {x[j].x * s * wv.x, x[j].y * s * wv.y, x[j].z * s * wv.z,
+                                x[j].w * s * wv.w};
+            dtype::store<4>(vec + 4 * i, o);
+        }
+    }
+    consumers_sync();
+}
+
 template <typename T>
 __device__ __forceinline__ void norm_into(const DecodeStackArgs& a, const T* emb_row, bool first,
                                           const float* w, T* vec, float* red) {
@@ -381,17 +400,7 @@ __device__ __forceinline__ void norm_into(const DecodeStackArgs& a, const T* emb
     for (int j = 0; j < kNormVecs; ++j)
         ss += x[j].x * x[j].x + x[j].y * x[j].y + x[j].z * x[j].z + x[j].w * x[j].w;
     const float r = rsqrtf(consumers_sum(ss, red) / static_cast<float>(a.d_model) + a.eps);
-#pragma unroll
-    for (int j = 0; j < kNormVecs; ++j) {
-        const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kConsumers;
-        if (i < D4) {
-            const float4 wv = *reinterpret_cast<const float4*>(w + 4 * i);
-            const float o[4] = {x[j].x * r * wv.x, x[j].y * r * wv.y, x[j].z * r * wv.z,
-                                x[j].w * r * wv.w};
-            dtype::store<4>(vec + 4 * i, o);
-        }
-    }
-    consumers_sync();
+    store_scaled(x, D4, [r](int64_t) { return r; }, w, vec);
 }
 
 // vec = act(v · r_g · w) over d_inner (the gated norm's output), r_g = rsqrt(mean(v²) + eps) of
@@ -421,18 +430,8 @@ __device__ __forceinline__ void gate_into(const DecodeStackArgs& a, const float*
         if (lane == 0) red[96 + g] = rsqrtf(ss / static_cast<float>(group_size) + a.eps);
     }
     consumers_sync();
-#pragma unroll
-    for (int j = 0; j < kNormVecs; ++j) {
-        const int64_t i = threadIdx.x + static_cast<int64_t>(j) * kConsumers;
-        if (i < E4) {
-            const float r = red[96 + 4 * i / group_size];  // group_size % 16 == 0
-            const float4 wv = *reinterpret_cast<const float4*>(w + 4 * i);
-            const float o[4] = {v[j].x * r * wv.x, v[j].y * r * wv.y, v[j].z * r * wv.z,
-                                v[j].w * r * wv.w};
-            dtype::store<4>(vec + 4 * i, o);
-        }
-    }
-    consumers_sync();
+    // group_size % 16 == 0: a vector lies in one group.
+    store_scaled(v, E4, [&](int64_t i) { return red[96 + 4 * i / group_size]; }, w, vec);
 }
 
 // silu(conv1d) of conv channel c for this step: the W-1 older raw rows from the conv state

@@ -3,13 +3,15 @@
 // whose s batches are the k slices, each writing an f32 partial {m, n} that a consumer (the next
 // add + RMSNorm) would sum: no reduction kernel, and s times the CTAs of the unsplit product.
 // Weights rotate over copies worth several times the L2 cache, so each call reads HBM as in a
-// step. Not a correctness test and disabled by default; run it on a GPU with
+// step; each split's parts are checked to sum to the whole product. Disabled by default (a
+// benchmark, not a test of speed); run it on a GPU with
 //   duality_tests --gtest_also_run_disabled_tests --gtest_filter='GemmSplitTiming.*'
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <initializer_list>
@@ -118,21 +120,35 @@ TEST(GemmSplitTiming, DISABLED_DecodeShapes) {
         for (int64_t m : {32, 64}) {
             cuda::DeviceBuffer a(static_cast<size_t>(m * s.k) * 2);
             DUALITY_CUDA_CHECK(cudaMemset(a.data(), 0x3c, a.bytes()));
-            cuda::DeviceBuffer y(static_cast<size_t>(4 * m * s.n) * 4);
-            gemm->tune(a.data(), s.k, wp, y.data(), s.n, DType::kBF16, m, s.n, s.k, DType::kBF16,
-                       nullptr);
+            const size_t mn = static_cast<size_t>(m * s.n);
+            cuda::DeviceBuffer y(4 * mn * 4), y_whole(mn * 2);
+            gemm->tune(a.data(), s.k, wp, y_whole.data(), s.n, DType::kBF16, m, s.n, s.k,
+                       DType::kBF16, nullptr);
             const double base = time_us(
                 [&](int i) {
-                    gemm->run(a.data(), s.k, wp[static_cast<size_t>(i) % wp.size()], y.data(), s.n,
-                              DType::kBF16, m, s.n, s.k, DType::kBF16, nullptr);
+                    gemm->run(a.data(), s.k, wp[static_cast<size_t>(i) % wp.size()],
+                              y_whole.data(), s.n, DType::kBF16, m, s.n, s.k, DType::kBF16,
+                              nullptr);
                 },
                 kIters);
+            const std::vector<float> whole = download_as_f32(DType::kBF16, y_whole.data(), mn);
             std::printf("%-16s m=%-3lld model (Gemm, bf16 out) %6.2f us (%4.0f GB/s)", s.name,
                         static_cast<long long>(m), base, wbytes / (base * 1e3));
             for (int S : {1, 2, 4}) {
                 const double us = split_best(lt, ws, a.data(), y.as<float>(), m, s.n, s.k, S,
                                              work.data(), work_bytes, 8, kIters);
                 std::printf(" | split %d f32 %6.2f us", S, us);
+                // What was timed is the product: its parts sum to the whole product's values
+                // (bf16-rounded there; every weight copy holds the same values).
+                const std::vector<float> parts =
+                    download_as_f32(DType::kF32, y.data(), static_cast<size_t>(S) * mn);
+                double worst = 0;
+                for (size_t i = 0; i < mn; ++i) {
+                    double sum = 0;
+                    for (int q = 0; q < S; ++q) sum += parts[static_cast<size_t>(q) * mn + i];
+                    worst = std::max(worst, std::abs(sum - whole[i]) / std::abs(whole[i]));
+                }
+                EXPECT_LE(worst, 1e-2) << s.name << " m=" << m << " split " << S;
             }
             std::printf("\n");
         }

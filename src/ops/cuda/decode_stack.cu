@@ -55,9 +55,9 @@
 // norm groups, rows of at most 20 KB (d_model, d_inner <= 10240), 2·n_group·d_state <= 5120,
 // 16-byte aligned matrices, norm weights, residual, v, SSM state and slot stride (float4
 // accesses). One launch at a time per sync buffer. The grid (at most the SM count, one block
-// per SM) is not a cooperative launch: every block must be resident at once, so no other kernel that
-// holds SMs while waiting on other blocks may run beside it (decode_stack_available checks that
-// one block fits an SM; MPS or green-context SM limits are not detected).
+// per SM) is not a cooperative launch: every block must be resident at once, so no other
+// kernel that holds SMs while waiting on other blocks may run beside it (decode_stack_available
+// checks that one block fits an SM; MPS or green-context SM limits are not detected).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

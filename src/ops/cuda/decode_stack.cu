@@ -400,7 +400,8 @@ __device__ __forceinline__ void norm_into(const DecodeStackArgs& a, const T* emb
     for (int j = 0; j < kNormVecs; ++j)
         ss += x[j].x * x[j].x + x[j].y * x[j].y + x[j].z * x[j].z + x[j].w * x[j].w;
     const float r = rsqrtf(consumers_sum(ss, red) / static_cast<float>(a.d_model) + a.eps);
-    store_scaled(x, D4, [r](int64_t) { return r; }, w, vec);
+    store_scaled(
+        x, D4, [r](int64_t) { return r; }, w, vec);
 }
 
 // vec = act(v · r_g · w) over d_inner (the gated norm's output), r_g = rsqrt(mean(v²) + eps) of
@@ -431,7 +432,8 @@ __device__ __forceinline__ void gate_into(const DecodeStackArgs& a, const float*
     }
     consumers_sync();
     // group_size % 16 == 0: a vector lies in one group.
-    store_scaled(v, E4, [&](int64_t i) { return red[96 + 4 * i / group_size]; }, w, vec);
+    store_scaled(
+        v, E4, [&](int64_t i) { return red[96 + 4 * i / group_size]; }, w, vec);
 }
 
 // silu(conv1d) of conv channel c for this step: the W-1 older raw rows from the conv state

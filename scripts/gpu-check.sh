@@ -3,7 +3,7 @@
 # registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
 # Every session uses this script so GPU numbers stay comparable.
 #
-#   scripts/gpu-check.sh [tests|bench|serve|profile|split|build|all]      (default: all)
+#   scripts/gpu-check.sh [tests|bench|serve|profile|split|state|build|all]      (default: all)
 #
 # build: only the build (then `source scripts/gpu-env.sh` and run build-gpu/duality yourself).
 # GPU_CHECK_QUICK=1: `tests` (and `all`) run the CUDA tests only, not the rest of the suite (about 140 s of
@@ -17,6 +17,11 @@
 # split (not part of all): the opt-in split-k out_proj (DUALITY_OUT_PROJ_SPLIT): its op cases and
 # model test, GemmSplitTiming (raw cuBLASLt), cuBLASLt's tuning log for out_proj whole and split at
 # 64 rows, and 2.7b / 130m decode at 32 and 64 sequences with 1, 2 and 4 parts, twice.
+#
+# state (not part of all): the batched decode step's state streaming: ssm_decode's op cases,
+# StateStreamTiming (a device copy and read-modify-write streams of one 2.7b batch-64 layer's
+# state against ssm_decode's ring, bulk and vector kernels, and the ring's shared-memory budget),
+# then 2.7b / 130m decode at 8, 32 and 64 sequences with each kernel (DUALITY_SSM_DECODE_KERNEL).
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -164,6 +169,29 @@ if [[ "$what" == split ]]; then
           --no-prefill --decode-batches 32,64 >"$OUT/split-bench.txt" 2>&1 || status=1
         echo "$cfg split=$sp: $( (grep -E '^ +(32|64) ' "$OUT/split-bench.txt" || true) |
           tr -s ' ' | tr '\n' '|')" | tee -a "$OUT/split-ab.txt"
+      done
+    done
+  done
+fi
+if [[ "$what" == state ]]; then
+  step "ssm_decode: op cases and the CUDA model tests"
+  build-gpu/tests/duality_tests --gtest_filter='*ssm_decode*:CudaModel*' --gtest_brief=1 \
+    2>&1 | tail -4 || status=1
+  step "ssm_decode: state streaming (2.7b, 64 sequences)"
+  for spec in ring:96 ring:64 ring:192 bulk:96 vector:96; do
+    echo "kernel ${spec%%:*}, ring budget ${spec#*:} KB"
+    DUALITY_SSM_DECODE_KERNEL=${spec%%:*} DUALITY_SSM_DECODE_RING_KB=${spec#*:} \
+      build-gpu/tests/duality_tests --gtest_also_run_disabled_tests \
+      --gtest_filter='StateStreamTiming.*' 2>&1 | grep -E "GB/s|Failure" | tail -3 || status=1
+  done
+  step "ssm_decode: decode A/B"
+  for cfg in mamba2-2.7b mamba2-130m; do
+    for rep in 1 2; do
+      for kernel in ring bulk vector; do
+        DUALITY_SSM_DECODE_KERNEL=$kernel build-gpu/duality bench --random-weights --config "$cfg" \
+          --no-prefill --decode-batches 8,32,64 >"$OUT/state-bench.txt" 2>&1 || status=1
+        echo "$cfg $kernel: $( (grep -E '^ +(8|32|64) ' "$OUT/state-bench.txt" || true) |
+          awk '{printf "%s %s %s | ", $1, $2, $NF}')" | tee -a "$OUT/state-ab.txt"
       done
     done
   done

@@ -178,7 +178,7 @@ if [[ "$what" == state ]]; then
   build-gpu/tests/duality_tests --gtest_filter='*ssm_decode*:CudaModel*' --gtest_brief=1 \
     2>&1 | tail -4 || status=1
   step "ssm_decode: state streaming (2.7b, 64 sequences)"
-  for spec in ring:96 ring:64 ring:192 bulk:96 vector:96; do
+  for spec in ring:192 ring:128 ring:160 bulk:192 vector:192; do
     echo "kernel ${spec%%:*}, ring budget ${spec#*:} KB"
     DUALITY_SSM_DECODE_KERNEL=${spec%%:*} DUALITY_SSM_DECODE_RING_KB=${spec#*:} \
       build-gpu/tests/duality_tests --gtest_also_run_disabled_tests \
@@ -187,8 +187,10 @@ if [[ "$what" == state ]]; then
   step "ssm_decode: decode A/B"
   for cfg in mamba2-2.7b mamba2-130m; do
     for rep in 1 2; do
-      for kernel in ring bulk vector; do
-        DUALITY_SSM_DECODE_KERNEL=$kernel build-gpu/duality bench --random-weights --config "$cfg" \
+      for kernel in ring ring128 bulk vector; do
+        kb=192
+        [[ $kernel == ring128 ]] && kb=128
+        DUALITY_SSM_DECODE_KERNEL=${kernel%128} DUALITY_SSM_DECODE_RING_KB=$kb build-gpu/duality bench --random-weights --config "$cfg" \
           --no-prefill --decode-batches 8,32,64 >"$OUT/state-bench.txt" 2>&1 || status=1
         echo "$cfg $kernel: $( (grep -E '^ +(8|32|64) ' "$OUT/state-bench.txt" || true) |
           awk '{printf "%s %s %s | ", $1, $2, $NF}')" | tee -a "$OUT/state-ab.txt"

@@ -277,17 +277,20 @@ __global__ void __launch_bounds__(kWarps * 32)
 // The ring kernel: persistent blocks, each walking the items (sequence, head) = blockIdx.x,
 // blockIdx.x + gridDim.x, ... (head fastest) through a ring of `stages` shared-memory slots of one
 // head's state {P, N} f32. A producer warp keeps the ring full with bulk loads (one mbarrier
-// "full" per slot); kRingWarps consumer warps update the slot in place (rows warp, warp + 4, ...
-// as the bulk kernel), one thread writes it back with a bulk store and hands the slot of the
-// item BEFORE back to the producer (mbarrier "empty") once that item's store has read it, so two
-// stores stay in flight. Each consumer lane fetches the next item's inputs (slot, Δ's raw value
-// and the head's scalars, its B and C elements, one x) into registers while it works on the
-// current one: nothing but the ring's wait is on an item's critical path. Needs stages >= 3 (the
-// slot of item k - 1 is released after item k, so item k + 1 needs a third slot).
-constexpr int kRingWarps = 4;      // consumer warps; one more warp produces
-constexpr int kRingMaxStages = 8;  // mbarrier pairs in static shared memory
+// "full" per slot); kRingWarps consumer warps update the slot in place, warp w the P / kRingWarps
+// consecutive rows from w · P / kRingWarps (unrolled: every row's shared-memory load first, then
+// the math, then the stores and the rows' warp sums side by side); one thread writes the slot
+// back with a bulk store and hands the slot of item k - kRingStoresInFlight back to the producer
+// (mbarrier "empty") once that item's store has read it. Each consumer lane fetches the next
+// item's inputs (slot, Δ's raw value and the head's scalars, its B and C elements, one row's x)
+// into registers while it works on the current one, so nothing but the ring's wait is on an
+// item's critical path. Needs stages >= kRingStoresInFlight + 2 (a slot for the item being
+// updated and one being loaded besides those whose stores are in flight).
+constexpr int kRingWarps = 8;           // consumer warps; one more warp produces
+constexpr int kRingMaxStages = 8;       // mbarrier pairs in static shared memory
+constexpr int kRingStoresInFlight = 2;  // bulk stores a consumer leaves reading shared memory
 
-template <typename T, int N>
+template <typename T, int N, int P>
 struct RingInputs {
     static constexpr int VEC = N / 32;
     int slot;
@@ -295,12 +298,12 @@ struct RingInputs {
     float b[VEC], c[VEC];
 };
 
-template <typename T, int N>
-__device__ __forceinline__ RingInputs<T, N> ring_inputs(const SsdArgs& a, const DecodeDt& d,
-                                                        int64_t item, int warp, int lane) {
-    constexpr int VEC = N / 32;
-    RingInputs<T, N> in{};
-    const int64_t H = a.n_head, P = a.head_dim, s = item / H, h = item % H;
+template <typename T, int N, int P>
+__device__ __forceinline__ RingInputs<T, N, P> ring_inputs(const SsdArgs& a, const DecodeDt& d,
+                                                           int64_t item, int warp, int lane) {
+    constexpr int VEC = N / 32, RPW = P / kRingWarps;
+    RingInputs<T, N, P> in{};
+    const int64_t H = a.n_head, s = item / H, h = item % H;
     const int64_t g = h / (H / a.n_group), bc = s * a.bc_stride + g * N + lane * VEC;
     in.slot = a.batch.slots[s];
     in.raw = dtype::to_f32(static_cast<const T*>(d.dt_raw)[s * d.raw_stride + h]);
@@ -312,24 +315,26 @@ __device__ __forceinline__ RingInputs<T, N> ring_inputs(const SsdArgs& a, const 
         in.b[v] = dtype::to_f32(static_cast<const T*>(a.B)[bc + v]);
         in.c[v] = dtype::to_f32(static_cast<const T*>(a.C)[bc + v]);
     }
-    const int64_t p = warp + static_cast<int64_t>(kRingWarps) * lane;  // lane's row of the warp
-    in.x = p < P ? dtype::to_f32(static_cast<const T*>(a.x)[s * a.x_stride + h * P + p]) : 0.0f;
+    const int64_t p = warp * RPW + lane;  // the row whose x this lane holds
+    in.x =
+        lane < RPW ? dtype::to_f32(static_cast<const T*>(a.x)[s * a.x_stride + h * P + p]) : 0.0f;
     return in;
 }
 
-template <typename T, int N>
+template <typename T, int N, int P>
 __global__ void __launch_bounds__((kRingWarps + 1) * 32)
     ssm_decode_ring_kernel(SsdArgs a, DecodeDt d, int stages) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    constexpr int VEC = N / 32;
+    constexpr int VEC = N / 32, RPW = P / kRingWarps;
+    static_assert(P % kRingWarps == 0 && RPW <= 32, "whole rows per warp, one x per lane");
+    constexpr int64_t kHeadFloats = int64_t{P} * N;
+    constexpr uint32_t kBytes = static_cast<uint32_t>(kHeadFloats * 4);
     extern __shared__ __align__(128) unsigned char smem_raw[];
     __shared__ __align__(8) uint64_t full[kRingMaxStages], empty[kRingMaxStages];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int64_t H = a.n_head, P = a.head_dim, items = a.batch.n_seq * H;
-    const int64_t head_floats = P * N;
-    const uint32_t bytes = static_cast<uint32_t>(head_floats * 4);
+    const int64_t H = a.n_head, items = a.batch.n_seq * H;
     float* ring = reinterpret_cast<float*>(smem_raw);  // {stages, P, N}
     float* state = static_cast<float*>(a.state);
     if (threadIdx.x == 0) {
@@ -353,9 +358,10 @@ __global__ void __launch_bounds__((kRingWarps + 1) * 32)
                 if (lane == 0) {
                     const int stage = k % stages, round = k / stages;
                     if (round > 0) sync::mbar_wait(&empty[stage], (round - 1) & 1);
-                    sync::bulk_load(ring + stage * head_floats,
-                                    state + item_slot * a.state_slot_stride + (item % H) * head_floats,
-                                    bytes, &full[stage]);
+                    sync::bulk_load(
+                        ring + stage * kHeadFloats,
+                        state + item_slot * a.state_slot_stride + (item % H) * kHeadFloats, kBytes,
+                        &full[stage]);
                 }
             }
         }
@@ -363,49 +369,60 @@ __global__ void __launch_bounds__((kRingWarps + 1) * 32)
     }
 
     // Consumers.
-    RingInputs<T, N> next{};
-    if (blockIdx.x < items) next = ring_inputs<T, N>(a, d, blockIdx.x, warp, lane);
+    RingInputs<T, N, P> next{};
+    if (blockIdx.x < items) next = ring_inputs<T, N, P>(a, d, blockIdx.x, warp, lane);
     int k = 0;
     for (int64_t item = blockIdx.x; item < items; item += gridDim.x, ++k) {
-        const RingInputs<T, N> in = next;
-        if (item + gridDim.x < items) next = ring_inputs<T, N>(a, d, item + gridDim.x, warp, lane);
+        const RingInputs<T, N, P> in = next;
+        if (item + gridDim.x < items)
+            next = ring_inputs<T, N, P>(a, d, item + gridDim.x, warp, lane);
         const int64_t s = item / H, h = item % H;
         const float dt = dt_clamped_softplus(in.raw + in.bias, d.dt_min, d.dt_max);
         const float dA = expf(in.A * dt);
         const int stage = k % stages;
-        float* st_s = ring + stage * head_floats;
+        float* rows = ring + stage * kHeadFloats + warp * RPW * N + lane * VEC;  // row 0, lane's
         sync::mbar_wait(&full[stage], (k / stages) & 1);
-        for (int64_t p = warp, i = 0; p < P; p += kRingWarps, ++i) {
-            const float xp = __shfl_sync(0xffffffffu, in.x, static_cast<int>(i));
-            float* row = st_s + p * N + lane * VEC;
-            float sv[VEC];
+        float sv[RPW][VEC], dot[RPW];
 #pragma unroll
-            for (int v = 0; v < VEC; ++v) sv[v] = row[v];
-            const float dtx = dt * xp;
-            float dot = 0.0f;
+        for (int r = 0; r < RPW; ++r)
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) sv[r][v] = rows[r * N + v];
+#pragma unroll
+        for (int r = 0; r < RPW; ++r) {
+            const float dtx = dt * __shfl_sync(0xffffffffu, in.x, r);
+            dot[r] = 0.0f;
 #pragma unroll
             for (int v = 0; v < VEC; ++v) {
-                sv[v] = sv[v] * dA + dtx * in.b[v];
-                dot += sv[v] * in.c[v];
+                sv[r][v] = sv[r][v] * dA + dtx * in.b[v];
+                dot[r] += sv[r][v] * in.c[v];
             }
-#pragma unroll
-            for (int v = 0; v < VEC; ++v) row[v] = sv[v];
-            dot = reduce::warp_sum(dot);
-            if (lane == 0)
-                static_cast<T*>(a.y)[s * H * P + h * P + p] = dtype::from_f32<T>(dot + in.D * xp);
         }
+#pragma unroll
+        for (int r = 0; r < RPW; ++r)
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) rows[r * N + v] = sv[r][v];
+        float mine = 0.0f;  // lane r: row r's y
+#pragma unroll
+        for (int r = 0; r < RPW; ++r) {
+            const float sum = reduce::warp_sum(dot[r]);
+            if (lane == r) mine = sum;
+        }
+        if (lane < RPW)
+            static_cast<T*>(a.y)[s * H * P + h * P + warp * RPW + lane] =
+                dtype::from_f32<T>(mine + in.D * in.x);
         // The generic-proxy writes must be visible to the bulk copy (the async proxy).
         asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
         asm volatile("bar.sync 1, %0;" ::"n"(kRingWarps * 32) : "memory");  // consumers only
         if (threadIdx.x == 0) {
-            float* st = state + in.slot * a.state_slot_stride + h * head_floats;
+            float* st = state + in.slot * a.state_slot_stride + h * kHeadFloats;
             asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(st),
-                         "r"(sync::smem_addr(st_s)), "r"(bytes)
+                         "r"(sync::smem_addr(ring + stage * kHeadFloats)), "r"(kBytes)
                          : "memory");
             asm volatile("cp.async.bulk.commit_group;" ::: "memory");
-            // Item k - 1's store has read its slot: the producer may refill it.
-            asm volatile("cp.async.bulk.wait_group.read 1;" ::: "memory");
-            if (k > 0) sync::mbar_arrive(&empty[(k - 1) % stages]);
+            // Item k - kRingStoresInFlight's store has read its slot: the producer may refill it.
+            asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(kRingStoresInFlight) : "memory");
+            if (k >= kRingStoresInFlight)
+                sync::mbar_arrive(&empty[(k - kRingStoresInFlight) % stages]);
         }
     }
     if (threadIdx.x == 0) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
@@ -413,15 +430,17 @@ __global__ void __launch_bounds__((kRingWarps + 1) * 32)
 }
 
 // The ring's stages for a head state of `bytes`: as many as fit in DUALITY_SSM_DECODE_RING_KB
-// (default 96) KB of shared memory per block, at most kRingMaxStages; 0 below the 3 it needs.
+// (default 192) KB of shared memory per block, at most kRingMaxStages; 0 below the
+// kRingStoresInFlight + 2 it needs.
 int ring_stages(int64_t bytes) {
     static const int64_t budget = [] {
         const char* v = std::getenv("DUALITY_SSM_DECODE_RING_KB");
-        const long kb = v ? std::strtol(v, nullptr, 10) : 96;
-        return int64_t{kb > 0 && kb <= 227 ? kb : 96} * 1024;
+        const long kb = v ? std::strtol(v, nullptr, 10) : 192;
+        return int64_t{kb > 0 && kb <= 227 ? kb : 192} * 1024;
     }();
     const int64_t n = budget / bytes;
-    return n < 3 ? 0 : static_cast<int>(n < kRingMaxStages ? n : kRingMaxStages);
+    return n < kRingStoresInFlight + 2 ? 0
+                                       : static_cast<int>(n < kRingMaxStages ? n : kRingMaxStages);
 }
 
 // Which kernel DUALITY_SSM_DECODE_KERNEL asks for: ring, bulk or vector (the vector kernels, or
@@ -499,15 +518,17 @@ void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, const SsdGate& gate,
                             a.state_slot_stride % 4 == 0 && dtype::is_aligned(a.state, 16) &&
                             aligned && pdl::runs_sm90_code();
         const int stages = ring_stages(block_bytes);
-        if (shaped && !kGate && stages > 0 &&
+        if (shaped && !kGate && stages > 0 && (P == 64 || P == 128) &&
             (choice == KernelChoice::kRing ||
              (choice == KernelChoice::kAuto && a.batch.n_seq >= kRingMinSeqs))) {
             const size_t smem = static_cast<size_t>(stages * block_bytes);
             int dev = 0, sms = 0, per_sm = 0;
             DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
             DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-            const auto kernel =
-                N == 64 ? ssm_decode_ring_kernel<T, 64> : ssm_decode_ring_kernel<T, 128>;
+            const auto kernel = N == 64 ? (P == 64 ? ssm_decode_ring_kernel<T, 64, 64>
+                                                   : ssm_decode_ring_kernel<T, 64, 128>)
+                                        : (P == 64 ? ssm_decode_ring_kernel<T, 128, 64>
+                                                   : ssm_decode_ring_kernel<T, 128, 128>);
             DUALITY_CUDA_CHECK(cudaFuncSetAttribute(
                 kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
             DUALITY_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(

@@ -20,8 +20,8 @@
 #
 # state (not part of all): the batched decode step's state streaming: ssm_decode's op cases,
 # StateStreamTiming (a device copy and read-modify-write streams of one 2.7b batch-64 layer's
-# state against ssm_decode's ring, bulk and vector kernels, and the ring's shared-memory budget),
-# then 2.7b / 130m decode at 8, 32 and 64 sequences with each kernel (DUALITY_SSM_DECODE_KERNEL).
+# state against ssm_decode's bulk and vector kernels), then 2.7b / 130m decode at 8, 32 and 64
+# sequences with the bulk kernel on and off (DUALITY_SSM_DECODE_BULK).
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -178,21 +178,18 @@ if [[ "$what" == state ]]; then
   build-gpu/tests/duality_tests --gtest_filter='*ssm_decode*:CudaModel*' --gtest_brief=1 \
     2>&1 | tail -4 || status=1
   step "ssm_decode: state streaming (2.7b, 64 sequences)"
-  for spec in ring:192 ring:128 ring:160 bulk:192 vector:192; do
-    echo "kernel ${spec%%:*}, ring budget ${spec#*:} KB"
-    DUALITY_SSM_DECODE_KERNEL=${spec%%:*} DUALITY_SSM_DECODE_RING_KB=${spec#*:} \
-      build-gpu/tests/duality_tests --gtest_also_run_disabled_tests \
-      --gtest_filter='StateStreamTiming.*' 2>&1 | grep -E "GB/s|Failure" | tail -3 || status=1
+  for bulk in 1 0; do
+    echo "DUALITY_SSM_DECODE_BULK=$bulk"
+    DUALITY_SSM_DECODE_BULK=$bulk build-gpu/tests/duality_tests --gtest_also_run_disabled_tests \
+      --gtest_filter='StateStreamTiming.*' 2>&1 | grep -E "GB/s|Failure" || status=1
   done
-  step "ssm_decode: decode A/B"
+  step "ssm_decode: decode A/B, bulk kernel on and off"
   for cfg in mamba2-2.7b mamba2-130m; do
     for rep in 1 2; do
-      for kernel in ring ring128 bulk vector; do
-        kb=192
-        [[ $kernel == ring128 ]] && kb=128
-        DUALITY_SSM_DECODE_KERNEL=${kernel%128} DUALITY_SSM_DECODE_RING_KB=$kb build-gpu/duality bench --random-weights --config "$cfg" \
+      for bulk in 1 0; do
+        DUALITY_SSM_DECODE_BULK=$bulk build-gpu/duality bench --random-weights --config "$cfg" \
           --no-prefill --decode-batches 8,32,64 >"$OUT/state-bench.txt" 2>&1 || status=1
-        echo "$cfg $kernel: $( (grep -E '^ +(8|32|64) ' "$OUT/state-bench.txt" || true) |
+        echo "$cfg bulk=$bulk: $( (grep -E '^ +(8|32|64) ' "$OUT/state-bench.txt" || true) |
           awk '{printf "%s %s %s | ", $1, $2, $NF}')" | tee -a "$OUT/state-ab.txt"
       done
     done

@@ -37,7 +37,6 @@
 // Limits: batch.n_tokens == batch.n_seq (sequence s reads token row s); n_head % n_group == 0;
 // the slots of one batch distinct except a scratch slot nobody reads; act and state dtype f32,
 // f16 or bf16; n_seq beyond 65535 is walked by a grid-stride loop.
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
@@ -56,7 +55,7 @@ namespace {
 
 constexpr int kWarps = 4;             // warps per block
 constexpr int kRowsPerWarp = 4;       // R
-constexpr int64_t kRingMinSeqs = 48;  // the ring kernel from this batch size up (see below)
+constexpr int64_t kBulkMinSeqs = 48;  // the bulk kernel from this batch size up (see below)
 constexpr int kGateRows = 16;         // rows (channels of a head) per partial sum of the gate
 
 // The per-(sequence, head) scalars of the step.
@@ -274,188 +273,13 @@ __global__ void __launch_bounds__(kWarps * 32)
 #endif
 }
 
-// The ring kernel: persistent blocks, each walking the items (sequence, head) = blockIdx.x,
-// blockIdx.x + gridDim.x, ... (head fastest) through a ring of `stages` shared-memory slots of one
-// head's state {P, N} f32. A producer warp keeps the ring full with bulk loads (one mbarrier
-// "full" per slot); kRingWarps consumer warps update the slot in place, warp w the P / kRingWarps
-// consecutive rows from w · P / kRingWarps (unrolled: every row's shared-memory load first, then
-// the math, then the stores and the rows' warp sums side by side); one thread writes the slot
-// back with a bulk store and hands the slot of item k - kRingStoresInFlight back to the producer
-// (mbarrier "empty") once that item's store has read it. Each consumer lane fetches the next
-// item's inputs (slot, Δ's raw value and the head's scalars, its B and C elements, one row's x)
-// into registers while it works on the current one, so nothing but the ring's wait is on an
-// item's critical path. Needs stages >= kRingStoresInFlight + 2 (a slot for the item being
-// updated and one being loaded besides those whose stores are in flight).
-constexpr int kRingWarps = 8;           // consumer warps; one more warp produces
-constexpr int kRingMaxStages = 8;       // mbarrier pairs in static shared memory
-constexpr int kRingStoresInFlight = 2;  // bulk stores a consumer leaves reading shared memory
-
-template <typename T, int N, int P>
-struct RingInputs {
-    static constexpr int VEC = N / 32;
-    int slot;
-    float raw, bias, A, D, x;
-    float b[VEC], c[VEC];
-};
-
-template <typename T, int N, int P>
-__device__ __forceinline__ RingInputs<T, N, P> ring_inputs(const SsdArgs& a, const DecodeDt& d,
-                                                           int64_t item, int warp, int lane) {
-    constexpr int VEC = N / 32, RPW = P / kRingWarps;
-    RingInputs<T, N, P> in{};
-    const int64_t H = a.n_head, s = item / H, h = item % H;
-    const int64_t g = h / (H / a.n_group), bc = s * a.bc_stride + g * N + lane * VEC;
-    in.slot = a.batch.slots[s];
-    in.raw = dtype::to_f32(static_cast<const T*>(d.dt_raw)[s * d.raw_stride + h]);
-    in.bias = d.dt_bias[h];
-    in.A = a.A[h];
-    in.D = a.D ? a.D[h] : 0.0f;
-#pragma unroll
-    for (int v = 0; v < VEC; ++v) {
-        in.b[v] = dtype::to_f32(static_cast<const T*>(a.B)[bc + v]);
-        in.c[v] = dtype::to_f32(static_cast<const T*>(a.C)[bc + v]);
-    }
-    const int64_t p = warp * RPW + lane;  // the row whose x this lane holds
-    in.x =
-        lane < RPW ? dtype::to_f32(static_cast<const T*>(a.x)[s * a.x_stride + h * P + p]) : 0.0f;
-    return in;
-}
-
-template <typename T, int N, int P>
-__global__ void __launch_bounds__((kRingWarps + 1) * 32)
-    ssm_decode_ring_kernel(SsdArgs a, DecodeDt d, int stages) {
-    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
-    pdl::allow_next();
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    constexpr int VEC = N / 32, RPW = P / kRingWarps;
-    static_assert(P % kRingWarps == 0 && RPW <= 32, "whole rows per warp, one x per lane");
-    constexpr int64_t kHeadFloats = int64_t{P} * N;
-    constexpr uint32_t kBytes = static_cast<uint32_t>(kHeadFloats * 4);
-    extern __shared__ __align__(128) unsigned char smem_raw[];
-    __shared__ __align__(8) uint64_t full[kRingMaxStages], empty[kRingMaxStages];
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int64_t H = a.n_head, items = a.batch.n_seq * H;
-    float* ring = reinterpret_cast<float*>(smem_raw);  // {stages, P, N}
-    float* state = static_cast<float*>(a.state);
-    if (threadIdx.x == 0) {
-        for (int i = 0; i < stages; ++i) {
-            sync::mbar_init(&full[i]);
-            sync::mbar_init(&empty[i]);
-        }
-        sync::mbar_init_fence();
-    }
-    __syncthreads();  // the only block-wide barrier: the producer warp leaves after its loop
-
-    if (warp == kRingWarps) {  // producer: the slots of 32 items at a time, one per lane
-        int k = 0;
-        for (int64_t base = blockIdx.x; base < items; base += 32 * int64_t{gridDim.x}) {
-            const int64_t mine = base + lane * int64_t{gridDim.x};
-            const int slot = mine < items ? a.batch.slots[mine / H] : 0;
-            for (int j = 0; j < 32; ++j, ++k) {
-                const int64_t item = base + j * int64_t{gridDim.x};
-                if (item >= items) break;  // uniform across the warp
-                const int item_slot = __shfl_sync(0xffffffffu, slot, j);
-                if (lane == 0) {
-                    const int stage = k % stages, round = k / stages;
-                    if (round > 0) sync::mbar_wait(&empty[stage], (round - 1) & 1);
-                    sync::bulk_load(
-                        ring + stage * kHeadFloats,
-                        state + item_slot * a.state_slot_stride + (item % H) * kHeadFloats, kBytes,
-                        &full[stage]);
-                }
-            }
-        }
-        return;
-    }
-
-    // Consumers.
-    RingInputs<T, N, P> next{};
-    if (blockIdx.x < items) next = ring_inputs<T, N, P>(a, d, blockIdx.x, warp, lane);
-    int k = 0;
-    for (int64_t item = blockIdx.x; item < items; item += gridDim.x, ++k) {
-        const RingInputs<T, N, P> in = next;
-        if (item + gridDim.x < items)
-            next = ring_inputs<T, N, P>(a, d, item + gridDim.x, warp, lane);
-        const int64_t s = item / H, h = item % H;
-        const float dt = dt_clamped_softplus(in.raw + in.bias, d.dt_min, d.dt_max);
-        const float dA = expf(in.A * dt);
-        const int stage = k % stages;
-        float* rows = ring + stage * kHeadFloats + warp * RPW * N + lane * VEC;  // row 0, lane's
-        sync::mbar_wait(&full[stage], (k / stages) & 1);
-        float sv[RPW][VEC], dot[RPW];
-#pragma unroll
-        for (int r = 0; r < RPW; ++r)
-#pragma unroll
-            for (int v = 0; v < VEC; ++v) sv[r][v] = rows[r * N + v];
-#pragma unroll
-        for (int r = 0; r < RPW; ++r) {
-            const float dtx = dt * __shfl_sync(0xffffffffu, in.x, r);
-            dot[r] = 0.0f;
-#pragma unroll
-            for (int v = 0; v < VEC; ++v) {
-                sv[r][v] = sv[r][v] * dA + dtx * in.b[v];
-                dot[r] += sv[r][v] * in.c[v];
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < RPW; ++r)
-#pragma unroll
-            for (int v = 0; v < VEC; ++v) rows[r * N + v] = sv[r][v];
-        float mine = 0.0f;  // lane r: row r's y
-#pragma unroll
-        for (int r = 0; r < RPW; ++r) {
-            const float sum = reduce::warp_sum(dot[r]);
-            if (lane == r) mine = sum;
-        }
-        if (lane < RPW)
-            static_cast<T*>(a.y)[s * H * P + h * P + warp * RPW + lane] =
-                dtype::from_f32<T>(mine + in.D * in.x);
-        // The generic-proxy writes must be visible to the bulk copy (the async proxy).
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-        asm volatile("bar.sync 1, %0;" ::"n"(kRingWarps * 32) : "memory");  // consumers only
-        if (threadIdx.x == 0) {
-            float* st = state + in.slot * a.state_slot_stride + h * kHeadFloats;
-            asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(st),
-                         "r"(sync::smem_addr(ring + stage * kHeadFloats)), "r"(kBytes)
-                         : "memory");
-            asm volatile("cp.async.bulk.commit_group;" ::: "memory");
-            // Item k - kRingStoresInFlight's store has read its slot: the producer may refill it.
-            asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(kRingStoresInFlight) : "memory");
-            if (k >= kRingStoresInFlight)
-                sync::mbar_arrive(&empty[(k - kRingStoresInFlight) % stages]);
-        }
-    }
-    if (threadIdx.x == 0) asm volatile("cp.async.bulk.wait_group 0;" ::: "memory");
-#endif
-}
-
-// The ring's stages for a head state of `bytes`: as many as fit in DUALITY_SSM_DECODE_RING_KB
-// (default 192) KB of shared memory per block, at most kRingMaxStages; 0 below the
-// kRingStoresInFlight + 2 it needs.
-int ring_stages(int64_t bytes) {
-    static const int64_t budget = [] {
-        const char* v = std::getenv("DUALITY_SSM_DECODE_RING_KB");
-        const long kb = v ? std::strtol(v, nullptr, 10) : 192;
-        return int64_t{kb > 0 && kb <= 227 ? kb : 192} * 1024;
+// Whether the device runs this library's sm_90 code and DUALITY_SSM_DECODE_BULK is not "0".
+bool bulk_enabled() {
+    static const bool on = [] {
+        const char* v = std::getenv("DUALITY_SSM_DECODE_BULK");
+        return !(v != nullptr && std::strcmp(v, "0") == 0) && pdl::runs_sm90_code();
     }();
-    const int64_t n = budget / bytes;
-    return n < kRingStoresInFlight + 2 ? 0
-                                       : static_cast<int>(n < kRingMaxStages ? n : kRingMaxStages);
-}
-
-// Which kernel DUALITY_SSM_DECODE_KERNEL asks for: ring, bulk or vector (the vector kernels, or
-// the scalar fallback where they cannot run); anything else, or unset: the default choice.
-enum class KernelChoice { kAuto, kRing, kBulk, kVector };
-KernelChoice kernel_choice() {
-    static const KernelChoice c = [] {
-        const char* v = std::getenv("DUALITY_SSM_DECODE_KERNEL");
-        if (v == nullptr) return KernelChoice::kAuto;
-        if (std::strcmp(v, "ring") == 0) return KernelChoice::kRing;
-        if (std::strcmp(v, "bulk") == 0) return KernelChoice::kBulk;
-        if (std::strcmp(v, "vector") == 0) return KernelChoice::kVector;
-        return KernelChoice::kAuto;
-    }();
-    return c;
+    return on;
 }
 
 // Any d_state and alignment: one warp per row, lanes strided over d_state, scalar accesses.
@@ -506,43 +330,17 @@ void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, const SsdGate& gate,
     const unsigned seqs = static_cast<unsigned>(a.batch.n_seq < 65535 ? a.batch.n_seq : 65535);
     const unsigned heads = static_cast<unsigned>(a.n_head);
     const bool aligned = vector_aligned<T, S>(a);
-    // The ring and bulk kernels (Hopper code, f32 state, d_state 64/128, 16-byte aligned head
-    // states, head_dim <= 128 in whole rows per warp; no gate for the ring). By default the ring
-    // kernel from kRingMinSeqs sequences up; below that the vector kernels, whose many short
-    // blocks start streaming sooner than a persistent block's ring fills. The bulk kernel (one
-    // block per (sequence, head), serial copy-in, update, copy-out) only when asked for.
+    // The bulk kernel: f32 state, 16-byte aligned state blocks of at most 40 KB (with its static
+    // shared memory, within the 48 KB a block gets without opting in), and batches of at least
+    // kBulkMinSeqs sequences: with one block per (sequence, head) smaller batches leave too few
+    // blocks to hide a block's serial copy-in, update, copy-out (H200, 2.7b steps: batch 1 2.649
+    // against 2.223 ms, batch 8 3.307 against 3.016, batch 32 5.539 against 5.531, batch 64
+    // 8.260 against 8.452).
     if constexpr (std::is_same_v<S, float>) {
         const int64_t P = a.head_dim, block_bytes = P * N * 4;
-        const KernelChoice choice = kernel_choice();
-        const bool shaped = (N == 64 || N == 128) && P <= 128 && P % kWarps == 0 &&
-                            a.state_slot_stride % 4 == 0 && dtype::is_aligned(a.state, 16) &&
-                            aligned && pdl::runs_sm90_code();
-        const int stages = ring_stages(block_bytes);
-        if (shaped && !kGate && stages > 0 && (P == 64 || P == 128) &&
-            (choice == KernelChoice::kRing ||
-             (choice == KernelChoice::kAuto && a.batch.n_seq >= kRingMinSeqs))) {
-            const size_t smem = static_cast<size_t>(stages * block_bytes);
-            int dev = 0, sms = 0, per_sm = 0;
-            DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
-            DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-            const auto kernel = N == 64 ? (P == 64 ? ssm_decode_ring_kernel<T, 64, 64>
-                                                   : ssm_decode_ring_kernel<T, 64, 128>)
-                                        : (P == 64 ? ssm_decode_ring_kernel<T, 128, 64>
-                                                   : ssm_decode_ring_kernel<T, 128, 128>);
-            DUALITY_CUDA_CHECK(cudaFuncSetAttribute(
-                kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-            DUALITY_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-                &per_sm, kernel, (kRingWarps + 1) * 32, smem));
-            const int64_t items = a.batch.n_seq * a.n_head;
-            const int64_t blocks = std::min<int64_t>(items, int64_t{sms} * std::max(per_sm, 1));
-            pdl::launch(kernel, dim3(static_cast<unsigned>(blocks)), (kRingWarps + 1) * 32, smem,
-                        stream, a, d, stages);
-            DUALITY_CUDA_LAUNCH_CHECK();
-            return;
-        }
-        // The bulk kernel: state blocks of at most 40 KB (with its static shared memory, within
-        // the 48 KB a block gets without opting in).
-        if (shaped && block_bytes <= 40 * 1024 && choice == KernelChoice::kBulk) {
+        if ((N == 64 || N == 128) && P <= 128 && P % kWarps == 0 && block_bytes <= 40 * 1024 &&
+            a.batch.n_seq >= kBulkMinSeqs && a.state_slot_stride % 4 == 0 &&
+            dtype::is_aligned(a.state, 16) && aligned && bulk_enabled()) {
             const dim3 g(heads, seqs);
             if (N == 64)
                 pdl::launch(ssm_decode_bulk_kernel<T, 64, kGate>, g, kWarps * 32,

@@ -6,11 +6,11 @@
 // Shapes (n_head, head_dim, d_state, n_group): (24,64,128,1) 130m, (80,64,128,1) 2.7b,
 // (128,64,128,8) Codestral, (32,80,64,4), (16,32,256,2); batch 1, 7, 64; act f32/f16/bf16; state
 // f32 and bf16 (plus f16, the scalar fallback for d_state 48, D = nullptr and a dt clamp).
-// Batch 64 with an f32 state takes the ring kernel on Hopper where head_dim is 64 or 128 (the
-// shape (8, 128, 64, 2) at batch 64 only); other batches and shapes the vector kernels.
+// Batch 64 with an f32 state takes the bulk kernel on Hopper (also at head_dim 128: the shape
+// (8, 128, 64, 2), batch 64 only); other batches the vector kernels.
 // The gate epilogue (SsdGate, bf16): expected y·silu(z)·w and ‖v‖ per (sequence, head) from the
-// CPU y and cpu::gate_partials, the kernel's head_dim / 16 partial sums added per head (the vector
-// kernels; the bulk kernel only with DUALITY_SSM_DECODE_KERNEL=bulk).
+// CPU y and cpu::gate_partials, the kernel's head_dim / 16 partial sums added per head; batch 64
+// takes the bulk kernel (f32 state), the others the vector kernels.
 //
 // Tolerance: y is f32 math on identically rounded inputs (summation order and the output
 // rounding differ): default_tolerance(act). The state with an f32 state is elementwise f32 math:
@@ -189,7 +189,7 @@ DUALITY_OP_CASES(ssm_decode) {
             for (DType act : kActs)
                 for (DType st : {DType::kF32, DType::kBF16})
                     decode_case(sh, batch, act, st, {}, seed++);
-    // head_dim 128 at batch 64: the ring kernel's other row count (16 rows per consumer warp).
+    // head_dim 128 at batch 64: the bulk kernel's 128-row head (32 rows per warp).
     for (DType act : kActs) decode_case({8, 128, 64, 2}, 64, act, DType::kF32, {}, seed++);
     DecodeOpts no_d;
     no_d.with_D = false;

@@ -3,7 +3,7 @@
 # registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
 # Every session uses this script so GPU numbers stay comparable.
 #
-#   scripts/gpu-check.sh [tests|bench|serve|profile|split|state|gemv|build|all]   (default: all)
+#   scripts/gpu-check.sh [tests|bench|serve|profile|split|state|build|all]      (default: all)
 #
 # build: only the build (then `source scripts/gpu-env.sh` and run build-gpu/duality yourself).
 # GPU_CHECK_QUICK=1: `tests` (and `all`) run the CUDA tests only, not the rest of the suite (about 140 s of
@@ -22,10 +22,6 @@
 # StateStreamTiming (a device copy and read-modify-write streams of one 2.7b batch-64 layer's
 # state against ssm_decode's bulk and vector kernels), then 2.7b / 130m decode at 8, 32 and 64
 # sequences with the bulk kernel on and off (DUALITY_SSM_DECODE_BULK).
-#
-# gemv (not part of all): the batch-1 GEMV's opt-in wide variant (DUALITY_GEMV_WIDE=1): the GEMM
-# op cases, `bench --ops` at batch 1, 2.7b / 130m decode at batch 1 and 8 with it off and on
-# (twice), and Nsight Compute's per-kernel times of a 2.7b batch-1 step with it on.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -198,34 +194,6 @@ if [[ "$what" == state ]]; then
       done
     done
   done
-fi
-if [[ "$what" == gemv ]]; then
-  step "wide GEMV: op cases"
-  build-gpu/tests/duality_tests --gtest_filter='*gemm*' --gtest_brief=1 2>&1 | tail -3 || status=1
-  step "wide GEMV: bench --ops at batch 1 (2.7b), off and on"
-  for wide in 0 1; do
-    DUALITY_GEMV_WIDE=$wide build-gpu/duality bench --random-weights --config mamba2-2.7b --ops \
-      --no-prefill --decode-batches 1 2>&1 | grep -E "^(in_proj|out_proj|lm_head)" |
-      sed "s/^/wide=$wide /" || status=1
-  done
-  step "wide GEMV: decode A/B"
-  for cfg in mamba2-2.7b mamba2-130m; do
-    for rep in 1 2; do
-      for wide in 0 1; do
-        DUALITY_GEMV_WIDE=$wide build-gpu/duality bench --random-weights --config "$cfg" \
-          --no-prefill --decode-batches 1,8 >"$OUT/gemv-bench.txt" 2>&1 || status=1
-        echo "$cfg wide=$wide: $( (grep -E '^ +(1|8) ' "$OUT/gemv-bench.txt" || true) |
-          awk '{printf "%s %s %s | ", $1, $2, $NF}')" | tee -a "$OUT/gemv-ab.txt"
-      done
-    done
-  done
-  step "wide GEMV: per-kernel times of a 2.7b batch-1 step (ncu)"
-  DUALITY_GEMV_WIDE=1 ncu --clock-control none --csv --print-units base --nvtx \
-    --nvtx-include "bench_decode/" \
-    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
-    build-gpu/duality bench --random-weights --config mamba2-2.7b --no-prefill --decode-batches 1 \
-    --decode-steps 2 --warmup 1 >"$OUT/ncu-gemv.csv" 2>"$OUT/ncu-gemv.err" || status=1
-  python3 scripts/ncu_summary.py "$OUT/ncu-gemv.csv" | head -12 || status=1
 fi
 step "done (status $status)"
 exit $status

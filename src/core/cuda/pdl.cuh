@@ -5,9 +5,8 @@
 //
 // The contract, for every kernel launched with pdl::launch(): its first statement is
 // pdl::wait(), which returns once every earlier kernel of the stream has completed and its
-// writes are visible, so nothing before it touches global memory except to read weights, which
-// no kernel of a step writes (L2 prefetch hints, core/cuda/prefetch.cuh, and the first loads of
-// gemm_small_m's wide variant; neither can return a stale value); then
+// writes are visible, so nothing before it touches global memory (except L2 prefetch hints for
+// weights, core/cuda/prefetch.cuh, which cannot change what any load returns); then
 // pdl::allow_next() lets the following kernel be scheduled (its blocks start once all of this
 // grid's blocks have started, and wait in their own pdl::wait()). Both compile to nothing for
 // architectures before sm_90, so the attribute is only set when the code that runs on this device

@@ -131,8 +131,6 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         if (std::strcmp(env, "1") == 0) g.decode_ = DecodeKernel::kOn;
     }
     g.prefetch_bytes_ = prefetch_budget_from_env(kSmallMPrefetchBytes);
-    if (const char* env = std::getenv("DUALITY_GEMV_WIDE"))
-        g.small_m_wide_ = std::strcmp(env, "1") == 0;
     return g;
 }
 
@@ -143,7 +141,6 @@ Gemm::Gemm(Gemm&& o) noexcept
       plans_(std::move(o.plans_)),
       algos_(std::move(o.algos_)),
       small_m_(o.small_m_),
-      small_m_wide_(o.small_m_wide_),
       decode_(o.decode_),
       prefetch_bytes_(o.prefetch_bytes_),
       algo_index_(o.algo_index_),
@@ -163,7 +160,6 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         plans_ = std::move(o.plans_);
         algos_ = std::move(o.algos_);
         small_m_ = o.small_m_;
-        small_m_wide_ = o.small_m_wide_;
         decode_ = o.decode_;
         prefetch_bytes_ = o.prefetch_bytes_;
         algo_index_ = o.algo_index_;
@@ -185,12 +181,20 @@ Gemm::Key Gemm::key(const void* a, int64_t lda, const void* w, const void* y, in
         const uint64_t slice = static_cast<uint64_t>(k / splits) * dtype_size(act);
         align_a = std::min(align_a, pow2_dividing(slice));
         align_w = std::min(align_w, pow2_dividing(slice));
-        align_y =
-            std::min(align_y, pow2_dividing(static_cast<uint64_t>(m * ldy) * dtype_size(y_dtype)));
+        align_y = std::min(align_y, pow2_dividing(static_cast<uint64_t>(m * ldy) *
+                                                  dtype_size(y_dtype)));
     }
-    return Key{
-        m,       n,       k,       lda,   ldy, static_cast<int>(act), static_cast<int>(y_dtype),
-        align_a, align_w, align_y, splits};
+    return Key{m,
+               n,
+               k,
+               lda,
+               ldy,
+               static_cast<int>(act),
+               static_cast<int>(y_dtype),
+               align_a,
+               align_w,
+               align_y,
+               splits};
 }
 
 int Gemm::algo_count(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,
@@ -326,8 +330,7 @@ void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, 
                int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
     if (m == 0 || n == 0) return;
     if (small_m_ && gemm_small_m_supports(a, lda, w, y_dtype, m, k, act)) {
-        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, small_m_wide_,
-                     stream);
+        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, stream);
         return;
     }
     if (uses_decode_kernel(a, lda, w, y_dtype, m, n, k, act)) {

@@ -45,8 +45,6 @@ class Gemm {
     // The m = 1 kernel's L2 prefetch budget per product in bytes (-1: all of w; tests and
     // benchmarks; see kSmallMPrefetchBytes).
     void set_prefetch_bytes(int64_t bytes) { prefetch_bytes_ = bytes; }
-    // The m = 1 kernel's wide variant (gemm_small_m.cu; opt-in, DUALITY_GEMV_WIDE=1 at create()).
-    void set_small_m_wide(bool on) { small_m_wide_ = on; }
     // The decode GEMM (gemm_decode.cu) for products with 2 ≤ m ≤ 64 that gemm_decode_workspace()
     // takes (f16/bf16, k % 64 == 0, 16-byte aligned a and w): kAuto (the default) where it was
     // measured faster than cuBLASLt, kOn for all of them, kOff for none. DUALITY_DECODE_GEMM=0 or
@@ -121,7 +119,6 @@ class Gemm {
     std::map<Key, std::unique_ptr<Plan>> plans_;
     std::map<Key, std::vector<cublasLtMatmulAlgo_t>> algos_;  // by bucket (m a power of two)
     bool small_m_ = true;
-    bool small_m_wide_ = false;
     DecodeKernel decode_ = DecodeKernel::kAuto;
     // Of w, asked for before pdl::wait() by the m = 1 kernel per product; -1: all of it. create()
     // sets kSmallMPrefetchBytes, or DUALITY_GEMM_PREFETCH_MB.

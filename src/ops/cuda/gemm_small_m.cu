@@ -13,22 +13,10 @@
 // about 3 of its 8 rows) with bulk L2 prefetches, so at batch 1 the weights stream in while the
 // norm or the decode step in front of the product is still running.
 //
-// The wide variant (opt-in, DUALITY_GEMV_WIDE=1; gemm_small_m_wide_kernel): blocks of 4 warps, one
-// row of w per warp as above, but each lane holds kWideVecs 16-byte vectors of its row in flight
-// at once (the 2.7b's out_proj row, 10 KB, in one round trip instead of five), the first of them
-// loaded BEFORE pdl::wait() (w is never written by a step, so the load cannot see a stale value:
-// the same argument as the prefetch), and a staged once per block in shared memory. Written
-// because Nsight Compute (H200, 2.7b, batch 1, kernels one at a time) timed the warp-row kernel at
-// 2.1-2.5 TB/s: out_proj's 320 blocks of 8 warps put 19 warps of 2 KB in flight on an SM, about
-// half of what HBM's latency asks for.
-//
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
-// multiple of the vector width; the wide variant also k · sizeof(T) <= kWideMaxABytes. Gemm::run
-// checks these and falls back to cuBLASLt (or, for the wide variant, the warp-row kernel).
+// multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-
-#include <type_traits>
 
 #include "core/cuda/pdl.cuh"
 #include "core/cuda/prefetch.cuh"
@@ -160,107 +148,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
 }
 
-constexpr int kWideWarps = 4;  // per block of the wide kernel (one row of w each)
-constexpr int kWideVecs = 20;  // 16-byte vectors of w per lane in flight (a 10 KB bf16 row)
-constexpr int kWideMaxABytes = 32 * 1024;  // a staged in shared memory
-
-// The 16-byte vector `raw` of T as f32 values, dotted with the matching vector of a.
-template <typename T>
-__device__ __forceinline__ float dot16(const uint4& raw, const uint4& av) {
-    float acc = 0.0f;
-    if constexpr (std::is_same_v<T, float>) {
-        const float* x = reinterpret_cast<const float*>(&raw);
-        const float* y = reinterpret_cast<const float*>(&av);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc = fmaf(x[e], y[e], acc);
-    } else {
-        using T2 = std::conditional_t<std::is_same_v<T, __half>, __half2, __nv_bfloat162>;
-        const T2* x = reinterpret_cast<const T2*>(&raw);
-        const T2* y = reinterpret_cast<const T2*>(&av);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            float2 fx, fy;
-            if constexpr (std::is_same_v<T, __half>) {
-                fx = __half22float2(x[e]);
-                fy = __half22float2(y[e]);
-            } else {
-                fx = __bfloat1622float2(x[e]);
-                fy = __bfloat1622float2(y[e]);
-            }
-            acc = fmaf(fx.x, fy.x, acc);
-            acc = fmaf(fx.y, fy.y, acc);
-        }
-    }
-    return acc;
-}
-
-template <typename T, typename Y, int U>
-__global__ void __launch_bounds__(kWideWarps * 32, U <= kWideVecs / 2 ? 8 : 4)
-    gemm_small_m_wide_kernel(const T* __restrict__ a, const T* __restrict__ w, Y* __restrict__ y,
-                             int64_t n, int64_t k) {
-    extern __shared__ uint4 a_s[];  // {k · sizeof(T) / 16}: a's row
-    const int lane = threadIdx.x % 32;
-    const int64_t col = static_cast<int64_t>(blockIdx.x) * kWideWarps + threadIdx.x / 32;
-    const int64_t vecs = k * static_cast<int64_t>(sizeof(T)) / 16;  // per row of w
-    const uint4* wr = reinterpret_cast<const uint4*>(w + (col < n ? col : 0) * k);
-    // The first U vectors of each lane, before waiting for the kernel in front: weights are never
-    // written by a step (see the header and core/cuda/pdl.cuh).
-    uint4 raw[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-        const int64_t v = lane + int64_t{32} * u;
-        if (col < n && v < vecs) raw[u] = __ldg(wr + v);
-    }
-    pdl::wait();  // a comes from the kernel in front
-    pdl::allow_next();
-    const uint4* av = reinterpret_cast<const uint4*>(a);
-    for (int64_t v = threadIdx.x; v < vecs; v += kWideWarps * 32) a_s[v] = __ldg(av + v);
-    __syncthreads();
-    if (col >= n) return;  // after the block's last barrier
-    float acc = 0.0f;
-    for (int64_t base = 0; base < vecs; base += int64_t{32} * U) {
-        if (base > 0) {
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-                const int64_t v = base + lane + int64_t{32} * u;
-                if (v < vecs) raw[u] = __ldg(wr + v);
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < U; ++u) {
-            const int64_t v = base + lane + int64_t{32} * u;
-            if (v < vecs) acc += dot16<T>(raw[u], a_s[v]);
-        }
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
-    if (lane == 0) y[col] = from_f32<Y>(acc);
-}
-
-template <typename T, typename Y>
-void launch_wide(const void* a, const void* w, void* y, int64_t n, int64_t k, cudaStream_t stream) {
-    const dim3 grid(static_cast<unsigned>((n + kWideWarps - 1) / kWideWarps));
-    const size_t smem = static_cast<size_t>(k) * sizeof(T);
-    const int64_t per_lane = (static_cast<int64_t>(smem) / 16 + 31) / 32;
-    auto* A = static_cast<const T*>(a);
-    auto* W = static_cast<const T*>(w);
-    auto* Yp = static_cast<Y*>(y);
-    if (per_lane <= kWideVecs / 2)
-        pdl::launch(gemm_small_m_wide_kernel<T, Y, kWideVecs / 2>, grid, kWideWarps * 32, smem,
-                    stream, A, W, Yp, n, k);
-    else
-        pdl::launch(gemm_small_m_wide_kernel<T, Y, kWideVecs>, grid, kWideWarps * 32, smem, stream,
-                    A, W, Yp, n, k);
-    DUALITY_CUDA_LAUNCH_CHECK();
-}
-
 template <typename T, typename Y>
 void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int64_t m, int64_t n,
-            int64_t k, int64_t prefetch_bytes, bool wide, cudaStream_t stream) {
-    if (wide && m == 1 && k * static_cast<int64_t>(sizeof(T)) <= kWideMaxABytes) {
-        if (n > 0) launch_wide<T, Y>(a, w, y, n, k, stream);
-        return;
-    }
+            int64_t k, int64_t prefetch_bytes, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps)), block(kWarps * 32);
     auto* A = static_cast<const T*>(a);
     auto* W = static_cast<const T*>(w);
@@ -279,12 +169,11 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
 
 template <typename T>
 void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, bool wide,
-                cudaStream_t stream) {
+                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, cudaStream_t stream) {
     if (y_dtype == DType::kF32) {
-        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, wide, stream);
+        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
     } else {
-        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, wide, stream);
+        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
     }
 }
 
@@ -299,18 +188,17 @@ bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dt
 }
 
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, bool wide,
+                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes,
                   cudaStream_t stream) {
     switch (act) {
         case DType::kF32:
-            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, wide, stream);
+            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
             return;
         case DType::kBF16:
-            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, wide,
-                                      stream);
+            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, stream);
             return;
         case DType::kF16:
-            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, wide, stream);
+            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, stream);
             return;
         default:
             fail("gemm_small_m: not a float dtype", "act", __FILE__, __LINE__);

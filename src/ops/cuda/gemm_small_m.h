@@ -25,10 +25,8 @@ bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dt
 
 // y {m, n} (y_dtype: act or f32, rows ldy apart) = a {m, k} · w {n, k}ᵀ, f32 accumulation.
 // prefetch_bytes: of w, asked for before pdl::wait() (spread over the blocks); -1: all of it.
-// wide: the wide variant where k allows (a in shared memory, each lane's first vectors of w
-// loaded before pdl::wait(); it asks for no prefetch), else the warp-row kernel.
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, bool wide,
+                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes,
                   cudaStream_t stream);
 
 }  // namespace duality::cuda

@@ -25,7 +25,6 @@ struct GemmShape {
     bool decode_kernel = false;  // force the decode GEMM on (and fail if it is not taken)
     bool tuned = false;          // Gemm::tune before the product (cuBLASLt only)
     int64_t prefetch = -2;       // the m = 1 kernel's prefetch budget (-1 all; -2 the default)
-    bool wide = false;           // the m = 1 kernel's wide variant
 };
 
 void add_case(const GemmShape& s, DType act) {
@@ -33,8 +32,8 @@ void add_case(const GemmShape& s, DType act) {
     c.name = std::string("gemm/") + s.name + "_m" + std::to_string(s.m) +
              (s.f32_out ? "_f32out" : "") + (s.small_m_kernel ? "" : "_cublaslt") +
              (s.decode_kernel ? "_decode" : "") + (s.tuned ? "_tuned" : "") +
-             (s.prefetch == -2 ? "" : "_prefetch" + std::to_string(s.prefetch)) +
-             (s.wide ? "_wide" : "") + "/" + std::string(dtype_name(act));
+             (s.prefetch == -2 ? "" : "_prefetch" + std::to_string(s.prefetch)) + "/" +
+             std::string(dtype_name(act));
     c.tol = default_tolerance(act);
     c.run = [s, act] {
         std::mt19937 rng(static_cast<uint32_t>(s.m * 1000003 + s.n * 31 + s.k));
@@ -52,7 +51,6 @@ void add_case(const GemmShape& s, DType act) {
         auto gemm = cuda::Gemm::create();
         if (!gemm) throw std::runtime_error(gemm.status().message());
         gemm->set_small_m_kernel(s.small_m_kernel);
-        gemm->set_small_m_wide(s.wide);
         if (s.prefetch != -2) gemm->set_prefetch_bytes(s.prefetch);
         gemm->set_decode_kernel(s.decode_kernel);
         if (s.decode_kernel &&
@@ -99,24 +97,6 @@ DUALITY_OP_CASES(gemm) {
     };
     for (const GemmShape& s : shapes)
         for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
-
-    // The m = 1 kernel's wide variant: the model's products (a row of w in one round trip, or
-    // the 2.7b out_proj's two), a k of 7 vectors per row (the lanes' predicated loads), a ragged
-    // n (a last block with idle warps), a k too large for a in shared memory (the warp-row
-    // kernel takes it), strided a.
-    const GemmShape wide_shapes[] = {
-        {"in_proj_130m", 1, 3352, 768, 0, false, true},
-        {"in_proj_2.7b", 1, 10576, 2560, 0, false, true},
-        {"out_proj_2.7b", 1, 2560, 5120, 0, false, true},
-        {"lm_head_2.7b", 1, 50288, 2560, 0, true, true},
-        {"codestral_out", 1, 1024, 16384, 0, false, true},
-        {"ragged_n", 1, 1003, 56, 8, false, true},
-        {"wide_k", 1, 96, 20480, 0, false, true},
-    };
-    for (GemmShape s : wide_shapes) {
-        s.wide = true;
-        for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
-    }
 
     // The decode GEMM (f16/bf16 only): the model's shapes at decode batch sizes (one, two, four
     // and eight n8 tiles of m, partly filled), strided a, and a ragged n whose last tile is

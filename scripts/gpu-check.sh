@@ -3,7 +3,7 @@
 # registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
 # Every session uses this script so GPU numbers stay comparable.
 #
-#   scripts/gpu-check.sh [tests|bench|serve|profile|split|state|build|all]      (default: all)
+#   scripts/gpu-check.sh [tests|bench|serve|profile|split|state|timeline|build|all] (default: all)
 #
 # build: only the build (then `source scripts/gpu-env.sh` and run build-gpu/duality yourself).
 # GPU_CHECK_QUICK=1: `tests` (and `all`) run the CUDA tests only, not the rest of the suite (about 140 s of
@@ -22,6 +22,10 @@
 # StateStreamTiming (a device copy and read-modify-write streams of one 2.7b batch-64 layer's
 # state against ssm_decode's bulk and vector kernels), then 2.7b / 130m decode at 8, 32 and 64
 # sequences with the bulk kernel on and off (DUALITY_SSM_DECODE_BULK).
+#
+# timeline (not part of all): Nsight Systems on 20 timed 2.7b decode steps at batch 1 and 64 (the
+# NVTX range bench_decode, graph nodes traced one by one): each kernel's mean time INSIDE a step,
+# with the overlap and PDL that Nsight Compute's one-kernel-at-a-time replay (profile) leaves out.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -194,6 +198,33 @@ if [[ "$what" == state ]]; then
       done
     done
   done
+fi
+if [[ "$what" == timeline ]]; then
+  step "in-step kernel times (Nsight Systems, mamba2-2.7b decode)"
+  if ! command -v nsys >/dev/null; then
+    echo "nsys is not on this machine's PATH"
+    status=1
+  else
+    for b in 1 64; do
+      rep=/tmp/duality-timeline-b$b  # reports stay off $OUT (a few MB each)
+      # Capture from the range's start: NVTX names are matched only when registered otherwise.
+      NSYS_NVTX_PROFILER_REGISTER_ONLY=0 nsys profile -o "$rep" --force-overwrite true \
+        -t cuda,nvtx --cuda-graph-trace=node --capture-range=nvtx --nvtx-capture=bench_decode \
+        --capture-range-end=stop build-gpu/duality bench --random-weights --config mamba2-2.7b \
+        --no-prefill --decode-batches "$b" --decode-steps 20 >"$OUT/timeline-b$b.log" 2>&1 || status=1
+      nsys stats -q -r cuda_gpu_kern_sum -f csv -o "$OUT/timeline-b$b" "$rep.nsys-rep" \
+        >/dev/null 2>&1 || status=1
+      python3 - "$OUT"/timeline-b"$b"*.csv "$b" <<'PY' || status=1
+import csv, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+total = sum(float(r["Total Time (ns)"]) for r in rows)
+print(f"batch {sys.argv[2]}: {len(rows)} kernels, {total / 20 / 1e3:.0f} us of kernel time per step")
+for r in rows[:12]:
+    print(f'{float(r["Time (%)"]):5.1f}% {int(r["Instances"]) / 20:6.0f}/step '
+          f'{float(r["Avg (ns)"]) / 1e3:8.2f} us  {r["Name"][:70]}')
+PY
+    done
+  fi
 fi
 step "done (status $status)"
 exit $status

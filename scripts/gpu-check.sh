@@ -20,8 +20,8 @@
 #
 # state (not part of all): the batched decode step's state streaming: ssm_decode's op cases,
 # StateStreamTiming (a device copy and read-modify-write streams of one 2.7b batch-64 layer's
-# state against ssm_decode's bulk and vector kernels), then 2.7b / 130m decode at 8, 32 and 64
-# sequences with the bulk kernel on and off (DUALITY_SSM_DECODE_BULK).
+# state against ssm_decode's bulk kernel in 1, 2 and 4 parts per head and its vector kernel), then
+# 2.7b / 130m decode at 8, 32 and 64 sequences with each (DUALITY_SSM_DECODE_BULK, _BULK_PARTS).
 #
 # timeline (not part of all): Nsight Systems on 20 timed 2.7b decode steps at batch 1 and 64 (the
 # NVTX range bench_decode, graph nodes traced one by one): each kernel's mean time INSIDE a step,
@@ -182,18 +182,21 @@ if [[ "$what" == state ]]; then
   build-gpu/tests/duality_tests --gtest_filter='*ssm_decode*:CudaModel*' --gtest_brief=1 \
     2>&1 | tail -4 || status=1
   step "ssm_decode: state streaming (2.7b, 64 sequences)"
-  for bulk in 1 0; do
-    echo "DUALITY_SSM_DECODE_BULK=$bulk"
-    DUALITY_SSM_DECODE_BULK=$bulk build-gpu/tests/duality_tests --gtest_also_run_disabled_tests \
-      --gtest_filter='StateStreamTiming.*' 2>&1 | grep -E "GB/s|Failure" || status=1
+  # bulk:parts: the bulk kernel (DUALITY_SSM_DECODE_BULK) with a head's rows over `parts` blocks.
+  for spec in 1:1 1:2 1:4 0:1; do
+    echo "DUALITY_SSM_DECODE_BULK=${spec%%:*} DUALITY_SSM_DECODE_BULK_PARTS=${spec#*:}"
+    DUALITY_SSM_DECODE_BULK=${spec%%:*} DUALITY_SSM_DECODE_BULK_PARTS=${spec#*:} \
+      build-gpu/tests/duality_tests --gtest_also_run_disabled_tests \
+      --gtest_filter='StateStreamTiming.*' 2>&1 | grep -E "ssm_decode|Failure" || status=1
   done
-  step "ssm_decode: decode A/B, bulk kernel on and off"
+  step "ssm_decode: decode A/B, bulk kernel in 1, 2, 4 parts, and off"
   for cfg in mamba2-2.7b mamba2-130m; do
     for rep in 1 2; do
-      for bulk in 1 0; do
-        DUALITY_SSM_DECODE_BULK=$bulk build-gpu/duality bench --random-weights --config "$cfg" \
+      for spec in 1:1 1:2 1:4 0:1; do
+        DUALITY_SSM_DECODE_BULK=${spec%%:*} DUALITY_SSM_DECODE_BULK_PARTS=${spec#*:} \
+          build-gpu/duality bench --random-weights --config "$cfg" \
           --no-prefill --decode-batches 8,32,64 >"$OUT/state-bench.txt" 2>&1 || status=1
-        echo "$cfg bulk=$bulk: $( (grep -E '^ +(8|32|64) ' "$OUT/state-bench.txt" || true) |
+        echo "$cfg bulk:parts=$spec: $( (grep -E '^ +(8|32|64) ' "$OUT/state-bench.txt" || true) |
           awk '{printf "%s %s %s | ", $1, $2, $NF}')" | tee -a "$OUT/state-ab.txt"
       done
     done

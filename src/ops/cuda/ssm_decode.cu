@@ -24,7 +24,10 @@
 // (DUALITY_SSM_DECODE_BULK=0: never). Alone it is no faster (2.7b batch 64: 87.7 against 85.5 µs,
 // 3.8 TB/s), but whole batch-64 steps are 2.3% faster with it (8.260 against 8.452 ms, H200),
 // presumably from how its fewer, longer blocks share the SMs with the overlapping z GEMM and
-// the PDL-launched neighbours (not profiled).
+// the PDL-launched neighbours (not profiled). A device copy of the same bytes takes 81.8 µs
+// (StateStreamTiming). DUALITY_SSM_DECODE_BULK_PARTS=2|4 (opt-in, not yet measured) splits each
+// head's rows over that many blocks: half or a quarter of the serial copy-in, update, copy-out
+// per block, and more blocks resident per SM.
 //
 // With an SsdGate (bf16 only, head_dim % 16 == 0, the vector and bulk kernels: template flag
 // kGate) the epilogue is the gated norm's first half, as in ssd_fused: lane 0 of a row's warp
@@ -167,13 +170,16 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
 }
 
-// One (sequence, head) per block: the state {P, N} f32 comes in by one bulk copy completing on an
-// mbarrier, each warp updates rows w, w + 4, ... in shared memory (a lane holds VEC = N / 32
-// consecutive elements of a row, so a warp reads one row per access, conflict-free), and one bulk
-// copy writes it back; the block waits until the copy has read shared memory before it exits.
+// One (sequence, head) per block, or with parts > 1 one (sequence, head, part): the block's rows
+// of the state {head_dim / parts, N} f32 come in by one bulk copy completing on an mbarrier, each
+// warp updates rows w, w + 4, ... in shared memory (a lane holds VEC = N / 32 consecutive
+// elements of a row, so a warp reads one row per access, conflict-free), and one bulk copy writes
+// them back; the block waits until the copy has read shared memory before it exits. More parts:
+// smaller, shorter blocks, more of them per SM (DUALITY_SSM_DECODE_BULK_PARTS, opt-in, not yet
+// measured).
 template <typename T, int N, bool kGate>
 __global__ void __launch_bounds__(kWarps * 32)
-    ssm_decode_bulk_kernel(SsdArgs a, DecodeDt d, SsdGate gate) {
+    ssm_decode_bulk_kernel(SsdArgs a, DecodeDt d, SsdGate gate, int parts) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -186,8 +192,10 @@ __global__ void __launch_bounds__(kWarps * 32)
         s_sq[kGate ? 128 : 1];
     float* st_s = reinterpret_cast<float*>(smem_raw);
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    const int64_t H = a.n_head, P = a.head_dim;
-    const int64_t h = blockIdx.x, g = h / (H / a.n_group);
+    // This block's rows of head h: [p0, p0 + P), P = head_dim / parts.
+    const int64_t H = a.n_head, P = a.head_dim / parts;
+    const int64_t h = blockIdx.x / parts, g = h / (H / a.n_group);
+    const int64_t part = blockIdx.x % parts, p0 = part * P;
     const uint32_t bytes = static_cast<uint32_t>(P * N * 4);
     const uint32_t dst = sync::smem_addr(st_s);
     const T* x = static_cast<const T*>(a.x);
@@ -197,7 +205,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     uint32_t phase = 0;
     for (int64_t s = blockIdx.y; s < a.batch.n_seq; s += gridDim.y) {
         float* st = static_cast<float*>(a.state) +
-                    static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + h * P * N;
+                    static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride +
+                    (h * a.head_dim + p0) * N;
         if (threadIdx.x == 0) {
             if (s == blockIdx.y) {
                 sync::mbar_init(&full);
@@ -213,12 +222,13 @@ __global__ void __launch_bounds__(kWarps * 32)
             bv[v] = dtype::to_f32(B[bc + v]);
             cv[v] = dtype::to_f32(C[bc + v]);
         }
+        const int64_t c0 = h * a.head_dim + p0;  // the block's first channel of d_inner
         for (int64_t p = threadIdx.x; p < P; p += blockDim.x) {
-            xs[p] = dtype::to_f32(x[s * a.x_stride + h * P + p]);
+            xs[p] = dtype::to_f32(x[s * a.x_stride + c0 + p]);
             if constexpr (kGate) {
                 gz[p] = silu<T>(
-                    dtype::to_f32(static_cast<const T*>(gate.z)[s * gate.z_stride + h * P + p]));
-                gw[p] = gate.w[h * P + p];
+                    dtype::to_f32(static_cast<const T*>(gate.z)[s * gate.z_stride + c0 + p]));
+                gw[p] = gate.w[c0 + p];
             }
         }
         const HeadStep k = head_step<T>(a, d, s, h);
@@ -247,7 +257,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                     s_sq[p] = v * v;
                     v *= gw[p];
                 }
-                y[s * H * P + h * P + p] = dtype::from_f32<T>(v);
+                y[s * H * a.head_dim + c0 + p] = dtype::from_f32<T>(v);
             }
         }
         // The generic-proxy writes must be visible to the bulk copy (the async proxy).
@@ -258,7 +268,8 @@ __global__ void __launch_bounds__(kWarps * 32)
                 float ss = 0.0f;
 #pragma unroll
                 for (int i = 0; i < kGateRows; ++i) ss += s_sq[threadIdx.x * kGateRows + i];
-                gate.ssq[(s * H + h) * (P / kGateRows) + threadIdx.x] = ss;
+                gate.ssq[(s * H + h) * (a.head_dim / kGateRows) + p0 / kGateRows + threadIdx.x] =
+                    ss;
             }
         }
         if (threadIdx.x == 0) {
@@ -323,8 +334,24 @@ bool vector_aligned(const SsdArgs& a) {
            dtype::is_aligned(a.C, vec * sizeof(T));
 }
 
+// The bulk kernel's blocks per head: `asked` if positive, else DUALITY_SSM_DECODE_BULK_PARTS (1, 2
+// or 4; default 1), where each part keeps whole rows per warp (and, with a gate, whole 16-row
+// partial sums); 1 otherwise.
+int choose_bulk_parts(int asked, int64_t head_dim, bool gate) {
+    static const int from_env = [] {
+        const char* v = std::getenv("DUALITY_SSM_DECODE_BULK_PARTS");
+        const int n = v ? std::atoi(v) : 1;
+        return n == 2 || n == 4 ? n : 1;
+    }();
+    const int parts = asked > 0 ? asked : from_env;
+    const int64_t rows = head_dim / parts;
+    const bool whole =
+        head_dim % parts == 0 && rows % kWarps == 0 && (!gate || rows % kGateRows == 0);
+    return whole ? parts : 1;
+}
+
 template <typename T, typename S, bool kGate>
-void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, const SsdGate& gate,
+void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, const SsdGate& gate, int parts_asked,
                        cudaStream_t stream) {
     const int64_t N = a.d_state;
     const unsigned seqs = static_cast<unsigned>(a.batch.n_seq < 65535 ? a.batch.n_seq : 65535);
@@ -341,13 +368,15 @@ void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, const SsdGate& gate,
         if ((N == 64 || N == 128) && P <= 128 && P % kWarps == 0 && block_bytes <= 40 * 1024 &&
             a.batch.n_seq >= kBulkMinSeqs && a.state_slot_stride % 4 == 0 &&
             dtype::is_aligned(a.state, 16) && aligned && bulk_enabled()) {
-            const dim3 g(heads, seqs);
+            const int parts = choose_bulk_parts(parts_asked, P, kGate);
+            const dim3 g(heads * static_cast<unsigned>(parts), seqs);
+            const size_t smem = static_cast<size_t>(block_bytes / parts);
             if (N == 64)
-                pdl::launch(ssm_decode_bulk_kernel<T, 64, kGate>, g, kWarps * 32,
-                            static_cast<size_t>(block_bytes), stream, a, d, gate);
+                pdl::launch(ssm_decode_bulk_kernel<T, 64, kGate>, g, kWarps * 32, smem, stream, a,
+                            d, gate, parts);
             else
-                pdl::launch(ssm_decode_bulk_kernel<T, 128, kGate>, g, kWarps * 32,
-                            static_cast<size_t>(block_bytes), stream, a, d, gate);
+                pdl::launch(ssm_decode_bulk_kernel<T, 128, kGate>, g, kWarps * 32, smem, stream, a,
+                            d, gate, parts);
             DUALITY_CUDA_LAUNCH_CHECK();
             return;
         }
@@ -390,7 +419,7 @@ bool ssm_decode_gate_supported(const SsdArgs& a, const SsdGate& gate, DType act)
 }
 
 void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream,
-                const SsdGate* gate) {
+                const SsdGate* gate, int bulk_parts) {
     if (a.batch.n_seq <= 0) return;
     if (a.batch.n_tokens != a.batch.n_seq) bad_args("needs one token per sequence");
     if (a.n_group <= 0 || a.n_head % a.n_group != 0) bad_args("n_head % n_group != 0");
@@ -399,13 +428,14 @@ void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t st
         if (!ssm_decode_gate_supported(a, *gate, act))
             bad_args("unsupported gate (see ssm_decode_gate_supported)");
         DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S, {
-            launch_ssm_decode<__nv_bfloat16, S, true>(a, dt, *gate, stream);
+            launch_ssm_decode<__nv_bfloat16, S, true>(a, dt, *gate, bulk_parts, stream);
         });
         return;
     }
     DUALITY_DISPATCH_FLOAT("ssm_decode", act, T, {
-        DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
-                               { launch_ssm_decode<T, S, false>(a, dt, SsdGate{}, stream); });
+        DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S, {
+            launch_ssm_decode<T, S, false>(a, dt, SsdGate{}, bulk_parts, stream);
+        });
     });
 }
 

@@ -38,7 +38,8 @@ struct DecodeShape {
 struct DecodeOpts {
     bool with_D = true;
     float dt_min = 0.0f, dt_max = std::numeric_limits<float>::infinity();
-    bool gate = false;  // the SsdGate epilogue (bf16 only)
+    bool gate = false;   // the SsdGate epilogue (bf16 only)
+    int bulk_parts = 0;  // the bulk kernel's blocks per head (0: the default)
     const char* tag = "";
 };
 
@@ -154,7 +155,7 @@ void decode_case(const DecodeShape& sh, int64_t batch, DType act, DType state_dt
                  const cuda::SsdGate gate{d_z.data(), z_stride, d_w.as<float>(), d_ssq.as<float>()};
                  if (!cuda::ssm_decode_gate_supported(a, gate, act))
                      throw std::runtime_error("the decode gate should take this case");
-                 cuda::ssm_decode(a, ddt, act, nullptr, &gate);
+                 cuda::ssm_decode(a, ddt, act, nullptr, &gate, opt.bulk_parts);
                  DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
                  const std::vector<float> parts_got =
                      download_as_f32(DType::kF32, d_ssq.data(), batch * H * parts);
@@ -172,7 +173,7 @@ void decode_case(const DecodeShape& sh, int64_t batch, DType act, DType state_dt
                      {"state_pool", pool,
                       download_as_f32(state_dtype, d_pool.data(), pool.size())}};
              }
-             cuda::ssm_decode(a, ddt, act, nullptr);
+             cuda::ssm_decode(a, ddt, act, nullptr, nullptr, opt.bulk_parts);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              return std::vector<Output>{
                  {"y", y, download_as_f32(act, d_y.data(), y.size())},
@@ -219,6 +220,23 @@ DUALITY_OP_CASES(ssm_decode) {
     }
     decode_case({32, 80, 64, 4}, 64, DType::kBF16, DType::kF32, gate, seed++);
     decode_case({16, 32, 256, 2}, 7, DType::kBF16, DType::kF32, gate_no_d, seed++);
+    // The bulk kernel with a head's rows over 2 or 4 blocks (batch 64, f32 state): 32 and 16 rows
+    // of the 2.7b head, 40 or 20 of head_dim 80, 64 or 32 of head_dim 128 at d_state 64, and the
+    // gate's 16-row sums split between blocks. head_dim 80 under the gate (40 or 20 rows, not
+    // whole 16-row sums) keeps one block per head: those cases check the fallback.
+    for (int parts : {2, 4}) {
+        DecodeOpts split;
+        split.bulk_parts = parts;
+        split.tag = parts == 2 ? "_parts2" : "_parts4";
+        DecodeOpts split_gate = split;
+        split_gate.gate = true;
+        split_gate.tag = parts == 2 ? "_gate_parts2" : "_gate_parts4";
+        for (DType act : kActs) decode_case({80, 64, 128, 1}, 64, act, DType::kF32, split, seed++);
+        decode_case({32, 80, 64, 4}, 64, DType::kBF16, DType::kF32, split, seed++);
+        decode_case({8, 128, 64, 2}, 64, DType::kF16, DType::kF32, split, seed++);
+        decode_case({80, 64, 128, 1}, 64, DType::kBF16, DType::kF32, split_gate, seed++);
+        decode_case({32, 80, 64, 4}, 64, DType::kBF16, DType::kF32, split_gate, seed++);
+    }
 }
 
 }  // namespace

@@ -183,13 +183,20 @@ if [[ "$what" == state ]]; then
     2>&1 | tail -4 || status=1
   step "ssm_decode: state streaming (2.7b, 64 sequences)"
   # bulk:parts: the bulk kernel (DUALITY_SSM_DECODE_BULK) with a head's rows over `parts` blocks.
+  # The copy and read-modify-write baselines are printed with the first setting only.
+  : >"$OUT/state-timing.txt"
+  lines="GB/s|Failure"
   for spec in 1:1 1:2 1:4 0:1; do
-    echo "DUALITY_SSM_DECODE_BULK=${spec%%:*} DUALITY_SSM_DECODE_BULK_PARTS=${spec#*:}"
+    echo "DUALITY_SSM_DECODE_BULK=${spec%%:*} DUALITY_SSM_DECODE_BULK_PARTS=${spec#*:}" |
+      tee -a "$OUT/state-timing.txt"
     DUALITY_SSM_DECODE_BULK=${spec%%:*} DUALITY_SSM_DECODE_BULK_PARTS=${spec#*:} \
       build-gpu/tests/duality_tests --gtest_also_run_disabled_tests \
-      --gtest_filter='StateStreamTiming.*' 2>&1 | grep -E "ssm_decode|Failure" || status=1
+      --gtest_filter='StateStreamTiming.*' 2>&1 | grep -E "$lines" |
+      tee -a "$OUT/state-timing.txt" || status=1
+    lines="ssm_decode|Failure"
   done
   step "ssm_decode: decode A/B, bulk kernel in 1, 2, 4 parts, and off"
+  : >"$OUT/state-ab.txt"
   for cfg in mamba2-2.7b mamba2-130m; do
     for rep in 1 2; do
       for spec in 1:1 1:2 1:4 0:1; do
@@ -210,6 +217,7 @@ if [[ "$what" == timeline ]]; then
   else
     for b in 1 64; do
       rep=/tmp/duality-timeline-b$b  # reports stay off $OUT (a few MB each)
+      rm -f "$OUT"/timeline-b"$b"_*.csv
       # Capture from the range's start: NVTX names are matched only when registered otherwise.
       NSYS_NVTX_PROFILER_REGISTER_ONLY=0 nsys profile -o "$rep" --force-overwrite true \
         -t cuda,nvtx --cuda-graph-trace=node --capture-range=nvtx --nvtx-capture=bench_decode \
@@ -217,7 +225,7 @@ if [[ "$what" == timeline ]]; then
         --no-prefill --decode-batches "$b" --decode-steps 20 >"$OUT/timeline-b$b.log" 2>&1 || status=1
       nsys stats -q -r cuda_gpu_kern_sum -f csv -o "$OUT/timeline-b$b" "$rep.nsys-rep" \
         >/dev/null 2>&1 || status=1
-      python3 - "$OUT"/timeline-b"$b"*.csv "$b" <<'PY' || status=1
+      python3 - "$OUT"/timeline-b"$b"_*.csv "$b" <<'PY' | tee "$OUT/timeline-b$b.txt" || status=1
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 total = sum(float(r["Total Time (ns)"]) for r in rows)

@@ -173,11 +173,14 @@ struct DecodeDt {
 // in channel order, no atomics): the norm's output is y · rsqrt(Σ ssq[s, :] / d_inner + eps)
 // (RowScale with n_part = n_head · ssm_decode_gate_parts(head_dim)).
 // bulk_parts: where the bulk kernel runs (Hopper, f32 state, 48+ sequences), the blocks each
-// head's rows are split over (1, 2 or 4; tests and measurements); 0: DUALITY_SSM_DECODE_BULK_PARTS
-// or 1. A split that would leave a block part of a warp's rows (or of a 16-row gate sum) is not
-// taken.
+// head's rows are split over (1, 2 or 4; tests and measurements); anything else:
+// DUALITY_SSM_DECODE_BULK_PARTS, or 1. A split that would leave a block part of a warp's rows (or
+// of a 16-row gate sum) is not taken.
 void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream,
                 const SsdGate* gate = nullptr, int bulk_parts = 0);
+// The blocks per head the bulk kernel runs ssm_decode(a, ..., act, ..., gate, bulk_parts) with, or
+// 0 where another kernel runs it (tests).
+int ssm_decode_bulk_parts(const SsdArgs& a, DType act, bool gate, int bulk_parts);
 // Whether ssm_decode takes this gate: bf16 activations (as for ssd_fused's gate, the
 // unnormalized v·w could leave f16's range), head_dim a multiple of 16 (at most 128), d_state 64,
 // 128 or 256 with the vector kernels' alignment; any state dtype.

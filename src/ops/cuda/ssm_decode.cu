@@ -334,8 +334,8 @@ bool vector_aligned(const SsdArgs& a) {
            dtype::is_aligned(a.C, vec * sizeof(T));
 }
 
-// The bulk kernel's blocks per head: `asked` if positive, else DUALITY_SSM_DECODE_BULK_PARTS (1, 2
-// or 4; default 1), where each part keeps whole rows per warp (and, with a gate, whole 16-row
+// The bulk kernel's blocks per head: `asked` if 1, 2 or 4, else DUALITY_SSM_DECODE_BULK_PARTS (1,
+// 2 or 4; default 1), where each part keeps whole rows per warp (and, with a gate, whole 16-row
 // partial sums); 1 otherwise.
 int choose_bulk_parts(int asked, int64_t head_dim, bool gate) {
     static const int from_env = [] {
@@ -343,11 +343,28 @@ int choose_bulk_parts(int asked, int64_t head_dim, bool gate) {
         const int n = v ? std::atoi(v) : 1;
         return n == 2 || n == 4 ? n : 1;
     }();
-    const int parts = asked > 0 ? asked : from_env;
+    const int parts = asked == 1 || asked == 2 || asked == 4 ? asked : from_env;
     const int64_t rows = head_dim / parts;
     const bool whole =
         head_dim % parts == 0 && rows % kWarps == 0 && (!gate || rows % kGateRows == 0);
     return whole ? parts : 1;
+}
+
+// The bulk kernel's blocks per head for this step, or 0 where it does not run: Hopper code, f32
+// state, d_state 64/128, whole rows per warp, a head's state (with the kernel's static shared
+// memory) within the 48 KB a block gets without opting in, 16-byte aligned state, at least
+// kBulkMinSeqs sequences: with one block per (sequence, head) smaller batches leave too few
+// blocks to hide a block's serial copy-in, update, copy-out (H200, 2.7b steps: batch 1 2.649
+// against 2.223 ms, batch 8 3.307 against 3.016, batch 32 5.539 against 5.531, batch 64 8.260
+// against 8.452).
+template <typename T>
+int bulk_blocks_per_head(const SsdArgs& a, bool gate, int parts_asked) {
+    const int64_t N = a.d_state, P = a.head_dim;
+    const bool runs = a.state_dtype == DType::kF32 && (N == 64 || N == 128) && P <= 128 &&
+                      P % kWarps == 0 && P * N * 4 <= 40 * 1024 && a.batch.n_seq >= kBulkMinSeqs &&
+                      a.state_slot_stride % 4 == 0 && dtype::is_aligned(a.state, 16) &&
+                      vector_aligned<T, float>(a) && bulk_enabled();
+    return runs ? choose_bulk_parts(parts_asked, P, gate) : 0;
 }
 
 template <typename T, typename S, bool kGate>
@@ -357,20 +374,10 @@ void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, const SsdGate& gate,
     const unsigned seqs = static_cast<unsigned>(a.batch.n_seq < 65535 ? a.batch.n_seq : 65535);
     const unsigned heads = static_cast<unsigned>(a.n_head);
     const bool aligned = vector_aligned<T, S>(a);
-    // The bulk kernel: f32 state, 16-byte aligned state blocks of at most 40 KB (with its static
-    // shared memory, within the 48 KB a block gets without opting in), and batches of at least
-    // kBulkMinSeqs sequences: with one block per (sequence, head) smaller batches leave too few
-    // blocks to hide a block's serial copy-in, update, copy-out (H200, 2.7b steps: batch 1 2.649
-    // against 2.223 ms, batch 8 3.307 against 3.016, batch 32 5.539 against 5.531, batch 64
-    // 8.260 against 8.452).
     if constexpr (std::is_same_v<S, float>) {
-        const int64_t P = a.head_dim, block_bytes = P * N * 4;
-        if ((N == 64 || N == 128) && P <= 128 && P % kWarps == 0 && block_bytes <= 40 * 1024 &&
-            a.batch.n_seq >= kBulkMinSeqs && a.state_slot_stride % 4 == 0 &&
-            dtype::is_aligned(a.state, 16) && aligned && bulk_enabled()) {
-            const int parts = choose_bulk_parts(parts_asked, P, kGate);
+        if (const int parts = bulk_blocks_per_head<T>(a, kGate, parts_asked); parts > 0) {
             const dim3 g(heads * static_cast<unsigned>(parts), seqs);
-            const size_t smem = static_cast<size_t>(block_bytes / parts);
+            const size_t smem = static_cast<size_t>(a.head_dim / parts * N * 4);
             if (N == 64)
                 pdl::launch(ssm_decode_bulk_kernel<T, 64, kGate>, g, kWarps * 32, smem, stream, a,
                             d, gate, parts);
@@ -416,6 +423,13 @@ bool ssm_decode_gate_supported(const SsdArgs& a, const SsdGate& gate, DType act)
     DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
                            { aligned = vector_aligned<__nv_bfloat16, S>(a); });
     return aligned;
+}
+
+int ssm_decode_bulk_parts(const SsdArgs& a, DType act, bool gate, int bulk_parts) {
+    int parts = 0;
+    DUALITY_DISPATCH_FLOAT("ssm_decode", act, T,
+                           { parts = bulk_blocks_per_head<T>(a, gate, bulk_parts); });
+    return parts;
 }
 
 void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream,

@@ -22,6 +22,7 @@
 #include <cstdio>
 #include <limits>
 #include <stdexcept>
+#include <string>
 
 #include "core/half.h"
 #include "ops/cpu/ops.h"
@@ -38,8 +39,9 @@ struct DecodeShape {
 struct DecodeOpts {
     bool with_D = true;
     float dt_min = 0.0f, dt_max = std::numeric_limits<float>::infinity();
-    bool gate = false;   // the SsdGate epilogue (bf16 only)
-    int bulk_parts = 0;  // the bulk kernel's blocks per head (0: the default)
+    bool gate = false;     // the SsdGate epilogue (bf16 only)
+    int bulk_parts = 0;    // the bulk kernel's blocks per head (0: the default)
+    int expect_parts = 0;  // with bulk_parts: the split the bulk kernel should take
     const char* tag = "";
 };
 
@@ -48,6 +50,15 @@ Tolerance state_tolerance(DType act, DType state_dtype) {
     if (state_dtype == DType::kBF16) return loosest(t, {3e-3, 1e-4, 4e-3});
     if (state_dtype == DType::kF16) return loosest(t, {1e-3, 1e-4, 1e-3});
     return t;
+}
+
+// With a requested split: the bulk kernel, where it runs (Hopper code), takes opt.expect_parts.
+void check_bulk_parts(const cuda::SsdArgs& a, DType act, bool gate, const DecodeOpts& opt) {
+    if (opt.bulk_parts == 0) return;
+    const int got = cuda::ssm_decode_bulk_parts(a, act, gate, opt.bulk_parts);
+    if (got != 0 && got != opt.expect_parts)
+        throw std::runtime_error("the bulk kernel takes " + std::to_string(got) +
+                                 " blocks per head, not " + std::to_string(opt.expect_parts));
 }
 
 void decode_case(const DecodeShape& sh, int64_t batch, DType act, DType state_dtype,
@@ -155,6 +166,7 @@ void decode_case(const DecodeShape& sh, int64_t batch, DType act, DType state_dt
                  const cuda::SsdGate gate{d_z.data(), z_stride, d_w.as<float>(), d_ssq.as<float>()};
                  if (!cuda::ssm_decode_gate_supported(a, gate, act))
                      throw std::runtime_error("the decode gate should take this case");
+                 check_bulk_parts(a, act, true, opt);
                  cuda::ssm_decode(a, ddt, act, nullptr, &gate, opt.bulk_parts);
                  DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
                  const std::vector<float> parts_got =
@@ -173,6 +185,7 @@ void decode_case(const DecodeShape& sh, int64_t batch, DType act, DType state_dt
                      {"state_pool", pool,
                       download_as_f32(state_dtype, d_pool.data(), pool.size())}};
              }
+             check_bulk_parts(a, act, false, opt);
              cuda::ssm_decode(a, ddt, act, nullptr, nullptr, opt.bulk_parts);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              return std::vector<Output>{
@@ -227,15 +240,18 @@ DUALITY_OP_CASES(ssm_decode) {
     for (int parts : {2, 4}) {
         DecodeOpts split;
         split.bulk_parts = parts;
+        split.expect_parts = parts;
         split.tag = parts == 2 ? "_parts2" : "_parts4";
         DecodeOpts split_gate = split;
         split_gate.gate = true;
         split_gate.tag = parts == 2 ? "_gate_parts2" : "_gate_parts4";
+        DecodeOpts whole_gate = split_gate;
+        whole_gate.expect_parts = 1;
         for (DType act : kActs) decode_case({80, 64, 128, 1}, 64, act, DType::kF32, split, seed++);
         decode_case({32, 80, 64, 4}, 64, DType::kBF16, DType::kF32, split, seed++);
         decode_case({8, 128, 64, 2}, 64, DType::kF16, DType::kF32, split, seed++);
         decode_case({80, 64, 128, 1}, 64, DType::kBF16, DType::kF32, split_gate, seed++);
-        decode_case({32, 80, 64, 4}, 64, DType::kBF16, DType::kF32, split_gate, seed++);
+        decode_case({32, 80, 64, 4}, 64, DType::kBF16, DType::kF32, whole_gate, seed++);
     }
 }
 

@@ -2,6 +2,8 @@
 // Parallelization: per pattern, below. Limits: n4 a multiple of 1024 (whole blocks everywhere).
 #include "ops/cuda/stream_kernels.h"
 
+#include <stdexcept>
+
 #include "core/cuda/check.h"
 
 namespace duality::optest {
@@ -53,6 +55,7 @@ __global__ void persistent(float4* p, int64_t n4) {
 }  // namespace
 
 void rmw_stream(float* p, int64_t n4, RmwPattern pattern, int sms, cudaStream_t stream) {
+    if (n4 % 1024 != 0) throw std::invalid_argument("rmw_stream: n4 must be a multiple of 1024");
     float4* q = reinterpret_cast<float4*>(p);
     switch (pattern) {
         case RmwPattern::kOneVec:

@@ -9,8 +9,9 @@
 // Batch 64 with an f32 state takes the bulk kernel on Hopper (also at head_dim 128: the shape
 // (8, 128, 64, 2), batch 64 only); other batches the vector kernels.
 // The gate epilogue (SsdGate, bf16): expected y·silu(z)·w and ‖v‖ per (sequence, head) from the
-// CPU y and cpu::gate_partials, the kernel's head_dim / 16 partial sums added per head; batch 64
-// takes the bulk kernel (f32 state), the others the vector kernels.
+// CPU y and cpu::gate_partials, the kernel's head_dim / 16 partial sums added per head, and each
+// partial's square root on its own; batch 64 takes the bulk kernel (f32 state), the others the
+// vector kernels.
 //
 // Tolerance: y is f32 math on identically rounded inputs (summation order and the output
 // rounding differ): default_tolerance(act). The state with an f32 state is elementwise f32 math:
@@ -179,9 +180,25 @@ void decode_case(const DecodeShape& sh, int64_t batch, DType act, DType state_dt
                      norm_got[i] = std::sqrt(sum);
                      norm_ref[i] = std::sqrt(ssq[i]);
                  }
+                 // Each 16-channel partial on its own (a part stored in another part's place
+                 // would keep the per-head sums): Σ v² with v = g / w from the CPU's g = v·w.
+                 std::vector<float> part_got(parts_got.size()), part_ref(parts_got.size());
+                 for (size_t i = 0; i < parts_got.size(); ++i) {
+                     const int64_t row = static_cast<int64_t>(i) / (H * parts);      // sequence
+                     const int64_t c0 = static_cast<int64_t>(i) % (H * parts) * 16;  // channel
+                     double sum = 0.0;
+                     for (int64_t c = c0; c < c0 + 16; ++c) {
+                         const double v =
+                             g[static_cast<size_t>(row * H * P + c)] / gw[static_cast<size_t>(c)];
+                         sum += v * v;
+                     }
+                     part_ref[i] = static_cast<float>(std::sqrt(sum));
+                     part_got[i] = std::sqrt(parts_got[i]);
+                 }
                  return std::vector<Output>{
                      {"y·silu(z)·w", g, download_as_f32(act, d_y.data(), y.size())},
                      {"sqrt(ssq)", norm_ref, norm_got},
+                     {"sqrt(ssq part)", part_ref, part_got},
                      {"state_pool", pool,
                       download_as_f32(state_dtype, d_pool.data(), pool.size())}};
              }

@@ -51,6 +51,26 @@ cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_CUDA=ON \
 ninja -C build-gpu -j "$(nproc)" 2>&1 | tail -5
 
 status=0
+# decode_ab FILE BATCHES SETTING...: decode of the 2.7b and 130m shapes (random weights) at the
+# comma-separated BATCHES, twice, once per SETTING (comma-separated VAR=VALUE pairs put in the
+# environment of that run): one line per run (batch, ms per step, fraction of the bound) to
+# stdout and FILE.
+decode_ab() {
+  local file=$1 batches=$2 cfg rep setting
+  shift 2
+  : >"$file"
+  for cfg in mamba2-2.7b mamba2-130m; do
+    for rep in 1 2; do
+      for setting in "$@"; do
+        # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+        env ${setting//,/ } build-gpu/duality bench --random-weights --config "$cfg" \
+          --no-prefill --decode-batches "$batches" >"$OUT/ab-bench.txt" 2>&1 || status=1
+        echo "$cfg $setting: $( (grep -E "^ +(${batches//,/|}) " "$OUT/ab-bench.txt" || true) |
+          awk '{printf "%s %s %s | ", $1, $2, $NF}')" | tee -a "$file"
+      done
+    done
+  done
+}
 if [[ "$what" == all || "$what" == tests ]]; then
   step "CUDA tests (op registry + whole model)"
   build-gpu/tests/duality_tests --gtest_filter='*OpRegistry*:*Cuda*' --gtest_brief=1 \
@@ -165,17 +185,8 @@ if [[ "$what" == split ]]; then
   # The tuning of out_proj at 64 rows, whole and split (every candidate's time), then the rows.
   { grep -A12 'tune m=64 n=2560 k=5120' "$OUT/split-ops.txt"; grep -E '^(in|out)_proj' "$OUT/split-ops.txt"; } || true
   step "split-k out_proj: decode A/B"
-  : >"$OUT/split-ab.txt"
-  for cfg in mamba2-2.7b mamba2-130m; do
-    for rep in 1 2; do
-      for sp in 1 2 4; do
-        DUALITY_OUT_PROJ_SPLIT=$sp build-gpu/duality bench --random-weights --config "$cfg" \
-          --no-prefill --decode-batches 32,64 >"$OUT/split-bench.txt" 2>&1 || status=1
-        echo "$cfg split=$sp: $( (grep -E '^ +(32|64) ' "$OUT/split-bench.txt" || true) |
-          tr -s ' ' | tr '\n' '|')" | tee -a "$OUT/split-ab.txt"
-      done
-    done
-  done
+  decode_ab "$OUT/split-ab.txt" 32,64 DUALITY_OUT_PROJ_SPLIT=1 DUALITY_OUT_PROJ_SPLIT=2 \
+    DUALITY_OUT_PROJ_SPLIT=4
 fi
 if [[ "$what" == state ]]; then
   step "ssm_decode: op cases and the CUDA model tests"
@@ -196,18 +207,10 @@ if [[ "$what" == state ]]; then
     lines="ssm_decode|Failure"
   done
   step "ssm_decode: decode A/B, bulk kernel in 1, 2, 4 parts, and off"
-  : >"$OUT/state-ab.txt"
-  for cfg in mamba2-2.7b mamba2-130m; do
-    for rep in 1 2; do
-      for spec in 1:1 1:2 1:4 0:1; do
-        DUALITY_SSM_DECODE_BULK=${spec%%:*} DUALITY_SSM_DECODE_BULK_PARTS=${spec#*:} \
-          build-gpu/duality bench --random-weights --config "$cfg" \
-          --no-prefill --decode-batches 8,32,64 >"$OUT/state-bench.txt" 2>&1 || status=1
-        echo "$cfg bulk:parts=$spec: $( (grep -E '^ +(8|32|64) ' "$OUT/state-bench.txt" || true) |
-          awk '{printf "%s %s %s | ", $1, $2, $NF}')" | tee -a "$OUT/state-ab.txt"
-      done
-    done
-  done
+  decode_ab "$OUT/state-ab.txt" 8,32,64 \
+    DUALITY_SSM_DECODE_BULK=1,DUALITY_SSM_DECODE_BULK_PARTS=1 \
+    DUALITY_SSM_DECODE_BULK=1,DUALITY_SSM_DECODE_BULK_PARTS=2 \
+    DUALITY_SSM_DECODE_BULK=1,DUALITY_SSM_DECODE_BULK_PARTS=4 DUALITY_SSM_DECODE_BULK=0
 fi
 if [[ "$what" == timeline ]]; then
   step "in-step kernel times (Nsight Systems, mamba2-2.7b decode)"

@@ -3,7 +3,7 @@
 # registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
 # Every session uses this script so GPU numbers stay comparable.
 #
-#   scripts/gpu-check.sh [tests|bench|serve|profile|split|state|timeline|build|all] (default: all)
+#   scripts/gpu-check.sh [tests|bench|serve|profile|split|state|timeline|ab|build|all] (default: all)
 #
 # build: only the build (then `source scripts/gpu-env.sh` and run build-gpu/duality yourself).
 # GPU_CHECK_QUICK=1: `tests` (and `all`) run the CUDA tests only, not the rest of the suite (about 140 s of
@@ -26,6 +26,12 @@
 # timeline (not part of all): Nsight Systems on 20 timed 2.7b decode steps at batch 1 and 64 (the
 # NVTX range bench_decode, graph nodes traced one by one): each kernel's mean time INSIDE a step,
 # with the overlap and PDL that Nsight Compute's one-kernel-at-a-time replay (profile) leaves out.
+#
+# ab (not part of all): decode A/B of any settings. GPU_CHECK_AB holds them, space-separated, each
+# a comma-separated list of VAR=VALUE put in the environment of its runs (for example
+# GPU_CHECK_AB='DUALITY_PDL_EARLY=1 DUALITY_PDL_EARLY=0'); 2.7b and 130m decode, twice each, at the
+# batches in GPU_CHECK_BATCHES (default 1,8,32,64); first the tests matching GPU_CHECK_FILTER (a
+# gtest filter), if given.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -211,6 +217,17 @@ if [[ "$what" == state ]]; then
     DUALITY_SSM_DECODE_BULK=1,DUALITY_SSM_DECODE_BULK_PARTS=1 \
     DUALITY_SSM_DECODE_BULK=1,DUALITY_SSM_DECODE_BULK_PARTS=2 \
     DUALITY_SSM_DECODE_BULK=1,DUALITY_SSM_DECODE_BULK_PARTS=4 DUALITY_SSM_DECODE_BULK=0
+fi
+if [[ "$what" == ab ]]; then
+  [[ -n "${GPU_CHECK_AB:-}" ]] || { echo "ab: set GPU_CHECK_AB (see the header)" >&2; exit 2; }
+  if [[ -n "${GPU_CHECK_FILTER:-}" ]]; then
+    step "tests: $GPU_CHECK_FILTER"
+    build-gpu/tests/duality_tests --gtest_filter="$GPU_CHECK_FILTER" --gtest_brief=1 2>&1 |
+      tee "$OUT/ab-tests.log" | tail -30 || status=1
+  fi
+  step "decode A/B: $GPU_CHECK_AB"
+  # shellcheck disable=SC2086  # one word per setting
+  decode_ab "$OUT/ab.txt" "${GPU_CHECK_BATCHES:-1,8,32,64}" $GPU_CHECK_AB
 fi
 if [[ "$what" == timeline ]]; then
   step "in-step kernel times (Nsight Systems, mamba2-2.7b decode)"

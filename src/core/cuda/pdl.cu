@@ -1,5 +1,6 @@
-// pdl::runs_sm90_code() and pdl::enabled(): whether this library's Hopper code runs here, and
-// whether programmatic dependent launches are safe and wanted (see pdl.cuh).
+// pdl::runs_sm90_code(), pdl::enabled() and pdl::early_reads(): whether this library's Hopper code
+// runs here, whether programmatic dependent launches are safe and wanted, and whether kernels read
+// ahead of their wait (see pdl.cuh).
 #include <cstdlib>
 #include <cstring>
 
@@ -32,6 +33,14 @@ bool enabled() {
     static const bool on = [] {
         const char* v = std::getenv("DUALITY_PDL");
         return !(v != nullptr && std::strcmp(v, "0") == 0) && runs_sm90_code();
+    }();
+    return on;
+}
+
+bool early_reads() {
+    static const bool on = [] {
+        const char* v = std::getenv("DUALITY_PDL_EARLY");
+        return !(v != nullptr && std::strcmp(v, "0") == 0) && enabled();
     }();
     return on;
 }

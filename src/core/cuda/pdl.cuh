@@ -6,13 +6,24 @@
 // The contract, for every kernel launched with pdl::launch(): its first statement is
 // pdl::wait(), which returns once every earlier kernel of the stream has completed and its
 // writes are visible, so nothing before it touches global memory (except L2 prefetch hints for
-// weights, core/cuda/prefetch.cuh, which cannot change what any load returns); then
+// weights, core/cuda/prefetch.cuh, which cannot change what any load returns, and the early reads
+// below); then
 // pdl::allow_next() lets the following kernel be scheduled (its blocks start once all of this
 // grid's blocks have started, and wait in their own pdl::wait()). Both compile to nothing for
 // architectures before sm_90, so the attribute is only set when the code that runs on this device
 // was compiled for sm_90 or later (pdl::enabled(), from a probe kernel's PTX version): a Hopper
 // binary on Hopper, not the compute_80 PTX that a newer GPU would JIT-compile. DUALITY_PDL=0 in the
 // environment turns it off (for measuring what it buys).
+//
+// Early reads (early_reads()): since every kernel launched with pdl::launch() allows the next one
+// only after its own wait, a kernel's blocks start only once everything before the kernel in
+// front of it has completed (the one in front may still run; an operation launched without PDL,
+// such as a cuBLASLt GEMM or a copy, starts only after everything before it has completed). So
+// before its pdl::wait() a kernel may also read memory that the operation right in front of it in
+// the stream does not write and that nothing else writes concurrently: weights, the batch
+// description, and recurrent state that only this kernel writes (the decode step's SSM state, the
+// conv update's window). ssm_decode and conv1d's decode kernel issue those loads first, so they
+// stream while the kernel in front finishes. Writes always come after pdl::wait().
 #pragma once
 
 #include <cuda_runtime.h>
@@ -42,6 +53,10 @@ bool runs_sm90_code();
 
 // Whether launches carry the PDL attribute: DUALITY_PDL is not "0" and runs_sm90_code().
 bool enabled();
+
+// Whether kernels issue their early reads (above) before pdl::wait(): enabled() and
+// DUALITY_PDL_EARLY is not "0" (for measuring what they buy).
+bool early_reads();
 
 // kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent launch.
 template <typename... Params, typename... Args>

@@ -7,8 +7,10 @@
 // - Decode (n_tokens == n_seq, i.e. one token per sequence): conv1d_walk_kernel, one thread per
 //   (sequence, V channels). It reads its slot's old state into registers, walks the sequence's
 //   tokens in order (the window in registers), writes out, then writes the new state. Each
-//   thread owns its (slot, channels), so reading before writing needs no synchronization.
-//   Grid: (channel blocks, sequences).
+//   thread owns its (slot, channels), so reading before writing needs no synchronization. The
+//   weights and the first sequence's window are read before pdl::wait() (early reads,
+//   core/cuda/pdl.cuh), while the in_proj product in front finishes. Grid: (channel blocks,
+//   sequences).
 // - Prefill / mixed batches: conv1d_tile_kernel computes the outputs only, parallel over token
 //   tiles and channels: a block covers TT consecutive packed tokens (which may span sequences)
 //   × blockDim.x·V channels; each thread finds the tile's first sequence by binary search in
@@ -102,23 +104,45 @@ __device__ __forceinline__ int64_t find_seq(const int32_t* cu, int64_t n_seq, in
 
 // ---- decode: one thread walks one sequence ---------------------------------------------------
 template <typename T, int W, int V>
-__global__ void conv1d_walk_kernel(Conv1dArgs a) {
-    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
-    pdl::allow_next();
+__global__ void conv1d_walk_kernel(Conv1dArgs a, bool early) {
     const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
-    if (c >= a.channels) return;
-    const int64_t C = a.channels;
-    const T* x = static_cast<const T*>(a.x);
-    T* out = static_cast<T*>(a.out);
+    const int64_t C = a.channels, s0 = blockIdx.y;
+    const bool mine = c < C;
     Taps<T, W, V> taps;
-    taps.load(a.weight, a.bias, c);
-    for (int64_t s = blockIdx.y; s < a.batch.n_seq; s += gridDim.y) {
-        float* st = a.state + static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + c;
-        const int64_t t0 = a.batch.cu_seqlens[s], t1 = a.batch.cu_seqlens[s + 1];
-        // The window and the first token's row are loaded together (one round trip in decode).
-        float win[W - 1][V], xv[V];
+    float win[W - 1][V];
+    const auto state_of = [&](int64_t s) {
+        return a.state + static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + c;
+    };
+    const auto load_window = [&](const float* st) {
 #pragma unroll
         for (int k = 0; k < W - 1; ++k) dtype::load<V>(st + k * C, win[k]);
+    };
+    // The weights, the first sequence's window and its rows in the batch come in while the kernel
+    // in front finishes (early reads, core/cuda/pdl.cuh: only this kernel writes the window).
+    int64_t t0_first = 0, t1_first = 0;
+    if (early && mine) {
+        taps.load(a.weight, a.bias, c);
+        if (s0 < a.batch.n_seq) {
+            load_window(state_of(s0));
+            t0_first = a.batch.cu_seqlens[s0];
+            t1_first = a.batch.cu_seqlens[s0 + 1];
+        }
+    }
+    pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
+    if (!mine) return;
+    const T* x = static_cast<const T*>(a.x);
+    T* out = static_cast<T*>(a.out);
+    if (!early) taps.load(a.weight, a.bias, c);
+    for (int64_t s = s0; s < a.batch.n_seq; s += gridDim.y) {
+        float* st = state_of(s);
+        const bool first_early = early && s == s0;
+        const int64_t t0 = first_early ? t0_first : a.batch.cu_seqlens[s];
+        const int64_t t1 = first_early ? t1_first : a.batch.cu_seqlens[s + 1];
+        // The window (unless read early) and the first token's row are loaded together (one round
+        // trip in decode).
+        float xv[V];
+        if (!first_early) load_window(st);
         if (t0 < t1) dtype::load<V>(x + t0 * a.x_stride + c, xv);
         for (int64_t t = t0; t < t1; ++t) {
             float o[V];
@@ -237,7 +261,7 @@ void launch_conv1d(const Conv1dArgs& a, cudaStream_t stream) {
     const int64_t channel_blocks = (n_vec + threads - 1) / threads;
     if (a.batch.n_tokens == a.batch.n_seq) {
         const dim3 grid(clamp_grid(channel_blocks, 2147483647), clamp_grid(a.batch.n_seq, 65535));
-        pdl::launch(conv1d_walk_kernel<T, W, V>, grid, threads, 0, stream, a);
+        pdl::launch(conv1d_walk_kernel<T, W, V>, grid, threads, 0, stream, a, pdl::early_reads());
         DUALITY_CUDA_LAUNCH_CHECK();
         return;
     }

@@ -174,7 +174,7 @@ struct DecodeDt {
 // (RowScale with n_part = n_head · ssm_decode_gate_parts(head_dim)).
 // bulk_parts: where the bulk kernel runs (Hopper, f32 state, 48+ sequences), the blocks each
 // head's rows are split over (1, 2 or 4; tests and measurements); anything else:
-// DUALITY_SSM_DECODE_BULK_PARTS, or 1. A split that would leave a block part of a warp's rows (or
+// DUALITY_SSM_DECODE_BULK_PARTS, or 4. A split that would leave a block part of a warp's rows (or
 // of a 16-row gate sum) is not taken.
 void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream,
                 const SsdGate* gate = nullptr, int bulk_parts = 0);

@@ -25,9 +25,13 @@
 // 3.8 TB/s), but whole batch-64 steps are 2.3% faster with it (8.260 against 8.452 ms, H200),
 // presumably from how its fewer, longer blocks share the SMs with the overlapping z GEMM and
 // the PDL-launched neighbours (not profiled). A device copy of the same bytes takes 81.8 µs
-// (StateStreamTiming). DUALITY_SSM_DECODE_BULK_PARTS=2|4 (opt-in, not yet measured) splits each
-// head's rows over that many blocks: half or a quarter of the serial copy-in, update, copy-out
-// per block, and more blocks resident per SM.
+// (StateStreamTiming). Each head's rows are split over kBulkParts = 4 blocks where whole rows per
+// warp allow (DUALITY_SSM_DECODE_BULK_PARTS=1|2|4 overrides): a quarter of the serial copy-in,
+// update, copy-out per block, and more blocks resident per SM (0.3-0.4% off a 2.7b batch-64 step).
+//
+// Both the vector and the bulk kernel read their first sequence's state before pdl::wait() (an
+// early read, core/cuda/pdl.cuh: the state is written by no other kernel), so it streams in while
+// conv1d, the kernel in front, finishes; DUALITY_PDL_EARLY=0 reads it after the wait.
 //
 // With an SsdGate (bf16 only, head_dim % 16 == 0, the vector and bulk kernels: template flag
 // kGate) the epilogue is the gated norm's first half, as in ssd_fused: lane 0 of a row's warp
@@ -59,7 +63,11 @@ namespace {
 constexpr int kWarps = 4;             // warps per block
 constexpr int kRowsPerWarp = 4;       // R
 constexpr int64_t kBulkMinSeqs = 48;  // the bulk kernel from this batch size up (see below)
-constexpr int kGateRows = 16;         // rows (channels of a head) per partial sum of the gate
+// The bulk kernel's default blocks per head (a quarter of the rows each). H200, 2026-12-02, A/B in
+// one run, two runs each: 2.7b batch 64 8.223-8.224 ms against 8.249-8.262 ms with whole heads
+// (2 blocks: 8.235-8.248), the 130m 1.148-1.190 against 1.197-1.207 ms.
+constexpr int kBulkParts = 4;
+constexpr int kGateRows = 16;  // rows (channels of a head) per partial sum of the gate
 
 // The per-(sequence, head) scalars of the step.
 struct HeadStep {
@@ -80,27 +88,22 @@ __device__ __forceinline__ HeadStep head_step(const SsdArgs& a, const DecodeDt& 
 
 template <typename T, typename S, int NPL, bool kGate>
 __global__ void __launch_bounds__(kWarps * 32)
-    ssm_decode_kernel(SsdArgs a, DecodeDt d, SsdGate gate) {
+    ssm_decode_kernel(SsdArgs a, DecodeDt d, SsdGate gate, bool early) {
     static_assert(!kGate || kWarps * kRowsPerWarp == kGateRows, "a block's rows are one part");
     [[maybe_unused]] __shared__ float s_sq[kGate ? kGateRows : 1];  // v² of the block's rows
-    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
-    pdl::allow_next();
     constexpr int VEC = NPL < 4 ? NPL : 4, J = NPL / VEC, R = kRowsPerWarp;
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int64_t H = a.n_head, P = a.head_dim, N = a.d_state;
     const int64_t h = blockIdx.y, g = h / (H / a.n_group);
     const int64_t p0 = (static_cast<int64_t>(blockIdx.x) * kWarps + warp) * R;
-    if (p0 >= P) return;  // whole warps only
-    const T* x = static_cast<const T*>(a.x);
-    const T* B = static_cast<const T*>(a.B);
-    const T* C = static_cast<const T*>(a.C);
-    T* y = static_cast<T*>(a.y);
-
-    for (int64_t s = blockIdx.z; s < a.batch.n_seq; s += gridDim.z) {
-        S* st = static_cast<S*>(a.state) +
-                static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + (h * P + p0) * N;
-        // Issue every load first: the R rows of state, then B, C and x.
-        float sv[R][J][VEC];
+    const int64_t s0 = blockIdx.z;
+    // The warp's R rows of sequence s's state.
+    const auto rows_of = [&](int64_t s) {
+        return static_cast<S*>(a.state) +
+               static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride + (h * P + p0) * N;
+    };
+    float sv[R][J][VEC];
+    const auto load_rows = [&](const S* st) {
 #pragma unroll
         for (int r = 0; r < R; ++r)
             if (p0 + r < P)
@@ -108,6 +111,22 @@ __global__ void __launch_bounds__(kWarps * 32)
                 for (int j = 0; j < J; ++j)
                     dtype::load<VEC, dtype::Cache::kStream>(st + r * N + j * 32 * VEC + lane * VEC,
                                                             sv[r][j]);
+    };
+    // The first sequence's state streams in while the kernel in front finishes (an early read,
+    // core/cuda/pdl.cuh: only this kernel writes the state).
+    if (early && p0 < P && s0 < a.batch.n_seq) load_rows(rows_of(s0));
+    pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
+    if (p0 >= P) return;  // whole warps only
+    const T* x = static_cast<const T*>(a.x);
+    const T* B = static_cast<const T*>(a.B);
+    const T* C = static_cast<const T*>(a.C);
+    T* y = static_cast<T*>(a.y);
+
+    for (int64_t s = s0; s < a.batch.n_seq; s += gridDim.z) {
+        S* st = rows_of(s);
+        // Issue every load first: the R rows of state (unless read early), then B, C and x.
+        if (!early || s != s0) load_rows(st);
         float bv[J][VEC], cv[J][VEC];
         const int64_t bc = s * a.bc_stride + g * N;
 #pragma unroll
@@ -175,14 +194,13 @@ __global__ void __launch_bounds__(kWarps * 32)
 // warp updates rows w, w + 4, ... in shared memory (a lane holds VEC = N / 32 consecutive
 // elements of a row, so a warp reads one row per access, conflict-free), and one bulk copy writes
 // them back; the block waits until the copy has read shared memory before it exits. More parts:
-// smaller, shorter blocks, more of them per SM (DUALITY_SSM_DECODE_BULK_PARTS, opt-in, not yet
-// measured).
+// smaller, shorter blocks, more of them per SM (kBulkParts).
 template <typename T, int N, bool kGate>
 __global__ void __launch_bounds__(kWarps * 32)
-    ssm_decode_bulk_kernel(SsdArgs a, DecodeDt d, SsdGate gate, int parts) {
-    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
-    pdl::allow_next();
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    ssm_decode_bulk_kernel(SsdArgs a, DecodeDt d, SsdGate gate, int parts, bool early) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 900
+    pdl::wait();  // (no bulk copies before sm_90: the host never launches this there)
+#else
     constexpr int VEC = N / 32;
     extern __shared__ __align__(128) unsigned char smem_raw[];
     __shared__ __align__(8) uint64_t full;  // the mbarrier of the incoming copy
@@ -202,18 +220,26 @@ __global__ void __launch_bounds__(kWarps * 32)
     const T* B = static_cast<const T*>(a.B);
     const T* C = static_cast<const T*>(a.C);
     T* y = static_cast<T*>(a.y);
+    const int64_t s0 = blockIdx.y;
+    // The block's rows of sequence s's state.
+    const auto rows_of = [&](int64_t s) {
+        return static_cast<float*>(a.state) +
+               static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride +
+               (h * a.head_dim + p0) * N;
+    };
+    if (threadIdx.x == 0) {
+        sync::mbar_init(&full);
+        sync::mbar_init_fence();
+        // The first sequence's state streams in while the kernel in front finishes (an early
+        // read, core/cuda/pdl.cuh: only this kernel writes the state).
+        if (early && s0 < a.batch.n_seq) sync::bulk_load(st_s, rows_of(s0), bytes, &full);
+    }
+    pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     uint32_t phase = 0;
-    for (int64_t s = blockIdx.y; s < a.batch.n_seq; s += gridDim.y) {
-        float* st = static_cast<float*>(a.state) +
-                    static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride +
-                    (h * a.head_dim + p0) * N;
-        if (threadIdx.x == 0) {
-            if (s == blockIdx.y) {
-                sync::mbar_init(&full);
-                sync::mbar_init_fence();
-            }
-            sync::bulk_load(st_s, st, bytes, &full);
-        }
+    for (int64_t s = s0; s < a.batch.n_seq; s += gridDim.y) {
+        float* st = rows_of(s);
+        if (threadIdx.x == 0 && (!early || s != s0)) sync::bulk_load(st_s, st, bytes, &full);
         // Meanwhile: this sequence's B, C, x and step scalars.
         float bv[VEC], cv[VEC];
         const int64_t bc = s * a.bc_stride + g * N + lane * VEC;
@@ -335,13 +361,13 @@ bool vector_aligned(const SsdArgs& a) {
 }
 
 // The bulk kernel's blocks per head: `asked` if 1, 2 or 4, else DUALITY_SSM_DECODE_BULK_PARTS (1,
-// 2 or 4; default 1), where each part keeps whole rows per warp (and, with a gate, whole 16-row
-// partial sums); 1 otherwise.
+// 2 or 4; default kBulkParts), where each part keeps whole rows per warp (and, with a gate, whole
+// 16-row partial sums); 1 otherwise.
 int choose_bulk_parts(int asked, int64_t head_dim, bool gate) {
     static const int from_env = [] {
         const char* v = std::getenv("DUALITY_SSM_DECODE_BULK_PARTS");
-        const int n = v ? std::atoi(v) : 1;
-        return n == 2 || n == 4 ? n : 1;
+        const int n = v ? std::atoi(v) : kBulkParts;
+        return n == 1 || n == 2 || n == 4 ? n : kBulkParts;
     }();
     const int parts = asked == 1 || asked == 2 || asked == 4 ? asked : from_env;
     const int64_t rows = head_dim / parts;
@@ -374,16 +400,17 @@ void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, const SsdGate& gate,
     const unsigned seqs = static_cast<unsigned>(a.batch.n_seq < 65535 ? a.batch.n_seq : 65535);
     const unsigned heads = static_cast<unsigned>(a.n_head);
     const bool aligned = vector_aligned<T, S>(a);
+    const bool early = pdl::early_reads();
     if constexpr (std::is_same_v<S, float>) {
         if (const int parts = bulk_blocks_per_head<T>(a, kGate, parts_asked); parts > 0) {
             const dim3 g(heads * static_cast<unsigned>(parts), seqs);
             const size_t smem = static_cast<size_t>(a.head_dim / parts * N * 4);
             if (N == 64)
                 pdl::launch(ssm_decode_bulk_kernel<T, 64, kGate>, g, kWarps * 32, smem, stream, a,
-                            d, gate, parts);
+                            d, gate, parts, early);
             else
                 pdl::launch(ssm_decode_bulk_kernel<T, 128, kGate>, g, kWarps * 32, smem, stream, a,
-                            d, gate, parts);
+                            d, gate, parts, early);
             DUALITY_CUDA_LAUNCH_CHECK();
             return;
         }
@@ -392,11 +419,14 @@ void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, const SsdGate& gate,
     const dim3 grid(static_cast<unsigned>((a.head_dim + rows_per_block - 1) / rows_per_block),
                     heads, seqs);
     if (aligned && N == 64)
-        pdl::launch(ssm_decode_kernel<T, S, 2, kGate>, grid, kWarps * 32, 0, stream, a, d, gate);
+        pdl::launch(ssm_decode_kernel<T, S, 2, kGate>, grid, kWarps * 32, 0, stream, a, d, gate,
+                    early);
     else if (aligned && N == 128)
-        pdl::launch(ssm_decode_kernel<T, S, 4, kGate>, grid, kWarps * 32, 0, stream, a, d, gate);
+        pdl::launch(ssm_decode_kernel<T, S, 4, kGate>, grid, kWarps * 32, 0, stream, a, d, gate,
+                    early);
     else if (aligned && N == 256)
-        pdl::launch(ssm_decode_kernel<T, S, 8, kGate>, grid, kWarps * 32, 0, stream, a, d, gate);
+        pdl::launch(ssm_decode_kernel<T, S, 8, kGate>, grid, kWarps * 32, 0, stream, a, d, gate,
+                    early);
     else if constexpr (!kGate) {
         const dim3 g(static_cast<unsigned>((a.head_dim + kWarps - 1) / kWarps), heads, seqs);
         pdl::launch(ssm_decode_generic_kernel<T, S>, g, kWarps * 32, 0, stream, a, d);

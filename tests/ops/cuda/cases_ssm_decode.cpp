@@ -48,7 +48,7 @@ struct DecodeOpts {
     bool gate = false;     // the SsdGate epilogue (bf16 only)
     int bulk_parts = 0;    // the bulk kernel's blocks per head (0: the default)
     int expect_parts = 0;  // with bulk_parts: the split the bulk kernel should take
-    const char* tag = "";
+    std::string tag;
 };
 
 Tolerance state_tolerance(DType act, DType state_dtype) {
@@ -81,7 +81,7 @@ void decode_case(const DecodeShape& sh, int64_t batch, DType act, DType state_dt
     std::snprintf(name, sizeof name, "ssm_decode/h%lld_p%lld_n%lld_g%lld_b%lld%s/%s_state_%s",
                   static_cast<long long>(sh.n_head), static_cast<long long>(sh.head_dim),
                   static_cast<long long>(sh.d_state), static_cast<long long>(sh.n_group),
-                  static_cast<long long>(batch), opt.tag, dt_name(act).c_str(),
+                  static_cast<long long>(batch), opt.tag.c_str(), dt_name(act).c_str(),
                   dt_name(state_dtype).c_str());
     register_case(
         {name, state_tolerance(act, state_dtype), [=] {
@@ -263,18 +263,20 @@ DUALITY_OP_CASES(ssm_decode) {
     }
     decode_case({32, 80, 64, 4}, 64, DType::kBF16, DType::kF32, gate, seed++);
     decode_case({16, 32, 256, 2}, 7, DType::kBF16, DType::kF32, gate_no_d, seed++);
-    // The bulk kernel with a head's rows over 2 or 4 blocks (batch 64, f32 state): 32 and 16 rows
-    // of the 2.7b head, 40 or 20 of head_dim 80, 64 or 32 of head_dim 128 at d_state 64, and the
-    // gate's 16-row sums split between blocks. head_dim 80 under the gate (40 or 20 rows, not
-    // whole 16-row sums) keeps one block per head: those cases check the fallback.
-    for (int parts : {2, 4}) {
+    // The bulk kernel with a head's rows in 1, 2 or 4 blocks (batch 64, f32 state; 4 is the
+    // default): 64, 32 and 16 rows of the 2.7b head, 80, 40 or 20 of head_dim 80, 128, 64 or 32 of
+    // head_dim 128 at d_state 64, and the gate's 16-row sums split between blocks. head_dim 80
+    // under the gate (40 or 20 rows, not whole 16-row sums) keeps one block per head: those cases
+    // check the fallback.
+    for (int parts : {1, 2, 4}) {
+        const std::string n = std::to_string(parts);
         DecodeOpts split;
         split.bulk_parts = parts;
         split.expect_parts = parts;
-        split.tag = parts == 2 ? "_parts2" : "_parts4";
+        split.tag = "_parts" + n;
         DecodeOpts split_gate = split;
         split_gate.gate = true;
-        split_gate.tag = parts == 2 ? "_gate_parts2" : "_gate_parts4";
+        split_gate.tag = "_gate_parts" + n;
         DecodeOpts whole_gate = split_gate;
         whole_gate.expect_parts = 1;
         for (DType act : kActs) decode_case({80, 64, 128, 1}, 64, act, DType::kF32, split, seed++);

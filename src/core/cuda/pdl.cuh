@@ -22,8 +22,8 @@
 // before its pdl::wait() a kernel may also read memory that the operation right in front of it in
 // the stream does not write and that nothing else writes concurrently: weights, the batch
 // description, and recurrent state that only this kernel writes (the decode step's SSM state, the
-// conv update's window). ssm_decode and conv1d's decode kernel issue those loads first, so they
-// stream while the kernel in front finishes. Writes always come after pdl::wait().
+// conv update's window). ssm_decode, conv1d's decode kernel and the batch-1 GEMV issue those loads
+// first, so they stream while the kernel in front finishes. Writes always come after pdl::wait().
 #pragma once
 
 #include <cuda_runtime.h>

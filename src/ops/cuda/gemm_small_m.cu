@@ -11,7 +11,8 @@
 // Before pdl::wait() each block asks for the start of its 8 contiguous rows of w (its share of an
 // 8 MiB budget per product, kSmallMPrefetchBytes: whole rows first, so for the 2.7b's out_proj
 // about 3 of its 8 rows) with bulk L2 prefetches, so at batch 1 the weights stream in while the
-// norm or the decode step in front of the product is still running.
+// norm or the decode step in front of the product is still running; and each lane loads its first
+// four vectors of its row before the wait (early reads, core/cuda/pdl.cuh).
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
@@ -86,7 +87,7 @@ template <typename T, typename Y, int M>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
-                        int64_t prefetch_block_bytes) {
+                        int64_t prefetch_block_bytes, bool early) {
     // This block's rows of w are contiguous and never written by a step's kernels: ask for them
     // before waiting for the kernel in front (core/cuda/prefetch.cuh).
     if (threadIdx.x == 0) {
@@ -95,19 +96,43 @@ __global__ void __launch_bounds__(kWarps * 32)
         const int64_t mine = rows * k * static_cast<int64_t>(sizeof(T));
         prefetch_l2_bulk(w + col0 * k, mine < prefetch_block_bytes ? mine : prefetch_block_bytes);
     }
-    pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
-    pdl::allow_next();
     constexpr int V = Vec<T>::kN;
+    constexpr int kUnroll = 4;
     const int lane = threadIdx.x % 32;
     const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-    if (col >= n) return;
     const T* wr = w + col * k;
+    const int64_t step = 32 * V;
+    int64_t i = static_cast<int64_t>(lane) * V;
+    // The lane's first kUnroll vectors of its row: with `early`, before waiting for the kernel in
+    // front (an early read, core/cuda/pdl.cuh: weights), so that after the wait only a's loads
+    // are a round trip (all of them for rows of up to kUnroll · 32 vectors: the 130m's in_proj).
+    Vec<T> first[kUnroll];
+    const auto load_first = [&] {
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u)
+            if (i + u * step < k) first[u].load(wr + i + u * step);
+    };
+    if (early && col < n) load_first();
+    pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
+    if (col >= n) return;
+    if (!early) load_first();
     float acc[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-    constexpr int kUnroll = 4;
-    const int64_t step = 32 * V;
-    int64_t i = static_cast<int64_t>(lane) * V;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+        if (i + u * step < k) {
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+                Vec<T> av;
+                av.load(a + m * lda + i + u * step);
+#pragma unroll
+                for (int e = 0; e < V; ++e) acc[m] = fmaf(first[u].v[e], av.v[e], acc[m]);
+            }
+        }
+    }
+    i += kUnroll * step;
     for (; i + (kUnroll - 1) * step < k; i += kUnroll * step) {
         Vec<T> wv[kUnroll];
 #pragma unroll
@@ -163,7 +188,7 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
                               : prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)}
                                                    : prefetch_bytes / grid.x / 16 * 16;
     pdl::launch(gemm_small_m_kernel<T, Y, 1>, grid, block, 0, stream, A, lda, W, Yp, ldy, n, k,
-                per_block);
+                per_block, pdl::early_reads());
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 

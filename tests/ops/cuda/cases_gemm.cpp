@@ -90,6 +90,10 @@ DUALITY_OP_CASES(gemm) {
         // m = 1: a last block of fewer than 8 rows, and the prefetch budget (all of w, none,
         // 16 bytes per block, and 1 MiB: whole rows for some blocks, part of one for others).
         {"ragged_n", 1, 1003, 128, 8, false, true},
+        // m = 1: rows of 6 vectors a lane (bf16; 12 f32), one whole group and a partial one;
+        // and rows that end inside a step (1000 = 3 · 256 + 232 bf16 elements).
+        {"out_proj_130m", 1, 768, 1536, 0, false, true},
+        {"odd_k", 1, 77, 1000, 0, false, true},
         {"out_proj_2.7b", 1, 2560, 5120, 0, false, true, false, false, -1},
         {"out_proj_2.7b", 1, 2560, 5120, 0, false, true, false, false, 0},
         {"out_proj_2.7b", 1, 2560, 5120, 0, false, true, false, false, 16 * 320},

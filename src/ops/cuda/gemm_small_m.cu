@@ -7,8 +7,7 @@
 // Parallelization: one warp per output column n (a row of w). Each lane loads 16 bytes of that
 // row per iteration (8 bf16/f16 or 4 f32 values) and the matching 16 bytes of each of the m rows
 // of a (small, so they come from L1/L2), accumulates m partial dots in f32, and the warp reduces
-// them with shuffles. Four iterations are unrolled so each lane keeps several loads in flight (the
-// last, partial group too, predicated).
+// them with shuffles. Four iterations are unrolled so each lane keeps several loads in flight.
 // Before pdl::wait() each block asks for the start of its 8 contiguous rows of w (its share of an
 // 8 MiB budget per product, kSmallMPrefetchBytes: whole rows first, so for the 2.7b's out_proj
 // about 3 of its 8 rows) with bulk L2 prefetches, so at batch 1 the weights stream in while the
@@ -104,40 +103,61 @@ __global__ void __launch_bounds__(kWarps * 32)
     const T* wr = w + col * k;
     const int64_t step = 32 * V;
     int64_t i = static_cast<int64_t>(lane) * V;
-    // The lane's vectors of its row go in groups of kUnroll (loads issued together; the last group
-    // predicated). The first group with `early` before waiting for the kernel in front (an early
-    // read, core/cuda/pdl.cuh: weights), so that after the wait only a's loads are a round trip
-    // (all of them for rows of up to kUnroll · 32 vectors: the 130m's in_proj).
-    Vec<T> wv[kUnroll];
-    const auto load_group = [&] {
+    // The lane's first kUnroll vectors of its row: with `early`, before waiting for the kernel in
+    // front (an early read, core/cuda/pdl.cuh: weights), so that after the wait only a's loads
+    // are a round trip (all of them for rows of up to kUnroll · 32 vectors: the 130m's in_proj).
+    Vec<T> first[kUnroll];
+    const auto load_first = [&] {
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u)
-            if (i + u * step < k) wv[u].load(wr + i + u * step);
+            if (i + u * step < k) first[u].load(wr + i + u * step);
     };
-    if (early && col < n) load_group();
+    if (early && col < n) load_first();
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     if (col >= n) return;
-    if (!early) load_group();
+    if (!early) load_first();
     float acc[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-    for (;;) {
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-            if (i + u * step < k) {
+    for (int u = 0; u < kUnroll; ++u) {
+        if (i + u * step < k) {
 #pragma unroll
-                for (int m = 0; m < M; ++m) {
-                    Vec<T> av;
-                    av.load(a + m * lda + i + u * step);
+            for (int m = 0; m < M; ++m) {
+                Vec<T> av;
+                av.load(a + m * lda + i + u * step);
 #pragma unroll
-                    for (int e = 0; e < V; ++e) acc[m] = fmaf(wv[u].v[e], av.v[e], acc[m]);
-                }
+                for (int e = 0; e < V; ++e) acc[m] = fmaf(first[u].v[e], av.v[e], acc[m]);
             }
         }
-        i += kUnroll * step;
-        if (i >= k) break;
-        load_group();
+    }
+    i += kUnroll * step;
+    for (; i + (kUnroll - 1) * step < k; i += kUnroll * step) {
+        Vec<T> wv[kUnroll];
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) wv[u].load(wr + i + u * step);
+#pragma unroll
+        for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+            for (int m = 0; m < M; ++m) {
+                Vec<T> av;
+                av.load(a + m * lda + i + u * step);
+#pragma unroll
+                for (int e = 0; e < V; ++e) acc[m] = fmaf(wv[u].v[e], av.v[e], acc[m]);
+            }
+        }
+    }
+    for (; i < k; i += step) {
+        Vec<T> wv;
+        wv.load(wr + i);
+#pragma unroll
+        for (int m = 0; m < M; ++m) {
+            Vec<T> av;
+            av.load(a + m * lda + i);
+#pragma unroll
+            for (int e = 0; e < V; ++e) acc[m] = fmaf(wv.v[e], av.v[e], acc[m]);
+        }
     }
 #pragma unroll
     for (int m = 0; m < M; ++m) {

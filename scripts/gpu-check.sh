@@ -31,7 +31,7 @@
 # a comma-separated list of VAR=VALUE put in the environment of its runs (for example
 # GPU_CHECK_AB='DUALITY_PDL_EARLY=1 DUALITY_PDL_EARLY=0'); 2.7b and 130m decode, twice each, at the
 # batches in GPU_CHECK_BATCHES (default 1,8,32,64); first the tests matching GPU_CHECK_FILTER (a
-# gtest filter), if given.
+# gtest filter), if given, once under each setting.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -81,6 +81,12 @@ if [[ "$what" == all || "$what" == tests ]]; then
   step "CUDA tests (op registry + whole model)"
   build-gpu/tests/duality_tests --gtest_filter='*OpRegistry*:*Cuda*' --gtest_brief=1 \
     2>&1 | tee "$OUT/cuda-tests.log" | tail -60 || status=1
+  # On Hopper every case above ran with the early reads before pdl::wait() (core/cuda/pdl.cuh);
+  # the kernels that have them, once more with the reads after the wait (as on other GPUs).
+  step "CUDA tests of the kernels with early reads, DUALITY_PDL_EARLY=0"
+  DUALITY_PDL_EARLY=0 build-gpu/tests/duality_tests --gtest_brief=1 \
+    --gtest_filter='*CudaMatchesCpu/ssm_decode*:*CudaMatchesCpu/conv1d*:*CudaMatchesCpu/gemm_*m1_*' \
+    2>&1 | tee "$OUT/cuda-tests-late.log" | tail -4 || status=1
   if [[ "${GPU_CHECK_QUICK:-0}" == 1 ]]; then
     echo "GPU_CHECK_QUICK=1: the rest of the suite (CPU tests, run by CI anyway) is skipped"
   else
@@ -221,9 +227,13 @@ fi
 if [[ "$what" == ab ]]; then
   [[ -n "${GPU_CHECK_AB:-}" ]] || { echo "ab: set GPU_CHECK_AB (see the header)" >&2; exit 2; }
   if [[ -n "${GPU_CHECK_FILTER:-}" ]]; then
-    step "tests: $GPU_CHECK_FILTER"
-    build-gpu/tests/duality_tests --gtest_filter="$GPU_CHECK_FILTER" --gtest_brief=1 2>&1 |
-      tee "$OUT/ab-tests.log" | tail -30 || status=1
+    : >"$OUT/ab-tests.log"
+    for setting in $GPU_CHECK_AB; do
+      step "tests under $setting: $GPU_CHECK_FILTER"
+      # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+      env ${setting//,/ } build-gpu/tests/duality_tests --gtest_filter="$GPU_CHECK_FILTER" \
+        --gtest_brief=1 2>&1 | tee -a "$OUT/ab-tests.log" | tail -4 || status=1
+    done
   fi
   step "decode A/B: $GPU_CHECK_AB"
   # shellcheck disable=SC2086  # one word per setting

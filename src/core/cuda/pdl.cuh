@@ -18,12 +18,17 @@
 // Early reads (early_reads()): since every kernel launched with pdl::launch() allows the next one
 // only after its own wait, a kernel's blocks start only once everything before the kernel in
 // front of it has completed (the one in front may still run; an operation launched without PDL,
-// such as a cuBLASLt GEMM or a copy, starts only after everything before it has completed). So
-// before its pdl::wait() a kernel may also read memory that the operation right in front of it in
-// the stream does not write and that nothing else writes concurrently: weights, the batch
-// description, and recurrent state that only this kernel writes (the decode step's SSM state, the
-// conv update's window). ssm_decode, conv1d's decode kernel and the batch-1 GEMV issue those loads
-// first, so they stream while the kernel in front finishes. Writes always come after pdl::wait().
+// such as a cuBLASLt GEMM or a copy, starts only after everything before it has completed), and
+// the writes of kernels that completed before a kernel started are visible to it (the same
+// guarantee that makes stream order work without PDL; it is the kernel in front whose writes need
+// the wait). So before its pdl::wait() a kernel may also read memory that neither the operation
+// right in front of it in the stream nor anything running concurrently writes: weights, the batch
+// description, and recurrent state, which in a step only the kernels of its own layer write (the
+// decode step's SSM state: ssm_decode, the prefill SSD, slot copies; the conv window: conv1d). The
+// caller keeps that true: the model does by its order of kernels; a benchmark that repeats one op
+// must give consecutive calls different state (op_bench alternates two buffers). ssm_decode,
+// conv1d's decode kernel and the batch-1 GEMV issue those loads first, so they stream while the
+// kernel in front finishes. Writes always come after pdl::wait().
 #pragma once
 
 #include <cuda_runtime.h>

@@ -8,9 +8,10 @@
 //   (sequence, V channels). It reads its slot's old state into registers, walks the sequence's
 //   tokens in order (the window in registers), writes out, then writes the new state. Each
 //   thread owns its (slot, channels), so reading before writing needs no synchronization. The
-//   weights and the first sequence's window are read before pdl::wait() (early reads,
-//   core/cuda/pdl.cuh), while the in_proj product in front finishes. Grid: (channel blocks,
-//   sequences).
+//   weights and the first sequence's slot, window and cu_seqlens rows are read before
+//   pdl::wait() (early reads, core/cuda/pdl.cuh; the caller's operation in front, the in_proj
+//   product in a model, must not write them), while that operation finishes. Grid: (channel
+//   blocks, sequences).
 // - Prefill / mixed batches: conv1d_tile_kernel computes the outputs only, parallel over token
 //   tiles and channels: a block covers TT consecutive packed tokens (which may span sequences)
 //   × blockDim.x·V channels; each thread finds the tile's first sequence by binary search in
@@ -117,8 +118,9 @@ __global__ void conv1d_walk_kernel(Conv1dArgs a, bool early) {
 #pragma unroll
         for (int k = 0; k < W - 1; ++k) dtype::load<V>(st + k * C, win[k]);
     };
-    // The weights, the first sequence's window and its rows in the batch come in while the kernel
-    // in front finishes (early reads, core/cuda/pdl.cuh: only this kernel writes the window).
+    // The weights, the first sequence's slot, window and rows in the batch come in while the
+    // kernel in front finishes (early reads, core/cuda/pdl.cuh: the kernel in front writes none
+    // of them).
     int64_t t0_first = 0, t1_first = 0;
     if (early && mine) {
         taps.load(a.weight, a.bias, c);

@@ -131,6 +131,8 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         if (std::strcmp(env, "1") == 0) g.decode_ = DecodeKernel::kOn;
     }
     g.prefetch_bytes_ = prefetch_budget_from_env(kSmallMPrefetchBytes);
+    if (const char* env = std::getenv("DUALITY_GEMV_FLAT"))
+        g.small_m_flat_ = std::strcmp(env, "1") == 0;
     return g;
 }
 
@@ -143,6 +145,7 @@ Gemm::Gemm(Gemm&& o) noexcept
       small_m_(o.small_m_),
       decode_(o.decode_),
       prefetch_bytes_(o.prefetch_bytes_),
+      small_m_flat_(o.small_m_flat_),
       algo_index_(o.algo_index_),
       candidates_(o.candidates_),
       log_(o.log_) {
@@ -162,6 +165,7 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         small_m_ = o.small_m_;
         decode_ = o.decode_;
         prefetch_bytes_ = o.prefetch_bytes_;
+        small_m_flat_ = o.small_m_flat_;
         algo_index_ = o.algo_index_;
         candidates_ = o.candidates_;
         log_ = o.log_;
@@ -330,7 +334,8 @@ void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, 
                int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
     if (m == 0 || n == 0) return;
     if (small_m_ && gemm_small_m_supports(a, lda, w, y_dtype, m, k, act)) {
-        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, stream);
+        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, small_m_flat_,
+                     stream);
         return;
     }
     if (uses_decode_kernel(a, lda, w, y_dtype, m, n, k, act)) {

@@ -13,6 +13,10 @@
 // about 3 of its 8 rows) with bulk L2 prefetches, so at batch 1 the weights stream in while the
 // norm or the decode step in front of the product is still running; and each lane loads its first
 // four vectors of its row before the wait (early reads, core/cuda/pdl.cuh).
+// Two loops (template flag kFlat): the default unrolls groups of four unconditional loads and
+// ends with a loop of single vectors; the flat one (opt-in, DUALITY_GEMV_FLAT=1, not yet
+// measured) makes every group's loads unconditional, the last group's included, and converts
+// after issuing them (docs/architecture.md, "The forward pass (CUDA)").
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
@@ -26,23 +30,28 @@
 namespace duality::cuda {
 namespace {
 
+// 16 bytes at p, through the read-only path.
+__device__ __forceinline__ uint4 ldg16(const void* p) {
+    return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
 template <typename T>
-struct Vec;  // 16 bytes of T, converted to f32
+struct Vec;  // 16 bytes of T, converted to f32 (set: from raw bits already loaded)
 template <>
 struct Vec<float> {
     static constexpr int kN = 4;
     float v[4];
-    __device__ void load(const float* p) {
-        const float4 q = __ldg(reinterpret_cast<const float4*>(p));
-        v[0] = q.x, v[1] = q.y, v[2] = q.z, v[3] = q.w;
+    __device__ void set(uint4 q) {
+        v[0] = __uint_as_float(q.x), v[1] = __uint_as_float(q.y);
+        v[2] = __uint_as_float(q.z), v[3] = __uint_as_float(q.w);
     }
+    __device__ void load(const float* p) { set(ldg16(p)); }
 };
 template <>
 struct Vec<__nv_bfloat16> {
     static constexpr int kN = 8;
     float v[8];
-    __device__ void load(const __nv_bfloat16* p) {
-        const uint4 q = __ldg(reinterpret_cast<const uint4*>(p));
+    __device__ void set(uint4 q) {
         const auto* h = reinterpret_cast<const __nv_bfloat162*>(&q);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -50,19 +59,24 @@ struct Vec<__nv_bfloat16> {
             v[2 * i] = f.x, v[2 * i + 1] = f.y;
         }
     }
+    __device__ void load(const __nv_bfloat16* p) {
+        set(ldg16(p));
+    }
 };
 template <>
 struct Vec<__half> {
     static constexpr int kN = 8;
     float v[8];
-    __device__ void load(const __half* p) {
-        const uint4 q = __ldg(reinterpret_cast<const uint4*>(p));
+    __device__ void set(uint4 q) {
         const auto* h = reinterpret_cast<const __half2*>(&q);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const float2 f = __half22float2(h[i]);
             v[2 * i] = f.x, v[2 * i + 1] = f.y;
         }
+    }
+    __device__ void load(const __half* p) {
+        set(ldg16(p));
     }
 };
 
@@ -83,7 +97,7 @@ __device__ __half from_f32<__half>(float x) {
 
 constexpr int kWarps = 8;  // per block
 
-template <typename T, typename Y, int M>
+template <typename T, typename Y, int M, bool kFlat>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
@@ -103,60 +117,109 @@ __global__ void __launch_bounds__(kWarps * 32)
     const T* wr = w + col * k;
     const int64_t step = 32 * V;
     int64_t i = static_cast<int64_t>(lane) * V;
-    // The lane's first kUnroll vectors of its row: with `early`, before waiting for the kernel in
-    // front (an early read, core/cuda/pdl.cuh: weights), so that after the wait only a's loads
-    // are a round trip (all of them for rows of up to kUnroll · 32 vectors: the 130m's in_proj).
-    Vec<T> first[kUnroll];
-    const auto load_first = [&] {
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u)
-            if (i + u * step < k) first[u].load(wr + i + u * step);
-    };
-    if (early && col < n) load_first();
-    pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
-    pdl::allow_next();
-    if (col >= n) return;
-    if (!early) load_first();
     float acc[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+    if constexpr (kFlat) {
+        // Groups of kUnroll vectors whose loads are all unconditional, so that the compiler
+        // issues a group's loads together: a vector past the row's end reads the row's (or a's)
+        // first one instead and its product is skipped. (A load under `if`, converted inside
+        // the branch as Vec::load does, waits for its data before the next load is issued: one
+        // round trip per vector, which made 2.7b batch-1 steps 2.26 -> 2.77 ms in 9d59537.)
+        uint4 wq[kUnroll];
+        const auto load_w = [&] {
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-        if (i + u * step < k) {
-#pragma unroll
-            for (int m = 0; m < M; ++m) {
-                Vec<T> av;
-                av.load(a + m * lda + i + u * step);
-#pragma unroll
-                for (int e = 0; e < V; ++e) acc[m] = fmaf(first[u].v[e], av.v[e], acc[m]);
+            for (int u = 0; u < kUnroll; ++u) {
+                const int64_t e = i + u * step;
+                wq[u] = ldg16(wr + (e < k ? e : 0));
             }
-        }
-    }
-    i += kUnroll * step;
-    for (; i + (kUnroll - 1) * step < k; i += kUnroll * step) {
-        Vec<T> wv[kUnroll];
+        };
+        // The first group before waiting for the kernel in front (an early read: weights).
+        if (early && col < n) load_w();
+        pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
+        pdl::allow_next();
+        if (col >= n) return;
+        if (!early) load_w();
+        for (;;) {
+            uint4 aq[kUnroll][M];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) wv[u].load(wr + i + u * step);
+            for (int u = 0; u < kUnroll; ++u) {
+                const int64_t e = i + u * step;
+#pragma unroll
+                for (int m = 0; m < M; ++m) aq[u][m] = ldg16(a + m * lda + (e < k ? e : 0));
+            }
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+                if (i + u * step < k) {
+                    Vec<T> wv;
+                    wv.set(wq[u]);
+#pragma unroll
+                    for (int m = 0; m < M; ++m) {
+                        Vec<T> av;
+                        av.set(aq[u][m]);
+#pragma unroll
+                        for (int e = 0; e < V; ++e) acc[m] = fmaf(wv.v[e], av.v[e], acc[m]);
+                    }
+                }
+            }
+            i += kUnroll * step;
+            if (i >= k) break;
+            load_w();
+        }
+    } else {
+        // The lane's first kUnroll vectors of its row: with `early`, before waiting for the kernel
+        // in front (an early read, core/cuda/pdl.cuh: weights), so that after the wait only a's
+        // loads are a round trip (all of them for rows of up to kUnroll · 32 vectors: the 130m's
+        // in_proj).
+        Vec<T> first[kUnroll];
+        const auto load_first = [&] {
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u)
+                if (i + u * step < k) first[u].load(wr + i + u * step);
+        };
+        if (early && col < n) load_first();
+        pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
+        pdl::allow_next();
+        if (col >= n) return;
+        if (!early) load_first();
 #pragma unroll
         for (int u = 0; u < kUnroll; ++u) {
+            if (i + u * step < k) {
+#pragma unroll
+                for (int m = 0; m < M; ++m) {
+                    Vec<T> av;
+                    av.load(a + m * lda + i + u * step);
+#pragma unroll
+                    for (int e = 0; e < V; ++e) acc[m] = fmaf(first[u].v[e], av.v[e], acc[m]);
+                }
+            }
+        }
+        i += kUnroll * step;
+        for (; i + (kUnroll - 1) * step < k; i += kUnroll * step) {
+            Vec<T> wv[kUnroll];
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) wv[u].load(wr + i + u * step);
+#pragma unroll
+            for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+                for (int m = 0; m < M; ++m) {
+                    Vec<T> av;
+                    av.load(a + m * lda + i + u * step);
+#pragma unroll
+                    for (int e = 0; e < V; ++e) acc[m] = fmaf(wv[u].v[e], av.v[e], acc[m]);
+                }
+            }
+        }
+        for (; i < k; i += step) {
+            Vec<T> wv;
+            wv.load(wr + i);
 #pragma unroll
             for (int m = 0; m < M; ++m) {
                 Vec<T> av;
-                av.load(a + m * lda + i + u * step);
+                av.load(a + m * lda + i);
 #pragma unroll
-                for (int e = 0; e < V; ++e) acc[m] = fmaf(wv[u].v[e], av.v[e], acc[m]);
+                for (int e = 0; e < V; ++e) acc[m] = fmaf(wv.v[e], av.v[e], acc[m]);
             }
-        }
-    }
-    for (; i < k; i += step) {
-        Vec<T> wv;
-        wv.load(wr + i);
-#pragma unroll
-        for (int m = 0; m < M; ++m) {
-            Vec<T> av;
-            av.load(a + m * lda + i);
-#pragma unroll
-            for (int e = 0; e < V; ++e) acc[m] = fmaf(wv.v[e], av.v[e], acc[m]);
         }
     }
 #pragma unroll
@@ -175,7 +238,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T, typename Y>
 void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int64_t m, int64_t n,
-            int64_t k, int64_t prefetch_bytes, cudaStream_t stream) {
+            int64_t k, int64_t prefetch_bytes, bool flat, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps)), block(kWarps * 32);
     auto* A = static_cast<const T*>(a);
     auto* W = static_cast<const T*>(w);
@@ -187,18 +250,23 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
     const int64_t per_block = !pdl::enabled()      ? 0
                               : prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)}
                                                    : prefetch_bytes / grid.x / 16 * 16;
-    pdl::launch(gemm_small_m_kernel<T, Y, 1>, grid, block, 0, stream, A, lda, W, Yp, ldy, n, k,
-                per_block, pdl::early_reads());
+    if (flat)
+        pdl::launch(gemm_small_m_kernel<T, Y, 1, true>, grid, block, 0, stream, A, lda, W, Yp, ldy,
+                    n, k, per_block, pdl::early_reads());
+    else
+        pdl::launch(gemm_small_m_kernel<T, Y, 1, false>, grid, block, 0, stream, A, lda, W, Yp, ldy,
+                    n, k, per_block, pdl::early_reads());
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>
 void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, cudaStream_t stream) {
+                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, bool flat,
+                cudaStream_t stream) {
     if (y_dtype == DType::kF32) {
-        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
+        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, flat, stream);
     } else {
-        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
+        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, flat, stream);
     }
 }
 
@@ -213,17 +281,18 @@ bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dt
 }
 
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes,
+                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, bool flat,
                   cudaStream_t stream) {
     switch (act) {
         case DType::kF32:
-            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
+            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, flat, stream);
             return;
         case DType::kBF16:
-            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, stream);
+            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, flat,
+                                      stream);
             return;
         case DType::kF16:
-            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, stream);
+            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, flat, stream);
             return;
         default:
             fail("gemm_small_m: not a float dtype", "act", __FILE__, __LINE__);

@@ -354,8 +354,9 @@ class Bench {
                 DeviceBuffer sync,
                 DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(args), "the SSD sync buffer"));
             DUALITY_CUDA_CHECK(cudaMemsetAsync(sync.data(), 0, sync.bytes(), s_));
-            add(rows, name, shape, bytes, flops,
-                [&] { cuda::ssd_fused(args, dt.as<float>(), fws.data(), sync.data(), o_.act, s_); });
+            add(rows, name, shape, bytes, flops, [&] {
+                cuda::ssd_fused(args, dt.as<float>(), fws.data(), sync.data(), o_.act, s_);
+            });
             return Status::ok();
         };
         DUALITY_RETURN_IF_ERROR(time_fused("ssd_fused", sa));
@@ -378,19 +379,27 @@ class Bench {
         DUALITY_ASSIGN_OR_RETURN(DeviceBuffer h, alloc(B * D, o_.act, -1, 1));
         gemms(B, shape, u, zxbcdt, gated, h, rows);
 
+        // The decode kernels read their state before pdl::wait() (early reads, core/cuda/pdl.cuh),
+        // so the call in front of one must not write the state it reads: the timed calls take two
+        // state buffers in turn (as a model's layers do).
         const Batch batch = make_batch(B, 1, c_.chunk_size);
-        DUALITY_ASSIGN_OR_RETURN(DeviceBuffer conv_state,
-                                 zeros(B * (c_.d_conv - 1) * conv_dim, DType::kF32));
+        const int64_t conv_elems = B * (c_.d_conv - 1) * conv_dim;
+        DUALITY_ASSIGN_OR_RETURN(DeviceBuffer conv_state0, zeros(conv_elems, DType::kF32));
+        DUALITY_ASSIGN_OR_RETURN(DeviceBuffer conv_state1, zeros(conv_elems, DType::kF32));
         DUALITY_ASSIGN_OR_RETURN(DeviceBuffer xbc, alloc(B * conv_dim, o_.act, -1, 1));
-        const cuda::Conv1dArgs ca = conv_args(batch, zxbcdt, conv_state, xbc);
+        const cuda::Conv1dArgs ca[2] = {conv_args(batch, zxbcdt, conv_state0, xbc),
+                                        conv_args(batch, zxbcdt, conv_state1, xbc)};
+        int turn = 0;
         add(rows, "conv1d", shape, conv_bytes(B, B),
             static_cast<double>(B) * 2.0 * static_cast<double>(c_.d_conv * conv_dim),
-            [&] { cuda::conv1d(ca, o_.act, s_); });
+            [&] { cuda::conv1d(ca[turn ^= 1], o_.act, s_); });
 
-        DUALITY_ASSIGN_OR_RETURN(DeviceBuffer state,
-                                 zeros(B * H * c_.head_dim * c_.d_state, o_.state_dtype));
+        const int64_t state_elems = B * H * c_.head_dim * c_.d_state;
+        DUALITY_ASSIGN_OR_RETURN(DeviceBuffer state0, zeros(state_elems, o_.state_dtype));
+        DUALITY_ASSIGN_OR_RETURN(DeviceBuffer state1, zeros(state_elems, o_.state_dtype));
         DUALITY_ASSIGN_OR_RETURN(DeviceBuffer y, zeros(B * E, o_.act));
-        const cuda::SsdArgs sa = ssd_args(batch, xbc, state, y);
+        const cuda::SsdArgs sa[2] = {ssd_args(batch, xbc, state0, y),
+                                     ssd_args(batch, xbc, state1, y)};
         cuda::DecodeDt dd;
         dd.dt_raw = offset(zxbcdt, 2 * E + 2 * GN, o_.act);
         dd.raw_stride = n_in;
@@ -405,7 +414,8 @@ class Bench {
                                     a_;
         // Per state element: decay and update (3 FLOPs) and the readout y = S·C (2).
         const double flops = 5.0 * Bd * static_cast<double>(H * c_.head_dim * c_.d_state);
-        add(rows, "ssm_decode", shape, bytes, flops, [&] { cuda::ssm_decode(sa, dd, o_.act, s_); });
+        add(rows, "ssm_decode", shape, bytes, flops,
+            [&] { cuda::ssm_decode(sa[turn ^= 1], dd, o_.act, s_); });
         return Status::ok();
     }
 

@@ -18,20 +18,21 @@
 // d_state not in {64, 128, 256}, or unaligned pointers/strides, take a scalar fallback kernel
 // (one warp per row, lanes strided over d_state).
 // Hopper (sm_90 code on the device), f32 state, d_state 64/128, a state block of at most 40 KB and
-// at least 48 sequences: ssm_decode_bulk_kernel, one block of 4 warps per (sequence, head), moves
-// the head's whole state {head_dim, d_state} with one bulk copy (cp.async.bulk, the TMA engine)
-// into shared memory and one back, updating it in place in shared memory in between
+// at least 48 sequences: ssm_decode_bulk_kernel, blocks of 4 warps per (sequence, head, part of
+// the head's rows), move their rows of the state with one bulk copy (cp.async.bulk, the TMA
+// engine) into shared memory and one back, updating them in place in shared memory in between
 // (DUALITY_SSM_DECODE_BULK=0: never). Alone it is no faster (2.7b batch 64: 87.7 against 85.5 µs,
 // 3.8 TB/s), but whole batch-64 steps are 2.3% faster with it (8.260 against 8.452 ms, H200),
 // presumably from how its fewer, longer blocks share the SMs with the overlapping z GEMM and
 // the PDL-launched neighbours (not profiled). A device copy of the same bytes takes 81.8 µs
 // (StateStreamTiming). Each head's rows are split over kBulkParts = 4 blocks where whole rows per
 // warp allow (DUALITY_SSM_DECODE_BULK_PARTS=1|2|4 overrides): a quarter of the serial copy-in,
-// update, copy-out per block, and more blocks resident per SM (0.3-0.4% off a 2.7b batch-64 step).
+// update, copy-out per block, and more blocks resident per SM (0.3-0.5% off a 2.7b batch-64 step).
 //
 // Both the vector and the bulk kernel read their first sequence's state before pdl::wait() (an
-// early read, core/cuda/pdl.cuh: the state is written by no other kernel), so it streams in while
-// conv1d, the kernel in front, finishes; DUALITY_PDL_EARLY=0 reads it after the wait.
+// early read, core/cuda/pdl.cuh: the caller's kernel in front, conv1d in a model, must not write
+// the state), so it streams in while that kernel finishes; DUALITY_PDL_EARLY=0 reads it after the
+// wait.
 //
 // With an SsdGate (bf16 only, head_dim % 16 == 0, the vector and bulk kernels: template flag
 // kGate) the epilogue is the gated norm's first half, as in ssd_fused: lane 0 of a row's warp
@@ -113,7 +114,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                                                             sv[r][j]);
     };
     // The first sequence's state streams in while the kernel in front finishes (an early read,
-    // core/cuda/pdl.cuh: only this kernel writes the state).
+    // core/cuda/pdl.cuh: the kernel in front does not write the state).
     if (early && p0 < P && s0 < a.batch.n_seq) load_rows(rows_of(s0));
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
     pdl::allow_next();
@@ -231,7 +232,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         sync::mbar_init(&full);
         sync::mbar_init_fence();
         // The first sequence's state streams in while the kernel in front finishes (an early
-        // read, core/cuda/pdl.cuh: only this kernel writes the state).
+        // read, core/cuda/pdl.cuh: the kernel in front does not write the state).
         if (early && s0 < a.batch.n_seq) sync::bulk_load(st_s, rows_of(s0), bytes, &full);
     }
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh

@@ -80,6 +80,13 @@ struct Vec<__half> {
     }
 };
 
+// acc += w · a over one vector's elements.
+template <typename T>
+__device__ __forceinline__ void dot_add(float& acc, const Vec<T>& w, const Vec<T>& a) {
+#pragma unroll
+    for (int e = 0; e < Vec<T>::kN; ++e) acc = fmaf(w.v[e], a.v[e], acc);
+}
+
 template <typename Y>
 __device__ Y from_f32(float x);
 template <>
@@ -157,8 +164,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                     for (int m = 0; m < M; ++m) {
                         Vec<T> av;
                         av.set(aq[u][m]);
-#pragma unroll
-                        for (int e = 0; e < V; ++e) acc[m] = fmaf(wv.v[e], av.v[e], acc[m]);
+                        dot_add(acc[m], wv, av);
                     }
                 }
             }
@@ -189,8 +195,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                 for (int m = 0; m < M; ++m) {
                     Vec<T> av;
                     av.load(a + m * lda + i + u * step);
-#pragma unroll
-                    for (int e = 0; e < V; ++e) acc[m] = fmaf(first[u].v[e], av.v[e], acc[m]);
+                    dot_add(acc[m], first[u], av);
                 }
             }
         }
@@ -205,8 +210,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                 for (int m = 0; m < M; ++m) {
                     Vec<T> av;
                     av.load(a + m * lda + i + u * step);
-#pragma unroll
-                    for (int e = 0; e < V; ++e) acc[m] = fmaf(wv[u].v[e], av.v[e], acc[m]);
+                    dot_add(acc[m], wv[u], av);
                 }
             }
         }
@@ -217,8 +221,7 @@ __global__ void __launch_bounds__(kWarps * 32)
             for (int m = 0; m < M; ++m) {
                 Vec<T> av;
                 av.load(a + m * lda + i);
-#pragma unroll
-                for (int e = 0; e < V; ++e) acc[m] = fmaf(wv.v[e], av.v[e], acc[m]);
+                dot_add(acc[m], wv, av);
             }
         }
     }

@@ -241,19 +241,26 @@ if [[ "$what" == ab ]]; then
 fi
 if [[ "$what" == timeline ]]; then
   step "in-step kernel times (Nsight Systems, mamba2-2.7b decode)"
-  if ! command -v nsys >/dev/null; then
-    echo "nsys is not on this machine's PATH"
+  # Not on the PATH of every machine: also where the CUDA toolkit and Nsight installers put it.
+  nsys=$(command -v nsys || true)
+  for cand in /usr/local/cuda*/bin/nsys /usr/local/cuda*/nsight-systems*/bin/nsys \
+              /opt/nvidia/nsight-systems/*/bin/nsys /usr/lib/nsight-systems/bin/nsys; do
+    [[ -z "$nsys" && -x "$cand" ]] && nsys=$cand
+  done
+  if [[ -z "$nsys" ]]; then
+    echo "no nsys on this machine (PATH, /usr/local/cuda*, /opt/nvidia/nsight-systems)"
+    ls -d /usr/local/cuda*/nsight* /opt/nvidia/* 2>/dev/null || true
     status=1
   else
     for b in 1 64; do
       rep=/tmp/duality-timeline-b$b  # reports stay off $OUT (a few MB each)
       rm -f "$OUT"/timeline-b"$b"_*.csv
       # Capture from the range's start: NVTX names are matched only when registered otherwise.
-      NSYS_NVTX_PROFILER_REGISTER_ONLY=0 nsys profile -o "$rep" --force-overwrite true \
+      NSYS_NVTX_PROFILER_REGISTER_ONLY=0 "$nsys" profile -o "$rep" --force-overwrite true \
         -t cuda,nvtx --cuda-graph-trace=node --capture-range=nvtx --nvtx-capture=bench_decode \
         --capture-range-end=stop build-gpu/duality bench --random-weights --config mamba2-2.7b \
         --no-prefill --decode-batches "$b" --decode-steps 20 >"$OUT/timeline-b$b.log" 2>&1 || status=1
-      nsys stats -q -r cuda_gpu_kern_sum -f csv -o "$OUT/timeline-b$b" "$rep.nsys-rep" \
+      "$nsys" stats -q -r cuda_gpu_kern_sum -f csv -o "$OUT/timeline-b$b" "$rep.nsys-rep" \
         >/dev/null 2>&1 || status=1
       python3 - "$OUT"/timeline-b"$b"_*.csv "$b" <<'PY' | tee "$OUT/timeline-b$b.txt" || status=1
 import csv, sys

@@ -484,6 +484,52 @@ TEST(CudaModel, Bf16SplitOutProjMatchesTheWholeProduct) {
     }
 }
 
+// With DUALITY_Z_FORK=early (opt-in), decode passes fork the side stream before the [xBC | dt]
+// product, so that z's product (on a Gemm of its own) runs beside it. That changes the order of
+// work on the GPU, not what is computed: bf16 models of the bundled one, GEMM tuning off (both
+// Gemms then take cuBLASLt's first choice), with the decode gate off and on (the step then waits
+// for z instead of the gated norm), must give bit for bit the logits of the default order at 32
+// sequences (cuBLASLt) and 1 (the batch-1 GEMV). A missing or misplaced join shows as a
+// difference (a step or norm reading z before its product has written it).
+TEST(CudaModel, ZForkEarlyMatchesTheDefaultOrder) {
+    REQUIRE_GPU();
+    constexpr int kSeqs = 32;
+    auto load = [&](const char* fork, const char* decode_gate) {
+        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
+                       {"DUALITY_Z_FORK", fork},
+                       {"DUALITY_DECODE_GATE", decode_gate}});
+        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, kSeqs));
+    };
+    for (const char* decode_gate : {"0", "1"}) {
+        auto late = load("late", decode_gate), early = load("early", decode_gate);
+        ASSERT_TRUE(late.is_ok() && early.is_ok()) << late.status().message();
+        const int64_t V = (*late)->config().vocab_size;
+        std::vector<std::vector<int32_t>> tokens(kSeqs);
+        for (int s = 0; s < kSeqs; ++s)
+            for (int i = 0; i < 4 + 2 * s; ++i)
+                tokens[static_cast<size_t>(s)].push_back(
+                    static_cast<int32_t>((s * 89 + i * 23) % V));
+        for (int n_seq : {kSeqs, 1}) {
+            for (auto* m : {&late, &early})
+                for (int s = 0; s < kSeqs; ++s) ASSERT_TRUE((**m)->reset_slot(s).is_ok());
+            std::vector<float> l = step_logits(**late, n_seq, tokens);
+            std::vector<float> e = step_logits(**early, n_seq, tokens);
+            ASSERT_EQ(e, l) << "prefill of " << n_seq << ", decode gate " << decode_gate;
+            for (int step = 0; step < 6; ++step) {
+                std::vector<std::vector<int32_t>> next(kSeqs);
+                for (int s = 0; s < n_seq; ++s)
+                    next[static_cast<size_t>(s)] = {
+                        static_cast<int32_t>(argmax(l.data() + static_cast<int64_t>(s) * V, V))};
+                l = step_logits(**late, n_seq, next);
+                e = step_logits(**early, n_seq, next);
+                ASSERT_FALSE(l.empty());
+                EXPECT_EQ(e, l) << "decode step " << step << " of " << n_seq << ", decode gate "
+                                << decode_gate;
+            }
+        }
+    }
+}
+
 // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) on Hopper when asked to
 // (DUALITY_DECODE_STACK=1). Two models of the bundled one, the stack on and off, GEMM tuning off:
 // two sequences

@@ -312,6 +312,15 @@ class CudaModel final : public Model {
         rows_max_ = std::max<int64_t>(max_seqs_, 256);
         if (const char* env = std::getenv("DUALITY_SPLIT_IN_PROJ"))
             split_in_proj_ = std::string_view(env) != "0";
+        if (const char* env = std::getenv("DUALITY_Z_FORK")) {
+            const std::string_view v(env);
+            if (v == "early" || v == "late")
+                z_fork_early_ = v == "early";
+            else
+                std::fprintf(stderr,
+                             "duality: DUALITY_Z_FORK=\"%s\" is not early or late; using late\n",
+                             env);
+        }
         if (const char* env = std::getenv("DUALITY_OUT_PROJ_SPLIT")) {
             const std::string_view v(env);
             if (v.size() == 1 && v[0] >= '1' && v[0] <= '0' + cuda::kMaxHParts)
@@ -331,6 +340,9 @@ class CudaModel final : public Model {
 
     Status init(const ModelWeights* weights, uint64_t seed) {
         DUALITY_ASSIGN_OR_RETURN(gemm_, cuda::Gemm::create());
+        if (split_in_proj_ && z_fork_early_) {
+            DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create());
+        }
         if (weights) {
             DUALITY_ASSIGN_OR_RETURN(weights_,
                                      cuda::upload_weights(c_, *weights, act_, stream_.get()));
@@ -393,7 +405,8 @@ class CudaModel final : public Model {
         char* y_xbcdt = static_cast<char*>(ws_.zxbcdt) + static_cast<size_t>(E) * el;
         for (int64_t m = 2; m <= max_seqs_; m *= 2) {
             if (split_in_proj_) {  // decode steps run the two parts (prefill: the whole)
-                gemm_.tune(ws_.u, D, in_proj, ws_.zxbcdt, n_in, act_, m, E, D, act_, s);
+                cuda::Gemm& z_gemm = z_fork_early_ ? gemm_side_ : gemm_;
+                z_gemm.tune(ws_.u, D, in_proj, ws_.zxbcdt, n_in, act_, m, E, D, act_, s);
                 gemm_.tune(ws_.u, D, in_proj_xbcdt, y_xbcdt, n_in, act_, m, n_in - E, D, act_, s);
             }
             gemm_.tune(ws_.u, D, in_proj, ws_.zxbcdt, n_in, act_, m, n_in, D, act_, s);
@@ -882,7 +895,8 @@ class CudaModel final : public Model {
         // launch costing more than the overlap gains). The two streams share gemm_'s workspace and
         // counters: safe only because no other GEMM is enqueued between the fork (after the [xBC |
         // dt] product) and the join (before the gated norm and out_proj, or before the step with
-        // the gate).
+        // the gate). With z_fork_early_ the fork comes before the [xBC | dt] product and z runs on
+        // gemm_side_.
         const bool split = decode && split_in_proj_ && !weights_.layers.empty() &&
                            !gemm_.uses_decode_kernel(ws_.u, D, weights_.layers.front().in_proj,
                                                      act_, T, E, D, act_);
@@ -916,7 +930,11 @@ class CudaModel final : public Model {
             cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
                                T, D, layer == 0, act_, s, h_scale(ws_.ssq),
                                layer == 0 ? cuda::HParts{} : out_parts_);
-            if (split) {
+            if (split && z_fork_early_) {
+                fork_.order(s, side_stream_.get());
+                in_proj_rows(w, 0, E, T, side_stream_.get(), gemm_side_);
+                in_proj_rows(w, E, n_in, T, s);
+            } else if (split) {
                 in_proj_rows(w, E, n_in, T, s);
                 fork_.order(s, side_stream_.get());
                 in_proj_rows(w, 0, E, T, side_stream_.get());
@@ -1015,12 +1033,16 @@ class CudaModel final : public Model {
     // W_in {d_in_proj, d_model}), plus the bias where the layer has one, on `stream`.
     void in_proj_rows(const cuda::DeviceLayer& w, int64_t begin, int64_t end, int64_t T,
                       cudaStream_t stream) {
+        in_proj_rows(w, begin, end, T, stream, gemm_);
+    }
+    void in_proj_rows(const cuda::DeviceLayer& w, int64_t begin, int64_t end, int64_t T,
+                      cudaStream_t stream, cuda::Gemm& gemm) {
         const int64_t D = c_.d_model, n_in = c_.d_in_proj();
         const size_t el = dtype_size(act_);
         const auto b = static_cast<size_t>(begin);
         char* y = static_cast<char*>(ws_.zxbcdt) + b * el;
-        gemm_.run(ws_.u, D, static_cast<const char*>(w.in_proj) + b * static_cast<size_t>(D) * el,
-                  y, n_in, act_, T, end - begin, D, act_, stream);
+        gemm.run(ws_.u, D, static_cast<const char*>(w.in_proj) + b * static_cast<size_t>(D) * el, y,
+                 n_in, act_, T, end - begin, D, act_, stream);
         if (w.in_proj_bias)
             cuda::add_bias(y, n_in, w.in_proj_bias + begin, T, end - begin, act_, stream);
     }
@@ -1093,6 +1115,12 @@ class CudaModel final : public Model {
     cuda::Event fork_, join_;
     cuda::Event staging_read_;  // after the last pass's description copy (run_pass)
     bool split_in_proj_ = true;
+    // DUALITY_Z_FORK=early (opt-in, not yet measured): decode passes fork the side stream right
+    // after the norm, so that z's product runs beside the [xBC | dt] one instead of after it, on
+    // its own Gemm (gemm_side_: the two products then run at once and cannot share a workspace).
+    // With the decode gate (DUALITY_DECODE_GATE=1), whose step waits for z, this is the order in
+    // which z's product can still overlap something.
+    bool z_fork_early_ = false;
     // With DUALITY_OUT_PROJ_SPLIT=2..4, decode passes whose out_proj goes to cuBLASLt run it as
     // split-k into out_splits_ f32 parts (Gemm::run_split_k), summed by the add + RMSNorm that
     // follows; 1, the default, keeps the whole product. Opt-in: on an H200 it made 2.7b steps
@@ -1102,6 +1130,7 @@ class CudaModel final : public Model {
     int out_splits_ = 1;
     cuda::HParts out_parts_{};
     cuda::Gemm gemm_;
+    cuda::Gemm gemm_side_;  // z's product with z_fork_early_ (empty otherwise)
     cuda::DeviceWeights weights_;
     DeviceBuffer conv_state_;  // {n_slots + 1, n_layer, d_conv - 1, conv_dim} f32
     DeviceBuffer ssm_state_;   // {n_slots + 1, n_layer, n_head, head_dim, d_state} state_dtype

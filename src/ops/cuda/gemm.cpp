@@ -132,7 +132,7 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
     }
     g.prefetch_bytes_ = prefetch_budget_from_env(kSmallMPrefetchBytes);
     if (const char* env = std::getenv("DUALITY_GEMV_FLAT"))
-        g.small_m_flat_ = std::strcmp(env, "1") == 0;
+        g.set_small_m_flat(std::strcmp(env, "1") == 0 ? 4 : std::atoi(env));
     return g;
 }
 

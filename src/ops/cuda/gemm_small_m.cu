@@ -13,10 +13,12 @@
 // about 3 of its 8 rows) with bulk L2 prefetches, so at batch 1 the weights stream in while the
 // norm or the decode step in front of the product is still running; and each lane loads its first
 // four vectors of its row before the wait (early reads, core/cuda/pdl.cuh).
-// Two loops (template flag kFlat): the default unrolls groups of four unconditional loads and
-// ends with a loop of single vectors; the flat one (opt-in, DUALITY_GEMV_FLAT=1, not yet
-// measured) makes every group's loads unconditional, the last group's included, and converts
-// after issuing them (docs/architecture.md, "The forward pass (CUDA)").
+// Two loops (template parameter kFlat): the default (0) unrolls groups of four unconditional
+// loads and ends with a loop of single vectors; the flat one (opt-in, DUALITY_GEMV_FLAT=4|8, not
+// yet measured) takes groups of kFlat vectors, makes every group's loads unconditional, the last
+// group's included, and converts after issuing them (docs/architecture.md, "The forward pass
+// (CUDA)"). Groups of 8 keep twice the bytes of a row in flight (the 2.7b's out_proj row in 3
+// round trips instead of 5) for about 80 registers a thread.
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
@@ -104,7 +106,7 @@ __device__ __half from_f32<__half>(float x) {
 
 constexpr int kWarps = 8;  // per block
 
-template <typename T, typename Y, int M, bool kFlat>
+template <typename T, typename Y, int M, int kFlat>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
@@ -118,7 +120,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         prefetch_l2_bulk(w + col0 * k, mine < prefetch_block_bytes ? mine : prefetch_block_bytes);
     }
     constexpr int V = Vec<T>::kN;
-    constexpr int kUnroll = 4;
+    constexpr int kUnroll = kFlat > 0 ? kFlat : 4;  // vectors per group
     const int lane = threadIdx.x % 32;
     const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
     const T* wr = w + col * k;
@@ -127,7 +129,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     float acc[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-    if constexpr (kFlat) {
+    if constexpr (kFlat > 0) {
         // Groups of kUnroll vectors whose loads are all unconditional, so that the compiler
         // issues a group's loads together: a vector past the row's end reads the row's (or a's)
         // first one instead and its product is skipped. (A load under `if`, converted inside
@@ -241,7 +243,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T, typename Y>
 void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int64_t m, int64_t n,
-            int64_t k, int64_t prefetch_bytes, bool flat, cudaStream_t stream) {
+            int64_t k, int64_t prefetch_bytes, int flat, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps)), block(kWarps * 32);
     auto* A = static_cast<const T*>(a);
     auto* W = static_cast<const T*>(w);
@@ -253,18 +255,25 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
     const int64_t per_block = !pdl::enabled()      ? 0
                               : prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)}
                                                    : prefetch_bytes / grid.x / 16 * 16;
-    if (flat)
-        pdl::launch(gemm_small_m_kernel<T, Y, 1, true>, grid, block, 0, stream, A, lda, W, Yp, ldy,
-                    n, k, per_block, pdl::early_reads());
-    else
-        pdl::launch(gemm_small_m_kernel<T, Y, 1, false>, grid, block, 0, stream, A, lda, W, Yp, ldy,
-                    n, k, per_block, pdl::early_reads());
+    switch (flat) {
+        case 4:
+            pdl::launch(gemm_small_m_kernel<T, Y, 1, 4>, grid, block, 0, stream, A, lda, W, Yp, ldy,
+                        n, k, per_block, pdl::early_reads());
+            break;
+        case 8:
+            pdl::launch(gemm_small_m_kernel<T, Y, 1, 8>, grid, block, 0, stream, A, lda, W, Yp, ldy,
+                        n, k, per_block, pdl::early_reads());
+            break;
+        default:
+            pdl::launch(gemm_small_m_kernel<T, Y, 1, 0>, grid, block, 0, stream, A, lda, W, Yp, ldy,
+                        n, k, per_block, pdl::early_reads());
+    }
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>
 void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, bool flat,
+                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, int flat,
                 cudaStream_t stream) {
     if (y_dtype == DType::kF32) {
         launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, flat, stream);
@@ -284,7 +293,7 @@ bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dt
 }
 
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, bool flat,
+                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, int flat,
                   cudaStream_t stream) {
     switch (act) {
         case DType::kF32:

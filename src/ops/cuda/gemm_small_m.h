@@ -25,10 +25,10 @@ bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dt
 
 // y {m, n} (y_dtype: act or f32, rows ldy apart) = a {m, k} · w {n, k}ᵀ, f32 accumulation.
 // prefetch_bytes: of w, asked for before pdl::wait() (spread over the blocks); -1: all of it.
-// flat: the loop whose every group of loads is issued together (opt-in until measured, see
-// gemm_small_m.cu; Gemm takes it from DUALITY_GEMV_FLAT=1).
+// flat: 0 the default loop; 4 or 8 the flat loop whose every group of that many loads is issued
+// together (opt-in until measured, see gemm_small_m.cu; Gemm takes it from DUALITY_GEMV_FLAT).
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, bool flat,
+                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, int flat,
                   cudaStream_t stream);
 
 }  // namespace duality::cuda

@@ -383,14 +383,25 @@ int choose_bulk_parts(int asked, int64_t head_dim, bool gate) {
 // kBulkMinSeqs sequences: with one block per (sequence, head) smaller batches leave too few
 // blocks to hide a block's serial copy-in, update, copy-out (H200, 2.7b steps: batch 1 2.649
 // against 2.223 ms, batch 8 3.307 against 3.016, batch 32 5.539 against 5.531, batch 64 8.260
-// against 8.452).
+// against 8.452). Measured with whole heads; with 4 blocks a head smaller batches may now gain:
+// DUALITY_SSM_DECODE_BULK_MIN=N moves the threshold (to measure it).
+int64_t bulk_min_seqs() {
+    static const int64_t n = [] {
+        const char* v = std::getenv("DUALITY_SSM_DECODE_BULK_MIN");
+        const long long x = v ? std::atoll(v) : 0;
+        return x >= 1 ? static_cast<int64_t>(x) : kBulkMinSeqs;
+    }();
+    return n;
+}
+
 template <typename T>
 int bulk_blocks_per_head(const SsdArgs& a, bool gate, int parts_asked) {
     const int64_t N = a.d_state, P = a.head_dim;
     const bool runs = a.state_dtype == DType::kF32 && (N == 64 || N == 128) && P <= 128 &&
-                      P % kWarps == 0 && P * N * 4 <= 40 * 1024 && a.batch.n_seq >= kBulkMinSeqs &&
-                      a.state_slot_stride % 4 == 0 && dtype::is_aligned(a.state, 16) &&
-                      vector_aligned<T, float>(a) && bulk_enabled();
+                      P % kWarps == 0 && P * N * 4 <= 40 * 1024 &&
+                      a.batch.n_seq >= bulk_min_seqs() && a.state_slot_stride % 4 == 0 &&
+                      dtype::is_aligned(a.state, 16) && vector_aligned<T, float>(a) &&
+                      bulk_enabled();
     return runs ? choose_bulk_parts(parts_asked, P, gate) : 0;
 }
 

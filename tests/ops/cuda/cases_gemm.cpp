@@ -25,7 +25,7 @@ struct GemmShape {
     bool decode_kernel = false;  // force the decode GEMM on (and fail if it is not taken)
     bool tuned = false;          // Gemm::tune before the product (cuBLASLt only)
     int64_t prefetch = -2;       // the m = 1 kernel's prefetch budget (-1 all; -2 the default)
-    bool flat = false;           // the m = 1 kernel's flat loop (Gemm::set_small_m_flat)
+    int flat = 0;                // the m = 1 kernel's flat loop group (Gemm::set_small_m_flat)
 };
 
 void add_case(const GemmShape& s, DType act) {
@@ -34,7 +34,7 @@ void add_case(const GemmShape& s, DType act) {
              (s.f32_out ? "_f32out" : "") + (s.small_m_kernel ? "" : "_cublaslt") +
              (s.decode_kernel ? "_decode" : "") + (s.tuned ? "_tuned" : "") +
              (s.prefetch == -2 ? "" : "_prefetch" + std::to_string(s.prefetch)) +
-             (s.flat ? "_flat" : "") + "/" + std::string(dtype_name(act));
+             (s.flat ? "_flat" + std::to_string(s.flat) : "") + "/" + std::string(dtype_name(act));
     c.tol = default_tolerance(act);
     c.run = [s, act] {
         std::mt19937 rng(static_cast<uint32_t>(s.m * 1000003 + s.n * 31 + s.k));
@@ -104,11 +104,14 @@ DUALITY_OP_CASES(gemm) {
     };
     for (const GemmShape& s : shapes)
         for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
-    // The m = 1 kernel's flat loop on the same m = 1 shapes (every prefetch budget included).
-    for (GemmShape s : shapes) {
-        if (s.m != 1 || !s.small_m_kernel) continue;
-        s.flat = true;
-        for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
+    // The m = 1 kernel's flat loop, groups of 4 and 8, on the same m = 1 shapes (every prefetch
+    // budget included).
+    for (int group : {4, 8}) {
+        for (GemmShape s : shapes) {
+            if (s.m != 1 || !s.small_m_kernel) continue;
+            s.flat = group;
+            for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
+        }
     }
 
     // The decode GEMM (f16/bf16 only): the model's shapes at decode batch sizes (one, two, four

@@ -366,6 +366,35 @@ std::vector<float> step_logits(Model& m, int n_seq,
     return l.is_ok() ? *l : std::vector<float>{};
 }
 
+// The bundled model in bf16 for n_slots sequences, loaded with GEMM tuning off (so that models
+// loaded side by side pick the same GEMM algorithms) and with `vars` set.
+auto load_bundled_bf16(int n_slots,
+                       std::initializer_list<std::pair<const char*, const char*>> vars) {
+    ScopedEnv tune({{"DUALITY_GEMM_TUNE", "0"}});
+    ScopedEnv env(vars);
+    return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, n_slots));
+}
+
+// n prompts, prompt s of base + grow·s tokens, its token i = (s·a + i·b) mod vocab.
+std::vector<std::vector<int32_t>> prompts(int n, int base, int grow, int a, int b, int64_t vocab) {
+    std::vector<std::vector<int32_t>> tokens(static_cast<size_t>(n));
+    for (int s = 0; s < n; ++s)
+        for (int i = 0; i < base + grow * s; ++i)
+            tokens[static_cast<size_t>(s)].push_back(static_cast<int32_t>((s * a + i * b) % vocab));
+    return tokens;
+}
+
+// n one-token pieces: for each of the first n_seq sequences its greedy token from a step's
+// logits {n_seq, vocab} (the others empty).
+std::vector<std::vector<int32_t>> greedy_pieces(const std::vector<float>& logits, int n_seq, int n,
+                                                int64_t vocab) {
+    std::vector<std::vector<int32_t>> next(static_cast<size_t>(n));
+    for (int s = 0; s < n_seq; ++s)
+        next[static_cast<size_t>(s)] = {
+            static_cast<int32_t>(argmax(logits.data() + static_cast<int64_t>(s) * vocab, vocab))};
+    return next;
+}
+
 // bf16 passes on the bundled model (one norm group) can take the gate epilogues: the fused SSD's
 // in prefill (by default) and the decode step's in decode (DUALITY_DECODE_GATE=1; the bulk
 // kernel at 64 sequences, the vector kernel at 1), the norm's row scale deferred to the next add
@@ -380,19 +409,14 @@ TEST(CudaModel, Bf16GateEpiloguesMatchTheGatedNorm) {
     REQUIRE_GPU();
     constexpr int kSeqs = 64;
     auto load = [&](const char* ssd_gate, const char* decode_gate) {
-        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
-                       {"DUALITY_SSD_GATE", ssd_gate},
-                       {"DUALITY_DECODE_GATE", decode_gate}});
-        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, kSeqs));
+        return load_bundled_bf16(
+            kSeqs, {{"DUALITY_SSD_GATE", ssd_gate}, {"DUALITY_DECODE_GATE", decode_gate}});
     };
     auto plain = load("0", "0"), ssd_gate = load("1", "0"), decode_gate = load("0", "1");
     ASSERT_TRUE(plain.is_ok() && ssd_gate.is_ok() && decode_gate.is_ok())
         << plain.status().message();
     const int64_t V = (*plain)->config().vocab_size;
-    std::vector<std::vector<int32_t>> tokens(kSeqs);
-    for (int s = 0; s < kSeqs; ++s)
-        for (int i = 0; i < 9 + 5 * s; ++i)
-            tokens[static_cast<size_t>(s)].push_back(static_cast<int32_t>((s * 131 + i * 17) % V));
+    const std::vector<std::vector<int32_t>> tokens = prompts(kSeqs, 9, 5, 131, 17, V);
     for (int n_seq : {kSeqs, 1}) {
         for (auto* m : {&plain, &ssd_gate, &decode_gate})
             for (int s = 0; s < kSeqs; ++s) ASSERT_TRUE((**m)->reset_slot(s).is_ok());
@@ -406,10 +430,7 @@ TEST(CudaModel, Bf16GateEpiloguesMatchTheGatedNorm) {
         EXPECT_EQ(d, p) << "prefill of " << n_seq << " without the SSD gate";
         for (int step = 0; step < 4; ++step) {
             // Every model continues with the plain model's greedy tokens.
-            std::vector<std::vector<int32_t>> next(kSeqs);
-            for (int s = 0; s < n_seq; ++s)
-                next[static_cast<size_t>(s)] = {
-                    static_cast<int32_t>(argmax(p.data() + static_cast<int64_t>(s) * V, V))};
+            const std::vector<std::vector<int32_t>> next = greedy_pieces(p, n_seq, kSeqs, V);
             p = step_logits(**plain, n_seq, next);
             a = step_logits(**ssd_gate, n_seq, next);
             d = step_logits(**decode_gate, n_seq, next);
@@ -446,10 +467,7 @@ TEST(CudaModel, Bf16SplitOutProjMatchesTheWholeProduct) {
     auto whole = load("1", true), split = load("2", true), split_direct = load("2", false);
     ASSERT_TRUE(whole.is_ok() && split.is_ok() && split_direct.is_ok()) << whole.status().message();
     const int64_t V = (*whole)->config().vocab_size;
-    std::vector<std::vector<int32_t>> tokens(kSeqs);
-    for (int s = 0; s < kSeqs; ++s)
-        for (int i = 0; i < 5 + 3 * s; ++i)
-            tokens[static_cast<size_t>(s)].push_back(static_cast<int32_t>((s * 97 + i * 13) % V));
+    const std::vector<std::vector<int32_t>> tokens = prompts(kSeqs, 5, 3, 97, 13, V);
     for (int n_seq : {kSeqs, 20, 1}) {
         for (auto* m : {&whole, &split, &split_direct})
             for (int s = 0; s < kSeqs; ++s) ASSERT_TRUE((**m)->reset_slot(s).is_ok());
@@ -461,10 +479,7 @@ TEST(CudaModel, Bf16SplitOutProjMatchesTheWholeProduct) {
         EXPECT_EQ(p, w) << "prefill of " << n_seq;
         EXPECT_LE(rel_l2(d, w), 3e-2) << "prefill of " << n_seq << " without graphs";
         for (int step = 0; step < 4; ++step) {
-            std::vector<std::vector<int32_t>> next(kSeqs);
-            for (int s = 0; s < n_seq; ++s)
-                next[static_cast<size_t>(s)] = {
-                    static_cast<int32_t>(argmax(w.data() + static_cast<int64_t>(s) * V, V))};
+            const std::vector<std::vector<int32_t>> next = greedy_pieces(w, n_seq, kSeqs, V);
             w = step_logits(**whole, n_seq, next);
             p = step_logits(**split, n_seq, next);
             d = step_logits(**split_direct, n_seq, next);
@@ -495,20 +510,14 @@ TEST(CudaModel, ZForkEarlyMatchesTheDefaultOrder) {
     REQUIRE_GPU();
     constexpr int kSeqs = 32;
     auto load = [&](const char* fork, const char* decode_gate) {
-        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
-                       {"DUALITY_Z_FORK", fork},
-                       {"DUALITY_DECODE_GATE", decode_gate}});
-        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, kSeqs));
+        return load_bundled_bf16(kSeqs,
+                                 {{"DUALITY_Z_FORK", fork}, {"DUALITY_DECODE_GATE", decode_gate}});
     };
     for (const char* decode_gate : {"0", "1"}) {
         auto late = load("late", decode_gate), early = load("early", decode_gate);
         ASSERT_TRUE(late.is_ok() && early.is_ok()) << late.status().message();
         const int64_t V = (*late)->config().vocab_size;
-        std::vector<std::vector<int32_t>> tokens(kSeqs);
-        for (int s = 0; s < kSeqs; ++s)
-            for (int i = 0; i < 4 + 2 * s; ++i)
-                tokens[static_cast<size_t>(s)].push_back(
-                    static_cast<int32_t>((s * 89 + i * 23) % V));
+        const std::vector<std::vector<int32_t>> tokens = prompts(kSeqs, 4, 2, 89, 23, V);
         for (int n_seq : {kSeqs, 1}) {
             for (auto* m : {&late, &early})
                 for (int s = 0; s < kSeqs; ++s) ASSERT_TRUE((**m)->reset_slot(s).is_ok());
@@ -516,10 +525,7 @@ TEST(CudaModel, ZForkEarlyMatchesTheDefaultOrder) {
             std::vector<float> e = step_logits(**early, n_seq, tokens);
             ASSERT_EQ(e, l) << "prefill of " << n_seq << ", decode gate " << decode_gate;
             for (int step = 0; step < 6; ++step) {
-                std::vector<std::vector<int32_t>> next(kSeqs);
-                for (int s = 0; s < n_seq; ++s)
-                    next[static_cast<size_t>(s)] = {
-                        static_cast<int32_t>(argmax(l.data() + static_cast<int64_t>(s) * V, V))};
+                const std::vector<std::vector<int32_t>> next = greedy_pieces(l, n_seq, kSeqs, V);
                 l = step_logits(**late, n_seq, next);
                 e = step_logits(**early, n_seq, next);
                 ASSERT_FALSE(l.empty());

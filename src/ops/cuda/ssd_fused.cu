@@ -33,7 +33,8 @@
 //      chunk's tokens (xᵀ through ldmatrix.trans, scaled in registers), f32 accumulators kept in
 //      registers.
 //   3. State passing: wait (thread 0 spins with ld.acquire.gpu on flags == this launch's epoch)
-//      for the chunk's S and for chunk c−1 of this head to have published its outgoing state;
+//      for the chunk's S and for chunk c−1 of this head to have published its outgoing state
+//      (DUALITY_SSD_EARLY_S_WAIT=1, opt-in until measured: warp 1 waits for S during step 1);
 //      copy the S tiles into B's region (dead now) while reading prev (the slot's state for a
 //      sequence's first chunk); publish out = exp(Scs_last)·prev + local to the workspace (16-byte
 //      vectors in fragment order, one round of loads where registers allow) and release a flag
@@ -130,6 +131,7 @@ struct FusedParams {
     uint32_t* sync = nullptr;     // [kSyncHeader] counters, then flags {n_chunk, n_head} (states)
                                   // and {n_chunk, n_group} (S)
     uint64_t* prof = nullptr;     // nullptr, or {n_chunk · n_head, 8}: ssd::fused_profile
+    bool early_s_wait = false;    // wait for the chunk's S during the loads (step 1), not in 3
 };
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
@@ -431,6 +433,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 asm volatile("prefetch.global.L2 [%0];" ::"l"(zg + r * p.z_stride + e));
             }
         }
+        // With early_s_wait (opt-in): the chunk's S flag now, by warp 1's first lane while the
+        // loads are in flight (S is normally done a chunk ahead), so that step 3 waits for one
+        // flag, not for two L2 round trips one after the other. The block barriers that follow
+        // order this acquire before every thread's reads of S, as thread 0's in step 3 otherwise.
+        if (p.early_s_wait && tid == 32) {
+            const uint32_t* s_ready = s_flag(p, c, grp);
+            while (ld_acquire(s_ready) != epoch) __nanosleep(40);
+        }
     }
 
     // (The sequence tables are read after the loads are in flight.)
@@ -528,8 +538,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int64_t PN = static_cast<int64_t>(kP) * kN;
     const int64_t slot_off = first || last ? p.slots[seq] * p.state_slot_stride + h * PN : 0;
     if (tid == 0) {
-        const uint32_t* s_ready = s_flag(p, c, grp);
-        while (ld_acquire(s_ready) != epoch) __nanosleep(40);
+        if (!p.early_s_wait) {  // (else done in step 1)
+            const uint32_t* s_ready = s_flag(p, c, grp);
+            while (ld_acquire(s_ready) != epoch) __nanosleep(40);
+        }
         if (!first) {
             const uint32_t* flag = p.sync + kSyncHeader + (c - 1) * H + h;
             while (ld_acquire(flag) != epoch) __nanosleep(40);
@@ -865,6 +877,15 @@ bool two_per_sm_enabled() {
     return on;
 }
 
+// DUALITY_SSD_EARLY_S_WAIT=1 (opt-in until measured): FusedParams::early_s_wait.
+bool early_s_wait_enabled() {
+    static const bool on = [] {
+        const char* env = std::getenv("DUALITY_SSD_EARLY_S_WAIT");
+        return env && std::strcmp(env, "1") == 0;
+    }();
+    return on;
+}
+
 bool two_per_sm(int64_t chunk_size, size_t smem) {
     if (!two_per_sm_enabled() || chunk_size > kTwoPerSmChunk) return false;
     static const int per_sm = max_smem_per_sm();
@@ -1045,6 +1066,7 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
             std::fprintf(stderr, "duality: ssd_fused: state_dtype must be f32, f16 or bf16\n");
             std::abort();
     }
+    fp.early_s_wait = early_s_wait_enabled();
     fp.chunk_start = b.chunk_start;
     fp.chunk_len = b.chunk_len;
     fp.chunk_seq = b.chunk_seq;

@@ -3,6 +3,9 @@
 # the SSD op-test cases (five-step, scan, fused), the SSD timing test (five-step vs fused),
 # `duality bench --ops` and the whole-model prefill of the 2.7b shape with both SSD paths.
 #   scripts/gpu-ssd-fused.sh [tests|timing|all]     logs under $OUT (or ./gpu-out)
+# GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
+# op tests and the timing test once under each setting (A/B of opt-in paths, for example
+# GPU_SSD_AB='DUALITY_SSD_EARLY_S_WAIT=0 DUALITY_SSD_EARLY_S_WAIT=1').
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -12,23 +15,32 @@ source scripts/gpu-env.sh
 step build
 gpu_build_sm90a "$OUT" duality_tests duality
 T=build-gpu/tests/duality_tests
+settings=${GPU_SSD_AB:-DUALITY_SSD_AB_NONE=1}  # one run with nothing set by default
 if [[ "$what" == all || "$what" == tests ]]; then
   step "SSD op tests"
   timeout 200 $T --gtest_filter='*OpRegistry*ssd_chunked*:*OpRegistry*ssd_scan*' --gtest_brief=1 \
     >"$OUT/ssd-tests.log" 2>&1
   echo "rc $?"; grep -E "FAILED|PASSED|Failure|error" "$OUT/ssd-tests.log" | head -20
-  timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 --gtest_repeat=2 \
-    >"$OUT/ssd-fused-tests.log" 2>&1
-  echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure|error|ssd_fused/" "$OUT/ssd-fused-tests.log" | cut -c1-300 | head -60
+  for setting in $settings; do
+    echo "-- fused op tests under $setting"
+    # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+    env ${setting//,/ } timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 \
+      --gtest_repeat=2 >"$OUT/ssd-fused-tests.log" 2>&1
+    echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure|error|ssd_fused/" "$OUT/ssd-fused-tests.log" | cut -c1-300 | head -60
+  done
   step "CUDA model tests (bf16 models take the fused path)"
   timeout 150 $T --gtest_filter='*Cuda*:-*OpRegistry*' --gtest_brief=1 >"$OUT/cuda-model-tests.log" 2>&1
   echo "rc $?"; grep -E "FAILED|PASSED|Failure" "$OUT/cuda-model-tests.log" | cut -c1-300 | head -20
 fi
 if [[ "$what" == all || "$what" == timing ]]; then
   step "SSD timing"
-  timeout 150 $T --gtest_also_run_disabled_tests --gtest_filter='SsdChunkedTiming.*' \
-    >"$OUT/ssd-timing.txt" 2>&1; echo "rc $?"
-  grep -E "ns/token|FUSED|unsupported|PHASES" "$OUT/ssd-timing.txt" | cut -c1-250
+  for setting in $settings; do
+    echo "-- timing under $setting"
+    # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+    env ${setting//,/ } timeout 150 $T --gtest_also_run_disabled_tests \
+      --gtest_filter='SsdChunkedTiming.*' >"$OUT/ssd-timing.txt" 2>&1; echo "rc $?"
+    grep -E "ns/token|FUSED|unsupported|PHASES" "$OUT/ssd-timing.txt" | cut -c1-250
+  done
   step "bench --ops"
   timeout 100 build-gpu/duality bench --random-weights --config mamba2-2.7b --ops \
     --prefill-lens 2048,8192,32768 --decode-batches 1 >"$OUT/bench-ops.txt" 2>&1

@@ -21,12 +21,14 @@ if [[ "$what" == all || "$what" == tests ]]; then
   timeout 200 $T --gtest_filter='*OpRegistry*ssd_chunked*:*OpRegistry*ssd_scan*' --gtest_brief=1 \
     >"$OUT/ssd-tests.log" 2>&1
   echo "rc $?"; grep -E "FAILED|PASSED|Failure|error" "$OUT/ssd-tests.log" | head -20
+  i=0
   for setting in $settings; do
+    i=$((i + 1))
     echo "-- fused op tests under $setting"
     # shellcheck disable=SC2086  # one word per VAR=VALUE pair
     env ${setting//,/ } timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 \
-      --gtest_repeat=2 >"$OUT/ssd-fused-tests.log" 2>&1
-    echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure|error|ssd_fused/" "$OUT/ssd-fused-tests.log" | cut -c1-300 | head -60
+      --gtest_repeat=2 >"$OUT/ssd-fused-tests-$i.log" 2>&1
+    echo "rc $?"; grep -E "FAILED|PASSED|rel_l2|Failure|error|ssd_fused/" "$OUT/ssd-fused-tests-$i.log" | cut -c1-300 | head -60
   done
   step "CUDA model tests (bf16 models take the fused path)"
   timeout 150 $T --gtest_filter='*Cuda*:-*OpRegistry*' --gtest_brief=1 >"$OUT/cuda-model-tests.log" 2>&1
@@ -34,12 +36,17 @@ if [[ "$what" == all || "$what" == tests ]]; then
 fi
 if [[ "$what" == all || "$what" == timing ]]; then
   step "SSD timing"
+  # One file per setting (ssd-timing-1.txt, ...): with several settings the printed lines can
+  # outgrow what a device call returns. (With two settings, run `tests` and `timing` as
+  # separate calls: together they can pass a call's 600 s.)
+  i=0
   for setting in $settings; do
-    echo "-- timing under $setting"
+    i=$((i + 1))
+    echo "-- timing under $setting (ssd-timing-$i.txt)"
     # shellcheck disable=SC2086  # one word per VAR=VALUE pair
     env ${setting//,/ } timeout 150 $T --gtest_also_run_disabled_tests \
-      --gtest_filter='SsdChunkedTiming.*' >"$OUT/ssd-timing.txt" 2>&1; echo "rc $?"
-    grep -E "ns/token|FUSED|unsupported|PHASES" "$OUT/ssd-timing.txt" | cut -c1-250
+      --gtest_filter='SsdChunkedTiming.*' >"$OUT/ssd-timing-$i.txt" 2>&1; echo "rc $?"
+    grep -E "ns/token|FUSED|unsupported|PHASES" "$OUT/ssd-timing-$i.txt" | cut -c1-250
   done
   step "bench --ops"
   timeout 100 build-gpu/duality bench --random-weights --config mamba2-2.7b --ops \

@@ -255,7 +255,8 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
     const int64_t per_block = !pdl::enabled()      ? 0
                               : prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)}
                                                    : prefetch_bytes / grid.x / 16 * 16;
-    switch (flat) {
+    // The flat loop reads a row's first vector in place of those past its end: none with k = 0.
+    switch (k > 0 ? flat : 0) {
         case 4:
             pdl::launch(gemm_small_m_kernel<T, Y, 1, 4>, grid, block, 0, stream, A, lda, W, Yp, ldy,
                         n, k, per_block, pdl::early_reads());

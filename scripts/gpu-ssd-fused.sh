@@ -53,11 +53,18 @@ if [[ "$what" == all || "$what" == timing ]]; then
     --prefill-lens 2048,8192,32768 --decode-batches 1 >"$OUT/bench-ops.txt" 2>&1
   grep -E "ssd|peak" "$OUT/bench-ops.txt"
   step "model prefill 2.7b 8k"
-  for path in five-step fused; do
-    DUALITY_SSD_PATH=$path timeout 120 build-gpu/duality bench --random-weights \
-      --config mamba2-2.7b --prefill-lens 8192 --prefill-batches 1 --no-decode \
-      --max-tokens 8192 >"$OUT/bench-model-$path.txt" 2>&1
-    echo "-- $path"; grep -A3 -E "^prefill" "$OUT/bench-model-$path.txt"
+  DUALITY_SSD_PATH=five-step timeout 120 build-gpu/duality bench --random-weights \
+    --config mamba2-2.7b --prefill-lens 8192 --prefill-batches 1 --no-decode \
+    --max-tokens 8192 >"$OUT/bench-model-five-step.txt" 2>&1
+  echo "-- five-step"; grep -A3 -E "^prefill" "$OUT/bench-model-five-step.txt"
+  i=0
+  for setting in $settings; do  # the fused path under each setting
+    i=$((i + 1))
+    # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+    env ${setting//,/ } DUALITY_SSD_PATH=fused timeout 120 build-gpu/duality bench \
+      --random-weights --config mamba2-2.7b --prefill-lens 8192 --prefill-batches 1 --no-decode \
+      --max-tokens 8192 >"$OUT/bench-model-fused-$i.txt" 2>&1
+    echo "-- fused, $setting"; grep -A3 -E "^prefill" "$OUT/bench-model-fused-$i.txt"
   done
 fi
 rm -f "$OUT/cmake.log" "$OUT/gpu.txt" "$OUT/ssd-tests.log"

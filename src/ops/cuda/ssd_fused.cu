@@ -149,36 +149,15 @@ template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
-// cp_async_wait<n> for a run-time n in [0, 8] (larger: 8).
-__device__ __forceinline__ void cp_async_wait_upto8(int n) {
-    switch (n) {
-        case 0:
-            cp_async_wait<0>();
-            break;
-        case 1:
-            cp_async_wait<1>();
-            break;
-        case 2:
-            cp_async_wait<2>();
-            break;
-        case 3:
-            cp_async_wait<3>();
-            break;
-        case 4:
-            cp_async_wait<4>();
-            break;
-        case 5:
-            cp_async_wait<5>();
-            break;
-        case 6:
-            cp_async_wait<6>();
-            break;
-        case 7:
-            cp_async_wait<7>();
-            break;
-        default:
-            cp_async_wait<8>();
-            break;
+// cp_async_wait<n> for a run-time n in [0, N] (larger: N).
+template <int N = 8>
+__device__ __forceinline__ void cp_async_wait_upto(int n) {
+    if constexpr (N == 0) {
+        cp_async_wait<0>();
+    } else if (n >= N) {
+        cp_async_wait<N>();
+    } else {
+        cp_async_wait_upto<N - 1>(n);
     }
 }
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
@@ -516,7 +495,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         f_s[tid] = expf(fminf(cs_last - cs_s[tid], 0.0f)) * d;
         g_s[tid] = __expf(fminf(cs_s[tid & ~31] - cs_s[tid], kFactorRange)) * d;
     }
-    cp_async_wait_upto8(n_slice);  // x and B (their first slice), not C
+    cp_async_wait_upto(n_slice);  // x and B (their first slice), not C
     __syncthreads();
     if (prof) prof[1] = global_ns();
 
@@ -580,7 +559,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         // region in step 3 (a late zero-filled row would land on them).
         for (int j0 = 0; j0 < j_end; j0 += 32) {
             if (j0 > 0) {
-                cp_async_wait_upto8(n_slice - j0 / 32);
+                cp_async_wait_upto(n_slice - j0 / 32);
                 __syncthreads();
             }
 #pragma unroll

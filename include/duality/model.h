@@ -66,6 +66,8 @@ struct DeviceInfo {
     int64_t workspace_bytes = 0;  // bytes of scratch sized by max_tokens
     int compute_capability = 0;   // CUDA: major · 10 + minor (90 for Hopper); 0 on the CPU
     bool decode_stack = false;    // batch-1 decode steps run as one persistent kernel (CUDA)
+    bool z_fork_early = false;    // decode passes run in_proj's z product beside the rest, on a
+                                  // GEMM of its own (CUDA, DUALITY_Z_FORK=early)
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).

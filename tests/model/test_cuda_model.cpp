@@ -505,7 +505,8 @@ TEST(CudaModel, Bf16SplitOutProjMatchesTheWholeProduct) {
 // Gemms then take cuBLASLt's first choice), with the decode gate off and on (the step then waits
 // for z instead of the gated norm), must give bit for bit the logits of the default order at 32
 // sequences (cuBLASLt) and 1 (the batch-1 GEMV). A missing or misplaced join shows as a
-// difference (a step or norm reading z before its product has written it).
+// difference (a step or norm reading z before its product has written it); device_info() shows
+// that the switch took.
 TEST(CudaModel, ZForkEarlyMatchesTheDefaultOrder) {
     REQUIRE_GPU();
     constexpr int kSeqs = 32;
@@ -516,6 +517,9 @@ TEST(CudaModel, ZForkEarlyMatchesTheDefaultOrder) {
     for (const char* decode_gate : {"0", "1"}) {
         auto late = load("late", decode_gate), early = load("early", decode_gate);
         ASSERT_TRUE(late.is_ok() && early.is_ok()) << late.status().message();
+        // The switch took: only `early` runs z's product on a GEMM of its own.
+        ASSERT_TRUE((*early)->device_info().z_fork_early);
+        ASSERT_FALSE((*late)->device_info().z_fork_early);
         const int64_t V = (*late)->config().vocab_size;
         const std::vector<std::vector<int32_t>> tokens = prompts(kSeqs, 4, 2, 89, 23, V);
         for (int n_seq : {kSeqs, 1}) {

@@ -372,6 +372,7 @@ class CudaModel final : public Model {
         info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
         info_.compute_capability = prop.major * 10 + prop.minor;
         info_.decode_stack = use_stack_;
+        info_.z_fork_early = split_in_proj_ && z_fork_early_;
         tune_gemms();
         return Status::ok();
     }

@@ -1,10 +1,8 @@
 // pdl::runs_sm90_code(), pdl::enabled() and pdl::early_reads(): whether this library's Hopper code
 // runs here, whether programmatic dependent launches are safe and wanted, and whether kernels read
 // ahead of their wait (see pdl.cuh).
-#include <cstdlib>
-#include <cstring>
-
 #include "core/cuda/pdl.cuh"
+#include "core/env.h"
 
 namespace duality::cuda::pdl {
 namespace {
@@ -30,18 +28,12 @@ bool runs_sm90_code() {
 }
 
 bool enabled() {
-    static const bool on = [] {
-        const char* v = std::getenv("DUALITY_PDL");
-        return !(v != nullptr && std::strcmp(v, "0") == 0) && runs_sm90_code();
-    }();
+    static const bool on = !env_is("DUALITY_PDL", "0") && runs_sm90_code();
     return on;
 }
 
 bool early_reads() {
-    static const bool on = [] {
-        const char* v = std::getenv("DUALITY_PDL_EARLY");
-        return !(v != nullptr && std::strcmp(v, "0") == 0) && enabled();
-    }();
+    static const bool on = !env_is("DUALITY_PDL_EARLY", "0") && enabled();
     return on;
 }
 

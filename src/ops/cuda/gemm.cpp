@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/env.h"
 #include "ops/cuda/gemm_decode.h"
 #include "ops/cuda/gemm_small_m.h"
 
@@ -131,8 +132,8 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         if (std::strcmp(env, "1") == 0) g.decode_ = DecodeKernel::kOn;
     }
     g.prefetch_bytes_ = prefetch_budget_from_env(kSmallMPrefetchBytes);
-    if (const char* env = std::getenv("DUALITY_GEMV_FLAT"))
-        g.set_small_m_flat(std::strcmp(env, "1") == 0 ? 4 : std::atoi(env));
+    const long long flat = env_int("DUALITY_GEMV_FLAT", 0);  // 1 means groups of 4
+    g.set_small_m_flat(flat == 1 ? 4 : static_cast<int>(flat));
     return g;
 }
 
@@ -185,20 +186,12 @@ Gemm::Key Gemm::key(const void* a, int64_t lda, const void* w, const void* y, in
         const uint64_t slice = static_cast<uint64_t>(k / splits) * dtype_size(act);
         align_a = std::min(align_a, pow2_dividing(slice));
         align_w = std::min(align_w, pow2_dividing(slice));
-        align_y = std::min(align_y, pow2_dividing(static_cast<uint64_t>(m * ldy) *
-                                                  dtype_size(y_dtype)));
+        align_y =
+            std::min(align_y, pow2_dividing(static_cast<uint64_t>(m * ldy) * dtype_size(y_dtype)));
     }
-    return Key{m,
-               n,
-               k,
-               lda,
-               ldy,
-               static_cast<int>(act),
-               static_cast<int>(y_dtype),
-               align_a,
-               align_w,
-               align_y,
-               splits};
+    return Key{
+        m,       n,       k,       lda,   ldy, static_cast<int>(act), static_cast<int>(y_dtype),
+        align_a, align_w, align_y, splits};
 }
 
 int Gemm::algo_count(const void* a, int64_t lda, const void* w, const void* y, int64_t ldy,

@@ -78,10 +78,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 
 #include "core/cuda/check.h"
 #include "core/cuda/sync.cuh"
+#include "core/env.h"
 #include "ops/cuda/activation.cuh"
 #include "ops/cuda/mma.cuh"
 #include "ops/cuda/ops.h"
@@ -907,28 +907,19 @@ int max_smem_per_sm() {
 // tokens and two blocks' shared memory fits in an SM; DUALITY_SSD_FUSED_2PB=0 keeps one block per
 // SM (with more registers) everywhere.
 bool two_per_sm_enabled() {
-    static const bool on = [] {
-        const char* env = std::getenv("DUALITY_SSD_FUSED_2PB");
-        return !(env && std::strcmp(env, "0") == 0);
-    }();
+    static const bool on = !env_is("DUALITY_SSD_FUSED_2PB", "0");
     return on;
 }
 
 // DUALITY_SSD_SLICED_LOADS=1 (opt-in until measured): FusedParams::sliced_loads.
 bool sliced_loads_enabled() {
-    static const bool on = [] {
-        const char* env = std::getenv("DUALITY_SSD_SLICED_LOADS");
-        return env && std::strcmp(env, "1") == 0;
-    }();
+    static const bool on = env_is("DUALITY_SSD_SLICED_LOADS", "1");
     return on;
 }
 
 // DUALITY_SSD_EARLY_S_WAIT=1 (opt-in until measured): FusedParams::early_s_wait.
 bool early_s_wait_enabled() {
-    static const bool on = [] {
-        const char* env = std::getenv("DUALITY_SSD_EARLY_S_WAIT");
-        return env && std::strcmp(env, "1") == 0;
-    }();
+    static const bool on = env_is("DUALITY_SSD_EARLY_S_WAIT", "1");
     return on;
 }
 

@@ -46,12 +46,12 @@
 // the slots of one batch distinct except a scratch slot nobody reads; act and state dtype f32,
 // f16 or bf16; n_seq beyond 65535 is walked by a grid-stride loop.
 #include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
 #include "core/cuda/sync.cuh"
+#include "core/env.h"
 #include "ops/cuda/activation.cuh"
 #include "ops/cuda/dt_softplus.cuh"
 #include "ops/cuda/dtype.cuh"
@@ -313,10 +313,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // Whether the device runs this library's sm_90 code and DUALITY_SSM_DECODE_BULK is not "0".
 bool bulk_enabled() {
-    static const bool on = [] {
-        const char* v = std::getenv("DUALITY_SSM_DECODE_BULK");
-        return !(v != nullptr && std::strcmp(v, "0") == 0) && pdl::runs_sm90_code();
-    }();
+    static const bool on = !env_is("DUALITY_SSM_DECODE_BULK", "0") && pdl::runs_sm90_code();
     return on;
 }
 
@@ -366,9 +363,8 @@ bool vector_aligned(const SsdArgs& a) {
 // 16-row partial sums); 1 otherwise.
 int choose_bulk_parts(int asked, int64_t head_dim, bool gate) {
     static const int from_env = [] {
-        const char* v = std::getenv("DUALITY_SSM_DECODE_BULK_PARTS");
-        const int n = v ? std::atoi(v) : kBulkParts;
-        return n == 1 || n == 2 || n == 4 ? n : kBulkParts;
+        const long long n = env_int("DUALITY_SSM_DECODE_BULK_PARTS", kBulkParts);
+        return n == 1 || n == 2 || n == 4 ? static_cast<int>(n) : kBulkParts;
     }();
     const int parts = asked == 1 || asked == 2 || asked == 4 ? asked : from_env;
     const int64_t rows = head_dim / parts;
@@ -387,8 +383,7 @@ int choose_bulk_parts(int asked, int64_t head_dim, bool gate) {
 // DUALITY_SSM_DECODE_BULK_MIN=N moves the threshold (to measure it).
 int64_t bulk_min_seqs() {
     static const int64_t n = [] {
-        const char* v = std::getenv("DUALITY_SSM_DECODE_BULK_MIN");
-        const long long x = v ? std::atoll(v) : 0;
+        const long long x = env_int("DUALITY_SSM_DECODE_BULK_MIN", 0);
         return x >= 1 ? static_cast<int64_t>(x) : kBulkMinSeqs;
     }();
     return n;

@@ -66,8 +66,10 @@ struct DeviceInfo {
     int64_t workspace_bytes = 0;  // bytes of scratch sized by max_tokens
     int compute_capability = 0;   // CUDA: major · 10 + minor (90 for Hopper); 0 on the CPU
     bool decode_stack = false;    // batch-1 decode steps run as one persistent kernel (CUDA)
-    bool z_fork_early = false;    // decode passes run in_proj's z product beside the rest, on a
-                                  // GEMM of its own (CUDA, DUALITY_Z_FORK=early)
+    // Where decode passes fork in_proj's z product (CUDA, DUALITY_Z_FORK): "early" (beside the
+    // [xBC | dt] product, on a GEMM of its own), "early at batch 1", "late" (after it) or "none"
+    // (one product); empty on the CPU.
+    std::string z_fork;
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).

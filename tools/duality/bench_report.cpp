@@ -90,7 +90,8 @@ std::string render_table(const BenchReport& r) {
                      human_bytes(static_cast<double>(r.memory_total)).c_str());
         s += "\n";
         if (r.decode_stack) s += "decode   batch 1 as one persistent kernel (decode_stack)\n";
-        if (r.z_fork_early) s += "decode   z product beside [xBC | dt] (DUALITY_Z_FORK=early)\n";
+        if (!r.z_fork.empty())
+            s += fmt("decode   z product forked %s (DUALITY_Z_FORK)\n", r.z_fork.c_str());
     }
     if (!r.prefill.empty()) {
         s += fmt("\n%-8s %6s %8s %10s %12s %9s %10s\n", "prefill", "batch", "seq_len", "ms",
@@ -160,7 +161,7 @@ std::string render_json(const BenchReport& r) {
                        {"device_total_bytes", r.memory_total},
                        {"n_slots", r.n_slots}};
         j["decode_stack"] = r.decode_stack;
-        j["z_fork_early"] = r.z_fork_early;
+        j["z_fork"] = r.z_fork;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

@@ -38,7 +38,7 @@ struct BenchReport {
     int n_slots = 0;
     int64_t weight_bytes = 0, state_bytes = 0, workspace_bytes = 0, memory_total = 0;
     bool decode_stack = false;  // batch-1 decode as one persistent kernel
-    bool z_fork_early = false;  // decode runs in_proj's z product beside the rest (DUALITY_Z_FORK)
+    std::string z_fork;         // where decode forks in_proj's z product (DeviceInfo::z_fork)
     std::vector<PrefillResult> prefill;
     std::vector<DecodeResult> decode;
     std::vector<OpBenchRow> ops;

@@ -271,7 +271,7 @@ int run_bench(const Options& o) {
     r.state_bytes = info.state_bytes;
     r.workspace_bytes = info.workspace_bytes;
     r.decode_stack = info.decode_stack;
-    r.z_fork_early = info.z_fork_early;
+    r.z_fork = info.z_fork;
     r.memory_total = info.memory_total;
     set_peaks(o, cuda, &r);
 

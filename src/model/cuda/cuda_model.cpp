@@ -314,11 +314,12 @@ class CudaModel final : public Model {
             split_in_proj_ = std::string_view(env) != "0";
         if (const char* env = std::getenv("DUALITY_Z_FORK")) {
             const std::string_view v(env);
-            if (v == "early" || v == "late")
-                z_fork_early_ = v == "early";
+            if (v == "early" || v == "late" || v == "auto")
+                z_fork_ = v == "early" ? ZFork::kEarly : v == "late" ? ZFork::kLate : ZFork::kAuto;
             else
                 std::fprintf(stderr,
-                             "duality: DUALITY_Z_FORK=\"%s\" is not early or late; using late\n",
+                             "duality: DUALITY_Z_FORK=\"%s\" is not early, late or auto; using "
+                             "auto\n",
                              env);
         }
         if (const char* env = std::getenv("DUALITY_OUT_PROJ_SPLIT")) {
@@ -340,7 +341,7 @@ class CudaModel final : public Model {
 
     Status init(const ModelWeights* weights, uint64_t seed) {
         DUALITY_ASSIGN_OR_RETURN(gemm_, cuda::Gemm::create());
-        if (split_in_proj_ && z_fork_early_) {
+        if (split_in_proj_ && (z_early(1) || z_early(2))) {
             DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create());
         }
         if (weights) {
@@ -372,7 +373,10 @@ class CudaModel final : public Model {
         info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
         info_.compute_capability = prop.major * 10 + prop.minor;
         info_.decode_stack = use_stack_;
-        info_.z_fork_early = split_in_proj_ && z_fork_early_;
+        info_.z_fork = !split_in_proj_ ? "none"
+                       : z_early(2)    ? "early"
+                       : z_early(1)    ? "early at batch 1"
+                                       : "late";
         tune_gemms();
         return Status::ok();
     }
@@ -406,7 +410,7 @@ class CudaModel final : public Model {
         char* y_xbcdt = static_cast<char*>(ws_.zxbcdt) + static_cast<size_t>(E) * el;
         for (int64_t m = 2; m <= max_seqs_; m *= 2) {
             if (split_in_proj_) {  // decode steps run the two parts (prefill: the whole)
-                cuda::Gemm& z_gemm = z_fork_early_ ? gemm_side_ : gemm_;
+                cuda::Gemm& z_gemm = z_early(m) ? gemm_side_ : gemm_;
                 z_gemm.tune(ws_.u, D, in_proj, ws_.zxbcdt, n_in, act_, m, E, D, act_, s);
                 gemm_.tune(ws_.u, D, in_proj_xbcdt, y_xbcdt, n_in, act_, m, n_in - E, D, act_, s);
             }
@@ -896,7 +900,7 @@ class CudaModel final : public Model {
         // launch costing more than the overlap gains). The two streams share gemm_'s workspace and
         // counters: safe only because no other GEMM is enqueued between the fork (after the [xBC |
         // dt] product) and the join (before the gated norm and out_proj, or before the step with
-        // the gate). With z_fork_early_ the fork comes before the [xBC | dt] product and z runs on
+        // the gate). Where z_early(T), the fork comes before the [xBC | dt] product and z runs on
         // gemm_side_.
         const bool split = decode && split_in_proj_ && !weights_.layers.empty() &&
                            !gemm_.uses_decode_kernel(ws_.u, D, weights_.layers.front().in_proj,
@@ -931,7 +935,7 @@ class CudaModel final : public Model {
             cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
                                T, D, layer == 0, act_, s, h_scale(ws_.ssq),
                                layer == 0 ? cuda::HParts{} : out_parts_);
-            if (split && z_fork_early_) {
+            if (split && z_early(T)) {
                 fork_.order(s, side_stream_.get());
                 in_proj_rows(w, 0, E, T, side_stream_.get(), gemm_side_);
                 in_proj_rows(w, E, n_in, T, s);
@@ -1116,12 +1120,23 @@ class CudaModel final : public Model {
     cuda::Event fork_, join_;
     cuda::Event staging_read_;  // after the last pass's description copy (run_pass)
     bool split_in_proj_ = true;
-    // DUALITY_Z_FORK=early (opt-in, not yet measured): decode passes fork the side stream right
+    // Where decode passes fork the side stream (DUALITY_Z_FORK=early|late|auto). Early: right
     // after the norm, so that z's product runs beside the [xBC | dt] one instead of after it, on
     // its own Gemm (gemm_side_: the two products then run at once and cannot share a workspace).
-    // With the decode gate (DUALITY_DECODE_GATE=1), whose step waits for z, this is the order in
-    // which z's product can still overlap something.
-    bool z_fork_early_ = false;
+    // Late: after the [xBC | dt] product. Auto (the default): early for batch-1 passes of models
+    // whose z weights take kZForkEarlyBytes or more, late otherwise. H200, decode ms per step
+    // (docs/architecture.md, "Decode step overlap"): early took the 2.7b at batch 1 from 2.130 to
+    // 1.989 ms and the 1.3b from 1.182 to 1.128, but the 370m from 0.620 to 0.634 (the 130m
+    // 0.299 against 0.300), and every batch of 8 or 64 was slower (2.7b batch 8 3.07 -> 3.33 ms,
+    // batch 64 8.22 -> 8.42 ms: there the two cuBLASLt products contend for the SMs).
+    enum class ZFork { kLate, kEarly, kAuto };
+    static constexpr int64_t kZForkEarlyBytes = int64_t{8} << 20;
+    ZFork z_fork_ = ZFork::kAuto;
+    bool z_early(int64_t rows) const {
+        const int64_t z_bytes = c_.d_inner * c_.d_model * static_cast<int64_t>(dtype_size(act_));
+        return z_fork_ == ZFork::kEarly ||
+               (z_fork_ == ZFork::kAuto && rows == 1 && z_bytes >= kZForkEarlyBytes);
+    }
     // With DUALITY_OUT_PROJ_SPLIT=2..4, decode passes whose out_proj goes to cuBLASLt run it as
     // split-k into out_splits_ f32 parts (Gemm::run_split_k), summed by the add + RMSNorm that
     // follows; 1, the default, keeps the whole product. Opt-in: on an H200 it made 2.7b steps
@@ -1131,7 +1146,7 @@ class CudaModel final : public Model {
     int out_splits_ = 1;
     cuda::HParts out_parts_{};
     cuda::Gemm gemm_;
-    cuda::Gemm gemm_side_;  // z's product with z_fork_early_ (empty otherwise)
+    cuda::Gemm gemm_side_;  // z's product where z_early() (empty where it never is)
     cuda::DeviceWeights weights_;
     DeviceBuffer conv_state_;  // {n_slots + 1, n_layer, d_conv - 1, conv_dim} f32
     DeviceBuffer ssm_state_;   // {n_slots + 1, n_layer, n_head, head_dim, d_state} state_dtype

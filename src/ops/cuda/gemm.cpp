@@ -132,8 +132,7 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         if (std::strcmp(env, "1") == 0) g.decode_ = DecodeKernel::kOn;
     }
     g.prefetch_bytes_ = prefetch_budget_from_env(kSmallMPrefetchBytes);
-    const long long flat = env_int("DUALITY_GEMV_FLAT", 0);  // 1 means groups of 4
-    g.set_small_m_flat(flat == 1 ? 4 : static_cast<int>(flat));
+    g.set_small_m_group(static_cast<int>(env_int("DUALITY_GEMV_GROUP", 0)));
     return g;
 }
 
@@ -146,7 +145,7 @@ Gemm::Gemm(Gemm&& o) noexcept
       small_m_(o.small_m_),
       decode_(o.decode_),
       prefetch_bytes_(o.prefetch_bytes_),
-      small_m_flat_(o.small_m_flat_),
+      small_m_group_(o.small_m_group_),
       algo_index_(o.algo_index_),
       candidates_(o.candidates_),
       log_(o.log_) {
@@ -166,7 +165,7 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         small_m_ = o.small_m_;
         decode_ = o.decode_;
         prefetch_bytes_ = o.prefetch_bytes_;
-        small_m_flat_ = o.small_m_flat_;
+        small_m_group_ = o.small_m_group_;
         algo_index_ = o.algo_index_;
         candidates_ = o.candidates_;
         log_ = o.log_;
@@ -327,7 +326,7 @@ void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, 
                int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
     if (m == 0 || n == 0) return;
     if (small_m_ && gemm_small_m_supports(a, lda, w, y_dtype, m, k, act)) {
-        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, small_m_flat_,
+        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, small_m_group_,
                      stream);
         return;
     }

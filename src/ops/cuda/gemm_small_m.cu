@@ -5,20 +5,21 @@
 // so only m = 1 is routed here (kSmallM).
 //
 // Parallelization: one warp per output column n (a row of w). Each lane loads 16 bytes of that
-// row per iteration (8 bf16/f16 or 4 f32 values) and the matching 16 bytes of each of the m rows
-// of a (small, so they come from L1/L2), accumulates m partial dots in f32, and the warp reduces
-// them with shuffles. Four iterations are unrolled so each lane keeps several loads in flight.
-// Before pdl::wait() each block asks for the start of its 8 contiguous rows of w (its share of an
-// 8 MiB budget per product, kSmallMPrefetchBytes: whole rows first, so for the 2.7b's out_proj
-// about 3 of its 8 rows) with bulk L2 prefetches, so at batch 1 the weights stream in while the
-// norm or the decode step in front of the product is still running; and each lane loads its first
-// four vectors of its row before the wait (early reads, core/cuda/pdl.cuh).
-// Two loops (template parameter kFlat): the default (0) unrolls groups of four unconditional
-// loads and ends with a loop of single vectors; the flat one (opt-in, DUALITY_GEMV_FLAT=4|8, not
-// yet measured) takes groups of kFlat vectors, makes every group's loads unconditional, the last
-// group's included, and converts after issuing them (docs/architecture.md, "The forward pass
-// (CUDA)"). Groups of 8 keep twice the bytes of a row in flight (the 2.7b's out_proj row in 3
-// round trips instead of 5) for about 80 registers a thread.
+// row per step (8 bf16/f16 or 4 f32 values) and the matching 16 bytes of each of the m rows of a
+// (small, so they come from L1/L2), accumulates m partial dots in f32, and the warp reduces them
+// with shuffles. A lane's steps go in groups (kGroup: 4, or 8 for rows of 16 steps or more, see
+// Gemm) whose loads are all unconditional, the last group's included, and converted only after
+// the whole group is issued, so a group's loads are in flight together. Before pdl::wait() each
+// block asks for the start of its 8 contiguous rows of w (its share of an 8 MiB budget per
+// product, kSmallMPrefetchBytes: whole rows first, so for the 2.7b's out_proj about 3 of its 8
+// rows) with bulk L2 prefetches, so at batch 1 the weights stream in while the norm or the decode
+// step in front of the product is still running; and each lane loads its first group of its row
+// before the wait (early reads, core/cuda/pdl.cuh).
+// Measured (H200, whole decode steps at batch 1, DUALITY_GEMV_GROUP): groups of 4 against the
+// loop this replaced (groups of 4 whose tail loads were conditional, then single vectors) took
+// the 2.7b 2.239-2.244 -> 2.134-2.135 ms, the 130m 0.317-0.322 -> 0.303-0.308 ms; groups of 8
+// everywhere were worse for the 2.7b (2.256-2.258 ms, 79 registers against 48) but better for
+// its out_proj alone (op bench 9.46 -> 8.85 us), whose 320 blocks do not fill the SMs.
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
@@ -38,7 +39,7 @@ __device__ __forceinline__ uint4 ldg16(const void* p) {
 }
 
 template <typename T>
-struct Vec;  // 16 bytes of T, converted to f32 (set: from raw bits already loaded)
+struct Vec;  // 16 bytes of T (raw bits already loaded), converted to f32
 template <>
 struct Vec<float> {
     static constexpr int kN = 4;
@@ -47,7 +48,6 @@ struct Vec<float> {
         v[0] = __uint_as_float(q.x), v[1] = __uint_as_float(q.y);
         v[2] = __uint_as_float(q.z), v[3] = __uint_as_float(q.w);
     }
-    __device__ void load(const float* p) { set(ldg16(p)); }
 };
 template <>
 struct Vec<__nv_bfloat16> {
@@ -61,9 +61,6 @@ struct Vec<__nv_bfloat16> {
             v[2 * i] = f.x, v[2 * i + 1] = f.y;
         }
     }
-    __device__ void load(const __nv_bfloat16* p) {
-        set(ldg16(p));
-    }
 };
 template <>
 struct Vec<__half> {
@@ -76,9 +73,6 @@ struct Vec<__half> {
             const float2 f = __half22float2(h[i]);
             v[2 * i] = f.x, v[2 * i + 1] = f.y;
         }
-    }
-    __device__ void load(const __half* p) {
-        set(ldg16(p));
     }
 };
 
@@ -106,7 +100,7 @@ __device__ __half from_f32<__half>(float x) {
 
 constexpr int kWarps = 8;  // per block
 
-template <typename T, typename Y, int M, int kFlat>
+template <typename T, typename Y, int M, int kGroup>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
@@ -120,7 +114,6 @@ __global__ void __launch_bounds__(kWarps * 32)
         prefetch_l2_bulk(w + col0 * k, mine < prefetch_block_bytes ? mine : prefetch_block_bytes);
     }
     constexpr int V = Vec<T>::kN;
-    constexpr int kUnroll = kFlat > 0 ? kFlat : 4;  // vectors per group
     const int lane = threadIdx.x % 32;
     const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
     const T* wr = w + col * k;
@@ -129,103 +122,48 @@ __global__ void __launch_bounds__(kWarps * 32)
     float acc[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[m] = 0.0f;
-    if constexpr (kFlat > 0) {
-        // Groups of kUnroll vectors whose loads are all unconditional, so that the compiler
-        // issues a group's loads together: a vector past the row's end reads the row's (or a's)
-        // first one instead and its product is skipped. (A load under `if`, converted inside
-        // the branch as Vec::load does, waits for its data before the next load is issued: one
-        // round trip per vector, which made 2.7b batch-1 steps 2.26 -> 2.77 ms in 9d59537.)
-        uint4 wq[kUnroll];
-        const auto load_w = [&] {
+    // Groups of kGroup vectors whose loads are all unconditional, so that the compiler issues a
+    // group's loads together: a vector past the row's end reads the row's (or a's) first one
+    // instead and its product is skipped. (A load under `if`, converted inside the branch, waits
+    // for its data before the next load is issued: one round trip per vector, which made 2.7b
+    // batch-1 steps 2.26 -> 2.77 ms in 9d59537.)
+    uint4 wq[kGroup];
+    const auto load_w = [&] {
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
-                const int64_t e = i + u * step;
-                wq[u] = ldg16(wr + (e < k ? e : 0));
-            }
-        };
-        // The first group before waiting for the kernel in front (an early read: weights).
-        if (early && col < n) load_w();
-        pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
-        pdl::allow_next();
-        if (col >= n) return;
-        if (!early) load_w();
-        for (;;) {
-            uint4 aq[kUnroll][M];
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
-                const int64_t e = i + u * step;
-#pragma unroll
-                for (int m = 0; m < M; ++m) aq[u][m] = ldg16(a + m * lda + (e < k ? e : 0));
-            }
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
-                if (i + u * step < k) {
-                    Vec<T> wv;
-                    wv.set(wq[u]);
-#pragma unroll
-                    for (int m = 0; m < M; ++m) {
-                        Vec<T> av;
-                        av.set(aq[u][m]);
-                        dot_add(acc[m], wv, av);
-                    }
-                }
-            }
-            i += kUnroll * step;
-            if (i >= k) break;
-            load_w();
+        for (int u = 0; u < kGroup; ++u) {
+            const int64_t e = i + u * step;
+            wq[u] = ldg16(wr + (e < k ? e : 0));
         }
-    } else {
-        // The lane's first kUnroll vectors of its row: with `early`, before waiting for the kernel
-        // in front (an early read, core/cuda/pdl.cuh: weights), so that after the wait only a's
-        // loads are a round trip (all of them for rows of up to kUnroll · 32 vectors: the 130m's
-        // in_proj).
-        Vec<T> first[kUnroll];
-        const auto load_first = [&] {
+    };
+    // The first group before waiting for the kernel in front (an early read: weights).
+    if (early && col < n && k > 0) load_w();
+    pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
+    if (col >= n) return;
+    if (!early && k > 0) load_w();
+    for (; i < k;) {
+        uint4 aq[kGroup][M];
 #pragma unroll
-            for (int u = 0; u < kUnroll; ++u)
-                if (i + u * step < k) first[u].load(wr + i + u * step);
-        };
-        if (early && col < n) load_first();
-        pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
-        pdl::allow_next();
-        if (col >= n) return;
-        if (!early) load_first();
+        for (int u = 0; u < kGroup; ++u) {
+            const int64_t e = i + u * step;
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
+            for (int m = 0; m < M; ++m) aq[u][m] = ldg16(a + m * lda + (e < k ? e : 0));
+        }
+#pragma unroll
+        for (int u = 0; u < kGroup; ++u) {
             if (i + u * step < k) {
+                Vec<T> wv;
+                wv.set(wq[u]);
 #pragma unroll
                 for (int m = 0; m < M; ++m) {
                     Vec<T> av;
-                    av.load(a + m * lda + i + u * step);
-                    dot_add(acc[m], first[u], av);
+                    av.set(aq[u][m]);
+                    dot_add(acc[m], wv, av);
                 }
             }
         }
-        i += kUnroll * step;
-        for (; i + (kUnroll - 1) * step < k; i += kUnroll * step) {
-            Vec<T> wv[kUnroll];
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) wv[u].load(wr + i + u * step);
-#pragma unroll
-            for (int u = 0; u < kUnroll; ++u) {
-#pragma unroll
-                for (int m = 0; m < M; ++m) {
-                    Vec<T> av;
-                    av.load(a + m * lda + i + u * step);
-                    dot_add(acc[m], wv[u], av);
-                }
-            }
-        }
-        for (; i < k; i += step) {
-            Vec<T> wv;
-            wv.load(wr + i);
-#pragma unroll
-            for (int m = 0; m < M; ++m) {
-                Vec<T> av;
-                av.load(a + m * lda + i);
-                dot_add(acc[m], wv, av);
-            }
-        }
+        i += kGroup * step;
+        if (i < k) load_w();
     }
 #pragma unroll
     for (int m = 0; m < M; ++m) {
@@ -243,7 +181,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T, typename Y>
 void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int64_t m, int64_t n,
-            int64_t k, int64_t prefetch_bytes, int flat, cudaStream_t stream) {
+            int64_t k, int64_t prefetch_bytes, int group, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps)), block(kWarps * 32);
     auto* A = static_cast<const T*>(a);
     auto* W = static_cast<const T*>(w);
@@ -255,31 +193,28 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
     const int64_t per_block = !pdl::enabled()      ? 0
                               : prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)}
                                                    : prefetch_bytes / grid.x / 16 * 16;
-    // The flat loop reads a row's first vector in place of those past its end: none with k = 0.
-    switch (k > 0 ? flat : 0) {
-        case 4:
-            pdl::launch(gemm_small_m_kernel<T, Y, 1, 4>, grid, block, 0, stream, A, lda, W, Yp, ldy,
-                        n, k, per_block, pdl::early_reads());
-            break;
-        case 8:
-            pdl::launch(gemm_small_m_kernel<T, Y, 1, 8>, grid, block, 0, stream, A, lda, W, Yp, ldy,
-                        n, k, per_block, pdl::early_reads());
-            break;
-        default:
-            pdl::launch(gemm_small_m_kernel<T, Y, 1, 0>, grid, block, 0, stream, A, lda, W, Yp, ldy,
-                        n, k, per_block, pdl::early_reads());
+    // Groups of 8 where a lane's row has 16 steps or more (k >= 4096 for bf16/f16: the out_proj of
+    // the 1.3b and larger, whose few blocks leave SMs with too few loads in flight at groups of 4).
+    constexpr int64_t kStep = 32 * (16 / sizeof(T));  // elements a warp loads per step
+    if (group == 0) group = k >= 16 * kStep ? 8 : 4;
+    if (group == 8) {
+        pdl::launch(gemm_small_m_kernel<T, Y, 1, 8>, grid, block, 0, stream, A, lda, W, Yp, ldy, n,
+                    k, per_block, pdl::early_reads());
+    } else {
+        pdl::launch(gemm_small_m_kernel<T, Y, 1, 4>, grid, block, 0, stream, A, lda, W, Yp, ldy, n,
+                    k, per_block, pdl::early_reads());
     }
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>
 void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, int flat,
+                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, int group,
                 cudaStream_t stream) {
     if (y_dtype == DType::kF32) {
-        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, flat, stream);
+        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, group, stream);
     } else {
-        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, flat, stream);
+        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, group, stream);
     }
 }
 
@@ -294,18 +229,18 @@ bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dt
 }
 
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, int flat,
+                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, int group,
                   cudaStream_t stream) {
     switch (act) {
         case DType::kF32:
-            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, flat, stream);
+            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, group, stream);
             return;
         case DType::kBF16:
-            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, flat,
+            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, group,
                                       stream);
             return;
         case DType::kF16:
-            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, flat, stream);
+            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, group, stream);
             return;
         default:
             fail("gemm_small_m: not a float dtype", "act", __FILE__, __LINE__);

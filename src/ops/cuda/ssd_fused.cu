@@ -29,8 +29,6 @@
 //   Head block, one per (chunk c, head h):
 //   1. cp.async x {Q, head_dim}, B {Q, d_state} (one group) and C (a second group) of the chunk
 //      into shared memory (rows past len zero-filled); meanwhile Δ and the cumsum (block scan).
-//      (DUALITY_SSD_SLICED_LOADS=1, opt-in until measured, instantiations of one block per SM
-//      only: x and B in groups of 32 rows, which step 2 takes as they land.)
 //   2. Chunk state: warps split {head_dim, d_state} into 16×64 tiles, mma.sync m16n8k16 over the
 //      chunk's tokens (xᵀ through ldmatrix.trans, scaled in registers), f32 accumulators kept in
 //      registers.
@@ -134,7 +132,6 @@ struct FusedParams {
                                   // and {n_chunk, n_group} (S)
     uint64_t* prof = nullptr;     // nullptr, or {n_chunk · n_head, 8}: ssd::fused_profile
     bool early_s_wait = false;    // wait for the chunk's S during the loads (step 1), not in 3
-    bool sliced_loads = false;    // x and B in 32-row groups (one block per SM only): kSliced
 };
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
@@ -148,17 +145,6 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-}
-// cp_async_wait<n> for a run-time n in [0, N] (larger: N).
-template <int N = 8>
-__device__ __forceinline__ void cp_async_wait_upto(int n) {
-    if constexpr (N == 0) {
-        cp_async_wait<0>();
-    } else if (n >= N) {
-        cp_async_wait<N>();
-    } else {
-        cp_async_wait_upto<N - 1>(n);
-    }
 }
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
@@ -348,7 +334,7 @@ __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epo
 }
 
 // kGate: the SsdGate epilogue (instantiated for head_dim 64, d_state 128 only: ssd_gate_supported).
-template <typename T, int kP, int kN, int kMinBlocks, bool kGate, bool kSliced>
+template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedParams p) {
     using M = Act<T>;
     using L = Smem<T, kP, kN>;
@@ -413,30 +399,23 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int64_t start = p.chunk_start[c];
     const int len = p.chunk_len[c];
 
-    // 1. Async loads: x and B (group 0), C (group 1); rows >= len are zero-filled. With
-    // sliced_loads (opt-in): x and B in n_slice groups of 32 rows, then C, so that the chunk state
-    // (step 2) can start on the first 32 tokens while the rest are still coming in.
-    const int n_slice = kSliced ? qa / 32 : 1;
+    // 1. Async loads: x and B (group 0), C (group 1); rows >= len are zero-filled.
     {
         const T* xg = static_cast<const T*>(p.x) + start * p.x_stride + h * kP;     // {len, kP}
         const T* Bg = static_cast<const T*>(p.B) + start * p.bc_stride + grp * kN;  // {len, kN}
         const T* Cg = static_cast<const T*>(p.C) + start * p.bc_stride + grp * kN;  // {len, kN}
         constexpr int kXV = kP / 8, kNV = kN / 8;  // 16-byte vectors per row
-        const int slice_rows = qa / n_slice;
-        for (int sl = 0; sl < n_slice; ++sl) {
-            const int r0 = sl * slice_rows;
-            for (int v = tid; v < slice_rows * kXV; v += kThreads) {
-                const int r = r0 + v / kXV, cv = (v % kXV) * 8;
-                const bool ok = r < len;
-                cp_async16(Xs + r * kLdX + cv, ok ? xg + r * p.x_stride + cv : xg, ok ? 16 : 0);
-            }
-            for (int v = tid; v < slice_rows * kNV; v += kThreads) {
-                const int r = r0 + v / kNV, cv = (v % kNV) * 8;
-                const bool ok = r < len;
-                cp_async16(Bs + r * kLdC + cv, ok ? Bg + r * p.bc_stride + cv : Bg, ok ? 16 : 0);
-            }
-            cp_async_commit();
+        for (int v = tid; v < qa * kXV; v += kThreads) {
+            const int r = v / kXV, cv = (v % kXV) * 8;
+            const bool ok = r < len;
+            cp_async16(Xs + r * kLdX + cv, ok ? xg + r * p.x_stride + cv : xg, ok ? 16 : 0);
         }
+        for (int v = tid; v < qa * kNV; v += kThreads) {
+            const int r = v / kNV, cv = (v % kNV) * 8;
+            const bool ok = r < len;
+            cp_async16(Bs + r * kLdC + cv, ok ? Bg + r * p.bc_stride + cv : Bg, ok ? 16 : 0);
+        }
+        cp_async_commit();
         for (int v = tid; v < qa * kNV; v += kThreads) {
             const int r = v / kNV, cv = (v % kNV) * 8;
             const bool ok = r < len;
@@ -495,7 +474,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         f_s[tid] = expf(fminf(cs_last - cs_s[tid], 0.0f)) * d;
         g_s[tid] = __expf(fminf(cs_s[tid & ~31] - cs_s[tid], kFactorRange)) * d;
     }
-    cp_async_wait_upto(n_slice);  // x and B (their first slice), not C
+    cp_async_wait<1>();
     __syncthreads();
     if (prof) prof[1] = global_ns();
 
@@ -511,61 +490,45 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     // Two 16-token steps per iteration, their 10 fragment loads issued before any MMA (rows past
     // len are zero up to qa, and f_s is 0 there).
     const int j_end = (len + 31) & ~31;
-    // Item `it` of this warp over the 32 tokens from j0.
-    const auto chunk_state_step = [&](int it, int j0) {
+#pragma unroll
+    for (int it = 0; it < kMaxIt; ++it) {
         const int item = warp + kWarps * it;
-        if (item >= kItems) return;
+        if (item >= kItems) continue;
         const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
-        uint32_t a[2][4], b[2][4][4];
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-            const int jj = j0 + 16 * hh;
-            // A = xᵀ {16 p, 16 j}: x is stored [j][p], so ldmatrix.trans.
-            ldsm_x4_t(a[hh],
-                      Xs + (jj + (lane & 7) + 8 * (lane >> 4)) * kLdX + p0 + 8 * ((lane >> 3) & 1));
-#pragma unroll
-            for (int t2 = 0; t2 < 4; ++t2)  // B {16 j, 16 n}: stored [j][n], ldmatrix.trans
-                ldsm_x4_t(b[hh][t2], Bs + (jj + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC + n0 +
-                                         16 * t2 + 8 * (lane >> 4));
-        }
-#pragma unroll
-        for (int hh = 0; hh < 2; ++hh) {
-            const int jj = j0 + 16 * hh;
-            const float f0 = f_s[jj + 2 * qd], f1 = f_s[jj + 2 * qd + 1];
-            const float f8 = f_s[jj + 8 + 2 * qd], f9 = f_s[jj + 9 + 2 * qd];
-            float2 u;
-            u = M::unpack(a[hh][0]);
-            a[hh][0] = M::pack(u.x * f0, u.y * f1);
-            u = M::unpack(a[hh][1]);
-            a[hh][1] = M::pack(u.x * f0, u.y * f1);
-            u = M::unpack(a[hh][2]);
-            a[hh][2] = M::pack(u.x * f8, u.y * f9);
-            u = M::unpack(a[hh][3]);
-            a[hh][3] = M::pack(u.x * f8, u.y * f9);
-#pragma unroll
-            for (int t2 = 0; t2 < 4; ++t2) {
-                M::mma(st[it][2 * t2], a[hh], b[hh][t2][0], b[hh][t2][1]);
-                M::mma(st[it][2 * t2 + 1], a[hh], b[hh][t2][2], b[hh][t2][3]);
-            }
-        }
-    };
-    if constexpr (!kSliced) {
-#pragma unroll
-        for (int it = 0; it < kMaxIt; ++it)
-            for (int j0 = 0; j0 < j_end; j0 += 32) chunk_state_step(it, j0);
-    } else {
-        // Slice j0 / 32 of x and B is in once its group is: n_slice − j0 / 32 groups may still
-        // be pending (the later slices and C). Then every slice, before the S tiles go into B's
-        // region in step 3 (a late zero-filled row would land on them).
         for (int j0 = 0; j0 < j_end; j0 += 32) {
-            if (j0 > 0) {
-                cp_async_wait_upto(n_slice - j0 / 32);
-                __syncthreads();
+            uint32_t a[2][4], b[2][4][4];
+#pragma unroll
+            for (int hh = 0; hh < 2; ++hh) {
+                const int jj = j0 + 16 * hh;
+                // A = xᵀ {16 p, 16 j}: x is stored [j][p], so ldmatrix.trans.
+                ldsm_x4_t(a[hh], Xs + (jj + (lane & 7) + 8 * (lane >> 4)) * kLdX + p0 +
+                                     8 * ((lane >> 3) & 1));
+#pragma unroll
+                for (int t2 = 0; t2 < 4; ++t2)  // B {16 j, 16 n}: stored [j][n], ldmatrix.trans
+                    ldsm_x4_t(b[hh][t2], Bs + (jj + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC +
+                                             n0 + 16 * t2 + 8 * (lane >> 4));
             }
 #pragma unroll
-            for (int it = 0; it < kMaxIt; ++it) chunk_state_step(it, j0);
+            for (int hh = 0; hh < 2; ++hh) {
+                const int jj = j0 + 16 * hh;
+                const float f0 = f_s[jj + 2 * qd], f1 = f_s[jj + 2 * qd + 1];
+                const float f8 = f_s[jj + 8 + 2 * qd], f9 = f_s[jj + 9 + 2 * qd];
+                float2 u;
+                u = M::unpack(a[hh][0]);
+                a[hh][0] = M::pack(u.x * f0, u.y * f1);
+                u = M::unpack(a[hh][1]);
+                a[hh][1] = M::pack(u.x * f0, u.y * f1);
+                u = M::unpack(a[hh][2]);
+                a[hh][2] = M::pack(u.x * f8, u.y * f9);
+                u = M::unpack(a[hh][3]);
+                a[hh][3] = M::pack(u.x * f8, u.y * f9);
+#pragma unroll
+                for (int t2 = 0; t2 < 4; ++t2) {
+                    M::mma(st[it][2 * t2], a[hh], b[hh][t2][0], b[hh][t2][1]);
+                    M::mma(st[it][2 * t2 + 1], a[hh], b[hh][t2][2], b[hh][t2][3]);
+                }
+            }
         }
-        cp_async_wait<1>();
     }
 
     // 3. State passing: wait for the chunk's S and for chunk c−1 of this head (a sequence's
@@ -911,12 +874,6 @@ bool two_per_sm_enabled() {
     return on;
 }
 
-// DUALITY_SSD_SLICED_LOADS=1 (opt-in until measured): FusedParams::sliced_loads.
-bool sliced_loads_enabled() {
-    static const bool on = env_is("DUALITY_SSD_SLICED_LOADS", "1");
-    return on;
-}
-
 // DUALITY_SSD_EARLY_S_WAIT=1 (opt-in until measured): FusedParams::early_s_wait.
 bool early_s_wait_enabled() {
     static const bool on = env_is("DUALITY_SSD_EARLY_S_WAIT", "1");
@@ -934,10 +891,10 @@ bool shape_ok(int64_t P, int64_t N) {
     return (P == 32 || P == 64 || P == 80 || P == 128) && (N == 64 || N == 128);
 }
 
-template <typename T, int kP, int kN, int kMinBlocks, bool kGate, bool kSliced>
-void launch_instance(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
+template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
+void launch_kernel(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
     static size_t configured = 0;  // per instantiation: the dynamic limit set so far
-    auto* kernel = ssd_fused_kernel<T, kP, kN, kMinBlocks, kGate, kSliced>;
+    auto* kernel = ssd_fused_kernel<T, kP, kN, kMinBlocks, kGate>;
     if (smem > configured) {
         DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
@@ -947,19 +904,6 @@ void launch_instance(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaSt
     const int64_t blocks = (n_chunk + 1) * fp.n_group + n_chunk * fp.n_head;
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
     DUALITY_CUDA_LAUNCH_CHECK();
-}
-
-// The sliced-loads instantiation where asked (fp.sliced_loads) and blocks have an SM each (its
-// second loop order costs the two-per-SM instantiations registers, so they never take it).
-template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
-void launch_kernel(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
-    if constexpr (kMinBlocks == 1) {
-        if (fp.sliced_loads) {
-            launch_instance<T, kP, kN, kMinBlocks, kGate, true>(fp, n_chunk, smem, stream);
-            return;
-        }
-    }
-    launch_instance<T, kP, kN, kMinBlocks, kGate, false>(fp, n_chunk, smem, stream);
 }
 
 // The gate epilogue's instantiation where asked (fp.gate_z; head_dim 64, d_state 128 only).
@@ -981,7 +925,7 @@ bool two_fit(size_t smem) {
     static size_t checked = 0;  // per instantiation: the smem last asked about, and the answer
     static bool fits = false;
     if (smem != checked) {
-        auto* kernel = ssd_fused_kernel<T, kP, kN, 2, false, false>;  // (the gate's: the same)
+        auto* kernel = ssd_fused_kernel<T, kP, kN, 2, false>;  // (the gate's: the same)
         DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
         int blocks = 0;
@@ -1117,7 +1061,6 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
             std::abort();
     }
     fp.early_s_wait = early_s_wait_enabled();
-    fp.sliced_loads = sliced_loads_enabled();
     fp.chunk_start = b.chunk_start;
     fp.chunk_len = b.chunk_len;
     fp.chunk_seq = b.chunk_seq;

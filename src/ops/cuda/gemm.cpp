@@ -132,7 +132,7 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         if (std::strcmp(env, "1") == 0) g.decode_ = DecodeKernel::kOn;
     }
     g.prefetch_bytes_ = prefetch_budget_from_env(kSmallMPrefetchBytes);
-    g.set_small_m_group(static_cast<int>(env_int("DUALITY_GEMV_GROUP", 0)));
+    g.set_small_m_group(static_cast<int>(env_int("DUALITY_GEMV_GROUP", 4)));
     return g;
 }
 

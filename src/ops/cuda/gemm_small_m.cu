@@ -7,19 +7,19 @@
 // Parallelization: one warp per output column n (a row of w). Each lane loads 16 bytes of that
 // row per step (8 bf16/f16 or 4 f32 values) and the matching 16 bytes of each of the m rows of a
 // (small, so they come from L1/L2), accumulates m partial dots in f32, and the warp reduces them
-// with shuffles. A lane's steps go in groups (kGroup: 4, or 8 for rows of 16 steps or more, see
-// Gemm) whose loads are all unconditional, the last group's included, and converted only after
-// the whole group is issued, so a group's loads are in flight together. Before pdl::wait() each
-// block asks for the start of its 8 contiguous rows of w (its share of an 8 MiB budget per
-// product, kSmallMPrefetchBytes: whole rows first, so for the 2.7b's out_proj about 3 of its 8
-// rows) with bulk L2 prefetches, so at batch 1 the weights stream in while the norm or the decode
-// step in front of the product is still running; and each lane loads its first group of its row
-// before the wait (early reads, core/cuda/pdl.cuh).
-// Measured (H200, whole decode steps at batch 1, DUALITY_GEMV_GROUP): groups of 4 against the
-// loop this replaced (groups of 4 whose tail loads were conditional, then single vectors) took
-// the 2.7b 2.239-2.244 -> 2.134-2.135 ms, the 130m 0.317-0.322 -> 0.303-0.308 ms; groups of 8
-// everywhere were worse for the 2.7b (2.256-2.258 ms, 79 registers against 48) but better for
-// its out_proj alone (op bench 9.46 -> 8.85 us), whose 320 blocks do not fill the SMs.
+// with shuffles. A lane's steps go in groups (kGroup: 4, or 8 where asked, see Gemm) whose loads
+// are all unconditional, the last group's included, and converted only after the whole group is
+// issued, so a group's loads are in flight together. Before pdl::wait() each block asks for the
+// start of its 8 contiguous rows of w (its share of an 8 MiB budget per product,
+// kSmallMPrefetchBytes: whole rows first, so for the 2.7b's out_proj about 3 of its 8 rows) with
+// bulk L2 prefetches, so at batch 1 the weights stream in while the norm or the decode step in
+// front of the product is still running; and each lane loads its first group of its row before the
+// wait (early reads, core/cuda/pdl.cuh). Measured (H200, whole decode steps at batch 1,
+// DUALITY_GEMV_GROUP): groups of 4 against the loop this replaced (groups of 4 whose tail loads
+// were conditional, then single vectors) took the 2.7b 2.239-2.244 -> 2.134-2.135 ms, the 130m
+// 0.317-0.322 -> 0.303-0.308 ms; groups of 8 were worse for the 2.7b (2.256-2.273 ms, 79 registers
+// against 48) though better for its out_proj alone (op bench 9.46 -> 8.85 us), and groups of 8 for
+// out_proj only (k >= 4096) made the 2.7b's steps slower too (docs/architecture.md, "Decode GEMM").
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
@@ -136,12 +136,12 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
     };
     // The first group before waiting for the kernel in front (an early read: weights).
-    if (early && col < n && k > 0) load_w();
+    if (early && col < n) load_w();
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     if (col >= n) return;
-    if (!early && k > 0) load_w();
-    for (; i < k;) {
+    if (!early) load_w();
+    for (;;) {
         uint4 aq[kGroup][M];
 #pragma unroll
         for (int u = 0; u < kGroup; ++u) {
@@ -163,7 +163,8 @@ __global__ void __launch_bounds__(kWarps * 32)
             }
         }
         i += kGroup * step;
-        if (i < k) load_w();
+        if (i >= k) break;
+        load_w();
     }
 #pragma unroll
     for (int m = 0; m < M; ++m) {
@@ -188,15 +189,15 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
     auto* Yp = static_cast<Y*>(y);
     if (m != 1) fail("gemm_small_m: m != 1", "m", __FILE__, __LINE__);
     if (n == 0) return;
+    if (k == 0) {  // y = 0 (the kernel reads a row's first vector in place of those past its end)
+        DUALITY_CUDA_CHECK(cudaMemsetAsync(y, 0, static_cast<size_t>(n) * sizeof(Y), stream));
+        return;
+    }
     // The budget spread over the blocks, in whole 16-byte pieces. Nothing without PDL: the
     // kernel in front has finished before this one starts, so there is nothing to overlap.
     const int64_t per_block = !pdl::enabled()      ? 0
                               : prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)}
                                                    : prefetch_bytes / grid.x / 16 * 16;
-    // Groups of 8 where a lane's row has 16 steps or more (k >= 4096 for bf16/f16: the out_proj of
-    // the 1.3b and larger, whose few blocks leave SMs with too few loads in flight at groups of 4).
-    constexpr int64_t kStep = 32 * (16 / sizeof(T));  // elements a warp loads per step
-    if (group == 0) group = k >= 16 * kStep ? 8 : 4;
     if (group == 8) {
         pdl::launch(gemm_small_m_kernel<T, Y, 1, 8>, grid, block, 0, stream, A, lda, W, Yp, ldy, n,
                     k, per_block, pdl::early_reads());

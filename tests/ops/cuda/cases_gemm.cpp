@@ -25,7 +25,7 @@ struct GemmShape {
     bool decode_kernel = false;  // force the decode GEMM on (and fail if it is not taken)
     bool tuned = false;          // Gemm::tune before the product (cuBLASLt only)
     int64_t prefetch = -2;       // the m = 1 kernel's prefetch budget (-1 all; -2 the default)
-    int group = 0;               // the m = 1 kernel's load group (Gemm::set_small_m_group)
+    int group = 0;               // the m = 1 kernel's load group, 8 or the default (0)
 };
 
 void add_case(const GemmShape& s, DType act) {
@@ -105,14 +105,12 @@ DUALITY_OP_CASES(gemm) {
     };
     for (const GemmShape& s : shapes)
         for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
-    // The m = 1 kernel's load groups forced to 4 and to 8 (by default k chooses), on the same
-    // m = 1 shapes (every prefetch budget included).
-    for (int group : {4, 8}) {
-        for (GemmShape s : shapes) {
-            if (s.m != 1 || !s.small_m_kernel) continue;
-            s.group = group;
-            for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
-        }
+    // The m = 1 kernel's load groups of 8 (4 by default), on the same m = 1 shapes (every
+    // prefetch budget included).
+    for (GemmShape s : shapes) {
+        if (s.m != 1 || !s.small_m_kernel) continue;
+        s.group = 8;
+        for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
     }
 
     // The decode GEMM (f16/bf16 only): the model's shapes at decode batch sizes (one, two, four

@@ -90,7 +90,9 @@ std::string render_table(const BenchReport& r) {
                      human_bytes(static_cast<double>(r.memory_total)).c_str());
         s += "\n";
         if (r.decode_stack) s += "decode   batch 1 as one persistent kernel (decode_stack)\n";
-        if (!r.z_fork.empty())
+        if (r.z_fork == "none")
+            s += "decode   in_proj as one product (DUALITY_SPLIT_IN_PROJ=0)\n";
+        else if (!r.z_fork.empty())
             s += fmt("decode   z product forked %s (DUALITY_Z_FORK)\n", r.z_fork.c_str());
     }
     if (!r.prefill.empty()) {

@@ -20,6 +20,7 @@
 
 #include "core/cuda/device_buffer.h"
 #include "core/cuda/stream.h"
+#include "core/env.h"
 #include "core/half.h"
 #include "model/backends.h"
 #include "model/cpu_model.h"
@@ -322,6 +323,7 @@ class CudaModel final : public Model {
                              "auto\n",
                              env);
         }
+        z_fork_min_elems_ = env_int("DUALITY_Z_FORK_MIN_ELEMS", kZForkEarlyElems);
         if (const char* env = std::getenv("DUALITY_OUT_PROJ_SPLIT")) {
             const std::string_view v(env);
             if (v.size() == 1 && v[0] >= '1' && v[0] <= '0' + cuda::kMaxHParts)
@@ -341,9 +343,6 @@ class CudaModel final : public Model {
 
     Status init(const ModelWeights* weights, uint64_t seed) {
         DUALITY_ASSIGN_OR_RETURN(gemm_, cuda::Gemm::create());
-        if (split_in_proj_ && (z_early(1) || z_early(2))) {
-            DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create());
-        }
         if (weights) {
             DUALITY_ASSIGN_OR_RETURN(weights_,
                                      cuda::upload_weights(c_, *weights, act_, stream_.get()));
@@ -359,7 +358,12 @@ class CudaModel final : public Model {
             ssm_state_, DeviceBuffer::allocate(n_alloc_slots * ssm_slot_bytes(), "the SSM states"));
         DUALITY_CUDA_CHECK(cudaMemset(conv_state_.data(), 0, conv_state_.bytes()));
         DUALITY_CUDA_CHECK(cudaMemset(ssm_state_.data(), 0, ssm_state_.bytes()));
-        DUALITY_RETURN_IF_ERROR(layout_workspace());
+        DUALITY_RETURN_IF_ERROR(layout_workspace());  // (decides use_stack_, which z_early reads)
+        if (split_in_proj_ && z_early(2)) {
+            DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create());
+        } else if (split_in_proj_ && z_early(1)) {  // the m = 1 kernel only: no cuBLASLt workspace
+            DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create(size_t{1} << 20));
+        }
         staging_ = cuda::PinnedBuffer(static_cast<size_t>(desc_.total) * 4);
         sample_staging_ =
             cuda::PinnedBuffer(static_cast<size_t>(rows_max_) * (sizeof(cuda::DeviceSampling) + 4));
@@ -1123,19 +1127,21 @@ class CudaModel final : public Model {
     // Where decode passes fork the side stream (DUALITY_Z_FORK=early|late|auto). Early: right
     // after the norm, so that z's product runs beside the [xBC | dt] one instead of after it, on
     // its own Gemm (gemm_side_: the two products then run at once and cannot share a workspace).
-    // Late: after the [xBC | dt] product. Auto (the default): early for batch-1 passes of models
-    // whose z weights take kZForkEarlyBytes or more, late otherwise. H200, decode ms per step
-    // (docs/architecture.md, "Decode step overlap"): early took the 2.7b at batch 1 from 2.130 to
-    // 1.989 ms and the 1.3b from 1.182 to 1.128, but the 370m from 0.620 to 0.634 (the 130m
-    // 0.299 against 0.300), and every batch of 8 or 64 was slower (2.7b batch 8 3.07 -> 3.33 ms,
-    // batch 64 8.22 -> 8.42 ms: there the two cuBLASLt products contend for the SMs).
+    // Late: after the [xBC | dt] product. Auto (the default): early for batch-1 passes (not taken
+    // by the decode stack) of models whose z weights have kZForkEarlyElems or more elements (the
+    // 1.3b and larger; DUALITY_Z_FORK_MIN_ELEMS overrides it, for tests), late otherwise. H200,
+    // decode ms per step (docs/architecture.md, "Decode step overlap"): early took the 2.7b at
+    // batch 1 from 2.130 to 1.989 ms and the 1.3b from 1.182 to 1.128, but the 370m from 0.620 to
+    // 0.634 (the 130m 0.299 against 0.300), and every batch of 8 or 64 was slower (2.7b batch
+    // 8 3.07 -> 3.33 ms, batch 64 8.22 -> 8.42 ms: there the two cuBLASLt products contend for the
+    // SMs).
     enum class ZFork { kLate, kEarly, kAuto };
-    static constexpr int64_t kZForkEarlyBytes = int64_t{8} << 20;
+    static constexpr int64_t kZForkEarlyElems = int64_t{8} << 20;
     ZFork z_fork_ = ZFork::kAuto;
+    int64_t z_fork_min_elems_ = kZForkEarlyElems;
     bool z_early(int64_t rows) const {
-        const int64_t z_bytes = c_.d_inner * c_.d_model * static_cast<int64_t>(dtype_size(act_));
-        return z_fork_ == ZFork::kEarly ||
-               (z_fork_ == ZFork::kAuto && rows == 1 && z_bytes >= kZForkEarlyBytes);
+        return z_fork_ == ZFork::kEarly || (z_fork_ == ZFork::kAuto && rows == 1 && !use_stack_ &&
+                                            c_.d_inner * c_.d_model >= z_fork_min_elems_);
     }
     // With DUALITY_OUT_PROJ_SPLIT=2..4, decode passes whose out_proj goes to cuBLASLt run it as
     // split-k into out_splits_ f32 parts (Gemm::run_split_k), summed by the add + RMSNorm that

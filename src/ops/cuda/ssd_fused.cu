@@ -34,7 +34,8 @@
 //      registers.
 //   3. State passing: wait (thread 0 spins with ld.acquire.gpu on flags == this launch's epoch)
 //      for the chunk's S and for chunk c−1 of this head to have published its outgoing state
-//      (DUALITY_SSD_EARLY_S_WAIT=1, opt-in until measured: warp 1 waits for S during step 1);
+//      (DUALITY_SSD_EARLY_S_WAIT=1, opt-in: warp 1 waits for S during step 1; measured faster
+//      only at chunk 256 with many chunks, docs/ssd-fused-notes.md v11);
 //      copy the S tiles into B's region (dead now) while reading prev (the slot's state for a
 //      sequence's first chunk); publish out = exp(Scs_last)·prev + local to the workspace (16-byte
 //      vectors in fragment order, one round of loads where registers allow) and release a flag
@@ -874,7 +875,7 @@ bool two_per_sm_enabled() {
     return on;
 }
 
-// DUALITY_SSD_EARLY_S_WAIT=1 (opt-in until measured): FusedParams::early_s_wait.
+// DUALITY_SSD_EARLY_S_WAIT=1 (opt-in; docs/ssd-fused-notes.md, v11): FusedParams::early_s_wait.
 bool early_s_wait_enabled() {
     static const bool on = env_is("DUALITY_SSD_EARLY_S_WAIT", "1");
     return on;

@@ -133,11 +133,6 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
     }
     g.prefetch_bytes_ = prefetch_budget_from_env(kSmallMPrefetchBytes);
     g.set_small_m_group(static_cast<int>(env_int("DUALITY_GEMV_GROUP", 4)));
-    g.set_small_m_split(static_cast<int>(env_int("DUALITY_GEMV_SPLIT", 1)));
-    if (g.small_m_loop_.group == 8 && g.small_m_loop_.split > 1)
-        std::fprintf(stderr,
-                     "duality: DUALITY_GEMV_SPLIT applies to load groups of 4 only; with "
-                     "DUALITY_GEMV_GROUP=8 rows are not split\n");
     return g;
 }
 
@@ -150,7 +145,7 @@ Gemm::Gemm(Gemm&& o) noexcept
       small_m_(o.small_m_),
       decode_(o.decode_),
       prefetch_bytes_(o.prefetch_bytes_),
-      small_m_loop_(o.small_m_loop_),
+      small_m_group_(o.small_m_group_),
       algo_index_(o.algo_index_),
       candidates_(o.candidates_),
       log_(o.log_) {
@@ -170,7 +165,7 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         small_m_ = o.small_m_;
         decode_ = o.decode_;
         prefetch_bytes_ = o.prefetch_bytes_;
-        small_m_loop_ = o.small_m_loop_;
+        small_m_group_ = o.small_m_group_;
         algo_index_ = o.algo_index_;
         candidates_ = o.candidates_;
         log_ = o.log_;
@@ -331,7 +326,7 @@ void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, 
                int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
     if (m == 0 || n == 0) return;
     if (small_m_ && gemm_small_m_supports(a, lda, w, y_dtype, m, k, act)) {
-        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, small_m_loop_,
+        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, small_m_group_,
                      stream);
         return;
     }

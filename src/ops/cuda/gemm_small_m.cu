@@ -10,22 +10,16 @@
 // with shuffles. A lane's steps go in groups (kGroup: 4, or 8 where asked, see Gemm) whose loads
 // are all unconditional, the last group's included, and converted only after the whole group is
 // issued, so a group's loads are in flight together. Before pdl::wait() each block asks for the
-// start of its contiguous rows of w (8; 4 or 2 when split; its share of an 8 MiB budget per
-// product, kSmallMPrefetchBytes: whole rows first, so for the 2.7b's out_proj about 3 of its 8
-// rows) with bulk L2 prefetches, so at batch 1 the weights stream in while the norm or the decode
-// step in front of the product is still running; and each lane loads its first group of its row
-// before the wait (early reads, core/cuda/pdl.cuh). Measured (H200, whole decode steps at batch 1,
+// start of its 8 contiguous rows of w (its share of an 8 MiB budget per product,
+// kSmallMPrefetchBytes: whole rows first, so for the 2.7b's out_proj about 3 of its 8 rows) with
+// bulk L2 prefetches, so at batch 1 the weights stream in while the norm or the decode step in
+// front of the product is still running; and each lane loads its first group of its row before the
+// wait (early reads, core/cuda/pdl.cuh). Measured (H200, whole decode steps at batch 1,
 // DUALITY_GEMV_GROUP): groups of 4 against the loop this replaced (groups of 4 whose tail loads
 // were conditional, then single vectors) took the 2.7b 2.239-2.244 -> 2.134-2.135 ms, the 130m
 // 0.317-0.322 -> 0.303-0.308 ms; groups of 8 were worse for the 2.7b (2.256-2.273 ms, 79 registers
 // against 48) though better for its out_proj alone (op bench 9.46 -> 8.85 us), and groups of 8 for
 // out_proj only (k >= 4096) made the 2.7b's steps slower too (docs/architecture.md, "Decode GEMM").
-//
-// Opt-in for measuring (GemvLoop, DUALITY_GEMV_SPLIT=2|4, not yet run on a GPU): 2 or 4 warps per
-// row, each taking every second or fourth step, their dots added through shared memory. Where a
-// product has few rows this gives the SMs more blocks and more loads in flight: the 130m's
-// out_proj (768 rows) runs 96 blocks of 8 rows on 132 SMs, the 2.7b's 320 (2 or 3 per SM: the SMs
-// with 2 idle while the others finish a third), against 192/384 and 640/1280 blocks split in 2/4.
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
@@ -106,32 +100,25 @@ __device__ __half from_f32<__half>(float x) {
 
 constexpr int kWarps = 8;  // per block
 
-// kSplit: warps per row of w (1, 2 or 4); a block takes kWarps / kSplit rows, and the kSplit
-// warps of a row take its steps in turn (warp part p steps p, p + kSplit, ...), their partial
-// dots added through shared memory.
-template <typename T, typename Y, int M, int kGroup, int kSplit>
+template <typename T, typename Y, int M, int kGroup>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
                         int64_t prefetch_block_bytes, bool early) {
-    static_assert(kSplit == 1 || kSplit == 2 || kSplit == 4, "1, 2 or 4 warps per row");
-    constexpr int kRows = kWarps / kSplit;  // rows of w per block
     // This block's rows of w are contiguous and never written by a step's kernels: ask for them
     // before waiting for the kernel in front (core/cuda/prefetch.cuh).
     if (threadIdx.x == 0) {
-        const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kRows;
-        const int64_t rows = n - col0 < kRows ? n - col0 : kRows;
+        const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kWarps;
+        const int64_t rows = n - col0 < kWarps ? n - col0 : kWarps;
         const int64_t mine = rows * k * static_cast<int64_t>(sizeof(T));
         prefetch_l2_bulk(w + col0 * k, mine < prefetch_block_bytes ? mine : prefetch_block_bytes);
     }
     constexpr int V = Vec<T>::kN;
     const int lane = threadIdx.x % 32;
-    const int warp = threadIdx.x / 32;
-    const int part = warp % kSplit;  // this warp's share of the row's steps
-    const int64_t col = static_cast<int64_t>(blockIdx.x) * kRows + warp / kSplit;
+    const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
     const T* wr = w + col * k;
-    const int64_t step = 32 * V * kSplit;
-    int64_t i = static_cast<int64_t>(part * 32 + lane) * V;
+    const int64_t step = 32 * V;
+    int64_t i = static_cast<int64_t>(lane) * V;
     float acc[M];
 #pragma unroll
     for (int m = 0; m < M; ++m) acc[m] = 0.0f;
@@ -152,14 +139,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (early && col < n) load_w();
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
     pdl::allow_next();
-    if constexpr (kSplit == 1) {
-        if (col >= n) return;
-    }
-    // With kSplit > 1 every warp stays for the block barrier of the reduction, and those past n
-    // skip the loop (active is a compile-time true for kSplit = 1).
-    const bool active = kSplit == 1 || col < n;
-    if (!early && active) load_w();
-    for (; active;) {
+    if (col >= n) return;
+    if (!early) load_w();
+    for (;;) {
         uint4 aq[kGroup][M];
 #pragma unroll
         for (int u = 0; u < kGroup; ++u) {
@@ -189,20 +171,6 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int off = 16; off > 0; off /= 2) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
     }
-    if constexpr (kSplit > 1) {
-        __shared__ float partial[kWarps][M];
-        if (lane == 0) {
-#pragma unroll
-            for (int m = 0; m < M; ++m) partial[warp][m] = acc[m];
-        }
-        __syncthreads();
-        if (part != 0 || col >= n) return;
-#pragma unroll
-        for (int q = 1; q < kSplit; ++q) {
-#pragma unroll
-            for (int m = 0; m < M; ++m) acc[m] += partial[warp + q][m];
-        }
-    }
     if (lane < M) {
         float mine = acc[0];
 #pragma unroll
@@ -212,48 +180,42 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
 }
 
-// The kernel for this loop: groups of 4 with 1, 2 or 4 warps per row, or groups of 8 (1 warp).
 template <typename T, typename Y>
 void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int64_t m, int64_t n,
-            int64_t k, int64_t prefetch_bytes, GemvLoop loop, cudaStream_t stream) {
+            int64_t k, int64_t prefetch_bytes, int group, cudaStream_t stream) {
+    const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps)), block(kWarps * 32);
+    auto* A = static_cast<const T*>(a);
+    auto* W = static_cast<const T*>(w);
+    auto* Yp = static_cast<Y*>(y);
     if (m != 1) fail("gemm_small_m: m != 1", "m", __FILE__, __LINE__);
     if (n == 0) return;
     if (k == 0) {  // y = 0 (the kernel reads a row's first vector in place of those past its end)
         DUALITY_CUDA_CHECK(cudaMemsetAsync(y, 0, static_cast<size_t>(n) * sizeof(Y), stream));
         return;
     }
-    auto* kernel = gemm_small_m_kernel<T, Y, 1, 4, 1>;
-    int split = 1;
-    if (loop.group == 8) {
-        kernel = gemm_small_m_kernel<T, Y, 1, 8, 1>;
-    } else if (loop.split == 2) {
-        kernel = gemm_small_m_kernel<T, Y, 1, 4, 2>;
-        split = 2;
-    } else if (loop.split == 4) {
-        kernel = gemm_small_m_kernel<T, Y, 1, 4, 4>;
-        split = 4;
-    }
-    const int64_t rows = kWarps / split;  // per block
-    const dim3 grid(static_cast<unsigned>((n + rows - 1) / rows)), block(kWarps * 32);
     // The budget spread over the blocks, in whole 16-byte pieces. Nothing without PDL: the
     // kernel in front has finished before this one starts, so there is nothing to overlap.
     const int64_t per_block = !pdl::enabled()      ? 0
-                              : prefetch_bytes < 0 ? rows * k * int64_t{sizeof(T)}
+                              : prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)}
                                                    : prefetch_bytes / grid.x / 16 * 16;
-    pdl::launch(kernel, grid, block, 0, stream, static_cast<const T*>(a), lda,
-                static_cast<const T*>(w), static_cast<Y*>(y), ldy, n, k, per_block,
-                pdl::early_reads());
+    if (group == 8) {
+        pdl::launch(gemm_small_m_kernel<T, Y, 1, 8>, grid, block, 0, stream, A, lda, W, Yp, ldy, n,
+                    k, per_block, pdl::early_reads());
+    } else {
+        pdl::launch(gemm_small_m_kernel<T, Y, 1, 4>, grid, block, 0, stream, A, lda, W, Yp, ldy, n,
+                    k, per_block, pdl::early_reads());
+    }
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>
 void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, GemvLoop loop,
+                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, int group,
                 cudaStream_t stream) {
     if (y_dtype == DType::kF32) {
-        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, loop, stream);
+        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, group, stream);
     } else {
-        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, loop, stream);
+        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, group, stream);
     }
 }
 
@@ -268,18 +230,18 @@ bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dt
 }
 
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, GemvLoop loop,
+                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, int group,
                   cudaStream_t stream) {
     switch (act) {
         case DType::kF32:
-            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, loop, stream);
+            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, group, stream);
             return;
         case DType::kBF16:
-            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, loop,
+            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, group,
                                       stream);
             return;
         case DType::kF16:
-            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, loop, stream);
+            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, group, stream);
             return;
         default:
             fail("gemm_small_m: not a float dtype", "act", __FILE__, __LINE__);

@@ -19,22 +19,16 @@ constexpr int64_t kSmallM = 1;  // rows routed to the skinny kernel (see gemm_sm
 // why more costs more was not profiled: presumably L2 evicting prefetched lines before use).
 constexpr int64_t kSmallMPrefetchBytes = int64_t{8} << 20;
 
-// The kernel's loop: group, the steps a lane issues together (8, or 4 for any other value, the
-// default); split, the warps that share a row of w (1, the default, 2 or 4; with groups of 4
-// only). Gemm takes them from DUALITY_GEMV_GROUP and DUALITY_GEMV_SPLIT; see gemm_small_m.cu.
-struct GemvLoop {
-    int group = 4;
-    int split = 1;
-};
-
 // Whether gemm_small_m handles these operands (m, dtypes, alignment, vector width).
 bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
                            int64_t k, DType act);
 
 // y {m, n} (y_dtype: act or f32, rows ldy apart) = a {m, k} · w {n, k}ᵀ, f32 accumulation.
 // prefetch_bytes: of w, asked for before pdl::wait() (spread over the blocks); -1: all of it.
+// group: the steps a lane issues together, 8, or 4 for any other value (the default; see
+// gemm_small_m.cu; Gemm takes it from DUALITY_GEMV_GROUP).
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, GemvLoop loop,
+                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, int group,
                   cudaStream_t stream);
 
 }  // namespace duality::cuda

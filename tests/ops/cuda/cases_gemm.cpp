@@ -8,7 +8,6 @@
 #include <cmath>
 #include <memory>
 #include <stdexcept>
-#include <utility>
 
 #include "core/cuda/stream.h"
 #include "ops/cpu/ops.h"
@@ -27,7 +26,6 @@ struct GemmShape {
     bool tuned = false;          // Gemm::tune before the product (cuBLASLt only)
     int64_t prefetch = -2;       // the m = 1 kernel's prefetch budget (-1 all; -2 the default)
     int group = 0;               // the m = 1 kernel's load group, 8 or the default (0)
-    int split = 0;               // its warps per row, 2, 4 or the default (0)
 };
 
 void add_case(const GemmShape& s, DType act) {
@@ -36,8 +34,7 @@ void add_case(const GemmShape& s, DType act) {
              (s.f32_out ? "_f32out" : "") + (s.small_m_kernel ? "" : "_cublaslt") +
              (s.decode_kernel ? "_decode" : "") + (s.tuned ? "_tuned" : "") +
              (s.prefetch == -2 ? "" : "_prefetch" + std::to_string(s.prefetch)) +
-             (s.group ? "_group" + std::to_string(s.group) : "") +
-             (s.split ? "_split" + std::to_string(s.split) : "") + "/" +
+             (s.group ? "_group" + std::to_string(s.group) : "") + "/" +
              std::string(dtype_name(act));
     c.tol = default_tolerance(act);
     c.run = [s, act] {
@@ -58,7 +55,6 @@ void add_case(const GemmShape& s, DType act) {
         gemm->set_small_m_kernel(s.small_m_kernel);
         if (s.prefetch != -2) gemm->set_prefetch_bytes(s.prefetch);
         gemm->set_small_m_group(s.group);
-        gemm->set_small_m_split(s.split);
         gemm->set_decode_kernel(s.decode_kernel);
         if (s.decode_kernel &&
             !gemm->uses_decode_kernel(da.data(), lda, dw.data(), y_dtype, s.m, s.n, s.k, act))
@@ -109,19 +105,12 @@ DUALITY_OP_CASES(gemm) {
     };
     for (const GemmShape& s : shapes)
         for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
-    // The m = 1 kernel's other loops, on the same m = 1 shapes (every prefetch budget
-    // included): load groups of 8 (4 by default); 2 and 4 warps per row (ragged_n's 1003 rows
-    // leave a last block with rows past n, whose warps still meet the block barrier).
-    for (const GemmShape& base : shapes) {
-        if (base.m != 1 || !base.small_m_kernel) continue;
-        for (const auto& [group, split] : {std::pair{8, 0}, std::pair{0, 2}, std::pair{0, 4}}) {
-            GemmShape s = base;
-            s.group = group;
-            s.split = split;
-            // The 16-bytes-per-block budget, for the split's 2x or 4x the blocks.
-            if (split > 0 && s.prefetch == 16 * 320) s.prefetch *= split;
-            for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
-        }
+    // The m = 1 kernel's load groups of 8 (4 by default), on the same m = 1 shapes (every
+    // prefetch budget included).
+    for (GemmShape s : shapes) {
+        if (s.m != 1 || !s.small_m_kernel) continue;
+        s.group = 8;
+        for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
     }
 
     // The decode GEMM (f16/bf16 only): the model's shapes at decode batch sizes (one, two, four

@@ -11,25 +11,33 @@
 
 namespace duality {
 
+// Temperatures below this sample greedily: argmax is the limit of softmax(logits / T) as T → 0,
+// and 1 / T stays finite (a temperature of 1e-40 made it infinite, and the softmax NaN).
+inline constexpr float kGreedyBelowTemperature = 1e-6f;
+// The smallest repetition penalty: dividing a logit by less could overflow it.
+inline constexpr float kMinRepetitionPenalty = 0.01f;
+
 struct SamplingParams {
-    bool greedy = false;             // argmax (also when temperature == 0)
-    float temperature = 1.0f;        // > 0 divides the logits; 0 means greedy
-    int top_k = 0;                   // keep the k most likely tokens; 0 = off
-    float top_p = 1.0f;              // nucleus: smallest set with probability mass >= top_p
-    float min_p = 0.0f;              // drop tokens with p < min_p * p_max
-    float repetition_penalty = 1.0f; // CTRL-style, over prompt and output tokens
-    float presence_penalty = 0.0f;   // OpenAI-style, over output tokens
-    float frequency_penalty = 0.0f;  // OpenAI-style, over output tokens
+    bool greedy = false;              // argmax (also when temperature < kGreedyBelowTemperature)
+    float temperature = 1.0f;         // divides the logits; 0 (or below 1e-6) means greedy
+    int top_k = 0;                    // keep the k most likely tokens; 0 = off
+    float top_p = 1.0f;               // nucleus: smallest set with probability mass >= top_p
+    float min_p = 0.0f;               // drop tokens with p < min_p * p_max
+    float repetition_penalty = 1.0f;  // CTRL-style, over prompt and output tokens
+    float presence_penalty = 0.0f;    // OpenAI-style, over output tokens
+    float frequency_penalty = 0.0f;   // OpenAI-style, over output tokens
     uint64_t seed = 0;
 
     // Names the first out-of-range field ("top_p must be in (0, 1]", ...).
     Status validate() const;
+    // Whether sampling takes the argmax: greedy, or a temperature below kGreedyBelowTemperature.
+    bool is_greedy() const { return greedy || temperature < kGreedyBelowTemperature; }
 };
 
 // Applies the sampling chain to one row of logits. One Sampler per sequence: its random stream is
 // a pure function of the seed, so the same seed and inputs give the same tokens.
 class Sampler {
-public:
+  public:
     explicit Sampler(const SamplingParams& params);
 
     // `logits` holds exactly the ids that may be sampled (padded vocabulary rows already cut
@@ -39,7 +47,7 @@ public:
 
     const SamplingParams& params() const { return params_; }
 
-private:
+  private:
     double uniform();  // [0, 1), platform-independent
 
     SamplingParams params_;

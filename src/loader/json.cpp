@@ -31,7 +31,9 @@ std::string rewrite_python_literals(const std::string& text) {
             out += c;
             continue;
         }
-        auto starts = [&](std::string_view word) { return text.compare(i, word.size(), word) == 0; };
+        auto starts = [&](std::string_view word) {
+            return text.compare(i, word.size(), word) == 0;
+        };
         if (starts("-Infinity")) {
             out += R"({"__float__":"-Infinity"})";
             i += 8;
@@ -95,6 +97,31 @@ std::optional<double> json_number(const nlohmann::json& v) {
         if (s == "NaN" || s == "nan") return std::numeric_limits<double>::quiet_NaN();
     }
     return std::nullopt;
+}
+
+std::string json_brief(const nlohmann::json& v) {
+    constexpr size_t kMaxChars = 64;
+    // "3 elements", "1 element"
+    const auto count = [](size_t n, const std::string& what) {
+        return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+    };
+    switch (v.type()) {
+        case nlohmann::json::value_t::array:
+            return "an array of " + count(v.size(), "element");
+        case nlohmann::json::value_t::object:
+            return "an object of " + count(v.size(), "member");
+        case nlohmann::json::value_t::string: {
+            const auto& s = v.get_ref<const std::string&>();
+            if (s.size() <= kMaxChars) return v.dump();
+            // Cut at a UTF-8 character boundary, so the dump stays valid.
+            size_t cut = kMaxChars;
+            while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+            return nlohmann::json(s.substr(0, cut)).dump() + "... (" + std::to_string(s.size()) +
+                   " bytes)";
+        }
+        default:
+            return v.dump();
+    }
 }
 
 }  // namespace duality

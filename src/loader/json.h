@@ -22,4 +22,9 @@ Result<nlohmann::json> read_json_file(const std::string& path);
 // or {"__float__": "Infinity" | "-Infinity" | "NaN"}. nullopt when `v` is none of those.
 std::optional<double> json_number(const nlohmann::json& v);
 
+// `v` for an error message, never long and never recursive: a number, boolean or null as JSON,
+// a string as JSON cut to 64 characters, an array or object by its kind and size ("an array of 3
+// elements"). (dump() of a value nested 100,000 deep overflows the stack.)
+std::string json_brief(const nlohmann::json& v);
+
 }  // namespace duality

@@ -9,45 +9,72 @@ namespace {
 
 constexpr size_t kMaxStack = 1u << 20;
 constexpr size_t kMaxObjects = 1u << 24;
+constexpr int64_t kMaxStorageElements = int64_t{1} << 40;  // 8 TiB of f64: no real checkpoint
 
 // Every value lives in the Unpickler's arena and refers to others by pointer, so cycles and deep
 // nesting cost nothing at destruction time.
 struct Value {
-    enum class Kind { kNone, kBool, kInt, kFloat, kString, kBytes, kTuple, kList, kDict,
-                      kGlobal, kStorage, kTensor, kMark };
+    enum class Kind {
+        kNone,
+        kBool,
+        kInt,
+        kFloat,
+        kString,
+        kBytes,
+        kTuple,
+        kList,
+        kDict,
+        kGlobal,
+        kStorage,
+        kTensor,
+        kMark
+    };
     Kind kind = Kind::kNone;
     int64_t i = 0;
     double f = 0;
-    std::string s;                               // string, bytes, or "module.name" for a global
-    std::vector<Value*> items;                   // tuple, list
-    std::vector<std::pair<Value*, Value*>> dict; // dict, in insertion order
-    PickledTensor tensor;                        // storage (key/dtype/numel) or tensor
+    std::string s;                                // string, bytes, or "module.name" for a global
+    std::vector<Value*> items;                    // tuple, list
+    std::vector<std::pair<Value*, Value*>> dict;  // dict, in insertion order
+    PickledTensor tensor;                         // storage (key/dtype/numel) or tensor
 };
 
 const char* kind_name(Value::Kind k) {
     switch (k) {
-        case Value::Kind::kNone: return "None";
-        case Value::Kind::kBool: return "bool";
-        case Value::Kind::kInt: return "int";
-        case Value::Kind::kFloat: return "float";
-        case Value::Kind::kString: return "str";
-        case Value::Kind::kBytes: return "bytes";
-        case Value::Kind::kTuple: return "tuple";
-        case Value::Kind::kList: return "list";
-        case Value::Kind::kDict: return "dict";
-        case Value::Kind::kGlobal: return "global";
-        case Value::Kind::kStorage: return "storage";
-        case Value::Kind::kTensor: return "tensor";
-        case Value::Kind::kMark: return "mark";
+        case Value::Kind::kNone:
+            return "None";
+        case Value::Kind::kBool:
+            return "bool";
+        case Value::Kind::kInt:
+            return "int";
+        case Value::Kind::kFloat:
+            return "float";
+        case Value::Kind::kString:
+            return "str";
+        case Value::Kind::kBytes:
+            return "bytes";
+        case Value::Kind::kTuple:
+            return "tuple";
+        case Value::Kind::kList:
+            return "list";
+        case Value::Kind::kDict:
+            return "dict";
+        case Value::Kind::kGlobal:
+            return "global";
+        case Value::Kind::kStorage:
+            return "storage";
+        case Value::Kind::kTensor:
+            return "tensor";
+        case Value::Kind::kMark:
+            return "mark";
     }
     return "?";
 }
 
 bool storage_dtype(const std::string& global, DType* out) {
     static const std::pair<const char*, DType> kTable[] = {
-        {"torch.FloatStorage", DType::kF32},    {"torch.HalfStorage", DType::kF16},
+        {"torch.FloatStorage", DType::kF32},     {"torch.HalfStorage", DType::kF16},
         {"torch.BFloat16Storage", DType::kBF16}, {"torch.IntStorage", DType::kI32},
-        {"torch.LongStorage", DType::kI64},     {"torch.ByteStorage", DType::kU8},
+        {"torch.LongStorage", DType::kI64},      {"torch.ByteStorage", DType::kU8},
     };
     for (const auto& [name, dtype] : kTable) {
         if (global == name) {
@@ -65,7 +92,7 @@ bool allowed_global(const std::string& g) {
 }
 
 class Unpickler {
-public:
+  public:
     Unpickler(const uint8_t* data, size_t size, std::string source)
         : start_(data), p_(data), end_(data + size), source_(std::move(source)) {}
 
@@ -81,7 +108,7 @@ public:
         }
     }
 
-private:
+  private:
     Status fail_status(const std::string& what) const {
         return corrupt(source_ + ": pickle byte " + std::to_string(offset()) + ": " + what);
     }
@@ -207,6 +234,10 @@ private:
         if (pid->items[2]->kind != Value::Kind::kString) return fail("storage key is not a str");
         int64_t numel;
         if (!as_int(pid->items[4], &numel) || numel < 0) return fail("bad storage size");
+        // Bounded so that no byte count or offset computed from it can overflow (2^62 + 16 f32
+        // elements once wrapped to 64 bytes and matched a 64-byte entry).
+        if (numel > kMaxStorageElements)
+            return fail("a storage of " + std::to_string(numel) + " elements is implausibly large");
         Value* v = make(Value::Kind::kStorage);
         v->tensor.storage_key = pid->items[2]->s;
         v->tensor.dtype = dtype;
@@ -260,11 +291,16 @@ private:
                 uint64_t n = 0;
                 return read_le(&n);
             }
-            case '}': return push(make(K::kDict));
-            case ']': return push(make(K::kList));
-            case ')': return push(make(K::kTuple));
-            case '(': return push(make(K::kMark));
-            case 'N': return push(make(K::kNone));
+            case '}':
+                return push(make(K::kDict));
+            case ']':
+                return push(make(K::kList));
+            case ')':
+                return push(make(K::kTuple));
+            case '(':
+                return push(make(K::kMark));
+            case 'N':
+                return push(make(K::kNone));
             case 0x88:
             case 0x89: {  // NEWTRUE, NEWFALSE
                 Value* v = make(K::kBool);
@@ -317,7 +353,8 @@ private:
             case 0x8d:
             case 'B':
             case 'C':
-            case 0x8e: {  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8, BINBYTES, SHORT_BINBYTES, BINBYTES8
+            case 0x8e: {  // BINUNICODE, SHORT_BINUNICODE, BINUNICODE8, BINBYTES, SHORT_BINBYTES,
+                          // BINBYTES8
                 uint64_t n = 0;
                 if (op == 0x8c || op == 'C') {
                     uint8_t x = 0;
@@ -344,8 +381,9 @@ private:
                 DUALITY_RETURN_IF_ERROR(read_le(&k));
                 return memo_put(k);
             }
-            case 0x94: return memo_put(static_cast<uint32_t>(memo_.size()));  // MEMOIZE
-            case 'h': {  // BINGET
+            case 0x94:
+                return memo_put(static_cast<uint32_t>(memo_.size()));  // MEMOIZE
+            case 'h': {                                                // BINGET
                 uint8_t k = 0;
                 DUALITY_RETURN_IF_ERROR(read_le(&k));
                 return memo_get(k);
@@ -494,7 +532,8 @@ Result<std::vector<PickledTensor>> unpickle_state_dict(const uint8_t* data, size
             if (t.shape[d] != 1 && t.stride[d] != expect)
                 return unsupported(source + ": tensor \"" + t.name +
                                    "\" is not contiguous; re-save it with .contiguous()");
-            if (t.shape[d] > (int64_t{1} << 40) || expect > (int64_t{1} << 50) / std::max<int64_t>(1, t.shape[d]))
+            if (t.shape[d] > (int64_t{1} << 40) ||
+                expect > (int64_t{1} << 50) / std::max<int64_t>(1, t.shape[d]))
                 return corrupt(source + ": tensor \"" + t.name + "\" has an absurd shape");
             expect *= t.shape[d];
         }

@@ -13,17 +13,21 @@ namespace {
 using nlohmann::json;
 
 constexpr int64_t kMaxDim = int64_t{1} << 24;  // bounds every size so products cannot overflow
+// The SSD's chunk length, which no weight's shape checks: its Q × Q score tiles per chunk must
+// fit in memory (a chunk_size of 2^24 passed loading and ran out of memory at the first prefill).
+// Real checkpoints use 256.
+constexpr int64_t kMaxChunkSize = 4096;
 
 // Typed access to one JSON object; every error names the file and the key.
 class Fields {
-public:
+  public:
     Fields(const json& obj, std::string source, std::string prefix = "")
         : obj_(obj), source_(std::move(source)), prefix_(std::move(prefix)) {}
 
     bool has(const char* key) const { return obj_.contains(key) && !obj_[key].is_null(); }
 
     Status get_int(const char* key, int64_t* out, std::optional<int64_t> fallback,
-                   int64_t min_value = 1) const {
+                   int64_t min_value = 1, int64_t max_value = kMaxDim) const {
         if (!has(key)) {
             if (!fallback) return missing(key);
             *out = *fallback;
@@ -32,9 +36,10 @@ public:
         const json& v = obj_[key];
         if (!v.is_number_integer()) return wrong(key, "an integer");
         const int64_t x = v.get<int64_t>();
-        if (x < min_value || x > kMaxDim)
+        if (x < min_value || x > max_value)
             return invalid_argument(where(key) + " = " + std::to_string(x) + " is out of range [" +
-                                    std::to_string(min_value) + ", " + std::to_string(kMaxDim) + "]");
+                                    std::to_string(min_value) + ", " + std::to_string(max_value) +
+                                    "]");
         *out = x;
         return Status::ok();
     }
@@ -76,22 +81,21 @@ public:
         if (!v.is_array() || v.size() != 2) return wrong(key, "a [min, max] pair");
         auto a = json_number(v[0]), b = json_number(v[1]);
         if (!a || !b || std::isnan(*a) || std::isnan(*b) || *a < 0 || *a > *b)
-            return invalid_argument(where(key) + " = " + v.dump() +
-                                    " must be [min, max] with 0 <= min <= max");
+            return invalid_argument(where(key) + " = [" + json_brief(v[0]) + ", " +
+                                    json_brief(v[1]) + "] must be [min, max] with 0 <= min <= max");
         *lo = static_cast<float>(*a);
         *hi = static_cast<float>(*b);
         return Status::ok();
     }
-    std::string where(const char* key) const {
-        return source_ + ": \"" + prefix_ + key + "\"";
-    }
+    std::string where(const char* key) const { return source_ + ": \"" + prefix_ + key + "\""; }
 
-private:
+  private:
     Status missing(const char* key) const {
         return invalid_argument(where(key) + " is required but missing");
     }
     Status wrong(const char* key, const char* expected) const {
-        return invalid_argument(where(key) + " must be " + expected + ", got " + obj_[key].dump());
+        return invalid_argument(where(key) + " must be " + expected + ", got " +
+                                json_brief(obj_[key]));
     }
 
     const json& obj_;
@@ -117,7 +121,7 @@ Status parse_hf(const json& j, const std::string& source, ModelConfig* c) {
     DUALITY_RETURN_IF_ERROR(f.get_int("state_size", &c->d_state, 128));
     DUALITY_RETURN_IF_ERROR(f.get_int("n_groups", &c->n_group, 8));
     DUALITY_RETURN_IF_ERROR(f.get_int("conv_kernel", &c->d_conv, 4));
-    DUALITY_RETURN_IF_ERROR(f.get_int("chunk_size", &c->chunk_size, 256));
+    DUALITY_RETURN_IF_ERROR(f.get_int("chunk_size", &c->chunk_size, 256, 1, kMaxChunkSize));
     DUALITY_RETURN_IF_ERROR(f.get_bool("use_bias", &c->proj_bias, false));
     DUALITY_RETURN_IF_ERROR(f.get_bool("use_conv_bias", &c->conv_bias, true));
     DUALITY_RETURN_IF_ERROR(f.get_bool("residual_in_fp32", &c->residual_in_fp32, true));
@@ -140,9 +144,9 @@ Status parse_hf(const json& j, const std::string& source, ModelConfig* c) {
     int64_t num_heads;
     DUALITY_RETURN_IF_ERROR(f.get_int("num_heads", &num_heads, c->n_head));
     if (num_heads != c->n_head)
-        return invalid_argument(f.where("num_heads") + " = " + std::to_string(num_heads) +
-                                " but expand * hidden_size / head_dim = " +
-                                std::to_string(c->n_head));
+        return invalid_argument(
+            f.where("num_heads") + " = " + std::to_string(num_heads) +
+            " but expand * hidden_size / head_dim = " + std::to_string(c->n_head));
     c->vocab_padded = c->vocab_size;  // HF configs store the padded size
     return Status::ok();
 }
@@ -183,7 +187,7 @@ Status parse_state_spaces(const json& j, const std::string& source, ModelConfig*
     DUALITY_RETURN_IF_ERROR(s.get_int("expand", &expand, 2));
     DUALITY_RETURN_IF_ERROR(s.get_int("headdim", &c->head_dim, 64));
     DUALITY_RETURN_IF_ERROR(s.get_int("ngroups", &c->n_group, 1));
-    DUALITY_RETURN_IF_ERROR(s.get_int("chunk_size", &c->chunk_size, 256));
+    DUALITY_RETURN_IF_ERROR(s.get_int("chunk_size", &c->chunk_size, 256, 1, kMaxChunkSize));
     DUALITY_RETURN_IF_ERROR(s.get_bool("bias", &c->proj_bias, false));
     DUALITY_RETURN_IF_ERROR(s.get_bool("conv_bias", &c->conv_bias, true));
     DUALITY_RETURN_IF_ERROR(s.get_range("dt_limit", &c->dt_min, &c->dt_max));
@@ -199,13 +203,14 @@ Status parse_state_spaces(const json& j, const std::string& source, ModelConfig*
         int64_t d_ssm;
         DUALITY_RETURN_IF_ERROR(s.get_int("d_ssm", &d_ssm, std::nullopt));
         if (d_ssm != c->d_inner)
-            return unsupported(s.where("d_ssm") + " != expand * d_model (gated MLP channels) is "
+            return unsupported(s.where("d_ssm") +
+                               " != expand * d_model (gated MLP channels) is "
                                "not supported");
     }
     if (c->d_inner % c->head_dim != 0)
-        return invalid_argument(source + ": expand * d_model = " + std::to_string(c->d_inner) +
-                                " is not a multiple of ssm_cfg.headdim = " +
-                                std::to_string(c->head_dim));
+        return invalid_argument(
+            source + ": expand * d_model = " + std::to_string(c->d_inner) +
+            " is not a multiple of ssm_cfg.headdim = " + std::to_string(c->head_dim));
     c->n_head = c->d_inner / c->head_dim;
     return Status::ok();
 }

@@ -18,8 +18,9 @@ Status SamplingParams::validate() const {
         return bad("top_p must be in (0, 1], got " + std::to_string(top_p));
     if (!(min_p >= 0.0f && min_p <= 1.0f))
         return bad("min_p must be in [0, 1], got " + std::to_string(min_p));
-    if (!(repetition_penalty > 0.0f) || !std::isfinite(repetition_penalty))
-        return bad("repetition_penalty must be > 0, got " + std::to_string(repetition_penalty));
+    if (!(repetition_penalty >= kMinRepetitionPenalty) || !std::isfinite(repetition_penalty))
+        return bad("repetition_penalty must be >= " + std::to_string(kMinRepetitionPenalty) +
+                   ", got " + std::to_string(repetition_penalty));
     if (!(std::fabs(presence_penalty) <= 2.0f))
         return bad("presence_penalty must be in [-2, 2], got " + std::to_string(presence_penalty));
     if (!(std::fabs(frequency_penalty) <= 2.0f))
@@ -117,7 +118,7 @@ double draw_uniform(uint64_t seed, uint64_t draw) {
 }
 
 int32_t sample_row(std::span<const float> logits, const SamplingParams& p, uint64_t draw) {
-    if (p.greedy || p.temperature == 0.0f) return argmax(logits);
+    if (p.is_greedy()) return argmax(logits);
     std::vector<int32_t> ids;
     std::vector<float> probs;
     filter(logits, p, &ids, &probs);
@@ -134,12 +135,14 @@ int32_t sample_row(std::span<const float> logits, const SamplingParams& p, uint6
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}
 
-double Sampler::uniform() { return static_cast<double>(rng_() >> 11) * 0x1.0p-53; }
+double Sampler::uniform() {
+    return static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+}
 
 int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> prompt,
                         std::span<const int32_t> output) {
     sampling::apply_penalties(logits, prompt, output, params_);
-    if (params_.greedy || params_.temperature == 0.0f) return sampling::argmax(logits);
+    if (params_.is_greedy()) return sampling::argmax(logits);
     sampling::filter(logits, params_, &order_, &probs_);
     const double u = uniform();
     double acc = 0;

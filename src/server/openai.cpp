@@ -4,6 +4,8 @@
 #include <cmath>
 #include <random>
 
+#include "loader/json.h"
+
 namespace duality::server {
 
 using nlohmann::json;
@@ -87,7 +89,7 @@ std::optional<ApiError> read_ids(const json& arr, const std::string& param, cons
     for (size_t i = 0; i < arr.size(); ++i) {
         const json& v = arr[i];
         if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= limits.vocab_size)
-            return bad(param, param + "[" + std::to_string(i) + "] = " + v.dump() +
+            return bad(param, param + "[" + std::to_string(i) + "] = " + json_brief(v) +
                                   " is not a token id in [0, " + std::to_string(limits.vocab_size) +
                                   ")");
         out->push_back(static_cast<int32_t>(v.get<int64_t>()));
@@ -265,12 +267,13 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
     if (auto e = read_number(body, "presence_penalty", -2, 2, false, &s.presence_penalty)) return e;
     if (auto e = read_number(body, "frequency_penalty", -2, 2, false, &s.frequency_penalty))
         return e;
-    if (auto e = read_number(body, "repetition_penalty", 0, 100, true, &s.repetition_penalty))
+    if (auto e = read_number(body, "repetition_penalty", kMinRepetitionPenalty, 100, false,
+                             &s.repetition_penalty))
         return e;
     int64_t top_k = 0;
     if (auto e = read_int(body, "top_k", -1, 1 << 30, &top_k)) return e;
     s.top_k = top_k < 0 ? 0 : static_cast<int>(top_k);
-    s.greedy = s.temperature == 0.0f;
+    s.greedy = s.is_greedy();
     if (auto it = body.find("seed"); it != body.end() && !it->is_null()) {
         if (!it->is_number_integer())
             return bad("seed", "seed must be an integer, got " + type_name(*it));

@@ -122,7 +122,7 @@ void Server::Impl::routes() {
 
     // Errors raised by httplib itself (unknown path, body too large, bad request line) get the
     // same JSON body as ours.
-    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
         if (!res.body.empty()) return;
         std::string message;
         switch (res.status) {
@@ -130,7 +130,18 @@ void Server::Impl::routes() {
                 message = "no such endpoint: " + req.method + " " + req.path;
                 break;
             case 413:
-                message = "the request body is larger than the server's limit";
+                // The system cpp-httplib caps form-encoded bodies (curl -d's default type) at
+                // 8 KB whatever --max-body says, and cannot be rebuilt with another cap.
+                if (req.get_header_value("Content-Type")
+                        .starts_with("application/x-www-form-urlencoded"))
+                    message =
+                        "the request body was sent as application/x-www-form-urlencoded "
+                        "(curl -d's default), which is limited to 8 KB; send it with "
+                        "Content-Type: application/json (limit " +
+                        std::to_string(opt.max_body_bytes / 1024) + " KB)";
+                else
+                    message = "the request body is larger than the server's limit (" +
+                              std::to_string(opt.max_body_bytes / 1024) + " KB)";
                 break;
             default:
                 message = "HTTP error " + std::to_string(res.status);

@@ -36,7 +36,7 @@ std::string json_quote(const std::string& s) {
 }
 
 Result<std::string> type_of(const json& j, const std::string& field, const Where& w) {
-    if (!j.is_object()) return w.corrupt_at(field, "expected an object, got " + j.dump());
+    if (!j.is_object()) return w.corrupt_at(field, "expected an object, got " + json_brief(j));
     auto it = j.find("type");
     if (it == j.end() || !it->is_string()) return w.corrupt_at(field, "missing string \"type\"");
     return it->get<std::string>();
@@ -54,7 +54,7 @@ Result<bool> get_bool(const json& obj, const char* key, bool fallback, const std
 Result<int32_t> get_id(const json& v, const std::string& field, const Where& w) {
     if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= kMaxId)
         return w.corrupt_at(field,
-                            "expected a token id (an integer in [0, 2^26)), got " + v.dump());
+                            "expected a token id (an integer in [0, 2^26)), got " + json_brief(v));
     return static_cast<int32_t>(v.get<int64_t>());
 }
 
@@ -154,7 +154,7 @@ Status parse_merges(const json& model, Impl* t, const Where& w) {
             right = m[1].get<std::string>();
         } else {
             return w.corrupt_at(
-                field, "expected \"left right\" or [\"left\", \"right\"], got " + m.dump());
+                field, "expected \"left right\" or [\"left\", \"right\"], got " + json_brief(m));
         }
         const auto l = t->vocab.find(left), r = t->vocab.find(right),
                    merged = t->vocab.find(left + right);
@@ -177,7 +177,7 @@ Status parse_model(const json& root, Impl* t, const Where& w) {
     const json& model = *it;
     auto type = model.find("type");
     if (type != model.end() && !(type->is_string() && type->get<std::string>() == "BPE"))
-        return w.unsupported_at("model.type", type->dump() + " is not supported (only BPE)");
+        return w.unsupported_at("model.type", json_brief(*type) + " is not supported (only BPE)");
     auto dropout = model.find("dropout");
     if (dropout != model.end() && !dropout->is_null() &&
         !(dropout->is_number() && dropout->get<double>() == 0.0))
@@ -185,7 +185,8 @@ Status parse_model(const json& root, Impl* t, const Where& w) {
     for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
         auto f = model.find(key);
         if (f != model.end() && !f->is_null() && !(f->is_string() && f->get<std::string>().empty()))
-            return w.unsupported_at(std::string("model.") + key, f->dump() + " is not supported");
+            return w.unsupported_at(std::string("model.") + key,
+                                    json_brief(*f) + " is not supported");
     }
     DUALITY_ASSIGN_OR_RETURN(bool byte_fallback,
                              get_bool(model, "byte_fallback", false, "model", w));
@@ -201,7 +202,7 @@ Status parse_model(const json& root, Impl* t, const Where& w) {
         if (!unk->is_string()) return w.corrupt_at("model.unk_token", "expected a string or null");
         auto u = t->vocab.find(unk->get<std::string>());
         if (u == t->vocab.end())
-            return w.corrupt_at("model.unk_token", unk->dump() + " is not in model.vocab");
+            return w.corrupt_at("model.unk_token", json_brief(*unk) + " is not in model.vocab");
         t->unk_id = u->second;
     }
     for (int b = 0; b < 256; ++b) {

@@ -21,18 +21,20 @@ std::vector<int32_t> parse_ids(const std::string& line) {
 }
 
 // First line of the output (the ids); the speed report follows on stderr.
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+std::string first_line(const std::string& s) {
+    return s.substr(0, s.find('\n'));
+}
 
 TEST(CliGenerate, GreedyReproducesTheTrainLogSamples) {
-    const auto log = nlohmann::json::parse(
-        test::read_file(test::bundled_model_dir() / "train_log.json"));
+    const auto log =
+        nlohmann::json::parse(test::read_file(test::bundled_model_dir() / "train_log.json"));
     ASSERT_EQ(log.at("samples").size(), 3u);
     for (const auto& sample : log.at("samples")) {
         const auto expected = sample.at("greedy_ids").get<std::vector<int32_t>>();
         const std::string prompt = sample.at("prompt").get<std::string>();
         // No --model: the bundled model is the default.
-        auto r = test::run_duality("generate --greedy --ids -n " +
-                                   std::to_string(expected.size()) + " --prompt '" + prompt + "'");
+        auto r = test::run_duality("generate --greedy --ids -n " + std::to_string(expected.size()) +
+                                   " --prompt '" + prompt + "'");
         ASSERT_EQ(r.exit_code, 0) << r.out;
         EXPECT_EQ(parse_ids(first_line(r.out)), expected) << prompt;
         EXPECT_NE(r.out.find("tokens/s"), std::string::npos) << r.out;
@@ -40,19 +42,20 @@ TEST(CliGenerate, GreedyReproducesTheTrainLogSamples) {
 }
 
 TEST(CliGenerate, TextOutputStreamsThePromptAndContinuation) {
-    const auto log = nlohmann::json::parse(
-        test::read_file(test::bundled_model_dir() / "train_log.json"));
+    const auto log =
+        nlohmann::json::parse(test::read_file(test::bundled_model_dir() / "train_log.json"));
     const auto& sample = log.at("samples")[1];
-    auto r = test::run_duality("generate --greedy -n 60 --prompt '" +
-                               sample.at("prompt").get<std::string>() + "'",
-                               /*merge_stderr=*/false);
+    auto r = test::run_duality(
+        "generate --greedy -n 60 --prompt '" + sample.at("prompt").get<std::string>() + "'",
+        /*merge_stderr=*/false);
     ASSERT_EQ(r.exit_code, 0) << r.out;
     // train_log's text is prompt + continuation, as we print it (plus a final newline).
     EXPECT_EQ(r.out, sample.at("text").get<std::string>() + "\n");
 }
 
 TEST(CliGenerate, SeedMakesSamplingReproducible) {
-    const std::string base = "generate --ids -n 24 --temperature 1.0 --top-p 0.9 --prompt 'It was' ";
+    const std::string base =
+        "generate --ids -n 24 --temperature 1.0 --top-p 0.9 --prompt 'It was' ";
     auto a = test::run_duality(base + "--seed 7");
     auto b = test::run_duality(base + "--seed 7");
     auto c = test::run_duality(base + "--seed 8");
@@ -63,12 +66,15 @@ TEST(CliGenerate, SeedMakesSamplingReproducible) {
 }
 
 TEST(CliGenerate, StopStringEndsTheOutput) {
-    auto r = test::run_duality("generate --greedy -n 60 --prompt 'Once upon a time' --stop ', I' "
-                               "", /*merge_stderr=*/false);
+    auto r = test::run_duality(
+        "generate --greedy -n 60 --prompt 'Once upon a time' --stop ', I' "
+        "",
+        /*merge_stderr=*/false);
     ASSERT_EQ(r.exit_code, 0) << r.out;
     // The greedy text is "Once upon a time, and I was so glad to see him again, that I could..."
-    EXPECT_EQ(r.out, "Once upon a time, and I was so glad to see him again, that I could not "
-                     "help thinking of him, and thinking it over\n");
+    EXPECT_EQ(r.out,
+              "Once upon a time, and I was so glad to see him again, that I could not "
+              "help thinking of him, and thinking it over\n");
 }
 
 TEST(CliGenerate, BadFlagsAreNamed) {
@@ -85,6 +91,12 @@ TEST(CliGenerate, BadFlagsAreNamed) {
              {"generate --prompt-ids 1,abc", "abc"},
              {"generate --prompt-ids 99999999", "outside the vocabulary"},
              {"generate --prompt hi --model /no/such/dir", "/no/such/dir"},
+             {"generate --prompt hi --ids --stop x", "--stop"},
+             {"generate --prompt hi --repetition-penalty 1e-38", "repetition_penalty"},
+             {"generate --prompt hi --threads -1", "--threads"},
+             {"serve --request-timeout nan", "--request-timeout"},
+             {"serve --request-timeout 1e10", "--request-timeout"},
+             {"serve --shutdown-grace -1", "--shutdown-grace"},
              {"perplexity --file /no/such/file.txt", "/no/such/file.txt"},
              {"inspect /no/such/dir", "/no/such/dir"},
          }) {
@@ -97,8 +109,8 @@ TEST(CliGenerate, BadFlagsAreNamed) {
 TEST(CliInspect, CountsTheBundledModelsParameters) {
     auto r = test::run_duality("inspect");
     ASSERT_EQ(r.exit_code, 0) << r.out;
-    const auto log = nlohmann::json::parse(
-        test::read_file(test::bundled_model_dir() / "train_log.json"));
+    const auto log =
+        nlohmann::json::parse(test::read_file(test::bundled_model_dir() / "train_log.json"));
     // train_log.json records the parameter count of the trained model (tied head counted once).
     EXPECT_NE(r.out.find(std::to_string(log.at("params").get<int64_t>())), std::string::npos)
         << r.out;

@@ -96,6 +96,11 @@ TEST(CliTokenize, ErrorsNameTheFlagOrFile) {
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.out.find("\"x\""), std::string::npos) << r.out;
 
+    // An id the tokenizer does not have is named, not skipped.
+    r = run(model() + " --decode '15496 999999 11'");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.out.find("999999"), std::string::npos) << r.out;
+
     r = run(model() + " 'Hello' --file /etc/hostname");
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.out.find("--file"), std::string::npos) << r.out;

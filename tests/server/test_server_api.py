@@ -1195,7 +1195,7 @@ class TestBadInput(OwnServerCase):
             ("temperature", 2.0001), ("top_p", 0), ("top_p", 1.5), ("top_p", -0.1),
             ("top_k", -2), ("min_p", -0.1), ("min_p", 1.5), ("presence_penalty", 2.5),
             ("presence_penalty", -3), ("frequency_penalty", 2.5), ("repetition_penalty", 0),
-            ("repetition_penalty", -1), ("n", 0), ("n", 17), ("n", 100), ("n", -1),
+            ("repetition_penalty", -1), ("repetition_penalty", 1e-38), ("n", 0), ("n", 17), ("n", 100), ("n", -1),
             ("stop", ""), ("stop", [""]), ("stop", [f"s{i}" for i in range(17)]),
         ]
         for field, value in cases:
@@ -1207,6 +1207,40 @@ class TestBadInput(OwnServerCase):
             err = self.expect(self.CH, {"messages": self.CBASE["messages"],
                                         "max_completion_tokens": 0}, 400, "max_")
             self.assertIn("tokens", str(err["param"]) + err["message"], err)
+
+    def test_deeply_nested_values(self):
+        # A prompt id nested 200,000 deep was echoed back by printing it recursively, which
+        # overflowed the stack and killed the server; now a 400 that describes it briefly
+        # (7,000 deep here, to stay under this server's --max-body of 16 KB).
+        deep = b"[" * 7000 + b"]" * 7000
+        body = b'{"prompt": [1, ' + deep + b'], "max_tokens": 1}'
+        err = self.expect(self.C, body, 400, "prompt")
+        self.assertIn("an array of 1 element", err["message"], err)
+        self.assertLess(len(err["message"]), 300, err)
+        ok = self.srv.post(self.C, {"prompt": [510, 1263], "max_tokens": 1})
+        self.assertEqual(ok.status, 200, f"the server must still answer: {ok!r}")
+
+    def test_form_encoded_body_over_8kb_says_why(self):
+        # curl -d sends application/x-www-form-urlencoded, which cpp-httplib caps at 8 KB
+        # whatever --max-body says: the 413 must tell the client to send JSON.
+        body = json.dumps({"prompt": "word " * 1900, "max_tokens": 1}).encode()
+        self.assertGreater(len(body), 8192)
+        r = self.srv.post(self.C, body,
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+        err = self.assert_error(r, 413, None, "a 9.5 KB form-encoded body")
+        self.assertIn("application/json", err["message"], err)
+
+    def test_tiny_temperature_is_greedy(self):
+        # 1 / 1e-40 is infinite in f32: the softmax went NaN and the draw took unlikely tokens.
+        greedy = self.srv.post(self.C, {"prompt": [510, 1263], "max_tokens": 8, "temperature": 0})
+        self.assertEqual(greedy.status, 200, f"{greedy!r}")
+        for t in (1e-40, 1e-9):
+            with self.subTest(temperature=t):
+                r = self.srv.post(self.C, {"prompt": [510, 1263], "max_tokens": 8,
+                                           "temperature": t, "seed": 1})
+                self.assertEqual(r.status, 200, f"{r!r}")
+                self.assertEqual(r.json()["choices"][0]["text"],
+                                 greedy.json()["choices"][0]["text"])
 
     def test_boundary_values_accepted(self):
         cases = [("temperature", 0), ("temperature", 2), ("top_p", 1), ("top_p", 0.01),

@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
 
 #include "duality/config.h"
 #include "test_util.h"
@@ -43,12 +44,14 @@ TEST(Config, PythonInfinityAndNaNLiterals) {
     // NaN in a field we do not use is accepted; NaN where we need a number is an error.
     auto with_nan = parse_model_config(R"({"hidden_size": 64, "num_hidden_layers": 1,
         "vocab_size": 10, "n_groups": 1, "head_dim": 32, "initializer_range": NaN,
-        "time_step_limit": [0.0, NaN]})", "cfg");
+        "time_step_limit": [0.0, NaN]})",
+                                       "cfg");
     ASSERT_FALSE(with_nan.is_ok());
     EXPECT_NE(with_nan.status().message().find("time_step_limit"), std::string::npos);
     // The literal inside a string is left alone.
     auto in_string = parse_model_config(R"({"hidden_size": 64, "num_hidden_layers": 1,
-        "vocab_size": 10, "n_groups": 1, "head_dim": 32, "note": "NaN Infinity"})", "cfg");
+        "vocab_size": 10, "n_groups": 1, "head_dim": 32, "note": "NaN Infinity"})",
+                                        "cfg");
     EXPECT_TRUE(in_string.is_ok()) << in_string.status().message();
 }
 
@@ -56,7 +59,8 @@ TEST(Config, StateSpacesFormatPadsVocab) {
     auto c = parse_model_config(R"({"d_model": 768, "d_intermediate": 0, "n_layer": 24,
         "vocab_size": 50277, "ssm_cfg": {"layer": "Mamba2"}, "attn_layer_idx": [],
         "attn_cfg": {}, "rms_norm": true, "residual_in_fp32": true, "fused_add_norm": true,
-        "pad_vocab_size_multiple": 16, "tie_embeddings": true})", "config.json");
+        "pad_vocab_size_multiple": 16, "tie_embeddings": true})",
+                                "config.json");
     ASSERT_TRUE(c.is_ok()) << c.status().message();
     EXPECT_EQ(c->format, CheckpointFormat::kStateSpaces);
     EXPECT_EQ(c->vocab_size, 50277);
@@ -95,28 +99,67 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfig{R"({"hidden_size": -64, "num_hidden_layers": 2, "vocab_size": 10})",
                   "hidden_size"},
         BadConfig{R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10, "n_groups": 1,
-                      "head_dim": 48})", "head_dim"},
+                      "head_dim": 48})",
+                  "head_dim"},
         BadConfig{R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10, "n_groups": 3,
-                      "head_dim": 32})", "n_groups"},
+                      "head_dim": 32})",
+                  "n_groups"},
         BadConfig{R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10, "n_groups": 1,
-                      "head_dim": 32, "num_heads": 5})", "num_heads"},
+                      "head_dim": 32, "num_heads": 5})",
+                  "num_heads"},
         BadConfig{R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10,
-                      "model_type": "mamba"})", "model_type"},
+                      "model_type": "mamba"})",
+                  "model_type"},
         BadConfig{R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10,
-                      "hidden_size": 32})", "duplicate key"},
+                      "hidden_size": 32})",
+                  "duplicate key"},
         BadConfig{R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10, "n_groups": 1,
-                      "head_dim": 32, "time_step_limit": [1.0]})", "time_step_limit"},
+                      "head_dim": 32, "time_step_limit": [1.0]})",
+                  "time_step_limit"},
         BadConfig{R"({"d_model": 64, "n_layer": 2, "vocab_size": 10})", "ssm_cfg"},
         BadConfig{R"({"d_model": 64, "n_layer": 2, "vocab_size": 10, "ssm_cfg": {}})",
                   "ssm_cfg.layer"},
         BadConfig{R"({"d_model": 64, "n_layer": 2, "vocab_size": 10,
-                      "ssm_cfg": {"layer": "Mamba2", "headdim": 48}})", "headdim"},
+                      "ssm_cfg": {"layer": "Mamba2", "headdim": 48}})",
+                  "headdim"},
         BadConfig{R"({"d_model": 64, "n_layer": 2, "vocab_size": 10, "d_intermediate": 128,
-                      "ssm_cfg": {"layer": "Mamba2"}})", "d_intermediate"},
+                      "ssm_cfg": {"layer": "Mamba2"}})",
+                  "d_intermediate"},
         BadConfig{R"({"d_model": 64, "n_layer": 2, "vocab_size": 10, "attn_layer_idx": [1],
-                      "ssm_cfg": {"layer": "Mamba2"}})", "attn_layer_idx"},
+                      "ssm_cfg": {"layer": "Mamba2"}})",
+                  "attn_layer_idx"},
         BadConfig{R"({"d_model": 64, "n_layer": 2, "vocab_size": 10,
-                      "ssm_cfg": {"layer": "Mamba2", "ngroups": "two"}})", "ssm_cfg.ngroups"}));
+                      "ssm_cfg": {"layer": "Mamba2", "ngroups": "two"}})",
+                  "ssm_cfg.ngroups"},
+        // chunk_size sizes the SSD's Q × Q tiles and no weight checks it.
+        BadConfig{R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10, "n_groups": 1,
+                      "head_dim": 32, "chunk_size": 16777216})",
+                  "chunk_size"},
+        BadConfig{R"({"d_model": 64, "n_layer": 2, "vocab_size": 10,
+                      "ssm_cfg": {"layer": "Mamba2", "chunk_size": 8192}})",
+                  "ssm_cfg.chunk_size"}));
+
+// A field holding a value nested 200,000 deep: the error describes it briefly (the whole value
+// printed recursively overflowed the stack).
+TEST(Config, DeeplyNestedFieldIsAnErrorNotACrash) {
+    constexpr int kDepth = 200000;
+    const std::string value = std::string(kDepth, '[') + std::string(kDepth, ']');
+    for (const char* key : {"hidden_size", "time_step_limit"}) {
+        std::string text = R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10})";
+        if (std::string(key) == "hidden_size")
+            text = R"({"hidden_size": )" + value + R"(, "num_hidden_layers": 2, "vocab_size": 10})";
+        else
+            text = R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10, "n_groups": 1,
+                       "head_dim": 32, "time_step_limit": [)" +
+                   value + ", 1]}";
+        auto c = parse_model_config(text, "dir/config.json");
+        ASSERT_FALSE(c.is_ok()) << key;
+        const std::string& m = c.status().message();
+        EXPECT_NE(m.find(key), std::string::npos) << m;
+        EXPECT_NE(m.find("an array of 1 element"), std::string::npos) << m;
+        EXPECT_LT(m.size(), 300u) << m;
+    }
+}
 
 TEST(Config, MissingFileNamesThePath) {
     test::TempDir dir;

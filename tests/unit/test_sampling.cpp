@@ -94,6 +94,26 @@ TEST(Sampling, GreedyIsArgmaxAfterPenalties) {
     EXPECT_EQ(s0.sample(l2, {}, {}), 1);
 }
 
+// A temperature so small that 1 / T is infinite (1e-40) made the softmax NaN and the draw pick the
+// least likely token; below kGreedyBelowTemperature sampling is the argmax, its T → 0 limit.
+TEST(Sampling, TinyTemperaturesAreGreedy) {
+    for (float t : {1e-40f, 1e-20f, 5e-7f}) {
+        SamplingParams p;
+        p.temperature = t;
+        p.seed = 7;
+        ASSERT_TRUE(p.validate().is_ok()) << t;
+        EXPECT_TRUE(p.is_greedy()) << t;
+        Sampler s(p);
+        for (int i = 0; i < 20; ++i) {
+            std::vector<float> l = {0.0f, 5.0f, 1.0f, 4.999f};
+            EXPECT_EQ(s.sample(l, {}, {}), 1) << t;
+        }
+    }
+    SamplingParams warm;
+    warm.temperature = 1e-6f;
+    EXPECT_FALSE(warm.is_greedy());
+}
+
 TEST(Sampling, SameSeedSameTokensAndTheDistributionIsRight) {
     SamplingParams p;
     p.seed = 1234;
@@ -130,6 +150,9 @@ TEST(Sampling, ValidateNamesTheField) {
     p = {};
     p.top_k = -3;
     EXPECT_NE(p.validate().message().find("top_k"), std::string::npos);
+    p = {};
+    p.repetition_penalty = 1e-38f;  // dividing a logit by it overflowed
+    EXPECT_NE(p.validate().message().find("repetition_penalty"), std::string::npos);
 }
 
 }  // namespace

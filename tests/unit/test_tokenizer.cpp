@@ -402,6 +402,13 @@ TEST(TokenizerLoad, MalformedFilesNameTheFileAndField) {
     lowercase["normalizer"] = {{"type", "Lowercase"}};
     nlohmann::json template_post = tiny_tokenizer_json();
     template_post["post_processor"] = {{"type", "TemplateProcessing"}};
+    // A normalizer nested 200,000 deep: described briefly, not printed recursively (which
+    // overflowed the stack).
+    nlohmann::json deep = tiny_tokenizer_json();
+    deep["normalizer"] = "DEEP";
+    std::string deep_text = deep.dump();
+    deep_text.replace(deep_text.find("\"DEEP\""), 6,
+                      std::string(200000, '[') + std::string(200000, ']'));
     const std::vector<Case> cases = {
         {"empty.json", "", "empty", StatusCode::kCorrupt},
         {"not_json.json", "this is not JSON", "invalid JSON", StatusCode::kCorrupt},
@@ -416,6 +423,8 @@ TEST(TokenizerLoad, MalformedFilesNameTheFileAndField) {
         {"no_content.json", no_content.dump(), "added_tokens[1]", StatusCode::kCorrupt},
         {"lowercase.json", lowercase.dump(), "normalizer", StatusCode::kUnsupported},
         {"template.json", template_post.dump(), "post_processor", StatusCode::kUnsupported},
+        {"deep.json", deep_text, "normalizer: expected an object, got an array of 1 element",
+         StatusCode::kCorrupt},
     };
     for (const Case& c : cases) {
         const Status s = load_text(dir, c.name, c.text);

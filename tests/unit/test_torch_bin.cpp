@@ -65,9 +65,12 @@ TEST(TorchBin, RefusesAMaliciousPickle) {
     EXPECT_NE(s.message().find("refusing"), std::string::npos) << s.message();
     EXPECT_FALSE(std::filesystem::exists("/tmp/duality-pwned"));
 
-    for (const auto& [module, name] : std::vector<std::pair<std::string, std::string>>{
-             {"builtins", "eval"}, {"builtins", "exec"}, {"subprocess", "Popen"},
-             {"torch", "load"}, {"__builtin__", "getattr"}}) {
+    for (const auto& [module, name] :
+         std::vector<std::pair<std::string, std::string>>{{"builtins", "eval"},
+                                                          {"builtins", "exec"},
+                                                          {"subprocess", "Popen"},
+                                                          {"torch", "load"},
+                                                          {"__builtin__", "getattr"}}) {
         const std::string p = pk::proto2() + pk::global(module, name) + pk::stop();
         auto r = unpickle_state_dict(reinterpret_cast<const uint8_t*>(p.data()), p.size(), "p");
         ASSERT_FALSE(r.is_ok());
@@ -92,7 +95,8 @@ TEST(TorchBin, RejectsBrokenArchivesAndPickles) {
         {archive(pk::proto2() + pk::tuple() + pk::stop()), "MARK"},
         {archive(pk::proto2() + "h\x05" + pk::stop()), "memo"},
         {archive(pk::proto2() + pk::int1(3) + pk::stop()), "not a state dict"},
-        {test::make_zip({{"archive/data.pkl", good}, {"archive/data/0", "short"}}), "holds 5 bytes"},
+        {test::make_zip({{"archive/data.pkl", good}, {"archive/data/0", "short"}}),
+         "holds 5 bytes"},
         {test::make_zip({{"archive/data.pkl", good}}), "missing"},
         {test::make_zip({{"archive/data.pkl", good}, {"archive/byteorder", "big"}}), "big-endian"},
     };
@@ -102,6 +106,28 @@ TEST(TorchBin, RejectsBrokenArchivesAndPickles) {
         ASSERT_FALSE(s.is_ok()) << c.must_mention;
         EXPECT_NE(s.message().find(c.must_mention), std::string::npos) << s.message();
     }
+}
+
+// A storage whose element count times the element size wraps around 2^64 (2^62 + 16 f32 elements
+// make 64 bytes) beside a 64-byte entry: rejected, not read past the entry's end.
+TEST(TorchBin, RejectsAStorageSizeThatOverflows) {
+    const std::string small = pk::tensor("FloatStorage", "0", 16, {16});
+    const std::string cpu_numel = pk::str("cpu") + pk::int1(16);
+    std::string huge_numel = pk::str("cpu") + "\x8a\x08";  // LONG1, 8 bytes little-endian
+    const uint64_t numel = (uint64_t{1} << 62) + 16;
+    for (int i = 0; i < 8; ++i) huge_numel += static_cast<char>((numel >> (8 * i)) & 0xff);
+    std::string t = small;
+    ASSERT_NE(t.find(cpu_numel), std::string::npos);
+    t.replace(t.find(cpu_numel), cpu_numel.size(), huge_numel);
+    const std::string pickle = pk::proto2() + pk::global("collections", "OrderedDict") + ")" +
+                               pk::reduce() + pk::mark() + pk::str("w") + t + pk::setitems() +
+                               pk::stop();
+    const std::string bytes =
+        test::make_zip({{"archive/data.pkl", pickle}, {"archive/data/0", std::string(64, '\0')}});
+    TensorStore store;
+    Status s = load(bytes, store);
+    ASSERT_FALSE(s.is_ok());
+    EXPECT_NE(s.message().find("implausibly large"), std::string::npos) << s.message();
 }
 
 TEST(TorchBin, EveryTruncationIsRejected) {

@@ -1,6 +1,9 @@
-// --device / --dtype / --state-dtype / --threads: where a command runs its model.
+// --device / --dtype / --state-dtype / --threads: where a command runs its model; and the check of
+// flags that take seconds.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "tools/duality/commands.h"
 
@@ -23,7 +26,23 @@ void add_backend_flags(CLI::App* cmd, BackendFlags* f) {
     cmd->add_option("--state-dtype", f->state_dtype, "GPU SSM state type: f32, bf16 or f16")
         ->check(CLI::IsMember({"bf16", "f16", "f32"}))
         ->capture_default_str();
-    cmd->add_option("--threads", f->threads, "CPU threads (default: all)");
+    cmd->add_option("--threads", f->threads, "CPU threads (0, the default: all)")
+        ->check(CLI::Range(0, 1024));
+}
+
+CLI::Validator seconds_in(double max_s, bool allow_zero) {
+    return CLI::Validator(
+        [=](std::string& text) -> std::string {
+            char* end = nullptr;
+            const double v = std::strtod(text.c_str(), &end);
+            const bool ok = !text.empty() && *end == '\0' && std::isfinite(v) &&
+                            (allow_zero ? v >= 0 : v > 0) && v <= max_s;
+            if (ok) return std::string();
+            char range[64];
+            std::snprintf(range, sizeof range, "%s0, %g]", allow_zero ? "[" : "(", max_s);
+            return "expected seconds in " + std::string(range) + ", got " + text;
+        },
+        "SECONDS");
 }
 
 LoadOptions to_load_options(const BackendFlags& f) {

@@ -76,6 +76,12 @@ Action add_generate_command(CLI::App& app) {
             std::fprintf(stderr, "duality generate: give --prompt TEXT or --prompt-ids 1,2,3\n");
             return 2;
         }
+        if (opt->ids && !opt->stop.empty()) {
+            std::fprintf(stderr,
+                         "duality generate: --stop matches text; it cannot be used with "
+                         "--ids (which prints token ids)\n");
+            return 2;
+        }
         if (Status s = opt->sampling.validate(); !s.is_ok()) {
             std::fprintf(stderr, "duality generate: %s\n", s.message().c_str());
             return 2;
@@ -96,14 +102,14 @@ Action add_generate_command(CLI::App& app) {
         }
         SamplingParams sampling = opt->sampling;
         sampling.seed = opt->seed ? *opt->seed : std::random_device{}();
-        if (!opt->seed && !sampling.greedy && sampling.temperature > 0)
+        if (!opt->seed && !sampling.is_greedy())
             std::fprintf(stderr, "[seed %llu]\n", static_cast<unsigned long long>(sampling.seed));
         // Only ids the tokenizer knows may be sampled (HF configs count padded rows as vocab).
         const int64_t V = model->config().vocab_size;
         const int64_t n_valid = std::min<int64_t>(V, tokenizer.vocab_size());
         // The end-of-text id: config.json's eos_token_id, else the tokenizer's <|endoftext|>.
         const int64_t config_eos = model->config().eos_token_id;
-        const int32_t eos = opt->ignore_eos    ? -1
+        const int32_t eos = opt->ignore_eos   ? -1
                             : config_eos >= 0 ? static_cast<int32_t>(config_eos)
                                               : tokenizer.eos_id().value_or(-1);
 
@@ -124,9 +130,10 @@ Action add_generate_command(CLI::App& app) {
         }
         const double prompt_s = seconds_since(t_prompt);
 
-        if (!opt->ids) std::fputs(opt->prompt_ids.empty() ? opt->prompt.c_str()
-                                                          : tokenizer.decode(prompt).c_str(),
-                                  stdout);
+        if (!opt->ids)
+            std::fputs(
+                opt->prompt_ids.empty() ? opt->prompt.c_str() : tokenizer.decode(prompt).c_str(),
+                stdout);
         std::fflush(stdout);
         Sampler sampler(sampling);
         StreamDecoder stream(tokenizer);
@@ -134,9 +141,8 @@ Action add_generate_command(CLI::App& app) {
         std::vector<int32_t> output;
         const auto t_gen = Clock::now();
         for (int i = 0; i < opt->n; ++i) {
-            const int32_t token =
-                sampler.sample(std::span<float>(logits->data(), static_cast<size_t>(n_valid)),
-                               prompt, output);
+            const int32_t token = sampler.sample(
+                std::span<float>(logits->data(), static_cast<size_t>(n_valid)), prompt, output);
             if (token == eos) break;
             output.push_back(token);
             if (opt->ids) {
@@ -158,7 +164,8 @@ Action add_generate_command(CLI::App& app) {
         if (!opt->ids) std::fputs(stops.flush().c_str(), stdout);
         std::fputs("\n", stdout);
         std::fflush(stdout);
-        std::fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tokens/s); generation: %zu "
+        std::fprintf(stderr,
+                     "prompt: %zu tokens in %.3f s (%.1f tokens/s); generation: %zu "
                      "tokens in %.3f s (%.1f tokens/s)\n",
                      prompt.size(), prompt_s, prompt.size() / std::max(prompt_s, 1e-9),
                      output.size(), gen_s, output.size() / std::max(gen_s, 1e-9));

@@ -81,14 +81,14 @@ Action add_serve_command(CLI::App& app) {
                     "CPU, --max-seqs on the GPU)")
         ->check(CLI::Range(0, 65536));
     cmd->add_option("--cache-ttl", opt->cache_ttl_s, "Drop cached states unused for S seconds")
-        ->check(CLI::PositiveNumber)
+        ->check(seconds_in(1e7, false))
         ->capture_default_str();
     cmd->add_option("--checkpoint-every", opt->checkpoint_every,
                     "Also cache the state every K prompt tokens (a multiple of --prefill-chunk)")
         ->check(CLI::NonNegativeNumber);
     cmd->add_option("--request-timeout", opt->request_timeout_s,
                     "Cancel requests running longer than S seconds")
-        ->check(CLI::PositiveNumber)
+        ->check(seconds_in(1e7, false))
         ->capture_default_str();
     cmd->add_option("--max-body", opt->max_body_kb, "Larger request bodies (KB) get HTTP 413")
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
@@ -98,7 +98,7 @@ Action add_serve_command(CLI::App& app) {
         ->capture_default_str();
     cmd->add_option("--shutdown-grace", opt->shutdown_grace_s,
                     "On SIGTERM/SIGINT, let running requests finish for S seconds")
-        ->check(CLI::NonNegativeNumber)
+        ->check(seconds_in(1e7, true))
         ->capture_default_str();
 
     return [opt]() {

@@ -130,11 +130,22 @@ bool parse_ids(std::string_view text, std::vector<int32_t>* ids, std::string* er
     return true;
 }
 
+// The first of `ids` that the tokenizer has no token for ("" when all are known): the library
+// skips those, as Hugging Face does, but a user asking to decode one has made a mistake.
+std::string unknown_id(const Tokenizer& tok, const std::vector<int32_t>& ids) {
+    for (int32_t id : ids)
+        if (tok.id_to_token(id).empty())
+            return "token id " + std::to_string(id) + " is not in the vocabulary (" +
+                   std::to_string(tok.vocab_size()) + " ids)";
+    return "";
+}
+
 int run_decode(const Tokenizer& tok, const TokenizeOptions& o, const std::string& input) {
     std::vector<int32_t> ids;
     std::string error;
     if (!o.lines && !o.jsonl) {
         if (!parse_ids(input, &ids, &error)) return fail(error);
+        if (const std::string e = unknown_id(tok, ids); !e.empty()) return fail(e);
         const std::string text = tok.decode(ids);
         std::fwrite(text.data(), 1, text.size(), stdout);
         return 0;
@@ -145,6 +156,8 @@ int run_decode(const Tokenizer& tok, const TokenizeOptions& o, const std::string
         ++line_no;
         if (!parse_ids(line, &ids, &error))
             return fail("line " + std::to_string(line_no) + ": " + error);
+        if (const std::string e = unknown_id(tok, ids); !e.empty())
+            return fail("line " + std::to_string(line_no) + ": " + e);
         out += nlohmann::json(tok.decode(ids))
                    .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
         out += '\n';

@@ -27,10 +27,15 @@ Action add_bench_command(CLI::App& app);
 Action add_serve_command(CLI::App& app);
 Action add_chat_template_command(CLI::App& app);
 
+// The check of a duration flag: a number of seconds in (0, max_s], or [0, max_s] with
+// allow_zero. (CLI::PositiveNumber lets NaN through, and 1e10 s overflowed the server's clock
+// arithmetic.)
+CLI::Validator seconds_in(double max_s, bool allow_zero);
+
 // Where a command runs its model (--device, --dtype, --state-dtype, --threads).
 struct BackendFlags {
     std::string device;  // empty: $DUALITY_DEVICE, else auto
-    std::string dtype;  // empty: $DUALITY_DTYPE, else bf16
+    std::string dtype;   // empty: $DUALITY_DTYPE, else bf16
     std::string state_dtype = "f32";
     int threads = 0;
 };

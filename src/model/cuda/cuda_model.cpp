@@ -248,7 +248,7 @@ class CudaModel final : public Model {
                 const SamplingParams& q = params[static_cast<size_t>(p.result_row)];
                 cuda::DeviceSampling& d = sp[r++];
                 d = cuda::DeviceSampling{};
-                d.temperature = (q.greedy || q.temperature == 0.0f) ? 0.0f : q.temperature;
+                d.temperature = q.is_greedy() ? 0.0f : q.temperature;
                 d.top_k = q.top_k;
                 d.top_p = q.top_p;
                 d.min_p = q.min_p;

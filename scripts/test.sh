@@ -36,10 +36,11 @@ if [[ "$FUZZ_SECONDS" != 0 ]]; then
   step "fuzz build (clang, libFuzzer)"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DDUALITY_FUZZ=ON -DDUALITY_SANITIZE=ON -DDUALITY_BUILD_TESTS=OFF -DDUALITY_CUDA=OFF >/dev/null
-  ninja -C build-fuzz -j "$JOBS" fuzz_safetensors fuzz_torch_pickle fuzz_config fuzz_chat_template
+  ninja -C build-fuzz -j "$JOBS" fuzz_safetensors fuzz_torch_pickle fuzz_config fuzz_chat_template \
+    fuzz_tokenizer
   corpus=$(mktemp -d)
   trap 'rm -rf "$corpus"' EXIT
-  for target in fuzz_safetensors fuzz_torch_pickle fuzz_config fuzz_chat_template; do
+  for target in fuzz_safetensors fuzz_torch_pickle fuzz_config fuzz_chat_template fuzz_tokenizer; do
     step "fuzz $target for ${FUZZ_SECONDS}s"
     mkdir -p "$corpus/$target"
     case $target in
@@ -51,6 +52,20 @@ if [[ "$FUZZ_SECONDS" != 0 ]]; then
       fuzz_config) seeds=(tests/golden/*/config.json) ;;
       fuzz_chat_template)  # real templates, and the one exercising the whole subset
         seeds=(tests/server/templates/{chatml,llama2,qwen2_5,zephyr,features}.jinja) ;;
+      fuzz_tokenizer)  # the bundled tokenizer cut to its first 300 ids and their merges (2.5 MB
+        # whole is too large to mutate usefully)
+        python3 - models/mamba2-gutenberg-17m/tokenizer.json "$corpus/tokenizer.json" <<'PY'
+import json, sys
+t = json.load(open(sys.argv[1], encoding="utf-8"))
+m = t["model"]
+keep = {k: v for k, v in m["vocab"].items() if v < 300}
+pairs = [x.split(" ", 1) if isinstance(x, str) else x for x in m["merges"]]
+m["merges"] = [f"{a} {b}" for a, b in pairs if a in keep and b in keep and a + b in keep]
+m["vocab"] = keep
+t["added_tokens"] = [a for a in t["added_tokens"] if a["id"] < 300]
+json.dump(t, open(sys.argv[2], "w", encoding="utf-8"), ensure_ascii=False)
+PY
+        seeds=("$corpus/tokenizer.json") ;;
     esac
     for i in "${!seeds[@]}"; do cp "${seeds[$i]}" "$corpus/$target/seed$i"; done
     build-fuzz/tests/fuzz/$target -max_total_time="$FUZZ_SECONDS" -max_len=400000 \

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <new>
 #include <string>
 
 #include "ops/cpu/blas_core.h"
@@ -70,7 +71,19 @@ int main(int argc, char** argv) {
         return app.exit(e);
     }
     for (auto& [sub, action] : actions) {
-        if (sub->parsed()) return action();
+        if (!sub->parsed()) continue;
+        // The last line of defence: a size that passed every check yet does not fit in memory
+        // (perplexity --context 1048576 wants its T x vocab logits at once) ends with a message
+        // and exit 1, not std::terminate.
+        try {
+            return action();
+        } catch (const std::bad_alloc&) {
+            std::fprintf(stderr,
+                         "duality %s: out of memory (a size given on the command line or "
+                         "in the model may be too large for this machine)\n",
+                         sub->get_name().c_str());
+            return 1;
+        }
     }
     return 1;
 }

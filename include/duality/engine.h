@@ -69,9 +69,12 @@ class Sequence {
     // Waits until there are new tokens or the sequence has finished, at most until `until`;
     // appends the new tokens to *out. Returns true once finished and every token was taken.
     bool wait(std::vector<int32_t>* out, SteadyClock::time_point until);
-    // Asks the engine to stop this sequence (client gone, stop string found); idempotent.
-    void cancel();
+    // Asks the engine to stop this sequence; idempotent (the first reason stays). `reason` is
+    // what it finishes with, and what the metrics count: kCancelled (the client is gone) or kStop
+    // (the client found a stop string in the text).
+    void cancel(FinishReason reason = FinishReason::kCancelled);
     bool cancel_requested() const;
+    FinishReason cancel_reason() const;  // kNone until cancel()
 
     FinishReason finish_reason() const;
     std::string error() const;  // for kError
@@ -92,6 +95,7 @@ class Sequence {
     std::string error_;
     int64_t prompt_tokens_ = 0, cached_tokens_ = 0;
     bool cancel_ = false;
+    FinishReason cancel_reason_ = FinishReason::kNone;
 };
 
 // A fixed-bucket histogram (Prometheus style: cumulative counts per upper bound, plus sum).

@@ -61,9 +61,15 @@ bool Sequence::wait(std::vector<int32_t>* out, SteadyClock::time_point until) {
     return reason_ != FinishReason::kNone;
 }
 
-void Sequence::cancel() {
+void Sequence::cancel(FinishReason reason) {
     std::lock_guard lock(mu_);
+    if (!cancel_) cancel_reason_ = reason;
     cancel_ = true;
+}
+
+FinishReason Sequence::cancel_reason() const {
+    std::lock_guard lock(mu_);
+    return cancel_reason_;
 }
 
 bool Sequence::cancel_requested() const {
@@ -366,7 +372,8 @@ void Engine::Impl::release(Live& r, bool cache_state) {
 void Engine::Impl::reap(SteadyClock::time_point now) {
     const bool all = cancel_everything.exchange(false);
     auto verdict = [&](const Live& r) {
-        if (all || r.seq->cancel_requested()) return FinishReason::kCancelled;
+        if (all) return FinishReason::kCancelled;
+        if (r.seq->cancel_requested()) return r.seq->cancel_reason();
         if (now > r.req.deadline) return FinishReason::kTimeout;
         return FinishReason::kNone;
     };

@@ -39,8 +39,10 @@ Status load_sharded(const fs::path& dir, const fs::path& index_path, bool safete
         if (!file.is_string())
             return corrupt(where + ": weight_map entry \"" + name + "\" is not a file name");
         const std::string f = file.get<std::string>();
-        if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
-            return corrupt(where + ": shard name \"" + f + "\" must be a plain file name");
+        if (f.empty() || f.find_first_of(std::string("/\\\0", 3)) != std::string::npos ||
+            f == "." || f == "..")
+            return corrupt(where + ": shard name " + json_brief(file) +
+                           " must be a plain file name");
         shards.insert(f);
     }
     if (shards.empty()) return corrupt(where + ": weight_map is empty");
@@ -52,7 +54,8 @@ Status load_sharded(const fs::path& dir, const fs::path& index_path, bool safete
     for (const auto& [name, file] : index["weight_map"].items()) {
         const RawTensor* t = store.find(name);
         if (!t)
-            return corrupt(where + ": tensor \"" + name + "\" is not in " + file.get<std::string>());
+            return corrupt(where + ": tensor \"" + name + "\" is not in " +
+                           file.get<std::string>());
         if (fs::path(t->file).filename() != file.get<std::string>())
             return corrupt(where + ": tensor \"" + name + "\" is listed in " +
                            file.get<std::string>() + " but stored in " + t->file);

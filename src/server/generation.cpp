@@ -32,9 +32,11 @@ struct Generation::Choice {
     std::string text;          // released text so far
 
     std::string release(std::string piece) {
+        // Exactly one space, from the first non-empty piece (a lone " " piece must not leave
+        // the flag set for the next piece's space).
         if (strip_space && !piece.empty()) {
-            if (text.empty() && piece[0] == ' ') piece.erase(0, 1);
-            if (!piece.empty()) strip_space = false;
+            strip_space = false;
+            if (piece[0] == ' ') piece.erase(0, 1);
         }
         text += piece;
         return piece;
@@ -56,6 +58,21 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(Engine& en
     std::unique_ptr<Generation> g(new Generation(request, tokenizer));
     const auto deadline = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
                                                    std::chrono::duration<double>(timeout_s));
+    // A request whose choices could never all wait in the queue is the request's fault (400), not
+    // a busy server's (503: retrying would not help).
+    const int64_t n_choices = static_cast<int64_t>(request.prompts.size()) * request.n;
+    if (n_choices > engine.options().max_queue) {
+        ApiError e;
+        e.status = 400;
+        e.type = "invalid_request_error";
+        e.param = "n";
+        e.message = "the request asks for " + std::to_string(n_choices) + " choices (" +
+                    std::to_string(request.prompts.size()) +
+                    " prompts x n = " + std::to_string(request.n) +
+                    "), more than the server's queue holds (" +
+                    std::to_string(engine.options().max_queue) + ", --max-queue)";
+        return e;
+    }
     int index = 0;
     for (size_t p = 0; p < request.prompts.size(); ++p) {
         for (int i = 0; i < request.n; ++i, ++index) {
@@ -107,7 +124,7 @@ bool Generation::poll(SteadyClock::time_point until, std::vector<Delta>* out) {
             c->ids.push_back(t);
             d.token_ids.push_back(t);
             d.text += c->release(c->stops.push(c->decoder.push(t)));
-            if (c->stops.stopped()) c->seq->cancel();
+            if (c->stops.stopped()) c->seq->cancel(FinishReason::kStop);
         }
         if (finished) {
             if (!c->stops.stopped()) {

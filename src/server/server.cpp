@@ -45,7 +45,9 @@ struct Server::Impl {
         : engine(e), tokenizer(std::move(t)), tmpl(std::move(c)), eos_id(eos), opt(std::move(o)) {}
 
     void routes();
-    void handle_generate(const httplib::Request& req, httplib::Response& res, bool chat);
+    // body: the request's body, read by generate_route within --max-body.
+    void handle_generate(const std::string& body, httplib::Response& res, bool chat);
+    httplib::Server::HandlerWithContentReader generate_route(bool chat);
     void stream(httplib::Response& res, std::shared_ptr<Generation> gen, const std::string& id,
                 int64_t created, bool include_usage);
 
@@ -75,12 +77,8 @@ void Server::Impl::routes() {
     });
     http.set_write_timeout(30, 0);
 
-    http.Post("/v1/completions", [this](const httplib::Request& req, httplib::Response& res) {
-        handle_generate(req, res, false);
-    });
-    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-        handle_generate(req, res, true);
-    });
+    http.Post("/v1/completions", generate_route(false));
+    http.Post("/v1/chat/completions", generate_route(true));
     http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
         json model = {{"id", opt.limits.model_name},
                       {"object", "model"},
@@ -130,18 +128,8 @@ void Server::Impl::routes() {
                 message = "no such endpoint: " + req.method + " " + req.path;
                 break;
             case 413:
-                // The system cpp-httplib caps form-encoded bodies (curl -d's default type) at
-                // 8 KB whatever --max-body says, and cannot be rebuilt with another cap.
-                if (req.get_header_value("Content-Type")
-                        .starts_with("application/x-www-form-urlencoded"))
-                    message =
-                        "the request body was sent as application/x-www-form-urlencoded "
-                        "(curl -d's default), which is limited to 8 KB; send it with "
-                        "Content-Type: application/json (limit " +
-                        std::to_string(opt.max_body_bytes / 1024) + " KB)";
-                else
-                    message = "the request body is larger than the server's limit (" +
-                              std::to_string(opt.max_body_bytes / 1024) + " KB)";
+                message = "the request body is larger than the server's limit (" +
+                          std::to_string(opt.max_body_bytes / 1024) + " KB, --max-body)";
                 break;
             default:
                 message = "HTTP error " + std::to_string(res.status);
@@ -165,19 +153,46 @@ void Server::Impl::routes() {
     });
 }
 
-void Server::Impl::handle_generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+// The generation endpoints read their bodies themselves, counting bytes as they arrive: the
+// system cpp-httplib checks --max-body only against a Content-Length (a chunked body of 300 MB
+// was read whole before its 413), and caps form-encoded bodies (curl -d's default type) at 8 KB
+// whatever --max-body says, neither of which applies to a handler that reads its own content.
+httplib::Server::HandlerWithContentReader Server::Impl::generate_route(bool chat) {
+    return [this, chat](const httplib::Request&, httplib::Response& res,
+                        const httplib::ContentReader& read) {
+        std::string body;
+        bool too_large = false;
+        const bool ok = read([&](const char* data, size_t n) {
+            if (body.size() + n > static_cast<size_t>(opt.max_body_bytes)) {
+                too_large = true;
+                return false;  // stop reading: the connection is closed after the answer
+            }
+            body.append(data, n);
+            return true;
+        });
+        if (too_large || res.status == 413) {  // 413: httplib's own Content-Length check
+            send_error(res, error_for_status(413,
+                                             "the request body is larger than the "
+                                             "server's limit (" +
+                                                 std::to_string(opt.max_body_bytes / 1024) +
+                                                 " KB, --max-body)"));
+            return;
+        }
+        if (!ok) {
+            send_error(res, error_for_status(400, "the request body could not be read"));
+            return;
+        }
+        handle_generate(body, res, chat);
+    };
+}
+
+void Server::Impl::handle_generate(const std::string& body, httplib::Response& res, bool chat) {
     if (shutting_down) {
         send_error(res, error_for_status(503, "the server is shutting down"));
         return;
     }
-    // httplib enforces the limit on bodies with a Content-Length; a chunked body is checked here.
-    if (static_cast<int64_t>(req.body.size()) > opt.max_body_bytes) {
-        send_error(res,
-                   error_for_status(413, "the request body is larger than the server's limit"));
-        return;
-    }
     ApiRequest request;
-    if (auto e = parse_request(req.body, chat, opt.limits, tokenizer, tmpl, &request)) {
+    if (auto e = parse_request(body, chat, opt.limits, tokenizer, tmpl, &request)) {
         send_error(res, *e);
         return;
     }

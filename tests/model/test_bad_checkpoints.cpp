@@ -23,9 +23,11 @@ void rewrite_safetensors(const fs::path& dir,
     ASSERT_TRUE(parsed.is_ok());
     std::vector<test::StEntry> entries;
     for (const auto& [name, t] : *parsed) {
-        const char* dtype = t.dtype == DType::kF32 ? "F32" : t.dtype == DType::kBF16 ? "BF16" : "F16";
-        entries.push_back({name, dtype, t.shape,
-                           std::string(reinterpret_cast<const char*>(t.data), t.nbytes)});
+        const char* dtype = t.dtype == DType::kF32    ? "F32"
+                            : t.dtype == DType::kBF16 ? "BF16"
+                                                      : "F16";
+        entries.push_back(
+            {name, dtype, t.shape, std::string(reinterpret_cast<const char*>(t.data), t.nbytes)});
     }
     edit(entries);
     test::write_file(dir / "model.safetensors", test::make_safetensors(entries));
@@ -48,60 +50,82 @@ struct BadCase {
 
 std::vector<BadCase> bad_cases() {
     return {
-        {"no_weights", "hf_tiny_f32", [](const fs::path& d) { fs::remove(d / "model.safetensors"); },
+        {"no_weights",
+         "hf_tiny_f32",
+         [](const fs::path& d) { fs::remove(d / "model.safetensors"); },
          {"no weights found"}},
-        {"no_config", "hf_tiny_f32", [](const fs::path& d) { fs::remove(d / "config.json"); },
+        {"no_config",
+         "hf_tiny_f32",
+         [](const fs::path& d) { fs::remove(d / "config.json"); },
          {"config.json"}},
-        {"empty_config", "hf_tiny_f32", [](const fs::path& d) { test::write_file(d / "config.json", ""); },
+        {"empty_config",
+         "hf_tiny_f32",
+         [](const fs::path& d) { test::write_file(d / "config.json", ""); },
          {"config.json", "invalid JSON"}},
-        {"empty_weights", "hf_tiny_f32",
+        {"empty_weights",
+         "hf_tiny_f32",
          [](const fs::path& d) { test::write_file(d / "model.safetensors", ""); },
          {"model.safetensors", "too short"}},
-        {"truncated_weights", "hf_tiny_f32",
+        {"truncated_weights",
+         "hf_tiny_f32",
          [](const fs::path& d) {
              const std::string s = test::read_file(d / "model.safetensors");
              test::write_file(d / "model.safetensors", s.substr(0, s.size() / 2));
          },
          {"model.safetensors"}},
-        {"garbage_weights", "hf_tiny_f32",
-         [](const fs::path& d) { test::write_file(d / "model.safetensors", std::string(4096, 'z')); },
+        {"garbage_weights",
+         "hf_tiny_f32",
+         [](const fs::path& d) {
+             test::write_file(d / "model.safetensors", std::string(4096, 'z'));
+         },
          {"model.safetensors", "header length"}},
-        {"config_wider_than_weights", "hf_tiny_f32",
+        {"config_wider_than_weights",
+         "hf_tiny_f32",
          [](const fs::path& d) {
              replace_in_file(d / "config.json", "\"state_size\": 16", "\"state_size\": 32");
          },
          {"backbone.layers.0.mixer.in_proj.weight", "shape"}},
-        {"config_more_layers", "hf_tiny_f32",
+        {"config_more_layers",
+         "hf_tiny_f32",
          [](const fs::path& d) {
-             replace_in_file(d / "config.json", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3");
+             replace_in_file(d / "config.json", "\"num_hidden_layers\": 2",
+                             "\"num_hidden_layers\": 3");
          },
          {"missing tensor", "backbone.layers.2."}},
-        {"config_fewer_layers", "hf_tiny_f32",
+        {"config_fewer_layers",
+         "hf_tiny_f32",
          [](const fs::path& d) {
-             replace_in_file(d / "config.json", "\"num_hidden_layers\": 2", "\"num_hidden_layers\": 1");
+             replace_in_file(d / "config.json", "\"num_hidden_layers\": 2",
+                             "\"num_hidden_layers\": 1");
          },
          {"unexpected tensor", "backbone.layers.1."}},
-        {"config_untied_without_head", "hf_tiny_f32",
+        {"config_untied_without_head",
+         "hf_tiny_f32",
          [](const fs::path& d) {
              replace_in_file(d / "config.json", "\"tie_word_embeddings\": true",
                              "\"tie_word_embeddings\": false");
          },
          {"lm_head.weight"}},
-        {"missing_tensor", "hf_tiny_f32",
+        {"missing_tensor",
+         "hf_tiny_f32",
          [](const fs::path& d) {
              rewrite_safetensors(d, [](auto& e) {
-                 std::erase_if(e, [](const auto& x) { return x.name == "backbone.layers.1.mixer.A_log"; });
+                 std::erase_if(
+                     e, [](const auto& x) { return x.name == "backbone.layers.1.mixer.A_log"; });
              });
          },
          {"missing tensor", "backbone.layers.1.mixer.A_log"}},
-        {"integer_dtype", "hf_tiny_f32",
+        {"integer_dtype",
+         "hf_tiny_f32",
          [](const fs::path& d) {
              rewrite_safetensors(d, [](auto& e) {
-                 for (auto& x : e) if (x.name == "backbone.norm_f.weight") x.dtype = "I32";
+                 for (auto& x : e)
+                     if (x.name == "backbone.norm_f.weight") x.dtype = "I32";
              });
          },
          {"backbone.norm_f.weight", "dtype i32"}},
-        {"wrong_shape", "hf_tiny_f32",
+        {"wrong_shape",
+         "hf_tiny_f32",
          [](const fs::path& d) {
              rewrite_safetensors(d, [](auto& e) {
                  for (auto& x : e)
@@ -109,43 +133,67 @@ std::vector<BadCase> bad_cases() {
              });
          },
          {"backbone.layers.0.mixer.D", "shape"}},
-        {"nan_weight", "hf_tiny_f32",
+        {"nan_weight",
+         "hf_tiny_f32",
          [](const fs::path& d) {
              rewrite_safetensors(d, [](auto& e) {
                  for (auto& x : e)
-                     if (x.name == "backbone.norm_f.weight") x.bytes.replace(0, 4, "\x00\x00\xc0\x7f", 4);
+                     if (x.name == "backbone.norm_f.weight")
+                         x.bytes.replace(0, 4, "\x00\x00\xc0\x7f", 4);
              });
          },
          {"backbone.norm_f.weight", "non-finite"}},
-        {"shard_missing", "hf_sharded_f32_dtlimit",
+        {"shard_missing",
+         "hf_sharded_f32_dtlimit",
          [](const fs::path& d) { fs::remove(d / "model-00002-of-00002.safetensors"); },
          {"model-00002-of-00002.safetensors", "no such file"}},
-        {"index_points_elsewhere", "hf_sharded_f32_dtlimit",
+        {"index_points_elsewhere",
+         "hf_sharded_f32_dtlimit",
          [](const fs::path& d) {
-             replace_in_file(d / "model.safetensors.index.json", "\"backbone.norm_f.weight\": \"model-00002",
+             replace_in_file(d / "model.safetensors.index.json",
+                             "\"backbone.norm_f.weight\": \"model-00002",
                              "\"backbone.norm_f.weight\": \"model-00001");
          },
          {"backbone.norm_f.weight", "listed in"}},
-        {"index_path_traversal", "hf_sharded_f32_dtlimit",
+        {"index_path_traversal",
+         "hf_sharded_f32_dtlimit",
          [](const fs::path& d) {
-             replace_in_file(d / "model.safetensors.index.json", "\"backbone.norm_f.weight\": \"model-00002",
+             replace_in_file(d / "model.safetensors.index.json",
+                             "\"backbone.norm_f.weight\": \"model-00002",
                              "\"backbone.norm_f.weight\": \"../model-00002");
          },
          {"plain file name"}},
-        {"bin_truncated", "ssm_bin_f32",
+        {"index_name_with_nul",
+         "hf_sharded_f32_dtlimit",  // opened the name before the NUL
+         [](const fs::path& d) {
+             replace_in_file(d / "model.safetensors.index.json",
+                             "\"backbone.norm_f.weight\": \"model-00002-of-00002.safetensors\"",
+                             "\"backbone.norm_f.weight\": "
+                             "\"model-00002-of-00002.safetensors\\u0000x\"");
+         },
+         {"plain file name", "\\u0000"}},
+        {"bin_truncated",
+         "ssm_bin_f32",
          [](const fs::path& d) {
              const std::string s = test::read_file(d / "pytorch_model.bin");
              test::write_file(d / "pytorch_model.bin", s.substr(0, s.size() - 100));
          },
          {"pytorch_model.bin"}},
-        {"bin_empty", "ssm_bin_f32",
+        {"bin_empty",
+         "ssm_bin_f32",
          [](const fs::path& d) { test::write_file(d / "pytorch_model.bin", ""); },
          {"pytorch_model.bin", "not a zip"}},
-        {"ssm_config_missing_key", "ssm_bin_f32",
-         [](const fs::path& d) { replace_in_file(d / "config.json", "\"n_layer\"", "\"n_layers\""); },
+        {"ssm_config_missing_key",
+         "ssm_bin_f32",
+         [](const fs::path& d) {
+             replace_in_file(d / "config.json", "\"n_layer\"", "\"n_layers\"");
+         },
          {"config.json", "n_layer", "missing"}},
-        {"ssm_config_wrong_ngroups", "ssm_bin_bf16_groups",
-         [](const fs::path& d) { replace_in_file(d / "config.json", "\"ngroups\": 4", "\"ngroups\": 2"); },
+        {"ssm_config_wrong_ngroups",
+         "ssm_bin_bf16_groups",
+         [](const fs::path& d) {
+             replace_in_file(d / "config.json", "\"ngroups\": 4", "\"ngroups\": 2");
+         },
          {"in_proj.weight", "shape"}},
     };
 }

@@ -739,6 +739,16 @@ class TestApi(SharedServerCase):
         self.assertEqual(idle.value("duality_queue_depth"), 0)
         self.assertEqual(idle.value("duality_slots_in_use"), 0)
 
+        # A stop string found in the text ends the request as "stop", in the metrics too (it
+        # was counted as "cancelled").
+        before = settled_metrics(self.srv)
+        body = self.complete({"prompt": "Once upon a time", "max_tokens": 64, "temperature": 0,
+                              "stop": ["so gl"]})
+        self.assertEqual(body["choices"][0]["finish_reason"], "stop", body)
+        after = settled_metrics(self.srv)
+        self.assertEqual(delta("duality_requests_finished_total", reason="stop"), 1)
+        self.assertEqual(delta("duality_requests_finished_total", reason="cancelled"), 0)
+
 
 # ---- 2. streaming ------------------------------------------------------------------------
 
@@ -1220,15 +1230,16 @@ class TestBadInput(OwnServerCase):
         ok = self.srv.post(self.C, {"prompt": [510, 1263], "max_tokens": 1})
         self.assertEqual(ok.status, 200, f"the server must still answer: {ok!r}")
 
-    def test_form_encoded_body_over_8kb_says_why(self):
+    def test_form_encoded_body_over_8kb(self):
         # curl -d sends application/x-www-form-urlencoded, which cpp-httplib caps at 8 KB
-        # whatever --max-body says: the 413 must tell the client to send JSON.
-        body = json.dumps({"prompt": "word " * 1900, "max_tokens": 1}).encode()
+        # whatever --max-body says, unless the handler reads the body itself (as ours do): a
+        # 9.5 KB JSON body under the 16 KB --max-body is read, whatever its Content-Type.
+        body = json.dumps({"prompt": "a " * 4800, "max_tokens": 1}).encode()
         self.assertGreater(len(body), 8192)
         r = self.srv.post(self.C, body,
                           headers={"Content-Type": "application/x-www-form-urlencoded"})
-        err = self.assert_error(r, 413, None, "a 9.5 KB form-encoded body")
-        self.assertIn("application/json", err["message"], err)
+        # Past 8 KB and under 16 KB: read; its prompt is over --max-prompt-tokens (64), so 400.
+        self.assert_error(r, 400, "prompt", "a 9.5 KB form-encoded body")
 
     def test_tiny_temperature_is_greedy(self):
         # 1 / 1e-40 is infinite in f32: the softmax went NaN and the draw took unlikely tokens.
@@ -1556,6 +1567,17 @@ class TestLimits(OwnServerCase):
         self.check_usage(body.get("usage"))
         self.assertEqual(len(body["choices"]), 1, body)
         return body["choices"][0]
+
+    def test_more_choices_than_the_queue_holds_400(self):
+        # --max-queue 1: two choices can never all wait, on an idle server too (this was a 503
+        # "queue is full", which no retry could change).
+        for body in ({"prompt": ["a", "b"], "max_tokens": 1}, {"prompt": "a", "n": 2,
+                                                                "max_tokens": 1}):
+            with self.subTest(body=body):
+                err = self.assert_error(self.srv.post("/v1/completions", body), 400, "n",
+                                        f"{body}")
+                self.assertIn("--max-queue", err["message"], err)
+        self.assertEqual(wait_idle(self.srv).value("duality_queue_depth"), 0)
 
     def test_queue_full_503(self):
         req = {"prompt": [510, 1263], "max_tokens": 4096, "temperature": 0, "ignore_eos": True,

@@ -1315,6 +1315,13 @@ class TestBadInput(OwnServerCase):
                     f"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
             r = parse_raw_response(self.srv.raw_exchange(head + chunked))
             self.assert_error(r, 413, what="chunked body of 20 KB")
+        with self.subTest(transfer="chunked, never finished"):
+            # The 413 comes once the limit is passed, not after the whole body: this one never
+            # ends (no last chunk). The server used to read on (a 300 MB body was held whole).
+            started = time.monotonic()
+            r = parse_raw_response(self.srv.raw_exchange(head + chunked[:-5], timeout=10))
+            self.assert_error(r, 413, what="an unfinished chunked body past the limit")
+            self.assertLess(time.monotonic() - started, 5)
         # Under the limit but a prompt over --max-prompt-tokens: 400, not 413.
         mid = json.dumps({"prompt": "a " * 6000, "max_tokens": 1}).encode()
         self.assertLess(len(mid), 16 * 1024)

@@ -1,4 +1,4 @@
-// `duality generate` and `duality inspect` on the bundled model, run as a user would.
+// `duality generate`, `perplexity` and `inspect` on the bundled model, run as a user would.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -103,6 +103,36 @@ TEST(CliGenerate, BadFlagsAreNamed) {
         auto r = test::run_duality(c.args);
         EXPECT_NE(r.exit_code, 0) << c.args;
         EXPECT_NE(r.out.find(c.must_mention), std::string::npos) << c.args << "\n" << r.out;
+    }
+}
+
+// A window runs through the model in pieces of --piece tokens with the state carried over: the
+// perplexity must not depend on the piece size (whole window, chunk-sized pieces, ragged pieces,
+// single tokens through the decode step), and every scored token must be counted once.
+TEST(CliPerplexity, PiecesOfAWindowGiveTheSamePerplexity) {
+    test::TempDir dir;
+    std::string text;
+    for (int i = 0; i < 40; ++i)
+        text += "The lighthouse keeper counted " + std::to_string(i * 7) +
+                " ships before the storm reached the harbour. ";
+    test::write_file(dir.path() / "t.txt", text);
+    const std::string base =
+        "perplexity -q --context 600 --file '" + (dir.path() / "t.txt").string() + "' --piece ";
+    auto run = [&](int piece) {
+        auto r = test::run_duality(base + std::to_string(piece));
+        EXPECT_EQ(r.exit_code, 0) << r.out;
+        const size_t at = r.out.find("perplexity = ");
+        EXPECT_NE(at, std::string::npos) << r.out;
+        return r.out.substr(at);  // "perplexity = X over N tokens"
+    };
+    const std::string whole = run(600);
+    const double ppl = std::stod(whole.substr(13));
+    const std::string count = whole.substr(whole.find(" over "));
+    EXPECT_GT(ppl, 1.0);
+    for (int piece : {256, 77, 1}) {
+        const std::string got = run(piece);
+        EXPECT_EQ(got.substr(got.find(" over ")), count) << piece;
+        EXPECT_NEAR(std::stod(got.substr(13)), ppl, 1e-3 * ppl) << piece << ": " << got;
     }
 }
 

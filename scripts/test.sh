@@ -36,11 +36,11 @@ if [[ "$FUZZ_SECONDS" != 0 ]]; then
   step "fuzz build (clang, libFuzzer)"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DDUALITY_FUZZ=ON -DDUALITY_SANITIZE=ON -DDUALITY_BUILD_TESTS=OFF -DDUALITY_CUDA=OFF >/dev/null
-  ninja -C build-fuzz -j "$JOBS" fuzz_safetensors fuzz_torch_pickle fuzz_config fuzz_chat_template \
-    fuzz_tokenizer
+  targets=(fuzz_safetensors fuzz_torch_pickle fuzz_config fuzz_chat_template fuzz_tokenizer)
+  ninja -C build-fuzz -j "$JOBS" "${targets[@]}"
   corpus=$(mktemp -d)
   trap 'rm -rf "$corpus"' EXIT
-  for target in fuzz_safetensors fuzz_torch_pickle fuzz_config fuzz_chat_template fuzz_tokenizer; do
+  for target in "${targets[@]}"; do
     step "fuzz $target for ${FUZZ_SECONDS}s"
     mkdir -p "$corpus/$target"
     case $target in

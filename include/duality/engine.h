@@ -73,7 +73,6 @@ class Sequence {
     // what it finishes with, and what the metrics count: kCancelled (the client is gone) or kStop
     // (the client found a stop string in the text).
     void cancel(FinishReason reason = FinishReason::kCancelled);
-    bool cancel_requested() const;
     FinishReason cancel_reason() const;  // kNone until cancel()
 
     FinishReason finish_reason() const;
@@ -94,8 +93,7 @@ class Sequence {
     FinishReason reason_ = FinishReason::kNone;
     std::string error_;
     int64_t prompt_tokens_ = 0, cached_tokens_ = 0;
-    bool cancel_ = false;
-    FinishReason cancel_reason_ = FinishReason::kNone;
+    FinishReason cancel_reason_ = FinishReason::kNone;  // kNone: not cancelled
 };
 
 // A fixed-bucket histogram (Prometheus style: cumulative counts per upper bound, plus sum).

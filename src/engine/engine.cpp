@@ -63,18 +63,12 @@ bool Sequence::wait(std::vector<int32_t>* out, SteadyClock::time_point until) {
 
 void Sequence::cancel(FinishReason reason) {
     std::lock_guard lock(mu_);
-    if (!cancel_) cancel_reason_ = reason;
-    cancel_ = true;
+    if (cancel_reason_ == FinishReason::kNone) cancel_reason_ = reason;
 }
 
 FinishReason Sequence::cancel_reason() const {
     std::lock_guard lock(mu_);
     return cancel_reason_;
-}
-
-bool Sequence::cancel_requested() const {
-    std::lock_guard lock(mu_);
-    return cancel_;
 }
 
 FinishReason Sequence::finish_reason() const {
@@ -373,7 +367,7 @@ void Engine::Impl::reap(SteadyClock::time_point now) {
     const bool all = cancel_everything.exchange(false);
     auto verdict = [&](const Live& r) {
         if (all) return FinishReason::kCancelled;
-        if (r.seq->cancel_requested()) return r.seq->cancel_reason();
+        if (const FinishReason c = r.seq->cancel_reason(); c != FinishReason::kNone) return c;
         if (now > r.req.deadline) return FinishReason::kTimeout;
         return FinishReason::kNone;
     };

@@ -2,6 +2,7 @@
 // The order of the truncations follows Hugging Face's logits warpers.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 #include <unordered_map>
 
@@ -18,9 +19,12 @@ Status SamplingParams::validate() const {
         return bad("top_p must be in (0, 1], got " + std::to_string(top_p));
     if (!(min_p >= 0.0f && min_p <= 1.0f))
         return bad("min_p must be in [0, 1], got " + std::to_string(min_p));
-    if (!(repetition_penalty >= kMinRepetitionPenalty) || !std::isfinite(repetition_penalty))
-        return bad("repetition_penalty must be >= " + std::to_string(kMinRepetitionPenalty) +
-                   ", got " + std::to_string(repetition_penalty));
+    if (!(repetition_penalty >= kMinRepetitionPenalty) || !std::isfinite(repetition_penalty)) {
+        char lo[32];  // as the server writes it (%g): 0.01
+        std::snprintf(lo, sizeof lo, "%g", static_cast<double>(kMinRepetitionPenalty));
+        return bad("repetition_penalty must be >= " + std::string(lo) + ", got " +
+                   std::to_string(repetition_penalty));
+    }
     if (!(std::fabs(presence_penalty) <= 2.0f))
         return bad("presence_penalty must be in [-2, 2], got " + std::to_string(presence_penalty));
     if (!(std::fabs(frequency_penalty) <= 2.0f))

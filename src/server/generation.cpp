@@ -58,21 +58,6 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(Engine& en
     std::unique_ptr<Generation> g(new Generation(request, tokenizer));
     const auto deadline = SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
                                                    std::chrono::duration<double>(timeout_s));
-    // A request whose choices could never all wait in the queue is the request's fault (400), not
-    // a busy server's (503: retrying would not help).
-    const int64_t n_choices = static_cast<int64_t>(request.prompts.size()) * request.n;
-    if (n_choices > engine.options().max_queue) {
-        ApiError e;
-        e.status = 400;
-        e.type = "invalid_request_error";
-        e.param = "n";
-        e.message = "the request asks for " + std::to_string(n_choices) + " choices (" +
-                    std::to_string(request.prompts.size()) +
-                    " prompts x n = " + std::to_string(request.n) +
-                    "), more than the server's queue holds (" +
-                    std::to_string(engine.options().max_queue) + ", --max-queue)";
-        return e;
-    }
     int index = 0;
     for (size_t p = 0; p < request.prompts.size(); ++p) {
         for (int i = 0; i < request.n; ++i, ++index) {

@@ -1,6 +1,7 @@
 // OpenAI-compatible request parsing and validation (see openai.h and docs/server.md).
 #include "server/openai.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -273,7 +274,6 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
     int64_t top_k = 0;
     if (auto e = read_int(body, "top_k", -1, 1 << 30, &top_k)) return e;
     s.top_k = top_k < 0 ? 0 : static_cast<int>(top_k);
-    s.greedy = s.is_greedy();
     if (auto it = body.find("seed"); it != body.end() && !it->is_null()) {
         if (!it->is_number_integer())
             return bad("seed", "seed must be an integer, got " + type_name(*it));
@@ -323,9 +323,13 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
     } else {
         if (auto e = read_prompts(body, limits, tokenizer, &r)) return e;
     }
-    if (static_cast<int64_t>(r.prompts.size()) * r.n > limits.max_prompts)
+    // Choices that could never all wait in the engine's queue are the request's fault (400),
+    // not a busy server's (a 503 that no retry would change).
+    const int most = std::min(limits.max_prompts, limits.max_queue);
+    if (static_cast<int64_t>(r.prompts.size()) * r.n > most)
         return bad("n", "prompts x n = " + std::to_string(r.prompts.size() * r.n) +
-                            " choices is more than " + std::to_string(limits.max_prompts));
+                            " choices is more than " + std::to_string(most) +
+                            (most < limits.max_prompts ? " (the server's --max-queue)" : ""));
     *out = std::move(r);
     return std::nullopt;
 }

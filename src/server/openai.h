@@ -33,7 +33,8 @@ struct ApiLimits {
     int64_t max_tokens_limit = 4096;  // the largest max_tokens
     int64_t vocab_size = 0;           // prompt token ids must be below this
     int max_n = 16;
-    int max_prompts = 64;  // prompts in one batch request
+    int max_prompts = 64;     // prompts in one batch request
+    int max_queue = 1 << 30;  // the engine's queue (--max-queue): a request's choices must fit
 };
 
 struct ApiRequest {

@@ -48,6 +48,10 @@ struct Server::Impl {
     // body: the request's body, read by generate_route within --max-body.
     void handle_generate(const std::string& body, httplib::Response& res, bool chat);
     httplib::Server::HandlerWithContentReader generate_route(bool chat);
+    std::string too_large_message() const {
+        return "the request body is larger than the server's limit (" +
+               std::to_string(opt.max_body_bytes / 1024) + " KB, --max-body)";
+    }
     void stream(httplib::Response& res, std::shared_ptr<Generation> gen, const std::string& id,
                 int64_t created, bool include_usage);
 
@@ -128,8 +132,7 @@ void Server::Impl::routes() {
                 message = "no such endpoint: " + req.method + " " + req.path;
                 break;
             case 413:
-                message = "the request body is larger than the server's limit (" +
-                          std::to_string(opt.max_body_bytes / 1024) + " KB, --max-body)";
+                message = too_large_message();
                 break;
             default:
                 message = "HTTP error " + std::to_string(res.status);
@@ -165,17 +168,13 @@ httplib::Server::HandlerWithContentReader Server::Impl::generate_route(bool chat
         const bool ok = read([&](const char* data, size_t n) {
             if (body.size() + n > static_cast<size_t>(opt.max_body_bytes)) {
                 too_large = true;
-                return false;  // stop reading: the connection is closed after the answer
+                return false;  // stop reading: the rest of the body is never taken in
             }
             body.append(data, n);
             return true;
         });
         if (too_large || res.status == 413) {  // 413: httplib's own Content-Length check
-            send_error(res, error_for_status(413,
-                                             "the request body is larger than the "
-                                             "server's limit (" +
-                                                 std::to_string(opt.max_body_bytes / 1024) +
-                                                 " KB, --max-body)"));
+            send_error(res, error_for_status(413, too_large_message()));
             return;
         }
         if (!ok) {

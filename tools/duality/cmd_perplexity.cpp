@@ -9,8 +9,8 @@
 // A window runs through the model in pieces of at most --piece tokens, the state carried from one
 // to the next, so that only one piece's logits (tokens × vocabulary f32, 200 MB per 1,000 tokens
 // of a 50k vocabulary) are held at a time: a whole window's, at --context 100000, took 20 GB.
-// Pieces are multiples of the SSD chunk (256) by default, so the chunking is the same as in one
-// pass.
+// The default, 2048, is a multiple of the usual SSD chunk sizes (128, 256), so the chunking is then
+// the same as in one pass.
 #include <unistd.h>
 
 #include <algorithm>
@@ -91,6 +91,7 @@ Action add_perplexity_command(CLI::App& app) {
         const size_t n_windows = (tokens.size() + C - 1) / C;
         const int64_t V = model->config().vocab_size;
         const bool show = !opt->quiet;
+        const int threads = opt->backend.threads > 0 ? opt->backend.threads : omp_get_max_threads();
         const auto t0 = std::chrono::steady_clock::now();
         double nll_sum = 0;
         size_t scored = 0;
@@ -111,10 +112,8 @@ Action add_perplexity_command(CLI::App& app) {
                     return 1;
                 }
                 nll.resize(n_scored);
-                cpu::cross_entropy(
-                    logits->data(), static_cast<int64_t>(n_scored), V,
-                    tokens.data() + begin + p + 1, nll.data(),
-                    opt->backend.threads > 0 ? opt->backend.threads : omp_get_max_threads());
+                cpu::cross_entropy(logits->data(), static_cast<int64_t>(n_scored), V,
+                                   tokens.data() + begin + p + 1, nll.data(), threads);
                 for (double x : nll) nll_sum += x;
                 scored += n_scored;
             }

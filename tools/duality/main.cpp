@@ -73,8 +73,8 @@ int main(int argc, char** argv) {
     for (auto& [sub, action] : actions) {
         if (!sub->parsed()) continue;
         // The last line of defence: a size that passed every check yet does not fit in memory
-        // (perplexity --context 1048576 wants its T x vocab logits at once) ends with a message
-        // and exit 1, not std::terminate.
+        // (a model too large for the machine, `logits` over 100k ids) ends with a message and
+        // exit 1, not std::terminate.
         try {
             return action();
         } catch (const std::bad_alloc&) {

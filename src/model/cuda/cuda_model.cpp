@@ -311,8 +311,7 @@ class CudaModel final : public Model {
         max_seqs_ = next_pow2(opt_.n_slots + 1);
         max_tokens_ = std::max<int64_t>(opt_.max_tokens, max_seqs_);
         rows_max_ = std::max<int64_t>(max_seqs_, 256);
-        if (const char* env = std::getenv("DUALITY_SPLIT_IN_PROJ"))
-            split_in_proj_ = std::string_view(env) != "0";
+        split_in_proj_ = !env_is("DUALITY_SPLIT_IN_PROJ", "0");
         if (const char* env = std::getenv("DUALITY_Z_FORK")) {
             const std::string_view v(env);
             if (v == "early" || v == "late" || v == "auto")
@@ -361,7 +360,7 @@ class CudaModel final : public Model {
         DUALITY_RETURN_IF_ERROR(layout_workspace());  // (decides use_stack_, which z_early reads)
         if (split_in_proj_ && z_early(2)) {
             DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create());
-        } else if (split_in_proj_ && z_early(1)) {  // the m = 1 kernel only: no cuBLASLt workspace
+        } else if (split_in_proj_ && z_early(1)) {  // the m = 1 kernel only: a 1 MiB workspace
             DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create(size_t{1} << 20));
         }
         staging_ = cuda::PinnedBuffer(static_cast<size_t>(desc_.total) * 4);
@@ -393,8 +392,7 @@ class CudaModel final : public Model {
     // whole in_proj's choice, like out_proj's, also serves prefill and mixed passes of as many
     // rows. DUALITY_GEMM_TUNE=0 keeps cuBLASLt's first guess everywhere.
     void tune_gemms() {
-        if (const char* env = std::getenv("DUALITY_GEMM_TUNE"); env && std::string_view(env) == "0")
-            return;
+        if (env_is("DUALITY_GEMM_TUNE", "0")) return;
         if (weights_.layers.empty() || !weights_.head) return;
         cudaStream_t s = stream_.get();
         const int64_t D = c_.d_model, E = c_.d_inner, n_in = c_.d_in_proj();
@@ -547,8 +545,7 @@ class CudaModel final : public Model {
     // it is still slower than the kernel chain (130m 0.44 against 0.35 ms per step, 2.7b 2.95
     // against 2.16 ms; docs/architecture.md, "Batch-1 decode in one launch").
     Status layout_decode_stack() {
-        const char* env = std::getenv("DUALITY_DECODE_STACK");
-        if (!env || std::string_view(env) != "1") return Status::ok();
+        if (!env_is("DUALITY_DECODE_STACK", "1")) return Status::ok();
         const std::vector<cuda::DeviceLayer>& layers = weights_.layers;
         cuda::DecodeStackArgs& a = stack_;
         a.n_layer = c_.n_layer;
@@ -909,6 +906,7 @@ class CudaModel final : public Model {
         const bool split = decode && split_in_proj_ && !weights_.layers.empty() &&
                            !gemm_.uses_decode_kernel(ws_.u, D, weights_.layers.front().in_proj,
                                                      act_, T, E, D, act_);
+        const bool z_first = split && z_early(T);  // z's product beside [xBC | dt]
         // Pure prefill passes on the fused SSD (where gate_epilogue_ allows): its gate epilogue
         // writes y·silu(z)·w and per-head sums of squares in place of the gated norm, and each
         // layer's rsqrt(mean(v²) + eps) is applied to out_proj's output rows by the add_rms_norm
@@ -939,7 +937,7 @@ class CudaModel final : public Model {
             cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
                                T, D, layer == 0, act_, s, h_scale(ws_.ssq),
                                layer == 0 ? cuda::HParts{} : out_parts_);
-            if (split && z_early(T)) {
+            if (z_first) {
                 fork_.order(s, side_stream_.get());
                 in_proj_rows(w, 0, E, T, side_stream_.get(), gemm_side_);
                 in_proj_rows(w, E, n_in, T, s);

@@ -125,14 +125,11 @@ Result<Gemm> Gemm::create(size_t workspace_bytes, int candidates) {
         g.decode_sync_, DeviceBuffer::allocate(kGemmDecodeSyncBytes, "the decode GEMM counters"));
     DUALITY_CUDA_CHECK(cudaMemset(g.decode_sync_.data(), 0, g.decode_sync_.bytes()));
     DUALITY_CUDA_CHECK(cudaDeviceSynchronize());  // zero before any stream's first use
-    if (const char* env = std::getenv("DUALITY_GEMM_TUNE_LOG"))  // tune() prints its timings
-        g.log_ = std::strcmp(env, "0") != 0;
-    if (const char* env = std::getenv("DUALITY_DECODE_GEMM")) {
-        if (std::strcmp(env, "0") == 0) g.decode_ = DecodeKernel::kOff;
-        if (std::strcmp(env, "1") == 0) g.decode_ = DecodeKernel::kOn;
-    }
+    // tune() prints its timings when DUALITY_GEMM_TUNE_LOG is set (to anything but 0).
+    g.log_ = std::getenv("DUALITY_GEMM_TUNE_LOG") && !env_is("DUALITY_GEMM_TUNE_LOG", "0");
+    if (env_is("DUALITY_DECODE_GEMM", "0")) g.decode_ = DecodeKernel::kOff;
+    if (env_is("DUALITY_DECODE_GEMM", "1")) g.decode_ = DecodeKernel::kOn;
     g.prefetch_bytes_ = prefetch_budget_from_env(kSmallMPrefetchBytes);
-    g.set_small_m_group(static_cast<int>(env_int("DUALITY_GEMV_GROUP", 4)));
     return g;
 }
 
@@ -145,7 +142,6 @@ Gemm::Gemm(Gemm&& o) noexcept
       small_m_(o.small_m_),
       decode_(o.decode_),
       prefetch_bytes_(o.prefetch_bytes_),
-      small_m_group_(o.small_m_group_),
       algo_index_(o.algo_index_),
       candidates_(o.candidates_),
       log_(o.log_) {
@@ -165,7 +161,6 @@ Gemm& Gemm::operator=(Gemm&& o) noexcept {
         small_m_ = o.small_m_;
         decode_ = o.decode_;
         prefetch_bytes_ = o.prefetch_bytes_;
-        small_m_group_ = o.small_m_group_;
         algo_index_ = o.algo_index_;
         candidates_ = o.candidates_;
         log_ = o.log_;
@@ -326,8 +321,7 @@ void Gemm::run(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, 
                int64_t m, int64_t n, int64_t k, DType act, cudaStream_t stream) {
     if (m == 0 || n == 0) return;
     if (small_m_ && gemm_small_m_supports(a, lda, w, y_dtype, m, k, act)) {
-        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, small_m_group_,
-                     stream);
+        gemm_small_m(a, lda, w, y, ldy, y_dtype, m, n, k, act, prefetch_bytes_, stream);
         return;
     }
     if (uses_decode_kernel(a, lda, w, y_dtype, m, n, k, act)) {

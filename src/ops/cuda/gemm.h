@@ -45,9 +45,6 @@ class Gemm {
     // The m = 1 kernel's L2 prefetch budget per product in bytes (-1: all of w; tests and
     // benchmarks; see kSmallMPrefetchBytes).
     void set_prefetch_bytes(int64_t bytes) { prefetch_bytes_ = bytes; }
-    // The m = 1 kernel's load groups (gemm_small_m's `group`): 4 (the default) or 8 steps of a
-    // row issued together. DUALITY_GEMV_GROUP=4|8 at create().
-    void set_small_m_group(int group) { small_m_group_ = group == 8 ? 8 : 4; }
     // The decode GEMM (gemm_decode.cu) for products with 2 ≤ m ≤ 64 that gemm_decode_workspace()
     // takes (f16/bf16, k % 64 == 0, 16-byte aligned a and w): kAuto (the default) where it was
     // measured faster than cuBLASLt, kOn for all of them, kOff for none. DUALITY_DECODE_GEMM=0 or
@@ -126,7 +123,6 @@ class Gemm {
     // Of w, asked for before pdl::wait() by the m = 1 kernel per product; -1: all of it. create()
     // sets kSmallMPrefetchBytes, or DUALITY_GEMM_PREFETCH_MB.
     int64_t prefetch_bytes_ = 0;
-    int small_m_group_ = 4;
     int algo_index_ = 0;
     int candidates_ = 1;
     bool log_ = false;  // tune() prints every candidate's time (DUALITY_GEMM_TUNE_LOG=1)

@@ -7,19 +7,15 @@
 // Parallelization: one warp per output column n (a row of w). Each lane loads 16 bytes of that
 // row per step (8 bf16/f16 or 4 f32 values) and the matching 16 bytes of each of the m rows of a
 // (small, so they come from L1/L2), accumulates m partial dots in f32, and the warp reduces them
-// with shuffles. A lane's steps go in groups (kGroup: 4, or 8 where asked, see Gemm) whose loads
-// are all unconditional, the last group's included, and converted only after the whole group is
-// issued, so a group's loads are in flight together. Before pdl::wait() each block asks for the
-// start of its 8 contiguous rows of w (its share of an 8 MiB budget per product,
-// kSmallMPrefetchBytes: whole rows first, so for the 2.7b's out_proj about 3 of its 8 rows) with
-// bulk L2 prefetches, so at batch 1 the weights stream in while the norm or the decode step in
-// front of the product is still running; and each lane loads its first group of its row before the
-// wait (early reads, core/cuda/pdl.cuh). Measured (H200, whole decode steps at batch 1,
-// DUALITY_GEMV_GROUP): groups of 4 against the loop this replaced (groups of 4 whose tail loads
-// were conditional, then single vectors) took the 2.7b 2.239-2.244 -> 2.134-2.135 ms, the 130m
-// 0.317-0.322 -> 0.303-0.308 ms; groups of 8 were worse for the 2.7b (2.256-2.273 ms, 79 registers
-// against 48) though better for its out_proj alone (op bench 9.46 -> 8.85 us), and groups of 8 for
-// out_proj only (k >= 4096) made the 2.7b's steps slower too (docs/architecture.md, "Decode GEMM").
+// with shuffles. A lane's steps go in groups of kGroup = 4 whose loads are all unconditional, the
+// last group's included, and converted only after the whole group is issued, so a group's loads are
+// in flight together. Before pdl::wait() each block asks for the start of its 8 contiguous rows of
+// w (its share of an 8 MiB budget per product, kSmallMPrefetchBytes: whole rows first, so for
+// the 2.7b's out_proj about 3 of its 8 rows) with bulk L2 prefetches, so at batch 1 the weights
+// stream in while the norm or the decode step in front of the product is still running; and each
+// lane loads its first group of its row before the wait (early reads, core/cuda/pdl.cuh). Groups of
+// 4 against the loop this replaced, and groups of 8 (measured slower on whole 2.7b steps and
+// removed): docs/architecture.md, "The forward pass (CUDA)".
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
@@ -99,8 +95,9 @@ __device__ __half from_f32<__half>(float x) {
 }
 
 constexpr int kWarps = 8;  // per block
+constexpr int kGroup = 4;  // steps of a row whose loads a lane issues together
 
-template <typename T, typename Y, int M, int kGroup>
+template <typename T, typename Y, int M>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
@@ -182,7 +179,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T, typename Y>
 void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int64_t m, int64_t n,
-            int64_t k, int64_t prefetch_bytes, int group, cudaStream_t stream) {
+            int64_t k, int64_t prefetch_bytes, cudaStream_t stream) {
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps)), block(kWarps * 32);
     auto* A = static_cast<const T*>(a);
     auto* W = static_cast<const T*>(w);
@@ -198,24 +195,18 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
     const int64_t per_block = !pdl::enabled()      ? 0
                               : prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)}
                                                    : prefetch_bytes / grid.x / 16 * 16;
-    if (group == 8) {
-        pdl::launch(gemm_small_m_kernel<T, Y, 1, 8>, grid, block, 0, stream, A, lda, W, Yp, ldy, n,
-                    k, per_block, pdl::early_reads());
-    } else {
-        pdl::launch(gemm_small_m_kernel<T, Y, 1, 4>, grid, block, 0, stream, A, lda, W, Yp, ldy, n,
-                    k, per_block, pdl::early_reads());
-    }
+    pdl::launch(gemm_small_m_kernel<T, Y, 1>, grid, block, 0, stream, A, lda, W, Yp, ldy, n, k,
+                per_block, pdl::early_reads());
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
 template <typename T>
 void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, int group,
-                cudaStream_t stream) {
+                int64_t m, int64_t n, int64_t k, int64_t prefetch_bytes, cudaStream_t stream) {
     if (y_dtype == DType::kF32) {
-        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, group, stream);
+        launch<T, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
     } else {
-        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, group, stream);
+        launch<T, T>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
     }
 }
 
@@ -230,18 +221,17 @@ bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dt
 }
 
 void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, DType y_dtype,
-                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes, int group,
+                  int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes,
                   cudaStream_t stream) {
     switch (act) {
         case DType::kF32:
-            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, group, stream);
+            launch<float, float>(a, lda, w, y, ldy, m, n, k, prefetch_bytes, stream);
             return;
         case DType::kBF16:
-            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, group,
-                                      stream);
+            dispatch_y<__nv_bfloat16>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, stream);
             return;
         case DType::kF16:
-            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, group, stream);
+            dispatch_y<__half>(a, lda, w, y, ldy, y_dtype, m, n, k, prefetch_bytes, stream);
             return;
         default:
             fail("gemm_small_m: not a float dtype", "act", __FILE__, __LINE__);

@@ -25,7 +25,6 @@ struct GemmShape {
     bool decode_kernel = false;  // force the decode GEMM on (and fail if it is not taken)
     bool tuned = false;          // Gemm::tune before the product (cuBLASLt only)
     int64_t prefetch = -2;       // the m = 1 kernel's prefetch budget (-1 all; -2 the default)
-    int group = 0;               // the m = 1 kernel's load group, 8 or the default (0)
 };
 
 void add_case(const GemmShape& s, DType act) {
@@ -33,8 +32,7 @@ void add_case(const GemmShape& s, DType act) {
     c.name = std::string("gemm/") + s.name + "_m" + std::to_string(s.m) +
              (s.f32_out ? "_f32out" : "") + (s.small_m_kernel ? "" : "_cublaslt") +
              (s.decode_kernel ? "_decode" : "") + (s.tuned ? "_tuned" : "") +
-             (s.prefetch == -2 ? "" : "_prefetch" + std::to_string(s.prefetch)) +
-             (s.group ? "_group" + std::to_string(s.group) : "") + "/" +
+             (s.prefetch == -2 ? "" : "_prefetch" + std::to_string(s.prefetch)) + "/" +
              std::string(dtype_name(act));
     c.tol = default_tolerance(act);
     c.run = [s, act] {
@@ -54,7 +52,6 @@ void add_case(const GemmShape& s, DType act) {
         if (!gemm) throw std::runtime_error(gemm.status().message());
         gemm->set_small_m_kernel(s.small_m_kernel);
         if (s.prefetch != -2) gemm->set_prefetch_bytes(s.prefetch);
-        gemm->set_small_m_group(s.group);
         gemm->set_decode_kernel(s.decode_kernel);
         if (s.decode_kernel &&
             !gemm->uses_decode_kernel(da.data(), lda, dw.data(), y_dtype, s.m, s.n, s.k, act))
@@ -93,8 +90,8 @@ DUALITY_OP_CASES(gemm) {
         // m = 1: a last block of fewer than 8 rows, and the prefetch budget (all of w, none,
         // 16 bytes per block, and 1 MiB: whole rows for some blocks, part of one for others).
         {"ragged_n", 1, 1003, 128, 8, false, true},
-        // m = 1: rows of 6 steps a lane (bf16; 12 f32): a whole group of four and a partial one
-        // (or one partial group of 8); and rows that end inside a step (1000 = 3 · 256 + 232 bf16
+        // m = 1: rows of 6 steps a lane (bf16; 12 f32): a whole group of four and a partial one;
+        // and rows that end inside a step (1000 = 3 · 256 + 232 bf16
         // elements).
         {"out_proj_130m", 1, 768, 1536, 0, false, true},
         {"odd_k", 1, 77, 1000, 0, false, true},
@@ -105,13 +102,6 @@ DUALITY_OP_CASES(gemm) {
     };
     for (const GemmShape& s : shapes)
         for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
-    // The m = 1 kernel's load groups of 8 (4 by default), on the same m = 1 shapes (every
-    // prefetch budget included).
-    for (GemmShape s : shapes) {
-        if (s.m != 1 || !s.small_m_kernel) continue;
-        s.group = 8;
-        for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) add_case(s, act);
-    }
 
     // The decode GEMM (f16/bf16 only): the model's shapes at decode batch sizes (one, two, four
     // and eight n8 tiles of m, partly filled), strided a, and a ragged n whose last tile is

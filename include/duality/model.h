@@ -70,6 +70,9 @@ struct DeviceInfo {
     // [xBC | dt] product, on a GEMM of its own), "early at batch 1", "late" (after it) or "none"
     // (one product); empty on the CPU.
     std::string z_fork;
+    // Batch-1 decode passes fold the add + RMSNorm and conv1d into the products' epilogues (CUDA,
+    // DUALITY_GEMV_EPILOGUES).
+    bool gemv_epilogues = false;
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).

@@ -500,6 +500,22 @@ TEST(CudaModel, Bf16SplitOutProjMatchesTheWholeProduct) {
     }
 }
 
+// Whether a row's largest logit leads the second by more than 2% of the logit scale (argmax
+// comparisons between two paths skip near-ties).
+bool clear_top(const float* row, int64_t V) {
+    float top = -INFINITY, second = -INFINITY, scale = 0.0f;
+    for (int64_t v = 0; v < V; ++v) {
+        scale = std::max(scale, std::fabs(row[v]));
+        if (row[v] > top) {
+            second = top;
+            top = row[v];
+        } else if (row[v] > second) {
+            second = row[v];
+        }
+    }
+    return top - second > 0.02f * scale;
+}
+
 // With DUALITY_Z_FORK=early, decode passes fork the side stream before the [xBC | dt] product, so
 // that z's product (on a Gemm of its own) runs beside it; DUALITY_Z_FORK=auto (the default) does
 // so for batch-1 passes of models whose z weights have DUALITY_Z_FORK_MIN_ELEMS elements or more
@@ -551,6 +567,55 @@ TEST(CudaModel, ZForkEarlyMatchesTheLateOrder) {
     }
 }
 
+// Batch-1 decode passes fold the add + RMSNorm and conv1d into the products' epilogues
+// (cuda::gemv_fused, DUALITY_GEMV_EPILOGUES). Two models of the bundled one, with and without,
+// GEMM tuning off: two sequences prefilled together, then steps of both (batch 2, the kernel chain
+// in both) and of one (batch 1: the epilogues in one of them), each continuing with the chain
+// model's greedy tokens, so that a slot's conv state is left by the fused product in one step and
+// read by conv1d in the next and the other way round. Every step's logits agree within the
+// bf16/f16 policy (rel-L2 <= 3e-2 / 5e-3, docs/numerics.md) with the same argmax away from
+// near-ties, and batch-1 logits differ in some bits (the fused path skips a rounding of the
+// normed row): proof that it ran.
+TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
+    REQUIRE_GPU();
+    for (DType dtype : {DType::kBF16, DType::kF16}) {
+        auto load = [&](const char* on) {
+            ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_GEMV_EPILOGUES", on}});
+            return Model::load(test::bundled_model_dir(), cuda_options(dtype, 2));
+        };
+        auto fused = load("1"), chain = load("0");
+        ASSERT_TRUE(fused.is_ok() && chain.is_ok()) << fused.status().message();
+        ASSERT_TRUE((*fused)->device_info().gemv_epilogues);
+        ASSERT_FALSE((*chain)->device_info().gemv_epilogues);
+        const int64_t V = (*chain)->config().vocab_size;
+        const double max_rel = dtype == DType::kBF16 ? 3e-2 : 5e-3;
+        std::vector<std::vector<int32_t>> next = {{11, 42, 7, 1999, 5}, {300, 301, 302}};
+        bool differed = false;
+        for (int step = 0; step < 16; ++step) {
+            std::vector<SeqInput> batch;
+            for (int s = 0; s < 2; ++s)
+                if (step == 0 || step % 3 == 0 || step % 2 == s)
+                    batch.push_back({s, next[static_cast<size_t>(s)]});
+            auto a = (*fused)->step(batch);
+            auto b = (*chain)->step(batch);
+            ASSERT_TRUE(a.is_ok() && b.is_ok()) << a.status().message();
+            ASSERT_EQ(a->size(), b->size());
+            EXPECT_LE(rel_l2(*a, *b), max_rel) << dtype_name(dtype) << " step " << step;
+            if (batch.size() == 1 && step > 0) differed |= *a != *b;
+            for (size_t i = 0; i < batch.size(); ++i) {
+                const float* ra = a->data() + static_cast<int64_t>(i) * V;
+                const float* rb = b->data() + static_cast<int64_t>(i) * V;
+                if (clear_top(rb, V)) {
+                    EXPECT_EQ(argmax(ra, V), argmax(rb, V))
+                        << dtype_name(dtype) << " step " << step;
+                }
+                next[static_cast<size_t>(batch[i].slot)] = {static_cast<int32_t>(argmax(rb, V))};
+            }
+        }
+        EXPECT_TRUE(differed) << dtype_name(dtype) << ": the epilogues did not run";
+    }
+}
+
 // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) on Hopper when asked to
 // (DUALITY_DECODE_STACK=1). Two models of the bundled one, the stack on and off, GEMM tuning off:
 // two sequences
@@ -588,17 +653,7 @@ TEST(CudaModel, DecodeStackMatchesTheKernelChain) {
             for (size_t i = 0; i < batch.size(); ++i) {
                 const float* ra = a->data() + static_cast<int64_t>(i) * V;
                 const float* rb = b->data() + static_cast<int64_t>(i) * V;
-                float top = -INFINITY, second = -INFINITY, scale = 0.0f;
-                for (int64_t v = 0; v < V; ++v) {
-                    scale = std::max(scale, std::fabs(rb[v]));
-                    if (rb[v] > top) {
-                        second = top;
-                        top = rb[v];
-                    } else if (rb[v] > second) {
-                        second = rb[v];
-                    }
-                }
-                if (top - second > 0.02f * scale) {
+                if (clear_top(rb, V)) {
                     EXPECT_EQ(argmax(ra, V), argmax(rb, V))
                         << dtype_name(dtype) << " step " << step;
                 }

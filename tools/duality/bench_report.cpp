@@ -94,6 +94,9 @@ std::string render_table(const BenchReport& r) {
             s += "decode   in_proj as one product (DUALITY_SPLIT_IN_PROJ=0)\n";
         else if (!r.z_fork.empty())
             s += fmt("decode   z product forked %s (DUALITY_Z_FORK)\n", r.z_fork.c_str());
+        if (r.gemv_epilogues)
+            s += "decode   batch 1: norms and conv1d in the products' epilogues "
+                 "(DUALITY_GEMV_EPILOGUES)\n";
     }
     if (!r.prefill.empty()) {
         s += fmt("\n%-8s %6s %8s %10s %12s %9s %10s\n", "prefill", "batch", "seq_len", "ms",
@@ -164,6 +167,7 @@ std::string render_json(const BenchReport& r) {
                        {"n_slots", r.n_slots}};
         j["decode_stack"] = r.decode_stack;
         j["z_fork"] = r.z_fork;
+        j["gemv_epilogues"] = r.gemv_epilogues;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

@@ -39,6 +39,7 @@ struct BenchReport {
     int64_t weight_bytes = 0, state_bytes = 0, workspace_bytes = 0, memory_total = 0;
     bool decode_stack = false;  // batch-1 decode as one persistent kernel
     std::string z_fork;         // where decode forks in_proj's z product (DeviceInfo::z_fork)
+    bool gemv_epilogues = false;  // batch-1 norms and conv in the products (DeviceInfo)
     std::vector<PrefillResult> prefill;
     std::vector<DecodeResult> decode;
     std::vector<OpBenchRow> ops;

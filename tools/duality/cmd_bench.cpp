@@ -272,6 +272,7 @@ int run_bench(const Options& o) {
     r.workspace_bytes = info.workspace_bytes;
     r.decode_stack = info.decode_stack;
     r.z_fork = info.z_fork;
+    r.gemv_epilogues = info.gemv_epilogues;
     r.memory_total = info.memory_total;
     set_peaks(o, cuda, &r);
 

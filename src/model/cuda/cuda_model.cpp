@@ -26,6 +26,7 @@
 #include "model/cpu_model.h"
 #include "model/cuda/device_weights.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/gemm_small_m.h"
 #include "ops/cuda/ops.h"
 
 namespace duality {
@@ -49,23 +50,24 @@ struct PassSeq {
 // Fixed-size device scratch, laid out once for max_tokens so pointers never change (the decode
 // graphs capture them).
 struct Workspace {
-    void* h;          // {T, d_model} act: embedding / block output
-    float* residual;  // {T, d_model} f32
-    void* u;          // {T, d_model} act: normed input
-    void* zxbcdt;     // {T, d_in_proj} act: [z | xBC | dt]
-    void* xbc;        // {T, conv_dim} act: conv + SiLU output [x | B | C]
-    float* dt;        // {T, n_head} f32: Δ (prefill)
-    void* y;          // {T, d_inner} act: SSD output
-    void* gated;      // {T, d_inner} act: gated-norm output (or SsdGate's y·silu(z)·w)
-    float* ssq;       // {T, n_head · scale_parts_} f32: the gate epilogues' sums of squares
-    float* ssq_sel;   // {R, n_head} f32: their rows whose logits are wanted
-    float* h_parts;   // {out_splits, max_seqs, d_model} f32: split-k out_proj's parts (decode)
-    void* ssd;        // ssd_chunked workspace
-    void* h_sel;      // {R, d_model} act: rows whose logits are wanted
-    float* res_sel;   // {R, d_model} f32
-    float* logits;    // {R, vocab_padded} f32
-    void* sample_ws;  // sampling workspace
-    int32_t* ids;     // {R}: sampled tokens
+    void* h;            // {T, d_model} act: embedding / block output
+    float* residual;    // {T, d_model} f32
+    void* u;            // {T, d_model} act: normed input
+    void* zxbcdt;       // {T, d_in_proj} act: [z | xBC | dt]
+    void* xbc;          // {T, conv_dim} act: conv + SiLU output [x | B | C]
+    float* dt;          // {T, n_head} f32: Δ (prefill)
+    void* y;            // {T, d_inner} act: SSD output
+    void* gated;        // {T, d_inner} act: gated-norm output (or SsdGate's y·silu(z)·w)
+    float* ssq;         // {T, n_head · scale_parts_} f32: the gate epilogues' sums of squares
+    float* ssq_sel;     // {R, n_head} f32: their rows whose logits are wanted
+    float* h_parts;     // {out_splits, max_seqs, d_model} f32: split-k out_proj's parts (decode)
+    float* gemv_parts;  // {gemv_fused_parts(d_model)} f32: batch-1 residual sums of squares
+    void* ssd;          // ssd_chunked workspace
+    void* h_sel;        // {R, d_model} act: rows whose logits are wanted
+    float* res_sel;     // {R, d_model} f32
+    float* logits;      // {R, vocab_padded} f32
+    void* sample_ws;    // sampling workspace
+    int32_t* ids;       // {R}: sampled tokens
     cuda::DeviceSampling* sampling;  // {R}
     // Batch description: one block laid out as DescLayout says, uploaded by one copy per pass.
     int32_t* tokens;       // {T}
@@ -376,6 +378,7 @@ class CudaModel final : public Model {
         info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
         info_.compute_capability = prop.major * 10 + prop.minor;
         info_.decode_stack = use_stack_;
+        info_.gemv_epilogues = gemv_epilogues_ && !use_stack_;
         info_.z_fork = !split_in_proj_ ? "none"
                        : z_early(2)    ? "early"
                        : z_early(1)    ? "early at batch 1"
@@ -491,6 +494,7 @@ class CudaModel final : public Model {
                                            ssq_elems * 4,
                                            R * H * 4,
                                            out_splits_ > 1 ? z(out_splits_ * max_seqs_) * D * 4 : 0,
+                                           z(cuda::gemv_fused_parts(c_.d_model)) * 4,
                                            ssd_bytes,
                                            R * D * a,
                                            R * D * 4,
@@ -515,6 +519,7 @@ class CudaModel final : public Model {
         ws_.ssq = static_cast<float*>(take());
         ws_.ssq_sel = static_cast<float*>(take());
         ws_.h_parts = static_cast<float*>(take());
+        ws_.gemv_parts = static_cast<float*>(take());
         ws_.ssd = take();
         ws_.h_sel = take();
         ws_.res_sel = static_cast<float*>(take());
@@ -536,7 +541,30 @@ class CudaModel final : public Model {
         for (int64_t layer = 0; decode_gate_ && layer < c_.n_layer; ++layer)
             decode_gate_ = cuda::ssm_decode_gate_supported(
                 ssd_args(layer), ssd_gate(weights_.layers[static_cast<size_t>(layer)]), act_);
+        gemv_epilogues_ = gemv_epilogues_fit();
         return Status::ok();
+    }
+
+    // Whether batch-1 decode passes can fold the add + RMSNorm and conv1d into the products'
+    // epilogues (cuda::gemv_fused; enqueue_layers): f16/bf16, width-4 conv, no projection biases
+    // (they would go between a product and its epilogue), not with the decode gate (its deferred
+    // scale belongs to the next add + RMSNorm), every product aligned for the m = 1 kernel.
+    // DUALITY_GEMV_EPILOGUES=0 turns it off.
+    bool gemv_epilogues_fit() const {
+        if (env_is("DUALITY_GEMV_EPILOGUES", "0") || c_.d_conv != 4 || decode_gate_ ||
+            !split_in_proj_ || weights_.layers.empty())
+            return false;
+        const int64_t D = c_.d_model, E = c_.d_inner;
+        const size_t el = dtype_size(act_);
+        return cuda::gemv_fused_supports(ws_.u, weights_.head, D, act_) &&
+               std::all_of(weights_.layers.begin(), weights_.layers.end(),
+                           [&](const cuda::DeviceLayer& w) {
+                               const char* xbc = static_cast<const char*>(w.in_proj) + E * D * el;
+                               return !w.in_proj_bias && !w.out_proj_bias &&
+                                      cuda::gemv_fused_supports(ws_.u, w.in_proj, D, act_) &&
+                                      cuda::gemv_fused_supports(ws_.u, xbc, D, act_) &&
+                                      cuda::gemv_fused_supports(ws_.gated, w.out_proj, E, act_);
+                           });
     }
 
     // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack), opt-in with
@@ -761,6 +789,7 @@ class CudaModel final : public Model {
         // that queuing this pass never waits for the GPU to drain.
         staging_read_.sync();
         pass_scaled_ = false;  // until enqueue_layers decides (graph replays leave it false)
+        pass_fused_ = false;
         const int64_t n = static_cast<int64_t>(pass.size());
         const int64_t S = decode && opt_.cuda_graphs ? next_pow2(n) : n;  // graph bucket
         // Host side of the batch description, in the pinned staging buffer at desc_'s offsets.
@@ -932,21 +961,40 @@ class CudaModel final : public Model {
         // splits_out_proj allows: f32 parts that the next add + RMSNorm (or the final norm) sums.
         out_parts_ = decode && splits_out_proj(T) ? cuda::HParts{ws_.h_parts, out_splits_, T * D}
                                                   : cuda::HParts{};
+        // Batch-1 decode passes fold the add + RMSNorm and conv1d into the products (gemv_fused):
+        // out_proj's epilogue adds to the residual and leaves act(r ⊙ w_norm) and Σ r² parts, the
+        // next products scale by rsqrt(mean(r²) + eps) (so layers after the first and the head
+        // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
+        // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
+        pass_fused_ = decode && T == 1 && gemv_epilogues_ && split && !pass_scaled_ &&
+                      !out_parts_.p && !use_stack_;
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
-            cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
-                               T, D, layer == 0, act_, s, h_scale(ws_.ssq),
-                               layer == 0 ? cuda::HParts{} : out_parts_);
+            const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
+            if (!fused_in)
+                cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps),
+                                   ws_.u, T, D, layer == 0, act_, s, h_scale(ws_.ssq),
+                                   layer == 0 ? cuda::HParts{} : out_parts_);
+            const auto z_rows = [&](cudaStream_t stream, cuda::Gemm& gemm) {
+                if (!fused_in) return in_proj_rows(w, 0, E, T, stream, gemm);
+                cuda::GemvFused f = fused_input(true);
+                f.y = ws_.zxbcdt;
+                cuda::gemv_fused(ws_.u, w.in_proj, E, D, act_, gemm.prefetch_bytes(), f, stream);
+            };
             if (z_first) {
                 fork_.order(s, side_stream_.get());
-                in_proj_rows(w, 0, E, T, side_stream_.get(), gemm_side_);
-                in_proj_rows(w, E, n_in, T, s);
+                z_rows(side_stream_.get(), gemm_side_);
+            } else if (!split) {
+                in_proj_rows(w, 0, n_in, T, s);
+            }
+            if (pass_fused_) {
+                xbc_conv(w, layer, fused_in, s);
             } else if (split) {
                 in_proj_rows(w, E, n_in, T, s);
+            }
+            if (split && !z_first) {
                 fork_.order(s, side_stream_.get());
-                in_proj_rows(w, 0, E, T, side_stream_.get());
-            } else {
-                in_proj_rows(w, 0, n_in, T, s);
+                z_rows(side_stream_.get(), gemm_);
             }
 
             cuda::Conv1dArgs conv;
@@ -960,7 +1008,7 @@ class CudaModel final : public Model {
             conv.state = conv_ptr(0) + layer * (c_.d_conv - 1) * conv_dim;
             conv.state_slot_stride = conv_slot_elems_;
             conv.out = ws_.xbc;
-            cuda::conv1d(conv, act_, s);
+            if (!pass_fused_) cuda::conv1d(conv, act_, s);
 
             const cuda::SsdArgs ssd = ssd_args(layer);
             cuda::DecodeDt dt;  // the decode step's Δ input: raw dt of row s
@@ -993,7 +1041,17 @@ class CudaModel final : public Model {
                 cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
                                      static_cast<float>(c_.norm_eps), ws_.gated, T, E,
                                      E / c_.n_group, act_, s);
-            if (out_parts_.p) {
+            if (pass_fused_) {
+                cuda::GemvFused f;
+                f.epilogue = cuda::GemvFused::kResidual;
+                f.residual = ws_.residual;
+                f.w_next = layer + 1 < c_.n_layer
+                               ? weights_.layers[static_cast<size_t>(layer + 1)].norm
+                               : weights_.norm_f;
+                f.u = ws_.u;
+                f.out_parts = ws_.gemv_parts;
+                cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
+            } else if (out_parts_.p) {
                 gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_,
                                   s);
             } else {
@@ -1001,6 +1059,40 @@ class CudaModel final : public Model {
                 if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
             }
         }
+    }
+
+    // A batch-1 fused product's input: u with out_proj's parts as its scale (`scaled`), or u
+    // already normalized by add_rms_norm (the first layer).
+    cuda::GemvFused fused_input(bool scaled) const {
+        cuda::GemvFused f;
+        if (scaled) {
+            f.in_parts = ws_.gemv_parts;
+            f.n_in_parts = cuda::gemv_fused_parts(c_.d_model);
+            f.in_count = static_cast<float>(c_.d_model);
+            f.eps = static_cast<float>(c_.norm_eps);
+        }
+        return f;
+    }
+
+    // The [xBC | dt] columns of a batch-1 pass's in_proj with conv1d in the product's epilogue:
+    // xBC's channels go through the layer's conv into ws_.xbc (and its conv state), dt's raw
+    // values to zxbcdt as in_proj_rows would leave them.
+    void xbc_conv(const cuda::DeviceLayer& w, int64_t layer, bool scaled, cudaStream_t s) {
+        const int64_t D = c_.d_model, E = c_.d_inner, conv_dim = c_.conv_dim();
+        const size_t el = dtype_size(act_);
+        cuda::GemvFused f = fused_input(scaled);
+        f.epilogue = cuda::GemvFused::kConv;
+        f.y = static_cast<char*>(ws_.zxbcdt) + E * el;
+        f.conv_begin = 0;
+        f.conv_end = f.conv_channels = conv_dim;
+        f.conv_weight = w.conv_weight;
+        f.conv_bias = w.conv_bias;
+        f.conv_state = conv_ptr(0) + layer * (c_.d_conv - 1) * conv_dim;
+        f.conv_slot_stride = conv_slot_elems_;
+        f.slots = batch_.slots;
+        f.conv_out = ws_.xbc;
+        cuda::gemv_fused(ws_.u, static_cast<const char*>(w.in_proj) + E * D * el,
+                         c_.d_in_proj() - E, D, act_, gemm_.prefetch_bytes(), f, s);
     }
 
     // Whether decode passes of m rows run out_proj as split-k (Gemm::run_split_k into out_splits_
@@ -1076,6 +1168,14 @@ class CudaModel final : public Model {
     // Final norm + LM head over the first `rows` tokens (decode: every row is a sequence).
     void enqueue_head(int64_t rows) {
         cudaStream_t s = stream_.get();
+        if (pass_fused_ && rows == 1) {  // the last out_proj left u and its parts
+            cuda::GemvFused f = fused_input(true);
+            f.y = ws_.logits;
+            f.y_f32 = true;
+            cuda::gemv_fused(ws_.u, weights_.head, c_.vocab_padded, c_.d_model, act_,
+                             gemm_.prefetch_bytes(), f, s);
+            return;
+        }
         cuda::add_rms_norm(ws_.h, ws_.residual, weights_.norm_f, static_cast<float>(c_.norm_eps),
                            ws_.u, rows, c_.d_model, false, act_, s, h_scale(ws_.ssq), out_parts_);
         gemm_.run(ws_.u, c_.d_model, weights_.head, ws_.logits, c_.vocab_padded, DType::kF32, rows,
@@ -1175,11 +1275,15 @@ class CudaModel final : public Model {
     bool use_fused_ = true;       // prefill SSD by ssd_fused where supported
     bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
     bool decode_gate_ = false;    // decode passes use ssm_decode's gate (layout_workspace)
-    bool pass_scaled_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
-    int64_t scale_parts_ = 1;   // this pass's partial sums per head (1, or head_dim / 16 in decode)
-    int64_t ssd_chunk_ = 0;     // the prefill chunk table's chunk size (layout_workspace)
-    DeviceBuffer ssd_sync_;     // ssd_fused's counters and flags (zeroed once)
-    bool use_stack_ = false;    // batch-1 decode passes by cuda::decode_stack
+    bool pass_scaled_ = false;
+    // Batch-1 decode passes may fold the norms and the conv into the products (gemv_fused):
+    // gemv_epilogues_fit at load; pass_fused_ for this pass (enqueue_layers).
+    bool gemv_epilogues_ = false;
+    bool pass_fused_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
+    int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
+    int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
+    DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)
+    bool use_stack_ = false;   // batch-1 decode passes by cuda::decode_stack
     cuda::DecodeStackArgs stack_;  // its arguments (layout_decode_stack)
     DeviceBuffer stack_block_;     // its layer table, v, ssq and sync words
     cuda::Graph stack_graph_;      // its launch, captured

@@ -45,6 +45,7 @@ class Gemm {
     // The m = 1 kernel's L2 prefetch budget per product in bytes (-1: all of w; tests and
     // benchmarks; see kSmallMPrefetchBytes).
     void set_prefetch_bytes(int64_t bytes) { prefetch_bytes_ = bytes; }
+    int64_t prefetch_bytes() const { return prefetch_bytes_; }
     // The decode GEMM (gemm_decode.cu) for products with 2 ≤ m ≤ 64 that gemm_decode_workspace()
     // takes (f16/bf16, k % 64 == 0, 16-byte aligned a and w): kAuto (the default) where it was
     // measured faster than cuBLASLt, kOn for all of them, kOff for none. DUALITY_DECODE_GEMM=0 or

@@ -24,6 +24,7 @@
 
 #include "core/cuda/pdl.cuh"
 #include "core/cuda/prefetch.cuh"
+#include "ops/cuda/activation.cuh"
 #include "ops/cuda/gemm_small_m.h"
 
 namespace duality::cuda {
@@ -97,11 +98,17 @@ __device__ __half from_f32<__half>(float x) {
 constexpr int kWarps = 8;  // per block
 constexpr int kGroup = 4;  // steps of a row whose loads a lane issues together
 
-template <typename T, typename Y, int M>
+// Per-lane partial sums of a kScale input's row: parts lane + 32·i, loaded before the loop.
+constexpr int kPartsPerLane = 10;
+
+// kEpi: GemvFused::Epilogue (kStore with kScale false: the plain product of gemm_small_m, M rows);
+// the fused forms (gemv_fused) have M = 1 and take f.
+template <typename T, typename Y, int M, int kEpi = GemvFused::kStore, bool kScale = false>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
-                        int64_t prefetch_block_bytes, bool early) {
+                        int64_t prefetch_block_bytes, bool early, GemvFused f) {
+    constexpr bool kResidual = kEpi == GemvFused::kResidual;
     // This block's rows of w are contiguous and never written by a step's kernels: ask for them
     // before waiting for the kernel in front (core/cuda/prefetch.cuh).
     if (threadIdx.x == 0) {
@@ -113,7 +120,10 @@ __global__ void __launch_bounds__(kWarps * 32)
     constexpr int V = Vec<T>::kN;
     const int lane = threadIdx.x % 32;
     const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-    const T* wr = w + col * k;
+    // The residual epilogue's block barrier needs every warp: a warp past the end computes the
+    // last column again and stores nothing.
+    const int64_t row = kResidual && col >= n ? n - 1 : col;
+    const T* wr = w + row * k;
     const int64_t step = 32 * V;
     int64_t i = static_cast<int64_t>(lane) * V;
     float acc[M];
@@ -133,11 +143,37 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
     };
     // The first group before waiting for the kernel in front (an early read: weights).
-    if (early && col < n) load_w();
+    if (early && row < n) load_w();
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
     pdl::allow_next();
-    if (col >= n) return;
+    if (row >= n) return;
     if (!early) load_w();
+    // The fused forms' other inputs, loaded now so that they arrive during the loop.
+    float part[kPartsPerLane];
+    if constexpr (kScale) {
+#pragma unroll
+        for (int p = 0; p < kPartsPerLane; ++p) {
+            const int64_t q = lane + 32 * p;
+            part[p] = q < f.n_in_parts ? __ldg(f.in_parts + q) : 0.0f;
+        }
+    }
+    const bool conv = kEpi == GemvFused::kConv && col >= f.conv_begin && col < f.conv_end;
+    float taps[4] = {}, win[3] = {}, bias = 0.0f, res = 0.0f;
+    float* state = nullptr;
+    const int64_t c = col - f.conv_begin;
+    if constexpr (kEpi == GemvFused::kConv) {
+        if (conv && lane == 0) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) taps[j] = __ldg(f.conv_weight + c * 4 + j);
+            bias = f.conv_bias ? __ldg(f.conv_bias + c) : 0.0f;
+            state = f.conv_state + static_cast<int64_t>(*f.slots) * f.conv_slot_stride + c;
+#pragma unroll
+            for (int j = 0; j < 3; ++j) win[j] = state[j * f.conv_channels];
+        }
+    }
+    if constexpr (kResidual) {
+        if (lane == 0) res = f.residual[row];
+    }
     for (;;) {
         uint4 aq[kGroup][M];
 #pragma unroll
@@ -168,6 +204,54 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int off = 16; off > 0; off /= 2) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
     }
+    if constexpr (kScale || kEpi != GemvFused::kStore) {
+        float v = acc[0];
+        if constexpr (kScale) {
+            float sum = 0.0f;
+#pragma unroll
+            for (int p = 0; p < kPartsPerLane; ++p) sum += part[p];
+            for (int64_t q = lane + 32 * kPartsPerLane; q < f.n_in_parts; q += 32)
+                sum += __ldg(f.in_parts + q);
+#pragma unroll
+            for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+            v *= rsqrtf(sum / f.in_count + f.eps);
+        }
+        if constexpr (kResidual) {
+            __shared__ float ssq[kWarps];
+            const float r = res + v;
+            if (lane == 0) {
+                ssq[threadIdx.x / 32] = col < n ? r * r : 0.0f;
+                if (col < n) {
+                    f.residual[col] = r;
+                    static_cast<T*>(f.u)[col] = from_f32<T>(r * __ldg(f.w_next + col));
+                }
+            }
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                float sum = 0.0f;
+#pragma unroll
+                for (int i = 0; i < kWarps; ++i) sum += ssq[i];
+                f.out_parts[blockIdx.x] = sum;
+            }
+        } else if (lane == 0) {
+            if (conv) {
+                // As conv1d would see it: x rounded to act, the window in f32.
+                const float x = static_cast<float>(from_f32<T>(v));
+                float o = bias;
+#pragma unroll
+                for (int j = 0; j < 3; ++j) o = fmaf(taps[j], win[j], o);
+                o = fmaf(taps[3], x, o);
+                static_cast<T*>(f.conv_out)[c] = from_f32<T>(silu<T>(o));
+                state[0] = win[1], state[f.conv_channels] = win[2];
+                state[2 * f.conv_channels] = x;
+            } else if (f.y_f32) {
+                static_cast<float*>(f.y)[col] = v;
+            } else {
+                static_cast<T*>(f.y)[col] = from_f32<T>(v);
+            }
+        }
+        return;
+    }
     if (lane < M) {
         float mine = acc[0];
 #pragma unroll
@@ -175,6 +259,14 @@ __global__ void __launch_bounds__(kWarps * 32)
             if (lane == m) mine = acc[m];
         y[lane * ldy + col] = from_f32<Y>(mine);
     }
+}
+
+// The budget spread over a product's blocks, in whole 16-byte pieces. Nothing without PDL: the
+// kernel in front has finished before this one starts, so there is nothing to overlap.
+int64_t prefetch_per_block(int64_t prefetch_bytes, unsigned blocks, int64_t k, size_t el) {
+    return !pdl::enabled()      ? 0
+           : prefetch_bytes < 0 ? kWarps * k * static_cast<int64_t>(el)
+                                : prefetch_bytes / blocks / 16 * 16;
 }
 
 template <typename T, typename Y>
@@ -190,13 +282,9 @@ void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int
         DUALITY_CUDA_CHECK(cudaMemsetAsync(y, 0, static_cast<size_t>(n) * sizeof(Y), stream));
         return;
     }
-    // The budget spread over the blocks, in whole 16-byte pieces. Nothing without PDL: the
-    // kernel in front has finished before this one starts, so there is nothing to overlap.
-    const int64_t per_block = !pdl::enabled()      ? 0
-                              : prefetch_bytes < 0 ? kWarps * k * int64_t{sizeof(T)}
-                                                   : prefetch_bytes / grid.x / 16 * 16;
+    const int64_t per_block = prefetch_per_block(prefetch_bytes, grid.x, k, sizeof(T));
     pdl::launch(gemm_small_m_kernel<T, Y, 1>, grid, block, 0, stream, A, lda, W, Yp, ldy, n, k,
-                per_block, pdl::early_reads());
+                per_block, pdl::early_reads(), GemvFused{});
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
@@ -210,7 +298,54 @@ void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy,
     }
 }
 
+template <typename T, int kEpi, bool kScale>
+void launch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t per_block, dim3 grid,
+                  const GemvFused& f, cudaStream_t stream) {
+    pdl::launch(gemm_small_m_kernel<T, T, 1, kEpi, kScale>, grid, dim3(kWarps * 32), 0, stream,
+                static_cast<const T*>(a), k, static_cast<const T*>(w), static_cast<T*>(nullptr),
+                int64_t{0}, n, k, per_block, pdl::early_reads(), f);
+}
+
+template <typename T>
+void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t per_block,
+                    dim3 grid, const GemvFused& f, cudaStream_t stream) {
+    const bool scaled = f.in_parts != nullptr;
+    switch (f.epilogue) {
+        case GemvFused::kStore:
+            if (!scaled) fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
+            return launch_fused<T, GemvFused::kStore, true>(a, w, n, k, per_block, grid, f, stream);
+        case GemvFused::kConv:
+            return scaled ? launch_fused<T, GemvFused::kConv, true>(a, w, n, k, per_block, grid, f,
+                                                                    stream)
+                          : launch_fused<T, GemvFused::kConv, false>(a, w, n, k, per_block, grid, f,
+                                                                     stream);
+        case GemvFused::kResidual:
+            if (scaled) fail("gemv_fused: kResidual takes no input scale", "f", __FILE__, __LINE__);
+            return launch_fused<T, GemvFused::kResidual, false>(a, w, n, k, per_block, grid, f,
+                                                                stream);
+    }
+}
+
 }  // namespace
+
+bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act) {
+    return (act == DType::kBF16 || act == DType::kF16) &&
+           gemm_small_m_supports(a, k, w, act, 1, k, act);
+}
+
+void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
+                int64_t prefetch_bytes, const GemvFused& f, cudaStream_t stream) {
+    if (!gemv_fused_supports(a, w, k, act) || k == 0)
+        fail("gemv_fused: unsupported operands", "a", __FILE__, __LINE__);
+    if (n == 0) return;
+    const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
+    const int64_t per_block = prefetch_per_block(prefetch_bytes, grid.x, k, dtype_size(act));
+    if (act == DType::kBF16)
+        dispatch_fused<__nv_bfloat16>(a, w, n, k, per_block, grid, f, stream);
+    else
+        dispatch_fused<__half>(a, w, n, k, per_block, grid, f, stream);
+    DUALITY_CUDA_LAUNCH_CHECK();
+}
 
 bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,
                            int64_t k, DType act) {

@@ -29,4 +29,53 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
                   int64_t m, int64_t n, int64_t k, DType act, int64_t prefetch_bytes,
                   cudaStream_t stream);
 
+// The batch-1 product with the neighbouring per-row ops of a decode step folded in, so that the
+// add + RMSNorm and conv1d kernels leave a batch-1 step's chain (docs/architecture.md, "Batch-1
+// GEMV epilogues"). y_col = s · (a · w_colᵀ) for each column col of w {n, k}, and then one
+// epilogue. f16/bf16 only (act), a and w as for gemm_small_m with m = 1.
+//
+// Input scale (`in_parts`, optional): a is a row whose RMSNorm was left undone, a = act(r ⊙ w_norm)
+// for a residual row r, and s = rsqrt(Σ in_parts / in_count + eps) with in_parts the sums of r²
+// that the residual epilogue below left (n_in_parts of them). Without it s = 1.
+//
+// Epilogues:
+// - kStore: y[col] = act, or f32 with `y_f32` (the LM head's logits).
+// - kConv: the columns [conv_begin, conv_end) are raw xBC channels c = col - conv_begin of a
+//   width-4 causal conv1d (Conv1dArgs' layout): x = act(y) joins the window of the slot's conv
+//   state (f32 {3, conv_channels}, slot slots[0]), conv_out[c] = act(silu(bias + taps · window))
+//   and the state shifts by one row; other columns are stored as in kStore.
+// - kResidual: r = residual[col] + y (f32); residual[col] = r; u[col] = act(r · w_next[col]); and
+//   out_parts[b] = Σ r² over columns 8b..8b+7 (the fixed order of a block), ceil(n / 8) of them:
+//   the next product's input scale (gemv_fused_parts).
+struct GemvFused {
+    enum Epilogue { kStore, kConv, kResidual };
+    Epilogue epilogue = kStore;
+    const float* in_parts = nullptr;
+    int64_t n_in_parts = 0;
+    float in_count = 0.0f, eps = 0.0f;
+    void* y = nullptr;  // kStore, kConv (columns outside the conv range): {n}
+    bool y_f32 = false;
+    // kConv
+    int64_t conv_begin = 0, conv_end = 0, conv_channels = 0;
+    const float* conv_weight = nullptr;  // {conv_channels, 4}
+    const float* conv_bias = nullptr;    // {conv_channels} or nullptr
+    float* conv_state = nullptr;         // per slot {3, conv_channels} f32, slot_stride apart
+    int64_t conv_slot_stride = 0;
+    const int32_t* slots = nullptr;  // device: slots[0] is the sequence's slot
+    void* conv_out = nullptr;        // {conv_channels} act
+    // kResidual
+    float* residual = nullptr;      // {n} f32, in and out
+    const float* w_next = nullptr;  // {n} f32: the next RMSNorm's weight
+    void* u = nullptr;              // {n} act
+    float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32
+};
+// The number of partial sums of squares the kResidual epilogue leaves for n columns.
+constexpr int64_t gemv_fused_parts(int64_t n) {
+    return (n + 7) / 8;
+}
+// Whether gemv_fused takes these operands (f16/bf16, alignment, vector width).
+bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act);
+void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
+                int64_t prefetch_bytes, const GemvFused& f, cudaStream_t stream);
+
 }  // namespace duality::cuda

@@ -85,7 +85,7 @@ if [[ "$what" == all || "$what" == tests ]]; then
   # the kernels that have them, once more with the reads after the wait (as on other GPUs).
   step "CUDA tests of the kernels with early reads, DUALITY_PDL_EARLY=0"
   DUALITY_PDL_EARLY=0 build-gpu/tests/duality_tests --gtest_brief=1 \
-    --gtest_filter='*CudaMatchesCpu/ssm_decode*:*CudaMatchesCpu/conv1d*:*CudaMatchesCpu/gemm_*m1_*' \
+    --gtest_filter='*CudaMatchesCpu/ssm_decode*:*CudaMatchesCpu/conv1d*:*CudaMatchesCpu/gemm_*m1_*:*CudaMatchesCpu/gemv_fused*' \
     2>&1 | tee "$OUT/cuda-tests-late.log" | tail -4 || status=1
   if [[ "${GPU_CHECK_QUICK:-0}" == 1 ]]; then
     echo "GPU_CHECK_QUICK=1: the rest of the suite (CPU tests, run by CI anyway) is skipped"

@@ -568,7 +568,8 @@ TEST(CudaModel, ZForkEarlyMatchesTheLateOrder) {
 }
 
 // Batch-1 decode passes fold the add + RMSNorm and conv1d into the products' epilogues
-// (cuda::gemv_fused, DUALITY_GEMV_EPILOGUES). Two models of the bundled one, with and without,
+// (cuda::gemv_fused, DUALITY_GEMV_EPILOGUES=1; by default only where z forks early). Two models of
+// the bundled one, with and without,
 // GEMM tuning off: two sequences prefilled together, then steps of both (batch 2, the kernel chain
 // in both) and of one (batch 1: the epilogues in one of them), each continuing with the chain
 // model's greedy tokens, so that a slot's conv state is left by the fused product in one step and
@@ -587,6 +588,15 @@ TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
         ASSERT_TRUE(fused.is_ok() && chain.is_ok()) << fused.status().message();
         ASSERT_TRUE((*fused)->device_info().gemv_epilogues);
         ASSERT_FALSE((*chain)->device_info().gemv_epilogues);
+        // By default only where z's product forks early at batch 1: not the bundled model's
+        // size, unless the fork's threshold is lowered.
+        for (const char* min_elems : {"", "1"}) {
+            ScopedEnv env({{"DUALITY_Z_FORK_MIN_ELEMS", min_elems}});
+            auto m = Model::load(test::bundled_model_dir(), cuda_options(dtype, 2));
+            ASSERT_TRUE(m.is_ok()) << m.status().message();
+            EXPECT_EQ((*m)->device_info().gemv_epilogues, *min_elems != '\0') << min_elems;
+            EXPECT_EQ((*m)->device_info().z_fork, *min_elems != '\0' ? "early at batch 1" : "late");
+        }
         const int64_t V = (*chain)->config().vocab_size;
         const double max_rel = dtype == DType::kBF16 ? 3e-2 : 5e-3;
         std::vector<std::vector<int32_t>> next = {{11, 42, 7, 1999, 5}, {300, 301, 302}};

@@ -38,6 +38,17 @@ __device__ __forceinline__ uint64_t global_ns() {
     return t;
 }
 
+// ---- cp.async (sm_80 and later) ----------------------------------------------------------------
+// 4 bytes global -> shared, through L1; complete after cp_async_wait_all() (in the thread that
+// issued it; __syncwarp or a barrier for the others).
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(dst)), "l"(src)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+}
+
 // ---- mbarriers and bulk copies (sm_90 and later) ----------------------------------------------
 // An mbarrier expecting one arrival per phase (plus the bytes of the copies it tracks).
 __device__ __forceinline__ void mbar_init(uint64_t* bar) {

@@ -378,7 +378,7 @@ class CudaModel final : public Model {
         info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
         info_.compute_capability = prop.major * 10 + prop.minor;
         info_.decode_stack = use_stack_;
-        info_.gemv_epilogues = gemv_epilogues_ && !use_stack_;
+        info_.gemv_epilogues = gemv_epilogues_at(1);
         info_.z_fork = !split_in_proj_ ? "none"
                        : z_early(2)    ? "early"
                        : z_early(1)    ? "early at batch 1"
@@ -541,7 +541,9 @@ class CudaModel final : public Model {
         for (int64_t layer = 0; decode_gate_ && layer < c_.n_layer; ++layer)
             decode_gate_ = cuda::ssm_decode_gate_supported(
                 ssd_args(layer), ssd_gate(weights_.layers[static_cast<size_t>(layer)]), act_);
-        gemv_epilogues_ = gemv_epilogues_fit();
+        gemv_epilogues_ = !gemv_epilogues_fit()                   ? GemvEpilogues::kOff
+                          : env_is("DUALITY_GEMV_EPILOGUES", "1") ? GemvEpilogues::kOn
+                                                                  : GemvEpilogues::kAuto;
         return Status::ok();
     }
 
@@ -549,7 +551,12 @@ class CudaModel final : public Model {
     // epilogues (cuda::gemv_fused; enqueue_layers): f16/bf16, width-4 conv, no projection biases
     // (they would go between a product and its epilogue), not with the decode gate (its deferred
     // scale belongs to the next add + RMSNorm), every product aligned for the m = 1 kernel.
-    // DUALITY_GEMV_EPILOGUES=0 turns it off.
+    // Where they fit, DUALITY_GEMV_EPILOGUES=1 takes them in every batch-1 pass, 0 in none, and by
+    // default (auto) only where z's product forks early (z_early: the 1.3b and larger). H200,
+    // batch-1 ms per step, two runs each, off -> on: 2.7b 2.001-2.014 -> 1.912-1.914, 1.3b
+    // 1.135-1.148 -> 1.060-1.065 (early fork); 130m 0.301 -> 0.306-0.309, 370m 0.615-0.622 ->
+    // 0.636-0.638, 780m 0.868-0.870 -> 0.951-0.953 (late fork; not profiled).
+    // docs/architecture.md, "Batch-1 GEMV epilogues".
     bool gemv_epilogues_fit() const {
         if (env_is("DUALITY_GEMV_EPILOGUES", "0") || c_.d_conv != 4 || decode_gate_ ||
             !split_in_proj_ || weights_.layers.empty())
@@ -966,8 +973,7 @@ class CudaModel final : public Model {
         // next products scale by rsqrt(mean(r²) + eps) (so layers after the first and the head
         // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
         // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
-        pass_fused_ = decode && T == 1 && gemv_epilogues_ && split && !pass_scaled_ &&
-                      !out_parts_.p && !use_stack_;
+        pass_fused_ = decode && gemv_epilogues_at(T) && split && !pass_scaled_ && !out_parts_.p;
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
             const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
@@ -1275,11 +1281,18 @@ class CudaModel final : public Model {
     bool use_fused_ = true;       // prefill SSD by ssd_fused where supported
     bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
     bool decode_gate_ = false;    // decode passes use ssm_decode's gate (layout_workspace)
-    bool pass_scaled_ = false;
+    bool pass_scaled_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
     // Batch-1 decode passes may fold the norms and the conv into the products (gemv_fused):
-    // gemv_epilogues_fit at load; pass_fused_ for this pass (enqueue_layers).
-    bool gemv_epilogues_ = false;
-    bool pass_fused_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
+    // gemv_epilogues_ (layout_workspace) says where, pass_fused_ whether this pass does
+    // (enqueue_layers).
+    enum class GemvEpilogues { kOff, kOn, kAuto };
+    GemvEpilogues gemv_epilogues_ = GemvEpilogues::kOff;
+    bool pass_fused_ = false;
+    bool gemv_epilogues_at(int64_t rows) const {
+        return rows == 1 && !use_stack_ &&
+               (gemv_epilogues_ == GemvEpilogues::kOn ||
+                (gemv_epilogues_ == GemvEpilogues::kAuto && z_early(1)));
+    }
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

@@ -24,6 +24,7 @@
 
 #include "core/cuda/pdl.cuh"
 #include "core/cuda/prefetch.cuh"
+#include "core/cuda/sync.cuh"
 #include "ops/cuda/activation.cuh"
 #include "ops/cuda/gemm_small_m.h"
 
@@ -98,8 +99,9 @@ __device__ __half from_f32<__half>(float x) {
 constexpr int kWarps = 8;  // per block
 constexpr int kGroup = 4;  // steps of a row whose loads a lane issues together
 
-// Per-lane partial sums of a kScale input's row: parts lane + 32·i, loaded before the loop.
-constexpr int kPartsPerLane = 10;
+// A kScale input's partial sums copied to the block's shared memory before the loop (cp.async,
+// so no register holds them during it; the rest, for d_model > 4096, are read after it).
+constexpr int kSmemParts = 512;
 
 // kEpi: GemvFused::Epilogue (kStore with kScale false: the plain product of gemm_small_m, M rows);
 // the fused forms (gemv_fused) have M = 1 and take f.
@@ -120,9 +122,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     constexpr int V = Vec<T>::kN;
     const int lane = threadIdx.x % 32;
     const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-    // The residual epilogue's block barrier needs every warp: a warp past the end computes the
-    // last column again and stores nothing.
-    const int64_t row = kResidual && col >= n ? n - 1 : col;
+    // The block barriers of the residual epilogue and the input scale need every warp: a warp past
+    // the end computes the last column again and stores nothing.
+    const int64_t row = (kResidual || kScale) && col >= n ? n - 1 : col;
     const T* wr = w + row * k;
     const int64_t step = 32 * V;
     int64_t i = static_cast<int64_t>(lane) * V;
@@ -143,34 +145,48 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
     };
     // The first group before waiting for the kernel in front (an early read: weights).
-    if (early && row < n) load_w();
+    // The fused forms' small inputs go to shared memory by cp.async, so that they arrive during
+    // the loop without holding registers in it (at 70 registers the conv form fitted 3 blocks
+    // per SM instead of 5, and the 780m's [xBC | dt] product took two waves).
+    const int warp = threadIdx.x / 32;
+    __shared__ float sm_parts[kScale ? kSmemParts : 1];
+    __shared__ float sm_conv[kEpi == GemvFused::kConv ? kWarps : 1][8];  // taps, bias, window
+    const bool conv = kEpi == GemvFused::kConv && col >= f.conv_begin && col < f.conv_end;
+    const int64_t c = col - f.conv_begin;
+    int64_t slot = 0;
+    // The conv's taps and its slot's window: early reads (the window is written only by this
+    // kernel, the slot by the host; core/cuda/pdl.cuh).
+    const auto load_conv = [&] {
+        if (!conv || lane != 0) return;
+        slot = *f.slots;
+        const float* state = f.conv_state + slot * f.conv_slot_stride + c;
+        float* dst = sm_conv[kEpi == GemvFused::kConv ? warp : 0];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) sync::cp_async4(dst + j, f.conv_weight + c * 4 + j);
+        if (f.conv_bias)
+            sync::cp_async4(dst + 4, f.conv_bias + c);
+        else
+            dst[4] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 3; ++j) sync::cp_async4(dst + 5 + j, state + j * f.conv_channels);
+    };
+    if (early && row < n) {
+        load_w();
+        if constexpr (kEpi == GemvFused::kConv) load_conv();
+    }
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     if (row >= n) return;
-    if (!early) load_w();
-    // The fused forms' other inputs, loaded now so that they arrive during the loop.
-    float part[kPartsPerLane];
+    if (!early) {
+        load_w();
+        if constexpr (kEpi == GemvFused::kConv) load_conv();
+    }
     if constexpr (kScale) {
-#pragma unroll
-        for (int p = 0; p < kPartsPerLane; ++p) {
-            const int64_t q = lane + 32 * p;
-            part[p] = q < f.n_in_parts ? __ldg(f.in_parts + q) : 0.0f;
-        }
+        const int64_t n_smem = f.n_in_parts < kSmemParts ? f.n_in_parts : kSmemParts;
+        for (int64_t q = threadIdx.x; q < n_smem; q += kWarps * 32)
+            sync::cp_async4(&sm_parts[q], f.in_parts + q);
     }
-    const bool conv = kEpi == GemvFused::kConv && col >= f.conv_begin && col < f.conv_end;
-    float taps[4] = {}, win[3] = {}, bias = 0.0f, res = 0.0f;
-    float* state = nullptr;
-    const int64_t c = col - f.conv_begin;
-    if constexpr (kEpi == GemvFused::kConv) {
-        if (conv && lane == 0) {
-#pragma unroll
-            for (int j = 0; j < 4; ++j) taps[j] = __ldg(f.conv_weight + c * 4 + j);
-            bias = f.conv_bias ? __ldg(f.conv_bias + c) : 0.0f;
-            state = f.conv_state + static_cast<int64_t>(*f.slots) * f.conv_slot_stride + c;
-#pragma unroll
-            for (int j = 0; j < 3; ++j) win[j] = state[j * f.conv_channels];
-        }
-    }
+    float res = 0.0f;
     if constexpr (kResidual) {
         if (lane == 0) res = f.residual[row];
     }
@@ -206,12 +222,17 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     if constexpr (kScale || kEpi != GemvFused::kStore) {
         float v = acc[0];
+        if constexpr (kScale || kEpi == GemvFused::kConv) {
+            sync::cp_async_wait_all();
+            if constexpr (kScale)
+                __syncthreads();  // every thread's copies of the parts
+            else
+                __syncwarp();  // lane 0's of the conv's inputs
+        }
         if constexpr (kScale) {
             float sum = 0.0f;
-#pragma unroll
-            for (int p = 0; p < kPartsPerLane; ++p) sum += part[p];
-            for (int64_t q = lane + 32 * kPartsPerLane; q < f.n_in_parts; q += 32)
-                sum += __ldg(f.in_parts + q);
+            for (int64_t q = lane; q < f.n_in_parts; q += 32)
+                sum += q < kSmemParts ? sm_parts[q] : __ldg(f.in_parts + q);
 #pragma unroll
             for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
             v *= rsqrtf(sum / f.in_count + f.eps);
@@ -233,16 +254,18 @@ __global__ void __launch_bounds__(kWarps * 32)
                 for (int i = 0; i < kWarps; ++i) sum += ssq[i];
                 f.out_parts[blockIdx.x] = sum;
             }
-        } else if (lane == 0) {
+        } else if (lane == 0 && col < n) {
             if (conv) {
                 // As conv1d would see it: x rounded to act, the window in f32.
+                const float* cv = sm_conv[kEpi == GemvFused::kConv ? warp : 0];
                 const float x = static_cast<float>(from_f32<T>(v));
-                float o = bias;
+                float o = cv[4];
 #pragma unroll
-                for (int j = 0; j < 3; ++j) o = fmaf(taps[j], win[j], o);
-                o = fmaf(taps[3], x, o);
+                for (int j = 0; j < 3; ++j) o = fmaf(cv[j], cv[5 + j], o);
+                o = fmaf(cv[3], x, o);
                 static_cast<T*>(f.conv_out)[c] = from_f32<T>(silu<T>(o));
-                state[0] = win[1], state[f.conv_channels] = win[2];
+                float* state = f.conv_state + slot * f.conv_slot_stride + c;
+                state[0] = cv[6], state[f.conv_channels] = cv[7];
                 state[2 * f.conv_channels] = x;
             } else if (f.y_f32) {
                 static_cast<float*>(f.y)[col] = v;

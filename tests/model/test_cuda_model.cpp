@@ -522,49 +522,55 @@ bool clear_top(const float* row, int64_t V) {
 // (1 here, so that the bundled model qualifies). That changes the order of work on the GPU, not
 // what is computed: bf16 models of the bundled one, GEMM tuning off (every Gemm then takes
 // cuBLASLt's first choice), with the decode gate off and on (the step then waits for z instead
-// of the gated norm), must give bit for bit the logits of the late order at 32 sequences
+// of the gated norm) and with the batch-1 GEMV epilogues off and on in both models, must give
+// bit for bit the logits of the late order at 32 sequences
 // (cuBLASLt) and 1 (the batch-1 GEMV). A missing or misplaced join shows as a difference (a step
 // or norm reading z before its product has written it); device_info() shows that the switch took.
 TEST(CudaModel, ZForkEarlyMatchesTheLateOrder) {
     REQUIRE_GPU();
     constexpr int kSeqs = 32;
-    auto load = [&](const char* fork, const char* decode_gate) {
+    // The batch-1 GEMV epilogues follow the fork by default (auto: on where z forks early), so
+    // they are set to one value in both models: off, and on in every batch-1 pass.
+    auto load = [&](const char* fork, const char* decode_gate, const char* epilogues) {
         return load_bundled_bf16(kSeqs, {{"DUALITY_Z_FORK", fork},
                                          {"DUALITY_Z_FORK_MIN_ELEMS", "1"},
-                                         {"DUALITY_DECODE_GATE", decode_gate}});
+                                         {"DUALITY_DECODE_GATE", decode_gate},
+                                         {"DUALITY_GEMV_EPILOGUES", epilogues}});
     };
-    for (const char* decode_gate : {"0", "1"}) {
-        auto late = load("late", decode_gate);
-        ASSERT_TRUE(late.is_ok()) << late.status().message();
-        ASSERT_EQ((*late)->device_info().z_fork, "late");
-        for (const char* fork : {"early", "auto"}) {
-            auto early = load(fork, decode_gate);
-            ASSERT_TRUE(early.is_ok()) << early.status().message();
-            // The switch took: `early` runs z's product on a GEMM of its own in every decode
-            // pass, `auto` in batch-1 passes only.
-            ASSERT_EQ((*early)->device_info().z_fork,
-                      std::string_view(fork) == "early" ? "early" : "early at batch 1");
-            const int64_t V = (*late)->config().vocab_size;
-            const std::vector<std::vector<int32_t>> tokens = prompts(kSeqs, 4, 2, 89, 23, V);
-            for (int n_seq : {kSeqs, 1}) {
-                for (auto* m : {&late, &early})
-                    for (int s = 0; s < kSeqs; ++s) ASSERT_TRUE((**m)->reset_slot(s).is_ok());
-                std::vector<float> l = step_logits(**late, n_seq, tokens);
-                std::vector<float> e = step_logits(**early, n_seq, tokens);
-                ASSERT_EQ(e, l) << fork << ", prefill of " << n_seq << ", decode gate "
-                                << decode_gate;
-                for (int step = 0; step < 6; ++step) {
-                    const std::vector<std::vector<int32_t>> next =
-                        greedy_pieces(l, n_seq, kSeqs, V);
-                    l = step_logits(**late, n_seq, next);
-                    e = step_logits(**early, n_seq, next);
-                    ASSERT_FALSE(l.empty());
-                    EXPECT_EQ(e, l) << fork << ", decode step " << step << " of " << n_seq
-                                    << ", decode gate " << decode_gate;
+    for (const char* epilogues : {"0", "1"})
+        for (const char* decode_gate : {"0", "1"}) {
+            auto late = load("late", decode_gate, epilogues);
+            ASSERT_TRUE(late.is_ok()) << late.status().message();
+            ASSERT_EQ((*late)->device_info().z_fork, "late");
+            for (const char* fork : {"early", "auto"}) {
+                auto early = load(fork, decode_gate, epilogues);
+                ASSERT_TRUE(early.is_ok()) << early.status().message();
+                // The switch took: `early` runs z's product on a GEMM of its own in every decode
+                // pass, `auto` in batch-1 passes only.
+                ASSERT_EQ((*early)->device_info().z_fork,
+                          std::string_view(fork) == "early" ? "early" : "early at batch 1");
+                const int64_t V = (*late)->config().vocab_size;
+                const std::vector<std::vector<int32_t>> tokens = prompts(kSeqs, 4, 2, 89, 23, V);
+                for (int n_seq : {kSeqs, 1}) {
+                    for (auto* m : {&late, &early})
+                        for (int s = 0; s < kSeqs; ++s) ASSERT_TRUE((**m)->reset_slot(s).is_ok());
+                    std::vector<float> l = step_logits(**late, n_seq, tokens);
+                    std::vector<float> e = step_logits(**early, n_seq, tokens);
+                    ASSERT_EQ(e, l) << fork << ", prefill of " << n_seq << ", decode gate "
+                                    << decode_gate << ", epilogues " << epilogues;
+                    for (int step = 0; step < 6; ++step) {
+                        const std::vector<std::vector<int32_t>> next =
+                            greedy_pieces(l, n_seq, kSeqs, V);
+                        l = step_logits(**late, n_seq, next);
+                        e = step_logits(**early, n_seq, next);
+                        ASSERT_FALSE(l.empty());
+                        EXPECT_EQ(e, l)
+                            << fork << ", decode step " << step << " of " << n_seq
+                            << ", decode gate " << decode_gate << ", epilogues " << epilogues;
+                    }
                 }
             }
         }
-    }
 }
 
 // Batch-1 decode passes fold the add + RMSNorm and conv1d into the products' epilogues

@@ -17,8 +17,18 @@
 // 4 against the loop this replaced, and groups of 8 (measured slower on whole 2.7b steps and
 // removed): docs/architecture.md, "The forward pass (CUDA)".
 //
+// The same kernel, instantiated with an epilogue (kEpi) and an input scale (kScale), is gemv_fused
+// (gemm_small_m.h): the batch-1 product with its neighbouring per-row ops folded in. The input
+// scale's partial sums (and the conv's taps and window) are copied to shared memory by cp.async
+// before the loop and read after it, so that the loop keeps the plain kernel's 48 registers (five
+// blocks per SM; held in registers they took 60-70); warps past the last column compute it again
+// and store nothing, since the input scale and the residual epilogue end in a block barrier. The
+// plain instantiations compile to the same PTX as before the fused forms existed.
+//
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
+// gemv_fused: f16/bf16, a width-4 conv, kSmemParts partial sums in shared memory (more are read
+// from global memory after the loop).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

@@ -516,6 +516,40 @@ bool clear_top(const float* row, int64_t V) {
     return top - second > 0.02f * scale;
 }
 
+// Two models of one checkpoint whose batch-1 decode passes take different paths (`a` the one
+// under test, `b` the kernel chain): two sequences prefilled together, then steps of both (batch
+// 2) and of one (batch 1), each continuing with b's greedy tokens, so that the slots go back and
+// forth between the paths. Every step's logits agree within the bf16/f16 policy (rel-L2 <= 3e-2
+// / 5e-3, docs/numerics.md) with the same argmax except at near-ties. Returns whether some
+// batch-1 step's logits differed in any bit (proof that a's path ran).
+bool compare_batch1_paths(Model& a, Model& b, DType dtype, int steps) {
+    const int64_t V = b.config().vocab_size;
+    const double max_rel = dtype == DType::kBF16 ? 3e-2 : 5e-3;
+    std::vector<std::vector<int32_t>> next = {{11, 42, 7, 1999, 5}, {300, 301, 302}};
+    bool differed = false;
+    for (int step = 0; step < steps; ++step) {
+        std::vector<SeqInput> batch;
+        for (int s = 0; s < 2; ++s)
+            if (step == 0 || step % 3 == 0 || step % 2 == s)
+                batch.push_back({s, next[static_cast<size_t>(s)]});
+        auto la = a.step(batch);
+        auto lb = b.step(batch);
+        EXPECT_TRUE(la.is_ok() && lb.is_ok()) << la.status().message();
+        if (!la.is_ok() || !lb.is_ok() || la->size() != lb->size()) return false;
+        EXPECT_LE(rel_l2(*la, *lb), max_rel) << dtype_name(dtype) << " step " << step;
+        if (batch.size() == 1 && step > 0) differed |= *la != *lb;
+        for (size_t i = 0; i < batch.size(); ++i) {
+            const float* ra = la->data() + static_cast<int64_t>(i) * V;
+            const float* rb = lb->data() + static_cast<int64_t>(i) * V;
+            if (clear_top(rb, V)) {
+                EXPECT_EQ(argmax(ra, V), argmax(rb, V)) << dtype_name(dtype) << " step " << step;
+            }
+            next[static_cast<size_t>(batch[i].slot)] = {static_cast<int32_t>(argmax(rb, V))};
+        }
+    }
+    return differed;
+}
+
 // With DUALITY_Z_FORK=early, decode passes fork the side stream before the [xBC | dt] product, so
 // that z's product (on a Gemm of its own) runs beside it; DUALITY_Z_FORK=auto (the default) does
 // so for batch-1 passes of models whose z weights have DUALITY_Z_FORK_MIN_ELEMS elements or more
@@ -575,13 +609,9 @@ TEST(CudaModel, ZForkEarlyMatchesTheLateOrder) {
 
 // Batch-1 decode passes fold the add + RMSNorm and conv1d into the products' epilogues
 // (cuda::gemv_fused, DUALITY_GEMV_EPILOGUES=1; by default only where z forks early). Two models of
-// the bundled one, with and without,
-// GEMM tuning off: two sequences prefilled together, then steps of both (batch 2, the kernel chain
-// in both) and of one (batch 1: the epilogues in one of them), each continuing with the chain
-// model's greedy tokens, so that a slot's conv state is left by the fused product in one step and
-// read by conv1d in the next and the other way round. Every step's logits agree within the
-// bf16/f16 policy (rel-L2 <= 3e-2 / 5e-3, docs/numerics.md) with the same argmax away from
-// near-ties, and batch-1 logits differ in some bits (the fused path skips a rounding of the
+// the bundled one, with and without, GEMM tuning off, compared by compare_batch1_paths: a slot's
+// conv state is left by the fused product in one step and read by conv1d in the next and the
+// other way round; batch-1 logits differ in some bits (the fused path skips a rounding of the
 // normed row): proof that it ran.
 TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
     REQUIRE_GPU();
@@ -603,44 +633,15 @@ TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
             EXPECT_EQ((*m)->device_info().gemv_epilogues, *min_elems != '\0') << min_elems;
             EXPECT_EQ((*m)->device_info().z_fork, *min_elems != '\0' ? "early at batch 1" : "late");
         }
-        const int64_t V = (*chain)->config().vocab_size;
-        const double max_rel = dtype == DType::kBF16 ? 3e-2 : 5e-3;
-        std::vector<std::vector<int32_t>> next = {{11, 42, 7, 1999, 5}, {300, 301, 302}};
-        bool differed = false;
-        for (int step = 0; step < 16; ++step) {
-            std::vector<SeqInput> batch;
-            for (int s = 0; s < 2; ++s)
-                if (step == 0 || step % 3 == 0 || step % 2 == s)
-                    batch.push_back({s, next[static_cast<size_t>(s)]});
-            auto a = (*fused)->step(batch);
-            auto b = (*chain)->step(batch);
-            ASSERT_TRUE(a.is_ok() && b.is_ok()) << a.status().message();
-            ASSERT_EQ(a->size(), b->size());
-            EXPECT_LE(rel_l2(*a, *b), max_rel) << dtype_name(dtype) << " step " << step;
-            if (batch.size() == 1 && step > 0) differed |= *a != *b;
-            for (size_t i = 0; i < batch.size(); ++i) {
-                const float* ra = a->data() + static_cast<int64_t>(i) * V;
-                const float* rb = b->data() + static_cast<int64_t>(i) * V;
-                if (clear_top(rb, V)) {
-                    EXPECT_EQ(argmax(ra, V), argmax(rb, V))
-                        << dtype_name(dtype) << " step " << step;
-                }
-                next[static_cast<size_t>(batch[i].slot)] = {static_cast<int32_t>(argmax(rb, V))};
-            }
-        }
-        EXPECT_TRUE(differed) << dtype_name(dtype) << ": the epilogues did not run";
+        EXPECT_TRUE(compare_batch1_paths(**fused, **chain, dtype, 16))
+            << dtype_name(dtype) << ": the epilogues did not run";
     }
 }
 
 // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) on Hopper when asked to
-// (DUALITY_DECODE_STACK=1). Two models of the bundled one, the stack on and off, GEMM tuning off:
-// two sequences
-// prefilled together, then steps of both (batch 2: the kernel chain in both models) and of one
-// (batch 1: the stack in one of them), each continuing with the chain model's greedy tokens, so
-// the two models' slots go back and forth between the two paths. Every step's logits agree
-// within the bf16/f16 policy (rel-L2 <= 3e-2 / 5e-3, docs/numerics.md) with the same argmax
-// except at near-ties (top two within 2% of the logit scale), and batch-1 logits differ in some
-// bits (summation order): proof that the stack ran.
+// (DUALITY_DECODE_STACK=1). Two models of the bundled one, the stack on and off, GEMM tuning off,
+// compared by compare_batch1_paths; batch-1 logits differ in some bits (summation order): proof
+// that the stack ran.
 TEST(CudaModel, DecodeStackMatchesTheKernelChain) {
     REQUIRE_GPU();
     for (DType dtype : {DType::kBF16, DType::kF16}) {
@@ -651,31 +652,7 @@ TEST(CudaModel, DecodeStackMatchesTheKernelChain) {
         auto stack = load("1"), chain = load("0");
         ASSERT_TRUE(stack.is_ok() && chain.is_ok()) << stack.status().message();
         EXPECT_FALSE((*chain)->device_info().decode_stack);
-        const int64_t V = (*chain)->config().vocab_size;
-        const double max_rel = dtype == DType::kBF16 ? 3e-2 : 5e-3;
-        std::vector<std::vector<int32_t>> next = {{11, 42, 7, 1999, 5}, {300, 301, 302}};
-        bool differed = false;
-        for (int step = 0; step < 12; ++step) {
-            std::vector<SeqInput> batch;
-            for (int s = 0; s < 2; ++s)
-                if (step == 0 || step % 3 == 0 || step % 2 == s)
-                    batch.push_back({s, next[static_cast<size_t>(s)]});
-            auto a = (*stack)->step(batch);
-            auto b = (*chain)->step(batch);
-            ASSERT_TRUE(a.is_ok() && b.is_ok()) << a.status().message();
-            ASSERT_EQ(a->size(), b->size());
-            EXPECT_LE(rel_l2(*a, *b), max_rel) << dtype_name(dtype) << " step " << step;
-            if (batch.size() == 1 && step > 0) differed |= *a != *b;
-            for (size_t i = 0; i < batch.size(); ++i) {
-                const float* ra = a->data() + static_cast<int64_t>(i) * V;
-                const float* rb = b->data() + static_cast<int64_t>(i) * V;
-                if (clear_top(rb, V)) {
-                    EXPECT_EQ(argmax(ra, V), argmax(rb, V))
-                        << dtype_name(dtype) << " step " << step;
-                }
-                next[static_cast<size_t>(batch[i].slot)] = {static_cast<int32_t>(argmax(rb, V))};
-            }
-        }
+        const bool differed = compare_batch1_paths(**stack, **chain, dtype, 12);
         // The bundled model's shape is one the stack takes: it must run on Hopper (the build's
         // sm_90a code; other devices run the compute_80 code, without it).
         const DeviceInfo info = (*stack)->device_info();

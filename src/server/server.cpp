@@ -4,6 +4,7 @@
 #include <httplib.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
 #include <thread>
@@ -38,7 +39,24 @@ int64_t unix_now() {
     return static_cast<int64_t>(std::time(nullptr));
 }
 
+// One of generation_workers() taken by a generation request; given back when destroyed (a
+// stream's state holds it until the connection ends).
+class WorkerSlot {
+  public:
+    explicit WorkerSlot(std::atomic<int>& busy) : busy_(busy) {}
+    ~WorkerSlot() { --busy_; }
+    WorkerSlot(const WorkerSlot&) = delete;
+    WorkerSlot& operator=(const WorkerSlot&) = delete;
+
+  private:
+    std::atomic<int>& busy_;
+};
+
 }  // namespace
+
+int generation_workers(int http_threads) {
+    return http_threads - std::clamp(http_threads / 8, 1, 16);
+}
 
 struct Server::Impl {
     Impl(Engine& e, Tokenizer t, ChatTemplate c, int32_t eos, ServerOptions o)
@@ -47,13 +65,16 @@ struct Server::Impl {
     void routes();
     // body: the request's body, read by generate_route within --max-body.
     void handle_generate(const std::string& body, httplib::Response& res, bool chat);
+    // A worker for a generation, or nullptr when generation_workers() are all taken.
+    std::shared_ptr<WorkerSlot> take_worker();
     httplib::Server::HandlerWithContentReader generate_route(bool chat);
     std::string too_large_message() const {
         return "the request body is larger than the server's limit (" +
                std::to_string(opt.max_body_bytes / 1024) + " KB, --max-body)";
     }
-    void stream(httplib::Response& res, std::shared_ptr<Generation> gen, const std::string& id,
-                int64_t created, bool include_usage);
+    void stream(httplib::Response& res, std::shared_ptr<Generation> gen,
+                std::shared_ptr<WorkerSlot> worker, const std::string& id, int64_t created,
+                bool include_usage);
 
     Engine& engine;
     Tokenizer tokenizer;
@@ -64,6 +85,7 @@ struct Server::Impl {
     HttpCounters counters;
     std::atomic<bool> shutting_down{false};
     std::atomic<int> open_requests{0};  // generation requests in flight (streamed or not)
+    std::atomic<int> busy_workers{0};   // workers taken by generation requests (take_worker)
     int listen_fd = -1;                 // the listening socket (see bind())
 };
 
@@ -185,9 +207,29 @@ httplib::Server::HandlerWithContentReader Server::Impl::generate_route(bool chat
     };
 }
 
+std::shared_ptr<WorkerSlot> Server::Impl::take_worker() {
+    if (++busy_workers > generation_workers(opt.http_threads)) {
+        --busy_workers;
+        return nullptr;
+    }
+    return std::make_shared<WorkerSlot>(busy_workers);
+}
+
 void Server::Impl::handle_generate(const std::string& body, httplib::Response& res, bool chat) {
     if (shutting_down) {
         send_error(res, error_for_status(503, "the server is shutting down"));
+        return;
+    }
+    std::shared_ptr<WorkerSlot> worker = take_worker();
+    if (!worker) {
+        const int n = generation_workers(opt.http_threads);
+        send_error(res, error_for_status(
+                            503, "the server is busy: all " + std::to_string(n) +
+                                     " workers for generation requests are running one "
+                                     "(--http-threads " +
+                                     std::to_string(opt.http_threads) + " keeps " +
+                                     std::to_string(opt.http_threads - n) +
+                                     " for /health, /metrics and replies like this); retry later"));
         return;
     }
     ApiRequest request;
@@ -204,7 +246,7 @@ void Server::Impl::handle_generate(const std::string& body, httplib::Response& r
     const std::string id = make_id(chat ? "chatcmpl-" : "cmpl-");
     const int64_t created = unix_now();
     if (request.stream) {
-        stream(res, std::move(gen), id, created, request.include_usage);
+        stream(res, std::move(gen), std::move(worker), id, created, request.include_usage);
         return;
     }
     ++open_requests;
@@ -219,13 +261,16 @@ void Server::Impl::handle_generate(const std::string& body, httplib::Response& r
 }
 
 void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Generation> gen,
-                          const std::string& id, int64_t created, bool include_usage) {
+                          std::shared_ptr<WorkerSlot> worker, const std::string& id,
+                          int64_t created, bool include_usage) {
     struct State {
         std::shared_ptr<Generation> gen;
+        std::shared_ptr<WorkerSlot> worker;  // given back when the connection ends
         bool sent_role = false, finished = false;
     };
     auto st = std::make_shared<State>();
     st->gen = std::move(gen);
+    st->worker = std::move(worker);
     ++open_requests;
     const std::string model = opt.limits.model_name;
     res.set_header("Cache-Control", "no-cache");
@@ -270,6 +315,7 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Generation> ge
         [this, st](bool) {
             // The connection ended (completed, or the client went away): free the sequences.
             st->gen->cancel();
+            st->worker.reset();
             --open_requests;
         });
 }

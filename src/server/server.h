@@ -17,12 +17,18 @@ namespace duality::server {
 struct ServerOptions {
     std::string host = "127.0.0.1";
     int port = 8000;         // 0: any free port
-    int http_threads = 128;  // connections served at once
+    int http_threads = 128;  // connections served at once (at least 2)
     int64_t max_body_bytes = 1 << 20;
     double request_timeout_s = 600;
     double shutdown_grace_s = 10;
     ApiLimits limits;
 };
+
+// Of `http_threads` workers, how many may run generation requests at once. A generation holds its
+// worker until it ends (a stream until its last event), so the rest, http_threads / 8 (1 to 16),
+// stay free for /health, /metrics, /v1/models and the 503 that one generation too many gets; with
+// every worker held those used to wait for one to finish.
+int generation_workers(int http_threads);
 
 class Server {
   public:

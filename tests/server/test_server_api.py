@@ -1612,6 +1612,40 @@ class TestLimits(OwnServerCase):
         self.assertEqual(self.srv.health(), 200)
 
 
+class TestWorkers(OwnServerCase):
+    """--http-threads 4: three workers for generations, one kept for /health and /metrics."""
+    server_args = ["--http-threads", "4", "--max-seqs", "4", "--max-tokens-limit", "1000000",
+                   "--request-timeout", "120"]
+
+    def test_generation_beyond_the_workers_503_while_health_answers(self):
+        # Three streams hold the three generation workers. Before the cap, a fourth stream took
+        # the last worker and /health, /metrics and every later request waited for one to end.
+        req = {"prompt": [510, 1263], "max_tokens": 1000000, "temperature": 0,
+               "ignore_eos": True, "stream": True}
+        streams = []
+        self.addCleanup(lambda: [st.close() for st in streams])
+        for _ in range(3):
+            streams.append(self.srv.open_stream("/v1/completions", req, timeout=60))
+            self.assertEqual(streams[-1].result.status, 200, streams[-1].result)
+        deadline = time.monotonic() + 30
+        while self.srv.metrics().value("duality_running_sequences") < 3:
+            self.assertLess(time.monotonic(), deadline, "three streams not running in 30 s")
+            time.sleep(0.05)
+        for body in ({**req, "stream": False, "max_tokens": 1}, req):
+            with self.subTest(stream=body["stream"]):
+                err = self.assert_error(self.srv.post("/v1/completions", body, timeout=10), 503,
+                                        what="a generation beyond the workers")
+                self.assertIn("--http-threads", err["message"], err)
+        self.assertEqual(self.srv.health(timeout=5), 200)
+        for st in streams:
+            st.close()
+        m = wait_idle(self.srv)
+        self.assertEqual(m.value("duality_running_sequences"), 0)
+        # The workers are back: a generation runs again.
+        r = self.srv.post("/v1/completions", {"prompt": [510], "max_tokens": 2}, timeout=60)
+        self.assertEqual(r.status, 200, r)
+
+
 # ---- 7. graceful shutdown ----------------------------------------------------------------
 
 class TestShutdown(ServerTestCase):

@@ -93,8 +93,10 @@ Action add_serve_command(CLI::App& app) {
     cmd->add_option("--max-body", opt->max_body_kb, "Larger request bodies (KB) get HTTP 413")
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
         ->capture_default_str();
-    cmd->add_option("--http-threads", opt->http_threads, "Connections served at once")
-        ->check(CLI::Range(1, 4096))
+    cmd->add_option("--http-threads", opt->http_threads,
+                    "Connections served at once; N/8 of them (1 to 16) are kept from generation "
+                    "requests, for /health and /metrics")
+        ->check(CLI::Range(2, 4096))
         ->capture_default_str();
     cmd->add_option("--shutdown-grace", opt->shutdown_grace_s,
                     "On SIGTERM/SIGINT, let running requests finish for S seconds")

@@ -549,8 +549,10 @@ class CudaModel final : public Model {
 
     // Whether batch-1 decode passes can fold the add + RMSNorm and conv1d into the products'
     // epilogues (cuda::gemv_fused; enqueue_layers): f16/bf16, width-4 conv, no projection biases
-    // (they would go between a product and its epilogue), not with the decode gate (its deferred
-    // scale belongs to the next add + RMSNorm), every product aligned for the m = 1 kernel.
+    // (they would go between a product and its epilogue), every product aligned for the m = 1
+    // kernel. With the decode gate (DUALITY_DECODE_GATE=1) out_proj takes the gate's deferred
+    // scale as its input scale, so that the chain is the [xBC | dt] product, the step, out_proj
+    // (not yet run on a GPU: docs/architecture.md).
     // Where they fit, DUALITY_GEMV_EPILOGUES=1 takes them in every batch-1 pass, 0 in none, and by
     // default (auto) only where z's product forks early (z_early: the 1.3b and larger). H200,
     // batch-1 ms per step, two runs each, off -> on: 2.7b 2.001-2.014 -> 1.912-1.914, 1.3b
@@ -558,7 +560,7 @@ class CudaModel final : public Model {
     // 0.636-0.638, 780m 0.868-0.870 -> 0.951-0.953 (late fork; not profiled).
     // docs/architecture.md, "Batch-1 GEMV epilogues".
     bool gemv_epilogues_fit() const {
-        if (env_is("DUALITY_GEMV_EPILOGUES", "0") || c_.d_conv != 4 || decode_gate_ ||
+        if (env_is("DUALITY_GEMV_EPILOGUES", "0") || c_.d_conv != 4 ||
             !split_in_proj_ || weights_.layers.empty())
             return false;
         const int64_t D = c_.d_model, E = c_.d_inner;
@@ -973,7 +975,7 @@ class CudaModel final : public Model {
         // next products scale by rsqrt(mean(r²) + eps) (so layers after the first and the head
         // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
         // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
-        pass_fused_ = decode && gemv_epilogues_at(T) && split && !pass_scaled_ && !out_parts_.p;
+        pass_fused_ = decode && gemv_epilogues_at(T) && split && !out_parts_.p;
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
             const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
@@ -1056,6 +1058,13 @@ class CudaModel final : public Model {
                                : weights_.norm_f;
                 f.u = ws_.u;
                 f.out_parts = ws_.gemv_parts;
+                if (pass_scaled_) {  // the decode step's gate left v·w and its sums of v²
+                    const RowScale g = h_scale(ws_.ssq);
+                    f.in_parts = g.ssq;
+                    f.n_in_parts = g.n_part;
+                    f.in_count = g.count;
+                    f.eps = g.eps;
+                }
                 cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
             } else if (out_parts_.p) {
                 gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_,

@@ -353,9 +353,10 @@ void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t 
                           : launch_fused<T, GemvFused::kConv, false>(a, w, n, k, per_block, grid, f,
                                                                      stream);
         case GemvFused::kResidual:
-            if (scaled) fail("gemv_fused: kResidual takes no input scale", "f", __FILE__, __LINE__);
-            return launch_fused<T, GemvFused::kResidual, false>(a, w, n, k, per_block, grid, f,
-                                                                stream);
+            return scaled ? launch_fused<T, GemvFused::kResidual, true>(a, w, n, k, per_block, grid,
+                                                                        f, stream)
+                          : launch_fused<T, GemvFused::kResidual, false>(a, w, n, k, per_block,
+                                                                         grid, f, stream);
     }
 }
 

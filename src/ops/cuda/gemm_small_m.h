@@ -36,7 +36,8 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 //
 // Input scale (`in_parts`, optional): a is a row whose RMSNorm was left undone, a = act(r ⊙ w_norm)
 // for a residual row r, and s = rsqrt(Σ in_parts / in_count + eps) with in_parts the sums of r²
-// that the residual epilogue below left (n_in_parts of them). Without it s = 1.
+// that the residual epilogue below left (n_in_parts of them), or the decode step's gate partials
+// (ssm_decode's SsdGate: a = v ⊙ w, in_parts the sums of v², in_count d_inner). Without it s = 1.
 //
 // Epilogues:
 // - kStore: y[col] = act, or f32 with `y_f32` (the LM head's logits).

@@ -5,9 +5,10 @@
 //
 // - store: y = rsqrt(Σ parts / count + eps) · (a · wᵀ), act or f32 out (the LM head, z). Shapes:
 //   the 2.7b z and LM head, the 130m LM head rows, a ragged n, a row of more partial sums than
-//   the kernel's lanes hold in registers.
-// - residual: out_proj's epilogue. Checked: the new residual against cpu::add_rms_norm's, the
-//   next norm's output, u · rsqrt(Σ parts / n + eps) (what the next product sees), against
+//   the kernel stages in shared memory (kSmemParts; the rest are read after the loop).
+// - residual: out_proj's epilogue, with and without an input scale (the decode gate's). Checked:
+//   the new residual against cpu::add_rms_norm's (with the scale as its RowScale), the next
+//   norm's output, u · rsqrt(Σ parts / n + eps) (what the next product sees), against
 //   add_rms_norm's out, and the partial sums against sums of r² over each 8 columns. Shapes: the
 //   2.7b and 130m out_proj, and n = 1003 (a last block of 3 columns, whose other warps recompute
 //   column 1002 and must store nothing).
@@ -90,19 +91,26 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
          }});
 }
 
-void residual_case(const char* tag, int64_t n, int64_t k, DType act) {
+// scaled: a is the decode gate's v·w, its sums of v² (40 here) the input scale, as in
+// add_rms_norm's RowScale.
+void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act) {
     const std::string name = std::string("gemv_fused/residual_") + tag + "_n" + std::to_string(n) +
-                             "_k" + std::to_string(k) + "/" + dt_name(act);
+                             "_k" + std::to_string(k) + (scaled ? "_scaled" : "") + "/" +
+                             dt_name(act);
     register_case(
         {name, default_tolerance(act), [=] {
-             std::mt19937 rng(static_cast<uint32_t>(n * 13 + k));
+             std::mt19937 rng(static_cast<uint32_t>(n * 13 + k + scaled));
              Product p(rng, act, n, k);
              const std::vector<float> r0 = normal(rng, static_cast<size_t>(n), 0.0f, 2.0f);
              const std::vector<float> w_next = uniform(rng, static_cast<size_t>(n), 0.5f, 1.5f);
-             // CPU: residual += y, then the next RMSNorm.
+             const std::vector<float> in_parts = uniform(rng, 40, 0.5f, 3.0f);
+             const RowScale in_scale =
+                 scaled ? RowScale{in_parts.data(), 40, 80.0f, kEps} : RowScale{};
+             // CPU: residual += (scaled) y, then the next RMSNorm.
              std::vector<float> res = r0, normed(static_cast<size_t>(n));
              cpu::add_rms_norm(p.y.data(), res.data(), w_next.data(), kEps, normed.data(), 1, n,
-                               false, 1);
+                               false, 1, in_scale);
+             auto din_parts = upload_f32(in_parts);
              auto dres = upload_f32(r0);
              auto dw_next = upload_f32(w_next);
              cuda::DeviceBuffer du(static_cast<size_t>(n) * dtype_size(act));
@@ -114,6 +122,12 @@ void residual_case(const char* tag, int64_t n, int64_t k, DType act) {
              f.w_next = dw_next.as<float>();
              f.u = du.data();
              f.out_parts = dparts.as<float>();
+             if (scaled) {
+                 f.in_parts = din_parts.as<float>();
+                 f.n_in_parts = 40;
+                 f.in_count = 80.0f;
+                 f.eps = kEps;
+             }
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              const std::vector<float> got_res =
@@ -214,9 +228,11 @@ DUALITY_OP_CASES(gemv_fused) {
         store_case("lm_head_130m", 50288, 768, 96, true, act);
         store_case("ragged", 1003, 128, 16, false, act);
         store_case("many_parts", 200, 256, 1000, true, act);  // parts past the lanes' registers
-        residual_case("out_proj_2.7b", 2560, 5120, act);
-        residual_case("out_proj_130m", 768, 1536, act);
-        residual_case("ragged", 1003, 128, act);
+        for (bool scaled : {false, true}) {
+            residual_case("out_proj_2.7b", 2560, 5120, scaled, act);
+            residual_case("out_proj_130m", 768, 1536, scaled, act);
+            residual_case("ragged", 1003, 128, scaled, act);
+        }
         for (bool scaled : {false, true}) {
             conv_case("xbc_2.7b", 5376, 80, 2560, scaled, act);
             conv_case("xbc_130m", 1792, 24, 768, scaled, act);

@@ -73,6 +73,9 @@ struct DeviceInfo {
     // Batch-1 decode passes fold the add + RMSNorm and conv1d into the products' epilogues (CUDA,
     // DUALITY_GEMV_EPILOGUES).
     bool gemv_epilogues = false;
+    // Decode steps store the gated norm's v·w and leave its scale to the next op (CUDA, bf16,
+    // DUALITY_DECODE_GATE=1).
+    bool decode_gate = false;
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).

@@ -55,7 +55,7 @@ class WorkerSlot {
 }  // namespace
 
 int generation_workers(int http_threads) {
-    return http_threads - std::clamp(http_threads / 8, 1, 16);
+    return std::max(1, http_threads - std::clamp(http_threads / 8, 1, 16));
 }
 
 struct Server::Impl {
@@ -230,6 +230,9 @@ void Server::Impl::handle_generate(const std::string& body, httplib::Response& r
                                      std::to_string(opt.http_threads) + " keeps " +
                                      std::to_string(opt.http_threads - n) +
                                      " for /health, /metrics and replies like this); retry later"));
+        // Asks a kept-alive client to close: its connection would hold one of the kept workers
+        // until it idles out (cpp-httplib keeps reading it until the client closes or 5 s pass).
+        res.set_header("Connection", "close");
         return;
     }
     ApiRequest request;

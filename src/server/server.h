@@ -24,10 +24,12 @@ struct ServerOptions {
     ApiLimits limits;
 };
 
-// Of `http_threads` workers, how many may run generation requests at once. A generation holds its
-// worker until it ends (a stream until its last event), so the rest, http_threads / 8 (1 to 16),
-// stay free for /health, /metrics, /v1/models and the 503 that one generation too many gets; with
-// every worker held those used to wait for one to finish.
+// Of `http_threads` workers, how many may run generation requests at once (at least 1). A
+// generation holds its worker until it ends (a stream until its last event), so the rest,
+// http_threads / 8 (1 to 16), are kept from generations for /health, /metrics, /v1/models and the
+// 503 that one generation too many gets (with every worker held those used to wait for one to
+// finish). Connections that hold a worker otherwise (a slow upload, an idle kept-alive one) can
+// still take those.
 int generation_workers(int http_threads);
 
 class Server {

@@ -1636,6 +1636,13 @@ class TestWorkers(OwnServerCase):
                 err = self.assert_error(self.srv.post("/v1/completions", body, timeout=10), 503,
                                         what="a generation beyond the workers")
                 self.assertIn("--http-threads", err["message"], err)
+        # The 503 asks a kept-alive client to close (cpp-httplib itself keeps reading the socket
+        # until it idles out, holding a kept worker; a client that honours the header frees it).
+        r = self.srv.raw_request("POST", "/v1/completions",
+                                 json.dumps({**req, "stream": False}).encode(),
+                                 headers={"Connection": "keep-alive"}, timeout=10)
+        self.assertEqual(r.status, 503, r)
+        self.assertEqual(r.headers.get("connection"), "close", r.headers)
         self.assertEqual(self.srv.health(timeout=5), 200)
         for st in streams:
             st.close()

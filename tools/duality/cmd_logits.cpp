@@ -43,7 +43,8 @@ Action add_logits_command(CLI::App& app) {
         BackendFlags backend;
     };
     auto opt = std::make_shared<Options>();
-    CLI::App* cmd = app.add_subcommand("logits", "Run one prefill and print its logits");
+    CLI::App* cmd = app.add_subcommand(
+        "logits", "Run a prefill (in pieces of --piece tokens) and print its logits");
     cmd->add_option("--model", opt->model, "Model folder (config.json + weights)")->required();
     cmd->add_option("--ids", opt->ids, "Comma-separated prompt token ids, e.g. 1,2,3")->required();
     cmd->add_option("--piece", opt->piece,

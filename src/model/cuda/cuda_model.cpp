@@ -379,6 +379,7 @@ class CudaModel final : public Model {
         info_.compute_capability = prop.major * 10 + prop.minor;
         info_.decode_stack = use_stack_;
         info_.gemv_epilogues = gemv_epilogues_at(1);
+        info_.decode_gate = decode_gate_;
         info_.z_fork = !split_in_proj_ ? "none"
                        : z_early(2)    ? "early"
                        : z_early(1)    ? "early at batch 1"
@@ -548,7 +549,9 @@ class CudaModel final : public Model {
     }
 
     // Whether batch-1 decode passes can fold the add + RMSNorm and conv1d into the products'
-    // epilogues (cuda::gemv_fused; enqueue_layers): f16/bf16, width-4 conv, no projection biases
+    // epilogues (cuda::gemv_fused; enqueue_layers): bf16 (out_proj stores u = act(r · w_norm)
+    // before the normalization, whose range r's could leave in f16, as for the gates), width-4
+    // conv, no projection biases
     // (they would go between a product and its epilogue), every product aligned for the m = 1
     // kernel. With the decode gate (DUALITY_DECODE_GATE=1) out_proj takes the gate's deferred
     // scale as its input scale, so that the chain is the [xBC | dt] product, the step, out_proj
@@ -560,7 +563,7 @@ class CudaModel final : public Model {
     // 0.636-0.638, 780m 0.868-0.870 -> 0.951-0.953 (late fork; not profiled).
     // docs/architecture.md, "Batch-1 GEMV epilogues".
     bool gemv_epilogues_fit() const {
-        if (env_is("DUALITY_GEMV_EPILOGUES", "0") || c_.d_conv != 4 ||
+        if (env_is("DUALITY_GEMV_EPILOGUES", "0") || act_ != DType::kBF16 || c_.d_conv != 4 ||
             !split_in_proj_ || weights_.layers.empty())
             return false;
         const int64_t D = c_.d_model, E = c_.d_inner;

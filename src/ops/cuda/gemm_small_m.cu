@@ -23,7 +23,8 @@
 // before the loop and read after it, so that the loop keeps the plain kernel's 48 registers (five
 // blocks per SM; held in registers they took 60-70); warps past the last column compute it again
 // and store nothing, since the input scale and the residual epilogue end in a block barrier. The
-// plain instantiations compile to the same PTX as before the fused forms existed.
+// plain instantiations' kernel bodies compile to the same PTX as before the fused forms existed
+// (their parameter list gained the unused GemvFused).
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.

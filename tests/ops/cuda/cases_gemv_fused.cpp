@@ -11,7 +11,7 @@
 //   norm's output, u · rsqrt(Σ parts / n + eps) (what the next product sees), against
 //   add_rms_norm's out, and the partial sums against sums of r² over each 8 columns. Shapes: the
 //   2.7b and 130m out_proj, and n = 1003 (a last block of 3 columns, whose other warps recompute
-//   column 1002 and must store nothing).
+//   column 1002 and must store nothing: residual and u have sentinels past their end).
 // - conv: the [xBC | dt] product with a width-4 conv on its xBC columns, on slot 2 of a pool of 4
 //   (the others must stay as they were), with and without an input scale. Checked: the conv
 //   output, the whole state pool and the dt columns.
@@ -111,9 +111,14 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              cpu::add_rms_norm(p.y.data(), res.data(), w_next.data(), kEps, normed.data(), 1, n,
                                false, 1, in_scale);
              auto din_parts = upload_f32(in_parts);
-             auto dres = upload_f32(r0);
+             // residual and u with kTail sentinels past their end: nothing may be stored there.
+             constexpr size_t kTail = 16;
+             std::vector<float> r0_tail = r0, tail(kTail, 7.0f);
+             r0_tail.insert(r0_tail.end(), tail.begin(), tail.end());
+             std::vector<float> u0(static_cast<size_t>(n) + kTail, 7.0f);
+             auto dres = upload_f32(r0_tail);
              auto dw_next = upload_f32(w_next);
-             cuda::DeviceBuffer du(static_cast<size_t>(n) * dtype_size(act));
+             auto du = upload_as(act, u0);
              const int64_t n_parts = cuda::gemv_fused_parts(n);
              cuda::DeviceBuffer dparts(static_cast<size_t>(n_parts) * 4);
              cuda::GemvFused f;
@@ -130,17 +135,22 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              }
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
-             const std::vector<float> got_res =
-                 download_as_f32(DType::kF32, dres.data(), static_cast<size_t>(n));
+             std::vector<float> got_res =
+                 download_as_f32(DType::kF32, dres.data(), static_cast<size_t>(n) + kTail);
              const std::vector<float> got_parts =
                  download_as_f32(DType::kF32, dparts.data(), static_cast<size_t>(n_parts));
              std::vector<float> got_normed =
-                 download_as_f32(act, du.data(), static_cast<size_t>(n));
+                 download_as_f32(act, du.data(), static_cast<size_t>(n) + kTail);
+             std::vector<float> got_tails(got_res.end() - kTail, got_res.end());
+             got_tails.insert(got_tails.end(), got_normed.end() - kTail, got_normed.end());
+             got_res.resize(static_cast<size_t>(n));
+             got_normed.resize(static_cast<size_t>(n));
              const float s = scale_of(got_parts, static_cast<float>(n));
              for (float& v : got_normed) v *= s;
              return std::vector<Output>{{"residual", res, got_res},
                                         {"normed", normed, got_normed},
-                                        {"parts", block_ssq(res), got_parts}};
+                                        {"parts", block_ssq(res), got_parts},
+                                        {"tails", std::vector<float>(2 * kTail, 7.0f), got_tails}};
          }});
 }
 

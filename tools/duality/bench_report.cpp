@@ -94,6 +94,8 @@ std::string render_table(const BenchReport& r) {
             s += "decode   in_proj as one product (DUALITY_SPLIT_IN_PROJ=0)\n";
         else if (!r.z_fork.empty())
             s += fmt("decode   z product forked %s (DUALITY_Z_FORK)\n", r.z_fork.c_str());
+        if (r.decode_gate)
+            s += "decode   the gated norm's first half in the step (DUALITY_DECODE_GATE)\n";
         if (r.gemv_epilogues)
             s += "decode   batch 1: norms and conv1d in the products' epilogues "
                  "(DUALITY_GEMV_EPILOGUES)\n";
@@ -168,6 +170,7 @@ std::string render_json(const BenchReport& r) {
         j["decode_stack"] = r.decode_stack;
         j["z_fork"] = r.z_fork;
         j["gemv_epilogues"] = r.gemv_epilogues;
+        j["decode_gate"] = r.decode_gate;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

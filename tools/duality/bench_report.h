@@ -37,9 +37,10 @@ struct BenchReport {
     std::string peak_source;                         // "table", "flags", "table+flags" or "" (none)
     int n_slots = 0;
     int64_t weight_bytes = 0, state_bytes = 0, workspace_bytes = 0, memory_total = 0;
-    bool decode_stack = false;  // batch-1 decode as one persistent kernel
-    std::string z_fork;         // where decode forks in_proj's z product (DeviceInfo::z_fork)
+    bool decode_stack = false;    // batch-1 decode as one persistent kernel
+    std::string z_fork;           // where decode forks in_proj's z product (DeviceInfo::z_fork)
     bool gemv_epilogues = false;  // batch-1 norms and conv in the products (DeviceInfo)
+    bool decode_gate = false;     // decode steps take the gated norm's first half (DeviceInfo)
     std::vector<PrefillResult> prefill;
     std::vector<DecodeResult> decode;
     std::vector<OpBenchRow> ops;

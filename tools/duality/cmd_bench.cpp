@@ -273,6 +273,7 @@ int run_bench(const Options& o) {
     r.decode_stack = info.decode_stack;
     r.z_fork = info.z_fork;
     r.gemv_epilogues = info.gemv_epilogues;
+    r.decode_gate = info.decode_gate;
     r.memory_total = info.memory_total;
     set_peaks(o, cuda, &r);
 

@@ -643,6 +643,11 @@ class CudaModel final : public Model {
     float* conv_ptr(int slot) const {
         return conv_state_.as<float>() + static_cast<int64_t>(slot) * conv_slot_elems_;
     }
+    // Slot 0's conv state of `layer` ({d_conv - 1, conv_dim} f32; other slots conv_slot_elems_
+    // apart).
+    float* conv_state_of(int64_t layer) const {
+        return conv_ptr(0) + layer * (c_.d_conv - 1) * c_.conv_dim();
+    }
     char* ssm_ptr(int slot) const {
         return ssm_state_.as<char>() + static_cast<size_t>(slot) * ssm_slot_bytes();
     }
@@ -1008,18 +1013,20 @@ class CudaModel final : public Model {
                 z_rows(side_stream_.get(), gemm_);
             }
 
-            cuda::Conv1dArgs conv;
-            conv.batch = batch_;
-            conv.channels = conv_dim;
-            conv.width = c_.d_conv;
-            conv.x = zxbcdt + E * el;
-            conv.x_stride = n_in;
-            conv.weight = w.conv_weight;
-            conv.bias = w.conv_bias;
-            conv.state = conv_ptr(0) + layer * (c_.d_conv - 1) * conv_dim;
-            conv.state_slot_stride = conv_slot_elems_;
-            conv.out = ws_.xbc;
-            if (!pass_fused_) cuda::conv1d(conv, act_, s);
+            if (!pass_fused_) {  // (fused passes ran the conv in the [xBC | dt] product)
+                cuda::Conv1dArgs conv;
+                conv.batch = batch_;
+                conv.channels = conv_dim;
+                conv.width = c_.d_conv;
+                conv.x = zxbcdt + E * el;
+                conv.x_stride = n_in;
+                conv.weight = w.conv_weight;
+                conv.bias = w.conv_bias;
+                conv.state = conv_state_of(layer);
+                conv.state_slot_stride = conv_slot_elems_;
+                conv.out = ws_.xbc;
+                cuda::conv1d(conv, act_, s);
+            }
 
             const cuda::SsdArgs ssd = ssd_args(layer);
             cuda::DecodeDt dt;  // the decode step's Δ input: raw dt of row s
@@ -1061,13 +1068,7 @@ class CudaModel final : public Model {
                                : weights_.norm_f;
                 f.u = ws_.u;
                 f.out_parts = ws_.gemv_parts;
-                if (pass_scaled_) {  // the decode step's gate left v·w and its sums of v²
-                    const RowScale g = h_scale(ws_.ssq);
-                    f.in_parts = g.ssq;
-                    f.n_in_parts = g.n_part;
-                    f.in_count = g.count;
-                    f.eps = g.eps;
-                }
+                f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
                 cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
             } else if (out_parts_.p) {
                 gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_,
@@ -1083,12 +1084,9 @@ class CudaModel final : public Model {
     // already normalized by add_rms_norm (the first layer).
     cuda::GemvFused fused_input(bool scaled) const {
         cuda::GemvFused f;
-        if (scaled) {
-            f.in_parts = ws_.gemv_parts;
-            f.n_in_parts = cuda::gemv_fused_parts(c_.d_model);
-            f.in_count = static_cast<float>(c_.d_model);
-            f.eps = static_cast<float>(c_.norm_eps);
-        }
+        if (scaled)
+            f.in_scale = RowScale{ws_.gemv_parts, cuda::gemv_fused_parts(c_.d_model),
+                                  static_cast<float>(c_.d_model), static_cast<float>(c_.norm_eps)};
         return f;
     }
 
@@ -1105,7 +1103,7 @@ class CudaModel final : public Model {
         f.conv_end = f.conv_channels = conv_dim;
         f.conv_weight = w.conv_weight;
         f.conv_bias = w.conv_bias;
-        f.conv_state = conv_ptr(0) + layer * (c_.d_conv - 1) * conv_dim;
+        f.conv_state = conv_state_of(layer);
         f.conv_slot_stride = conv_slot_elems_;
         f.slots = batch_.slots;
         f.conv_out = ws_.xbc;

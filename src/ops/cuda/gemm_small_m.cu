@@ -193,9 +193,9 @@ __global__ void __launch_bounds__(kWarps * 32)
         if constexpr (kEpi == GemvFused::kConv) load_conv();
     }
     if constexpr (kScale) {
-        const int64_t n_smem = f.n_in_parts < kSmemParts ? f.n_in_parts : kSmemParts;
+        const int64_t n_smem = f.in_scale.n_part < kSmemParts ? f.in_scale.n_part : kSmemParts;
         for (int64_t q = threadIdx.x; q < n_smem; q += kWarps * 32)
-            sync::cp_async4(&sm_parts[q], f.in_parts + q);
+            sync::cp_async4(&sm_parts[q], f.in_scale.ssq + q);
     }
     float res = 0.0f;
     if constexpr (kResidual) {
@@ -242,11 +242,11 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
         if constexpr (kScale) {
             float sum = 0.0f;
-            for (int64_t q = lane; q < f.n_in_parts; q += 32)
-                sum += q < kSmemParts ? sm_parts[q] : __ldg(f.in_parts + q);
+            for (int64_t q = lane; q < f.in_scale.n_part; q += 32)
+                sum += q < kSmemParts ? sm_parts[q] : __ldg(f.in_scale.ssq + q);
 #pragma unroll
             for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-            v *= rsqrtf(sum / f.in_count + f.eps);
+            v *= rsqrtf(sum / f.in_scale.count + f.in_scale.eps);
         }
         if constexpr (kResidual) {
             __shared__ float ssq[kWarps];
@@ -343,7 +343,7 @@ void launch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t pe
 template <typename T>
 void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t per_block,
                     dim3 grid, const GemvFused& f, cudaStream_t stream) {
-    const bool scaled = f.in_parts != nullptr;
+    const bool scaled = f.in_scale.ssq != nullptr;
     switch (f.epilogue) {
         case GemvFused::kStore:
             if (!scaled) fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);

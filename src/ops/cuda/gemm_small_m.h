@@ -7,6 +7,7 @@
 
 #include "core/cuda/check.h"
 #include "duality/types.h"
+#include "ops/params.h"
 
 namespace duality::cuda {
 
@@ -34,10 +35,10 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 // GEMV epilogues"). y_col = s · (a · w_colᵀ) for each column col of w {n, k}, and then one
 // epilogue. f16/bf16 only (act), a and w as for gemm_small_m with m = 1.
 //
-// Input scale (`in_parts`, optional): a is a row whose RMSNorm was left undone, a = act(r ⊙ w_norm)
-// for a residual row r, and s = rsqrt(Σ in_parts / in_count + eps) with in_parts the sums of r²
-// that the residual epilogue below left (n_in_parts of them), or the decode step's gate partials
-// (ssm_decode's SsdGate: a = v ⊙ w, in_parts the sums of v², in_count d_inner). Without it s = 1.
+// Input scale (`in_scale`, a RowScale of one row; optional): a is a row whose RMSNorm was left
+// undone, a = act(r ⊙ w_norm) for a residual row r, and s = rsqrt(Σ ssq / count + eps) with ssq
+// the sums of r² that the residual epilogue below left, or the decode step's gate partials
+// (ssm_decode's SsdGate: a = v ⊙ w, ssq the sums of v², count d_inner). Without it s = 1.
 //
 // Epilogues:
 // - kStore: y[col] = act, or f32 with `y_f32` (the LM head's logits).
@@ -51,9 +52,7 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 struct GemvFused {
     enum Epilogue { kStore, kConv, kResidual };
     Epilogue epilogue = kStore;
-    const float* in_parts = nullptr;
-    int64_t n_in_parts = 0;
-    float in_count = 0.0f, eps = 0.0f;
+    RowScale in_scale;
     void* y = nullptr;  // kStore, kConv (columns outside the conv range): {n}
     bool y_f32 = false;
     // kConv

@@ -59,12 +59,16 @@ struct Product {
     }
 };
 
+// "gemv_fused/<form>_<tag>_n<n>_k<k><suffix>/<dtype>"
+std::string case_name(const char* form, const char* tag, int64_t n, int64_t k, const char* suffix,
+                      DType act) {
+    return std::string("gemv_fused/") + form + "_" + tag + "_n" + std::to_string(n) + "_k" +
+           std::to_string(k) + suffix + "/" + dt_name(act);
+}
+
 void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32_out, DType act) {
-    const std::string name = std::string("gemv_fused/store_") + tag + "_n" + std::to_string(n) +
-                             "_k" + std::to_string(k) + (f32_out ? "_f32out" : "") + "/" +
-                             dt_name(act);
     register_case(
-        {name, default_tolerance(act), [=] {
+        {case_name("store", tag, n, k, f32_out ? "_f32out" : "", act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 7 + k + n_parts));
              Product p(rng, act, n, k);
              const std::vector<float> parts =
@@ -78,10 +82,7 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
              auto dparts = upload_f32(parts);
              cuda::DeviceBuffer dy(static_cast<size_t>(n) * dtype_size(y_dtype));
              cuda::GemvFused f;
-             f.in_parts = dparts.as<float>();
-             f.n_in_parts = n_parts;
-             f.in_count = count;
-             f.eps = kEps;
+             f.in_scale = RowScale{dparts.as<float>(), n_parts, count, kEps};
              f.y = dy.data();
              f.y_f32 = f32_out;
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
@@ -94,11 +95,9 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
 // scaled: a is the decode gate's v·w, its sums of v² (40 here) the input scale, as in
 // add_rms_norm's RowScale.
 void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act) {
-    const std::string name = std::string("gemv_fused/residual_") + tag + "_n" + std::to_string(n) +
-                             "_k" + std::to_string(k) + (scaled ? "_scaled" : "") + "/" +
-                             dt_name(act);
     register_case(
-        {name, default_tolerance(act), [=] {
+        {case_name("residual", tag, n, k, scaled ? "_scaled" : "", act), default_tolerance(act),
+         [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 13 + k + scaled));
              Product p(rng, act, n, k);
              const std::vector<float> r0 = normal(rng, static_cast<size_t>(n), 0.0f, 2.0f);
@@ -128,10 +127,7 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              f.u = du.data();
              f.out_parts = dparts.as<float>();
              if (scaled) {
-                 f.in_parts = din_parts.as<float>();
-                 f.n_in_parts = 40;
-                 f.in_count = 80.0f;
-                 f.eps = kEps;
+                 f.in_scale = RowScale{din_parts.as<float>(), 40, 80.0f, kEps};
              }
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
@@ -157,9 +153,7 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
 void conv_case(const char* tag, int64_t channels, int64_t n_head, int64_t k, bool scaled,
                DType act) {
     const int64_t n = channels + n_head;  // [xBC | dt] columns
-    const std::string name = std::string("gemv_fused/conv_") + tag + "_n" + std::to_string(n) +
-                             "_k" + std::to_string(k) + (scaled ? "_scaled" : "") + "/" +
-                             dt_name(act);
+    const std::string name = case_name("conv", tag, n, k, scaled ? "_scaled" : "", act);
     register_case(
         {name, default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 17 + k + scaled));
@@ -203,10 +197,7 @@ void conv_case(const char* tag, int64_t channels, int64_t n_head, int64_t k, boo
              cuda::GemvFused f;
              f.epilogue = cuda::GemvFused::kConv;
              if (scaled) {
-                 f.in_parts = dparts.as<float>();
-                 f.n_in_parts = 40;
-                 f.in_count = 80.0f;
-                 f.eps = kEps;
+                 f.in_scale = RowScale{dparts.as<float>(), 40, 80.0f, kEps};
              }
              f.y = dy.data();
              f.conv_begin = 0;

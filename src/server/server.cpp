@@ -84,9 +84,10 @@ struct Server::Impl {
     httplib::Server http;
     HttpCounters counters;
     std::atomic<bool> shutting_down{false};
-    std::atomic<int> open_requests{0};  // generation requests in flight (streamed or not)
-    std::atomic<int> busy_workers{0};   // workers taken by generation requests (take_worker)
-    int listen_fd = -1;                 // the listening socket (see bind())
+    // Workers taken by generation requests (take_worker), from before the body is parsed until
+    // the reply (or the stream) ends: shutdown() drains on it.
+    std::atomic<int> busy_workers{0};
+    int listen_fd = -1;  // the listening socket (see bind())
 };
 
 void Server::Impl::routes() {
@@ -252,10 +253,8 @@ void Server::Impl::handle_generate(const std::string& body, httplib::Response& r
         stream(res, std::move(gen), std::move(worker), id, created, request.include_usage);
         return;
     }
-    ++open_requests;
     std::vector<Generation::Delta> deltas;
     while (!gen->poll(SteadyClock::now() + std::chrono::milliseconds(200), &deltas)) deltas.clear();
-    --open_requests;
     if (!gen->error().empty()) {
         send_error(res, error_for_status(500, "generation failed: " + gen->error()));
         return;
@@ -274,7 +273,6 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Generation> ge
     auto st = std::make_shared<State>();
     st->gen = std::move(gen);
     st->worker = std::move(worker);
-    ++open_requests;
     const std::string model = opt.limits.model_name;
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
@@ -319,7 +317,6 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Generation> ge
             // The connection ended (completed, or the client went away): free the sequences.
             st->gen->cancel();
             st->worker.reset();
-            --open_requests;
         });
 }
 
@@ -360,12 +357,12 @@ void Server::shutdown() {
     const auto grace_end =
         SteadyClock::now() + std::chrono::duration_cast<SteadyClock::duration>(
                                  std::chrono::duration<double>(s.opt.shutdown_grace_s));
-    while (SteadyClock::now() < grace_end && (s.engine.active() > 0 || s.open_requests > 0))
+    while (SteadyClock::now() < grace_end && (s.engine.active() > 0 || s.busy_workers > 0))
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     s.engine.cancel_all();
     // Cancelled requests still write their last chunk and [DONE]; give them a moment.
     const auto drain_end = SteadyClock::now() + std::chrono::seconds(2);
-    while (SteadyClock::now() < drain_end && s.open_requests > 0)
+    while (SteadyClock::now() < drain_end && s.busy_workers > 0)
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     s.http.stop();
 }

@@ -29,9 +29,10 @@
 #
 # ab (not part of all): decode A/B of any settings. GPU_CHECK_AB holds them, space-separated, each
 # a comma-separated list of VAR=VALUE put in the environment of its runs (for example
-# GPU_CHECK_AB='DUALITY_PDL_EARLY=1 DUALITY_PDL_EARLY=0'); 2.7b and 130m decode, twice each, at the
-# batches in GPU_CHECK_BATCHES (default 1,8,32,64); first the tests matching GPU_CHECK_FILTER (a
-# gtest filter), if given, once under each setting.
+# GPU_CHECK_AB='DUALITY_PDL_EARLY=1 DUALITY_PDL_EARLY=0'); decode of the shapes in GPU_CHECK_MODELS
+# (default 'mamba2-2.7b mamba2-130m'), twice each, at the batches in GPU_CHECK_BATCHES (default
+# 1,8,32,64); first the tests matching GPU_CHECK_FILTER (a gtest filter), if given, once under
+# each setting.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
@@ -65,7 +66,8 @@ decode_ab() {
   local file=$1 batches=$2 cfg rep setting
   shift 2
   : >"$file"
-  for cfg in mamba2-2.7b mamba2-130m; do
+  # shellcheck disable=SC2086  # one word per model
+  for cfg in ${GPU_CHECK_MODELS:-mamba2-2.7b mamba2-130m}; do
     for rep in 1 2; do
       for setting in "$@"; do
         # shellcheck disable=SC2086  # one word per VAR=VALUE pair

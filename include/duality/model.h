@@ -76,6 +76,10 @@ struct DeviceInfo {
     // Decode steps store the gated norm's v·w and leave its scale to the next op (CUDA, bf16,
     // DUALITY_DECODE_GATE=1).
     bool decode_gate = false;
+    // Batch-1 decode passes run a layer as three kernels: in_proj whole with conv1d in its
+    // epilogue, the step with the gate, out_proj with the residual and the next norm (CUDA,
+    // DUALITY_GEMV_EPILOGUES=auto, models whose z product forks late).
+    bool batch1_whole = false;
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).

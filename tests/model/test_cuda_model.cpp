@@ -608,7 +608,8 @@ TEST(CudaModel, ZForkEarlyMatchesTheLateOrder) {
 }
 
 // Batch-1 decode passes fold the add + RMSNorm and conv1d into the products' epilogues
-// (cuda::gemv_fused, DUALITY_GEMV_EPILOGUES=1; by default only where z forks early; bf16 only).
+// (cuda::gemv_fused, DUALITY_GEMV_EPILOGUES=1; by default where z forks early, and where it
+// forks late with in_proj whole and the decode gate; bf16 only).
 // Two bf16 models of the bundled one, with and without (and both with the decode gate), GEMM tuning
 // off, compared by compare_batch1_paths: a slot's
 // conv state is left by the fused product in one step and read by conv1d in the next and the
@@ -623,33 +624,56 @@ TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
         ASSERT_TRUE(f16.is_ok()) << f16.status().message();
         EXPECT_FALSE((*f16)->device_info().gemv_epilogues);
     }
-    // By default only where z's product forks early at batch 1: not the bundled model's size,
-    // unless the fork's threshold is lowered.
+    // By default (auto) on both sides of z's fork: where z's product forks early at batch 1 (not
+    // the bundled model's size, unless the fork's threshold is lowered) the split products take
+    // them; where it forks late, in_proj runs whole with the decode gate (batch1_whole), and
+    // that path must match the kernel chain too.
     for (const char* min_elems : {"", "1"}) {
         ScopedEnv env({{"DUALITY_Z_FORK_MIN_ELEMS", min_elems},
                        {"DUALITY_Z_FORK", "auto"},
+                       {"DUALITY_GEMM_TUNE", "0"},
                        {"DUALITY_GEMV_EPILOGUES", "auto"}});
+        const bool early = *min_elems != '\0';
         auto m = Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
         ASSERT_TRUE(m.is_ok()) << m.status().message();
-        EXPECT_EQ((*m)->device_info().gemv_epilogues, *min_elems != '\0') << min_elems;
-        EXPECT_EQ((*m)->device_info().z_fork, *min_elems != '\0' ? "early at batch 1" : "late");
+        const DeviceInfo info = (*m)->device_info();
+        EXPECT_TRUE(info.gemv_epilogues) << min_elems;
+        EXPECT_EQ(info.batch1_whole, !early) << min_elems;
+        EXPECT_FALSE(info.decode_gate) << "only batch-1 passes take the gate";
+        EXPECT_EQ(info.z_fork, early ? "early at batch 1" : "late, none at batch 1");
+        if (!early) {
+            ScopedEnv off({{"DUALITY_GEMV_EPILOGUES", "0"}});
+            auto chain = Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
+            ASSERT_TRUE(chain.is_ok()) << chain.status().message();
+            EXPECT_FALSE((*chain)->device_info().batch1_whole);
+            EXPECT_TRUE(compare_batch1_paths(**m, **chain, DType::kBF16, 16))
+                << "the three-kernel batch-1 layers did not run";
+        }
     }
-    // With the decode gate in both models, out_proj's input scale is the gate's.
+    // With the decode gate in both models, out_proj's input scale is the gate's. With in_proj
+    // whole (DUALITY_SPLIT_IN_PROJ=0) the conv runs in the whole product's epilogue, after z's
+    // columns.
     for (const char* gate : {"0", "1"}) {
-        auto load = [&](const char* on) {
-            ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
-                           {"DUALITY_GEMV_EPILOGUES", on},
-                           {"DUALITY_DECODE_GATE", gate}});
-            return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
-        };
-        auto fused = load("1"), chain = load("0");
-        ASSERT_TRUE(fused.is_ok() && chain.is_ok()) << fused.status().message();
-        ASSERT_TRUE((*fused)->device_info().gemv_epilogues);
-        ASSERT_FALSE((*chain)->device_info().gemv_epilogues);
-        for (auto* m : {&fused, &chain})
-            ASSERT_EQ((**m)->device_info().decode_gate, *gate == '1') << "decode gate " << gate;
-        EXPECT_TRUE(compare_batch1_paths(**fused, **chain, DType::kBF16, 16))
-            << "decode gate " << gate << ": the epilogues did not run";
+        for (const char* split : {"1", "0"}) {
+            auto load = [&](const char* on) {
+                ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
+                               {"DUALITY_GEMV_EPILOGUES", on},
+                               {"DUALITY_DECODE_GATE", gate},
+                               {"DUALITY_SPLIT_IN_PROJ", split}});
+                return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
+            };
+            auto fused = load("1"), chain = load("0");
+            ASSERT_TRUE(fused.is_ok() && chain.is_ok()) << fused.status().message();
+            ASSERT_TRUE((*fused)->device_info().gemv_epilogues);
+            ASSERT_FALSE((*chain)->device_info().gemv_epilogues);
+            for (auto* m : {&fused, &chain}) {
+                ASSERT_EQ((**m)->device_info().decode_gate, *gate == '1') << "decode gate " << gate;
+                ASSERT_EQ((**m)->device_info().z_fork == "none", *split == '0') << split;
+            }
+            EXPECT_TRUE(compare_batch1_paths(**fused, **chain, DType::kBF16, 16))
+                << "decode gate " << gate << ", split in_proj " << split
+                << ": the epilogues did not run";
+        }
     }
 }
 

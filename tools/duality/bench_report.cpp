@@ -99,6 +99,9 @@ std::string render_table(const BenchReport& r) {
         if (r.gemv_epilogues)
             s += "decode   batch 1: norms and conv1d in the products' epilogues "
                  "(DUALITY_GEMV_EPILOGUES)\n";
+        if (r.batch1_whole)
+            s += "decode   batch 1: in_proj whole and the gate in the step, three kernels a "
+                 "layer\n";
     }
     if (!r.prefill.empty()) {
         s += fmt("\n%-8s %6s %8s %10s %12s %9s %10s\n", "prefill", "batch", "seq_len", "ms",
@@ -171,6 +174,7 @@ std::string render_json(const BenchReport& r) {
         j["z_fork"] = r.z_fork;
         j["gemv_epilogues"] = r.gemv_epilogues;
         j["decode_gate"] = r.decode_gate;
+        j["batch1_whole"] = r.batch1_whole;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

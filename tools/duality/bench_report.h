@@ -41,6 +41,7 @@ struct BenchReport {
     std::string z_fork;           // where decode forks in_proj's z product (DeviceInfo::z_fork)
     bool gemv_epilogues = false;  // batch-1 norms and conv in the products (DeviceInfo)
     bool decode_gate = false;     // decode steps take the gated norm's first half (DeviceInfo)
+    bool batch1_whole = false;    // batch-1 layers as three kernels (DeviceInfo)
     std::vector<PrefillResult> prefill;
     std::vector<DecodeResult> decode;
     std::vector<OpBenchRow> ops;

@@ -274,6 +274,7 @@ int run_bench(const Options& o) {
     r.z_fork = info.z_fork;
     r.gemv_epilogues = info.gemv_epilogues;
     r.decode_gate = info.decode_gate;
+    r.batch1_whole = info.batch1_whole;
     r.memory_total = info.memory_total;
     set_peaks(o, cuda, &r);
 

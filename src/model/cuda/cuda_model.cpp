@@ -314,6 +314,8 @@ class CudaModel final : public Model {
         max_tokens_ = std::max<int64_t>(opt_.max_tokens, max_seqs_);
         rows_max_ = std::max<int64_t>(max_seqs_, 256);
         split_in_proj_ = !env_is("DUALITY_SPLIT_IN_PROJ", "0");
+        prefetch_ahead_ = env_int("DUALITY_PREFETCH_AHEAD_MB", 0);
+        if (prefetch_ahead_ > 0) prefetch_ahead_ <<= 20;
         if (const char* env = std::getenv("DUALITY_Z_FORK")) {
             const std::string_view v(env);
             if (v == "early" || v == "late" || v == "auto")
@@ -380,9 +382,11 @@ class CudaModel final : public Model {
         info_.decode_stack = use_stack_;
         info_.gemv_epilogues = gemv_epilogues_at(1);
         info_.decode_gate = decode_gate_;
+        info_.batch1_whole = whole_at(1);
         info_.z_fork = !split_in_proj_ ? "none"
                        : z_early(2)    ? "early"
                        : z_early(1)    ? "early at batch 1"
+                       : whole_at(1)   ? "late, none at batch 1"
                                        : "late";
         tune_gemms();
         return Status::ok();
@@ -480,9 +484,10 @@ class CudaModel final : public Model {
         DUALITY_CUDA_CHECK(cudaMemset(ssd_sync_.data(), 0, ssd_sync_.bytes()));
         const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
         // Prefill gate: one sum per (token, head); decode gate: head_dim / 16 per (sequence, head).
-        const size_t ssq_elems = std::max(
-            T * H, decode_gate_ ? z(max_seqs_) * H * z(cuda::ssm_decode_gate_parts(c_.head_dim))
-                                : size_t{0});
+        // (Batch-1 passes may take the decode gate where it fits: batch1_whole_.)
+        const size_t ssq_elems =
+            std::max(T * H, (decode_gate_ ? z(max_seqs_) : static_cast<size_t>(gate_fits)) * H *
+                                z(cuda::ssm_decode_gate_parts(c_.head_dim)));
         desc_ = DescLayout(max_seqs_, n_chunk_max_, max_tokens_);
         const std::vector<size_t> sizes = {T * D * a,
                                            T * D * 4,
@@ -539,12 +544,16 @@ class CudaModel final : public Model {
         ws_.rows = desc_base_ + desc_.rows;
         ws_.cu_prefill = desc_base_ + desc_.cu_prefill;
         DUALITY_RETURN_IF_ERROR(layout_decode_stack());
-        for (int64_t layer = 0; decode_gate_ && layer < c_.n_layer; ++layer)
-            decode_gate_ = cuda::ssm_decode_gate_supported(
+        bool step_gate = gate_fits;  // every layer's decode step can take the gate
+        for (int64_t layer = 0; step_gate && layer < c_.n_layer; ++layer)
+            step_gate = cuda::ssm_decode_gate_supported(
                 ssd_args(layer), ssd_gate(weights_.layers[static_cast<size_t>(layer)]), act_);
+        decode_gate_ = decode_gate_ && step_gate;
         gemv_epilogues_ = !gemv_epilogues_fit()                   ? GemvEpilogues::kOff
                           : env_is("DUALITY_GEMV_EPILOGUES", "1") ? GemvEpilogues::kOn
                                                                   : GemvEpilogues::kAuto;
+        batch1_whole_ = gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
+                        !z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_);
         return Status::ok();
     }
 
@@ -564,7 +573,7 @@ class CudaModel final : public Model {
     // docs/architecture.md, "Batch-1 GEMV epilogues".
     bool gemv_epilogues_fit() const {
         if (env_is("DUALITY_GEMV_EPILOGUES", "0") || act_ != DType::kBF16 || c_.d_conv != 4 ||
-            !split_in_proj_ || weights_.layers.empty())
+            weights_.layers.empty())
             return false;
         const int64_t D = c_.d_model, E = c_.d_inner;
         const size_t el = dtype_size(act_);
@@ -949,7 +958,7 @@ class CudaModel final : public Model {
         // dt] product) and the join (before the gated norm and out_proj, or before the step with
         // the gate). Where z_early(T), the fork comes before the [xBC | dt] product and z runs on
         // gemm_side_.
-        const bool split = decode && split_in_proj_ && !weights_.layers.empty() &&
+        const bool split = decode && split_in_proj_ && !whole_at(T) && !weights_.layers.empty() &&
                            !gemm_.uses_decode_kernel(ws_.u, D, weights_.layers.front().in_proj,
                                                      act_, T, E, D, act_);
         const bool z_first = split && z_early(T);  // z's product beside [xBC | dt]
@@ -970,7 +979,7 @@ class CudaModel final : public Model {
                                        [&](const cuda::DeviceLayer& w) {
                                            return cuda::ssd_gate_supported(a, ssd_gate(w));
                                        });
-        } else if (decode && decode_gate_) {
+        } else if (decode && (decode_gate_ || whole_at(T))) {
             pass_scaled_ = true;
             scale_parts_ = cuda::ssm_decode_gate_parts(c_.head_dim);
         }
@@ -983,7 +992,7 @@ class CudaModel final : public Model {
         // next products scale by rsqrt(mean(r²) + eps) (so layers after the first and the head
         // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
         // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
-        pass_fused_ = decode && gemv_epilogues_at(T) && split && !out_parts_.p;
+        pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
             const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
@@ -995,16 +1004,19 @@ class CudaModel final : public Model {
                 if (!fused_in) return in_proj_rows(w, 0, E, T, stream, gemm);
                 cuda::GemvFused f = fused_input(true);
                 f.y = ws_.zxbcdt;
+                ahead_of_step(w, f);
                 cuda::gemv_fused(ws_.u, w.in_proj, E, D, act_, gemm.prefetch_bytes(), f, stream);
             };
             if (z_first) {
                 fork_.order(s, side_stream_.get());
                 z_rows(side_stream_.get(), gemm_side_);
+            } else if (!split && pass_fused_) {  // the whole product, z's columns included
+                in_proj_conv(w, layer, fused_in, 0, s);
             } else if (!split) {
                 in_proj_rows(w, 0, n_in, T, s);
             }
-            if (pass_fused_) {
-                xbc_conv(w, layer, fused_in, s);
+            if (pass_fused_ && split) {
+                in_proj_conv(w, layer, fused_in, E, s);
             } else if (split) {
                 in_proj_rows(w, E, n_in, T, s);
             }
@@ -1090,25 +1102,40 @@ class CudaModel final : public Model {
         return f;
     }
 
-    // The [xBC | dt] columns of a batch-1 pass's in_proj with conv1d in the product's epilogue:
-    // xBC's channels go through the layer's conv into ws_.xbc (and its conv state), dt's raw
-    // values to zxbcdt as in_proj_rows would leave them.
-    void xbc_conv(const cuda::DeviceLayer& w, int64_t layer, bool scaled, cudaStream_t s) {
+    // The columns [first, d_in_proj) of a batch-1 pass's in_proj (first: 0, or d_inner where z's
+    // product runs apart) with conv1d in the product's epilogue: xBC's channels go through the
+    // layer's conv into ws_.xbc (and its conv state), z's and dt's raw values to zxbcdt as
+    // in_proj_rows would leave them.
+    void in_proj_conv(const cuda::DeviceLayer& w, int64_t layer, bool scaled, int64_t first,
+                      cudaStream_t s) {
         const int64_t D = c_.d_model, E = c_.d_inner, conv_dim = c_.conv_dim();
         const size_t el = dtype_size(act_);
         cuda::GemvFused f = fused_input(scaled);
         f.epilogue = cuda::GemvFused::kConv;
-        f.y = static_cast<char*>(ws_.zxbcdt) + E * el;
-        f.conv_begin = 0;
-        f.conv_end = f.conv_channels = conv_dim;
+        f.y = static_cast<char*>(ws_.zxbcdt) + first * el;
+        f.conv_begin = E - first;
+        f.conv_end = f.conv_begin + conv_dim;
+        f.conv_channels = conv_dim;
         f.conv_weight = w.conv_weight;
         f.conv_bias = w.conv_bias;
         f.conv_state = conv_state_of(layer);
         f.conv_slot_stride = conv_slot_elems_;
         f.slots = batch_.slots;
         f.conv_out = ws_.xbc;
-        cuda::gemv_fused(ws_.u, static_cast<const char*>(w.in_proj) + E * D * el,
-                         c_.d_in_proj() - E, D, act_, gemm_.prefetch_bytes(), f, s);
+        if (first == 0) ahead_of_step(w, f);
+        cuda::gemv_fused(ws_.u, static_cast<const char*>(w.in_proj) + first * D * el,
+                         c_.d_in_proj() - first, D, act_, gemm_.prefetch_bytes(), f, s);
+    }
+
+    // The product in front of the decode step (z's, or the whole in_proj) asks L2 for out_proj's
+    // weights as its blocks finish (GemvFused::ahead), so that they stream in while the
+    // latency-bound step and gated norm run: DUALITY_PREFETCH_AHEAD_MB (0, the default: none; -1:
+    // all of them).
+    void ahead_of_step(const cuda::DeviceLayer& w, cuda::GemvFused& f) const {
+        if (prefetch_ahead_ == 0) return;
+        const int64_t bytes = c_.d_model * c_.d_inner * static_cast<int64_t>(dtype_size(act_));
+        f.ahead = w.out_proj;
+        f.ahead_bytes = prefetch_ahead_ < 0 ? bytes : std::min(bytes, prefetch_ahead_ / 16 * 16);
     }
 
     // Whether decode passes of m rows run out_proj as split-k (Gemm::run_split_k into out_splits_
@@ -1238,6 +1265,7 @@ class CudaModel final : public Model {
     cuda::Event fork_, join_;
     cuda::Event staging_read_;  // after the last pass's description copy (run_pass)
     bool split_in_proj_ = true;
+    int64_t prefetch_ahead_ = 0;  // bytes (-1: all; ahead_of_step)
     // Where decode passes fork the side stream (DUALITY_Z_FORK=early|late|auto). Early: right
     // after the norm, so that z's product runs beside the [xBC | dt] one instead of after it, on
     // its own Gemm (gemm_side_: the two products then run at once and cannot share a workspace).
@@ -1301,8 +1329,18 @@ class CudaModel final : public Model {
     bool gemv_epilogues_at(int64_t rows) const {
         return rows == 1 && !use_stack_ &&
                (gemv_epilogues_ == GemvEpilogues::kOn ||
-                (gemv_epilogues_ == GemvEpilogues::kAuto && z_early(1)));
+                (gemv_epilogues_ == GemvEpilogues::kAuto && (z_early(1) || batch1_whole_)));
     }
+    // Where z's product would fork late, batch-1 passes (DUALITY_GEMV_EPILOGUES=auto) run the
+    // layer as three kernels: in_proj whole with the conv in its epilogue (no side stream), the
+    // decode step with the gate, out_proj with the residual and the next norm. Only where the
+    // whole product's columns fit one wave of the fused kernel (gemv_fused_wave_columns) and every
+    // step takes the gate (bf16, one norm group). H200, batch-1 ms per step, two runs: 130m
+    // 0.297 -> 0.271-0.273, 370m 0.619-0.624 -> 0.566-0.569; the 780m (whole product 6448
+    // columns, a wave 5280) 0.866-0.876 -> 0.891-0.895, so not there. docs/architecture.md,
+    // "Batch-1 GEMV epilogues".
+    bool batch1_whole_ = false;
+    bool whole_at(int64_t rows) const { return rows == 1 && batch1_whole_ && !use_stack_; }
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

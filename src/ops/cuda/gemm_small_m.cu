@@ -231,6 +231,15 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int off = 16; off > 0; off /= 2) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
     }
+    if constexpr (kEpi != GemvFused::kStore || kScale) {
+        if (f.ahead_bytes > 0 && threadIdx.x == 0) {  // this block's share of the next weights
+            const int64_t share = (f.ahead_bytes / gridDim.x + 15) / 16 * 16;
+            const int64_t begin = share * blockIdx.x;
+            if (begin < f.ahead_bytes)
+                prefetch_l2_bulk(static_cast<const char*>(f.ahead) + begin,
+                                 f.ahead_bytes - begin < share ? f.ahead_bytes - begin : share);
+        }
+    }
     if constexpr (kScale || kEpi != GemvFused::kStore) {
         float v = acc[0];
         if constexpr (kScale || kEpi == GemvFused::kConv) {
@@ -380,6 +389,21 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
     else
         dispatch_fused<__half>(a, w, n, k, per_block, grid, f, stream);
     DUALITY_CUDA_LAUNCH_CHECK();
+}
+
+int64_t gemv_fused_wave_columns(DType act) {
+    int device = 0, sms = 0, blocks = 0;
+    DUALITY_CUDA_CHECK(cudaGetDevice(&device));
+    DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    const auto occupancy = [&](auto kernel) {
+        DUALITY_CUDA_CHECK(
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kWarps * 32, 0));
+    };
+    if (act == DType::kBF16)
+        occupancy(gemm_small_m_kernel<__nv_bfloat16, __nv_bfloat16, 1, GemvFused::kConv, true>);
+    else
+        occupancy(gemm_small_m_kernel<__half, __half, 1, GemvFused::kConv, true>);
+    return static_cast<int64_t>(blocks) * sms * kWarps;
 }
 
 bool gemm_small_m_supports(const void* a, int64_t lda, const void* w, DType y_dtype, int64_t m,

@@ -68,6 +68,12 @@ struct GemvFused {
     const float* w_next = nullptr;  // {n} f32: the next RMSNorm's weight
     void* u = nullptr;              // {n} act
     float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32
+    // Any epilogue: once its product is done, each block asks L2 for its share of
+    // [ahead, ahead + ahead_bytes) (bulk prefetches; 16-byte multiples): the weights of a product
+    // that runs after the latency-bound kernels behind this one (z's product asking for
+    // out_proj's, DUALITY_PREFETCH_AHEAD), so that HBM streams them while those kernels run.
+    const void* ahead = nullptr;
+    int64_t ahead_bytes = 0;
 };
 // The number of partial sums of squares the kResidual epilogue leaves for n columns.
 constexpr int64_t gemv_fused_parts(int64_t n) {
@@ -77,5 +83,8 @@ constexpr int64_t gemv_fused_parts(int64_t n) {
 bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act);
 void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
                 int64_t prefetch_bytes, const GemvFused& f, cudaStream_t stream);
+// The columns one wave of gemv_fused's conv form (with an input scale) holds on the current
+// device: its blocks resident at once on every SM, times the columns of a block.
+int64_t gemv_fused_wave_columns(DType act);
 
 }  // namespace duality::cuda

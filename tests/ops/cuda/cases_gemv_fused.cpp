@@ -13,8 +13,9 @@
 //   2.7b and 130m out_proj, and n = 1003 (a last block of 3 columns, whose other warps recompute
 //   column 1002 and must store nothing: residual and u have sentinels past their end).
 // - conv: the [xBC | dt] product with a width-4 conv on its xBC columns, on slot 2 of a pool of 4
-//   (the others must stay as they were), with and without an input scale. Checked: the conv
-//   output, the whole state pool and the dt columns.
+//   (the others must stay as they were), with and without an input scale; and the whole
+//   [z | xBC | dt] product (the conv's columns after z's). Checked: the conv output, the whole
+//   state pool and the z and dt columns.
 //
 // Tolerance: default_tolerance(act); the conv's new state holds x rounded to act on both sides
 // (the product's summation order may move a rounding by one ulp, inside the bf16/f16 rows).
@@ -150,13 +151,13 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
          }});
 }
 
-void conv_case(const char* tag, int64_t channels, int64_t n_head, int64_t k, bool scaled,
-               DType act) {
-    const int64_t n = channels + n_head;  // [xBC | dt] columns
+void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, int64_t k,
+               bool scaled, DType act) {
+    const int64_t n = lead + channels + n_head;  // [z | xBC | dt] columns, z's `lead` of them
     const std::string name = case_name("conv", tag, n, k, scaled ? "_scaled" : "", act);
     register_case(
         {name, default_tolerance(act), [=] {
-             std::mt19937 rng(static_cast<uint32_t>(n * 17 + k + scaled));
+             std::mt19937 rng(static_cast<uint32_t>(n * 17 + k + scaled + lead));
              constexpr int64_t kSlots = 4, kSlot = 2, W = 4;
              const int64_t slot_stride = (W - 1) * channels + 8;
              Product p(rng, act, n, k);
@@ -176,7 +177,7 @@ void conv_case(const char* tag, int64_t channels, int64_t n_head, int64_t k, boo
              cp.seqlen = 1;
              cp.channels = channels;
              cp.width = W;
-             cp.x = y.data();
+             cp.x = y.data() + lead;
              cp.x_stride = n;
              cp.weight = weight.data();
              cp.bias = bias.data();
@@ -184,7 +185,12 @@ void conv_case(const char* tag, int64_t channels, int64_t n_head, int64_t k, boo
              cp.out = out.data();
              cpu::conv1d_causal(cp, 1);
              out = rounded(act, out);
-             const std::vector<float> dt_cols(y.begin() + channels, y.end());
+             // The columns outside the conv's range: z's and dt's, stored as the product.
+             const auto plain = [&](const std::vector<float>& v) {
+                 std::vector<float> cols(v.begin(), v.begin() + lead);
+                 cols.insert(cols.end(), v.begin() + lead + channels, v.end());
+                 return cols;
+             };
 
              auto dparts = upload_f32(parts);
              auto dweight = upload_f32(weight);
@@ -200,8 +206,9 @@ void conv_case(const char* tag, int64_t channels, int64_t n_head, int64_t k, boo
                  f.in_scale = RowScale{dparts.as<float>(), 40, 80.0f, kEps};
              }
              f.y = dy.data();
-             f.conv_begin = 0;
-             f.conv_end = f.conv_channels = channels;
+             f.conv_begin = lead;
+             f.conv_end = lead + channels;
+             f.conv_channels = channels;
              f.conv_weight = dweight.as<float>();
              f.conv_bias = dbias.as<float>();
              f.conv_state = dpool.as<float>();
@@ -217,8 +224,7 @@ void conv_case(const char* tag, int64_t channels, int64_t n_head, int64_t k, boo
                  {"state_pool", pool,
                   download_as_f32(DType::kF32, dpool.data(),
                                   static_cast<size_t>(kSlots * slot_stride))},
-                 {"dt_columns", dt_cols,
-                  std::vector<float>(got_y.begin() + channels, got_y.end())}};
+                 {"z_dt_columns", plain(y), plain(got_y)}};
          }});
 }
 
@@ -235,10 +241,11 @@ DUALITY_OP_CASES(gemv_fused) {
             residual_case("ragged", 1003, 128, scaled, act);
         }
         for (bool scaled : {false, true}) {
-            conv_case("xbc_2.7b", 5376, 80, 2560, scaled, act);
-            conv_case("xbc_130m", 1792, 24, 768, scaled, act);
+            conv_case("xbc_2.7b", 0, 5376, 80, 2560, scaled, act);
+            conv_case("xbc_130m", 0, 1792, 24, 768, scaled, act);
+            conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act);  // z's columns first
         }
-        conv_case("tiny", 40, 8, 64, true, act);
+        conv_case("tiny", 0, 40, 8, 64, true, act);
     }
 }
 

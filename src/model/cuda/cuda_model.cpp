@@ -314,8 +314,6 @@ class CudaModel final : public Model {
         max_tokens_ = std::max<int64_t>(opt_.max_tokens, max_seqs_);
         rows_max_ = std::max<int64_t>(max_seqs_, 256);
         split_in_proj_ = !env_is("DUALITY_SPLIT_IN_PROJ", "0");
-        prefetch_ahead_ = env_int("DUALITY_PREFETCH_AHEAD_MB", 0);
-        if (prefetch_ahead_ > 0) prefetch_ahead_ <<= 20;
         if (const char* env = std::getenv("DUALITY_Z_FORK")) {
             const std::string_view v(env);
             if (v == "early" || v == "late" || v == "auto")
@@ -1004,7 +1002,6 @@ class CudaModel final : public Model {
                 if (!fused_in) return in_proj_rows(w, 0, E, T, stream, gemm);
                 cuda::GemvFused f = fused_input(true);
                 f.y = ws_.zxbcdt;
-                ahead_of_step(w, f);
                 cuda::gemv_fused(ws_.u, w.in_proj, E, D, act_, gemm.prefetch_bytes(), f, stream);
             };
             if (z_first) {
@@ -1122,20 +1119,8 @@ class CudaModel final : public Model {
         f.conv_slot_stride = conv_slot_elems_;
         f.slots = batch_.slots;
         f.conv_out = ws_.xbc;
-        if (first == 0) ahead_of_step(w, f);
         cuda::gemv_fused(ws_.u, static_cast<const char*>(w.in_proj) + first * D * el,
                          c_.d_in_proj() - first, D, act_, gemm_.prefetch_bytes(), f, s);
-    }
-
-    // The product in front of the decode step (z's, or the whole in_proj) asks L2 for out_proj's
-    // weights as its blocks finish (GemvFused::ahead), so that they stream in while the
-    // latency-bound step and gated norm run: DUALITY_PREFETCH_AHEAD_MB (0, the default: none; -1:
-    // all of them).
-    void ahead_of_step(const cuda::DeviceLayer& w, cuda::GemvFused& f) const {
-        if (prefetch_ahead_ == 0) return;
-        const int64_t bytes = c_.d_model * c_.d_inner * static_cast<int64_t>(dtype_size(act_));
-        f.ahead = w.out_proj;
-        f.ahead_bytes = prefetch_ahead_ < 0 ? bytes : std::min(bytes, prefetch_ahead_ / 16 * 16);
     }
 
     // Whether decode passes of m rows run out_proj as split-k (Gemm::run_split_k into out_splits_
@@ -1265,7 +1250,6 @@ class CudaModel final : public Model {
     cuda::Event fork_, join_;
     cuda::Event staging_read_;  // after the last pass's description copy (run_pass)
     bool split_in_proj_ = true;
-    int64_t prefetch_ahead_ = 0;  // bytes (-1: all; ahead_of_step)
     // Where decode passes fork the side stream (DUALITY_Z_FORK=early|late|auto). Early: right
     // after the norm, so that z's product runs beside the [xBC | dt] one instead of after it, on
     // its own Gemm (gemm_side_: the two products then run at once and cannot share a workspace).

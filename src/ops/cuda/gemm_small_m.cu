@@ -231,15 +231,6 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int off = 16; off > 0; off /= 2) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
     }
-    if constexpr (kEpi != GemvFused::kStore || kScale) {
-        if (f.ahead_bytes > 0 && threadIdx.x == 0) {  // this block's share of the next weights
-            const int64_t share = (f.ahead_bytes / gridDim.x + 15) / 16 * 16;
-            const int64_t begin = share * blockIdx.x;
-            if (begin < f.ahead_bytes)
-                prefetch_l2_bulk(static_cast<const char*>(f.ahead) + begin,
-                                 f.ahead_bytes - begin < share ? f.ahead_bytes - begin : share);
-        }
-    }
     if constexpr (kScale || kEpi != GemvFused::kStore) {
         float v = acc[0];
         if constexpr (kScale || kEpi == GemvFused::kConv) {

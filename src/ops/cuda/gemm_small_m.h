@@ -68,12 +68,6 @@ struct GemvFused {
     const float* w_next = nullptr;  // {n} f32: the next RMSNorm's weight
     void* u = nullptr;              // {n} act
     float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32
-    // Any epilogue: once its product is done, each block asks L2 for its share of
-    // [ahead, ahead + ahead_bytes) (bulk prefetches; 16-byte multiples): the weights of a product
-    // that runs after the latency-bound kernels behind this one (z's product asking for
-    // out_proj's, DUALITY_PREFETCH_AHEAD), so that HBM streams them while those kernels run.
-    const void* ahead = nullptr;
-    int64_t ahead_bytes = 0;
 };
 // The number of partial sums of squares the kResidual epilogue leaves for n columns.
 constexpr int64_t gemv_fused_parts(int64_t n) {

@@ -80,10 +80,6 @@ struct DeviceInfo {
     // epilogue, the step with the gate, out_proj with the residual and the next norm (CUDA,
     // DUALITY_GEMV_EPILOGUES=auto, models whose z product forks late).
     bool batch1_whole = false;
-    // Batch-1 decode passes compute the gated norm in out_proj's blocks (CUDA, bf16, one norm
-    // group, where the epilogues run without the step's gate; DUALITY_OUT_PROJ_GATE=0 turns it
-    // off).
-    bool out_proj_gate = false;
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).

@@ -656,35 +656,26 @@ TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
     // With the decode gate in both models, out_proj's input scale is the gate's. With in_proj
     // whole (DUALITY_SPLIT_IN_PROJ=0) the conv runs in the whole product's epilogue, after z's
     // columns.
-    // Without the step's gate, out_proj's blocks compute the gated norm (out_proj_gate), or with
-    // DUALITY_OUT_PROJ_GATE=0 the gated norm's kernel runs.
     for (const char* gate : {"0", "1"}) {
         for (const char* split : {"1", "0"}) {
-            for (const char* og : {"1", "0"}) {
-                if (*gate == '1' && *og == '0') continue;  // (the step's gate leaves out_proj none)
-                auto load = [&](const char* on) {
-                    ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
-                                   {"DUALITY_GEMV_EPILOGUES", on},
-                                   {"DUALITY_DECODE_GATE", gate},
-                                   {"DUALITY_SPLIT_IN_PROJ", split},
-                                   {"DUALITY_OUT_PROJ_GATE", og}});
-                    return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
-                };
-                auto fused = load("1"), chain = load("0");
-                ASSERT_TRUE(fused.is_ok() && chain.is_ok()) << fused.status().message();
-                ASSERT_TRUE((*fused)->device_info().gemv_epilogues);
-                ASSERT_FALSE((*chain)->device_info().gemv_epilogues);
-                ASSERT_EQ((*fused)->device_info().out_proj_gate, *gate == '0' && *og == '1');
-                ASSERT_FALSE((*chain)->device_info().out_proj_gate);
-                for (auto* m : {&fused, &chain}) {
-                    ASSERT_EQ((**m)->device_info().decode_gate, *gate == '1')
-                        << "decode gate " << gate;
-                    ASSERT_EQ((**m)->device_info().z_fork == "none", *split == '0') << split;
-                }
-                EXPECT_TRUE(compare_batch1_paths(**fused, **chain, DType::kBF16, 16))
-                    << "decode gate " << gate << ", split in_proj " << split << ", out_proj gate "
-                    << og << ": the epilogues did not run";
+            auto load = [&](const char* on) {
+                ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
+                               {"DUALITY_GEMV_EPILOGUES", on},
+                               {"DUALITY_DECODE_GATE", gate},
+                               {"DUALITY_SPLIT_IN_PROJ", split}});
+                return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
+            };
+            auto fused = load("1"), chain = load("0");
+            ASSERT_TRUE(fused.is_ok() && chain.is_ok()) << fused.status().message();
+            ASSERT_TRUE((*fused)->device_info().gemv_epilogues);
+            ASSERT_FALSE((*chain)->device_info().gemv_epilogues);
+            for (auto* m : {&fused, &chain}) {
+                ASSERT_EQ((**m)->device_info().decode_gate, *gate == '1') << "decode gate " << gate;
+                ASSERT_EQ((**m)->device_info().z_fork == "none", *split == '0') << split;
             }
+            EXPECT_TRUE(compare_batch1_paths(**fused, **chain, DType::kBF16, 16))
+                << "decode gate " << gate << ", split in_proj " << split
+                << ": the epilogues did not run";
         }
     }
 }

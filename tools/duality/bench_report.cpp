@@ -102,8 +102,6 @@ std::string render_table(const BenchReport& r) {
         if (r.batch1_whole)
             s += "decode   batch 1: in_proj whole and the gate in the step, three kernels a "
                  "layer\n";
-        if (r.out_proj_gate)
-            s += "decode   batch 1: the gated norm in out_proj's blocks (DUALITY_OUT_PROJ_GATE)\n";
     }
     if (!r.prefill.empty()) {
         s += fmt("\n%-8s %6s %8s %10s %12s %9s %10s\n", "prefill", "batch", "seq_len", "ms",
@@ -177,7 +175,6 @@ std::string render_json(const BenchReport& r) {
         j["gemv_epilogues"] = r.gemv_epilogues;
         j["decode_gate"] = r.decode_gate;
         j["batch1_whole"] = r.batch1_whole;
-        j["out_proj_gate"] = r.out_proj_gate;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

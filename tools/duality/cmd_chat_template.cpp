@@ -131,8 +131,7 @@ Action add_chat_template_command(CLI::App& app) {
         std::optional<server::ChatTemplate> ct;
         if (!opt->template_file.empty()) {
             std::string source;
-            if (!read_text(opt->template_file, &source, &error))
-                return fail("--template: " + error);
+            if (!read_text(opt->template_file, &source, &error)) return fail("--template: " + error);
             auto parsed = server::ChatTemplate::parse(source);
             if (!parsed) return fail(opt->template_file + ": " + parsed.status().message());
             ct = std::move(parsed).value();

@@ -27,9 +27,8 @@ std::string human_bytes(double b) {
 Action add_inspect_command(CLI::App& app) {
     auto dir = std::make_shared<std::string>();
     auto tensors = std::make_shared<bool>(false);
-    CLI::App* cmd = app.add_subcommand("inspect",
-                                       "Describe a model folder: config, tensors, "
-                                       "parameter count, memory needed");
+    CLI::App* cmd = app.add_subcommand("inspect", "Describe a model folder: config, tensors, "
+                                                  "parameter count, memory needed");
     cmd->add_option("dir", *dir, "Model folder (default: the bundled model)");
     cmd->add_flag("--tensors", *tensors, "List every stored tensor");
     return [dir, tensors]() {
@@ -47,18 +46,18 @@ Action add_inspect_command(CLI::App& app) {
         const ModelConfig& c = *config;
         std::printf("%s\n", path.c_str());
         std::printf("  format        %s\n", c.format == CheckpointFormat::kHuggingFace
-                                                ? "Hugging Face Mamba2ForCausalLM"
-                                                : "state-spaces (mamba_ssm)");
+                                                 ? "Hugging Face Mamba2ForCausalLM"
+                                                 : "state-spaces (mamba_ssm)");
         std::printf("  d_model %lld  n_layer %lld  d_inner %lld  n_head %lld  head_dim %lld\n",
                     (long long)c.d_model, (long long)c.n_layer, (long long)c.d_inner,
                     (long long)c.n_head, (long long)c.head_dim);
         std::printf("  d_state %lld  n_group %lld  d_conv %lld  chunk_size %lld\n",
                     (long long)c.d_state, (long long)c.n_group, (long long)c.d_conv,
                     (long long)c.chunk_size);
-        std::printf(
-            "  vocab %lld (padded to %lld)  tied head: %s  proj bias: %s  dt_limit [%g, %g]\n",
-            (long long)c.vocab_size, (long long)c.vocab_padded, c.tie_embeddings ? "yes" : "no",
-            c.proj_bias ? "yes" : "no", c.dt_min, c.dt_max);
+        std::printf("  vocab %lld (padded to %lld)  tied head: %s  proj bias: %s  dt_limit [%g, %g]\n",
+                    (long long)c.vocab_size, (long long)c.vocab_padded,
+                    c.tie_embeddings ? "yes" : "no", c.proj_bias ? "yes" : "no", c.dt_min,
+                    c.dt_max);
 
         int64_t params = 0;
         size_t stored_bytes = 0;
@@ -83,25 +82,23 @@ Action add_inspect_command(CLI::App& app) {
             }
         }
         std::string dtype_list;
-        for (const auto& [d, n] : dtypes)
-            dtype_list += (dtype_list.empty() ? "" : ", ") + d + " x" + std::to_string(n);
+        for (const auto& [d, n] : dtypes) dtype_list += (dtype_list.empty() ? "" : ", ") + d + " x" + std::to_string(n);
         std::printf("  tensors       %zu (%s), %s on disk\n", store->tensors().size(),
                     dtype_list.c_str(), human_bytes(static_cast<double>(stored_bytes)).c_str());
         std::printf("  parameters    %lld (%.2fM)\n", (long long)params, params / 1e6);
         const double state_bytes =
             4.0 * static_cast<double>(c.n_layer) *
             static_cast<double>(c.n_head * c.head_dim * c.d_state + (c.d_conv - 1) * c.conv_dim());
-        std::printf(
-            "  memory        weights %s as f32 (CPU), %s as bf16 (GPU); state %s per "
-            "sequence (f32)\n",
-            human_bytes(4.0 * static_cast<double>(params)).c_str(),
-            human_bytes(2.0 * static_cast<double>(params)).c_str(),
-            human_bytes(state_bytes).c_str());
+        std::printf("  memory        weights %s as f32 (CPU), %s as bf16 (GPU); state %s per "
+                    "sequence (f32)\n",
+                    human_bytes(4.0 * static_cast<double>(params)).c_str(),
+                    human_bytes(2.0 * static_cast<double>(params)).c_str(),
+                    human_bytes(state_bytes).c_str());
         // Validate the weights against the config as the loader would.
         auto weights = load_weights(*store, c);
-        std::printf("  check         %s\n", weights.is_ok()
-                                                ? "all tensors present with the right shapes"
-                                                : weights.status().message().c_str());
+        std::printf("  check         %s\n",
+                    weights.is_ok() ? "all tensors present with the right shapes"
+                                    : weights.status().message().c_str());
         return weights.is_ok() ? 0 : 1;
     };
 }

@@ -1,6 +1,6 @@
-// Loading the model a text command works on. Where `--model` points when it is not given:
-// $DUALITY_MODEL, then the bundled model next to the executable's install (../share/duality/models
-// or ../models), then the source tree it was built from.
+// Loading the model a text command works on. Where `--model` points when it is not given: $DUALITY_MODEL, then the bundled model next to the
+// executable's install (../share/duality/models or ../models), then the source tree it was built
+// from.
 #include <unistd.h>
 
 #include <cstdio>
@@ -21,8 +21,7 @@ std::string default_model_dir() {
     std::error_code ec;
     const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
     if (!ec) {
-        candidates.push_back(exe.parent_path() / ".." / "share" / "duality" / "models" /
-                             kBundledModel);
+        candidates.push_back(exe.parent_path() / ".." / "share" / "duality" / "models" / kBundledModel);
         candidates.push_back(exe.parent_path() / ".." / "models" / kBundledModel);
     }
     candidates.push_back(fs::path(DUALITY_SOURCE_DIR) / "models" / kBundledModel);
@@ -33,7 +32,7 @@ std::string default_model_dir() {
 }
 
 std::optional<TextModel> load_text_model(const std::string& model_flag,
-                                         const LoadOptions& options) {
+                                        const LoadOptions& options) {
     const std::string dir = model_flag.empty() ? default_model_dir() : model_flag;
     auto model = Model::load(dir, options);
     if (!model) {

@@ -381,8 +381,6 @@ class CudaModel final : public Model {
         info_.gemv_epilogues = gemv_epilogues_at(1);
         info_.decode_gate = decode_gate_;
         info_.batch1_whole = whole_at(1);
-        info_.out_proj_gate =
-            gemv_epilogues_at(1) && !whole_at(1) && !decode_gate_ && out_proj_gate_;
         info_.z_fork = !split_in_proj_ ? "none"
                        : z_early(2)    ? "early"
                        : z_early(1)    ? "early at batch 1"
@@ -552,15 +550,6 @@ class CudaModel final : public Model {
         gemv_epilogues_ = !gemv_epilogues_fit()                   ? GemvEpilogues::kOff
                           : env_is("DUALITY_GEMV_EPILOGUES", "1") ? GemvEpilogues::kOn
                                                                   : GemvEpilogues::kAuto;
-        // out_proj's gated input: one norm group (its scale factors out of the dot), and no
-        // projection biases (gemv_epilogues_fit). DUALITY_OUT_PROJ_GATE=0 keeps the gated norm.
-        out_proj_gate_ = gemv_epilogues_ != GemvEpilogues::kOff && c_.n_group == 1 &&
-                         !env_is("DUALITY_OUT_PROJ_GATE", "0") &&
-                         std::all_of(weights_.layers.begin(), weights_.layers.end(),
-                                     [&](const cuda::DeviceLayer& w) {
-                                         return cuda::gemv_fused_gate_supports(
-                                             ws_.y, ws_.zxbcdt, w.out_proj, c_.d_inner, act_);
-                                     });
         batch1_whole_ = gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
                         !z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_);
         return Status::ok();
@@ -1075,10 +1064,7 @@ class CudaModel final : public Model {
                 }
             }
             if (split && !z_joined) join_.order(side_stream_.get(), s);  // z is in
-            // Fused passes without the step's gate: out_proj's blocks compute the gated norm of y
-            // themselves (GemvFused::gate_z), where out_proj_gate_ allows.
-            const bool gate_in_out_proj = pass_fused_ && !pass_scaled_ && out_proj_gate_;
-            if (!pass_scaled_ && !gate_in_out_proj)
+            if (!pass_scaled_)
                 cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
                                      static_cast<float>(c_.norm_eps), ws_.gated, T, E,
                                      E / c_.n_group, act_, s);
@@ -1092,13 +1078,7 @@ class CudaModel final : public Model {
                 f.u = ws_.u;
                 f.out_parts = ws_.gemv_parts;
                 f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
-                if (gate_in_out_proj) {
-                    f.gate_z = ws_.zxbcdt;  // z: row 0's first d_inner columns
-                    f.gate_w = w.gate_norm;
-                    f.gate_eps = static_cast<float>(c_.norm_eps);
-                }
-                cuda::gemv_fused(gate_in_out_proj ? ws_.y : ws_.gated, w.out_proj, D, E, act_,
-                                 gemm_.prefetch_bytes(), f, s);
+                cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
             } else if (out_parts_.p) {
                 gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_,
                                   s);
@@ -1344,9 +1324,6 @@ class CudaModel final : public Model {
     // columns, a wave 5280) 0.866-0.876 -> 0.891-0.895, so not there. docs/architecture.md,
     // "Batch-1 GEMV epilogues".
     bool batch1_whole_ = false;
-    // Batch-1 fused passes without the step's gate compute the gated norm in out_proj's blocks
-    // (GemvFused::gate_z; layout_workspace says where it fits). H200, batch 1: not yet measured.
-    bool out_proj_gate_ = false;
     bool whole_at(int64_t rows) const { return rows == 1 && batch1_whole_ && !use_stack_; }
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)

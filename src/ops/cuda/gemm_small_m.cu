@@ -113,64 +113,10 @@ constexpr int kGroup = 4;  // steps of a row whose loads a lane issues together
 // A kScale input's partial sums copied to the block's shared memory before the loop (cp.async,
 // so no register holds them during it; the rest, for d_model > 4096, are read after it).
 constexpr int kSmemParts = 512;
-// A gated input's row in dynamic shared memory: at most the default 48 KB a block may ask for.
-constexpr int64_t kGateSmemBytes = 48 * 1024;
-
-// The gated RMSNorm of one norm group (GemvFused::gate_z) as a block's input: v = y ⊙ silu(z) for
-// the k values of y (the product's a) and z, act(v ⊙ w_gate) into `gated` (shared memory, k act
-// values), and the returned rsqrt(Σ v² / k + eps), the same for every thread. Each thread takes 2
-// of its 16-byte vectors of y and z a round (their loads issued together; more would cost the
-// product's loop registers), then the block adds the threads' sums of squares in a fixed order.
-// Ends in a block barrier, after which `gated` is complete.
-template <typename T>
-__device__ float gated_input(const T* y, const GemvFused& f, int64_t k, T* gated) {
-    constexpr int V = Vec<T>::kN, kRound = 2;
-    constexpr int64_t kStride = kWarps * 32 * V;
-    const T* z = static_cast<const T*>(f.gate_z);
-    float ss = 0.0f;
-    for (int64_t base = static_cast<int64_t>(threadIdx.x) * V; base < k; base += kRound * kStride) {
-        uint4 yq[kRound], zq[kRound];
-#pragma unroll
-        for (int r = 0; r < kRound; ++r) {
-            const int64_t e = base + r * kStride < k ? base + r * kStride : 0;
-            yq[r] = ldg16(y + e);
-            zq[r] = ldg16(z + e);
-        }
-#pragma unroll
-        for (int r = 0; r < kRound; ++r) {
-            const int64_t e = base + r * kStride;
-            if (e >= k) continue;
-            Vec<T> yv, zv;
-            yv.set(yq[r]);
-            zv.set(zq[r]);
-            uint4 out;
-            T* o = reinterpret_cast<T*>(&out);
-#pragma unroll
-            for (int j = 0; j < V; ++j) {
-                const float v = yv.v[j] * silu<T>(zv.v[j]);
-                ss = fmaf(v, v, ss);
-                o[j] = from_f32<T>(v * __ldg(f.gate_w + e + j));
-            }
-            *reinterpret_cast<uint4*>(gated + e) = out;
-        }
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off /= 2) ss += __shfl_xor_sync(0xffffffffu, ss, off);
-    __shared__ float warp_ss[kWarps];
-    if (threadIdx.x % 32 == 0) warp_ss[threadIdx.x / 32] = ss;
-    __syncthreads();
-    float total = 0.0f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) total += warp_ss[w];
-    return rsqrtf(total / static_cast<float>(k) + f.gate_eps);
-}
 
 // kEpi: GemvFused::Epilogue (kStore with kScale false: the plain product of gemm_small_m, M rows);
 // the fused forms (gemv_fused) have M = 1 and take f.
-// kGate: the input is the gated RMSNorm's, computed by each block into dynamic shared memory
-// (GemvFused::gate_z; gated_input below).
-template <typename T, typename Y, int M, int kEpi = GemvFused::kStore, bool kScale = false,
-          bool kGate = false>
+template <typename T, typename Y, int M, int kEpi = GemvFused::kStore, bool kScale = false>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
@@ -189,7 +135,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
     // The block barriers of the residual epilogue and the input scale need every warp: a warp past
     // the end computes the last column again and stores nothing.
-    const int64_t row = (kResidual || kScale || kGate) && col >= n ? n - 1 : col;
+    const int64_t row = (kResidual || kScale) && col >= n ? n - 1 : col;
     const T* wr = w + row * k;
     const int64_t step = 32 * V;
     int64_t i = static_cast<int64_t>(lane) * V;
@@ -255,22 +201,13 @@ __global__ void __launch_bounds__(kWarps * 32)
     if constexpr (kResidual) {
         if (lane == 0) res = f.residual[row];
     }
-    // kGate: the block's copy of the gated row, act(v ⊙ w_gate), and the norm's scale.
-    extern __shared__ uint4 sm_gated[];
-    float gate_scale = 1.0f;
-    if constexpr (kGate) gate_scale = gated_input<T>(a, f, k, reinterpret_cast<T*>(sm_gated));
     for (;;) {
         uint4 aq[kGroup][M];
 #pragma unroll
         for (int u = 0; u < kGroup; ++u) {
             const int64_t e = i + u * step;
 #pragma unroll
-            for (int m = 0; m < M; ++m) {
-                if constexpr (kGate)
-                    aq[u][m] = reinterpret_cast<const uint4*>(sm_gated)[(e < k ? e : 0) / V];
-                else
-                    aq[u][m] = ldg16(a + m * lda + (e < k ? e : 0));
-            }
+            for (int m = 0; m < M; ++m) aq[u][m] = ldg16(a + m * lda + (e < k ? e : 0));
         }
 #pragma unroll
         for (int u = 0; u < kGroup; ++u) {
@@ -296,7 +233,6 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     if constexpr (kScale || kEpi != GemvFused::kStore) {
         float v = acc[0];
-        if constexpr (kGate) v *= gate_scale;
         if constexpr (kScale || kEpi == GemvFused::kConv) {
             sync::cp_async_wait_all();
             if constexpr (kScale)
@@ -396,26 +332,18 @@ void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy,
     }
 }
 
-template <typename T, int kEpi, bool kScale, bool kGate = false>
+template <typename T, int kEpi, bool kScale>
 void launch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t per_block, dim3 grid,
                   const GemvFused& f, cudaStream_t stream) {
-    const size_t smem = kGate ? static_cast<size_t>(k) * sizeof(T) : 0;  // the gated row
-    pdl::launch(gemm_small_m_kernel<T, T, 1, kEpi, kScale, kGate>, grid, dim3(kWarps * 32), smem,
-                stream, static_cast<const T*>(a), k, static_cast<const T*>(w),
-                static_cast<T*>(nullptr), int64_t{0}, n, k, per_block, pdl::early_reads(), f);
+    pdl::launch(gemm_small_m_kernel<T, T, 1, kEpi, kScale>, grid, dim3(kWarps * 32), 0, stream,
+                static_cast<const T*>(a), k, static_cast<const T*>(w), static_cast<T*>(nullptr),
+                int64_t{0}, n, k, per_block, pdl::early_reads(), f);
 }
 
 template <typename T>
 void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t per_block,
                     dim3 grid, const GemvFused& f, cudaStream_t stream) {
     const bool scaled = f.in_scale.ssq != nullptr;
-    if (f.gate_z) {
-        if (f.epilogue != GemvFused::kResidual || scaled)
-            fail("gemv_fused: a gated input needs kResidual and no input scale", "f", __FILE__,
-                 __LINE__);
-        return launch_fused<T, GemvFused::kResidual, false, true>(a, w, n, k, per_block, grid, f,
-                                                                  stream);
-    }
     switch (f.epilogue) {
         case GemvFused::kStore:
             if (!scaled) fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
@@ -440,15 +368,9 @@ bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act) {
            gemm_small_m_supports(a, k, w, act, 1, k, act);
 }
 
-bool gemv_fused_gate_supports(const void* y, const void* z, const void* w, int64_t k, DType act) {
-    return gemv_fused_supports(y, w, k, act) && reinterpret_cast<uintptr_t>(z) % 16 == 0 &&
-           k * static_cast<int64_t>(dtype_size(act)) <= kGateSmemBytes;
-}
-
 void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
                 int64_t prefetch_bytes, const GemvFused& f, cudaStream_t stream) {
-    if (!gemv_fused_supports(a, w, k, act) || k == 0 ||
-        (f.gate_z && !gemv_fused_gate_supports(a, f.gate_z, w, k, act)))
+    if (!gemv_fused_supports(a, w, k, act) || k == 0)
         fail("gemv_fused: unsupported operands", "a", __FILE__, __LINE__);
     if (n == 0) return;
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));

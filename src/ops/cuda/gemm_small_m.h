@@ -68,13 +68,6 @@ struct GemvFused {
     const float* w_next = nullptr;  // {n} f32: the next RMSNorm's weight
     void* u = nullptr;              // {n} act
     float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32
-    // Gated input (kResidual without in_scale; gemv_fused_gate_supports): the product's a is the
-    // decode step's y {k}, and each block first computes the gated RMSNorm of one norm group
-    // itself: v = y ⊙ silu(gate_z), a = act(v ⊙ gate_w) into shared memory, and the dot is scaled
-    // by rsqrt(Σ v² / k + gate_eps), so that the gated norm's kernel leaves the chain.
-    const void* gate_z = nullptr;   // {k} act, or nullptr (no gate)
-    const float* gate_w = nullptr;  // {k} f32: the gated norm's weight
-    float gate_eps = 0.0f;
 };
 // The number of partial sums of squares the kResidual epilogue leaves for n columns.
 constexpr int64_t gemv_fused_parts(int64_t n) {
@@ -82,9 +75,6 @@ constexpr int64_t gemv_fused_parts(int64_t n) {
 }
 // Whether gemv_fused takes these operands (f16/bf16, alignment, vector width).
 bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act);
-// Whether it takes them with a gated input (y as a, z as gate_z): also z 16-byte aligned and the
-// k-value row within a block's shared memory (k ≤ 24576 at 16 bits).
-bool gemv_fused_gate_supports(const void* y, const void* z, const void* w, int64_t k, DType act);
 void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
                 int64_t prefetch_bytes, const GemvFused& f, cudaStream_t stream);
 // The columns one wave of gemv_fused's conv form (with an input scale) holds on the current

@@ -258,13 +258,13 @@ class CudaModel final : public Model {
                 d.step = draws[static_cast<size_t>(p.result_row)];
             }
             cudaStream_t s = stream_.get();
-            DUALITY_CUDA_CHECK(cudaMemcpyAsync(ws_.sampling, sp, n * sizeof(cuda::DeviceSampling),
-                                               cudaMemcpyHostToDevice, s));
             const bool all_greedy = std::all_of(
                 sp, sp + n, [](const cuda::DeviceSampling& d) { return d.temperature <= 0.0f; });
-            if (all_greedy) {
+            if (all_greedy) {  // (argmax reads no parameters: nothing to copy)
                 cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.ids, s);
             } else {
+                DUALITY_CUDA_CHECK(cudaMemcpyAsync(
+                    ws_.sampling, sp, n * sizeof(cuda::DeviceSampling), cudaMemcpyHostToDevice, s));
                 cuda::sample(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.sampling, ws_.ids,
                              ws_.sample_ws, s);
             }

@@ -558,16 +558,15 @@ class CudaModel final : public Model {
     // Whether batch-1 decode passes can fold the add + RMSNorm and conv1d into the products'
     // epilogues (cuda::gemv_fused; enqueue_layers): bf16 (out_proj stores u = act(r · w_norm)
     // before the normalization, whose range r's could leave in f16, as for the gates), width-4
-    // conv, no projection biases
-    // (they would go between a product and its epilogue), every product aligned for the m = 1
-    // kernel. With the decode gate (DUALITY_DECODE_GATE=1) out_proj takes the gate's deferred
-    // scale as its input scale, so that the chain is the [xBC | dt] product, the step, out_proj
-    // (not yet run on a GPU: docs/architecture.md).
-    // Where they fit, DUALITY_GEMV_EPILOGUES=1 takes them in every batch-1 pass, 0 in none, and by
-    // default (auto) only where z's product forks early (z_early: the 1.3b and larger). H200,
-    // batch-1 ms per step, two runs each, off -> on: 2.7b 2.001-2.014 -> 1.912-1.914, 1.3b
-    // 1.135-1.148 -> 1.060-1.065 (early fork); 130m 0.301 -> 0.306-0.309, 370m 0.615-0.622 ->
-    // 0.636-0.638, 780m 0.868-0.870 -> 0.951-0.953 (late fork; not profiled).
+    // conv, no projection biases (they would go between a product and its epilogue), every
+    // product aligned for the m = 1 kernel. With the decode gate, out_proj takes the gate's
+    // deferred scale as its input scale. Where they fit, DUALITY_GEMV_EPILOGUES=1 takes them in
+    // every batch-1 pass (in_proj split or whole and the gate as DUALITY_SPLIT_IN_PROJ and
+    // DUALITY_DECODE_GATE say), 0 in none, and by default (auto) where z's product forks early
+    // (z_early: the 1.3b and larger) and in the three-kernel form where it forks late
+    // (batch1_whole_). H200, batch-1 ms per step, two runs each, off -> on: 2.7b 2.001-2.014 ->
+    // 1.912-1.914, 1.3b 1.135-1.148 -> 1.060-1.065 (early fork); split with the late fork, 130m
+    // 0.301 -> 0.306-0.309, 370m 0.615-0.622 -> 0.636-0.638, 780m 0.868-0.870 -> 0.951-0.953.
     // docs/architecture.md, "Batch-1 GEMV epilogues".
     bool gemv_epilogues_fit() const {
         if (env_is("DUALITY_GEMV_EPILOGUES", "0") || act_ != DType::kBF16 || c_.d_conv != 4 ||

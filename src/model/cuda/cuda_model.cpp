@@ -1021,20 +1021,8 @@ class CudaModel final : public Model {
                 z_rows(side_stream_.get(), gemm_);
             }
 
-            if (!pass_fused_) {  // (fused passes ran the conv in the [xBC | dt] product)
-                cuda::Conv1dArgs conv;
-                conv.batch = batch_;
-                conv.channels = conv_dim;
-                conv.width = c_.d_conv;
-                conv.x = zxbcdt + E * el;
-                conv.x_stride = n_in;
-                conv.weight = w.conv_weight;
-                conv.bias = w.conv_bias;
-                conv.state = conv_state_of(layer);
-                conv.state_slot_stride = conv_slot_elems_;
-                conv.out = ws_.xbc;
-                cuda::conv1d(conv, act_, s);
-            }
+            if (!pass_fused_)  // (fused passes ran the conv in the in_proj product)
+                cuda::conv1d(conv_args(w, layer), act_, s);
 
             const cuda::SsdArgs ssd = ssd_args(layer);
             cuda::DecodeDt dt;  // the decode step's Δ input: raw dt of row s
@@ -1088,6 +1076,23 @@ class CudaModel final : public Model {
         }
     }
 
+    // The pass's conv1d of `layer` over the xBC columns of zxbcdt into ws_.xbc (conv1d, or the
+    // conv in a batch-1 in_proj product's epilogue).
+    cuda::Conv1dArgs conv_args(const cuda::DeviceLayer& w, int64_t layer) const {
+        cuda::Conv1dArgs conv;
+        conv.batch = batch_;
+        conv.channels = c_.conv_dim();
+        conv.width = c_.d_conv;
+        conv.x = static_cast<const char*>(ws_.zxbcdt) + c_.d_inner * dtype_size(act_);
+        conv.x_stride = c_.d_in_proj();
+        conv.weight = w.conv_weight;
+        conv.bias = w.conv_bias;
+        conv.state = conv_state_of(layer);
+        conv.state_slot_stride = conv_slot_elems_;
+        conv.out = ws_.xbc;
+        return conv;
+    }
+
     // A batch-1 fused product's input: u with out_proj's parts as its scale (`scaled`), or u
     // already normalized by add_rms_norm (the first layer).
     cuda::GemvFused fused_input(bool scaled) const {
@@ -1104,20 +1109,13 @@ class CudaModel final : public Model {
     // in_proj_rows would leave them.
     void in_proj_conv(const cuda::DeviceLayer& w, int64_t layer, bool scaled, int64_t first,
                       cudaStream_t s) {
-        const int64_t D = c_.d_model, E = c_.d_inner, conv_dim = c_.conv_dim();
+        const int64_t D = c_.d_model, E = c_.d_inner;
         const size_t el = dtype_size(act_);
         cuda::GemvFused f = fused_input(scaled);
         f.epilogue = cuda::GemvFused::kConv;
         f.y = static_cast<char*>(ws_.zxbcdt) + first * el;
         f.conv_begin = E - first;
-        f.conv_end = f.conv_begin + conv_dim;
-        f.conv_channels = conv_dim;
-        f.conv_weight = w.conv_weight;
-        f.conv_bias = w.conv_bias;
-        f.conv_state = conv_state_of(layer);
-        f.conv_slot_stride = conv_slot_elems_;
-        f.slots = batch_.slots;
-        f.conv_out = ws_.xbc;
+        f.conv = conv_args(w, layer);
         cuda::gemv_fused(ws_.u, static_cast<const char*>(w.in_proj) + first * D * el,
                          c_.d_in_proj() - first, D, act_, gemm_.prefetch_bytes(), f, s);
     }
@@ -1323,7 +1321,7 @@ class CudaModel final : public Model {
     // columns, a wave 5280) 0.866-0.876 -> 0.891-0.895, so not there. docs/architecture.md,
     // "Batch-1 GEMV epilogues".
     bool batch1_whole_ = false;
-    bool whole_at(int64_t rows) const { return rows == 1 && batch1_whole_ && !use_stack_; }
+    bool whole_at(int64_t rows) const { return rows == 1 && batch1_whole_; }
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

@@ -162,24 +162,26 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int warp = threadIdx.x / 32;
     __shared__ float sm_parts[kScale ? kSmemParts : 1];
     __shared__ float sm_conv[kEpi == GemvFused::kConv ? kWarps : 1][8];  // taps, bias, window
-    const bool conv = kEpi == GemvFused::kConv && col >= f.conv_begin && col < f.conv_end;
+    const Conv1dArgs& cf = f.conv;
+    const bool conv =
+        kEpi == GemvFused::kConv && col >= f.conv_begin && col < f.conv_begin + cf.channels;
     const int64_t c = col - f.conv_begin;
     int64_t slot = 0;
     // The conv's taps and its slot's window: early reads (the window is written only by this
     // kernel, the slot by the host; core/cuda/pdl.cuh).
     const auto load_conv = [&] {
         if (!conv || lane != 0) return;
-        slot = *f.slots;
-        const float* state = f.conv_state + slot * f.conv_slot_stride + c;
+        slot = *cf.batch.slots;
+        const float* state = cf.state + slot * cf.state_slot_stride + c;
         float* dst = sm_conv[kEpi == GemvFused::kConv ? warp : 0];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) sync::cp_async4(dst + j, f.conv_weight + c * 4 + j);
-        if (f.conv_bias)
-            sync::cp_async4(dst + 4, f.conv_bias + c);
+        for (int j = 0; j < 4; ++j) sync::cp_async4(dst + j, cf.weight + c * 4 + j);
+        if (cf.bias)
+            sync::cp_async4(dst + 4, cf.bias + c);
         else
             dst[4] = 0.0f;
 #pragma unroll
-        for (int j = 0; j < 3; ++j) sync::cp_async4(dst + 5 + j, state + j * f.conv_channels);
+        for (int j = 0; j < 3; ++j) sync::cp_async4(dst + 5 + j, state + j * cf.channels);
     };
     if (early && row < n) {
         load_w();
@@ -274,10 +276,10 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
                 for (int j = 0; j < 3; ++j) o = fmaf(cv[j], cv[5 + j], o);
                 o = fmaf(cv[3], x, o);
-                static_cast<T*>(f.conv_out)[c] = from_f32<T>(silu<T>(o));
-                float* state = f.conv_state + slot * f.conv_slot_stride + c;
-                state[0] = cv[6], state[f.conv_channels] = cv[7];
-                state[2 * f.conv_channels] = x;
+                static_cast<T*>(cf.out)[c] = from_f32<T>(silu<T>(o));
+                float* state = cf.state + slot * cf.state_slot_stride + c;
+                state[0] = cv[6], state[cf.channels] = cv[7];
+                state[2 * cf.channels] = x;
             } else if (f.y_f32) {
                 static_cast<float*>(f.y)[col] = v;
             } else {

@@ -7,6 +7,7 @@
 
 #include "core/cuda/check.h"
 #include "duality/types.h"
+#include "ops/cuda/ops.h"
 #include "ops/params.h"
 
 namespace duality::cuda {
@@ -42,9 +43,10 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 //
 // Epilogues:
 // - kStore: y[col] = act, or f32 with `y_f32` (the LM head's logits).
-// - kConv: the columns [conv_begin, conv_end) are raw xBC channels c = col - conv_begin of a
-//   width-4 causal conv1d (Conv1dArgs' layout): x = act(y) joins the window of the slot's conv
-//   state (f32 {3, conv_channels}, slot slots[0]), conv_out[c] = act(silu(bias + taps · window))
+// - kConv: the columns [conv_begin, conv_begin + conv.channels) are raw xBC channels
+//   c = col - conv_begin of the width-4 causal conv1d `conv` (conv1d's arguments for the one
+//   sequence; its x and x_stride are unused): x = act(y) joins the window of the slot's conv state
+//   (f32 {3, channels}, slot conv.batch.slots[0]), conv.out[c] = act(silu(bias + taps · window))
 //   and the state shifts by one row; other columns are stored as in kStore.
 // - kResidual: r = residual[col] + y (f32); residual[col] = r; u[col] = act(r · w_next[col]); and
 //   out_parts[b] = Σ r² over columns 8b..8b+7 (the fixed order of a block), ceil(n / 8) of them:
@@ -56,13 +58,8 @@ struct GemvFused {
     void* y = nullptr;  // kStore, kConv (columns outside the conv range): {n}
     bool y_f32 = false;
     // kConv
-    int64_t conv_begin = 0, conv_end = 0, conv_channels = 0;
-    const float* conv_weight = nullptr;  // {conv_channels, 4}
-    const float* conv_bias = nullptr;    // {conv_channels} or nullptr
-    float* conv_state = nullptr;         // per slot {3, conv_channels} f32, slot_stride apart
-    int64_t conv_slot_stride = 0;
-    const int32_t* slots = nullptr;  // device: slots[0] is the sequence's slot
-    void* conv_out = nullptr;        // {conv_channels} act
+    int64_t conv_begin = 0;
+    Conv1dArgs conv;
     // kResidual
     float* residual = nullptr;      // {n} f32, in and out
     const float* w_next = nullptr;  // {n} f32: the next RMSNorm's weight

@@ -207,14 +207,14 @@ void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, 
              }
              f.y = dy.data();
              f.conv_begin = lead;
-             f.conv_end = lead + channels;
-             f.conv_channels = channels;
-             f.conv_weight = dweight.as<float>();
-             f.conv_bias = dbias.as<float>();
-             f.conv_state = dpool.as<float>();
-             f.conv_slot_stride = slot_stride;
-             f.slots = dslot.as<int32_t>();
-             f.conv_out = dout.data();
+             f.conv.batch.slots = dslot.as<int32_t>();
+             f.conv.channels = channels;
+             f.conv.width = W;
+             f.conv.weight = dweight.as<float>();
+             f.conv.bias = dbias.as<float>();
+             f.conv.state = dpool.as<float>();
+             f.conv.state_slot_stride = slot_stride;
+             f.conv.out = dout.data();
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              const std::vector<float> got_y =

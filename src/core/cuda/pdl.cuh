@@ -25,7 +25,7 @@
 // right in front of it in the stream nor anything running concurrently writes: weights, the batch
 // description, and recurrent state, which in a step only the kernels of its own layer write (the
 // decode step's SSM state: ssm_decode, the prefill SSD, slot copies; the conv window: conv1d, or
-// in batch-1 passes with the GEMV epilogues the [xBC | dt] product's conv form, gemv_fused). The
+// in batch-1 passes with the GEMV epilogues the in_proj product's conv form, gemv_fused). The
 // caller keeps that true: the model does by its order of kernels; a benchmark that repeats one op
 // must give consecutive calls different state (op_bench alternates two buffers). ssm_decode,
 // conv1d's decode kernel and the batch-1 GEMV (its weights; gemv_fused's conv form also its

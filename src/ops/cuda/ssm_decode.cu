@@ -30,7 +30,7 @@
 // update, copy-out per block, and more blocks resident per SM (0.3-0.5% off a 2.7b batch-64 step).
 //
 // Both the vector and the bulk kernel read their first sequence's state before pdl::wait() (an
-// early read, core/cuda/pdl.cuh: the caller's kernel in front, conv1d in a model or the [xBC | dt]
+// early read, core/cuda/pdl.cuh: the caller's kernel in front, conv1d in a model or the in_proj
 // product's conv form in batch-1 passes with the GEMV epilogues, must not write the state), so it
 // streams in while that kernel finishes; DUALITY_PDL_EARLY=0 reads it after the wait.
 //

@@ -80,6 +80,9 @@ struct DeviceInfo {
     // epilogue, the step with the gate, out_proj with the residual and the next norm (CUDA,
     // DUALITY_GEMV_EPILOGUES=auto, models whose z product forks late).
     bool batch1_whole = false;
+    // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
+    // Hopper, small models; DUALITY_GEMV_BULK).
+    bool gemv_bulk = false;
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).

@@ -102,6 +102,8 @@ std::string render_table(const BenchReport& r) {
         if (r.batch1_whole)
             s += "decode   batch 1: in_proj whole and the gate in the step, three kernels a "
                  "layer\n";
+        if (r.gemv_bulk)
+            s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
     }
     if (!r.prefill.empty()) {
         s += fmt("\n%-8s %6s %8s %10s %12s %9s %10s\n", "prefill", "batch", "seq_len", "ms",
@@ -175,6 +177,7 @@ std::string render_json(const BenchReport& r) {
         j["gemv_epilogues"] = r.gemv_epilogues;
         j["decode_gate"] = r.decode_gate;
         j["batch1_whole"] = r.batch1_whole;
+        j["gemv_bulk"] = r.gemv_bulk;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

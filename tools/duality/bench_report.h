@@ -42,6 +42,7 @@ struct BenchReport {
     bool gemv_epilogues = false;  // batch-1 norms and conv in the products (DeviceInfo)
     bool decode_gate = false;     // decode steps take the gated norm's first half (DeviceInfo)
     bool batch1_whole = false;    // batch-1 layers as three kernels (DeviceInfo)
+    bool gemv_bulk = false;       // their products' rows by bulk copies (DeviceInfo)
     std::vector<PrefillResult> prefill;
     std::vector<DecodeResult> decode;
     std::vector<OpBenchRow> ops;

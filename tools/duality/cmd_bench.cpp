@@ -275,6 +275,7 @@ int run_bench(const Options& o) {
     r.gemv_epilogues = info.gemv_epilogues;
     r.decode_gate = info.decode_gate;
     r.batch1_whole = info.batch1_whole;
+    r.gemv_bulk = info.gemv_bulk;
     r.memory_total = info.memory_total;
     set_peaks(o, cuda, &r);
 

@@ -381,6 +381,7 @@ class CudaModel final : public Model {
         info_.gemv_epilogues = gemv_epilogues_at(1);
         info_.decode_gate = decode_gate_;
         info_.batch1_whole = whole_at(1);
+        info_.gemv_bulk = gemv_bulk_;
         info_.z_fork = !split_in_proj_ ? "none"
                        : z_early(2)    ? "early"
                        : z_early(1)    ? "early at batch 1"
@@ -552,6 +553,10 @@ class CudaModel final : public Model {
                                                                   : GemvEpilogues::kAuto;
         batch1_whole_ = gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
                         !z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_);
+        gemv_bulk_ = batch1_whole_ && !env_is("DUALITY_GEMV_BULK", "0") &&
+                     cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&
+                     (env_is("DUALITY_GEMV_BULK", "1") ||
+                      c_.d_inner * static_cast<int64_t>(dtype_size(act_)) <= kGemvBulkRowBytes);
         return Status::ok();
     }
 
@@ -1065,6 +1070,7 @@ class CudaModel final : public Model {
                 f.u = ws_.u;
                 f.out_parts = ws_.gemv_parts;
                 f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
+                f.bulk = gemv_bulk_;
                 cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
             } else if (out_parts_.p) {
                 gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_,
@@ -1097,6 +1103,7 @@ class CudaModel final : public Model {
     // already normalized by add_rms_norm (the first layer).
     cuda::GemvFused fused_input(bool scaled) const {
         cuda::GemvFused f;
+        f.bulk = gemv_bulk_;
         if (scaled)
             f.in_scale = RowScale{ws_.gemv_parts, cuda::gemv_fused_parts(c_.d_model),
                                   static_cast<float>(c_.d_model), static_cast<float>(c_.norm_eps)};
@@ -1322,6 +1329,16 @@ class CudaModel final : public Model {
     // "Batch-1 GEMV epilogues".
     bool batch1_whole_ = false;
     bool whole_at(int64_t rows) const { return rows == 1 && batch1_whole_; }
+    // In the three-kernel form, every product (in_proj, out_proj, the LM head) fetches each warp's
+    // row of w into shared memory by one bulk copy (GemvFused::bulk), where the longest row,
+    // out_proj's d_inner, has at most kGemvBulkRowBytes; DUALITY_GEMV_BULK=1 wherever the form
+    // runs (and the rows fit), 0 nowhere. All or none: H200, batch-1 ms per step, two runs each,
+    // off -> on: 130m (rows of 1.5 and 3 KB) 0.269-0.274 -> 0.258-0.260; 370m (2 and 4 KB)
+    // 0.557-0.558 -> 0.565-0.569; mixed (some products bulk, the others not) was slower than
+    // either: 130m 0.281 with in_proj bulk only, 370m 0.583-0.601 likewise and 0.567-0.577 with
+    // out_proj bulk only. docs/architecture.md, "Batch-1 GEMV epilogues".
+    static constexpr int64_t kGemvBulkRowBytes = 3072;
+    bool gemv_bulk_ = false;
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

@@ -26,6 +26,12 @@
 // plain instantiations' kernel bodies compile to the same PTX as before the fused forms existed
 // (their parameter list gained the unused GemvFused).
 //
+// The bulk form (GemvFused::bulk, Hopper): lane 0 of each warp fetches the warp's whole row of w
+// into shared memory with one bulk copy (cp.async.bulk on an mbarrier) at the start, before
+// pdl::wait() with early reads, and the loop reads w from there: a block's 8 rows are in flight
+// at once without registers (32-40 instead of 48) and without the L2 prefetch. 8 rows of k a block,
+// so rows of at most 26 KiB; faster only for the smallest models (the model's gemv_bulk_).
+//
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
 // gemv_fused: f16/bf16, a width-4 conv, kSmemParts partial sums in shared memory (more are read
@@ -116,7 +122,10 @@ constexpr int kSmemParts = 512;
 
 // kEpi: GemvFused::Epilogue (kStore with kScale false: the plain product of gemm_small_m, M rows);
 // the fused forms (gemv_fused) have M = 1 and take f.
-template <typename T, typename Y, int M, int kEpi = GemvFused::kStore, bool kScale = false>
+// kBulk (Hopper): each warp's row of w comes into dynamic shared memory (kWarps rows of k) as one
+// bulk copy issued at the start, instead of groups of loads into registers.
+template <typename T, typename Y, int M, int kEpi = GemvFused::kStore, bool kScale = false,
+          bool kBulk = false>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
@@ -124,7 +133,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     constexpr bool kResidual = kEpi == GemvFused::kResidual;
     // This block's rows of w are contiguous and never written by a step's kernels: ask for them
     // before waiting for the kernel in front (core/cuda/prefetch.cuh).
-    if (threadIdx.x == 0) {
+    if (!kBulk && threadIdx.x == 0) {
         const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kWarps;
         const int64_t rows = n - col0 < kWarps ? n - col0 : kWarps;
         const int64_t mine = rows * k * static_cast<int64_t>(sizeof(T));
@@ -147,12 +156,30 @@ __global__ void __launch_bounds__(kWarps * 32)
     // instead and its product is skipped. (A load under `if`, converted inside the branch, waits
     // for its data before the next load is issued: one round trip per vector, which made 2.7b
     // batch-1 steps 2.26 -> 2.77 ms in 9d59537.)
-    uint4 wq[kGroup];
+    uint4 wq[kBulk ? 1 : kGroup];
+    extern __shared__ __align__(16) unsigned char sm_rows[];  // kBulk: {kWarps, k} T
+    __shared__ uint64_t sm_bar[kBulk ? kWarps : 1];
+    const T* srow = reinterpret_cast<const T*>(sm_rows) + (threadIdx.x / 32) * k;
     const auto load_w = [&] {
+        if constexpr (kBulk) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+            if (lane == 0) {
+                uint64_t* bar = &sm_bar[threadIdx.x / 32];
+                sync::mbar_init(bar);
+                sync::mbar_init_fence();
+                sync::bulk_load(const_cast<T*>(srow), wr, static_cast<uint32_t>(k * sizeof(T)),
+                                bar);
+            }
+#else
+            (void)sm_bar;
+            __trap();  // launched on Hopper only (gemv_fused_bulk_supported)
+#endif
+        } else {
 #pragma unroll
-        for (int u = 0; u < kGroup; ++u) {
-            const int64_t e = i + u * step;
-            wq[u] = ldg16(wr + (e < k ? e : 0));
+            for (int u = 0; u < kGroup; ++u) {
+                const int64_t e = i + u * step;
+                wq[u] = ldg16(wr + (e < k ? e : 0));
+            }
         }
     };
     // The first group before waiting for the kernel in front (an early read: weights).
@@ -203,6 +230,12 @@ __global__ void __launch_bounds__(kWarps * 32)
     if constexpr (kResidual) {
         if (lane == 0) res = f.residual[row];
     }
+    if constexpr (kBulk) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        __syncwarp();  // lane 0's barrier init
+        sync::mbar_wait(&sm_bar[threadIdx.x / 32], 0);
+#endif
+    }
     for (;;) {
         uint4 aq[kGroup][M];
 #pragma unroll
@@ -215,7 +248,10 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int u = 0; u < kGroup; ++u) {
             if (i + u * step < k) {
                 Vec<T> wv;
-                wv.set(wq[u]);
+                if constexpr (kBulk)
+                    wv.set(*reinterpret_cast<const uint4*>(srow + i + u * step));
+                else
+                    wv.set(wq[u]);
 #pragma unroll
                 for (int m = 0; m < M; ++m) {
                     Vec<T> av;
@@ -226,7 +262,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
         i += kGroup * step;
         if (i >= k) break;
-        load_w();
+        if constexpr (!kBulk) load_w();
     }
 #pragma unroll
     for (int m = 0; m < M; ++m) {
@@ -305,6 +341,18 @@ int64_t prefetch_per_block(int64_t prefetch_bytes, unsigned blocks, int64_t k, s
                                 : prefetch_bytes / blocks / 16 * 16;
 }
 
+// Launches kernel (a gemm_small_m_kernel instantiation) with `smem` bytes of dynamic shared memory.
+template <auto kKernel, typename... Args>
+void launch_smem(dim3 grid, size_t smem, cudaStream_t stream, Args... args) {
+    static size_t configured = 48 << 10;  // per kernel: the dynamic limit set so far
+    if (smem > configured) {
+        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(
+            kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+        configured = smem;
+    }
+    pdl::launch(kKernel, grid, dim3(kWarps * 32), smem, stream, args...);
+}
+
 template <typename T, typename Y>
 void launch(const void* a, int64_t lda, const void* w, void* y, int64_t ldy, int64_t m, int64_t n,
             int64_t k, int64_t prefetch_bytes, cudaStream_t stream) {
@@ -337,9 +385,15 @@ void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy,
 template <typename T, int kEpi, bool kScale>
 void launch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t per_block, dim3 grid,
                   const GemvFused& f, cudaStream_t stream) {
-    pdl::launch(gemm_small_m_kernel<T, T, 1, kEpi, kScale>, grid, dim3(kWarps * 32), 0, stream,
-                static_cast<const T*>(a), k, static_cast<const T*>(w), static_cast<T*>(nullptr),
-                int64_t{0}, n, k, per_block, pdl::early_reads(), f);
+    if (f.bulk)
+        launch_smem<gemm_small_m_kernel<T, T, 1, kEpi, kScale, true>>(
+            grid, kWarps * k * sizeof(T), stream, static_cast<const T*>(a), k,
+            static_cast<const T*>(w), static_cast<T*>(nullptr), int64_t{0}, n, k, per_block,
+            pdl::early_reads(), f);
+    else
+        pdl::launch(gemm_small_m_kernel<T, T, 1, kEpi, kScale>, grid, dim3(kWarps * 32), 0, stream,
+                    static_cast<const T*>(a), k, static_cast<const T*>(w), static_cast<T*>(nullptr),
+                    int64_t{0}, n, k, per_block, pdl::early_reads(), f);
 }
 
 template <typename T>
@@ -365,6 +419,12 @@ void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t 
 
 }  // namespace
 
+bool gemv_fused_bulk_supported(int64_t k, DType act) {
+    // kWarps rows and the static shared memory within the 227 KiB a block may have; bulk copies
+    // and mbarriers where the kernels were built for Hopper (as PDL).
+    return pdl::enabled() && k * static_cast<int64_t>(dtype_size(act)) <= (int64_t{26} << 10);
+}
+
 bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act) {
     return (act == DType::kBF16 || act == DType::kF16) &&
            gemm_small_m_supports(a, k, w, act, 1, k, act);
@@ -374,6 +434,8 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
                 int64_t prefetch_bytes, const GemvFused& f, cudaStream_t stream) {
     if (!gemv_fused_supports(a, w, k, act) || k == 0)
         fail("gemv_fused: unsupported operands", "a", __FILE__, __LINE__);
+    if (f.bulk && !gemv_fused_bulk_supported(k, act))
+        fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
     if (n == 0) return;
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
     const int64_t per_block = prefetch_per_block(prefetch_bytes, grid.x, k, dtype_size(act));

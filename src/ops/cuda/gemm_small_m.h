@@ -65,7 +65,14 @@ struct GemvFused {
     const float* w_next = nullptr;  // {n} f32: the next RMSNorm's weight
     void* u = nullptr;              // {n} act
     float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32
+    // Each warp's row of w comes into shared memory as one bulk copy issued at the start, instead
+    // of groups of loads into registers (gemv_fused_bulk_supported; 8 rows of k a block).
+    bool bulk = false;
 };
+// Whether gemv_fused takes `bulk` for rows of k elements of act here (Hopper, rows of at most
+// 26 KiB). Where to use it: the model's gemv_bulk_ (docs/architecture.md, "Batch-1 GEMV
+// epilogues").
+bool gemv_fused_bulk_supported(int64_t k, DType act);
 // The number of partial sums of squares the kResidual epilogue leaves for n columns.
 constexpr int64_t gemv_fused_parts(int64_t n) {
     return (n + 7) / 8;

@@ -67,9 +67,11 @@ std::string case_name(const char* form, const char* tag, int64_t n, int64_t k, c
            std::to_string(k) + suffix + "/" + dt_name(act);
 }
 
-void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32_out, DType act) {
+void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32_out, DType act,
+                bool bulk = false) {
+    const std::string suffix = std::string(f32_out ? "_f32out" : "") + (bulk ? "_bulk" : "");
     register_case(
-        {case_name("store", tag, n, k, f32_out ? "_f32out" : "", act), default_tolerance(act), [=] {
+        {case_name("store", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 7 + k + n_parts));
              Product p(rng, act, n, k);
              const std::vector<float> parts =
@@ -86,6 +88,7 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
              f.in_scale = RowScale{dparts.as<float>(), n_parts, count, kEps};
              f.y = dy.data();
              f.y_f32 = f32_out;
+             f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              return std::vector<Output>{
@@ -95,10 +98,11 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
 
 // scaled: a is the decode gate's v·w, its sums of v² (40 here) the input scale, as in
 // add_rms_norm's RowScale.
-void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act) {
+void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act,
+                   bool bulk = false) {
+    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
     register_case(
-        {case_name("residual", tag, n, k, scaled ? "_scaled" : "", act), default_tolerance(act),
-         [=] {
+        {case_name("residual", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 13 + k + scaled));
              Product p(rng, act, n, k);
              const std::vector<float> r0 = normal(rng, static_cast<size_t>(n), 0.0f, 2.0f);
@@ -127,6 +131,7 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              f.w_next = dw_next.as<float>();
              f.u = du.data();
              f.out_parts = dparts.as<float>();
+             f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
              if (scaled) {
                  f.in_scale = RowScale{din_parts.as<float>(), 40, 80.0f, kEps};
              }
@@ -152,9 +157,10 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
 }
 
 void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, int64_t k,
-               bool scaled, DType act) {
+               bool scaled, DType act, bool bulk = false) {
     const int64_t n = lead + channels + n_head;  // [z | xBC | dt] columns, z's `lead` of them
-    const std::string name = case_name("conv", tag, n, k, scaled ? "_scaled" : "", act);
+    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
+    const std::string name = case_name("conv", tag, n, k, suffix.c_str(), act);
     register_case(
         {name, default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 17 + k + scaled + lead));
@@ -215,6 +221,7 @@ void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, 
              f.conv.state = dpool.as<float>();
              f.conv.state_slot_stride = slot_stride;
              f.conv.out = dout.data();
+             f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              const std::vector<float> got_y =
@@ -246,6 +253,16 @@ DUALITY_OP_CASES(gemv_fused) {
             conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act);  // z's columns first
         }
         conv_case("tiny", 0, 40, 8, 64, true, act);
+        // Rows of w by bulk copies into shared memory (GemvFused::bulk; Hopper, else as above).
+        store_case("lm_head_130m", 50288, 768, 96, true, act, true);
+        store_case("ragged", 1003, 128, 16, false, act, true);
+        store_case("z_2.7b", 5120, 2560, 320, false, act, true);
+        for (bool scaled : {false, true}) {
+            residual_case("out_proj_130m", 768, 1536, scaled, act, true);
+            residual_case("ragged", 1003, 128, scaled, act, true);
+            conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, true);
+        }
+        conv_case("tiny", 0, 40, 8, 64, true, act, true);
     }
 }
 

@@ -30,7 +30,8 @@
 // into shared memory with one bulk copy (cp.async.bulk on an mbarrier) at the start, before
 // pdl::wait() with early reads, and the loop reads w from there: a block's 8 rows are in flight
 // at once without registers (32-40 instead of 48) and without the L2 prefetch. 8 rows of k a block,
-// so rows of at most 26 KiB; faster only for the smallest models (the model's gemv_bulk_).
+// so rows of at most 26 KiB (kBulkRowBytesMax); faster only for the smallest models (the model's
+// gemv_bulk_).
 //
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
@@ -115,6 +116,10 @@ __device__ __half from_f32<__half>(float x) {
 
 constexpr int kWarps = 8;  // per block
 constexpr int kGroup = 4;  // steps of a row whose loads a lane issues together
+
+// The bulk form's longest row: kWarps of them and the static shared memory within the 227 KiB a
+// block may have.
+constexpr int64_t kBulkRowBytesMax = int64_t{26} << 10;
 
 // A kScale input's partial sums copied to the block's shared memory before the loop (cp.async,
 // so no register holds them during it; the rest, for d_model > 4096, are read after it).
@@ -420,9 +425,8 @@ void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t 
 }  // namespace
 
 bool gemv_fused_bulk_supported(int64_t k, DType act) {
-    // kWarps rows and the static shared memory within the 227 KiB a block may have; bulk copies
-    // and mbarriers where the kernels were built for Hopper (as PDL).
-    return pdl::enabled() && k * static_cast<int64_t>(dtype_size(act)) <= (int64_t{26} << 10);
+    // Bulk copies and mbarriers where the kernels were built for Hopper (as PDL).
+    return pdl::enabled() && k * static_cast<int64_t>(dtype_size(act)) <= kBulkRowBytesMax;
 }
 
 bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act) {

@@ -83,6 +83,9 @@ struct DeviceInfo {
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
+    // Pure prefill passes compute x's conv1d inside the fused SSD (CUDA, bf16, one norm group;
+    // DUALITY_SSD_CONV).
+    bool ssd_conv = false;
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).

@@ -276,6 +276,7 @@ int run_bench(const Options& o) {
     r.decode_gate = info.decode_gate;
     r.batch1_whole = info.batch1_whole;
     r.gemv_bulk = info.gemv_bulk;
+    r.ssd_conv = info.ssd_conv;
     r.memory_total = info.memory_total;
     set_peaks(o, cuda, &r);
 

@@ -382,6 +382,7 @@ class CudaModel final : public Model {
         info_.decode_gate = decode_gate_;
         info_.batch1_whole = whole_at(1);
         info_.gemv_bulk = gemv_bulk_;
+        info_.ssd_conv = conv_in_ssd_;
         info_.z_fork = !split_in_proj_ ? "none"
                        : z_early(2)    ? "early"
                        : z_early(1)    ? "early at batch 1"
@@ -461,6 +462,12 @@ class CudaModel final : public Model {
         // 64 (8.24 → 8.41 ms) and at 130m batch 64 (1.214 → 1.260 ms); only the 130m at batch 1
         // gained (0.368 → 0.356 ms). docs/architecture.md, "Decode step overlap".
         // Whether every layer's step takes it is settled once the workspace (z, ssq) is laid out.
+        // Passes that take the gate also take the fused SSD's conv prologue (SsdConv: x's conv
+        // computed by the SSD's head blocks; conv1d covers B and C only) where its shapes allow;
+        // DUALITY_SSD_CONV=0 turns it off.
+        const char* conv_env = std::getenv("DUALITY_SSD_CONV");
+        conv_in_ssd_ =
+            gate_epilogue_ && c_.d_conv == 4 && !(conv_env && std::string_view(conv_env) == "0");
         const char* decode_gate_env = std::getenv("DUALITY_DECODE_GATE");
         decode_gate_ = gate_fits && decode_gate_env && std::string_view(decode_gate_env) == "1";
         n_chunk_max_ = (max_tokens_ + ssd_chunk_ - 1) / ssd_chunk_ + max_seqs_;
@@ -973,6 +980,7 @@ class CudaModel final : public Model {
         // Decode passes likewise take the decode step's gate epilogue where decode_gate_ allows
         // (head_dim / 16 partial sums per head).
         pass_scaled_ = false;
+        pass_conv_ = false;
         scale_parts_ = 1;
         if (!decode && gate_epilogue_ && n_dec_ == 0 && prefill_batch_.n_seq > 0) {
             const cuda::SsdArgs a = ssd_rows(ssd_args(0), 0, prefill_batch_);
@@ -981,6 +989,11 @@ class CudaModel final : public Model {
                                        [&](const cuda::DeviceLayer& w) {
                                            return cuda::ssd_gate_supported(a, ssd_gate(w));
                                        });
+            pass_conv_ = pass_scaled_ && conv_in_ssd_ &&
+                         std::all_of(weights_.layers.begin(), weights_.layers.end(),
+                                     [&](const cuda::DeviceLayer& w) {
+                                         return cuda::ssd_conv_supported(a, ssd_conv(w, 0));
+                                     });
         } else if (decode && (decode_gate_ || whole_at(T))) {
             pass_scaled_ = true;
             scale_parts_ = cuda::ssm_decode_gate_parts(c_.head_dim);
@@ -1026,8 +1039,15 @@ class CudaModel final : public Model {
                 z_rows(side_stream_.get(), gemm_);
             }
 
-            if (!pass_fused_)  // (fused passes ran the conv in the in_proj product)
-                cuda::conv1d(conv_args(w, layer), act_, s);
+            // Fused passes ran the conv in the in_proj product; with pass_conv_ the SSD computes
+            // x's part, so conv1d covers B's and C's channels, and the conv state is updated only
+            // after the SSD has read the old one.
+            cuda::Conv1dArgs conv = conv_args(w, layer);
+            if (pass_conv_) {
+                conv.out_begin = E;
+                conv.state_update = false;
+            }
+            if (!pass_fused_) cuda::conv1d(conv, act_, s);
 
             const cuda::SsdArgs ssd = ssd_args(layer);
             cuda::DecodeDt dt;  // the decode step's Δ input: raw dt of row s
@@ -1052,7 +1072,12 @@ class CudaModel final : public Model {
                 if (prefill_batch_.n_seq > 0) {
                     cuda::dt_softplus(zxbcdt + (n_dec_ * n_in + E + conv_dim) * el, n_in, w.dt_bias,
                                       c_.dt_min, c_.dt_max, ws_.dt, T - n_dec_, c_.n_head, act_, s);
-                    prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), w, s);
+                    prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), w, layer, s);
+                    if (pass_conv_) {
+                        conv.outputs = false;
+                        conv.state_update = true;
+                        cuda::conv1d(conv, act_, s);
+                    }
                 }
             }
             if (split && !z_joined) join_.order(side_stream_.get(), s);  // z is in
@@ -1152,6 +1177,18 @@ class CudaModel final : public Model {
         return cuda::SsdGate{ws_.zxbcdt, c_.d_in_proj(), w.gate_norm, ws_.ssq};
     }
 
+    // The fused SSD's conv prologue for layer w (x's rows of conv1d; the old conv states).
+    cuda::SsdConv ssd_conv(const cuda::DeviceLayer& w, int64_t layer) const {
+        cuda::SsdConv conv;
+        conv.weight = w.conv_weight;
+        conv.bias = w.conv_bias;
+        conv.state = conv_state_.data() ? conv_state_of(layer) : nullptr;
+        conv.state_ld = c_.conv_dim();
+        conv.state_slot_stride = conv_slot_elems_;
+        conv.width = c_.d_conv;
+        return conv;
+    }
+
     // The deferred gated-norm scale of h's rows (partial sums in ssq) in passes that use the
     // gate epilogue; none otherwise.
     RowScale h_scale(const float* ssq) const {
@@ -1182,11 +1219,20 @@ class CudaModel final : public Model {
     // ssd_fused_supported), else the chunked five-step kernels (DUALITY_SSD_PATH=five-step forces
     // them), or the sequential scan. In passes that take the gate (pass_scaled_, always fused),
     // the fused SSD's gate epilogue for layer w writes ws_.gated and ws_.ssq instead of y.
-    void prefill_ssd(const cuda::SsdArgs& ssd, const cuda::DeviceLayer& w, cudaStream_t s) {
+    // With pass_conv_ it reads x's raw rows from zxbcdt and computes their conv itself.
+    void prefill_ssd(const cuda::SsdArgs& ssd, const cuda::DeviceLayer& w, int64_t layer,
+                     cudaStream_t s) {
         if (pass_scaled_) {
             cuda::SsdArgs a = ssd;
             a.y = ws_.gated;  // the pass's rows are all prefill rows: no offset
             const cuda::SsdGate gate = ssd_gate(w);
+            if (pass_conv_) {
+                a.x = static_cast<const char*>(ws_.zxbcdt) + c_.d_inner * dtype_size(act_);
+                a.x_stride = c_.d_in_proj();
+                const cuda::SsdConv conv = ssd_conv(w, layer);
+                cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s, &gate, &conv);
+                return;
+            }
             cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s, &gate);
         } else if (use_scan_) {
             cuda::ssd_scan(ssd, ws_.dt, act_, s);
@@ -1306,6 +1352,8 @@ class CudaModel final : public Model {
     bool use_scan_ = false;       // prefill SSD by the sequential scan instead of ssd_chunked
     bool use_fused_ = true;       // prefill SSD by ssd_fused where supported
     bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
+    bool conv_in_ssd_ = false;    // ... and its conv prologue (layout_workspace)
+    bool pass_conv_ = false;      // this pass's SSD computes x's conv (enqueue_layers)
     bool decode_gate_ = false;    // decode passes use ssm_decode's gate (layout_workspace)
     bool pass_scaled_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
     // Batch-1 decode passes may fold the norms and the conv into the products (gemv_fused):

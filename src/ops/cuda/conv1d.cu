@@ -21,6 +21,9 @@
 //   conv1d_state_kernel (one thread per (sequence, V channels)) writes each new state from x and,
 //   for sequences shorter than W-1, the old state. The old state is only written by the second
 //   launch, so no tile ever reads a state that is being overwritten.
+// Conv1dArgs::out_begin/out_end/outputs/state_update run a part of the op (ssd_fused's SsdConv:
+// B's and C's outputs before the SSD, the state update after it); a part always takes the
+// prefill kernels.
 // V = 4 channels per thread when channels, x_stride and state_slot_stride are multiples of 4 and
 // the pointers are aligned (16-byte f32 / 8-byte f16 and bf16 accesses); else V = 1. Prefill of
 // f16/bf16 takes V = 8 (16-byte accesses of x) where multiples of 8 and alignment allow. SiLU
@@ -30,6 +33,8 @@
 // a scratch slot whose contents nobody reads (decode padding); x and out must not overlap;
 // channels < 2^16 · 128 · V.
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
@@ -180,8 +185,9 @@ template <typename T, int W, int V>
 __global__ void conv1d_tile_kernel(Conv1dArgs a, int64_t tile_tokens) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
-    const int64_t c = (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * V;
-    if (c >= a.channels) return;
+    const int64_t c =
+        a.out_begin + (static_cast<int64_t>(blockIdx.y) * blockDim.x + threadIdx.x) * V;
+    if (c >= a.out_end) return;
     const int64_t t_begin = static_cast<int64_t>(blockIdx.x) * tile_tokens;
     const int64_t t_end =
         t_begin + tile_tokens < a.batch.n_tokens ? t_begin + tile_tokens : a.batch.n_tokens;
@@ -255,13 +261,19 @@ unsigned clamp_grid(int64_t n, int64_t max) {
     return static_cast<unsigned>(n < max ? n : max);
 }
 
-template <typename T, int W, int V>
-void launch_conv1d(const Conv1dArgs& a, cudaStream_t stream) {
-    const int64_t n_vec = (a.channels + V - 1) / V;
+// Threads per block for n_vec vectors of channels: 32..128.
+int block_threads(int64_t n_vec) {
     int threads = 32;
     while (threads < 128 && threads < n_vec) threads *= 2;
+    return threads;
+}
+
+template <typename T, int W, int V>
+void launch_conv1d(const Conv1dArgs& a, bool whole, cudaStream_t stream) {
+    const int64_t n_vec = (a.channels + V - 1) / V;
+    const int threads = block_threads(n_vec);
     const int64_t channel_blocks = (n_vec + threads - 1) / threads;
-    if (a.batch.n_tokens == a.batch.n_seq) {
+    if (whole && a.batch.n_tokens == a.batch.n_seq) {
         const dim3 grid(clamp_grid(channel_blocks, 2147483647), clamp_grid(a.batch.n_seq, 65535));
         pdl::launch(conv1d_walk_kernel<T, W, V>, grid, threads, 0, stream, a, pdl::early_reads());
         DUALITY_CUDA_LAUNCH_CHECK();
@@ -271,26 +283,32 @@ void launch_conv1d(const Conv1dArgs& a, cudaStream_t stream) {
     // Tile length: the longest of 64, 32, 16, 8 tokens that still gives ~256k threads.
     int64_t tile = 64;
     while (tile > 8 && n_vec * ((a.batch.n_tokens + tile - 1) / tile) < 262144) tile /= 2;
-    const dim3 tiles(clamp_grid((a.batch.n_tokens + tile - 1) / tile, 2147483647),
-                     clamp_grid(channel_blocks, 65535));
-    pdl::launch(conv1d_tile_kernel<T, W, V>, tiles, threads, 0, stream, a, tile);
-    DUALITY_CUDA_LAUNCH_CHECK();
-    const dim3 seqs(clamp_grid(channel_blocks, 2147483647), clamp_grid(a.batch.n_seq, 65535));
-    pdl::launch(conv1d_state_kernel<T, W, V>, seqs, threads, 0, stream, a);
-    DUALITY_CUDA_LAUNCH_CHECK();
+    if (a.outputs && a.out_end > a.out_begin) {
+        const int64_t out_vec = (a.out_end - a.out_begin + V - 1) / V;
+        const int out_threads = block_threads(out_vec);
+        const dim3 tiles(clamp_grid((a.batch.n_tokens + tile - 1) / tile, 2147483647),
+                         clamp_grid((out_vec + out_threads - 1) / out_threads, 65535));
+        pdl::launch(conv1d_tile_kernel<T, W, V>, tiles, out_threads, 0, stream, a, tile);
+        DUALITY_CUDA_LAUNCH_CHECK();
+    }
+    if (a.state_update) {
+        const dim3 seqs(clamp_grid(channel_blocks, 2147483647), clamp_grid(a.batch.n_seq, 65535));
+        pdl::launch(conv1d_state_kernel<T, W, V>, seqs, threads, 0, stream, a);
+        DUALITY_CUDA_LAUNCH_CHECK();
+    }
 }
 
 template <typename T, int V>
-void launch_width(const Conv1dArgs& a, cudaStream_t stream) {
+void launch_width(const Conv1dArgs& a, bool whole, cudaStream_t stream) {
     switch (a.width) {
         case 2:
-            launch_conv1d<T, 2, V>(a, stream);
+            launch_conv1d<T, 2, V>(a, whole, stream);
             break;
         case 3:
-            launch_conv1d<T, 3, V>(a, stream);
+            launch_conv1d<T, 3, V>(a, whole, stream);
             break;
         case 4:
-            launch_conv1d<T, 4, V>(a, stream);
+            launch_conv1d<T, 4, V>(a, whole, stream);
             break;
         default:
             std::fprintf(stderr, "duality: internal error: cuda::conv1d: width %lld (2..4)\n",
@@ -301,33 +319,44 @@ void launch_width(const Conv1dArgs& a, cudaStream_t stream) {
 
 // V = 8 exists for 16-bit activations only.
 template <typename T>
-void launch_vec(const Conv1dArgs& a, bool vec8, bool vec, cudaStream_t stream) {
+void launch_vec(const Conv1dArgs& a, bool whole, bool vec8, bool vec, cudaStream_t stream) {
     if constexpr (sizeof(T) == 2) {
         if (vec8) {
-            launch_width<T, 8>(a, stream);
+            launch_width<T, 8>(a, whole, stream);
             return;
         }
     }
     if (vec)
-        launch_width<T, 4>(a, stream);
+        launch_width<T, 4>(a, whole, stream);
     else
-        launch_width<T, 1>(a, stream);
+        launch_width<T, 1>(a, whole, stream);
 }
 
 }  // namespace
 
-void conv1d(const Conv1dArgs& a, DType act, cudaStream_t stream) {
-    if (a.batch.n_seq <= 0 || a.channels <= 0) return;
+void conv1d(const Conv1dArgs& args, DType act, cudaStream_t stream) {
+    if (args.batch.n_seq <= 0 || args.channels <= 0) return;
+    Conv1dArgs a = args;
+    if (a.out_end == 0) a.out_end = a.channels;
+    if (a.out_begin < 0 || a.out_end > a.channels || a.out_begin % 8 != 0 ||
+        (a.out_end % 8 != 0 && a.out_end != a.channels)) {
+        std::fprintf(stderr,
+                     "duality: internal error: cuda::conv1d: output channels [%lld, %lld)\n",
+                     static_cast<long long>(a.out_begin), static_cast<long long>(a.out_end));
+        std::abort();
+    }
+    // Only the whole operation may take the decode kernel (outputs and state in one walk).
+    const bool whole = a.outputs && a.state_update && a.out_begin == 0 && a.out_end == a.channels;
     DUALITY_DISPATCH_FLOAT("conv1d", act, T, {
         const bool vec = a.channels % 4 == 0 && a.x_stride % 4 == 0 &&
                          a.state_slot_stride % 4 == 0 && dtype::is_aligned(a.x, 4 * sizeof(T)) &&
                          dtype::is_aligned(a.out, 4 * sizeof(T)) && dtype::is_aligned(a.state, 16);
         // Prefill of 16-bit activations: 8 channels (16 bytes of x) a thread.
-        const bool vec8 = vec && a.batch.n_tokens != a.batch.n_seq && a.channels % 8 == 0 &&
-                          a.x_stride % 8 == 0 && a.state_slot_stride % 8 == 0 &&
-                          dtype::is_aligned(a.x, 16) && dtype::is_aligned(a.out, 16) &&
-                          dtype::is_aligned(a.state, 32);
-        launch_vec<T>(a, vec8, vec, stream);
+        const bool vec8 = vec && (a.batch.n_tokens != a.batch.n_seq || !whole) &&
+                          a.channels % 8 == 0 && a.x_stride % 8 == 0 &&
+                          a.state_slot_stride % 8 == 0 && dtype::is_aligned(a.x, 16) &&
+                          dtype::is_aligned(a.out, 16) && dtype::is_aligned(a.state, 32);
+        launch_vec<T>(a, whole, vec8, vec, stream);
     });
 }
 

@@ -81,6 +81,14 @@ struct Conv1dArgs {
     float* state = nullptr;         // per slot {width-1, channels} f32, slot_stride apart
     int64_t state_slot_stride = 0;
     void* out = nullptr;  // {n_tokens, channels} act, dense
+    // Prefill / mixed batches only (more than one token in some sequence): the outputs of
+    // channels [out_begin, out_end) only (out_end 0: all; both multiples of 8), and which of the
+    // two launches run: `outputs` (reads the old states) and `state_update` (writes the new ones;
+    // either alone takes the prefill kernels, whatever the batch's lengths). A
+    // caller that reads the old states itself in between (ssd_fused's SsdConv) runs the outputs
+    // first and the state update after it.
+    int64_t out_begin = 0, out_end = 0;
+    bool outputs = true, state_update = true;
 };
 void conv1d(const Conv1dArgs& a, DType act, cudaStream_t stream);
 
@@ -146,8 +154,26 @@ struct SsdGate {
 // Whether ssd_fused takes this gate: head_dim 64 and d_state 128 (the state-spaces shapes; the
 // only ones instantiated), z 16-byte aligned with a stride of a multiple of 8, w 8-byte aligned.
 bool ssd_gate_supported(const SsdArgs& a, const SsdGate& gate);
+// ssd_fused's conv prologue (with a gate only: its instantiation): a.x holds RAW x rows (the
+// in_proj output's x columns, before conv1d), and each head block computes its chunk's
+// x = silu(conv1d(x_raw)) itself (spec 5.3) while B and C load, so the conv1d launch covers only
+// B's and C's channels (Conv1dArgs::out_begin) and x's conv output never goes through memory. Rows
+// before a sequence's first token come from its conv state, which the caller updates only after
+// the SSD (Conv1dArgs::outputs = false). Width 4 only; x's channels are the first n_head·head_dim
+// of the conv's rows.
+struct SsdConv {
+    const float* weight = nullptr;  // {n_head · head_dim (at least), 4}: taps, oldest first
+    const float* bias = nullptr;    // {n_head · head_dim} or null
+    const float* state = nullptr;   // per slot {3, state_ld} f32 (x's channels first)
+    int64_t state_ld = 0, state_slot_stride = 0;
+    int64_t width = 4;
+};
+// Whether ssd_fused takes this conv with a gate: the gate's shapes, chunk_size at most 128 (the
+// raw rows borrow prev's shared memory), width 4, the weight 16-byte aligned, the state's ld and
+// slot stride multiples of 4 with the state 16-byte aligned.
+bool ssd_conv_supported(const SsdArgs& a, const SsdConv& conv);
 void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
-               cudaStream_t stream, const SsdGate* gate = nullptr);
+               cudaStream_t stream, const SsdGate* gate = nullptr, const SsdConv* conv = nullptr);
 
 // The same result by a sequential scan over each sequence's tokens (spec 6.1), the state kept
 // in registers: the GPU oracle for ssd_chunked and the path for shapes it does not cover.

@@ -29,6 +29,10 @@
 //   Head block, one per (chunk c, head h):
 //   1. cp.async x {Q, head_dim}, B {Q, d_state} (one group) and C (a second group) of the chunk
 //      into shared memory (rows past len zero-filled); meanwhile Δ and the cumsum (block scan).
+//      With an SsdConv (ops.h; the gate's instantiation only) x arrives raw: its rows −3..len−1
+//      load into the prev region (conv_x_load) and, once in, the block computes silu(conv1d) of its
+//      head's channels into x's place (conv_x), so the model's conv1d covers only B's and C's
+//      channels and x's conv output never goes through memory. Chunks of at most 128 tokens.
 //   2. Chunk state: warps split {head_dim, d_state} into 16×64 tiles, mma.sync m16n8k16 over the
 //      chunk's tokens (xᵀ through ldmatrix.trans, scaled in registers), f32 accumulators kept in
 //      registers.
@@ -127,6 +131,12 @@ struct FusedParams {
     int64_t z_stride = 0;
     const float* gate_w = nullptr;  // SsdGate: the gated norm's weight {n_head · head_dim}
     float* gate_ssq = nullptr;      // SsdGate: {n_tokens, n_head} f32 sums of squares
+    // SsdConv (with the gate only): x is raw; conv_w {n_head · head_dim, 4} f32 or nullptr (no
+    // conv), conv_b {n_head · head_dim} or nullptr, conv_state per slot {3, conv_ld} f32.
+    const float* conv_w = nullptr;
+    const float* conv_b = nullptr;
+    const float* conv_state = nullptr;
+    int64_t conv_ld = 0, conv_slot_stride = 0;
     int64_t n_chunk = 0;
     uint32_t* s_tiles = nullptr;  // {n_chunk, n_group} records of s_record_words(qa) u32
     uint32_t* sync = nullptr;     // [kSyncHeader] counters, then flags {n_chunk, n_head} (states)
@@ -334,7 +344,106 @@ __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epo
     if (tid == 0) st_release(s_flag(p, c, g), epoch);
 }
 
-// kGate: the SsdGate epilogue (instantiated for head_dim 64, d_state 128 only: ssd_gate_supported).
+// SsdConv, in two steps. conv_x_load: cp.async of the chunk's raw x rows of head h, rows −3..len−1
+// (row −3 first; rows before the packed batch zero-filled), into `raw` {qa + 3, kP} (the prev
+// region, unused until step 3: conv_fits). conv_x: once they have landed, x = silu(conv1d(x_raw))
+// (width 4, spec 5.3) into Xs in the activation dtype, rows len..qa zero. A thread takes 8
+// channels of qa / 32 consecutive rows and slides the window of the 3 raw rows before them over
+// them; before a sequence's first token (`first`: rows −3..−1 then belong to the sequence packed
+// in front) the window comes from the sequence's conv state (f32, global memory).
+template <typename T, int kP>
+__device__ __forceinline__ void conv_x_load(const FusedParams& p, int h, int64_t start, int len,
+                                            T* raw) {
+    constexpr int kXV = kP / 8;  // 16-byte vectors per row
+    const T* xg = static_cast<const T*>(p.x) + start * p.x_stride + h * kP;  // raw row 0
+    for (int v = static_cast<int>(threadIdx.x); v < (len + 3) * kXV; v += kThreads) {
+        const int r = v / kXV - 3, cv = (v % kXV) * 8;
+        const bool ok = start + r >= 0;
+        cp_async16(raw + (r + 3) * kP + cv, ok ? xg + r * p.x_stride + cv : xg, ok ? 16 : 0);
+    }
+}
+
+template <typename T, int kP, int kLdX>
+__device__ __forceinline__ void conv_x(const FusedParams& p, int64_t c, int h, int len, int qa,
+                                       bool first, const T* raw, T* Xs) {
+    using M = Act<T>;
+    constexpr int kXV = kP / 8, kGroups = kThreads / kXV;
+    static_assert(kGroups == 32, "one row group per 32 rows of the chunk");
+    const int tid = static_cast<int>(threadIdx.x), v = tid % kXV;
+    const int rows = qa / kGroups, r0 = (tid / kXV) * rows;
+    const int64_t ch = static_cast<int64_t>(h) * kP + v * 8;  // the thread's first channel
+    T* out = Xs + v * 8;
+    if (r0 >= len) {  // padding rows only
+        for (int i = 0; i < rows; ++i)
+            *reinterpret_cast<uint4*>(out + (r0 + i) * kLdX) = make_uint4(0, 0, 0, 0);
+        return;
+    }
+    auto row = [&](int r, float (&o)[8]) {  // raw row r (>= −3) as f32
+        const uint4 u = *reinterpret_cast<const uint4*>(raw + (r + 3) * kP + v * 8);
+        const uint32_t w4[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+            const float2 f = M::unpack(w4[q]);
+            o[2 * q] = f.x;
+            o[2 * q + 1] = f.y;
+        }
+    };
+    const float* st = nullptr;  // the conv state's x rows of this thread's channels
+    if (first && r0 < 3) {
+        const int seq = p.chunk_seq[c];
+        st = p.conv_state + p.slots[seq] * p.conv_slot_stride + ch;
+    }
+    float win[3][8];
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+        const int tau = r0 - 3 + k;
+        if (tau < 0 && st) {
+            const float4 a = *reinterpret_cast<const float4*>(st + (3 + tau) * p.conv_ld);
+            const float4 b = *reinterpret_cast<const float4*>(st + (3 + tau) * p.conv_ld + 4);
+            const float o[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 8; ++i) win[k][i] = o[i];
+        } else {
+            row(tau, win[k]);
+        }
+    }
+    float w[8][4], b[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        const float4 q = *reinterpret_cast<const float4*>(p.conv_w + (ch + i) * 4);
+        w[i][0] = q.x;
+        w[i][1] = q.y;
+        w[i][2] = q.z;
+        w[i][3] = q.w;
+        b[i] = p.conv_b ? p.conv_b[ch + i] : 0.0f;
+    }
+    for (int i = 0; i < rows; ++i) {
+        const int r = r0 + i;
+        uint32_t o[4] = {0, 0, 0, 0};
+        if (r < len) {
+            float x[8], y[8];
+            row(r, x);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                float acc = b[j];
+                acc = fmaf(w[j][0], win[0][j], acc);
+                acc = fmaf(w[j][1], win[1][j], acc);
+                acc = fmaf(w[j][2], win[2][j], acc);
+                acc = fmaf(w[j][3], x[j], acc);
+                y[j] = silu<T>(acc);
+                win[0][j] = win[1][j];
+                win[1][j] = win[2][j];
+                win[2][j] = x[j];
+            }
+#pragma unroll
+            for (int q = 0; q < 4; ++q) o[q] = M::pack(y[2 * q], y[2 * q + 1]);
+        }
+        *reinterpret_cast<uint4*>(out + r * kLdX) = make_uint4(o[0], o[1], o[2], o[3]);
+    }
+}
+
+// kGate: the SsdGate epilogue (instantiated for head_dim 64, d_state 128 only: ssd_gate_supported),
+// and where p.conv_w is set the SsdConv prologue (conv_x_load, conv_x).
 template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedParams p) {
     using M = Act<T>;
@@ -401,12 +510,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int len = p.chunk_len[c];
 
     // 1. Async loads: x and B (group 0), C (group 1); rows >= len are zero-filled.
+    bool conv = false;  // SsdConv: group 0 holds x's raw rows instead (conv_x_load)
+    if constexpr (kGate) conv = p.conv_w != nullptr;
     {
         const T* xg = static_cast<const T*>(p.x) + start * p.x_stride + h * kP;     // {len, kP}
         const T* Bg = static_cast<const T*>(p.B) + start * p.bc_stride + grp * kN;  // {len, kN}
         const T* Cg = static_cast<const T*>(p.C) + start * p.bc_stride + grp * kN;  // {len, kN}
         constexpr int kXV = kP / 8, kNV = kN / 8;  // 16-byte vectors per row
-        for (int v = tid; v < qa * kXV; v += kThreads) {
+        if constexpr (kGate) {
+            if (conv) conv_x_load<T, kP>(p, h, start, len, Ps);  // (x computed before step 2)
+        }
+        for (int v = tid; !conv && v < qa * kXV; v += kThreads) {
             const int r = v / kXV, cv = (v % kXV) * 8;
             const bool ok = r < len;
             cp_async16(Xs + r * kLdX + cv, ok ? xg + r * p.x_stride + cv : xg, ok ? 16 : 0);
@@ -477,6 +591,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     }
     cp_async_wait<1>();
     __syncthreads();
+    if constexpr (kGate) {
+        if (conv) {
+            conv_x<T, kP, kLdX>(p, c, h, len, qa, first, Ps, Xs);
+            __syncthreads();
+        }
+    }
     if (prof) prof[1] = global_ns();
 
     // 2. Chunk-local state: items of 16 (p) × 64 (n), warp w takes items w, w + 8, ...
@@ -1031,9 +1151,19 @@ bool ssd_gate_supported(const SsdArgs& a, const SsdGate& gate) {
            a.head_dim == 64 && a.d_state == 128;
 }
 
+bool ssd_conv_supported(const SsdArgs& a, const SsdConv& conv) {
+    const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+    // The raw rows {qa + 3, head_dim} go where prev {head_dim, d_state + 8} goes later.
+    const int64_t qa = (a.chunk_size + 31) / 32 * 32;
+    return conv.weight && conv.state && conv.width == 4 && aligned(conv.weight) &&
+           aligned(conv.state) && conv.state_ld % 4 == 0 && conv.state_slot_stride % 4 == 0 &&
+           conv.state_ld >= a.n_head * a.head_dim && a.head_dim == 64 && a.d_state == 128 &&
+           qa + 3 <= a.d_state + 8;
+}
+
 namespace {
 void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
-                cudaStream_t stream, uint64_t* prof, const SsdGate* gate) {
+                cudaStream_t stream, uint64_t* prof, const SsdGate* gate, const SsdConv* conv) {
     const VarlenBatch& b = a.batch;
     if (b.n_chunk == 0 || b.n_tokens == 0) return;
     if (!ssd_fused_supported(a, act) || !a.y || !a.state || !dt || !a.A || !workspace || !sync ||
@@ -1093,6 +1223,19 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
         fp.gate_w = gate->w;
         fp.gate_ssq = gate->ssq;
     }
+    if (conv) {
+        if (!gate || !ssd_conv_supported(a, *conv)) {
+            std::fprintf(stderr,
+                         "duality: ssd_fused: unsupported conv (a gate is required; see "
+                         "ssd_conv_supported)\n");
+            std::abort();
+        }
+        fp.conv_w = conv->weight;
+        fp.conv_b = conv->bias;
+        fp.conv_state = conv->state;
+        fp.conv_ld = conv->state_ld;
+        fp.conv_slot_stride = conv->state_slot_stride;
+    }
     const size_t smem = smem_bytes(a, act);
     if (act == DType::kBF16) {
         launch_pn<__nv_bfloat16>(fp, a.head_dim, a.d_state, b.n_chunk, smem, stream);
@@ -1104,13 +1247,13 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
 }  // namespace
 
 void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
-               cudaStream_t stream, const SsdGate* gate) {
-    fused_impl(a, dt, workspace, sync, act, stream, nullptr, gate);
+               cudaStream_t stream, const SsdGate* gate, const SsdConv* conv) {
+    fused_impl(a, dt, workspace, sync, act, stream, nullptr, gate, conv);
 }
 
 void ssd::fused_profile(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
                         uint64_t* stamps, cudaStream_t stream) {
-    fused_impl(a, dt, workspace, sync, act, stream, stamps, nullptr);
+    fused_impl(a, dt, workspace, sync, act, stream, stamps, nullptr, nullptr);
 }
 
 }  // namespace duality::cuda

@@ -7,7 +7,8 @@
 // new state from the old one), varlen packs (5 and 37 sequences of 1..300 tokens, one with empty
 // sequences), decode batches (n_seq 1, 8, 64, 256 of one token), channels 1792 (130m), 5376 (2.7b)
 // and 10240 (Codestral), width 4 (and 2, 3); x rows come from a wider buffer (zxbcdt) as in the
-// model; a channel count and stride that are not multiples of 4 take the scalar path.
+// model; a channel count and stride that are not multiples of 4 take the scalar path. Cases
+// `_from<c>` run the op in two parts (outputs of channels c.., then the state update alone).
 //
 // Tolerance: the new state is a copy of raw (already rounded) inputs, exact on both sides; out
 // differs by f32 summation order (FMA) and the output rounding: default_tolerance(act).
@@ -27,11 +28,16 @@ struct ConvShape {
     int64_t n_slots;            // slots in the pool (>= n_seq)
     int64_t x_extra = 40;       // x_stride = channels + x_extra
     int64_t x_offset = 8;       // x starts x_offset elements into its row (as in zxbcdt)
+    // > 0: the op in two parts as the model runs it beside ssd_fused's SsdConv: the outputs of
+    // channels [out_begin, channels) only, then the state update alone. Expected: those outputs,
+    // the other channels' outputs untouched (zero), the same states.
+    int64_t out_begin = 0;
 };
 
 void conv_case(const ConvShape& sh, DType act, uint32_t seed) {
-    const std::string name = "conv1d/" + sh.tag + "_c" + std::to_string(sh.channels) + "_w" +
-                             std::to_string(sh.width) + "/" + dt_name(act);
+    const std::string name =
+        "conv1d/" + sh.tag + "_c" + std::to_string(sh.channels) + "_w" + std::to_string(sh.width) +
+        (sh.out_begin > 0 ? "_from" + std::to_string(sh.out_begin) : "") + "/" + dt_name(act);
     register_case(
         {name, default_tolerance(act), [=] {
              std::mt19937 rng(seed);
@@ -70,6 +76,7 @@ void conv_case(const ConvShape& sh, DType act, uint32_t seed) {
              cuda::DeviceBuffer d_x = upload_as(act, xbuf), d_w = upload_f32(weight),
                                 d_b = upload_f32(bias), d_pool = upload_f32(pool0);
              cuda::DeviceBuffer d_out(static_cast<size_t>(T * C) * dtype_size(act));
+             DUALITY_CUDA_CHECK(cudaMemset(d_out.data(), 0, d_out.bytes()));
              cuda::Conv1dArgs a;
              a.batch = b.batch;
              a.channels = C;
@@ -81,6 +88,15 @@ void conv_case(const ConvShape& sh, DType act, uint32_t seed) {
              a.state = d_pool.as<float>();
              a.state_slot_stride = slot_stride;
              a.out = d_out.data();
+             if (sh.out_begin > 0) {
+                 a.out_begin = sh.out_begin;
+                 a.state_update = false;
+                 cuda::conv1d(a, act, nullptr);
+                 a.outputs = false;
+                 a.state_update = true;
+                 for (int64_t t = 0; t < T; ++t)
+                     std::fill_n(out.begin() + t * C, sh.out_begin, 0.0f);
+             }
              cuda::conv1d(a, act, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              return std::vector<Output>{
@@ -107,6 +123,7 @@ DUALITY_OP_CASES(conv1d) {
     shapes.push_back({"single_L1000", 10240, 4, {1000}, 3});
     shapes.push_back({"single_L2", 10240, 4, {2}, 3});
     // Varlen packs with short sequences among them.
+    std::vector<int32_t> lens37;
     {
         std::vector<int32_t> l5 = random_lens(rng, 5, 1, 300);
         l5[1] = 1;
@@ -119,6 +136,7 @@ DUALITY_OP_CASES(conv1d) {
         l37[6] = 2;
         l37[36] = 1;
         shapes.push_back({"varlen37", 1792, 4, l37, 80});
+        lens37 = l37;
         shapes.push_back({"varlen37", 10240, 4, l37, 40});
         // Empty sequences (first, middle, last) between non-empty ones.
         shapes.push_back({"varlen_empty", 1792, 4, {0, 5, 0, 0, 17, 1, 0}, 9});
@@ -137,6 +155,12 @@ DUALITY_OP_CASES(conv1d) {
     // V = 4 where 16-bit prefill takes V = 8 (channels and stride multiples of 4, not 8).
     shapes.push_back({"varlen5_v4", 1796, 4, {7, 1, 40, 2, 300}, 6, 40, 4});
     shapes.push_back({"decode8_odd", 1794, 4, std::vector<int32_t>(8, 1), 9, 41, 1});
+
+    // In two parts (SsdConv's B and C channels, then the states): a pack, one token per sequence
+    // (which must not take the decode kernel), a single sequence.
+    shapes.push_back({"varlen37", 5376, 4, lens37, 40, 40, 8, 5120});
+    shapes.push_back({"decode8", 1792, 4, std::vector<int32_t>(8, 1), 11, 40, 8, 1536});
+    shapes.push_back({"single_L300", 1792, 4, {300}, 3, 40, 8, 1536});
 
     uint32_t seed = 100;
     for (const ConvShape& sh : shapes)

@@ -45,6 +45,7 @@ struct SsdCase {
     bool fused = false;  // test cuda::ssd_fused (the single-launch prefill) instead
     float dt_hi = 0.1f;  // Δ is uniform in [1e-3, dt_hi]
     bool gate = false;   // ssd_fused with an SsdGate: y·silu(z)·w and the sums of squares
+    bool conv = false;   // ... and an SsdConv: x raw, its conv1d (from per-slot conv states) inside
 };
 
 int cpu_threads() {
@@ -97,6 +98,42 @@ std::vector<Output> run_case(const SsdCase& k) {
     }
     const int64_t n_chunk = static_cast<int64_t>(chunk_start.size());
 
+    // SsdConv: xbc's x columns are raw, and the x the SSD sees is silu(conv1d(x_raw)) from each
+    // sequence's conv state (cpu::conv1d_causal, the conv's CPU twin), rounded to the activation
+    // dtype as conv1d's output would be. The conv state pool: per slot {3, row} f32 (x's channels
+    // first, as in the model), padded; zero where the case has no initial states.
+    const int64_t HP = H * P, conv_slot_stride = 3 * row + 4;
+    std::vector<float> conv_w, conv_b, conv_pool, x_conv;
+    if (k.conv) {
+        conv_w = uniform(rng, HP * 4, -0.6f, 0.6f);
+        conv_b = uniform(rng, HP, -0.3f, 0.3f);
+        conv_pool = normal(rng, n_slots * conv_slot_stride);
+        if (!k.init_state) std::fill(conv_pool.begin(), conv_pool.end(), 0.0f);
+        x_conv = xbc;
+        std::vector<float> out(T * HP);
+        for (int64_t s = 0; s < n_seq; ++s) {
+            std::vector<float> st(3 * HP);  // x's channels of the slot's conv state
+            for (int64_t r = 0; r < 3; ++r)
+                std::copy_n(conv_pool.begin() + slots[s] * conv_slot_stride + r * row, HP,
+                            st.begin() + r * HP);
+            Conv1dParams cp;
+            cp.seqlen = k.lens[s];
+            cp.channels = HP;
+            cp.width = 4;
+            cp.x = xbc.data() + cu[s] * row;
+            cp.x_stride = row;
+            cp.weight = conv_w.data();
+            cp.bias = conv_b.data();
+            cp.state = st.data();
+            cp.out = out.data() + cu[s] * HP;
+            cpu::conv1d_causal(cp, cpu_threads());
+        }
+        out = rounded(k.act, std::move(out));
+        for (int64_t t = 0; t < T; ++t)
+            std::copy_n(out.begin() + t * HP, HP, x_conv.begin() + t * row);
+    }
+    const std::vector<float>& xbc_ref = k.conv ? x_conv : xbc;  // what the CPU SSD reads
+
     // CPU reference, one sequence at a time from its own copy of the slot's state.
     std::vector<float> y_ref(T * H * P), pool_ref = pool;
     for (int64_t s = 0; s < n_seq; ++s) {
@@ -109,10 +146,10 @@ std::vector<Output> run_case(const SsdCase& k) {
         p.d_state = N;
         p.n_group = G;
         p.chunk_size = Q;
-        p.x = xbc.data() + cu[s] * row;
+        p.x = xbc_ref.data() + cu[s] * row;
         p.x_stride = row;
-        p.B = xbc.data() + cu[s] * row + b_off;
-        p.C = xbc.data() + cu[s] * row + c_off;
+        p.B = xbc_ref.data() + cu[s] * row + b_off;
+        p.C = xbc_ref.data() + cu[s] * row + c_off;
         p.bc_stride = row;
         p.dt = dt.data() + cu[s] * H;
         p.A = A.data();
@@ -199,9 +236,25 @@ std::vector<Output> run_case(const SsdCase& k) {
             cuda::DeviceBuffer d_ssq(T * H * sizeof(float)), ssq2(d_ssq.bytes());
             DUALITY_CUDA_CHECK(cudaMemset(d_ssq.data(), 0xff, d_ssq.bytes()));
             cuda::SsdGate gate{d_z.data(), z_stride, d_w.as<float>(), ssq2.as<float>()};
-            cuda::ssd_fused(a2, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr, &gate);
+            cuda::DeviceBuffer d_cw = upload_f32(conv_w), d_cb = upload_f32(conv_b),
+                               d_cpool = upload_f32(conv_pool);
+            cuda::SsdConv conv;
+            conv.weight = d_cw.as<float>();
+            conv.bias = d_cb.as<float>();
+            conv.state = d_cpool.as<float>();
+            conv.state_ld = row;
+            conv.state_slot_stride = conv_slot_stride;
+            if (k.conv && !cuda::ssd_conv_supported(a, conv)) {
+                std::vector<Output> out;
+                out.push_back({"ssd_conv_supported (false)", {1.0f}, {0.0f}});
+                return out;
+            }
+            const cuda::SsdConv* cv = k.conv ? &conv : nullptr;
+            cuda::ssd_fused(a2, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr, &gate,
+                            cv);
             gate.ssq = d_ssq.as<float>();
-            cuda::ssd_fused(a, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr, &gate);
+            cuda::ssd_fused(a, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr, &gate,
+                            cv);
             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
             std::vector<Output> out;
             out.push_back(
@@ -213,6 +266,9 @@ std::vector<Output> run_case(const SsdCase& k) {
             out.push_back({"sqrt(ssq)", std::move(ssq_ref), std::move(norm)});
             out.push_back({"state_pool", std::move(pool_ref),
                            download_as_f32(k.state_dtype, d_pool.data(), pool.size())});
+            if (k.conv)  // read, never written
+                out.push_back({"conv_state_pool", conv_pool,
+                               download_as_f32(DType::kF32, d_cpool.data(), conv_pool.size())});
             return out;
         }
         cuda::ssd_fused(a2, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr);
@@ -257,7 +313,8 @@ void add(SsdCase k) {
                       : "ssd_chunked/")
          << k.label << "_H" << k.H << "P" << k.P << "N" << k.N << "G" << k.G << "Q" << k.Q
          << (k.init_state ? "_init" : "_zero") << (k.with_D ? "" : "_noD")
-         << (k.sequential ? "_seqref" : "") << (k.gate ? "_gate" : "") << "/" << dtype_name(k.act);
+         << (k.sequential ? "_seqref" : "") << (k.gate ? "_gate" : "") << (k.conv ? "_conv" : "")
+         << "/" << dtype_name(k.act);
     if (k.state_dtype != DType::kF32) name << "_state" << dtype_name(k.state_dtype);
     OpCase c;
     c.name = name.str();
@@ -392,6 +449,13 @@ SsdCase gated(SsdCase k) {
     return fused(k);
 }
 
+// ... and with its conv prologue (SsdConv): expected from cpu::conv1d_causal, then as gated().
+SsdCase convolved(SsdCase k) {
+    k = gated(k);
+    k.conv = true;
+    return k;
+}
+
 DUALITY_OP_CASES(ssd_fused) {
     // The fused single-launch prefill against the CPU twin, same tolerances as ssd_chunked.
     // The mamba2-2.7b head shape: lengths 1, 7, 255, 256, 257 against the sequential recurrence,
@@ -456,6 +520,17 @@ DUALITY_OP_CASES(ssd_fused) {
     add(gated(shape("L400", 8, 64, 128, 1, 48, {400}, kF16, 185)));
     add(gated(seqref(shape("L7", 8, 64, 128, 1, 128, {7}, kF16, 186))));
     add(gated(shape("varlen37", 16, 64, 128, 4, 128, varlen(37, 128, 187), kBF16, 187)));
+    // With the conv prologue (SsdConv): x raw, its conv from the slots' conv states (sequences
+    // of 1 and 2 tokens among the varlen ones) or zero states, chunks after a sequence's first
+    // reading the previous chunk's rows.
+    add(convolved(seqref(shape("L257", 80, 64, 128, 1, 128, {257}, kBF16, 191))));
+    add(convolved(shape("L1000", 80, 64, 128, 1, 128, {1000}, kBF16, 192)));
+    add(convolved(shape("L1000", 8, 64, 128, 1, 96, {1000}, kF16, 197)));
+    add(convolved(zero(shape("L300", 16, 64, 128, 4, 64, {300}, kF16, 193))));
+    add(convolved(shape("L400", 8, 64, 128, 1, 48, {400}, kBF16, 194)));
+    add(convolved(shape("varlen37", 16, 64, 128, 4, 128, varlen(37, 128, 195), kBF16, 195)));
+    add(convolved(
+        row_pad(shape("varlen37", 8, 64, 128, 1, 32, varlen(37, 32, 196), kF16, 196), 8)));
 }
 
 }  // namespace

@@ -83,8 +83,8 @@ struct DeviceInfo {
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
-    // Pure prefill passes compute x's conv1d inside the fused SSD (CUDA, bf16, one norm group;
-    // DUALITY_SSD_CONV).
+    // Pure prefill passes compute x's conv1d inside the fused SSD (CUDA, bf16, one norm group,
+    // d_inner <= 3072 unless DUALITY_SSD_CONV=1; DUALITY_SSD_CONV=0 never).
     bool ssd_conv = false;
 };
 

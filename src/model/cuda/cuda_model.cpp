@@ -463,11 +463,14 @@ class CudaModel final : public Model {
         // gained (0.368 → 0.356 ms). docs/architecture.md, "Decode step overlap".
         // Whether every layer's step takes it is settled once the workspace (z, ssq) is laid out.
         // Passes that take the gate also take the fused SSD's conv prologue (SsdConv: x's conv
-        // computed by the SSD's head blocks; conv1d covers B and C only) where its shapes allow;
-        // DUALITY_SSD_CONV=0 turns it off.
+        // computed by the SSD's head blocks; conv1d covers B and C only) where its shapes allow
+        // and d_inner is at most 3072: on an H200 it made the 130m's b1 x 8k prefill 5.5% faster
+        // (8.19 -> 7.75 ms) and the 2.7b's 0.7% slower (91.1-91.4 -> 91.7-92.1 ms; at 2k 1%
+        // faster), docs/architecture.md. DUALITY_SSD_CONV=0 turns it off, 1 forces it.
         const char* conv_env = std::getenv("DUALITY_SSD_CONV");
-        conv_in_ssd_ =
-            gate_epilogue_ && c_.d_conv == 4 && !(conv_env && std::string_view(conv_env) == "0");
+        const std::string_view conv_set = conv_env ? conv_env : "";
+        conv_in_ssd_ = gate_epilogue_ && c_.d_conv == 4 && conv_set != "0" &&
+                       (conv_set == "1" || c_.d_inner <= 3072);
         const char* decode_gate_env = std::getenv("DUALITY_DECODE_GATE");
         decode_gate_ = gate_fits && decode_gate_env && std::string_view(decode_gate_env) == "1";
         n_chunk_max_ = (max_tokens_ + ssd_chunk_ - 1) / ssd_chunk_ + max_seqs_;

@@ -39,61 +39,17 @@
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
 #include "ops/cuda/activation.cuh"
+#include "ops/cuda/conv_taps.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
 
 namespace duality::cuda {
 namespace {
 
+using conv::push;
+using conv::Taps;
+
 constexpr int kPrefetch = 4;  // U: rows loaded ahead in the tile kernel (8 at V = 8)
-
-// Per-thread conv parameters for V channels starting at c (T: the activation dtype).
-template <typename T, int W, int V>
-struct Taps {
-    float w[V][W];
-    float b[V];
-    __device__ __forceinline__ void load(const float* weight, const float* bias, int64_t c) {
-        // Width 4: one 16-byte load per channel when the weights are aligned (they are when
-        // they come from a device allocation).
-        const bool vec = W == 4 && reinterpret_cast<uintptr_t>(weight) % 16 == 0;
-#pragma unroll
-        for (int i = 0; i < V; ++i) {
-            if (vec) {
-                const float4 q = *reinterpret_cast<const float4*>(weight + (c + i) * W);
-                const float qv[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-                for (int k = 0; k < W; ++k) w[i][k] = qv[k % 4];
-            } else {
-#pragma unroll
-                for (int k = 0; k < W; ++k) w[i][k] = weight[(c + i) * W + k];
-            }
-            b[i] = bias ? bias[c + i] : 0.0f;
-        }
-    }
-    // out = silu(conv) for the window `win` (W-1 older rows, oldest first) and the new row `x`.
-    __device__ __forceinline__ void apply(const float (&win)[W - 1][V], const float (&x)[V],
-                                          float (&out)[V]) const {
-#pragma unroll
-        for (int i = 0; i < V; ++i) {
-            float acc = b[i];
-#pragma unroll
-            for (int k = 0; k < W - 1; ++k) acc = fmaf(w[i][k], win[k][i], acc);
-            acc = fmaf(w[i][W - 1], x[i], acc);
-            out[i] = silu<T>(acc);
-        }
-    }
-};
-
-// Shifts the window by one row: drops the oldest, appends x.
-template <int W, int V>
-__device__ __forceinline__ void push(float (&win)[W - 1][V], const float (&x)[V]) {
-#pragma unroll
-    for (int k = 0; k + 1 < W - 1; ++k)
-#pragma unroll
-        for (int i = 0; i < V; ++i) win[k][i] = win[k + 1][i];
-#pragma unroll
-    for (int i = 0; i < V; ++i) win[W - 2][i] = x[i];
-}
 
 // The sequence s holding packed token t (cu[s] <= t < cu[s + 1]); t < cu[n_seq].
 __device__ __forceinline__ int64_t find_seq(const int32_t* cu, int64_t n_seq, int64_t t) {

@@ -86,6 +86,8 @@
 #include "core/cuda/sync.cuh"
 #include "core/env.h"
 #include "ops/cuda/activation.cuh"
+#include "ops/cuda/conv_taps.cuh"
+#include "ops/cuda/dtype.cuh"
 #include "ops/cuda/mma.cuh"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/ssd_plan.h"
@@ -346,11 +348,12 @@ __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epo
 
 // SsdConv, in two steps. conv_x_load: cp.async of the chunk's raw x rows of head h, rows −3..len−1
 // (row −3 first; rows before the packed batch zero-filled), into `raw` {qa + 3, kP} (the prev
-// region, unused until step 3: conv_fits). conv_x: once they have landed, x = silu(conv1d(x_raw))
-// (width 4, spec 5.3) into Xs in the activation dtype, rows len..qa zero. A thread takes 8
-// channels of qa / 32 consecutive rows and slides the window of the 3 raw rows before them over
-// them; before a sequence's first token (`first`: rows −3..−1 then belong to the sequence packed
-// in front) the window comes from the sequence's conv state (f32, global memory).
+// region, unused until step 3; ssd_conv_supported checks that the rows fit). conv_x: once they
+// have landed, x = silu(conv1d(x_raw)) (width 4, spec 5.3; conv_taps.cuh, the same arithmetic as
+// conv1d.cu) into Xs in the activation dtype, rows len..qa zero. A thread takes 8 channels of
+// qa / 32 consecutive rows and slides the window of the 3 raw rows before them over them; before
+// a sequence's first token (`first`: rows −3..−1 then belong to the sequence packed in front) the
+// window comes from the sequence's conv state (f32, global memory).
 template <typename T, int kP>
 __device__ __forceinline__ void conv_x_load(const FusedParams& p, int h, int64_t start, int len,
                                             T* raw) {
@@ -378,63 +381,36 @@ __device__ __forceinline__ void conv_x(const FusedParams& p, int64_t c, int h, i
             *reinterpret_cast<uint4*>(out + (r0 + i) * kLdX) = make_uint4(0, 0, 0, 0);
         return;
     }
-    auto row = [&](int r, float (&o)[8]) {  // raw row r (>= −3) as f32
-        const uint4 u = *reinterpret_cast<const uint4*>(raw + (r + 3) * kP + v * 8);
-        const uint32_t w4[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-        for (int q = 0; q < 4; ++q) {
-            const float2 f = M::unpack(w4[q]);
-            o[2 * q] = f.x;
-            o[2 * q + 1] = f.y;
-        }
-    };
+    auto row = [&](int r, float(&o)[8]) { dtype::load<8>(raw + (r + 3) * kP + v * 8, o); };
     const float* st = nullptr;  // the conv state's x rows of this thread's channels
     if (first && r0 < 3) {
         const int seq = p.chunk_seq[c];
         st = p.conv_state + p.slots[seq] * p.conv_slot_stride + ch;
     }
-    float win[3][8];
+    float win[3][8];  // raw rows r0 − 3 .. r0 − 1
 #pragma unroll
     for (int k = 0; k < 3; ++k) {
         const int tau = r0 - 3 + k;
-        if (tau < 0 && st) {
-            const float4 a = *reinterpret_cast<const float4*>(st + (3 + tau) * p.conv_ld);
-            const float4 b = *reinterpret_cast<const float4*>(st + (3 + tau) * p.conv_ld + 4);
-            const float o[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        if (tau < 0 && st) {  // two 16-byte loads (the state is only 16-byte aligned)
+            float lo[4], hi[4];
+            dtype::load<4>(st + (3 + tau) * p.conv_ld, lo);
+            dtype::load<4>(st + (3 + tau) * p.conv_ld + 4, hi);
 #pragma unroll
-            for (int i = 0; i < 8; ++i) win[k][i] = o[i];
+            for (int i = 0; i < 8; ++i) win[k][i] = i < 4 ? lo[i] : hi[i - 4];
         } else {
             row(tau, win[k]);
         }
     }
-    float w[8][4], b[8];
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        const float4 q = *reinterpret_cast<const float4*>(p.conv_w + (ch + i) * 4);
-        w[i][0] = q.x;
-        w[i][1] = q.y;
-        w[i][2] = q.z;
-        w[i][3] = q.w;
-        b[i] = p.conv_b ? p.conv_b[ch + i] : 0.0f;
-    }
+    conv::Taps<T, 4, 8> taps;
+    taps.load(p.conv_w, p.conv_b, ch);
     for (int i = 0; i < rows; ++i) {
         const int r = r0 + i;
         uint32_t o[4] = {0, 0, 0, 0};
         if (r < len) {
             float x[8], y[8];
             row(r, x);
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                float acc = b[j];
-                acc = fmaf(w[j][0], win[0][j], acc);
-                acc = fmaf(w[j][1], win[1][j], acc);
-                acc = fmaf(w[j][2], win[2][j], acc);
-                acc = fmaf(w[j][3], x[j], acc);
-                y[j] = silu<T>(acc);
-                win[0][j] = win[1][j];
-                win[1][j] = win[2][j];
-                win[2][j] = x[j];
-            }
+            taps.apply(win, x, y);
+            conv::push<4, 8>(win, x);
 #pragma unroll
             for (int q = 0; q < 4; ++q) o[q] = M::pack(y[2 * q], y[2 * q + 1]);
         }

@@ -366,57 +366,68 @@ __device__ __forceinline__ void conv_x_load(const FusedParams& p, int h, int64_t
     }
 }
 
+// conv_x in two halves: `load(p, c, h, qa, first)` brings the thread's taps and, in front of a
+// sequence's first chunk, its window rows from the conv state (global memory) into registers;
+// the kernel calls it while the cp.async rows are in flight, so those loads' latency hides
+// behind the cumsum. `run` convolves the staged rows once they have landed.
 template <typename T, int kP, int kLdX>
-__device__ __forceinline__ void conv_x(const FusedParams& p, int64_t c, int h, int len, int qa,
-                                       bool first, const T* raw, T* Xs) {
-    using M = Act<T>;
-    constexpr int kXV = kP / 8, kGroups = kThreads / kXV;
-    static_assert(kGroups == 32, "one row group per 32 rows of the chunk");
-    const int tid = static_cast<int>(threadIdx.x), v = tid % kXV;
-    const int rows = qa / kGroups, r0 = (tid / kXV) * rows;
-    const int64_t ch = static_cast<int64_t>(h) * kP + v * 8;  // the thread's first channel
-    T* out = Xs + v * 8;
-    if (r0 >= len) {  // padding rows only
-        for (int i = 0; i < rows; ++i)
-            *reinterpret_cast<uint4*>(out + (r0 + i) * kLdX) = make_uint4(0, 0, 0, 0);
-        return;
-    }
-    auto row = [&](int r, float(&o)[8]) { dtype::load<8>(raw + (r + 3) * kP + v * 8, o); };
-    const float* st = nullptr;  // the conv state's x rows of this thread's channels
-    if (first && r0 < 3) {
-        const int seq = p.chunk_seq[c];
-        st = p.conv_state + p.slots[seq] * p.conv_slot_stride + ch;
-    }
-    float win[3][8];  // raw rows r0 − 3 .. r0 − 1
-#pragma unroll
-    for (int k = 0; k < 3; ++k) {
-        const int tau = r0 - 3 + k;
-        if (tau < 0 && st) {  // two 16-byte loads (the state is only 16-byte aligned)
-            float lo[4], hi[4];
-            dtype::load<4>(st + (3 + tau) * p.conv_ld, lo);
-            dtype::load<4>(st + (3 + tau) * p.conv_ld + 4, hi);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) win[k][i] = i < 4 ? lo[i] : hi[i - 4];
-        } else {
-            row(tau, win[k]);
-        }
-    }
+struct ConvX {
+    int v, rows, r0;
     conv::Taps<T, 4, 8> taps;
-    taps.load(p.conv_w, p.conv_b, ch);
-    for (int i = 0; i < rows; ++i) {
-        const int r = r0 + i;
-        uint32_t o[4] = {0, 0, 0, 0};
-        if (r < len) {
-            float x[8], y[8];
-            row(r, x);
-            taps.apply(win, x, y);
-            conv::push<4, 8>(win, x);
+    float win[3][8];  // raw rows r0 − 3 .. r0 − 1 (those before the sequence from its conv state)
+
+    __device__ __forceinline__ void load(const FusedParams& p, int64_t c, int h, int qa,
+                                         bool first) {
+        constexpr int kXV = kP / 8;
+        static_assert(kThreads / kXV == 32, "one row group per 32 rows of the chunk");
+        const int tid = static_cast<int>(threadIdx.x);
+        v = tid % kXV;
+        rows = qa / 32;
+        r0 = (tid / kXV) * rows;
+        const int64_t ch = static_cast<int64_t>(h) * kP + v * 8;  // the thread's first channel
+        taps.load(p.conv_w, p.conv_b, ch);
+        if (first && r0 < 3) {
+            const float* st = p.conv_state + p.slots[p.chunk_seq[c]] * p.conv_slot_stride + ch;
 #pragma unroll
-            for (int q = 0; q < 4; ++q) o[q] = M::pack(y[2 * q], y[2 * q + 1]);
+            for (int k = 0; k < 3; ++k) {
+                if (r0 - 3 + k >= 0) continue;
+                float lo[4], hi[4];  // two 16-byte loads (the state is only 16-byte aligned)
+                dtype::load<4>(st + (r0 + k) * p.conv_ld, lo);
+                dtype::load<4>(st + (r0 + k) * p.conv_ld + 4, hi);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) win[k][i] = i < 4 ? lo[i] : hi[i - 4];
+            }
         }
-        *reinterpret_cast<uint4*>(out + r * kLdX) = make_uint4(o[0], o[1], o[2], o[3]);
     }
-}
+
+    // x = silu(conv1d(raw)) into Xs; `first` as in load().
+    __device__ __forceinline__ void run(int len, bool first, const T* raw, T* Xs) {
+        using M = Act<T>;
+        T* out = Xs + v * 8;
+        if (r0 >= len) {  // padding rows only
+            for (int i = 0; i < rows; ++i)
+                *reinterpret_cast<uint4*>(out + (r0 + i) * kLdX) = make_uint4(0, 0, 0, 0);
+            return;
+        }
+        auto row = [&](int r, float(&o)[8]) { dtype::load<8>(raw + (r + 3) * kP + v * 8, o); };
+#pragma unroll
+        for (int k = 0; k < 3; ++k)
+            if (!(first && r0 - 3 + k < 0)) row(r0 - 3 + k, win[k]);
+        for (int i = 0; i < rows; ++i) {
+            const int r = r0 + i;
+            uint32_t o[4] = {0, 0, 0, 0};
+            if (r < len) {
+                float x[8], y[8];
+                row(r, x);
+                taps.apply(win, x, y);
+                conv::push<4, 8>(win, x);
+#pragma unroll
+                for (int q = 0; q < 4; ++q) o[q] = M::pack(y[2 * q], y[2 * q + 1]);
+            }
+            *reinterpret_cast<uint4*>(out + r * kLdX) = make_uint4(o[0], o[1], o[2], o[3]);
+        }
+    }
+};
 
 // kGate: the SsdGate epilogue (instantiated for head_dim 64, d_state 128 only: ssd_gate_supported),
 // and where p.conv_w is set the SsdConv prologue (conv_x_load, conv_x).
@@ -537,6 +548,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     // (The sequence tables are read after the loads are in flight.)
     const int seq = p.chunk_seq[c];
     const bool first = c == p.cu_chunks[seq], last = c == p.cu_chunks[seq + 1] - 1;
+    [[maybe_unused]] ConvX<T, kP, kLdX> cx;
+    if constexpr (kGate) {
+        if (conv) cx.load(p, c, h, qa, first);
+    }
 
     // Δ and the inclusive cumsum of A·Δ (one token per thread: qa <= kThreads).
     const float d = tid < len ? p.dt[(start + tid) * H + h] : 0.0f;
@@ -569,7 +584,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     __syncthreads();
     if constexpr (kGate) {
         if (conv) {
-            conv_x<T, kP, kLdX>(p, c, h, len, qa, first, Ps, Xs);
+            cx.run(len, first, Ps, Xs);
             __syncthreads();
         }
     }

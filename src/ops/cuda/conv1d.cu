@@ -236,12 +236,13 @@ void launch_conv1d(const Conv1dArgs& a, bool whole, cudaStream_t stream) {
         return;
     }
     if (a.batch.n_tokens <= 0) return;  // every sequence empty: states unchanged
-    // Tile length: the longest of 64, 32, 16, 8 tokens that still gives ~256k threads.
-    int64_t tile = 64;
-    while (tile > 8 && n_vec * ((a.batch.n_tokens + tile - 1) / tile) < 262144) tile /= 2;
     if (a.outputs && a.out_end > a.out_begin) {
         const int64_t out_vec = (a.out_end - a.out_begin + V - 1) / V;
         const int out_threads = block_threads(out_vec);
+        // Tile length: the longest of 64, 32, 16, 8 tokens that still gives ~256k threads over
+        // the channels computed (B's and C's alone are 32 vectors on the 2.7b: 8-token tiles).
+        int64_t tile = 64;
+        while (tile > 8 && out_vec * ((a.batch.n_tokens + tile - 1) / tile) < 262144) tile /= 2;
         const dim3 tiles(clamp_grid((a.batch.n_tokens + tile - 1) / tile, 2147483647),
                          clamp_grid((out_vec + out_threads - 1) / out_threads, 65535));
         pdl::launch(conv1d_tile_kernel<T, W, V>, tiles, out_threads, 0, stream, a, tile);

@@ -3,7 +3,7 @@
 # registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
 # Every session uses this script so GPU numbers stay comparable.
 #
-#   scripts/gpu-check.sh [tests|bench|serve|profile|conv|split|state|timeline|ab|build|all] (default: all)
+#   scripts/gpu-check.sh [tests|bench|serve|profile|conv|conv-profile|split|state|timeline|ab|build|all] (default: all)
 #
 # build: only the build (then `source scripts/gpu-env.sh` and run build-gpu/duality yourself).
 # GPU_CHECK_QUICK=1: `tests` (and `all`) run the CUDA tests only, not the rest of the suite (about 140 s of
@@ -27,10 +27,11 @@
 # NVTX range bench_decode, graph nodes traced one by one): each kernel's mean time INSIDE a step,
 # with the overlap and PDL that Nsight Compute's one-kernel-at-a-time replay (profile) leaves out.
 #
-# conv (not part of all): the fused SSD's conv prologue (SsdConv, DUALITY_SSD_CONV): its op cases,
-# then prefill b1 x 2k and 8k of every preset with it off and on, twice each, and for the 2.7b
-# Nsight Compute per-kernel times of an 8k prefill both ways plus the fused SSD kernel's speed of
-# light, occupancy and warp stalls both ways (what the prologue costs at 80 heads).
+# conv (not part of all): the prefill folds into the fused SSD (Δ from raw dt, DUALITY_SSD_DT; x's
+# conv1d, DUALITY_SSD_CONV): their op cases, then prefill b1 x 2k and 8k with neither, Δ only and
+# both, twice each, for the shapes in GPU_CHECK_MODELS (default 130m, 370m, 1.3b, 2.7b).
+# conv-profile (not part of all): Nsight Compute per-kernel times of a 2.7b 8k prefill with the
+# conv prologue off and on, plus the fused SSD kernel's speed of light, occupancy and warp stalls.
 #
 # ab (not part of all): decode A/B of any settings. GPU_CHECK_AB holds them, space-separated, each
 # a comma-separated list of VAR=VALUE put in the environment of its runs (for example
@@ -133,20 +134,24 @@ PY
     2>&1 | grep -E "ns/token" | tee "$OUT/ssd-timing.txt" || status=1
 fi
 if [[ "$what" == conv ]]; then
-  step "SsdConv: op cases"
-  build-gpu/tests/duality_tests --gtest_filter='*CudaMatchesCpu/ssd_fused*conv*:*CudaMatchesCpu/conv1d*' \
+  step "SsdConv / RawDt: op cases"
+  build-gpu/tests/duality_tests --gtest_filter='*CudaMatchesCpu/ssd_fused*:*CudaMatchesCpu/conv1d*' \
     --gtest_brief=1 2>&1 | tail -3 || status=1
-  step "SsdConv: prefill A/B (b1, ms at 2k and 8k; DUALITY_SSD_CONV=0|1)"
-  for cfg in mamba2-130m mamba2-370m mamba2-780m mamba2-1.3b mamba2-2.7b; do
+  step "prefill A/B (b1, ms at 2k and 8k): no fold, Δ in the SSD, Δ and x's conv in the SSD"
+  # shellcheck disable=SC2086  # one word per model
+  for cfg in ${GPU_CHECK_MODELS:-mamba2-130m mamba2-370m mamba2-1.3b mamba2-2.7b}; do
     for rep in 1 2; do
-      for on in 0 1; do
-        DUALITY_SSD_CONV=$on build-gpu/duality bench --random-weights --config "$cfg" --no-decode \
+      for setting in DUALITY_SSD_CONV=0,DUALITY_SSD_DT=0 DUALITY_SSD_CONV=0 DUALITY_SSD_CONV=1; do
+        # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+        env ${setting//,/ } build-gpu/duality bench --random-weights --config "$cfg" --no-decode \
           --prefill-lens 2048,8192 --prefill-batches 1 >"$OUT/conv-bench.txt" 2>&1 || status=1
-        echo "$cfg conv=$on: $(grep -E '^ +1 +(2048|8192) ' "$OUT/conv-bench.txt" |
+        echo "$cfg $setting: $(grep -E '^ +1 +(2048|8192) ' "$OUT/conv-bench.txt" |
           awk '{printf "%s: %s ms %s tok/s | ", $2, $3, $4}')" | tee -a "$OUT/conv-ab.txt"
       done
     done
   done
+fi
+if [[ "$what" == conv-profile ]]; then
   for on in 0 1; do
     step "SsdConv=$on: per-kernel times of a 2.7b 8k prefill (ncu)"
     DUALITY_SSD_CONV=$on DUALITY_GEMM_TUNE=0 ncu --clock-control none --csv --print-units base \

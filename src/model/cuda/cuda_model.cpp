@@ -471,6 +471,11 @@ class CudaModel final : public Model {
         const std::string_view conv_set = conv_env ? conv_env : "";
         conv_in_ssd_ = gate_epilogue_ && c_.d_conv == 4 && conv_set != "0" &&
                        (conv_set == "1" || c_.d_inner <= 3072);
+        // Those passes also compute Δ inside the fused SSD from the raw dt columns (RawDt; the
+        // same function as dt_softplus, so the same bits): one kernel a layer fewer.
+        // DUALITY_SSD_DT=0 keeps the separate dt_softplus (A/B).
+        const char* dt_env = std::getenv("DUALITY_SSD_DT");
+        dt_in_ssd_ = !(dt_env && std::string_view(dt_env) == "0");
         const char* decode_gate_env = std::getenv("DUALITY_DECODE_GATE");
         decode_gate_ = gate_fits && decode_gate_env && std::string_view(decode_gate_env) == "1";
         n_chunk_max_ = (max_tokens_ + ssd_chunk_ - 1) / ssd_chunk_ + max_seqs_;
@@ -1053,12 +1058,7 @@ class CudaModel final : public Model {
             if (!pass_fused_) cuda::conv1d(conv, act_, s);
 
             const cuda::SsdArgs ssd = ssd_args(layer);
-            cuda::DecodeDt dt;  // the decode step's Δ input: raw dt of row s
-            dt.dt_raw = zxbcdt + (E + conv_dim) * el;
-            dt.raw_stride = n_in;
-            dt.dt_bias = w.dt_bias;
-            dt.dt_min = c_.dt_min;
-            dt.dt_max = c_.dt_max;
+            const cuda::RawDt dt = raw_dt(w);  // the decode step's Δ input: raw dt of row s
             bool z_joined = false;
             if (decode && pass_scaled_) {
                 // The step's gate epilogue reads z: the side stream's z product joins first.
@@ -1073,8 +1073,11 @@ class CudaModel final : public Model {
             } else {
                 if (n_dec_ > 0) cuda::ssm_decode(ssd_rows(ssd, 0, decode_rows), dt, act_, s);
                 if (prefill_batch_.n_seq > 0) {
-                    cuda::dt_softplus(zxbcdt + (n_dec_ * n_in + E + conv_dim) * el, n_in, w.dt_bias,
-                                      c_.dt_min, c_.dt_max, ws_.dt, T - n_dec_, c_.n_head, act_, s);
+                    // (Passes with the gate compute Δ in the fused SSD: prefill_ssd.)
+                    if (!(pass_scaled_ && dt_in_ssd_))
+                        cuda::dt_softplus(zxbcdt + (n_dec_ * n_in + E + conv_dim) * el, n_in,
+                                          w.dt_bias, c_.dt_min, c_.dt_max, ws_.dt, T - n_dec_,
+                                          c_.n_head, act_, s);
                     prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), w, layer, s);
                     if (pass_conv_) {
                         conv.outputs = false;
@@ -1218,6 +1221,18 @@ class CudaModel final : public Model {
             cuda::add_bias(y, n_in, w.in_proj_bias + begin, T, end - begin, act_, stream);
     }
 
+    // zxbcdt's raw dt columns of layer w, row 0 first: the decode step's and the fused SSD's Δ.
+    cuda::RawDt raw_dt(const cuda::DeviceLayer& w) const {
+        cuda::RawDt dt;
+        dt.dt_raw =
+            static_cast<const char*>(ws_.zxbcdt) + (c_.d_inner + c_.conv_dim()) * dtype_size(act_);
+        dt.raw_stride = c_.d_in_proj();
+        dt.dt_bias = w.dt_bias;
+        dt.dt_min = c_.dt_min;
+        dt.dt_max = c_.dt_max;
+        return dt;
+    }
+
     // The SSD of a prefill pass: the fused single launch where it applies (f16/bf16, the shapes of
     // ssd_fused_supported), else the chunked five-step kernels (DUALITY_SSD_PATH=five-step forces
     // them), or the sequential scan. In passes that take the gate (pass_scaled_, always fused),
@@ -1229,14 +1244,16 @@ class CudaModel final : public Model {
             cuda::SsdArgs a = ssd;
             a.y = ws_.gated;  // the pass's rows are all prefill rows: no offset
             const cuda::SsdGate gate = ssd_gate(w);
+            const cuda::RawDt dt = raw_dt(w);  // Δ from zxbcdt's dt columns (no offset either)
+            const cuda::RawDt* rd = dt_in_ssd_ ? &dt : nullptr;
             if (pass_conv_) {
                 a.x = static_cast<const char*>(ws_.zxbcdt) + c_.d_inner * dtype_size(act_);
                 a.x_stride = c_.d_in_proj();
                 const cuda::SsdConv conv = ssd_conv(w, layer);
-                cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s, &gate, &conv);
+                cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s, &gate, &conv, rd);
                 return;
             }
-            cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s, &gate);
+            cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s, &gate, nullptr, rd);
         } else if (use_scan_) {
             cuda::ssd_scan(ssd, ws_.dt, act_, s);
         } else if (use_fused_ && cuda::ssd_fused_supported(ssd, act_)) {
@@ -1355,6 +1372,7 @@ class CudaModel final : public Model {
     bool use_scan_ = false;       // prefill SSD by the sequential scan instead of ssd_chunked
     bool use_fused_ = true;       // prefill SSD by ssd_fused where supported
     bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
+    bool dt_in_ssd_ = true;       // ... and Δ from the raw dt columns (RawDt)
     bool conv_in_ssd_ = false;    // ... and its conv prologue (layout_workspace)
     bool pass_conv_ = false;      // this pass's SSD computes x's conv (enqueue_layers)
     bool decode_gate_ = false;    // decode passes use ssm_decode's gate (layout_workspace)

@@ -400,7 +400,7 @@ class Bench {
         DUALITY_ASSIGN_OR_RETURN(DeviceBuffer y, zeros(B * E, o_.act));
         const cuda::SsdArgs sa[2] = {ssd_args(batch, xbc, state0, y),
                                      ssd_args(batch, xbc, state1, y)};
-        cuda::DecodeDt dd;
+        cuda::RawDt dd;
         dd.dt_raw = offset(zxbcdt, 2 * E + 2 * GN, o_.act);
         dd.raw_stride = n_in;
         dd.dt_bias = dt_bias_.as<float>();

@@ -172,8 +172,19 @@ struct SsdConv {
 // raw rows borrow prev's shared memory), width 4, the weight 16-byte aligned, the state's ld and
 // slot stride multiples of 4 with the state 16-byte aligned.
 bool ssd_conv_supported(const SsdArgs& a, const SsdConv& conv);
+// Δ computed where it is read, from in_proj's raw dt columns: clamp(softplus(dt_raw + dt_bias),
+// dt_min, dt_max) as dt_softplus (the decode step; ssd_fused with a gate).
+struct RawDt {
+    const void* dt_raw = nullptr;  // {rows, n_head} act, rows raw_stride apart
+    int64_t raw_stride = 0;
+    const float* dt_bias = nullptr;  // {n_head}
+    float dt_min = 0.0f, dt_max = 0.0f;
+};
+// With `raw_dt` (a gate required) the head blocks compute Δ from the raw dt columns themselves
+// and `dt` may be null: the separate dt_softplus pass is saved.
 void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
-               cudaStream_t stream, const SsdGate* gate = nullptr, const SsdConv* conv = nullptr);
+               cudaStream_t stream, const SsdGate* gate = nullptr, const SsdConv* conv = nullptr,
+               const RawDt* raw_dt = nullptr);
 
 // The same result by a sequential scan over each sequence's tokens (spec 6.1), the state kept
 // in registers: the GPU oracle for ssd_chunked and the path for shapes it does not cover.
@@ -186,13 +197,7 @@ void argmax_rows(const float* logits, int64_t ld, int64_t rows, int64_t vocab, i
                  cudaStream_t stream);
 
 // Decode step for a batch of single-token sequences (batch.n_tokens == batch.n_seq): Δ from the
-// raw dt column (softplus, clamp), S = exp(AΔ)·S + Δ·x ⊗ B, y = S·C + D·x, state in place.
-struct DecodeDt {
-    const void* dt_raw = nullptr;  // {n_seq, n_head} act, rows raw_stride apart
-    int64_t raw_stride = 0;
-    const float* dt_bias = nullptr;  // {n_head}
-    float dt_min = 0.0f, dt_max = 0.0f;
-};
+// raw dt column (RawDt), S = exp(AΔ)·S + Δ·x ⊗ B, y = S·C + D·x, state in place.
 // With a gate, the step's epilogue is the gated norm's first half, as ssd_fused's SsdGate: in
 // place of y it writes v·w with v = y_f32 · silu(z) (z row s for sequence s), and per 16
 // channels of a head the partial Σ v² into gate->ssq {n_seq, n_head, head_dim / 16} f32 (sums
@@ -202,7 +207,7 @@ struct DecodeDt {
 // head's rows are split over (1, 2 or 4; tests and measurements); anything else:
 // DUALITY_SSM_DECODE_BULK_PARTS, or 4. A split that would leave a block part of a warp's rows (or
 // of a 16-row gate sum) is not taken.
-void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream,
+void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t stream,
                 const SsdGate* gate = nullptr, int bulk_parts = 0);
 // The blocks per head the bulk kernel runs ssm_decode(a, ..., act, ..., gate, bulk_parts) with, or
 // 0 where another kernel runs it (tests).

@@ -33,6 +33,8 @@
 //      load into the prev region (conv_x_load) and, once in, the block computes silu(conv1d) of its
 //      head's channels into x's place (conv_x), so the model's conv1d covers only B's and C's
 //      channels and x's conv output never goes through memory. Chunks of at most 128 tokens.
+//      With a RawDt (the gate's instantiation) Δ = clamp(softplus(dt_raw + dt_bias)) is computed
+//      here from in_proj's raw dt columns, so the model's dt_softplus pass is saved.
 //   2. Chunk state: warps split {head_dim, d_state} into 16×64 tiles, mma.sync m16n8k16 over the
 //      chunk's tokens (xᵀ through ldmatrix.trans, scaled in registers), f32 accumulators kept in
 //      registers.
@@ -87,6 +89,7 @@
 #include "core/env.h"
 #include "ops/cuda/activation.cuh"
 #include "ops/cuda/conv_taps.cuh"
+#include "ops/cuda/dt_softplus.cuh"
 #include "ops/cuda/dtype.cuh"
 #include "ops/cuda/mma.cuh"
 #include "ops/cuda/ops.h"
@@ -139,6 +142,12 @@ struct FusedParams {
     const float* conv_b = nullptr;
     const float* conv_state = nullptr;
     int64_t conv_ld = 0, conv_slot_stride = 0;
+    // RawDt (with the gate only): Δ = clamp(softplus(dt_raw + dt_bias)) computed here from
+    // dt_raw {n_tokens, n_head} act (rows dt_raw_stride apart) where set, in place of dt.
+    const void* dt_raw = nullptr;
+    int64_t dt_raw_stride = 0;
+    const float* dt_bias = nullptr;
+    float dt_min = 0.0f, dt_max = 0.0f;
     int64_t n_chunk = 0;
     uint32_t* s_tiles = nullptr;  // {n_chunk, n_group} records of s_record_words(qa) u32
     uint32_t* sync = nullptr;     // [kSyncHeader] counters, then flags {n_chunk, n_head} (states)
@@ -554,7 +563,18 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     }
 
     // Δ and the inclusive cumsum of A·Δ (one token per thread: qa <= kThreads).
-    const float d = tid < len ? p.dt[(start + tid) * H + h] : 0.0f;
+    float d = 0.0f;
+    if (tid < len) {
+        if constexpr (kGate) {
+            d = p.dt_raw ? dt_clamped_softplus(dtype::to_f32(static_cast<const T*>(
+                                                   p.dt_raw)[(start + tid) * p.dt_raw_stride + h]) +
+                                                   p.dt_bias[h],
+                                               p.dt_min, p.dt_max)
+                         : p.dt[(start + tid) * H + h];
+        } else {
+            d = p.dt[(start + tid) * H + h];
+        }
+    }
     bool monotone;
     {
         float v = p.A[h] * d;
@@ -1154,11 +1174,12 @@ bool ssd_conv_supported(const SsdArgs& a, const SsdConv& conv) {
 
 namespace {
 void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
-                cudaStream_t stream, uint64_t* prof, const SsdGate* gate, const SsdConv* conv) {
+                cudaStream_t stream, uint64_t* prof, const SsdGate* gate, const SsdConv* conv,
+                const RawDt* raw_dt) {
     const VarlenBatch& b = a.batch;
     if (b.n_chunk == 0 || b.n_tokens == 0) return;
-    if (!ssd_fused_supported(a, act) || !a.y || !a.state || !dt || !a.A || !workspace || !sync ||
-        !b.chunk_start || !b.chunk_len || !b.chunk_seq || !b.cu_chunks || !b.slots) {
+    if (!ssd_fused_supported(a, act) || !a.y || !a.state || !(dt || raw_dt) || !a.A || !workspace ||
+        !sync || !b.chunk_start || !b.chunk_len || !b.chunk_seq || !b.cu_chunks || !b.slots) {
         std::fprintf(stderr,
                      "duality: ssd_fused: unsupported arguments (see ssd_fused_supported)\n");
         std::abort();
@@ -1227,6 +1248,17 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
         fp.conv_ld = conv->state_ld;
         fp.conv_slot_stride = conv->state_slot_stride;
     }
+    if (raw_dt) {
+        if (!gate || !raw_dt->dt_raw || !raw_dt->dt_bias) {
+            std::fprintf(stderr, "duality: ssd_fused: raw Δ needs a gate, dt_raw and dt_bias\n");
+            std::abort();
+        }
+        fp.dt_raw = raw_dt->dt_raw;
+        fp.dt_raw_stride = raw_dt->raw_stride;
+        fp.dt_bias = raw_dt->dt_bias;
+        fp.dt_min = raw_dt->dt_min;
+        fp.dt_max = raw_dt->dt_max;
+    }
     const size_t smem = smem_bytes(a, act);
     if (act == DType::kBF16) {
         launch_pn<__nv_bfloat16>(fp, a.head_dim, a.d_state, b.n_chunk, smem, stream);
@@ -1238,13 +1270,13 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
 }  // namespace
 
 void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
-               cudaStream_t stream, const SsdGate* gate, const SsdConv* conv) {
-    fused_impl(a, dt, workspace, sync, act, stream, nullptr, gate, conv);
+               cudaStream_t stream, const SsdGate* gate, const SsdConv* conv, const RawDt* raw_dt) {
+    fused_impl(a, dt, workspace, sync, act, stream, nullptr, gate, conv, raw_dt);
 }
 
 void ssd::fused_profile(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
                         uint64_t* stamps, cudaStream_t stream) {
-    fused_impl(a, dt, workspace, sync, act, stream, stamps, nullptr, nullptr);
+    fused_impl(a, dt, workspace, sync, act, stream, stamps, nullptr, nullptr, nullptr);
 }
 
 }  // namespace duality::cuda

@@ -76,7 +76,7 @@ struct HeadStep {
 };
 
 template <typename T>
-__device__ __forceinline__ HeadStep head_step(const SsdArgs& a, const DecodeDt& d, int64_t s,
+__device__ __forceinline__ HeadStep head_step(const SsdArgs& a, const RawDt& d, int64_t s,
                                               int64_t h) {
     const T* raw = static_cast<const T*>(d.dt_raw);
     HeadStep r;
@@ -89,7 +89,7 @@ __device__ __forceinline__ HeadStep head_step(const SsdArgs& a, const DecodeDt& 
 
 template <typename T, typename S, int NPL, bool kGate>
 __global__ void __launch_bounds__(kWarps * 32)
-    ssm_decode_kernel(SsdArgs a, DecodeDt d, SsdGate gate, bool early) {
+    ssm_decode_kernel(SsdArgs a, RawDt d, SsdGate gate, bool early) {
     static_assert(!kGate || kWarps * kRowsPerWarp == kGateRows, "a block's rows are one part");
     [[maybe_unused]] __shared__ float s_sq[kGate ? kGateRows : 1];  // v² of the block's rows
     constexpr int VEC = NPL < 4 ? NPL : 4, J = NPL / VEC, R = kRowsPerWarp;
@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 // smaller, shorter blocks, more of them per SM (kBulkParts).
 template <typename T, int N, bool kGate>
 __global__ void __launch_bounds__(kWarps * 32)
-    ssm_decode_bulk_kernel(SsdArgs a, DecodeDt d, SsdGate gate, int parts, bool early) {
+    ssm_decode_bulk_kernel(SsdArgs a, RawDt d, SsdGate gate, int parts, bool early) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 900
     pdl::wait();  // (no bulk copies before sm_90: the host never launches this there)
 #else
@@ -319,7 +319,7 @@ bool bulk_enabled() {
 
 // Any d_state and alignment: one warp per row, lanes strided over d_state, scalar accesses.
 template <typename T, typename S>
-__global__ void __launch_bounds__(kWarps * 32) ssm_decode_generic_kernel(SsdArgs a, DecodeDt d) {
+__global__ void __launch_bounds__(kWarps * 32) ssm_decode_generic_kernel(SsdArgs a, RawDt d) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -401,7 +401,7 @@ int bulk_blocks_per_head(const SsdArgs& a, bool gate, int parts_asked) {
 }
 
 template <typename T, typename S, bool kGate>
-void launch_ssm_decode(const SsdArgs& a, const DecodeDt& d, const SsdGate& gate, int parts_asked,
+void launch_ssm_decode(const SsdArgs& a, const RawDt& d, const SsdGate& gate, int parts_asked,
                        cudaStream_t stream) {
     const int64_t N = a.d_state;
     const unsigned seqs = static_cast<unsigned>(a.batch.n_seq < 65535 ? a.batch.n_seq : 65535);
@@ -469,7 +469,7 @@ int ssm_decode_bulk_parts(const SsdArgs& a, DType act, bool gate, int bulk_parts
     return parts;
 }
 
-void ssm_decode(const SsdArgs& a, const DecodeDt& dt, DType act, cudaStream_t stream,
+void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t stream,
                 const SsdGate* gate, int bulk_parts) {
     if (a.batch.n_seq <= 0) return;
     if (a.batch.n_tokens != a.batch.n_seq) bad_args("needs one token per sequence");

@@ -46,6 +46,7 @@ struct SsdCase {
     float dt_hi = 0.1f;  // Δ is uniform in [1e-3, dt_hi]
     bool gate = false;   // ssd_fused with an SsdGate: y·silu(z)·w and the sums of squares
     bool conv = false;   // ... and an SsdConv: x raw, its conv1d (from per-slot conv states) inside
+    bool raw_dt = false;  // ... and a RawDt: Δ computed inside from raw dt columns
 };
 
 int cpu_threads() {
@@ -63,7 +64,18 @@ std::vector<Output> run_case(const SsdCase& k) {
     const int64_t b_off = H * P, c_off = H * P + G * N;
 
     const std::vector<float> xbc = rounded(k.act, normal(rng, T * row));
-    const std::vector<float> dt = uniform(rng, T * H, 1e-3f, k.dt_hi);
+    // With raw_dt the GPU reads raw dt columns {T, H + 3} in the activation dtype (a bias of
+    // ±0.3 around softplus⁻¹ of [1e-3, dt_hi], so that a few values hit each clamp), and the CPU
+    // SSD reads their Δ from cpu::dt_softplus, the twin of the fused SSD's softplus.
+    const int64_t raw_ld = H + 3;
+    std::vector<float> dt_raw, dt_bias;
+    std::vector<float> dt = uniform(rng, T * H, 1e-3f, k.dt_hi);
+    if (k.raw_dt) {
+        const float lo = std::log(std::expm1(1e-3f)), hi = std::log(std::expm1(k.dt_hi));
+        dt_raw = rounded(k.act, uniform(rng, T * raw_ld, lo + 0.25f, hi - 0.25f));
+        dt_bias = uniform(rng, H, -0.3f, 0.3f);
+        cpu::dt_softplus(dt_raw.data(), raw_ld, dt_bias.data(), 1e-3f, k.dt_hi, dt.data(), T, H);
+    }
     std::vector<float> A = uniform(rng, H, 1.0f, 16.0f);
     for (float& a : A) a = -a;
     std::vector<float> D = normal(rng, H, 1.0f, 0.1f);
@@ -250,11 +262,13 @@ std::vector<Output> run_case(const SsdCase& k) {
                 return out;
             }
             const cuda::SsdConv* cv = k.conv ? &conv : nullptr;
-            cuda::ssd_fused(a2, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr, &gate,
-                            cv);
+            cuda::DeviceBuffer d_raw = upload_as(k.act, dt_raw), d_bias = upload_f32(dt_bias);
+            cuda::RawDt raw{d_raw.data(), raw_ld, d_bias.as<float>(), 1e-3f, k.dt_hi};
+            const cuda::RawDt* rd = k.raw_dt ? &raw : nullptr;
+            const float* dev_dt = k.raw_dt ? nullptr : d_dt.as<float>();  // Δ only from raw
+            cuda::ssd_fused(a2, dev_dt, fws.data(), sync.data(), k.act, nullptr, &gate, cv, rd);
             gate.ssq = d_ssq.as<float>();
-            cuda::ssd_fused(a, d_dt.as<float>(), fws.data(), sync.data(), k.act, nullptr, &gate,
-                            cv);
+            cuda::ssd_fused(a, dev_dt, fws.data(), sync.data(), k.act, nullptr, &gate, cv, rd);
             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
             std::vector<Output> out;
             out.push_back(
@@ -314,7 +328,7 @@ void add(SsdCase k) {
          << k.label << "_H" << k.H << "P" << k.P << "N" << k.N << "G" << k.G << "Q" << k.Q
          << (k.init_state ? "_init" : "_zero") << (k.with_D ? "" : "_noD")
          << (k.sequential ? "_seqref" : "") << (k.gate ? "_gate" : "") << (k.conv ? "_conv" : "")
-         << "/" << dtype_name(k.act);
+         << (k.raw_dt ? "_rawdt" : "") << "/" << dtype_name(k.act);
     if (k.state_dtype != DType::kF32) name << "_state" << dtype_name(k.state_dtype);
     OpCase c;
     c.name = name.str();
@@ -456,6 +470,12 @@ SsdCase convolved(SsdCase k) {
     return k;
 }
 
+// ... with Δ from raw dt columns (RawDt): expected from cpu::dt_softplus, then as before.
+SsdCase raw_dt(SsdCase k) {
+    k.raw_dt = true;
+    return k;
+}
+
 DUALITY_OP_CASES(ssd_fused) {
     // The fused single-launch prefill against the CPU twin, same tolerances as ssd_chunked.
     // The mamba2-2.7b head shape: lengths 1, 7, 255, 256, 257 against the sequential recurrence,
@@ -531,6 +551,12 @@ DUALITY_OP_CASES(ssd_fused) {
     add(convolved(shape("varlen37", 16, 64, 128, 4, 128, varlen(37, 128, 195), kBF16, 195)));
     add(convolved(
         row_pad(shape("varlen37", 8, 64, 128, 1, 32, varlen(37, 32, 196), kF16, 196), 8)));
+    // Δ computed inside from raw dt (the model's pure prefill passes), with and without the conv.
+    add(raw_dt(gated(seqref(shape("L257", 80, 64, 128, 1, 128, {257}, kBF16, 201)))));
+    add(raw_dt(gated(big_dt(shape("L1000", 8, 64, 128, 1, 256, {1000}, kF16, 202)))));
+    add(raw_dt(convolved(shape("L1000", 80, 64, 128, 1, 128, {1000}, kBF16, 203))));
+    add(raw_dt(
+        convolved(shape("varlen37", 16, 64, 128, 4, 128, varlen(37, 128, 204), kBF16, 204))));
 }
 
 }  // namespace

@@ -157,7 +157,7 @@ void decode_case(const DecodeShape& sh, int64_t batch, DType act, DType state_dt
              a.state_slot_stride = slot_stride;
              a.state_dtype = state_dtype;
              a.y = d_y.data();
-             cuda::DecodeDt ddt;
+             cuda::RawDt ddt;
              ddt.dt_raw = d_raw.data();
              ddt.raw_stride = raw_stride;
              ddt.dt_bias = d_bias.as<float>();

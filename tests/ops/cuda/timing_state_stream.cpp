@@ -103,7 +103,7 @@ TEST(StateStreamTiming, DISABLED_Shape2p7bBatch64) {
     a.state_slot_stride = slot_stride;
     a.state_dtype = DType::kF32;
     a.y = y.data();
-    cuda::DecodeDt dt;
+    cuda::RawDt dt;
     dt.dt_raw = raw.data();
     dt.raw_stride = kHeads;
     dt.dt_bias = bias.as<float>();

@@ -409,25 +409,32 @@ struct ConvX {
         }
     }
 
-    // x = silu(conv1d(raw)) into Xs; `first` as in load().
+    // x = silu(conv1d(raw)) into Xs; `first` as in load(). The thread's raw rows (at most 3 + 4:
+    // chunks of at most 128 tokens) are all loaded before any is used, and the rows unrolled, so
+    // the block's 8 warps keep 7 shared loads and 32 SiLUs in flight each instead of a chain of
+    // row-at-a-time latencies (the prologue is latency-bound: 2 blocks of 8 warps per SM).
     __device__ __forceinline__ void run(int len, bool first, const T* raw, T* Xs) {
         using M = Act<T>;
+        constexpr int kMaxRows = 4;  // qa / 32 with qa <= 128 (ssd_conv_supported)
         T* out = Xs + v * 8;
-        if (r0 >= len) {  // padding rows only
-            for (int i = 0; i < rows; ++i)
-                *reinterpret_cast<uint4*>(out + (r0 + i) * kLdX) = make_uint4(0, 0, 0, 0);
-            return;
+        dtype::RawOf<8, T> bits[3 + kMaxRows];  // raw rows r0 − 3 .. r0 + rows − 1
+#pragma unroll
+        for (int k = 0; k < 3 + kMaxRows; ++k) {
+            const int r = r0 - 3 + k;
+            const bool wanted = k < 3 ? !(first && r < 0) && r0 < len : k - 3 < rows && r < len;
+            if (wanted) bits[k] = dtype::load_bits<8>(raw + (r + 3) * kP + v * 8);
         }
-        auto row = [&](int r, float(&o)[8]) { dtype::load<8>(raw + (r + 3) * kP + v * 8, o); };
 #pragma unroll
         for (int k = 0; k < 3; ++k)
-            if (!(first && r0 - 3 + k < 0)) row(r0 - 3 + k, win[k]);
-        for (int i = 0; i < rows; ++i) {
+            if (r0 < len && !(first && r0 - 3 + k < 0)) dtype::unpack<8>(bits[k], raw, win[k]);
+#pragma unroll
+        for (int i = 0; i < kMaxRows; ++i) {
             const int r = r0 + i;
-            uint32_t o[4] = {0, 0, 0, 0};
+            if (i >= rows) break;
+            uint32_t o[4] = {0, 0, 0, 0};  // padding rows (r >= len) zero
             if (r < len) {
                 float x[8], y[8];
-                row(r, x);
+                dtype::unpack<8>(bits[3 + i], raw, x);
                 taps.apply(win, x, y);
                 conv::push<4, 8>(win, x);
 #pragma unroll

@@ -569,18 +569,31 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         if (conv) cx.load(p, c, h, qa, first);
     }
 
-    // Δ and the inclusive cumsum of A·Δ (one token per thread: qa <= kThreads).
-    float d = 0.0f;
+    // Δ and the inclusive cumsum of A·Δ (one token per thread: qa <= kThreads). With a RawDt, d
+    // holds the raw value until after the conv prologue, so that its load's latency hides there.
+    float d = 0.0f, dt_bias = 0.0f;
     if (tid < len) {
         if constexpr (kGate) {
-            d = p.dt_raw ? dt_clamped_softplus(dtype::to_f32(static_cast<const T*>(
-                                                   p.dt_raw)[(start + tid) * p.dt_raw_stride + h]) +
-                                                   p.dt_bias[h],
-                                               p.dt_min, p.dt_max)
-                         : p.dt[(start + tid) * H + h];
+            if (p.dt_raw) {
+                d = dtype::to_f32(
+                    static_cast<const T*>(p.dt_raw)[(start + tid) * p.dt_raw_stride + h]);
+                dt_bias = p.dt_bias[h];
+            } else {
+                d = p.dt[(start + tid) * H + h];
+            }
         } else {
             d = p.dt[(start + tid) * H + h];
         }
+    }
+    if constexpr (kGate) {
+        // SsdConv: x = silu(conv1d(raw rows)) once group 0 (raw x, B) has landed; the cumsum's
+        // barriers below order these writes of Xs before step 2 reads them.
+        if (conv) {
+            cp_async_wait<1>();
+            __syncthreads();
+            cx.run(len, first, Ps, Xs);
+        }
+        if (p.dt_raw && tid < len) d = dt_clamped_softplus(d + dt_bias, p.dt_min, p.dt_max);
     }
     bool monotone;
     {
@@ -609,12 +622,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     }
     cp_async_wait<1>();
     __syncthreads();
-    if constexpr (kGate) {
-        if (conv) {
-            cx.run(len, first, Ps, Xs);
-            __syncthreads();
-        }
-    }
     if (prof) prof[1] = global_ns();
 
     // 2. Chunk-local state: items of 16 (p) × 64 (n), warp w takes items w, w + 8, ...

@@ -463,13 +463,16 @@ class CudaModel final : public Model {
         // gained (0.368 → 0.356 ms). docs/architecture.md, "Decode step overlap".
         // Whether every layer's step takes it is settled once the workspace (z, ssq) is laid out.
         // Passes that take the gate also take the fused SSD's conv prologue (SsdConv: x's conv
-        // computed by the SSD's head blocks; conv1d covers B and C only) where its shapes allow.
-        // On an H200 (b1 prefill, docs/architecture.md) it made the 130m and 370m 5-6% faster at
-        // 8k tokens, the 1.3b 0.5-1.5% and the 2.7b 1-2% at 2k and the same at 8k.
-        // DUALITY_SSD_CONV=0 turns it off.
+        // computed by the SSD's head blocks; conv1d covers B and C only) where its shapes allow
+        // and d_inner is at most 4096. On an H200 (b1 prefill, A/B, docs/architecture.md) it made
+        // the 130m and 370m 5-6% faster at 8k tokens and the 1.3b 0.5-1.5%, but the 2.7b 0.3-0.6%
+        // slower at 8k: at 80 heads the prologue costs the SSD about as much (349 -> 408-414 us
+        // a layer) as the x part of conv1d it saves (58 us). DUALITY_SSD_CONV=0 turns it off,
+        // 1 forces it.
         const char* conv_env = std::getenv("DUALITY_SSD_CONV");
-        conv_in_ssd_ =
-            gate_epilogue_ && c_.d_conv == 4 && !(conv_env && std::string_view(conv_env) == "0");
+        const std::string_view conv_set = conv_env ? conv_env : "";
+        conv_in_ssd_ = gate_epilogue_ && c_.d_conv == 4 && conv_set != "0" &&
+                       (conv_set == "1" || c_.d_inner <= 4096);
         // Those passes also compute Δ inside the fused SSD from the raw dt columns (RawDt; the
         // same function as dt_softplus, so the same bits): one kernel a layer fewer.
         // DUALITY_SSD_DT=0 keeps the separate dt_softplus (A/B).

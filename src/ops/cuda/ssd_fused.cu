@@ -142,12 +142,9 @@ struct FusedParams {
     const float* conv_b = nullptr;
     const float* conv_state = nullptr;
     int64_t conv_ld = 0, conv_slot_stride = 0;
-    // RawDt (with the gate only): Δ = clamp(softplus(dt_raw + dt_bias)) computed here from
-    // dt_raw {n_tokens, n_head} act (rows dt_raw_stride apart) where set, in place of dt.
-    const void* dt_raw = nullptr;
-    int64_t dt_raw_stride = 0;
-    const float* dt_bias = nullptr;
-    float dt_min = 0.0f, dt_max = 0.0f;
+    // RawDt (with the gate only): where raw_dt.dt_raw is set, Δ is computed here from it
+    // ({n_tokens, n_head} act), in place of dt.
+    RawDt raw_dt;
     int64_t n_chunk = 0;
     uint32_t* s_tiles = nullptr;  // {n_chunk, n_group} records of s_record_words(qa) u32
     uint32_t* sync = nullptr;     // [kSyncHeader] counters, then flags {n_chunk, n_head} (states)
@@ -574,10 +571,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     float d = 0.0f, dt_bias = 0.0f;
     if (tid < len) {
         if constexpr (kGate) {
-            if (p.dt_raw) {
-                d = dtype::to_f32(
-                    static_cast<const T*>(p.dt_raw)[(start + tid) * p.dt_raw_stride + h]);
-                dt_bias = p.dt_bias[h];
+            if (p.raw_dt.dt_raw) {
+                const T* raw = static_cast<const T*>(p.raw_dt.dt_raw);
+                d = dtype::to_f32(raw[(start + tid) * p.raw_dt.raw_stride + h]);
+                dt_bias = p.raw_dt.dt_bias[h];
             } else {
                 d = p.dt[(start + tid) * H + h];
             }
@@ -593,7 +590,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             __syncthreads();
             cx.run(len, first, Ps, Xs);
         }
-        if (p.dt_raw && tid < len) d = dt_clamped_softplus(d + dt_bias, p.dt_min, p.dt_max);
+        if (p.raw_dt.dt_raw && tid < len)
+            d = dt_clamped_softplus(d + dt_bias, p.raw_dt.dt_min, p.raw_dt.dt_max);
     }
     bool monotone;
     {
@@ -1239,23 +1237,22 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
     fp.s_tiles = reinterpret_cast<uint32_t*>(static_cast<char*>(workspace) + state_ws_bytes(a));
     fp.sync = static_cast<uint32_t*>(sync);
     fp.prof = prof;
+    // Arguments the caller should have checked: an internal error.
+    const auto require = [](bool ok, const char* what) {
+        if (ok) return;
+        std::fprintf(stderr, "duality: ssd_fused: %s\n", what);
+        std::abort();
+    };
     if (gate) {
-        if (!ssd_gate_supported(a, *gate)) {
-            std::fprintf(stderr, "duality: ssd_fused: unsupported gate (see ssd_gate_supported)\n");
-            std::abort();
-        }
+        require(ssd_gate_supported(a, *gate), "unsupported gate (see ssd_gate_supported)");
         fp.gate_z = gate->z;
         fp.z_stride = gate->z_stride;
         fp.gate_w = gate->w;
         fp.gate_ssq = gate->ssq;
     }
     if (conv) {
-        if (!gate || !ssd_conv_supported(a, *conv)) {
-            std::fprintf(stderr,
-                         "duality: ssd_fused: unsupported conv (a gate is required; see "
-                         "ssd_conv_supported)\n");
-            std::abort();
-        }
+        require(gate && ssd_conv_supported(a, *conv),
+                "unsupported conv (a gate is required; see ssd_conv_supported)");
         fp.conv_w = conv->weight;
         fp.conv_b = conv->bias;
         fp.conv_state = conv->state;
@@ -1263,15 +1260,9 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
         fp.conv_slot_stride = conv->state_slot_stride;
     }
     if (raw_dt) {
-        if (!gate || !raw_dt->dt_raw || !raw_dt->dt_bias) {
-            std::fprintf(stderr, "duality: ssd_fused: raw Δ needs a gate, dt_raw and dt_bias\n");
-            std::abort();
-        }
-        fp.dt_raw = raw_dt->dt_raw;
-        fp.dt_raw_stride = raw_dt->raw_stride;
-        fp.dt_bias = raw_dt->dt_bias;
-        fp.dt_min = raw_dt->dt_min;
-        fp.dt_max = raw_dt->dt_max;
+        require(gate && raw_dt->dt_raw && raw_dt->dt_bias,
+                "raw Δ needs a gate, dt_raw and dt_bias");
+        fp.raw_dt = *raw_dt;
     }
     const size_t smem = smem_bytes(a, act);
     if (act == DType::kBF16) {

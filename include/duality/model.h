@@ -84,8 +84,10 @@ struct DeviceInfo {
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
     // Pure prefill passes compute x's conv1d inside the fused SSD (CUDA, bf16, one norm group,
-    // d_inner <= 3072 unless DUALITY_SSD_CONV=1; DUALITY_SSD_CONV=0 never).
+    // d_inner <= 4096 unless DUALITY_SSD_CONV=1; DUALITY_SSD_CONV=0 never).
     bool ssd_conv = false;
+    // ... and Δ from in_proj's raw dt columns (the same passes, unless DUALITY_SSD_DT=0).
+    bool ssd_dt = false;
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).

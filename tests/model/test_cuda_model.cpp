@@ -447,6 +447,41 @@ TEST(CudaModel, Bf16GateEpiloguesMatchTheGatedNorm) {
         }
     }
 }
+// The prefill folds into the fused SSD (docs/numerics.md): Δ from in_proj's raw dt columns
+// (DUALITY_SSD_DT) and x's conv1d from its raw rows (DUALITY_SSD_CONV) compute the same values
+// with the same f32 operations as dt_softplus and conv1d, so a prefill's logits are bit for bit
+// those of the separate kernels. Three bf16 models of the bundled one (GEMM tuning off): neither
+// fold, Δ only, both (the conv forced on). Two packed prefill passes of 8 sequences (9-79 tokens,
+// then 40-75 more: chunks after the first, and first chunks that start from a conv state), then
+// one of a single sequence.
+TEST(CudaModel, Bf16PrefillFoldsKeepTheBits) {
+    REQUIRE_GPU();
+    constexpr int kSeqs = 8;
+    auto load = [&](const char* conv, const char* dt) {
+        return load_bundled_bf16(kSeqs, {{"DUALITY_SSD_CONV", conv}, {"DUALITY_SSD_DT", dt}});
+    };
+    auto none = load("0", "0"), dt = load("0", "1"), both = load("1", "1");
+    ASSERT_TRUE(none.is_ok() && dt.is_ok() && both.is_ok()) << none.status().message();
+    EXPECT_FALSE((*none)->device_info().ssd_dt);
+    EXPECT_FALSE((*none)->device_info().ssd_conv);
+    EXPECT_TRUE((*dt)->device_info().ssd_dt);
+    EXPECT_TRUE((*both)->device_info().ssd_conv) << "the conv prologue is not taken";
+    const int64_t V = (*none)->config().vocab_size;
+    const auto first = prompts(kSeqs, 9, 10, 131, 17, V), more = prompts(kSeqs, 40, 5, 7, 29, V);
+    for (const auto* pieces : {&first, &more}) {
+        const std::vector<float> n = step_logits(**none, kSeqs, *pieces),
+                                 d = step_logits(**dt, kSeqs, *pieces),
+                                 b = step_logits(**both, kSeqs, *pieces);
+        ASSERT_FALSE(n.empty());
+        EXPECT_EQ(d, n) << "Δ in the fused SSD";
+        EXPECT_EQ(b, n) << "Δ and x's conv in the fused SSD";
+    }
+    for (auto* m : {&none, &dt, &both}) ASSERT_TRUE((**m)->reset_slot(0).is_ok());
+    const std::vector<float> n = step_logits(**none, 1, first), b = step_logits(**both, 1, first);
+    ASSERT_FALSE(n.empty());
+    EXPECT_EQ(b, n) << "a single sequence";
+}
+
 // With DUALITY_OUT_PROJ_SPLIT=2 (opt-in), decode passes whose out_proj goes to cuBLASLt (17+
 // rows) run it as split-k (Gemm::run_split_k: f32 parts that the next add + RMSNorm sums,
 // cuda::HParts). Bf16 models of the bundled one, GEMM tuning off, the decode gate off and the

@@ -106,6 +106,7 @@ std::string render_table(const BenchReport& r) {
             s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
         if (r.ssd_conv)
             s += "prefill  x's conv1d in the fused SSD's head blocks (DUALITY_SSD_CONV)\n";
+        if (r.ssd_dt) s += "prefill  Δ in the fused SSD's head blocks (DUALITY_SSD_DT)\n";
     }
     if (!r.prefill.empty()) {
         s += fmt("\n%-8s %6s %8s %10s %12s %9s %10s\n", "prefill", "batch", "seq_len", "ms",
@@ -181,6 +182,7 @@ std::string render_json(const BenchReport& r) {
         j["batch1_whole"] = r.batch1_whole;
         j["gemv_bulk"] = r.gemv_bulk;
         j["ssd_conv"] = r.ssd_conv;
+        j["ssd_dt"] = r.ssd_dt;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

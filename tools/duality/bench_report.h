@@ -44,6 +44,7 @@ struct BenchReport {
     bool batch1_whole = false;    // batch-1 layers as three kernels (DeviceInfo)
     bool gemv_bulk = false;       // their products' rows by bulk copies (DeviceInfo)
     bool ssd_conv = false;        // prefill: x's conv1d in the fused SSD (DeviceInfo)
+    bool ssd_dt = false;          // prefill: Δ in the fused SSD (DeviceInfo)
     std::vector<PrefillResult> prefill;
     std::vector<DecodeResult> decode;
     std::vector<OpBenchRow> ops;

@@ -277,6 +277,7 @@ int run_bench(const Options& o) {
     r.batch1_whole = info.batch1_whole;
     r.gemv_bulk = info.gemv_bulk;
     r.ssd_conv = info.ssd_conv;
+    r.ssd_dt = info.ssd_dt;
     r.memory_total = info.memory_total;
     set_peaks(o, cuda, &r);
 

@@ -383,6 +383,7 @@ class CudaModel final : public Model {
         info_.batch1_whole = whole_at(1);
         info_.gemv_bulk = gemv_bulk_;
         info_.ssd_conv = conv_in_ssd_;
+        info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
         info_.z_fork = !split_in_proj_ ? "none"
                        : z_early(2)    ? "early"
                        : z_early(1)    ? "early at batch 1"

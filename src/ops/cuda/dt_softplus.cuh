@@ -1,5 +1,5 @@
-// Δ from a biased raw dt value, shared by dt_softplus and ssm_decode so both match
-// cpu::dt_softplus: the threshold-20 softplus, then fmax with dt_min and fmin with dt_max.
+// Δ from a biased raw dt value, shared by dt_softplus, ssm_decode and ssd_fused (RawDt) so all
+// match cpu::dt_softplus: the threshold-20 softplus, then fmax with dt_min and fmin with dt_max.
 #pragma once
 
 #include <cuda_runtime.h>

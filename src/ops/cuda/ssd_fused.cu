@@ -30,9 +30,10 @@
 //   1. cp.async x {Q, head_dim}, B {Q, d_state} (one group) and C (a second group) of the chunk
 //      into shared memory (rows past len zero-filled); meanwhile Δ and the cumsum (block scan).
 //      With an SsdConv (ops.h; the gate's instantiation only) x arrives raw: its rows −3..len−1
-//      load into the prev region (conv_x_load) and, once in, the block computes silu(conv1d) of its
-//      head's channels into x's place (conv_x), so the model's conv1d covers only B's and C's
-//      channels and x's conv output never goes through memory. Chunks of at most 128 tokens.
+//      load into the prev region (conv_x_load) and, once group 0 is in (before the cumsum), the
+//      block computes silu(conv1d) of its head's channels into x's place (ConvX), so the model's
+//      conv1d covers only B's and C's channels and x's conv output never goes through memory.
+//      Chunks of at most 128 tokens.
 //      With a RawDt (the gate's instantiation) Δ = clamp(softplus(dt_raw + dt_bias)) is computed
 //      here from in_proj's raw dt columns, so the model's dt_softplus pass is saved.
 //   2. Chunk state: warps split {head_dim, d_state} into 16×64 tiles, mma.sync m16n8k16 over the
@@ -372,10 +373,10 @@ __device__ __forceinline__ void conv_x_load(const FusedParams& p, int h, int64_t
     }
 }
 
-// conv_x in two halves: `load(p, c, h, qa, first)` brings the thread's taps and, in front of a
+// The conv in two halves: `load(p, c, h, qa, first)` brings the thread's taps and, in front of a
 // sequence's first chunk, its window rows from the conv state (global memory) into registers;
 // the kernel calls it while the cp.async rows are in flight, so those loads' latency hides
-// behind the cumsum. `run` convolves the staged rows once they have landed.
+// behind the copy. `run` convolves the staged rows once they have landed.
 template <typename T, int kP, int kLdX>
 struct ConvX {
     int v, rows, r0;
@@ -412,7 +413,9 @@ struct ConvX {
     // row-at-a-time latencies (the prologue is latency-bound: 2 blocks of 8 warps per SM).
     __device__ __forceinline__ void run(int len, bool first, const T* raw, T* Xs) {
         using M = Act<T>;
-        constexpr int kMaxRows = 4;  // qa / 32 with qa <= 128 (ssd_conv_supported)
+        // qa / 32 rows a thread: chunks of at most 128 tokens, which ssd_conv_supported requires
+        // (a longer chunk would leave rows of Xs unwritten).
+        constexpr int kMaxRows = 4;
         T* out = Xs + v * 8;
         dtype::RawOf<8, T> bits[3 + kMaxRows];  // raw rows r0 − 3 .. r0 + rows − 1
 #pragma unroll
@@ -443,7 +446,8 @@ struct ConvX {
 };
 
 // kGate: the SsdGate epilogue (instantiated for head_dim 64, d_state 128 only: ssd_gate_supported),
-// and where p.conv_w is set the SsdConv prologue (conv_x_load, conv_x).
+// and where p.conv_w is set the SsdConv prologue (conv_x_load, ConvX), where p.raw_dt.dt_raw is
+// set Δ from the raw dt columns (RawDt).
 template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedParams p) {
     using M = Act<T>;

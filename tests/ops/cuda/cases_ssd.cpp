@@ -64,15 +64,18 @@ std::vector<Output> run_case(const SsdCase& k) {
     const int64_t b_off = H * P, c_off = H * P + G * N;
 
     const std::vector<float> xbc = rounded(k.act, normal(rng, T * row));
-    // With raw_dt the GPU reads raw dt columns {T, H + 3} in the activation dtype (a bias of
-    // ±0.3 around softplus⁻¹ of [1e-3, dt_hi], so that a few values hit each clamp), and the CPU
-    // SSD reads their Δ from cpu::dt_softplus, the twin of the fused SSD's softplus.
+    // With raw_dt the GPU reads raw dt columns {T, H + 3} in the activation dtype (softplus⁻¹ of
+    // [1e-3, dt_hi] and a bias of ±0.3, every 7th value 2 beyond dt_min's or dt_max's end, so
+    // that each clamp is hit), and the CPU SSD reads their Δ from cpu::dt_softplus, the twin of
+    // the fused SSD's softplus.
     const int64_t raw_ld = H + 3;
     std::vector<float> dt_raw, dt_bias;
     std::vector<float> dt = uniform(rng, T * H, 1e-3f, k.dt_hi);
     if (k.raw_dt) {
         const float lo = std::log(std::expm1(1e-3f)), hi = std::log(std::expm1(k.dt_hi));
-        dt_raw = rounded(k.act, uniform(rng, T * raw_ld, lo + 0.25f, hi - 0.25f));
+        dt_raw = uniform(rng, T * raw_ld, lo + 0.25f, hi - 0.25f);
+        for (size_t i = 0; i < dt_raw.size(); i += 7) dt_raw[i] = i % 2 ? lo - 2.0f : hi + 2.0f;
+        dt_raw = rounded(k.act, std::move(dt_raw));
         dt_bias = uniform(rng, H, -0.3f, 0.3f);
         cpu::dt_softplus(dt_raw.data(), raw_ld, dt_bias.data(), 1e-3f, k.dt_hi, dt.data(), T, H);
     }

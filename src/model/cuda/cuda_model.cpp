@@ -1077,10 +1077,10 @@ class CudaModel final : public Model {
                 if (n_dec_ > 0) cuda::ssm_decode(ssd_rows(ssd, 0, decode_rows), dt, act_, s);
                 if (prefill_batch_.n_seq > 0) {
                     // (Passes with the gate compute Δ in the fused SSD: prefill_ssd.)
-                    if (!(pass_scaled_ && dt_in_ssd_))
-                        cuda::dt_softplus(zxbcdt + (n_dec_ * n_in + E + conv_dim) * el, n_in,
-                                          w.dt_bias, c_.dt_min, c_.dt_max, ws_.dt, T - n_dec_,
-                                          c_.n_head, act_, s);
+                    if (!(pass_scaled_ && dt_in_ssd_))  // (the prefill rows follow the decode rows)
+                        cuda::dt_softplus(static_cast<const char*>(dt.dt_raw) + n_dec_ * n_in * el,
+                                          dt.raw_stride, dt.dt_bias, dt.dt_min, dt.dt_max, ws_.dt,
+                                          T - n_dec_, c_.n_head, act_, s);
                     prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), w, layer, s);
                     if (pass_conv_) {
                         conv.outputs = false;

@@ -962,9 +962,7 @@ class CudaModel final : public Model {
     void enqueue_layers(int64_t T, bool decode) {
         cudaStream_t s = stream_.get();
         const int64_t D = c_.d_model, E = c_.d_inner, n_in = c_.d_in_proj();
-        const int64_t conv_dim = c_.conv_dim();
         const size_t el = dtype_size(act_);
-        const char* zxbcdt = static_cast<const char*>(ws_.zxbcdt);
         cuda::VarlenBatch decode_rows = batch_;  // a mixed pass's leading one-token sequences
         decode_rows.n_seq = decode_rows.n_tokens = n_dec_;
         cuda::embedding(ws_.tokens, T, weights_.embedding, D, ws_.h, act_, s);

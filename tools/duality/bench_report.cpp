@@ -104,6 +104,9 @@ std::string render_table(const BenchReport& r) {
                  "layer\n";
         if (r.gemv_bulk)
             s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
+        if (!r.gemv_stream.empty())
+            s += fmt("decode   batch 1: %s streamed by one block per SM (DUALITY_GEMV_STREAM)\n",
+                     r.gemv_stream.c_str());
         if (r.ssd_conv)
             s += "prefill  x's conv1d in the fused SSD's head blocks (DUALITY_SSD_CONV)\n";
         if (r.ssd_dt) s += "prefill  Δ in the fused SSD's head blocks (DUALITY_SSD_DT)\n";
@@ -181,6 +184,7 @@ std::string render_json(const BenchReport& r) {
         j["decode_gate"] = r.decode_gate;
         j["batch1_whole"] = r.batch1_whole;
         j["gemv_bulk"] = r.gemv_bulk;
+        j["gemv_stream"] = r.gemv_stream;
         j["ssd_conv"] = r.ssd_conv;
         j["ssd_dt"] = r.ssd_dt;
     }

@@ -43,6 +43,7 @@ struct BenchReport {
     bool decode_gate = false;     // decode steps take the gated norm's first half (DeviceInfo)
     bool batch1_whole = false;    // batch-1 layers as three kernels (DeviceInfo)
     bool gemv_bulk = false;       // their products' rows by bulk copies (DeviceInfo)
+    std::string gemv_stream;      // batch-1 products in the streaming form (DeviceInfo)
     bool ssd_conv = false;        // prefill: x's conv1d in the fused SSD (DeviceInfo)
     bool ssd_dt = false;          // prefill: Δ in the fused SSD (DeviceInfo)
     std::vector<PrefillResult> prefill;

@@ -276,6 +276,7 @@ int run_bench(const Options& o) {
     r.decode_gate = info.decode_gate;
     r.batch1_whole = info.batch1_whole;
     r.gemv_bulk = info.gemv_bulk;
+    r.gemv_stream = info.gemv_stream;
     r.ssd_conv = info.ssd_conv;
     r.ssd_dt = info.ssd_dt;
     r.memory_total = info.memory_total;

@@ -382,6 +382,10 @@ class CudaModel final : public Model {
         info_.decode_gate = decode_gate_;
         info_.batch1_whole = whole_at(1);
         info_.gemv_bulk = gemv_bulk_;
+        info_.gemv_stream = gemv_stream_in_ && gemv_stream_head_ ? "in_proj, head"
+                            : gemv_stream_in_                    ? "in_proj"
+                            : gemv_stream_head_                  ? "head"
+                                                                 : "";
         info_.ssd_conv = conv_in_ssd_;
         info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
         info_.z_fork = !split_in_proj_ ? "none"
@@ -569,9 +573,21 @@ class CudaModel final : public Model {
         gemv_epilogues_ = !gemv_epilogues_fit()                   ? GemvEpilogues::kOff
                           : env_is("DUALITY_GEMV_EPILOGUES", "1") ? GemvEpilogues::kOn
                                                                   : GemvEpilogues::kAuto;
-        batch1_whole_ = gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
-                        !z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_);
-        gemv_bulk_ = batch1_whole_ && !env_is("DUALITY_GEMV_BULK", "0") &&
+        // DUALITY_GEMV_STREAM=1|in|head: batch-1 products in the streaming form (in_proj whole,
+        // which then takes the three-kernel form whatever its size, and the LM head).
+        const char* stream_env = std::getenv("DUALITY_GEMV_STREAM");
+        const std::string stream_want = stream_env ? stream_env : "0";
+        const bool stream_in =
+            (stream_want == "1" || stream_want == "in") &&
+            cuda::gemv_fused_stream_supported(c_.d_model, act_, cuda::GemvFused::kConv);
+        batch1_whole_ =
+            gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
+            (stream_in || (!z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_)));
+        gemv_stream_in_ = batch1_whole_ && stream_in;
+        gemv_stream_head_ =
+            (stream_want == "1" || stream_want == "head") && gemv_epilogues_at(1) &&
+            cuda::gemv_fused_stream_supported(c_.d_model, act_, cuda::GemvFused::kStore);
+        gemv_bulk_ = batch1_whole_ && !gemv_stream_in_ && !env_is("DUALITY_GEMV_BULK", "0") &&
                      cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&
                      (env_is("DUALITY_GEMV_BULK", "1") ||
                       c_.d_inner * static_cast<int64_t>(dtype_size(act_)) <= kGemvBulkRowBytes);
@@ -1155,6 +1171,7 @@ class CudaModel final : public Model {
         f.y = static_cast<char*>(ws_.zxbcdt) + first * el;
         f.conv_begin = E - first;
         f.conv = conv_args(w, layer);
+        if (gemv_stream_in_ && first == 0) f.stream = true, f.bulk = false;
         cuda::gemv_fused(ws_.u, static_cast<const char*>(w.in_proj) + first * D * el,
                          c_.d_in_proj() - first, D, act_, gemm_.prefetch_bytes(), f, s);
     }
@@ -1271,6 +1288,7 @@ class CudaModel final : public Model {
             cuda::GemvFused f = fused_input(true);
             f.y = ws_.logits;
             f.y_f32 = true;
+            if (gemv_stream_head_) f.stream = true, f.bulk = false;
             cuda::gemv_fused(ws_.u, weights_.head, c_.vocab_padded, c_.d_model, act_,
                              gemm_.prefetch_bytes(), f, s);
             return;
@@ -1409,6 +1427,11 @@ class CudaModel final : public Model {
     // out_proj bulk only. docs/architecture.md, "Batch-1 GEMV epilogues".
     static constexpr int64_t kGemvBulkRowBytes = 3072;
     bool gemv_bulk_ = false;
+    // Batch-1 products in the streaming form (cuda::gemv_stream; DUALITY_GEMV_STREAM, opt-in):
+    // in_proj whole (which makes the three-kernel form take any model whose steps take the gate)
+    // and the LM head.
+    bool gemv_stream_in_ = false;
+    bool gemv_stream_head_ = false;
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

@@ -45,74 +45,15 @@
 #include "core/cuda/sync.cuh"
 #include "ops/cuda/activation.cuh"
 #include "ops/cuda/gemm_small_m.h"
+#include "ops/cuda/gemv_common.cuh"
 
 namespace duality::cuda {
 namespace {
 
-// 16 bytes at p, through the read-only path.
-__device__ __forceinline__ uint4 ldg16(const void* p) {
-    return __ldg(reinterpret_cast<const uint4*>(p));
-}
-
-template <typename T>
-struct Vec;  // 16 bytes of T (raw bits already loaded), converted to f32
-template <>
-struct Vec<float> {
-    static constexpr int kN = 4;
-    float v[4];
-    __device__ void set(uint4 q) {
-        v[0] = __uint_as_float(q.x), v[1] = __uint_as_float(q.y);
-        v[2] = __uint_as_float(q.z), v[3] = __uint_as_float(q.w);
-    }
-};
-template <>
-struct Vec<__nv_bfloat16> {
-    static constexpr int kN = 8;
-    float v[8];
-    __device__ void set(uint4 q) {
-        const auto* h = reinterpret_cast<const __nv_bfloat162*>(&q);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const float2 f = __bfloat1622float2(h[i]);
-            v[2 * i] = f.x, v[2 * i + 1] = f.y;
-        }
-    }
-};
-template <>
-struct Vec<__half> {
-    static constexpr int kN = 8;
-    float v[8];
-    __device__ void set(uint4 q) {
-        const auto* h = reinterpret_cast<const __half2*>(&q);
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const float2 f = __half22float2(h[i]);
-            v[2 * i] = f.x, v[2 * i + 1] = f.y;
-        }
-    }
-};
-
-// acc += w · a over one vector's elements.
-template <typename T>
-__device__ __forceinline__ void dot_add(float& acc, const Vec<T>& w, const Vec<T>& a) {
-#pragma unroll
-    for (int e = 0; e < Vec<T>::kN; ++e) acc = fmaf(w.v[e], a.v[e], acc);
-}
-
-template <typename Y>
-__device__ Y from_f32(float x);
-template <>
-__device__ float from_f32<float>(float x) {
-    return x;
-}
-template <>
-__device__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-    return __float2bfloat16(x);
-}
-template <>
-__device__ __half from_f32<__half>(float x) {
-    return __float2half(x);
-}
+using gemv::dot_add;
+using gemv::from_f32;
+using gemv::ldg16;
+using gemv::Vec;
 
 constexpr int kWarps = 8;  // per block
 constexpr int kGroup = 4;  // steps of a row whose loads a lane issues together
@@ -311,16 +252,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         } else if (lane == 0 && col < n) {
             if (conv) {
                 // As conv1d would see it: x rounded to act, the window in f32.
-                const float* cv = sm_conv[kEpi == GemvFused::kConv ? warp : 0];
-                const float x = static_cast<float>(from_f32<T>(v));
-                float o = cv[4];
-#pragma unroll
-                for (int j = 0; j < 3; ++j) o = fmaf(cv[j], cv[5 + j], o);
-                o = fmaf(cv[3], x, o);
-                static_cast<T*>(cf.out)[c] = from_f32<T>(silu<T>(o));
-                float* state = cf.state + slot * cf.state_slot_stride + c;
-                state[0] = cv[6], state[cf.channels] = cv[7];
-                state[2 * cf.channels] = x;
+                gemv::conv_epilogue<T>(sm_conv[kEpi == GemvFused::kConv ? warp : 0], v, cf, slot,
+                                       c);
             } else if (f.y_f32) {
                 static_cast<float*>(f.y)[col] = v;
             } else {
@@ -440,7 +373,16 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: unsupported operands", "a", __FILE__, __LINE__);
     if (f.bulk && !gemv_fused_bulk_supported(k, act))
         fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
+    if (f.stream && (f.bulk || !gemv_fused_stream_supported(k, act, f.epilogue)))
+        fail("gemv_fused: the streaming form is unsupported here", "f.stream", __FILE__, __LINE__);
     if (n == 0) return;
+    if (f.stream) {
+        if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
+            fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
+        gemv_stream(a, w, n, k, act, f, stream);
+        DUALITY_CUDA_LAUNCH_CHECK();
+        return;
+    }
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
     const int64_t per_block = prefetch_per_block(prefetch_bytes, grid.x, k, dtype_size(act));
     if (act == DType::kBF16)

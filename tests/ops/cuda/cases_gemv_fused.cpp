@@ -60,6 +60,18 @@ struct Product {
     }
 };
 
+// How the kernel reads w: groups of loads into registers, a bulk copy per warp (GemvFused::bulk),
+// or streamed by one block per SM (GemvFused::stream). Where a form is unsupported (not Hopper)
+// its cases run the register form.
+enum class Form { kRegs, kBulk, kStream };
+const char* form_suffix(Form form) {
+    return form == Form::kBulk ? "_bulk" : form == Form::kStream ? "_stream" : "";
+}
+void set_form(cuda::GemvFused& f, Form form, int64_t k, DType act) {
+    f.bulk = form == Form::kBulk && cuda::gemv_fused_bulk_supported(k, act);
+    f.stream = form == Form::kStream && cuda::gemv_fused_stream_supported(k, act, f.epilogue);
+}
+
 // "gemv_fused/<form>_<tag>_n<n>_k<k><suffix>/<dtype>"
 std::string case_name(const char* form, const char* tag, int64_t n, int64_t k, const char* suffix,
                       DType act) {
@@ -68,8 +80,8 @@ std::string case_name(const char* form, const char* tag, int64_t n, int64_t k, c
 }
 
 void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32_out, DType act,
-                bool bulk = false) {
-    const std::string suffix = std::string(f32_out ? "_f32out" : "") + (bulk ? "_bulk" : "");
+                Form form = Form::kRegs) {
+    const std::string suffix = std::string(f32_out ? "_f32out" : "") + form_suffix(form);
     register_case(
         {case_name("store", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 7 + k + n_parts));
@@ -88,7 +100,7 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
              f.in_scale = RowScale{dparts.as<float>(), n_parts, count, kEps};
              f.y = dy.data();
              f.y_f32 = f32_out;
-             f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
+             set_form(f, form, k, act);
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              return std::vector<Output>{
@@ -99,8 +111,8 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
 // scaled: a is the decode gate's v·w, its sums of v² (40 here) the input scale, as in
 // add_rms_norm's RowScale.
 void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act,
-                   bool bulk = false) {
-    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
+                   Form form = Form::kRegs) {
+    const std::string suffix = std::string(scaled ? "_scaled" : "") + form_suffix(form);
     register_case(
         {case_name("residual", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 13 + k + scaled));
@@ -131,7 +143,7 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              f.w_next = dw_next.as<float>();
              f.u = du.data();
              f.out_parts = dparts.as<float>();
-             f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
+             set_form(f, form, k, act);
              if (scaled) {
                  f.in_scale = RowScale{din_parts.as<float>(), 40, 80.0f, kEps};
              }
@@ -157,9 +169,9 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
 }
 
 void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, int64_t k,
-               bool scaled, DType act, bool bulk = false) {
+               bool scaled, DType act, Form form = Form::kRegs) {
     const int64_t n = lead + channels + n_head;  // [z | xBC | dt] columns, z's `lead` of them
-    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
+    const std::string suffix = std::string(scaled ? "_scaled" : "") + form_suffix(form);
     const std::string name = case_name("conv", tag, n, k, suffix.c_str(), act);
     register_case(
         {name, default_tolerance(act), [=] {
@@ -221,7 +233,7 @@ void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, 
              f.conv.state = dpool.as<float>();
              f.conv.state_slot_stride = slot_stride;
              f.conv.out = dout.data();
-             f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
+             set_form(f, form, k, act);
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              const std::vector<float> got_y =
@@ -254,15 +266,28 @@ DUALITY_OP_CASES(gemv_fused) {
         }
         conv_case("tiny", 0, 40, 8, 64, true, act);
         // Rows of w by bulk copies into shared memory (GemvFused::bulk; Hopper, else as above).
-        store_case("lm_head_130m", 50288, 768, 96, true, act, true);
-        store_case("ragged", 1003, 128, 16, false, act, true);
-        store_case("z_2.7b", 5120, 2560, 320, false, act, true);
+        constexpr Form kBulk = Form::kBulk, kStream = Form::kStream;
+        store_case("lm_head_130m", 50288, 768, 96, true, act, kBulk);
+        store_case("ragged", 1003, 128, 16, false, act, kBulk);
+        store_case("z_2.7b", 5120, 2560, 320, false, act, kBulk);
         for (bool scaled : {false, true}) {
-            residual_case("out_proj_130m", 768, 1536, scaled, act, true);
-            residual_case("ragged", 1003, 128, scaled, act, true);
-            conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, true);
+            residual_case("out_proj_130m", 768, 1536, scaled, act, kBulk);
+            residual_case("ragged", 1003, 128, scaled, act, kBulk);
+            conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, kBulk);
         }
-        conv_case("tiny", 0, 40, 8, 64, true, act, true);
+        conv_case("tiny", 0, 40, 8, 64, true, act, kBulk);
+        // Rows streamed through a ring by one block per SM (GemvFused::stream; Hopper). tiny: 48
+        // columns, fewer than the SMs (a block per column); rows_10k: rows of 20 KB (8 slots).
+        store_case("lm_head_2.7b", 50288, 2560, 320, true, act, kStream);
+        store_case("lm_head_130m", 50288, 768, 96, true, act, kStream);
+        store_case("ragged", 1003, 128, 16, false, act, kStream);
+        store_case("many_parts", 200, 256, 1000, true, act, kStream);
+        store_case("rows_10k", 777, 10240, 40, false, act, kStream);
+        for (bool scaled : {false, true}) {
+            conv_case("whole_2.7b", 5120, 5376, 80, 2560, scaled, act, kStream);
+            conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, kStream);
+        }
+        conv_case("tiny", 0, 40, 8, 64, true, act, kStream);
     }
 }
 

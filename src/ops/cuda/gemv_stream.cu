@@ -1,0 +1,201 @@
+// The batch-1 product y_col = s · (a · w_colᵀ) of gemv_fused (gemm_small_m.h) in its streaming
+// form (GemvFused::stream, Hopper): one persistent block per SM streams its share of w's rows
+// through a ring of shared-memory slots, so that HBM never waits for a block to end and the next
+// to start. Written for the large batch-1 products whose warp-per-column form (gemm_small_m.cu)
+// reads w at 2.0-2.7 TB/s on an H200: the 2.7b's in_proj (54 MB, 10,576 columns, two waves of
+// that form's blocks) and its LM head (docs/architecture.md, "Batch-1 GEMV epilogues").
+//
+// Parallelization: grid = the SM count, one block each (the ring takes most of the SM's shared
+// memory); block b owns the contiguous columns [n·b/G, n·(b+1)/G), so every SM streams the same
+// bytes within one row. Warp 8 is the producer: its lane 0 issues one bulk copy (cp.async.bulk on
+// the slot's "full" mbarrier) per row into slot j mod n_slot, the first n_slot of them before
+// pdl::wait() (weights: early reads, core/cuda/pdl.cuh), the rest as the consumers free slots
+// ("empty" mbarriers, one arrival each). Consumer warp c (of 8) takes the block's rows c, c + 8,
+// ...; n_slot is a multiple of 8, so a slot always belongs to the same warp and its fills come
+// in order (no parity ambiguity). A row's dot: lane l over the 8-element vectors l, l + 32, ...
+// of the row (from the slot) and of a (staged once in shared memory), then a shuffle tree: the
+// order of gemm_small_m.cu, so both forms return the same bits (gemv_common.cuh).
+//
+// Epilogues: kStore (act or f32) and kConv, with or without the input scale (the same sum of the
+// parts as the warp-per-column form). kResidual is not supported (its partial sums span 8
+// columns, which would cross the blocks' column ranges): gemv_fused_stream_supported says no.
+//
+// Limits: Hopper (bulk copies, mbarriers); f16/bf16; k a multiple of 8 with at least 8 slots and
+// a in shared memory (rows of at most kMaxRowBytes); a and w 16-byte aligned (gemv_fused_supports).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+
+#include "core/cuda/pdl.cuh"
+#include "core/cuda/sync.cuh"
+#include "ops/cuda/gemm_small_m.h"
+#include "ops/cuda/gemv_common.cuh"
+
+namespace duality::cuda {
+namespace {
+
+constexpr int kConsumerWarps = 8;
+constexpr int kThreads = (kConsumerWarps + 1) * 32;  // + the producer warp
+constexpr int kMaxSlots = 64;
+// The ring, a and the barriers within the 227 KiB a block may have (less 8 KiB for the static
+// shared memory of a kernel beside it on the SM).
+constexpr int64_t kRingBytes = int64_t{200} << 10;
+constexpr int64_t kMaxRowBytes = (kRingBytes - kMaxSlots * 16) / (kConsumerWarps + 1);
+
+// Ring slots for rows of `row_bytes`: as many as fit kRingBytes beside a (itself one row), a
+// multiple of the consumer warps, at most kMaxSlots; 0 if fewer than one per consumer fit.
+int slots_for(int64_t row_bytes) {
+    const int64_t fit = (kRingBytes - row_bytes - kMaxSlots * 16) / row_bytes;
+    const int64_t n = std::min<int64_t>(kMaxSlots, fit) / kConsumerWarps * kConsumerWarps;
+    return n >= kConsumerWarps ? static_cast<int>(n) : 0;
+}
+size_t smem_bytes(int n_slot, int64_t row_bytes) {
+    return static_cast<size_t>(n_slot + 1) * static_cast<size_t>(row_bytes) + 2 * kMaxSlots * 8;
+}
+
+template <typename T, int kEpi, bool kScale>
+__global__ void __launch_bounds__(kThreads, 1)
+    gemv_stream_kernel(const T* __restrict__ a, const T* __restrict__ w, int64_t n, int64_t k,
+                       int n_slot, bool early, GemvFused f) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    extern __shared__ __align__(128) unsigned char smem[];
+    const int64_t row_bytes = k * static_cast<int64_t>(sizeof(T));
+    T* ring = reinterpret_cast<T*>(smem);                                       // {n_slot, k}
+    T* sa = reinterpret_cast<T*>(smem + n_slot * row_bytes);                    // {k}: a
+    auto* full = reinterpret_cast<uint64_t*>(smem + (n_slot + 1) * row_bytes);  // {n_slot}
+    uint64_t* empty = full + kMaxSlots;                                         // {n_slot}
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int64_t G = gridDim.x;
+    const int64_t c0 = n * blockIdx.x / G, rows = n * (blockIdx.x + 1) / G - c0;
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < n_slot; ++i) sync::mbar_init(full + i), sync::mbar_init(empty + i);
+        sync::mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (warp == kConsumerWarps) {  // the producer
+        const auto fill = [&](int64_t j) {
+            const int s = static_cast<int>(j % n_slot);
+            if (j >= n_slot) sync::mbar_wait(empty + s, static_cast<uint32_t>(j / n_slot - 1) & 1);
+            sync::bulk_load(ring + s * k, w + (c0 + j) * k, static_cast<uint32_t>(row_bytes),
+                            full + s);
+        };
+        const int64_t first = std::min<int64_t>(rows, n_slot);
+        if (lane == 0 && early)
+            for (int64_t j = 0; j < first; ++j) fill(j);
+        pdl::wait();
+        pdl::allow_next();
+        if (lane == 0)
+            for (int64_t j = early ? first : 0; j < rows; ++j) fill(j);
+        return;
+    }
+
+    pdl::wait();  // a (and the parts, the conv's state) come from the kernels in front
+    pdl::allow_next();
+    constexpr int V = gemv::Vec<T>::kN;
+    for (int64_t e = static_cast<int64_t>(threadIdx.x) * V; e < k; e += kConsumerWarps * 32 * V)
+        *reinterpret_cast<uint4*>(sa + e) = gemv::ldg16(a + e);
+    float scale = 1.0f;
+    if constexpr (kScale) {  // as the warp-per-column form sums them
+        float sum = 0.0f;
+        for (int64_t q = lane; q < f.in_scale.n_part; q += 32) sum += __ldg(f.in_scale.ssq + q);
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+        scale = rsqrtf(sum / f.in_scale.count + f.in_scale.eps);
+    }
+    const Conv1dArgs& cf = f.conv;
+    const int64_t slot = kEpi == GemvFused::kConv ? *cf.batch.slots : 0;
+    asm volatile("bar.sync 1, %0;" ::"n"(kConsumerWarps * 32));  // every consumer's part of a
+
+    for (int64_t j = warp; j < rows; j += kConsumerWarps) {
+        const int64_t col = c0 + j;
+        const int64_t c = col - f.conv_begin;
+        const bool conv = kEpi == GemvFused::kConv && c >= 0 && c < cf.channels;
+        float cv[8];
+        if (conv && lane == 0) {  // taps, bias, window: in flight during the wait below
+#pragma unroll
+            for (int t = 0; t < 4; ++t) cv[t] = __ldg(cf.weight + c * 4 + t);
+            cv[4] = cf.bias ? __ldg(cf.bias + c) : 0.0f;
+            const float* state = cf.state + slot * cf.state_slot_stride + c;
+#pragma unroll
+            for (int t = 0; t < 3; ++t) cv[5 + t] = state[t * cf.channels];
+        }
+        const int s = static_cast<int>(j % n_slot);
+        sync::mbar_wait(full + s, static_cast<uint32_t>(j / n_slot) & 1);
+        const T* row = ring + s * k;
+        float acc = 0.0f;
+#pragma unroll 4
+        for (int64_t e = static_cast<int64_t>(lane) * V; e < k; e += 32 * V) {
+            gemv::Vec<T> wv, av;
+            wv.set(*reinterpret_cast<const uint4*>(row + e));
+            av.set(*reinterpret_cast<const uint4*>(sa + e));
+            gemv::dot_add(acc, wv, av);
+        }
+        __syncwarp();  // every lane is done with the slot
+        if (lane == 0) sync::mbar_arrive(empty + s);
+#pragma unroll
+        for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+        if (lane != 0) continue;
+        const float v = kScale ? acc * scale : acc;
+        if (conv)
+            gemv::conv_epilogue<T>(cv, v, cf, slot, c);
+        else if (f.y_f32)
+            static_cast<float*>(f.y)[col] = v;
+        else
+            static_cast<T*>(f.y)[col] = gemv::from_f32<T>(v);
+    }
+#else
+    (void)a, (void)w, (void)n, (void)k, (void)n_slot, (void)early, (void)f;
+    __trap();  // launched on Hopper only (gemv_fused_stream_supported)
+#endif
+}
+
+template <typename T, int kEpi, bool kScale>
+void launch(const void* a, const void* w, int64_t n, int64_t k, const GemvFused& f,
+            cudaStream_t stream) {
+    constexpr auto kernel = gemv_stream_kernel<T, kEpi, kScale>;
+    const int64_t row_bytes = k * static_cast<int64_t>(sizeof(T));
+    const int n_slot = slots_for(row_bytes);
+    const size_t smem = smem_bytes(n_slot, row_bytes);
+    static size_t configured = 48 << 10;  // per instantiation: the dynamic limit set so far
+    if (smem > configured) {
+        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                static_cast<int>(smem)));
+        configured = smem;
+    }
+    int device = 0, sms = 0;
+    DUALITY_CUDA_CHECK(cudaGetDevice(&device));
+    DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    const auto grid = static_cast<unsigned>(std::min<int64_t>(sms, n));
+    pdl::launch(kernel, dim3(grid), dim3(kThreads), smem, stream, static_cast<const T*>(a),
+                static_cast<const T*>(w), n, k, n_slot, pdl::early_reads(), f);
+}
+
+template <typename T>
+void dispatch(const void* a, const void* w, int64_t n, int64_t k, const GemvFused& f,
+              cudaStream_t stream) {
+    const bool scaled = f.in_scale.ssq != nullptr;
+    if (f.epilogue == GemvFused::kConv)
+        return scaled ? launch<T, GemvFused::kConv, true>(a, w, n, k, f, stream)
+                      : launch<T, GemvFused::kConv, false>(a, w, n, k, f, stream);
+    return launch<T, GemvFused::kStore, true>(a, w, n, k, f, stream);  // kStore is always scaled
+}
+
+}  // namespace
+
+bool gemv_fused_stream_supported(int64_t k, DType act, GemvFused::Epilogue epilogue) {
+    return pdl::enabled() && epilogue != GemvFused::kResidual &&
+           k * static_cast<int64_t>(dtype_size(act)) <= kMaxRowBytes &&
+           slots_for(k * static_cast<int64_t>(dtype_size(act))) > 0;
+}
+
+void gemv_stream(const void* a, const void* w, int64_t n, int64_t k, DType act, const GemvFused& f,
+                 cudaStream_t stream) {
+    if (act == DType::kBF16)
+        dispatch<__nv_bfloat16>(a, w, n, k, f, stream);
+    else
+        dispatch<__half>(a, w, n, k, f, stream);
+}
+
+}  // namespace duality::cuda

@@ -84,8 +84,8 @@ struct DeviceInfo {
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
     // Batch-1 products in the streaming form: one persistent block per SM streaming its rows
-    // through a shared-memory ring (CUDA, Hopper; DUALITY_GEMV_STREAM): "in_proj", "head",
-    // "in_proj, head" or empty.
+    // through a shared-memory ring (CUDA, Hopper; DUALITY_GEMV_STREAM): which products
+    // ("in_proj, out_proj, head", a part of it, or empty).
     std::string gemv_stream;
     // Pure prefill passes compute x's conv1d inside the fused SSD (CUDA, bf16, one norm group,
     // d_inner <= 4096 unless DUALITY_SSD_CONV=1; DUALITY_SSD_CONV=0 never).

@@ -715,8 +715,8 @@ TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
     }
 }
 
-// Batch-1 products in the streaming form (DUALITY_GEMV_STREAM=1: in_proj whole and the LM head,
-// cuda::gemv_stream) sum each row in the register form's order, so batch-1 logits must be bit
+// Batch-1 products in the streaming form (DUALITY_GEMV_STREAM=1: in_proj whole, out_proj and the LM
+// head, cuda::gemv_stream) sum each row in the register form's order, so batch-1 logits must be bit
 // for bit those of the same three-kernel layers with the register form (DUALITY_GEMV_BULK=0):
 // bf16 models of the bundled one, GEMM tuning off, a prompt then greedy steps in two slots
 // (compare_batch1_paths' pattern). Where z's product would fork early (DUALITY_Z_FORK_MIN_ELEMS=1)
@@ -736,7 +736,7 @@ TEST(CudaModel, GemvStreamKeepsTheBits) {
     ASSERT_TRUE(regs.is_ok() && stream.is_ok()) << regs.status().message();
     const DeviceInfo info = (*stream)->device_info();
     if (info.compute_capability / 10 != 9) GTEST_SKIP() << "the streaming form is Hopper's";
-    EXPECT_EQ(info.gemv_stream, "in_proj, head");
+    EXPECT_EQ(info.gemv_stream, "in_proj, out_proj, head");
     EXPECT_EQ((*regs)->device_info().gemv_stream, "");
     EXPECT_TRUE(info.batch1_whole);
     EXPECT_FALSE(info.gemv_bulk);

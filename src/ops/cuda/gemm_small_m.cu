@@ -379,6 +379,9 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
     if (f.stream) {
         if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
             fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
+        if (f.epilogue == GemvFused::kResidual && (!f.col_ssq || !f.group_count))
+            fail("gemv_fused: the streaming kResidual needs col_ssq and group_count", "f", __FILE__,
+                 __LINE__);
         gemv_stream(a, w, n, k, act, f, stream);
         DUALITY_CUDA_LAUNCH_CHECK();
         return;

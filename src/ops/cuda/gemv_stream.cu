@@ -16,9 +16,11 @@
 // of the row (from the slot) and of a (staged once in shared memory), then a shuffle tree: the
 // order of gemm_small_m.cu, so both forms return the same bits (gemv_common.cuh).
 //
-// Epilogues: kStore (act or f32) and kConv, with or without the input scale (the same sum of the
-// parts as the warp-per-column form). kResidual is not supported (its partial sums span 8
-// columns, which would cross the blocks' column ranges): gemv_fused_stream_supported says no.
+// Epilogues: kStore (act or f32), kConv and kResidual, with or without the input scale (the same
+// sum of the parts as the warp-per-column form). kResidual's partial sums cover 8 columns, which
+// may span two blocks' ranges: each column stores its r² (col_ssq), fences and counts itself in
+// its group's counter; the group's last column sums the group's r² in column order (the register
+// form's order, so the same bits), stores the part and zeroes the counter for the next launch.
 //
 // Limits: Hopper (bulk copies, mbarriers); f16/bf16; k a multiple of 8 with at least 8 slots and
 // a in shared memory (rows of at most kMaxRowBytes); a and w 16-byte aligned (gemv_fused_supports).
@@ -104,6 +106,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
         scale = rsqrtf(sum / f.in_scale.count + f.in_scale.eps);
     }
+    constexpr bool kResidual = kEpi == GemvFused::kResidual;
     const Conv1dArgs& cf = f.conv;
     const int64_t slot = kEpi == GemvFused::kConv ? *cf.batch.slots : 0;
     asm volatile("bar.sync 1, %0;" ::"n"(kConsumerWarps * 32));  // every consumer's part of a
@@ -121,6 +124,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
             for (int t = 0; t < 3; ++t) cv[5 + t] = state[t * cf.channels];
         }
+        float res = 0.0f;
+        if (kResidual && lane == 0) res = f.residual[col];
         const int s = static_cast<int>(j % n_slot);
         sync::mbar_wait(full + s, static_cast<uint32_t>(j / n_slot) & 1);
         const T* row = ring + s * k;
@@ -138,7 +143,21 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
         if (lane != 0) continue;
         const float v = kScale ? acc * scale : acc;
-        if (conv)
+        if constexpr (kResidual) {
+            const float r = res + v;
+            f.residual[col] = r;
+            static_cast<T*>(f.u)[col] = gemv::from_f32<T>(r * __ldg(f.w_next + col));
+            f.col_ssq[col] = r * r;
+            __threadfence();
+            const int64_t g = col / 8, g_cols = n - g * 8 < 8 ? n - g * 8 : 8;
+            if (atomicAdd(f.group_count + g, 1u) == static_cast<unsigned>(g_cols - 1)) {
+                __threadfence();
+                float sum = 0.0f;
+                for (int64_t i = 0; i < g_cols; ++i) sum += __ldcg(f.col_ssq + g * 8 + i);
+                f.out_parts[g] = sum;
+                f.group_count[g] = 0;
+            }
+        } else if (conv)
             gemv::conv_epilogue<T>(cv, v, cf, slot, c);
         else if (f.y_f32)
             static_cast<float*>(f.y)[col] = v;
@@ -179,14 +198,17 @@ void dispatch(const void* a, const void* w, int64_t n, int64_t k, const GemvFuse
     if (f.epilogue == GemvFused::kConv)
         return scaled ? launch<T, GemvFused::kConv, true>(a, w, n, k, f, stream)
                       : launch<T, GemvFused::kConv, false>(a, w, n, k, f, stream);
+    if (f.epilogue == GemvFused::kResidual)
+        return scaled ? launch<T, GemvFused::kResidual, true>(a, w, n, k, f, stream)
+                      : launch<T, GemvFused::kResidual, false>(a, w, n, k, f, stream);
     return launch<T, GemvFused::kStore, true>(a, w, n, k, f, stream);  // kStore is always scaled
 }
 
 }  // namespace
 
 bool gemv_fused_stream_supported(int64_t k, DType act, GemvFused::Epilogue epilogue) {
-    return pdl::enabled() && epilogue != GemvFused::kResidual &&
-           k * static_cast<int64_t>(dtype_size(act)) <= kMaxRowBytes &&
+    (void)epilogue;  // every epilogue
+    return pdl::enabled() && k * static_cast<int64_t>(dtype_size(act)) <= kMaxRowBytes &&
            slots_for(k * static_cast<int64_t>(dtype_size(act))) > 0;
 }
 

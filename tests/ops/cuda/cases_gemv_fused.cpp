@@ -12,6 +12,7 @@
 //   add_rms_norm's out, and the partial sums against sums of r² over each 8 columns. Shapes: the
 //   2.7b and 130m out_proj, and n = 1003 (a last block of 3 columns, whose other warps recompute
 //   column 1002 and must store nothing: residual and u have sentinels past their end).
+//   The streaming form's cases also check that every group counter is back at zero.
 // - conv: the [xBC | dt] product with a width-4 conv on its xBC columns, on slot 2 of a pool of 4
 //   (the others must stay as they were), with and without an input scale; and the whole
 //   [z | xBC | dt] product (the conv's columns after z's). Checked: the conv output, the whole
@@ -143,6 +144,11 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              f.w_next = dw_next.as<float>();
              f.u = du.data();
              f.out_parts = dparts.as<float>();
+             // The streaming form's scratch: the columns' r² and the groups' counters (zero).
+             cuda::DeviceBuffer dcol_ssq(static_cast<size_t>(n) * 4);
+             auto dcount = upload_i32(std::vector<int32_t>(static_cast<size_t>(n_parts), 0));
+             f.col_ssq = dcol_ssq.as<float>();
+             f.group_count = reinterpret_cast<unsigned*>(dcount.as<int32_t>());
              set_form(f, form, k, act);
              if (scaled) {
                  f.in_scale = RowScale{din_parts.as<float>(), 40, 80.0f, kEps};
@@ -161,10 +167,16 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              got_normed.resize(static_cast<size_t>(n));
              const float s = scale_of(got_parts, static_cast<float>(n));
              for (float& v : got_normed) v *= s;
+             // Every group's counter back at zero for the next launch (streaming form).
+             std::vector<int32_t> counts(static_cast<size_t>(n_parts));
+             DUALITY_CUDA_CHECK(cudaMemcpy(counts.data(), dcount.data(), counts.size() * 4,
+                                           cudaMemcpyDeviceToHost));
              return std::vector<Output>{{"residual", res, got_res},
                                         {"normed", normed, got_normed},
                                         {"parts", block_ssq(res), got_parts},
-                                        {"tails", std::vector<float>(2 * kTail, 7.0f), got_tails}};
+                                        {"tails", std::vector<float>(2 * kTail, 7.0f), got_tails},
+                                        {"group_counts", std::vector<float>(counts.size(), 0.0f),
+                                         std::vector<float>(counts.begin(), counts.end())}};
          }});
 }
 
@@ -284,6 +296,9 @@ DUALITY_OP_CASES(gemv_fused) {
         store_case("many_parts", 200, 256, 1000, true, act, kStream);
         store_case("rows_10k", 777, 10240, 40, false, act, kStream);
         for (bool scaled : {false, true}) {
+            residual_case("out_proj_2.7b", 2560, 5120, scaled, act, kStream);
+            residual_case("out_proj_130m", 768, 1536, scaled, act, kStream);
+            residual_case("ragged", 1003, 128, scaled, act, kStream);
             conv_case("whole_2.7b", 5120, 5376, 80, 2560, scaled, act, kStream);
             conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, kStream);
         }

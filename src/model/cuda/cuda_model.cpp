@@ -391,11 +391,11 @@ class CudaModel final : public Model {
                 info_.gemv_stream += (info_.gemv_stream.empty() ? "" : ", ") + std::string(name);
         info_.ssd_conv = conv_in_ssd_;
         info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
-        info_.z_fork = !split_in_proj_ ? "none"
-                       : z_early(2)    ? "early"
-                       : z_early(1)    ? "early at batch 1"
-                       : whole_at(1)   ? "late, none at batch 1"
-                                       : "late";
+        info_.z_fork = !split_in_proj_              ? "none"
+                       : z_early(2)                 ? "early"
+                       : z_early(1) && !whole_at(1) ? "early at batch 1"
+                       : whole_at(1)                ? "late, none at batch 1"
+                                                    : "late";
         tune_gemms();
         return Status::ok();
     }
@@ -505,7 +505,7 @@ class CudaModel final : public Model {
         DUALITY_ASSIGN_OR_RETURN(
             ssd_sync_,
             DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe), "the SSD sync buffer"));
-        DUALITY_CUDA_CHECK(cudaMemset(ssd_sync_.data(), 0, ssd_sync_.bytes()));
+        DUALITY_CUDA_CHECK(cudaMemsetAsync(ssd_sync_.data(), 0, ssd_sync_.bytes(), stream_.get()));
         const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
         // Prefill gate: one sum per (token, head); decode gate: head_dim / 16 per (sequence, head).
         // (Batch-1 passes may take the decode gate where it fits: batch1_whole_.)
@@ -552,8 +552,10 @@ class CudaModel final : public Model {
         ws_.gemv_parts = static_cast<float*>(take());
         ws_.gemv_col_ssq = ws_.gemv_parts + cuda::gemv_fused_parts(c_.d_model);
         ws_.gemv_count = reinterpret_cast<unsigned*>(ws_.gemv_col_ssq + c_.d_model);
-        DUALITY_CUDA_CHECK(cudaMemset(ws_.gemv_count, 0,
-                                      static_cast<size_t>(cuda::gemv_fused_parts(c_.d_model)) * 4));
+        // (On the model's stream, which does not wait for the legacy default stream.)
+        DUALITY_CUDA_CHECK(cudaMemsetAsync(
+            ws_.gemv_count, 0, static_cast<size_t>(cuda::gemv_fused_parts(c_.d_model)) * 4,
+            stream_.get()));
         ws_.ssd = take();
         ws_.h_sel = take();
         ws_.res_sel = static_cast<float*>(take());
@@ -584,20 +586,23 @@ class CudaModel final : public Model {
         // in_proj whole, which then takes the three-kernel form whatever its size; out_proj; the
         // LM head).
         const char* stream_env = std::getenv("DUALITY_GEMV_STREAM");
-        const std::string stream_want = stream_env ? stream_env : "0";
-        const bool stream_in =
-            (stream_want == "1" || stream_want == "in") &&
-            cuda::gemv_fused_stream_supported(c_.d_model, act_, cuda::GemvFused::kConv);
+        const std::string stream_want = stream_env && *stream_env ? stream_env : "0";
+        if (stream_want != "0" && stream_want != "1" && stream_want != "in" &&
+            stream_want != "out" && stream_want != "head")
+            std::fprintf(stderr,
+                         "duality: DUALITY_GEMV_STREAM=\"%s\" is not 0, 1, in, out or head; "
+                         "using 0\n",
+                         stream_want.c_str());
+        const bool stream_in = (stream_want == "1" || stream_want == "in") &&
+                               cuda::gemv_fused_stream_supported(c_.d_model, act_);
         batch1_whole_ =
             gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
             (stream_in || (!z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_)));
         gemv_stream_in_ = batch1_whole_ && stream_in;
-        gemv_stream_head_ =
-            (stream_want == "1" || stream_want == "head") && gemv_epilogues_at(1) &&
-            cuda::gemv_fused_stream_supported(c_.d_model, act_, cuda::GemvFused::kStore);
-        gemv_stream_out_ =
-            (stream_want == "1" || stream_want == "out") && gemv_epilogues_at(1) &&
-            cuda::gemv_fused_stream_supported(c_.d_inner, act_, cuda::GemvFused::kResidual);
+        gemv_stream_head_ = (stream_want == "1" || stream_want == "head") && gemv_epilogues_at(1) &&
+                            cuda::gemv_fused_stream_supported(c_.d_model, act_);
+        gemv_stream_out_ = (stream_want == "1" || stream_want == "out") && gemv_epilogues_at(1) &&
+                           cuda::gemv_fused_stream_supported(c_.d_inner, act_);
         gemv_bulk_ = batch1_whole_ && !gemv_stream_in_ && !env_is("DUALITY_GEMV_BULK", "0") &&
                      cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&
                      (env_is("DUALITY_GEMV_BULK", "1") ||

@@ -230,7 +230,8 @@ __global__ void __launch_bounds__(kWarps * 32)
                 sum += q < kSmemParts ? sm_parts[q] : __ldg(f.in_scale.ssq + q);
 #pragma unroll
             for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-            v *= rsqrtf(sum / f.in_scale.count + f.in_scale.eps);
+            // (An explicit product, never fused into the residual's add: gemv_stream.cu's too.)
+            v = __fmul_rn(v, rsqrtf(sum / f.in_scale.count + f.in_scale.eps));
         }
         if constexpr (kResidual) {
             __shared__ float ssq[kWarps];
@@ -373,7 +374,7 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: unsupported operands", "a", __FILE__, __LINE__);
     if (f.bulk && !gemv_fused_bulk_supported(k, act))
         fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
-    if (f.stream && (f.bulk || !gemv_fused_stream_supported(k, act, f.epilogue)))
+    if (f.stream && (f.bulk || !gemv_fused_stream_supported(k, act)))
         fail("gemv_fused: the streaming form is unsupported here", "f.stream", __FILE__, __LINE__);
     if (n == 0) return;
     if (f.stream) {

@@ -5,11 +5,11 @@
 // reads w at 2.0-2.7 TB/s on an H200: the 2.7b's in_proj (54 MB, 10,576 columns, two waves of
 // that form's blocks) and its LM head (docs/architecture.md, "Batch-1 GEMV epilogues").
 //
-// Parallelization: grid = the SM count, one block each (the ring takes most of the SM's shared
-// memory); block b owns the contiguous columns [n·b/G, n·(b+1)/G), so every SM streams the same
-// bytes within one row. Warp 8 is the producer: its lane 0 issues one bulk copy (cp.async.bulk on
-// the slot's "full" mbarrier) per row into slot j mod n_slot, the first n_slot of them before
-// pdl::wait() (weights: early reads, core/cuda/pdl.cuh), the rest as the consumers free slots
+// Parallelization: grid = the SM count, one block each; block b owns the contiguous columns [n·b/G,
+// n·(b+1)/G), so every SM streams the same bytes within one row. Warp 8 is the producer: its lane 0
+// issues one bulk copy (cp.async.bulk on the slot's "full" mbarrier) per row into slot j mod
+// n_slot, the first n_slot of them before pdl::wait() (weights: early reads, core/cuda/pdl.cuh),
+// the rest as the consumers free slots
 // ("empty" mbarriers, one arrival each). Consumer warp c (of 8) takes the block's rows c, c + 8,
 // ...; n_slot is a multiple of 8, so a slot always belongs to the same warp and its fills come
 // in order (no parity ambiguity). A row's dot: lane l over the 8-element vectors l, l + 32, ...
@@ -23,7 +23,8 @@
 // form's order, so the same bits), stores the part and zeroes the counter for the next launch.
 //
 // Limits: Hopper (bulk copies, mbarriers); f16/bf16; k a multiple of 8 with at least 8 slots and
-// a in shared memory (rows of at most kMaxRowBytes); a and w 16-byte aligned (gemv_fused_supports).
+// a in the ring's shared memory (rows of at most about 11 KiB at the default 100 KiB); a and w
+// 16-byte aligned (gemv_fused_supports).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -31,6 +32,7 @@
 
 #include "core/cuda/pdl.cuh"
 #include "core/cuda/sync.cuh"
+#include "core/env.h"
 #include "ops/cuda/gemm_small_m.h"
 #include "ops/cuda/gemv_common.cuh"
 
@@ -40,15 +42,20 @@ namespace {
 constexpr int kConsumerWarps = 8;
 constexpr int kThreads = (kConsumerWarps + 1) * 32;  // + the producer warp
 constexpr int kMaxSlots = 64;
-// The ring, a and the barriers within the 227 KiB a block may have (less 8 KiB for the static
-// shared memory of a kernel beside it on the SM).
-constexpr int64_t kRingBytes = int64_t{200} << 10;
-constexpr int64_t kMaxRowBytes = (kRingBytes - kMaxSlots * 16) / (kConsumerWarps + 1);
+// The shared memory a block takes for its ring, a and the barriers: 100 KiB by default, so that
+// two streaming products in a row (out_proj, then the next in_proj) fit an SM together and the
+// second's first fills overlap the first's end; DUALITY_GEMV_STREAM_KB (24-200) for measuring.
+int64_t ring_bytes() {
+    static const int64_t bytes =
+        std::clamp<int64_t>(env_int("DUALITY_GEMV_STREAM_KB", 100), 24, 200) << 10;
+    return bytes;
+}
 
-// Ring slots for rows of `row_bytes`: as many as fit kRingBytes beside a (itself one row), a
+// Ring slots for rows of `row_bytes`: as many as fit ring_bytes() beside a (itself one row), a
 // multiple of the consumer warps, at most kMaxSlots; 0 if fewer than one per consumer fit.
 int slots_for(int64_t row_bytes) {
-    const int64_t fit = (kRingBytes - row_bytes - kMaxSlots * 16) / row_bytes;
+    if (row_bytes <= 0) return 0;
+    const int64_t fit = (ring_bytes() - row_bytes - kMaxSlots * 16) / row_bytes;
     const int64_t n = std::min<int64_t>(kMaxSlots, fit) / kConsumerWarps * kConsumerWarps;
     return n >= kConsumerWarps ? static_cast<int>(n) : 0;
 }
@@ -142,7 +149,8 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int off = 16; off > 0; off /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, off);
         if (lane != 0) continue;
-        const float v = kScale ? acc * scale : acc;
+        // (An explicit product, never fused into the residual's add, as in gemm_small_m.cu.)
+        const float v = kScale ? __fmul_rn(acc, scale) : acc;
         if constexpr (kResidual) {
             const float r = res + v;
             f.residual[col] = r;
@@ -177,12 +185,9 @@ void launch(const void* a, const void* w, int64_t n, int64_t k, const GemvFused&
     const int64_t row_bytes = k * static_cast<int64_t>(sizeof(T));
     const int n_slot = slots_for(row_bytes);
     const size_t smem = smem_bytes(n_slot, row_bytes);
-    static size_t configured = 48 << 10;  // per instantiation: the dynamic limit set so far
-    if (smem > configured) {
-        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(smem)));
-        configured = smem;
-    }
+    // Every launch (on whichever device is current; a host call, not a stream operation).
+    DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(smem)));
     int device = 0, sms = 0;
     DUALITY_CUDA_CHECK(cudaGetDevice(&device));
     DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
@@ -206,14 +211,14 @@ void dispatch(const void* a, const void* w, int64_t n, int64_t k, const GemvFuse
 
 }  // namespace
 
-bool gemv_fused_stream_supported(int64_t k, DType act, GemvFused::Epilogue epilogue) {
-    (void)epilogue;  // every epilogue
-    return pdl::enabled() && k * static_cast<int64_t>(dtype_size(act)) <= kMaxRowBytes &&
-           slots_for(k * static_cast<int64_t>(dtype_size(act))) > 0;
+bool gemv_fused_stream_supported(int64_t k, DType act) {
+    return pdl::enabled() && slots_for(k * static_cast<int64_t>(dtype_size(act))) > 0;
 }
 
 void gemv_stream(const void* a, const void* w, int64_t n, int64_t k, DType act, const GemvFused& f,
                  cudaStream_t stream) {
+    if (!gemv_fused_stream_supported(k, act))
+        fail("gemv_stream: rows unsupported here", "k", __FILE__, __LINE__);
     if (act == DType::kBF16)
         dispatch<__nv_bfloat16>(a, w, n, k, f, stream);
     else

@@ -81,8 +81,8 @@ struct GemvFused {
 // 26 KiB). Where to use it: the model's gemv_bulk_ (docs/architecture.md, "Batch-1 GEMV
 // epilogues").
 bool gemv_fused_bulk_supported(int64_t k, DType act);
-// Whether gemv_fused takes `stream` for rows of k elements of act here (Hopper, at least 8 ring
-// slots: rows of at most about 11 KiB by default).
+// Whether gemv_fused takes `stream` for rows of k elements of act here (Hopper, at least 32 ring
+// slots: rows of at most about 6 KiB by default).
 bool gemv_fused_stream_supported(int64_t k, DType act);
 // gemv_fused's streaming form (called by gemv_fused when f.stream; checks done there).
 void gemv_stream(const void* a, const void* w, int64_t n, int64_t k, DType act, const GemvFused& f,

@@ -6,15 +6,16 @@
 // that form's blocks) and its LM head (docs/architecture.md, "Batch-1 GEMV epilogues").
 //
 // Parallelization: grid = the SM count, one block each; block b owns the contiguous columns [n·b/G,
-// n·(b+1)/G), so every SM streams the same bytes within one row. Warp 8 is the producer: its lane 0
-// issues one bulk copy (cp.async.bulk on the slot's "full" mbarrier) per row into slot j mod
+// n·(b+1)/G), so every SM streams the same bytes within one row. Warp 16 is the producer: its lane
+// 0 issues one bulk copy (cp.async.bulk on the slot's "full" mbarrier) per row into slot j mod
 // n_slot, the first n_slot of them before pdl::wait() (weights: early reads, core/cuda/pdl.cuh),
 // the rest as the consumers free slots
-// ("empty" mbarriers, one arrival each). Consumer warp c (of 8) takes the block's rows c, c + 8,
-// ...; n_slot is a multiple of 8, so a slot always belongs to the same warp and its fills come
-// in order (no parity ambiguity). A row's dot: lane l over the 8-element vectors l, l + 32, ...
-// of the row (from the slot) and of a (staged once in shared memory), then a shuffle tree: the
-// order of gemm_small_m.cu, so both forms return the same bits (gemv_common.cuh).
+// ("empty" mbarriers, one arrival each). Consumer warp c (of 16) takes the block's rows c, c + 16,
+// ...; n_slot is a multiple of 16 (at least 32: two rows in flight per warp), so a slot always
+// belongs to the same warp and its fills come in order (no parity ambiguity). A row's dot: lane l
+// over the 8-element vectors l, l + 32, ... of the row (from the slot) and of a (staged once in
+// shared memory), then a shuffle tree: the order of gemm_small_m.cu, so both forms return the same
+// bits (gemv_common.cuh).
 //
 // Epilogues: kStore (act or f32), kConv and kResidual, with or without the input scale (the same
 // sum of the parts as the warp-per-column form). kResidual's partial sums cover 8 columns, which
@@ -22,8 +23,8 @@
 // its group's counter; the group's last column sums the group's r² in column order (the register
 // form's order, so the same bits), stores the part and zeroes the counter for the next launch.
 //
-// Limits: Hopper (bulk copies, mbarriers); f16/bf16; k a multiple of 8 with at least 8 slots and
-// a in the ring's shared memory (rows of at most about 11 KiB at the default 100 KiB); a and w
+// Limits: Hopper (bulk copies, mbarriers); f16/bf16; k a multiple of 8 with at least 32 slots and
+// a in the ring's shared memory (rows of at most about 6 KiB at the default 200 KiB); a and w
 // 16-byte aligned (gemv_fused_supports).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -39,25 +40,25 @@
 namespace duality::cuda {
 namespace {
 
-constexpr int kConsumerWarps = 8;
+constexpr int kConsumerWarps = 16;
 constexpr int kThreads = (kConsumerWarps + 1) * 32;  // + the producer warp
 constexpr int kMaxSlots = 64;
-// The shared memory a block takes for its ring, a and the barriers: 100 KiB by default, so that
-// two streaming products in a row (out_proj, then the next in_proj) fit an SM together and the
-// second's first fills overlap the first's end; DUALITY_GEMV_STREAM_KB (24-200) for measuring.
+// The shared memory a block takes for its ring, a and the barriers: 200 KiB by default
+// (DUALITY_GEMV_STREAM_KB, 24-200, for measuring; 100 KiB, which let two streaming products
+// share an SM, was slower: H200, 2.7b batch-1 step 3.25 against 2.83 ms with 8 consumer warps).
 int64_t ring_bytes() {
     static const int64_t bytes =
-        std::clamp<int64_t>(env_int("DUALITY_GEMV_STREAM_KB", 100), 24, 200) << 10;
+        std::clamp<int64_t>(env_int("DUALITY_GEMV_STREAM_KB", 200), 24, 200) << 10;
     return bytes;
 }
 
 // Ring slots for rows of `row_bytes`: as many as fit ring_bytes() beside a (itself one row), a
-// multiple of the consumer warps, at most kMaxSlots; 0 if fewer than one per consumer fit.
+// multiple of the consumer warps, at most kMaxSlots; 0 if fewer than two per consumer fit.
 int slots_for(int64_t row_bytes) {
     if (row_bytes <= 0) return 0;
     const int64_t fit = (ring_bytes() - row_bytes - kMaxSlots * 16) / row_bytes;
     const int64_t n = std::min<int64_t>(kMaxSlots, fit) / kConsumerWarps * kConsumerWarps;
-    return n >= kConsumerWarps ? static_cast<int>(n) : 0;
+    return n >= 2 * kConsumerWarps ? static_cast<int>(n) : 0;
 }
 size_t smem_bytes(int n_slot, int64_t row_bytes) {
     return static_cast<size_t>(n_slot + 1) * static_cast<size_t>(row_bytes) + 2 * kMaxSlots * 8;

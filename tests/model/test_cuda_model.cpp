@@ -735,10 +735,11 @@ TEST(CudaModel, GemvStreamKeepsTheBits) {
     auto regs = load("0", ""), stream = load("1", "");
     ASSERT_TRUE(regs.is_ok() && stream.is_ok()) << regs.status().message();
     const DeviceInfo info = (*stream)->device_info();
-    if (info.compute_capability / 10 != 9) GTEST_SKIP() << "the streaming form is Hopper's";
-    EXPECT_EQ(info.gemv_stream, "in_proj, out_proj, head");
+    // Hopper takes it; elsewhere the switch must change nothing (the same bits below).
+    const bool hopper = info.compute_capability / 10 == 9;
+    EXPECT_EQ(info.gemv_stream, hopper ? "in_proj, out_proj, head" : "") << info.name;
     EXPECT_EQ((*regs)->device_info().gemv_stream, "");
-    EXPECT_TRUE(info.batch1_whole);
+    EXPECT_EQ(info.batch1_whole, (*regs)->device_info().batch1_whole || hopper);
     EXPECT_FALSE(info.gemv_bulk);
     const int64_t V = (*regs)->config().vocab_size;
     std::vector<std::vector<int32_t>> next = {{11, 42, 7, 1999, 5}, {300, 301, 302}};
@@ -751,6 +752,7 @@ TEST(CudaModel, GemvStreamKeepsTheBits) {
         ASSERT_EQ(*ls, *lr) << "step " << step;
         next[static_cast<size_t>(s)] = {static_cast<int32_t>(argmax(lr->data(), V))};
     }
+    if (!hopper) return;
     auto forced = load("1", "1"), chain = load("0", "1");
     ASSERT_TRUE(forced.is_ok() && chain.is_ok()) << forced.status().message();
     EXPECT_TRUE((*forced)->device_info().batch1_whole);

@@ -4,8 +4,6 @@
 #include "core/cuda/pdl.cuh"
 #include "core/env.h"
 
-#include <cstdlib>
-
 namespace duality::cuda::pdl {
 namespace {
 
@@ -32,16 +30,6 @@ bool runs_sm90_code() {
 bool enabled() {
     static const bool on = !env_is("DUALITY_PDL", "0") && runs_sm90_code();
     return on;
-}
-
-int smem_carveout() {
-    static const int percent = [] {
-        const char* env = std::getenv("DUALITY_SMEM_CARVEOUT");
-        if (env == nullptr || *env == '\0') return -1;
-        const int v = std::atoi(env);
-        return v >= 0 && v <= 100 ? v : -1;
-    }();
-    return percent;
 }
 
 bool early_reads() {

@@ -65,12 +65,6 @@ bool enabled();
 // DUALITY_PDL_EARLY is not "0" (for measuring what they buy).
 bool early_reads();
 
-// DUALITY_SMEM_CARVEOUT=0..100 (for measuring; unset: -1, the driver's choice): the shared
-// memory carve-out every kernel launched by pdl::launch() asks for. An SM runs blocks of one
-// carve-out at a time, so a kernel whose preference differs from the one in front of it cannot
-// start on an SM until that SM has drained, whatever PDL allows.
-int smem_carveout();
-
 // kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent launch.
 template <typename... Params, typename... Args>
 void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
@@ -85,9 +79,6 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaS
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = enabled() ? 1 : 0;
-    if (const int carveout = smem_carveout(); carveout >= 0)
-        DUALITY_CUDA_CHECK(
-            cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, carveout));
     DUALITY_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...));
 }
 

@@ -340,8 +340,7 @@ void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t 
                     dim3 grid, const GemvFused& f, cudaStream_t stream) {
     const bool scaled = f.in_scale.ssq != nullptr;
     switch (f.epilogue) {
-        case GemvFused::kStore:
-            if (!scaled) fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
+        case GemvFused::kStore:  // always scaled (gemv_fused checks)
             return launch_fused<T, GemvFused::kStore, true>(a, w, n, k, per_block, grid, f, stream);
         case GemvFused::kConv:
             return scaled ? launch_fused<T, GemvFused::kConv, true>(a, w, n, k, per_block, grid, f,
@@ -376,10 +375,10 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
     if (f.stream && (f.bulk || !gemv_fused_stream_supported(k, act)))
         fail("gemv_fused: the streaming form is unsupported here", "f.stream", __FILE__, __LINE__);
+    if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
+        fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
     if (n == 0) return;
     if (f.stream) {
-        if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
-            fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
         if (f.epilogue == GemvFused::kResidual && (!f.col_ssq || !f.group_count))
             fail("gemv_fused: the streaming kResidual needs col_ssq and group_count", "f", __FILE__,
                  __LINE__);

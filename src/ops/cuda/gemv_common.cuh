@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "ops/cuda/activation.cuh"
+#include "ops/cuda/dtype.cuh"
 #include "ops/cuda/ops.h"
 
 namespace duality::cuda::gemv {
@@ -66,20 +67,7 @@ __device__ __forceinline__ void dot_add(float& acc, const Vec<T>& w, const Vec<T
     for (int e = 0; e < Vec<T>::kN; ++e) acc = fmaf(w.v[e], a.v[e], acc);
 }
 
-template <typename Y>
-__device__ __forceinline__ Y from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) {
-    return x;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
-    return __float2bfloat16(x);
-}
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) {
-    return __float2half(x);
-}
+using dtype::from_f32;  // rounding to the output dtype (dtype.cuh)
 
 // The kConv epilogue of channel c: v is the product's value for that raw xBC channel, cv the
 // channel's taps [0, 4), bias [4] and window [5, 8) (f32, as conv1d reads them). As conv1d would

@@ -14,7 +14,7 @@
 # scripts/ncu_summary.py,
 # and the decode GEMM's and cuBLASLt's speed of light, memory and warp stalls at 8 and 64 rows.
 #
-# split (not part of all): the opt-in split-k out_proj (DUALITY_OUT_PROJ_SPLIT): its op cases and
+# split (not part of all): the split-k out_proj (DUALITY_OUT_PROJ_SPLIT): its op cases and
 # model test, GemmSplitTiming (raw cuBLASLt), cuBLASLt's tuning log for out_proj whole and split at
 # 64 rows, and 2.7b / 130m decode at 32 and 64 sequences with 1, 2 and 4 parts, twice.
 #

@@ -87,6 +87,11 @@ struct DeviceInfo {
     // through a shared-memory ring (CUDA, Hopper; DUALITY_GEMV_STREAM): which products
     // ("in_proj, out_proj, head", a part of it, or empty).
     std::string gemv_stream;
+    // Decode passes of out_proj_split_rows sequences or more (a graph bucket) run out_proj as
+    // split-k in out_proj_split f32 parts, summed by the next norm (CUDA, DUALITY_OUT_PROJ_SPLIT;
+    // 1: never).
+    int out_proj_split = 1;
+    int64_t out_proj_split_rows = 0;
     // Pure prefill passes compute x's conv1d inside the fused SSD (CUDA, bf16, one norm group,
     // d_inner <= 4096 unless DUALITY_SSD_CONV=1; DUALITY_SSD_CONV=0 never).
     bool ssd_conv = false;

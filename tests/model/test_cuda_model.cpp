@@ -538,6 +538,30 @@ TEST(CudaModel, Bf16SplitOutProjMatchesTheWholeProduct) {
     }
 }
 
+// DUALITY_OUT_PROJ_SPLIT=auto (the default) splits out_proj in two k-parts for models whose
+// out_proj has 4 Mi weights or more (d_inner · d_model: the 780m's 3072 · 1536 and up), from the
+// first decode bucket whose product goes to cuBLASLt; below that, and with =1, never.
+// Two-layer random models of the 780m's and the 370m's widths.
+TEST(CudaModel, OutProjSplitsByDefaultFromThe780mWidth) {
+    REQUIRE_GPU();
+    auto info = [](const char* preset, const char* env) {
+        ScopedEnv scoped({{"DUALITY_OUT_PROJ_SPLIT", env}, {"DUALITY_GEMM_TUNE", "0"}});
+        auto config = preset_config(preset);
+        EXPECT_TRUE(config.is_ok());
+        config->n_layer = 2;
+        auto m = Model::random(*config, cuda_options(DType::kBF16, 32), 7);
+        EXPECT_TRUE(m.is_ok()) << m.status().message();
+        return m.is_ok() ? (*m)->device_info() : DeviceInfo{};
+    };
+    const DeviceInfo wide = info("mamba2-780m", "auto");
+    EXPECT_EQ(wide.out_proj_split, 2);
+    EXPECT_GT(wide.out_proj_split_rows, 1);  // never batch 1 (the GEMV)
+    EXPECT_LE(wide.out_proj_split_rows, 32);
+    EXPECT_EQ(info("mamba2-370m", "auto").out_proj_split, 1);
+    EXPECT_EQ(info("mamba2-780m", "1").out_proj_split, 1);
+    EXPECT_EQ(info("mamba2-370m", "4").out_proj_split, 4);
+}
+
 // Whether a row's largest logit leads the second by more than 2% of the logit scale (argmax
 // comparisons between two paths skip near-ties).
 bool clear_top(const float* row, int64_t V) {

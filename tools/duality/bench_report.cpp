@@ -107,6 +107,11 @@ std::string render_table(const BenchReport& r) {
         if (!r.gemv_stream.empty())
             s += fmt("decode   batch 1: %s streamed by one block per SM (DUALITY_GEMV_STREAM)\n",
                      r.gemv_stream.c_str());
+        if (r.out_proj_split > 1)
+            s +=
+                fmt("decode   batch %lld and up: out_proj in %d k-parts summed by the next norm "
+                    "(DUALITY_OUT_PROJ_SPLIT)\n",
+                    static_cast<long long>(r.out_proj_split_rows), r.out_proj_split);
         if (r.ssd_conv)
             s += "prefill  x's conv1d in the fused SSD's head blocks (DUALITY_SSD_CONV)\n";
         if (r.ssd_dt) s += "prefill  Δ in the fused SSD's head blocks (DUALITY_SSD_DT)\n";
@@ -185,6 +190,8 @@ std::string render_json(const BenchReport& r) {
         j["batch1_whole"] = r.batch1_whole;
         j["gemv_bulk"] = r.gemv_bulk;
         j["gemv_stream"] = r.gemv_stream;
+        j["out_proj_split"] = r.out_proj_split;
+        j["out_proj_split_rows"] = r.out_proj_split_rows;
         j["ssd_conv"] = r.ssd_conv;
         j["ssd_dt"] = r.ssd_dt;
     }

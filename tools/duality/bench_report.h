@@ -37,15 +37,17 @@ struct BenchReport {
     std::string peak_source;                         // "table", "flags", "table+flags" or "" (none)
     int n_slots = 0;
     int64_t weight_bytes = 0, state_bytes = 0, workspace_bytes = 0, memory_total = 0;
-    bool decode_stack = false;    // batch-1 decode as one persistent kernel
-    std::string z_fork;           // where decode forks in_proj's z product (DeviceInfo::z_fork)
-    bool gemv_epilogues = false;  // batch-1 norms and conv in the products (DeviceInfo)
-    bool decode_gate = false;     // decode steps take the gated norm's first half (DeviceInfo)
-    bool batch1_whole = false;    // batch-1 layers as three kernels (DeviceInfo)
-    bool gemv_bulk = false;       // their products' rows by bulk copies (DeviceInfo)
-    std::string gemv_stream;      // batch-1 products in the streaming form (DeviceInfo)
-    bool ssd_conv = false;        // prefill: x's conv1d in the fused SSD (DeviceInfo)
-    bool ssd_dt = false;          // prefill: Δ in the fused SSD (DeviceInfo)
+    bool decode_stack = false;        // batch-1 decode as one persistent kernel
+    std::string z_fork;               // where decode forks in_proj's z product (DeviceInfo::z_fork)
+    bool gemv_epilogues = false;      // batch-1 norms and conv in the products (DeviceInfo)
+    bool decode_gate = false;         // decode steps take the gated norm's first half (DeviceInfo)
+    bool batch1_whole = false;        // batch-1 layers as three kernels (DeviceInfo)
+    bool gemv_bulk = false;           // their products' rows by bulk copies (DeviceInfo)
+    std::string gemv_stream;          // batch-1 products in the streaming form (DeviceInfo)
+    int out_proj_split = 1;           // decode out_proj's k-parts (DeviceInfo)
+    int64_t out_proj_split_rows = 0;  // ... from this many rows
+    bool ssd_conv = false;            // prefill: x's conv1d in the fused SSD (DeviceInfo)
+    bool ssd_dt = false;              // prefill: Δ in the fused SSD (DeviceInfo)
     std::vector<PrefillResult> prefill;
     std::vector<DecodeResult> decode;
     std::vector<OpBenchRow> ops;

@@ -327,13 +327,16 @@ class CudaModel final : public Model {
                              env);
         }
         z_fork_min_elems_ = env_int("DUALITY_Z_FORK_MIN_ELEMS", kZForkEarlyElems);
+        // auto: two parts for models whose out_proj has kOutProjSplitElems weights or more.
+        out_splits_ = c_.d_inner * c_.d_model >= kOutProjSplitElems && c_.d_inner % 16 == 0 ? 2 : 1;
         if (const char* env = std::getenv("DUALITY_OUT_PROJ_SPLIT")) {
             const std::string_view v(env);
             if (v.size() == 1 && v[0] >= '1' && v[0] <= '0' + cuda::kMaxHParts)
                 out_splits_ = v[0] - '0';
-            else
+            else if (v != "auto")
                 std::fprintf(stderr,
-                             "duality: DUALITY_OUT_PROJ_SPLIT=\"%s\" is not 1 to %d; using %d\n",
+                             "duality: DUALITY_OUT_PROJ_SPLIT=\"%s\" is not 1 to %d or auto; "
+                             "using %d\n",
                              env, cuda::kMaxHParts, out_splits_);
         }
         if (out_splits_ > 1 && c_.d_inner % (8 * out_splits_) != 0)
@@ -397,6 +400,12 @@ class CudaModel final : public Model {
                        : whole_at(1)                ? "late, none at batch 1"
                                                     : "late";
         tune_gemms();
+        for (int64_t m = 2; m <= max_seqs_; m *= 2)
+            if (splits_out_proj(m)) {
+                info_.out_proj_split = out_splits_;
+                info_.out_proj_split_rows = m;
+                break;
+            }
         return Status::ok();
     }
 
@@ -1199,7 +1208,7 @@ class CudaModel final : public Model {
 
     // Whether decode passes of m rows run out_proj as split-k (Gemm::run_split_k into out_splits_
     // f32 parts, summed by the add + RMSNorm that follows: one strided-batched call with
-    // out_splits_ times the CTAs and no reduction kernel): DUALITY_OUT_PROJ_SPLIT=2..4, and every
+    // out_splits_ times the CTAs and no reduction kernel): out_splits_ >= 2, and every
     // layer's product goes to cuBLASLt (not our decode GEMM, which takes 2-16 rows by default)
     // and is supported, without a bias (added to h) or the decode gate (its RowScale and the
     // parts cannot share one add_rms_norm).
@@ -1379,12 +1388,14 @@ class CudaModel final : public Model {
         return z_fork_ == ZFork::kEarly || (z_fork_ == ZFork::kAuto && rows == 1 && !use_stack_ &&
                                             c_.d_inner * c_.d_model >= z_fork_min_elems_);
     }
-    // With DUALITY_OUT_PROJ_SPLIT=2..4, decode passes whose out_proj goes to cuBLASLt run it as
-    // split-k into out_splits_ f32 parts (Gemm::run_split_k), summed by the add + RMSNorm that
-    // follows; 1, the default, keeps the whole product. Opt-in: on an H200 it made 2.7b steps
-    // faster (batch 32 5.46-5.51 → 5.39-5.40 ms, batch 64 8.236-8.245 → 8.203-8.205 ms) but the
-    // 130m's slower (batch 64 1.197 → 1.261 ms); docs/architecture.md, "Decode GEMM".
-    // out_parts_: this pass's parts, or none (enqueue_layers).
+    // Decode passes whose out_proj goes to cuBLASLt run it as split-k into out_splits_ f32 parts
+    // (Gemm::run_split_k), summed by the add + RMSNorm that follows; 1 keeps the whole product.
+    // DUALITY_OUT_PROJ_SPLIT=1..4 sets it; auto (the default) takes 2 for models whose out_proj
+    // has kOutProjSplitElems weights or more (the 780m and larger), 1 below. On an H200 two parts
+    // made 2.7b steps faster (batch 32 5.46-5.51 → 5.39-5.40 ms, batch 64 8.236-8.245 →
+    // 8.203-8.205 ms) but the 130m's slower (batch 64 1.197 → 1.261 ms); docs/architecture.md,
+    // "Decode GEMM". out_parts_: this pass's parts, or none (enqueue_layers).
+    static constexpr int64_t kOutProjSplitElems = int64_t{4} << 20;
     int out_splits_ = 1;
     cuda::HParts out_parts_{};
     cuda::Gemm gemm_;

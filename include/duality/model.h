@@ -83,10 +83,6 @@ struct DeviceInfo {
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
-    // Batch-1 products in the streaming form: one persistent block per SM streaming its rows
-    // through a shared-memory ring (CUDA, Hopper; DUALITY_GEMV_STREAM): which products
-    // ("in_proj, out_proj, head", a part of it, or empty).
-    std::string gemv_stream;
     // Decode passes of out_proj_split_rows sequences or more (a graph bucket) run out_proj as
     // split-k in out_proj_split f32 parts, summed by the next norm (CUDA, DUALITY_OUT_PROJ_SPLIT;
     // 1: never).

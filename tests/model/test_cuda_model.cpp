@@ -739,52 +739,6 @@ TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
     }
 }
 
-// Batch-1 products in the streaming form (DUALITY_GEMV_STREAM=1: in_proj whole, out_proj and the LM
-// head, cuda::gemv_stream) sum each row in the register form's order, so batch-1 logits must be bit
-// for bit those of the same three-kernel layers with the register form (DUALITY_GEMV_BULK=0):
-// bf16 models of the bundled one, GEMM tuning off, a prompt then greedy steps in two slots
-// (compare_batch1_paths' pattern). Where z's product would fork early (DUALITY_Z_FORK_MIN_ELEMS=1)
-// the streaming form makes batch-1 passes take the three-kernel form anyway; that model must
-// match the split kernel chain within the bf16 policy.
-TEST(CudaModel, GemvStreamKeepsTheBits) {
-    REQUIRE_GPU();
-    auto load = [&](const char* stream, const char* min_elems) {
-        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
-                       {"DUALITY_GEMV_STREAM", stream},
-                       {"DUALITY_GEMV_BULK", "0"},
-                       {"DUALITY_Z_FORK", "auto"},
-                       {"DUALITY_Z_FORK_MIN_ELEMS", min_elems}});
-        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
-    };
-    auto regs = load("0", ""), stream = load("1", "");
-    ASSERT_TRUE(regs.is_ok() && stream.is_ok()) << regs.status().message();
-    const DeviceInfo info = (*stream)->device_info();
-    // Hopper takes it; elsewhere the switch must change nothing (the same bits below).
-    const bool hopper = info.compute_capability / 10 == 9;
-    EXPECT_EQ(info.gemv_stream, hopper ? "in_proj, out_proj, head" : "") << info.name;
-    EXPECT_EQ((*regs)->device_info().gemv_stream, "");
-    EXPECT_EQ(info.batch1_whole, (*regs)->device_info().batch1_whole || hopper);
-    EXPECT_FALSE(info.gemv_bulk);
-    const int64_t V = (*regs)->config().vocab_size;
-    std::vector<std::vector<int32_t>> next = {{11, 42, 7, 1999, 5}, {300, 301, 302}};
-    for (int step = 0; step < 12; ++step) {
-        const int s = step % 2;
-        const std::vector<SeqInput> one = {{s, next[static_cast<size_t>(s)]}};
-        auto lr = (*regs)->step(one);
-        auto ls = (*stream)->step(one);
-        ASSERT_TRUE(lr.is_ok() && ls.is_ok()) << lr.status().message();
-        ASSERT_EQ(*ls, *lr) << "step " << step;
-        next[static_cast<size_t>(s)] = {static_cast<int32_t>(argmax(lr->data(), V))};
-    }
-    if (!hopper) return;
-    auto forced = load("1", "1"), chain = load("0", "1");
-    ASSERT_TRUE(forced.is_ok() && chain.is_ok()) << forced.status().message();
-    EXPECT_TRUE((*forced)->device_info().batch1_whole);
-    EXPECT_EQ((*chain)->device_info().z_fork, "early at batch 1");
-    EXPECT_TRUE(compare_batch1_paths(**forced, **chain, DType::kBF16, 12))
-        << "the three-kernel layers did not run";
-}
-
 // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) on Hopper when asked to
 // (DUALITY_DECODE_STACK=1). Two models of the bundled one, the stack on and off, GEMM tuning off,
 // compared by compare_batch1_paths; batch-1 logits differ in some bits (summation order): proof

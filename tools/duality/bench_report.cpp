@@ -104,9 +104,6 @@ std::string render_table(const BenchReport& r) {
                  "layer\n";
         if (r.gemv_bulk)
             s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
-        if (!r.gemv_stream.empty())
-            s += fmt("decode   batch 1: %s streamed by one block per SM (DUALITY_GEMV_STREAM)\n",
-                     r.gemv_stream.c_str());
         if (r.out_proj_split > 1)
             s +=
                 fmt("decode   batch %lld and up: out_proj in %d k-parts summed by the next norm "
@@ -189,7 +186,6 @@ std::string render_json(const BenchReport& r) {
         j["decode_gate"] = r.decode_gate;
         j["batch1_whole"] = r.batch1_whole;
         j["gemv_bulk"] = r.gemv_bulk;
-        j["gemv_stream"] = r.gemv_stream;
         j["out_proj_split"] = r.out_proj_split;
         j["out_proj_split_rows"] = r.out_proj_split_rows;
         j["ssd_conv"] = r.ssd_conv;

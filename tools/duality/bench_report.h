@@ -43,7 +43,6 @@ struct BenchReport {
     bool decode_gate = false;         // decode steps take the gated norm's first half (DeviceInfo)
     bool batch1_whole = false;        // batch-1 layers as three kernels (DeviceInfo)
     bool gemv_bulk = false;           // their products' rows by bulk copies (DeviceInfo)
-    std::string gemv_stream;          // batch-1 products in the streaming form (DeviceInfo)
     int out_proj_split = 1;           // decode out_proj's k-parts (DeviceInfo)
     int64_t out_proj_split_rows = 0;  // ... from this many rows
     bool ssd_conv = false;            // prefill: x's conv1d in the fused SSD (DeviceInfo)

@@ -276,7 +276,6 @@ int run_bench(const Options& o) {
     r.decode_gate = info.decode_gate;
     r.batch1_whole = info.batch1_whole;
     r.gemv_bulk = info.gemv_bulk;
-    r.gemv_stream = info.gemv_stream;
     r.out_proj_split = info.out_proj_split;
     r.out_proj_split_rows = info.out_proj_split_rows;
     r.ssd_conv = info.ssd_conv;

@@ -50,26 +50,24 @@ struct PassSeq {
 // Fixed-size device scratch, laid out once for max_tokens so pointers never change (the decode
 // graphs capture them).
 struct Workspace {
-    void* h;               // {T, d_model} act: embedding / block output
-    float* residual;       // {T, d_model} f32
-    void* u;               // {T, d_model} act: normed input
-    void* zxbcdt;          // {T, d_in_proj} act: [z | xBC | dt]
-    void* xbc;             // {T, conv_dim} act: conv + SiLU output [x | B | C]
-    float* dt;             // {T, n_head} f32: Δ (prefill)
-    void* y;               // {T, d_inner} act: SSD output
-    void* gated;           // {T, d_inner} act: gated-norm output (or SsdGate's y·silu(z)·w)
-    float* ssq;            // {T, n_head · scale_parts_} f32: the gate epilogues' sums of squares
-    float* ssq_sel;        // {R, n_head} f32: their rows whose logits are wanted
-    float* h_parts;        // {out_splits, max_seqs, d_model} f32: split-k out_proj's parts (decode)
-    float* gemv_parts;     // {gemv_fused_parts(d_model)} f32: batch-1 residual sums of squares
-    float* gemv_col_ssq;   // {d_model} f32: the streaming out_proj's r² per column
-    unsigned* gemv_count;  // {gemv_fused_parts(d_model)}: its group counters (zero between)
-    void* ssd;             // ssd_chunked workspace
-    void* h_sel;           // {R, d_model} act: rows whose logits are wanted
-    float* res_sel;        // {R, d_model} f32
-    float* logits;         // {R, vocab_padded} f32
-    void* sample_ws;       // sampling workspace
-    int32_t* ids;          // {R}: sampled tokens
+    void* h;            // {T, d_model} act: embedding / block output
+    float* residual;    // {T, d_model} f32
+    void* u;            // {T, d_model} act: normed input
+    void* zxbcdt;       // {T, d_in_proj} act: [z | xBC | dt]
+    void* xbc;          // {T, conv_dim} act: conv + SiLU output [x | B | C]
+    float* dt;          // {T, n_head} f32: Δ (prefill)
+    void* y;            // {T, d_inner} act: SSD output
+    void* gated;        // {T, d_inner} act: gated-norm output (or SsdGate's y·silu(z)·w)
+    float* ssq;         // {T, n_head · scale_parts_} f32: the gate epilogues' sums of squares
+    float* ssq_sel;     // {R, n_head} f32: their rows whose logits are wanted
+    float* h_parts;     // {out_splits, max_seqs, d_model} f32: split-k out_proj's parts (decode)
+    float* gemv_parts;  // {gemv_fused_parts(d_model)} f32: batch-1 residual sums of squares
+    void* ssd;          // ssd_chunked workspace
+    void* h_sel;        // {R, d_model} act: rows whose logits are wanted
+    float* res_sel;     // {R, d_model} f32
+    float* logits;      // {R, vocab_padded} f32
+    void* sample_ws;    // sampling workspace
+    int32_t* ids;       // {R}: sampled tokens
     cuda::DeviceSampling* sampling;  // {R}
     // Batch description: one block laid out as DescLayout says, uploaded by one copy per pass.
     int32_t* tokens;       // {T}
@@ -387,11 +385,6 @@ class CudaModel final : public Model {
         info_.decode_gate = decode_gate_;
         info_.batch1_whole = whole_at(1);
         info_.gemv_bulk = gemv_bulk_;
-        for (auto [on, name] :
-             {std::pair{gemv_stream_in_, "in_proj"}, std::pair{gemv_stream_out_, "out_proj"},
-              std::pair{gemv_stream_head_, "head"}})
-            if (on)
-                info_.gemv_stream += (info_.gemv_stream.empty() ? "" : ", ") + std::string(name);
         info_.ssd_conv = conv_in_ssd_;
         info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
         info_.z_fork = !split_in_proj_              ? "none"
@@ -533,7 +526,7 @@ class CudaModel final : public Model {
                                            ssq_elems * 4,
                                            R * H * 4,
                                            out_splits_ > 1 ? z(out_splits_ * max_seqs_) * D * 4 : 0,
-                                           (2 * z(cuda::gemv_fused_parts(c_.d_model)) + D) * 4,
+                                           z(cuda::gemv_fused_parts(c_.d_model)) * 4,
                                            ssd_bytes,
                                            R * D * a,
                                            R * D * 4,
@@ -559,12 +552,6 @@ class CudaModel final : public Model {
         ws_.ssq_sel = static_cast<float*>(take());
         ws_.h_parts = static_cast<float*>(take());
         ws_.gemv_parts = static_cast<float*>(take());
-        ws_.gemv_col_ssq = ws_.gemv_parts + cuda::gemv_fused_parts(c_.d_model);
-        ws_.gemv_count = reinterpret_cast<unsigned*>(ws_.gemv_col_ssq + c_.d_model);
-        // (On the model's stream, which does not wait for the legacy default stream.)
-        DUALITY_CUDA_CHECK(cudaMemsetAsync(
-            ws_.gemv_count, 0, static_cast<size_t>(cuda::gemv_fused_parts(c_.d_model)) * 4,
-            stream_.get()));
         ws_.ssd = take();
         ws_.h_sel = take();
         ws_.res_sel = static_cast<float*>(take());
@@ -591,28 +578,9 @@ class CudaModel final : public Model {
         gemv_epilogues_ = !gemv_epilogues_fit()                   ? GemvEpilogues::kOff
                           : env_is("DUALITY_GEMV_EPILOGUES", "1") ? GemvEpilogues::kOn
                                                                   : GemvEpilogues::kAuto;
-        // DUALITY_GEMV_STREAM=1|in|out|head: batch-1 products in the streaming form (1: all;
-        // in_proj whole, which then takes the three-kernel form whatever its size; out_proj; the
-        // LM head).
-        const char* stream_env = std::getenv("DUALITY_GEMV_STREAM");
-        const std::string stream_want = stream_env && *stream_env ? stream_env : "0";
-        if (stream_want != "0" && stream_want != "1" && stream_want != "in" &&
-            stream_want != "out" && stream_want != "head")
-            std::fprintf(stderr,
-                         "duality: DUALITY_GEMV_STREAM=\"%s\" is not 0, 1, in, out or head; "
-                         "using 0\n",
-                         stream_want.c_str());
-        const bool stream_in = (stream_want == "1" || stream_want == "in") &&
-                               cuda::gemv_fused_stream_supported(c_.d_model, act_);
-        batch1_whole_ =
-            gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
-            (stream_in || (!z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_)));
-        gemv_stream_in_ = batch1_whole_ && stream_in;
-        gemv_stream_head_ = (stream_want == "1" || stream_want == "head") && gemv_epilogues_at(1) &&
-                            cuda::gemv_fused_stream_supported(c_.d_model, act_);
-        gemv_stream_out_ = (stream_want == "1" || stream_want == "out") && gemv_epilogues_at(1) &&
-                           cuda::gemv_fused_stream_supported(c_.d_inner, act_);
-        gemv_bulk_ = batch1_whole_ && !gemv_stream_in_ && !env_is("DUALITY_GEMV_BULK", "0") &&
+        batch1_whole_ = gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
+                        !z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_);
+        gemv_bulk_ = batch1_whole_ && !env_is("DUALITY_GEMV_BULK", "0") &&
                      cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&
                      (env_is("DUALITY_GEMV_BULK", "1") ||
                       c_.d_inner * static_cast<int64_t>(dtype_size(act_)) <= kGemvBulkRowBytes);
@@ -1144,11 +1112,6 @@ class CudaModel final : public Model {
                 f.out_parts = ws_.gemv_parts;
                 f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
                 f.bulk = gemv_bulk_;
-                if (gemv_stream_out_) {
-                    f.stream = true, f.bulk = false;
-                    f.col_ssq = ws_.gemv_col_ssq;
-                    f.group_count = ws_.gemv_count;
-                }
                 cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
             } else if (out_parts_.p) {
                 gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_,
@@ -1201,7 +1164,6 @@ class CudaModel final : public Model {
         f.y = static_cast<char*>(ws_.zxbcdt) + first * el;
         f.conv_begin = E - first;
         f.conv = conv_args(w, layer);
-        if (gemv_stream_in_ && first == 0) f.stream = true, f.bulk = false;
         cuda::gemv_fused(ws_.u, static_cast<const char*>(w.in_proj) + first * D * el,
                          c_.d_in_proj() - first, D, act_, gemm_.prefetch_bytes(), f, s);
     }
@@ -1318,7 +1280,6 @@ class CudaModel final : public Model {
             cuda::GemvFused f = fused_input(true);
             f.y = ws_.logits;
             f.y_f32 = true;
-            if (gemv_stream_head_) f.stream = true, f.bulk = false;
             cuda::gemv_fused(ws_.u, weights_.head, c_.vocab_padded, c_.d_model, act_,
                              gemm_.prefetch_bytes(), f, s);
             return;
@@ -1459,12 +1420,6 @@ class CudaModel final : public Model {
     // out_proj bulk only. docs/architecture.md, "Batch-1 GEMV epilogues".
     static constexpr int64_t kGemvBulkRowBytes = 3072;
     bool gemv_bulk_ = false;
-    // Batch-1 products in the streaming form (cuda::gemv_stream; DUALITY_GEMV_STREAM, opt-in):
-    // in_proj whole (which makes the three-kernel form take any model whose steps take the gate)
-    // and the LM head.
-    bool gemv_stream_in_ = false;
-    bool gemv_stream_out_ = false;
-    bool gemv_stream_head_ = false;
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

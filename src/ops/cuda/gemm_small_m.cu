@@ -230,7 +230,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                 sum += q < kSmemParts ? sm_parts[q] : __ldg(f.in_scale.ssq + q);
 #pragma unroll
             for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-            // (An explicit product, never fused into the residual's add: gemv_stream.cu's too.)
+            // (An explicit product, never fused into the residual's add.)
             v = __fmul_rn(v, rsqrtf(sum / f.in_scale.count + f.in_scale.eps));
         }
         if constexpr (kResidual) {
@@ -373,19 +373,9 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: unsupported operands", "a", __FILE__, __LINE__);
     if (f.bulk && !gemv_fused_bulk_supported(k, act))
         fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
-    if (f.stream && (f.bulk || !gemv_fused_stream_supported(k, act)))
-        fail("gemv_fused: the streaming form is unsupported here", "f.stream", __FILE__, __LINE__);
     if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
         fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
     if (n == 0) return;
-    if (f.stream) {
-        if (f.epilogue == GemvFused::kResidual && (!f.col_ssq || !f.group_count))
-            fail("gemv_fused: the streaming kResidual needs col_ssq and group_count", "f", __FILE__,
-                 __LINE__);
-        gemv_stream(a, w, n, k, act, f, stream);
-        DUALITY_CUDA_LAUNCH_CHECK();
-        return;
-    }
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
     const int64_t per_block = prefetch_per_block(prefetch_bytes, grid.x, k, dtype_size(act));
     if (act == DType::kBF16)

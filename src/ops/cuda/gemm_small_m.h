@@ -68,25 +68,11 @@ struct GemvFused {
     // Each warp's row of w comes into shared memory as one bulk copy issued at the start, instead
     // of groups of loads into registers (gemv_fused_bulk_supported; 8 rows of k a block).
     bool bulk = false;
-    // The streaming form (gemv_stream.cu): one persistent block per SM streams its columns' rows
-    // through a shared-memory ring (gemv_fused_stream_supported). Its kResidual epilogue needs
-    // col_ssq {n} f32 (each column's r²) and group_count {gemv_fused_parts(n)} counters, zero
-    // before the first launch (every launch leaves them zero): a group of 8 columns may span two
-    // blocks, and the last of its columns to finish sums the group.
-    bool stream = false;
-    float* col_ssq = nullptr;
-    unsigned* group_count = nullptr;
 };
 // Whether gemv_fused takes `bulk` for rows of k elements of act here (Hopper, rows of at most
 // 26 KiB). Where to use it: the model's gemv_bulk_ (docs/architecture.md, "Batch-1 GEMV
 // epilogues").
 bool gemv_fused_bulk_supported(int64_t k, DType act);
-// Whether gemv_fused takes `stream` for rows of k elements of act here (Hopper, at least 32 ring
-// slots: rows of at most about 6 KiB by default).
-bool gemv_fused_stream_supported(int64_t k, DType act);
-// gemv_fused's streaming form (called by gemv_fused when f.stream; checks done there).
-void gemv_stream(const void* a, const void* w, int64_t n, int64_t k, DType act, const GemvFused& f,
-                 cudaStream_t stream);
 // The number of partial sums of squares the kResidual epilogue leaves for n columns.
 constexpr int64_t gemv_fused_parts(int64_t n) {
     return (n + 7) / 8;

@@ -1,9 +1,7 @@
-// Device pieces shared by the batch-1 GEMV kernels (gemm_small_m.cu: a warp per column, loads
-// into registers; gemv_stream.cu: rows streamed through a shared-memory ring): 16-byte loads and
-// their conversion to f32, the per-lane dot, the rounding to the output dtype, and the kConv
-// epilogue (one raw xBC channel through the width-4 conv; GemvFused in gemm_small_m.h). Both
-// kernels sum a row in the same order (lane l takes the 8-element vectors l, l + 32, ..., then a
-// shuffle tree), so they return the same bits.
+// Device pieces of the batch-1 GEMV (gemm_small_m.cu: gemv_fused, a warp per column): 16-byte
+// loads and their conversion to f32, the per-lane dot (lane l takes the 8-element vectors l,
+// l + 32, ..., then a shuffle tree), the rounding to the output dtype, and the kConv epilogue (one
+// raw xBC channel through the width-4 conv; GemvFused in gemm_small_m.h).
 #pragma once
 
 #include <cuda_bf16.h>

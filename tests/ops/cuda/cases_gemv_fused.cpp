@@ -12,7 +12,6 @@
 //   add_rms_norm's out, and the partial sums against sums of r² over each 8 columns. Shapes: the
 //   2.7b and 130m out_proj, and n = 1003 (a last block of 3 columns, whose other warps recompute
 //   column 1002 and must store nothing: residual and u have sentinels past their end).
-//   The streaming form's cases also check that every group counter is back at zero.
 // - conv: the [xBC | dt] product with a width-4 conv on its xBC columns, on slot 2 of a pool of 4
 //   (the others must stay as they were), with and without an input scale; and the whole
 //   [z | xBC | dt] product (the conv's columns after z's). Checked: the conv output, the whole
@@ -20,13 +19,9 @@
 //
 // Tolerance: default_tolerance(act); the conv's new state holds x rounded to act on both sides
 // (the product's summation order may move a rounding by one ulp, inside the bf16/f16 rows).
-#include <gtest/gtest.h>
-
 #include <cmath>
-#include <cstring>
 #include <numeric>
 
-#include "core/env.h"
 #include "ops/cpu/ops.h"
 #include "ops/cuda/gemm_small_m.h"
 #include "ops/cuda/kern_util.h"
@@ -65,18 +60,6 @@ struct Product {
     }
 };
 
-// How the kernel reads w: groups of loads into registers, a bulk copy per warp (GemvFused::bulk),
-// or streamed by one block per SM (GemvFused::stream). Where a form is unsupported (not Hopper)
-// its cases run the register form.
-enum class Form { kRegs, kBulk, kStream };
-const char* form_suffix(Form form) {
-    return form == Form::kBulk ? "_bulk" : form == Form::kStream ? "_stream" : "";
-}
-void set_form(cuda::GemvFused& f, Form form, int64_t k, DType act) {
-    f.bulk = form == Form::kBulk && cuda::gemv_fused_bulk_supported(k, act);
-    f.stream = form == Form::kStream && cuda::gemv_fused_stream_supported(k, act);
-}
-
 // "gemv_fused/<form>_<tag>_n<n>_k<k><suffix>/<dtype>"
 std::string case_name(const char* form, const char* tag, int64_t n, int64_t k, const char* suffix,
                       DType act) {
@@ -85,8 +68,8 @@ std::string case_name(const char* form, const char* tag, int64_t n, int64_t k, c
 }
 
 void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32_out, DType act,
-                Form form = Form::kRegs) {
-    const std::string suffix = std::string(f32_out ? "_f32out" : "") + form_suffix(form);
+                bool bulk = false) {
+    const std::string suffix = std::string(f32_out ? "_f32out" : "") + (bulk ? "_bulk" : "");
     register_case(
         {case_name("store", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 7 + k + n_parts));
@@ -105,7 +88,7 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
              f.in_scale = RowScale{dparts.as<float>(), n_parts, count, kEps};
              f.y = dy.data();
              f.y_f32 = f32_out;
-             set_form(f, form, k, act);
+             f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              return std::vector<Output>{
@@ -116,8 +99,8 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
 // scaled: a is the decode gate's v·w, its sums of v² (40 here) the input scale, as in
 // add_rms_norm's RowScale.
 void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act,
-                   Form form = Form::kRegs) {
-    const std::string suffix = std::string(scaled ? "_scaled" : "") + form_suffix(form);
+                   bool bulk = false) {
+    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
     register_case(
         {case_name("residual", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 13 + k + scaled));
@@ -148,12 +131,7 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              f.w_next = dw_next.as<float>();
              f.u = du.data();
              f.out_parts = dparts.as<float>();
-             // The streaming form's scratch: the columns' r² and the groups' counters (zero).
-             cuda::DeviceBuffer dcol_ssq(static_cast<size_t>(n) * 4);
-             auto dcount = upload_i32(std::vector<int32_t>(static_cast<size_t>(n_parts), 0));
-             f.col_ssq = dcol_ssq.as<float>();
-             f.group_count = reinterpret_cast<unsigned*>(dcount.as<int32_t>());
-             set_form(f, form, k, act);
+             f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
              if (scaled) {
                  f.in_scale = RowScale{din_parts.as<float>(), 40, 80.0f, kEps};
              }
@@ -171,23 +149,17 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              got_normed.resize(static_cast<size_t>(n));
              const float s = scale_of(got_parts, static_cast<float>(n));
              for (float& v : got_normed) v *= s;
-             // Every group's counter back at zero for the next launch (streaming form).
-             std::vector<int32_t> counts(static_cast<size_t>(n_parts));
-             DUALITY_CUDA_CHECK(cudaMemcpy(counts.data(), dcount.data(), counts.size() * 4,
-                                           cudaMemcpyDeviceToHost));
              return std::vector<Output>{{"residual", res, got_res},
                                         {"normed", normed, got_normed},
                                         {"parts", block_ssq(res), got_parts},
-                                        {"tails", std::vector<float>(2 * kTail, 7.0f), got_tails},
-                                        {"group_counts", std::vector<float>(counts.size(), 0.0f),
-                                         std::vector<float>(counts.begin(), counts.end())}};
+                                        {"tails", std::vector<float>(2 * kTail, 7.0f), got_tails}};
          }});
 }
 
 void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, int64_t k,
-               bool scaled, DType act, Form form = Form::kRegs) {
+               bool scaled, DType act, bool bulk = false) {
     const int64_t n = lead + channels + n_head;  // [z | xBC | dt] columns, z's `lead` of them
-    const std::string suffix = std::string(scaled ? "_scaled" : "") + form_suffix(form);
+    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
     const std::string name = case_name("conv", tag, n, k, suffix.c_str(), act);
     register_case(
         {name, default_tolerance(act), [=] {
@@ -249,7 +221,7 @@ void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, 
              f.conv.state = dpool.as<float>();
              f.conv.state_slot_stride = slot_stride;
              f.conv.out = dout.data();
-             set_form(f, form, k, act);
+             f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              const std::vector<float> got_y =
@@ -261,115 +233,6 @@ void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, 
                                   static_cast<size_t>(kSlots * slot_stride))},
                  {"z_dt_columns", plain(y), plain(got_y)}};
          }});
-}
-
-// The streaming form sums each row in the register form's order (gemv_stream.cu), so on the same
-// inputs the two must agree bit for bit: the store (act and f32 out), conv and residual
-// epilogues, f16 and bf16, with and without the input scale; the residual launched twice on its
-// own output, so that a group counter left non-zero by the first launch would show in the
-// second's parts. Hopper only: elsewhere the test checks that the form is missing only there.
-std::vector<float> run_forms_once(Form form, DType act, cuda::GemvFused::Epilogue epi, bool scaled);
-
-TEST(CudaGemvStream, SameBitsAsTheRegisterForm) {
-    if (cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";
-    if (!cuda::gemv_fused_stream_supported(2560, DType::kBF16)) {
-        // Only where this build's Hopper code does not run (or PDL is turned off) is it missing.
-        cudaDeviceProp prop{};
-        DUALITY_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
-        if (!env_is("DUALITY_PDL", "0")) {
-            EXPECT_NE(prop.major, 9) << prop.name;
-        }
-        return;
-    }
-    for (DType act : {DType::kF16, DType::kBF16}) {
-        for (bool scaled : {false, true}) {
-            for (auto epi :
-                 {cuda::GemvFused::kStore, cuda::GemvFused::kConv, cuda::GemvFused::kResidual}) {
-                if (epi == cuda::GemvFused::kStore && !scaled) continue;  // kStore is scaled
-                SCOPED_TRACE(dt_name(act) + " epilogue " + std::to_string(epi) +
-                             (scaled ? " scaled" : ""));
-                const std::vector<float> regs = run_forms_once(Form::kRegs, act, epi, scaled);
-                const std::vector<float> stream = run_forms_once(Form::kStream, act, epi, scaled);
-                ASSERT_FALSE(regs.empty());
-                ASSERT_EQ(regs.size(), stream.size());
-                size_t differ = 0;
-                for (size_t i = 0; i < regs.size(); ++i)
-                    differ += std::memcmp(&regs[i], &stream[i], 4) != 0;
-                EXPECT_EQ(differ, 0u) << "of " << regs.size() << " values";
-            }
-        }
-    }
-}
-
-// One product: the 2.7b's in_proj whole (conv) or LM head (store, f32 logits), or the 130m's
-// out_proj (residual; the 2.7b's rows of 10 KB leave too few ring slots) in `form` on fixed inputs;
-// every output, concatenated as f32.
-std::vector<float> run_forms_once(Form form, DType act, cuda::GemvFused::Epilogue epi,
-                                  bool scaled) {
-    const bool residual = epi == cuda::GemvFused::kResidual;
-    const int64_t n = residual ? 768 : epi == cuda::GemvFused::kConv ? 5120 + 5376 + 80 : 50288;
-    const int64_t k = residual ? 1536 : 2560, channels = 5376, lead = 5120;
-    std::mt19937 rng(static_cast<uint32_t>(n + k + scaled));
-    Product p(rng, act, n, k);
-    const std::vector<float> parts = uniform(rng, 320, 0.5f, 3.0f);
-    auto dparts = upload_f32(parts);
-    cuda::GemvFused f;
-    f.epilogue = epi;
-    if (scaled) f.in_scale = RowScale{dparts.as<float>(), 320, 2560.0f, kEps};
-    const bool f32_out = epi == cuda::GemvFused::kStore;
-    cuda::DeviceBuffer dy(static_cast<size_t>(n) * 4);
-    DUALITY_CUDA_CHECK(cudaMemset(dy.data(), 0, dy.bytes()));  // kConv leaves xBC's columns
-    f.y = dy.data();
-    f.y_f32 = f32_out;
-    // kConv: a pool of 2 slots, slot 1.
-    const int64_t slot_stride = 3 * channels;
-    auto dweight = upload_f32(normal(rng, static_cast<size_t>(channels * 4), 0.0f, 0.5f));
-    auto dbias = upload_f32(normal(rng, static_cast<size_t>(channels), 0.0f, 0.2f));
-    auto dpool = upload_f32(normal(rng, static_cast<size_t>(2 * slot_stride)));
-    auto dslot = upload_i32(std::vector<int32_t>{1});
-    cuda::DeviceBuffer dout(static_cast<size_t>(channels) * dtype_size(act));
-    f.conv_begin = lead;
-    f.conv.batch.slots = dslot.as<int32_t>();
-    f.conv.channels = channels;
-    f.conv.width = 4;
-    f.conv.weight = dweight.as<float>();
-    f.conv.bias = dbias.as<float>();
-    f.conv.state = dpool.as<float>();
-    f.conv.state_slot_stride = slot_stride;
-    f.conv.out = dout.data();
-    // kResidual
-    auto dres = upload_f32(normal(rng, static_cast<size_t>(n), 0.0f, 2.0f));
-    auto dw_next = upload_f32(uniform(rng, static_cast<size_t>(n), 0.5f, 1.5f));
-    cuda::DeviceBuffer du(static_cast<size_t>(n) * dtype_size(act));
-    const int64_t n_parts = cuda::gemv_fused_parts(n);
-    cuda::DeviceBuffer dout_parts(static_cast<size_t>(n_parts) * 4);
-    cuda::DeviceBuffer dcol_ssq(static_cast<size_t>(n) * 4);
-    auto dcount = upload_i32(std::vector<int32_t>(static_cast<size_t>(n_parts), 0));
-    f.residual = dres.as<float>();
-    f.w_next = dw_next.as<float>();
-    f.u = du.data();
-    f.out_parts = dout_parts.as<float>();
-    f.col_ssq = dcol_ssq.as<float>();
-    f.group_count = reinterpret_cast<unsigned*>(dcount.as<int32_t>());
-    set_form(f, form, k, act);
-    if (form == Form::kStream && !f.stream) return {};
-    for (int launch = 0; launch < (residual ? 2 : 1); ++launch)
-        cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
-    DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<float> all;
-    const auto add = [&](std::vector<float> v) { all.insert(all.end(), v.begin(), v.end()); };
-    if (residual) {
-        add(download_as_f32(DType::kF32, dres.data(), static_cast<size_t>(n)));
-        add(download_as_f32(act, du.data(), static_cast<size_t>(n)));
-        add(download_as_f32(DType::kF32, dout_parts.data(), static_cast<size_t>(n_parts)));
-    } else if (epi == cuda::GemvFused::kConv) {
-        add(download_as_f32(act, dy.data(), static_cast<size_t>(n)));
-        add(download_as_f32(act, dout.data(), static_cast<size_t>(channels)));
-        add(download_as_f32(DType::kF32, dpool.data(), static_cast<size_t>(2 * slot_stride)));
-    } else {
-        add(download_as_f32(DType::kF32, dy.data(), static_cast<size_t>(n)));
-    }
-    return all;
 }
 
 DUALITY_OP_CASES(gemv_fused) {
@@ -391,31 +254,15 @@ DUALITY_OP_CASES(gemv_fused) {
         }
         conv_case("tiny", 0, 40, 8, 64, true, act);
         // Rows of w by bulk copies into shared memory (GemvFused::bulk; Hopper, else as above).
-        constexpr Form kBulk = Form::kBulk, kStream = Form::kStream;
-        store_case("lm_head_130m", 50288, 768, 96, true, act, kBulk);
-        store_case("ragged", 1003, 128, 16, false, act, kBulk);
-        store_case("z_2.7b", 5120, 2560, 320, false, act, kBulk);
+        store_case("lm_head_130m", 50288, 768, 96, true, act, true);
+        store_case("ragged", 1003, 128, 16, false, act, true);
+        store_case("z_2.7b", 5120, 2560, 320, false, act, true);
         for (bool scaled : {false, true}) {
-            residual_case("out_proj_130m", 768, 1536, scaled, act, kBulk);
-            residual_case("ragged", 1003, 128, scaled, act, kBulk);
-            conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, kBulk);
+            residual_case("out_proj_130m", 768, 1536, scaled, act, true);
+            residual_case("ragged", 1003, 128, scaled, act, true);
+            conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, true);
         }
-        conv_case("tiny", 0, 40, 8, 64, true, act, kBulk);
-        // Rows streamed through a ring by one block per SM (GemvFused::stream; Hopper). tiny: 48
-        // columns, fewer than the SMs (a block per column); rows_3k: rows of 6 KB (32 slots, the
-        // fewest).
-        store_case("lm_head_2.7b", 50288, 2560, 320, true, act, kStream);
-        store_case("lm_head_130m", 50288, 768, 96, true, act, kStream);
-        store_case("ragged", 1003, 128, 16, false, act, kStream);
-        store_case("many_parts", 200, 256, 1000, true, act, kStream);
-        store_case("rows_3k", 777, 3072, 40, false, act, kStream);
-        for (bool scaled : {false, true}) {
-            residual_case("out_proj_130m", 768, 1536, scaled, act, kStream);
-            residual_case("ragged", 1003, 128, scaled, act, kStream);
-            conv_case("whole_2.7b", 5120, 5376, 80, 2560, scaled, act, kStream);
-            conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, kStream);
-        }
-        conv_case("tiny", 0, 40, 8, 64, true, act, kStream);
+        conv_case("tiny", 0, 40, 8, 64, true, act, true);
     }
 }
 

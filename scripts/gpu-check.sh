@@ -231,7 +231,7 @@ if [[ "$what" == profile ]]; then
 fi
 if [[ "$what" == split ]]; then
   step "split-k out_proj: op cases, model test, raw timing"
-  build-gpu/tests/duality_tests --gtest_filter='*gemm_split*:*_parts*:*SplitOutProj*' \
+  build-gpu/tests/duality_tests --gtest_filter='*gemm_split*:*_parts*:*SplitOutProj*:*OutProjSplit*' \
     --gtest_brief=1 2>&1 | tail -5 || status=1
   build-gpu/tests/duality_tests --gtest_also_run_disabled_tests \
     --gtest_filter='GemmSplitTiming.*' 2>&1 | grep -E "m=" | tee "$OUT/split-timing.txt" || status=1

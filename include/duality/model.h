@@ -83,9 +83,8 @@ struct DeviceInfo {
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
-    // Decode passes of out_proj_split_rows sequences or more (a graph bucket) run out_proj as
-    // split-k in out_proj_split f32 parts, summed by the next norm (CUDA, DUALITY_OUT_PROJ_SPLIT;
-    // 1: never).
+    // Decode passes of out_proj_split_rows sequences or more run out_proj as split-k in
+    // out_proj_split f32 parts, summed by the next norm (CUDA, DUALITY_OUT_PROJ_SPLIT; 1: never).
     int out_proj_split = 1;
     int64_t out_proj_split_rows = 0;
     // Pure prefill passes compute x's conv1d inside the fused SSD (CUDA, bf16, one norm group,

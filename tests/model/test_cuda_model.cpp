@@ -482,10 +482,10 @@ TEST(CudaModel, Bf16PrefillFoldsKeepTheBits) {
     EXPECT_EQ(b, n) << "a single sequence";
 }
 
-// With DUALITY_OUT_PROJ_SPLIT=2 (opt-in), decode passes whose out_proj goes to cuBLASLt (17+
+// With DUALITY_OUT_PROJ_SPLIT=2, decode passes whose out_proj goes to cuBLASLt (17+
 // rows) run it as split-k (Gemm::run_split_k: f32 parts that the next add + RMSNorm sums,
 // cuda::HParts). Bf16 models of the bundled one, GEMM tuning off, the decode gate off and the
-// decode GEMM at its default: `whole` (=1, the default), `split`, and `split_direct` (split,
+// decode GEMM at its default: `whole` (=1, forced), `split`, and `split_direct` (split,
 // without CUDA graphs, so a batch of 20 runs 20 rows, not its bucket's 32). Prefill passes and
 // batch-1 decode passes do not split, so their logits are bit for bit equal to `whole`'s; decode
 // passes of 32 and 20 sequences agree within the bf16 policy (rel-L2 <= 3e-2, docs/numerics.md)
@@ -545,9 +545,13 @@ TEST(CudaModel, Bf16SplitOutProjMatchesTheWholeProduct) {
 TEST(CudaModel, OutProjSplitsByDefaultFromThe780mWidth) {
     REQUIRE_GPU();
     auto info = [](const char* preset, const char* env) {
-        ScopedEnv scoped({{"DUALITY_OUT_PROJ_SPLIT", env}, {"DUALITY_GEMM_TUNE", "0"}});
+        ScopedEnv scoped({{"DUALITY_OUT_PROJ_SPLIT", env},
+                          {"DUALITY_GEMM_TUNE", "0"},
+                          {"DUALITY_DECODE_GATE", "0"},
+                          {"DUALITY_DECODE_GEMM", "auto"}});
         auto config = preset_config(preset);
         EXPECT_TRUE(config.is_ok());
+        if (!config.is_ok()) return DeviceInfo{};
         config->n_layer = 2;
         auto m = Model::random(*config, cuda_options(DType::kBF16, 32), 7);
         EXPECT_TRUE(m.is_ok()) << m.status().message();
@@ -555,7 +559,8 @@ TEST(CudaModel, OutProjSplitsByDefaultFromThe780mWidth) {
     };
     const DeviceInfo wide = info("mamba2-780m", "auto");
     EXPECT_EQ(wide.out_proj_split, 2);
-    EXPECT_GT(wide.out_proj_split_rows, 1);  // never batch 1 (the GEMV)
+    // From where out_proj leaves our decode GEMM (2-16 rows by default), never at batch 1.
+    EXPECT_GT(wide.out_proj_split_rows, 1);
     EXPECT_LE(wide.out_proj_split_rows, 32);
     EXPECT_EQ(info("mamba2-370m", "auto").out_proj_split, 1);
     EXPECT_EQ(info("mamba2-780m", "1").out_proj_split, 1);

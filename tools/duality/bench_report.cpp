@@ -106,7 +106,7 @@ std::string render_table(const BenchReport& r) {
             s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
         if (r.out_proj_split > 1)
             s +=
-                fmt("decode   batch %lld and up: out_proj in %d k-parts summed by the next norm "
+                fmt("decode   %lld+ sequences: out_proj in %d k-parts summed by the next norm "
                     "(DUALITY_OUT_PROJ_SPLIT)\n",
                     static_cast<long long>(r.out_proj_split_rows), r.out_proj_split);
         if (r.ssd_conv)

@@ -387,13 +387,14 @@ class CudaModel final : public Model {
         info_.gemv_bulk = gemv_bulk_;
         info_.ssd_conv = conv_in_ssd_;
         info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
-        info_.z_fork = !split_in_proj_              ? "none"
-                       : z_early(2)                 ? "early"
-                       : z_early(1) && !whole_at(1) ? "early at batch 1"
-                       : whole_at(1)                ? "late, none at batch 1"
-                                                    : "late";
+        info_.z_fork = !split_in_proj_ ? "none"
+                       : z_early(2)    ? "early"
+                       : z_early(1)    ? "early at batch 1"
+                       : whole_at(1)   ? "late, none at batch 1"
+                                       : "late";
         tune_gemms();
-        for (int64_t m = 2; m <= max_seqs_; m *= 2)
+        for (int64_t m = 2; m <= max_seqs_;
+             ++m)  // (without graphs a pass runs m rows, not m's bucket)
             if (splits_out_proj(m)) {
                 info_.out_proj_split = out_splits_;
                 info_.out_proj_split_rows = m;
@@ -1016,8 +1017,9 @@ class CudaModel final : public Model {
             pass_scaled_ = true;
             scale_parts_ = cuda::ssm_decode_gate_parts(c_.head_dim);
         }
-        // With DUALITY_OUT_PROJ_SPLIT=2..4, decode passes run out_proj as split-k where
-        // splits_out_proj allows: f32 parts that the next add + RMSNorm (or the final norm) sums.
+        // Where out_splits_ > 1 (by default the 780m and larger; DUALITY_OUT_PROJ_SPLIT), decode
+        // passes run out_proj as split-k where splits_out_proj allows: f32 parts that the next add
+        // + RMSNorm (or the final norm) sums.
         out_parts_ = decode && splits_out_proj(T) ? cuda::HParts{ws_.h_parts, out_splits_, T * D}
                                                   : cuda::HParts{};
         // Batch-1 decode passes fold the add + RMSNorm and conv1d into the products (gemv_fused):

@@ -42,7 +42,7 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 // (ssm_decode's SsdGate: a = v ⊙ w, ssq the sums of v², count d_inner). Without it s = 1.
 //
 // Epilogues:
-// - kStore: y[col] = act, or f32 with `y_f32` (the LM head's logits).
+// - kStore: y[col] = act, or f32 with `y_f32` (the LM head's logits). Requires in_scale.
 // - kConv: the columns [conv_begin, conv_begin + conv.channels) are raw xBC channels
 //   c = col - conv_begin of the width-4 causal conv1d `conv` (conv1d's arguments for the one
 //   sequence; its x and x_stride are unused): x = act(y) joins the window of the slot's conv state

@@ -221,7 +221,8 @@ class Bench {
             survey_.set_decode_kernel(cuda::Gemm::DecodeKernel::kOff);
         }
         // Split-k in two parts (Gemm::run_split_k, which the model runs for out_proj at these
-        // rows with DUALITY_OUT_PROJ_SPLIT=2), for every product, as "<name>/split2".
+        // rows by default from the 780m up; DUALITY_OUT_PROJ_SPLIT), for every product, as
+        // "<name>/split2".
         constexpr int kSplits = 2;
         if (m > 16 && m <= 256 &&
             cuda::Gemm::split_k_supported(a.data(), k, ws[0].data(), k, kSplits, o_.act)) {

@@ -325,23 +325,25 @@ class CudaModel final : public Model {
                              env);
         }
         z_fork_min_elems_ = env_int("DUALITY_Z_FORK_MIN_ELEMS", kZForkEarlyElems);
-        // auto: two parts for models whose out_proj has kOutProjSplitElems weights or more.
-        out_splits_ = c_.d_inner * c_.d_model >= kOutProjSplitElems && c_.d_inner % 16 == 0 ? 2 : 1;
+        // auto: two parts for models whose out_proj has kOutProjSplitElems weights or more (where
+        // Gemm::split_k_supported refuses the slices, splits_out_proj keeps the whole product).
+        out_splits_ = c_.d_inner * c_.d_model >= kOutProjSplitElems ? 2 : 1;
         if (const char* env = std::getenv("DUALITY_OUT_PROJ_SPLIT")) {
             const std::string_view v(env);
-            if (v.size() == 1 && v[0] >= '1' && v[0] <= '0' + cuda::kMaxHParts)
+            if (v.size() == 1 && v[0] >= '1' && v[0] <= '0' + cuda::kMaxHParts) {
                 out_splits_ = v[0] - '0';
-            else if (v != "auto")
+                if (out_splits_ > 1 && c_.d_inner % (8 * out_splits_) != 0)
+                    std::fprintf(stderr,
+                                 "duality: DUALITY_OUT_PROJ_SPLIT=%d does not divide d_inner %lld "
+                                 "into slices of a multiple of 8: out_proj runs whole\n",
+                                 out_splits_, static_cast<long long>(c_.d_inner));
+            } else if (v != "auto") {
                 std::fprintf(stderr,
                              "duality: DUALITY_OUT_PROJ_SPLIT=\"%s\" is not 1 to %d or auto; "
                              "using %d\n",
                              env, cuda::kMaxHParts, out_splits_);
+            }
         }
-        if (out_splits_ > 1 && c_.d_inner % (8 * out_splits_) != 0)
-            std::fprintf(stderr,
-                         "duality: DUALITY_OUT_PROJ_SPLIT=%d does not divide d_inner %lld into "
-                         "slices of a multiple of 8: out_proj runs whole\n",
-                         out_splits_, static_cast<long long>(c_.d_inner));
         slot_tokens_.assign(static_cast<size_t>(opt_.n_slots + 1), 0);
     }
 
@@ -393,8 +395,8 @@ class CudaModel final : public Model {
                        : whole_at(1)   ? "late, none at batch 1"
                                        : "late";
         tune_gemms();
-        for (int64_t m = 2; m <= max_seqs_;
-             ++m)  // (without graphs a pass runs m rows, not m's bucket)
+        // The first batch that splits (without graphs a pass runs m rows, not m's bucket).
+        for (int64_t m = 2; m <= max_seqs_; ++m)
             if (splits_out_proj(m)) {
                 info_.out_proj_split = out_splits_;
                 info_.out_proj_split_rows = m;

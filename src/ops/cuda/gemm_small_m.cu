@@ -230,8 +230,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                 sum += q < kSmemParts ? sm_parts[q] : __ldg(f.in_scale.ssq + q);
 #pragma unroll
             for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-            // (An explicit product, never fused into the residual's add.)
-            v = __fmul_rn(v, rsqrtf(sum / f.in_scale.count + f.in_scale.eps));
+            v *= rsqrtf(sum / f.in_scale.count + f.in_scale.eps);
         }
         if constexpr (kResidual) {
             __shared__ float ssq[kWarps];

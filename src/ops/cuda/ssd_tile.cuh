@@ -1,5 +1,5 @@
-// Device helpers of the chunked SSD kernels: dtype conversions and the global -> shared tile
-// loader that every GEMM-like step uses to stage its operands.
+// Device helpers of the chunked SSD kernels: the global -> shared tile loader that every
+// GEMM-like step uses to stage its operands.
 //
 // Tiles in shared memory are row-major {R, CC} with a padded leading dimension (CC + kPad), so
 // rows stay 16-byte aligned and wmma fragment loads avoid bank conflicts. Values outside the valid
@@ -13,35 +13,15 @@
 
 #include <cstdint>
 
+#include "ops/cuda/dtype.cuh"
+
 namespace duality::cuda::ssd {
 
 constexpr int kThreads = 128;  // every tile kernel: 4 warps
 constexpr int kBM = 64;        // rows of a block tile
 
-__device__ __forceinline__ float to_f32(float v) {
-    return v;
-}
-__device__ __forceinline__ float to_f32(__half v) {
-    return __half2float(v);
-}
-__device__ __forceinline__ float to_f32(__nv_bfloat16 v) {
-    return __bfloat162float(v);
-}
-
-template <typename T>
-__device__ __forceinline__ T from_f32(float v);
-template <>
-__device__ __forceinline__ float from_f32<float>(float v) {
-    return v;
-}
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float v) {
-    return __float2half_rn(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-    return __float2bfloat16_rn(v);
-}
+using dtype::from_f32;  // (dtype.cuh: scalar f32 <-> act conversions)
+using dtype::to_f32;
 
 // Geometry of the staged tiles for an operand dtype T: the K step of the tile GEMMs (128 bytes
 // of a row: 64 halves or 32 floats) and the row padding (16 bytes).

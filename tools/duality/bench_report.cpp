@@ -66,7 +66,7 @@ nlohmann::json opt_json(std::optional<double> v) {
 std::string render_table(const BenchReport& r) {
     std::string s;
     s += fmt("model    %s%s\n", r.model.c_str(), r.random_weights ? " (random weights)" : "");
-    s += fmt("device   %s: %s, weights %s, SSM state %s\n", r.backend.c_str(), r.device.c_str(),
+    s += fmt("device   %s: %s, weights %s, SSM state %s\n", r.backend.c_str(), r.info.name.c_str(),
              r.dtype.c_str(), r.state_dtype.c_str());
     if (r.bytes_per_s || r.flops_per_s) {
         s += "peaks    ";
@@ -79,39 +79,39 @@ std::string render_table(const BenchReport& r) {
     }
     if (r.n_slots > 0) {
         const double total =
-            static_cast<double>(r.weight_bytes + r.state_bytes + r.workspace_bytes);
+            static_cast<double>(r.info.weight_bytes + r.info.state_bytes + r.info.workspace_bytes);
         s += fmt("memory   weights %s + states %s (%d slots) + workspace %s = %s",
-                 human_bytes(static_cast<double>(r.weight_bytes)).c_str(),
-                 human_bytes(static_cast<double>(r.state_bytes)).c_str(), r.n_slots,
-                 human_bytes(static_cast<double>(r.workspace_bytes)).c_str(),
+                 human_bytes(static_cast<double>(r.info.weight_bytes)).c_str(),
+                 human_bytes(static_cast<double>(r.info.state_bytes)).c_str(), r.n_slots,
+                 human_bytes(static_cast<double>(r.info.workspace_bytes)).c_str(),
                  human_bytes(total).c_str());
-        if (r.memory_total > 0)
+        if (r.info.memory_total > 0)
             s += fmt(" of %s on the device",
-                     human_bytes(static_cast<double>(r.memory_total)).c_str());
+                     human_bytes(static_cast<double>(r.info.memory_total)).c_str());
         s += "\n";
-        if (r.decode_stack) s += "decode   batch 1 as one persistent kernel (decode_stack)\n";
-        if (r.z_fork == "none")
+        if (r.info.decode_stack) s += "decode   batch 1 as one persistent kernel (decode_stack)\n";
+        if (r.info.z_fork == "none")
             s += "decode   in_proj as one product (DUALITY_SPLIT_IN_PROJ=0)\n";
-        else if (!r.z_fork.empty())
-            s += fmt("decode   z product forked %s (DUALITY_Z_FORK)\n", r.z_fork.c_str());
-        if (r.decode_gate)
+        else if (!r.info.z_fork.empty())
+            s += fmt("decode   z product forked %s (DUALITY_Z_FORK)\n", r.info.z_fork.c_str());
+        if (r.info.decode_gate)
             s += "decode   the gated norm's first half in the step (DUALITY_DECODE_GATE)\n";
-        if (r.gemv_epilogues)
+        if (r.info.gemv_epilogues)
             s += "decode   batch 1: norms and conv1d in the products' epilogues "
                  "(DUALITY_GEMV_EPILOGUES)\n";
-        if (r.batch1_whole)
+        if (r.info.batch1_whole)
             s += "decode   batch 1: in_proj whole and the gate in the step, three kernels a "
                  "layer\n";
-        if (r.gemv_bulk)
+        if (r.info.gemv_bulk)
             s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
-        if (r.out_proj_split > 1)
+        if (r.info.out_proj_split > 1)
             s +=
                 fmt("decode   %lld+ sequences: out_proj in %d k-parts summed by the next norm "
                     "(DUALITY_OUT_PROJ_SPLIT)\n",
-                    static_cast<long long>(r.out_proj_split_rows), r.out_proj_split);
-        if (r.ssd_conv)
+                    static_cast<long long>(r.info.out_proj_split_rows), r.info.out_proj_split);
+        if (r.info.ssd_conv)
             s += "prefill  x's conv1d in the fused SSD's head blocks (DUALITY_SSD_CONV)\n";
-        if (r.ssd_dt) s += "prefill  Δ in the fused SSD's head blocks (DUALITY_SSD_DT)\n";
+        if (r.info.ssd_dt) s += "prefill  Δ in the fused SSD's head blocks (DUALITY_SSD_DT)\n";
     }
     if (!r.prefill.empty()) {
         s += fmt("\n%-8s %6s %8s %10s %12s %9s %10s\n", "prefill", "batch", "seq_len", "ms",
@@ -167,29 +167,30 @@ std::string render_json(const BenchReport& r) {
     j["model"] = r.model;
     j["random_weights"] = r.random_weights;
     j["backend"] = r.backend;
-    j["device"] = r.device;
+    j["device"] = r.info.name;
     j["dtype"] = r.dtype;
     j["state_dtype"] = r.state_dtype;
     j["peak"] = {{"hbm_bytes_per_s", opt_json(r.bytes_per_s)},
                  {"flops_per_s", opt_json(r.flops_per_s)},
                  {"source", r.peak_source}};
     if (r.n_slots > 0) {
-        j["memory"] = {{"weight_bytes", r.weight_bytes},
-                       {"state_bytes", r.state_bytes},
-                       {"workspace_bytes", r.workspace_bytes},
-                       {"total_bytes", r.weight_bytes + r.state_bytes + r.workspace_bytes},
-                       {"device_total_bytes", r.memory_total},
-                       {"n_slots", r.n_slots}};
-        j["decode_stack"] = r.decode_stack;
-        j["z_fork"] = r.z_fork;
-        j["gemv_epilogues"] = r.gemv_epilogues;
-        j["decode_gate"] = r.decode_gate;
-        j["batch1_whole"] = r.batch1_whole;
-        j["gemv_bulk"] = r.gemv_bulk;
-        j["out_proj_split"] = r.out_proj_split;
-        j["out_proj_split_rows"] = r.out_proj_split_rows;
-        j["ssd_conv"] = r.ssd_conv;
-        j["ssd_dt"] = r.ssd_dt;
+        j["memory"] = {
+            {"weight_bytes", r.info.weight_bytes},
+            {"state_bytes", r.info.state_bytes},
+            {"workspace_bytes", r.info.workspace_bytes},
+            {"total_bytes", r.info.weight_bytes + r.info.state_bytes + r.info.workspace_bytes},
+            {"device_total_bytes", r.info.memory_total},
+            {"n_slots", r.n_slots}};
+        j["decode_stack"] = r.info.decode_stack;
+        j["z_fork"] = r.info.z_fork;
+        j["gemv_epilogues"] = r.info.gemv_epilogues;
+        j["decode_gate"] = r.info.decode_gate;
+        j["batch1_whole"] = r.info.batch1_whole;
+        j["gemv_bulk"] = r.info.gemv_bulk;
+        j["out_proj_split"] = r.info.out_proj_split;
+        j["out_proj_split_rows"] = r.info.out_proj_split_rows;
+        j["ssd_conv"] = r.info.ssd_conv;
+        j["ssd_dt"] = r.info.ssd_dt;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "duality/model.h"
 #include "ops/op_bench.h"
 
 namespace duality::cli {
@@ -31,22 +32,12 @@ struct BenchReport {
     std::string model;  // preset name or folder
     bool random_weights = false;
     std::string backend;  // "cpu" or "cuda"
-    std::string device;   // DeviceInfo::name
     std::string dtype, state_dtype;
     std::optional<double> bytes_per_s, flops_per_s;  // peaks; nullopt: n/a
     std::string peak_source;                         // "table", "flags", "table+flags" or "" (none)
     int n_slots = 0;
-    int64_t weight_bytes = 0, state_bytes = 0, workspace_bytes = 0, memory_total = 0;
-    bool decode_stack = false;        // batch-1 decode as one persistent kernel
-    std::string z_fork;               // where decode forks in_proj's z product (DeviceInfo::z_fork)
-    bool gemv_epilogues = false;      // batch-1 norms and conv in the products (DeviceInfo)
-    bool decode_gate = false;         // decode steps take the gated norm's first half (DeviceInfo)
-    bool batch1_whole = false;        // batch-1 layers as three kernels (DeviceInfo)
-    bool gemv_bulk = false;           // their products' rows by bulk copies (DeviceInfo)
-    int out_proj_split = 1;           // decode out_proj's k-parts (DeviceInfo)
-    int64_t out_proj_split_rows = 0;  // ... from this many rows
-    bool ssd_conv = false;            // prefill: x's conv1d in the fused SSD (DeviceInfo)
-    bool ssd_dt = false;              // prefill: Δ in the fused SSD (DeviceInfo)
+    // The model's device, memory and the paths its passes take (--ops: the name only).
+    DeviceInfo info;
     std::vector<PrefillResult> prefill;
     std::vector<DecodeResult> decode;
     std::vector<OpBenchRow> ops;

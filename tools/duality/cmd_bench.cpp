@@ -70,7 +70,7 @@ struct Options {
 // The peaks: the table entry for the device, each figure replaced by its flag when given.
 void set_peaks(const Options& o, bool cuda, BenchReport* r) {
     std::optional<roofline::DevicePeak> known;
-    if (cuda) known = roofline::known_gpu_peak(r->device);
+    if (cuda) known = roofline::known_gpu_peak(r->info.name);
     if (known) {
         r->bytes_per_s = known->bytes_per_s;
         r->flops_per_s = known->flops_per_s;
@@ -245,7 +245,7 @@ int run_bench(const Options& o) {
             std::fprintf(stderr, "duality bench: %s\n", ops.status().message().c_str());
             return 1;
         }
-        r.device = ops->device;
+        r.info.name = ops->device;
         r.ops = std::move(ops->rows);
         set_peaks(o, cuda, &r);
         std::fputs((o.json ? render_json(r) : render_table(r)).c_str(), stdout);
@@ -264,23 +264,8 @@ int run_bench(const Options& o) {
         std::fprintf(stderr, "duality bench: %s\n", model.status().message().c_str());
         return 1;
     }
-    const DeviceInfo info = (*model)->device_info();
-    r.device = info.name;
+    r.info = (*model)->device_info();
     r.n_slots = (*model)->n_slots();
-    r.weight_bytes = info.weight_bytes;
-    r.state_bytes = info.state_bytes;
-    r.workspace_bytes = info.workspace_bytes;
-    r.decode_stack = info.decode_stack;
-    r.z_fork = info.z_fork;
-    r.gemv_epilogues = info.gemv_epilogues;
-    r.decode_gate = info.decode_gate;
-    r.batch1_whole = info.batch1_whole;
-    r.gemv_bulk = info.gemv_bulk;
-    r.out_proj_split = info.out_proj_split;
-    r.out_proj_split_rows = info.out_proj_split_rows;
-    r.ssd_conv = info.ssd_conv;
-    r.ssd_dt = info.ssd_dt;
-    r.memory_total = info.memory_total;
     set_peaks(o, cuda, &r);
 
     std::mt19937_64 rng(o.seed);

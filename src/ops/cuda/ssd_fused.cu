@@ -74,9 +74,9 @@
 // Chunks of at most 128 tokens run an instantiation capped at 128 registers, two blocks per SM
 // where they fit (two_per_sm, two_fit; DUALITY_SSD_FUSED_2PB=0: never), and the model then
 // prefers chunk 128 (ssd_fused_chunk); longer chunks run one block per SM (shared memory).
-// Speed (H200, bf16, 2.7b layer, 2026-12-02): chunk 256 b1×32k 1.44 ms (2.79x the five-step
-// path); chunk 128 b1×32k 1.09 ms, b1×8k 0.293 ms (3.4-3.6x). Phase breakdown, the history of
-// these numbers and next steps: docs/ssd-fused-notes.md.
+// Speed (H200, bf16, 2.7b layer, 2026-12-03): chunk 256 b1×32k 1.41 ms (2.82-2.84x the five-step
+// path); chunk 128 b1×32k 1.07-1.09 ms, b1×8k 0.288-0.294 ms (3.4-3.6x). Phase breakdown, the
+// history of these numbers, what was tried and next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

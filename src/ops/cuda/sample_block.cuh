@@ -89,80 +89,36 @@ struct Scratch {
     int64_t i[kWarps];
 };
 
+// Every thread's v combined by op(v, other) over the block, the same result in every thread:
+// warps by xor shuffles, then warp 0 over the per-warp partials in `part` (one per warp).
+template <typename T, typename Op>
+__device__ __forceinline__ T block_reduce(T v, T* part, Op op) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        v = part[lane];
+        for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
+        if (lane == 0) part[0] = v;
+    }
+    __syncthreads();
+    const T r = part[0];
+    __syncthreads();
+    return r;
+}
+
 __device__ __forceinline__ double block_sum(double v, Scratch& s) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0) s.d[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = s.d[lane];
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-        if (lane == 0) s.d[0] = v;
-    }
-    __syncthreads();
-    const double r = s.d[0];
-    __syncthreads();
-    return r;
+    return block_reduce(v, s.d, [](double a, double o) { return a + o; });
 }
-
 __device__ __forceinline__ uint64_t block_sum(uint64_t v, Scratch& s) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-    if (lane == 0) s.u[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = s.u[lane];
-        for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-        if (lane == 0) s.u[0] = v;
-    }
-    __syncthreads();
-    const uint64_t r = s.u[0];
-    __syncthreads();
-    return r;
+    return block_reduce(v, s.u, [](uint64_t a, uint64_t o) { return a + o; });
 }
-
 __device__ __forceinline__ uint64_t block_max(uint64_t v, Scratch& s) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int off = 16; off > 0; off >>= 1) {
-        const uint64_t o = __shfl_xor_sync(0xffffffffu, v, off);
-        v = o > v ? o : v;
-    }
-    if (lane == 0) s.u[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = s.u[lane];
-        for (int off = 16; off > 0; off >>= 1) {
-            const uint64_t o = __shfl_xor_sync(0xffffffffu, v, off);
-            v = o > v ? o : v;
-        }
-        if (lane == 0) s.u[0] = v;
-    }
-    __syncthreads();
-    const uint64_t r = s.u[0];
-    __syncthreads();
-    return r;
+    return block_reduce(v, s.u, [](uint64_t a, uint64_t o) { return o > a ? o : a; });
 }
-
 __device__ __forceinline__ int64_t block_min(int64_t v, Scratch& s) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    for (int off = 16; off > 0; off >>= 1) {
-        const int64_t o = __shfl_xor_sync(0xffffffffu, v, off);
-        v = o < v ? o : v;
-    }
-    if (lane == 0) s.i[warp] = v;
-    __syncthreads();
-    if (warp == 0) {
-        v = s.i[lane];
-        for (int off = 16; off > 0; off >>= 1) {
-            const int64_t o = __shfl_xor_sync(0xffffffffu, v, off);
-            v = o < v ? o : v;
-        }
-        if (lane == 0) s.i[0] = v;
-    }
-    __syncthreads();
-    const int64_t r = s.i[0];
-    __syncthreads();
-    return r;
+    return block_reduce(v, s.i, [](int64_t a, int64_t o) { return o < a ? o : a; });
 }
 
 // Exclusive prefix sum over the threads in thread order (integers: exact); *total gets the sum.

@@ -64,9 +64,10 @@ nlohmann::json opt_json(std::optional<double> v) {
 }  // namespace
 
 std::string render_table(const BenchReport& r) {
+    const DeviceInfo& dev = r.info;
     std::string s;
     s += fmt("model    %s%s\n", r.model.c_str(), r.random_weights ? " (random weights)" : "");
-    s += fmt("device   %s: %s, weights %s, SSM state %s\n", r.backend.c_str(), r.info.name.c_str(),
+    s += fmt("device   %s: %s, weights %s, SSM state %s\n", r.backend.c_str(), dev.name.c_str(),
              r.dtype.c_str(), r.state_dtype.c_str());
     if (r.bytes_per_s || r.flops_per_s) {
         s += "peaks    ";
@@ -79,39 +80,39 @@ std::string render_table(const BenchReport& r) {
     }
     if (r.n_slots > 0) {
         const double total =
-            static_cast<double>(r.info.weight_bytes + r.info.state_bytes + r.info.workspace_bytes);
+            static_cast<double>(dev.weight_bytes + dev.state_bytes + dev.workspace_bytes);
         s += fmt("memory   weights %s + states %s (%d slots) + workspace %s = %s",
-                 human_bytes(static_cast<double>(r.info.weight_bytes)).c_str(),
-                 human_bytes(static_cast<double>(r.info.state_bytes)).c_str(), r.n_slots,
-                 human_bytes(static_cast<double>(r.info.workspace_bytes)).c_str(),
+                 human_bytes(static_cast<double>(dev.weight_bytes)).c_str(),
+                 human_bytes(static_cast<double>(dev.state_bytes)).c_str(), r.n_slots,
+                 human_bytes(static_cast<double>(dev.workspace_bytes)).c_str(),
                  human_bytes(total).c_str());
-        if (r.info.memory_total > 0)
+        if (dev.memory_total > 0)
             s += fmt(" of %s on the device",
-                     human_bytes(static_cast<double>(r.info.memory_total)).c_str());
+                     human_bytes(static_cast<double>(dev.memory_total)).c_str());
         s += "\n";
-        if (r.info.decode_stack) s += "decode   batch 1 as one persistent kernel (decode_stack)\n";
-        if (r.info.z_fork == "none")
+        if (dev.decode_stack) s += "decode   batch 1 as one persistent kernel (decode_stack)\n";
+        if (dev.z_fork == "none")
             s += "decode   in_proj as one product (DUALITY_SPLIT_IN_PROJ=0)\n";
-        else if (!r.info.z_fork.empty())
-            s += fmt("decode   z product forked %s (DUALITY_Z_FORK)\n", r.info.z_fork.c_str());
-        if (r.info.decode_gate)
+        else if (!dev.z_fork.empty())
+            s += fmt("decode   z product forked %s (DUALITY_Z_FORK)\n", dev.z_fork.c_str());
+        if (dev.decode_gate)
             s += "decode   the gated norm's first half in the step (DUALITY_DECODE_GATE)\n";
-        if (r.info.gemv_epilogues)
+        if (dev.gemv_epilogues)
             s += "decode   batch 1: norms and conv1d in the products' epilogues "
                  "(DUALITY_GEMV_EPILOGUES)\n";
-        if (r.info.batch1_whole)
+        if (dev.batch1_whole)
             s += "decode   batch 1: in_proj whole and the gate in the step, three kernels a "
                  "layer\n";
-        if (r.info.gemv_bulk)
+        if (dev.gemv_bulk)
             s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
-        if (r.info.out_proj_split > 1)
+        if (dev.out_proj_split > 1)
             s +=
                 fmt("decode   %lld+ sequences: out_proj in %d k-parts summed by the next norm "
                     "(DUALITY_OUT_PROJ_SPLIT)\n",
-                    static_cast<long long>(r.info.out_proj_split_rows), r.info.out_proj_split);
-        if (r.info.ssd_conv)
+                    static_cast<long long>(dev.out_proj_split_rows), dev.out_proj_split);
+        if (dev.ssd_conv)
             s += "prefill  x's conv1d in the fused SSD's head blocks (DUALITY_SSD_CONV)\n";
-        if (r.info.ssd_dt) s += "prefill  Δ in the fused SSD's head blocks (DUALITY_SSD_DT)\n";
+        if (dev.ssd_dt) s += "prefill  Δ in the fused SSD's head blocks (DUALITY_SSD_DT)\n";
     }
     if (!r.prefill.empty()) {
         s += fmt("\n%-8s %6s %8s %10s %12s %9s %10s\n", "prefill", "batch", "seq_len", "ms",
@@ -162,35 +163,35 @@ std::string render_table(const BenchReport& r) {
 }
 
 std::string render_json(const BenchReport& r) {
+    const DeviceInfo& dev = r.info;
     using nlohmann::json;
     json j;
     j["model"] = r.model;
     j["random_weights"] = r.random_weights;
     j["backend"] = r.backend;
-    j["device"] = r.info.name;
+    j["device"] = dev.name;
     j["dtype"] = r.dtype;
     j["state_dtype"] = r.state_dtype;
     j["peak"] = {{"hbm_bytes_per_s", opt_json(r.bytes_per_s)},
                  {"flops_per_s", opt_json(r.flops_per_s)},
                  {"source", r.peak_source}};
     if (r.n_slots > 0) {
-        j["memory"] = {
-            {"weight_bytes", r.info.weight_bytes},
-            {"state_bytes", r.info.state_bytes},
-            {"workspace_bytes", r.info.workspace_bytes},
-            {"total_bytes", r.info.weight_bytes + r.info.state_bytes + r.info.workspace_bytes},
-            {"device_total_bytes", r.info.memory_total},
-            {"n_slots", r.n_slots}};
-        j["decode_stack"] = r.info.decode_stack;
-        j["z_fork"] = r.info.z_fork;
-        j["gemv_epilogues"] = r.info.gemv_epilogues;
-        j["decode_gate"] = r.info.decode_gate;
-        j["batch1_whole"] = r.info.batch1_whole;
-        j["gemv_bulk"] = r.info.gemv_bulk;
-        j["out_proj_split"] = r.info.out_proj_split;
-        j["out_proj_split_rows"] = r.info.out_proj_split_rows;
-        j["ssd_conv"] = r.info.ssd_conv;
-        j["ssd_dt"] = r.info.ssd_dt;
+        j["memory"] = {{"weight_bytes", dev.weight_bytes},
+                       {"state_bytes", dev.state_bytes},
+                       {"workspace_bytes", dev.workspace_bytes},
+                       {"total_bytes", dev.weight_bytes + dev.state_bytes + dev.workspace_bytes},
+                       {"device_total_bytes", dev.memory_total},
+                       {"n_slots", r.n_slots}};
+        j["decode_stack"] = dev.decode_stack;
+        j["z_fork"] = dev.z_fork;
+        j["gemv_epilogues"] = dev.gemv_epilogues;
+        j["decode_gate"] = dev.decode_gate;
+        j["batch1_whole"] = dev.batch1_whole;
+        j["gemv_bulk"] = dev.gemv_bulk;
+        j["out_proj_split"] = dev.out_proj_split;
+        j["out_proj_split_rows"] = dev.out_proj_split_rows;
+        j["ssd_conv"] = dev.ssd_conv;
+        j["ssd_dt"] = dev.ssd_dt;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

@@ -673,6 +673,7 @@ class TestApi(SharedServerCase):
             "duality_prompt_tokens_total": "counter",
             "duality_prefill_tokens_total": "counter",
             "duality_generation_tokens_total": "counter",
+            "duality_engine_steps_total": "counter",
             "duality_queue_depth": "gauge",
             "duality_running_sequences": "gauge",
             "duality_slots_in_use": "gauge",

@@ -332,11 +332,7 @@ class CudaModel final : public Model {
             const std::string_view v(env);
             if (v.size() == 1 && v[0] >= '1' && v[0] <= '0' + cuda::kMaxHParts) {
                 out_splits_ = v[0] - '0';
-                if (out_splits_ > 1 && c_.d_inner % (8 * out_splits_) != 0)
-                    std::fprintf(stderr,
-                                 "duality: DUALITY_OUT_PROJ_SPLIT=%d does not divide d_inner %lld "
-                                 "into slices of a multiple of 8: out_proj runs whole\n",
-                                 out_splits_, static_cast<long long>(c_.d_inner));
+                out_splits_forced_ = true;  // (init says so if no batch can take it)
             } else if (v != "auto") {
                 std::fprintf(stderr,
                              "duality: DUALITY_OUT_PROJ_SPLIT=\"%s\" is not 1 to %d or auto; "
@@ -402,6 +398,12 @@ class CudaModel final : public Model {
                 info_.out_proj_split_rows = m;
                 break;
             }
+        if (out_splits_forced_ && out_splits_ > 1 && info_.out_proj_split == 1)
+            std::fprintf(stderr,
+                         "duality: DUALITY_OUT_PROJ_SPLIT=%d: no decode batch of this model can "
+                         "split out_proj (see splits_out_proj: slices, bias, decode gate, batch "
+                         "sizes); it runs whole\n",
+                         out_splits_);
         return Status::ok();
     }
 
@@ -1362,6 +1364,7 @@ class CudaModel final : public Model {
     // "Decode GEMM". out_parts_: this pass's parts, or none (enqueue_layers).
     static constexpr int64_t kOutProjSplitElems = int64_t{4} << 20;
     int out_splits_ = 1;
+    bool out_splits_forced_ = false;  // DUALITY_OUT_PROJ_SPLIT gave a number
     cuda::HParts out_parts_{};
     cuda::Gemm gemm_;
     cuda::Gemm gemm_side_;  // z's product where z_early() (empty where it never is)

@@ -23,9 +23,12 @@
 # state against ssm_decode's bulk kernel in 1, 2 and 4 parts per head and its vector kernel), then
 # 2.7b / 130m decode at 8, 32 and 64 sequences with each (DUALITY_SSM_DECODE_BULK, _BULK_PARTS).
 #
-# timeline (not part of all): Nsight Systems on 20 timed 2.7b decode steps at batch 1 and 64 (the
-# NVTX range bench_decode, graph nodes traced one by one): each kernel's mean time INSIDE a step,
-# with the overlap and PDL that Nsight Compute's one-kernel-at-a-time replay (profile) leaves out.
+# timeline (not part of all): Nsight Systems on 20 timed decode steps (the NVTX range bench_decode,
+# graph nodes traced one by one) of the shapes in GPU_CHECK_MODELS (default mamba2-2.7b) at the
+# batches in GPU_CHECK_BATCHES (default 1,64): each kernel's mean time INSIDE a step, with the
+# overlap and PDL that Nsight Compute's one-kernel-at-a-time replay (profile) leaves out; and the
+# last step's GPU activity in order (kernels and copies, with the idle gaps between them), which
+# shows what a step spends outside its graph.
 #
 # conv (not part of all): the prefill folds into the fused SSD (Δ from raw dt, DUALITY_SSD_DT; x's
 # conv1d, DUALITY_SSD_CONV): their op cases, then prefill b1 x 2k and 8k with neither, Δ only and
@@ -284,7 +287,7 @@ if [[ "$what" == ab ]]; then
   decode_ab "$OUT/ab.txt" "${GPU_CHECK_BATCHES:-1,8,32,64}" $GPU_CHECK_AB
 fi
 if [[ "$what" == timeline ]]; then
-  step "in-step kernel times (Nsight Systems, mamba2-2.7b decode)"
+  step "in-step kernel times (Nsight Systems, decode)"
   # Not on the PATH of every machine: also where the CUDA toolkit and Nsight installers put it.
   nsys=$(command -v nsys || true)
   for cand in /usr/local/cuda*/bin/nsys /usr/local/cuda*/nsight-systems*/bin/nsys \
@@ -296,25 +299,25 @@ if [[ "$what" == timeline ]]; then
     ls -d /usr/local/cuda*/nsight* /opt/nvidia/* 2>/dev/null || true
     status=1
   else
-    for b in 1 64; do
-      rep=/tmp/duality-timeline-b$b  # reports stay off $OUT (a few MB each)
-      rm -f "$OUT"/timeline-b"$b"_*.csv
-      # Capture from the range's start: NVTX names are matched only when registered otherwise.
-      NSYS_NVTX_PROFILER_REGISTER_ONLY=0 "$nsys" profile -o "$rep" --force-overwrite true \
-        -t cuda,nvtx --cuda-graph-trace=node --capture-range=nvtx --nvtx-capture=bench_decode \
-        --capture-range-end=stop build-gpu/duality bench --random-weights --config mamba2-2.7b \
-        --no-prefill --decode-batches "$b" --decode-steps 20 >"$OUT/timeline-b$b.log" 2>&1 || status=1
-      "$nsys" stats -q -r cuda_gpu_kern_sum -f csv -o "$OUT/timeline-b$b" "$rep.nsys-rep" \
-        >/dev/null 2>&1 || status=1
-      python3 - "$OUT"/timeline-b"$b"_*.csv "$b" <<'PY' | tee "$OUT/timeline-b$b.txt" || status=1
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-total = sum(float(r["Total Time (ns)"]) for r in rows)
-print(f"batch {sys.argv[2]}: {len(rows)} kernels, {total / 20 / 1e3:.0f} us of kernel time per step")
-for r in rows[:12]:
-    print(f'{float(r["Time (%)"]):5.1f}% {int(r["Instances"]) / 20:6.0f}/step '
-          f'{float(r["Avg (ns)"]) / 1e3:8.2f} us  {r["Name"][:70]}')
-PY
+    # shellcheck disable=SC2086  # one word per model
+    for cfg in ${GPU_CHECK_MODELS:-mamba2-2.7b}; do
+      batches=${GPU_CHECK_BATCHES:-1,64}
+      for b in ${batches//,/ }; do
+        tag=${cfg#mamba2-}-b$b
+        rep=/tmp/duality-timeline-$tag  # reports stay off $OUT (a few MB each)
+        rm -f "$OUT"/timeline-"$tag"_*.csv
+        # Capture from the range's start: NVTX names are matched only when registered otherwise.
+        NSYS_NVTX_PROFILER_REGISTER_ONLY=0 "$nsys" profile -o "$rep" --force-overwrite true \
+          -t cuda,nvtx --cuda-graph-trace=node --capture-range=nvtx --nvtx-capture=bench_decode \
+          --capture-range-end=stop build-gpu/duality bench --random-weights --config "$cfg" \
+          --no-prefill --decode-batches "$b" --decode-steps 20 >"$OUT/timeline-$tag.log" 2>&1 ||
+          status=1
+        "$nsys" stats -q -r cuda_gpu_kern_sum,cuda_gpu_trace -f csv -o "$OUT/timeline-$tag" \
+          "$rep.nsys-rep" >/dev/null 2>&1 || status=1
+        python3 scripts/timeline_summary.py "$OUT/timeline-${tag}_cuda_gpu_kern_sum.csv" \
+          "$OUT/timeline-${tag}_cuda_gpu_trace.csv" "$cfg batch $b" 20 |
+          tee "$OUT/timeline-$tag.txt" || status=1
+      done
     done
   fi
 fi

@@ -684,9 +684,10 @@ TEST(CudaModel, ZForkEarlyMatchesTheLateOrder) {
 // normed row): proof that it ran.
 // decode_in_step (in_proj, the conv and the step as one launch; Hopper) runs by default where
 // batch-1 passes take the three-kernel form, as the bundled model's do; compared with
-// DUALITY_DECODE_IN_STEP=0 (the three kernels) by compare_batch1_paths: the batch-2 steps in
-// between read the conv and SSM states it left (and it theirs). Batch-1 logits differ in some
-// bits (its Σ v² parts cover 8 channels, the step's 16): proof that it ran.
+// DUALITY_DECODE_IN_STEP=0 (the three kernels) by compare_batch1_paths. The B and C conv windows
+// it leaves pending are shifted in by out_proj, and the batch-2 steps in between read them with
+// conv1d: a missing or misplaced shift shows as a difference. Batch-1 logits differ in some bits
+// (its Σ v² parts cover 8 channels, the step's 16): proof that it ran.
 TEST(CudaModel, DecodeInStepMatchesTheThreeKernels) {
     REQUIRE_GPU();
     const auto load = [](const char* on) {

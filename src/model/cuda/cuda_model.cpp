@@ -62,7 +62,7 @@ struct Workspace {
     float* ssq_sel;     // {R, n_head} f32: their rows whose logits are wanted
     float* h_parts;     // {out_splits, max_seqs, d_model} f32: split-k out_proj's parts (decode)
     float* gemv_parts;  // {gemv_fused_parts(d_model)} f32: batch-1 residual sums of squares
-    float* bc;          // {2 · n_group · d_state} f32: decode_in_step's B and C (batch 1)
+    float* bc_raw;      // {2 · n_group · d_state} f32: decode_in_step's raw B and C (batch 1)
     void* ssd;          // ssd_chunked workspace
     void* h_sel;        // {R, d_model} act: rows whose logits are wanted
     float* res_sel;     // {R, d_model} f32
@@ -563,7 +563,7 @@ class CudaModel final : public Model {
         ws_.ssq_sel = static_cast<float*>(take());
         ws_.h_parts = static_cast<float*>(take());
         ws_.gemv_parts = static_cast<float*>(take());
-        ws_.bc = static_cast<float*>(take());
+        ws_.bc_raw = static_cast<float*>(take());
         ws_.ssd = take();
         ws_.h_sel = take();
         ws_.res_sel = static_cast<float*>(take());
@@ -599,12 +599,6 @@ class CudaModel final : public Model {
         // In the three-kernel form, in_proj, the conv and the step as one launch where
         // decode_in_step takes every layer (DUALITY_DECODE_IN_STEP=0: never).
         in_step_ = batch1_whole_ && !env_is("DUALITY_DECODE_IN_STEP", "0");
-        if (in_step_) {
-            DUALITY_ASSIGN_OR_RETURN(in_step_sync_,
-                                     DeviceBuffer::allocate(8, "decode_in_step's counters"));
-            DUALITY_CUDA_CHECK(
-                cudaMemsetAsync(in_step_sync_.data(), 0, in_step_sync_.bytes(), stream_.get()));
-        }
         for (int64_t layer = 0; in_step_ && layer < c_.n_layer; ++layer)
             in_step_ = cuda::decode_in_step_supported(in_step_args(layer, false), act_);
         return Status::ok();
@@ -1144,7 +1138,12 @@ class CudaModel final : public Model {
                 f.out_parts = ws_.gemv_parts;
                 f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
                 f.bulk = gemv_bulk_;
-
+                if (in_step) {  // B's and C's conv windows, which decode_in_step left pending
+                    f.conv = conv_args(w, layer);
+                    f.commit_x = ws_.bc_raw;
+                    f.commit_begin = E;
+                    f.commit_count = 2 * c_.n_group * c_.d_state;
+                }
                 cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
             } else if (out_parts_.p) {
                 gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_,
@@ -1189,8 +1188,7 @@ class CudaModel final : public Model {
         a.gate_w = w.gate_norm;
         a.v = ws_.gated;
         a.ssq = ws_.ssq;
-        a.bc = ws_.bc;
-        a.sync = static_cast<uint32_t*>(in_step_sync_.data());
+        a.bc_raw = ws_.bc_raw;
         return a;
     }
 
@@ -1476,7 +1474,6 @@ class CudaModel final : public Model {
     static constexpr int64_t kGemvBulkRowBytes = 3072;
     bool gemv_bulk_ = false;
     bool in_step_ = false;  // batch-1 passes in the three-kernel form take decode_in_step
-    DeviceBuffer in_step_sync_;  // its counters
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

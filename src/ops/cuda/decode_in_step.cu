@@ -3,30 +3,34 @@
 // factor where in_scale is given), the width-4 causal conv + SiLU on the xBC channels, the SSM
 // decode step (spec 8.3, f32 state) and the gate's first half: v = y·silu(z), v·w stored, Σ v² per
 // 8 channels. In the model it replaces gemv_fused's conv form and ssm_decode's gate form, one
-// launch fewer per layer (docs/architecture.md, "Batch-1 in_proj and step in one launch").
+// launch (and its latency) fewer per layer (docs/architecture.md, "Batch-1 in_proj and step in
+// one launch").
 //
-// Parallelization: blocks of 8 warps, one channel each. The first 2·n_group·d_state / 8 blocks
-// (the B/C blocks) compute B's and C's columns, their conv, and store the results (rounded to
-// act, in f32) to `bc`; then each adds one to sync[0] (release). The rest (the head blocks, 8 per
-// head) compute z, x and dt of 8 channels of one head and x's conv, then wait until sync[0]
-// counts every B/C block (acquire; they wait only on blocks of lower index, which were scheduled
-// first, as in a decoupled look-back), read their group's B and C, and run the step of their 8
-// channels. The last head block to read B and C (sync[1]) sets both words back to zero for the
-// next launch. Every block's rows of w_in, and a head block's 8 state rows, come into shared
-// memory by bulk copies (cp.async.bulk) issued by one thread before pdl::wait() (early reads:
-// weights, and state and conv windows that only this layer's kernels write, core/cuda/pdl.cuh),
-// as do the conv's taps, bias and windows. A warp dots its rows with u (a lane takes the 16-byte
-// vectors lane, lane + 32, ...; the order of gemv_fused, so each value rounds as it would there)
-// and rounds z, x, B, C and dt to act as the kernel chain's buffers would hold them; a head
-// block's warp then updates its state row in registers (a lane holds d_state / 32 elements laid
-// out as in ssm_decode's vector kernel, so y sums in the same order) and writes it back.
+// Parallelization: one thread block cluster of 8 blocks per head h (grid n_head · 8 blocks of 8
+// warps); block r of the cluster owns the head's channels p = 8r..8r+7, one warp each. The step
+// of a head needs B and C of its group whole, so every cluster computes them again: block r
+// computes d_state / 8 of B's columns and as many of C's, and pushes their conv outputs into
+// every block of the cluster (distributed shared memory) before one cluster barrier. A block's
+// rows of w_in (z and x of its 8 channels, its B and C columns and the head's dt: 17 + d_state / 4
+// rows of d_model) and its 8 rows of the head's state come into shared memory by bulk copies
+// (cp.async.bulk) issued by one thread before pdl::wait() (early reads: weights, and state and
+// conv windows that only this layer's kernels write, core/cuda/pdl.cuh), as do the conv's taps,
+// bias and windows. Each warp then dots its rows with u (a lane takes the 16-byte vectors lane,
+// lane + 32, ...; the same order as gemv_fused, so each value rounds as it would there), rounds
+// z, x, B, C and dt to act as the kernel chain's buffers would hold them, runs the conv, and after
+// the barrier updates its state row in registers (a lane holds d_state / 32 elements, laid out
+// as in ssm_decode's vector kernel, so y sums in the same order) and writes it back.
 //
-// Limits: Hopper (bulk copies; the host launches it where pdl::runs_sm90_code()); bf16 act (as the
-// decode gate: v·w is stored unnormalized), f32 state; head_dim 64; d_state 64, 128 or 256;
-// d_model a multiple of 256 up to 2048 whose 17 rows fit the block's shared memory; width-4 conv;
-// one sequence; every block resident at once (the head blocks spin), which the grid's size
-// (n_head · 8 + 2·n_group·d_state / 8 blocks of 256 threads) allows on any Hopper part for the
-// supported shapes; calls sharing `sync` must not run concurrently.
+// The conv windows of x's channels are shifted here (each has one owner). B's and C's are read
+// by every cluster of their group, so none may shift them during the launch: the group's first
+// head stores their new raw values in bc_raw, and the kernel after this one (out_proj, gemv_fused
+// with GemvFused::commit_x) shifts them in.
+//
+// Limits: Hopper (clusters, bulk copies; the host launches it where pdl::runs_sm90_code());
+// bf16 act (as the decode gate: v·w is stored unnormalized), f32 state; head_dim 64; d_state 64,
+// 128 or 256; d_model a multiple of 256 up to 2048 and (17 + d_state / 4) rows of it within the
+// block's shared memory; width-4 conv; one sequence.
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 
 #include "core/cuda/check.h"
@@ -42,19 +46,29 @@
 namespace duality::cuda {
 namespace {
 
-constexpr int kWarps = 8;              // per block: one channel each
-constexpr int kHeadBlocks = 8;         // per head
-constexpr int kHeadDim = 64;           // kWarps · kHeadBlocks
-constexpr int kMaxVec = 8;             // 16-byte vectors of u per lane: d_model ≤ 8 · 256
-constexpr int kConvW = 4;              // conv width
-constexpr int kRows = 2 * kWarps + 1;  // a head block's rows of w_in: z, x, dt
-static_assert(kWarps * kHeadBlocks == kHeadDim);
-static_assert(kDecodeInStepPart == kWarps, "one Σ v² part per head block");
+constexpr int kWarps = 8;     // per block: one channel of the head each
+constexpr int kCluster = 8;   // blocks per head
+constexpr int kHeadDim = 64;  // kWarps · kCluster
+constexpr int kMaxVec = 8;    // 16-byte vectors of u per lane: d_model ≤ 8 · 256
+constexpr int kConvW = 4;     // conv width
+static_assert(kWarps * kCluster == kHeadDim);
+static_assert(kDecodeInStepPart == kWarps, "one Σ v² part per block");
 
-// Bytes of dynamic shared memory: a head block's rows of w_in, then its state rows.
-size_t smem_bytes(int64_t d_model, int64_t d_state, size_t el) {
-    return static_cast<size_t>(kRows * d_model) * el +
-           static_cast<size_t>(kWarps * d_state) * sizeof(float);
+// A block's share of the head for d_state N.
+template <int N>
+struct Share {
+    static constexpr int kBC = N / kCluster;                // B columns (and C columns) per block
+    static constexpr int kBCWarp = kBC / kWarps;            // per warp
+    static constexpr int kRows = 2 * kWarps + 2 * kBC + 1;  // rows of w_in: z, x, B, C, dt
+    static constexpr int kChannels = kWarps + 2 * kBC;      // conv channels: x, B, C
+    static_assert(kBCWarp >= 1);
+};
+
+// Bytes of dynamic shared memory: the block's rows of w_in, then its state rows.
+template <int N>
+size_t smem_bytes(int64_t d_model, size_t el) {
+    return static_cast<size_t>(Share<N>::kRows * d_model) * el +
+           static_cast<size_t>(kWarps * N) * sizeof(float);
 }
 
 __device__ __forceinline__ void expect_tx(uint64_t* bar, uint32_t bytes) {
@@ -79,66 +93,65 @@ __global__ void __launch_bounds__(kWarps * 32) decode_in_step_kernel(DecodeInSte
     pdl::wait();
     __trap();  // Hopper only (decode_in_step_supported)
 #else
+    using S = Share<N>;
     constexpr int NPL = N / 32, VEC = NPL < 4 ? NPL : 4, J = NPL / VEC;
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
     extern __shared__ __align__(128) unsigned char smem_raw[];
     __shared__ __align__(8) uint64_t bar;
-    __shared__ float s_b[N], s_c[N];     // the group's B and C after the conv (head blocks)
-    __shared__ float s_conv[kWarps][8];  // taps [0, 4), bias [4], window [5, 8)
+    __shared__ float s_b[N], s_c[N];           // the group's B and C after the conv
+    __shared__ float s_conv[S::kChannels][8];  // taps [0, 4), bias [4], window [5, 8)
     __shared__ float s_dt, s_sq[kWarps];
 
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const int r = static_cast<int>(cluster.block_rank());
     const int64_t H = a.ssm.n_head, G = a.ssm.n_group, E = H * kHeadDim, K = a.d_model;
-    const int64_t GN = G * N, cd = a.conv.channels;  // conv_dim = E + 2·G·N
-    const int64_t n_bc = 2 * GN / kWarps;            // B/C blocks
-    const bool bc_block = blockIdx.x < n_bc;
-    const int64_t hb = blockIdx.x - n_bc;  // head blocks: head hb / 8, part hb % 8
-    const int64_t h = bc_block ? 0 : hb / kHeadBlocks, g = h / (H / G);
+    const int64_t h = blockIdx.x / kCluster, g = h / (H / G);
+    const int64_t cd = a.conv.channels;  // conv_dim = E + 2·G·N
     const T* w_rows = reinterpret_cast<const T*>(smem_raw);
-    float* st_s = reinterpret_cast<float*>(smem_raw + kRows * K * sizeof(T));
+    float* st_s = reinterpret_cast<float*>(smem_raw + S::kRows * K * sizeof(T));
     const T* w_in = static_cast<const T*>(a.w_in);
-    const int64_t slot = *a.conv.batch.slots;  // the host's batch description: an early read
-    // The block's first conv channel (of conv_dim): 8 of B's or C's, or 8 of x's (head blocks,
-    // whose channels of d_inner are the same p0..p0 + 7).
-    const int64_t c0 = bc_block ? E + blockIdx.x * kWarps : hb * kWarps;
-    const int64_t p0 = c0;
+    const int64_t slot = *a.conv.batch.slots;      // the host's batch description: an early read
+    const int64_t p0 = h * kHeadDim + r * kWarps;  // the block's first channel of d_inner
+    const int64_t b0 = g * N + r * S::kBC;         // its first B column within B's
     float* state_rows = static_cast<float*>(a.ssm.state) + slot * a.ssm.state_slot_stride + p0 * N;
+    // The conv channel (of conv_dim) of the block's conv channel i: x's, then B's, then C's.
+    const auto channel = [&](int i) -> int64_t {
+        return i < kWarps            ? p0 + i
+               : i < kWarps + S::kBC ? E + b0 + (i - kWarps)
+                                     : E + G * N + b0 + (i - kWarps - S::kBC);
+    };
     const auto issue_copies = [&] {
         if (threadIdx.x == 0) {
-            const uint32_t row = static_cast<uint32_t>(K * sizeof(T));
+            const auto rows = [](int n) { return n * static_cast<uint32_t>(sizeof(T)); };
+            const uint32_t row = rows(static_cast<int>(K));
             const uint32_t st_bytes = kWarps * N * sizeof(float);
             sync::mbar_init(&bar);
             sync::mbar_init_fence();
+            expect_tx(&bar, S::kRows * row + st_bytes);
             T* dst = const_cast<T*>(w_rows);
-            if (bc_block) {
-                expect_tx(&bar, kWarps * row);
-                bulk_copy(dst, w_in + (E + c0) * K, kWarps * row, &bar);
-            } else {
-                expect_tx(&bar, kRows * row + st_bytes);
-                bulk_copy(dst, w_in + p0 * K, kWarps * row, &bar);                     // z
-                bulk_copy(dst + kWarps * K, w_in + (E + p0) * K, kWarps * row, &bar);  // x
-                bulk_copy(dst + 2 * kWarps * K, w_in + (2 * E + 2 * GN + h) * K, row,
-                          &bar);  // dt
-                bulk_copy(st_s, state_rows, st_bytes, &bar);
-            }
+            bulk_copy(dst, w_in + p0 * K, kWarps * row, &bar);                             // z
+            bulk_copy(dst + kWarps * K, w_in + (E + p0) * K, kWarps * row, &bar);          // x
+            bulk_copy(dst + 2 * kWarps * K, w_in + (2 * E + b0) * K, S::kBC * row, &bar);  // B
+            bulk_copy(dst + (2 * kWarps + S::kBC) * K, w_in + (2 * E + G * N + b0) * K,
+                      S::kBC * row, &bar);  // C
+            bulk_copy(dst + (S::kRows - 1) * K, w_in + (2 * E + 2 * G * N + h) * K, row,
+                      &bar);  // dt
+            bulk_copy(st_s, state_rows, st_bytes, &bar);
         }
-        // The conv's taps, bias and windows of the block's 8 channels.
-        if (threadIdx.x < kWarps * 8) {
-            const int i = threadIdx.x / 8, f = threadIdx.x % 8;
-            const int64_t c = c0 + i;
+        // The conv's taps, bias and windows of the block's channels.
+        for (int t = threadIdx.x; t < S::kChannels * 8; t += kWarps * 32) {
+            const int i = t / 8, f = t % 8;
+            const int64_t c = channel(i);
             s_conv[i][f] = f < kConvW ? a.conv.weight[c * kConvW + f]
                            : f == kConvW
                                ? (a.conv.bias ? a.conv.bias[c] : 0.0f)
                                : a.conv.state[slot * a.conv.state_slot_stride + (f - 5) * cd + c];
         }
     };
-    // The head's scalars and the gate weight of this warp's channel: weights, early reads.
-    float A = 0.0f, D = 0.0f, dt_bias = 0.0f, gate_w = 0.0f;
-    if (!bc_block) {
-        A = a.ssm.A[h];
-        D = a.ssm.D ? a.ssm.D[h] : 0.0f;
-        dt_bias = a.dt.dt_bias[h];
-        gate_w = a.gate_w[p0 + warp];
-    }
+    // Weights, the head's scalars and the gate weight of this warp's channel: early reads.
+    const float A = a.ssm.A[h], D = a.ssm.D ? a.ssm.D[h] : 0.0f, dt_bias = a.dt.dt_bias[h];
+    const float gate_w = a.gate_w[p0 + warp];
     if (early) issue_copies();
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
     pdl::allow_next();
@@ -162,7 +175,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_in_step_kernel(DecodeInSte
     __syncthreads();  // s_conv, and the mbarrier's init before anyone waits on it
     sync::mbar_wait(&bar, 0);
 
-    // Row j of the block's rows of w_in · u, in every lane, rounded to act as a stored product.
+    // row j of the block's rows of w_in · u, in every lane, rounded to act as a stored product.
     const auto product = [&](int j) {
         const T* wr = w_rows + j * K + lane * 8;
         float acc = 0.0f;
@@ -180,58 +193,47 @@ __global__ void __launch_bounds__(kWarps * 32) decode_in_step_kernel(DecodeInSte
         if (scaled) acc *= scale;
         return dtype::to_f32(dtype::from_f32<T>(acc));
     };
-    // The conv of the warp's channel on its new raw value x, as conv1d computes it; the channel's
-    // window shifts (its only reader and writer).
-    const auto conv = [&](float x) {
-        const float* cv = s_conv[warp];
+    // The conv of the block's channel i on its new raw value x, as conv1d computes it.
+    const auto conv = [&](int i, float x) {
+        const float* cv = s_conv[i];
         float o = cv[kConvW];
 #pragma unroll
         for (int j = 0; j < kConvW - 1; ++j) o = fmaf(cv[j], cv[5 + j], o);
         o = fmaf(cv[kConvW - 1], x, o);
-        if (lane == 0) {
-            float* win = a.conv.state + slot * a.conv.state_slot_stride + c0 + warp;
-            win[0] = cv[6];
-            win[cd] = cv[7];
-            win[2 * cd] = x;
-        }
         return dtype::to_f32(dtype::from_f32<T>(silu<T>(o)));
     };
-
-    uint32_t* arrived = a.sync;      // B/C blocks done
-    uint32_t* read_bc = a.sync + 1;  // head blocks past their wait
-    if (bc_block) {
-        const float v = conv(product(warp));
-        if (lane == 0) {
-            a.bc[c0 - E + warp] = v;
-            __threadfence();
-        }
-        __syncthreads();
-        if (threadIdx.x == 0) sync::atom_add_acq_rel(arrived, 1);
-        return;
-    }
-
+    // Raw values of B's and C's channels: the window commit's input, stored by the group's first
+    // head only.
+    const bool commits = h % (H / G) == 0;
     const float z = product(warp);
-    const float x = conv(product(kWarps + warp));
+    const float x_raw = product(kWarps + warp);
+    const float x = conv(warp, x_raw);
+#pragma unroll
+    for (int j = 0; j < S::kBCWarp; ++j) {
+        const int ib = warp * S::kBCWarp + j;  // of the block's B columns
+        const float b_raw = product(2 * kWarps + ib);
+        const float c_raw = product(2 * kWarps + S::kBC + ib);
+        const float b = conv(kWarps + ib, b_raw), c = conv(kWarps + S::kBC + ib, c_raw);
+        if (lane < kCluster) {  // lane q pushes into block q of the cluster
+            *cluster.map_shared_rank(&s_b[r * S::kBC + ib], lane) = b;
+            *cluster.map_shared_rank(&s_c[r * S::kBC + ib], lane) = c;
+        }
+        if (commits && lane == 0) {
+            a.bc_raw[b0 + ib] = b_raw;
+            a.bc_raw[G * N + b0 + ib] = c_raw;
+        }
+    }
     if (warp == 0) {
-        const float dt_raw = product(kRows - 1);
+        const float dt_raw = product(S::kRows - 1);
         if (lane == 0) s_dt = dt_raw;
     }
-    // B and C of group g, once every B/C block has stored its part.
-    if (threadIdx.x == 0)
-        while (sync::ld_acquire(arrived) < static_cast<uint32_t>(n_bc)) {
-        }
-    __syncthreads();
-    for (int64_t n = threadIdx.x; n < N; n += kWarps * 32) {
-        s_b[n] = __ldcg(a.bc + g * N + n);
-        s_c[n] = __ldcg(a.bc + GN + g * N + n);
+    if (lane == 0) {  // x's window: this warp's channel is its only reader and writer
+        float* win = a.conv.state + slot * a.conv.state_slot_stride + p0 + warp;
+        win[0] = s_conv[warp][6];
+        win[cd] = s_conv[warp][7];
+        win[2 * cd] = x_raw;
     }
-    __syncthreads();  // s_b, s_c, s_dt
-    if (threadIdx.x == 0 &&
-        sync::atom_add_acq_rel(read_bc, 1) == static_cast<uint32_t>(H * kHeadBlocks - 1)) {
-        // The last head block: every B/C block has arrived and every head block has read B and C.
-        *arrived = 0;
-        *read_bc = 0;
-    }
+    cluster.sync();  // every block's B and C (and s_dt) in place
 
     // The step of channel p0 + warp: its state row, as ssm_decode's vector kernel lays it out.
     const float dt = dt_clamped_softplus(s_dt + dt_bias, a.dt.dt_min, a.dt.dt_max);
@@ -252,7 +254,7 @@ __global__ void __launch_bounds__(kWarps * 32) decode_in_step_kernel(DecodeInSte
     }
     dot = reduce::warp_sum(dot);
     if (lane == 0) {
-        const float v = (dot + D * x) * silu<T>(z);
+        float v = (dot + D * x) * silu<T>(z);
         s_sq[warp] = v * v;
         static_cast<T*>(a.v)[p0 + warp] = dtype::from_f32<T>(v * gate_w);
     }
@@ -269,16 +271,51 @@ __global__ void __launch_bounds__(kWarps * 32) decode_in_step_kernel(DecodeInSte
 template <typename T, int N>
 void launch(const DecodeInStep& a, cudaStream_t stream) {
     auto kernel = decode_in_step_kernel<T, N>;
-    const size_t smem = smem_bytes(a.d_model, N, sizeof(T));
+    const size_t smem = smem_bytes<N>(a.d_model, sizeof(T));
     static size_t configured = 48 << 10;  // per instantiation: the dynamic limit set so far
     if (smem > configured) {
         DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
         configured = smem;
     }
-    const int64_t blocks = 2 * a.ssm.n_group * N / kWarps + a.ssm.n_head * kHeadBlocks;
-    pdl::launch(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem, stream, a,
-                pdl::early_reads());
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(a.ssm.n_head * kCluster));
+    cfg.blockDim = dim3(kWarps * 32);
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[2];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = kCluster;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[1].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl::enabled() ? 2 : 1;
+    DUALITY_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, a, pdl::early_reads()));
+}
+
+template <typename T>
+void dispatch_n(const DecodeInStep& a, cudaStream_t stream) {
+    switch (a.ssm.d_state) {
+        case 64:
+            return launch<T, 64>(a, stream);
+        case 128:
+            return launch<T, 128>(a, stream);
+        default:
+            return launch<T, 256>(a, stream);
+    }
+}
+
+size_t smem_for(int64_t d_state, int64_t d_model, size_t el) {
+    switch (d_state) {
+        case 64:
+            return smem_bytes<64>(d_model, el);
+        case 128:
+            return smem_bytes<128>(d_model, el);
+        default:
+            return smem_bytes<256>(d_model, el);
+    }
 }
 
 }  // namespace
@@ -293,51 +330,22 @@ bool decode_in_step_supported(const DecodeInStep& a, DType act) {
         a.conv.channels != s.n_head * s.head_dim + 2 * s.n_group * s.d_state)
         return false;
     if (!a.u || !a.w_in || !a.conv.weight || !a.conv.state || !a.conv.batch.slots || !s.A ||
-        !s.state || !a.dt.dt_bias || !a.gate_w || !a.v || !a.ssq || !a.bc || !a.sync ||
-        !aligned(a.u) || !aligned(a.w_in) || !aligned(s.state) || s.state_slot_stride % 4 != 0)
+        !s.state || !a.dt.dt_bias || !a.gate_w || !a.v || !a.ssq || !a.bc_raw || !aligned(a.u) ||
+        !aligned(a.w_in) || !aligned(s.state) || s.state_slot_stride % 4 != 0)
         return false;
-    int device = 0, optin = 0, sms = 0, per_sm = 0;
+    int device = 0, optin = 0;
     DUALITY_CUDA_CHECK(cudaGetDevice(&device));
     DUALITY_CUDA_CHECK(
         cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    const size_t smem = smem_bytes(a.d_model, s.d_state, dtype_size(act));
-    // (static shared memory: B, C, the conv's inputs and a few words, under 3 KB)
-    if (smem + (3 << 10) > static_cast<size_t>(optin)) return false;
-    // Every block resident at once: the head blocks spin on the B/C blocks.
-    const auto occupancy = [&](auto kernel) {
-        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(smem)));
-        DUALITY_CUDA_CHECK(
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWarps * 32, smem));
-    };
-    switch (s.d_state) {
-        case 64:
-            occupancy(decode_in_step_kernel<__nv_bfloat16, 64>);
-            break;
-        case 128:
-            occupancy(decode_in_step_kernel<__nv_bfloat16, 128>);
-            break;
-        default:
-            occupancy(decode_in_step_kernel<__nv_bfloat16, 256>);
-    }
-    const int64_t blocks = 2 * s.n_group * s.d_state / kWarps + s.n_head * kHeadBlocks;
-    return blocks <= static_cast<int64_t>(per_sm) * sms;
+    // (static shared memory: B, C, the conv's inputs and a few words, under 6 KB)
+    return smem_for(s.d_state, a.d_model, dtype_size(act)) + (6 << 10) <=
+           static_cast<size_t>(optin);
 }
 
 void decode_in_step(const DecodeInStep& a, DType act, cudaStream_t stream) {
     if (!decode_in_step_supported(a, act))
         fail("decode_in_step: unsupported shape or operands", "a", __FILE__, __LINE__);
-    switch (a.ssm.d_state) {
-        case 64:
-            launch<__nv_bfloat16, 64>(a, stream);
-            break;
-        case 128:
-            launch<__nv_bfloat16, 128>(a, stream);
-            break;
-        default:
-            launch<__nv_bfloat16, 256>(a, stream);
-    }
+    dispatch_n<__nv_bfloat16>(a, stream);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 

@@ -223,10 +223,12 @@ int64_t ssm_decode_gate_parts(int64_t head_dim);
 // product of u (z, x, B, C and dt columns; times the deferred RMSNorm factor
 // rsqrt(Σ in_scale.ssq / count + eps) where in_scale.ssq is given, as gemv_fused's input scale),
 // rounded to act as zxbcdt would hold it; the width-4 conv + SiLU on xBC's channels (rounded to
-// act, as xbc; the windows shift); the SSM step of the one sequence in slot conv.batch.slots[0]
-// (as ssm_decode, f32 state in place); and the gate's first half (as ssm_decode's SsdGate:
-// v = y·silu(z), v·w into v), with Σ v² per kDecodeInStepPart channels into ssq. bf16 only (as
-// the decode gate), Hopper.
+// act, as xbc); the SSM step of the one sequence in slot conv.batch.slots[0] (as ssm_decode, f32
+// state in place); and the gate's first half (as ssm_decode's SsdGate: v = y·silu(z), v·w into
+// v), with Σ v² per kDecodeInStepPart channels into ssq. The conv windows of x's channels shift;
+// B's and C's new raw values go to bc_raw instead, and the caller's next kernel must shift them in
+// (gemv_fused's GemvFused::commit_x) before this layer's next step. bf16 only (as the decode
+// gate), Hopper.
 struct DecodeInStep {
     const void* u = nullptr;     // {d_model} act
     RowScale in_scale;           // optional
@@ -241,16 +243,13 @@ struct DecodeInStep {
     const float* gate_w = nullptr;  // {d_inner} f32: the gated norm's weight
     void* v = nullptr;              // {d_inner} act, out: v·w
     float* ssq = nullptr;           // {d_inner / kDecodeInStepPart} f32, out
-    float* bc = nullptr;            // {2 · n_group · d_state} f32: scratch (B and C after the conv)
-    // {2}: counters zeroed once when allocated, which every launch leaves zeroed for the next;
-    // calls sharing them must not run concurrently.
-    uint32_t* sync = nullptr;
+    float* bc_raw = nullptr;        // {2 · n_group · d_state} f32, out: B's and C's raw values
 };
 constexpr int64_t kDecodeInStepPart = 8;  // channels per partial sum of v²
 // Whether decode_in_step takes these operands: Hopper code on the device, bf16, f32 state,
 // head_dim 64, d_state 64/128/256, d_model a multiple of 256 up to 2048 whose rows fit the
 // block's shared memory, a width-4 conv over conv_dim = d_inner + 2·n_group·d_state channels,
-// 16-byte aligned u, w_in and state, and a grid that is resident all at once.
+// 16-byte aligned u, w_in and state.
 bool decode_in_step_supported(const DecodeInStep& a, DType act);
 void decode_in_step(const DecodeInStep& a, DType act, cudaStream_t stream);
 

@@ -83,9 +83,6 @@ struct DeviceInfo {
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
-    // In that form, in_proj, the conv and the step run as one launch (decode_in_step: two kernels
-    // a layer; CUDA, Hopper, head_dim 64; DUALITY_DECODE_IN_STEP).
-    bool decode_in_step = false;
     // Decode passes of out_proj_split_rows sequences or more run out_proj as split-k in
     // out_proj_split f32 parts, summed by the next norm (CUDA, DUALITY_OUT_PROJ_SPLIT; 1: never).
     int out_proj_split = 1;

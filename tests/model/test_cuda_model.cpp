@@ -682,31 +682,6 @@ TEST(CudaModel, ZForkEarlyMatchesTheLateOrder) {
 // conv state is left by the fused product in one step and read by conv1d in the next and the
 // other way round; batch-1 logits differ in some bits (the fused path skips a rounding of the
 // normed row): proof that it ran.
-// decode_in_step (in_proj, the conv and the step as one launch; Hopper) runs by default where
-// batch-1 passes take the three-kernel form, as the bundled model's do; compared with
-// DUALITY_DECODE_IN_STEP=0 (the three kernels) by compare_batch1_paths. The B and C conv windows
-// it leaves pending are shifted in by out_proj, and the batch-2 steps in between read them with
-// conv1d: a missing or misplaced shift shows as a difference. Batch-1 logits differ in some bits
-// (its Σ v² parts cover 8 channels, the step's 16): proof that it ran.
-TEST(CudaModel, DecodeInStepMatchesTheThreeKernels) {
-    REQUIRE_GPU();
-    const auto load = [](const char* on) {
-        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_DECODE_IN_STEP", on}});
-        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
-    };
-    auto in_step = load(""), chain = load("0");
-    ASSERT_TRUE(in_step.is_ok() && chain.is_ok()) << in_step.status().message();
-    ASSERT_TRUE((*chain)->device_info().batch1_whole);
-    EXPECT_FALSE((*chain)->device_info().decode_in_step);
-    if ((*in_step)->device_info().compute_capability / 10 != 9) {
-        EXPECT_FALSE((*in_step)->device_info().decode_in_step) << "Hopper only";
-        return;
-    }
-    ASSERT_TRUE((*in_step)->device_info().decode_in_step);
-    EXPECT_TRUE(compare_batch1_paths(**in_step, **chain, DType::kBF16, 24))
-        << "decode_in_step did not run";
-}
-
 TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
     REQUIRE_GPU();
     // bf16 only: f16 could overflow in out_proj's unnormalized u, so f16 models never take them.

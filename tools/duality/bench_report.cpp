@@ -105,9 +105,6 @@ std::string render_table(const BenchReport& r) {
                  "layer\n";
         if (dev.gemv_bulk)
             s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
-        if (dev.decode_in_step)
-            s += "decode   batch 1: in_proj, conv1d and the step in one launch "
-                 "(DUALITY_DECODE_IN_STEP)\n";
         if (dev.out_proj_split > 1)
             s +=
                 fmt("decode   %lld+ sequences: out_proj in %d k-parts summed by the next norm "
@@ -191,7 +188,6 @@ std::string render_json(const BenchReport& r) {
         j["decode_gate"] = dev.decode_gate;
         j["batch1_whole"] = dev.batch1_whole;
         j["gemv_bulk"] = dev.gemv_bulk;
-        j["decode_in_step"] = dev.decode_in_step;
         j["out_proj_split"] = dev.out_proj_split;
         j["out_proj_split_rows"] = dev.out_proj_split_rows;
         j["ssd_conv"] = dev.ssd_conv;

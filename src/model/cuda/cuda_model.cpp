@@ -62,7 +62,6 @@ struct Workspace {
     float* ssq_sel;     // {R, n_head} f32: their rows whose logits are wanted
     float* h_parts;     // {out_splits, max_seqs, d_model} f32: split-k out_proj's parts (decode)
     float* gemv_parts;  // {gemv_fused_parts(d_model)} f32: batch-1 residual sums of squares
-    float* bc_raw;      // {2 · n_group · d_state} f32: decode_in_step's raw B and C (batch 1)
     void* ssd;          // ssd_chunked workspace
     void* h_sel;        // {R, d_model} act: rows whose logits are wanted
     float* res_sel;     // {R, d_model} f32
@@ -384,7 +383,6 @@ class CudaModel final : public Model {
         info_.decode_gate = decode_gate_;
         info_.batch1_whole = whole_at(1);
         info_.gemv_bulk = gemv_bulk_;
-        info_.decode_in_step = in_step_;
         info_.ssd_conv = conv_in_ssd_;
         info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
         info_.z_fork = !split_in_proj_ ? "none"
@@ -518,12 +516,9 @@ class CudaModel final : public Model {
         const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
         // Prefill gate: one sum per (token, head); decode gate: head_dim / 16 per (sequence, head).
         // (Batch-1 passes may take the decode gate where it fits: batch1_whole_.)
-        // decode_in_step: one sum per kDecodeInStepPart channels.
         const size_t ssq_elems =
-            std::max({T * H,
-                      (decode_gate_ ? z(max_seqs_) : static_cast<size_t>(gate_fits)) * H *
-                          z(cuda::ssm_decode_gate_parts(c_.head_dim)),
-                      z(c_.d_inner / cuda::kDecodeInStepPart + 1)});
+            std::max(T * H, (decode_gate_ ? z(max_seqs_) : static_cast<size_t>(gate_fits)) * H *
+                                z(cuda::ssm_decode_gate_parts(c_.head_dim)));
         desc_ = DescLayout(max_seqs_, n_chunk_max_, max_tokens_);
         const std::vector<size_t> sizes = {T * D * a,
                                            T * D * 4,
@@ -537,7 +532,6 @@ class CudaModel final : public Model {
                                            R * H * 4,
                                            out_splits_ > 1 ? z(out_splits_ * max_seqs_) * D * 4 : 0,
                                            z(cuda::gemv_fused_parts(c_.d_model)) * 4,
-                                           z(2 * c_.n_group * c_.d_state) * 4,
                                            ssd_bytes,
                                            R * D * a,
                                            R * D * 4,
@@ -563,7 +557,6 @@ class CudaModel final : public Model {
         ws_.ssq_sel = static_cast<float*>(take());
         ws_.h_parts = static_cast<float*>(take());
         ws_.gemv_parts = static_cast<float*>(take());
-        ws_.bc_raw = static_cast<float*>(take());
         ws_.ssd = take();
         ws_.h_sel = take();
         ws_.res_sel = static_cast<float*>(take());
@@ -596,11 +589,6 @@ class CudaModel final : public Model {
                      cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&
                      (env_is("DUALITY_GEMV_BULK", "1") ||
                       c_.d_inner * static_cast<int64_t>(dtype_size(act_)) <= kGemvBulkRowBytes);
-        // In the three-kernel form, in_proj, the conv and the step as one launch where
-        // decode_in_step takes every layer (DUALITY_DECODE_IN_STEP=0: never).
-        in_step_ = batch1_whole_ && !env_is("DUALITY_DECODE_IN_STEP", "0");
-        for (int64_t layer = 0; in_step_ && layer < c_.n_layer; ++layer)
-            in_step_ = cuda::decode_in_step_supported(in_step_args(layer, false), act_);
         return Status::ok();
     }
 
@@ -1031,8 +1019,7 @@ class CudaModel final : public Model {
                                      });
         } else if (decode && (decode_gate_ || whole_at(T))) {
             pass_scaled_ = true;
-            scale_parts_ = whole_at(T) && in_step_ ? c_.head_dim / cuda::kDecodeInStepPart
-                                                   : cuda::ssm_decode_gate_parts(c_.head_dim);
+            scale_parts_ = cuda::ssm_decode_gate_parts(c_.head_dim);
         }
         // Where out_splits_ > 1 (by default the 780m and larger; DUALITY_OUT_PROJ_SPLIT), decode
         // passes run out_proj as split-k where splits_out_proj allows: f32 parts that the next add
@@ -1045,9 +1032,6 @@ class CudaModel final : public Model {
         // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
         // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
         pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
-        // Batch-1 passes in the three-kernel form: in_proj, the conv and the step in one launch
-        // (decode_in_step), B's and C's conv windows shifted by out_proj.
-        const bool in_step = pass_fused_ && whole_at(T) && in_step_;
         for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
             const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
             const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
@@ -1064,8 +1048,6 @@ class CudaModel final : public Model {
             if (z_first) {
                 fork_.order(s, side_stream_.get());
                 z_rows(side_stream_.get(), gemm_side_);
-            } else if (in_step) {
-                cuda::decode_in_step(in_step_args(layer, fused_in), act_, s);
             } else if (!split && pass_fused_) {  // the whole product, z's columns included
                 in_proj_conv(w, layer, fused_in, 0, s);
             } else if (!split) {
@@ -1094,9 +1076,7 @@ class CudaModel final : public Model {
             const cuda::SsdArgs ssd = ssd_args(layer);
             const cuda::RawDt dt = raw_dt(w);  // the decode step's Δ input: raw dt of row s
             bool z_joined = false;
-            if (in_step) {
-                // (the step ran in decode_in_step)
-            } else if (decode && pass_scaled_) {
+            if (decode && pass_scaled_) {
                 // The step's gate epilogue reads z: the side stream's z product joins first.
                 if (split) join_.order(side_stream_.get(), s);
                 z_joined = true;
@@ -1138,12 +1118,6 @@ class CudaModel final : public Model {
                 f.out_parts = ws_.gemv_parts;
                 f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
                 f.bulk = gemv_bulk_;
-                if (in_step) {  // B's and C's conv windows, which decode_in_step left pending
-                    f.conv = conv_args(w, layer);
-                    f.commit_x = ws_.bc_raw;
-                    f.commit_begin = E;
-                    f.commit_count = 2 * c_.n_group * c_.d_state;
-                }
                 cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
             } else if (out_parts_.p) {
                 gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_,
@@ -1170,26 +1144,6 @@ class CudaModel final : public Model {
         conv.state_slot_stride = conv_slot_elems_;
         conv.out = ws_.xbc;
         return conv;
-    }
-
-    // decode_in_step's arguments for `layer` of a batch-1 pass: u scaled by out_proj's parts
-    // (`scaled`) or normalized by add_rms_norm (the first layer); v·w into ws_.gated.
-    cuda::DecodeInStep in_step_args(int64_t layer, bool scaled) const {
-        const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
-        cuda::DecodeInStep a;
-        a.u = ws_.u;
-        a.in_scale = fused_input(scaled).in_scale;
-        a.w_in = w.in_proj;
-        a.d_model = c_.d_model;
-        a.conv = conv_args(w, layer);
-        a.conv.batch.slots = ws_.slots;  // sequence 0's (also before any pass set batch_)
-        a.ssm = ssd_args(layer);
-        a.dt = raw_dt(w);
-        a.gate_w = w.gate_norm;
-        a.v = ws_.gated;
-        a.ssq = ws_.ssq;
-        a.bc_raw = ws_.bc_raw;
-        return a;
     }
 
     // A batch-1 fused product's input: u with out_proj's parts as its scale (`scaled`), or u
@@ -1473,7 +1427,6 @@ class CudaModel final : public Model {
     // out_proj bulk only. docs/architecture.md, "Batch-1 GEMV epilogues".
     static constexpr int64_t kGemvBulkRowBytes = 3072;
     bool gemv_bulk_ = false;
-    bool in_step_ = false;  // batch-1 passes in the three-kernel form take decode_in_step
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

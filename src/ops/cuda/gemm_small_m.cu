@@ -162,19 +162,6 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
     pdl::allow_next();
-    if constexpr (kResidual) {
-        if (f.commit_x && blockIdx.x == 0) {  // decode_in_step's pending windows
-            const int64_t ch = cf.channels;
-            float* st = cf.state + static_cast<int64_t>(*cf.batch.slots) * cf.state_slot_stride +
-                        f.commit_begin;
-            for (int64_t q = threadIdx.x; q < f.commit_count; q += kWarps * 32) {
-                const float w1 = st[ch + q], w2 = st[2 * ch + q];
-                st[q] = w1;
-                st[ch + q] = w2;
-                st[2 * ch + q] = f.commit_x[q];
-            }
-        }
-    }
     if (row >= n) return;
     if (!early) {
         load_w();

@@ -51,7 +51,6 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 // - kResidual: r = residual[col] + y (f32); residual[col] = r; u[col] = act(r · w_next[col]); and
 //   out_parts[b] = Σ r² over columns 8b..8b+7 (the fixed order of a block), ceil(n / 8) of them:
 //   the next product's input scale (gemv_fused_parts).
-//   With commit_x, block 0 also shifts conv windows (below).
 struct GemvFused {
     enum Epilogue { kStore, kConv, kResidual };
     Epilogue epilogue = kStore;
@@ -66,11 +65,6 @@ struct GemvFused {
     const float* w_next = nullptr;  // {n} f32: the next RMSNorm's weight
     void* u = nullptr;              // {n} act
     float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32
-    // kResidual, optional: decode_in_step's pending conv windows. Block 0 shifts the windows of
-    // channels [commit_begin, commit_begin + commit_count) of `conv`'s state (its slot
-    // conv.batch.slots[0]) by one row, the newest row taking commit_x {commit_count} f32.
-    const float* commit_x = nullptr;
-    int64_t commit_begin = 0, commit_count = 0;
     // Each warp's row of w comes into shared memory as one bulk copy issued at the start, instead
     // of groups of loads into registers (gemv_fused_bulk_supported; 8 rows of k a block).
     bool bulk = false;

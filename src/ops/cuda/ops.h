@@ -219,40 +219,6 @@ bool ssm_decode_gate_supported(const SsdArgs& a, const SsdGate& gate, DType act)
 // Partial sums per head the decode gate writes: head_dim / 16.
 int64_t ssm_decode_gate_parts(int64_t head_dim);
 
-// The first half of a batch-1 decode layer in one launch (decode_in_step.cu): the whole in_proj
-// product of u (z, x, B, C and dt columns; times the deferred RMSNorm factor
-// rsqrt(Σ in_scale.ssq / count + eps) where in_scale.ssq is given, as gemv_fused's input scale),
-// rounded to act as zxbcdt would hold it; the width-4 conv + SiLU on xBC's channels (rounded to
-// act, as xbc); the SSM step of the one sequence in slot conv.batch.slots[0] (as ssm_decode, f32
-// state in place); and the gate's first half (as ssm_decode's SsdGate: v = y·silu(z), v·w into
-// v), with Σ v² per kDecodeInStepPart channels into ssq. The conv windows of x's channels shift;
-// B's and C's new raw values go to bc_raw instead, and the caller's next kernel must shift them in
-// (gemv_fused's GemvFused::commit_x) before this layer's next step. bf16 only (as the decode
-// gate), Hopper.
-struct DecodeInStep {
-    const void* u = nullptr;     // {d_model} act
-    RowScale in_scale;           // optional
-    const void* w_in = nullptr;  // {d_in_proj, d_model} act: in_proj's [z | x | B | C | dt] rows
-    int64_t d_model = 0;
-    // channels (conv_dim), width, weight, bias, state, state_slot_stride, batch.slots; x and out
-    // are unused.
-    Conv1dArgs conv;
-    // n_head, head_dim, d_state, n_group, A, D, state (f32), state_slot_stride; x, B, C, y unused.
-    SsdArgs ssm;
-    RawDt dt;                       // dt_bias, dt_min, dt_max; dt_raw unused
-    const float* gate_w = nullptr;  // {d_inner} f32: the gated norm's weight
-    void* v = nullptr;              // {d_inner} act, out: v·w
-    float* ssq = nullptr;           // {d_inner / kDecodeInStepPart} f32, out
-    float* bc_raw = nullptr;        // {2 · n_group · d_state} f32, out: B's and C's raw values
-};
-constexpr int64_t kDecodeInStepPart = 8;  // channels per partial sum of v²
-// Whether decode_in_step takes these operands: Hopper code on the device, bf16, f32 state,
-// head_dim 64, d_state 64/128/256, d_model a multiple of 256 up to 2048 whose rows fit the
-// block's shared memory, a width-4 conv over conv_dim = d_inner + 2·n_group·d_state channels,
-// 16-byte aligned u, w_in and state.
-bool decode_in_step_supported(const DecodeInStep& a, DType act);
-void decode_in_step(const DecodeInStep& a, DType act, cudaStream_t stream);
-
 // One layer's weights on the device (the model's DeviceWeights::layers; decode_stack's layer
 // table).
 struct DeviceLayer {

@@ -251,13 +251,15 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
         if (!it->empty()) return bad("logit_bias", "logit_bias is not supported by this server");
     }
 
-    int64_t max_tokens = r.max_tokens;
+    // The default (16) never exceeds --max-tokens-limit; in chat requests max_completion_tokens,
+    // the newer name, wins over max_tokens where both are given.
+    int64_t max_tokens = std::min(r.max_tokens, limits.max_tokens_limit);
+    if (auto e = read_int(body, "max_tokens", 1, limits.max_tokens_limit, &max_tokens)) return e;
     if (chat) {
         if (auto e =
                 read_int(body, "max_completion_tokens", 1, limits.max_tokens_limit, &max_tokens))
             return e;
     }
-    if (auto e = read_int(body, "max_tokens", 1, limits.max_tokens_limit, &max_tokens)) return e;
     r.max_tokens = max_tokens;
 
     SamplingParams& s = r.sampling;

@@ -1524,6 +1524,15 @@ class TestFuzz(OwnServerCase):
         print(f"\n  fuzz statuses: {dict(sorted(statuses.items()))}", file=sys.stderr)
         self.assertEqual(self.srv.health(), 200)
 
+    def test_default_max_tokens_within_the_limit(self):
+        # Without max_tokens the default (16) is capped at --max-tokens-limit (8 here).
+        body = self.complete({"prompt": "The sea", "temperature": 0, "ignore_eos": True})
+        self.assertEqual(body["usage"]["completion_tokens"], 8)
+        # Chat: max_completion_tokens wins over max_tokens where both are given.
+        body = self.chat({"messages": [{"role": "user", "content": "Hi"}], "temperature": 0,
+                          "ignore_eos": True, "max_tokens": 5, "max_completion_tokens": 3})
+        self.assertEqual(body["usage"]["completion_tokens"], 3)
+
     def test_garbage_http(self):
         for raw in (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(64)),
                     b"GET / HTTP/9.9\r\n\r\n",

@@ -14,6 +14,7 @@ the last one before the step's device-to-host copy.
 """
 import csv
 import sys
+from collections import Counter
 
 
 def main() -> int:
@@ -40,7 +41,7 @@ def main() -> int:
     step = ops[a:b]
     t0, t_end = step[0][0], ops[b][0]
     names = [n for _, _, n in step]
-    repeated = {n for n in names if names.count(n) > 4}
+    repeated = {n for n, count in Counter(names).items() if count > 4}
     d2h = [i for i, n in enumerate(names) if "Device-to-Host" in n]
     kernels = [i for i, n in enumerate(names) if "memcpy" not in n and "memset" not in n]
     first_k = kernels[0] if kernels else 0

@@ -92,6 +92,11 @@ struct DeviceInfo {
     bool ssd_conv = false;
     // ... and Δ from in_proj's raw dt columns (the same passes, unless DUALITY_SSD_DT=0).
     bool ssd_dt = false;
+    // The prefill SSD (CUDA): "fused" (one launch), "five-step" or "scan"; empty on the CPU. And
+    // the chunk size of its chunk table, which the fused SSD may take smaller than the config's.
+    std::string ssd_prefill;
+    int64_t ssd_chunk = 0;
+    bool ssd_passed_f16 = false;  // the fused SSD passes f16 states between chunks
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).

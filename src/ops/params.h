@@ -43,6 +43,9 @@ struct SsdParams {
     const float* D = nullptr;   // {n_head} or nullptr
     float* state = nullptr;     // {n_head, head_dim, d_state}, fp32: initial in, final out
     float* y = nullptr;         // {seqlen, n_head, head_dim}, dense
+    // ssd_chunked: round the state passed from each chunk to the next to f16 (the CUDA fused
+    // SSD's SsdArgs::passed_f16); the final state stays f32.
+    bool passed_f16 = false;
 };
 
 }  // namespace duality

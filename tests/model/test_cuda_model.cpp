@@ -567,6 +567,48 @@ TEST(CudaModel, OutProjSplitsByDefaultFromThe780mWidth) {
     EXPECT_EQ(info("mamba2-370m", "4").out_proj_split, 4);
 }
 
+// d_state 256 (a two-layer model of the 130m's width): the fused SSD takes it with chunks of 128
+// tokens (the config's 256 does not fit its shared memory). Its prefill and decode logits, and
+// the five-step path's (DUALITY_SSD_PATH=five-step, the config's chunk 256), agree with the
+// sequential scan's (DUALITY_SSD_PATH=scan, chunk-free) within the bf16 policy (rel-L2 <= 3e-2,
+// docs/numerics.md). Prompts of 1-700 tokens, so chunk tables of 1-6 chunks per sequence, then
+// two greedy decode steps.
+TEST(CudaModel, Bf16FusedSsdTakesDState256) {
+    REQUIRE_GPU();
+    constexpr int kSeqs = 4;
+    auto load = [](const char* path) {
+        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_SSD_PATH", path}});
+        auto config = preset_config("mamba2-130m");
+        EXPECT_TRUE(config.is_ok());
+        config->n_layer = 2;
+        config->d_state = 256;
+        return Model::random(*config, cuda_options(DType::kBF16, kSeqs), 11);
+    };
+    auto fused = load("fused"), five = load("five-step"), scan = load("scan");
+    ASSERT_TRUE(fused.is_ok() && five.is_ok() && scan.is_ok()) << fused.status().message();
+    EXPECT_EQ((*fused)->device_info().ssd_prefill, "fused");
+    EXPECT_EQ((*fused)->device_info().ssd_chunk, 128);
+    EXPECT_EQ((*five)->device_info().ssd_prefill, "five-step");
+    EXPECT_EQ((*five)->device_info().ssd_chunk, 256);
+    EXPECT_EQ((*scan)->device_info().ssd_prefill, "scan");
+    const int64_t V = (*scan)->config().vocab_size;
+    std::vector<std::vector<int32_t>> pieces = prompts(kSeqs, 1, 233, 17, 31, V);
+    for (int step = 0; step < 3; ++step) {
+        const std::vector<float> f = step_logits(**fused, kSeqs, pieces),
+                                 c = step_logits(**five, kSeqs, pieces),
+                                 r = step_logits(**scan, kSeqs, pieces);
+        ASSERT_FALSE(r.empty());
+        ASSERT_EQ(f.size(), r.size());
+        ASSERT_EQ(c.size(), r.size());
+        EXPECT_LE(rel_l2(f, r), 3e-2) << "fused, step " << step;
+        EXPECT_LE(rel_l2(c, r), 3e-2) << "five-step, step " << step;
+        if (step == 0) {
+            EXPECT_NE(f, c) << "the same bits: did the fused SSD run?";
+        }
+        pieces = greedy_pieces(r, kSeqs, kSeqs, V);
+    }
+}
+
 // Whether a row's largest logit leads the second by more than 2% of the logit scale (argmax
 // comparisons between two paths skip near-ties).
 bool clear_top(const float* row, int64_t V) {

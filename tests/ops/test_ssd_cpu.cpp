@@ -7,6 +7,7 @@
 #include <sstream>
 #include <vector>
 
+#include "core/half.h"
 #include "ops/cpu/ops.h"
 
 namespace duality {
@@ -122,6 +123,49 @@ INSTANTIATE_TEST_SUITE_P(
              << "_G" << s.n_group << "_Q" << s.chunk_size;
         return name.str();
     });
+
+// SsdParams::passed_f16 (the twin of the fused SSD's f16 passed states): one run over three
+// chunks equals three one-chunk runs with the state rounded to f16 between them (the final state
+// not), and differs from the f32 run by about one f16 rounding of the states it passed.
+TEST(SsdChunkedCpu, PassedF16RoundsEachPassedState) {
+    const SsdShape shape{96, 4, 16, 32, 2, 32};
+    const SsdInputs in = make_inputs(shape, 11);
+    std::vector<float> s_one = in.state0, s_f32 = in.state0, s_steps = in.state0;
+    std::vector<float> y_one(shape.seqlen * shape.n_head * shape.head_dim);
+    {
+        SsdParams p;
+        p.seqlen = shape.seqlen;
+        p.n_head = shape.n_head;
+        p.head_dim = shape.head_dim;
+        p.d_state = shape.d_state;
+        p.n_group = shape.n_group;
+        p.chunk_size = shape.chunk_size;
+        p.x = in.x.data();
+        p.x_stride = shape.n_head * shape.head_dim;
+        p.B = in.B.data();
+        p.C = in.C.data();
+        p.bc_stride = shape.n_group * shape.d_state;
+        p.dt = in.dt.data();
+        p.A = in.A.data();
+        p.D = in.D.data();
+        p.state = s_one.data();
+        p.y = y_one.data();
+        p.passed_f16 = true;
+        cpu::ssd_chunked(p, 2);
+    }
+    std::vector<float> y_steps;
+    for (int64_t t0 = 0; t0 < shape.seqlen; t0 += shape.chunk_size) {
+        const std::vector<float> y = run(in, true, s_steps, t0, t0 + shape.chunk_size);
+        y_steps.insert(y_steps.end(), y.begin(), y.end());
+        if (t0 + shape.chunk_size < shape.seqlen)
+            round_to_dtype(DType::kF16, s_steps.data(), s_steps.size());
+    }
+    EXPECT_LT(rel_max_err(y_one, y_steps), 1e-6);
+    EXPECT_LT(rel_max_err(s_one, s_steps), 1e-6);
+    const std::vector<float> y_f32 = run(in, true, s_f32, 0, shape.seqlen);
+    EXPECT_NE(y_one, y_f32) << "no state was rounded";
+    EXPECT_LT(rel_max_err(y_one, y_f32), 1e-3);
+}
 
 TEST(Conv1dCpu, MatchesTheDefinitionAndContinues) {
     const int64_t T = 9, C = 5, W = 4;

@@ -113,6 +113,10 @@ std::string render_table(const BenchReport& r) {
         if (dev.ssd_conv)
             s += "prefill  x's conv1d in the fused SSD's head blocks (DUALITY_SSD_CONV)\n";
         if (dev.ssd_dt) s += "prefill  Δ in the fused SSD's head blocks (DUALITY_SSD_DT)\n";
+        if (!dev.ssd_prefill.empty())
+            s += fmt("prefill  SSD: %s, chunks of %lld tokens%s (DUALITY_SSD_PATH)\n",
+                     dev.ssd_prefill.c_str(), static_cast<long long>(dev.ssd_chunk),
+                     dev.ssd_passed_f16 ? ", f16 states between chunks" : "");
     }
     if (!r.prefill.empty()) {
         s += fmt("\n%-8s %6s %8s %10s %12s %9s %10s\n", "prefill", "batch", "seq_len", "ms",
@@ -192,6 +196,9 @@ std::string render_json(const BenchReport& r) {
         j["out_proj_split_rows"] = dev.out_proj_split_rows;
         j["ssd_conv"] = dev.ssd_conv;
         j["ssd_dt"] = dev.ssd_dt;
+        j["ssd_prefill"] = dev.ssd_prefill;
+        j["ssd_chunk"] = dev.ssd_chunk;
+        j["ssd_passed_f16"] = dev.ssd_passed_f16;
     }
     j["prefill"] = json::array();
     for (const PrefillResult& p : r.prefill) {

@@ -385,6 +385,12 @@ class CudaModel final : public Model {
         info_.gemv_bulk = gemv_bulk_;
         info_.ssd_conv = conv_in_ssd_;
         info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
+        info_.ssd_prefill = use_scan_ ? "scan"
+                            : use_fused_ && cuda::ssd_fused_supported(ssd_args(0), act_)
+                                ? "fused"
+                                : "five-step";
+        info_.ssd_chunk = ssd_chunk_;
+        info_.ssd_passed_f16 = passed_f16_ && info_.ssd_prefill == "fused";
         info_.z_fork = !split_in_proj_ ? "none"
                        : z_early(2)    ? "early"
                        : z_early(1)    ? "early at batch 1"
@@ -451,8 +457,20 @@ class CudaModel final : public Model {
 
     // Sizes and carves the workspace for max_tokens_ tokens and max_seqs_ sequences.
     Status layout_workspace() {
+        passed_f16_ = env_is("DUALITY_SSD_PASSED_F16", "1");
+        // DUALITY_SSD_PATH: fused (the default, where supported), five-step or scan (the
+        // sequential oracle, for debugging).
         if (const char* path = std::getenv("DUALITY_SSD_PATH")) {
-            use_fused_ = std::string_view(path) != "five-step";
+            const std::string_view v(path);
+            if (v == "fused" || v == "five-step" || v == "scan") {
+                use_fused_ = v == "fused";
+                use_scan_ = v == "scan";
+            } else {
+                std::fprintf(stderr,
+                             "duality: DUALITY_SSD_PATH=\"%s\" is not fused, five-step or scan; "
+                             "using fused\n",
+                             path);
+            }
         }
         // The prefill chunk table's chunk size: the config's, or the one the fused SSD runs
         // fastest with (ssd_fused_chunk; the same SSD, rounded differently).
@@ -835,6 +853,7 @@ class CudaModel final : public Model {
         a.state_slot_stride = ssm_slot_elems_;
         a.state_dtype = opt_.state_dtype;
         a.y = ws_.y;
+        a.passed_f16 = passed_f16_;
         return a;
     }
 
@@ -1390,6 +1409,7 @@ class CudaModel final : public Model {
     DeviceInfo info_;
     bool use_scan_ = false;       // prefill SSD by the sequential scan instead of ssd_chunked
     bool use_fused_ = true;       // prefill SSD by ssd_fused where supported
+    bool passed_f16_ = false;     // ... passing f16 states between chunks (DUALITY_SSD_PASSED_F16)
     bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
     bool dt_in_ssd_ = true;       // ... and Δ from the raw dt columns (RawDt)
     bool conv_in_ssd_ = false;    // ... and its conv prologue (layout_workspace)

@@ -17,6 +17,7 @@
 
 #include <cblas.h>
 
+#include "core/half.h"
 #include "ops/cpu/ops.h"
 
 namespace duality::cpu {
@@ -50,10 +51,10 @@ void ssd_chunked(const SsdParams& p, int n_threads) {
     {
         // Per-thread scratch. Inside this parallel region OpenBLAS (OpenMP build) runs each call
         // on the calling thread, so the heads proceed in parallel.
-        std::vector<float> cs(Q);       // Scs: chunk-local inclusive cumsum of A·Δ
-        std::vector<float> w(Q * Q);    // {Q, Q}: CB ⊙ exp(Scs_i − Scs_j) ⊙ Δ_j, lower triangle
-        std::vector<float> bw(Q * N);   // {Q, N}: B_j ⊙ exp(Scs_last − Scs_j) Δ_j
-        std::vector<float> yc(Q * P);   // {Q, P}: the chunk's output for this head
+        std::vector<float> cs(Q);     // Scs: chunk-local inclusive cumsum of A·Δ
+        std::vector<float> w(Q * Q);  // {Q, Q}: CB ⊙ exp(Scs_i − Scs_j) ⊙ Δ_j, lower triangle
+        std::vector<float> bw(Q * N);  // {Q, N}: B_j ⊙ exp(Scs_last − Scs_j) Δ_j
+        std::vector<float> yc(Q * P);  // {Q, P}: the chunk's output for this head
 #pragma omp for schedule(dynamic)
         for (int64_t h = 0; h < H; ++h) {
             const int64_t g = h / heads_per_group;
@@ -100,6 +101,8 @@ void ssd_chunked(const SsdParams& p, int n_threads) {
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(P), int(N), int(len), 1.0f,
                             xc, int(p.x_stride), bw.data(), int(N), std::exp(cs[len - 1]), S,
                             int(N));
+                if (p.passed_f16 && c + 1 < n_chunks)
+                    round_to_dtype(DType::kF16, S, static_cast<size_t>(P * N));
             }
         }
     }

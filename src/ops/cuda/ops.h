@@ -113,6 +113,10 @@ struct SsdArgs {
     int64_t state_slot_stride = 0;
     DType state_dtype = DType::kF32;
     void* y = nullptr;  // {n_tokens, n_head, head_dim} act, dense
+    // ssd_fused only: the states passed between chunks through the workspace in f16 instead of
+    // f32 (half the bytes on the chain; docs/numerics.md has the accuracy). The final state is
+    // computed in f32 either way.
+    bool passed_f16 = false;
 };
 
 // Chunked SSD prefill (spec 6.2), the five steps: chunk cumsum, C·Bᵀ, chunk states, state
@@ -125,15 +129,17 @@ void ssd_chunked(const SsdArgs& a, const float* dt, void* workspace, DType act,
 // The same prefill fused into ONE kernel launch (ssd_fused.cu): cumsum, chunk states, the
 // ordered state passing across chunks (device-side flags), C·Bᵀ, intra- and inter-chunk outputs
 // and D·x. f16/bf16 only, on the shapes of ssd_fused_supported() (head_dim 32/64/80/128,
-// d_state 64/128, chunk_size <= 256, aligned x/B/C, enough shared memory); otherwise use
+// d_state 64/128/256, chunk_size <= 256, aligned x/B/C, enough shared memory: d_state 256 needs
+// chunks of at most 128 tokens, 64 with head_dim 128); otherwise use
 // ssd_chunked. `workspace`: ssd_fused_workspace_bytes() (the f32 states leaving each chunk and
 // each chunk's C·Bᵀ tiles; may be shared with other scratch). `sync`: ssd_fused_sync_bytes(),
 // zeroed once when allocated and then owned by ssd_fused (counters and flags that every launch
 // leaves ready for the next one); calls using one sync buffer must not run concurrently.
 bool ssd_fused_supported(const SsdArgs& a, DType act);
 // The chunk size ssd_fused runs fastest with for a's shape: a.chunk_size, or 128 where a 256-token
-// chunk would keep one block per SM and 128-token ones fit two (the same SSD, rounded differently;
-// the caller builds its chunk table with it).
+// chunk would keep one block per SM and 128-token ones fit two, or for d_state 256 the largest
+// halving of a.chunk_size whose shared memory fits (the same SSD, rounded differently; the caller
+// builds its chunk table with it).
 int64_t ssd_fused_chunk(const SsdArgs& a, DType act);
 size_t ssd_fused_workspace_bytes(const SsdArgs& a);
 size_t ssd_fused_sync_bytes(const SsdArgs& a);

@@ -16,7 +16,9 @@
 // has passed through the workspace as f16 scaled per 16×32 tile (11 bits relative to the
 // tile's largest kept |S|: masked entries, j > i, are zeroed before the scale is taken). The
 // states passed between chunks are f32 (a {n_chunk, n_head} workspace of head_dim·d_state
-// values each, in fragment order); the final state is rounded once to the slot dtype.
+// values each, in fragment order), or f16 with SsdArgs::passed_f16 (rounded once per chunk;
+// |values| past 65504 become inf); the final state is computed in f32 and rounded once to the
+// slot dtype.
 //
 // Parallelization: 8 warps a block, two kinds of block. A block takes a ticket (atomic counter)
 // and works on item = ticket, chunk-major: chunk 0's n_group S blocks, then per chunk c the
@@ -65,12 +67,14 @@
 //   the epoch before taking its ticket), so the sync buffer (ssd_fused_sync_bytes, zeroed once)
 //   needs no clearing between launches.
 // Limits (else ssd_fused_supported() is false and callers use ssd_chunked): f16/bf16 activations,
-// head_dim in {32, 64, 80, 128}, d_state in {64, 128}, chunk_size <= 256, x/B/C 16-byte aligned
-// with strides a multiple of 8 elements, and the shared memory (smem_bytes: C, x and prev rows,
-// and B's rows or the S record, whichever is larger, which for d_state 64 at Q >= 128 is the S
-// record: 197 KB for Q 256, head_dim 64, d_state 128; 157 KB with d_state 64) within the
+// head_dim in {32, 64, 80, 128}, d_state in {64, 128, 256}, chunk_size <= 256, x/B/C 16-byte
+// aligned with strides a multiple of 8 elements, and the shared memory (smem_bytes: C, x and prev
+// rows, and B's rows or the S record, whichever is larger, which for d_state 64 at Q >= 128 is the
+// S record: 197 KB for Q 256, head_dim 64, d_state 128; 157 KB with d_state 64) within the
 // device's per-block limit — so head_dim 128 with d_state 128 needs Q <= 128 on Hopper, and
-// Q 256 does not fit on A100 (nor, for d_state 64, with head_dim 80 or 128).
+// Q 256 does not fit on A100 (nor, for d_state 64, with head_dim 80 or 128). d_state 256 runs
+// one block per SM at Q <= 128 (head_dim <= 80; 185 KB at head_dim 64) or Q <= 64 (head_dim
+// 128) on Hopper, the model choosing that chunk (ssd_fused_chunk).
 // Chunks of at most 128 tokens run an instantiation capped at 128 registers, two blocks per SM
 // where they fit (two_per_sm, two_fit; DUALITY_SSD_FUSED_2PB=0: never), and the model then
 // prefers chunk 128 (ssd_fused_chunk); longer chunks run one block per SM (shared memory).
@@ -131,8 +135,9 @@ struct FusedParams {
     const float* D = nullptr;   // {n_head} or nullptr
     void* state = nullptr;      // per slot {n_head, head_dim, d_state}, state_slot_stride apart
     int64_t state_slot_stride = 0;
-    void* y = nullptr;    // {n_tokens, n_head, head_dim} act, dense
-    float* sp = nullptr;  // {n_chunk, n_head} × head_dim·d_state f32 (fragment order): states out
+    void* y = nullptr;  // {n_tokens, n_head, head_dim} act, dense
+    void* sp = nullptr;  // {n_chunk, n_head} × head_dim·d_state f32 or f16 (fragment order): states
+    bool sp_f16 = false;           // (SsdArgs::passed_f16)
     const void* gate_z = nullptr;  // SsdGate: z {n_tokens, n_head · head_dim} act, or nullptr
     int64_t z_stride = 0;
     const float* gate_w = nullptr;  // SsdGate: the gated norm's weight {n_head · head_dim}
@@ -707,8 +712,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     if (prof) prof[3] = global_ns();
     {
         const float decay = expf(cs_last);
-        const float* prev_g = p.sp + ((c - 1) * H + h) * PN;  // used when !first
-        float* out_g = p.sp + (c * H + h) * PN;
+        // (Used when !first and !last; f16 where p.sp_f16: the same offsets in elements.)
+        const int64_t prev_off = ((c - 1) * H + h) * PN, out_off = (c * H + h) * PN;
+        const float* prev_g = static_cast<const float*>(p.sp) + prev_off;
+        float* out_g = static_cast<float*>(p.sp) + out_off;
+        const __half* prev_h = static_cast<const __half*>(p.sp) + prev_off;
+        __half* out_h = static_cast<__half*>(p.sp) + out_off;
 #pragma unroll
         for (int it = 0; it < kMaxIt; ++it) {
             const int item = warp + kWarps * it;
@@ -735,6 +744,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                                                 slot_load(p.state, e0 + 1, p.state_dtype),
                                                 slot_load(p.state, e1, p.state_dtype),
                                                 slot_load(p.state, e1 + 1, p.state_dtype));
+                    } else if (p.sp_f16) {
+                        const uint2 u =
+                            __ldcg(reinterpret_cast<const uint2*>(prev_h + frag + (t0 + t) * 128));
+                        const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&u.x));
+                        const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&u.y));
+                        pv_all[t] = make_float4(lo.x, lo.y, hi.x, hi.y);
                     } else {
                         pv_all[t] =
                             __ldcg(reinterpret_cast<const float4*>(prev_g + frag + (t0 + t) * 128));
@@ -757,6 +772,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                         slot_store(p.state, e0 + 1, p.state_dtype, o.y);
                         slot_store(p.state, e1, p.state_dtype, o.z);
                         slot_store(p.state, e1 + 1, p.state_dtype, o.w);
+                    } else if (p.sp_f16) {
+                        const __half2 lo = __floats2half2_rn(o.x, o.y),
+                                      hi = __floats2half2_rn(o.z, o.w);
+                        __stcg(reinterpret_cast<uint2*>(out_h + frag + (t0 + t) * 128),
+                               make_uint2(*reinterpret_cast<const uint32_t*>(&lo),
+                                          *reinterpret_cast<const uint32_t*>(&hi)));
                     } else {
                         __stcg(reinterpret_cast<float4*>(out_g + frag + (t0 + t) * 128), o);
                     }
@@ -996,7 +1017,8 @@ size_t s_record_bytes(int64_t chunk_size) {
 }
 
 size_t state_ws_bytes(const SsdArgs& a) {
-    return static_cast<size_t>(a.batch.n_chunk) * a.n_head * a.head_dim * a.d_state * sizeof(float);
+    return static_cast<size_t>(a.batch.n_chunk) * a.n_head * a.head_dim * a.d_state *
+           (a.passed_f16 ? sizeof(__half) : sizeof(float));
 }
 
 int max_smem_optin() {
@@ -1036,7 +1058,7 @@ bool two_per_sm(int64_t chunk_size, size_t smem) {
 }
 
 bool shape_ok(int64_t P, int64_t N) {
-    return (P == 32 || P == 64 || P == 80 || P == 128) && (N == 64 || N == 128);
+    return (P == 32 || P == 64 || P == 80 || P == 128) && (N == 64 || N == 128 || N == 256);
 }
 
 template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
@@ -1087,18 +1109,23 @@ bool two_fit(size_t smem) {
 
 template <typename T, int kP, int kN>
 void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
-    if (two_per_sm(fp.chunk_size, smem) && two_fit<T, kP, kN>(smem))
-        launch_blocks<T, kP, kN, 2>(fp, n_chunk, smem, stream);
-    else
+    if constexpr (kN == 256) {  // one block per SM: two never fit (over 100 KB at chunk 64)
         launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, stream);
+    } else if (two_per_sm(fp.chunk_size, smem) && two_fit<T, kP, kN>(smem)) {
+        launch_blocks<T, kP, kN, 2>(fp, n_chunk, smem, stream);
+    } else {
+        launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, stream);
+    }
 }
 
 template <typename T, int kP>
 void launch_n(const FusedParams& fp, int64_t N, int64_t n_chunk, size_t smem, cudaStream_t s) {
     if (N == 64) {
         launch<T, kP, 64>(fp, n_chunk, smem, s);
-    } else {
+    } else if (N == 128) {
         launch<T, kP, 128>(fp, n_chunk, smem, s);
+    } else {
+        launch<T, kP, 256>(fp, n_chunk, smem, s);
     }
 }
 
@@ -1137,6 +1164,14 @@ bool ssd_fused_supported(const SsdArgs& a, DType act) {
 }
 
 int64_t ssd_fused_chunk(const SsdArgs& a, DType act) {
+    if (a.d_state == 256) {
+        // The largest chunk (halving from the model's) whose shared memory fits one block:
+        // chunk 128 for head_dim up to 80, 64 for 128 (Hopper). None: the five-step path.
+        SsdArgs c = a;
+        while (c.chunk_size > 32 && shape_ok(c.head_dim, c.d_state) && !ssd_fused_supported(c, act))
+            c.chunk_size /= 2;
+        return ssd_fused_supported(c, act) ? c.chunk_size : a.chunk_size;
+    }
     if (a.chunk_size <= kTwoPerSmChunk) return a.chunk_size;
     SsdArgs half = a;
     half.chunk_size = kTwoPerSmChunk;
@@ -1236,7 +1271,8 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
     fp.state = a.state;
     fp.state_slot_stride = a.state_slot_stride;
     fp.y = a.y;
-    fp.sp = static_cast<float*>(workspace);
+    fp.sp = workspace;
+    fp.sp_f16 = a.passed_f16;
     fp.n_chunk = b.n_chunk;
     fp.s_tiles = reinterpret_cast<uint32_t*>(static_cast<char*>(workspace) + state_ws_bytes(a));
     fp.sync = static_cast<uint32_t*>(sync);

@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 
 #include "core/cuda/device_buffer.h"
+#include "core/env.h"
 #include "ops/cuda/registry.h"
 
 namespace duality::optest {
@@ -46,11 +48,14 @@ std::string check(const Output& o, const Tolerance& tol) {
         }
     }
     const double rel_l2 = std::sqrt(diff2 / std::max(ref2, 1e-30));
+    // DUALITY_OPTEST_REPORT=1: every output's errors, passing or not (for docs/numerics.md).
+    if (env_is("DUALITY_OPTEST_REPORT", "1"))
+        std::printf("  %s: rel_l2 %.3g, worst excess over atol + rtol·|e| %.3g at [%zu]\n",
+                    o.what.c_str(), rel_l2, worst, worst_i);
     if (rel_l2 > tol.max_rel_l2 || n_bad) {
         err << o.what << ": rel_l2 " << rel_l2 << " (max " << tol.max_rel_l2 << "), " << n_bad
             << " of " << o.expected.size() << " outside atol " << tol.atol << " rtol " << tol.rtol
-            << "; worst [" << worst_i << "] " << o.actual[worst_i] << " vs "
-            << o.expected[worst_i];
+            << "; worst [" << worst_i << "] " << o.actual[worst_i] << " vs " << o.expected[worst_i];
     }
     return err.str();
 }

@@ -19,6 +19,7 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/device_buffer.h"
+#include "core/env.h"
 #include "engine/roofline.h"
 #include "ops/cuda/op_util.h"
 #include "ops/cuda/ops.h"
@@ -104,6 +105,7 @@ void run_timing(const TimingShape& s) {
     a.state = state.data();
     a.state_slot_stride = s.H * s.P * s.N;
     a.y = y.data();
+    a.passed_f16 = env_is("DUALITY_SSD_PASSED_F16", "1");  // (the fused SSD only)
     const size_t ws_bytes = cuda::ssd_chunked_workspace_bytes(a);
     cuda::DeviceBuffer ws(ws_bytes);
 
@@ -208,6 +210,9 @@ TEST(SsdChunkedTiming, DISABLED_ModelShapes) {
         {"2.7b Q128 b1x8k", 80, 64, 128, 1, 128, 1, 8192, DType::kBF16},
         {"2.7b Q128 b1x32k", 80, 64, 128, 1, 128, 1, 32768, DType::kBF16},
         {"2.7b Q128 b8x4k", 80, 64, 128, 1, 128, 8, 4096, DType::kBF16},
+        // d_state 256 (chunks of at most 128 tokens for the fused SSD's shared memory).
+        {"N256 H80 Q128 b1x8k", 80, 64, 256, 1, 128, 1, 8192, DType::kBF16},
+        {"N256 H80 Q256 b1x8k", 80, 64, 256, 1, 256, 1, 8192, DType::kBF16},
     };
     for (const TimingShape& s : shapes) run_timing(s);
 }

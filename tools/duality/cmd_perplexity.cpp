@@ -49,6 +49,7 @@ Action add_perplexity_command(CLI::App& app) {
         std::string model, file;
         int context = 1024;
         int piece = 2048;
+        int64_t windows = 0;  // 0: all
         BackendFlags backend;
         bool quiet = false;
     };
@@ -65,6 +66,10 @@ Action add_perplexity_command(CLI::App& app) {
     cmd->add_option("--piece", opt->piece,
                     "Tokens per model call within a window (bounds the memory for logits)")
         ->check(CLI::Range(1, 1 << 20))
+        ->capture_default_str();
+    cmd->add_option("--windows", opt->windows,
+                    "Score only the file's first N windows (0: all; the same recipe on a prefix)")
+        ->check(CLI::Range(int64_t{0}, int64_t{1} << 40))
         ->capture_default_str();
     cmd->add_flag("-q,--quiet", opt->quiet, "No progress bar");
     add_backend_flags(cmd, &opt->backend);
@@ -88,7 +93,8 @@ Action add_perplexity_command(CLI::App& app) {
             return 1;
         }
         const size_t C = static_cast<size_t>(opt->context);
-        const size_t n_windows = (tokens.size() + C - 1) / C;
+        size_t n_windows = (tokens.size() + C - 1) / C;
+        if (opt->windows > 0) n_windows = std::min(n_windows, static_cast<size_t>(opt->windows));
         const int64_t V = model->config().vocab_size;
         const bool show = !opt->quiet;
         const int threads = opt->backend.threads > 0 ? opt->backend.threads : omp_get_max_threads();

@@ -1,9 +1,9 @@
 // config.json → ModelConfig, for both checkpoint formats (spec section 2).
 #include <cmath>
-#include <fstream>
 #include <limits>
-#include <sstream>
+#include <system_error>
 
+#include "core/read_file.h"
 #include "duality/config.h"
 #include "loader/json.h"
 
@@ -236,15 +236,17 @@ Result<ModelConfig> parse_model_config(const std::string& json_text, const std::
 
 Result<ModelConfig> load_model_config(const std::filesystem::path& dir) {
     const auto path = dir / "config.json";
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        if (!std::filesystem::is_directory(dir))
+    auto text = read_file(path);
+    if (!text) {
+        std::error_code ec;
+        if (!std::filesystem::is_directory(dir, ec))
             return not_found(dir.string() + ": not a model folder (no such directory)");
-        return not_found(path.string() + ": cannot open (every model folder needs config.json)");
+        if (text.status().code() == StatusCode::kNotFound)
+            return not_found(path.string() +
+                             ": no such file (every model folder needs config.json)");
+        return text.status();
     }
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return parse_model_config(ss.str(), path.string());
+    return parse_model_config(*text, path.string());
 }
 
 }  // namespace duality

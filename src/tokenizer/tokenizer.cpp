@@ -1,11 +1,10 @@
 // Loading a Hugging Face tokenizer.json into Tokenizer::Impl, and the Tokenizer accessors.
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
 
+#include "core/read_file.h"
 #include "duality/tokenizer.h"
 #include "loader/json.h"
 #include "tokenizer/byte_level.h"
@@ -309,15 +308,14 @@ Result<Tokenizer> Tokenizer::load(const std::filesystem::path& path) {
     std::error_code ec;
     std::filesystem::path file = path;
     if (std::filesystem::is_directory(path, ec)) file = path / "tokenizer.json";
-    std::ifstream in(file, std::ios::binary);
-    if (!in) {
-        return not_found(file.string() + ": cannot open (expected a tokenizer.json file or a " +
-                         "model folder that contains one)");
+    auto text = read_file(file);
+    if (!text) {
+        if (text.status().code() == StatusCode::kNotFound)
+            return not_found(file.string() + ": no such file (expected a tokenizer.json file or " +
+                             "a model folder that contains one)");
+        return text.status();
     }
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) return io_error(file.string() + ": read failed");
-    return from_json(ss.str(), file.string());
+    return from_json(*text, file.string());
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {

@@ -98,6 +98,12 @@ TEST(CliGenerate, BadFlagsAreNamed) {
              {"serve --request-timeout 1e10", "--request-timeout"},
              {"serve --shutdown-grace -1", "--shutdown-grace"},
              {"perplexity --file /no/such/file.txt", "/no/such/file.txt"},
+             {"perplexity --file /tmp", "/tmp: is a directory"},
+             {"tokenize --file /tmp", "/tmp: is a directory"},
+             {"chat-template --messages /tmp", "/tmp: is a directory"},
+             {"chat-template --template /tmp --messages '[{\"role\": \"user\", \"content\": "
+              "\"x\"}]'",
+              "/tmp: is a directory"},
              {"inspect /no/such/dir", "/no/such/dir"},
          }) {
         auto r = test::run_duality(c.args);

@@ -52,7 +52,8 @@ std::optional<TextModel> load_text_model(const std::string& model_flag, const Lo
 // The model folder used when --model is not given (the bundled model; see model_path.cpp).
 std::string default_model_dir();
 
-// Parses "1,2,3" into ids; false (with a message on stderr) on a malformed list.
-bool parse_id_list(const std::string& text, std::vector<int32_t>* ids);
+// Parses "1,2,3", the value of `flag` (named in the error), into ids; false (with a message on
+// stderr) on a malformed list.
+bool parse_id_list(const std::string& flag, const std::string& text, std::vector<int32_t>* ids);
 
 }  // namespace duality::cli

@@ -16,6 +16,12 @@
 
 namespace duality::cli {
 
+namespace {
+// --state-memory and --cache-memory: at most 1e9 MB (a petabyte), far above any machine, and low
+// enough that byte counts and slot counts derived from them cannot overflow.
+constexpr double kMaxMegabytes = 1e9;
+}  // namespace
+
 Action add_serve_command(CLI::App& app) {
     struct Options {
         std::string model, served_name, host = "127.0.0.1", config;
@@ -53,7 +59,7 @@ Action add_serve_command(CLI::App& app) {
         ->check(CLI::Range(1, 65536));
     cmd->add_option("--state-memory", opt->state_memory_mb,
                     "Size the running-sequence slot pool from this many MB instead of --max-seqs")
-        ->check(CLI::NonNegativeNumber);
+        ->check(number_in(0, kMaxMegabytes, "MB"));
     cmd->add_option("--max-queue", opt->max_queue, "Waiting sequences before HTTP 503")
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
@@ -75,7 +81,7 @@ Action add_serve_command(CLI::App& app) {
                     "Host MB for cached conversation states (default 256 on the CPU, 0 on the "
                     "GPU, whose cache lives in --cache-slots); 0 given explicitly turns the "
                     "cache off")
-        ->check(CLI::NonNegativeNumber);
+        ->check(number_in(0, kMaxMegabytes, "MB"));
     cmd->add_option("--cache-slots", opt->cache_slots,
                     "Device state slots for the most recent cached states (default 0 on the "
                     "CPU, --max-seqs on the GPU)")

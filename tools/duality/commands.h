@@ -31,6 +31,9 @@ Action add_chat_template_command(CLI::App& app);
 // allow_zero. (CLI::PositiveNumber lets NaN through, and 1e10 s overflowed the server's clock
 // arithmetic.)
 CLI::Validator seconds_in(double max_s, bool allow_zero);
+// The check of a flag that takes a number of `unit` (e.g. "MB") in [lo, hi]; NaN and infinities
+// are refused (CLI::Range and CLI::NonNegativeNumber let NaN through).
+CLI::Validator number_in(double lo, double hi, const std::string& unit);
 
 // Where a command runs its model (--device, --dtype, --state-dtype, --threads).
 struct BackendFlags {

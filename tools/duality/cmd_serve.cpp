@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -20,6 +21,8 @@ namespace {
 // --state-memory and --cache-memory: at most 1e9 MB (a petabyte), far above any machine, and low
 // enough that byte counts and slot counts derived from them cannot overflow.
 constexpr double kMaxMegabytes = 1e9;
+// State slots in all (--max-seqs + --cache-slots, each also capped at this).
+constexpr int kMaxSlots = 65536;
 }  // namespace
 
 Action add_serve_command(CLI::App& app) {
@@ -56,7 +59,7 @@ Action add_serve_command(CLI::App& app) {
     add_backend_flags(cmd, &opt->backend);
     cmd->add_option("--max-seqs", opt->max_seqs,
                     "Sequences running at once (default 16 on the CPU, 64 on the GPU)")
-        ->check(CLI::Range(1, 65536));
+        ->check(CLI::Range(1, kMaxSlots));
     cmd->add_option("--state-memory", opt->state_memory_mb,
                     "Size the running-sequence slot pool from this many MB instead of --max-seqs")
         ->check(number_in(0, kMaxMegabytes, "MB"));
@@ -85,7 +88,7 @@ Action add_serve_command(CLI::App& app) {
     cmd->add_option("--cache-slots", opt->cache_slots,
                     "Device state slots for the most recent cached states (default 0 on the "
                     "CPU, --max-seqs on the GPU)")
-        ->check(CLI::Range(0, 65536));
+        ->check(CLI::Range(0, kMaxSlots));
     cmd->add_option("--cache-ttl", opt->cache_ttl_s, "Drop cached states unused for S seconds")
         ->check(seconds_in(1e7, false))
         ->capture_default_str();
@@ -159,14 +162,35 @@ Action add_serve_command(CLI::App& app) {
         if (opt->state_memory_mb > 0) {
             const int64_t per_seq = roofline::state_slot_bytes(
                 *config, lo.device == Device::kCuda ? lo.state_dtype : DType::kF32);
-            eo.max_seqs = static_cast<int>(opt->state_memory_mb * 1024 * 1024 / per_seq);
-            if (eo.max_seqs < 1) {
+            const double fits = opt->state_memory_mb * 1024 * 1024 / static_cast<double>(per_seq);
+            if (fits < 1) {
                 std::fprintf(stderr,
-                             "duality serve: --state-memory %.0f MB holds no sequence (one needs "
+                             "duality serve: --state-memory %g MB holds no sequence (one needs "
                              "%.1f MB)\n",
                              opt->state_memory_mb, per_seq / 1048576.0);
                 return 2;
             }
+            if (fits > kMaxSlots) {
+                std::fprintf(
+                    stderr,
+                    "duality serve: --state-memory %g MB holds %.0f sequences (%.1f MB "
+                    "each), more than %d (the most --max-seqs allows); give at most %.0f MB\n",
+                    opt->state_memory_mb, std::floor(fits), per_seq / 1048576.0, kMaxSlots,
+                    std::floor(kMaxSlots * (per_seq / 1048576.0)));
+                return 2;
+            }
+            eo.max_seqs = static_cast<int>(fits);
+        }
+        if (eo.max_seqs + eo.cache_slots > kMaxSlots) {
+            const std::string seqs_from = opt->state_memory_mb > 0 ? " (from --state-memory)" : "";
+            const std::string slots_from =
+                opt->cache_slots >= 0 ? "" : " (the GPU's default: --max-seqs)";
+            std::fprintf(stderr,
+                         "duality serve: --max-seqs %d%s + --cache-slots %d%s = %d state slots, "
+                         "more than %d; give fewer\n",
+                         eo.max_seqs, seqs_from.c_str(), eo.cache_slots, slots_from.c_str(),
+                         eo.max_seqs + eo.cache_slots, kMaxSlots);
+            return 2;
         }
         eo.sample_vocab = std::min<int64_t>(config->vocab_size, tokenizer->vocab_size());
         lo.n_slots = eo.max_seqs + eo.cache_slots;

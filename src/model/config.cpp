@@ -2,6 +2,7 @@
 #include <cmath>
 #include <limits>
 #include <system_error>
+#include <utility>
 
 #include "core/read_file.h"
 #include "duality/config.h"
@@ -136,6 +137,14 @@ Status parse_hf(const json& j, const std::string& source, ModelConfig* c) {
     if (!rms_norm) return unsupported(f.where("rms_norm") + " = false is not supported");
     DUALITY_RETURN_IF_ERROR(f.get_int("eos_token_id", &c->eos_token_id, -1, -1));
     DUALITY_RETURN_IF_ERROR(f.get_int("bos_token_id", &c->bos_token_id, -1, -1));
+    // A special token the model cannot produce or read (an eos never sampled, ids out of range).
+    for (const auto& [key, id] :
+         {std::pair{"eos_token_id", c->eos_token_id}, std::pair{"bos_token_id", c->bos_token_id}}) {
+        if (id >= c->vocab_size)
+            return invalid_argument(f.where(key) + " = " + std::to_string(id) +
+                                    " is not a token id: it must be below vocab_size = " +
+                                    std::to_string(c->vocab_size));
+    }
     c->d_inner = expand * c->d_model;
     if (c->d_inner % c->head_dim != 0)
         return invalid_argument(source + ": expand * hidden_size = " + std::to_string(c->d_inner) +

@@ -346,6 +346,14 @@ int32_t Tokenizer::vocab_size() const {
     return impl_->vocab_size;
 }
 
+Status Tokenizer::check_fits_model(int64_t model_vocab) const {
+    if (impl_->vocab_size <= model_vocab) return Status::ok();
+    return invalid_argument(
+        impl_->source + ": the tokenizer has ids up to " + std::to_string(impl_->vocab_size - 1) +
+        " but the model's vocabulary has " + std::to_string(model_vocab) + " rows (ids 0 to " +
+        std::to_string(model_vocab - 1) + "): a tokenizer of another model?");
+}
+
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {
     if (auto it = impl_->added_by_content.find(token); it != impl_->added_by_content.end())
         return it->second;

@@ -1,6 +1,8 @@
 // `duality generate`, `perplexity` and `inspect` on the bundled model, run as a user would.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -120,6 +122,34 @@ TEST(CliGenerate, BadFlagsAreNamed) {
         EXPECT_NE(r.exit_code, 0) << c.args;
         EXPECT_NE(r.out.find(c.must_mention), std::string::npos) << c.args << "\n" << r.out;
     }
+}
+
+// A tokenizer whose ids go past the model's vocabulary (another model's) is refused before any
+// id reaches the embedding: by the text commands and by serve (the bundled tokenizer's 50277 ids
+// against Codestral's 32768 rows with --random-weights).
+TEST(CliGenerate, ATokenizerLargerThanTheModelIsRefused) {
+    test::TempDir dir;
+    test::copy_dir(test::golden_dir() / "hf_tiny_f32", dir.path());  // vocab_size 128
+    std::filesystem::copy_file(test::bundled_model_dir() / "tokenizer.json",
+                               dir.path() / "tokenizer.json");
+    for (const std::string& args :
+         {"generate --prompt hi -n 1 --model " + dir.path().string(),
+          "perplexity --file " + (test::bundled_model_dir() / "config.json").string() +
+              " --model " + dir.path().string()}) {
+        auto r = test::run_duality(args);
+        EXPECT_NE(r.exit_code, 0) << args;
+        EXPECT_NE(r.out.find((dir.path() / "tokenizer.json").string() +
+                             ": the tokenizer has ids up to 50276 but the model's vocabulary "
+                             "has 128 rows"),
+                  std::string::npos)
+            << args << "\n"
+            << r.out;
+    }
+    auto r =
+        test::run_duality("serve --device cpu --port 0 --random-weights --config codestral-7b");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find("the model's vocabulary has 32768 rows"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--random-weights"), std::string::npos) << r.out;
 }
 
 // A window runs through the model in pieces of --piece tokens with the state carried over: the

@@ -138,6 +138,14 @@ Action add_serve_command(CLI::App& app) {
             std::fprintf(stderr, "duality serve: %s\n", tokenizer.status().message().c_str());
             return 1;
         }
+        if (Status s = tokenizer->check_fits_model(config->vocab_padded); !s.is_ok()) {
+            std::fprintf(stderr, "duality serve: %s%s\n", s.message().c_str(),
+                         opt->random_weights
+                             ? " (--random-weights serves the bundled model's tokenizer, which "
+                               "fits the mamba2-* presets)"
+                             : "");
+            return 1;
+        }
         auto tmpl = opt->random_weights
                         ? Result<server::ChatTemplate>(server::ChatTemplate::plain())
                         : server::ChatTemplate::load(dir);

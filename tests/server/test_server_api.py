@@ -1663,6 +1663,24 @@ class TestWorkers(OwnServerCase):
         self.assertEqual(r.status, 200, r)
 
 
+class TestServedName(ServerTestCase):
+    """Without --served-model-name the model is named after its folder's canonical path: a
+    relative path ending in "/." (whose last component is ".") names the folder itself."""
+
+    def test_name_from_the_canonical_folder(self):
+        folder = os.path.relpath(model_dir()) + os.sep + "."
+        srv = Server(duality(), ["--model", folder, "--device", CONFIG["device"],
+                                 *CONFIG["serve_args"]])
+        try:
+            self.assertIn(f"(model {served_name()},", srv.listen_line)
+            models = self.ok(srv.get("/v1/models"))
+            self.assertEqual([m["id"] for m in models["data"]], [served_name()])
+            body = self.complete({"prompt": [510], "max_tokens": 1}, srv)
+            self.assertEqual(body["model"], served_name())
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
 # ---- 7. graceful shutdown ----------------------------------------------------------------
 
 class TestShutdown(ServerTestCase):

@@ -7,7 +7,6 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <thread>
 
 #include "duality/engine.h"
@@ -230,11 +229,8 @@ Action add_serve_command(CLI::App& app) {
         so.request_timeout_s = opt->request_timeout_s;
         so.shutdown_grace_s = opt->shutdown_grace_s;
         so.limits.model_name = !opt->served_name.empty() ? opt->served_name
-                               : opt->random_weights
-                                   ? opt->config
-                                   : std::filesystem::path(dir).filename().string();
-        if (so.limits.model_name.empty())
-            so.limits.model_name = std::filesystem::path(dir).parent_path().filename().string();
+                               : opt->random_weights     ? opt->config
+                                                         : model_folder_name(dir);
         so.limits.max_prompt_tokens = opt->max_prompt_tokens;
         so.limits.max_tokens_limit = opt->max_tokens_limit;
         so.limits.vocab_size = config->vocab_size;

@@ -55,6 +55,10 @@ std::optional<TextModel> load_text_model(const std::string& model_flag, const Lo
 // The model folder used when --model is not given (the bundled model; see model_path.cpp).
 std::string default_model_dir();
 
+// The name of a model folder: the last component of its canonical path, so that "models/x",
+// "./models/x/" and "models/x/." all give "x".
+std::string model_folder_name(const std::string& dir);
+
 // Parses "1,2,3", the value of `flag` (named in the error), into ids; false (with a message on
 // stderr) on a malformed list.
 bool parse_id_list(const std::string& flag, const std::string& text, std::vector<int32_t>* ids);

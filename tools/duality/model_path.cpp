@@ -1,6 +1,6 @@
-// Loading the model a text command works on. Where `--model` points when it is not given:
-// $DUALITY_MODEL, then the bundled model next to the executable's install (../share/duality/models
-// or ../models), then the source tree it was built from.
+// Loading the model a text command works on, and a model folder's name. Where `--model` points
+// when it is not given: $DUALITY_MODEL, then the bundled model next to the executable's install
+// (../share/duality/models or ../models), then the source tree it was built from.
 #include <unistd.h>
 
 #include <cstdio>
@@ -30,6 +30,13 @@ std::string default_model_dir() {
         if (fs::exists(c / "config.json", ec)) return fs::weakly_canonical(c, ec).string();
     }
     return candidates.back().string();  // the error message will name it
+}
+
+std::string model_folder_name(const std::string& dir) {
+    std::error_code ec;
+    const fs::path canonical = fs::weakly_canonical(dir, ec);
+    const std::string name = ec ? std::string() : canonical.filename().string();
+    return name.empty() ? dir : name;  // "/" has no name
 }
 
 std::optional<TextModel> load_text_model(const std::string& model_flag,

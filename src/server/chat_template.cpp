@@ -71,11 +71,12 @@ std::string capitalized(const std::string& role) {
 
 }  // namespace
 
-Result<ChatTemplate> ChatTemplate::parse(std::string_view source) {
-    auto t = jinja::Template::parse(source, hf_options());
+Result<ChatTemplate> ChatTemplate::parse(std::string_view source, const jinja::Limits& limits) {
+    auto t = jinja::Template::parse(source, hf_options(), limits);
     if (!t) return t.status();
     ChatTemplate ct;
     ct.plain_ = false;
+    ct.max_output_bytes_ = limits.max_output_bytes;
     ct.template_ = std::move(t).value();
     return ct;
 }
@@ -84,7 +85,8 @@ ChatTemplate ChatTemplate::plain() {
     return ChatTemplate();
 }
 
-Result<ChatTemplate> ChatTemplate::load(const std::filesystem::path& model_dir) {
+Result<ChatTemplate> ChatTemplate::load(const std::filesystem::path& model_dir,
+                                        const jinja::Limits& limits) {
     std::error_code ec;
     if (!std::filesystem::is_directory(model_dir, ec))
         return not_found(model_dir.string() + ": not a model folder (no such directory)");
@@ -119,9 +121,10 @@ Result<ChatTemplate> ChatTemplate::load(const std::filesystem::path& model_dir) 
         have_source = true;
     }
     if (!have_source) return ct;  // the plain format, keeping the special tokens
-    auto t = jinja::Template::parse(source, hf_options());
+    auto t = jinja::Template::parse(source, hf_options(), limits);
     if (!t) return t.status().with_context(source_name);
     ct.plain_ = false;
+    ct.max_output_bytes_ = limits.max_output_bytes;
     ct.template_ = std::move(t).value();
     return ct;
 }

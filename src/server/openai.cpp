@@ -190,7 +190,13 @@ std::optional<ApiError> read_messages(const json& body, const ApiLimits& limits,
         messages.push_back(std::move(msg));
     }
     Result<std::string> text = tmpl.render(messages, true);
-    if (!text.is_ok()) return bad("messages", "chat template: " + text.status().message());
+    if (!text.is_ok()) {
+        std::string message = "chat template: " + text.status().message();
+        const std::string cap = "exceeds " + std::to_string(tmpl.max_output_bytes()) + " bytes";
+        if (message.find(cap) != std::string::npos)
+            message += " (the server's --template-max-output)";
+        return bad("messages", message);
+    }
     out->prompts.push_back(tokenizer.encode(*text));
     out->strip_leading_space = tmpl.is_plain();
     return check_prompt_length(out->prompts.back(), "messages", limits);

@@ -100,6 +100,7 @@ TEST(CliGenerate, BadFlagsAreNamed) {
              {"serve --request-timeout nan", "--request-timeout"},
              {"serve --request-timeout 1e10", "--request-timeout"},
              {"serve --shutdown-grace -1", "--shutdown-grace"},
+             {"serve --template-max-output 0", "--template-max-output"},
              {"serve --state-memory -1", "--state-memory"},
              {"serve --state-memory nan", "--state-memory"},
              {"serve --state-memory 1e10", "--state-memory"},

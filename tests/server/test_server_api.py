@@ -21,6 +21,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -1679,6 +1680,47 @@ class TestServedName(ServerTestCase):
             self.assertEqual(body["model"], served_name())
         finally:
             self.assertEqual(srv.stop(), 0)
+
+
+class TestTemplateMaxOutput(ServerTestCase):
+    """--template-max-output 200 on a copy of the model (files linked) with a Jinja template: a
+    prompt the template renders longer than 200 bytes is a 400 naming the flag."""
+    TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="duality-template-")
+        folder = os.path.join(cls.tmp.name, "templated")
+        os.mkdir(folder)
+        for name in os.listdir(model_dir()):
+            os.symlink(os.path.join(os.path.abspath(model_dir()), name),
+                       os.path.join(folder, name))
+        with open(os.path.join(folder, "chat_template.jinja"), "w", encoding="utf-8") as f:
+            f.write(cls.TEMPLATE)
+        cls.srv = Server(duality(), ["--model", folder, "--device", CONFIG["device"],
+                                     *CONFIG["serve_args"], "--template-max-output", "200"])
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            code = cls.srv.stop(timeout=30)
+            if code != 0:
+                raise AssertionError(f"server exited {code} on SIGTERM")
+        finally:
+            cls.tmp.cleanup()
+
+    def test_prompts_up_to_the_cap_render_longer_ones_are_400(self):
+        short = {"messages": [{"role": "user", "content": "a" * 150}], "max_tokens": 1}
+        body = self.chat(short)
+        self.assertEqual(body["model"], "templated")
+        err = self.assert_error(
+            self.srv.post("/v1/chat/completions",
+                          {"messages": [{"role": "user", "content": "a" * 250}], "max_tokens": 1}),
+            400, "messages", "a prompt rendered past --template-max-output")
+        self.assertIn("exceeds 200 bytes", err["message"], err)
+        self.assertIn("--template-max-output", err["message"], err)
+        self.assertEqual(self.srv.health(), 200)
 
 
 # ---- 7. graceful shutdown ----------------------------------------------------------------

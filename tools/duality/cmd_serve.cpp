@@ -33,6 +33,8 @@ Action add_serve_command(CLI::App& app) {
         int max_seqs = 0, max_queue = 1024, cache_slots = -1, http_threads = 128;
         int64_t max_batch_tokens = 0, prefill_chunk = 0, max_prompt_tokens = 32768;
         int64_t max_tokens_limit = 4096, checkpoint_every = 0, max_body_kb = 1024;
+        int64_t template_max_output =
+            static_cast<int64_t>(server::jinja::Limits{}.max_output_bytes);
         double state_memory_mb = 0, cache_memory_mb = -1, cache_ttl_s = 3600;
         double request_timeout_s = 600, shutdown_grace_s = 10;
     };
@@ -101,6 +103,11 @@ Action add_serve_command(CLI::App& app) {
     cmd->add_option("--max-body", opt->max_body_kb, "Larger request bodies (KB) get HTTP 413")
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
         ->capture_default_str();
+    cmd->add_option("--template-max-output", opt->template_max_output,
+                    "The longest prompt (bytes) a model's Jinja chat template may render; longer "
+                    "ones get HTTP 400")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
+        ->capture_default_str();
     cmd->add_option("--http-threads", opt->http_threads,
                     "Connections served at once; N/8 of them (1 to 16) are kept from generation "
                     "requests, for /health and /metrics")
@@ -145,9 +152,11 @@ Action add_serve_command(CLI::App& app) {
                              : "");
             return 1;
         }
+        server::jinja::Limits template_limits;
+        template_limits.max_output_bytes = static_cast<size_t>(opt->template_max_output);
         auto tmpl = opt->random_weights
                         ? Result<server::ChatTemplate>(server::ChatTemplate::plain())
-                        : server::ChatTemplate::load(dir);
+                        : server::ChatTemplate::load(dir, template_limits);
         if (!tmpl) {
             std::fprintf(stderr, "duality serve: %s\n", tmpl.status().message().c_str());
             return 1;

@@ -1277,6 +1277,18 @@ class TestBadInput(OwnServerCase):
         with self.subTest(prompt=[""]):
             self.expect(self.C, {"prompt": [""], "max_tokens": 2}, 400, "prompt")
 
+    def test_batch_errors_name_the_element(self):
+        for prompt, message in (
+                (["hello", ""], "prompt[1] is empty"),
+                ([[100, 101], []], "prompt[1] is empty"),
+                (["hi", "there", "word " * 200], "prompt[2] has"),
+                ([[100], [100] * 65], "prompt[1] has 65 tokens"),
+                ([[100], [100, 50300]], "prompt[1][1] = 50300"),
+                (["hi", 5], "prompt[1] must be")):
+            with self.subTest(prompt=str(prompt)[:60]):
+                err = self.expect(self.C, {"prompt": prompt, "max_tokens": 1}, 400, "prompt")
+                self.assertIn(message, err["message"], err)
+
     def test_prompt_too_long(self):
         ok = self.srv.post(self.C, {"prompt": [100] * 64, "max_tokens": 1})
         self.assertEqual(ok.status, 200, f"a 64-token prompt must be accepted: {ok!r}")

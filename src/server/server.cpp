@@ -11,6 +11,7 @@
 
 #include "server/generation.h"
 #include "server/metrics.h"
+#include "server/request_head.h"
 
 namespace duality::server {
 
@@ -33,6 +34,29 @@ ApiError error_for_status(int status, const std::string& message) {
              : status >= 500 ? "server_error"
                              : "invalid_request_error";
     return e;
+}
+
+// The paths served and the methods each answers (HEAD is GET without the body).
+constexpr Endpoint kEndpoints[] = {{"/v1/completions", "POST"},
+                                   {"/v1/chat/completions", "POST"},
+                                   {"/v1/models", "GET, HEAD"},
+                                   {"/health", "GET, HEAD"},
+                                   {"/metrics", "GET, HEAD"}};
+
+// An error whose connection must close (a request body left unread): cpp-httplib 0.11 writes a
+// handler's "Connection: close" but keeps the connection open, and the next request would be
+// read from the middle of the unread body. A content provider that fails once it has written the
+// body makes cpp-httplib drop the connection after the response. (A HEAD response has no body
+// and so keeps the connection.)
+void send_error_and_close(httplib::Response& res, const ApiError& e) {
+    const std::string body = dump(e.to_json());
+    res.status = e.status;
+    res.set_header("Connection", "close");
+    res.set_header("Content-Length", std::to_string(body.size()));
+    res.set_content_provider(kJson, [body](size_t, httplib::DataSink& sink) {
+        sink.write(body.data(), body.size());
+        return false;  // written: now close
+    });
 }
 
 int64_t unix_now() {
@@ -125,30 +149,38 @@ void Server::Impl::routes() {
         res.set_content(render_metrics(engine.stats(), counters), "text/plain; version=0.0.4");
     });
 
-    // A known path with the wrong method is 405, not 404.
-    const std::pair<const char*, const char*> known[] = {{"/v1/completions", "POST"},
-                                                         {"/v1/chat/completions", "POST"},
-                                                         {"/v1/models", "GET"},
-                                                         {"/health", "GET"},
-                                                         {"/metrics", "GET"}};
-    for (const auto& [path, allowed] : known) {
-        auto h = [allowed = std::string(allowed), path = std::string(path)](
-                     const httplib::Request& req, httplib::Response& res) {
-            res.set_header("Allow", allowed);
-            send_error(res, error_for_status(405, req.method + " is not allowed on " + path +
-                                                      "; use " + allowed));
-        };
-        if (std::string(allowed) != "GET") http.Get(path, h);
-        if (std::string(allowed) != "POST") http.Post(path, h);
-        http.Put(path, h);
-        http.Delete(path, h);
-        http.Patch(path, h);
-    }
+    // Heads checked before routing (request_head.h): framing errors, too large bodies and wrong
+    // methods are answered without reading the body.
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+        RequestHead head;
+        head.method = req.method;
+        head.path = req.path;
+        for (const char* name : {"Content-Length", "Transfer-Encoding"}) {
+            auto& values = name[0] == 'C' ? head.content_length : head.transfer_encoding;
+            for (size_t i = 0; i < req.get_header_value_count(name); ++i)
+                values.push_back(req.get_header_value(name, i));
+        }
+        const auto refusal = check_request_head(head, kEndpoints, opt.max_body_bytes);
+        if (!refusal) return httplib::Server::HandlerResponse::Unhandled;
+        if (!refusal->allow.empty()) res.set_header("Allow", refusal->allow);
+        const ApiError e = error_for_status(refusal->status, refusal->message);
+        if (refusal->close)
+            send_error_and_close(res, e);
+        else
+            send_error(res, e);
+        return httplib::Server::HandlerResponse::Handled;
+    });
+
+    // cpp-httplib adds "Keep-Alive" to every response to a client that did not ask to close,
+    // also to one that will close: drop it there.
+    http.set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+        if (res.get_header_value("Connection") == "close") res.headers.erase("Keep-Alive");
+    });
 
     // Errors raised by httplib itself (unknown path, body too large, bad request line) get the
     // same JSON body as ours.
     http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
-        if (!res.body.empty()) return;
+        if (!res.body.empty() || res.content_provider_) return;  // ours, already written
         std::string message;
         switch (res.status) {
             case 404:

@@ -1353,10 +1353,88 @@ class TestBadInput(OwnServerCase):
     def test_wrong_method(self):
         for method, path in (("GET", self.C), ("GET", self.CH), ("PUT", self.C),
                              ("DELETE", self.CH), ("POST", "/v1/models"), ("POST", "/health"),
-                             ("POST", "/metrics"), ("DELETE", "/v1/models")):
+                             ("POST", "/metrics"), ("DELETE", "/v1/models"), ("OPTIONS", self.C),
+                             ("TRACE", "/health"), ("PATCH", "/metrics"), ("HEAD", self.CH)):
             with self.subTest(method=method, path=path):
-                r = self.srv.request(method, path, b"{}" if method in ("POST", "PUT") else None)
-                self.assert_error(r, 405, what=f"{method} {path}")
+                r = self.srv.request(method, path,
+                                     b"{}" if method in ("POST", "PUT", "PATCH") else None)
+                self.assertEqual(r.status, 405, r)
+                if method != "HEAD":  # a HEAD answer has no body
+                    self.assert_error(r, 405, what=f"{method} {path}")
+                allow = "POST" if path in (self.C, self.CH) else "GET, HEAD"
+                self.assertEqual(r.headers.get("allow"), allow, r.headers)
+
+    # ---- request heads, answered before any body is read ---------------------------------
+
+    def exchange(self, raw: bytes, timeout: float = 20.0):
+        """(response, seconds until the server closed the connection); the seconds reach
+        `timeout` when it kept the connection open."""
+        started = time.monotonic()
+        got = self.srv.raw_exchange(raw, timeout=timeout)
+        return parse_raw_response(got), time.monotonic() - started
+
+    def head_refused(self, head: str, body: bytes, status: int, mention: str):
+        """Sends `head` (lines without the blank line) and `body` without closing: the answer
+        must come at once, name `mention`, and the server must close the connection."""
+        r, seconds = self.exchange(head.encode("latin-1") + b"\r\n\r\n" + body)
+        err = self.assert_error(r, status, what=head.split("\r\n")[0])
+        self.assertIn(mention, err["message"], err)
+        self.assertEqual(r.headers.get("connection"), "close", r.headers)
+        self.assertNotIn("keep-alive", r.headers, r.headers)
+        self.assertLess(seconds, 5, f"{head!r}: the connection stayed open")
+        return r
+
+    def test_post_without_content_length_411(self):
+        # It used to wait for the client to close (cpp-httplib read the body to the end).
+        for path in (self.C, "/v1/embeddings"):
+            with self.subTest(path=path):
+                self.head_refused(f"POST {path} HTTP/1.1\r\nHost: x", b'{"prompt": "hi"}', 411,
+                                  "Content-Length")
+
+    def test_malformed_content_length_400(self):
+        for value in ("abc", "-5", "5x", "0x10", "1,2"):
+            with self.subTest(value=value):
+                self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\nContent-Length: {value}",
+                                  b"{}", 400, "Content-Length")
+        self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                          f"Content-Length: 3", b"{}", 400, "Content-Length")
+
+    def test_content_length_over_the_limit_413_from_the_head(self):
+        # No body is sent at all: the 413 comes from the header, and the connection closes (it
+        # used to skip the announced gigabyte byte by byte, waiting for it).
+        for length in (16 * 1024 + 1, 10 ** 9, 10 ** 30):
+            with self.subTest(length=length):
+                self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\n"
+                                  f"Content-Type: application/json\r\nContent-Length: {length}",
+                                  b"", 413, "--max-body")
+
+    def test_get_with_a_body_400(self):
+        # Its body used to stay unread and be parsed as the next request.
+        self.head_refused("GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 26",
+                          b"GET /nope HTTP/1.1\r\n\r\n\r\n", 400, "may not have a body")
+        self.head_refused("GET /v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked",
+                          b"2\r\nab\r\n0\r\n\r\n", 400, "may not have a body")
+
+    def test_transfer_encoding_other_than_chunked_501(self):
+        for te in ("gzip", "gzip, chunked", "identity"):
+            with self.subTest(te=te):
+                self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}",
+                                  b"{}", 501, "Transfer-Encoding")
+
+    def test_a_refusal_without_a_body_keeps_the_connection(self):
+        conn = self.srv.connection()
+        try:
+            conn.request("GET", self.C)
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 405)
+            self.assertNotEqual(r.getheader("connection"), "close")
+            conn.request("GET", "/health")
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+        finally:
+            conn.close()
 
     def test_unknown_model(self):
         for model in ("gpt-4", served_name(), ""):

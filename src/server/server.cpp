@@ -88,7 +88,8 @@ struct Server::Impl {
 
     void routes();
     // body: the request's body, read by generate_route within --max-body.
-    void handle_generate(const std::string& body, httplib::Response& res, bool chat);
+    // http10: the request came as HTTP/1.0, whose clients cannot read a chunked stream.
+    void handle_generate(const std::string& body, httplib::Response& res, bool chat, bool http10);
     // A worker for a generation, or nullptr when generation_workers() are all taken.
     std::shared_ptr<WorkerSlot> take_worker();
     httplib::Server::HandlerWithContentReader generate_route(bool chat);
@@ -98,7 +99,7 @@ struct Server::Impl {
     }
     void stream(httplib::Response& res, std::shared_ptr<Generation> gen,
                 std::shared_ptr<WorkerSlot> worker, const std::string& id, int64_t created,
-                bool include_usage);
+                bool include_usage, bool http10);
 
     Engine& engine;
     Tokenizer tokenizer;
@@ -216,7 +217,7 @@ void Server::Impl::routes() {
 // was read whole before its 413), and caps form-encoded bodies (curl -d's default type) at 8 KB
 // whatever --max-body says, neither of which applies to a handler that reads its own content.
 httplib::Server::HandlerWithContentReader Server::Impl::generate_route(bool chat) {
-    return [this, chat](const httplib::Request&, httplib::Response& res,
+    return [this, chat](const httplib::Request& req, httplib::Response& res,
                         const httplib::ContentReader& read) {
         std::string body;
         bool too_large = false;
@@ -236,7 +237,7 @@ httplib::Server::HandlerWithContentReader Server::Impl::generate_route(bool chat
             send_error(res, error_for_status(400, "the request body could not be read"));
             return;
         }
-        handle_generate(body, res, chat);
+        handle_generate(body, res, chat, req.version == "HTTP/1.0");
     };
 }
 
@@ -248,7 +249,8 @@ std::shared_ptr<WorkerSlot> Server::Impl::take_worker() {
     return std::make_shared<WorkerSlot>(busy_workers);
 }
 
-void Server::Impl::handle_generate(const std::string& body, httplib::Response& res, bool chat) {
+void Server::Impl::handle_generate(const std::string& body, httplib::Response& res, bool chat,
+                                   bool http10) {
     if (shutting_down) {
         send_error(res, error_for_status(503, "the server is shutting down"));
         return;
@@ -282,7 +284,7 @@ void Server::Impl::handle_generate(const std::string& body, httplib::Response& r
     const std::string id = make_id(chat ? "chatcmpl-" : "cmpl-");
     const int64_t created = unix_now();
     if (request.stream) {
-        stream(res, std::move(gen), std::move(worker), id, created, request.include_usage);
+        stream(res, std::move(gen), std::move(worker), id, created, request.include_usage, http10);
         return;
     }
     std::vector<Generation::Delta> deltas;
@@ -296,7 +298,7 @@ void Server::Impl::handle_generate(const std::string& body, httplib::Response& r
 
 void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Generation> gen,
                           std::shared_ptr<WorkerSlot> worker, const std::string& id,
-                          int64_t created, bool include_usage) {
+                          int64_t created, bool include_usage, bool http10) {
     struct State {
         std::shared_ptr<Generation> gen;
         std::shared_ptr<WorkerSlot> worker;  // given back when the connection ends
@@ -307,49 +309,58 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Generation> ge
     st->worker = std::move(worker);
     const std::string model = opt.limits.model_name;
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [this, st, id, created, include_usage, model](size_t, httplib::DataSink& sink) {
-            auto send = [&](const json& j) {
-                const std::string event = "data: " + dump(j) + "\n\n";
-                return sink.write(event.data(), event.size());
-            };
-            if (!st->sent_role && st->gen->chat()) {
-                // The role comes first, once per choice.
-                json role = st->gen->chunk(id, created, model, {});
-                for (int i = 0; i < st->gen->n_choices(); ++i)
-                    role["choices"].push_back({{"index", i},
-                                               {"delta", {{"role", "assistant"}, {"content", ""}}},
-                                               {"logprobs", nullptr},
-                                               {"finish_reason", nullptr}});
-                if (!send(role)) return false;
-            }
-            st->sent_role = true;
-            std::vector<Generation::Delta> deltas;
-            const bool done =
-                st->gen->poll(SteadyClock::now() + std::chrono::milliseconds(100), &deltas);
-            if (!deltas.empty() && !send(st->gen->chunk(id, created, model, deltas))) return false;
-            if (!done) return sink.is_writable();
-            if (!st->gen->error().empty()) {
-                ApiError e = error_for_status(500, "generation failed: " + st->gen->error());
-                if (!send(e.to_json())) return false;
-            }
-            if (include_usage) {
-                json u = st->gen->chunk(id, created, model, {});
-                u["usage"] = st->gen->usage();
-                if (!send(u)) return false;
-            }
-            static const std::string kDone = "data: [DONE]\n\n";
-            if (!sink.write(kDone.data(), kDone.size())) return false;
-            st->finished = true;
-            sink.done();
-            return true;
-        },
-        [this, st](bool) {
-            // The connection ended (completed, or the client went away): free the sequences.
-            st->gen->cancel();
-            st->worker.reset();
-        });
+    auto provider = [this, st, id, created, include_usage, model, http10](size_t,
+                                                                          httplib::DataSink& sink) {
+        auto send = [&](const json& j) {
+            const std::string event = "data: " + dump(j) + "\n\n";
+            return sink.write(event.data(), event.size());
+        };
+        if (!st->sent_role && st->gen->chat()) {
+            // The role comes first, once per choice.
+            json role = st->gen->chunk(id, created, model, {});
+            for (int i = 0; i < st->gen->n_choices(); ++i)
+                role["choices"].push_back({{"index", i},
+                                           {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                           {"logprobs", nullptr},
+                                           {"finish_reason", nullptr}});
+            if (!send(role)) return false;
+        }
+        st->sent_role = true;
+        std::vector<Generation::Delta> deltas;
+        const bool done =
+            st->gen->poll(SteadyClock::now() + std::chrono::milliseconds(100), &deltas);
+        if (!deltas.empty() && !send(st->gen->chunk(id, created, model, deltas))) return false;
+        if (!done) return sink.is_writable();
+        if (!st->gen->error().empty()) {
+            ApiError e = error_for_status(500, "generation failed: " + st->gen->error());
+            if (!send(e.to_json())) return false;
+        }
+        if (include_usage) {
+            json u = st->gen->chunk(id, created, model, {});
+            u["usage"] = st->gen->usage();
+            if (!send(u)) return false;
+        }
+        static const std::string kDone = "data: [DONE]\n\n";
+        if (!sink.write(kDone.data(), kDone.size())) return false;
+        st->finished = true;
+        sink.done();
+        // HTTP/1.0: the stream's end is the connection's end (failing closes it, even for a
+        // client that asked to keep it alive).
+        return !http10;
+    };
+    auto release = [st](bool) {
+        // The connection ended (completed, or the client went away): free the sequences.
+        st->gen->cancel();
+        st->worker.reset();
+    };
+    if (http10) {
+        // No chunked encoding in HTTP/1.0: the events as they are, ended by closing.
+        res.set_header("Connection", "close");
+        res.set_content_provider("text/event-stream", std::move(provider), std::move(release));
+    } else {
+        res.set_chunked_content_provider("text/event-stream", std::move(provider),
+                                         std::move(release));
+    }
 }
 
 Server::Server(Engine& engine, Tokenizer tokenizer, ChatTemplate chat_template, int32_t eos_id,

@@ -836,6 +836,30 @@ class TestStreaming(SharedServerCase):
                                              "stream_options": {"include_usage": False}})
                 self.check_stream(res, chat=chat, include_usage=False)
 
+    def test_http10_stream_is_unchunked_and_closes_after_done(self):
+        body = json.dumps({"prompt": [510, 1263], "max_tokens": 5, "temperature": 0,
+                           "ignore_eos": True, "stream": True}).encode()
+        want = self.complete({"prompt": [510, 1263], "max_tokens": 5, "temperature": 0,
+                              "ignore_eos": True})["choices"][0]["text"]
+        for extra in ("", "Connection: Keep-Alive\r\n"):
+            with self.subTest(extra=extra):
+                head = (f"POST /v1/completions HTTP/1.0\r\n{extra}Content-Type: application/json"
+                        f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                started = time.monotonic()
+                raw = self.srv.raw_exchange(head + body, timeout=60)
+                self.assertLess(time.monotonic() - started, 50, "the connection stayed open")
+                top, _, payload = raw.partition(b"\r\n\r\n")
+                headers = top.decode("latin-1").lower()
+                self.assertTrue(headers.startswith("http/1.1 200"), raw[:300])
+                self.assertNotIn("transfer-encoding", headers)
+                self.assertIn("connection: close", headers)
+                self.assertIn("text/event-stream", headers)
+                self.assertTrue(payload.endswith(b"data: [DONE]\n\n"), payload[-200:])
+                events = [json.loads(chunk[len(b"data: "):])
+                          for chunk in payload.split(b"\n\n")
+                          if chunk.startswith(b"data: {")]
+                self.assertEqual(stream_texts(events).get(0), want, payload[:500])
+
     def test_stream_error_before_start_is_http_error(self):
         r = self.srv.post("/v1/completions", {"prompt": "x", "max_tokens": 0, "stream": True})
         self.assert_error(r, 400, "max_tokens")

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <ctime>
 #include <thread>
+#include <vector>
 
 #include "server/generation.h"
 #include "server/metrics.h"
@@ -87,6 +88,8 @@ struct Server::Impl {
         : engine(e), tokenizer(std::move(t)), tmpl(std::move(c)), eos_id(eos), opt(std::move(o)) {}
 
     void routes();
+    // Answers a request refused from its head (check_request_head); false: route it.
+    bool refuse_head(const httplib::Request& req, httplib::Response& res) const;
     // body: the request's body, read by generate_route within --max-body.
     // http10: the request came as HTTP/1.0, whose clients cannot read a chunked stream.
     void handle_generate(const std::string& body, httplib::Response& res, bool chat, bool http10);
@@ -151,26 +154,16 @@ void Server::Impl::routes() {
     });
 
     // Heads checked before routing (request_head.h): framing errors, too large bodies and wrong
-    // methods are answered without reading the body.
+    // methods are answered without reading the body; a client that waits for "100 Continue"
+    // gets the refusal instead and never sends the body.
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-        RequestHead head;
-        head.method = req.method;
-        head.path = req.path;
-        for (const char* name : {"Content-Length", "Transfer-Encoding"}) {
-            auto& values = name[0] == 'C' ? head.content_length : head.transfer_encoding;
-            for (size_t i = 0; i < req.get_header_value_count(name); ++i)
-                values.push_back(req.get_header_value(name, i));
-        }
-        const auto refusal = check_request_head(head, kEndpoints, opt.max_body_bytes);
-        if (!refusal) return httplib::Server::HandlerResponse::Unhandled;
-        if (!refusal->allow.empty()) res.set_header("Allow", refusal->allow);
-        const ApiError e = error_for_status(refusal->status, refusal->message);
-        if (refusal->close)
-            send_error_and_close(res, e);
-        else
-            send_error(res, e);
-        return httplib::Server::HandlerResponse::Handled;
+        return refuse_head(req, res) ? httplib::Server::HandlerResponse::Handled
+                                     : httplib::Server::HandlerResponse::Unhandled;
     });
+    http.set_expect_100_continue_handler(
+        [this](const httplib::Request& req, httplib::Response& res) {
+            return refuse_head(req, res) ? res.status : 100;
+        });
 
     // cpp-httplib adds "Keep-Alive" to every response to a client that did not ask to close,
     // also to one that will close: drop it there.
@@ -210,6 +203,29 @@ void Server::Impl::routes() {
     http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
         counters.count(req.path, res.status);
     });
+}
+
+bool Server::Impl::refuse_head(const httplib::Request& req, httplib::Response& res) const {
+    auto values = [&req](const char* name) {
+        std::vector<std::string> out;
+        for (size_t i = 0; i < req.get_header_value_count(name); ++i)
+            out.push_back(req.get_header_value(name, i));
+        return out;
+    };
+    RequestHead head;
+    head.method = req.method;
+    head.path = req.path;
+    head.content_length = values("Content-Length");
+    head.transfer_encoding = values("Transfer-Encoding");
+    const auto refusal = check_request_head(head, kEndpoints, opt.max_body_bytes);
+    if (!refusal) return false;
+    if (!refusal->allow.empty()) res.set_header("Allow", refusal->allow);
+    const ApiError e = error_for_status(refusal->status, refusal->message);
+    if (refusal->close)
+        send_error_and_close(res, e);
+    else
+        send_error(res, e);
+    return true;
 }
 
 // The generation endpoints read their bodies themselves, counting bytes as they arrive: the

@@ -1431,6 +1431,10 @@ class TestBadInput(OwnServerCase):
                 self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\n"
                                   f"Content-Type: application/json\r\nContent-Length: {length}",
                                   b"", 413, "--max-body")
+        # A client that waits for "100 Continue" gets the 413 instead, and sends no body.
+        r = self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                              f"Content-Length: {10 ** 9}", b"", 413, "--max-body")
+        self.assertEqual(r.reason, "Payload Too Large", r)
 
     def test_get_with_a_body_400(self):
         # Its body used to stay unread and be parsed as the next request.

@@ -79,7 +79,7 @@ std::optional<HeadRefusal> check_request_head(const RequestHead& head,
         }
         if (length > max_body_bytes)
             return refuse(413, where + ": the request body (Content-Length " +
-                                   std::to_string(length) +
+                                   shown(head.content_length.front()) +
                                    ") is larger than the server's limit (" +
                                    std::to_string(max_body_bytes / 1024) + " KB, --max-body)");
     }

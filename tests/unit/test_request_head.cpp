@@ -73,6 +73,7 @@ TEST(RequestHead, ContentLengthOverTheLimitIs413FromTheHeaderAlone) {
         EXPECT_EQ(r->status, 413) << value;
         EXPECT_TRUE(r->close);
         EXPECT_NE(r->message.find("--max-body"), std::string::npos) << r->message;
+        EXPECT_NE(r->message.find(value), std::string::npos) << r->message;
     }
     // On any path: the body is never read.
     auto r = check(head("POST", "/unknown", {"20000"}));

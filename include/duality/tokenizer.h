@@ -45,7 +45,7 @@ struct EncodeOptions {
 };
 
 class Tokenizer {
-public:
+  public:
     // Loads `path`: a tokenizer.json file, or a model folder that contains one. Errors name the
     // file and the field at fault.
     static Result<Tokenizer> load(const std::filesystem::path& path);
@@ -75,6 +75,11 @@ public:
 
     // Number of ids, added tokens included: 1 + the largest id in the file.
     int32_t vocab_size() const;
+    // Whether every id of this tokenizer is a row of a model with `model_vocab` rows (its padded
+    // vocabulary, ModelConfig::vocab_padded). kInvalidArgument naming the file and both sizes
+    // otherwise: the tokenizer belongs to another model, whose ids would index past the
+    // embedding.
+    Status check_fits_model(int64_t model_vocab) const;
     // The id of a vocabulary entry spelled in the file's alphabet ("ĠHello"), or of an added
     // token's content; added tokens are looked up first.
     std::optional<int32_t> token_to_id(std::string_view token) const;
@@ -93,7 +98,7 @@ public:
 
     struct Impl;
 
-private:
+  private:
     explicit Tokenizer(std::shared_ptr<const Impl> impl) : impl_(std::move(impl)) {}
     std::shared_ptr<const Impl> impl_;
 };
@@ -106,7 +111,7 @@ private:
 // unfinished character at flush(). For ids that decode to valid UTF-8, the concatenated output
 // equals Tokenizer::decode(ids).
 class StreamDecoder {
-public:
+  public:
     explicit StreamDecoder(Tokenizer tokenizer, bool skip_special_tokens = false);
 
     std::string push(int32_t id);
@@ -114,7 +119,7 @@ public:
     // Bytes held back because they may be the start of a character.
     size_t pending_bytes() const { return pending_.size(); }
 
-private:
+  private:
     Tokenizer tokenizer_;
     bool skip_special_;
     std::string pending_;

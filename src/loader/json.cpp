@@ -1,11 +1,11 @@
 #include "loader/json.h"
 
 #include <cmath>
-#include <fstream>
 #include <limits>
-#include <sstream>
 #include <unordered_set>
 #include <vector>
+
+#include "core/read_file.h"
 
 namespace duality {
 namespace {
@@ -80,12 +80,8 @@ Result<nlohmann::json> parse_json(const std::string& text, const std::string& so
 }
 
 Result<nlohmann::json> read_json_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return not_found(path + ": cannot open");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) return io_error(path + ": read failed");
-    return parse_json(ss.str(), path);
+    DUALITY_ASSIGN_OR_RETURN(const std::string text, read_file(path));
+    return parse_json(text, path);
 }
 
 std::optional<double> json_number(const nlohmann::json& v) {

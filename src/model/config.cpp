@@ -1,9 +1,10 @@
 // config.json → ModelConfig, for both checkpoint formats (spec section 2).
 #include <cmath>
-#include <fstream>
 #include <limits>
-#include <sstream>
+#include <system_error>
+#include <utility>
 
+#include "core/read_file.h"
 #include "duality/config.h"
 #include "loader/json.h"
 
@@ -136,6 +137,14 @@ Status parse_hf(const json& j, const std::string& source, ModelConfig* c) {
     if (!rms_norm) return unsupported(f.where("rms_norm") + " = false is not supported");
     DUALITY_RETURN_IF_ERROR(f.get_int("eos_token_id", &c->eos_token_id, -1, -1));
     DUALITY_RETURN_IF_ERROR(f.get_int("bos_token_id", &c->bos_token_id, -1, -1));
+    // A special token the model cannot produce or read (an eos never sampled, ids out of range).
+    for (const auto& [key, id] :
+         {std::pair{"eos_token_id", c->eos_token_id}, std::pair{"bos_token_id", c->bos_token_id}}) {
+        if (id >= c->vocab_size)
+            return invalid_argument(f.where(key) + " = " + std::to_string(id) +
+                                    " is not a token id: it must be below vocab_size = " +
+                                    std::to_string(c->vocab_size));
+    }
     c->d_inner = expand * c->d_model;
     if (c->d_inner % c->head_dim != 0)
         return invalid_argument(source + ": expand * hidden_size = " + std::to_string(c->d_inner) +
@@ -236,15 +245,17 @@ Result<ModelConfig> parse_model_config(const std::string& json_text, const std::
 
 Result<ModelConfig> load_model_config(const std::filesystem::path& dir) {
     const auto path = dir / "config.json";
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        if (!std::filesystem::is_directory(dir))
+    auto text = read_file(path);
+    if (!text) {
+        std::error_code ec;
+        if (!std::filesystem::is_directory(dir, ec))
             return not_found(dir.string() + ": not a model folder (no such directory)");
-        return not_found(path.string() + ": cannot open (every model folder needs config.json)");
+        if (text.status().code() == StatusCode::kNotFound)
+            return not_found(path.string() +
+                             ": no such file (every model folder needs config.json)");
+        return text.status();
     }
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    return parse_model_config(ss.str(), path.string());
+    return parse_model_config(*text, path.string());
 }
 
 }  // namespace duality

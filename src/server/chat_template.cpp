@@ -3,11 +3,11 @@
 // Limits: see chat_template.h and jinja.h.
 #include "server/chat_template.h"
 
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
+
+#include "core/read_file.h"
 
 namespace duality::server {
 namespace {
@@ -17,15 +17,6 @@ jinja::Options hf_options() {
     o.trim_blocks = true;
     o.lstrip_blocks = true;
     return o;
-}
-
-Result<std::string> read_file(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return io_error(path.string() + ": cannot open");
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) return io_error(path.string() + ": read failed");
-    return ss.str();
 }
 
 // bos_token / eos_token: absent or null -> "", a string, or {"content": "..."}.
@@ -40,15 +31,18 @@ Result<std::string> special_token(const nlohmann::json& config, const char* key,
         return invalid_argument(file + ": " + key +
                                 ": expected a string or an object with a string \"content\"");
     }
-    return invalid_argument(file + ": " + key + ": expected a string or an object with a "
-                            "string \"content\", found " + it->type_name());
+    return invalid_argument(file + ": " + key +
+                            ": expected a string or an object with a "
+                            "string \"content\", found " +
+                            it->type_name());
 }
 
 // The template text of "chat_template": a string, or the entry named "default" of a list.
 Result<std::string> template_source(const nlohmann::json& value, const std::string& file) {
     if (value.is_string()) return value.get<std::string>();
     if (!value.is_array())
-        return invalid_argument(file + ": chat_template: expected a string or a list of "
+        return invalid_argument(file +
+                                ": chat_template: expected a string or a list of "
                                 "{\"name\", \"template\"} objects, found " +
                                 std::string(value.type_name()));
     std::string names;
@@ -77,18 +71,22 @@ std::string capitalized(const std::string& role) {
 
 }  // namespace
 
-Result<ChatTemplate> ChatTemplate::parse(std::string_view source) {
-    auto t = jinja::Template::parse(source, hf_options());
+Result<ChatTemplate> ChatTemplate::parse(std::string_view source, const jinja::Limits& limits) {
+    auto t = jinja::Template::parse(source, hf_options(), limits);
     if (!t) return t.status();
     ChatTemplate ct;
     ct.plain_ = false;
+    ct.max_output_bytes_ = limits.max_output_bytes;
     ct.template_ = std::move(t).value();
     return ct;
 }
 
-ChatTemplate ChatTemplate::plain() { return ChatTemplate(); }
+ChatTemplate ChatTemplate::plain() {
+    return ChatTemplate();
+}
 
-Result<ChatTemplate> ChatTemplate::load(const std::filesystem::path& model_dir) {
+Result<ChatTemplate> ChatTemplate::load(const std::filesystem::path& model_dir,
+                                        const jinja::Limits& limits) {
     std::error_code ec;
     if (!std::filesystem::is_directory(model_dir, ec))
         return not_found(model_dir.string() + ": not a model folder (no such directory)");
@@ -123,9 +121,10 @@ Result<ChatTemplate> ChatTemplate::load(const std::filesystem::path& model_dir) 
         have_source = true;
     }
     if (!have_source) return ct;  // the plain format, keeping the special tokens
-    auto t = jinja::Template::parse(source, hf_options());
+    auto t = jinja::Template::parse(source, hf_options(), limits);
     if (!t) return t.status().with_context(source_name);
     ct.plain_ = false;
+    ct.max_output_bytes_ = limits.max_output_bytes;
     ct.template_ = std::move(t).value();
     return ct;
 }
@@ -134,7 +133,8 @@ Result<std::string> ChatTemplate::render(std::span<const ChatMessage> messages,
                                          bool add_generation_prompt) const {
     if (plain_) {
         std::string out;
-        for (const ChatMessage& m : messages) out += capitalized(m.role) + ": " + m.content + "\n\n";
+        for (const ChatMessage& m : messages)
+            out += capitalized(m.role) + ": " + m.content + "\n\n";
         if (add_generation_prompt) out += "Assistant:";
         return out;
     }

@@ -11,9 +11,9 @@
 // A model without a template gets the plain format: every message as "Role: content\n\n" (the
 // role with its first letter upper-cased) and, for the generation prompt, "Assistant:".
 //
-// Limits: those of jinja.h (output capped at 1 MiB, loop/work/nesting caps); message content is
-// text only (no multimodal parts, no tool calls); any other
-// variable is undefined.
+// Limits: those of jinja.h (output capped at 1 MiB unless the caller sets Limits::max_output_bytes,
+// loop/work/nesting caps); message content is text only (no multimodal parts, no tool calls); any
+// other variable is undefined.
 #pragma once
 
 #include <filesystem>
@@ -32,14 +32,15 @@ struct ChatMessage {
 };
 
 class ChatTemplate {
-public:
+  public:
     // Parses a Jinja chat template (trim_blocks and lstrip_blocks on, as transformers does).
     // Errors name the line, column and construct.
-    static Result<ChatTemplate> parse(std::string_view source);
+    static Result<ChatTemplate> parse(std::string_view source, const jinja::Limits& limits = {});
 
     // The template of a model folder (see above); the plain format when it has none. Errors name
     // the file and field.
-    static Result<ChatTemplate> load(const std::filesystem::path& model_dir);
+    static Result<ChatTemplate> load(const std::filesystem::path& model_dir,
+                                     const jinja::Limits& limits = {});
 
     // The default format for models without a template.
     static ChatTemplate plain();
@@ -52,14 +53,17 @@ public:
                                bool add_generation_prompt) const;
 
     bool is_plain() const { return plain_; }
+    // The cap on a Jinja template's rendered text (jinja::Limits::max_output_bytes).
+    size_t max_output_bytes() const { return max_output_bytes_; }
 
     const std::string& bos_token() const { return bos_token_; }
     const std::string& eos_token() const { return eos_token_; }
     void set_bos_token(std::string token) { bos_token_ = std::move(token); }
     void set_eos_token(std::string token) { eos_token_ = std::move(token); }
 
-private:
+  private:
     bool plain_ = true;
+    size_t max_output_bytes_ = jinja::Limits{}.max_output_bytes;
     jinja::Template template_;
     std::string bos_token_, eos_token_;
 };

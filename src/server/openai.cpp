@@ -98,11 +98,12 @@ std::optional<ApiError> read_ids(const json& arr, const std::string& param, cons
     return std::nullopt;
 }
 
+// `name`: what the message calls the prompt ("prompt", "prompt[3]", "messages").
 std::optional<ApiError> check_prompt_length(const std::vector<int32_t>& ids, const char* param,
-                                            const ApiLimits& limits) {
-    if (ids.empty()) return bad(param, std::string(param) + " is empty (it has no tokens)");
+                                            const std::string& name, const ApiLimits& limits) {
+    if (ids.empty()) return bad(param, name + " is empty (it has no tokens)");
     if (static_cast<int64_t>(ids.size()) > limits.max_prompt_tokens)
-        return bad(param, std::string(param) + " has " + std::to_string(ids.size()) +
+        return bad(param, name + " has " + std::to_string(ids.size()) +
                               " tokens, more than the server's limit of " +
                               std::to_string(limits.max_prompt_tokens));
     return std::nullopt;
@@ -113,11 +114,11 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
     auto it = body.find("prompt");
     if (it == body.end() || it->is_null()) return bad("prompt", "prompt is required");
     const json& p = *it;
-    auto add_text = [&](const std::string& text) -> std::optional<ApiError> {
+    auto add_text = [&](const std::string& text, const std::string& name) {
         out->prompts.push_back(tokenizer.encode(text));
-        return check_prompt_length(out->prompts.back(), "prompt", limits);
+        return check_prompt_length(out->prompts.back(), "prompt", name, limits);
     };
-    if (p.is_string()) return add_text(p.get<std::string>());
+    if (p.is_string()) return add_text(p.get<std::string>(), "prompt");
     if (!p.is_array())
         return bad("prompt",
                    "prompt must be a string, an array of token ids or an array of "
@@ -127,7 +128,7 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
     if (p[0].is_number()) {
         out->prompts.emplace_back();
         if (auto e = read_ids(p, "prompt", limits, &out->prompts.back())) return e;
-        return check_prompt_length(out->prompts.back(), "prompt", limits);
+        return check_prompt_length(out->prompts.back(), "prompt", "prompt", limits);
     }
     if (static_cast<int>(p.size()) > limits.max_prompts)
         return bad("prompt", "a batch of " + std::to_string(p.size()) + " prompts is more than " +
@@ -135,11 +136,11 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
     for (size_t i = 0; i < p.size(); ++i) {
         const std::string name = "prompt[" + std::to_string(i) + "]";
         if (p[i].is_string()) {
-            if (auto e = add_text(p[i].get<std::string>())) return e;
+            if (auto e = add_text(p[i].get<std::string>(), name)) return e;
         } else if (p[i].is_array()) {
             out->prompts.emplace_back();
             if (auto e = read_ids(p[i], name, limits, &out->prompts.back())) return e;
-            if (auto e = check_prompt_length(out->prompts.back(), "prompt", limits)) return e;
+            if (auto e = check_prompt_length(out->prompts.back(), "prompt", name, limits)) return e;
         } else {
             return bad("prompt",
                        name + " must be a string or an array of token ids, got " + type_name(p[i]));
@@ -190,10 +191,16 @@ std::optional<ApiError> read_messages(const json& body, const ApiLimits& limits,
         messages.push_back(std::move(msg));
     }
     Result<std::string> text = tmpl.render(messages, true);
-    if (!text.is_ok()) return bad("messages", "chat template: " + text.status().message());
+    if (!text.is_ok()) {
+        std::string message = "chat template: " + text.status().message();
+        const std::string cap = "exceeds " + std::to_string(tmpl.max_output_bytes()) + " bytes";
+        if (message.find(cap) != std::string::npos)
+            message += " (the server's --template-max-output)";
+        return bad("messages", message);
+    }
     out->prompts.push_back(tokenizer.encode(*text));
     out->strip_leading_space = tmpl.is_plain();
-    return check_prompt_length(out->prompts.back(), "messages", limits);
+    return check_prompt_length(out->prompts.back(), "messages", "messages", limits);
 }
 
 }  // namespace

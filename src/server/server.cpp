@@ -8,9 +8,11 @@
 #include <chrono>
 #include <ctime>
 #include <thread>
+#include <vector>
 
 #include "server/generation.h"
 #include "server/metrics.h"
+#include "server/request_head.h"
 
 namespace duality::server {
 
@@ -33,6 +35,29 @@ ApiError error_for_status(int status, const std::string& message) {
              : status >= 500 ? "server_error"
                              : "invalid_request_error";
     return e;
+}
+
+// The paths served and the methods each answers (HEAD is GET without the body).
+constexpr Endpoint kEndpoints[] = {{"/v1/completions", "POST"},
+                                   {"/v1/chat/completions", "POST"},
+                                   {"/v1/models", "GET, HEAD"},
+                                   {"/health", "GET, HEAD"},
+                                   {"/metrics", "GET, HEAD"}};
+
+// An error whose connection must close (a request body left unread): cpp-httplib 0.11 writes a
+// handler's "Connection: close" but keeps the connection open, and the next request would be
+// read from the middle of the unread body. A content provider that fails once it has written the
+// body makes cpp-httplib drop the connection after the response. (A HEAD response has no body
+// and so keeps the connection.)
+void send_error_and_close(httplib::Response& res, const ApiError& e) {
+    const std::string body = dump(e.to_json());
+    res.status = e.status;
+    res.set_header("Connection", "close");
+    res.set_header("Content-Length", std::to_string(body.size()));
+    res.set_content_provider(kJson, [body](size_t, httplib::DataSink& sink) {
+        sink.write(body.data(), body.size());
+        return false;  // written: now close
+    });
 }
 
 int64_t unix_now() {
@@ -63,8 +88,11 @@ struct Server::Impl {
         : engine(e), tokenizer(std::move(t)), tmpl(std::move(c)), eos_id(eos), opt(std::move(o)) {}
 
     void routes();
+    // Answers a request refused from its head (check_request_head); false: route it.
+    bool refuse_head(const httplib::Request& req, httplib::Response& res) const;
     // body: the request's body, read by generate_route within --max-body.
-    void handle_generate(const std::string& body, httplib::Response& res, bool chat);
+    // http10: the request came as HTTP/1.0, whose clients cannot read a chunked stream.
+    void handle_generate(const std::string& body, httplib::Response& res, bool chat, bool http10);
     // A worker for a generation, or nullptr when generation_workers() are all taken.
     std::shared_ptr<WorkerSlot> take_worker();
     httplib::Server::HandlerWithContentReader generate_route(bool chat);
@@ -74,7 +102,7 @@ struct Server::Impl {
     }
     void stream(httplib::Response& res, std::shared_ptr<Generation> gen,
                 std::shared_ptr<WorkerSlot> worker, const std::string& id, int64_t created,
-                bool include_usage);
+                bool include_usage, bool http10);
 
     Engine& engine;
     Tokenizer tokenizer;
@@ -125,30 +153,28 @@ void Server::Impl::routes() {
         res.set_content(render_metrics(engine.stats(), counters), "text/plain; version=0.0.4");
     });
 
-    // A known path with the wrong method is 405, not 404.
-    const std::pair<const char*, const char*> known[] = {{"/v1/completions", "POST"},
-                                                         {"/v1/chat/completions", "POST"},
-                                                         {"/v1/models", "GET"},
-                                                         {"/health", "GET"},
-                                                         {"/metrics", "GET"}};
-    for (const auto& [path, allowed] : known) {
-        auto h = [allowed = std::string(allowed), path = std::string(path)](
-                     const httplib::Request& req, httplib::Response& res) {
-            res.set_header("Allow", allowed);
-            send_error(res, error_for_status(405, req.method + " is not allowed on " + path +
-                                                      "; use " + allowed));
-        };
-        if (std::string(allowed) != "GET") http.Get(path, h);
-        if (std::string(allowed) != "POST") http.Post(path, h);
-        http.Put(path, h);
-        http.Delete(path, h);
-        http.Patch(path, h);
-    }
+    // Heads checked before routing (request_head.h): framing errors, too large bodies and wrong
+    // methods are answered without reading the body; a client that waits for "100 Continue"
+    // gets the refusal instead and never sends the body.
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+        return refuse_head(req, res) ? httplib::Server::HandlerResponse::Handled
+                                     : httplib::Server::HandlerResponse::Unhandled;
+    });
+    http.set_expect_100_continue_handler(
+        [this](const httplib::Request& req, httplib::Response& res) {
+            return refuse_head(req, res) ? res.status : 100;
+        });
+
+    // cpp-httplib adds "Keep-Alive" to every response to a client that did not ask to close,
+    // also to one that will close: drop it there.
+    http.set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+        if (res.get_header_value("Connection") == "close") res.headers.erase("Keep-Alive");
+    });
 
     // Errors raised by httplib itself (unknown path, body too large, bad request line) get the
     // same JSON body as ours.
     http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
-        if (!res.body.empty()) return;
+        if (!res.body.empty() || res.content_provider_) return;  // ours, already written
         std::string message;
         switch (res.status) {
             case 404:
@@ -179,12 +205,35 @@ void Server::Impl::routes() {
     });
 }
 
+bool Server::Impl::refuse_head(const httplib::Request& req, httplib::Response& res) const {
+    auto values = [&req](const char* name) {
+        std::vector<std::string> out;
+        for (size_t i = 0; i < req.get_header_value_count(name); ++i)
+            out.push_back(req.get_header_value(name, i));
+        return out;
+    };
+    RequestHead head;
+    head.method = req.method;
+    head.path = req.path;
+    head.content_length = values("Content-Length");
+    head.transfer_encoding = values("Transfer-Encoding");
+    const auto refusal = check_request_head(head, kEndpoints, opt.max_body_bytes);
+    if (!refusal) return false;
+    if (!refusal->allow.empty()) res.set_header("Allow", refusal->allow);
+    const ApiError e = error_for_status(refusal->status, refusal->message);
+    if (refusal->close)
+        send_error_and_close(res, e);
+    else
+        send_error(res, e);
+    return true;
+}
+
 // The generation endpoints read their bodies themselves, counting bytes as they arrive: the
 // system cpp-httplib checks --max-body only against a Content-Length (a chunked body of 300 MB
 // was read whole before its 413), and caps form-encoded bodies (curl -d's default type) at 8 KB
 // whatever --max-body says, neither of which applies to a handler that reads its own content.
 httplib::Server::HandlerWithContentReader Server::Impl::generate_route(bool chat) {
-    return [this, chat](const httplib::Request&, httplib::Response& res,
+    return [this, chat](const httplib::Request& req, httplib::Response& res,
                         const httplib::ContentReader& read) {
         std::string body;
         bool too_large = false;
@@ -204,7 +253,7 @@ httplib::Server::HandlerWithContentReader Server::Impl::generate_route(bool chat
             send_error(res, error_for_status(400, "the request body could not be read"));
             return;
         }
-        handle_generate(body, res, chat);
+        handle_generate(body, res, chat, req.version == "HTTP/1.0");
     };
 }
 
@@ -216,7 +265,8 @@ std::shared_ptr<WorkerSlot> Server::Impl::take_worker() {
     return std::make_shared<WorkerSlot>(busy_workers);
 }
 
-void Server::Impl::handle_generate(const std::string& body, httplib::Response& res, bool chat) {
+void Server::Impl::handle_generate(const std::string& body, httplib::Response& res, bool chat,
+                                   bool http10) {
     if (shutting_down) {
         send_error(res, error_for_status(503, "the server is shutting down"));
         return;
@@ -250,7 +300,7 @@ void Server::Impl::handle_generate(const std::string& body, httplib::Response& r
     const std::string id = make_id(chat ? "chatcmpl-" : "cmpl-");
     const int64_t created = unix_now();
     if (request.stream) {
-        stream(res, std::move(gen), std::move(worker), id, created, request.include_usage);
+        stream(res, std::move(gen), std::move(worker), id, created, request.include_usage, http10);
         return;
     }
     std::vector<Generation::Delta> deltas;
@@ -264,7 +314,7 @@ void Server::Impl::handle_generate(const std::string& body, httplib::Response& r
 
 void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Generation> gen,
                           std::shared_ptr<WorkerSlot> worker, const std::string& id,
-                          int64_t created, bool include_usage) {
+                          int64_t created, bool include_usage, bool http10) {
     struct State {
         std::shared_ptr<Generation> gen;
         std::shared_ptr<WorkerSlot> worker;  // given back when the connection ends
@@ -275,49 +325,58 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Generation> ge
     st->worker = std::move(worker);
     const std::string model = opt.limits.model_name;
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream",
-        [this, st, id, created, include_usage, model](size_t, httplib::DataSink& sink) {
-            auto send = [&](const json& j) {
-                const std::string event = "data: " + dump(j) + "\n\n";
-                return sink.write(event.data(), event.size());
-            };
-            if (!st->sent_role && st->gen->chat()) {
-                // The role comes first, once per choice.
-                json role = st->gen->chunk(id, created, model, {});
-                for (int i = 0; i < st->gen->n_choices(); ++i)
-                    role["choices"].push_back({{"index", i},
-                                               {"delta", {{"role", "assistant"}, {"content", ""}}},
-                                               {"logprobs", nullptr},
-                                               {"finish_reason", nullptr}});
-                if (!send(role)) return false;
-            }
-            st->sent_role = true;
-            std::vector<Generation::Delta> deltas;
-            const bool done =
-                st->gen->poll(SteadyClock::now() + std::chrono::milliseconds(100), &deltas);
-            if (!deltas.empty() && !send(st->gen->chunk(id, created, model, deltas))) return false;
-            if (!done) return sink.is_writable();
-            if (!st->gen->error().empty()) {
-                ApiError e = error_for_status(500, "generation failed: " + st->gen->error());
-                if (!send(e.to_json())) return false;
-            }
-            if (include_usage) {
-                json u = st->gen->chunk(id, created, model, {});
-                u["usage"] = st->gen->usage();
-                if (!send(u)) return false;
-            }
-            static const std::string kDone = "data: [DONE]\n\n";
-            if (!sink.write(kDone.data(), kDone.size())) return false;
-            st->finished = true;
-            sink.done();
-            return true;
-        },
-        [this, st](bool) {
-            // The connection ended (completed, or the client went away): free the sequences.
-            st->gen->cancel();
-            st->worker.reset();
-        });
+    auto provider = [this, st, id, created, include_usage, model, http10](size_t,
+                                                                          httplib::DataSink& sink) {
+        auto send = [&](const json& j) {
+            const std::string event = "data: " + dump(j) + "\n\n";
+            return sink.write(event.data(), event.size());
+        };
+        if (!st->sent_role && st->gen->chat()) {
+            // The role comes first, once per choice.
+            json role = st->gen->chunk(id, created, model, {});
+            for (int i = 0; i < st->gen->n_choices(); ++i)
+                role["choices"].push_back({{"index", i},
+                                           {"delta", {{"role", "assistant"}, {"content", ""}}},
+                                           {"logprobs", nullptr},
+                                           {"finish_reason", nullptr}});
+            if (!send(role)) return false;
+        }
+        st->sent_role = true;
+        std::vector<Generation::Delta> deltas;
+        const bool done =
+            st->gen->poll(SteadyClock::now() + std::chrono::milliseconds(100), &deltas);
+        if (!deltas.empty() && !send(st->gen->chunk(id, created, model, deltas))) return false;
+        if (!done) return sink.is_writable();
+        if (!st->gen->error().empty()) {
+            ApiError e = error_for_status(500, "generation failed: " + st->gen->error());
+            if (!send(e.to_json())) return false;
+        }
+        if (include_usage) {
+            json u = st->gen->chunk(id, created, model, {});
+            u["usage"] = st->gen->usage();
+            if (!send(u)) return false;
+        }
+        static const std::string kDone = "data: [DONE]\n\n";
+        if (!sink.write(kDone.data(), kDone.size())) return false;
+        st->finished = true;
+        sink.done();
+        // HTTP/1.0: the stream's end is the connection's end (failing closes it, even for a
+        // client that asked to keep it alive).
+        return !http10;
+    };
+    auto release = [st](bool) {
+        // The connection ended (completed, or the client went away): free the sequences.
+        st->gen->cancel();
+        st->worker.reset();
+    };
+    if (http10) {
+        // No chunked encoding in HTTP/1.0: the events as they are, ended by closing.
+        res.set_header("Connection", "close");
+        res.set_content_provider("text/event-stream", std::move(provider), std::move(release));
+    } else {
+        res.set_chunked_content_provider("text/event-stream", std::move(provider),
+                                         std::move(release));
+    }
 }
 
 Server::Server(Engine& engine, Tokenizer tokenizer, ChatTemplate chat_template, int32_t eos_id,

@@ -1,11 +1,10 @@
 // Loading a Hugging Face tokenizer.json into Tokenizer::Impl, and the Tokenizer accessors.
 #include <algorithm>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 #include <nlohmann/json.hpp>
 
+#include "core/read_file.h"
 #include "duality/tokenizer.h"
 #include "loader/json.h"
 #include "tokenizer/byte_level.h"
@@ -309,15 +308,14 @@ Result<Tokenizer> Tokenizer::load(const std::filesystem::path& path) {
     std::error_code ec;
     std::filesystem::path file = path;
     if (std::filesystem::is_directory(path, ec)) file = path / "tokenizer.json";
-    std::ifstream in(file, std::ios::binary);
-    if (!in) {
-        return not_found(file.string() + ": cannot open (expected a tokenizer.json file or a " +
-                         "model folder that contains one)");
+    auto text = read_file(file);
+    if (!text) {
+        if (text.status().code() == StatusCode::kNotFound)
+            return not_found(file.string() + ": no such file (expected a tokenizer.json file or " +
+                             "a model folder that contains one)");
+        return text.status();
     }
-    std::ostringstream ss;
-    ss << in.rdbuf();
-    if (in.bad()) return io_error(file.string() + ": read failed");
-    return from_json(ss.str(), file.string());
+    return from_json(*text, file.string());
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
@@ -346,6 +344,14 @@ std::string_view Tokenizer::token_bytes(int32_t id) const {
 
 int32_t Tokenizer::vocab_size() const {
     return impl_->vocab_size;
+}
+
+Status Tokenizer::check_fits_model(int64_t model_vocab) const {
+    if (impl_->vocab_size <= model_vocab) return Status::ok();
+    return invalid_argument(
+        impl_->source + ": the tokenizer has ids up to " + std::to_string(impl_->vocab_size - 1) +
+        " but the model's vocabulary has " + std::to_string(model_vocab) + " rows (ids 0 to " +
+        std::to_string(model_vocab - 1) + "): a tokenizer of another model?");
 }
 
 std::optional<int32_t> Tokenizer::token_to_id(std::string_view token) const {

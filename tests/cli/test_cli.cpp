@@ -46,7 +46,7 @@ TEST(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
     };
     for (const Case& c : std::vector<Case>{
              {"logits --model /nonexistent/model --ids 1", "/nonexistent/model"},
-             {"logits --model " + good + " --ids 1,x,3", "\"x\""},
+             {"logits --model " + good + " --ids 1,x,3", "--ids: \"x\" is not a token id"},
              {"logits --model " + good + " --ids ''", "--ids"},
              {"logits --model " + good + " --ids 1,999999", "outside the vocabulary"},
              {"logits --ids 1", "--model"},

@@ -1,6 +1,8 @@
 // `duality generate`, `perplexity` and `inspect` on the bundled model, run as a user would.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "test_util.h"
@@ -88,7 +90,8 @@ TEST(CliGenerate, BadFlagsAreNamed) {
              {"generate --prompt hi --temperature -1", "--temperature"},
              {"generate --prompt hi -n 0", "--max-tokens"},
              {"generate --prompt hi --prompt-ids 1,2", "excludes"},
-             {"generate --prompt-ids 1,abc", "abc"},
+             {"generate --prompt-ids 1,abc", "--prompt-ids: \"abc\" is not a token id"},
+             {"generate --prompt-ids ''", "--prompt-ids"},
              {"generate --prompt-ids 99999999", "outside the vocabulary"},
              {"generate --prompt hi --model /no/such/dir", "/no/such/dir"},
              {"generate --prompt hi --ids --stop x", "--stop"},
@@ -97,13 +100,57 @@ TEST(CliGenerate, BadFlagsAreNamed) {
              {"serve --request-timeout nan", "--request-timeout"},
              {"serve --request-timeout 1e10", "--request-timeout"},
              {"serve --shutdown-grace -1", "--shutdown-grace"},
+             {"serve --template-max-output 0", "--template-max-output"},
+             {"serve --state-memory -1", "--state-memory"},
+             {"serve --state-memory nan", "--state-memory"},
+             {"serve --state-memory 1e10", "--state-memory"},
+             {"serve --cache-memory 1e10", "--cache-memory"},
+             {"serve --cache-memory inf", "--cache-memory"},
+             {"serve --device cpu --state-memory 1e9",
+              "more than 65536 (the most --max-seqs allows)"},
+             {"serve --device cpu --max-seqs 65536 --cache-slots 1",
+              "--max-seqs 65536 + --cache-slots 1 = 65537 state slots, more than 65536"},
              {"perplexity --file /no/such/file.txt", "/no/such/file.txt"},
+             {"perplexity --file /tmp", "/tmp: is a directory"},
+             {"tokenize --file /tmp", "/tmp: is a directory"},
+             {"chat-template --messages /tmp", "/tmp: is a directory"},
+             {"chat-template --template /tmp --messages '[{\"role\": \"user\", \"content\": "
+              "\"x\"}]'",
+              "/tmp: is a directory"},
              {"inspect /no/such/dir", "/no/such/dir"},
          }) {
         auto r = test::run_duality(c.args);
         EXPECT_NE(r.exit_code, 0) << c.args;
         EXPECT_NE(r.out.find(c.must_mention), std::string::npos) << c.args << "\n" << r.out;
     }
+}
+
+// A tokenizer whose ids go past the model's vocabulary (another model's) is refused before any
+// id reaches the embedding: by the text commands and by serve (the bundled tokenizer's 50277 ids
+// against Codestral's 32768 rows with --random-weights).
+TEST(CliGenerate, ATokenizerLargerThanTheModelIsRefused) {
+    test::TempDir dir;
+    test::copy_dir(test::golden_dir() / "hf_tiny_f32", dir.path());  // vocab_size 128
+    std::filesystem::copy_file(test::bundled_model_dir() / "tokenizer.json",
+                               dir.path() / "tokenizer.json");
+    for (const std::string& args :
+         {"generate --prompt hi -n 1 --model " + dir.path().string(),
+          "perplexity --file " + (test::bundled_model_dir() / "config.json").string() +
+              " --model " + dir.path().string()}) {
+        auto r = test::run_duality(args);
+        EXPECT_NE(r.exit_code, 0) << args;
+        EXPECT_NE(r.out.find((dir.path() / "tokenizer.json").string() +
+                             ": the tokenizer has ids up to 50276 but the model's vocabulary "
+                             "has 128 rows"),
+                  std::string::npos)
+            << args << "\n"
+            << r.out;
+    }
+    auto r =
+        test::run_duality("serve --device cpu --port 0 --random-weights --config codestral-7b");
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find("the model's vocabulary has 32768 rows"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("--random-weights"), std::string::npos) << r.out;
 }
 
 // A window runs through the model in pieces of --piece tokens with the state carried over: the

@@ -21,6 +21,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -835,6 +836,30 @@ class TestStreaming(SharedServerCase):
                                              "stream_options": {"include_usage": False}})
                 self.check_stream(res, chat=chat, include_usage=False)
 
+    def test_http10_stream_is_unchunked_and_closes_after_done(self):
+        body = json.dumps({"prompt": [510, 1263], "max_tokens": 5, "temperature": 0,
+                           "ignore_eos": True, "stream": True}).encode()
+        want = self.complete({"prompt": [510, 1263], "max_tokens": 5, "temperature": 0,
+                              "ignore_eos": True})["choices"][0]["text"]
+        for extra in ("", "Connection: Keep-Alive\r\n"):
+            with self.subTest(extra=extra):
+                head = (f"POST /v1/completions HTTP/1.0\r\n{extra}Content-Type: application/json"
+                        f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+                started = time.monotonic()
+                raw = self.srv.raw_exchange(head + body, timeout=60)
+                self.assertLess(time.monotonic() - started, 50, "the connection stayed open")
+                top, _, payload = raw.partition(b"\r\n\r\n")
+                headers = top.decode("latin-1").lower()
+                self.assertTrue(headers.startswith("http/1.1 200"), raw[:300])
+                self.assertNotIn("transfer-encoding", headers)
+                self.assertIn("connection: close", headers)
+                self.assertIn("text/event-stream", headers)
+                self.assertTrue(payload.endswith(b"data: [DONE]\n\n"), payload[-200:])
+                events = [json.loads(chunk[len(b"data: "):])
+                          for chunk in payload.split(b"\n\n")
+                          if chunk.startswith(b"data: {")]
+                self.assertEqual(stream_texts(events).get(0), want, payload[:500])
+
     def test_stream_error_before_start_is_http_error(self):
         r = self.srv.post("/v1/completions", {"prompt": "x", "max_tokens": 0, "stream": True})
         self.assert_error(r, 400, "max_tokens")
@@ -1276,6 +1301,18 @@ class TestBadInput(OwnServerCase):
         with self.subTest(prompt=[""]):
             self.expect(self.C, {"prompt": [""], "max_tokens": 2}, 400, "prompt")
 
+    def test_batch_errors_name_the_element(self):
+        for prompt, message in (
+                (["hello", ""], "prompt[1] is empty"),
+                ([[100, 101], []], "prompt[1] is empty"),
+                (["hi", "there", "word " * 200], "prompt[2] has"),
+                ([[100], [100] * 65], "prompt[1] has 65 tokens"),
+                ([[100], [100, 50300]], "prompt[1][1] = 50300"),
+                (["hi", 5], "prompt[1] must be")):
+            with self.subTest(prompt=str(prompt)[:60]):
+                err = self.expect(self.C, {"prompt": prompt, "max_tokens": 1}, 400, "prompt")
+                self.assertIn(message, err["message"], err)
+
     def test_prompt_too_long(self):
         ok = self.srv.post(self.C, {"prompt": [100] * 64, "max_tokens": 1})
         self.assertEqual(ok.status, 200, f"a 64-token prompt must be accepted: {ok!r}")
@@ -1340,10 +1377,92 @@ class TestBadInput(OwnServerCase):
     def test_wrong_method(self):
         for method, path in (("GET", self.C), ("GET", self.CH), ("PUT", self.C),
                              ("DELETE", self.CH), ("POST", "/v1/models"), ("POST", "/health"),
-                             ("POST", "/metrics"), ("DELETE", "/v1/models")):
+                             ("POST", "/metrics"), ("DELETE", "/v1/models"), ("OPTIONS", self.C),
+                             ("TRACE", "/health"), ("PATCH", "/metrics"), ("HEAD", self.CH)):
             with self.subTest(method=method, path=path):
-                r = self.srv.request(method, path, b"{}" if method in ("POST", "PUT") else None)
-                self.assert_error(r, 405, what=f"{method} {path}")
+                r = self.srv.request(method, path,
+                                     b"{}" if method in ("POST", "PUT", "PATCH") else None)
+                self.assertEqual(r.status, 405, r)
+                if method != "HEAD":  # a HEAD answer has no body
+                    self.assert_error(r, 405, what=f"{method} {path}")
+                allow = "POST" if path in (self.C, self.CH) else "GET, HEAD"
+                self.assertEqual(r.headers.get("allow"), allow, r.headers)
+
+    # ---- request heads, answered before any body is read ---------------------------------
+
+    def exchange(self, raw: bytes, timeout: float = 20.0):
+        """(response, seconds until the server closed the connection); the seconds reach
+        `timeout` when it kept the connection open."""
+        started = time.monotonic()
+        got = self.srv.raw_exchange(raw, timeout=timeout)
+        return parse_raw_response(got), time.monotonic() - started
+
+    def head_refused(self, head: str, body: bytes, status: int, mention: str):
+        """Sends `head` (lines without the blank line) and `body` without closing: the answer
+        must come at once, name `mention`, and the server must close the connection."""
+        r, seconds = self.exchange(head.encode("latin-1") + b"\r\n\r\n" + body)
+        err = self.assert_error(r, status, what=head.split("\r\n")[0])
+        self.assertIn(mention, err["message"], err)
+        self.assertEqual(r.headers.get("connection"), "close", r.headers)
+        self.assertNotIn("keep-alive", r.headers, r.headers)
+        self.assertLess(seconds, 5, f"{head!r}: the connection stayed open")
+        return r
+
+    def test_post_without_content_length_411(self):
+        # It used to wait for the client to close (cpp-httplib read the body to the end).
+        for path in (self.C, "/v1/embeddings"):
+            with self.subTest(path=path):
+                self.head_refused(f"POST {path} HTTP/1.1\r\nHost: x", b'{"prompt": "hi"}', 411,
+                                  "Content-Length")
+
+    def test_malformed_content_length_400(self):
+        for value in ("abc", "-5", "5x", "0x10", "1,2"):
+            with self.subTest(value=value):
+                self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\nContent-Length: {value}",
+                                  b"{}", 400, "Content-Length")
+        self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                          f"Content-Length: 3", b"{}", 400, "Content-Length")
+
+    def test_content_length_over_the_limit_413_from_the_head(self):
+        # No body is sent at all: the 413 comes from the header, and the connection closes (it
+        # used to skip the announced gigabyte byte by byte, waiting for it).
+        for length in (16 * 1024 + 1, 10 ** 9, 10 ** 30):
+            with self.subTest(length=length):
+                self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\n"
+                                  f"Content-Type: application/json\r\nContent-Length: {length}",
+                                  b"", 413, "--max-body")
+        # A client that waits for "100 Continue" gets the 413 instead, and sends no body.
+        r = self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                              f"Content-Length: {10 ** 9}", b"", 413, "--max-body")
+        self.assertEqual(r.reason, "Payload Too Large", r)
+
+    def test_get_with_a_body_400(self):
+        # Its body used to stay unread and be parsed as the next request.
+        self.head_refused("GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 26",
+                          b"GET /nope HTTP/1.1\r\n\r\n\r\n", 400, "may not have a body")
+        self.head_refused("GET /v1/models HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked",
+                          b"2\r\nab\r\n0\r\n\r\n", 400, "may not have a body")
+
+    def test_transfer_encoding_other_than_chunked_501(self):
+        for te in ("gzip", "gzip, chunked", "identity"):
+            with self.subTest(te=te):
+                self.head_refused(f"POST {self.C} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}",
+                                  b"{}", 501, "Transfer-Encoding")
+
+    def test_a_refusal_without_a_body_keeps_the_connection(self):
+        conn = self.srv.connection()
+        try:
+            conn.request("GET", self.C)
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 405)
+            self.assertNotEqual(r.getheader("connection"), "close")
+            conn.request("GET", "/health")
+            r = conn.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200)
+        finally:
+            conn.close()
 
     def test_unknown_model(self):
         for model in ("gpt-4", served_name(), ""):
@@ -1661,6 +1780,65 @@ class TestWorkers(OwnServerCase):
         # The workers are back: a generation runs again.
         r = self.srv.post("/v1/completions", {"prompt": [510], "max_tokens": 2}, timeout=60)
         self.assertEqual(r.status, 200, r)
+
+
+class TestServedName(ServerTestCase):
+    """Without --served-model-name the model is named after its folder's canonical path: a
+    relative path ending in "/." (whose last component is ".") names the folder itself."""
+
+    def test_name_from_the_canonical_folder(self):
+        folder = os.path.relpath(model_dir()) + os.sep + "."
+        srv = Server(duality(), ["--model", folder, "--device", CONFIG["device"],
+                                 *CONFIG["serve_args"]])
+        try:
+            self.assertIn(f"(model {served_name()},", srv.listen_line)
+            models = self.ok(srv.get("/v1/models"))
+            self.assertEqual([m["id"] for m in models["data"]], [served_name()])
+            body = self.complete({"prompt": [510], "max_tokens": 1}, srv)
+            self.assertEqual(body["model"], served_name())
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
+class TestTemplateMaxOutput(ServerTestCase):
+    """--template-max-output 200 on a copy of the model (files linked) with a Jinja template: a
+    prompt the template renders longer than 200 bytes is a 400 naming the flag."""
+    TEMPLATE = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
+                "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="duality-template-")
+        folder = os.path.join(cls.tmp.name, "templated")
+        os.mkdir(folder)
+        for name in os.listdir(model_dir()):
+            os.symlink(os.path.join(os.path.abspath(model_dir()), name),
+                       os.path.join(folder, name))
+        with open(os.path.join(folder, "chat_template.jinja"), "w", encoding="utf-8") as f:
+            f.write(cls.TEMPLATE)
+        cls.srv = Server(duality(), ["--model", folder, "--device", CONFIG["device"],
+                                     *CONFIG["serve_args"], "--template-max-output", "200"])
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            code = cls.srv.stop(timeout=30)
+            if code != 0:
+                raise AssertionError(f"server exited {code} on SIGTERM")
+        finally:
+            cls.tmp.cleanup()
+
+    def test_prompts_up_to_the_cap_render_longer_ones_are_400(self):
+        short = {"messages": [{"role": "user", "content": "a" * 150}], "max_tokens": 1}
+        body = self.chat(short)
+        self.assertEqual(body["model"], "templated")
+        err = self.assert_error(
+            self.srv.post("/v1/chat/completions",
+                          {"messages": [{"role": "user", "content": "a" * 250}], "max_tokens": 1}),
+            400, "messages", "a prompt rendered past --template-max-output")
+        self.assertIn("exceeds 200 bytes", err["message"], err)
+        self.assertIn("--template-max-output", err["message"], err)
+        self.assertEqual(self.srv.health(), 200)
 
 
 # ---- 7. graceful shutdown ----------------------------------------------------------------

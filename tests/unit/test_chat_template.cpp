@@ -84,8 +84,9 @@ TEST(ChatTemplate, ChatMl) {
 }
 
 TEST(ChatTemplate, SpecialTokensAndVariables) {
-    auto t = ChatTemplate::parse("{{ bos_token }}|{{ eos_token }}|{{ add_generation_prompt }}|"
-                                 "{{ messages | length }}|{{ tools }}");
+    auto t = ChatTemplate::parse(
+        "{{ bos_token }}|{{ eos_token }}|{{ add_generation_prompt }}|"
+        "{{ messages | length }}|{{ tools }}");
     ASSERT_TRUE(t.is_ok());
     t->set_bos_token("<s>");
     t->set_eos_token("</s>");
@@ -166,8 +167,9 @@ TEST(ChatTemplate, FiltersOverTemporaryLists) {
 }
 
 TEST(ChatTemplate, ConcurrentRendersShareOneTemplate) {
-    auto t = ChatTemplate::parse("{% set ns = namespace(n=0) %}{% for m in messages %}"
-                                 "{% set ns.n = ns.n + 1 %}{{ m.content }}{% endfor %}{{ ns.n }}");
+    auto t = ChatTemplate::parse(
+        "{% set ns = namespace(n=0) %}{% for m in messages %}"
+        "{% set ns.n = ns.n + 1 %}{{ m.content }}{% endfor %}{{ ns.n }}");
     ASSERT_TRUE(t.is_ok());
     std::vector<std::thread> threads;
     std::vector<std::string> outs(4);
@@ -187,7 +189,8 @@ TEST(ChatTemplate, ParseErrorsNameTheConstructAndLine) {
         std::string source, needle;
     };
     const std::vector<Case> cases = {
-        {"ok\n{% macro greet(name) %}hi{% endmacro %}", "line 2, column 4: unsupported construct {% macro %}"},
+        {"ok\n{% macro greet(name) %}hi{% endmacro %}",
+         "line 2, column 4: unsupported construct {% macro %}"},
         {"{% include 'other.jinja' %}", "{% include %}"},
         {"{% import 'm.jinja' as m %}", "{% import %}"},
         {"{% from 'm.jinja' import x %}", "{% from %}"},
@@ -234,17 +237,47 @@ TEST(ChatTemplate, LimitsOutputSize) {
               StatusCode::kResourceExhausted);
 }
 
+// The output cap is the caller's (serve --template-max-output), by parse and by load alike.
+TEST(ChatTemplate, OutputCapIsSetByTheCaller) {
+    const std::string source = "{% for m in messages %}{{ m.content }}{% endfor %}";
+    const std::vector<ChatMessage> msgs = {{"user", std::string(300, 'a')}};
+    jinja::Limits small;
+    small.max_output_bytes = 256;
+    auto capped = ChatTemplate::parse(source, small);
+    ASSERT_TRUE(capped.is_ok()) << capped.status().message();
+    EXPECT_EQ(capped->max_output_bytes(), 256u);
+    auto out = capped->render(msgs, true);
+    ASSERT_FALSE(out.is_ok());
+    EXPECT_EQ(out.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_TRUE(contains(out.status().message(), "exceeds 256 bytes")) << out.status().message();
+    const std::vector<ChatMessage> at_cap = {{"user", std::string(256, 'a')}};
+    EXPECT_TRUE(capped->render(at_cap, true).is_ok());
+
+    auto fine = ChatTemplate::parse(source);  // the default, 1 MiB
+    ASSERT_TRUE(fine.is_ok());
+    EXPECT_EQ(fine->max_output_bytes(), size_t{1} << 20);
+    EXPECT_TRUE(fine->render(msgs, true).is_ok());
+
+    TempDir dir;
+    write_file(dir.path() / "chat_template.jinja", source);
+    auto loaded = ChatTemplate::load(dir.path(), small);
+    ASSERT_TRUE(loaded.is_ok()) << loaded.status().message();
+    EXPECT_FALSE(loaded->render(msgs, true).is_ok());
+}
+
 TEST(ChatTemplate, LimitsLoopsAndWork) {
     const auto start = std::chrono::steady_clock::now();
-    Status s = render_error("{% for i in range(100000) %}{% for j in range(100000) %}"
-                            "{% endfor %}{% endfor %}");
+    Status s = render_error(
+        "{% for i in range(100000) %}{% for j in range(100000) %}"
+        "{% endfor %}{% endfor %}");
     EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
     EXPECT_TRUE(contains(s.message(), "loop iterations")) << s.message();
     EXPECT_EQ(render_error("{% for i in range(10000000000) %}{% endfor %}").code(),
               StatusCode::kResourceExhausted);
     // Quadratic string building is charged by the bytes it copies.
-    s = render_error("{% set ns = namespace(s='') %}{% for i in range(90000) %}"
-                     "{% set ns.s = ns.s ~ 'abcdefghij' %}{% endfor %}");
+    s = render_error(
+        "{% set ns = namespace(s='') %}{% for i in range(90000) %}"
+        "{% set ns.s = ns.s ~ 'abcdefghij' %}{% endfor %}");
     EXPECT_EQ(s.code(), StatusCode::kResourceExhausted);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -253,16 +286,15 @@ TEST(ChatTemplate, LimitsLoopsAndWork) {
 
 TEST(ChatTemplate, LimitsNesting) {
     // Parser recursion: parentheses, unary operators, lists, blocks, long operator chains.
-    EXPECT_TRUE(contains(parse_error("{{ " + std::string(100000, '(') + "1" +
-                                     std::string(100000, ')') + " }}")
-                             .message(),
-                         "nested too deeply"));
+    EXPECT_TRUE(contains(
+        parse_error("{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}")
+            .message(),
+        "nested too deeply"));
     EXPECT_TRUE(contains(parse_error("{{ " + std::string(100000, '-') + "1 }}").message(),
                          "nested too deeply"));
-    EXPECT_TRUE(contains(parse_error("{{ " + std::string(50000, '[') + std::string(50000, ']') +
-                                     " }}")
-                             .message(),
-                         "nested too deeply"));
+    EXPECT_TRUE(contains(
+        parse_error("{{ " + std::string(50000, '[') + std::string(50000, ']') + " }}").message(),
+        "nested too deeply"));
     std::string chain = "{{ 1";
     for (int k = 0; k < 100000; ++k) chain += " + 1";
     EXPECT_TRUE(contains(parse_error(chain + " }}").message(), "nested too deeply"));
@@ -273,8 +305,9 @@ TEST(ChatTemplate, LimitsNesting) {
     for (int k = 0; k < 100000; ++k) nots += "not ";
     EXPECT_TRUE(contains(parse_error(nots + "1 }}").message(), "nested too deeply"));
     // Values nested at render time, and namespace cycles.
-    Status s = render_error("{% set ns = namespace(a=[]) %}{% for i in range(1000) %}"
-                            "{% set ns.a = [ns.a] %}{% endfor %}");
+    Status s = render_error(
+        "{% set ns = namespace(a=[]) %}{% for i in range(1000) %}"
+        "{% set ns.a = [ns.a] %}{% endfor %}");
     EXPECT_TRUE(contains(s.message(), "nested")) << s.message();
     s = render_error("{% set ns = namespace(a=1) %}{% set ns.a = ns %}");
     EXPECT_TRUE(contains(s.message(), "namespace cannot hold a namespace")) << s.message();
@@ -287,8 +320,8 @@ TEST(ChatTemplate, ArithmeticEdgeCasesAreErrors) {
     EXPECT_TRUE(contains(render_error("{{ 1 / 0 }}").message(), "division by zero"));
     EXPECT_TRUE(contains(render_error("{{ 9223372036854775807 + 1 }}").message(), "overflow"));
     EXPECT_TRUE(contains(render_error("{{ 2 ** 64 }}").message(), "overflow"));
-    EXPECT_TRUE(contains(render_error("{% set m = -9223372036854775807 - 1 %}{{ m // -1 }}").message(),
-                         "overflow"));
+    EXPECT_TRUE(contains(
+        render_error("{% set m = -9223372036854775807 - 1 %}{{ m // -1 }}").message(), "overflow"));
     EXPECT_TRUE(contains(render_error("{{ 'a' + 1 }}").message(), "unsupported operand"));
     EXPECT_TRUE(contains(render_error("{{ 'a' < 1 }}").message(), "not supported"));
     EXPECT_TRUE(contains(render_error("{{ [1][::0] }}").message(), "slice step"));
@@ -369,16 +402,19 @@ TEST(ChatTemplate, LoadErrorsNameTheFileAndField) {
     const std::vector<Case> cases = {
         {"{not json", "tokenizer_config.json: not valid JSON"},
         {"[1, 2]", "tokenizer_config.json: expected a JSON object"},
-        {R"({"chat_template": 42})", "tokenizer_config.json: chat_template: expected a string or a list"},
+        {R"({"chat_template": 42})",
+         "tokenizer_config.json: chat_template: expected a string or a list"},
         {R"({"chat_template": [{"name": "rag", "template": "x"}]})",
          "tokenizer_config.json: chat_template: no template named \"default\" (found: rag)"},
         {R"({"chat_template": [{"name": "default"}]})",
          "tokenizer_config.json: chat_template[0]: expected a string \"template\""},
-        {R"({"chat_template": ["x"]})", "tokenizer_config.json: chat_template[0]: expected an object"},
+        {R"({"chat_template": ["x"]})",
+         "tokenizer_config.json: chat_template[0]: expected an object"},
         {R"({"bos_token": 7})", "tokenizer_config.json: bos_token: expected a string"},
         {R"({"eos_token": {"id": 2}})", "tokenizer_config.json: eos_token: expected a string"},
         {R"({"chat_template": "a\n{% macro m() %}{% endmacro %}"})",
-         "tokenizer_config.json: chat_template: line 2, column 4: unsupported construct {% macro %}"},
+         "tokenizer_config.json: chat_template: line 2, column 4: unsupported construct {% macro "
+         "%}"},
     };
     for (const Case& c : cases) {
         TempDir dir;
@@ -401,9 +437,9 @@ TEST(ChatTemplateCli, PrintsThePromptExactly) {
                "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
                "{% if add_generation_prompt %}<assistant>{% endif %}");
     const std::string messages = R"('[{"role": "user", "content": "Hi"}]')";
-    auto r = test::run_duality("chat-template --template " + (dir.path() / "t.jinja").string() +
-                                   " --messages " + messages,
-                               /*merge_stderr=*/false);
+    auto r = test::run_duality(
+        "chat-template --template " + (dir.path() / "t.jinja").string() + " --messages " + messages,
+        /*merge_stderr=*/false);
     EXPECT_EQ(r.exit_code, 0);
     EXPECT_EQ(r.out, "<user>Hi<assistant>");
     r = test::run_duality("chat-template --no-generation-prompt --template " +
@@ -411,7 +447,8 @@ TEST(ChatTemplateCli, PrintsThePromptExactly) {
                           false);
     EXPECT_EQ(r.out, "<user>Hi");
     // A request body works too; a folder without a template gets the plain format.
-    write_file(dir.path() / "req.json", R"({"model": "m", "messages": [{"role": "user", "content": "Hi"}]})");
+    write_file(dir.path() / "req.json",
+               R"({"model": "m", "messages": [{"role": "user", "content": "Hi"}]})");
     r = test::run_duality("chat-template --model " + dir.path().string() + " --messages " +
                               (dir.path() / "req.json").string(),
                           false);

@@ -137,7 +137,24 @@ INSTANTIATE_TEST_SUITE_P(
                   "chunk_size"},
         BadConfig{R"({"d_model": 64, "n_layer": 2, "vocab_size": 10,
                       "ssm_cfg": {"layer": "Mamba2", "chunk_size": 8192}})",
-                  "ssm_cfg.chunk_size"}));
+                  "ssm_cfg.chunk_size"},
+        // Special token ids must be rows of the vocabulary.
+        BadConfig{R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10, "n_groups": 1,
+                      "head_dim": 32, "eos_token_id": 10})",
+                  "\"eos_token_id\" = 10 is not a token id: it must be below vocab_size = 10"},
+        BadConfig{R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10, "n_groups": 1,
+                      "head_dim": 32, "bos_token_id": 50000})",
+                  "\"bos_token_id\" = 50000"}));
+
+TEST(Config, SpecialTokenIdsInsideTheVocabularyAreKept) {
+    auto c = parse_model_config(R"({"hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10,
+                                    "n_groups": 1, "head_dim": 32, "eos_token_id": 9,
+                                    "bos_token_id": -1})",
+                                "config.json");
+    ASSERT_TRUE(c.is_ok()) << c.status().message();
+    EXPECT_EQ(c->eos_token_id, 9);
+    EXPECT_EQ(c->bos_token_id, -1);
+}
 
 // A field holding a value nested 200,000 deep: the error describes it briefly (the whole value
 // printed recursively overflowed the stack).

@@ -94,6 +94,18 @@ TEST(Tokenizer, LoadsFromFolderOrFile) {
     EXPECT_EQ(shared->encode("Hello world"), (Ids{12092, 1533}));
 }
 
+TEST(Tokenizer, CheckFitsModelRefusesIdsBeyondTheModelsRows) {
+    const Tokenizer& t = neox();  // ids 0 to 50276
+    EXPECT_TRUE(t.check_fits_model(50288).is_ok());
+    EXPECT_TRUE(t.check_fits_model(50277).is_ok());
+    const Status s = t.check_fits_model(32768);  // Codestral's vocabulary
+    ASSERT_FALSE(s.is_ok());
+    EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+    for (const std::string& part : {t.source(), std::string("50276"), std::string("32768")})
+        EXPECT_NE(s.message().find(part), std::string::npos) << part << ": " << s.message();
+    EXPECT_FALSE(t.check_fits_model(50276).is_ok());
+}
+
 TEST(Tokenizer, VocabularyLookups) {
     const Tokenizer& t = neox();
     EXPECT_EQ(t.token_to_id("ĠHello"), 24387);

@@ -1,5 +1,5 @@
-// --device / --dtype / --state-dtype / --threads: where a command runs its model; and the check of
-// flags that take seconds.
+// --device / --dtype / --state-dtype / --threads: where a command runs its model; and the checks
+// of flags that take seconds or other numbers.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -43,6 +43,20 @@ CLI::Validator seconds_in(double max_s, bool allow_zero) {
             return "expected seconds in " + std::string(range) + ", got " + text;
         },
         "SECONDS");
+}
+
+CLI::Validator number_in(double lo, double hi, const std::string& unit) {
+    return CLI::Validator(
+        [=](std::string& text) -> std::string {
+            char* end = nullptr;
+            const double v = std::strtod(text.c_str(), &end);
+            const bool ok = !text.empty() && *end == '\0' && std::isfinite(v) && v >= lo && v <= hi;
+            if (ok) return std::string();
+            char range[64];
+            std::snprintf(range, sizeof range, "[%g, %g]", lo, hi);
+            return "expected " + unit + " in " + range + ", got " + text;
+        },
+        unit);
 }
 
 LoadOptions to_load_options(const BackendFlags& f) {

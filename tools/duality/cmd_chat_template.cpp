@@ -5,12 +5,12 @@
 // messages are a JSON array of {"role", "content"} objects, or an object with such a
 // "messages" array (a chat completions request body), given inline or as a file (- = stdin).
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "core/read_file.h"
 #include "server/chat_template.h"
 #include "tools/duality/commands.h"
 
@@ -28,22 +28,18 @@ int fail(const std::string& message, int code = 1) {
 }
 
 bool read_text(const std::string& file, std::string* out, std::string* error) {
-    std::ostringstream ss;
     if (file == "-") {
+        std::ostringstream ss;
         ss << std::cin.rdbuf();
-    } else {
-        std::ifstream in(file, std::ios::binary);
-        if (!in) {
-            *error = "cannot open \"" + file + "\"";
-            return false;
-        }
-        ss << in.rdbuf();
-        if (in.bad()) {
-            *error = "read failed on \"" + file + "\"";
-            return false;
-        }
+        *out = ss.str();
+        return true;
     }
-    *out = ss.str();
+    auto text = read_file(file);
+    if (!text) {
+        *error = text.status().message();
+        return false;
+    }
+    *out = std::move(*text);
     return true;
 }
 
@@ -131,7 +127,8 @@ Action add_chat_template_command(CLI::App& app) {
         std::optional<server::ChatTemplate> ct;
         if (!opt->template_file.empty()) {
             std::string source;
-            if (!read_text(opt->template_file, &source, &error)) return fail("--template: " + error);
+            if (!read_text(opt->template_file, &source, &error))
+                return fail("--template: " + error);
             auto parsed = server::ChatTemplate::parse(source);
             if (!parsed) return fail(opt->template_file + ": " + parsed.status().message());
             ct = std::move(parsed).value();

@@ -92,7 +92,7 @@ Action add_generate_command(CLI::App& app) {
         auto& tokenizer = loaded->tokenizer;
         std::vector<int32_t> prompt;
         if (!opt->prompt_ids.empty()) {
-            if (!parse_id_list(opt->prompt_ids, &prompt)) return 2;
+            if (!parse_id_list("--prompt-ids", opt->prompt_ids, &prompt)) return 2;
         } else {
             prompt = tokenizer.encode(opt->prompt);
         }

@@ -15,26 +15,6 @@
 
 namespace duality::cli {
 
-bool parse_id_list(const std::string& text, std::vector<int32_t>* ids) {
-    ids->clear();
-    size_t pos = 0;
-    while (pos <= text.size()) {
-        const size_t comma = std::min(text.find(',', pos), text.size());
-        const std::string item = text.substr(pos, comma - pos);
-        char* end = nullptr;
-        errno = 0;
-        const long long v = std::strtoll(item.c_str(), &end, 10);
-        if (item.empty() || *end != '\0' || errno == ERANGE || v < 0 || v > INT32_MAX) {
-            std::fprintf(stderr, "duality: --ids: \"%s\" is not a token id (expected e.g. 1,2,3)\n",
-                         item.c_str());
-            return false;
-        }
-        ids->push_back(static_cast<int32_t>(v));
-        pos = comma + 1;
-    }
-    return true;
-}
-
 Action add_logits_command(CLI::App& app) {
     struct Options {
         std::string model, ids;
@@ -55,7 +35,7 @@ Action add_logits_command(CLI::App& app) {
     add_backend_flags(cmd, &opt->backend);
     return [opt]() {
         std::vector<int32_t> ids;
-        if (!parse_id_list(opt->ids, &ids)) return 2;
+        if (!parse_id_list("--ids", opt->ids, &ids)) return 2;
         auto model = Model::load(opt->model, to_load_options(opt->backend));
         if (!model) {
             std::fprintf(stderr, "duality: %s\n", model.status().message().c_str());

@@ -17,11 +17,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include <omp.h>
 
+#include "core/read_file.h"
 #include "duality/model.h"
 #include "duality/tokenizer.h"
 #include "ops/cpu/ops.h"
@@ -75,18 +74,17 @@ Action add_perplexity_command(CLI::App& app) {
     add_backend_flags(cmd, &opt->backend);
 
     return [opt]() {
-        std::ifstream in(opt->file, std::ios::binary);
-        if (!in) {
-            std::fprintf(stderr, "duality perplexity: --file %s: cannot open\n", opt->file.c_str());
+        auto text = read_file(opt->file);
+        if (!text) {
+            std::fprintf(stderr, "duality perplexity: --file %s\n",
+                         text.status().message().c_str());
             return 1;
         }
-        std::ostringstream ss;
-        ss << in.rdbuf();
         auto loaded = load_text_model(opt->model, to_load_options(opt->backend));
         if (!loaded) return 1;
         auto& model = loaded->model;
         auto& tokenizer = loaded->tokenizer;
-        const std::vector<int32_t> tokens = tokenizer.encode(ss.str());
+        const std::vector<int32_t> tokens = tokenizer.encode(*text);
         if (tokens.size() < 2) {
             std::fprintf(stderr, "duality perplexity: %s has fewer than 2 tokens\n",
                          opt->file.c_str());

@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <thread>
 
 #include "duality/engine.h"
@@ -15,6 +15,14 @@
 #include "tools/duality/commands.h"
 
 namespace duality::cli {
+
+namespace {
+// --state-memory and --cache-memory: at most 1e9 MB (a petabyte), far above any machine, and low
+// enough that byte counts and slot counts derived from them cannot overflow.
+constexpr double kMaxMegabytes = 1e9;
+// State slots in all (--max-seqs + --cache-slots, each also capped at this).
+constexpr int kMaxSlots = 65536;
+}  // namespace
 
 Action add_serve_command(CLI::App& app) {
     struct Options {
@@ -25,6 +33,8 @@ Action add_serve_command(CLI::App& app) {
         int max_seqs = 0, max_queue = 1024, cache_slots = -1, http_threads = 128;
         int64_t max_batch_tokens = 0, prefill_chunk = 0, max_prompt_tokens = 32768;
         int64_t max_tokens_limit = 4096, checkpoint_every = 0, max_body_kb = 1024;
+        int64_t template_max_output =
+            static_cast<int64_t>(server::jinja::Limits{}.max_output_bytes);
         double state_memory_mb = 0, cache_memory_mb = -1, cache_ttl_s = 3600;
         double request_timeout_s = 600, shutdown_grace_s = 10;
     };
@@ -50,10 +60,10 @@ Action add_serve_command(CLI::App& app) {
     add_backend_flags(cmd, &opt->backend);
     cmd->add_option("--max-seqs", opt->max_seqs,
                     "Sequences running at once (default 16 on the CPU, 64 on the GPU)")
-        ->check(CLI::Range(1, 65536));
+        ->check(CLI::Range(1, kMaxSlots));
     cmd->add_option("--state-memory", opt->state_memory_mb,
                     "Size the running-sequence slot pool from this many MB instead of --max-seqs")
-        ->check(CLI::NonNegativeNumber);
+        ->check(number_in(0, kMaxMegabytes, "MB"));
     cmd->add_option("--max-queue", opt->max_queue, "Waiting sequences before HTTP 503")
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
@@ -75,11 +85,11 @@ Action add_serve_command(CLI::App& app) {
                     "Host MB for cached conversation states (default 256 on the CPU, 0 on the "
                     "GPU, whose cache lives in --cache-slots); 0 given explicitly turns the "
                     "cache off")
-        ->check(CLI::NonNegativeNumber);
+        ->check(number_in(0, kMaxMegabytes, "MB"));
     cmd->add_option("--cache-slots", opt->cache_slots,
                     "Device state slots for the most recent cached states (default 0 on the "
                     "CPU, --max-seqs on the GPU)")
-        ->check(CLI::Range(0, 65536));
+        ->check(CLI::Range(0, kMaxSlots));
     cmd->add_option("--cache-ttl", opt->cache_ttl_s, "Drop cached states unused for S seconds")
         ->check(seconds_in(1e7, false))
         ->capture_default_str();
@@ -92,6 +102,11 @@ Action add_serve_command(CLI::App& app) {
         ->capture_default_str();
     cmd->add_option("--max-body", opt->max_body_kb, "Larger request bodies (KB) get HTTP 413")
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 20))
+        ->capture_default_str();
+    cmd->add_option("--template-max-output", opt->template_max_output,
+                    "The longest prompt (bytes) a model's Jinja chat template may render; longer "
+                    "ones get HTTP 400")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 30))
         ->capture_default_str();
     cmd->add_option("--http-threads", opt->http_threads,
                     "Connections served at once; N/8 of them (1 to 16) are kept from generation "
@@ -129,9 +144,19 @@ Action add_serve_command(CLI::App& app) {
             std::fprintf(stderr, "duality serve: %s\n", tokenizer.status().message().c_str());
             return 1;
         }
+        if (Status s = tokenizer->check_fits_model(config->vocab_padded); !s.is_ok()) {
+            std::fprintf(stderr, "duality serve: %s%s\n", s.message().c_str(),
+                         opt->random_weights
+                             ? " (--random-weights serves the bundled model's tokenizer, which "
+                               "fits the mamba2-* presets)"
+                             : "");
+            return 1;
+        }
+        server::jinja::Limits template_limits;
+        template_limits.max_output_bytes = static_cast<size_t>(opt->template_max_output);
         auto tmpl = opt->random_weights
                         ? Result<server::ChatTemplate>(server::ChatTemplate::plain())
-                        : server::ChatTemplate::load(dir);
+                        : server::ChatTemplate::load(dir, template_limits);
         if (!tmpl) {
             std::fprintf(stderr, "duality serve: %s\n", tmpl.status().message().c_str());
             return 1;
@@ -153,14 +178,35 @@ Action add_serve_command(CLI::App& app) {
         if (opt->state_memory_mb > 0) {
             const int64_t per_seq = roofline::state_slot_bytes(
                 *config, lo.device == Device::kCuda ? lo.state_dtype : DType::kF32);
-            eo.max_seqs = static_cast<int>(opt->state_memory_mb * 1024 * 1024 / per_seq);
-            if (eo.max_seqs < 1) {
+            const double fits = opt->state_memory_mb * 1024 * 1024 / static_cast<double>(per_seq);
+            if (fits < 1) {
                 std::fprintf(stderr,
-                             "duality serve: --state-memory %.0f MB holds no sequence (one needs "
+                             "duality serve: --state-memory %g MB holds no sequence (one needs "
                              "%.1f MB)\n",
                              opt->state_memory_mb, per_seq / 1048576.0);
                 return 2;
             }
+            if (fits > kMaxSlots) {
+                std::fprintf(
+                    stderr,
+                    "duality serve: --state-memory %g MB holds %.0f sequences (%.1f MB "
+                    "each), more than %d (the most --max-seqs allows); give at most %.0f MB\n",
+                    opt->state_memory_mb, std::floor(fits), per_seq / 1048576.0, kMaxSlots,
+                    std::floor(kMaxSlots * (per_seq / 1048576.0)));
+                return 2;
+            }
+            eo.max_seqs = static_cast<int>(fits);
+        }
+        if (eo.max_seqs + eo.cache_slots > kMaxSlots) {
+            const std::string seqs_from = opt->state_memory_mb > 0 ? " (from --state-memory)" : "";
+            const std::string slots_from =
+                opt->cache_slots >= 0 ? "" : " (the GPU's default: --max-seqs)";
+            std::fprintf(stderr,
+                         "duality serve: --max-seqs %d%s + --cache-slots %d%s = %d state slots, "
+                         "more than %d; give fewer\n",
+                         eo.max_seqs, seqs_from.c_str(), eo.cache_slots, slots_from.c_str(),
+                         eo.max_seqs + eo.cache_slots, kMaxSlots);
+            return 2;
         }
         eo.sample_vocab = std::min<int64_t>(config->vocab_size, tokenizer->vocab_size());
         lo.n_slots = eo.max_seqs + eo.cache_slots;
@@ -192,11 +238,8 @@ Action add_serve_command(CLI::App& app) {
         so.request_timeout_s = opt->request_timeout_s;
         so.shutdown_grace_s = opt->shutdown_grace_s;
         so.limits.model_name = !opt->served_name.empty() ? opt->served_name
-                               : opt->random_weights
-                                   ? opt->config
-                                   : std::filesystem::path(dir).filename().string();
-        if (so.limits.model_name.empty())
-            so.limits.model_name = std::filesystem::path(dir).parent_path().filename().string();
+                               : opt->random_weights     ? opt->config
+                                                         : model_folder_name(dir);
         so.limits.max_prompt_tokens = opt->max_prompt_tokens;
         so.limits.max_tokens_limit = opt->max_tokens_limit;
         so.limits.vocab_size = config->vocab_size;

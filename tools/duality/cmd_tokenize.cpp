@@ -7,12 +7,12 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "core/read_file.h"
 #include "duality/tokenizer.h"
 #include "tools/duality/commands.h"
 
@@ -34,22 +34,18 @@ bool read_input(const TokenizeOptions& o, std::string* out, std::string* error) 
         *out = o.text;
         return true;
     }
-    std::ostringstream ss;
     if (o.file == "-") {
+        std::ostringstream ss;
         ss << std::cin.rdbuf();
-    } else {
-        std::ifstream in(o.file, std::ios::binary);
-        if (!in) {
-            *error = "--file: cannot open \"" + o.file + "\"";
-            return false;
-        }
-        ss << in.rdbuf();
-        if (in.bad()) {
-            *error = "--file: read failed on \"" + o.file + "\"";
-            return false;
-        }
+        *out = ss.str();
+        return true;
     }
-    *out = ss.str();
+    auto text = read_file(o.file);
+    if (!text) {
+        *error = "--file " + text.status().message();
+        return false;
+    }
+    *out = std::move(*text);
     return true;
 }
 

@@ -31,6 +31,9 @@ Action add_chat_template_command(CLI::App& app);
 // allow_zero. (CLI::PositiveNumber lets NaN through, and 1e10 s overflowed the server's clock
 // arithmetic.)
 CLI::Validator seconds_in(double max_s, bool allow_zero);
+// The check of a flag that takes a number of `unit` (e.g. "MB") in [lo, hi]; NaN and infinities
+// are refused (CLI::Range and CLI::NonNegativeNumber let NaN through).
+CLI::Validator number_in(double lo, double hi, const std::string& unit);
 
 // Where a command runs its model (--device, --dtype, --state-dtype, --threads).
 struct BackendFlags {
@@ -52,7 +55,12 @@ std::optional<TextModel> load_text_model(const std::string& model_flag, const Lo
 // The model folder used when --model is not given (the bundled model; see model_path.cpp).
 std::string default_model_dir();
 
-// Parses "1,2,3" into ids; false (with a message on stderr) on a malformed list.
-bool parse_id_list(const std::string& text, std::vector<int32_t>* ids);
+// The name of a model folder: the last component of its canonical path, so that "models/x",
+// "./models/x/" and "models/x/." all give "x".
+std::string model_folder_name(const std::string& dir);
+
+// Parses "1,2,3", the value of `flag` (named in the error), into ids; false (with a message on
+// stderr) on a malformed list.
+bool parse_id_list(const std::string& flag, const std::string& text, std::vector<int32_t>* ids);
 
 }  // namespace duality::cli

@@ -55,14 +55,16 @@
 //      causal work is balanced), holds its C rows as A fragments, computes C·prevᵀ, scales rows
 //      by exp(Scs_i), then for each 32-token block j0 <= i: the S tile from shared memory,
 //      W = S·decay·Δ masked (f32 → operand registers, the flash-attention P·V trick), y += W·x.
-//      Adds D·x and stores y. The decay exp(Scs_i − Scs_j) factors into exp(Scs_i − Scs_j0) (per
-//      row) times exp(Scs_j0 − Scs_j)·Δ_j (per column, once per chunk) where the block's decay
-//      range allows (at most e^32, Scs non-increasing), else one exponential per element. With
-//      an SsdGate (ops.h) the store is the gated norm's first half instead: y·silu(z)·w and the
-//      row's sum of squares per head (a quad shuffle). z is prefetched into L2 when the block
-//      starts and copied (cp.async) into the strip's C rows, dead once the warp holds them as
-//      fragments, while the intra loop runs: loaded from global memory in the epilogue, z cost
-//      25% of the kernel's time (its loads waited behind the y stores they might alias).
+//      Adds D·x and stores y: through the strip's C rows (dead by then) as 16-byte row pieces,
+//      where head_dim <= d_state and y is 16-byte aligned (y_stage). The decay exp(Scs_i − Scs_j)
+//      factors into exp(Scs_i − Scs_j0) (per row) times exp(Scs_j0 − Scs_j)·Δ_j (per column, once
+//      per chunk) where the block's decay range allows (at most e^32, Scs non-increasing), else one
+//      exponential per element. With an SsdGate (ops.h) the store is the gated norm's first half
+//      instead: y·silu(z)·w and the row's sum of squares per head (a quad shuffle). z is prefetched
+//      into L2 when the block starts and copied (cp.async) into the strip's C rows, dead once the
+//      warp holds them as fragments, while the intra loop runs: loaded from global memory in the
+//      epilogue, z cost 25% of the kernel's time (its loads waited behind the y stores they might
+//      alias).
 //   The last block to start resets the ticket counter and advances the epoch (every block reads
 //   the epoch before taking its ticket), so the sync buffer (ssd_fused_sync_bytes, zeroed once)
 //   needs no clearing between launches.
@@ -78,9 +80,10 @@
 // Chunks of at most 128 tokens run an instantiation capped at 128 registers, two blocks per SM
 // where they fit (two_per_sm, two_fit; DUALITY_SSD_FUSED_2PB=0: never), and the model then
 // prefers chunk 128 (ssd_fused_chunk); longer chunks run one block per SM (shared memory).
-// Speed (H200, bf16, 2.7b layer, 2026-12-03): chunk 256 b1×32k 1.41 ms (2.82-2.84x the five-step
-// path); chunk 128 b1×32k 1.07-1.09 ms, b1×8k 0.288-0.294 ms (3.4-3.6x). Phase breakdown, the
-// history of these numbers, what was tried and next steps: docs/ssd-fused-notes.md.
+// Speed (H200, bf16, 2.7b layer, 2026-12-04, with y_stage, on a machine that timed 1.45 ms
+// without it): chunk 256 b1×32k 1.42 ms (2.81x the five-step path); chunk 128 b1×32k 1.05 ms,
+// b1×8k 0.284 ms (3.5-3.7x). Phase breakdown, the history of these numbers, what was tried and
+// next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -157,6 +160,8 @@ struct FusedParams {
                                   // and {n_chunk, n_group} (S)
     uint64_t* prof = nullptr;     // nullptr, or {n_chunk · n_head, 8}: ssd::fused_profile
     bool early_s_wait = false;    // wait for the chunk's S during the loads (step 1), not in 3
+    bool y_stage =
+        false;  // y through the strip's C rows, stored as 16-byte row pieces (16-B aligned y)
 };
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
@@ -943,9 +948,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             }
         }
         // D skip and store; with SsdGate, v = y · silu(z) stored as v · w, and Σ v² per row.
+        // With y_stage the values go to the strip's C rows first (dead: their fragments are in
+        // cf; with the gate each lane overwrites the z values it has just read) and leave as
+        // 16-byte row pieces, where a lane's 4-byte stores would fill half of 8 rows' sectors.
+        const bool stage = kP <= kN && p.y_stage;  // (a row of y fits in a C row)
         if constexpr (kGate) {
             cp_async_wait<0>();
             __syncwarp();  // the strip's z rows (in Cs) from every lane's copies
+        } else {
+            if (stage) __syncwarp();  // every lane's ldmatrix of the strip's C rows is done
         }
         [[maybe_unused]] float ss[2] = {0.0f, 0.0f};
 #pragma unroll
@@ -968,8 +979,23 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     v0 *= w2.x;
                     v1 *= w2.y;
                 }
-                *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) =
-                    M::pack(v0, v1);
+                const uint32_t packed = M::pack(v0, v1);
+                if (stage) {
+                    *reinterpret_cast<uint32_t*>(Cs + i * kLdC + col) = packed;
+                } else {
+                    *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) =
+                        packed;
+                }
+            }
+        }
+        if (stage) {
+            __syncwarp();
+            constexpr int kYV = kP / 8;  // 16-byte pieces per row
+            for (int v = lane; v < 16 * kYV; v += 32) {
+                const int i = i0 + v / kYV, cv = (v % kYV) * 8;
+                if (i < len)
+                    *reinterpret_cast<uint4*>(y + static_cast<int64_t>(i) * H * kP + cv) =
+                        *reinterpret_cast<const uint4*>(Cs + i * kLdC + cv);
             }
         }
         if constexpr (kGate) {
@@ -1045,6 +1071,13 @@ bool two_per_sm_enabled() {
 }
 
 // DUALITY_SSD_EARLY_S_WAIT=1 (opt-in; docs/ssd-fused-notes.md, v11): FusedParams::early_s_wait.
+// FusedParams::y_stage (y through shared memory, 16-byte stores; docs/ssd-fused-notes.md, v13):
+// on by default, DUALITY_SSD_Y_STAGE=0 turns it off.
+bool y_stage_enabled() {
+    static const bool on = !env_is("DUALITY_SSD_Y_STAGE", "0");
+    return on;
+}
+
 bool early_s_wait_enabled() {
     static const bool on = env_is("DUALITY_SSD_EARLY_S_WAIT", "1");
     return on;
@@ -1255,6 +1288,7 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
             std::abort();
     }
     fp.early_s_wait = early_s_wait_enabled();
+    fp.y_stage = y_stage_enabled() && aligned16(a.y);
     fp.chunk_start = b.chunk_start;
     fp.chunk_len = b.chunk_len;
     fp.chunk_seq = b.chunk_seq;

@@ -22,7 +22,7 @@ args = ap.parse_args()
 
 if args.prefix_reference:
     ref_json = json.load(open(args.prefix_reference))
-    refs = {name: r for name, r in ref_json["files"].items()}
+    refs = ref_json["files"]
     extra = ["--windows", str(ref_json["windows"]), "--context", str(ref_json["context"])]
     tolerance = 0.0001
 else:

@@ -160,8 +160,8 @@ struct FusedParams {
                                   // and {n_chunk, n_group} (S)
     uint64_t* prof = nullptr;     // nullptr, or {n_chunk · n_head, 8}: ssd::fused_profile
     bool early_s_wait = false;    // wait for the chunk's S during the loads (step 1), not in 3
-    bool y_stage =
-        false;  // y through the strip's C rows, stored as 16-byte row pieces (16-B aligned y)
+    // y through the strip's C rows, stored as 16-byte row pieces (y 16-byte aligned).
+    bool y_stage = false;
 };
 
 // ---- PTX wrappers -----------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 # One device call for the fused SSD work (issue 5): builds duality_tests and duality only, runs
 # the SSD op-test cases (five-step, scan, fused), the SSD timing test (five-step vs fused),
 # `duality bench --ops` and the whole-model prefill of the 2.7b shape with both SSD paths.
-#   scripts/gpu-ssd-fused.sh [tests|timing|all]     logs under $OUT (or ./gpu-out)
+#   scripts/gpu-ssd-fused.sh [tests|timing|source|all]     logs under $OUT (or ./gpu-out)
+# source (not part of all): Nsight Compute's source counters (per SASS instruction: shared-memory
+# wavefronts and their excess, i.e. bank conflicts; global sectors; warp stalls) of one fused SSD
+# launch at chunk 256, b1 x 32k, 2.7b head shape, as CSV for scripts/ncu_source_summary.py.
 # GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
 # op tests and the timing test once under each setting (A/B of opt-in paths, for example
 # GPU_SSD_AB='DUALITY_SSD_EARLY_S_WAIT=0 DUALITY_SSD_EARLY_S_WAIT=1').
@@ -66,6 +69,20 @@ if [[ "$what" == all || "$what" == timing ]]; then
       --max-tokens 8192 >"$OUT/bench-model-fused-$i.txt" 2>&1
     echo "-- fused, $setting"; grep -A3 -E "^prefill" "$OUT/bench-model-fused-$i.txt"
   done
+fi
+if [[ "$what" == source ]]; then
+  step "source counters of the fused SSD (chunk 256, b1 x 32k)"
+  DUALITY_GEMM_TUNE=0 timeout 300 ncu --import-source yes --section SourceCounters \
+    --section WarpStateStats --kernel-name regex:ssd_fused --launch-count 1 -f -o "$OUT/fused-src" \
+    build-gpu/duality bench --random-weights --config mamba2-2.7b --ops --prefill-lens 32768 \
+    --no-decode --warmup 0 --iters 1 >"$OUT/ncu-src.log" 2>&1
+  echo "rc $?"; tail -3 "$OUT/ncu-src.log"
+  ncu -i "$OUT/fused-src.ncu-rep" --page source --csv --print-source sass >"$OUT/fused-sass.csv" 2>&1
+  echo "rc $? sass: $(wc -lc <"$OUT/fused-sass.csv")"; head -3 "$OUT/fused-sass.csv" | cut -c1-600
+  ncu -i "$OUT/fused-src.ncu-rep" --page source --csv --print-source cuda >"$OUT/fused-cuda.csv" 2>&1
+  echo "rc $? cuda: $(wc -lc <"$OUT/fused-cuda.csv")"
+  ncu -i "$OUT/fused-src.ncu-rep" --page details >"$OUT/fused-details.txt" 2>&1
+  grep -E "Duration|Excess|Wavefronts|Sectors|bank" "$OUT/fused-details.txt" | head -20
 fi
 rm -f "$OUT/cmake.log" "$OUT/gpu.txt" "$OUT/ssd-tests.log"
 step done

@@ -29,8 +29,10 @@
 //      is computed once per chunk and group: the causal 16×32 tiles of each 16-row strip, stored
 //      f16 in the lane order of the MMA fragments, then a release flag.
 //   Head block, one per (chunk c, head h):
-//   1. cp.async x {Q, head_dim}, B {Q, d_state} (one group) and C (a second group) of the chunk
-//      into shared memory (rows past len zero-filled); meanwhile Δ and the cumsum (block scan).
+//   1. cp.async x {Q, head_dim} and B {Q, d_state} (one group) of the chunk into shared memory
+//      (rows past len zero-filled); meanwhile Δ and the cumsum (block scan). C {Q, d_state} (a
+//      second group) is issued once x and B have landed, before step 2 (defer_c), so that the
+//      load phase does not share the SM's fill bandwidth with it; it lands during steps 2 and 3.
 //      With an SsdConv (ops.h; the gate's instantiation only) x arrives raw: its rows −3..len−1
 //      load into the prev region (conv_x_load) and, once group 0 is in (before the cumsum), the
 //      block computes silu(conv1d) of its head's channels into x's place (ConvX), so the model's
@@ -43,8 +45,8 @@
 //      registers.
 //   3. State passing: wait (thread 0 spins with ld.acquire.gpu on flags == this launch's epoch)
 //      for the chunk's S and for chunk c−1 of this head to have published its outgoing state
-//      (DUALITY_SSD_EARLY_S_WAIT=1, opt-in: warp 1 waits for S during step 1; measured faster
-//      only at chunk 256 with many chunks, docs/ssd-fused-notes.md v11);
+//      (early_s_wait, on for grids of one block per SM and at least 48 blocks per SM: warp 1
+//      waits for S during step 1; measured faster only there, docs/ssd-fused-notes.md v11, v14);
 //      copy the S tiles into B's region (dead now) while reading prev (the slot's state for a
 //      sequence's first chunk); publish out = exp(Scs_last)·prev + local to the workspace (16-byte
 //      vectors in fragment order, one round of loads where registers allow) and release a flag
@@ -80,9 +82,9 @@
 // Chunks of at most 128 tokens run an instantiation capped at 128 registers, two blocks per SM
 // where they fit (two_per_sm, two_fit; DUALITY_SSD_FUSED_2PB=0: never), and the model then
 // prefers chunk 128 (ssd_fused_chunk); longer chunks run one block per SM (shared memory).
-// Speed (H200, bf16, 2.7b layer, 2026-12-04, with y_stage, on a machine that timed 1.45 ms
-// without it): chunk 256 b1×32k 1.42 ms (2.81x the five-step path); chunk 128 b1×32k 1.05 ms,
-// b1×8k 0.284 ms (3.5-3.7x). Phase breakdown, the history of these numbers, what was tried and
+// Speed (H200, bf16, 2.7b layer, 2026-12-04, scripts/gpu-check.sh bench at v14): chunk 256
+// b1×32k 1.365 ms (2.92x the five-step path), b8×4k 1.375 ms (2.88x); chunk 128 b1×32k 1.067 ms,
+// b1×8k 0.286 ms (3.5-3.7x). Phase breakdown, the history of these numbers, what was tried and
 // next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -160,6 +162,9 @@ struct FusedParams {
                                   // and {n_chunk, n_group} (S)
     uint64_t* prof = nullptr;     // nullptr, or {n_chunk · n_head, 8}: ssd::fused_profile
     bool early_s_wait = false;    // wait for the chunk's S during the loads (step 1), not in 3
+    // C's rows issued once x and B have landed (before step 2), not beside them: the load phase
+    // then waits for x and B alone, and C lands during steps 2 and 3.
+    bool defer_c = false;
     // y through the strip's C rows, stored as 16-byte row pieces (y 16-byte aligned).
     bool y_stage = false;
 };
@@ -523,13 +528,31 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int64_t start = p.chunk_start[c];
     const int len = p.chunk_len[c];
 
-    // 1. Async loads: x and B (group 0), C (group 1); rows >= len are zero-filled.
+    // 1. Async loads: x and B (group 0), C (group 1, here or with defer_c before step 2); rows >=
+    // len are zero-filled.
+    const T* const Cg = static_cast<const T*>(p.C) + start * p.bc_stride + grp * kN;  // {len, kN}
+    const auto load_c = [&] {
+        constexpr int kNV = kN / 8;  // 16-byte vectors per row
+        for (int v = tid; v < qa * kNV; v += kThreads) {
+            const int r = v / kNV, cv = (v % kNV) * 8;
+            const bool ok = r < len;
+            cp_async16(Cs + r * kLdC + cv, ok ? Cg + r * p.bc_stride + cv : Cg, ok ? 16 : 0);
+        }
+        cp_async_commit();
+    };
+    // Until group 0 (x and B) has landed: with C issued beside it, every group but the last.
+    const auto wait_group0 = [&] {
+        if (p.defer_c) {
+            cp_async_wait<0>();
+        } else {
+            cp_async_wait<1>();
+        }
+    };
     bool conv = false;  // SsdConv: group 0 holds x's raw rows instead (conv_x_load)
     if constexpr (kGate) conv = p.conv_w != nullptr;
     {
         const T* xg = static_cast<const T*>(p.x) + start * p.x_stride + h * kP;     // {len, kP}
         const T* Bg = static_cast<const T*>(p.B) + start * p.bc_stride + grp * kN;  // {len, kN}
-        const T* Cg = static_cast<const T*>(p.C) + start * p.bc_stride + grp * kN;  // {len, kN}
         constexpr int kXV = kP / 8, kNV = kN / 8;  // 16-byte vectors per row
         if constexpr (kGate) {
             if (conv) conv_x_load<T, kP>(p, h, start, len, Ps);  // (x computed before step 2)
@@ -545,12 +568,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             cp_async16(Bs + r * kLdC + cv, ok ? Bg + r * p.bc_stride + cv : Bg, ok ? 16 : 0);
         }
         cp_async_commit();
-        for (int v = tid; v < qa * kNV; v += kThreads) {
-            const int r = v / kNV, cv = (v % kNV) * 8;
-            const bool ok = r < len;
-            cp_async16(Cs + r * kLdC + cv, ok ? Cg + r * p.bc_stride + cv : Cg, ok ? 16 : 0);
-        }
-        cp_async_commit();
+        if (!p.defer_c) load_c();
         // SsdGate: the chunk's z rows of head h into L2 for the output phase (a row's kP
         // elements span at most kP·2 / 64 + 1 64-byte pieces).
         if constexpr (kGate) {
@@ -562,7 +580,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 asm volatile("prefetch.global.L2 [%0];" ::"l"(zg + r * p.z_stride + e));
             }
         }
-        // With early_s_wait (opt-in): the chunk's S flag now, by warp 1's first lane while the
+        // With early_s_wait (early_s_wait_for): the chunk's S flag now, by warp 1's first lane while the
         // loads are in flight (S is normally done a chunk ahead), so that step 3 waits for one
         // flag, not for two L2 round trips one after the other. The block barriers that follow
         // order this acquire before every thread's reads of S, as thread 0's in step 3 otherwise.
@@ -600,7 +618,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         // SsdConv: x = silu(conv1d(raw rows)) once group 0 (raw x, B) has landed; the cumsum's
         // barriers below order these writes of Xs before step 2 reads them.
         if (conv) {
-            cp_async_wait<1>();
+            wait_group0();
             __syncthreads();
             cx.run(len, first, Ps, Xs);
         }
@@ -632,8 +650,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         f_s[tid] = expf(fminf(cs_last - cs_s[tid], 0.0f)) * d;
         g_s[tid] = __expf(fminf(cs_s[tid & ~31] - cs_s[tid], kFactorRange)) * d;
     }
-    cp_async_wait<1>();
+    wait_group0();
     __syncthreads();
+    if (p.defer_c) load_c();
     if (prof) prof[1] = global_ns();
 
     // 2. Chunk-local state: items of 16 (p) × 64 (n), warp w takes items w, w + 8, ...
@@ -1070,17 +1089,39 @@ bool two_per_sm_enabled() {
     return on;
 }
 
-// DUALITY_SSD_EARLY_S_WAIT=1 (opt-in; docs/ssd-fused-notes.md, v11): FusedParams::early_s_wait.
 // FusedParams::y_stage (y through shared memory, 16-byte stores; docs/ssd-fused-notes.md, v13):
 // on by default, DUALITY_SSD_Y_STAGE=0 turns it off.
+// FusedParams::defer_c (docs/ssd-fused-notes.md, v14): on by default, DUALITY_SSD_DEFER_C=0 turns
+// it off.
+bool defer_c_enabled() {
+    static const bool on = !env_is("DUALITY_SSD_DEFER_C", "0");
+    return on;
+}
+
 bool y_stage_enabled() {
     static const bool on = !env_is("DUALITY_SSD_Y_STAGE", "0");
     return on;
 }
 
-bool early_s_wait_enabled() {
-    static const bool on = env_is("DUALITY_SSD_EARLY_S_WAIT", "1");
-    return on;
+// FusedParams::early_s_wait for a launch: DUALITY_SSD_EARLY_S_WAIT=1 or 0 forces it; by default
+// it is on where it measured faster (docs/ssd-fused-notes.md, v11 and v14): one block per SM and a
+// grid of at least kEarlySWaitBlocksPerSm blocks per SM (long runs of chunks, where each block's
+// second L2 round trip on the wait is exposed); off for short grids and two blocks per SM, where
+// warp 1's spin costs more than it hides.
+constexpr int kEarlySWaitBlocksPerSm = 48;
+int sm_count() {
+    int dev = 0, v = 0;
+    DUALITY_CUDA_CHECK(cudaGetDevice(&dev));
+    DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    return v;
+}
+bool early_s_wait_for(int64_t blocks, bool one_per_sm) {
+    static const int forced = env_is("DUALITY_SSD_EARLY_S_WAIT", "1")   ? 1
+                              : env_is("DUALITY_SSD_EARLY_S_WAIT", "0") ? 0
+                                                                        : -1;
+    if (forced >= 0) return forced == 1;
+    static const int sms = sm_count();
+    return one_per_sm && blocks >= int64_t{kEarlySWaitBlocksPerSm} * sms;
 }
 
 bool two_per_sm(int64_t chunk_size, size_t smem) {
@@ -1105,7 +1146,9 @@ void launch_kernel(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStre
     }
     // The S and head blocks (the kernel's item order), G S blocks ahead.
     const int64_t blocks = (n_chunk + 1) * fp.n_group + n_chunk * fp.n_head;
-    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(fp);
+    FusedParams q = fp;
+    q.early_s_wait = early_s_wait_for(blocks, kMinBlocks == 1);
+    kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(q);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
@@ -1287,8 +1330,8 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
             std::fprintf(stderr, "duality: ssd_fused: state_dtype must be f32, f16 or bf16\n");
             std::abort();
     }
-    fp.early_s_wait = early_s_wait_enabled();
     fp.y_stage = y_stage_enabled() && aligned16(a.y);
+    fp.defer_c = defer_c_enabled();
     fp.chunk_start = b.chunk_start;
     fp.chunk_len = b.chunk_len;
     fp.chunk_seq = b.chunk_seq;

@@ -580,10 +580,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 asm volatile("prefetch.global.L2 [%0];" ::"l"(zg + r * p.z_stride + e));
             }
         }
-        // With early_s_wait (early_s_wait_for): the chunk's S flag now, by warp 1's first lane while the
-        // loads are in flight (S is normally done a chunk ahead), so that step 3 waits for one
-        // flag, not for two L2 round trips one after the other. The block barriers that follow
-        // order this acquire before every thread's reads of S, as thread 0's in step 3 otherwise.
+        // With early_s_wait (early_s_wait_for): the chunk's S flag now, by warp 1's first lane
+        // while the loads are in flight (S is normally done a chunk ahead), so that step 3 waits
+        // for one flag, not for two L2 round trips one after the other. The block barriers that
+        // follow order this acquire before every thread's reads of S, as thread 0's in step 3
+        // otherwise.
         if (p.early_s_wait && tid == 32) {
             const uint32_t* s_ready = s_flag(p, c, grp);
             while (ld_acquire(s_ready) != epoch) __nanosleep(40);

@@ -97,6 +97,9 @@ struct DeviceInfo {
     std::string ssd_prefill;
     int64_t ssd_chunk = 0;
     bool ssd_passed_f16 = false;  // the fused SSD passes f16 states between chunks
+    // decode_greedy() feeds each step's argmax to the next step on the device, without a host
+    // round trip between steps (CUDA, DUALITY_DEVICE_LOOP=1; else one step_sample() per step).
+    bool device_loop = false;
 };
 
 // The number of CUDA devices this build and machine can use (0 without CUDA or a GPU).
@@ -148,6 +151,15 @@ class Model {
     virtual Result<std::vector<int32_t>> step_sample(std::span<const SeqInput> batch,
                                                      std::span<const SamplingParams> params,
                                                      std::span<const uint64_t> draws) = 0;
+
+    // Greedy decoding of the one-token sequences of `batch` for n_steps steps, each step's input
+    // the previous step's argmax (the first step's: batch's tokens). Returns the ids {n_steps,
+    // batch.size()} row-major; every slot advances n_steps tokens (the last ids are not fed).
+    // The same ids as n_steps greedy step_sample() calls, which the default makes; the CUDA
+    // model can instead replay its decode graph back to back, with the argmax written straight
+    // into the next step's input (DeviceInfo::device_loop).
+    virtual Result<std::vector<int32_t>> decode_greedy(std::span<const SeqInput> batch,
+                                                       int n_steps);
 
     // step_sample() in two halves, so that the caller can work while the device computes (the
     // engine tells clients of the previous step's tokens meanwhile): start_step_sample() queues

@@ -2,7 +2,10 @@
 // options name. This is the one place that chooses a backend.
 #include <omp.h>
 
+#include <vector>
+
 #include "duality/model.h"
+#include "duality/sampling.h"
 #include "loader/tensor_store.h"
 #include "model/backends.h"
 #include "model/cpu_model.h"
@@ -48,6 +51,28 @@ Result<std::unique_ptr<Model>> Model::random(const ModelConfig& config, const Lo
                                              uint64_t seed) {
     DUALITY_RETURN_IF_ERROR(check_options(options));
     return make(config, nullptr, seed, options);
+}
+
+Result<std::vector<int32_t>> Model::decode_greedy(std::span<const SeqInput> batch, int n_steps) {
+    if (n_steps < 0) return invalid_argument("decode_greedy: n_steps is negative");
+    for (const SeqInput& in : batch)
+        if (in.tokens.size() != 1)
+            return invalid_argument("decode_greedy: every sequence takes exactly one token");
+    const size_t n = batch.size();
+    SamplingParams greedy;
+    greedy.greedy = true;
+    const std::vector<SamplingParams> params(n, greedy);
+    const std::vector<uint64_t> draws(n, 0);  // (argmax draws nothing)
+    std::vector<int32_t> ids;                 // {n_steps, n}
+    ids.reserve(static_cast<size_t>(n_steps) * n);
+    std::vector<SeqInput> in(batch.begin(), batch.end());
+    std::vector<int32_t> next;  // the ids the next step feeds
+    for (int k = 0; k < n_steps; ++k) {
+        DUALITY_ASSIGN_OR_RETURN(next, step_sample(in, params, draws));
+        ids.insert(ids.end(), next.begin(), next.end());
+        for (size_t i = 0; i < n; ++i) in[i].tokens = std::span<const int32_t>(&next[i], 1);
+    }
+    return ids;
 }
 
 Status Model::start_step_sample(std::span<const SeqInput> batch,

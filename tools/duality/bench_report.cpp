@@ -91,6 +91,9 @@ std::string render_table(const BenchReport& r) {
                      human_bytes(static_cast<double>(dev.memory_total)).c_str());
         s += "\n";
         if (dev.decode_stack) s += "decode   batch 1 as one persistent kernel (decode_stack)\n";
+        if (dev.device_loop)
+            s += "decode   steps fed their ids on the device, queued back to back "
+                 "(DUALITY_DEVICE_LOOP)\n";
         if (dev.z_fork == "none")
             s += "decode   in_proj as one product (DUALITY_SPLIT_IN_PROJ=0)\n";
         else if (!dev.z_fork.empty())
@@ -187,6 +190,7 @@ std::string render_json(const BenchReport& r) {
                        {"device_total_bytes", dev.memory_total},
                        {"n_slots", r.n_slots}};
         j["decode_stack"] = dev.decode_stack;
+        j["device_loop"] = dev.device_loop;
         j["z_fork"] = dev.z_fork;
         j["gemv_epilogues"] = dev.gemv_epilogues;
         j["decode_gate"] = dev.decode_gate;

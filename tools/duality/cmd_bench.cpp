@@ -134,8 +134,10 @@ PrefillResult bench_prefill(Model& model, const Options& o, int64_t batch, int64
     return r;
 }
 
-// warmup + decode_steps step_sample() calls of `batch` one-token sequences (greedy), the
-// timed ones wall-clocked (step_sample returns host ids, so each call is synchronous).
+// warmup + decode_steps greedy steps of `batch` one-token sequences, each step fed the previous
+// step's ids: Model::decode_greedy, untimed for the warmup, then wall-clocked (it returns host
+// ids, so each call is synchronous). That is one step_sample() per step, or, where the model
+// feeds the ids on the device (DeviceInfo::device_loop), the steps queued back to back.
 DecodeResult bench_decode(Model& model, const Options& o, int64_t batch, DType weight_dtype,
                           DType state_dtype, std::mt19937_64& rng) {
     DecodeResult r;
@@ -150,33 +152,32 @@ DecodeResult bench_decode(Model& model, const Options& o, int64_t batch, DType w
     }
     std::vector<int32_t> next = random_tokens(rng, batch, model.config().vocab_size);
     std::vector<SeqInput> in(static_cast<size_t>(batch));
-    SamplingParams greedy;
-    greedy.greedy = true;
-    const std::vector<SamplingParams> params(static_cast<size_t>(batch), greedy);
-    std::vector<uint64_t> draws(static_cast<size_t>(batch), 0);
     for (int64_t s = 0; s < batch; ++s) {
         if (Status st = model.reset_slot(static_cast<int>(s)); !st.is_ok()) {
             r.skipped = st.message();
             return r;
         }
     }
-    Clock::time_point t0;
-    std::optional<ProfileRange> range;  // the timed steps (scripts/gpu-check.sh profile)
-    for (int i = 0; i < o.warmup + o.decode_steps; ++i) {
-        if (i == o.warmup) {
-            range.emplace("bench_decode");
-            t0 = Clock::now();
-        }
+    // `steps` steps from `next`, which then holds the last step's ids.
+    auto run = [&](int steps) -> Status {
+        if (steps == 0) return Status::ok();
         for (int64_t s = 0; s < batch; ++s)
             in[static_cast<size_t>(s)] = {
                 static_cast<int>(s), std::span<const int32_t>(&next[static_cast<size_t>(s)], 1)};
-        auto ids = model.step_sample(in, params, draws);
-        if (!ids) {
-            r.skipped = ids.status().message();
-            return r;
-        }
-        next = std::move(*ids);
-        for (uint64_t& d : draws) ++d;
+        DUALITY_ASSIGN_OR_RETURN(std::vector<int32_t> ids, model.decode_greedy(in, steps));
+        next.assign(ids.end() - batch, ids.end());
+        return Status::ok();
+    };
+    if (Status st = run(o.warmup); !st.is_ok()) {
+        r.skipped = st.message();
+        return r;
+    }
+    std::optional<ProfileRange> range;  // the timed steps (scripts/gpu-check.sh profile)
+    range.emplace("bench_decode");
+    const Clock::time_point t0 = Clock::now();
+    if (Status st = run(o.decode_steps); !st.is_ok()) {
+        r.skipped = st.message();
+        return r;
     }
     r.seconds = seconds_since(t0);
     return r;

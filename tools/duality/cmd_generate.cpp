@@ -118,45 +118,97 @@ Action add_generate_command(CLI::App& app) {
             std::fprintf(stderr, "duality: %s\n", s.message().c_str());
             return 1;
         }
-        auto advance = [&](std::span<const int32_t> tokens) {
-            const SeqInput in{0, tokens};
-            return model->step(std::span<const SeqInput>(&in, 1));
-        };
-        const auto t_prompt = Clock::now();
-        auto logits = advance(prompt);
-        if (!logits) {
-            std::fprintf(stderr, "duality: %s\n", logits.status().message().c_str());
-            return 1;
-        }
-        const double prompt_s = seconds_since(t_prompt);
-
-        if (!opt->ids)
-            std::fputs(
-                opt->prompt_ids.empty() ? opt->prompt.c_str() : tokenizer.decode(prompt).c_str(),
-                stdout);
-        std::fflush(stdout);
-        Sampler sampler(sampling);
         StreamDecoder stream(tokenizer);
         StopStrings stops(opt->stop);
         std::vector<int32_t> output;
-        const auto t_gen = Clock::now();
-        for (int i = 0; i < opt->n; ++i) {
-            const int32_t token = sampler.sample(
-                std::span<float>(logits->data(), static_cast<size_t>(n_valid)), prompt, output);
-            if (token == eos) break;
+        // Prints one generated token; false where generation ends here (the end-of-text id, a
+        // stop string, or --max-tokens reached).
+        auto emit = [&](int32_t token) {
+            if (token == eos) return false;
             output.push_back(token);
             if (opt->ids) {
                 std::printf("%s%d", output.size() > 1 ? "," : "", token);
             } else {
                 std::fputs(stops.push(stream.push(token)).c_str(), stdout);
-                if (stops.stopped()) break;
+                if (stops.stopped()) return false;
             }
             std::fflush(stdout);
-            if (i + 1 == opt->n) break;
-            logits = advance(std::span<const int32_t>(&token, 1));
-            if (!logits) {
-                std::fprintf(stderr, "\nduality: %s\n", logits.status().message().c_str());
+            return static_cast<int>(output.size()) < opt->n;
+        };
+        auto print_prompt = [&] {
+            if (!opt->ids)
+                std::fputs(opt->prompt_ids.empty() ? opt->prompt.c_str()
+                                                   : tokenizer.decode(prompt).c_str(),
+                           stdout);
+            std::fflush(stdout);
+        };
+        const SeqInput prompt_in{0, prompt};
+        double prompt_s = 0;
+        Clock::time_point t_gen;
+        // Greedy without penalties: the argmax where the model runs (no logits to the host), and
+        // after the first token blocks of kBlock steps (Model::decode_greedy; on a GPU that feeds
+        // its ids on the device, without a host round trip between steps). The model may run a
+        // few steps past an end; its state is not used again.
+        const bool device_greedy = sampling.is_greedy() && sampling.repetition_penalty == 1.0f &&
+                                   sampling.presence_penalty == 0.0f &&
+                                   sampling.frequency_penalty == 0.0f;
+        if (device_greedy) {
+            constexpr int kBlock = 16;
+            SamplingParams greedy;
+            greedy.greedy = true;
+            const uint64_t draw = 0;
+            const auto t_prompt = Clock::now();
+            auto first = model->step_sample(std::span<const SeqInput>(&prompt_in, 1),
+                                            std::span<const SamplingParams>(&greedy, 1),
+                                            std::span<const uint64_t>(&draw, 1));
+            if (!first) {
+                std::fprintf(stderr, "duality: %s\n", first.status().message().c_str());
                 return 1;
+            }
+            prompt_s = seconds_since(t_prompt);
+            print_prompt();
+            t_gen = Clock::now();
+            std::vector<int32_t> block = std::move(*first);
+            for (;;) {
+                bool more = true;
+                for (int32_t token : block)
+                    if (!(more = emit(token))) break;
+                if (!more) break;
+                const int32_t last = output.back();
+                const SeqInput in{0, std::span<const int32_t>(&last, 1)};
+                auto ids = model->decode_greedy(
+                    std::span<const SeqInput>(&in, 1),
+                    std::min(kBlock, opt->n - static_cast<int>(output.size())));
+                if (!ids) {
+                    std::fprintf(stderr, "\nduality: %s\n", ids.status().message().c_str());
+                    return 1;
+                }
+                block = std::move(*ids);
+            }
+        } else {
+            auto advance = [&](std::span<const int32_t> tokens) {
+                const SeqInput in{0, tokens};
+                return model->step(std::span<const SeqInput>(&in, 1));
+            };
+            const auto t_prompt = Clock::now();
+            auto logits = advance(prompt);
+            if (!logits) {
+                std::fprintf(stderr, "duality: %s\n", logits.status().message().c_str());
+                return 1;
+            }
+            prompt_s = seconds_since(t_prompt);
+            print_prompt();
+            Sampler sampler(sampling);
+            t_gen = Clock::now();
+            for (;;) {
+                const int32_t token = sampler.sample(
+                    std::span<float>(logits->data(), static_cast<size_t>(n_valid)), prompt, output);
+                if (!emit(token)) break;
+                logits = advance(std::span<const int32_t>(&token, 1));
+                if (!logits) {
+                    std::fprintf(stderr, "\nduality: %s\n", logits.status().message().c_str());
+                    return 1;
+                }
             }
         }
         const double gen_s = seconds_since(t_gen);

@@ -42,14 +42,18 @@ std::string model_folder_name(const std::string& dir) {
 std::optional<TextModel> load_text_model(const std::string& model_flag,
                                          const LoadOptions& options) {
     const std::string dir = model_flag.empty() ? default_model_dir() : model_flag;
-    auto model = Model::load(dir, options);
-    if (!model) {
-        std::fprintf(stderr, "duality: %s\n", model.status().message().c_str());
-        return std::nullopt;
-    }
     auto tokenizer = Tokenizer::load(dir);
     if (!tokenizer) {
         std::fprintf(stderr, "duality: %s\n", tokenizer.status().message().c_str());
+        return std::nullopt;
+    }
+    // The model samples (step_sample, decode_greedy) only ids the tokenizer knows: Hugging Face
+    // configs count padded rows in vocab_size.
+    LoadOptions lo = options;
+    if (lo.sample_vocab == 0) lo.sample_vocab = tokenizer->vocab_size();
+    auto model = Model::load(dir, lo);
+    if (!model) {
+        std::fprintf(stderr, "duality: %s\n", model.status().message().c_str());
         return std::nullopt;
     }
     if (Status s = tokenizer->check_fits_model((*model)->config().vocab_padded); !s.is_ok()) {

@@ -282,6 +282,53 @@ class CudaModel final : public Model {
         return Status::ok();
     }
 
+    // With device_loop_ (DUALITY_DEVICE_LOOP=1): step 0 runs as a normal decode pass (the batch
+    // description uploaded, the bucket's graph captured or replayed); every later step replays
+    // the same graph, whose embedding reads the token ids the previous step's argmax wrote into
+    // the description (ws_.tokens; padding rows keep their 0), and each argmax also writes its ids
+    // into pinned host memory. So the host queues all the steps at once and waits once: no
+    // round trip between steps. Else (and where one pass cannot hold the batch) the default's
+    // step_sample() per step.
+    Result<std::vector<int32_t>> decode_greedy(std::span<const SeqInput> batch,
+                                               int n_steps) override {
+        const int64_t n = static_cast<int64_t>(batch.size());
+        if (!device_loop_ || !opt_.cuda_graphs || n > max_seqs_ - 1 || n > max_tokens_)
+            return Model::decode_greedy(batch, n_steps);
+        if (inflight_.active) return invalid_argument("decode_greedy: a step is already started");
+        if (n_steps < 0) return invalid_argument("decode_greedy: n_steps is negative");
+        DUALITY_RETURN_IF_ERROR(check_batch(batch, opt_.n_slots));
+        for (const SeqInput& in : batch) {
+            if (in.tokens.size() != 1)
+                return invalid_argument("decode_greedy: every sequence takes exactly one token");
+            DUALITY_RETURN_IF_ERROR(check_tokens(in.tokens));
+        }
+        if (n == 0 || n_steps == 0) return std::vector<int32_t>{};
+        const size_t want = static_cast<size_t>(n_steps) * static_cast<size_t>(n) * 4;
+        if (loop_ids_.bytes() < want) loop_ids_ = cuda::PinnedBuffer(want);
+        std::vector<PassSeq> pass;
+        for (int64_t i = 0; i < n; ++i) {
+            const SeqInput& in = batch[static_cast<size_t>(i)];
+            pass.push_back({in.slot, in.tokens, i});
+        }
+        const int64_t S = next_pow2(n);  // the graph bucket run_pass takes
+        cudaStream_t s = stream_.get();
+        int32_t* out = loop_ids_.as<int32_t>();
+        for (int k = 0; k < n_steps; ++k) {
+            if (k == 0) {
+                run_pass(pass, false);
+            } else if (S == 1 && use_stack_) {
+                stack_graph_.launch(s);
+            } else {
+                graphs_.at(S).launch(s);
+            }
+            cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.tokens, s,
+                              out + static_cast<int64_t>(k) * n);
+        }
+        for (const SeqInput& in : batch) slot_tokens_[static_cast<size_t>(in.slot)] += n_steps;
+        stream_.sync();
+        return std::vector<int32_t>(out, out + static_cast<int64_t>(n_steps) * n);
+    }
+
     Result<std::vector<int32_t>> finish_step_sample() override {
         if (!inflight_.active) return invalid_argument("finish_step_sample: no step was started");
         inflight_.active = false;
@@ -314,6 +361,7 @@ class CudaModel final : public Model {
         max_tokens_ = std::max<int64_t>(opt_.max_tokens, max_seqs_);
         rows_max_ = std::max<int64_t>(max_seqs_, 256);
         split_in_proj_ = !env_is("DUALITY_SPLIT_IN_PROJ", "0");
+        device_loop_ = env_is("DUALITY_DEVICE_LOOP", "1");
         if (const char* env = std::getenv("DUALITY_Z_FORK")) {
             const std::string_view v(env);
             if (v == "early" || v == "late" || v == "auto")
@@ -379,6 +427,7 @@ class CudaModel final : public Model {
         info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
         info_.compute_capability = prop.major * 10 + prop.minor;
         info_.decode_stack = use_stack_;
+        info_.device_loop = device_loop_;
         info_.gemv_epilogues = gemv_epilogues_at(1);
         info_.decode_gate = decode_gate_;
         info_.batch1_whole = whole_at(1);
@@ -1454,6 +1503,8 @@ class CudaModel final : public Model {
     cuda::DecodeStackArgs stack_;  // its arguments (layout_decode_stack)
     DeviceBuffer stack_block_;     // its layer table, v, ssq and sync words
     cuda::Graph stack_graph_;      // its launch, captured
+    bool device_loop_ = false;     // decode_greedy replays the decode graph back to back
+    cuda::PinnedBuffer loop_ids_;  // decode_greedy's ids {n_steps, n}, written by the argmax
 };
 
 }  // namespace

@@ -2,7 +2,9 @@
 // sampling::argmax). Ties go to the lowest id, NaN is never chosen over a number.
 // Parallelization: one block of 512 threads per row; each thread scans a strided slice (float4
 // loads, four in flight, where rows are 16-byte aligned), then (value, id) pairs are reduced by
-// warp shuffles and one pair per warp in shared memory. Limits: vocab < 2^31.
+// warp shuffles and one pair per warp in shared memory. Each id goes to ids and, where given, to
+// ids_also as well (a device-fed decode loop: the next step's token input and the host's copy).
+// Limits: vocab < 2^31.
 #include <cfloat>
 #include <cstdint>
 
@@ -35,7 +37,7 @@ __device__ __forceinline__ void take4(const float4& a, int i, float& bv, int& bi
 // kVec4: the row is read as float4 (16-byte aligned rows), four of them in flight per thread.
 template <bool kVec4>
 __global__ void __launch_bounds__(kThreads)
-    argmax_kernel(const float* logits, int64_t ld, int64_t vocab, int32_t* ids) {
+    argmax_kernel(const float* logits, int64_t ld, int64_t vocab, int32_t* ids, int32_t* ids_also) {
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     const float* row = logits + static_cast<int64_t>(blockIdx.x) * ld;
@@ -75,22 +77,26 @@ __global__ void __launch_bounds__(kThreads)
         for (int off = 16; off > 0; off /= 2)
             take(__shfl_xor_sync(0xffffffffu, bv, off), __shfl_xor_sync(0xffffffffu, bi, off), bv,
                  bi);
-        if (t == 0) ids[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;
+        if (t == 0) {
+            const int32_t id = bi == 0x7fffffff ? 0 : bi;
+            ids[blockIdx.x] = id;
+            if (ids_also) ids_also[blockIdx.x] = id;
+        }
     }
 }
 
 }  // namespace
 
 void argmax_rows(const float* logits, int64_t ld, int64_t rows, int64_t vocab, int32_t* ids,
-                 cudaStream_t stream) {
+                 cudaStream_t stream, int32_t* ids_also) {
     if (rows == 0) return;
     const bool vec4 = ld % 4 == 0 && reinterpret_cast<uintptr_t>(logits) % 16 == 0;
     if (vec4)
         pdl::launch(argmax_kernel<true>, static_cast<unsigned>(rows), kThreads, 0, stream, logits,
-                    ld, vocab, ids);
+                    ld, vocab, ids, ids_also);
     else
         pdl::launch(argmax_kernel<false>, static_cast<unsigned>(rows), kThreads, 0, stream, logits,
-                    ld, vocab, ids);
+                    ld, vocab, ids, ids_also);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 

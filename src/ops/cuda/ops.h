@@ -198,9 +198,10 @@ void ssd_fused(const SsdArgs& a, const float* dt, void* workspace, void* sync, D
 void ssd_scan(const SsdArgs& a, const float* dt, DType act, cudaStream_t stream);
 
 // Row-wise argmax of logits {rows, ld} f32 over ids [0, vocab) (lowest id on ties): greedy
-// sampling without the sampling workspace.
+// sampling without the sampling workspace. The ids {rows} go to ids and, where ids_also is not
+// null, to ids_also too (device memory, or mapped pinned host memory).
 void argmax_rows(const float* logits, int64_t ld, int64_t rows, int64_t vocab, int32_t* ids,
-                 cudaStream_t stream);
+                 cudaStream_t stream, int32_t* ids_also = nullptr);
 
 // Decode step for a batch of single-token sequences (batch.n_tokens == batch.n_seq): Δ from the
 // raw dt column (RawDt), S = exp(AΔ)·S + Δ·x ⊗ B, y = S·C + D·x, state in place.

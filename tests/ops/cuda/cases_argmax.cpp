@@ -1,5 +1,6 @@
 // argmax_rows (greedy decoding on the GPU) against sampling::argmax: random rows, rows with
-// many exact ties (the lowest id wins), -inf entries, and padded rows (ld > vocab).
+// many exact ties (the lowest id wins), -inf entries, and padded rows (ld > vocab); each id in
+// both of its outputs.
 #include <limits>
 
 #include "duality/sampling.h"
@@ -30,11 +31,16 @@ void add_case(const char* name, int64_t rows, int64_t vocab, int64_t ld, bool ti
             expected[static_cast<size_t>(r)] = static_cast<float>(sampling::argmax(
                 std::span<const float>(logits.data() + r * ld, static_cast<size_t>(vocab))));
         cuda::DeviceBuffer d_logits = upload_f32(logits);
-        cuda::DeviceBuffer d_ids(static_cast<size_t>(rows) * 4);
-        cuda::argmax_rows(d_logits.as<float>(), ld, rows, vocab, d_ids.as<int32_t>(), nullptr);
+        cuda::DeviceBuffer d_ids(static_cast<size_t>(rows) * 4),
+            d_also(static_cast<size_t>(rows) * 4);
+        cuda::argmax_rows(d_logits.as<float>(), ld, rows, vocab, d_ids.as<int32_t>(), nullptr,
+                          d_also.as<int32_t>());
         std::vector<int32_t> ids = cuda::to_host<int32_t>(d_ids.data(), static_cast<size_t>(rows));
-        std::vector<float> actual(ids.begin(), ids.end());
-        return std::vector<Output>{{"ids", expected, actual}};
+        std::vector<int32_t> also =
+            cuda::to_host<int32_t>(d_also.data(), static_cast<size_t>(rows));
+        std::vector<float> actual(ids.begin(), ids.end()), actual_also(also.begin(), also.end());
+        // (ids_also: the second copy a device-fed decode loop asks for.)
+        return std::vector<Output>{{"ids", expected, actual}, {"ids_also", expected, actual_also}};
     };
     register_case(std::move(c));
 }

@@ -3,7 +3,9 @@
 #include <sys/wait.h>
 #include <zip.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 
 #include <fstream>
@@ -35,6 +37,15 @@ std::string read_file(const fs::path& p) {
     auto bytes = duality::read_file(p);  // core/read_file.h; a test cannot go on without it
     if (!bytes) throw std::runtime_error(bytes.status().message());
     return std::move(*bytes);
+}
+
+double rel_max_err(const std::vector<float>& a, const std::vector<float>& b) {
+    double err = 0, scale = 1e-30;
+    for (size_t i = 0; i < b.size(); ++i) {
+        err = std::max(err, static_cast<double>(std::fabs(a[i] - b[i])));
+        scale = std::max(scale, static_cast<double>(std::fabs(b[i])));
+    }
+    return err / scale;
 }
 
 void write_file(const fs::path& p, const std::string& bytes) {

@@ -18,6 +18,9 @@ std::filesystem::path bundled_model_dir();
 std::string read_file(const std::filesystem::path& p);
 void write_file(const std::filesystem::path& p, const std::string& bytes);
 
+// max |a[i] - b[i]| over max |b[i]| (b the reference; a and b of one size).
+double rel_max_err(const std::vector<float>& a, const std::vector<float>& b);
+
 // Runs the built `duality` binary with `args` (shell-quoted by the caller).
 struct CliResult {
     int exit_code = -1;

@@ -3,8 +3,7 @@
 // malformed calls are refused. (The CUDA model's device-fed loop: test_cuda_model.cpp.)
 #include <gtest/gtest.h>
 
-#include <algorithm>
-#include <cmath>
+#include <memory>
 #include <vector>
 
 #include "duality/model.h"
@@ -14,22 +13,20 @@
 namespace duality {
 namespace {
 
-double max_rel(const std::vector<float>& a, const std::vector<float>& ref) {
-    double err = 0, scale = 1e-30;
-    for (size_t i = 0; i < ref.size(); ++i) {
-        err = std::max(err, static_cast<double>(std::fabs(a[i] - ref[i])));
-        scale = std::max(scale, static_cast<double>(std::fabs(ref[i])));
-    }
-    return err / scale;
+// The bundled model on the CPU with n_slots state slots.
+std::unique_ptr<Model> bundled(int n_slots) {
+    LoadOptions o;
+    o.n_slots = n_slots;
+    o.n_threads = 2;
+    auto loaded = Model::load(test::bundled_model_dir(), o);
+    EXPECT_TRUE(loaded.is_ok()) << loaded.status().message();
+    return loaded.is_ok() ? std::move(*loaded) : nullptr;
 }
 
 TEST(DecodeGreedy, EqualsEachSequenceDecodedAlone) {
-    LoadOptions o;
-    o.n_slots = 3;
-    o.n_threads = 2;
-    auto loaded = Model::load(test::bundled_model_dir(), o);
-    ASSERT_TRUE(loaded.is_ok()) << loaded.status().message();
-    Model& m = **loaded;
+    const std::unique_ptr<Model> model = bundled(3);
+    ASSERT_TRUE(model);
+    Model& m = *model;
     const size_t V = static_cast<size_t>(m.config().vocab_size);
     const std::vector<std::vector<int32_t>> prompts = {{510, 1010, 89, 4}, {2, 7}, {41}};
     constexpr int kSteps = 12;
@@ -68,18 +65,15 @@ TEST(DecodeGreedy, EqualsEachSequenceDecodedAlone) {
         SequenceState slot;
         ASSERT_TRUE(m.read_slot(static_cast<int>(i), slot).is_ok());
         EXPECT_EQ(slot.n_tokens, alone.n_tokens) << i;
-        EXPECT_LT(max_rel(slot.ssm, alone.ssm), 1e-4) << i;
-        EXPECT_LT(max_rel(slot.conv, alone.conv), 1e-5) << i;
+        EXPECT_LT(test::rel_max_err(slot.ssm, alone.ssm), 1e-4) << i;
+        EXPECT_LT(test::rel_max_err(slot.conv, alone.conv), 1e-5) << i;
     }
 }
 
 TEST(DecodeGreedy, RefusesMalformedCalls) {
-    LoadOptions o;
-    o.n_slots = 2;
-    o.n_threads = 2;
-    auto loaded = Model::load(test::bundled_model_dir(), o);
-    ASSERT_TRUE(loaded.is_ok()) << loaded.status().message();
-    Model& m = **loaded;
+    const std::unique_ptr<Model> model = bundled(2);
+    ASSERT_TRUE(model);
+    Model& m = *model;
     const std::vector<int32_t> two = {5, 6};
     const SeqInput multi{0, two};
     auto r = m.decode_greedy(std::span<const SeqInput>(&multi, 1), 3);

@@ -9,6 +9,7 @@
 
 #include "core/half.h"
 #include "ops/cpu/ops.h"
+#include "test_util.h"
 
 namespace duality {
 namespace {
@@ -71,15 +72,7 @@ std::vector<float> run(const SsdInputs& in, bool chunked, std::vector<float>& st
     return y;
 }
 
-// max |a - b| / max |b|
-double rel_max_err(const std::vector<float>& a, const std::vector<float>& b) {
-    double err = 0, scale = 1e-30;
-    for (size_t i = 0; i < a.size(); ++i) {
-        err = std::max(err, static_cast<double>(std::fabs(a[i] - b[i])));
-        scale = std::max(scale, static_cast<double>(std::fabs(b[i])));
-    }
-    return err / scale;
-}
+using test::rel_max_err;
 
 class SsdChunkedVsSequential : public ::testing::TestWithParam<SsdShape> {};
 

@@ -98,6 +98,12 @@ if [[ "$what" == all || "$what" == tests ]]; then
   DUALITY_PDL_EARLY=0 build-gpu/tests/duality_tests --gtest_brief=1 \
     --gtest_filter='*CudaMatchesCpu/ssm_decode*:*CudaMatchesCpu/conv1d*:*CudaMatchesCpu/gemm_*m1_*:*CudaMatchesCpu/gemv_fused*' \
     2>&1 | tee "$OUT/cuda-tests-late.log" | tail -4 || status=1
+  # The fused SSD as it runs on long grids, which the op cases' short ones do not reach: the early
+  # S wait (by default from 48 blocks per SM) forced on, beside the deferred C loads.
+  step "fused SSD op cases with DUALITY_SSD_EARLY_S_WAIT=1"
+  DUALITY_SSD_EARLY_S_WAIT=1 build-gpu/tests/duality_tests --gtest_brief=1 \
+    --gtest_filter='*CudaMatchesCpu/ssd_fused*' 2>&1 | tee "$OUT/cuda-tests-ssd.log" | tail -4 ||
+    status=1
   if [[ "${GPU_CHECK_QUICK:-0}" == 1 ]]; then
     echo "GPU_CHECK_QUICK=1: the rest of the suite (CPU tests, run by CI anyway) is skipped"
   else

@@ -5,10 +5,11 @@
 #   scripts/gpu-ssd-fused.sh [tests|timing|source|all]     logs under $OUT (or ./gpu-out)
 # source (not part of all): Nsight Compute's source counters (per SASS instruction: shared-memory
 # wavefronts and their excess, i.e. bank conflicts; global sectors; warp stalls) of one fused SSD
-# launch at chunk 256, b1 x 32k, 2.7b head shape, as CSV for scripts/ncu_source_summary.py.
+# launch at chunk 256, b1 x 32k, 2.7b head shape: fused-sass.csv (one row per SASS instruction;
+# docs/ssd-fused-notes.md, "Source counters at v13", read it with Python's csv module).
 # GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
-# op tests and the timing test once under each setting (A/B of opt-in paths, for example
-# GPU_SSD_AB='DUALITY_SSD_EARLY_S_WAIT=0 DUALITY_SSD_EARLY_S_WAIT=1').
+# op tests and the timing test once under each setting (A/B of switches, for example
+# GPU_SSD_AB='DUALITY_SSD_DEFER_C=0 DUALITY_SSD_DEFER_C=1').
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}

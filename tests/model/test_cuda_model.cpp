@@ -828,6 +828,14 @@ TEST(CudaModel, DeviceLoopMatchesStepByStep) {
         ASSERT_TRUE(on.is_ok() && off.is_ok()) << on.status().message();
         EXPECT_TRUE((*on)->device_info().device_loop);
         EXPECT_FALSE((*off)->device_info().device_loop);
+        {  // Without graphs there is nothing to replay: the default, and said so.
+            ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_DEVICE_LOOP", "1"}});
+            LoadOptions o = cuda_options(dtype, 4);
+            o.cuda_graphs = false;
+            auto plain = Model::load(test::bundled_model_dir(), o);
+            ASSERT_TRUE(plain.is_ok()) << plain.status().message();
+            EXPECT_FALSE((*plain)->device_info().device_loop);
+        }
         for (size_t n : {size_t{1}, size_t{3}}) {
             std::vector<int32_t> ids[2], after[2];
             std::vector<SequenceState> states[2];

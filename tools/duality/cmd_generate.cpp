@@ -145,15 +145,17 @@ Action add_generate_command(CLI::App& app) {
         const SeqInput prompt_in{0, prompt};
         double prompt_s = 0;
         Clock::time_point t_gen;
-        // Greedy without penalties: the argmax where the model runs (no logits to the host), and
-        // after the first token blocks of kBlock steps (Model::decode_greedy; on a GPU that feeds
-        // its ids on the device, without a host round trip between steps). The model may run a
-        // few steps past an end; its state is not used again.
+        // Greedy without penalties: the argmax where the model runs (no logits to the host),
+        // through Model::decode_greedy: one step at a time, or where the model feeds its ids on
+        // the device (DeviceInfo::device_loop) blocks of kDeviceBlock steps without a host round
+        // trip between them (the model may then run a few steps past an end; its state is not
+        // used again, but the generation time includes them).
         const bool device_greedy = sampling.is_greedy() && sampling.repetition_penalty == 1.0f &&
                                    sampling.presence_penalty == 0.0f &&
                                    sampling.frequency_penalty == 0.0f;
         if (device_greedy) {
-            constexpr int kBlock = 16;
+            constexpr int kDeviceBlock = 16;
+            const int block_steps = model->device_info().device_loop ? kDeviceBlock : 1;
             SamplingParams greedy;
             greedy.greedy = true;
             const uint64_t draw = 0;
@@ -178,7 +180,7 @@ Action add_generate_command(CLI::App& app) {
                 const SeqInput in{0, std::span<const int32_t>(&last, 1)};
                 auto ids = model->decode_greedy(
                     std::span<const SeqInput>(&in, 1),
-                    std::min(kBlock, opt->n - static_cast<int>(output.size())));
+                    std::min(block_steps, opt->n - static_cast<int>(output.size())));
                 if (!ids) {
                     std::fprintf(stderr, "\nduality: %s\n", ids.status().message().c_str());
                     return 1;

@@ -23,7 +23,9 @@
 // guarantee that makes stream order work without PDL; it is the kernel in front whose writes need
 // the wait). So before its pdl::wait() a kernel may also read memory that neither the operation
 // right in front of it in the stream nor anything running concurrently writes: weights, the batch
-// description, and recurrent state, which in a step only the kernels of its own layer write (the
+// description (except its token ids, which a device-fed decode loop's argmax writes in front of
+// the next step: only the embedding reads them, and it reads nothing before its wait), and
+// recurrent state, which in a step only the kernels of its own layer write (the
 // decode step's SSM state: ssm_decode, the prefill SSD, slot copies; the conv window: conv1d, or
 // in batch-1 passes with the GEMV epilogues the in_proj product's conv form, gemv_fused). The
 // caller keeps that true: the model does by its order of kernels; a benchmark that repeats one op

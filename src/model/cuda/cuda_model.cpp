@@ -287,13 +287,12 @@ class CudaModel final : public Model {
     // the same graph, whose embedding reads the token ids the previous step's argmax wrote into
     // the description (ws_.tokens; padding rows keep their 0), and each argmax also writes its ids
     // into pinned host memory. So the host queues all the steps at once and waits once: no
-    // round trip between steps. Else (and where one pass cannot hold the batch) the default's
-    // step_sample() per step.
+    // round trip between steps (a batch within n_slots is one pass: max_seqs_ and max_tokens_
+    // exceed n_slots). Else (without graphs) the default's step_sample() per step.
     Result<std::vector<int32_t>> decode_greedy(std::span<const SeqInput> batch,
                                                int n_steps) override {
+        if (!info_.device_loop) return Model::decode_greedy(batch, n_steps);
         const int64_t n = static_cast<int64_t>(batch.size());
-        if (!device_loop_ || !opt_.cuda_graphs || n > max_seqs_ - 1 || n > max_tokens_)
-            return Model::decode_greedy(batch, n_steps);
         if (inflight_.active) return invalid_argument("decode_greedy: a step is already started");
         if (n_steps < 0) return invalid_argument("decode_greedy: n_steps is negative");
         DUALITY_RETURN_IF_ERROR(check_batch(batch, opt_.n_slots));
@@ -427,7 +426,7 @@ class CudaModel final : public Model {
         info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
         info_.compute_capability = prop.major * 10 + prop.minor;
         info_.decode_stack = use_stack_;
-        info_.device_loop = device_loop_;
+        info_.device_loop = device_loop_ && opt_.cuda_graphs;
         info_.gemv_epilogues = gemv_epilogues_at(1);
         info_.decode_gate = decode_gate_;
         info_.batch1_whole = whole_at(1);

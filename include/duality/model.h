@@ -174,6 +174,11 @@ class Model {
                                      std::span<const uint64_t> draws);
     virtual Result<std::vector<int32_t>> finish_step_sample();
 
+  protected:
+    // decode_greedy's own arguments: n_steps >= 0 and one token per sequence (the slots and ids
+    // are the step's to check).
+    static Status check_greedy_steps(std::span<const SeqInput> batch, int n_steps);
+
   private:
     std::optional<Result<std::vector<int32_t>>> started_;  // the defaults' result, in between
 };

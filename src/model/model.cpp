@@ -53,11 +53,16 @@ Result<std::unique_ptr<Model>> Model::random(const ModelConfig& config, const Lo
     return make(config, nullptr, seed, options);
 }
 
-Result<std::vector<int32_t>> Model::decode_greedy(std::span<const SeqInput> batch, int n_steps) {
+Status Model::check_greedy_steps(std::span<const SeqInput> batch, int n_steps) {
     if (n_steps < 0) return invalid_argument("decode_greedy: n_steps is negative");
     for (const SeqInput& in : batch)
         if (in.tokens.size() != 1)
             return invalid_argument("decode_greedy: every sequence takes exactly one token");
+    return Status::ok();
+}
+
+Result<std::vector<int32_t>> Model::decode_greedy(std::span<const SeqInput> batch, int n_steps) {
+    DUALITY_RETURN_IF_ERROR(check_greedy_steps(batch, n_steps));
     const size_t n = batch.size();
     SamplingParams greedy;
     greedy.greedy = true;

@@ -142,7 +142,6 @@ Action add_generate_command(CLI::App& app) {
                            stdout);
             std::fflush(stdout);
         };
-        const SeqInput prompt_in{0, prompt};
         double prompt_s = 0;
         Clock::time_point t_gen;
         // Greedy without penalties: the argmax where the model runs (no logits to the host),
@@ -159,6 +158,7 @@ Action add_generate_command(CLI::App& app) {
             SamplingParams greedy;
             greedy.greedy = true;
             const uint64_t draw = 0;
+            const SeqInput prompt_in{0, prompt};
             const auto t_prompt = Clock::now();
             auto first = model->step_sample(std::span<const SeqInput>(&prompt_in, 1),
                                             std::span<const SamplingParams>(&greedy, 1),

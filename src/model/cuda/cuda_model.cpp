@@ -282,25 +282,21 @@ class CudaModel final : public Model {
         return Status::ok();
     }
 
-    // With device_loop_ (DUALITY_DEVICE_LOOP=1): step 0 runs as a normal decode pass (the batch
-    // description uploaded, the bucket's graph captured or replayed); every later step replays
-    // the same graph, whose embedding reads the token ids the previous step's argmax wrote into
-    // the description (ws_.tokens; padding rows keep their 0), and each argmax also writes its ids
-    // into pinned host memory. So the host queues all the steps at once and waits once: no
-    // round trip between steps (a batch within n_slots is one pass: max_seqs_ and max_tokens_
-    // exceed n_slots). Else (without graphs) the default's step_sample() per step.
+    // With device_loop_ (DUALITY_DEVICE_LOOP=1): step 0 runs as a normal decode pass (run_pass:
+    // the batch description uploaded, then run_decode); every later step is run_decode again
+    // (the bucket's graph replayed), whose embedding reads the token ids the previous step's
+    // argmax wrote into the description (ws_.tokens; padding rows keep their 0), and each argmax
+    // also writes its ids into pinned host memory. So the host queues all the steps at once and
+    // waits once: no round trip between steps (a batch within n_slots is one pass: max_seqs_ and
+    // max_tokens_ exceed n_slots). Else the default's step_sample() per step.
     Result<std::vector<int32_t>> decode_greedy(std::span<const SeqInput> batch,
                                                int n_steps) override {
-        if (!info_.device_loop) return Model::decode_greedy(batch, n_steps);
+        if (!device_loop_) return Model::decode_greedy(batch, n_steps);
         const int64_t n = static_cast<int64_t>(batch.size());
         if (inflight_.active) return invalid_argument("decode_greedy: a step is already started");
-        if (n_steps < 0) return invalid_argument("decode_greedy: n_steps is negative");
+        DUALITY_RETURN_IF_ERROR(check_greedy_steps(batch, n_steps));
         DUALITY_RETURN_IF_ERROR(check_batch(batch, opt_.n_slots));
-        for (const SeqInput& in : batch) {
-            if (in.tokens.size() != 1)
-                return invalid_argument("decode_greedy: every sequence takes exactly one token");
-            DUALITY_RETURN_IF_ERROR(check_tokens(in.tokens));
-        }
+        for (const SeqInput& in : batch) DUALITY_RETURN_IF_ERROR(check_tokens(in.tokens));
         if (n == 0 || n_steps == 0) return std::vector<int32_t>{};
         const size_t want = static_cast<size_t>(n_steps) * static_cast<size_t>(n) * 4;
         if (loop_ids_.bytes() < want) loop_ids_ = cuda::PinnedBuffer(want);
@@ -309,16 +305,14 @@ class CudaModel final : public Model {
             const SeqInput& in = batch[static_cast<size_t>(i)];
             pass.push_back({in.slot, in.tokens, i});
         }
-        const int64_t S = next_pow2(n);  // the graph bucket run_pass takes
+        const int64_t S = opt_.cuda_graphs ? next_pow2(n) : n;  // the rows run_pass takes
         cudaStream_t s = stream_.get();
         int32_t* out = loop_ids_.as<int32_t>();
         for (int k = 0; k < n_steps; ++k) {
             if (k == 0) {
                 run_pass(pass, false);
-            } else if (S == 1 && use_stack_) {
-                stack_graph_.launch(s);
             } else {
-                graphs_.at(S).launch(s);
+                run_decode(S);
             }
             cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.tokens, s,
                               out + static_cast<int64_t>(k) * n);
@@ -426,7 +420,7 @@ class CudaModel final : public Model {
         info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
         info_.compute_capability = prop.major * 10 + prop.minor;
         info_.decode_stack = use_stack_;
-        info_.device_loop = device_loop_ && opt_.cuda_graphs;
+        info_.device_loop = device_loop_;
         info_.gemv_epilogues = gemv_epilogues_at(1);
         info_.decode_gate = decode_gate_;
         info_.batch1_whole = whole_at(1);
@@ -991,31 +985,8 @@ class CudaModel final : public Model {
             prefill_batch_.cu_chunks = ws_.cu_chunks;
         }
 
-        if (decode && S == 1 && use_stack_) {
-            // Batch 1: the whole step in one persistent launch (cuda::decode_stack), captured once.
-            if (!opt_.cuda_graphs) {
-                cuda::decode_stack(stack_, act_, s);
-            } else {
-                if (!stack_graph_)
-                    stack_graph_ =
-                        cuda::Graph::capture(s, [&] { cuda::decode_stack(stack_, act_, s); });
-                stack_graph_.launch(s);
-            }
-        } else if (decode) {
-            // Every row is wanted and rows are in order: the head reads the last residual
-            // directly. Replay (or capture) this bucket's graph.
-            if (!opt_.cuda_graphs) {
-                enqueue_layers(T, /*decode=*/true);
-                enqueue_head(S);
-            } else {
-                cuda::Graph& g = graphs_[S];
-                if (!g)
-                    g = cuda::Graph::capture(s, [&] {
-                        enqueue_layers(T, true);
-                        enqueue_head(S);
-                    });
-                g.launch(s);
-            }
+        if (decode) {
+            run_decode(S);
         } else {
             enqueue_layers(T, false);
             if (all_rows) {
@@ -1037,6 +1008,38 @@ class CudaModel final : public Model {
             }
         }
         DUALITY_CUDA_LAUNCH_CHECK();
+    }
+
+    // A decode pass of S rows (the bucket; S tokens) over the description and batch_ that
+    // run_pass set up, logits of every row to ws_.logits: replayed (or captured) from the bucket's
+    // graph, or enqueued without graphs.
+    void run_decode(int64_t S) {
+        cudaStream_t s = stream_.get();
+        if (S == 1 && use_stack_) {
+            // Batch 1: the whole step in one persistent launch (cuda::decode_stack), captured once.
+            if (!opt_.cuda_graphs) {
+                cuda::decode_stack(stack_, act_, s);
+            } else {
+                if (!stack_graph_)
+                    stack_graph_ =
+                        cuda::Graph::capture(s, [&] { cuda::decode_stack(stack_, act_, s); });
+                stack_graph_.launch(s);
+            }
+            return;
+        }
+        // Every row is wanted and rows are in order: the head reads the last residual directly.
+        if (!opt_.cuda_graphs) {
+            enqueue_layers(S, /*decode=*/true);
+            enqueue_head(S);
+            return;
+        }
+        cuda::Graph& g = graphs_[S];
+        if (!g)
+            g = cuda::Graph::capture(s, [&] {
+                enqueue_layers(S, true);
+                enqueue_head(S);
+            });
+        g.launch(s);
     }
 
     // The layers over the T packed tokens of batch_.

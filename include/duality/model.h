@@ -98,7 +98,8 @@ struct DeviceInfo {
     int64_t ssd_chunk = 0;
     bool ssd_passed_f16 = false;  // the fused SSD passes f16 states between chunks
     // decode_greedy() feeds each step's argmax to the next step on the device, without a host
-    // round trip between steps (CUDA, DUALITY_DEVICE_LOOP=1; else one step_sample() per step).
+    // round trip between steps (CUDA by default; DUALITY_DEVICE_LOOP=0, and the CPU: one
+    // step_sample() per step).
     bool device_loop = false;
 };
 

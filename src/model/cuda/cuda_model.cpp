@@ -282,13 +282,13 @@ class CudaModel final : public Model {
         return Status::ok();
     }
 
-    // With device_loop_ (DUALITY_DEVICE_LOOP=1): step 0 runs as a normal decode pass (run_pass:
-    // the batch description uploaded, then run_decode); every later step is run_decode again
-    // (the bucket's graph replayed), whose embedding reads the token ids the previous step's
-    // argmax wrote into the description (ws_.tokens; padding rows keep their 0), and each argmax
-    // also writes its ids into pinned host memory. So the host queues all the steps at once and
-    // waits once: no round trip between steps (a batch within n_slots is one pass: max_seqs_ and
-    // max_tokens_ exceed n_slots). Else the default's step_sample() per step.
+    // With device_loop_ (the default; DUALITY_DEVICE_LOOP=0 turns it off): step 0 runs as a normal
+    // decode pass (run_pass: the batch description uploaded, then run_decode); every later step is
+    // run_decode again (the bucket's graph replayed), whose embedding reads the token ids the
+    // previous step's argmax wrote into the description (ws_.tokens; padding rows keep their 0),
+    // and each argmax also writes its ids into pinned host memory. So the host queues all the steps
+    // at once and waits once: no round trip between steps (a batch within n_slots is one pass:
+    // max_seqs_ and max_tokens_ exceed n_slots). Else the default's step_sample() per step.
     Result<std::vector<int32_t>> decode_greedy(std::span<const SeqInput> batch,
                                                int n_steps) override {
         if (!device_loop_) return Model::decode_greedy(batch, n_steps);
@@ -354,7 +354,7 @@ class CudaModel final : public Model {
         max_tokens_ = std::max<int64_t>(opt_.max_tokens, max_seqs_);
         rows_max_ = std::max<int64_t>(max_seqs_, 256);
         split_in_proj_ = !env_is("DUALITY_SPLIT_IN_PROJ", "0");
-        device_loop_ = env_is("DUALITY_DEVICE_LOOP", "1");
+        device_loop_ = !env_is("DUALITY_DEVICE_LOOP", "0");
         if (const char* env = std::getenv("DUALITY_Z_FORK")) {
             const std::string_view v(env);
             if (v == "early" || v == "late" || v == "auto")
@@ -1505,7 +1505,7 @@ class CudaModel final : public Model {
     cuda::DecodeStackArgs stack_;  // its arguments (layout_decode_stack)
     DeviceBuffer stack_block_;     // its layer table, v, ssq and sync words
     cuda::Graph stack_graph_;      // its launch, captured
-    bool device_loop_ = false;     // decode_greedy replays the decode graph back to back
+    bool device_loop_ = true;      // decode_greedy replays the decode graph back to back
     cuda::PinnedBuffer loop_ids_;  // decode_greedy's ids {n_steps, n}, written by the argmax
 };
 

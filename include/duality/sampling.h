@@ -32,6 +32,10 @@ struct SamplingParams {
     Status validate() const;
     // Whether sampling takes the argmax: greedy, or a temperature below kGreedyBelowTemperature.
     bool is_greedy() const { return greedy || temperature < kGreedyBelowTemperature; }
+    // Whether a penalty reads the sequence's history (so sampling needs its tokens).
+    bool has_penalties() const {
+        return repetition_penalty != 1.0f || presence_penalty != 0.0f || frequency_penalty != 0.0f;
+    }
 };
 
 // Applies the sampling chain to one row of logits. One Sampler per sequence: its random stream is

@@ -130,11 +130,6 @@ double seconds(SteadyClock::duration d) {
     return std::chrono::duration<double>(d).count();
 }
 
-bool has_penalties(const SamplingParams& p) {
-    return p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f ||
-           p.frequency_penalty != 0.0f;
-}
-
 // A sequence the scheduler has taken from the queue.
 struct Live {
     std::shared_ptr<Sequence> seq;
@@ -475,7 +470,7 @@ void Engine::Impl::launch() {
         const Live& r = running[who[b]];
         params[b] = r.req.sampling;
         draws[b] = static_cast<uint64_t>(r.n_generated);
-        host_sampling |= has_penalties(r.req.sampling);
+        host_sampling |= r.req.sampling.has_penalties();
     }
 
     flight.active = true;

@@ -114,6 +114,18 @@ TEST(Sampling, TinyTemperaturesAreGreedy) {
     EXPECT_FALSE(warm.is_greedy());
 }
 
+// has_penalties: what the engine and `duality generate` test before sampling on the device.
+TEST(Sampling, HasPenaltiesSeesEachPenalty) {
+    EXPECT_FALSE(SamplingParams{}.has_penalties());
+    SamplingParams rep, presence, frequency;
+    rep.repetition_penalty = 1.1f;
+    presence.presence_penalty = 0.5f;
+    frequency.frequency_penalty = -0.5f;
+    EXPECT_TRUE(rep.has_penalties());
+    EXPECT_TRUE(presence.has_penalties());
+    EXPECT_TRUE(frequency.has_penalties());
+}
+
 TEST(Sampling, SameSeedSameTokensAndTheDistributionIsRight) {
     SamplingParams p;
     p.seed = 1234;

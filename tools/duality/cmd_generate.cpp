@@ -149,9 +149,7 @@ Action add_generate_command(CLI::App& app) {
         // the device (DeviceInfo::device_loop) blocks of kDeviceBlock steps without a host round
         // trip between them (the model may then run a few steps past an end; its state is not
         // used again, but the generation time includes them).
-        const bool device_greedy = sampling.is_greedy() && sampling.repetition_penalty == 1.0f &&
-                                   sampling.presence_penalty == 0.0f &&
-                                   sampling.frequency_penalty == 0.0f;
+        const bool device_greedy = sampling.is_greedy() && !sampling.has_penalties();
         if (device_greedy) {
             constexpr int kDeviceBlock = 16;
             const int block_steps = model->device_info().device_loop ? kDeviceBlock : 1;

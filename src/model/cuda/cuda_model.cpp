@@ -305,7 +305,7 @@ class CudaModel final : public Model {
             const SeqInput& in = batch[static_cast<size_t>(i)];
             pass.push_back({in.slot, in.tokens, i});
         }
-        const int64_t S = opt_.cuda_graphs ? next_pow2(n) : n;  // the rows run_pass takes
+        const int64_t S = decode_rows(n);  // the rows run_pass's decode passes take
         cudaStream_t s = stream_.get();
         int32_t* out = loop_ids_.as<int32_t>();
         for (int k = 0; k < n_steps; ++k) {
@@ -912,7 +912,7 @@ class CudaModel final : public Model {
         pass_scaled_ = false;  // until enqueue_layers decides (graph replays leave it false)
         pass_fused_ = false;
         const int64_t n = static_cast<int64_t>(pass.size());
-        const int64_t S = decode && opt_.cuda_graphs ? next_pow2(n) : n;  // graph bucket
+        const int64_t S = decode ? decode_rows(n) : n;
         // Host side of the batch description, in the pinned staging buffer at desc_'s offsets.
         int32_t* st = staging_.as<int32_t>();
         int32_t* tokens = st + desc_.tokens;
@@ -1009,6 +1009,10 @@ class CudaModel final : public Model {
         }
         DUALITY_CUDA_LAUNCH_CHECK();
     }
+
+    // The rows a decode pass of n sequences runs: with CUDA graphs its bucket (the next power of
+    // two, each bucket one graph), else n.
+    int64_t decode_rows(int64_t n) const { return opt_.cuda_graphs ? next_pow2(n) : n; }
 
     // A decode pass of S rows (the bucket; S tokens) over the description and batch_ that
     // run_pass set up, logits of every row to ws_.logits: replayed (or captured) from the bucket's

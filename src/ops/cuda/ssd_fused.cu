@@ -82,10 +82,18 @@
 // Chunks of at most 128 tokens run an instantiation capped at 128 registers, two blocks per SM
 // where they fit (two_per_sm, two_fit; DUALITY_SSD_FUSED_2PB=0: never), and the model then
 // prefers chunk 128 (ssd_fused_chunk); longer chunks run one block per SM (shared memory).
-// Speed (H200, bf16, 2.7b layer, 2026-12-04, scripts/gpu-check.sh bench at v14): chunk 256
-// b1×32k 1.365 ms (2.92x the five-step path), b8×4k 1.375 ms (2.88x); chunk 128 b1×32k 1.067 ms,
-// b1×8k 0.286 ms (3.5-3.7x). Phase breakdown, the history of these numbers, what was tried and
-// next steps: docs/ssd-fused-notes.md.
+// Pairs of heads (kPair, pair_smem_bytes; DUALITY_SSD_PAIR=0: never): where a chunk is longer
+// than 128 tokens, head_dim 64, d_state 128, no gate and an even number of heads per group, a head
+// block takes heads h and h + 1 of its chunk: both heads' x rows (unpadded, 16-byte pieces
+// swizzled by the row) load beside B, both chunk states run while B is in shared memory, then
+// head h's state passing and output, then head h + 1's (its y stored straight from registers:
+// the first head's output must leave C's rows intact). The second head thus has no load phase,
+// and B and C cross from L2 once per two heads (230,688 bytes of shared memory at chunk 256).
+// Speed (H200, bf16, 2.7b layer, 2026-12-04, timing test, A/B in one session): chunk 256 b1×32k
+// 1.362-1.367 → 1.228-1.229 ms with pairs (3.30x the five-step path), b8×4k 1.371-1.374 →
+// 1.243-1.244 ms (3.24x); chunk 128 (two blocks per SM, no pairs) b1×32k 1.067 ms, b1×8k 0.286 ms
+// (3.5-3.7x). Phase breakdown, the history of these numbers, what was tried and next steps:
+// docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -463,15 +471,22 @@ struct ConvX {
 // kGate: the SsdGate epilogue (instantiated for head_dim 64, d_state 128 only: ssd_gate_supported),
 // and where p.conv_w is set the SsdConv prologue (conv_x_load, ConvX), where p.raw_dt.dt_raw is
 // set Δ from the raw dt columns (RawDt).
-template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
+// kPair: a head block works on two heads of its chunk, h and h + 1 (of one group), one after the
+// other, over one load of the chunk's B and C (instantiated for head_dim 64 at one block per SM,
+// without the gate: pair_smem_bytes).
+template <typename T, int kP, int kN, int kMinBlocks, bool kGate, bool kPair>
 __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedParams p) {
     using M = Act<T>;
     using L = Smem<T, kP, kN>;
     constexpr int kLdC = L::kLdC, kLdX = L::kLdX;
     static_assert(kP % 16 == 0 && kN % 64 == 0, "head_dim multiple of 16, d_state of 64");
+    static_assert(!kPair || (kP == 64 && kMinBlocks == 1 && !kGate),
+                  "pairs of heads: head_dim 64, one block per SM, no gate");
+    constexpr int kHeads = kPair ? 2 : 1;
     extern __shared__ __align__(128) unsigned char smem[];
     __shared__ uint32_t s_ticket, s_epoch;
-    __shared__ float s_warp_sum[kWarps];
+    __shared__ float s_warp_sum[kHeads][kWarps];
+    __shared__ float s_cs_last1;  // kPair: the second head's Scs_last
 
     // Rows are allocated and zero-filled up to a multiple of 32 (the intra loop's token block).
     const int Q = p.chunk_size, qa = (Q + 31) & ~31;
@@ -479,8 +494,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int b_elems = max(qa * kLdC, s_record_words(qa) * 2);
     T* Cs = reinterpret_cast<T*>(smem);  // {qa, kLdC}: C rows of the chunk
     T* Bs = Cs + qa * kLdC;              // {qa, kLdC}: B rows, then the S record
-    T* Xs = Bs + b_elems;                // {qa, kLdX}: x rows of head h
-    T* Ps = Xs + qa * kLdX;              // {kP, kLdC}: prev, the state entering the chunk
+    // x rows: padded (kLdX), or for a pair (two heads' rows: no room for the padding) rows of kP
+    // whose 16-byte pieces are swizzled by the row (piece ^ (row & 7)), so that ldmatrix's 8 rows
+    // still hit distinct banks. xo(row, column) is an element's offset either way.
+    constexpr int kXRow = kPair ? kP : kLdX;
+    const auto xo = [](int r, int col) {
+        if constexpr (kPair) {
+            return r * kP + ((((col >> 3) ^ r) & 7) << 3) + (col & 7);
+        } else {
+            return r * kLdX + col;
+        }
+    };
+    T* Xs = Bs + b_elems;              // {kHeads, qa, kXRow}: x rows of head h (and h + 1)
+    T* Ps = Xs + kHeads * qa * kXRow;  // {kP, kLdC}: prev, the state entering the chunk
     float* cs_s = reinterpret_cast<float*>(Ps + kP * kLdC);  // {qa}: Scs
     float* dt_s = cs_s + qa;                                 // {qa}: Δ (0 past len)
     float* f_s = dt_s + qa;                                  // {qa}: exp(Scs_last − Scs_j)·Δ_j
@@ -507,7 +533,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     // Items chunk-major, S one chunk ahead: chunk 0's n_group S blocks, then for each chunk c
     // the S blocks of chunk c + 1 (past the last chunk: blocks that do nothing) and the n_head
     // head blocks of chunk c, so that a chunk's S is done long before its head blocks need it.
-    const uint32_t G = static_cast<uint32_t>(p.n_group), per_chunk = static_cast<uint32_t>(H) + G;
+    const uint32_t G = static_cast<uint32_t>(p.n_group),
+                   per_chunk = static_cast<uint32_t>(H / kHeads) + G;
     if (s_ticket < G) {
         score_block<T, kN>(p, 0, static_cast<int>(s_ticket), epoch, Cs, Bs);
         return;
@@ -518,7 +545,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         if (c + 1 < p.n_chunk) score_block<T, kN>(p, c + 1, h, epoch, Cs, Bs);
         return;
     }
-    h -= p.n_group;
+    h = (h - p.n_group) * kHeads;  // (the first of a pair)
     uint64_t* const prof = p.prof && tid == 0 ? p.prof + (c * H + h) * 8 : nullptr;
     if (prof) {
         prof[0] = global_ns();
@@ -557,10 +584,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         if constexpr (kGate) {
             if (conv) conv_x_load<T, kP>(p, h, start, len, Ps);  // (x computed before step 2)
         }
-        for (int v = tid; !conv && v < qa * kXV; v += kThreads) {
-            const int r = v / kXV, cv = (v % kXV) * 8;
-            const bool ok = r < len;
-            cp_async16(Xs + r * kLdX + cv, ok ? xg + r * p.x_stride + cv : xg, ok ? 16 : 0);
+#pragma unroll
+        for (int hh = 0; hh < kHeads; ++hh) {
+            const T* xh = xg + hh * kP;
+            T* xs = Xs + hh * qa * kXRow;
+            for (int v = tid; !conv && v < qa * kXV; v += kThreads) {
+                const int r = v / kXV, cv = (v % kXV) * 8;
+                const bool ok = r < len;
+                cp_async16(xs + xo(r, cv), ok ? xh + r * p.x_stride + cv : xh, ok ? 16 : 0);
+            }
         }
         for (int v = tid; v < qa * kNV; v += kThreads) {
             const int r = v / kNV, cv = (v % kNV) * 8;
@@ -601,18 +633,21 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
 
     // Δ and the inclusive cumsum of A·Δ (one token per thread: qa <= kThreads). With a RawDt, d
     // holds the raw value until after the conv prologue, so that its load's latency hides there.
-    float d = 0.0f, dt_bias = 0.0f;
+    float d[kHeads], dt_bias = 0.0f;  // (a pair: heads h and h + 1)
+#pragma unroll
+    for (int hh = 0; hh < kHeads; ++hh) d[hh] = 0.0f;
     if (tid < len) {
         if constexpr (kGate) {
             if (p.raw_dt.dt_raw) {
                 const T* raw = static_cast<const T*>(p.raw_dt.dt_raw);
-                d = dtype::to_f32(raw[(start + tid) * p.raw_dt.raw_stride + h]);
+                d[0] = dtype::to_f32(raw[(start + tid) * p.raw_dt.raw_stride + h]);
                 dt_bias = p.raw_dt.dt_bias[h];
             } else {
-                d = p.dt[(start + tid) * H + h];
+                d[0] = p.dt[(start + tid) * H + h];
             }
         } else {
-            d = p.dt[(start + tid) * H + h];
+#pragma unroll
+            for (int hh = 0; hh < kHeads; ++hh) d[hh] = p.dt[(start + tid) * H + h + hh];
         }
     }
     if constexpr (kGate) {
@@ -624,33 +659,50 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             cx.run(len, first, Ps, Xs);
         }
         if (p.raw_dt.dt_raw && tid < len)
-            d = dt_clamped_softplus(d + dt_bias, p.raw_dt.dt_min, p.raw_dt.dt_max);
+            d[0] = dt_clamped_softplus(d[0] + dt_bias, p.raw_dt.dt_min, p.raw_dt.dt_max);
     }
-    bool monotone;
+    bool monotone[kHeads];
+    float scs[kHeads];  // the thread's token's Scs (of each head)
     {
-        float v = p.A[h] * d;
 #pragma unroll
-        for (int o = 1; o < 32; o <<= 1) {
-            const float n = __shfl_up_sync(0xffffffffu, v, o);
-            if (lane >= o) v += n;
+        for (int hh = 0; hh < kHeads; ++hh) {
+            scs[hh] = p.A[h + hh] * d[hh];
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const float n = __shfl_up_sync(0xffffffffu, scs[hh], o);
+                if (lane >= o) scs[hh] += n;
+            }
+            if (lane == 31) s_warp_sum[hh][warp] = scs[hh];
         }
-        if (lane == 31) s_warp_sum[warp] = v;
         __syncthreads();
-        for (int w = 0; w < warp; ++w) v += s_warp_sum[w];
+        for (int w = 0; w < warp; ++w)
+#pragma unroll
+            for (int hh = 0; hh < kHeads; ++hh) scs[hh] += s_warp_sum[hh][w];
         if (tid < qa) {
-            cs_s[tid] = v;
-            dt_s[tid] = d;
+            cs_s[tid] = scs[0];
+            dt_s[tid] = d[0];
+        }
+        if constexpr (kPair) {
+            if (tid == len - 1) s_cs_last1 = scs[1];
         }
         // Whether Scs never increases in the chunk (A·Δ <= 0 for every token: always so for a
         // model, whose A = −exp(A_log) and Δ = softplus(..) >= 0), which the factorized intra
         // decays below need.
-        monotone = __syncthreads_and(p.A[h] * d <= 0.0f);
+#pragma unroll
+        for (int hh = 0; hh < kHeads; ++hh)
+            monotone[hh] = __syncthreads_and(p.A[h + hh] * d[hh] <= 0.0f);
     }
     const float cs_last = cs_s[len - 1];  // = the whole chunk's sum (flat past len)
-    if (tid < qa) {
-        f_s[tid] = expf(fminf(cs_last - cs_s[tid], 0.0f)) * d;
-        g_s[tid] = __expf(fminf(cs_s[tid & ~31] - cs_s[tid], kFactorRange)) * d;
-    }
+    [[maybe_unused]] float cs_last1 = 0.0f;
+    if constexpr (kPair) cs_last1 = s_cs_last1;
+    // g_s from the thread's Scs: cs_s[tid & ~31] is lane 0's (every lane takes part in the
+    // shuffle).
+    const auto put_g = [&](float vv, float dd) {
+        const float v0 = __shfl_sync(0xffffffffu, vv, 0);
+        if (tid < qa) g_s[tid] = __expf(fminf(v0 - vv, kFactorRange)) * dd;
+    };
+    if (tid < qa) f_s[tid] = expf(fminf(cs_last - scs[0], 0.0f)) * d[0];
+    put_g(scs[0], d[0]);
     wait_group0();
     __syncthreads();
     if (p.defer_c) load_c();
@@ -658,380 +710,426 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
 
     // 2. Chunk-local state: items of 16 (p) × 64 (n), warp w takes items w, w + 8, ...
     constexpr int kNC = kN / 64, kItems = (kP / 16) * kNC, kMaxIt = (kItems + kWarps - 1) / kWarps;
-    float st[kMaxIt][8][4];
-#pragma unroll
-    for (int it = 0; it < kMaxIt; ++it)
-#pragma unroll
-        for (int t = 0; t < 8; ++t)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) st[it][t][e] = 0.0f;
+    using State = float[kMaxIt][8][4];
     // Two 16-token steps per iteration, their 10 fragment loads issued before any MMA (rows past
     // len are zero up to qa, and f_s is 0 there).
     const int j_end = (len + 31) & ~31;
+    const auto chunk_state = [&](const T* xs, State& st) {
 #pragma unroll
-    for (int it = 0; it < kMaxIt; ++it) {
-        const int item = warp + kWarps * it;
-        if (item >= kItems) continue;
-        const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
-        for (int j0 = 0; j0 < j_end; j0 += 32) {
-            uint32_t a[2][4], b[2][4][4];
+        for (int it = 0; it < kMaxIt; ++it)
 #pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-                const int jj = j0 + 16 * hh;
-                // A = xᵀ {16 p, 16 j}: x is stored [j][p], so ldmatrix.trans.
-                ldsm_x4_t(a[hh], Xs + (jj + (lane & 7) + 8 * (lane >> 4)) * kLdX + p0 +
-                                     8 * ((lane >> 3) & 1));
+            for (int t = 0; t < 8; ++t)
 #pragma unroll
-                for (int t2 = 0; t2 < 4; ++t2)  // B {16 j, 16 n}: stored [j][n], ldmatrix.trans
-                    ldsm_x4_t(b[hh][t2], Bs + (jj + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC +
-                                             n0 + 16 * t2 + 8 * (lane >> 4));
-            }
-#pragma unroll
-            for (int hh = 0; hh < 2; ++hh) {
-                const int jj = j0 + 16 * hh;
-                const float f0 = f_s[jj + 2 * qd], f1 = f_s[jj + 2 * qd + 1];
-                const float f8 = f_s[jj + 8 + 2 * qd], f9 = f_s[jj + 9 + 2 * qd];
-                float2 u;
-                u = M::unpack(a[hh][0]);
-                a[hh][0] = M::pack(u.x * f0, u.y * f1);
-                u = M::unpack(a[hh][1]);
-                a[hh][1] = M::pack(u.x * f0, u.y * f1);
-                u = M::unpack(a[hh][2]);
-                a[hh][2] = M::pack(u.x * f8, u.y * f9);
-                u = M::unpack(a[hh][3]);
-                a[hh][3] = M::pack(u.x * f8, u.y * f9);
-#pragma unroll
-                for (int t2 = 0; t2 < 4; ++t2) {
-                    M::mma(st[it][2 * t2], a[hh], b[hh][t2][0], b[hh][t2][1]);
-                    M::mma(st[it][2 * t2 + 1], a[hh], b[hh][t2][2], b[hh][t2][3]);
-                }
-            }
-        }
-    }
-
-    // 3. State passing: wait for the chunk's S and for chunk c−1 of this head (a sequence's
-    // first chunk starts from its slot), publish the state leaving this chunk, keep prev as an
-    // operand.
-    if (prof) prof[2] = global_ns();
-    const int64_t PN = static_cast<int64_t>(kP) * kN;
-    const int64_t slot_off = first || last ? p.slots[seq] * p.state_slot_stride + h * PN : 0;
-    if (tid == 0) {
-        if (!p.early_s_wait) {  // (else done in step 1)
-            const uint32_t* s_ready = s_flag(p, c, grp);
-            while (ld_acquire(s_ready) != epoch) __nanosleep(40);
-        }
-        if (!first) {
-            const uint32_t* flag = p.sync + kSyncHeader + (c - 1) * H + h;
-            while (ld_acquire(flag) != epoch) __nanosleep(40);
-        }
-    }
-    __syncthreads();
-    {
-        // Every warp is done with B: the chunk's S tiles go there, in flight during the publish.
-        const int n_word = s_record_words(qa);  // (the tiles past len too: one copy)
-        const uint32_t* src = p.s_tiles + (c * p.n_group + grp) * n_word;
-        uint32_t* dst = reinterpret_cast<uint32_t*>(Bs);
-        for (int v = 4 * tid; v < n_word; v += 4 * kThreads) cp_async16(dst + v, src + v, 16);
-        cp_async_commit();
-    }
-    if (prof) prof[3] = global_ns();
-    {
-        const float decay = expf(cs_last);
-        // (Used when !first and !last; f16 where p.sp_f16: the same offsets in elements.)
-        const int64_t prev_off = ((c - 1) * H + h) * PN, out_off = (c * H + h) * PN;
-        const float* prev_g = static_cast<const float*>(p.sp) + prev_off;
-        float* out_g = static_cast<float*>(p.sp) + out_off;
-        const __half* prev_h = static_cast<const __half*>(p.sp) + prev_off;
-        __half* out_h = static_cast<__half*>(p.sp) + out_off;
+                for (int e = 0; e < 4; ++e) st[it][t][e] = 0.0f;
 #pragma unroll
         for (int it = 0; it < kMaxIt; ++it) {
             const int item = warp + kWarps * it;
             if (item >= kItems) continue;
             const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
-            // prev and out in the workspace are in fragment order (item, n-tile t, lane: the
-            // lane's four accumulator values of the tile, one 16-byte vector at frag).
-            // All of an item's prev values are loaded before any store: the stores may alias
-            // them as far as the compiler knows, so a load left between stores would be another
-            // L2 round trip on the chain from chunk to chunk. (Two blocks per SM with head_dim
-            // above 64: two rounds of four n-tiles, for registers.)
-            constexpr int kT = kMinBlocks == 1 || kP <= 64 ? 8 : 4;
-            const int64_t frag = static_cast<int64_t>(item) * 1024 + lane * 4;
+            for (int j0 = 0; j0 < j_end; j0 += 32) {
+                uint32_t a[2][4], b[2][4][4];
 #pragma unroll
-            for (int t0 = 0; t0 < 8; t0 += kT) {
-                float4 pv_all[kT];
+                for (int hh = 0; hh < 2; ++hh) {
+                    const int jj = j0 + 16 * hh;
+                    // A = xᵀ {16 p, 16 j}: x is stored [j][p], so ldmatrix.trans.
+                    ldsm_x4_t(a[hh], xs + xo(jj + (lane & 7) + 8 * (lane >> 4),
+                                             p0 + 8 * ((lane >> 3) & 1)));
 #pragma unroll
-                for (int t = 0; t < kT; ++t) {
-                    if (first) {
-                        const int nn = n0 + 8 * (t0 + t) + 2 * qd;
-                        const int64_t e0 = static_cast<int64_t>(p0 + gr) * kN + nn + slot_off;
-                        const int64_t e1 = e0 + 8 * kN;
-                        pv_all[t] = make_float4(slot_load(p.state, e0, p.state_dtype),
-                                                slot_load(p.state, e0 + 1, p.state_dtype),
-                                                slot_load(p.state, e1, p.state_dtype),
-                                                slot_load(p.state, e1 + 1, p.state_dtype));
-                    } else if (p.sp_f16) {
-                        const uint2 u =
-                            __ldcg(reinterpret_cast<const uint2*>(prev_h + frag + (t0 + t) * 128));
-                        const float2 lo = __half22float2(*reinterpret_cast<const __half2*>(&u.x));
-                        const float2 hi = __half22float2(*reinterpret_cast<const __half2*>(&u.y));
-                        pv_all[t] = make_float4(lo.x, lo.y, hi.x, hi.y);
-                    } else {
-                        pv_all[t] =
-                            __ldcg(reinterpret_cast<const float4*>(prev_g + frag + (t0 + t) * 128));
-                    }
+                    for (int t2 = 0; t2 < 4; ++t2)  // B {16 j, 16 n}: stored [j][n], ldmatrix.trans
+                        ldsm_x4_t(b[hh][t2], Bs + (jj + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC +
+                                                 n0 + 16 * t2 + 8 * (lane >> 4));
                 }
 #pragma unroll
-                for (int t = 0; t < kT; ++t) {
-                    const int pp = p0 + gr, nn = n0 + 8 * (t0 + t) + 2 * qd;
-                    const float4 pv = pv_all[t];
-                    const float(&lv)[4] = st[it][t0 + t];
-                    *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
-                    *reinterpret_cast<uint32_t*>(Ps + (pp + 8) * kLdC + nn) = M::pack(pv.z, pv.w);
-                    const float4 o =
-                        make_float4(fmaf(decay, pv.x, lv[0]), fmaf(decay, pv.y, lv[1]),
-                                    fmaf(decay, pv.z, lv[2]), fmaf(decay, pv.w, lv[3]));
-                    if (last) {
-                        const int64_t e0 = static_cast<int64_t>(pp) * kN + nn + slot_off;
-                        const int64_t e1 = e0 + 8 * kN;
-                        slot_store(p.state, e0, p.state_dtype, o.x);
-                        slot_store(p.state, e0 + 1, p.state_dtype, o.y);
-                        slot_store(p.state, e1, p.state_dtype, o.z);
-                        slot_store(p.state, e1 + 1, p.state_dtype, o.w);
-                    } else if (p.sp_f16) {
-                        const __half2 lo = __floats2half2_rn(o.x, o.y),
-                                      hi = __floats2half2_rn(o.z, o.w);
-                        __stcg(reinterpret_cast<uint2*>(out_h + frag + (t0 + t) * 128),
-                               make_uint2(*reinterpret_cast<const uint32_t*>(&lo),
-                                          *reinterpret_cast<const uint32_t*>(&hi)));
-                    } else {
-                        __stcg(reinterpret_cast<float4*>(out_g + frag + (t0 + t) * 128), o);
+                for (int hh = 0; hh < 2; ++hh) {
+                    const int jj = j0 + 16 * hh;
+                    const float f0 = f_s[jj + 2 * qd], f1 = f_s[jj + 2 * qd + 1];
+                    const float f8 = f_s[jj + 8 + 2 * qd], f9 = f_s[jj + 9 + 2 * qd];
+                    float2 u;
+                    u = M::unpack(a[hh][0]);
+                    a[hh][0] = M::pack(u.x * f0, u.y * f1);
+                    u = M::unpack(a[hh][1]);
+                    a[hh][1] = M::pack(u.x * f0, u.y * f1);
+                    u = M::unpack(a[hh][2]);
+                    a[hh][2] = M::pack(u.x * f8, u.y * f9);
+                    u = M::unpack(a[hh][3]);
+                    a[hh][3] = M::pack(u.x * f8, u.y * f9);
+#pragma unroll
+                    for (int t2 = 0; t2 < 4; ++t2) {
+                        M::mma(st[it][2 * t2], a[hh], b[hh][t2][0], b[hh][t2][1]);
+                        M::mma(st[it][2 * t2 + 1], a[hh], b[hh][t2][2], b[hh][t2][3]);
                     }
                 }
             }
         }
+    };
+    State st;
+    chunk_state(Xs, st);
+    // A pair: the second head's chunk state too, while B is in shared memory (its f_s replaces
+    // the first head's; its Scs and Δ stay in scs[1] and d[1] until its output).
+    [[maybe_unused]] State st1;
+    if constexpr (kPair) {
+        __syncthreads();
+        if (tid < qa) f_s[tid] = expf(fminf(cs_last1 - scs[1], 0.0f)) * d[1];
+        __syncthreads();
+        chunk_state(Xs + qa * kXRow, st1);
     }
-    // Release after the barrier (cumulative: it orders every thread's stores before the flag).
-    __syncthreads();
-    if (!last && tid == 0) st_release(p.sync + kSyncHeader + c * H + h, epoch);
-    if (prof) prof[4] = global_ns();
+
+    // 3. State passing: wait for the chunk's S and for chunk c−1 of this head (a sequence's
+    // first chunk starts from its slot), publish the state leaving this chunk, keep prev as an
+    // operand. For head hd with its chunk state stv and Scs_last csl; with_s: also wait for the
+    // chunk's S and copy it into B's region (the first head of a block); pf: its time stamps.
+    if (prof) prof[2] = global_ns();
+    const int64_t PN = static_cast<int64_t>(kP) * kN;
+    const auto pass_state = [&](int hd, const State& stv, float csl, bool with_s, uint64_t* pf) {
+        const int64_t slot_off = first || last ? p.slots[seq] * p.state_slot_stride + hd * PN : 0;
+        if (tid == 0) {
+            if (with_s && !p.early_s_wait) {  // (else done in step 1)
+                const uint32_t* s_ready = s_flag(p, c, grp);
+                while (ld_acquire(s_ready) != epoch) __nanosleep(40);
+            }
+            if (!first) {
+                const uint32_t* flag = p.sync + kSyncHeader + (c - 1) * H + hd;
+                while (ld_acquire(flag) != epoch) __nanosleep(40);
+            }
+        }
+        __syncthreads();
+        if (with_s) {
+            // Every warp is done with B: the chunk's S tiles go there, in flight during the
+            // publish.
+            const int n_word = s_record_words(qa);  // (the tiles past len too: one copy)
+            const uint32_t* src = p.s_tiles + (c * p.n_group + grp) * n_word;
+            uint32_t* dst = reinterpret_cast<uint32_t*>(Bs);
+            for (int v = 4 * tid; v < n_word; v += 4 * kThreads) cp_async16(dst + v, src + v, 16);
+            cp_async_commit();
+        }
+        if (pf) pf[3] = global_ns();
+        {
+            const float decay = expf(csl);
+            // (Used when !first and !last; f16 where p.sp_f16: the same offsets in elements.)
+            const int64_t prev_off = ((c - 1) * H + hd) * PN, out_off = (c * H + hd) * PN;
+            const float* prev_g = static_cast<const float*>(p.sp) + prev_off;
+            float* out_g = static_cast<float*>(p.sp) + out_off;
+            const __half* prev_h = static_cast<const __half*>(p.sp) + prev_off;
+            __half* out_h = static_cast<__half*>(p.sp) + out_off;
+#pragma unroll
+            for (int it = 0; it < kMaxIt; ++it) {
+                const int item = warp + kWarps * it;
+                if (item >= kItems) continue;
+                const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
+                // prev and out in the workspace are in fragment order (item, n-tile t, lane: the
+                // lane's four accumulator values of the tile, one 16-byte vector at frag).
+                // All of an item's prev values are loaded before any store: the stores may alias
+                // them as far as the compiler knows, so a load left between stores would be another
+                // L2 round trip on the chain from chunk to chunk. (Two blocks per SM with head_dim
+                // above 64: two rounds of four n-tiles, for registers.)
+                constexpr int kT = kMinBlocks == 1 || kP <= 64 ? 8 : 4;
+                const int64_t frag = static_cast<int64_t>(item) * 1024 + lane * 4;
+#pragma unroll
+                for (int t0 = 0; t0 < 8; t0 += kT) {
+                    float4 pv_all[kT];
+#pragma unroll
+                    for (int t = 0; t < kT; ++t) {
+                        if (first) {
+                            const int nn = n0 + 8 * (t0 + t) + 2 * qd;
+                            const int64_t e0 = static_cast<int64_t>(p0 + gr) * kN + nn + slot_off;
+                            const int64_t e1 = e0 + 8 * kN;
+                            pv_all[t] = make_float4(slot_load(p.state, e0, p.state_dtype),
+                                                    slot_load(p.state, e0 + 1, p.state_dtype),
+                                                    slot_load(p.state, e1, p.state_dtype),
+                                                    slot_load(p.state, e1 + 1, p.state_dtype));
+                        } else if (p.sp_f16) {
+                            const uint2 u = __ldcg(
+                                reinterpret_cast<const uint2*>(prev_h + frag + (t0 + t) * 128));
+                            const float2 lo =
+                                __half22float2(*reinterpret_cast<const __half2*>(&u.x));
+                            const float2 hi =
+                                __half22float2(*reinterpret_cast<const __half2*>(&u.y));
+                            pv_all[t] = make_float4(lo.x, lo.y, hi.x, hi.y);
+                        } else {
+                            pv_all[t] = __ldcg(
+                                reinterpret_cast<const float4*>(prev_g + frag + (t0 + t) * 128));
+                        }
+                    }
+#pragma unroll
+                    for (int t = 0; t < kT; ++t) {
+                        const int pp = p0 + gr, nn = n0 + 8 * (t0 + t) + 2 * qd;
+                        const float4 pv = pv_all[t];
+                        const float(&lv)[4] = stv[it][t0 + t];
+                        *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
+                        *reinterpret_cast<uint32_t*>(Ps + (pp + 8) * kLdC + nn) =
+                            M::pack(pv.z, pv.w);
+                        const float4 o =
+                            make_float4(fmaf(decay, pv.x, lv[0]), fmaf(decay, pv.y, lv[1]),
+                                        fmaf(decay, pv.z, lv[2]), fmaf(decay, pv.w, lv[3]));
+                        if (last) {
+                            const int64_t e0 = static_cast<int64_t>(pp) * kN + nn + slot_off;
+                            const int64_t e1 = e0 + 8 * kN;
+                            slot_store(p.state, e0, p.state_dtype, o.x);
+                            slot_store(p.state, e0 + 1, p.state_dtype, o.y);
+                            slot_store(p.state, e1, p.state_dtype, o.z);
+                            slot_store(p.state, e1 + 1, p.state_dtype, o.w);
+                        } else if (p.sp_f16) {
+                            const __half2 lo = __floats2half2_rn(o.x, o.y),
+                                          hi = __floats2half2_rn(o.z, o.w);
+                            __stcg(reinterpret_cast<uint2*>(out_h + frag + (t0 + t) * 128),
+                                   make_uint2(*reinterpret_cast<const uint32_t*>(&lo),
+                                              *reinterpret_cast<const uint32_t*>(&hi)));
+                        } else {
+                            __stcg(reinterpret_cast<float4*>(out_g + frag + (t0 + t) * 128), o);
+                        }
+                    }
+                }
+            }
+        }
+        // Release after the barrier (cumulative: it orders every thread's stores before the flag).
+        __syncthreads();
+        if (!last && tid == 0) st_release(p.sync + kSyncHeader + c * H + hd, epoch);
+        if (pf) pf[4] = global_ns();
+    };
+    pass_state(h, st, cs_last, true, prof);
     cp_async_wait<0>();
     __syncthreads();
 
-    // 4. Output, 16-row strips.
-    const T* xs_c = Xs;
-    const float Dh = p.D ? p.D[h] : 0.0f;
-    T* y = static_cast<T*>(p.y) + start * static_cast<int64_t>(H) * kP + h * kP;  // {len, ..}
+    // 4. Output, 16-row strips, of head hd from its x rows xs_c (mono: its Scs never increases).
+    // y_stage goes through C's rows, so a pair's first head stores y directly (C is read again).
     const int n_strip = (len + 15) / 16;
-    for (int k = 0; kWarps * k < n_strip; ++k) {
-        const int s = (k & 1) ? kWarps * k + kWarps - 1 - warp : kWarps * k + warp;
-        if (s >= n_strip) continue;
-        const int i0 = 16 * s;
-        // C rows i0.. as A fragments over d_state.
-        uint32_t cf[kN / 16][4];
+    const auto outputs = [&](const T* xs_c, int hd, bool mono) {
+        const float Dh = p.D ? p.D[hd] : 0.0f;
+        T* y = static_cast<T*>(p.y) + start * static_cast<int64_t>(H) * kP + hd * kP;  // {len, ..}
+        for (int k = 0; kWarps * k < n_strip; ++k) {
+            const int s = (k & 1) ? kWarps * k + kWarps - 1 - warp : kWarps * k + warp;
+            if (s >= n_strip) continue;
+            const int i0 = 16 * s;
+            // C rows i0.. as A fragments over d_state.
+            uint32_t cf[kN / 16][4];
 #pragma unroll
-        for (int kk = 0; kk < kN / 16; ++kk)
-            ldsm_x4(cf[kk], Cs + (i0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC + 16 * kk +
-                                8 * (lane >> 4));
-        float acc[kP / 8][4];
+            for (int kk = 0; kk < kN / 16; ++kk)
+                ldsm_x4(cf[kk], Cs + (i0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC + 16 * kk +
+                                    8 * (lane >> 4));
+            float acc[kP / 8][4];
 #pragma unroll
-        for (int t = 0; t < kP / 8; ++t)
+            for (int t = 0; t < kP / 8; ++t)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) acc[t][e] = 0.0f;
-                // Inter-chunk: C · prevᵀ (prev stored [p][n]: a col-major B operand, plain
-                // ldmatrix).
+                for (int e = 0; e < 4; ++e) acc[t][e] = 0.0f;
+                    // Inter-chunk: C · prevᵀ (prev stored [p][n]: a col-major B operand, plain
+                    // ldmatrix).
 #pragma unroll
-        for (int kk = 0; kk < kN / 16; ++kk) {
-            uint32_t b[kP / 16][4];
-#pragma unroll
-            for (int pt = 0; pt < kP / 16; ++pt)
-                ldsm_x4(b[pt], Ps + (16 * pt + (lane & 7) + 8 * (lane >> 4)) * kLdC + 16 * kk +
-                                   8 * ((lane >> 3) & 1));
-#pragma unroll
-            for (int pt = 0; pt < kP / 16; ++pt) {
-                M::mma(acc[2 * pt], cf[kk], b[pt][0], b[pt][1]);
-                M::mma(acc[2 * pt + 1], cf[kk], b[pt][2], b[pt][3]);
-            }
-        }
-        // kGate: the strip's C rows are dead now (its fragments are in cf, and no other warp
-        // reads them): the strip's z rows go there, copied while the intra loop runs.
-        if constexpr (kGate) {
-            __syncwarp();  // every lane's ldmatrix of those rows has completed
-            const T* zg = static_cast<const T*>(p.gate_z) + (start + i0) * p.z_stride + h * kP;
-            constexpr int kZV = kP / 8;  // 16-byte vectors per row
-            for (int v = lane; v < 16 * kZV; v += 32) {
-                const int r = v / kZV, cv = (v % kZV) * 8;
-                const bool ok = i0 + r < len;
-                cp_async16(Cs + (i0 + r) * kLdC + cv, ok ? zg + r * p.z_stride + cv : zg,
-                           ok ? 16 : 0);
-            }
-            cp_async_commit();
-        }
-        const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
-        {
-            const float e0 = expf(cs0), e1 = expf(cs1);
-#pragma unroll
-            for (int t = 0; t < kP / 8; ++t) {
-                acc[t][0] *= e0;
-                acc[t][1] *= e0;
-                acc[t][2] *= e1;
-                acc[t][3] *= e1;
-            }
-        }
-        // Intra-chunk, 32-token blocks j0 <= i0 (the block past the diagonal is masked to 0, and
-        // its rows exist and are zero: rows go up to qa).
-        // Strip s's tiles of S, from the S block (in B's region), and their factors back.
-        const uint32_t* s_strip =
-            reinterpret_cast<const uint32_t*>(Bs) + tiles_before(s) * kTileWords + lane * 4;
-        const float* s_down = reinterpret_cast<const float*>(Bs) +
-                              tiles_before(qa / 16) * kTileWords + tiles_before(s);
-        for (int j0 = 0; j0 <= i0; j0 += 32) {
-            float sc[4][4];  // S·2^(15−E): the factor back (sf) goes into the decays below
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-                const uint4 u =
-                    *reinterpret_cast<const uint4*>(s_strip + (j0 / 32) * kTileWords + half * 128);
-                const uint32_t v[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-                for (int q = 0; q < 4; ++q) {
-                    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&v[q]));
-                    sc[2 * half + q / 2][2 * (q % 2)] = f.x;
-                    sc[2 * half + q / 2][2 * (q % 2) + 1] = f.y;
-                }
-            }
-            const float sf = s_down[j0 / 32];
-            // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans), loaded while W is computed
-            // (both halves when they fit in registers).
-            constexpr int kXB = kP <= (kMinBlocks == 1 ? 80 : 64) ? 2 : 1;
-            uint32_t xb[kXB][kP / 16][4];
-            auto load_x = [&](int hb, uint32_t(&dst)[kP / 16][4]) {
+            for (int kk = 0; kk < kN / 16; ++kk) {
+                uint32_t b[kP / 16][4];
 #pragma unroll
                 for (int pt = 0; pt < kP / 16; ++pt)
-                    ldsm_x4_t(dst[pt],
-                              xs_c + (j0 + 16 * hb + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdX +
-                                  16 * pt + 8 * (lane >> 4));
-            };
+                    ldsm_x4(b[pt], Ps + (16 * pt + (lane & 7) + 8 * (lane >> 4)) * kLdC + 16 * kk +
+                                       8 * ((lane >> 3) & 1));
 #pragma unroll
-            for (int hb = 0; hb < kXB; ++hb) load_x(hb, xb[hb]);
-            // W = S · exp(Scs_i − Scs_j) · Δ_j. Where the decay within the 32-token block is
-            // at most e^kFactorRange and Scs never increases, the decay factors into a row
-            // part exp(Scs_i − Scs_j0) <= 1 (two exponentials a thread) and the column part
-            // g_s (once per chunk): two multiplies an element instead of an exponential.
-            // Products it flushes to zero are below 1e-38 · e^kFactorRange ≈ 1e-24.
-            float w[4][4];
-            const float cs_j0 = cs_s[j0];
-            if (monotone && cs_j0 - cs_s[j0 + 31] <= kFactorRange) {
-                const float r0 = __expf(cs0 - cs_j0) * sf, r1 = __expf(cs1 - cs_j0) * sf;
-#pragma unroll
-                for (int t = 0; t < 4; ++t) {
-                    const float2 g = *reinterpret_cast<const float2*>(g_s + j0 + 8 * t + 2 * qd);
-                    w[t][0] = sc[t][0] * r0 * g.x;
-                    w[t][1] = sc[t][1] * r0 * g.y;
-                    w[t][2] = sc[t][2] * r1 * g.x;
-                    w[t][3] = sc[t][3] * r1 * g.y;
+                for (int pt = 0; pt < kP / 16; ++pt) {
+                    M::mma(acc[2 * pt], cf[kk], b[pt][0], b[pt][1]);
+                    M::mma(acc[2 * pt + 1], cf[kk], b[pt][2], b[pt][3]);
                 }
-            } else {
+            }
+            // kGate: the strip's C rows are dead now (its fragments are in cf, and no other warp
+            // reads them): the strip's z rows go there, copied while the intra loop runs.
+            if constexpr (kGate) {
+                __syncwarp();  // every lane's ldmatrix of those rows has completed
+                const T* zg = static_cast<const T*>(p.gate_z) + (start + i0) * p.z_stride + h * kP;
+                constexpr int kZV = kP / 8;  // 16-byte vectors per row
+                for (int v = lane; v < 16 * kZV; v += 32) {
+                    const int r = v / kZV, cv = (v % kZV) * 8;
+                    const bool ok = i0 + r < len;
+                    cp_async16(Cs + (i0 + r) * kLdC + cv, ok ? zg + r * p.z_stride + cv : zg,
+                               ok ? 16 : 0);
+                }
+                cp_async_commit();
+            }
+            const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
+            {
+                const float e0 = expf(cs0), e1 = expf(cs1);
+#pragma unroll
+                for (int t = 0; t < kP / 8; ++t) {
+                    acc[t][0] *= e0;
+                    acc[t][1] *= e0;
+                    acc[t][2] *= e1;
+                    acc[t][3] *= e1;
+                }
+            }
+            // Intra-chunk, 32-token blocks j0 <= i0 (the block past the diagonal is masked to 0,
+            // and its rows exist and are zero: rows go up to qa). Strip s's tiles of S, from the S
+            // block (in B's region), and their factors back.
+            const uint32_t* s_strip =
+                reinterpret_cast<const uint32_t*>(Bs) + tiles_before(s) * kTileWords + lane * 4;
+            const float* s_down = reinterpret_cast<const float*>(Bs) +
+                                  tiles_before(qa / 16) * kTileWords + tiles_before(s);
+            for (int j0 = 0; j0 <= i0; j0 += 32) {
+                float sc[4][4];  // S·2^(15−E): the factor back (sf) goes into the decays below
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    const uint4 u = *reinterpret_cast<const uint4*>(
+                        s_strip + (j0 / 32) * kTileWords + half * 128);
+                    const uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) {
+                        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&v[q]));
+                        sc[2 * half + q / 2][2 * (q % 2)] = f.x;
+                        sc[2 * half + q / 2][2 * (q % 2) + 1] = f.y;
+                    }
+                }
+                const float sf = s_down[j0 / 32];
+                // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans), loaded while W is computed
+                // (both halves when they fit in registers).
+                constexpr int kXB = kP <= (kMinBlocks == 1 ? 80 : 64) ? 2 : 1;
+                uint32_t xb[kXB][kP / 16][4];
+                auto load_x = [&](int hb, uint32_t(&dst)[kP / 16][4]) {
+#pragma unroll
+                    for (int pt = 0; pt < kP / 16; ++pt)
+                        ldsm_x4_t(dst[pt],
+                                  xs_c + xo(j0 + 16 * hb + (lane & 7) + 8 * ((lane >> 3) & 1),
+                                            16 * pt + 8 * (lane >> 4)));
+                };
+#pragma unroll
+                for (int hb = 0; hb < kXB; ++hb) load_x(hb, xb[hb]);
+                // W = S · exp(Scs_i − Scs_j) · Δ_j. Where the decay within the 32-token block is
+                // at most e^kFactorRange and Scs never increases, the decay factors into a row
+                // part exp(Scs_i − Scs_j0) <= 1 (two exponentials a thread) and the column part
+                // g_s (once per chunk): two multiplies an element instead of an exponential.
+                // Products it flushes to zero are below 1e-38 · e^kFactorRange ≈ 1e-24.
+                float w[4][4];
+                const float cs_j0 = cs_s[j0];
+                if (mono && cs_j0 - cs_s[j0 + 31] <= kFactorRange) {
+                    const float r0 = __expf(cs0 - cs_j0) * sf, r1 = __expf(cs1 - cs_j0) * sf;
+#pragma unroll
+                    for (int t = 0; t < 4; ++t) {
+                        const float2 g =
+                            *reinterpret_cast<const float2*>(g_s + j0 + 8 * t + 2 * qd);
+                        w[t][0] = sc[t][0] * r0 * g.x;
+                        w[t][1] = sc[t][1] * r0 * g.y;
+                        w[t][2] = sc[t][2] * r1 * g.x;
+                        w[t][3] = sc[t][3] * r1 * g.y;
+                    }
+                } else {
+#pragma unroll
+                    for (int t = 0; t < 4; ++t) {
+                        const int ja = j0 + 8 * t + 2 * qd;
+                        const float csa = cs_s[ja], csb = cs_s[ja + 1];
+                        const float da = dt_s[ja] * sf, db = dt_s[ja + 1] * sf;
+                        w[t][0] = sc[t][0] * __expf(fminf(cs0 - csa, 0.0f)) * da;
+                        w[t][1] = sc[t][1] * __expf(fminf(cs0 - csb, 0.0f)) * db;
+                        w[t][2] = sc[t][2] * __expf(fminf(cs1 - csa, 0.0f)) * da;
+                        w[t][3] = sc[t][3] * __expf(fminf(cs1 - csb, 0.0f)) * db;
+                    }
+                }
+                uint32_t a[2][4];
+                const bool diag = j0 + 31 > i0;
+                const int ia = i0 + gr, ib = ia + 8;
 #pragma unroll
                 for (int t = 0; t < 4; ++t) {
                     const int ja = j0 + 8 * t + 2 * qd;
-                    const float csa = cs_s[ja], csb = cs_s[ja + 1];
-                    const float da = dt_s[ja] * sf, db = dt_s[ja + 1] * sf;
-                    w[t][0] = sc[t][0] * __expf(fminf(cs0 - csa, 0.0f)) * da;
-                    w[t][1] = sc[t][1] * __expf(fminf(cs0 - csb, 0.0f)) * db;
-                    w[t][2] = sc[t][2] * __expf(fminf(cs1 - csa, 0.0f)) * da;
-                    w[t][3] = sc[t][3] * __expf(fminf(cs1 - csb, 0.0f)) * db;
+                    if (diag) {
+                        if (ja > ia) w[t][0] = 0.0f;
+                        if (ja + 1 > ia) w[t][1] = 0.0f;
+                        if (ja > ib) w[t][2] = 0.0f;
+                        if (ja + 1 > ib) w[t][3] = 0.0f;
+                    }
+                    a[t / 2][2 * (t % 2)] = M::pack(w[t][0], w[t][1]);
+                    a[t / 2][2 * (t % 2) + 1] = M::pack(w[t][2], w[t][3]);
+                }
+#pragma unroll
+                for (int hb = 0; hb < 2; ++hb) {
+                    if (kXB == 1 && hb == 1) load_x(1, xb[0]);
+                    const int xi = kXB == 2 ? hb : 0;
+#pragma unroll
+                    for (int pt = 0; pt < kP / 16; ++pt) {
+                        M::mma(acc[2 * pt], a[hb], xb[xi][pt][0], xb[xi][pt][1]);
+                        M::mma(acc[2 * pt + 1], a[hb], xb[xi][pt][2], xb[xi][pt][3]);
+                    }
                 }
             }
-            uint32_t a[2][4];
-            const bool diag = j0 + 31 > i0;
-            const int ia = i0 + gr, ib = ia + 8;
-#pragma unroll
-            for (int t = 0; t < 4; ++t) {
-                const int ja = j0 + 8 * t + 2 * qd;
-                if (diag) {
-                    if (ja > ia) w[t][0] = 0.0f;
-                    if (ja + 1 > ia) w[t][1] = 0.0f;
-                    if (ja > ib) w[t][2] = 0.0f;
-                    if (ja + 1 > ib) w[t][3] = 0.0f;
-                }
-                a[t / 2][2 * (t % 2)] = M::pack(w[t][0], w[t][1]);
-                a[t / 2][2 * (t % 2) + 1] = M::pack(w[t][2], w[t][3]);
+            // D skip and store; with SsdGate, v = y · silu(z) stored as v · w, and Σ v² per row.
+            // With y_stage the values go to the strip's C rows first (dead: their fragments are in
+            // cf; with the gate each lane overwrites the z values it has just read) and leave as
+            // 16-byte row pieces, where a lane's 4-byte stores would fill half of 8 rows' sectors.
+            // (a row of y fits in a C row)
+            const bool stage = kP <= kN && p.y_stage && (!kPair || hd != h);
+            if constexpr (kGate) {
+                cp_async_wait<0>();
+                __syncwarp();  // the strip's z rows (in Cs) from every lane's copies
+            } else {
+                if (stage) __syncwarp();  // every lane's ldmatrix of the strip's C rows is done
             }
+            [[maybe_unused]] float ss[2] = {0.0f, 0.0f};
 #pragma unroll
-            for (int hb = 0; hb < 2; ++hb) {
-                if (kXB == 1 && hb == 1) load_x(1, xb[0]);
-                const int xi = kXB == 2 ? hb : 0;
+            for (int t = 0; t < kP / 8; ++t) {
 #pragma unroll
-                for (int pt = 0; pt < kP / 16; ++pt) {
-                    M::mma(acc[2 * pt], a[hb], xb[xi][pt][0], xb[xi][pt][1]);
-                    M::mma(acc[2 * pt + 1], a[hb], xb[xi][pt][2], xb[xi][pt][3]);
+                for (int half = 0; half < 2; ++half) {
+                    const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
+                    if (i >= len) continue;
+                    const float2 xv =
+                        M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + xo(i, col)));
+                    float v0 = fmaf(Dh, xv.x, acc[t][2 * half]);
+                    float v1 = fmaf(Dh, xv.y, acc[t][2 * half + 1]);
+                    if constexpr (kGate) {
+                        const float2 z2 =
+                            M::unpack(*reinterpret_cast<const uint32_t*>(Cs + i * kLdC + col));
+                        const float2 w2 =
+                            *reinterpret_cast<const float2*>(p.gate_w + hd * kP + col);
+                        v0 *= silu<T>(z2.x);
+                        v1 *= silu<T>(z2.y);
+                        ss[half] += v0 * v0 + v1 * v1;
+                        v0 *= w2.x;
+                        v1 *= w2.y;
+                    }
+                    const uint32_t packed = M::pack(v0, v1);
+                    if (stage) {
+                        *reinterpret_cast<uint32_t*>(Cs + i * kLdC + col) = packed;
+                    } else {
+                        *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) =
+                            packed;
+                    }
+                }
+            }
+            if (stage) {
+                __syncwarp();
+                constexpr int kYV = kP / 8;  // 16-byte pieces per row
+                for (int v = lane; v < 16 * kYV; v += 32) {
+                    const int i = i0 + v / kYV, cv = (v % kYV) * 8;
+                    if (i < len)
+                        *reinterpret_cast<uint4*>(y + static_cast<int64_t>(i) * H * kP + cv) =
+                            *reinterpret_cast<const uint4*>(Cs + i * kLdC + cv);
+                }
+            }
+            if constexpr (kGate) {
+                // A row's kP channels are spread over the 4 lanes of a quad (qd).
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    float v = ss[half];
+                    v += __shfl_xor_sync(0xffffffffu, v, 1);
+                    v += __shfl_xor_sync(0xffffffffu, v, 2);
+                    const int i = i0 + gr + 8 * half;
+                    if (qd == 0 && i < len) p.gate_ssq[(start + i) * H + hd] = v;
                 }
             }
         }
-        // D skip and store; with SsdGate, v = y · silu(z) stored as v · w, and Σ v² per row.
-        // With y_stage the values go to the strip's C rows first (dead: their fragments are in
-        // cf; with the gate each lane overwrites the z values it has just read) and leave as
-        // 16-byte row pieces, where a lane's 4-byte stores would fill half of 8 rows' sectors.
-        const bool stage = kP <= kN && p.y_stage;  // (a row of y fits in a C row)
-        if constexpr (kGate) {
-            cp_async_wait<0>();
-            __syncwarp();  // the strip's z rows (in Cs) from every lane's copies
-        } else {
-            if (stage) __syncwarp();  // every lane's ldmatrix of the strip's C rows is done
+    };
+    outputs(Xs, h, monotone[0]);
+    if constexpr (kPair) {
+        // The second head: its Scs, Δ and g (every warp is done with the first's), its state
+        // passing (prev into Ps), its output.
+        __syncthreads();
+        uint64_t* const prof1 = prof ? prof + 8 : nullptr;  // its own (chunk, head) stamps
+        if (prof1) {
+            prof[5] = global_ns();
+            prof1[0] = prof1[1] = prof1[2] = prof[5];
         }
-        [[maybe_unused]] float ss[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int t = 0; t < kP / 8; ++t) {
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-                const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
-                if (i >= len) continue;
-                const float2 xv =
-                    M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + i * kLdX + col));
-                float v0 = fmaf(Dh, xv.x, acc[t][2 * half]);
-                float v1 = fmaf(Dh, xv.y, acc[t][2 * half + 1]);
-                if constexpr (kGate) {
-                    const float2 z2 =
-                        M::unpack(*reinterpret_cast<const uint32_t*>(Cs + i * kLdC + col));
-                    const float2 w2 = *reinterpret_cast<const float2*>(p.gate_w + h * kP + col);
-                    v0 *= silu<T>(z2.x);
-                    v1 *= silu<T>(z2.y);
-                    ss[half] += v0 * v0 + v1 * v1;
-                    v0 *= w2.x;
-                    v1 *= w2.y;
-                }
-                const uint32_t packed = M::pack(v0, v1);
-                if (stage) {
-                    *reinterpret_cast<uint32_t*>(Cs + i * kLdC + col) = packed;
-                } else {
-                    *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) =
-                        packed;
-                }
-            }
+        if (tid < qa) {
+            cs_s[tid] = scs[1];
+            dt_s[tid] = d[1];
         }
-        if (stage) {
-            __syncwarp();
-            constexpr int kYV = kP / 8;  // 16-byte pieces per row
-            for (int v = lane; v < 16 * kYV; v += 32) {
-                const int i = i0 + v / kYV, cv = (v % kYV) * 8;
-                if (i < len)
-                    *reinterpret_cast<uint4*>(y + static_cast<int64_t>(i) * H * kP + cv) =
-                        *reinterpret_cast<const uint4*>(Cs + i * kLdC + cv);
-            }
+        put_g(scs[1], d[1]);
+        pass_state(h + 1, st1, cs_last1, false, prof1);
+        outputs(Xs + qa * kXRow, h + 1, monotone[1]);
+        if (p.prof) {
+            __syncthreads();
+            if (prof1) prof1[5] = global_ns();
         }
-        if constexpr (kGate) {
-            // A row's kP channels are spread over the 4 lanes of a quad (qd).
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-                float v = ss[half];
-                v += __shfl_xor_sync(0xffffffffu, v, 1);
-                v += __shfl_xor_sync(0xffffffffu, v, 2);
-                const int i = i0 + gr + 8 * half;
-                if (qd == 0 && i < len) p.gate_ssq[(start + i) * H + h] = v;
-            }
-        }
-    }
-
-    if (p.prof) {
+    } else if (p.prof) {
         __syncthreads();
         if (prof) prof[5] = global_ns();
     }
@@ -1043,16 +1141,18 @@ bool aligned16(const void* ptr) {
 
 // The dynamic shared memory of one block, for the kernel's carve-up at its top: C, B {qa, kLdC},
 // x {qa, kLdX}, prev {head_dim, kLdC} in the activation dtype, then cs, Δ, f, g {qa} f32.
-// B's region also holds the S record (s_record_words) after the chunk state.
-size_t smem_bytes(const SsdArgs& a, DType act) {
+// B's region also holds the S record (s_record_words) after the chunk state. A pair (kPair) has
+// two heads' x rows, unpadded.
+size_t smem_bytes(const SsdArgs& a, DType act, bool pair = false) {
     const size_t q32 = static_cast<size_t>((a.chunk_size + 31) / 32 * 32);
     const size_t el = dtype_size(act);
     const size_t ldc = static_cast<size_t>(a.d_state) + 8,
-                 ldx = static_cast<size_t>(a.head_dim) + 8;
+                 x_row = pair ? static_cast<size_t>(2 * a.head_dim)
+                              : static_cast<size_t>(a.head_dim) + 8;
     const size_t b_elems =
         std::max(q32 * ldc,
                  static_cast<size_t>(s_record_words(static_cast<int>(q32))) * sizeof(uint32_t) / 2);
-    return (q32 * (ldc + ldx) + b_elems + static_cast<size_t>(a.head_dim) * ldc) * el +
+    return (q32 * (ldc + x_row) + b_elems + static_cast<size_t>(a.head_dim) * ldc) * el +
            4 * sizeof(float) * q32;
 }
 
@@ -1132,34 +1232,57 @@ bool two_per_sm(int64_t chunk_size, size_t smem) {
     return 2 * (smem + kStaticSmemReserve + 1024) <= static_cast<size_t>(per_sm);
 }
 
+// Pairs of heads per block (kPair; DUALITY_SSD_PAIR=0 turns them off): where a chunk is longer
+// than kTwoPerSmChunk (one block per SM), head_dim 64 and d_state 128 (the instantiation), an
+// even number of heads per group, and both heads' x rows fit beside B, C and prev. Each block
+// then loads B and C once for two heads, and the second head's chunk state and output run
+// without a load phase of their own (docs/ssd-fused-notes.md, v15). Its shared memory, or 0.
+size_t pair_smem_bytes(const SsdArgs& a, DType act) {
+    static const bool on = !env_is("DUALITY_SSD_PAIR", "0");
+    if (!on || a.chunk_size <= kTwoPerSmChunk || a.head_dim != 64 || a.d_state != 128 ||
+        (a.n_head / a.n_group) % 2 != 0)
+        return 0;
+    static const int limit = max_smem_optin();
+    const size_t smem = smem_bytes(a, act, true);
+    return smem + kStaticSmemReserve <= static_cast<size_t>(limit) ? smem : 0;
+}
+
 bool shape_ok(int64_t P, int64_t N) {
     return (P == 32 || P == 64 || P == 80 || P == 128) && (N == 64 || N == 128 || N == 256);
 }
 
-template <typename T, int kP, int kN, int kMinBlocks, bool kGate>
+template <typename T, int kP, int kN, int kMinBlocks, bool kGate, bool kPair = false>
 void launch_kernel(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
     static size_t configured = 0;  // per instantiation: the dynamic limit set so far
-    auto* kernel = ssd_fused_kernel<T, kP, kN, kMinBlocks, kGate>;
+    auto* kernel = ssd_fused_kernel<T, kP, kN, kMinBlocks, kGate, kPair>;
     if (smem > configured) {
         DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
         configured = smem;
     }
     // The S and head blocks (the kernel's item order), G S blocks ahead.
-    const int64_t blocks = (n_chunk + 1) * fp.n_group + n_chunk * fp.n_head;
+    const int64_t blocks = (n_chunk + 1) * fp.n_group + n_chunk * fp.n_head / (kPair ? 2 : 1);
     FusedParams q = fp;
     q.early_s_wait = early_s_wait_for(blocks, kMinBlocks == 1);
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(q);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
-// The gate epilogue's instantiation where asked (fp.gate_z; head_dim 64, d_state 128 only).
+// The gate epilogue's instantiation where asked (fp.gate_z; head_dim 64, d_state 128 only), the
+// pairs' where pair_smem is set (pair_smem_bytes).
 template <typename T, int kP, int kN, int kMinBlocks>
-void launch_blocks(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
+void launch_blocks(const FusedParams& fp, int64_t n_chunk, size_t smem, size_t pair_smem,
+                   cudaStream_t stream) {
     if constexpr (kP == 64 && kN == 128) {
         if (fp.gate_z) {
             launch_kernel<T, kP, kN, kMinBlocks, true>(fp, n_chunk, smem, stream);
             return;
+        }
+        if constexpr (kMinBlocks == 1) {
+            if (pair_smem) {
+                launch_kernel<T, kP, kN, 1, false, true>(fp, n_chunk, pair_smem, stream);
+                return;
+            }
         }
     }
     launch_kernel<T, kP, kN, kMinBlocks, false>(fp, n_chunk, smem, stream);
@@ -1172,7 +1295,7 @@ bool two_fit(size_t smem) {
     static size_t checked = 0;  // per instantiation: the smem last asked about, and the answer
     static bool fits = false;
     if (smem != checked) {
-        auto* kernel = ssd_fused_kernel<T, kP, kN, 2, false>;  // (the gate's: the same)
+        auto* kernel = ssd_fused_kernel<T, kP, kN, 2, false, false>;  // (the gate's: the same)
         DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                 static_cast<int>(smem)));
         int blocks = 0;
@@ -1185,42 +1308,44 @@ bool two_fit(size_t smem) {
 }
 
 template <typename T, int kP, int kN>
-void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
+void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, size_t pair_smem,
+            cudaStream_t stream) {
     if constexpr (kN == 256) {  // one block per SM: two never fit (over 100 KB at chunk 64)
-        launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, stream);
-    } else if (two_per_sm(fp.chunk_size, smem) && two_fit<T, kP, kN>(smem)) {
-        launch_blocks<T, kP, kN, 2>(fp, n_chunk, smem, stream);
+        launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, 0, stream);
+    } else if (!pair_smem && two_per_sm(fp.chunk_size, smem) && two_fit<T, kP, kN>(smem)) {
+        launch_blocks<T, kP, kN, 2>(fp, n_chunk, smem, 0, stream);
     } else {
-        launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, stream);
+        launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, pair_smem, stream);
     }
 }
 
 template <typename T, int kP>
-void launch_n(const FusedParams& fp, int64_t N, int64_t n_chunk, size_t smem, cudaStream_t s) {
+void launch_n(const FusedParams& fp, int64_t N, int64_t n_chunk, size_t smem, size_t pair_smem,
+              cudaStream_t s) {
     if (N == 64) {
-        launch<T, kP, 64>(fp, n_chunk, smem, s);
+        launch<T, kP, 64>(fp, n_chunk, smem, 0, s);
     } else if (N == 128) {
-        launch<T, kP, 128>(fp, n_chunk, smem, s);
+        launch<T, kP, 128>(fp, n_chunk, smem, pair_smem, s);
     } else {
-        launch<T, kP, 256>(fp, n_chunk, smem, s);
+        launch<T, kP, 256>(fp, n_chunk, smem, 0, s);
     }
 }
 
 template <typename T>
 void launch_pn(const FusedParams& fp, int64_t P, int64_t N, int64_t n_chunk, size_t smem,
-               cudaStream_t s) {
+               size_t pair_smem, cudaStream_t s) {
     switch (P) {
         case 32:
-            launch_n<T, 32>(fp, N, n_chunk, smem, s);
+            launch_n<T, 32>(fp, N, n_chunk, smem, 0, s);
             break;
         case 64:
-            launch_n<T, 64>(fp, N, n_chunk, smem, s);
+            launch_n<T, 64>(fp, N, n_chunk, smem, pair_smem, s);
             break;
         case 80:
-            launch_n<T, 80>(fp, N, n_chunk, smem, s);
+            launch_n<T, 80>(fp, N, n_chunk, smem, 0, s);
             break;
         default:
-            launch_n<T, 128>(fp, N, n_chunk, smem, s);
+            launch_n<T, 128>(fp, N, n_chunk, smem, 0, s);
             break;
     }
 }
@@ -1383,10 +1508,11 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
         fp.raw_dt = *raw_dt;
     }
     const size_t smem = smem_bytes(a, act);
+    const size_t pair_smem = gate ? 0 : pair_smem_bytes(a, act);
     if (act == DType::kBF16) {
-        launch_pn<__nv_bfloat16>(fp, a.head_dim, a.d_state, b.n_chunk, smem, stream);
+        launch_pn<__nv_bfloat16>(fp, a.head_dim, a.d_state, b.n_chunk, smem, pair_smem, stream);
     } else {
-        launch_pn<__half>(fp, a.head_dim, a.d_state, b.n_chunk, smem, stream);
+        launch_pn<__half>(fp, a.head_dim, a.d_state, b.n_chunk, smem, pair_smem, stream);
     }
 }
 

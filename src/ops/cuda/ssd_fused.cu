@@ -22,9 +22,10 @@
 //
 // Parallelization: 8 warps a block, two kinds of block. A block takes a ticket (atomic counter)
 // and works on item = ticket, chunk-major: chunk 0's n_group S blocks, then per chunk c the
-// S blocks of chunk c + 1 and the n_head head blocks of chunk c. So every block a block waits
-// for took an earlier ticket and has started: the waits below cannot deadlock whatever order the
-// hardware schedules blocks in; and a chunk's S is ready long before its head blocks need it.
+// S blocks of chunk c + 1 and the n_head head blocks of chunk c (n_head / 2 with pairs of heads,
+// below). So every block a block waits for took an earlier ticket and has started: the waits
+// below cannot deadlock whatever order the hardware schedules blocks in; and a chunk's S is ready
+// long before its head blocks need it.
 //   S block (score_block, one per (chunk, group)): S = C·Bᵀ does not depend on the head, so it
 //      is computed once per chunk and group: the causal 16×32 tiles of each 16-row strip, stored
 //      f16 in the lane order of the MMA fragments, then a release flag.
@@ -86,8 +87,8 @@
 // than 128 tokens, head_dim 64, d_state 128, no gate and an even number of heads per group, a head
 // block takes heads h and h + 1 of its chunk: both heads' x rows (unpadded, 16-byte pieces
 // swizzled by the row) load beside B, both chunk states run while B is in shared memory, then
-// head h's state passing and output, then head h + 1's (its y stored straight from registers:
-// the first head's output must leave C's rows intact). The second head thus has no load phase,
+// head h's state passing and output (its y stored straight from registers: C's rows must stay
+// intact for the second head), then head h + 1's. The second head thus has no load phase,
 // and B and C cross from L2 once per two heads (230,688 bytes of shared memory at chunk 256).
 // Speed (H200, bf16, 2.7b layer, 2026-12-04, timing test, A/B in one session): chunk 256 b1×32k
 // 1.362-1.367 → 1.228-1.229 ms with pairs (3.30x the five-step path), b8×4k 1.371-1.374 →
@@ -532,7 +533,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int H = p.n_head;
     // Items chunk-major, S one chunk ahead: chunk 0's n_group S blocks, then for each chunk c
     // the S blocks of chunk c + 1 (past the last chunk: blocks that do nothing) and the n_head
-    // head blocks of chunk c, so that a chunk's S is done long before its head blocks need it.
+    // head blocks of chunk c (n_head / 2 pairs), so that a chunk's S is done long before its head
+    // blocks need it.
     const uint32_t G = static_cast<uint32_t>(p.n_group),
                    per_chunk = static_cast<uint32_t>(H / kHeads) + G;
     if (s_ticket < G) {
@@ -1207,8 +1209,8 @@ bool y_stage_enabled() {
 // FusedParams::early_s_wait for a launch: DUALITY_SSD_EARLY_S_WAIT=1 or 0 forces it; by default
 // it is on where it measured faster (docs/ssd-fused-notes.md, v11 and v14): one block per SM and a
 // grid of at least kEarlySWaitBlocksPerSm blocks per SM (long runs of chunks, where each block's
-// second L2 round trip on the wait is exposed); off for short grids and two blocks per SM, where
-// warp 1's spin costs more than it hides.
+// second L2 round trip on the wait is exposed); off for short grids, two blocks per SM and pairs of
+// heads (one_per_sm false), where warp 1's spin costs more than it hides.
 constexpr int kEarlySWaitBlocksPerSm = 48;
 int sm_count() {
     int dev = 0, v = 0;
@@ -1263,7 +1265,8 @@ void launch_kernel(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStre
     // The S and head blocks (the kernel's item order), G S blocks ahead.
     const int64_t blocks = (n_chunk + 1) * fp.n_group + n_chunk * fp.n_head / (kPair ? 2 : 1);
     FusedParams q = fp;
-    q.early_s_wait = early_s_wait_for(blocks, kMinBlocks == 1);
+    // (Pairs: never by default; forced on it measured slower at every length, v15.)
+    q.early_s_wait = early_s_wait_for(blocks, kMinBlocks == 1 && !kPair);
     kernel<<<static_cast<unsigned>(blocks), kThreads, smem, stream>>>(q);
     DUALITY_CUDA_LAUNCH_CHECK();
 }

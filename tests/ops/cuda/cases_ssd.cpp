@@ -554,6 +554,14 @@ DUALITY_OP_CASES(ssd_fused) {
     add(fused(shape("varlen300", 4, 32, 64, 2, 64, varlen(300, 64, 155), kBF16, 155)));
     add(fused(shape("varlen300", 2, 64, 128, 1, 256, varlen(300, 256, 156), kF16, 156)));
     add(fused(shape("varlen100", 8, 80, 128, 2, 128, varlen(100, 128, 157), kBF16, 157)));
+    // Blocks of two heads (chunks over 128 tokens, head_dim 64, d_state 128, no gate, an even
+    // number of heads per group; DUALITY_SSD_PAIR=0 turns them off): chunks of 200 and 160
+    // tokens (a chunk's rows padded to 224 and 160); and the shapes that keep one head a block at
+    // chunk 256: 3 and 1 heads per group.
+    add(fused(seqref(shape("L300", 8, 64, 128, 1, 200, {300}, kBF16, 241))));
+    add(fused(shape("varlen37", 16, 64, 128, 2, 160, varlen(37, 160, 242), kF16, 242)));
+    add(fused(shape("L1000", 6, 64, 128, 2, 256, {1000}, kBF16, 244)));
+    add(fused(zero(shape("L600", 4, 64, 128, 4, 256, {600}, kF16, 245))));
     // The 2.7b head shape at chunk 128, which the model runs where two blocks per SM fit.
     add(fused(seqref(shape("L257", 80, 64, 128, 1, 128, {257}, kBF16, 161))));
     add(fused(shape("L1000", 80, 64, 128, 1, 128, {1000}, kBF16, 162)));

@@ -97,6 +97,10 @@ void launch_chunk_scan(const Plan& p, cudaStream_t stream);
 // u64, per head block (chunk-major: c · n_head + h; the S blocks record nothing): globaltimer ns
 // at [0] start, [1] x/B loaded and cumsum done, [2] chunk state done (warp 0), [3] the chunk's S
 // and the predecessor's state available, [4] state published, [5] outputs done; [6] the SM id.
+// A block of two heads (ssd_fused.cu, kPair) stamps both entries: the first head's [2] covers both
+// chunk states; the second head's [0]-[2] are the first head's [5] (it has no load or chunk-state
+// phase of its own), and its [6] is not written. So each entry's span is that head's share of
+// its block's time, and the spans add up to the blocks' lifetimes.
 void fused_profile(const SsdArgs& a, const float* dt, void* workspace, void* sync, DType act,
                    uint64_t* stamps, cudaStream_t stream);
 

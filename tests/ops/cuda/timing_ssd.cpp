@@ -164,7 +164,8 @@ void run_timing(const TimingShape& s) {
              : "n/a",
         prop.name);
 
-    // Phase breakdown of the fused kernel (mean µs per block; see ssd::fused_profile).
+    // Phase breakdown of the fused kernel (mean µs per (chunk, head) item: a block's, or with
+    // blocks of two heads each head's share of its block; see ssd::fused_profile).
     if (s.act == DType::kBF16 && s.P == 64 && s.N == 128) {
         const int64_t blocks = a.batch.n_chunk * s.H;
         cuda::DeviceBuffer stamps(static_cast<size_t>(blocks) * 8 * sizeof(uint64_t));
@@ -186,8 +187,8 @@ void run_timing(const TimingShape& s) {
         const double n = static_cast<double>(blocks) * 1e3;
         const double span = static_cast<double>(t_max - t_min);
         std::printf(
-            "%-28s PHASES (us/block) load+cumsum %.2f | chunk state %.2f | wait %.2f | "
-            "publish %.2f | outputs %.2f | block total %.2f | span %.3f ms, %.2f blocks "
+            "%-28s PHASES (us/head) load+cumsum %.2f | chunk state %.2f | wait %.2f | "
+            "publish %.2f | outputs %.2f | total %.2f | span %.3f ms, %.2f blocks "
             "in flight per SM\n",
             s.name, sum[0] / n, sum[1] / n, sum[2] / n, sum[3] / n, sum[4] / n, sum[5] / n,
             span * 1e-6, sum[5] / span / prop.multiProcessorCount);

@@ -1272,7 +1272,8 @@ void launch_kernel(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStre
 }
 
 // The gate epilogue's instantiation where asked (fp.gate_z; head_dim 64, d_state 128 only), the
-// pairs' where pair_smem is set (pair_smem_bytes).
+// pairs' where pair_smem is set (pair_smem_bytes: only for head_dim 64, d_state 128 and chunks over
+// 128 tokens, so only ever seen here with one block per SM).
 template <typename T, int kP, int kN, int kMinBlocks>
 void launch_blocks(const FusedParams& fp, int64_t n_chunk, size_t smem, size_t pair_smem,
                    cudaStream_t stream) {
@@ -1314,9 +1315,9 @@ template <typename T, int kP, int kN>
 void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, size_t pair_smem,
             cudaStream_t stream) {
     if constexpr (kN == 256) {  // one block per SM: two never fit (over 100 KB at chunk 64)
-        launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, 0, stream);
-    } else if (!pair_smem && two_per_sm(fp.chunk_size, smem) && two_fit<T, kP, kN>(smem)) {
-        launch_blocks<T, kP, kN, 2>(fp, n_chunk, smem, 0, stream);
+        launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, pair_smem, stream);
+    } else if (two_per_sm(fp.chunk_size, smem) && two_fit<T, kP, kN>(smem)) {
+        launch_blocks<T, kP, kN, 2>(fp, n_chunk, smem, pair_smem, stream);
     } else {
         launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, pair_smem, stream);
     }
@@ -1326,11 +1327,11 @@ template <typename T, int kP>
 void launch_n(const FusedParams& fp, int64_t N, int64_t n_chunk, size_t smem, size_t pair_smem,
               cudaStream_t s) {
     if (N == 64) {
-        launch<T, kP, 64>(fp, n_chunk, smem, 0, s);
+        launch<T, kP, 64>(fp, n_chunk, smem, pair_smem, s);
     } else if (N == 128) {
         launch<T, kP, 128>(fp, n_chunk, smem, pair_smem, s);
     } else {
-        launch<T, kP, 256>(fp, n_chunk, smem, 0, s);
+        launch<T, kP, 256>(fp, n_chunk, smem, pair_smem, s);
     }
 }
 
@@ -1339,16 +1340,16 @@ void launch_pn(const FusedParams& fp, int64_t P, int64_t N, int64_t n_chunk, siz
                size_t pair_smem, cudaStream_t s) {
     switch (P) {
         case 32:
-            launch_n<T, 32>(fp, N, n_chunk, smem, 0, s);
+            launch_n<T, 32>(fp, N, n_chunk, smem, pair_smem, s);
             break;
         case 64:
             launch_n<T, 64>(fp, N, n_chunk, smem, pair_smem, s);
             break;
         case 80:
-            launch_n<T, 80>(fp, N, n_chunk, smem, 0, s);
+            launch_n<T, 80>(fp, N, n_chunk, smem, pair_smem, s);
             break;
         default:
-            launch_n<T, 128>(fp, N, n_chunk, smem, 0, s);
+            launch_n<T, 128>(fp, N, n_chunk, smem, pair_smem, s);
             break;
     }
 }
@@ -1511,7 +1512,7 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
         fp.raw_dt = *raw_dt;
     }
     const size_t smem = smem_bytes(a, act);
-    const size_t pair_smem = gate ? 0 : pair_smem_bytes(a, act);
+    const size_t pair_smem = pair_smem_bytes(a, act);  // (launch_blocks takes the gate first)
     if (act == DType::kBF16) {
         launch_pn<__nv_bfloat16>(fp, a.head_dim, a.d_state, b.n_chunk, smem, pair_smem, stream);
     } else {

@@ -92,6 +92,9 @@ struct DeviceInfo {
     bool ssd_conv = false;
     // ... and Δ from in_proj's raw dt columns (the same passes, unless DUALITY_SSD_DT=0).
     bool ssd_dt = false;
+    // Prefill passes run the last layer's out_proj on the rows whose logits are wanted only
+    // (CUDA; DUALITY_TRIM_LAST=0: on every row).
+    bool trim_last = false;
     // The prefill SSD (CUDA): "fused" (one launch), "five-step" or "scan"; empty on the CPU. And
     // the chunk size of its chunk table, which the fused SSD may take smaller than the config's.
     std::string ssd_prefill;

@@ -482,6 +482,56 @@ TEST(CudaModel, Bf16PrefillFoldsKeepTheBits) {
     EXPECT_EQ(b, n) << "a single sequence";
 }
 
+// Prefill and mixed passes run the last layer's out_proj on the rows whose logits are wanted
+// only (DUALITY_TRIM_LAST, on by default): the logits must be those of the whole product, and the
+// states it leaves must continue the same way. f32 (max error 1e-4 of the largest logit) and bf16
+// (rel-L2 3e-2, docs/numerics.md; out_proj's rows then come from another GEMM shape) models of
+// the bundled one, trimmed and not, GEMM tuning off: a packed prefill of 8 sequences (9-79
+// tokens), then a mixed pass (4 prompts continued by 20 tokens, 4 by one token), then a decode
+// step.
+TEST(CudaModel, TrimmedLastLayerMatchesEveryRow) {
+    REQUIRE_GPU();
+    constexpr int kSeqs = 8;
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+        auto load = [&](const char* trim) {
+            ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_TRIM_LAST", trim}});
+            return Model::load(test::bundled_model_dir(), cuda_options(dtype, kSeqs));
+        };
+        auto whole = load("0"), trimmed = load("1");
+        ASSERT_TRUE(whole.is_ok() && trimmed.is_ok()) << whole.status().message();
+        EXPECT_FALSE((*whole)->device_info().trim_last);
+        EXPECT_TRUE((*trimmed)->device_info().trim_last);
+        const int64_t V = (*whole)->config().vocab_size;
+        const auto first = prompts(kSeqs, 9, 10, 131, 17, V),
+                   more = prompts(kSeqs, 20, 0, 7, 29, V);
+        std::vector<std::vector<int32_t>> mixed_rows = more;
+        for (int s = 0; s < kSeqs; s += 2) mixed_rows[static_cast<size_t>(s)].resize(1);
+        const std::vector<std::vector<int32_t>>& mixed = mixed_rows;
+        const char* name = dtype == DType::kF32 ? "f32" : "bf16";
+        std::vector<float> w, t;
+        for (const auto* pieces : {&first, &mixed}) {
+            w = step_logits(**whole, kSeqs, *pieces);
+            t = step_logits(**trimmed, kSeqs, *pieces);
+            ASSERT_FALSE(w.empty());
+            ASSERT_EQ(t.size(), w.size());
+            if (dtype == DType::kF32) {
+                EXPECT_LE(max_err(t, w), 1e-4 * max_abs(w)) << name;
+            } else {
+                EXPECT_LE(rel_l2(t, w), 3e-2) << name;
+            }
+        }
+        const std::vector<std::vector<int32_t>> next = greedy_pieces(w, kSeqs, kSeqs, V);
+        w = step_logits(**whole, kSeqs, next);
+        t = step_logits(**trimmed, kSeqs, next);
+        ASSERT_EQ(t.size(), w.size());
+        if (dtype == DType::kF32) {
+            EXPECT_LE(max_err(t, w), 1e-4 * max_abs(w)) << name << " decode";
+        } else {
+            EXPECT_LE(rel_l2(t, w), 3e-2) << name << " decode";
+        }
+    }
+}
+
 // With DUALITY_OUT_PROJ_SPLIT=2, decode passes whose out_proj goes to cuBLASLt (17+
 // rows) run it as split-k (Gemm::run_split_k: f32 parts that the next add + RMSNorm sums,
 // cuda::HParts). Bf16 models of the bundled one, GEMM tuning off, the decode gate off and the

@@ -116,6 +116,8 @@ std::string render_table(const BenchReport& r) {
         if (dev.ssd_conv)
             s += "prefill  x's conv1d in the fused SSD's head blocks (DUALITY_SSD_CONV)\n";
         if (dev.ssd_dt) s += "prefill  Δ in the fused SSD's head blocks (DUALITY_SSD_DT)\n";
+        if (dev.trim_last)
+            s += "prefill  the last out_proj on the wanted rows only (DUALITY_TRIM_LAST)\n";
         if (!dev.ssd_prefill.empty())
             s += fmt("prefill  SSD: %s, chunks of %lld tokens%s (DUALITY_SSD_PATH)\n",
                      dev.ssd_prefill.c_str(), static_cast<long long>(dev.ssd_chunk),
@@ -200,6 +202,7 @@ std::string render_json(const BenchReport& r) {
         j["out_proj_split_rows"] = dev.out_proj_split_rows;
         j["ssd_conv"] = dev.ssd_conv;
         j["ssd_dt"] = dev.ssd_dt;
+        j["trim_last"] = dev.trim_last;
         j["ssd_prefill"] = dev.ssd_prefill;
         j["ssd_chunk"] = dev.ssd_chunk;
         j["ssd_passed_f16"] = dev.ssd_passed_f16;

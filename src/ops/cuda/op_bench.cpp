@@ -345,9 +345,14 @@ class Bench {
                              "unsupported shape/dtype/device (five-step path is used)"});
             return Status::ok();
         }
-        // One row: ssd_fused over `args` with its own workspace and (zeroed) sync buffer.
+        // One row: ssd_fused over `args` with its own workspace and (zeroed) sync buffer; with
+        // `gate` and `raw_dt`, the form pure bf16 prefill passes run (the gate epilogue reading
+        // z and writing v·w and Σ v², Δ from the raw dt columns), `gate_bytes` more moved.
         const double flops = Td * roofline::prefill_flops_per_token(c_, T).ssd;
-        auto time_fused = [&](const std::string& name, const cuda::SsdArgs& args) -> Status {
+        auto time_fused = [&](const std::string& name, const cuda::SsdArgs& args,
+                              const cuda::SsdGate* gate = nullptr,
+                              const cuda::RawDt* raw_dt = nullptr,
+                              double gate_bytes = 0) -> Status {
             DUALITY_ASSIGN_OR_RETURN(
                 DeviceBuffer fws,
                 DeviceBuffer::allocate(cuda::ssd_fused_workspace_bytes(args), "the SSD workspace"));
@@ -355,19 +360,37 @@ class Bench {
                 DeviceBuffer sync,
                 DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(args), "the SSD sync buffer"));
             DUALITY_CUDA_CHECK(cudaMemsetAsync(sync.data(), 0, sync.bytes(), s_));
-            add(rows, name, shape, bytes, flops, [&] {
-                cuda::ssd_fused(args, dt.as<float>(), fws.data(), sync.data(), o_.act, s_);
+            add(rows, name, shape, bytes + gate_bytes, flops, [&] {
+                cuda::ssd_fused(args, dt.as<float>(), fws.data(), sync.data(), o_.act, s_, gate,
+                                nullptr, raw_dt);
             });
             return Status::ok();
         };
         DUALITY_RETURN_IF_ERROR(time_fused("ssd_fused", sa));
         // The chunk size the model builds its table with, where it differs (ssd_fused_chunk).
         const int64_t q = cuda::ssd_fused_chunk(sa, o_.act);
-        if (q == c_.chunk_size) return Status::ok();
         const Batch qbatch = make_batch(1, T, q);
         cuda::SsdArgs qa = ssd_args(qbatch, xbc, state, y);
         qa.chunk_size = q;
-        DUALITY_RETURN_IF_ERROR(time_fused("ssd_fused/q" + std::to_string(q), qa));
+        if (q != c_.chunk_size)
+            DUALITY_RETURN_IF_ERROR(time_fused("ssd_fused/q" + std::to_string(q), qa));
+        // The model's form at that chunk (bf16, one norm group): gate and raw Δ (y then holds
+        // v·w). What the gate epilogue costs is this row against the one before.
+        if (o_.act != DType::kBF16 || c_.n_group != 1) return Status::ok();
+        DUALITY_ASSIGN_OR_RETURN(DeviceBuffer z, alloc(T * E, o_.act, -1, 1));
+        DUALITY_ASSIGN_OR_RETURN(DeviceBuffer gate_w, alloc(E, DType::kF32, 0.5f, 1.5f));
+        DUALITY_ASSIGN_OR_RETURN(DeviceBuffer ssq, zeros(T * H, DType::kF32));
+        DUALITY_ASSIGN_OR_RETURN(DeviceBuffer dt_raw, alloc(T * H, o_.act, -4.0f, 0.0f));
+        const cuda::SsdGate gate{z.data(), E, gate_w.as<float>(), ssq.as<float>()};
+        if (!cuda::ssd_gate_supported(qa, gate)) return Status::ok();
+        cuda::RawDt rd;
+        rd.dt_raw = dt_raw.data();
+        rd.raw_stride = H;
+        rd.dt_bias = dt_bias_.as<float>();
+        rd.dt_min = c_.dt_min;
+        rd.dt_max = c_.dt_max;
+        DUALITY_RETURN_IF_ERROR(time_fused("ssd_fused/q" + std::to_string(q) + "+gate", qa, &gate,
+                                           &rd, Td * (static_cast<double>(E) * a_ + H * 4.0)));
         return Status::ok();
     }
 

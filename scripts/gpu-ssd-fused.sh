@@ -2,11 +2,16 @@
 # One device call for the fused SSD work (issue 5): builds duality_tests and duality only, runs
 # the SSD op-test cases (five-step, scan, fused), the SSD timing test (five-step vs fused),
 # `duality bench --ops` and the whole-model prefill of the 2.7b shape with both SSD paths.
-#   scripts/gpu-ssd-fused.sh [tests|timing|source|all]     logs under $OUT (or ./gpu-out)
+#   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|all]     logs under $OUT (or ./gpu-out)
 # source (not part of all): Nsight Compute's source counters (per SASS instruction: shared-memory
 # wavefronts and their excess, i.e. bank conflicts; global sectors; warp stalls) of one fused SSD
 # launch at chunk 256, b1 x 32k, 2.7b head shape: fused-sass.csv (one row per SASS instruction;
 # docs/ssd-fused-notes.md, "Source counters at v13", read it with Python's csv module).
+# gate-source (not part of all): the same for the model's form against the plain kernel (2.7b
+# head shape, 8k tokens, chunk 128: `bench --ops` rows ssd_fused/q128 and ssd_fused/q128+gate),
+# each kernel's speed of light and instruction counts, then scripts/ncu_source_lines.py on the two
+# source pages: the CUDA lines whose warp-stall samples the gate epilogue adds (47 µs a layer,
+# docs/ssd-fused-notes.md, next steps).
 # GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
 # op tests and the timing test once under each setting (A/B of switches, for example
 # GPU_SSD_AB='DUALITY_SSD_DEFER_C=0 DUALITY_SSD_DEFER_C=1').
@@ -84,6 +89,27 @@ if [[ "$what" == source ]]; then
   echo "rc $? cuda: $(wc -lc <"$OUT/fused-cuda.csv")"
   ncu -i "$OUT/fused-src.ncu-rep" --page details >"$OUT/fused-details.txt" 2>&1
   grep -E "Duration|Excess|Wavefronts|Sectors|bank" "$OUT/fused-details.txt" | head -20
+fi
+if [[ "$what" == gate-source ]]; then
+  # With --warmup 0 --iters 1 each row launches once: ssd_fused launches 0 (the config's chunk),
+  # 1 (q128) and 2 (q128+gate).
+  for spec in 1:plain 2:gate; do
+    skip=${spec%%:*}
+    name=${spec#*:}
+    step "source counters of the fused SSD, $name (chunk 128, b1 x 8k)"
+    DUALITY_GEMM_TUNE=0 timeout 240 ncu --import-source yes --section SourceCounters \
+      --section WarpStateStats --section SpeedOfLight --section InstructionStats \
+      --kernel-name regex:ssd_fused --launch-skip "$skip" --launch-count 1 -f -o "$OUT/gate-$name" \
+      build-gpu/duality bench --random-weights --config mamba2-2.7b --ops --prefill-lens 8192 \
+      --no-decode --warmup 0 --iters 1 >"$OUT/ncu-gate-$name.log" 2>&1
+    echo "rc $?"; tail -2 "$OUT/ncu-gate-$name.log"
+    ncu -i "$OUT/gate-$name.ncu-rep" --page details >"$OUT/gate-$name-details.txt" 2>&1
+    grep -E "Duration|Executed Instructions|Issued Warp|Eligible|Warp Cycles Per Issued|Registers" \
+      "$OUT/gate-$name-details.txt" | head -8
+    ncu -i "$OUT/gate-$name.ncu-rep" --page source --csv --print-source cuda \
+      >"$OUT/gate-$name-cuda.csv" 2>&1
+  done
+  python3 scripts/ncu_source_lines.py --top 30 "$OUT/gate-plain-cuda.csv" "$OUT/gate-gate-cuda.csv"
 fi
 rm -f "$OUT/cmake.log" "$OUT/gpu.txt" "$OUT/ssd-tests.log"
 step done

@@ -498,7 +498,8 @@ TEST(CudaModel, TrimmedLastLayerMatchesEveryRow) {
             return Model::load(test::bundled_model_dir(), cuda_options(dtype, kSeqs));
         };
         auto whole = load("0"), trimmed = load("1");
-        ASSERT_TRUE(whole.is_ok() && trimmed.is_ok()) << whole.status().message();
+        ASSERT_TRUE(whole.is_ok()) << whole.status().message();
+        ASSERT_TRUE(trimmed.is_ok()) << trimmed.status().message();
         EXPECT_FALSE((*whole)->device_info().trim_last);
         EXPECT_TRUE((*trimmed)->device_info().trim_last);
         const int64_t V = (*whole)->config().vocab_size;
@@ -530,6 +531,44 @@ TEST(CudaModel, TrimmedLastLayerMatchesEveryRow) {
             EXPECT_LE(rel_l2(t, w), 3e-2) << name << " decode";
         }
     }
+}
+
+// The same with passes of 64 tokens (LoadOptions::max_tokens), f32: a 200-token prompt through
+// forward() (its first three passes want no logits, so the trimmed model skips the last
+// out_proj there), then a step of 4 sequences of 40-70 tokens (passes cut inside sequences, each
+// wanting the rows of the sequences that end in it: fewer than it holds), then a decode step.
+TEST(CudaModel, TrimmedLastLayerMatchesEveryRowInShortPasses) {
+    REQUIRE_GPU();
+    constexpr int kSeqs = 4;
+    auto load = [&](const char* trim) {
+        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_TRIM_LAST", trim}});
+        LoadOptions o = cuda_options(DType::kF32, kSeqs);
+        o.max_tokens = 64;
+        return Model::load(test::bundled_model_dir(), o);
+    };
+    auto whole = load("0"), trimmed = load("1");
+    ASSERT_TRUE(whole.is_ok()) << whole.status().message();
+    ASSERT_TRUE(trimmed.is_ok()) << trimmed.status().message();
+    const int64_t V = (*whole)->config().vocab_size;
+    const std::vector<int32_t> prompt = prompts(1, 200, 0, 3, 11, V)[0];
+    SequenceState sw = (*whole)->new_state(), st = (*trimmed)->new_state();
+    auto lw = (*whole)->forward(prompt, sw, LogitsMode::kLast);
+    auto lt = (*trimmed)->forward(prompt, st, LogitsMode::kLast);
+    ASSERT_TRUE(lw.is_ok() && lt.is_ok()) << lw.status().message();
+    ASSERT_EQ(lt->size(), lw->size());
+    EXPECT_LE(max_err(*lt, *lw), 1e-4 * max_abs(*lw)) << "forward in 64-token passes";
+
+    const auto pieces = prompts(kSeqs, 40, 10, 5, 23, V);
+    std::vector<float> w = step_logits(**whole, kSeqs, pieces);
+    std::vector<float> t = step_logits(**trimmed, kSeqs, pieces);
+    ASSERT_FALSE(w.empty());
+    ASSERT_EQ(t.size(), w.size());
+    EXPECT_LE(max_err(t, w), 1e-4 * max_abs(w)) << "a step of 220 tokens in 64-token passes";
+    const std::vector<std::vector<int32_t>> next = greedy_pieces(w, kSeqs, kSeqs, V);
+    w = step_logits(**whole, kSeqs, next);
+    t = step_logits(**trimmed, kSeqs, next);
+    ASSERT_EQ(t.size(), w.size());
+    EXPECT_LE(max_err(t, w), 1e-4 * max_abs(w)) << "decode after it";
 }
 
 // With DUALITY_OUT_PROJ_SPLIT=2, decode passes whose out_proj goes to cuBLASLt (17+

@@ -347,7 +347,8 @@ class Bench {
         }
         // One row: ssd_fused over `args` with its own workspace and (zeroed) sync buffer; with
         // `gate` and `raw_dt`, the form pure bf16 prefill passes run (the gate epilogue reading
-        // z and writing v·w and Σ v², Δ from the raw dt columns), `gate_bytes` more moved.
+        // z and writing v·w and Σ v², Δ from the raw dt columns; models with d_inner <= 4096 also
+        // take the conv prologue there, which this row leaves out), `gate_bytes` more moved.
         const double flops = Td * roofline::prefill_flops_per_token(c_, T).ssd;
         auto time_fused = [&](const std::string& name, const cuda::SsdArgs& args,
                               const cuda::SsdGate* gate = nullptr,
@@ -375,7 +376,8 @@ class Bench {
         if (q != c_.chunk_size)
             DUALITY_RETURN_IF_ERROR(time_fused("ssd_fused/q" + std::to_string(q), qa));
         // The model's form at that chunk (bf16, one norm group): gate and raw Δ (y then holds
-        // v·w). What the gate epilogue costs is this row against the one before.
+        // v·w). What the gate epilogue costs is this row against ssd_fused/q<chunk> (or against
+        // ssd_fused where the config's chunk is already the model's).
         if (o_.act != DType::kBF16 || c_.n_group != 1) return Status::ok();
         DUALITY_ASSIGN_OR_RETURN(DeviceBuffer z, alloc(T * E, o_.act, -1, 1));
         DUALITY_ASSIGN_OR_RETURN(DeviceBuffer gate_w, alloc(E, DType::kF32, 0.5f, 1.5f));
@@ -389,8 +391,9 @@ class Bench {
         rd.dt_bias = dt_bias_.as<float>();
         rd.dt_min = c_.dt_min;
         rd.dt_max = c_.dt_max;
-        DUALITY_RETURN_IF_ERROR(time_fused("ssd_fused/q" + std::to_string(q) + "+gate", qa, &gate,
-                                           &rd, Td * (static_cast<double>(E) * a_ + H * 4.0)));
+        DUALITY_RETURN_IF_ERROR(time_fused(
+            "ssd_fused/q" + std::to_string(q) + "+gate", qa, &gate, &rd,
+            Td * (static_cast<double>(E) * a_ + H * 4.0 + static_cast<double>(H) * (a_ - 4.0))));
         return Status::ok();
     }
 

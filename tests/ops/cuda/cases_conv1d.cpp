@@ -5,9 +5,10 @@
 //
 // Shapes: single sequences of L in {1, 2, 3, 4, 7, 255, 1000, 4096, 8192, 16384} (L < W-1 builds
 // the new state from the old one), varlen packs (5 and 37 sequences of 1..300 tokens, one with
-// empty sequences), decode batches (n_seq 1, 8, 64, 256 of one token), channels 1792 (130m), 5376
-// (2.7b) and 10240 (Codestral), width 4 (and 2, 3); x rows come from a wider buffer (zxbcdt) as in
-// the model; a channel count and stride that are not multiples of 4 take the scalar path. Cases
+// empty sequences, and 4 long ones: 16403 tokens), decode batches (n_seq 1, 8, 64, 256 of one
+// token), channels 1792 (130m), 5376 (2.7b) and 10240 (Codestral), width 4 (and 2, 3); x rows come
+// from a wider buffer (zxbcdt) as in the model; a channel count and stride that are not multiples
+// of 4 take the scalar path. Cases
 // `_from<c>` run the op in two parts (outputs of channels c.., then the state update alone).
 //
 // Tolerance: the new state is a copy of raw (already rounded) inputs, exact on both sides; out
@@ -121,8 +122,9 @@ DUALITY_OP_CASES(conv1d) {
     shapes.push_back({"single_L8192", 1792, 4, {8192}, 2});
     shapes.push_back({"single_L4096", 5376, 4, {4096}, 2});
     shapes.push_back({"single_L1000", 10240, 4, {1000}, 3});
-    // Tiles of 32 tokens (4 groups of rows a thread at V = 8; the shorter cases above take 8-token
-    // tiles), one with sequence starts inside tiles.
+    // Tiles of 32 tokens at V = 8 (16-bit activations: 4 groups of rows a thread; the shorter cases
+    // above take 8-token tiles there; f32, V = 4, takes 64-token tiles), one with sequence starts
+    // inside tiles.
     shapes.push_back({"single_L16384", 5376, 4, {16384}, 2});
     shapes.push_back({"varlen4_long", 5376, 4, {5000, 3, 9000, 2400}, 6});
     shapes.push_back({"single_L2", 10240, 4, {2}, 3});

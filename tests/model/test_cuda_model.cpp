@@ -482,13 +482,25 @@ TEST(CudaModel, Bf16PrefillFoldsKeepTheBits) {
     EXPECT_EQ(b, n) << "a single sequence";
 }
 
+// Trimmed against untrimmed logits (the trim tests below): f32 within 1e-4 of the largest logit,
+// bf16 within the policy's rel-L2 3e-2 (docs/numerics.md; out_proj's rows then come from another
+// GEMM shape).
+void expect_trim_agrees(DType dtype, const std::vector<float>& t, const std::vector<float>& w,
+                        const std::string& what) {
+    ASSERT_FALSE(w.empty()) << what;
+    ASSERT_EQ(t.size(), w.size()) << what;
+    if (dtype == DType::kF32) {
+        EXPECT_LE(max_err(t, w), 1e-4 * max_abs(w)) << what;
+    } else {
+        EXPECT_LE(rel_l2(t, w), 3e-2) << what;
+    }
+}
+
 // Prefill and mixed passes run the last layer's out_proj on the rows whose logits are wanted
 // only (DUALITY_TRIM_LAST, on by default): the logits must be those of the whole product, and the
-// states it leaves must continue the same way. f32 (max error 1e-4 of the largest logit) and bf16
-// (rel-L2 3e-2, docs/numerics.md; out_proj's rows then come from another GEMM shape) models of
-// the bundled one, trimmed and not, GEMM tuning off: a packed prefill of 8 sequences (9-79
-// tokens), then a mixed pass (4 prompts continued by 20 tokens, 4 by one token), then a decode
-// step.
+// states it leaves must continue the same way. f32 and bf16 models of the bundled one, trimmed
+// and not, GEMM tuning off: a packed prefill of 8 sequences (9-79 tokens), then a mixed pass (4
+// prompts continued by 20 tokens, 4 by one token), then a decode step.
 TEST(CudaModel, TrimmedLastLayerMatchesEveryRow) {
     REQUIRE_GPU();
     constexpr int kSeqs = 8;
@@ -503,33 +515,18 @@ TEST(CudaModel, TrimmedLastLayerMatchesEveryRow) {
         EXPECT_FALSE((*whole)->device_info().trim_last);
         EXPECT_TRUE((*trimmed)->device_info().trim_last);
         const int64_t V = (*whole)->config().vocab_size;
-        const auto first = prompts(kSeqs, 9, 10, 131, 17, V),
-                   more = prompts(kSeqs, 20, 0, 7, 29, V);
-        std::vector<std::vector<int32_t>> mixed_rows = more;
-        for (int s = 0; s < kSeqs; s += 2) mixed_rows[static_cast<size_t>(s)].resize(1);
-        const std::vector<std::vector<int32_t>>& mixed = mixed_rows;
-        const char* name = dtype == DType::kF32 ? "f32" : "bf16";
-        std::vector<float> w, t;
-        for (const auto* pieces : {&first, &mixed}) {
+        const auto first = prompts(kSeqs, 9, 10, 131, 17, V);
+        auto mixed = prompts(kSeqs, 20, 0, 7, 29, V);
+        for (int s = 0; s < kSeqs; s += 2) mixed[static_cast<size_t>(s)].resize(1);
+        const std::string name = dtype == DType::kF32 ? "f32" : "bf16";
+        std::vector<float> w;
+        for (const auto& [pieces, what] : {std::pair{&first, "prefill"}, {&mixed, "mixed"}}) {
             w = step_logits(**whole, kSeqs, *pieces);
-            t = step_logits(**trimmed, kSeqs, *pieces);
-            ASSERT_FALSE(w.empty());
-            ASSERT_EQ(t.size(), w.size());
-            if (dtype == DType::kF32) {
-                EXPECT_LE(max_err(t, w), 1e-4 * max_abs(w)) << name;
-            } else {
-                EXPECT_LE(rel_l2(t, w), 3e-2) << name;
-            }
+            expect_trim_agrees(dtype, step_logits(**trimmed, kSeqs, *pieces), w, name + " " + what);
         }
-        const std::vector<std::vector<int32_t>> next = greedy_pieces(w, kSeqs, kSeqs, V);
+        const auto next = greedy_pieces(w, kSeqs, kSeqs, V);
         w = step_logits(**whole, kSeqs, next);
-        t = step_logits(**trimmed, kSeqs, next);
-        ASSERT_EQ(t.size(), w.size());
-        if (dtype == DType::kF32) {
-            EXPECT_LE(max_err(t, w), 1e-4 * max_abs(w)) << name << " decode";
-        } else {
-            EXPECT_LE(rel_l2(t, w), 3e-2) << name << " decode";
-        }
+        expect_trim_agrees(dtype, step_logits(**trimmed, kSeqs, next), w, name + " decode");
     }
 }
 
@@ -554,21 +551,17 @@ TEST(CudaModel, TrimmedLastLayerMatchesEveryRowInShortPasses) {
     SequenceState sw = (*whole)->new_state(), st = (*trimmed)->new_state();
     auto lw = (*whole)->forward(prompt, sw, LogitsMode::kLast);
     auto lt = (*trimmed)->forward(prompt, st, LogitsMode::kLast);
-    ASSERT_TRUE(lw.is_ok() && lt.is_ok()) << lw.status().message();
-    ASSERT_EQ(lt->size(), lw->size());
-    EXPECT_LE(max_err(*lt, *lw), 1e-4 * max_abs(*lw)) << "forward in 64-token passes";
+    ASSERT_TRUE(lw.is_ok()) << lw.status().message();
+    ASSERT_TRUE(lt.is_ok()) << lt.status().message();
+    expect_trim_agrees(DType::kF32, *lt, *lw, "forward in 64-token passes");
 
     const auto pieces = prompts(kSeqs, 40, 10, 5, 23, V);
     std::vector<float> w = step_logits(**whole, kSeqs, pieces);
-    std::vector<float> t = step_logits(**trimmed, kSeqs, pieces);
-    ASSERT_FALSE(w.empty());
-    ASSERT_EQ(t.size(), w.size());
-    EXPECT_LE(max_err(t, w), 1e-4 * max_abs(w)) << "a step of 220 tokens in 64-token passes";
-    const std::vector<std::vector<int32_t>> next = greedy_pieces(w, kSeqs, kSeqs, V);
+    expect_trim_agrees(DType::kF32, step_logits(**trimmed, kSeqs, pieces), w,
+                       "a step of 220 tokens in 64-token passes");
+    const auto next = greedy_pieces(w, kSeqs, kSeqs, V);
     w = step_logits(**whole, kSeqs, next);
-    t = step_logits(**trimmed, kSeqs, next);
-    ASSERT_EQ(t.size(), w.size());
-    EXPECT_LE(max_err(t, w), 1e-4 * max_abs(w)) << "decode after it";
+    expect_trim_agrees(DType::kF32, step_logits(**trimmed, kSeqs, next), w, "decode after it");
 }
 
 // With DUALITY_OUT_PROJ_SPLIT=2, decode passes whose out_proj goes to cuBLASLt (17+

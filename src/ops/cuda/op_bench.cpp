@@ -293,6 +293,16 @@ class Bench {
         a.y = y.data();
         return a;
     }
+    // Δ from raw dt columns (rows `stride` apart) with the config's bias and clamps.
+    cuda::RawDt raw_dt(const void* dt_raw, int64_t stride) const {
+        cuda::RawDt d;
+        d.dt_raw = dt_raw;
+        d.raw_stride = stride;
+        d.dt_bias = dt_bias_.as<float>();
+        d.dt_min = c_.dt_min;
+        d.dt_max = c_.dt_max;
+        return d;
+    }
     double state_rw_bytes(int64_t n_seq) const {
         return 2.0 * static_cast<double>(n_seq) *
                static_cast<double>(c_.n_head * c_.head_dim * c_.d_state) *
@@ -385,12 +395,7 @@ class Bench {
         DUALITY_ASSIGN_OR_RETURN(DeviceBuffer dt_raw, alloc(T * H, o_.act, -4.0f, 0.0f));
         const cuda::SsdGate gate{z.data(), E, gate_w.as<float>(), ssq.as<float>()};
         if (!cuda::ssd_gate_supported(qa, gate)) return Status::ok();
-        cuda::RawDt rd;
-        rd.dt_raw = dt_raw.data();
-        rd.raw_stride = H;
-        rd.dt_bias = dt_bias_.as<float>();
-        rd.dt_min = c_.dt_min;
-        rd.dt_max = c_.dt_max;
+        const cuda::RawDt rd = raw_dt(dt_raw.data(), H);
         DUALITY_RETURN_IF_ERROR(time_fused(
             "ssd_fused/q" + std::to_string(q) + "+gate", qa, &gate, &rd,
             Td * (static_cast<double>(E) * a_ + H * 4.0 + static_cast<double>(H) * (a_ - 4.0))));
@@ -427,12 +432,7 @@ class Bench {
         DUALITY_ASSIGN_OR_RETURN(DeviceBuffer y, zeros(B * E, o_.act));
         const cuda::SsdArgs sa[2] = {ssd_args(batch, xbc, state0, y),
                                      ssd_args(batch, xbc, state1, y)};
-        cuda::RawDt dd;
-        dd.dt_raw = offset(zxbcdt, 2 * E + 2 * GN, o_.act);
-        dd.raw_stride = n_in;
-        dd.dt_bias = dt_bias_.as<float>();
-        dd.dt_min = c_.dt_min;
-        dd.dt_max = c_.dt_max;
+        const cuda::RawDt dd = raw_dt(offset(zxbcdt, 2 * E + 2 * GN, o_.act), n_in);
         const auto Bd = static_cast<double>(B);
         const double bytes =
             state_rw_bytes(B) + Bd *

@@ -65,9 +65,9 @@
 //      exponential per element. With an SsdGate (ops.h) the store is the gated norm's first half
 //      instead: y·silu(z)·w and the row's sum of squares per head (a quad shuffle). z is prefetched
 //      into L2 when the block starts and copied (cp.async) into the strip's C rows, dead once the
-//      warp holds them as fragments, while the intra loop runs: loaded from global memory in the
-//      epilogue, z cost 25% of the kernel's time (its loads waited behind the y stores they might
-//      alias).
+//      warp holds them as fragments, while C·prevᵀ (z_early, DUALITY_SSD_Z_EARLY=0: not) and the
+//      intra loop run: loaded from global memory in the epilogue, z cost 25% of the kernel's time
+//      (its loads waited behind the y stores they might alias).
 //   The last block to start resets the ticket counter and advances the epoch (every block reads
 //   the epoch before taking its ticket), so the sync buffer (ssd_fused_sync_bytes, zeroed once)
 //   needs no clearing between launches.
@@ -176,6 +176,9 @@ struct FusedParams {
     bool defer_c = false;
     // y through the strip's C rows, stored as 16-byte row pieces (y 16-byte aligned).
     bool y_stage = false;
+    // SsdGate: each warp copies its strip's z rows as soon as it holds the strip's C fragments,
+    // before C·prevᵀ, not after it: the copy then has C·prevᵀ and the intra loop to land in.
+    bool z_early = false;
 };
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
@@ -908,6 +911,25 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             for (int kk = 0; kk < kN / 16; ++kk)
                 ldsm_x4(cf[kk], Cs + (i0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC + 16 * kk +
                                     8 * (lane >> 4));
+            // kGate: the strip's C rows are dead once its fragments are in cf (no other warp reads
+            // them): the strip's z rows go there, copied while C·prevᵀ (with z_early) and the intra
+            // loop run. The warp barrier orders every lane's ldmatrix of those rows before the
+            // copies that overwrite them.
+            [[maybe_unused]] const auto copy_z = [&] {
+                __syncwarp();
+                const T* zg = static_cast<const T*>(p.gate_z) + (start + i0) * p.z_stride + h * kP;
+                constexpr int kZV = kP / 8;  // 16-byte vectors per row
+                for (int v = lane; v < 16 * kZV; v += 32) {
+                    const int r = v / kZV, cv = (v % kZV) * 8;
+                    const bool ok = i0 + r < len;
+                    cp_async16(Cs + (i0 + r) * kLdC + cv, ok ? zg + r * p.z_stride + cv : zg,
+                               ok ? 16 : 0);
+                }
+                cp_async_commit();
+            };
+            if constexpr (kGate) {
+                if (p.z_early) copy_z();
+            }
             float acc[kP / 8][4];
 #pragma unroll
             for (int t = 0; t < kP / 8; ++t)
@@ -928,19 +950,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     M::mma(acc[2 * pt + 1], cf[kk], b[pt][2], b[pt][3]);
                 }
             }
-            // kGate: the strip's C rows are dead now (its fragments are in cf, and no other warp
-            // reads them): the strip's z rows go there, copied while the intra loop runs.
             if constexpr (kGate) {
-                __syncwarp();  // every lane's ldmatrix of those rows has completed
-                const T* zg = static_cast<const T*>(p.gate_z) + (start + i0) * p.z_stride + h * kP;
-                constexpr int kZV = kP / 8;  // 16-byte vectors per row
-                for (int v = lane; v < 16 * kZV; v += 32) {
-                    const int r = v / kZV, cv = (v % kZV) * 8;
-                    const bool ok = i0 + r < len;
-                    cp_async16(Cs + (i0 + r) * kLdC + cv, ok ? zg + r * p.z_stride + cv : zg,
-                               ok ? 16 : 0);
-                }
-                cp_async_commit();
+                if (!p.z_early) copy_z();
             }
             const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
             {
@@ -1059,6 +1070,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             [[maybe_unused]] float ss[2] = {0.0f, 0.0f};
 #pragma unroll
             for (int t = 0; t < kP / 8; ++t) {
+                [[maybe_unused]] float2 w2;  // kGate: the norm weights of the lane's two columns
+                if constexpr (kGate)
+                    w2 = *reinterpret_cast<const float2*>(p.gate_w + hd * kP + 8 * t + 2 * qd);
 #pragma unroll
                 for (int half = 0; half < 2; ++half) {
                     const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
@@ -1070,11 +1084,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     if constexpr (kGate) {
                         const float2 z2 =
                             M::unpack(*reinterpret_cast<const uint32_t*>(Cs + i * kLdC + col));
-                        const float2 w2 =
-                            *reinterpret_cast<const float2*>(p.gate_w + hd * kP + col);
                         v0 *= silu<T>(z2.x);
                         v1 *= silu<T>(z2.y);
-                        ss[half] += v0 * v0 + v1 * v1;
+                        ss[half] = fmaf(v1, v1, fmaf(v0, v0, ss[half]));
                         v0 *= w2.x;
                         v1 *= w2.y;
                     }
@@ -1203,6 +1215,13 @@ bool defer_c_enabled() {
 
 bool y_stage_enabled() {
     static const bool on = !env_is("DUALITY_SSD_Y_STAGE", "0");
+    return on;
+}
+
+// FusedParams::z_early (the gate's z copy before C·prevᵀ): on by default, DUALITY_SSD_Z_EARLY=0
+// turns it off.
+bool z_early_enabled() {
+    static const bool on = !env_is("DUALITY_SSD_Z_EARLY", "0");
     return on;
 }
 
@@ -1462,6 +1481,7 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
     }
     fp.y_stage = y_stage_enabled() && aligned16(a.y);
     fp.defer_c = defer_c_enabled();
+    fp.z_early = z_early_enabled();
     fp.chunk_start = b.chunk_start;
     fp.chunk_len = b.chunk_len;
     fp.chunk_seq = b.chunk_seq;

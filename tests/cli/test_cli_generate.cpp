@@ -55,6 +55,25 @@ TEST(CliGenerate, TextOutputStreamsThePromptAndContinuation) {
     EXPECT_EQ(r.out, sample.at("text").get<std::string>() + "\n");
 }
 
+TEST(CliGenerate, PromptIsAlsoTheFirstArgumentOrDashP) {
+    const std::string base = "generate --greedy --ids -n 12 ";
+    auto long_flag = test::run_duality(base + "--prompt 'It was a dark night'");
+    auto short_flag = test::run_duality(base + "-p 'It was a dark night'");
+    auto positional = test::run_duality(base + "'It was a dark night'");
+    auto other = test::run_duality(base + "'Once upon a time'");
+    ASSERT_EQ(long_flag.exit_code, 0) << long_flag.out;
+    ASSERT_EQ(short_flag.exit_code, 0) << short_flag.out;
+    ASSERT_EQ(positional.exit_code, 0) << positional.out;
+    EXPECT_EQ(parse_ids(first_line(long_flag.out)).size(), 12u);
+    EXPECT_EQ(first_line(short_flag.out), first_line(long_flag.out));
+    EXPECT_EQ(first_line(positional.out), first_line(long_flag.out));
+    EXPECT_NE(first_line(other.out), first_line(long_flag.out));
+    // A positional prompt and --prompt-ids together are refused like --prompt and --prompt-ids.
+    auto both = test::run_duality("generate 'It was' --prompt-ids 1,2");
+    EXPECT_NE(both.exit_code, 0);
+    EXPECT_NE(both.out.find("excludes"), std::string::npos) << both.out;
+}
+
 TEST(CliGenerate, SeedMakesSamplingReproducible) {
     const std::string base =
         "generate --ids -n 24 --temperature 1.0 --top-p 0.9 --prompt 'It was' ";

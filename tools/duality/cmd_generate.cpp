@@ -36,7 +36,8 @@ Action add_generate_command(CLI::App& app) {
     opt->sampling.min_p = 0.05f;
     CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt (streams it)");
     cmd->add_option("--model", opt->model, "Model folder (default: the bundled model)");
-    auto* prompt_opt = cmd->add_option("--prompt", opt->prompt, "Prompt text");
+    auto* prompt_opt =
+        cmd->add_option("prompt,-p,--prompt", opt->prompt, "Prompt text (also the first argument)");
     auto* prompt_ids_opt =
         cmd->add_option("--prompt-ids", opt->prompt_ids, "Prompt as token ids, e.g. 1,2,3");
     prompt_opt->excludes(prompt_ids_opt);
@@ -73,7 +74,9 @@ Action add_generate_command(CLI::App& app) {
 
     return [opt]() {
         if (opt->prompt.empty() && opt->prompt_ids.empty()) {
-            std::fprintf(stderr, "duality generate: give --prompt TEXT or --prompt-ids 1,2,3\n");
+            std::fprintf(stderr,
+                         "duality generate: give a prompt (TEXT, -p TEXT or --prompt TEXT) or "
+                         "--prompt-ids 1,2,3\n");
             return 2;
         }
         if (opt->ids && !opt->stop.empty()) {

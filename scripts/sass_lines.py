@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Static SASS of a kernel per CUDA source line: instruction counts and their opcodes.
+
+Needs no GPU: compiles one .cu file to an sm_90a cubin (nvcc -cubin -lineinfo, this project's
+flags) and disassembles it with nvdisasm (part of the CUDA toolkit; where a toolkit lacks it,
+`pip download nvidia-cuda-nvdisasm` holds one). For one kernel it prints, per source line of the
+chosen file, the instructions compiled from it (every inlined copy counted, once per line of
+SASS, not per execution); with --against it prints both kernels' counts side by side, for example
+the fused SSD with and without its gate epilogue:
+
+    scripts/sass_lines.py src/ops/cuda/ssd_fused.cu \\
+        --kernel 'ssd_fused_kernel<__nv_bfloat16, 64, 128, 2, true, false>' \\
+        --against 'ssd_fused_kernel<__nv_bfloat16, 64, 128, 2, false, false>' --lines 1060-1130
+
+Kernels are matched on their demangled names (a substring). Lines from other files (headers, the
+toolkit's intrinsics) are summed per file and line at the end, largest first. The counts say what
+an edit changed in the code the compiler emits (for example a SiLU's five instructions against
+eight), not how long it runs: that takes a profile (scripts/gpu-ssd-fused.sh source).
+"""
+import argparse
+import collections
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+
+def run(cmd, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd[:3])} ...: exit {r.returncode}\n{r.stderr[-4000:]}")
+    return r.stdout
+
+
+def functions(sass):
+    """{mangled name: [lines]} of a nvdisasm listing."""
+    out, cur = {}, None
+    for ln in sass.split("\n"):
+        m = re.match(r"\s*\.text\.(\S+):", ln)
+        if m:
+            cur = m.group(1)
+            out[cur] = []
+        elif cur:
+            out[cur].append(ln)
+    return out
+
+
+def count(lines):
+    """{(file, line): Counter(opcode)} over a function's SASS."""
+    per = collections.defaultdict(collections.Counter)
+    where = ("?", 0)
+    for ln in lines:
+        m = re.search(r'//## File "([^"]*)", line (\d+)', ln)
+        if m:
+            where = (os.path.basename(m.group(1)), int(m.group(2)))
+            continue
+        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", ln)
+        if m:
+            per[where][m.group(1)] += 1
+    return per
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("source", help="the .cu file (compiled here) or a .cubin")
+    ap.add_argument("--kernel", required=True, help="substring of the demangled kernel name")
+    ap.add_argument("--against", help="a second kernel, printed beside the first")
+    ap.add_argument("--lines", help="LO-HI: only these lines of the source file")
+    ap.add_argument("--arch", default="sm_90a")
+    ap.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
+    ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm") or "/usr/local/cuda/bin/nvdisasm")
+    args = ap.parse_args()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = args.source
+        if not cubin.endswith(".cubin"):
+            cubin = os.path.join(tmp, "k.cubin")
+            arch = args.arch.replace("sm_", "")
+            run([args.nvcc, "-I", os.path.join(root, "include"), "-I", os.path.join(root, "src"),
+                 "-lineinfo", "--expt-relaxed-constexpr", "-O3", "-DNDEBUG", "-std=c++20",
+                 "-cubin", f"-gencode=arch=compute_{arch},code=sm_{arch}", args.source, "-o", cubin])
+        funcs = functions(run([args.nvdisasm, "-c", "-g", cubin]))
+    names = run(["c++filt"], input="\n".join(funcs)).split("\n")
+    demangled = dict(zip(funcs, names))
+
+    def find(sub):
+        hits = [f for f in funcs if sub.replace(" ", "") in demangled[f].replace(" ", "")]
+        if len(hits) != 1:
+            some = "\n  ".join(sorted(demangled[f] for f in funcs)[:40])
+            sys.exit(f"{len(hits)} kernels match {sub!r}; kernels:\n  {some}")
+        return count(funcs[hits[0]])
+
+    a = find(args.kernel)
+    b = find(args.against) if args.against else None
+    base = os.path.basename(args.source) if not args.source.endswith(".cubin") else None
+    lo, hi = (int(x) for x in args.lines.split("-")) if args.lines else (0, 1 << 30)
+    total = lambda per: sum(sum(c.values()) for c in per.values())
+    print(f"{args.kernel}: {total(a)} instructions" + (f"; {args.against}: {total(b)}" if b else ""))
+    src = open(args.source).read().split("\n") if base else []
+    keys = set(a) | set(b or {})
+    mine = sorted(k for k in keys if k[0] == base and lo <= k[1] <= hi)
+    for k in mine:
+        n = sum(a[k].values()) if k in a else 0
+        ops = " ".join(f"{o}:{c}" for o, c in a[k].most_common(6)) if k in a else ""
+        side = f"{sum(b[k].values()) if k in b else 0:6} " if b else ""
+        text = src[k[1] - 1].strip()[:60] if k[1] - 1 < len(src) else ""
+        print(f"{k[1]:6} {n:6} {side} {ops:48} | {text}")
+    other = sorted((k for k in keys if k[0] != base), key=lambda k: -sum(a[k].values()) if k in a else 0)
+    print("other files (header, line: instructions" + (", against" if b else "") + ", opcodes):")
+    for k in other[:20]:
+        n = sum(a[k].values()) if k in a else 0
+        side = f" {sum(b[k].values()) if k in b else 0}" if b else ""
+        print(f"  {k[0]}:{k[1]}: {n}{side}  {' '.join(f'{o}:{c}' for o, c in a[k].most_common(5))}")
+
+
+if __name__ == "__main__":
+    main()

@@ -2,7 +2,7 @@
 # One device call for the fused SSD work (issue 5): builds duality_tests and duality only, runs
 # the SSD op-test cases (five-step, scan, fused), the SSD timing test (five-step vs fused),
 # `duality bench --ops` and the whole-model prefill of the 2.7b shape with both SSD paths.
-#   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|all]     logs under $OUT (or ./gpu-out)
+#   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|gate-ab|all]   logs under $OUT (or ./gpu-out)
 # source (not part of all): Nsight Compute's source counters (per SASS instruction: shared-memory
 # wavefronts and their excess, i.e. bank conflicts; global sectors; warp stalls) of one fused SSD
 # launch at chunk 256, b1 x 32k, 2.7b head shape: fused-sass.csv (one row per SASS instruction;
@@ -12,6 +12,9 @@
 # each kernel's speed of light and instruction counts, then scripts/ncu_source_lines.py on the two
 # source pages: the CUDA lines whose warp-stall samples the gate epilogue adds (47 µs a layer,
 # docs/ssd-fused-notes.md, next steps).
+# gate-ab (not part of all): the gate epilogue's switches (GPU_SSD_AB, default DUALITY_SSD_Z_EARLY=0
+# and =1): the gated op cases and CUDA model tests under each, then three rounds of `bench --ops`
+# and the whole 2.7b prefill at b1 x 8k with the settings alternating.
 # GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
 # op tests and the timing test once under each setting (A/B of switches, for example
 # GPU_SSD_AB='DUALITY_SSD_DEFER_C=0 DUALITY_SSD_DEFER_C=1').
@@ -74,6 +77,37 @@ if [[ "$what" == all || "$what" == timing ]]; then
       --random-weights --config mamba2-2.7b --prefill-lens 8192 --prefill-batches 1 --no-decode \
       --max-tokens 8192 >"$OUT/bench-model-fused-$i.txt" 2>&1
     echo "-- fused, $setting"; grep -A3 -E "^prefill" "$OUT/bench-model-fused-$i.txt"
+  done
+fi
+if [[ "$what" == gate-ab ]]; then
+  # The gate epilogue's A/B (GPU_SSD_AB, default z_early off and on): the gated op cases and the
+  # CUDA model tests under each setting, then three rounds, the settings alternating within each,
+  # of `bench --ops` (its fused SSD rows, 2.7b at 8k) and the whole 2.7b prefill at b1 x 8k.
+  [[ -n "${GPU_SSD_AB:-}" ]] || settings="DUALITY_SSD_Z_EARLY=0 DUALITY_SSD_Z_EARLY=1"
+  i=0
+  for setting in $settings; do
+    i=$((i + 1))
+    step "gated op cases and CUDA model tests under $setting"
+    # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+    env ${setting//,/ } timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*gate*:CudaModel*' \
+      --gtest_brief=1 >"$OUT/gate-tests-$i.log" 2>&1
+    echo "rc $?"; grep -E "FAILED|PASSED|Failure" "$OUT/gate-tests-$i.log" | cut -c1-300 | head -20
+  done
+  for round in 1 2 3; do
+    i=0
+    for setting in $settings; do
+      i=$((i + 1))
+      step "round $round, $setting"
+      # shellcheck disable=SC2086
+      env ${setting//,/ } timeout 100 build-gpu/duality bench --random-weights --config mamba2-2.7b \
+        --ops --prefill-lens 8192 --decode-batches 1 >"$OUT/gate-ops-$round-$i.txt" 2>&1
+      grep -E "ssd_fused" "$OUT/gate-ops-$round-$i.txt" | cut -c1-200
+      # shellcheck disable=SC2086
+      env ${setting//,/ } timeout 120 build-gpu/duality bench --random-weights \
+        --config mamba2-2.7b --prefill-lens 8192 --prefill-batches 1 --no-decode \
+        --max-tokens 8192 >"$OUT/gate-model-$round-$i.txt" 2>&1
+      grep -A3 -E "^prefill" "$OUT/gate-model-$round-$i.txt" | grep -E "8192" | cut -c1-200
+    done
   done
 fi
 if [[ "$what" == source ]]; then

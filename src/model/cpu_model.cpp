@@ -153,7 +153,7 @@ class CpuModel final : public Model {
                               static_cast<float>(c.norm_eps), u.data(), T, D, layer == 0,
                               n_threads_);
             cpu::gemm(u.data(), D, w.in_proj.data(), bias(w.in_proj_bias), zxbcdt.data(), T, n_in,
-                      D);
+                      D, n_threads_);
             cpu::dt_softplus(zxbcdt.data() + E + conv_dim, n_in, w.dt_bias.data(), c.dt_min,
                              c.dt_max, dt.data(), T, H);
             for (size_t i = 0; i < segs.size(); ++i) {
@@ -197,7 +197,8 @@ class CpuModel final : public Model {
             cpu::gated_rms_norm(y.data(), zxbcdt.data(), n_in, w.gate_norm.data(),
                                 static_cast<float>(c.norm_eps), gated.data(), T, E, E / c.n_group,
                                 n_threads_);
-            cpu::gemm(gated.data(), E, w.out_proj.data(), bias(w.out_proj_bias), h.data(), T, D, E);
+            cpu::gemm(gated.data(), E, w.out_proj.data(), bias(w.out_proj_bias), h.data(), T, D, E,
+                      n_threads_);
         }
         for (size_t i = 0; i < segs.size(); ++i)
             states[i]->n_tokens += static_cast<int64_t>(segs[i].tokens.size());
@@ -220,7 +221,8 @@ class CpuModel final : public Model {
         cpu::rms_norm(last.data(), weights_.norm_f.data(), static_cast<float>(c.norm_eps), u.data(),
                       rows, D, n_threads_);
         std::vector<float> full(rows * c.vocab_padded);  // {rows, vocab_padded}
-        cpu::gemm(u.data(), D, weights_.head(), nullptr, full.data(), rows, c.vocab_padded, D);
+        cpu::gemm(u.data(), D, weights_.head(), nullptr, full.data(), rows, c.vocab_padded, D,
+                  n_threads_);
         if (c.vocab_padded == c.vocab_size) return full;
         std::vector<float> logits(rows * c.vocab_size);  // {rows, vocab_size}: padding dropped
         for (int64_t r = 0; r < rows; ++r)

@@ -1,22 +1,23 @@
-// GEMM on the CPU through CBLAS (OpenBLAS): y = a · wᵀ (+ bias), f32. Torch stores linear
-// weights as {out, in}, so the weight is the transposed operand.
+// GEMM on the CPU: y = a · wᵀ (+ bias), f32. Torch stores linear weights as {out, in}, so the
+// weight is the transposed operand. Up to kGemmSmallM rows (decode steps) our gemm_small_m, which
+// streams w once and sums each element in an order that does not depend on the batch; above, CBLAS
+// (OpenBLAS) sgemm.
 #include <cblas.h>
 
+#include "ops/cpu/gemm_small_m.h"
 #include "ops/cpu/ops.h"
 
 namespace duality::cpu {
 
 void gemm(const float* a, int64_t lda, const float* w, const float* bias, float* y, int64_t m,
-          int64_t n, int64_t k) {
+          int64_t n, int64_t k, int n_threads) {
     if (m == 0 || n == 0) return;
-    if (m == 1) {  // decode: a matrix-vector product
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f,
-                    w, static_cast<int>(k), a, 1, 0.0f, y, 1);
+    if (m <= kGemmSmallM) {
+        gemm_small_m(a, lda, w, y, m, n, k, n_threads);
     } else {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m),
                     static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), w,
-                    static_cast<int>(k), 0.0f,
-                    y, static_cast<int>(n));
+                    static_cast<int>(k), 0.0f, y, static_cast<int>(n));
     }
     if (bias) {
         for (int64_t r = 0; r < m; ++r)

@@ -9,8 +9,9 @@
 namespace duality::cpu {
 
 // y = a · wᵀ (+ bias): a {m, k} (rows lda apart), w {n, k}, bias {n} or nullptr, y {m, n}.
+// n_threads <= 0: OpenMP's default (sgemm, for more than kGemmSmallM rows, always uses OpenBLAS's).
 void gemm(const float* a, int64_t lda, const float* w, const float* bias, float* y, int64_t m,
-          int64_t n, int64_t k);
+          int64_t n, int64_t k, int n_threads = 0);
 
 // out {rows, dim} = table[ids[r]] for each r; table {n_rows, dim}.
 void embedding(const int32_t* ids, int64_t rows, const float* table, int64_t dim, float* out);

@@ -1,5 +1,5 @@
-// cpu::gemm: the few-row path (gemm_small_m) against a double-precision product, its independence
-// from the batch and the thread count, and the sgemm path beyond kGemmSmallM rows.
+// cpu::gemm against a double-precision product on each of its paths (sgemv, gemm_small_m, sgemm),
+// and gemm_small_m's results independent of the batch and the thread count.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -35,13 +35,14 @@ std::vector<double> reference(const std::vector<float>& a, int64_t lda, const st
     return y;
 }
 
-// |y − ref| within f32 summation error: k · 2^−24 · Σ|a·w| bounds it; 4x that for slack.
+// |y − ref| within f32 summation error: (k + 1) · 2^−24 · (|bias| + Σ|a·w|) bounds it; 4x that
+// for slack.
 void expect_close(const std::vector<float>& y, const std::vector<double>& ref,
-                  const std::vector<float>& a, int64_t lda, const std::vector<float>& w, int64_t m,
-                  int64_t n, int64_t k, const std::string& what) {
+                  const std::vector<float>& a, int64_t lda, const std::vector<float>& w,
+                  const float* bias, int64_t m, int64_t n, int64_t k, const std::string& what) {
     for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) {
-            double mag = 0.0;
+            double mag = bias ? std::fabs(bias[j]) : 0.0;
             for (int64_t kk = 0; kk < k; ++kk) mag += std::fabs(a[i * lda + kk] * w[j * k + kk]);
             const double tol =
                 4.0 * static_cast<double>(k + 1) * std::ldexp(1.0, -24) * mag + 1e-30;
@@ -51,7 +52,8 @@ void expect_close(const std::vector<float>& y, const std::vector<double>& ref,
 
 TEST(CpuGemm, FewRowsMatchADoubleProduct) {
     // k with and without a tail past a multiple of 8, n with and without a partial panel, rows
-    // lda apart with lda > k, and every m of the few-row path plus two past it (sgemm).
+    // lda apart with lda > k, and every m of cpu::gemm's paths: 1 (sgemv), 2-8 (gemm_small_m), 9
+    // and 10 (sgemm).
     for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{
              {1, 1}, {5, 7}, {37, 64}, {130, 259}, {257, 16}, {3, 1000}}) {
         for (int64_t m = 1; m <= cpu::kGemmSmallM + 2; ++m) {
@@ -64,7 +66,7 @@ TEST(CpuGemm, FewRowsMatchADoubleProduct) {
                 cpu::gemm(a.data(), lda, w.data(), b, y.data(), m, n, k);
                 const std::string what = "m " + std::to_string(m) + " n " + std::to_string(n) +
                                          " k " + std::to_string(k) + (b ? " bias" : "");
-                expect_close(y, reference(a, lda, w, b, m, n, k), a, lda, w, m, n, k, what);
+                expect_close(y, reference(a, lda, w, b, m, n, k), a, lda, w, b, m, n, k, what);
             }
         }
     }

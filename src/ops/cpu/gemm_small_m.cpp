@@ -25,14 +25,14 @@ namespace {
 using Vec = float __attribute__((vector_size(32)));  // 8 floats
 constexpr int kV = 8;
 
-inline Vec load(const float* p) {
-    Vec v;
+// (Vectors go by reference: by value they would change the ABI in builds without AVX, a
+// -Wpsabi warning.)
+inline void load(Vec& v, const float* p) {
     std::memcpy(&v, p, sizeof(v));
-    return v;
 }
 
 // Σ of the 8 lanes in a fixed order, then the k % 8 tail (x and w from k8 on).
-inline float finish(Vec acc, const float* x, const float* w, int64_t k8, int64_t k) {
+inline float finish(const Vec& acc, const float* x, const float* w, int64_t k8, int64_t k) {
     float s[kV];
     std::memcpy(s, &acc, sizeof(s));
     for (int width = kV / 2; width >= 1; width /= 2)
@@ -52,9 +52,10 @@ inline void block(const float* a, int64_t lda, const float* w, float* y, int64_t
     Vec acc[MB][RB] = {};
     for (int64_t kk = 0; kk < k8; kk += kV) {
         Vec wv[RB];
-        for (int r = 0; r < RB; ++r) wv[r] = load(wr[r] + kk);
+        for (int r = 0; r < RB; ++r) load(wv[r], wr[r] + kk);
         for (int q = 0; q < MB; ++q) {
-            const Vec x = load(a + (i0 + q) * lda + kk);
+            Vec x;
+            load(x, a + (i0 + q) * lda + kk);
             for (int r = 0; r < RB; ++r) acc[q][r] += x * wv[r];
         }
     }

@@ -156,23 +156,27 @@ class CpuModel final : public Model {
                       D, n_threads_);
             cpu::dt_softplus(zxbcdt.data() + E + conv_dim, n_in, w.dt_bias.data(), c.dt_min,
                              c.dt_max, dt.data(), T, H);
-            for (size_t i = 0; i < segs.size(); ++i) {
-                const int64_t t0 = segs[i].offset, L = static_cast<int64_t>(segs[i].tokens.size());
-                SequenceState& state = *states[i];
+            // conv1d and the SSD run per sequence, from and into its own state. A one-token
+            // sequence (a decode row) is a small serial job: they run as one parallel loop, not
+            // a parallel region each; longer sequences parallelize inside.
+            const auto conv_of = [&](size_t i) {
+                const int64_t t0 = segs[i].offset;
                 Conv1dParams conv;
-                conv.seqlen = L;
+                conv.seqlen = static_cast<int64_t>(segs[i].tokens.size());
                 conv.channels = conv_dim;
                 conv.width = c.d_conv;
                 conv.x = zxbcdt.data() + t0 * n_in + E;
                 conv.x_stride = n_in;
                 conv.weight = w.conv_weight.data();
                 conv.bias = bias(w.conv_bias);
-                conv.state = state.conv_layer(layer);
+                conv.state = states[i]->conv_layer(layer);
                 conv.out = xbc.data() + t0 * conv_dim;
-                cpu::conv1d_causal(conv, n_threads_);
-
+                return conv;
+            };
+            const auto ssd_of = [&](size_t i) {
+                const int64_t t0 = segs[i].offset;
                 SsdParams ssd;
-                ssd.seqlen = L;
+                ssd.seqlen = static_cast<int64_t>(segs[i].tokens.size());
                 ssd.n_head = H;
                 ssd.head_dim = c.head_dim;
                 ssd.d_state = c.d_state;
@@ -186,12 +190,29 @@ class CpuModel final : public Model {
                 ssd.dt = dt.data() + t0 * H;
                 ssd.A = w.A.data();
                 ssd.D = w.D.data();
-                ssd.state = state.ssm_layer(layer);
+                ssd.state = states[i]->ssm_layer(layer);
                 ssd.y = y.data() + t0 * E;
-                if (L == 1) {
-                    cpu::ssd_sequential(ssd, n_threads_);  // the decode step
-                } else {
-                    cpu::ssd_chunked(ssd, n_threads_);
+                return ssd;
+            };
+            std::vector<size_t> singles;  // the one-token sequences
+            for (size_t i = 0; i < segs.size(); ++i) {
+                if (segs[i].tokens.size() == 1) {
+                    singles.push_back(i);
+                    continue;
+                }
+                cpu::conv1d_causal(conv_of(i), n_threads_);
+                cpu::ssd_chunked(ssd_of(i), n_threads_);
+            }
+            const auto n_single = static_cast<int64_t>(singles.size());
+            if (n_single == 1) {  // (the heads in parallel)
+                cpu::conv1d_causal(conv_of(singles[0]), n_threads_);
+                cpu::ssd_sequential(ssd_of(singles[0]), n_threads_);
+            } else {
+#pragma omp parallel for num_threads(n_threads_) schedule(static)
+                for (int64_t k = 0; k < n_single; ++k) {
+                    const size_t i = singles[static_cast<size_t>(k)];
+                    cpu::conv1d_causal(conv_of(i), 1);
+                    cpu::ssd_sequential(ssd_of(i), 1);  // the decode step
                 }
             }
             cpu::gated_rms_norm(y.data(), zxbcdt.data(), n_in, w.gate_norm.data(),
@@ -241,7 +262,9 @@ class CpuModel final : public Model {
         return Status::ok();
     }
 
-    static const float* bias(const HostBuffer& b) { return b.size() ? b.data() : nullptr; }
+    static const float* bias(const HostBuffer& b) {
+        return b.size() ? b.data() : nullptr;
+    }
 
     Status check_state(const SequenceState& s) const {
         const ModelConfig& c = config_;

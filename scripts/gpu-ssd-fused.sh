@@ -89,7 +89,7 @@ if [[ "$what" == gate-ab ]]; then
     i=$((i + 1))
     step "gated op cases and CUDA model tests under $setting"
     # shellcheck disable=SC2086  # one word per VAR=VALUE pair
-    env ${setting//,/ } timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*gate*:CudaModel*' \
+    env ${setting//,/ } timeout 200 $T --gtest_filter='*OpRegistry*ssd_fused*gate*:CudaModel*:CudaSilu*' \
       --gtest_brief=1 >"$OUT/gate-tests-$i.log" 2>&1
     echo "rc $?"; grep -E "FAILED|PASSED|Failure" "$OUT/gate-tests-$i.log" | cut -c1-300 | head -20
   done

@@ -10,6 +10,7 @@
 #include "model/backends.h"
 #include "model/cpu_model.h"
 #include "model/weights.h"
+#include "ops/cpu/blas_core.h"
 
 namespace duality {
 namespace {
@@ -28,6 +29,7 @@ Result<std::unique_ptr<Model>> make(ModelConfig config, ModelWeights* weights, u
                                     const LoadOptions& o) {
     if (o.device == Device::kCuda) return make_cuda_model(std::move(config), weights, seed, o);
     const int n_threads = o.n_threads > 0 ? o.n_threads : omp_get_max_threads();
+    cpu::set_blas_threads(n_threads);  // (process-wide: the last CPU model made sets it)
     ModelWeights w = weights ? std::move(*weights) : random_weights(config, seed);
     return make_cpu_model(std::move(config), std::move(w), n_threads, o.n_slots, o.sample_vocab);
 }

@@ -1,10 +1,14 @@
 // ops/cpu/blas_core: which OpenBLAS kernel sets get upgraded, to what, and that a kernel set the
-// user chose is left alone.
+// user chose is left alone; a CPU model's thread count reaches OpenBLAS.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <string>
 
+#include <omp.h>
+
+#include "duality/config.h"
+#include "duality/model.h"
 #include "ops/cpu/blas_core.h"
 
 namespace duality::cpu {
@@ -38,6 +42,22 @@ TEST(BlasCore, LeavesTheUsersChoiceAlone) {
 
 TEST(BlasCore, NamesTheKernelsInUse) {
     EXPECT_FALSE(blas_core().empty());
+}
+
+TEST(BlasCore, CpuModelsSetOpenBlasThreads) {
+    // `--threads N` (LoadOptions::n_threads) bounds OpenBLAS's GEMMs as well as our own loops; 0
+    // gives them every thread OpenMP has.
+    auto config = preset_config("mamba2-130m");
+    ASSERT_TRUE(config.is_ok()) << config.status().message();
+    config->n_layer = 1;
+    LoadOptions o;
+    o.device = Device::kCpu;
+    o.n_threads = 1;
+    ASSERT_TRUE(Model::random(*config, o, 1).is_ok());
+    EXPECT_EQ(blas_threads(), 1);
+    o.n_threads = 0;
+    ASSERT_TRUE(Model::random(*config, o, 1).is_ok());
+    EXPECT_EQ(blas_threads(), omp_get_max_threads());
 }
 
 }  // namespace

@@ -40,6 +40,14 @@ std::string blas_core_better(std::string_view core) {
 #endif
 }
 
+void set_blas_threads(int n) {
+    openblas_set_num_threads(n);
+}
+
+int blas_threads() {
+    return openblas_get_num_threads();
+}
+
 std::string blas_core_upgrade() {
     return std::getenv("OPENBLAS_CORETYPE") ? "" : blas_core_better(blas_core());
 }

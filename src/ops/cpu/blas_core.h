@@ -28,4 +28,9 @@ std::string blas_core_better(std::string_view core);
 // OpenBLAS's x86-64 sets without AVX2 (its fallbacks for unknown models among them).
 std::string blas_core_for(std::string_view core, bool avx512, bool avx2_fma);
 
+// OpenBLAS's thread count: process-wide (OpenBLAS has no per-call setting). The CPU model sets it
+// to its own thread count when it is made, so that `--threads N` bounds the GEMMs too.
+void set_blas_threads(int n);
+int blas_threads();
+
 }  // namespace duality::cpu

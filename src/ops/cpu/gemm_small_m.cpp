@@ -1,13 +1,13 @@
 // See gemm_small_m.h.
 //
 // What it computes: y {m, n} = a {m, k} · wᵀ, w {n, k} row-major (a Torch linear weight), f32.
-// How: OpenMP threads split w's rows into panels of R rows (8 for m < 4, else 2), each prefetching
-// the rows two panels ahead; within a panel, blocks of MB rows of a (4, then 2 and 1 for the rest)
-// × RB rows of w (2, 4 or 8: at most 8 accumulators, so they fit AVX2's 16 registers) keep MB·RB
-// accumulators of 8 floats and stream k once, each w and a vector loaded once per block. A
-// panel's w rows (R KB for k = 256) stay in L1 while the blocks of a pass over them, so w crosses
-// from memory once, which is what a decode step's GEMMs are bound by (sgemm would first pack all
-// of w: 2x the traffic and a copy).
+// How: OpenMP threads split w's rows into panels of R rows (8 for m < 4, else 4 with AVX-512 and
+// 2 without), each prefetching the rows two panels ahead; within a panel, blocks of MB rows of a
+// (4, then 2 and 1 for the rest) × RB rows of w keep MB·RB accumulators of 8 floats (at most 16
+// with AVX-512's 32 vector registers, 8 with AVX2's 16) and stream k once, each w and a vector
+// loaded once per block. A panel's w rows (R KB for k = 256) stay in L1 while the blocks of a pass
+// over them, so w crosses from memory once, which is what a decode step's GEMMs are bound by
+// (sgemm would first pack all of w: 2x the traffic and a copy).
 // Every y element is Σ over k in the same order whatever m, the blocking or the thread count:
 // 8 partial sums over k in steps of 8, added pairwise (lanes i and i + 4, i + 2, i + 1), then
 // the k % 8 tail in order. So a row's result does not depend on the other rows of the batch.
@@ -24,6 +24,13 @@ namespace {
 
 using Vec = float __attribute__((vector_size(32)));  // 8 floats
 constexpr int kV = 8;
+// Accumulators a block keeps: 16 where the vector registers hold them (AVX-512's 32), else 8
+// (AVX2's 16, beside the w and a vectors).
+#if defined(__AVX512VL__)
+constexpr int kAcc = 16;
+#else
+constexpr int kAcc = 8;
+#endif
 
 // (Vectors go by reference: by value they would change the ABI in builds without AVX, a
 // -Wpsabi warning.)
@@ -73,11 +80,12 @@ void panel(const float* a, int64_t lda, const float* w, float* y, int64_t m, int
            int64_t j0) {
     for (int64_t j = j0 + 2 * R; j < std::min(j0 + 3 * R, n); ++j)
         for (int64_t kk = 0; kk < k; kk += 16) __builtin_prefetch(w + j * k + kk, 0, 3);
+    constexpr int kRb4 = std::min(R, kAcc / 4), kRb2 = std::min(R, kAcc / 2);
     int64_t i0 = 0;
     for (; i0 + 4 <= m; i0 += 4)
-        for (int r0 = 0; r0 < R; r0 += 2) block<4, 2>(a, lda, w, y, n, k, i0, j0, r0);
+        for (int r0 = 0; r0 < R; r0 += kRb4) block<4, kRb4>(a, lda, w, y, n, k, i0, j0, r0);
     if (i0 + 2 <= m) {
-        for (int r0 = 0; r0 < R; r0 += 4) block<2, std::min(R, 4)>(a, lda, w, y, n, k, i0, j0, r0);
+        for (int r0 = 0; r0 < R; r0 += kRb2) block<2, kRb2>(a, lda, w, y, n, k, i0, j0, r0);
         i0 += 2;
     }
     if (i0 < m) block<1, R>(a, lda, w, y, n, k, i0, j0, 0);
@@ -98,13 +106,13 @@ void gemm_small_m(const float* a, int64_t lda, const float* w, float* y, int64_t
                   int64_t k, int n_threads) {
     if (m <= 0 || n <= 0) return;
     if (n_threads <= 0) n_threads = omp_get_max_threads();
-    // Panels of 8 rows for one to three rows of a (more streams in flight), of 2 from four rows
-    // up (a panel and a's rows must share L1 with the other hyperthread's; 8 rows measured 20-35%
-    // slower there at m = 8).
+    // Panels of 8 rows for one to three rows of a (more streams in flight); from four rows up, of
+    // as many rows as a block of 4 rows of a takes (a panel and a's rows must share L1 with the
+    // other hyperthread's; 8 rows measured 20-35% slower there at m = 8).
     if (m < 4) {
         run<8>(a, lda, w, y, m, n, k, n_threads);
     } else {
-        run<2>(a, lda, w, y, m, n, k, n_threads);
+        run<kAcc / 4>(a, lda, w, y, m, n, k, n_threads);
     }
 }
 

@@ -3,11 +3,11 @@
 // same for any m and thread count, so a row's result does not depend on the other rows (of a pass
 // that takes this path).
 // n_threads <= 0: OpenMP's default. cpu::gemm takes it for 2 <= m <= kGemmSmallM. Measured on a
-// 2-vCPU AMD EPYC VM (2026-12-04, best of 5 × 3 calls, µs, gemm_small_m against OpenBLAS):
-//   m = 2..8: 1.7-4.3x faster than sgemm on the 17M, 130m and 2.7b shapes (sgemm packs all of w
-//   first), e.g. the 130m LM head (50288 × 768) at m = 4: 4424 against 11462;
-//   m = 1: against sgemv 0.9-1.2x at k = 256, 0.80-0.94x at k = 768 to 5120, so cpu::gemm keeps
-//   sgemv for one row.
+// 2-vCPU AMD EPYC VM with AVX-512 (2026-12-04, best of 5 × 3 calls, gemm_small_m against
+// OpenBLAS 0.3.21):
+//   m = 2..8: 1.9-4.8x faster than sgemm on the 17M, 130m and 2.7b shapes (sgemm packs all of w
+//   first), e.g. the 130m LM head (50288 × 768) at m = 4: 4.31 ms against 11.53;
+//   m = 1: 0.77-1.19x of sgemv's speed, so cpu::gemm keeps sgemv for one row.
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,8 @@
 // GEMM on the CPU: y = a · wᵀ (+ bias), f32. Torch stores linear weights as {out, in}, so the
 // weight is the transposed operand. One row (a batch-1 decode step): OpenBLAS's sgemv. 2 to
-// kGemmSmallM rows (batched decode steps): our gemm_small_m, which streams w once where sgemm
-// first packs it (1.7-4.3x faster than sgemm there; at one row 5-20% slower than sgemv from k =
-// 768 up, gemm_small_m.h). More rows: OpenBLAS's sgemm.
+// kGemmSmallM (14) rows (batched decode steps): our gemm_small_m, which streams w once where
+// sgemm first packs it (1.3-4.8x faster than sgemm there; at one row 0.77-1.19x of sgemv's speed,
+// gemm_small_m.h). More rows: OpenBLAS's sgemm.
 #include <cblas.h>
 
 #include "ops/cpu/gemm_small_m.h"

@@ -9,7 +9,8 @@
 namespace duality::cpu {
 
 // y = a · wᵀ (+ bias): a {m, k} (rows lda apart), w {n, k}, bias {n} or nullptr, y {m, n}.
-// n_threads <= 0: OpenMP's default (sgemm, for more than kGemmSmallM rows, always uses OpenBLAS's).
+// n_threads <= 0: OpenMP's default. (One row and more than kGemmSmallM go through OpenBLAS, on its
+// own thread count: set_blas_threads, which making a CPU model calls.)
 void gemm(const float* a, int64_t lda, const float* w, const float* bias, float* y, int64_t m,
           int64_t n, int64_t k, int n_threads = 0);
 

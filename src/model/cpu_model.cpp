@@ -146,6 +146,11 @@ class CpuModel final : public Model {
         std::vector<float> y(T * E);           // {T, d_inner}: SSD output
         std::vector<float> gated(T * E);       // {T, d_inner}: gated-norm output
 
+        std::vector<size_t> singles;  // the one-token sequences (decode rows)
+        for (size_t i = 0; i < segs.size(); ++i)
+            if (segs[i].tokens.size() == 1) singles.push_back(i);
+        const auto n_single = static_cast<int64_t>(singles.size());
+
         cpu::embedding(ids.data(), T, weights_.embedding.data(), D, h.data());
         for (int64_t layer = 0; layer < c.n_layer; ++layer) {
             const LayerWeights& w = weights_.layers[static_cast<size_t>(layer)];
@@ -194,16 +199,11 @@ class CpuModel final : public Model {
                 ssd.y = y.data() + t0 * E;
                 return ssd;
             };
-            std::vector<size_t> singles;  // the one-token sequences
             for (size_t i = 0; i < segs.size(); ++i) {
-                if (segs[i].tokens.size() == 1) {
-                    singles.push_back(i);
-                    continue;
-                }
+                if (segs[i].tokens.size() == 1) continue;  // (in singles)
                 cpu::conv1d_causal(conv_of(i), n_threads_);
                 cpu::ssd_chunked(ssd_of(i), n_threads_);
             }
-            const auto n_single = static_cast<int64_t>(singles.size());
             if (n_single == 1) {  // (the heads in parallel)
                 cpu::conv1d_causal(conv_of(singles[0]), n_threads_);
                 cpu::ssd_sequential(ssd_of(singles[0]), n_threads_);

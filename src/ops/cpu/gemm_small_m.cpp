@@ -73,8 +73,8 @@ inline void block(const float* a, int64_t lda, const float* w, float* y, int64_t
 
 // Every row of a against w's rows j0 .. j0 + R, with the rows two panels ahead prefetched first:
 // the blocks then read w from cache, and the memory system has a panel's R row streams in flight
-// at once (a block alone streams RB rows). On this project's 2-vCPU AMD EPYC VM (noisy: the best
-// of 5 runs) a 17M-model batch-1 decode step took 1.29 ms with it and 1.50 ms through sgemv.
+// at once (a block alone streams RB rows). On this project's 2-vCPU AMD EPYC VM one row against
+// the 17M model's LM head (50288 × 256) took 0.51-0.58 ms with the prefetch, 0.78-0.98 without.
 template <int R>
 void panel(const float* a, int64_t lda, const float* w, float* y, int64_t m, int64_t n, int64_t k,
            int64_t j0) {

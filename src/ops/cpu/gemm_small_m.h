@@ -15,7 +15,7 @@
 namespace duality::cpu {
 
 // Up to this many rows cpu::gemm takes gemm_small_m; above, sgemm (its packing of w pays off):
-// against OpenBLAS 0.3.21's sgemm on the VM below, gemm_small_m took 1.3-2.3x less time at 9-14
+// against OpenBLAS 0.3.21's sgemm on the VM above, gemm_small_m took 1.3-2.3x less time at 9-14
 // rows, as long at 15 and 1.2-1.4x longer at 16 (the 17M and 130m LM heads, the 2.7b out_proj).
 inline constexpr int64_t kGemmSmallM = 14;
 

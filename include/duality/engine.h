@@ -57,6 +57,13 @@ struct GenerateRequest {
     int32_t eos_id = -1;          // the sequence stops after this token (-1: never)
     SteadyClock::time_point deadline = SteadyClock::time_point::max();
     bool use_cache = true;  // resume from and add to the state cache
+    // Log-probabilities (sampling.h): -1 none; k in [0, kMaxTopLogprobs]: each generated token's,
+    // with the k most likely ids beside it. Such sequences sample on the host, like penalties.
+    int logprobs = -1;
+    // Also each prompt token's from the second on (needs logprobs >= 0). The prompt then runs
+    // from its start, not from a cached prefix: all but its last token through
+    // Model::step_all_logits, a piece of prefill_chunk tokens per scheduler turn.
+    bool prompt_logprobs = false;
 };
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled, kTimeout, kError };
@@ -67,8 +74,14 @@ const char* to_string(FinishReason reason);  // "stop", "length", "cancelled", .
 class Sequence {
   public:
     // Waits until there are new tokens or the sequence has finished, at most until `until`;
-    // appends the new tokens to *out. Returns true once finished and every token was taken.
-    bool wait(std::vector<int32_t>* out, SteadyClock::time_point until);
+    // appends the new tokens to *out, and their log-probabilities to *logprobs where the request
+    // asked for them (GenerateRequest::logprobs). Returns true once finished and every token was
+    // taken.
+    bool wait(std::vector<int32_t>* out, SteadyClock::time_point until,
+              std::vector<TokenLogprobs>* logprobs = nullptr);
+    // The prompt's log-probabilities (GenerateRequest::prompt_logprobs), one per prompt token from
+    // the second on; complete before the first generated token arrives.
+    std::vector<TokenLogprobs> prompt_logprobs() const;
     // Asks the engine to stop this sequence; idempotent (the first reason stays). `reason` is
     // what it finishes with, and what the metrics count: kCancelled (the client is gone) or kStop
     // (the client found a stop string in the text).
@@ -82,7 +95,8 @@ class Sequence {
 
     // Engine side.
     explicit Sequence(int64_t prompt_tokens) : prompt_tokens_(prompt_tokens) {}
-    void push(int32_t token);
+    void push(int32_t token, const TokenLogprobs* logprobs = nullptr);
+    void add_prompt_logprobs(std::vector<TokenLogprobs> logprobs);
     void set_cached_tokens(int64_t n);
     void finish(FinishReason reason, std::string error = {});
 
@@ -90,6 +104,7 @@ class Sequence {
     mutable std::mutex mu_;
     std::condition_variable cv_;
     std::vector<int32_t> pending_;
+    std::vector<TokenLogprobs> pending_logprobs_, prompt_logprobs_;
     FinishReason reason_ = FinishReason::kNone;
     std::string error_;
     int64_t prompt_tokens_ = 0, cached_tokens_ = 0;
@@ -128,8 +143,8 @@ class Engine {
     Engine& operator=(const Engine&) = delete;
 
     // Queues a request. Fails with kInvalidArgument for a bad request (empty prompt, ids outside
-    // the vocabulary, max_tokens < 1) and kResourceExhausted when the queue is full or the
-    // engine is shutting down.
+    // the vocabulary, max_tokens < 1, logprobs out of range) and kResourceExhausted when the queue
+    // is full or the engine is shutting down.
     Result<std::shared_ptr<Sequence>> submit(GenerateRequest request);
 
     // Refuses new requests from now on; running and queued ones go on.

@@ -149,6 +149,11 @@ class Model {
     // each sequence's last token, {batch.size(), vocab_size}.
     virtual Result<std::vector<float>> step(std::span<const SeqInput> batch) = 0;
 
+    // Runs `tokens` (at least one) through the sequence in `slot` and returns the logits of every
+    // one of them, {tokens.size(), vocab_size} (prompt log-probabilities). The default reads the
+    // slot's state, runs forward() with LogitsMode::kAll and writes the state back.
+    virtual Result<std::vector<float>> step_all_logits(int slot, std::span<const int32_t> tokens);
+
     // Like step(), but draws each sequence's next token on the device with params[i] (the
     // penalties are not applied here): draw number draws[i] of the stream of params[i].seed, so
     // the same seed, draw number and logits give the same token.

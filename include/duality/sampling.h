@@ -5,6 +5,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "duality/status.h"
@@ -36,6 +37,16 @@ struct SamplingParams {
     bool has_penalties() const {
         return repetition_penalty != 1.0f || presence_penalty != 0.0f || frequency_penalty != 0.0f;
     }
+};
+
+// The model's log-probabilities at one position: log_softmax of the raw logits (before penalties
+// and temperature, as vLLM's default), over the ids that may be sampled.
+inline constexpr int kMaxTopLogprobs = 20;  // the most alternatives a request may ask for
+struct TokenLogprobs {
+    int32_t id = -1;                             // the token chosen (generated) or given (prompt)
+    float logprob = 0;                           // its log-probability
+    std::vector<std::pair<int32_t, float>> top;  // the most likely ids, most likely first (ties:
+                                                 // smaller id first)
 };
 
 // Applies the sampling chain to one row of logits. One Sampler per sequence: its random stream is
@@ -77,6 +88,11 @@ double draw_uniform(uint64_t seed, uint64_t draw);
 // One stateless draw from a row of logits (no penalties): argmax when greedy, else the chain of
 // filter() and draw_uniform(p.seed, draw). What Model::step_sample does per row.
 int32_t sample_row(std::span<const float> logits, const SamplingParams& p, uint64_t draw);
+
+// log_softmax(logits)[id] and the n_top most likely ids (0 <= n_top <= kMaxTopLogprobs), in
+// double precision (log-sum-exp with the max subtracted); `logits` holds the ids that may be
+// sampled, and id must be one of them.
+TokenLogprobs logprobs(std::span<const float> logits, int32_t id, int n_top);
 }  // namespace sampling
 
 }  // namespace duality

@@ -52,13 +52,29 @@ Status EngineOptions::validate(int model_slots) const {
 
 // ---- Sequence --------------------------------------------------------------------------------
 
-bool Sequence::wait(std::vector<int32_t>* out, SteadyClock::time_point until) {
+bool Sequence::wait(std::vector<int32_t>* out, SteadyClock::time_point until,
+                    std::vector<TokenLogprobs>* logprobs) {
     std::unique_lock lock(mu_);
     cv_.wait_until(lock, until,
                    [&] { return !pending_.empty() || reason_ != FinishReason::kNone; });
     out->insert(out->end(), pending_.begin(), pending_.end());
     pending_.clear();
+    if (logprobs)
+        logprobs->insert(logprobs->end(), std::make_move_iterator(pending_logprobs_.begin()),
+                         std::make_move_iterator(pending_logprobs_.end()));
+    pending_logprobs_.clear();
     return reason_ != FinishReason::kNone;
+}
+
+std::vector<TokenLogprobs> Sequence::prompt_logprobs() const {
+    std::lock_guard lock(mu_);
+    return prompt_logprobs_;
+}
+
+void Sequence::add_prompt_logprobs(std::vector<TokenLogprobs> logprobs) {
+    std::lock_guard lock(mu_);
+    prompt_logprobs_.insert(prompt_logprobs_.end(), std::make_move_iterator(logprobs.begin()),
+                            std::make_move_iterator(logprobs.end()));
 }
 
 void Sequence::cancel(FinishReason reason) {
@@ -86,10 +102,11 @@ int64_t Sequence::cached_tokens() const {
     return cached_tokens_;
 }
 
-void Sequence::push(int32_t token) {
+void Sequence::push(int32_t token, const TokenLogprobs* logprobs) {
     {
         std::lock_guard lock(mu_);
         pending_.push_back(token);
+        if (logprobs) pending_logprobs_.push_back(*logprobs);
     }
     cv_.notify_all();
 }
@@ -147,6 +164,12 @@ struct Live {
     bool decoding() const { return pos >= n_prompt; }
 };
 
+// Whether a sequence's prompt still runs through prompt_logprobs_pieces(): all of it but the last
+// token, whose logits give the first generated token in an ordinary step.
+bool in_prompt_logprobs(const Live& r) {
+    return r.req.prompt_logprobs && r.pos < r.n_prompt - 1;
+}
+
 }  // namespace
 
 struct Engine::Impl {
@@ -173,8 +196,9 @@ struct Engine::Impl {
     void take_incoming(std::unique_lock<std::mutex>& lock);
     void reap(SteadyClock::time_point now);
     void admit(SteadyClock::time_point now);
-    void launch();    // starts a step over the running sequences
-    void complete();  // waits for the started step and applies its tokens
+    void prompt_logprobs_pieces();  // runs a piece of each prompt whose logprobs are wanted
+    void launch();                  // starts a step over the running sequences
+    void complete();                // waits for the started step and applies its tokens
     void finish(Live& r, FinishReason reason, std::string error = {});
     void release(Live& r, bool cache_state);
     void publish_gauges();
@@ -190,6 +214,7 @@ struct Engine::Impl {
         int32_t token = -1;
         FinishReason reason = FinishReason::kNone;  // kNone: the note is `token`
         std::string error;
+        std::optional<TokenLogprobs> logprobs;  // the token's, where the request wants them
     };
     std::vector<Note> finished;  // scheduler thread: ends to tell at notify_finished()
     std::vector<Note> notes;     // scheduler thread: not yet posted to the courier
@@ -233,7 +258,8 @@ struct Engine::Impl {
         std::vector<int64_t> consumed;  // tokens each row feeds
         int64_t step_tokens = 0;
         SteadyClock::time_point start;
-        std::optional<Result<std::vector<int32_t>>> ready;  // host-sampled steps' ids
+        std::optional<Result<std::vector<int32_t>>> ready;   // host-sampled steps' ids
+        std::vector<std::optional<TokenLogprobs>> logprobs;  // per batch row (host sampling)
     } flight;
 
     // DUALITY_TRACE_STEPS=FILE: one line per step (scheduler thread), for finding where serving
@@ -283,6 +309,7 @@ void Engine::Impl::run() {
             break;
         }
         admit(now);
+        prompt_logprobs_pieces();
         if (!running.empty()) launch();
         // The completed step's tokens and ends go out while the next step computes.
         notify_finished();
@@ -297,7 +324,7 @@ void Engine::Impl::finish(Live& r, FinishReason reason, std::string error) {
         stats.duration_s.observe(seconds(SteadyClock::now() - r.arrival));
     }
     // Told after the counters (active(), stats) are updated: see notify_finished().
-    finished.push_back({r.seq, -1, reason, std::move(error)});
+    finished.push_back({r.seq, -1, reason, std::move(error), std::nullopt});
 }
 
 void Engine::Impl::notify_finished() {
@@ -336,7 +363,7 @@ void Engine::Impl::run_courier() {
         }
         for (Note& n : batch) {
             if (n.reason == FinishReason::kNone) {
-                n.seq->push(n.token);
+                n.seq->push(n.token, n.logprobs ? &*n.logprobs : nullptr);
             } else {
                 n.seq->finish(n.reason, std::move(n.error));
             }
@@ -402,8 +429,10 @@ void Engine::Impl::admit(SteadyClock::time_point now) {
         free_slots.pop_back();
         // Resume from the longest cached prefix; the prompt's last token always runs, since its
         // logits give the first generated token.
+        // A prompt whose log-probabilities are wanted runs whole: a cached prefix has no logits.
         std::optional<engine::StateCache::Match> hit;
-        if (r.req.use_cache && cache.enabled()) hit = cache.lookup(r.tokens, r.n_prompt - 1, now);
+        const bool lookup = r.req.use_cache && cache.enabled() && !r.req.prompt_logprobs;
+        if (lookup) hit = cache.lookup(r.tokens, r.n_prompt - 1, now);
         Status s = hit ? cache.restore(hit->id, r.slot, now) : model.reset_slot(r.slot);
         if (!s.is_ok() && hit) {  // fall back to a cold start
             hit.reset();
@@ -418,7 +447,7 @@ void Engine::Impl::admit(SteadyClock::time_point now) {
         r.seq->set_cached_tokens(r.pos);
         {
             std::lock_guard lock(stats_mu);
-            if (r.req.use_cache && cache.enabled()) ++(hit ? stats.cache_hits : stats.cache_misses);
+            if (lookup) ++(hit ? stats.cache_hits : stats.cache_misses);
             stats.cache_hit_tokens += static_cast<uint64_t>(r.pos);
         }
         running.push_back(std::move(r));
@@ -426,6 +455,45 @@ void Engine::Impl::admit(SteadyClock::time_point now) {
     std::lock_guard lock(mu);
     queued -= admitted;
     n_running = static_cast<int>(running.size());
+}
+
+void Engine::Impl::prompt_logprobs_pieces() {
+    const size_t V = static_cast<size_t>(model.config().vocab_size);
+    const size_t n = opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
+    uint64_t computed = 0;
+    for (Live& r : running) {
+        if (!in_prompt_logprobs(r)) continue;
+        const int64_t len = std::min(opt.prefill_chunk, r.n_prompt - 1 - r.pos);
+        const auto piece = std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.pos),
+                                                                      static_cast<size_t>(len));
+        Result<std::vector<float>> logits = model.step_all_logits(r.slot, piece);
+        if (!logits.is_ok()) {
+            finish(r, FinishReason::kError, logits.status().message());
+            release(r, false);
+            continue;
+        }
+        // Row i predicts token pos + i + 1. An id the tokenizer does not know (a padded row, given
+        // as a prompt id) is scored against the whole row rather than the sampled ids.
+        std::vector<TokenLogprobs> lps;
+        lps.reserve(static_cast<size_t>(len));
+        for (int64_t i = 0; i < len; ++i) {
+            const int32_t next = r.tokens[static_cast<size_t>(r.pos + i + 1)];
+            const float* row = logits->data() + static_cast<size_t>(i) * V;
+            lps.push_back(sampling::logprobs(
+                std::span<const float>(row, static_cast<size_t>(next) < n ? n : V), next,
+                r.req.logprobs));
+        }
+        r.seq->add_prompt_logprobs(std::move(lps));
+        r.pos += len;
+        computed += static_cast<uint64_t>(len);
+    }
+    std::erase_if(running, [](const Live& r) { return r.slot < 0; });
+    {
+        std::lock_guard lock(mu);
+        n_running = static_cast<int>(running.size());
+    }
+    std::lock_guard lock(stats_mu);
+    stats.prefill_tokens += computed;
 }
 
 void Engine::Impl::launch() {
@@ -444,7 +512,7 @@ void Engine::Impl::launch() {
     }
     std::vector<size_t> prefilling;
     for (size_t i = 0; i < running.size(); ++i)
-        if (!running[i].decoding()) prefilling.push_back(i);
+        if (!running[i].decoding() && !in_prompt_logprobs(running[i])) prefilling.push_back(i);
     std::sort(prefilling.begin(), prefilling.end(),
               [&](size_t a, size_t b) { return running[a].order < running[b].order; });
     bool any_prefill = false;
@@ -462,6 +530,7 @@ void Engine::Impl::launch() {
         any_prefill = true;
     }
     for (const SeqInput& in : batch) step_tokens += static_cast<int64_t>(in.tokens.size());
+    if (batch.empty()) return;  // every sequence is in prompt_logprobs_pieces()
 
     std::vector<SamplingParams> params(batch.size());
     std::vector<uint64_t> draws(batch.size());
@@ -470,7 +539,7 @@ void Engine::Impl::launch() {
         const Live& r = running[who[b]];
         params[b] = r.req.sampling;
         draws[b] = static_cast<uint64_t>(r.n_generated);
-        host_sampling |= r.req.sampling.has_penalties();
+        host_sampling |= r.req.sampling.has_penalties() || r.req.logprobs >= 0;
     }
 
     flight.active = true;
@@ -480,6 +549,7 @@ void Engine::Impl::launch() {
         flight.consumed.push_back(static_cast<int64_t>(in.tokens.size()));
     flight.step_tokens = step_tokens;
     flight.ready.reset();
+    flight.logprobs.assign(batch.size(), std::nullopt);
     // Where the model computes the step before returning (no overlap, or host sampling), the
     // previous step's tokens go out first rather than one step late.
     if (host_sampling || !model.overlaps_steps()) notify_finished();
@@ -489,7 +559,8 @@ void Engine::Impl::launch() {
         if (!started.is_ok()) flight.ready = Result<std::vector<int32_t>>(started);
         return;
     }
-    // Penalties need each sequence's history: sample on the host from the step's logits.
+    // Penalties need each sequence's history, and log-probabilities the whole row: sample on the
+    // host from the step's logits.
     Result<std::vector<float>> logits = model.step(batch);
     if (!logits.is_ok()) {
         flight.ready = Result<std::vector<int32_t>>(logits.status());
@@ -505,8 +576,16 @@ void Engine::Impl::launch() {
             std::span<const int32_t>(r.tokens.data(), static_cast<size_t>(r.n_prompt));
         const auto output =
             std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.n_prompt));
+        // Log-probabilities of the raw logits, for rows that yield a token (see complete()).
+        const bool yields = r.decoding() || r.pos + flight.consumed[b] == r.n_prompt;
+        std::vector<float> raw;
+        if (r.req.logprobs >= 0 && yields && params[b].has_penalties())
+            raw.assign(row.begin(), row.end());
         sampling::apply_penalties(row, prompt, output, params[b]);
         out[b] = sampling::sample_row(row, params[b], draws[b]);
+        if (r.req.logprobs >= 0 && yields)
+            flight.logprobs[b] = sampling::logprobs(raw.empty() ? row : std::span<float>(raw),
+                                                    out[b], r.req.logprobs);
     }
     flight.ready = Result<std::vector<int32_t>>(std::move(out));
 }
@@ -573,7 +652,7 @@ void Engine::Impl::complete() {
         r.tokens.push_back(token);
         ++r.n_generated;
         ++generated;
-        notes.push_back({r.seq, token, FinishReason::kNone, {}});
+        notes.push_back({r.seq, token, FinishReason::kNone, {}, std::move(flight.logprobs[b])});
         {
             std::lock_guard lock(stats_mu);
             if (r.n_generated == 1) {
@@ -667,6 +746,11 @@ Result<std::shared_ptr<Sequence>> Engine::submit(GenerateRequest request) {
                                     " at position " + std::to_string(i) +
                                     " is outside the vocabulary [0, " + std::to_string(V) + ")");
     if (request.max_tokens < 1) return invalid_argument("max_tokens must be at least 1");
+    if (request.logprobs < -1 || request.logprobs > kMaxTopLogprobs)
+        return invalid_argument("logprobs must be in [-1, " + std::to_string(kMaxTopLogprobs) +
+                                "], got " + std::to_string(request.logprobs));
+    if (request.prompt_logprobs && request.logprobs < 0)
+        return invalid_argument("prompt_logprobs needs logprobs >= 0");
     DUALITY_RETURN_IF_ERROR(request.sampling.validate());
 
     Live r;

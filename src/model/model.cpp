@@ -82,6 +82,15 @@ Result<std::vector<int32_t>> Model::decode_greedy(std::span<const SeqInput> batc
     return ids;
 }
 
+Result<std::vector<float>> Model::step_all_logits(int slot, std::span<const int32_t> tokens) {
+    if (tokens.empty()) return invalid_argument("step_all_logits: no tokens");
+    SequenceState state;
+    DUALITY_RETURN_IF_ERROR(read_slot(slot, state));
+    DUALITY_ASSIGN_OR_RETURN(std::vector<float> logits, forward(tokens, state, LogitsMode::kAll));
+    DUALITY_RETURN_IF_ERROR(write_slot(slot, state));
+    return logits;
+}
+
 Status Model::start_step_sample(std::span<const SeqInput> batch,
                                 std::span<const SamplingParams> params,
                                 std::span<const uint64_t> draws) {

@@ -135,6 +135,30 @@ int32_t sample_row(std::span<const float> logits, const SamplingParams& p, uint6
     return ids.back();
 }
 
+TokenLogprobs logprobs(std::span<const float> logits, int32_t id, int n_top) {
+    const size_t n = logits.size();
+    double top = -INFINITY;
+    for (float l : logits) top = std::max(top, static_cast<double>(l));
+    double sum = 0;
+    for (float l : logits) sum += std::exp(static_cast<double>(l) - top);
+    const double lse = top + std::log(sum);
+    TokenLogprobs out;
+    out.id = id;
+    out.logprob = static_cast<float>(static_cast<double>(logits[static_cast<size_t>(id)]) - lse);
+    const size_t k = std::min(n, static_cast<size_t>(std::clamp(n_top, 0, kMaxTopLogprobs)));
+    if (k == 0) return out;
+    std::vector<int32_t> ids(n);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(k), ids.end(),
+                      [&](int32_t a, int32_t b) {
+                          return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+                      });
+    out.top.reserve(k);
+    for (size_t i = 0; i < k; ++i)
+        out.top.emplace_back(ids[i], static_cast<float>(logits[ids[i]] - lse));
+    return out;
+}
+
 }  // namespace sampling
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {}

@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <chrono>
 
+#include "tokenizer/utf8.h"
+
 namespace duality::server {
 
 using nlohmann::json;
@@ -13,15 +15,17 @@ std::string dump(const json& j) {
 }
 
 struct Generation::Choice {
-    Choice(int idx, std::shared_ptr<Sequence> s, const Tokenizer& tok,
+    Choice(int idx, size_t prompt_idx, std::shared_ptr<Sequence> s, const Tokenizer& tok,
            std::vector<std::string> stop, bool strip)
         : index(idx),
+          prompt(prompt_idx),
           seq(std::move(s)),
           decoder(tok, true),
           stops(std::move(stop)),
           strip_space(strip) {}
 
     int index;
+    size_t prompt;  // which of the request's prompts
     std::shared_ptr<Sequence> seq;
     StreamDecoder decoder;  // skips special tokens (end-of-text is never shown)
     StopStrings stops;
@@ -30,6 +34,10 @@ struct Generation::Choice {
     const char* finish_reason = nullptr;
     std::vector<int32_t> ids;  // generated ids, up to the stop
     std::string text;          // released text so far
+    bool echoed = false;       // echo: the prompt went out
+    bool discard = false;      // max_tokens 0 (echo only): the one token generated is not shown
+    std::vector<LogprobEntry> logprobs;  // all of them so far (the whole response's)
+    int64_t chars = 0;                   // characters of the tokens in `logprobs`
 
     std::string release(std::string piece) {
         // Exactly one space, from the first non-empty piece (a lone " " piece must not leave
@@ -63,7 +71,9 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(Engine& en
         for (int i = 0; i < request.n; ++i, ++index) {
             GenerateRequest gr;
             gr.prompt = request.prompts[p];
-            gr.max_tokens = request.max_tokens;
+            gr.max_tokens = std::max<int64_t>(request.max_tokens, 1);
+            gr.logprobs = request.logprobs;
+            gr.prompt_logprobs = request.echo && request.logprobs >= 0;
             gr.sampling = request.sampling;
             gr.sampling.seed = request.sampling.seed + static_cast<uint64_t>(index);
             gr.eos_id = request.ignore_eos ? -1 : eos_id;
@@ -78,7 +88,8 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(Engine& en
                 return e;  // ~Generation cancels the choices already submitted
             }
             g->choices_.push_back(std::make_unique<Choice>(
-                index, std::move(*seq), tokenizer, request.stop, request.strip_leading_space));
+                index, p, std::move(*seq), tokenizer, request.stop, request.strip_leading_space));
+            g->choices_.back()->discard = request.max_tokens == 0;
             g->prompt_of_choice_.push_back(static_cast<int64_t>(p));
         }
     }
@@ -100,14 +111,36 @@ bool Generation::poll(SteadyClock::time_point until, std::vector<Delta>* out) {
         const auto wait_until =
             n_open == 1 ? until
                         : std::min(until, SteadyClock::now() + std::chrono::milliseconds(5));
+        const bool want_logprobs = request_.logprobs >= 0;
         std::vector<int32_t> tokens;
-        const bool finished = c->seq->wait(&tokens, wait_until);
+        std::vector<TokenLogprobs> lps;
+        const bool finished = c->seq->wait(&tokens, wait_until, want_logprobs ? &lps : nullptr);
         Delta d;
         d.index = c->index;
-        for (int32_t t : tokens) {
+        if (request_.echo && !c->echoed && (finished || !tokens.empty())) {
+            // The prompt's log-probabilities are complete before its first generated token.
+            c->echoed = true;
+            c->text += request_.prompt_texts[c->prompt];
+            d.text += request_.prompt_texts[c->prompt];
+            if (want_logprobs) {
+                const std::vector<int32_t>& prompt = request_.prompts[c->prompt];
+                std::vector<TokenLogprobs> plps = c->seq->prompt_logprobs();
+                for (size_t i = 0; i < prompt.size(); ++i) {
+                    std::optional<TokenLogprobs> lp;
+                    if (i > 0 && i - 1 < plps.size()) lp = std::move(plps[i - 1]);
+                    d.logprobs.push_back(entry(*c, prompt[i], std::move(lp)));
+                }
+            }
+        }
+        for (size_t k = 0; k < tokens.size(); ++k) {
+            const int32_t t = tokens[k];
             if (c->stops.stopped()) break;  // tokens the engine made before it saw the cancel
+            if (c->discard) break;
             c->ids.push_back(t);
             d.token_ids.push_back(t);
+            if (want_logprobs)
+                d.logprobs.push_back(
+                    entry(*c, t, k < lps.size() ? std::optional(std::move(lps[k])) : std::nullopt));
             d.text += c->release(c->stops.push(c->decoder.push(t)));
             if (c->stops.stopped()) c->seq->cancel(FinishReason::kStop);
         }
@@ -117,7 +150,9 @@ bool Generation::poll(SteadyClock::time_point until, std::vector<Delta>* out) {
                 d.text += c->release(c->stops.flush());
             }
             const FinishReason r = c->seq->finish_reason();
-            if (c->stops.stopped()) {
+            if (c->discard && r != FinishReason::kError && r != FinishReason::kTimeout) {
+                c->finish_reason = "length";
+            } else if (c->stops.stopped()) {
                 c->finish_reason = "stop";
             } else if (r == FinishReason::kError) {
                 c->finish_reason = "error";
@@ -128,11 +163,75 @@ bool Generation::poll(SteadyClock::time_point until, std::vector<Delta>* out) {
             c->done = true;
             d.finish_reason = c->finish_reason;
         }
-        if (!d.text.empty() || !d.token_ids.empty() || d.finish_reason)
+        if (!d.text.empty() || !d.token_ids.empty() || !d.logprobs.empty() || d.finish_reason)
             out->push_back(std::move(d));
         all_done &= c->done;
     }
     return all_done;
+}
+
+Generation::LogprobEntry Generation::entry(Choice& c, int32_t id,
+                                           std::optional<TokenLogprobs> lp) const {
+    LogprobEntry e;
+    e.id = id;
+    utf8::append_lossy(tokenizer_.token_bytes(id), true, &e.token);
+    e.text_offset = c.chars;
+    for (unsigned char b : e.token) c.chars += (b & 0xC0) != 0x80;  // code points
+    e.lp = std::move(lp);
+    c.logprobs.push_back(e);
+    return e;
+}
+
+json Generation::logprobs_json(const std::vector<LogprobEntry>& entries) const {
+    auto text = [&](int32_t id) {
+        std::string out;
+        utf8::append_lossy(tokenizer_.token_bytes(id), true, &out);
+        return out;
+    };
+    auto bytes = [&](int32_t id) {
+        json b = json::array();
+        for (unsigned char c : tokenizer_.token_bytes(id)) b.push_back(static_cast<int>(c));
+        return b;
+    };
+    if (request_.chat) {  // {"content": [{token, logprob, bytes, top_logprobs: [...]}]}
+        json content = json::array();
+        for (const LogprobEntry& e : entries) {
+            json top = json::array();
+            if (e.lp)
+                for (const auto& [id, v] : e.lp->top)
+                    top.push_back({{"token", text(id)}, {"logprob", v}, {"bytes", bytes(id)}});
+            content.push_back({{"token", e.token},
+                               {"logprob", e.lp ? json(e.lp->logprob) : json(nullptr)},
+                               {"bytes", bytes(e.id)},
+                               {"top_logprobs", std::move(top)}});
+        }
+        return json{{"content", std::move(content)}};
+    }
+    // Completions: parallel arrays; each top_logprobs object holds the N most likely tokens and
+    // the chosen one (as OpenAI's: up to N + 1 entries; a text shared by two ids keeps the
+    // likelier).
+    json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
+         offsets = json::array();
+    for (const LogprobEntry& e : entries) {
+        tokens.push_back(e.token);
+        token_logprobs.push_back(e.lp ? json(e.lp->logprob) : json(nullptr));
+        if (e.lp) {
+            json top = json::object();
+            for (const auto& [id, v] : e.lp->top) {
+                const std::string t = text(id);
+                if (!top.contains(t)) top[t] = v;
+            }
+            if (!top.contains(e.token)) top[e.token] = e.lp->logprob;
+            top_logprobs.push_back(std::move(top));
+        } else {
+            top_logprobs.push_back(nullptr);
+        }
+        offsets.push_back(e.text_offset);
+    }
+    return json{{"tokens", std::move(tokens)},
+                {"token_logprobs", std::move(token_logprobs)},
+                {"top_logprobs", std::move(top_logprobs)},
+                {"text_offset", std::move(offsets)}};
 }
 
 json Generation::usage() const {
@@ -154,9 +253,10 @@ json Generation::usage() const {
 json Generation::response(const std::string& id, int64_t created, const std::string& model) const {
     json choices = json::array();
     for (const auto& c : choices_) {
-        json choice = {{"index", c->index},
-                       {"logprobs", nullptr},
-                       {"finish_reason", c->finish_reason ? c->finish_reason : "stop"}};
+        json choice = {
+            {"index", c->index},
+            {"logprobs", request_.logprobs >= 0 ? logprobs_json(c->logprobs) : json(nullptr)},
+            {"finish_reason", c->finish_reason ? c->finish_reason : "stop"}};
         if (request_.chat) {
             choice["message"] = {{"role", "assistant"}, {"content", c->text}};
         } else {
@@ -177,7 +277,10 @@ json Generation::chunk(const std::string& id, int64_t created, const std::string
                        const std::vector<Delta>& deltas) const {
     json choices = json::array();
     for (const Delta& d : deltas) {
-        json choice = {{"index", d.index}, {"logprobs", nullptr}};
+        json choice = {
+            {"index", d.index},
+            {"logprobs", request_.logprobs >= 0 && !d.logprobs.empty() ? logprobs_json(d.logprobs)
+                                                                       : json(nullptr)}};
         choice["finish_reason"] = d.finish_reason ? json(d.finish_reason) : json(nullptr);
         if (request_.chat) {
             choice["delta"] =

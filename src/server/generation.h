@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -30,11 +31,21 @@ class Generation {
                                                                      double timeout_s);
     ~Generation();  // cancels whatever is still running
 
+    // One position of a choice's log-probabilities: the token, its text as the response shows
+    // it, where that text starts (completions' text_offset, in characters from the start of the
+    // choice's logprobs) and, but for an echoed prompt's first token, its log-probabilities.
+    struct LogprobEntry {
+        int32_t id = 0;
+        std::string token;  // the token's bytes, invalid UTF-8 replaced by U+FFFD
+        int64_t text_offset = 0;
+        std::optional<TokenLogprobs> lp;
+    };
     // A piece of a choice's text that became final (stream events).
     struct Delta {
         int index = 0;
         std::string text;
         std::vector<int32_t> token_ids;
+        std::vector<LogprobEntry> logprobs;   // where the request asked for them
         const char* finish_reason = nullptr;  // set on the choice's last delta
     };
     // Waits (at most until `until`) for progress; appends the deltas. Returns true once every
@@ -57,6 +68,8 @@ class Generation {
   private:
     struct Choice;
     Generation(const ApiRequest& request, const Tokenizer& tokenizer);
+    LogprobEntry entry(Choice& c, int32_t id, std::optional<TokenLogprobs> lp) const;
+    nlohmann::json logprobs_json(const std::vector<LogprobEntry>& entries) const;
 
     ApiRequest request_;
     Tokenizer tokenizer_;

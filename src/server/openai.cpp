@@ -116,6 +116,7 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
     const json& p = *it;
     auto add_text = [&](const std::string& text, const std::string& name) {
         out->prompts.push_back(tokenizer.encode(text));
+        out->prompt_texts.push_back(text);
         return check_prompt_length(out->prompts.back(), "prompt", name, limits);
     };
     if (p.is_string()) return add_text(p.get<std::string>(), "prompt");
@@ -128,6 +129,7 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
     if (p[0].is_number()) {
         out->prompts.emplace_back();
         if (auto e = read_ids(p, "prompt", limits, &out->prompts.back())) return e;
+        out->prompt_texts.push_back(tokenizer.decode(out->prompts.back(), true));
         return check_prompt_length(out->prompts.back(), "prompt", "prompt", limits);
     }
     if (static_cast<int>(p.size()) > limits.max_prompts)
@@ -140,6 +142,7 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
         } else if (p[i].is_array()) {
             out->prompts.emplace_back();
             if (auto e = read_ids(p[i], name, limits, &out->prompts.back())) return e;
+            out->prompt_texts.push_back(tokenizer.decode(out->prompts.back(), true));
             if (auto e = check_prompt_length(out->prompts.back(), "prompt", name, limits)) return e;
         } else {
             return bad("prompt",
@@ -246,7 +249,9 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
         }
     }
     // Unsupported features are refused rather than silently ignored.
-    for (const char* key : {"logprobs", "top_logprobs", "echo", "suffix", "tools", "functions"}) {
+    std::vector<const char*> unsupported = {"suffix", "tools", "functions"};
+    if (chat) unsupported.push_back("echo");
+    for (const char* key : unsupported) {
         auto it = body.find(key);
         if (it != body.end() && !it->is_null() && *it != false && !(it->is_array() && it->empty()))
             return bad(key, std::string(key) + " is not supported by this server");
@@ -258,10 +263,32 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
         if (!it->empty()) return bad("logit_bias", "logit_bias is not supported by this server");
     }
 
+    // Log-probabilities: completions' `logprobs` is the number of alternatives; chat's is a
+    // switch, with the number in `top_logprobs`.
+    if (chat) {
+        bool want = false;
+        if (auto e = read_bool(body, "logprobs", &want)) return e;
+        int64_t top = 0;
+        if (auto e = read_int(body, "top_logprobs", 0, kMaxTopLogprobs, &top)) return e;
+        if (auto it = body.find("top_logprobs"); it != body.end() && !it->is_null() && !want)
+            return bad("top_logprobs", "top_logprobs needs logprobs: true");
+        if (want) r.logprobs = static_cast<int>(top);
+    } else {
+        if (auto it = body.find("top_logprobs"); it != body.end() && !it->is_null())
+            return bad("top_logprobs",
+                       "top_logprobs is a chat completions field; completions take logprobs: N");
+        int64_t n_top = -1;
+        if (auto e = read_int(body, "logprobs", 0, kMaxTopLogprobs, &n_top)) return e;
+        r.logprobs = static_cast<int>(n_top);
+        if (auto e = read_bool(body, "echo", &r.echo)) return e;
+    }
+
     // The default (16) never exceeds --max-tokens-limit; in chat requests max_completion_tokens,
-    // the newer name, wins over max_tokens where both are given.
+    // the newer name, wins over max_tokens where both are given. 0 only with echo (scoring a
+    // prompt).
     int64_t max_tokens = std::min(r.max_tokens, limits.max_tokens_limit);
-    if (auto e = read_int(body, "max_tokens", 1, limits.max_tokens_limit, &max_tokens)) return e;
+    if (auto e = read_int(body, "max_tokens", r.echo ? 0 : 1, limits.max_tokens_limit, &max_tokens))
+        return e;
     if (chat) {
         if (auto e =
                 read_int(body, "max_completion_tokens", 1, limits.max_tokens_limit, &max_tokens))

@@ -40,12 +40,18 @@ struct ApiLimits {
 struct ApiRequest {
     bool chat = false;
     std::vector<std::vector<int32_t>> prompts;  // tokenized; one or more
+    std::vector<std::string> prompt_texts;      // completions: each prompt's text (echo), as
+                                                // given or decoded from its ids
     int n = 1;                                  // choices per prompt
     int64_t max_tokens = 16;
     SamplingParams sampling;  // seed: choice i uses seed + i
     std::vector<std::string> stop;
     bool stream = false, include_usage = false, ignore_eos = false, return_token_ids = false;
     bool strip_leading_space = false;  // chat with the plain template (docs/server.md)
+    // Log-probabilities: -1 none, else the number of alternatives beside each token (completions'
+    // `logprobs`, chat's `top_logprobs` with `logprobs: true`).
+    int logprobs = -1;
+    bool echo = false;  // completions: the prompt comes first in the text (and the logprobs)
 };
 
 // Parses and validates a request body. `chat` selects the chat schema; `tmpl` renders messages.

@@ -47,9 +47,24 @@ class MockModel final : public Model {
     const ModelConfig& config() const override { return config_; }
     SequenceState new_state() const override { return fresh(); }
     Result<std::vector<float>> forward(std::span<const int32_t> tokens, SequenceState& state,
-                                       LogitsMode) override {
-        for (int32_t t : tokens) advance(state, t);
-        return one_hot(predict(state));
+                                       LogitsMode mode) override {
+        std::vector<float> logits;
+        for (int32_t t : tokens) {
+            advance(state, t);
+            if (mode == LogitsMode::kAll) {
+                const std::vector<float> row = one_hot(predict(state));
+                logits.insert(logits.end(), row.begin(), row.end());
+            }
+        }
+        if (mode == LogitsMode::kLast && !tokens.empty()) logits = one_hot(predict(state));
+        std::lock_guard lock(mu_);
+        forward_tokens_ += static_cast<int64_t>(tokens.size());
+        return logits;
+    }
+    // Tokens run through forward() (the default step_all_logits goes through it).
+    int64_t forward_tokens() const {
+        std::lock_guard lock(mu_);
+        return forward_tokens_;
     }
     DeviceInfo device_info() const override { return {}; }
     int n_slots() const override { return static_cast<int>(slots_.size()); }
@@ -149,7 +164,7 @@ class MockModel final : public Model {
     std::vector<SequenceState> slots_;
     mutable std::mutex mu_;
     std::vector<Step> steps_;
-    int64_t consumed_ = 0;
+    int64_t consumed_ = 0, forward_tokens_ = 0;
 };
 
 }  // namespace duality::testing

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cmath>
 #include <random>
 #include <thread>
 
@@ -341,6 +342,12 @@ TEST(Engine, RejectsBadRequests) {
     EXPECT_EQ((*engine)->submit(greedy({1, MockModel::kVocab}, 1)).status().code(),
               StatusCode::kInvalidArgument);
     EXPECT_EQ((*engine)->submit(greedy({1}, 0)).status().code(), StatusCode::kInvalidArgument);
+    GenerateRequest lp = greedy({1, 2}, 1);
+    lp.logprobs = kMaxTopLogprobs + 1;
+    EXPECT_EQ((*engine)->submit(lp).status().code(), StatusCode::kInvalidArgument);
+    lp.logprobs = -1;
+    lp.prompt_logprobs = true;
+    EXPECT_EQ((*engine)->submit(lp).status().code(), StatusCode::kInvalidArgument);
     (*engine)->stop_accepting();
     EXPECT_EQ((*engine)->submit(greedy({1}, 1)).status().code(), StatusCode::kResourceExhausted);
 
@@ -391,6 +398,87 @@ TEST(Engine, PenaltiesSampleOnTheHost) {
     }
     EXPECT_EQ(out, expected);
     EXPECT_NE(out, MockModel::continuation(r.prompt, 40)) << "the penalty changed nothing";
+}
+
+// log_softmax(row)[id] in double, and the ids of the k largest entries (the mock's rows have
+// distinct top values).
+double log_softmax_at(const std::vector<float>& row, int32_t id) {
+    double sum = 0;
+    for (float v : row) sum += std::exp(static_cast<double>(v));
+    return static_cast<double>(row[static_cast<size_t>(id)]) - std::log(sum);
+}
+
+TEST(Engine, LogprobsComeWithEachTokenAndScoreTheRawLogits) {
+    MockModel model(2);
+    EngineOptions o;
+    o.max_seqs = 2;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    // A penalty that changes every choice: the log-probabilities must still be the raw row's.
+    GenerateRequest r = greedy({3, 1, 4, 1, 5, 9, 2, 6}, 24);
+    r.sampling.repetition_penalty = 1e6f;
+    r.logprobs = 2;
+    auto seq = (*engine)->submit(r);
+    ASSERT_TRUE(seq.is_ok());
+    std::vector<int32_t> out;
+    std::vector<TokenLogprobs> lps;
+    const auto give_up = SteadyClock::now() + 20s;
+    while (!(*seq)->wait(&out, SteadyClock::now() + 100ms, &lps))
+        ASSERT_LT(SteadyClock::now(), give_up);
+    ASSERT_EQ(out.size(), 24u);
+    ASSERT_EQ(lps.size(), out.size());
+    SequenceState s = MockModel::run(r.prompt);
+    for (size_t i = 0; i < out.size(); ++i) {
+        const int32_t pred = MockModel::predict(s);
+        const std::vector<float> row = MockModel::one_hot(pred);
+        EXPECT_EQ(lps[i].id, out[i]);
+        EXPECT_NEAR(lps[i].logprob, log_softmax_at(row, out[i]), 1e-5) << "token " << i;
+        ASSERT_EQ(lps[i].top.size(), 2u);
+        EXPECT_EQ(lps[i].top[0].first, pred);
+        EXPECT_EQ(lps[i].top[1].first, (pred + 1) % MockModel::kVocab);
+        EXPECT_NEAR(lps[i].top[0].second, log_softmax_at(row, pred), 1e-5);
+        EXPECT_NEAR(lps[i].top[1].second, log_softmax_at(row, (pred + 1) % MockModel::kVocab),
+                    1e-5);
+        MockModel::advance(s, out[i]);
+    }
+    EXPECT_TRUE((*seq)->prompt_logprobs().empty()) << "not asked for";
+}
+
+TEST(Engine, PromptLogprobsScoreEveryPromptTokenFromTheSecondWithoutTheCache) {
+    MockModel model(3);
+    EngineOptions o;
+    o.max_seqs = 2;
+    o.cache_slots = 1;
+    o.prefill_chunk = 64;
+    o.checkpoint_every = 64;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    std::mt19937 rng(7);
+    const std::vector<int32_t> prompt = random_prompt(rng, 300);  // four pieces of 64 and a tail
+    run_greedy(**engine, prompt, 3);  // caches states at 64, ..., 256 tokens
+    EXPECT_EQ(run_greedy(**engine, prompt, 3)->cached_tokens(), 256) << "the control";
+    const int64_t forwarded = model.forward_tokens();
+
+    GenerateRequest r = greedy(prompt, 5);
+    r.logprobs = 0;
+    r.prompt_logprobs = true;
+    auto seq = (*engine)->submit(r);
+    ASSERT_TRUE(seq.is_ok());
+    // Another sequence shares the steps meanwhile and is unaffected.
+    const std::vector<int32_t> other = random_prompt(rng, 40);
+    run_greedy(**engine, other, 30);
+    EXPECT_EQ(drain(**seq), MockModel::continuation(prompt, 5));
+    EXPECT_EQ((*seq)->cached_tokens(), 0) << "a cached prefix has no logits";
+    EXPECT_EQ(model.forward_tokens() - forwarded, 299) << "all but the last prompt token";
+    const std::vector<TokenLogprobs> lps = (*seq)->prompt_logprobs();
+    ASSERT_EQ(lps.size(), prompt.size() - 1);
+    for (size_t i = 1; i < prompt.size(); ++i) {
+        const std::vector<float> row = MockModel::one_hot(
+            MockModel::predict(MockModel::run(std::span<const int32_t>(prompt.data(), i))));
+        EXPECT_EQ(lps[i - 1].id, prompt[i]);
+        EXPECT_NEAR(lps[i - 1].logprob, log_softmax_at(row, prompt[i]), 1e-5) << "token " << i;
+        EXPECT_TRUE(lps[i - 1].top.empty());
+    }
 }
 
 TEST(Engine, DestructionCancelsRunningSequences) {

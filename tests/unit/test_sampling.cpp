@@ -148,6 +148,32 @@ TEST(Sampling, SameSeedSameTokensAndTheDistributionIsRight) {
         EXPECT_NEAR(hist[static_cast<int32_t>(i)] / 20000.0, kProbs[i], 0.015) << i;
 }
 
+TEST(Sampling, LogprobsAreTheLogOfTheSoftmaxAndTheTopIsSorted) {
+    // Known probabilities, shifted by a large constant: log_softmax must not care.
+    std::vector<float> l = logits_for(kProbs);
+    for (float& v : l) v += 80.0f;  // exp(80) overflows float, not the max-subtracted sum
+    const TokenLogprobs lp = sampling::logprobs(l, 2, 3);
+    EXPECT_EQ(lp.id, 2);
+    EXPECT_NEAR(lp.logprob, std::log(0.10), 1e-5);
+    ASSERT_EQ(lp.top.size(), 3u);
+    EXPECT_EQ(lp.top[0].first, 1);
+    EXPECT_EQ(lp.top[1].first, 3);
+    EXPECT_EQ(lp.top[2].first, 4);
+    EXPECT_NEAR(lp.top[0].second, std::log(0.40), 1e-5);
+    EXPECT_NEAR(lp.top[1].second, std::log(0.25), 1e-5);
+    EXPECT_NEAR(lp.top[2].second, std::log(0.20), 1e-5);
+    // The chosen token's value is computed as the top's are: equal where it is the argmax.
+    EXPECT_EQ(sampling::logprobs(l, 1, 1).logprob, sampling::logprobs(l, 1, 1).top[0].second);
+    // No alternatives; more than the row holds; ties go to the smaller id.
+    EXPECT_TRUE(sampling::logprobs(l, 0, 0).top.empty());
+    EXPECT_EQ(sampling::logprobs(l, 0, kMaxTopLogprobs).top.size(), kProbs.size());
+    const std::vector<float> flat(4, 1.0f);
+    const TokenLogprobs tie = sampling::logprobs(flat, 3, 2);
+    EXPECT_NEAR(tie.logprob, std::log(0.25), 1e-6);
+    EXPECT_EQ(tie.top[0].first, 0);
+    EXPECT_EQ(tie.top[1].first, 1);
+}
+
 TEST(Sampling, ValidateNamesTheField) {
     SamplingParams p;
     EXPECT_TRUE(p.validate().is_ok());

@@ -62,7 +62,7 @@ struct GenerateRequest {
     int logprobs = -1;
     // Also each prompt token's from the second on (needs logprobs >= 0). The prompt then runs
     // from its start, not from a cached prefix: all but its last token through
-    // Model::step_all_logits, a piece of prefill_chunk tokens per scheduler turn.
+    // Model::step_all_logits, a piece of at most prefill_chunk (and 512) tokens per scheduler turn.
     bool prompt_logprobs = false;
 };
 

@@ -463,7 +463,8 @@ void Engine::Impl::prompt_logprobs_pieces() {
     uint64_t computed = 0;
     for (Live& r : running) {
         if (!in_prompt_logprobs(r)) continue;
-        const int64_t len = std::min(opt.prefill_chunk, r.n_prompt - 1 - r.pos);
+        // At most 512 tokens a piece: their logits alone are 100 MB at GPT-NeoX's vocabulary.
+        const int64_t len = std::min({opt.prefill_chunk, int64_t{512}, r.n_prompt - 1 - r.pos});
         const auto piece = std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.pos),
                                                                       static_cast<size_t>(len));
         Result<std::vector<float>> logits = model.step_all_logits(r.slot, piece);

@@ -80,7 +80,8 @@ class Sequence {
     bool wait(std::vector<int32_t>* out, SteadyClock::time_point until,
               std::vector<TokenLogprobs>* logprobs = nullptr);
     // The prompt's log-probabilities (GenerateRequest::prompt_logprobs), one per prompt token from
-    // the second on; complete before the first generated token arrives.
+    // the second on; complete before the first generated token arrives (fewer only when the
+    // sequence ended before its prompt was scored).
     std::vector<TokenLogprobs> prompt_logprobs() const;
     // Asks the engine to stop this sequence; idempotent (the first reason stays). `reason` is
     // what it finishes with, and what the metrics count: kCancelled (the client is gone) or kStop

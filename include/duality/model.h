@@ -155,8 +155,8 @@ class Model {
     virtual Result<std::vector<float>> step_all_logits(int slot, std::span<const int32_t> tokens);
 
     // Like step(), but draws each sequence's next token on the device with params[i] (the
-    // penalties are not applied here): draw number draws[i] of the stream of params[i].seed, so
-    // the same seed, draw number and logits give the same token.
+    // penalties and logit biases are not applied here): draw number draws[i] of the stream of
+    // params[i].seed, so the same seed, draw number and logits give the same token.
     virtual Result<std::vector<int32_t>> step_sample(std::span<const SeqInput> batch,
                                                      std::span<const SamplingParams> params,
                                                      std::span<const uint64_t> draws) = 0;

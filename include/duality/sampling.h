@@ -12,6 +12,9 @@
 
 namespace duality {
 
+inline constexpr int kMaxLogitBias = 300;         // entries of SamplingParams::logit_bias
+inline constexpr float kLogitBiasLimit = 100.0f;  // |bias| at most this (OpenAI's range)
+
 // Temperatures below this sample greedily: argmax is the limit of softmax(logits / T) as T → 0,
 // and 1 / T stays finite (a temperature of 1e-40 made it infinite, and the softmax NaN).
 inline constexpr float kGreedyBelowTemperature = 1e-6f;
@@ -27,21 +30,27 @@ struct SamplingParams {
     float repetition_penalty = 1.0f;  // CTRL-style, over prompt and output tokens
     float presence_penalty = 0.0f;    // OpenAI-style, over output tokens
     float frequency_penalty = 0.0f;   // OpenAI-style, over output tokens
+    // OpenAI's logit_bias: added to these ids' logits before the penalties; at most
+    // kMaxLogitBias entries, each in [-kLogitBiasLimit, kLogitBiasLimit].
+    std::vector<std::pair<int32_t, float>> logit_bias;
     uint64_t seed = 0;
 
     // Names the first out-of-range field ("top_p must be in (0, 1]", ...).
     Status validate() const;
     // Whether sampling takes the argmax: greedy, or a temperature below kGreedyBelowTemperature.
     bool is_greedy() const { return greedy || temperature < kGreedyBelowTemperature; }
-    // Whether a penalty reads the sequence's history (so sampling needs its tokens).
+    // Whether sampling changes the logits on the host first: a penalty (which reads the
+    // sequence's history) or a logit bias.
     bool has_penalties() const {
-        return repetition_penalty != 1.0f || presence_penalty != 0.0f || frequency_penalty != 0.0f;
+        return repetition_penalty != 1.0f || presence_penalty != 0.0f ||
+               frequency_penalty != 0.0f || !logit_bias.empty();
     }
 };
 
 // The model's log-probabilities at one position: log_softmax of the raw logits (before penalties
 // and temperature, as vLLM's default), over the ids that may be sampled.
-inline constexpr int kMaxTopLogprobs = 20;  // the most alternatives a request may ask for
+inline constexpr int kMaxTopLogprobs = 20;      // the most alternatives a request may ask for
+inline constexpr float kMinLogprob = -9999.0f;  // log-probabilities are floored here (as OpenAI's)
 struct TokenLogprobs {
     int32_t id = -1;                             // the token chosen (generated) or given (prompt)
     float logprob = 0;                           // its log-probability
@@ -90,8 +99,8 @@ double draw_uniform(uint64_t seed, uint64_t draw);
 int32_t sample_row(std::span<const float> logits, const SamplingParams& p, uint64_t draw);
 
 // log_softmax(logits)[id] and the n_top most likely ids (0 <= n_top <= kMaxTopLogprobs), in
-// double precision (log-sum-exp with the max subtracted); `logits` holds the ids that may be
-// sampled, and id must be one of them.
+// double precision (log-sum-exp with the max subtracted), floored at kMinLogprob (NaN logits count
+// as -inf); `logits` holds the ids that may be sampled, and id must be one of them.
 TokenLogprobs logprobs(std::span<const float> logits, int32_t id, int n_top);
 }  // namespace sampling
 

@@ -458,43 +458,67 @@ void Engine::Impl::admit(SteadyClock::time_point now) {
 }
 
 void Engine::Impl::prompt_logprobs_pieces() {
+    std::vector<size_t> todo;  // running indices, oldest first
+    for (size_t i = 0; i < running.size(); ++i)
+        if (in_prompt_logprobs(running[i])) todo.push_back(i);
+    if (todo.empty()) return;
+    std::sort(todo.begin(), todo.end(),
+              [&](size_t a, size_t b) { return running[a].order < running[b].order; });
+    // The completed step's tokens go out before this synchronous work.
+    notify_finished();
     const size_t V = static_cast<size_t>(model.config().vocab_size);
     const size_t n = opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
-    uint64_t computed = 0;
-    for (Live& r : running) {
-        if (!in_prompt_logprobs(r)) continue;
+    int64_t budget = opt.max_batch_tokens;  // shared by this turn's pieces (the first always runs)
+    for (size_t k = 0; k < todo.size(); ++k) {
+        Live& r = running[todo[k]];
         // At most 512 tokens a piece: their logits alone are 100 MB at GPT-NeoX's vocabulary.
         const int64_t len = std::min({opt.prefill_chunk, int64_t{512}, r.n_prompt - 1 - r.pos});
+        if (k > 0 && len > budget) break;
+        budget -= len;
         const auto piece = std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.pos),
                                                                       static_cast<size_t>(len));
+        const auto start = SteadyClock::now();
         Result<std::vector<float>> logits = model.step_all_logits(r.slot, piece);
+        if (logits.is_ok() && logits->size() != static_cast<size_t>(len) * V)
+            logits = Status(StatusCode::kInternal,
+                            "step_all_logits returned " + std::to_string(logits->size()) +
+                                " logits for " + std::to_string(len) + " tokens");
         if (!logits.is_ok()) {
             finish(r, FinishReason::kError, logits.status().message());
             release(r, false);
             continue;
         }
         // Row i predicts token pos + i + 1. An id the tokenizer does not know (a padded row, given
-        // as a prompt id) is scored against the whole row rather than the sampled ids.
-        std::vector<TokenLogprobs> lps;
-        lps.reserve(static_cast<size_t>(len));
+        // as a prompt id) is scored against the whole row rather than the sampled ids. Rows in
+        // parallel: each is a pass over the vocabulary in double precision.
+        std::vector<TokenLogprobs> lps(static_cast<size_t>(len));
+        const int32_t* next = r.tokens.data() + r.pos + 1;
+        const int n_top = r.req.logprobs;
+#pragma omp parallel for schedule(static)
         for (int64_t i = 0; i < len; ++i) {
-            const int32_t next = r.tokens[static_cast<size_t>(r.pos + i + 1)];
             const float* row = logits->data() + static_cast<size_t>(i) * V;
-            lps.push_back(sampling::logprobs(
-                std::span<const float>(row, static_cast<size_t>(next) < n ? n : V), next,
-                r.req.logprobs));
+            const size_t cols = static_cast<size_t>(next[i]) < n ? n : V;
+            lps[static_cast<size_t>(i)] =
+                sampling::logprobs(std::span<const float>(row, cols), next[i], n_top);
         }
         r.seq->add_prompt_logprobs(std::move(lps));
         r.pos += len;
-        computed += static_cast<uint64_t>(len);
+        const auto done = SteadyClock::now();
+        if (trace)
+            std::fprintf(trace.get(), "%.3f %.3f %.3f 0 1 %lld\n",
+                         1e3 * seconds(start - trace_origin), 1e3 * seconds(done - start),
+                         1e3 * seconds(start - last_step_end), static_cast<long long>(len));
+        last_step_end = done;
+        std::lock_guard lock(stats_mu);  // counted as a step of one prefill piece
+        stats.prefill_tokens += static_cast<uint64_t>(len);
+        ++stats.steps;
+        stats.batch_size.observe(1);
+        stats.step_tokens.observe(static_cast<double>(len));
+        stats.step_s.observe(seconds(done - start));
     }
     std::erase_if(running, [](const Live& r) { return r.slot < 0; });
-    {
-        std::lock_guard lock(mu);
-        n_running = static_cast<int>(running.size());
-    }
-    std::lock_guard lock(stats_mu);
-    stats.prefill_tokens += computed;
+    std::lock_guard lock(mu);
+    n_running = static_cast<int>(running.size());
 }
 
 void Engine::Impl::launch() {
@@ -540,7 +564,10 @@ void Engine::Impl::launch() {
         const Live& r = running[who[b]];
         params[b] = r.req.sampling;
         draws[b] = static_cast<uint64_t>(r.n_generated);
-        host_sampling |= r.req.sampling.has_penalties() || r.req.logprobs >= 0;
+        // Rows that yield no token (a prompt piece before its last) need neither.
+        const bool yields =
+            r.decoding() || r.pos + static_cast<int64_t>(batch[b].tokens.size()) == r.n_prompt;
+        host_sampling |= yields && (r.req.sampling.has_penalties() || r.req.logprobs >= 0);
     }
 
     flight.active = true;

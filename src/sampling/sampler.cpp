@@ -30,6 +30,15 @@ Status SamplingParams::validate() const {
     if (!(std::fabs(frequency_penalty) <= 2.0f))
         return bad("frequency_penalty must be in [-2, 2], got " +
                    std::to_string(frequency_penalty));
+    if (logit_bias.size() > static_cast<size_t>(kMaxLogitBias))
+        return bad("logit_bias may hold at most " + std::to_string(kMaxLogitBias) +
+                   " entries, got " + std::to_string(logit_bias.size()));
+    for (const auto& [id, bias] : logit_bias) {
+        if (id < 0) return bad("logit_bias: token id " + std::to_string(id) + " is negative");
+        if (!(std::fabs(bias) <= kLogitBiasLimit))
+            return bad("logit_bias[" + std::to_string(id) + "] must be in [-100, 100], got " +
+                       std::to_string(bias));
+    }
     return Status::ok();
 }
 
@@ -42,6 +51,8 @@ int32_t argmax(std::span<const float> logits) {
 void apply_penalties(std::span<float> logits, std::span<const int32_t> prompt,
                      std::span<const int32_t> output, const SamplingParams& p) {
     const auto n = static_cast<int32_t>(logits.size());
+    for (const auto& [id, bias] : p.logit_bias)  // ids past the row (never sampled) are ignored
+        if (id >= 0 && id < n) logits[static_cast<size_t>(id)] += bias;
     if (p.repetition_penalty != 1.0f) {
         std::vector<bool> seen(logits.size(), false);
         for (auto tokens : {prompt, output}) {
@@ -136,26 +147,39 @@ int32_t sample_row(std::span<const float> logits, const SamplingParams& p, uint6
 }
 
 TokenLogprobs logprobs(std::span<const float> logits, int32_t id, int n_top) {
+    // NaN counts as -inf (a broken row must not break the sort's ordering), and values are
+    // floored at kMinLogprob so that JSON can carry them (it has no infinity).
+    auto value = [&](size_t i) {
+        const float l = logits[i];
+        return std::isnan(l) ? -INFINITY : static_cast<double>(l);
+    };
+    auto finite = [](double v) { return static_cast<float>(std::max(v, double{kMinLogprob})); };
     const size_t n = logits.size();
     double top = -INFINITY;
-    for (float l : logits) top = std::max(top, static_cast<double>(l));
+    for (size_t i = 0; i < n; ++i) top = std::max(top, value(i));
     double sum = 0;
-    for (float l : logits) sum += std::exp(static_cast<double>(l) - top);
-    const double lse = top + std::log(sum);
+    if (std::isfinite(top))
+        for (size_t i = 0; i < n; ++i) sum += std::exp(value(i) - top);
+    const double lse = std::isfinite(top) ? top + std::log(sum) : top;
+    auto logprob = [&](size_t i) {
+        return std::isfinite(lse) ? finite(value(i) - lse) : kMinLogprob;
+    };
     TokenLogprobs out;
     out.id = id;
-    out.logprob = static_cast<float>(static_cast<double>(logits[static_cast<size_t>(id)]) - lse);
+    out.logprob = logprob(static_cast<size_t>(id));
     const size_t k = std::min(n, static_cast<size_t>(std::clamp(n_top, 0, kMaxTopLogprobs)));
     if (k == 0) return out;
     std::vector<int32_t> ids(n);
     std::iota(ids.begin(), ids.end(), 0);
     std::partial_sort(ids.begin(), ids.begin() + static_cast<ptrdiff_t>(k), ids.end(),
                       [&](int32_t a, int32_t b) {
-                          return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+                          const double va = value(static_cast<size_t>(a));
+                          const double vb = value(static_cast<size_t>(b));
+                          return va > vb || (va == vb && a < b);
                       });
     out.top.reserve(k);
     for (size_t i = 0; i < k; ++i)
-        out.top.emplace_back(ids[i], static_cast<float>(logits[ids[i]] - lse));
+        out.top.emplace_back(ids[i], logprob(static_cast<size_t>(ids[i])));
     return out;
 }
 

@@ -36,6 +36,7 @@ struct Generation::Choice {
     std::string text;          // released text so far
     bool echoed = false;       // echo: the prompt went out
     bool discard = false;      // max_tokens 0 (echo only): the one token generated is not shown
+    bool unscored = false;     // echo: the sequence ended before its prompt was scored
     std::vector<LogprobEntry> logprobs;  // all of them so far (the whole response's)
     int64_t chars = 0;                   // characters of the tokens in `logprobs`
 
@@ -125,7 +126,10 @@ bool Generation::poll(SteadyClock::time_point until, std::vector<Delta>* out) {
             if (want_logprobs) {
                 const std::vector<int32_t>& prompt = request_.prompts[c->prompt];
                 std::vector<TokenLogprobs> plps = c->seq->prompt_logprobs();
-                for (size_t i = 0; i < prompt.size(); ++i) {
+                // Complete unless the sequence ended first (a timeout, a cancel, a failed step):
+                // then no token followed, and the choice fails rather than show holes.
+                c->unscored = plps.size() + 1 < prompt.size();
+                for (size_t i = 0; i < prompt.size() && !c->unscored; ++i) {
                     std::optional<TokenLogprobs> lp;
                     if (i > 0 && i - 1 < plps.size()) lp = std::move(plps[i - 1]);
                     d.logprobs.push_back(entry(*c, prompt[i], std::move(lp)));
@@ -150,7 +154,14 @@ bool Generation::poll(SteadyClock::time_point until, std::vector<Delta>* out) {
                 d.text += c->release(c->stops.flush());
             }
             const FinishReason r = c->seq->finish_reason();
-            if (c->discard && r != FinishReason::kError && r != FinishReason::kTimeout) {
+            if (c->unscored) {
+                c->finish_reason = "error";
+                if (error_.empty())
+                    error_ = r == FinishReason::kError
+                                 ? c->seq->error()
+                                 : std::string("the request ended (") + to_string(r) +
+                                       ") before its prompt was scored";
+            } else if (c->discard && (r == FinishReason::kLength || r == FinishReason::kStop)) {
                 c->finish_reason = "length";
             } else if (c->stops.stopped()) {
                 c->finish_reason = "stop";
@@ -207,9 +218,9 @@ json Generation::logprobs_json(const std::vector<LogprobEntry>& entries) const {
         }
         return json{{"content", std::move(content)}};
     }
-    // Completions: parallel arrays; each top_logprobs object holds the N most likely tokens and
-    // the chosen one (as OpenAI's: up to N + 1 entries; a text shared by two ids keeps the
-    // likelier).
+    // Completions: parallel arrays; each top_logprobs object holds the chosen token and the N most
+    // likely ones (as OpenAI's: up to N + 1 entries; where two ids show the same text, the chosen
+    // one's value, else the likelier one's).
     json tokens = json::array(), token_logprobs = json::array(), top_logprobs = json::array(),
          offsets = json::array();
     for (const LogprobEntry& e : entries) {
@@ -217,11 +228,11 @@ json Generation::logprobs_json(const std::vector<LogprobEntry>& entries) const {
         token_logprobs.push_back(e.lp ? json(e.lp->logprob) : json(nullptr));
         if (e.lp) {
             json top = json::object();
+            top[e.token] = e.lp->logprob;
             for (const auto& [id, v] : e.lp->top) {
                 const std::string t = text(id);
                 if (!top.contains(t)) top[t] = v;
             }
-            if (!top.contains(e.token)) top[e.token] = e.lp->logprob;
             top_logprobs.push_back(std::move(top));
         } else {
             top_logprobs.push_back(nullptr);

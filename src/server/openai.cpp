@@ -129,7 +129,7 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
     if (p[0].is_number()) {
         out->prompts.emplace_back();
         if (auto e = read_ids(p, "prompt", limits, &out->prompts.back())) return e;
-        out->prompt_texts.push_back(tokenizer.decode(out->prompts.back(), true));
+        out->prompt_texts.push_back(tokenizer.decode(out->prompts.back()));
         return check_prompt_length(out->prompts.back(), "prompt", "prompt", limits);
     }
     if (static_cast<int>(p.size()) > limits.max_prompts)
@@ -142,7 +142,7 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
         } else if (p[i].is_array()) {
             out->prompts.emplace_back();
             if (auto e = read_ids(p[i], name, limits, &out->prompts.back())) return e;
-            out->prompt_texts.push_back(tokenizer.decode(out->prompts.back(), true));
+            out->prompt_texts.push_back(tokenizer.decode(out->prompts.back()));
             if (auto e = check_prompt_length(out->prompts.back(), "prompt", name, limits)) return e;
         } else {
             return bad("prompt",
@@ -259,8 +259,30 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
     if (auto it = body.find("best_of"); it != body.end() && !it->is_null() && *it != 1)
         return bad("best_of", "best_of other than 1 is not supported by this server");
     if (auto it = body.find("logit_bias"); it != body.end() && !it->is_null()) {
-        if (!it->is_object()) return bad("logit_bias", "logit_bias must be an object");
-        if (!it->empty()) return bad("logit_bias", "logit_bias is not supported by this server");
+        if (!it->is_object())
+            return bad("logit_bias", "logit_bias must be an object of token ids to numbers, got " +
+                                         type_name(*it));
+        if (it->size() > static_cast<size_t>(kMaxLogitBias))
+            return bad("logit_bias", "logit_bias may hold at most " +
+                                         std::to_string(kMaxLogitBias) + " entries, got " +
+                                         std::to_string(it->size()));
+        for (const auto& [key, value] : it->items()) {
+            // The key: a token id in decimal ("50256"), nothing else.
+            const bool digits =
+                !key.empty() && key.size() <= 10 &&
+                std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
+            const int64_t id = digits ? std::stoll(key) : -1;
+            if (id < 0 || id >= limits.vocab_size)
+                return bad("logit_bias", "logit_bias key " + json_brief(json(key)) +
+                                             " is not a token id in [0, " +
+                                             std::to_string(limits.vocab_size) + ")");
+            if (!value.is_number() || !std::isfinite(value.get<double>()) ||
+                std::fabs(value.get<double>()) > kLogitBiasLimit)
+                return bad("logit_bias", "logit_bias[\"" + key +
+                                             "\"] must be a number in [-100, 100], got " +
+                                             json_brief(value));
+            r.sampling.logit_bias.emplace_back(static_cast<int32_t>(id), value.get<float>());
+        }
     }
 
     // Log-probabilities: completions' `logprobs` is the number of alternatives; chat's is a
@@ -358,6 +380,21 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
         if (auto e = read_messages(body, limits, tokenizer, tmpl, &r)) return e;
     } else {
         if (auto e = read_prompts(body, limits, tokenizer, &r)) return e;
+    }
+    // Log-probability entries (a token and its alternatives) are bounded, so that one request
+    // cannot build a response of gigabytes.
+    if (r.logprobs >= 0) {
+        int64_t positions = 0;
+        for (const auto& p : r.prompts)
+            positions += (r.echo ? static_cast<int64_t>(p.size()) : 0) + r.max_tokens;
+        const int64_t entries = positions * r.n * (r.logprobs + 1);
+        if (entries > kMaxLogprobEntries)
+            return bad("logprobs",
+                       "the request asks for " + std::to_string(entries) +
+                           " log-probability entries ((echoed prompt tokens + max_tokens) x n x "
+                           "(logprobs + 1)), more than " +
+                           std::to_string(kMaxLogprobEntries) +
+                           "; ask for fewer alternatives, tokens or prompts");
     }
     // Choices that could never all wait in the engine's queue are the request's fault (400),
     // not a busy server's (a 503 that no retry would change).

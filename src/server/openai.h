@@ -37,6 +37,9 @@ struct ApiLimits {
     int max_queue = 1 << 30;  // the engine's queue (--max-queue): a request's choices must fit
 };
 
+// The most log-probability entries (a token with its alternatives) one request may ask for.
+inline constexpr int64_t kMaxLogprobEntries = int64_t{1} << 20;
+
 struct ApiRequest {
     bool chat = false;
     std::vector<std::vector<int32_t>> prompts;  // tokenized; one or more

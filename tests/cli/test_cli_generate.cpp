@@ -1,6 +1,7 @@
 // `duality generate`, `perplexity` and `inspect` on the bundled model, run as a user would.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -72,6 +73,29 @@ TEST(CliGenerate, PromptIsAlsoTheFirstArgumentOrDashP) {
     auto both = test::run_duality("generate 'It was' --prompt-ids 1,2");
     EXPECT_NE(both.exit_code, 0);
     EXPECT_NE(both.out.find("excludes"), std::string::npos) << both.out;
+}
+
+TEST(CliGenerate, LogitBiasSteersAndBansTokens) {
+    const std::string base = "generate --greedy --ids -n 8 --ignore-eos --prompt 'The sea' ";
+    auto plain = test::run_duality(base);
+    ASSERT_EQ(plain.exit_code, 0) << plain.out;
+    const auto ids = parse_ids(first_line(plain.out));
+    ASSERT_EQ(ids.size(), 8u);
+    // +100 on one id makes it every greedy choice; -100 on the first choice removes it.
+    auto forced = test::run_duality(base + "--logit-bias 510=100");
+    ASSERT_EQ(forced.exit_code, 0) << forced.out;
+    EXPECT_EQ(parse_ids(first_line(forced.out)), std::vector<int32_t>(8, 510));
+    auto banned = test::run_duality(base + "--logit-bias " + std::to_string(ids[0]) + "=-100");
+    ASSERT_EQ(banned.exit_code, 0) << banned.out;
+    const auto without = parse_ids(first_line(banned.out));
+    ASSERT_EQ(without.size(), 8u);
+    EXPECT_EQ(std::count(without.begin(), without.end(), ids[0]), 0) << banned.out;
+    for (const char* bad :
+         {"510", "=5", "510=", "x=1", "510=1e9", "510=abc", "-3=1", "99999999=1"}) {
+        auto r = test::run_duality(base + "--logit-bias '" + bad + "'");
+        EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.out;
+        EXPECT_NE(r.out.find("logit"), std::string::npos) << bad << ": " << r.out;
+    }
 }
 
 TEST(CliGenerate, SeedMakesSamplingReproducible) {

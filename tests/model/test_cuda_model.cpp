@@ -501,6 +501,62 @@ void expect_trim_agrees(DType dtype, const std::vector<float>& t, const std::vec
 // states it leaves must continue the same way. f32 and bf16 models of the bundled one, trimmed
 // and not, GEMM tuning off: a packed prefill of 8 sequences (9-79 tokens), then a mixed pass (4
 // prompts continued by 20 tokens, 4 by one token), then a decode step.
+// Model::step_all_logits (prompt log-probabilities; the CUDA model's override runs on the slot
+// itself, the CPU model takes the default) in pieces of 1, 37, 1, 64 and 97 tokens: every row's
+// logits as one forward() of the whole prompt from a zero state gives them, and the slot then
+// continues as that state does. f32; pieces (and the CUDA model's passes of 64 tokens) move the
+// SSD's chunk boundaries, so equal up to rounding.
+void expect_step_all_logits_match_forward(Model& model) {
+    const int64_t V = model.config().vocab_size;
+    const std::vector<int32_t> prompt = prompts(1, 200, 0, 1, 131, V)[0];
+    SequenceState state = model.new_state();
+    auto whole = model.forward(prompt, state, LogitsMode::kAll);
+    ASSERT_TRUE(whole.is_ok()) << whole.status().message();
+    ASSERT_TRUE(model.reset_slot(1).is_ok());
+    std::vector<float> pieces;
+    size_t at = 0;
+    for (size_t len : {1, 37, 1, 64, 97}) {
+        auto rows = model.step_all_logits(1, std::span<const int32_t>(prompt).subspan(at, len));
+        ASSERT_TRUE(rows.is_ok()) << rows.status().message();
+        ASSERT_EQ(rows->size(), len * static_cast<size_t>(V));
+        pieces.insert(pieces.end(), rows->begin(), rows->end());
+        at += len;
+    }
+    ASSERT_EQ(at, prompt.size());
+    ASSERT_EQ(pieces.size(), whole->size());
+    EXPECT_LE(max_err(pieces, *whole), 1e-4 * max_abs(*whole));
+    for (size_t t = 0; t < prompt.size(); ++t)
+        EXPECT_EQ(argmax(pieces.data() + t * V, V), argmax(whole->data() + t * V, V)) << t;
+    SequenceState slot;
+    ASSERT_TRUE(model.read_slot(1, slot).is_ok());
+    EXPECT_EQ(slot.n_tokens, state.n_tokens);
+    const int32_t next = 77;
+    auto a = model.forward(std::span<const int32_t>(&next, 1), state, LogitsMode::kLast);
+    auto b = model.forward(std::span<const int32_t>(&next, 1), slot, LogitsMode::kLast);
+    ASSERT_TRUE(a.is_ok() && b.is_ok());
+    EXPECT_LE(max_err(*a, *b), 1e-4 * max_abs(*a));
+    EXPECT_FALSE(model.step_all_logits(1, {}).is_ok());
+    EXPECT_FALSE(model.step_all_logits(5, prompt).is_ok()) << "no such slot";
+}
+
+TEST(CudaModel, StepAllLogitsInPiecesMatchesOneForward) {
+    REQUIRE_GPU();
+    LoadOptions o = cuda_options(DType::kF32, 2);
+    o.max_tokens = 64;
+    auto loaded = Model::load(test::bundled_model_dir(), o);
+    ASSERT_TRUE(loaded.is_ok()) << loaded.status().message();
+    expect_step_all_logits_match_forward(**loaded);
+}
+
+// The CPU twin (the default implementation), which runs everywhere.
+TEST(CpuModel, StepAllLogitsInPiecesMatchesOneForward) {
+    LoadOptions o;
+    o.n_slots = 2;
+    auto loaded = Model::load(test::bundled_model_dir(), o);
+    ASSERT_TRUE(loaded.is_ok()) << loaded.status().message();
+    expect_step_all_logits_match_forward(**loaded);
+}
+
 TEST(CudaModel, TrimmedLastLayerMatchesEveryRow) {
     REQUIRE_GPU();
     constexpr int kSeqs = 8;

@@ -174,6 +174,46 @@ TEST(Sampling, LogprobsAreTheLogOfTheSoftmaxAndTheTopIsSorted) {
     EXPECT_EQ(tie.top[1].first, 1);
 }
 
+TEST(Sampling, LogprobsOfNonFiniteLogitsAreFlooredNotUndefined) {
+    const float nan = std::nanf(""), inf = INFINITY;
+    const std::vector<float> l = {nan, 1.0f, -inf, 2.0f, nan};
+    const TokenLogprobs a = sampling::logprobs(l, 0, 5);
+    EXPECT_EQ(a.logprob, kMinLogprob);
+    EXPECT_EQ(sampling::logprobs(l, 2, 0).logprob, kMinLogprob);
+    ASSERT_EQ(a.top.size(), 5u);
+    EXPECT_EQ(a.top[0].first, 3);
+    EXPECT_EQ(a.top[1].first, 1);
+    EXPECT_NEAR(a.top[0].second, -std::log1p(std::exp(-1.0)), 1e-6);
+    for (const auto& [id, v] : a.top) EXPECT_TRUE(std::isfinite(v)) << id;
+    const std::vector<float> all_nan(3, nan);
+    EXPECT_EQ(sampling::logprobs(all_nan, 1, 2).logprob, kMinLogprob);
+}
+
+TEST(Sampling, LogitBiasIsAddedBeforeThePenaltiesAndIsValidated) {
+    SamplingParams p;
+    EXPECT_FALSE(p.has_penalties());
+    p.logit_bias = {{1, -2.0f}, {3, 4.5f}, {9, 50.0f}};  // id 9: past the row, ignored
+    EXPECT_TRUE(p.has_penalties()) << "a bias changes the logits on the host";
+    EXPECT_TRUE(p.validate().is_ok());
+    std::vector<float> logits = {1, 2, 3, 4, -5};
+    sampling::apply_penalties(logits, {}, {}, p);
+    EXPECT_EQ(logits, (std::vector<float>{1, 0, 3, 8.5f, -5}));
+    // Before a repetition penalty: 2 + 1 = 3, then divided by 2.
+    p.logit_bias = {{1, 1.0f}};
+    p.repetition_penalty = 2.0f;
+    logits = {1, 2, 3, 4, -5};
+    const std::vector<int32_t> prompt = {1};
+    sampling::apply_penalties(logits, prompt, {}, p);
+    EXPECT_EQ(logits[1], 1.5f);
+    p = {};
+    p.logit_bias = {{4, 100.5f}};
+    EXPECT_NE(p.validate().message().find("logit_bias"), std::string::npos);
+    p.logit_bias = {{-1, 1.0f}};
+    EXPECT_NE(p.validate().message().find("logit_bias"), std::string::npos);
+    p.logit_bias.assign(kMaxLogitBias + 1, {0, 1.0f});
+    EXPECT_NE(p.validate().message().find("at most"), std::string::npos);
+}
+
 TEST(Sampling, ValidateNamesTheField) {
     SamplingParams p;
     EXPECT_TRUE(p.validate().is_ok());

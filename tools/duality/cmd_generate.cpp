@@ -1,7 +1,9 @@
 // `duality generate`: streams a continuation of a prompt, then prints prompt and generation
 // speed on stderr.
 #include <chrono>
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 
 #include "duality/model.h"
@@ -27,7 +29,7 @@ Action add_generate_command(CLI::App& app) {
         SamplingParams sampling;
         std::optional<uint64_t> seed;
         bool ids = false, ignore_eos = false;
-        std::vector<std::string> stop;
+        std::vector<std::string> stop, logit_bias;
     };
     auto opt = std::make_shared<Options>();
     opt->sampling.temperature = 0.8f;
@@ -65,6 +67,8 @@ Action add_generate_command(CLI::App& app) {
     cmd->add_option("--frequency-penalty", opt->sampling.frequency_penalty,
                     "Subtracted per occurrence from tokens already generated")
         ->capture_default_str();
+    cmd->add_option("--logit-bias", opt->logit_bias,
+                    "ID=BIAS: add BIAS (in [-100, 100]) to token ID's logit (repeatable)");
     cmd->add_option("--seed", opt->seed, "Random seed (default: random, printed on stderr)");
     cmd->add_flag("--greedy", opt->sampling.greedy, "Always take the most likely token");
     cmd->add_option("--stop", opt->stop, "Stop before this string (repeatable)");
@@ -84,6 +88,23 @@ Action add_generate_command(CLI::App& app) {
                          "duality generate: --stop matches text; it cannot be used with "
                          "--ids (which prints token ids)\n");
             return 2;
+        }
+        for (const std::string& entry : opt->logit_bias) {
+            const size_t eq = entry.find('=');
+            char* end = nullptr;
+            const long id = eq == std::string::npos ? -1 : std::strtol(entry.c_str(), &end, 10);
+            const char* bias_text = eq == std::string::npos ? "" : entry.c_str() + eq + 1;
+            char* bias_end = nullptr;
+            const float bias = std::strtof(bias_text, &bias_end);
+            if (eq == 0 || eq == std::string::npos || end != entry.c_str() + eq || id > INT32_MAX ||
+                *bias_text == '\0' || *bias_end != '\0') {
+                std::fprintf(stderr,
+                             "duality generate: --logit-bias takes ID=BIAS (e.g. 50256=-100), "
+                             "got '%s'\n",
+                             entry.c_str());
+                return 2;
+            }
+            opt->sampling.logit_bias.emplace_back(static_cast<int32_t>(id), bias);
         }
         if (Status s = opt->sampling.validate(); !s.is_ok()) {
             std::fprintf(stderr, "duality generate: %s\n", s.message().c_str());
@@ -110,6 +131,14 @@ Action add_generate_command(CLI::App& app) {
         // Only ids the tokenizer knows may be sampled (HF configs count padded rows as vocab).
         const int64_t V = model->config().vocab_size;
         const int64_t n_valid = std::min<int64_t>(V, tokenizer.vocab_size());
+        for (const auto& [id, bias] : sampling.logit_bias)
+            if (id >= n_valid) {
+                std::fprintf(stderr,
+                             "duality generate: --logit-bias %d: not a token id of this model "
+                             "(0 to %lld)\n",
+                             id, static_cast<long long>(n_valid - 1));
+                return 2;
+            }
         // The end-of-text id: config.json's eos_token_id, else the tokenizer's <|endoftext|>.
         const int64_t config_eos = model->config().eos_token_id;
         const int32_t eos = opt->ignore_eos   ? -1

@@ -8,7 +8,8 @@ namespace duality::server {
 void HttpCounters::count(const std::string& path, int status) {
     // Unknown paths are counted together so that scanners cannot grow the label set.
     static const char* const kKnown[] = {"/v1/completions", "/v1/chat/completions", "/v1/models",
-                                         "/health", "/metrics"};
+                                         "/tokenize",       "/detokenize",          "/health",
+                                         "/metrics"};
     std::string label = "other";
     for (const char* k : kKnown)
         if (path == k) label = k;

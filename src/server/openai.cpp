@@ -154,7 +154,7 @@ std::optional<ApiError> read_prompts(const json& body, const ApiLimits& limits,
 
 std::optional<ApiError> read_messages(const json& body, const ApiLimits& limits,
                                       const Tokenizer& tokenizer, const ChatTemplate& tmpl,
-                                      ApiRequest* out) {
+                                      ApiRequest* out, bool generation_prompt = true) {
     auto it = body.find("messages");
     if (it == body.end() || it->is_null()) return bad("messages", "messages is required");
     if (!it->is_array()) return bad("messages", "messages must be an array, got " + type_name(*it));
@@ -193,7 +193,7 @@ std::optional<ApiError> read_messages(const json& body, const ApiLimits& limits,
         }
         messages.push_back(std::move(msg));
     }
-    Result<std::string> text = tmpl.render(messages, true);
+    Result<std::string> text = tmpl.render(messages, generation_prompt);
     if (!text.is_ok()) {
         std::string message = "chat template: " + text.status().message();
         const std::string cap = "exceeds " + std::to_string(tmpl.max_output_bytes()) + " bytes";
@@ -223,19 +223,18 @@ std::string make_id(const char* prefix) {
     return std::string(prefix) + hex;
 }
 
-std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
-                                      const ApiLimits& limits, const Tokenizer& tokenizer,
-                                      const ChatTemplate& tmpl, ApiRequest* out) {
-    json body;
+namespace {
+
+// The body as a JSON object whose "model", if any, is the served one.
+std::optional<ApiError> parse_body(const std::string& body_text, const ApiLimits& limits,
+                                   json* out) {
+    json& body = *out;
     try {
         body = json::parse(body_text);
     } catch (const json::exception& e) {
         return bad("", std::string("the body is not valid JSON: ") + e.what());
     }
     if (!body.is_object()) return bad("", "the body must be a JSON object, got " + type_name(body));
-    ApiRequest r;
-    r.chat = chat;
-
     if (auto it = body.find("model"); it != body.end() && !it->is_null()) {
         if (!it->is_string()) return bad("model", "model must be a string, got " + type_name(*it));
         if (it->get<std::string>() != limits.model_name) {
@@ -248,6 +247,63 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
             return e;
         }
     }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<ApiError> tokenize_request(const std::string& body_text, const ApiLimits& limits,
+                                         const Tokenizer& tokenizer, const ChatTemplate& tmpl,
+                                         json* out) {
+    json body;
+    if (auto e = parse_body(body_text, limits, &body)) return e;
+    const bool has_prompt = body.contains("prompt") && !body["prompt"].is_null();
+    const bool has_messages = body.contains("messages") && !body["messages"].is_null();
+    if (has_prompt == has_messages)
+        return bad(has_prompt ? "messages" : "prompt",
+                   "give either prompt (a string) or messages (a chat), not both or neither");
+    std::vector<int32_t> ids;
+    if (has_prompt) {
+        if (!body["prompt"].is_string())
+            return bad("prompt", "prompt must be a string, got " + type_name(body["prompt"]));
+        ids = tokenizer.encode(body["prompt"].get<std::string>());
+    } else {
+        bool generation_prompt = true;
+        if (auto e = read_bool(body, "add_generation_prompt", &generation_prompt)) return e;
+        ApiRequest r;
+        ApiLimits unbounded = limits;
+        unbounded.max_prompt_tokens = INT64_MAX;  // counting is the point
+        if (auto e = read_messages(body, unbounded, tokenizer, tmpl, &r, generation_prompt))
+            return e;
+        ids = std::move(r.prompts.back());
+    }
+    *out =
+        json{{"tokens", ids}, {"count", ids.size()}, {"max_model_len", limits.max_prompt_tokens}};
+    return std::nullopt;
+}
+
+std::optional<ApiError> detokenize_request(const std::string& body_text, const ApiLimits& limits,
+                                           const Tokenizer& tokenizer, json* out) {
+    json body;
+    if (auto e = parse_body(body_text, limits, &body)) return e;
+    auto it = body.find("tokens");
+    if (it == body.end() || it->is_null()) return bad("tokens", "tokens is required");
+    if (!it->is_array())
+        return bad("tokens", "tokens must be an array of token ids, got " + type_name(*it));
+    std::vector<int32_t> ids;
+    if (auto e = read_ids(*it, "tokens", limits, &ids)) return e;
+    *out = json{{"prompt", tokenizer.decode(ids)}};
+    return std::nullopt;
+}
+
+std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
+                                      const ApiLimits& limits, const Tokenizer& tokenizer,
+                                      const ChatTemplate& tmpl, ApiRequest* out) {
+    json body;
+    if (auto e = parse_body(body_text, limits, &body)) return e;
+    ApiRequest r;
+    r.chat = chat;
+
     // Unsupported features are refused rather than silently ignored.
     std::vector<const char*> unsupported = {"suffix", "tools", "functions"};
     if (chat) unsupported.push_back("echo");

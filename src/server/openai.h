@@ -62,6 +62,16 @@ std::optional<ApiError> parse_request(const std::string& body, bool chat, const 
                                       const Tokenizer& tokenizer, const ChatTemplate& tmpl,
                                       ApiRequest* out);
 
+// POST /tokenize (vLLM's extension): {"prompt": text} or {"messages": [...]} (the chat template,
+// with the generation prompt unless "add_generation_prompt": false) to {"tokens", "count",
+// "max_model_len"}; `out` is the reply's body.
+std::optional<ApiError> tokenize_request(const std::string& body, const ApiLimits& limits,
+                                         const Tokenizer& tokenizer, const ChatTemplate& tmpl,
+                                         nlohmann::json* out);
+// POST /detokenize: {"tokens": [ids]} to {"prompt": text}.
+std::optional<ApiError> detokenize_request(const std::string& body, const ApiLimits& limits,
+                                           const Tokenizer& tokenizer, nlohmann::json* out);
+
 // A random id with a prefix: "cmpl-1f3a...".
 std::string make_id(const char* prefix);
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -38,10 +39,9 @@ ApiError error_for_status(int status, const std::string& message) {
 }
 
 // The paths served and the methods each answers (HEAD is GET without the body).
-constexpr Endpoint kEndpoints[] = {{"/v1/completions", "POST"},
-                                   {"/v1/chat/completions", "POST"},
-                                   {"/v1/models", "GET, HEAD"},
-                                   {"/health", "GET, HEAD"},
+constexpr Endpoint kEndpoints[] = {{"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
+                                   {"/v1/models", "GET, HEAD"}, {"/tokenize", "POST"},
+                                   {"/detokenize", "POST"},     {"/health", "GET, HEAD"},
                                    {"/metrics", "GET, HEAD"}};
 
 // An error whose connection must close (a request body left unread): cpp-httplib 0.11 writes a
@@ -90,12 +90,15 @@ struct Server::Impl {
     void routes();
     // Answers a request refused from its head (check_request_head); false: route it.
     bool refuse_head(const httplib::Request& req, httplib::Response& res) const;
-    // body: the request's body, read by generate_route within --max-body.
+    // body: the request's body, read by body_route within --max-body.
     // http10: the request came as HTTP/1.0, whose clients cannot read a chunked stream.
     void handle_generate(const std::string& body, httplib::Response& res, bool chat, bool http10);
     // A worker for a generation, or nullptr when generation_workers() are all taken.
     std::shared_ptr<WorkerSlot> take_worker();
-    httplib::Server::HandlerWithContentReader generate_route(bool chat);
+    // A POST route that reads its body within --max-body (see below) and hands it to `handle`.
+    using BodyHandler =
+        std::function<void(const std::string& body, const httplib::Request&, httplib::Response&)>;
+    httplib::Server::HandlerWithContentReader body_route(BodyHandler handle);
     std::string too_large_message() const {
         return "the request body is larger than the server's limit (" +
                std::to_string(opt.max_body_bytes / 1024) + " KB, --max-body)";
@@ -132,8 +135,29 @@ void Server::Impl::routes() {
     });
     http.set_write_timeout(30, 0);
 
-    http.Post("/v1/completions", generate_route(false));
-    http.Post("/v1/chat/completions", generate_route(true));
+    for (const bool chat : {false, true})
+        http.Post(chat ? "/v1/chat/completions" : "/v1/completions",
+                  body_route([this, chat](const std::string& body, const httplib::Request& req,
+                                          httplib::Response& res) {
+                      handle_generate(body, res, chat, req.version == "HTTP/1.0");
+                  }));
+    // vLLM's token endpoints: no model step, so no worker limit.
+    http.Post("/tokenize", body_route([this](const std::string& body, const httplib::Request&,
+                                             httplib::Response& res) {
+                  json reply;
+                  if (auto e = tokenize_request(body, opt.limits, tokenizer, tmpl, &reply))
+                      send_error(res, *e);
+                  else
+                      res.set_content(dump(reply), kJson);
+              }));
+    http.Post("/detokenize", body_route([this](const std::string& body, const httplib::Request&,
+                                               httplib::Response& res) {
+                  json reply;
+                  if (auto e = detokenize_request(body, opt.limits, tokenizer, &reply))
+                      send_error(res, *e);
+                  else
+                      res.set_content(dump(reply), kJson);
+              }));
     http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
         json model = {{"id", opt.limits.model_name},
                       {"object", "model"},
@@ -228,13 +252,13 @@ bool Server::Impl::refuse_head(const httplib::Request& req, httplib::Response& r
     return true;
 }
 
-// The generation endpoints read their bodies themselves, counting bytes as they arrive: the
+// The POST endpoints read their bodies themselves, counting bytes as they arrive: the
 // system cpp-httplib checks --max-body only against a Content-Length (a chunked body of 300 MB
 // was read whole before its 413), and caps form-encoded bodies (curl -d's default type) at 8 KB
 // whatever --max-body says, neither of which applies to a handler that reads its own content.
-httplib::Server::HandlerWithContentReader Server::Impl::generate_route(bool chat) {
-    return [this, chat](const httplib::Request& req, httplib::Response& res,
-                        const httplib::ContentReader& read) {
+httplib::Server::HandlerWithContentReader Server::Impl::body_route(BodyHandler handle) {
+    return [this, handle = std::move(handle)](const httplib::Request& req, httplib::Response& res,
+                                              const httplib::ContentReader& read) {
         std::string body;
         bool too_large = false;
         const bool ok = read([&](const char* data, size_t n) {
@@ -253,7 +277,7 @@ httplib::Server::HandlerWithContentReader Server::Impl::generate_route(bool chat
             send_error(res, error_for_status(400, "the request body could not be read"));
             return;
         }
-        handle_generate(body, res, chat, req.version == "HTTP/1.0");
+        handle(body, req, res);
     };
 }
 

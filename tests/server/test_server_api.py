@@ -911,6 +911,63 @@ class TestGroundTruth(SharedServerCase):
         self.assertEqual(body["choices"][0]["message"]["content"], text)
 
 
+# ---- 3a. token endpoints -------------------------------------------------------------------
+
+class TestTokenEndpoints(SharedServerCase):
+    """POST /tokenize and /detokenize (vLLM's extensions), against `duality tokenize` and the
+    prompt the chat endpoint counts."""
+
+    def test_tokenize_text_equals_the_cli(self):
+        text = CORPUS[:700] + " \u00e9\u4e2d\U0001F600"
+        body = self.ok(self.srv.post("/tokenize", {"prompt": text}), "/tokenize")
+        self.assertEqual(body["tokens"], tokenize(text))
+        self.assertEqual(body["count"], len(body["tokens"]))
+        self.assertTrue(is_int(body["max_model_len"]) and body["max_model_len"] > 0, body)
+        back = self.ok(self.srv.post("/detokenize", {"tokens": body["tokens"]}), "/detokenize")
+        self.assertEqual(back, {"prompt": text})
+        empty = self.ok(self.srv.post("/tokenize", {"prompt": ""}), "/tokenize")
+        self.assertEqual((empty["tokens"], empty["count"]), ([], 0))
+
+    def test_tokenize_messages_counts_the_chat_prompt(self):
+        msgs = [{"role": "user", "content": "What did the keeper see?"}]
+        body = self.ok(self.srv.post("/tokenize", {"messages": msgs}), "/tokenize")
+        chat = self.chat({"messages": msgs, "max_tokens": 1})
+        self.assertEqual(body["count"], chat["usage"]["prompt_tokens"])
+        bare = self.ok(self.srv.post("/tokenize", {"messages": msgs,
+                                                   "add_generation_prompt": False}), "/tokenize")
+        self.assertLess(bare["count"], body["count"])  # (not a prefix: BPE merges across it)
+
+    def test_token_endpoints_bad_input(self):
+        n_tok, vocab = vocab_sizes()
+        for path, req, field in (
+            ("/tokenize", {}, "prompt"),
+            ("/tokenize", {"prompt": "x", "messages": [{"role": "user", "content": "x"}]},
+             "messages"),
+            ("/tokenize", {"prompt": ["x"]}, "prompt"),
+            ("/tokenize", {"prompt": 5}, "prompt"),
+            ("/tokenize", {"messages": []}, "messages"),
+            ("/tokenize", {"messages": [{"role": "user", "content": "x"}],
+                           "add_generation_prompt": "yes"}, "add_generation_prompt"),
+            ("/detokenize", {}, "tokens"),
+            ("/detokenize", {"tokens": "abc"}, "tokens"),
+            ("/detokenize", {"tokens": [1, -1]}, "tokens"),
+            ("/detokenize", {"tokens": [vocab]}, "tokens"),
+            ("/detokenize", {"tokens": [1.5]}, "tokens"),
+        ):
+            with self.subTest(path=path, req=req):
+                self.assert_error(self.srv.post(path, req), 400, field)
+        self.assert_error(self.srv.post("/tokenize", b"{not json"), 400)
+        self.assert_error(self.srv.post("/tokenize", {"prompt": "x", "model": "other"}), 404,
+                          code="model_not_found")
+        r = self.srv.get("/tokenize")
+        self.assert_error(r, 405)
+        self.assertEqual(r.headers.get("allow"), "POST")
+        self.ok(self.srv.post("/tokenize", {"prompt": "x"}), "/tokenize")
+        m = self.srv.metrics()
+        self.assertGreater(m.value("duality_http_requests_total", path="/tokenize", code="200"),
+                           0)
+
+
 # ---- 3b. log-probabilities -----------------------------------------------------------------
 
 EVAL_DIR = os.environ.get("DUALITY_EVAL_DIR",

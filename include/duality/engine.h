@@ -51,10 +51,11 @@ struct EngineOptions {
 };
 
 struct GenerateRequest {
-    std::vector<int32_t> prompt;  // at least one token
-    int64_t max_tokens = 16;      // >= 1
-    SamplingParams sampling;      // penalties are applied on the host when set
-    int32_t eos_id = -1;          // the sequence stops after this token (-1: never)
+    std::vector<int32_t> prompt;    // at least one token
+    int64_t max_tokens = 16;        // >= 1
+    SamplingParams sampling;        // penalties are applied on the host when set
+    int32_t eos_id = -1;            // the sequence stops after this token (-1: never)
+    std::vector<int32_t> stop_ids;  // ... and after any of these (vLLM's stop_token_ids)
     SteadyClock::time_point deadline = SteadyClock::time_point::max();
     bool use_cache = true;  // resume from and add to the state cache
     // Log-probabilities (sampling.h): -1 none; k in [0, kMaxTopLogprobs]: each generated token's,
@@ -144,8 +145,8 @@ class Engine {
     Engine& operator=(const Engine&) = delete;
 
     // Queues a request. Fails with kInvalidArgument for a bad request (empty prompt, ids outside
-    // the vocabulary, max_tokens < 1, logprobs out of range) and kResourceExhausted when the queue
-    // is full or the engine is shutting down.
+    // the vocabulary, max_tokens < 1, logprobs out of range, stop ids outside the vocabulary) and
+    // kResourceExhausted when the queue is full or the engine is shutting down.
     Result<std::shared_ptr<Sequence>> submit(GenerateRequest request);
 
     // Refuses new requests from now on; running and queued ones go on.

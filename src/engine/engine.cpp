@@ -690,7 +690,8 @@ void Engine::Impl::complete() {
             }
         }
         r.last_token = done;
-        if (token == r.req.eos_id) {
+        if (token == r.req.eos_id || std::find(r.req.stop_ids.begin(), r.req.stop_ids.end(),
+                                               token) != r.req.stop_ids.end()) {
             ended.emplace_back(FinishReason::kStop, who[b]);
         } else if (r.n_generated >= r.req.max_tokens) {
             ended.emplace_back(FinishReason::kLength, who[b]);
@@ -779,6 +780,10 @@ Result<std::shared_ptr<Sequence>> Engine::submit(GenerateRequest request) {
                                 "], got " + std::to_string(request.logprobs));
     if (request.prompt_logprobs && request.logprobs < 0)
         return invalid_argument("prompt_logprobs needs logprobs >= 0");
+    for (int32_t id : request.stop_ids)
+        if (id < 0 || id >= V)
+            return invalid_argument("stop id " + std::to_string(id) +
+                                    " is outside the vocabulary [0, " + std::to_string(V) + ")");
     DUALITY_RETURN_IF_ERROR(request.sampling.validate());
 
     Live r;

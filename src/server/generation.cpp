@@ -78,6 +78,7 @@ std::variant<std::unique_ptr<Generation>, ApiError> Generation::start(Engine& en
             gr.sampling = request.sampling;
             gr.sampling.seed = request.sampling.seed + static_cast<uint64_t>(index);
             gr.eos_id = request.ignore_eos ? -1 : eos_id;
+            gr.stop_ids = request.stop_token_ids;
             gr.deadline = deadline;
             Result<std::shared_ptr<Sequence>> seq = engine.submit(std::move(gr));
             if (!seq.is_ok()) {
@@ -145,6 +146,9 @@ bool Generation::poll(SteadyClock::time_point until, std::vector<Delta>* out) {
             if (want_logprobs)
                 d.logprobs.push_back(
                     entry(*c, t, k < lps.size() ? std::optional(std::move(lps[k])) : std::nullopt));
+            // A stop id ends the text without its own (the engine ends the sequence after it).
+            const auto& stop_ids = request_.stop_token_ids;
+            if (std::find(stop_ids.begin(), stop_ids.end(), t) != stop_ids.end()) break;
             d.text += c->release(c->stops.push(c->decoder.push(t)));
             if (c->stops.stopped()) c->seq->cancel(FinishReason::kStop);
         }

@@ -418,6 +418,42 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
                        "stop must be a string or an array of strings, got " + type_name(*it));
         }
     }
+    if (auto it = body.find("stop_token_ids"); it != body.end() && !it->is_null()) {
+        if (!it->is_array())
+            return bad("stop_token_ids",
+                       "stop_token_ids must be an array of token ids, got " + type_name(*it));
+        if (it->size() > 64) return bad("stop_token_ids", "stop_token_ids may hold at most 64 ids");
+        if (auto e = read_ids(*it, "stop_token_ids", limits, &r.stop_token_ids)) return e;
+    }
+    // vLLM's other sampling and output extensions change what is generated or returned: refused
+    // where they would, rather than ignored (their neutral values pass).
+    auto given = [&](const char* key) {
+        auto it = body.find(key);
+        return it != body.end() && !it->is_null();
+    };
+    for (const char* key : {"prompt_logprobs", "guided_json", "guided_regex", "guided_choice",
+                            "guided_grammar", "allowed_token_ids", "structured_outputs"})
+        if (given(key)) return bad(key, std::string(key) + " is not supported by this server");
+    for (const char* key : {"min_tokens", "bad_words"}) {
+        const json& v = body.contains(key) ? body[key] : json();
+        if (!v.is_null() && v != 0 && !(v.is_array() && v.empty()))
+            return bad(key, std::string(key) + " is not supported by this server");
+    }
+    for (const auto& [key, neutral] : {std::pair{"use_beam_search", false},
+                                       {"include_stop_str_in_output", false},
+                                       {"skip_special_tokens", true}})
+        if (given(key) && body[key] != neutral)
+            return bad(key, std::string(key) + " = " + json_brief(body[key]) +
+                                " is not supported by this server");
+    if (given("response_format")) {
+        const json& f = body["response_format"];
+        if (!f.is_object() || f.value("type", json()) != "text")
+            return bad("response_format",
+                       "response_format other than {\"type\": \"text\"} (JSON or schema "
+                       "output) is not supported by this server");
+    }
+    if (given("tool_choice") && body["tool_choice"] != "none")
+        return bad("tool_choice", "tools are not supported by this server");
     if (auto e = read_bool(body, "stream", &r.stream)) return e;
     if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
         if (!it->is_object())

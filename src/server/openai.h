@@ -49,6 +49,7 @@ struct ApiRequest {
     int64_t max_tokens = 16;
     SamplingParams sampling;  // seed: choice i uses seed + i
     std::vector<std::string> stop;
+    std::vector<int32_t> stop_token_ids;  // vLLM's: also stop after these ids (not shown as text)
     bool stream = false, include_usage = false, ignore_eos = false, return_token_ids = false;
     bool strip_leading_space = false;  // chat with the plain template (docs/server.md)
     // Log-probabilities: -1 none, else the number of alternatives beside each token (completions'

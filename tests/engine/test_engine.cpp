@@ -132,6 +132,28 @@ TEST(Engine, StopsAtEos) {
     EXPECT_EQ((*seq)->finish_reason(), FinishReason::kStop);
 }
 
+TEST(Engine, StopsAfterAnyStopId) {
+    MockModel model(1);
+    EngineOptions o;
+    o.max_seqs = 1;
+    auto engine = Engine::start(model, o);
+    ASSERT_TRUE(engine.is_ok());
+    const std::vector<int32_t> prompt = {4, 8, 15};
+    const auto expected = MockModel::continuation(prompt, 30);
+    GenerateRequest r = greedy(prompt, 30);
+    r.stop_ids = {MockModel::kVocab - 1, expected[6], expected[9]};
+    auto seq = (*engine)->submit(r);
+    ASSERT_TRUE(seq.is_ok());
+    const auto got = drain(**seq);
+    auto first = expected.begin() + 6;
+    for (int32_t id : r.stop_ids)
+        first = std::min(first, std::find(expected.begin(), expected.end(), id));
+    EXPECT_EQ(got, std::vector<int32_t>(expected.begin(), first + 1));
+    EXPECT_EQ((*seq)->finish_reason(), FinishReason::kStop);
+    r.stop_ids = {MockModel::kVocab};
+    EXPECT_EQ((*engine)->submit(r).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST(Engine, ConversationResumesFromTheCacheAndReadsOnlyNewTokens) {
     MockModel model(4);
     EngineOptions o;

@@ -1063,14 +1063,17 @@ class TestLogprobs(SharedServerCase):
         """The prompt scores of the first 48 windows of 1,024 tokens of gutenberg-valid against
         the perplexity transformers measured on them (tests/model/perplexity_prefix_reference.json,
         float32 on a GPU), within 0.01% as `duality perplexity` is checked."""
-        ref = json.load(open(PERPLEXITY_REFERENCE))
+        with open(PERPLEXITY_REFERENCE, encoding="utf-8") as f:
+            ref = json.load(f)
         want = ref["files"]["gutenberg-valid.txt"]
         path = os.path.join(EVAL_DIR, "gutenberg-valid.txt")
         self.assertTrue(os.path.exists(path), f"{path} is missing (set DUALITY_EVAL_DIR)")
         ids = json.loads(run_cli("tokenize", "--model", model_dir(), "--file", path, "--json"))
         C, W = ref["context"], ref["windows"]
         windows = [ids[w * C:(w + 1) * C] for w in range(W)]
-        body = self.complete({"prompt": windows, "max_tokens": 0, "echo": True, "logprobs": 0})
+        # (about 20 s on 2 CPU cores; minutes where they are shared)
+        body = self.ok(self.srv.post(self.C, {"prompt": windows, "max_tokens": 0, "echo": True,
+                                              "logprobs": 0}, timeout=900), "48 windows")
         nll, scored = 0.0, 0
         for ch in body["choices"]:
             values = ch["logprobs"]["token_logprobs"]
@@ -1151,6 +1154,41 @@ class TestLogprobs(SharedServerCase):
             with self.subTest(logit_bias=str(bad)[:40]):
                 self.assert_error(self.srv.post(self.C, {**base, "logit_bias": bad}), 400,
                                   "logit_bias")
+
+    def test_stop_token_ids_end_after_the_id_without_its_text(self):
+        base = {"prompt": prompt_ids(16, 200), "max_tokens": 12, "temperature": 0,
+                "ignore_eos": True, "return_token_ids": True}
+        plain = self.complete(base)["choices"][0]["token_ids"]
+        k = next(i for i in range(3, len(plain)) if plain[i] not in plain[:i])
+        body = self.complete({**base, "stop_token_ids": [plain[k], 3]})
+        ch = body["choices"][0]
+        self.assertEqual(ch["token_ids"], plain[:k + 1])
+        self.assertEqual(ch["text"], detokenize(plain[:k]))
+        self.assertEqual(ch["finish_reason"], "stop")
+        self.assertEqual(body["usage"]["completion_tokens"], k + 1)
+        res = self.srv.stream(self.C, {**base, "stop_token_ids": [plain[k]], "stream": True})
+        self.assertEqual(stream_texts(res.events).get(0), ch["text"])
+        for bad in ([-1], [10**9], "5", [1.5], list(range(65))):
+            with self.subTest(stop_token_ids=str(bad)[:30]):
+                self.assert_error(self.srv.post(self.C, {**base, "stop_token_ids": bad}), 400,
+                                  "stop_token_ids")
+
+    def test_vllm_extensions_that_would_change_the_output_are_refused(self):
+        base = {"prompt": "x", "max_tokens": 2}
+        for field, value in (("min_tokens", 3), ("bad_words", ["a"]), ("prompt_logprobs", 1),
+                             ("guided_json", {}), ("guided_choice", ["a"]),
+                             ("allowed_token_ids", [1]), ("use_beam_search", True),
+                             ("include_stop_str_in_output", True),
+                             ("skip_special_tokens", False),
+                             ("response_format", {"type": "json_object"}),
+                             ("tool_choice", "auto")):
+            with self.subTest(field=field):
+                self.assert_error(self.srv.post(self.C, {**base, field: value}), 400, field)
+        for field, value in (("min_tokens", 0), ("bad_words", []), ("use_beam_search", False),
+                             ("skip_special_tokens", True), ("response_format", {"type": "text"}),
+                             ("tool_choice", "none"), ("stop_token_ids", [])):
+            with self.subTest(field=field, neutral=True):
+                self.check_completion(self.complete({**base, field: value}))
 
     def test_bad_logprobs_requests(self):
         base = {"prompt": "x", "max_tokens": 2}
@@ -1844,8 +1882,8 @@ class TestFuzz(OwnServerCase):
     FIELDS = ["prompt", "messages", "max_tokens", "temperature", "top_p", "top_k", "min_p", "n",
               "stop", "stream", "stream_options", "seed", "ignore_eos", "return_token_ids",
               "model", "presence_penalty", "frequency_penalty", "repetition_penalty",
-              "logprobs", "top_logprobs", "echo", "best_of", "logit_bias",
-              "max_completion_tokens", "role"]
+              "logprobs", "top_logprobs", "echo", "best_of", "logit_bias", "stop_token_ids",
+              "response_format", "min_tokens", "max_completion_tokens", "role"]
 
     def mutate(self, rng: random.Random) -> tuple[str, bytes]:
         seed = rng.choice(self.SEEDS)

@@ -73,11 +73,12 @@ json.dump(t, open(sys.argv[2], "w", encoding="utf-8"), ensure_ascii=False)
 PY
         seeds=("$corpus/tokenizer.json") ;;
       fuzz_openai_request)  # one body per endpoint (the first byte picks it), every field used
-        printf '\000%s' '{"prompt": ["Once upon", [510, 1263]], "max_tokens": 3, "temperature": 0.5, "top_p": 0.9, "top_k": 5, "min_p": 0.1, "stop": ["a"], "n": 2, "seed": 1, "logprobs": 2, "echo": true, "logit_bias": {"510": -100}, "stream": true, "stream_options": {"include_usage": true}}' >"$corpus/c"
+        printf '\000%s' '{"prompt": ["Once upon", [510, 1263]], "max_tokens": 3, "temperature": 0.5, "top_p": 0.9, "top_k": 5, "min_p": 0.1, "stop": ["a"], "n": 2, "seed": 1, "logprobs": 2, "echo": true, "logit_bias": {"510": -100}, "stop_token_ids": [187], "response_format": {"type": "text"}, "min_tokens": 0, "tool_choice": "none", "stream": true, "stream_options": {"include_usage": true}}' >"$corpus/c"
         printf '\001%s' '{"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": [{"type": "text", "text": "x"}]}], "max_completion_tokens": 4, "logprobs": true, "top_logprobs": 3, "presence_penalty": 1}' >"$corpus/ch"
+        printf '\002%s' '{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Hi"}], "add_generation_prompt": false, "top_p": 0.5}' >"$corpus/ml"
         printf '\003%s' '{"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": false}' >"$corpus/t"
         printf '\004%s' '{"tokens": [510, 1263, 50276]}' >"$corpus/d"
-        seeds=("$corpus/c" "$corpus/ch" "$corpus/t" "$corpus/d") ;;
+        seeds=("$corpus/c" "$corpus/ch" "$corpus/ml" "$corpus/t" "$corpus/d") ;;
     esac
     for i in "${!seeds[@]}"; do cp "${seeds[$i]}" "$corpus/$target/seed$i"; done
     build-fuzz/tests/fuzz/$target -max_total_time="$FUZZ_SECONDS" -max_len=400000 \

@@ -290,8 +290,11 @@ std::optional<ApiError> detokenize_request(const std::string& body_text, const A
     if (it == body.end() || it->is_null()) return bad("tokens", "tokens is required");
     if (!it->is_array())
         return bad("tokens", "tokens must be an array of token ids, got " + type_name(*it));
+    // Only ids the tokenizer can decode (decode() would drop padded rows silently).
+    ApiLimits known = limits;
+    known.vocab_size = std::min<int64_t>(limits.vocab_size, tokenizer.vocab_size());
     std::vector<int32_t> ids;
-    if (auto e = read_ids(*it, "tokens", limits, &ids)) return e;
+    if (auto e = read_ids(*it, "tokens", known, &ids)) return e;
     *out = json{{"prompt", tokenizer.decode(ids)}};
     return std::nullopt;
 }
@@ -322,16 +325,18 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
             return bad("logit_bias", "logit_bias may hold at most " +
                                          std::to_string(kMaxLogitBias) + " entries, got " +
                                          std::to_string(it->size()));
+        const int64_t n_ids = limits.sample_vocab > 0 ? limits.sample_vocab : limits.vocab_size;
         for (const auto& [key, value] : it->items()) {
-            // The key: a token id in decimal ("50256"), nothing else.
+            // The key: a token id in decimal ("50256"), no sign or leading zero (so that no two
+            // keys name one id), below the ids that may be generated.
             const bool digits =
-                !key.empty() && key.size() <= 10 &&
+                !key.empty() && key.size() <= 10 && (key.size() == 1 || key[0] != '0') &&
                 std::all_of(key.begin(), key.end(), [](char c) { return c >= '0' && c <= '9'; });
             const int64_t id = digits ? std::stoll(key) : -1;
-            if (id < 0 || id >= limits.vocab_size)
+            if (id < 0 || id >= n_ids)
                 return bad("logit_bias", "logit_bias key " + json_brief(json(key)) +
-                                             " is not a token id in [0, " +
-                                             std::to_string(limits.vocab_size) + ")");
+                                             " is not a token id in [0, " + std::to_string(n_ids) +
+                                             ")");
             if (!value.is_number() || !std::isfinite(value.get<double>()) ||
                 std::fabs(value.get<double>()) > kLogitBiasLimit)
                 return bad("logit_bias", "logit_bias[\"" + key +
@@ -431,17 +436,19 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
         auto it = body.find(key);
         return it != body.end() && !it->is_null();
     };
-    for (const char* key : {"prompt_logprobs", "guided_json", "guided_regex", "guided_choice",
-                            "guided_grammar", "allowed_token_ids", "structured_outputs"})
+    for (const char* key :
+         {"prompt_logprobs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
+          "allowed_token_ids", "structured_outputs", "chat_template", "truncate_prompt_tokens"})
         if (given(key)) return bad(key, std::string(key) + " is not supported by this server");
-    for (const char* key : {"min_tokens", "bad_words"}) {
+    for (const char* key : {"min_tokens", "bad_words", "chat_template_kwargs"}) {
         const json& v = body.contains(key) ? body[key] : json();
         if (!v.is_null() && v != 0 && !(v.is_array() && v.empty()))
             return bad(key, std::string(key) + " is not supported by this server");
     }
     for (const auto& [key, neutral] : {std::pair{"use_beam_search", false},
                                        {"include_stop_str_in_output", false},
-                                       {"skip_special_tokens", true}})
+                                       {"skip_special_tokens", true},
+                                       {"continue_final_message", false}})
         if (given(key) && body[key] != neutral)
             return bad(key, std::string(key) + " = " + json_brief(body[key]) +
                                 " is not supported by this server");
@@ -469,7 +476,9 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
         return bad("user", "user must be a string, got " + type_name(*it));
 
     if (chat) {
-        if (auto e = read_messages(body, limits, tokenizer, tmpl, &r)) return e;
+        bool generation_prompt = true;  // vLLM's add_generation_prompt, as /tokenize takes it
+        if (auto e = read_bool(body, "add_generation_prompt", &generation_prompt)) return e;
+        if (auto e = read_messages(body, limits, tokenizer, tmpl, &r, generation_prompt)) return e;
     } else {
         if (auto e = read_prompts(body, limits, tokenizer, &r)) return e;
     }

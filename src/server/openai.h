@@ -32,6 +32,7 @@ struct ApiLimits {
     int64_t max_prompt_tokens = 32768;
     int64_t max_tokens_limit = 4096;  // the largest max_tokens
     int64_t vocab_size = 0;           // prompt token ids must be below this
+    int64_t sample_vocab = 0;  // ids that may be generated (logit_bias keys); 0: vocab_size
     int max_n = 16;
     int max_prompts = 64;     // prompts in one batch request
     int max_queue = 1 << 30;  // the engine's queue (--max-queue): a request's choices must fit

@@ -90,8 +90,16 @@ TEST(CliGenerate, LogitBiasSteersAndBansTokens) {
     const auto without = parse_ids(first_line(banned.out));
     ASSERT_EQ(without.size(), 8u);
     EXPECT_EQ(std::count(without.begin(), without.end(), ids[0]), 0) << banned.out;
-    for (const char* bad :
-         {"510", "=5", "510=", "x=1", "510=1e9", "510=abc", "-3=1", "99999999=1"}) {
+    // The prompt may follow the option: a vector option must not swallow it (nor --stop's).
+    auto after = test::run_duality(
+        "generate --greedy --ids -n 8 --ignore-eos --logit-bias 510=100 'The sea'");
+    ASSERT_EQ(after.exit_code, 0) << after.out;
+    EXPECT_EQ(parse_ids(first_line(after.out)), std::vector<int32_t>(8, 510));
+    auto stop = test::run_duality("generate --greedy -n 8 --stop zzz 'The sea'", false);
+    ASSERT_EQ(stop.exit_code, 0) << stop.out;
+    EXPECT_EQ(stop.out.rfind("The sea", 0), 0u) << stop.out;
+    for (const char* bad : {"510", "=5", "510=", "x=1", "510=1e9", "510=abc", "-3=1", "99999999=1",
+                            "-4294967295=5", "-99999999999999999999=5"}) {
         auto r = test::run_duality(base + "--logit-bias '" + bad + "'");
         EXPECT_EQ(r.exit_code, 2) << bad << ": " << r.out;
         EXPECT_NE(r.out.find("logit"), std::string::npos) << bad << ": " << r.out;

@@ -68,13 +68,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         case 2: {
             ApiRequest r;
             const bool chat = data[0] % 5 != 0;
-            check(parse_request(body, chat, f.limits, f.tokenizer,
-                                data[0] % 5 == 2 ? f.chatml : f.plain, &r));
+            const auto e = parse_request(body, chat, f.limits, f.tokenizer,
+                                         data[0] % 5 == 2 ? f.chatml : f.plain, &r);
+            check(e);
+            if (!e) {  // an accepted request is a valid one
+                if (!r.sampling.validate().is_ok() || r.prompts.empty() || r.n < 1) std::abort();
+                for (const auto& p : r.prompts)
+                    if (p.empty()) std::abort();
+                for (const auto& [id, bias] : r.sampling.logit_bias)
+                    if (id < 0 || id >= f.limits.vocab_size) std::abort();
+            }
             break;
         }
         case 3: {
             nlohmann::json out;
-            check(tokenize_request(body, f.limits, f.tokenizer, f.chatml, &out));
+            const auto e = tokenize_request(body, f.limits, f.tokenizer, f.chatml, &out);
+            check(e);
+            if (!e && out["count"] != out["tokens"].size()) std::abort();
             break;
         }
         default: {

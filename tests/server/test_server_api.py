@@ -936,6 +936,9 @@ class TestTokenEndpoints(SharedServerCase):
         bare = self.ok(self.srv.post("/tokenize", {"messages": msgs,
                                                    "add_generation_prompt": False}), "/tokenize")
         self.assertLess(bare["count"], body["count"])  # (not a prefix: BPE merges across it)
+        # The chat endpoint takes add_generation_prompt too, and counts the same prompt.
+        chat = self.chat({"messages": msgs, "max_tokens": 1, "add_generation_prompt": False})
+        self.assertEqual(chat["usage"]["prompt_tokens"], bare["count"])
 
     def test_token_endpoints_bad_input(self):
         n_tok, vocab = vocab_sizes()
@@ -952,6 +955,7 @@ class TestTokenEndpoints(SharedServerCase):
             ("/detokenize", {"tokens": "abc"}, "tokens"),
             ("/detokenize", {"tokens": [1, -1]}, "tokens"),
             ("/detokenize", {"tokens": [vocab]}, "tokens"),
+            ("/detokenize", {"tokens": [n_tok]}, "tokens"),
             ("/detokenize", {"tokens": [1.5]}, "tokens"),
         ):
             with self.subTest(path=path, req=req):
@@ -1136,12 +1140,15 @@ class TestLogprobs(SharedServerCase):
         self.assertEqual(forced["token_ids"], [510] * 6)
         banned = self.complete({**base, "logit_bias": {str(plain[0]): -100}})["choices"][0]
         self.assertNotIn(plain[0], banned["token_ids"])
-        for path, body in ((self.C, {**base, "stream": True, "logit_bias": {"510": 100}}),
-                           (self.CH, {"messages": [{"role": "user", "content": "Hi"}],
-                                      "max_tokens": 4, "temperature": 0, "ignore_eos": True,
-                                      "stream": True, "logit_bias": {"510": 100}})):
+        forced_text = detokenize([510] * 6)
+        for path, body, want in (
+                (self.C, {**base, "stream": True, "logit_bias": {"510": 100}}, forced_text),
+                (self.CH, {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 6,
+                           "temperature": 0, "ignore_eos": True, "stream": True,
+                           "logit_bias": {"510": 100}}, forced_text.lstrip(" "))):
             res = self.srv.stream(path, body)
             self.assertTrue(res.done, res)
+            self.assertEqual(stream_texts(res.events).get(0), want)
         # The scores stay the model's own: a bias changes the choice, not the log-probability.
         scored = self.complete({**base, "logprobs": 0, "logit_bias": {"510": 100}})
         lp = scored["choices"][0]["logprobs"]["token_logprobs"]
@@ -1149,8 +1156,10 @@ class TestLogprobs(SharedServerCase):
                               "echo": True, "logprobs": 0})
         for a, b in zip(lp, echo["choices"][0]["logprobs"]["token_logprobs"][12:]):
             self.assertAlmostEqual(a, b, delta=1e-3)
-        for bad in ({"x": 1}, {"-1": 1}, {"1.5": 1}, {"510": 101}, {"510": "1"},
-                    {"99999999": 1}, {str(i): 1 for i in range(301)}, [1], "510"):
+        n_tok, _ = vocab_sizes()
+        for bad in ({"x": 1}, {"-1": 1}, {"1.5": 1}, {"510": 101}, {"510": "1"}, {"0510": 1},
+                    {"99999999": 1}, {str(n_tok): 1}, {str(i): 1 for i in range(301)}, [1],
+                    "510"):
             with self.subTest(logit_bias=str(bad)[:40]):
                 self.assert_error(self.srv.post(self.C, {**base, "logit_bias": bad}), 400,
                                   "logit_bias")
@@ -1181,9 +1190,13 @@ class TestLogprobs(SharedServerCase):
                              ("include_stop_str_in_output", True),
                              ("skip_special_tokens", False),
                              ("response_format", {"type": "json_object"}),
-                             ("tool_choice", "auto")):
+                             ("tool_choice", "auto"), ("chat_template", "{{ x }}"),
+                             ("chat_template_kwargs", {"a": 1}),
+                             ("continue_final_message", True), ("truncate_prompt_tokens", 5)):
             with self.subTest(field=field):
                 self.assert_error(self.srv.post(self.C, {**base, field: value}), 400, field)
+                chat = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}
+                self.assert_error(self.srv.post(self.CH, {**chat, field: value}), 400, field)
         for field, value in (("min_tokens", 0), ("bad_words", []), ("use_beam_search", False),
                              ("skip_special_tokens", True), ("response_format", {"type": "text"}),
                              ("tool_choice", "none"), ("stop_token_ids", [])):

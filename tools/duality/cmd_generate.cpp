@@ -67,11 +67,14 @@ Action add_generate_command(CLI::App& app) {
     cmd->add_option("--frequency-penalty", opt->sampling.frequency_penalty,
                     "Subtracted per occurrence from tokens already generated")
         ->capture_default_str();
+    // (One value per use: by default a vector option would take the prompt that follows too.)
     cmd->add_option("--logit-bias", opt->logit_bias,
-                    "ID=BIAS: add BIAS (in [-100, 100]) to token ID's logit (repeatable)");
+                    "ID=BIAS: add BIAS (in [-100, 100]) to token ID's logit (repeatable)")
+        ->allow_extra_args(false);
     cmd->add_option("--seed", opt->seed, "Random seed (default: random, printed on stderr)");
     cmd->add_flag("--greedy", opt->sampling.greedy, "Always take the most likely token");
-    cmd->add_option("--stop", opt->stop, "Stop before this string (repeatable)");
+    cmd->add_option("--stop", opt->stop, "Stop before this string (repeatable)")
+        ->allow_extra_args(false);
     cmd->add_flag("--ignore-eos", opt->ignore_eos, "Keep going after the end-of-text token");
     cmd->add_flag("--ids", opt->ids, "Print generated token ids instead of text");
     add_backend_flags(cmd, &opt->backend);
@@ -96,8 +99,8 @@ Action add_generate_command(CLI::App& app) {
             const char* bias_text = eq == std::string::npos ? "" : entry.c_str() + eq + 1;
             char* bias_end = nullptr;
             const float bias = std::strtof(bias_text, &bias_end);
-            if (eq == 0 || eq == std::string::npos || end != entry.c_str() + eq || id > INT32_MAX ||
-                *bias_text == '\0' || *bias_end != '\0') {
+            if (eq == 0 || eq == std::string::npos || end != entry.c_str() + eq || id < 0 ||
+                id > INT32_MAX || *bias_text == '\0' || *bias_end != '\0') {
                 std::fprintf(stderr,
                              "duality generate: --logit-bias takes ID=BIAS (e.g. 50256=-100), "
                              "got '%s'\n",

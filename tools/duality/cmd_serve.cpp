@@ -243,6 +243,7 @@ Action add_serve_command(CLI::App& app) {
         so.limits.max_prompt_tokens = opt->max_prompt_tokens;
         so.limits.max_tokens_limit = opt->max_tokens_limit;
         so.limits.vocab_size = config->vocab_size;
+        so.limits.sample_vocab = eo.sample_vocab;
         so.limits.max_queue = opt->max_queue;
         const int64_t config_eos = config->eos_token_id;
         const int32_t eos =

@@ -162,6 +162,9 @@ struct Live {
     // Prefill: pieces of the prompt; the piece that ends the prompt also gives the first token.
     // Decode: every token but the newest generated one is in the state; the newest waits.
     bool decoding() const { return pos >= n_prompt; }
+    // Whether a step that feeds it `consumed` tokens yields a token: a decode token, or the
+    // prompt's last piece.
+    bool yields(int64_t consumed) const { return decoding() || pos + consumed == n_prompt; }
 };
 
 // Whether a sequence's prompt still runs through prompt_logprobs_pieces(): all of it but the last
@@ -196,6 +199,11 @@ struct Engine::Impl {
     void take_incoming(std::unique_lock<std::mutex>& lock);
     void reap(SteadyClock::time_point now);
     void admit(SteadyClock::time_point now);
+    // Columns of a logits row that may be sampled (opt.sample_vocab, else the whole row).
+    size_t sample_cols() const {
+        const size_t V = static_cast<size_t>(model.config().vocab_size);
+        return opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
+    }
     void prompt_logprobs_pieces();  // runs a piece of each prompt whose logprobs are wanted
     void launch();                  // starts a step over the running sequences
     void complete();                // waits for the started step and applies its tokens
@@ -467,7 +475,7 @@ void Engine::Impl::prompt_logprobs_pieces() {
     // The completed step's tokens go out before this synchronous work.
     notify_finished();
     const size_t V = static_cast<size_t>(model.config().vocab_size);
-    const size_t n = opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
+    const size_t n = sample_cols();
     int64_t budget = opt.max_batch_tokens;  // shared by this turn's pieces (the first always runs)
     for (size_t k = 0; k < todo.size(); ++k) {
         Live& r = running[todo[k]];
@@ -565,8 +573,7 @@ void Engine::Impl::launch() {
         params[b] = r.req.sampling;
         draws[b] = static_cast<uint64_t>(r.n_generated);
         // Rows that yield no token (a prompt piece before its last) need neither.
-        const bool yields =
-            r.decoding() || r.pos + static_cast<int64_t>(batch[b].tokens.size()) == r.n_prompt;
+        const bool yields = r.yields(static_cast<int64_t>(batch[b].tokens.size()));
         host_sampling |= yields && (r.req.sampling.has_penalties() || r.req.logprobs >= 0);
     }
 
@@ -595,7 +602,7 @@ void Engine::Impl::launch() {
         return;
     }
     const size_t V = static_cast<size_t>(model.config().vocab_size);
-    const size_t n = opt.sample_vocab > 0 ? std::min(V, static_cast<size_t>(opt.sample_vocab)) : V;
+    const size_t n = sample_cols();
     std::vector<int32_t> out(batch.size(), 0);
     for (size_t b = 0; b < batch.size(); ++b) {
         const Live& r = running[flight.who[b]];
@@ -605,7 +612,7 @@ void Engine::Impl::launch() {
         const auto output =
             std::span<const int32_t>(r.tokens).subspan(static_cast<size_t>(r.n_prompt));
         // Log-probabilities of the raw logits, for rows that yield a token (see complete()).
-        const bool yields = r.decoding() || r.pos + flight.consumed[b] == r.n_prompt;
+        const bool yields = r.yields(flight.consumed[b]);
         std::vector<float> raw;
         if (r.req.logprobs >= 0 && yields && params[b].has_penalties())
             raw.assign(row.begin(), row.end());

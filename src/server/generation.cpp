@@ -185,11 +185,17 @@ bool Generation::poll(SteadyClock::time_point until, std::vector<Delta>* out) {
     return all_done;
 }
 
+std::string Generation::token_text(int32_t id) const {
+    std::string out;
+    utf8::append_lossy(tokenizer_.token_bytes(id), true, &out);
+    return out;
+}
+
 Generation::LogprobEntry Generation::entry(Choice& c, int32_t id,
                                            std::optional<TokenLogprobs> lp) const {
     LogprobEntry e;
     e.id = id;
-    utf8::append_lossy(tokenizer_.token_bytes(id), true, &e.token);
+    e.token = token_text(id);
     e.text_offset = c.chars;
     for (unsigned char b : e.token) c.chars += (b & 0xC0) != 0x80;  // code points
     e.lp = std::move(lp);
@@ -198,11 +204,6 @@ Generation::LogprobEntry Generation::entry(Choice& c, int32_t id,
 }
 
 json Generation::logprobs_json(const std::vector<LogprobEntry>& entries) const {
-    auto text = [&](int32_t id) {
-        std::string out;
-        utf8::append_lossy(tokenizer_.token_bytes(id), true, &out);
-        return out;
-    };
     auto bytes = [&](int32_t id) {
         json b = json::array();
         for (unsigned char c : tokenizer_.token_bytes(id)) b.push_back(static_cast<int>(c));
@@ -214,7 +215,8 @@ json Generation::logprobs_json(const std::vector<LogprobEntry>& entries) const {
             json top = json::array();
             if (e.lp)
                 for (const auto& [id, v] : e.lp->top)
-                    top.push_back({{"token", text(id)}, {"logprob", v}, {"bytes", bytes(id)}});
+                    top.push_back(
+                        {{"token", token_text(id)}, {"logprob", v}, {"bytes", bytes(id)}});
             content.push_back({{"token", e.token},
                                {"logprob", e.lp ? json(e.lp->logprob) : json(nullptr)},
                                {"bytes", bytes(e.id)},
@@ -234,7 +236,7 @@ json Generation::logprobs_json(const std::vector<LogprobEntry>& entries) const {
             json top = json::object();
             top[e.token] = e.lp->logprob;
             for (const auto& [id, v] : e.lp->top) {
-                const std::string t = text(id);
+                const std::string t = token_text(id);
                 if (!top.contains(t)) top[t] = v;
             }
             top_logprobs.push_back(std::move(top));

@@ -68,6 +68,8 @@ class Generation {
   private:
     struct Choice;
     Generation(const ApiRequest& request, const Tokenizer& tokenizer);
+    // A token's bytes as text, invalid UTF-8 replaced by U+FFFD.
+    std::string token_text(int32_t id) const;
     LogprobEntry entry(Choice& c, int32_t id, std::optional<TokenLogprobs> lp) const;
     nlohmann::json logprobs_json(const std::vector<LogprobEntry>& entries) const;
 

@@ -2,7 +2,8 @@
 # One device call for the fused SSD work (issue 5): builds duality_tests and duality only, runs
 # the SSD op-test cases (five-step, scan, fused), the SSD timing test (five-step vs fused),
 # `duality bench --ops` and the whole-model prefill of the 2.7b shape with both SSD paths.
-#   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|gate-ab|all]   logs under $OUT (or ./gpu-out)
+#   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|gate-ab|small-ab|all]
+#   logs under $OUT (or ./gpu-out)
 # source (not part of all): Nsight Compute's source counters (per SASS instruction: shared-memory
 # wavefronts and their excess, i.e. bank conflicts; global sectors; warp stalls) of one fused SSD
 # launch at chunk 256, b1 x 32k, 2.7b head shape: fused-sass.csv (one row per SASS instruction;
@@ -15,6 +16,8 @@
 # gate-ab (not part of all): the gate epilogue's switches (GPU_SSD_AB, default DUALITY_SSD_Z_EARLY=0
 # and =1): the gated op cases and CUDA model tests under each, then three rounds of `bench --ops`
 # and the whole 2.7b prefill at b1 x 8k with the settings alternating.
+# small-ab (not part of all): the 130m and 370m whole prefill at chunk 256 with pairs of heads
+# against the default chunk 128 (docs/ssd-fused-notes.md, next step 0b).
 # GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
 # op tests and the timing test once under each setting (A/B of switches, for example
 # GPU_SSD_AB='DUALITY_SSD_DEFER_C=0 DUALITY_SSD_DEFER_C=1').
@@ -107,6 +110,26 @@ if [[ "$what" == gate-ab ]]; then
         --config mamba2-2.7b --prefill-lens 8192 --prefill-batches 1 --no-decode \
         --max-tokens 8192 >"$OUT/gate-model-$round-$i.txt" 2>&1
       grep -A3 -E "^prefill" "$OUT/gate-model-$round-$i.txt" | grep -E "8192" | cut -c1-200
+    done
+  done
+fi
+if [[ "$what" == small-ab ]]; then
+  # Next step 0b (docs/ssd-fused-notes.md): models with few heads (130m: 24, 370m: 32) might
+  # prefill faster at chunk 256 with pairs of heads (no gate epilogue or conv prologue, which need
+  # chunks of at most 128) than at the default chunk 128 with both. The whole prefill, b1 at 2k
+  # and 8k, default against DUALITY_SSD_FUSED_2PB=0 with DUALITY_SSD_GATE=0 (which gives chunk
+  # 256 and pairs with existing switches), alternating twice.
+  for round in 1 2; do
+    for setting in DUALITY_SSD_AB_NONE=1 DUALITY_SSD_FUSED_2PB=0,DUALITY_SSD_GATE=0; do
+      for cfg in mamba2-130m mamba2-370m; do
+        step "round $round, $cfg, $setting"
+        # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+        env ${setting//,/ } timeout 100 build-gpu/duality bench --random-weights --config $cfg \
+          --prefill-lens 2048,8192 --prefill-batches 1 --no-decode --max-tokens 8192 \
+          >"$OUT/small-$round-$cfg-${setting%%=*}.txt" 2>&1
+        grep -A4 -E "^prefill" "$OUT/small-$round-$cfg-${setting%%=*}.txt" | grep -E "2048|8192" |
+          cut -c1-160
+      done
     done
   done
 fi

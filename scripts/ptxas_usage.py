@@ -23,34 +23,30 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 
+from cubin import compile_cubin, run
 
-def run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(cmd[:3])} ...: exit {r.returncode}\n{r.stderr[-4000:]}")
-    return r
+
+def blank():
+    return {"regs": 0, "spill_st": 0, "spill_ld": 0, "stack": 0, "notes": []}
 
 
 def compile_usage(nvcc, root, rel, arch, tmp):
     """{mangled kernel: {regs, spill_st, spill_ld, stack, notes}} from ptxas -v of root/rel."""
-    a = arch.replace("sm_", "")
-    r = run([nvcc, "-I", os.path.join(root, "include"), "-I", os.path.join(root, "src"),
-             "-lineinfo", "--expt-relaxed-constexpr", "-O3", "-DNDEBUG", "-std=c++20", "-cubin",
-             f"-gencode=arch=compute_{a},code=sm_{a}", "-Xptxas", "-v", os.path.join(root, rel),
-             "-o", os.path.join(tmp, "k.cubin")])
+    r = compile_cubin(nvcc, root, os.path.join(root, rel), arch, os.path.join(tmp, "k.cubin"),
+                      ("-Xptxas", "-v"))
     out, cur = {}, None
     for ln in (r.stdout + r.stderr).split("\n"):
         m = re.search(r"Compiling entry function '(\S+)'", ln)
         if m:
             cur = m.group(1)
-            out[cur] = {"regs": 0, "spill_st": 0, "spill_ld": 0, "stack": 0, "notes": []}
+            out[cur] = blank()
             continue
         m = re.search(r"Potential Performance Loss: (.*) in the function '(\S+)'", ln)
         if m:
-            out.setdefault(m.group(2), {"regs": 0, "spill_st": 0, "spill_ld": 0, "stack": 0,
-                                        "notes": []})["notes"].append(m.group(1))
+            out.setdefault(m.group(2), blank())["notes"].append(m.group(1))
             continue
         if cur is None:
             continue
@@ -109,10 +105,10 @@ def main():
             sys.exit(f"--against {args.against}: not a git revision of {root}")
         old_root = os.path.join(tmp, "rev")
         os.mkdir(old_root)
-        tar = subprocess.run(f"git -C '{root}' archive '{args.against}' src include | "
-                             f"tar -x -C '{old_root}'", shell=True, capture_output=True, text=True)
-        if tar.returncode != 0:
-            sys.exit(f"git archive {args.against}: {tar.stderr.strip()}")
+        tar = os.path.join(tmp, "rev.tar")
+        run(["git", "-C", root, "archive", "-o", tar, args.against, "src", "include"])
+        with tarfile.open(tar) as t:
+            t.extractall(old_root, filter="data")
         if not os.path.exists(os.path.join(old_root, rel)):
             sys.exit(f"{rel} does not exist at {args.against}")
         old = short_names(compile_usage(args.nvcc, old_root, rel, args.arch, tmp))
@@ -126,19 +122,15 @@ def main():
         if drop_last(n) in now and drop_last(n) not in old and n.endswith((", 0>", ", false>")):
             now[n] = now.pop(drop_last(n))
     names = sorted(n for n in set(now) | set(old) if want(n))
-    changed = 0
-    for n in names:
-        if n in now and n in old:
-            if now[n] != old[n]:
-                changed += 1
-                print(f"{n}\n    {fmt(old[n])}\n -> {fmt(now[n])}")
-        elif n in now:
-            changed += 1
+    changed = [n for n in names if now.get(n) != old.get(n)]
+    for n in changed:
+        if n not in old:
             print(f"{n}\n    added: {fmt(now[n])}")
-        else:
-            changed += 1
+        elif n not in now:
             print(f"{n}\n    removed (was {fmt(old[n])})")
-    print(f"{len(names)} kernels, {changed} differ from {args.against}")
+        else:
+            print(f"{n}\n    {fmt(old[n])}\n -> {fmt(now[n])}")
+    print(f"{len(names)} kernels, {len(changed)} differ from {args.against}")
 
 
 if __name__ == "__main__":

@@ -22,16 +22,10 @@ import collections
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 
-
-def run(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if r.returncode != 0:
-        sys.exit(f"{' '.join(cmd[:3])} ...: exit {r.returncode}\n{r.stderr[-4000:]}")
-    return r.stdout
+from cubin import compile_cubin, run
 
 
 def functions(sass):
@@ -77,12 +71,9 @@ def main():
         cubin = args.source
         if not cubin.endswith(".cubin"):
             cubin = os.path.join(tmp, "k.cubin")
-            arch = args.arch.replace("sm_", "")
-            run([args.nvcc, "-I", os.path.join(root, "include"), "-I", os.path.join(root, "src"),
-                 "-lineinfo", "--expt-relaxed-constexpr", "-O3", "-DNDEBUG", "-std=c++20",
-                 "-cubin", f"-gencode=arch=compute_{arch},code=sm_{arch}", args.source, "-o", cubin])
-        funcs = functions(run([args.nvdisasm, "-c", "-g", cubin]))
-    names = run(["c++filt"], input="\n".join(funcs)).split("\n")
+            compile_cubin(args.nvcc, root, args.source, args.arch, cubin)
+        funcs = functions(run([args.nvdisasm, "-c", "-g", cubin]).stdout)
+    names = run(["c++filt"], input="\n".join(funcs)).stdout.split("\n")
     demangled = dict(zip(funcs, names))
 
     def find(sub):

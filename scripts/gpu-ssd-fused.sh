@@ -21,8 +21,15 @@
 # GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
 # op tests and the timing test once under each setting (A/B of switches, for example
 # GPU_SSD_AB='DUALITY_SSD_DEFER_C=0 DUALITY_SSD_DEFER_C=1').
+# Several sections in one call: scripts/gpu-ssd-fused.sh wgmma wgmma-ab (each after the last; the
+# build is shared, a second ninja run is a no-op).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+if (($# > 1)); then
+  rc=0
+  for section in "$@"; do "$0" "$section" || rc=1; done
+  exit $rc
+fi
 what=${1:-all}
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"

@@ -2,7 +2,7 @@
 # One device call for the fused SSD work (issue 5): builds duality_tests and duality only, runs
 # the SSD op-test cases (five-step, scan, fused), the SSD timing test (five-step vs fused),
 # `duality bench --ops` and the whole-model prefill of the 2.7b shape with both SSD paths.
-#   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|gate-ab|small-ab|all]
+#   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|gate-ab|small-ab|rev-ab|all]
 #   logs under $OUT (or ./gpu-out)
 # source (not part of all): Nsight Compute's source counters (per SASS instruction: shared-memory
 # wavefronts and their excess, i.e. bank conflicts; global sectors; warp stalls) of one fused SSD
@@ -16,12 +16,14 @@
 # gate-ab (not part of all): the gate epilogue's switches (GPU_SSD_AB, default DUALITY_SSD_Z_EARLY=0
 # and =1): the gated op cases and CUDA model tests under each, then three rounds of `bench --ops`
 # and the whole 2.7b prefill at b1 x 8k with the settings alternating.
+# rev-ab (not part of all): this tree's fused SSD against a baseline revision's (GPU_BASE, below):
+# its op cases and model tests, then the timing test and the 2.7b prefill alternating.
 # small-ab (not part of all): the 130m and 370m whole prefill at chunk 256 with pairs of heads
 # against the default chunk 128 (docs/ssd-fused-notes.md, next step 0b).
 # GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
 # op tests and the timing test once under each setting (A/B of switches, for example
 # GPU_SSD_AB='DUALITY_SSD_DEFER_C=0 DUALITY_SSD_DEFER_C=1').
-# Several sections in one call: scripts/gpu-ssd-fused.sh wgmma wgmma-ab (each after the last; the
+# Several sections in one call: scripts/gpu-ssd-fused.sh rev-ab source (each after the last; the
 # build is shared, a second ninja run is a no-op).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +36,16 @@ what=${1:-all}
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 source scripts/gpu-env.sh
+if [[ "$what" == rev-ab ]]; then
+  # The baseline tree builds beside this one (both long poles, ssd_fused.cu, at once).
+  base_tgz=${GPU_BASE:-gpu-base.tgz}
+  [[ -f "$base_tgz" ]] || { echo "rev-ab: no $base_tgz (see the header)" >&2; exit 1; }
+  rm -rf /tmp/duality-base && mkdir -p /tmp/duality-base && tar -xzf "$base_tgz" -C /tmp/duality-base
+  (cmake -S /tmp/duality-base -B /tmp/duality-base/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DDUALITY_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DDUALITY_WERROR=OFF &&
+    ninja -C /tmp/duality-base/build -j "$(nproc)" duality_tests duality) >"$OUT/base-build.log" 2>&1 &
+  base_pid=$!
+fi
 step build
 gpu_build_sm90a "$OUT" duality_tests duality
 T=build-gpu/tests/duality_tests
@@ -139,6 +151,33 @@ if [[ "$what" == small-ab ]]; then
       done
     done
   done
+fi
+if [[ "$what" == rev-ab ]]; then
+  # This tree's fused SSD against a baseline revision's (GPU_BASE, default gpu-base.tgz, made here
+  # with `git archive REV CMakeLists.txt bench cmake include src tests tools | gzip >
+  # gpu-base.tgz` and carried): the fused op cases and CUDA model tests of this tree, then the
+  # timing test and the whole 2.7b prefill at b1 x 8k, the trees alternating, twice.
+  step "fused op cases (this tree)"
+  timeout 120 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 >"$OUT/rev-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|rel_l2" "$OUT/rev-tests.log" | cut -c1-220 | head -12
+  step "waiting for the baseline build"
+  wait "$base_pid" || { tail -30 "$OUT/base-build.log"; exit 1; }
+  for round in 1 2; do
+    for tree in this base; do
+      dir=build-gpu
+      [[ "$tree" == base ]] && dir=/tmp/duality-base/build
+      step "round $round, $tree"
+      timeout 150 $dir/tests/duality_tests --gtest_also_run_disabled_tests \
+        --gtest_filter='SsdChunkedTiming.*' >"$OUT/rev-timing-$round-$tree.txt" 2>&1
+      grep -E "FUSED" "$OUT/rev-timing-$round-$tree.txt" | cut -c1-100
+      timeout 120 $dir/duality bench --random-weights --config mamba2-2.7b --prefill-lens 8192 \
+        --prefill-batches 1 --no-decode --max-tokens 8192 >"$OUT/rev-model-$round-$tree.txt" 2>&1
+      grep -A3 -E "^prefill" "$OUT/rev-model-$round-$tree.txt" | grep -E "8192" | cut -c1-160
+    done
+  done
+  step "CUDA model tests (this tree)"
+  timeout 150 $T --gtest_filter='*Cuda*:-*OpRegistry*' --gtest_brief=1 >"$OUT/cuda-model-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|Failure" "$OUT/cuda-model-tests.log" | cut -c1-300 | head -20
 fi
 if [[ "$what" == source ]]; then
   step "source counters of the fused SSD (chunk 256, b1 x 32k)"

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Executed instructions and warp-stall samples per CUDA source line, from Nsight Compute's SASS page.
+
+Nsight Compute 2025's CUDA source page (--print-source cuda) can come without counters; its SASS
+page (--print-source sass) has them per instruction but no source lines. This tool takes the SASS
+page of one kernel,
+    ncu -i REPORT --page source --csv --print-source sass > k.csv   (may be gzipped)
+compiles the same source here to a cubin (scripts/cubin.py: this project's flags, -lineinfo; no
+GPU needed), finds the kernel by its name, checks that the two instruction streams have the same
+opcodes (else the source or the compiler differs from what ran, and it stops), and sums the
+SASS page's "Instructions Executed" and stall samples per line of the source file. An instruction
+inlined from a header or another function is counted on the line of the source file that it came
+from (the innermost such line nvdisasm -gi reports).
+
+    scripts/ncu_sass_lines.py k.csv src/ops/cuda/ssd_fused.cu [--top 40] [--opcodes]
+
+--opcodes prints the executed instructions per opcode (with modifiers) as well.
+"""
+import argparse
+import collections
+import csv
+import gzip
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+from cubin import compile_cubin, run
+
+
+def read_csv(path):
+    """(kernel name, header, rows) of an ncu SASS page."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", newline="") as f:
+        rows = [r for r in csv.reader(f) if r]
+    kernel = next((r[1] for r in rows if r[0] == "Kernel Name" and len(r) > 1), None)
+    start = next((i for i, r in enumerate(rows) if "Instructions Executed" in r), None)
+    if kernel is None or start is None:
+        sys.exit(f"{path}: not an ncu SASS page (no Kernel Name row or Instructions Executed column)")
+    header = rows[start]
+    return kernel, header, [r for r in rows[start + 1:] if len(r) == len(header)]
+
+
+def normal(name):
+    """A kernel name in a form both ncu and c++filt reduce to: no return type, namespaces or
+    parameter list, template arguments without casts, bools as 0/1, no spaces."""
+    for anon in ("(anonymous namespace)", "<unnamed>"):
+        name = name.replace(anon, "anon")
+    name = name.replace("(bool)", "").replace("(int)", "").replace("true", "1").replace("false", "0")
+    name = re.sub(r"^void\s+", "", name)
+    name = name[: name.rindex("(")] if "(" in name else name
+    head, _, args = name.partition("<")
+    return (head.split("::")[-1] + ("<" + args if args else "")).replace(" ", "")
+
+
+def sass_of(cubin, nvdisasm, kernel):
+    """[(opcode, (file, line))] of the kernel in the cubin, each instruction on its innermost line."""
+    funcs, cur = {}, None
+    for ln in run([nvdisasm, "-c", "-gi", cubin]).stdout.split("\n"):
+        m = re.match(r"\s*\.text\.(\S+):", ln)
+        if m:
+            cur = m.group(1)
+            funcs[cur] = []
+        elif cur:
+            funcs[cur].append(ln)
+    names = run(["c++filt"], input="\n".join(funcs)).stdout.split("\n")
+    want = normal(kernel)
+    hits = [f for f, d in zip(funcs, names) if normal(d) == want]
+    if len(hits) != 1:
+        sys.exit(f"{len(hits)} kernels in the cubin match {want}")
+    out, where, after_inlined = [], ("?", 0), False
+    for ln in funcs[hits[0]]:
+        m = re.search(r'//## File "([^"]*)", line (\d+)( inlined at)?', ln)
+        if m:
+            # nvdisasm -gi prints an inlined location, then the call site's bare one: keep the first.
+            if not (after_inlined and not m.group(3)):
+                where = (os.path.basename(m.group(1)), int(m.group(2)))
+            after_inlined = bool(m.group(3))
+            continue
+        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", ln)
+        if m:
+            out.append((m.group(1), where))
+            after_inlined = False
+    return out
+
+
+def opcode(text):
+    return re.sub(r"^@!?U?P\w+\s+", "", text.strip()).split(" ")[0].rstrip(";")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", help="ncu --page source --csv --print-source sass (.csv or .csv.gz)")
+    ap.add_argument("source", help="the .cu file the kernel was built from (compiled here)")
+    ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--opcodes", action="store_true")
+    ap.add_argument("--cubin", help="a cubin already compiled from the source (skips nvcc)")
+    ap.add_argument("--arch", default="sm_90a")
+    ap.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
+    ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm") or "/usr/local/cuda/bin/nvdisasm")
+    args = ap.parse_args()
+    kernel, header, rows = read_csv(args.csv)
+    col = {h: i for i, h in enumerate(header)}
+    executed, samples = col["Instructions Executed"], col.get("Warp Stall Sampling (All Samples)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = args.cubin
+        if not cubin:
+            cubin = os.path.join(tmp, "k.cubin")
+            compile_cubin(args.nvcc, root, args.source, args.arch, cubin)
+        local = sass_of(cubin, args.nvdisasm, kernel)
+    src_col = col["Source"]
+    if len(local) != len(rows) or any(o != opcode(r[src_col]) for (o, _), r in zip(local, rows)):
+        sys.exit(f"the SASS compiled here ({len(local)} instructions) differs from the profiled "
+                 f"kernel's ({len(rows)}): another source revision or compiler")
+    base = os.path.basename(args.source)
+    num = lambda s: float(s.replace(",", "")) if s.strip() not in ("", "-") else 0.0
+    per, stalls, ops = collections.Counter(), collections.Counter(), collections.defaultdict(collections.Counter)
+    by_opcode = collections.Counter()
+    for (op, where), r in zip(local, rows):
+        n = num(r[executed])
+        per[where] += n
+        stalls[where] += num(r[samples]) if samples is not None else 0.0
+        ops[where][op] += n
+        by_opcode[opcode(r[src_col])] += n
+    total, total_s = sum(per.values()), max(sum(stalls.values()), 1.0)
+    print(f"{kernel}\n{total:,.0f} warp instructions executed, {total_s:,.0f} stall samples")
+    text = open(args.source).read().split("\n")
+    print(f"{'file':>14} {'line':>5} {'executed':>9} {'share':>6} {'stalls':>6}  top opcodes | source")
+    for (f, ln), n in per.most_common(args.top):
+        line = text[ln - 1].strip()[:60] if f == base and ln <= len(text) else ""
+        top = " ".join(f"{o}:{100 * c / n:.0f}%" for o, c in ops[(f, ln)].most_common(3)) if n else ""
+        print(f"{f[:14]:>14} {ln:5} {n / 1e6:8.2f}M {100 * n / total:5.1f}% "
+              f"{100 * stalls[(f, ln)] / total_s:5.1f}%  {top} | {line}")
+    if args.opcodes:
+        print("executed instructions per opcode:")
+        for o, c in by_opcode.most_common(40):
+            print(f"  {o:28} {c / 1e6:8.2f}M {100 * c / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    main()

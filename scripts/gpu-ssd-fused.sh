@@ -4,15 +4,15 @@
 # `duality bench --ops` and the whole-model prefill of the 2.7b shape with both SSD paths.
 #   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|gate-ab|small-ab|rev-ab|all]
 #   logs under $OUT (or ./gpu-out)
-# source (not part of all): Nsight Compute's source counters (per SASS instruction: shared-memory
-# wavefronts and their excess, i.e. bank conflicts; global sectors; warp stalls) of one fused SSD
-# launch at chunk 256, b1 x 32k, 2.7b head shape: fused-sass.csv (one row per SASS instruction;
-# docs/ssd-fused-notes.md, "Source counters at v13", read it with Python's csv module).
+# source (not part of all): Nsight Compute's source counters (per SASS instruction: executed
+# count, shared-memory wavefronts and their excess, i.e. bank conflicts; global sectors; warp
+# stalls) of one fused SSD launch at chunk 256, b1 x 32k, 2.7b head shape: fused-sass.csv.gz, for
+# scripts/ncu_sass_lines.py (per source line) or Python's csv module.
 # gate-source (not part of all): the same for the model's form against the plain kernel (2.7b
 # head shape, 8k tokens, chunk 128: `bench --ops` rows ssd_fused/q128 and ssd_fused/q128+gate),
-# each kernel's speed of light and instruction counts, then scripts/ncu_source_lines.py on the two
-# source pages: the CUDA lines whose warp-stall samples the gate epilogue adds (47 µs a layer,
-# docs/ssd-fused-notes.md, next steps).
+# each kernel's speed of light and instruction counts, and the two SASS pages for
+# scripts/ncu_sass_lines.py: the lines whose instructions and warp-stall samples the gate epilogue
+# adds (42 µs a layer, docs/ssd-fused-notes.md, next steps).
 # gate-ab (not part of all): the gate epilogue's switches (GPU_SSD_AB, default DUALITY_SSD_Z_EARLY=0
 # and =1): the gated op cases and CUDA model tests under each, then three rounds of `bench --ops`
 # and the whole 2.7b prefill at b1 x 8k with the settings alternating.
@@ -186,12 +186,15 @@ if [[ "$what" == source ]]; then
     build-gpu/duality bench --random-weights --config mamba2-2.7b --ops --prefill-lens 32768 \
     --no-decode --warmup 0 --iters 1 >"$OUT/ncu-src.log" 2>&1
   echo "rc $?"; tail -3 "$OUT/ncu-src.log"
+  # The SASS page (per instruction: executed count, stall samples), gzipped to come back; read it
+  # here with scripts/ncu_sass_lines.py OUT/fused-sass.csv.gz src/ops/cuda/ssd_fused.cu (this
+  # Nsight Compute's CUDA page has no counters). The report itself is too large to come back.
   ncu -i "$OUT/fused-src.ncu-rep" --page source --csv --print-source sass >"$OUT/fused-sass.csv" 2>&1
-  echo "rc $? sass: $(wc -lc <"$OUT/fused-sass.csv")"; head -3 "$OUT/fused-sass.csv" | cut -c1-600
-  ncu -i "$OUT/fused-src.ncu-rep" --page source --csv --print-source cuda >"$OUT/fused-cuda.csv" 2>&1
-  echo "rc $? cuda: $(wc -lc <"$OUT/fused-cuda.csv")"
+  echo "rc $? sass: $(wc -lc <"$OUT/fused-sass.csv")"; head -2 "$OUT/fused-sass.csv" | cut -c1-300
+  gzip -f "$OUT/fused-sass.csv"
   ncu -i "$OUT/fused-src.ncu-rep" --page details >"$OUT/fused-details.txt" 2>&1
   grep -E "Duration|Excess|Wavefronts|Sectors|bank" "$OUT/fused-details.txt" | head -20
+  rm -f "$OUT/fused-src.ncu-rep"
 fi
 if [[ "$what" == gate-source ]]; then
   # With --warmup 0 --iters 1 each row launches once: ssd_fused launches 0 (the config's chunk),
@@ -209,10 +212,13 @@ if [[ "$what" == gate-source ]]; then
     ncu -i "$OUT/gate-$name.ncu-rep" --page details >"$OUT/gate-$name-details.txt" 2>&1
     grep -E "Duration|Executed Instructions|Issued Warp|Eligible|Warp Cycles Per Issued|Registers" \
       "$OUT/gate-$name-details.txt" | head -8
-    ncu -i "$OUT/gate-$name.ncu-rep" --page source --csv --print-source cuda \
-      >"$OUT/gate-$name-cuda.csv" 2>&1
+    ncu -i "$OUT/gate-$name.ncu-rep" --page source --csv --print-source sass \
+      >"$OUT/gate-$name-sass.csv" 2>&1
+    gzip -f "$OUT/gate-$name-sass.csv"
+    rm -f "$OUT/gate-$name.ncu-rep"
   done
-  python3 scripts/ncu_source_lines.py --top 30 "$OUT/gate-plain-cuda.csv" "$OUT/gate-gate-cuda.csv"
+  # Per source line, here: scripts/ncu_sass_lines.py OUT/gate-NAME-sass.csv.gz
+  # src/ops/cuda/ssd_fused.cu for each (the same source revision and nvcc as the device's build).
 fi
 rm -f "$OUT/cmake.log" "$OUT/gpu.txt" "$OUT/ssd-tests.log"
 step done

@@ -14,7 +14,9 @@ from (the innermost such line nvdisasm -gi reports).
 
     scripts/ncu_sass_lines.py k.csv src/ops/cuda/ssd_fused.cu [--top 40] [--opcodes]
 
---opcodes prints the executed instructions per opcode (with modifiers) as well.
+--opcodes prints the executed instructions per opcode (with modifiers) as well; --against B.csv
+(another kernel of the same source, for example the fused SSD with its gate epilogue against
+without: scripts/gpu-ssd-fused.sh gate-source) prints the lines whose counts differ most.
 """
 import argparse
 import collections
@@ -89,10 +91,34 @@ def opcode(text):
     return re.sub(r"^@!?U?P\w+\s+", "", text.strip()).split(" ")[0].rstrip(";")
 
 
+def per_line(path, cubin, nvdisasm):
+    """The kernel's name and its executed instructions, stall samples and opcodes per (file, line),
+    and its executed instructions per opcode."""
+    kernel, header, rows = read_csv(path)
+    col = {h: i for i, h in enumerate(header)}
+    executed, samples = col["Instructions Executed"], col.get("Warp Stall Sampling (All Samples)")
+    source = col["Source"]
+    local = sass_of(cubin, nvdisasm, kernel)
+    if len(local) != len(rows) or any(o != opcode(r[source]) for (o, _), r in zip(local, rows)):
+        sys.exit(f"{path}: the SASS compiled here ({len(local)} instructions) differs from the "
+                 f"profiled kernel's ({len(rows)}): another source revision or compiler")
+    num = lambda s: float(s.replace(",", "")) if s.strip() not in ("", "-") else 0.0
+    per, stalls = collections.Counter(), collections.Counter()
+    ops, by_opcode = collections.defaultdict(collections.Counter), collections.Counter()
+    for (op, where), r in zip(local, rows):
+        n = num(r[executed])
+        per[where] += n
+        stalls[where] += num(r[samples]) if samples is not None else 0.0
+        ops[where][op] += n
+        by_opcode[op] += n
+    return kernel, per, stalls, ops, by_opcode
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("csv", help="ncu --page source --csv --print-source sass (.csv or .csv.gz)")
     ap.add_argument("source", help="the .cu file the kernel was built from (compiled here)")
+    ap.add_argument("--against", help="a second kernel's SASS page (same source): the lines that differ")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--opcodes", action="store_true")
     ap.add_argument("--cubin", help="a cubin already compiled from the source (skips nvcc)")
@@ -100,39 +126,34 @@ def main():
     ap.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
     ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm") or "/usr/local/cuda/bin/nvdisasm")
     args = ap.parse_args()
-    kernel, header, rows = read_csv(args.csv)
-    col = {h: i for i, h in enumerate(header)}
-    executed, samples = col["Instructions Executed"], col.get("Warp Stall Sampling (All Samples)")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
         cubin = args.cubin
         if not cubin:
             cubin = os.path.join(tmp, "k.cubin")
             compile_cubin(args.nvcc, root, args.source, args.arch, cubin)
-        local = sass_of(cubin, args.nvdisasm, kernel)
-    src_col = col["Source"]
-    if len(local) != len(rows) or any(o != opcode(r[src_col]) for (o, _), r in zip(local, rows)):
-        sys.exit(f"the SASS compiled here ({len(local)} instructions) differs from the profiled "
-                 f"kernel's ({len(rows)}): another source revision or compiler")
+        tables = [per_line(p, cubin, args.nvdisasm) for p in [args.csv] + ([args.against] if args.against else [])]
     base = os.path.basename(args.source)
-    num = lambda s: float(s.replace(",", "")) if s.strip() not in ("", "-") else 0.0
-    per, stalls, ops = collections.Counter(), collections.Counter(), collections.defaultdict(collections.Counter)
-    by_opcode = collections.Counter()
-    for (op, where), r in zip(local, rows):
-        n = num(r[executed])
-        per[where] += n
-        stalls[where] += num(r[samples]) if samples is not None else 0.0
-        ops[where][op] += n
-        by_opcode[opcode(r[src_col])] += n
-    total, total_s = sum(per.values()), max(sum(stalls.values()), 1.0)
-    print(f"{kernel}\n{total:,.0f} warp instructions executed, {total_s:,.0f} stall samples")
     text = open(args.source).read().split("\n")
+    src = lambda f, ln: text[ln - 1].strip()[:60] if f == base and ln <= len(text) else ""
+    for kernel, per, stalls, _, _ in tables:
+        print(f"{kernel}\n  {sum(per.values()):,.0f} warp instructions executed, "
+              f"{sum(stalls.values()):,.0f} stall samples")
+    if args.against:
+        (_, a, sa, _, _), (_, b, sb, _, _) = tables
+        keys = set(a) | set(b)
+        print(f"{'file':>14} {'line':>5} {'executed':>21} {'stall samples':>17} | source (second − first, by |Δ executed|)")
+        for k in sorted(keys, key=lambda k: -abs(b[k] - a[k]))[: args.top]:
+            print(f"{k[0][:14]:>14} {k[1]:5} {a[k] / 1e6:8.2f}M → {b[k] / 1e6:7.2f}M "
+                  f"{sa[k]:7.0f} → {sb[k]:7.0f} | {src(*k)}")
+        return
+    _, per, stalls, ops, by_opcode = tables[0]
+    total, total_s = sum(per.values()), max(sum(stalls.values()), 1.0)
     print(f"{'file':>14} {'line':>5} {'executed':>9} {'share':>6} {'stalls':>6}  top opcodes | source")
     for (f, ln), n in per.most_common(args.top):
-        line = text[ln - 1].strip()[:60] if f == base and ln <= len(text) else ""
         top = " ".join(f"{o}:{100 * c / n:.0f}%" for o, c in ops[(f, ln)].most_common(3)) if n else ""
         print(f"{f[:14]:>14} {ln:5} {n / 1e6:8.2f}M {100 * n / total:5.1f}% "
-              f"{100 * stalls[(f, ln)] / total_s:5.1f}%  {top} | {line}")
+              f"{100 * stalls[(f, ln)] / total_s:5.1f}%  {top} | {src(f, ln)}")
     if args.opcodes:
         print("executed instructions per opcode:")
         for o, c in by_opcode.most_common(40):

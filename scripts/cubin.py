@@ -1,6 +1,9 @@
-"""Shared by the static kernel tools (sass_lines.py, ptxas_usage.py): running a tool, and compiling
-one .cu file of this repository to a cubin with the project's device flags, no GPU needed."""
+"""Shared by the static kernel tools (sass_lines.py, ptxas_usage.py, ncu_sass_lines.py): running a
+tool, their toolkit options, compiling one .cu file of this repository to a cubin with the
+project's device flags (no GPU needed), and a disassembly's functions with demangled names."""
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -20,3 +23,34 @@ def compile_cubin(nvcc, root, source, arch, cubin, extra=()):
     return run([nvcc, "-I", os.path.join(root, "include"), "-I", os.path.join(root, "src"),
                 "-lineinfo", "--expt-relaxed-constexpr", "-O3", "-DNDEBUG", "-std=c++20", "-cubin",
                 f"-gencode=arch=compute_{a},code=sm_{a}", *extra, source, "-o", cubin])
+
+
+def add_toolkit_args(ap, nvdisasm=True):
+    """--arch, --nvcc (and --nvdisasm) on an argparse parser."""
+    ap.add_argument("--arch", default="sm_90a")
+    ap.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
+    if nvdisasm:
+        ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm") or "/usr/local/cuda/bin/nvdisasm")
+
+
+def cubin_for(args, root, source, tmp, given=None):
+    """`given` when set, else `source` compiled into the folder `tmp`."""
+    if given:
+        return given
+    cubin = os.path.join(tmp, "k.cubin")
+    compile_cubin(args.nvcc, root, source, args.arch, cubin)
+    return cubin
+
+
+def functions(nvdisasm, cubin, *flags):
+    """{mangled name: (demangled name, [lines of its listing])} of `nvdisasm -c FLAGS cubin`."""
+    out, cur = {}, None
+    for ln in run([nvdisasm, "-c", *flags, cubin]).stdout.split("\n"):
+        m = re.match(r"\s*\.text\.(\S+):", ln)
+        if m:
+            cur = m.group(1)
+            out[cur] = []
+        elif cur:
+            out[cur].append(ln)
+    names = run(["c++filt"], input="\n".join(out)).stdout.split("\n")
+    return {f: (d, lines) for (f, lines), d in zip(out.items(), names)}

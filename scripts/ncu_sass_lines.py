@@ -24,11 +24,10 @@ import csv
 import gzip
 import os
 import re
-import shutil
 import sys
 import tempfile
 
-from cubin import compile_cubin, run
+from cubin import add_toolkit_args, cubin_for, functions
 
 
 def read_csv(path):
@@ -58,21 +57,13 @@ def normal(name):
 
 def sass_of(cubin, nvdisasm, kernel):
     """[(opcode, (file, line))] of the kernel in the cubin, each instruction on its innermost line."""
-    funcs, cur = {}, None
-    for ln in run([nvdisasm, "-c", "-gi", cubin]).stdout.split("\n"):
-        m = re.match(r"\s*\.text\.(\S+):", ln)
-        if m:
-            cur = m.group(1)
-            funcs[cur] = []
-        elif cur:
-            funcs[cur].append(ln)
-    names = run(["c++filt"], input="\n".join(funcs)).stdout.split("\n")
+    funcs = functions(nvdisasm, cubin, "-gi")
     want = normal(kernel)
-    hits = [f for f, d in zip(funcs, names) if normal(d) == want]
+    hits = [f for f, (d, _) in funcs.items() if normal(d) == want]
     if len(hits) != 1:
         sys.exit(f"{len(hits)} kernels in the cubin match {want}")
     out, where, after_inlined = [], ("?", 0), False
-    for ln in funcs[hits[0]]:
+    for ln in funcs[hits[0]][1]:
         m = re.search(r'//## File "([^"]*)", line (\d+)( inlined at)?', ln)
         if m:
             # nvdisasm -gi prints an inlined location, then the call site's bare one: keep the first.
@@ -122,17 +113,13 @@ def main():
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--opcodes", action="store_true")
     ap.add_argument("--cubin", help="a cubin already compiled from the source (skips nvcc)")
-    ap.add_argument("--arch", default="sm_90a")
-    ap.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
-    ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm") or "/usr/local/cuda/bin/nvdisasm")
+    add_toolkit_args(ap)
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
-        cubin = args.cubin
-        if not cubin:
-            cubin = os.path.join(tmp, "k.cubin")
-            compile_cubin(args.nvcc, root, args.source, args.arch, cubin)
-        tables = [per_line(p, cubin, args.nvdisasm) for p in [args.csv] + ([args.against] if args.against else [])]
+        cubin = cubin_for(args, root, args.source, tmp, args.cubin)
+        paths = [args.csv] + ([args.against] if args.against else [])
+        tables = [per_line(p, cubin, args.nvdisasm) for p in paths]
     base = os.path.basename(args.source)
     text = open(args.source).read().split("\n")
     src = lambda f, ln: text[ln - 1].strip()[:60] if f == base and ln <= len(text) else ""

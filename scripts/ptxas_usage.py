@@ -20,13 +20,12 @@ how fast anything runs.
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 
-from cubin import compile_cubin, run
+from cubin import add_toolkit_args, compile_cubin, run
 
 
 def blank():
@@ -85,8 +84,7 @@ def main():
     ap.add_argument("source", help="a .cu file of this repository (path from its root)")
     ap.add_argument("--against", metavar="REV", help="compare with the file at this git revision")
     ap.add_argument("--kernel", default="", help="only kernels whose name contains this")
-    ap.add_argument("--arch", default="sm_90a")
-    ap.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
+    add_toolkit_args(ap, nvdisasm=False)
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     rel = os.path.relpath(os.path.abspath(args.source), root)

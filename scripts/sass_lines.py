@@ -21,24 +21,10 @@ import argparse
 import collections
 import os
 import re
-import shutil
 import sys
 import tempfile
 
-from cubin import compile_cubin, run
-
-
-def functions(sass):
-    """{mangled name: [lines]} of a nvdisasm listing."""
-    out, cur = {}, None
-    for ln in sass.split("\n"):
-        m = re.match(r"\s*\.text\.(\S+):", ln)
-        if m:
-            cur = m.group(1)
-            out[cur] = []
-        elif cur:
-            out[cur].append(ln)
-    return out
+from cubin import add_toolkit_args, cubin_for, functions
 
 
 def count(lines):
@@ -62,26 +48,19 @@ def main():
     ap.add_argument("--kernel", required=True, help="substring of the demangled kernel name")
     ap.add_argument("--against", help="a second kernel, printed beside the first")
     ap.add_argument("--lines", help="LO-HI: only these lines of the source file")
-    ap.add_argument("--arch", default="sm_90a")
-    ap.add_argument("--nvcc", default=shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc")
-    ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm") or "/usr/local/cuda/bin/nvdisasm")
+    add_toolkit_args(ap)
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
-        cubin = args.source
-        if not cubin.endswith(".cubin"):
-            cubin = os.path.join(tmp, "k.cubin")
-            compile_cubin(args.nvcc, root, args.source, args.arch, cubin)
-        funcs = functions(run([args.nvdisasm, "-c", "-g", cubin]).stdout)
-    names = run(["c++filt"], input="\n".join(funcs)).stdout.split("\n")
-    demangled = dict(zip(funcs, names))
+        given = args.source if args.source.endswith(".cubin") else None
+        funcs = functions(args.nvdisasm, cubin_for(args, root, args.source, tmp, given), "-g")
 
     def find(sub):
-        hits = [f for f in funcs if sub.replace(" ", "") in demangled[f].replace(" ", "")]
+        hits = [f for f, (d, _) in funcs.items() if sub.replace(" ", "") in d.replace(" ", "")]
         if len(hits) != 1:
-            some = "\n  ".join(sorted(demangled[f] for f in funcs)[:40])
+            some = "\n  ".join(sorted(d for d, _ in funcs.values())[:40])
             sys.exit(f"{len(hits)} kernels match {sub!r}; kernels:\n  {some}")
-        return count(funcs[hits[0]])
+        return count(funcs[hits[0]][1])
 
     a = find(args.kernel)
     b = find(args.against) if args.against else None

@@ -16,8 +16,8 @@
 # gate-ab (not part of all): the gate epilogue's switches (GPU_SSD_AB, default DUALITY_SSD_Z_EARLY=0
 # and =1): the gated op cases and CUDA model tests under each, then three rounds of `bench --ops`
 # and the whole 2.7b prefill at b1 x 8k with the settings alternating.
-# rev-ab (not part of all): this tree's fused SSD against a baseline revision's (GPU_BASE, below):
-# its op cases and model tests, then the timing test and the 2.7b prefill alternating.
+# rev-ab (not part of all): this tree's fused SSD against a baseline revision's (GPU_BASE, see its
+# section): its op cases and model tests, then the timing test and the 2.7b prefill alternating.
 # small-ab (not part of all): the 130m and 370m whole prefill at chunk 256 with pairs of heads
 # against the default chunk 128 (docs/ssd-fused-notes.md, next step 0b).
 # GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
@@ -217,8 +217,9 @@ if [[ "$what" == gate-source ]]; then
     gzip -f "$OUT/gate-$name-sass.csv"
     rm -f "$OUT/gate-$name.ncu-rep"
   done
-  # Per source line, here: scripts/ncu_sass_lines.py OUT/gate-NAME-sass.csv.gz
-  # src/ops/cuda/ssd_fused.cu for each (the same source revision and nvcc as the device's build).
+  # Per source line, here (the same source revision and nvcc as the device's build):
+  # scripts/ncu_sass_lines.py OUT/gate-plain-sass.csv.gz src/ops/cuda/ssd_fused.cu \
+  #   --against OUT/gate-gate-sass.csv.gz
 fi
 rm -f "$OUT/cmake.log" "$OUT/gpu.txt" "$OUT/ssd-tests.log"
 step done

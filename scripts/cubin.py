@@ -7,6 +7,9 @@ import shutil
 import subprocess
 import sys
 
+# The repository these tools sit in (scripts/..).
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def run(cmd, **kw):
     """The finished process; exits with the tool's stderr when it fails."""
@@ -33,12 +36,12 @@ def add_toolkit_args(ap, nvdisasm=True):
         ap.add_argument("--nvdisasm", default=shutil.which("nvdisasm") or "/usr/local/cuda/bin/nvdisasm")
 
 
-def cubin_for(args, root, source, tmp, given=None):
-    """`given` when set, else `source` compiled into the folder `tmp`."""
+def cubin_for(args, source, tmp, given=None):
+    """`given` when set, else `source` compiled (against ROOT) into the folder `tmp`."""
     if given:
         return given
     cubin = os.path.join(tmp, "k.cubin")
-    compile_cubin(args.nvcc, root, source, args.arch, cubin)
+    compile_cubin(args.nvcc, ROOT, source, args.arch, cubin)
     return cubin
 
 
@@ -54,3 +57,22 @@ def functions(nvdisasm, cubin, *flags):
             out[cur].append(ln)
     names = run(["c++filt"], input="\n".join(out)).stdout.split("\n")
     return {f: (d, lines) for (f, lines), d in zip(out.items(), names)}
+
+
+def instructions(listing):
+    """[(opcode with its modifiers, (file, line))] of one function's listing (nvdisasm -g or -gi),
+    each instruction on the innermost source line it came from."""
+    out, where, after_inlined = [], ("?", 0), False
+    for ln in listing:
+        m = re.search(r'//## File "([^"]*)", line (\d+)( inlined at)?', ln)
+        if m:
+            # -gi prints an inlined location, then the call site's bare one: keep the first.
+            if not (after_inlined and not m.group(3)):
+                where = (os.path.basename(m.group(1)), int(m.group(2)))
+            after_inlined = bool(m.group(3))
+            continue
+        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", ln)
+        if m:
+            out.append((m.group(1), where))
+            after_inlined = False
+    return out

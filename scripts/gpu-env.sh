@@ -19,16 +19,23 @@ if ! command -v pkg-config >/dev/null || ! pkg-config --exists libzip 2>/dev/nul
   export CMAKE_PREFIX_PATH="$prefix/usr"
 fi
 
+# sm90a_build SRC BUILD LOG TARGET...: a Release, sm_90a-only build of the tree SRC in BUILD with
+# every core (both steps' output to LOG); non-zero when either step fails.
+sm90a_build() {
+  local src=$1 build=$2 log=$3
+  shift 3
+  { cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90a -DDUALITY_WERROR=OFF &&
+    ninja -C "$build" -j "$(nproc)" "$@"; } >"$log" 2>&1
+}
+
 # gpu_build_sm90a OUT TARGET...: the build the one-call GPU scripts (gpu-ssd-fused.sh,
-# gpu-decode-stack.sh) share: the GPU's name to OUT/gpu.txt, then build-gpu (Release, sm_90a only,
-# every core) of the given targets, logs in OUT; exits the script on failure.
+# gpu-decode-stack.sh) share: the GPU's name to OUT/gpu.txt, then build-gpu (sm90a_build) of the
+# given targets, its log in OUT; exits the script on failure.
 gpu_build_sm90a() {
   local out=$1
   shift
   nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv | tee "$out/gpu.txt"
-  cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_CUDA=ON \
-    -DCMAKE_CUDA_ARCHITECTURES=90a -DDUALITY_WERROR=OFF >"$out/cmake.log" 2>&1 ||
-    { tail -40 "$out/cmake.log"; exit 1; }
-  ninja -C build-gpu -j "$(nproc)" "$@" >"$out/build.log" 2>&1 ||
-    { grep -E "error|Error" -A3 "$out/build.log" | head -60; exit 1; }
+  sm90a_build . build-gpu "$out/build.log" "$@" ||
+    { grep -E "error|Error" -A3 "$out/build.log" | head -60; tail -5 "$out/build.log"; exit 1; }
 }

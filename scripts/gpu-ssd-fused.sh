@@ -41,9 +41,7 @@ if [[ "$what" == rev-ab ]]; then
   base_tgz=${GPU_BASE:-gpu-base.tgz}
   [[ -f "$base_tgz" ]] || { echo "rev-ab: no $base_tgz (see the header)" >&2; exit 1; }
   rm -rf /tmp/duality-base && mkdir -p /tmp/duality-base && tar -xzf "$base_tgz" -C /tmp/duality-base
-  (cmake -S /tmp/duality-base -B /tmp/duality-base/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DDUALITY_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90a -DDUALITY_WERROR=OFF &&
-    ninja -C /tmp/duality-base/build -j "$(nproc)" duality_tests duality) >"$OUT/base-build.log" 2>&1 &
+  sm90a_build /tmp/duality-base /tmp/duality-base/build "$OUT/base-build.log" duality_tests duality &
   base_pid=$!
 fi
 step build
@@ -221,5 +219,5 @@ if [[ "$what" == gate-source ]]; then
   # scripts/ncu_sass_lines.py OUT/gate-plain-sass.csv.gz src/ops/cuda/ssd_fused.cu \
   #   --against OUT/gate-gate-sass.csv.gz
 fi
-rm -f "$OUT/cmake.log" "$OUT/gpu.txt" "$OUT/ssd-tests.log"
+rm -f "$OUT/gpu.txt" "$OUT/ssd-tests.log"
 step done

@@ -27,7 +27,7 @@ import re
 import sys
 import tempfile
 
-from cubin import add_toolkit_args, cubin_for, functions
+from cubin import add_toolkit_args, cubin_for, functions, instructions
 
 
 def read_csv(path):
@@ -55,54 +55,38 @@ def normal(name):
     return (head.split("::")[-1] + ("<" + args if args else "")).replace(" ", "")
 
 
-def sass_of(cubin, nvdisasm, kernel):
-    """[(opcode, (file, line))] of the kernel in the cubin, each instruction on its innermost line."""
-    funcs = functions(nvdisasm, cubin, "-gi")
+def sass_of(funcs, kernel):
+    """instructions() of the kernel among a cubin's functions (cubin.functions), found by name."""
     want = normal(kernel)
     hits = [f for f, (d, _) in funcs.items() if normal(d) == want]
     if len(hits) != 1:
         sys.exit(f"{len(hits)} kernels in the cubin match {want}")
-    out, where, after_inlined = [], ("?", 0), False
-    for ln in funcs[hits[0]][1]:
-        m = re.search(r'//## File "([^"]*)", line (\d+)( inlined at)?', ln)
-        if m:
-            # nvdisasm -gi prints an inlined location, then the call site's bare one: keep the first.
-            if not (after_inlined and not m.group(3)):
-                where = (os.path.basename(m.group(1)), int(m.group(2)))
-            after_inlined = bool(m.group(3))
-            continue
-        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)", ln)
-        if m:
-            out.append((m.group(1), where))
-            after_inlined = False
-    return out
+    return instructions(funcs[hits[0]][1])
 
 
 def opcode(text):
     return re.sub(r"^@!?U?P\w+\s+", "", text.strip()).split(" ")[0].rstrip(";")
 
 
-def per_line(path, cubin, nvdisasm):
-    """The kernel's name and its executed instructions, stall samples and opcodes per (file, line),
-    and its executed instructions per opcode."""
+def per_line(path, funcs):
+    """The kernel's name and its executed instructions, stall samples and opcodes per (file, line)."""
     kernel, header, rows = read_csv(path)
     col = {h: i for i, h in enumerate(header)}
     executed, samples = col["Instructions Executed"], col.get("Warp Stall Sampling (All Samples)")
     source = col["Source"]
-    local = sass_of(cubin, nvdisasm, kernel)
+    local = sass_of(funcs, kernel)
     if len(local) != len(rows) or any(o != opcode(r[source]) for (o, _), r in zip(local, rows)):
         sys.exit(f"{path}: the SASS compiled here ({len(local)} instructions) differs from the "
                  f"profiled kernel's ({len(rows)}): another source revision or compiler")
     num = lambda s: float(s.replace(",", "")) if s.strip() not in ("", "-") else 0.0
     per, stalls = collections.Counter(), collections.Counter()
-    ops, by_opcode = collections.defaultdict(collections.Counter), collections.Counter()
+    ops = collections.defaultdict(collections.Counter)
     for (op, where), r in zip(local, rows):
         n = num(r[executed])
         per[where] += n
         stalls[where] += num(r[samples]) if samples is not None else 0.0
         ops[where][op] += n
-        by_opcode[op] += n
-    return kernel, per, stalls, ops, by_opcode
+    return kernel, per, stalls, ops
 
 
 def main():
@@ -115,26 +99,24 @@ def main():
     ap.add_argument("--cubin", help="a cubin already compiled from the source (skips nvcc)")
     add_toolkit_args(ap)
     args = ap.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with tempfile.TemporaryDirectory() as tmp:
-        cubin = cubin_for(args, root, args.source, tmp, args.cubin)
-        paths = [args.csv] + ([args.against] if args.against else [])
-        tables = [per_line(p, cubin, args.nvdisasm) for p in paths]
+    with tempfile.TemporaryDirectory() as tmp:  # one disassembly for both pages
+        funcs = functions(args.nvdisasm, cubin_for(args, args.source, tmp, args.cubin), "-gi")
+    tables = [per_line(p, funcs) for p in [args.csv] + ([args.against] if args.against else [])]
     base = os.path.basename(args.source)
     text = open(args.source).read().split("\n")
     src = lambda f, ln: text[ln - 1].strip()[:60] if f == base and ln <= len(text) else ""
-    for kernel, per, stalls, _, _ in tables:
+    for kernel, per, stalls, _ in tables:
         print(f"{kernel}\n  {sum(per.values()):,.0f} warp instructions executed, "
               f"{sum(stalls.values()):,.0f} stall samples")
     if args.against:
-        (_, a, sa, _, _), (_, b, sb, _, _) = tables
+        (_, a, sa, _), (_, b, sb, _) = tables
         keys = set(a) | set(b)
         print(f"{'file':>14} {'line':>5} {'executed':>21} {'stall samples':>17} | source (second − first, by |Δ executed|)")
         for k in sorted(keys, key=lambda k: -abs(b[k] - a[k]))[: args.top]:
             print(f"{k[0][:14]:>14} {k[1]:5} {a[k] / 1e6:8.2f}M → {b[k] / 1e6:7.2f}M "
                   f"{sa[k]:7.0f} → {sb[k]:7.0f} | {src(*k)}")
         return
-    _, per, stalls, ops, by_opcode = tables[0]
+    _, per, stalls, ops = tables[0]
     total, total_s = sum(per.values()), max(sum(stalls.values()), 1.0)
     print(f"{'file':>14} {'line':>5} {'executed':>9} {'share':>6} {'stalls':>6}  top opcodes | source")
     for (f, ln), n in per.most_common(args.top):
@@ -142,6 +124,7 @@ def main():
         print(f"{f[:14]:>14} {ln:5} {n / 1e6:8.2f}M {100 * n / total:5.1f}% "
               f"{100 * stalls[(f, ln)] / total_s:5.1f}%  {top} | {src(f, ln)}")
     if args.opcodes:
+        by_opcode = sum(ops.values(), collections.Counter())
         print("executed instructions per opcode:")
         for o, c in by_opcode.most_common(40):
             print(f"  {o:28} {c / 1e6:8.2f}M {100 * c / total:5.1f}%")

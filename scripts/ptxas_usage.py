@@ -25,7 +25,7 @@ import sys
 import tarfile
 import tempfile
 
-from cubin import add_toolkit_args, compile_cubin, run
+from cubin import ROOT, add_toolkit_args, compile_cubin, run
 
 
 def blank():
@@ -86,7 +86,7 @@ def main():
     ap.add_argument("--kernel", default="", help="only kernels whose name contains this")
     add_toolkit_args(ap, nvdisasm=False)
     args = ap.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = ROOT
     rel = os.path.relpath(os.path.abspath(args.source), root)
     if rel.startswith(".."):
         sys.exit(f"{args.source}: not inside {root}")

@@ -20,25 +20,17 @@ eight), not how long it runs: that takes a profile (scripts/gpu-ssd-fused.sh sou
 import argparse
 import collections
 import os
-import re
 import sys
 import tempfile
 
-from cubin import add_toolkit_args, cubin_for, functions
+from cubin import add_toolkit_args, cubin_for, functions, instructions
 
 
 def count(lines):
-    """{(file, line): Counter(opcode)} over a function's SASS."""
+    """{(file, line): Counter(opcode)} over a function's SASS (opcodes without their modifiers)."""
     per = collections.defaultdict(collections.Counter)
-    where = ("?", 0)
-    for ln in lines:
-        m = re.search(r'//## File "([^"]*)", line (\d+)', ln)
-        if m:
-            where = (os.path.basename(m.group(1)), int(m.group(2)))
-            continue
-        m = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", ln)
-        if m:
-            per[where][m.group(1)] += 1
+    for op, where in instructions(lines):
+        per[where][op.split(".")[0]] += 1
     return per
 
 
@@ -50,10 +42,9 @@ def main():
     ap.add_argument("--lines", help="LO-HI: only these lines of the source file")
     add_toolkit_args(ap)
     args = ap.parse_args()
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
         given = args.source if args.source.endswith(".cubin") else None
-        funcs = functions(args.nvdisasm, cubin_for(args, root, args.source, tmp, given), "-g")
+        funcs = functions(args.nvdisasm, cubin_for(args, args.source, tmp, given), "-g")
 
     def find(sub):
         hits = [f for f, (d, _) in funcs.items() if sub.replace(" ", "") in d.replace(" ", "")]

@@ -16,8 +16,9 @@
 # gate-ab (not part of all): the gate epilogue's switches (GPU_SSD_AB, default DUALITY_SSD_Z_EARLY=0
 # and =1): the gated op cases and CUDA model tests under each, then three rounds of `bench --ops`
 # and the whole 2.7b prefill at b1 x 8k with the settings alternating.
-# rev-ab (not part of all): this tree's fused SSD against a baseline revision's (GPU_BASE, see its
-# section): its op cases and model tests, then the timing test and the 2.7b prefill alternating.
+# rev-ab (not part of all): this tree's fused SSD against one or more baseline revisions'
+# (GPU_BASE, see its section): its op cases and model tests, then the timing test and the 2.7b
+# prefill, the trees alternating.
 # small-ab (not part of all): the 130m and 370m whole prefill at chunk 256 with pairs of heads
 # against the default chunk 128 (docs/ssd-fused-notes.md, next step 0b).
 # GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
@@ -37,12 +38,18 @@ OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 source scripts/gpu-env.sh
 if [[ "$what" == rev-ab ]]; then
-  # The baseline tree builds beside this one (both long poles, ssd_fused.cu, at once).
-  base_tgz=${GPU_BASE:-gpu-base.tgz}
-  [[ -f "$base_tgz" ]] || { echo "rev-ab: no $base_tgz (see the header)" >&2; exit 1; }
-  rm -rf /tmp/duality-base && mkdir -p /tmp/duality-base && tar -xzf "$base_tgz" -C /tmp/duality-base
-  sm90a_build /tmp/duality-base /tmp/duality-base/build "$OUT/base-build.log" duality_tests duality &
-  base_pid=$!
+  # The baseline trees build beside this one (all long poles, ssd_fused.cu, at once): base 1, 2, ...
+  # in /tmp/duality-base-N, one per archive of GPU_BASE (space-separated, default gpu-base.tgz).
+  read -ra base_tgzs <<<"${GPU_BASE:-gpu-base.tgz}"
+  base_pids=()
+  for n in "${!base_tgzs[@]}"; do
+    tgz=${base_tgzs[$n]} dir=/tmp/duality-base-$((n + 1))
+    [[ -f "$tgz" ]] || { echo "rev-ab: no $tgz (see the section)" >&2; exit 1; }
+    rm -rf "$dir" && mkdir -p "$dir" && cp -r CMakeLists.txt bench cmake include src tests tools "$dir" &&
+      tar -xzf "$tgz" -C "$dir"
+    sm90a_build "$dir" "$dir/build" "$OUT/base-$((n + 1))-build.log" duality_tests duality &
+    base_pids+=($!)
+  done
 fi
 step build
 gpu_build_sm90a "$OUT" duality_tests duality
@@ -151,20 +158,33 @@ if [[ "$what" == small-ab ]]; then
   done
 fi
 if [[ "$what" == rev-ab ]]; then
-  # This tree's fused SSD against a baseline revision's (GPU_BASE, default gpu-base.tgz, made here
-  # with `git archive REV CMakeLists.txt bench cmake include src tests tools | gzip >
-  # gpu-base.tgz` and carried): the fused op cases and CUDA model tests of this tree, then the
-  # timing test and the whole 2.7b prefill at b1 x 8k, the trees alternating, twice.
+  # This tree's fused SSD against baseline revisions' (GPU_BASE: archives laid over a copy of
+  # this tree, made here with `git archive REV $(git diff --name-only REV -- src include tests)
+  # | gzip > gpu-base.tgz`, the files that differ, and carried; several, space-separated, for a
+  # chain such as v19 against v18 against main):
+  # the fused op cases of this tree and of the bases numbered in GPU_BASE_TESTS (for example
+  # GPU_BASE_TESTS=1), the CUDA model tests of this tree, then the timing test and the whole 2.7b
+  # prefill at b1 x 8k, the trees alternating, twice.
   step "fused op cases (this tree)"
   timeout 120 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 >"$OUT/rev-tests.log" 2>&1
   echo "rc $?"; grep -E "FAILED|PASSED|rel_l2" "$OUT/rev-tests.log" | cut -c1-220 | head -12
-  step "waiting for the baseline build"
-  wait "$base_pid" || { tail -30 "$OUT/base-build.log"; exit 1; }
+  trees=(this)
+  for n in "${!base_pids[@]}"; do
+    step "waiting for the build of base $((n + 1)) (${base_tgzs[$n]})"
+    wait "${base_pids[$n]}" || { tail -30 "$OUT/base-$((n + 1))-build.log"; exit 1; }
+    trees+=($((n + 1)))
+  done
+  for n in ${GPU_BASE_TESTS:-}; do
+    step "fused op cases (base $n)"
+    timeout 120 /tmp/duality-base-$n/build/tests/duality_tests --gtest_filter='*OpRegistry*ssd_fused*' \
+      --gtest_brief=1 >"$OUT/rev-tests-base-$n.log" 2>&1
+    echo "rc $?"; grep -E "FAILED|PASSED|rel_l2" "$OUT/rev-tests-base-$n.log" | cut -c1-220 | head -12
+  done
   for round in 1 2; do
-    for tree in this base; do
+    for tree in "${trees[@]}"; do
       dir=build-gpu
-      [[ "$tree" == base ]] && dir=/tmp/duality-base/build
-      step "round $round, $tree"
+      [[ "$tree" != this ]] && dir=/tmp/duality-base-$tree/build
+      step "round $round, tree $tree"
       timeout 150 $dir/tests/duality_tests --gtest_also_run_disabled_tests \
         --gtest_filter='SsdChunkedTiming.*' >"$OUT/rev-timing-$round-$tree.txt" 2>&1
       grep -E "FUSED" "$OUT/rev-timing-$round-$tree.txt" | cut -c1-100

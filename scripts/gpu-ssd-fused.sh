@@ -163,11 +163,15 @@ if [[ "$what" == rev-ab ]]; then
   # | gzip > gpu-base.tgz`, the files that differ, and carried; several, space-separated, for a
   # chain such as v19 against v18 against main):
   # the fused op cases of this tree and of the bases numbered in GPU_BASE_TESTS (for example
-  # GPU_BASE_TESTS=1), the CUDA model tests of this tree, then the timing test and the whole 2.7b
-  # prefill at b1 x 8k, the trees alternating, twice.
+  # GPU_BASE_TESTS=1) and the CUDA model tests of this tree while the bases build, then the timing
+  # test and the whole 2.7b prefill at b1 x 8k, the trees alternating, in GPU_REV_ROUNDS rounds
+  # (default 2).
   step "fused op cases (this tree)"
   timeout 120 $T --gtest_filter='*OpRegistry*ssd_fused*' --gtest_brief=1 >"$OUT/rev-tests.log" 2>&1
   echo "rc $?"; grep -E "FAILED|PASSED|rel_l2" "$OUT/rev-tests.log" | cut -c1-220 | head -12
+  step "CUDA model tests (this tree, while the bases build)"
+  timeout 150 $T --gtest_filter='*Cuda*:-*OpRegistry*' --gtest_brief=1 >"$OUT/cuda-model-tests.log" 2>&1
+  echo "rc $?"; grep -E "FAILED|PASSED|Failure" "$OUT/cuda-model-tests.log" | cut -c1-300 | head -20
   trees=(this)
   for n in "${!base_pids[@]}"; do
     step "waiting for the build of base $((n + 1)) (${base_tgzs[$n]})"
@@ -180,7 +184,7 @@ if [[ "$what" == rev-ab ]]; then
       --gtest_brief=1 >"$OUT/rev-tests-base-$n.log" 2>&1
     echo "rc $?"; grep -E "FAILED|PASSED|rel_l2" "$OUT/rev-tests-base-$n.log" | cut -c1-220 | head -12
   done
-  for round in 1 2; do
+  for round in $(seq "${GPU_REV_ROUNDS:-2}"); do
     for tree in "${trees[@]}"; do
       dir=build-gpu
       [[ "$tree" != this ]] && dir=/tmp/duality-base-$tree/build
@@ -193,9 +197,6 @@ if [[ "$what" == rev-ab ]]; then
       grep -A3 -E "^prefill" "$OUT/rev-model-$round-$tree.txt" | grep -E "8192" | cut -c1-160
     done
   done
-  step "CUDA model tests (this tree)"
-  timeout 150 $T --gtest_filter='*Cuda*:-*OpRegistry*' --gtest_brief=1 >"$OUT/cuda-model-tests.log" 2>&1
-  echo "rc $?"; grep -E "FAILED|PASSED|Failure" "$OUT/cuda-model-tests.log" | cut -c1-300 | head -20
 fi
 if [[ "$what" == source ]]; then
   step "source counters of the fused SSD (chunk 256, b1 x 32k)"

@@ -186,6 +186,36 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_b
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                  "r"(src_bytes));
 }
+// cp.async of a tile's rows 0..rows−1 into shared memory by the block's threads, rows >= len
+// zero-filled: row r of the global tile starts at g + r · g_stride, kV 16-byte vectors a row;
+// `at(r, col)` is an element's shared offset from `dst`, for rows r and r + 8 one row stride
+// (`row_elems`) apart times 8 (any swizzle depends on r & 7 only). Where kThreads is a multiple
+// of kV, a thread copies one column of vectors, every kThreads / kV-th row, so its addresses are
+// computed once and stepped (the per-vector division and address arithmetic cost as many
+// instructions as a block's loads take cycles: docs/ssd-fused-notes.md, v18).
+template <int kV, typename T, typename At>
+__device__ __forceinline__ void cp_rows(T* dst, int row_elems, const At& at, const T* g,
+                                        int64_t g_stride, int rows, int len) {
+    const int tid = static_cast<int>(threadIdx.x);
+    if constexpr (kThreads % kV == 0 && (kThreads / kV) % 8 == 0) {
+        constexpr int kStep = kThreads / kV;  // rows between a thread's vectors
+        const int r0 = tid / kV, cv = (tid % kV) * 8;
+        T* d = dst + at(r0, cv);
+        const T* src = g + r0 * g_stride + cv;
+        for (int r = r0; r < rows; r += kStep) {
+            const bool ok = r < len;
+            cp_async16(d, ok ? src : g, ok ? 16 : 0);
+            d += kStep * row_elems;
+            src += kStep * g_stride;
+        }
+    } else {
+        for (int v = tid; v < rows * kV; v += kThreads) {
+            const int r = v / kV, cv = (v % kV) * 8;
+            const bool ok = r < len;
+            cp_async16(dst + at(r, cv), ok ? g + r * g_stride + cv : g, ok ? 16 : 0);
+        }
+    }
+}
 __device__ __forceinline__ void cp_async_commit() {
     asm volatile("cp.async.commit_group;\n" ::);
 }
@@ -296,19 +326,16 @@ __device__ __forceinline__ uint32_t* s_flag(const FusedParams& p, int64_t c, int
 template <typename T, int kN>
 __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epoch, T* Cs, T* Bs) {
     using M = Act<T>;
-    constexpr int kLdC = kN + 8, kNV = kN / 8;
+    constexpr int kLdC = kN + 8;
     const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
     const int64_t start = p.chunk_start[c];
     const int len = p.chunk_len[c];
     const int rows = (len + 31) & ~31;  // up to the last strip's 32-token block
     const T* Bg = static_cast<const T*>(p.B) + start * p.bc_stride + g * kN;  // {len, kN}
     const T* Cg = static_cast<const T*>(p.C) + start * p.bc_stride + g * kN;  // {len, kN}
-    for (int v = tid; v < rows * kNV; v += kThreads) {
-        const int r = v / kNV, cv = (v % kNV) * 8;
-        const bool ok = r < len;
-        cp_async16(Cs + r * kLdC + cv, ok ? Cg + r * p.bc_stride + cv : Cg, ok ? 16 : 0);
-        cp_async16(Bs + r * kLdC + cv, ok ? Bg + r * p.bc_stride + cv : Bg, ok ? 16 : 0);
-    }
+    const auto at = [](int r, int col) { return r * kLdC + col; };
+    cp_rows<kN / 8>(Cs, kLdC, at, Cg, p.bc_stride, rows, len);
+    cp_rows<kN / 8>(Bs, kLdC, at, Bg, p.bc_stride, rows, len);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -563,13 +590,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     // 1. Async loads: x and B (group 0), C (group 1, here or with defer_c before step 2); rows >=
     // len are zero-filled.
     const T* const Cg = static_cast<const T*>(p.C) + start * p.bc_stride + grp * kN;  // {len, kN}
+    const auto c_at = [](int r, int col) { return r * kLdC + col; };  // C's and B's rows
     const auto load_c = [&] {
-        constexpr int kNV = kN / 8;  // 16-byte vectors per row
-        for (int v = tid; v < qa * kNV; v += kThreads) {
-            const int r = v / kNV, cv = (v % kNV) * 8;
-            const bool ok = r < len;
-            cp_async16(Cs + r * kLdC + cv, ok ? Cg + r * p.bc_stride + cv : Cg, ok ? 16 : 0);
-        }
+        cp_rows<kN / 8>(Cs, kLdC, c_at, Cg, p.bc_stride, qa, len);
         cp_async_commit();
     };
     // Until group 0 (x and B) has landed: with C issued beside it, every group but the last.
@@ -585,25 +608,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     {
         const T* xg = static_cast<const T*>(p.x) + start * p.x_stride + h * kP;     // {len, kP}
         const T* Bg = static_cast<const T*>(p.B) + start * p.bc_stride + grp * kN;  // {len, kN}
-        constexpr int kXV = kP / 8, kNV = kN / 8;  // 16-byte vectors per row
         if constexpr (kGate) {
             if (conv) conv_x_load<T, kP>(p, h, start, len, Ps);  // (x computed before step 2)
         }
+        if (!conv) {
 #pragma unroll
-        for (int hh = 0; hh < kHeads; ++hh) {
-            const T* xh = xg + hh * kP;
-            T* xs = Xs + hh * qa * kXRow;
-            for (int v = tid; !conv && v < qa * kXV; v += kThreads) {
-                const int r = v / kXV, cv = (v % kXV) * 8;
-                const bool ok = r < len;
-                cp_async16(xs + xo(r, cv), ok ? xh + r * p.x_stride + cv : xh, ok ? 16 : 0);
-            }
+            for (int hh = 0; hh < kHeads; ++hh)
+                cp_rows<kP / 8>(Xs + hh * qa * kXRow, kXRow, xo, xg + hh * kP, p.x_stride, qa, len);
         }
-        for (int v = tid; v < qa * kNV; v += kThreads) {
-            const int r = v / kNV, cv = (v % kNV) * 8;
-            const bool ok = r < len;
-            cp_async16(Bs + r * kLdC + cv, ok ? Bg + r * p.bc_stride + cv : Bg, ok ? 16 : 0);
-        }
+        cp_rows<kN / 8>(Bs, kLdC, c_at, Bg, p.bc_stride, qa, len);
         cp_async_commit();
         if (!p.defer_c) load_c();
         // SsdGate: the chunk's z rows of head h into L2 for the output phase (a row's kP
@@ -731,14 +744,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             const int item = warp + kWarps * it;
             if (item >= kItems) continue;
             const int p0 = (item / kNC) * 16, n0 = (item % kNC) * 64;
+            // A = xᵀ {16 p, 16 j}: x is stored [j][p], so ldmatrix.trans; lane's address in rows
+            // jj.. is xa + jj · kXRow (jj a multiple of 16).
+            const T* const xa = xs + xo((lane & 7) + 8 * (lane >> 4), p0 + 8 * ((lane >> 3) & 1));
             for (int j0 = 0; j0 < j_end; j0 += 32) {
                 uint32_t a[2][4], b[2][4][4];
 #pragma unroll
                 for (int hh = 0; hh < 2; ++hh) {
                     const int jj = j0 + 16 * hh;
-                    // A = xᵀ {16 p, 16 j}: x is stored [j][p], so ldmatrix.trans.
-                    ldsm_x4_t(a[hh], xs + xo(jj + (lane & 7) + 8 * (lane >> 4),
-                                             p0 + 8 * ((lane >> 3) & 1)));
+                    ldsm_x4_t(a[hh], xa + jj * kXRow);
 #pragma unroll
                     for (int t2 = 0; t2 < 4; ++t2)  // B {16 j, 16 n}: stored [j][n], ldmatrix.trans
                         ldsm_x4_t(b[hh][t2], Bs + (jj + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC +
@@ -898,6 +912,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     // 4. Output, 16-row strips, of head hd from its x rows xs_c (mono: its Scs never increases).
     // y_stage goes through C's rows, so a pair's first head stores y directly (C is read again).
     const int n_strip = (len + 15) / 16;
+    // The intra loop's ldmatrix.trans of x rows j0 + 16·hb..: lane's row and column offsets,
+    // the same for every j0 (xo(r + 8k, col) = xo(r, col) + 8k · kXRow).
+    int x_lane[kP / 16];
+#pragma unroll
+    for (int pt = 0; pt < kP / 16; ++pt)
+        x_lane[pt] = xo((lane & 7) + 8 * ((lane >> 3) & 1), 16 * pt + 8 * (lane >> 4));
     const auto outputs = [&](const T* xs_c, int hd, bool mono) {
         const float Dh = p.D ? p.D[hd] : 0.0f;
         T* y = static_cast<T*>(p.y) + start * static_cast<int64_t>(H) * kP + hd * kP;  // {len, ..}
@@ -991,11 +1011,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 constexpr int kXB = kP <= (kMinBlocks == 1 ? 80 : 64) ? 2 : 1;
                 uint32_t xb[kXB][kP / 16][4];
                 auto load_x = [&](int hb, uint32_t(&dst)[kP / 16][4]) {
+                    const T* rows = xs_c + (j0 + 16 * hb) * kXRow;
 #pragma unroll
-                    for (int pt = 0; pt < kP / 16; ++pt)
-                        ldsm_x4_t(dst[pt],
-                                  xs_c + xo(j0 + 16 * hb + (lane & 7) + 8 * ((lane >> 3) & 1),
-                                            16 * pt + 8 * (lane >> 4)));
+                    for (int pt = 0; pt < kP / 16; ++pt) ldsm_x4_t(dst[pt], rows + x_lane[pt]);
                 };
 #pragma unroll
                 for (int hb = 0; hb < kXB; ++hb) load_x(hb, xb[hb]);
@@ -1068,6 +1086,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 if (stage) __syncwarp();  // every lane's ldmatrix of the strip's C rows is done
             }
             [[maybe_unused]] float ss[2] = {0.0f, 0.0f};
+            // The lane's two rows go to the strip's C rows (stage) or to y. Rows past len are
+            // computed too (their x, z, C and so acc are zero) but not stored to y: one
+            // predicate a store instead of a branch around each element's work.
+            T* out_row[2];
+            bool keep[2];
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int i = i0 + gr + 8 * half;
+                out_row[half] = stage ? Cs + i * kLdC : y + static_cast<int64_t>(i) * H * kP;
+                keep[half] = stage || i < len;
+            }
 #pragma unroll
             for (int t = 0; t < kP / 8; ++t) {
                 [[maybe_unused]] float2 w2;  // kGate: the norm weights of the lane's two columns
@@ -1076,9 +1105,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
 #pragma unroll
                 for (int half = 0; half < 2; ++half) {
                     const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
-                    if (i >= len) continue;
-                    const float2 xv =
-                        M::unpack(*reinterpret_cast<const uint32_t*>(xs_c + xo(i, col)));
+                    const float2 xv = M::unpack(*reinterpret_cast<const uint32_t*>(
+                        xs_c + (i0 + 8 * half) * kXRow + xo(gr, col)));
                     float v0 = fmaf(Dh, xv.x, acc[t][2 * half]);
                     float v1 = fmaf(Dh, xv.y, acc[t][2 * half + 1]);
                     if constexpr (kGate) {
@@ -1090,13 +1118,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                         v0 *= w2.x;
                         v1 *= w2.y;
                     }
-                    const uint32_t packed = M::pack(v0, v1);
-                    if (stage) {
-                        *reinterpret_cast<uint32_t*>(Cs + i * kLdC + col) = packed;
-                    } else {
-                        *reinterpret_cast<uint32_t*>(y + static_cast<int64_t>(i) * H * kP + col) =
-                            packed;
-                    }
+                    if (keep[half])
+                        *reinterpret_cast<uint32_t*>(out_row[half] + col) = M::pack(v0, v1);
                 }
             }
             if (stage) {

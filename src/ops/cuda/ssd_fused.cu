@@ -193,6 +193,11 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_b
 // of kV, a thread copies one column of vectors, every kThreads / kV-th row, so its addresses are
 // computed once and stepped (the per-vector division and address arithmetic cost as many
 // instructions as a block's loads take cycles: docs/ssd-fused-notes.md, v18).
+// The shared offset of rows of kLd elements (C's and B's rows): cp_rows' `at` for them.
+template <int kLd>
+struct RowMajor {
+    __device__ int operator()(int r, int col) const { return r * kLd + col; }
+};
 template <int kV, typename T, typename At>
 __device__ __forceinline__ void cp_rows(T* dst, int row_elems, const At& at, const T* g,
                                         int64_t g_stride, int rows, int len) {
@@ -333,9 +338,8 @@ __device__ void score_block(const FusedParams& p, int64_t c, int g, uint32_t epo
     const int rows = (len + 31) & ~31;  // up to the last strip's 32-token block
     const T* Bg = static_cast<const T*>(p.B) + start * p.bc_stride + g * kN;  // {len, kN}
     const T* Cg = static_cast<const T*>(p.C) + start * p.bc_stride + g * kN;  // {len, kN}
-    const auto at = [](int r, int col) { return r * kLdC + col; };
-    cp_rows<kN / 8>(Cs, kLdC, at, Cg, p.bc_stride, rows, len);
-    cp_rows<kN / 8>(Bs, kLdC, at, Bg, p.bc_stride, rows, len);
+    cp_rows<kN / 8>(Cs, kLdC, RowMajor<kLdC>{}, Cg, p.bc_stride, rows, len);
+    cp_rows<kN / 8>(Bs, kLdC, RowMajor<kLdC>{}, Bg, p.bc_stride, rows, len);
     cp_async_commit();
     cp_async_wait<0>();
     __syncthreads();
@@ -590,9 +594,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     // 1. Async loads: x and B (group 0), C (group 1, here or with defer_c before step 2); rows >=
     // len are zero-filled.
     const T* const Cg = static_cast<const T*>(p.C) + start * p.bc_stride + grp * kN;  // {len, kN}
-    const auto c_at = [](int r, int col) { return r * kLdC + col; };  // C's and B's rows
     const auto load_c = [&] {
-        cp_rows<kN / 8>(Cs, kLdC, c_at, Cg, p.bc_stride, qa, len);
+        cp_rows<kN / 8>(Cs, kLdC, RowMajor<kLdC>{}, Cg, p.bc_stride, qa, len);
         cp_async_commit();
     };
     // Until group 0 (x and B) has landed: with C issued beside it, every group but the last.
@@ -616,7 +619,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             for (int hh = 0; hh < kHeads; ++hh)
                 cp_rows<kP / 8>(Xs + hh * qa * kXRow, kXRow, xo, xg + hh * kP, p.x_stride, qa, len);
         }
-        cp_rows<kN / 8>(Bs, kLdC, c_at, Bg, p.bc_stride, qa, len);
+        cp_rows<kN / 8>(Bs, kLdC, RowMajor<kLdC>{}, Bg, p.bc_stride, qa, len);
         cp_async_commit();
         if (!p.defer_c) load_c();
         // SsdGate: the chunk's z rows of head h into L2 for the output phase (a row's kP
@@ -1087,8 +1090,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             }
             [[maybe_unused]] float ss[2] = {0.0f, 0.0f};
             // The lane's two rows go to the strip's C rows (stage) or to y. Rows past len are
-            // computed too (their x, z, C and so acc are zero) but not stored to y: one
-            // predicate a store instead of a branch around each element's work.
+            // computed too (their x, z and C rows are zero-filled; their values reach only
+            // staged rows that are not copied out, y stores that are skipped and row sums that
+            // are not stored): one predicate a store instead of a branch around each element.
             T* out_row[2];
             bool keep[2];
 #pragma unroll

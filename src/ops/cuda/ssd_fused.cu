@@ -994,6 +994,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 reinterpret_cast<const uint32_t*>(Bs) + tiles_before(s) * kTileWords + lane * 4;
             const float* s_down = reinterpret_cast<const float*>(Bs) +
                                   tiles_before(qa / 16) * kTileWords + tiles_before(s);
+            // (Two blocks an iteration at one block per SM, where registers allow: their W and MMAs
+            // interleave, for a warp that has only one other on its scheduler to hide latency.)
+#pragma unroll(kMinBlocks == 1 ? 2 : 1)
             for (int j0 = 0; j0 <= i0; j0 += 32) {
                 float sc[4][4];  // S·2^(15−E): the factor back (sf) goes into the decays below
 #pragma unroll

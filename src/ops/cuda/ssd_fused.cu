@@ -93,8 +93,9 @@
 // Speed (H200, bf16, 2.7b layer, 2026-12-04, timing test, A/B in one session): chunk 256 b1×32k
 // 1.362-1.367 → 1.228-1.229 ms with pairs (3.30x the five-step path), b8×4k 1.371-1.374 →
 // 1.243-1.244 ms (3.24x); chunk 128 (two blocks per SM, no pairs) b1×32k 1.067 ms, b1×8k 0.286 ms
-// (3.5-3.7x). Phase breakdown, the history of these numbers, what was tried and next steps:
-// docs/ssd-fused-notes.md.
+// (3.5-3.7x). On an H100 since v18-v19 (2026-12-05, three rounds): chunk 256 b1×32k 1.126-1.134
+// ms (3.6x), b8×4k 1.138-1.145 ms, chunk 128 b1×32k 1.056-1.061 ms. Phase breakdown, the history of
+// these numbers, what was tried and next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

@@ -78,11 +78,20 @@ PY
         printf '\002%s' '{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "Hi"}], "add_generation_prompt": false, "top_p": 0.5}' >"$corpus/ml"
         printf '\003%s' '{"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": false}' >"$corpus/t"
         printf '\004%s' '{"tokens": [510, 1263, 50276]}' >"$corpus/d"
-        seeds=("$corpus/c" "$corpus/ch" "$corpus/ml" "$corpus/t" "$corpus/d") ;;
+        # A past find, replayed every run: a positive top_p that is 0 as a float.
+        printf '\000%s' '{"prompt": "a", "top_p": 1e-300}' >"$corpus/tp"
+        seeds=("$corpus/c" "$corpus/ch" "$corpus/ml" "$corpus/t" "$corpus/d" "$corpus/tp") ;;
     esac
     for i in "${!seeds[@]}"; do cp "${seeds[$i]}" "$corpus/$target/seed$i"; done
-    build-fuzz/tests/fuzz/$target -max_total_time="$FUZZ_SECONDS" -max_len=400000 \
-      -print_final_stats=1 "$corpus/$target" 2>&1 | tail -n 4
+    # A find ends the run with libFuzzer's report (the stack, and the input in base64 where it is
+    # short) and the input saved under build-fuzz/ as crash-*, leak-* or timeout-*.
+    if ! "build-fuzz/tests/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -max_len=400000 \
+      -artifact_prefix=build-fuzz/ -print_final_stats=1 "$corpus/$target" >"$corpus/$target.log" 2>&1; then
+      tail -n 60 "$corpus/$target.log"
+      echo "fuzz $target failed: reproduce with build-fuzz/tests/fuzz/$target build-fuzz/<the input above>" >&2
+      exit 1
+    fi
+    tail -n 4 "$corpus/$target.log"
   done
 fi
 step "all tests passed"

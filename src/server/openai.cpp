@@ -78,10 +78,13 @@ std::optional<ApiError> read_number(const json& body, const char* key, double lo
     if (!it->is_number())
         return bad(key,
                    std::string(key) + " must be a number in " + range + ", got " + type_name(*it));
+    // The open bound is checked on the float that is kept: a positive double below float's
+    // smallest denormal (top_p 1e-300) becomes 0, which the sampler rejects.
     const double v = it->get<double>();
-    if (!std::isfinite(v) || v > hi || v < lo || (lo_open && v == lo))
+    const float f = static_cast<float>(v);
+    if (!std::isfinite(v) || v > hi || v < lo || (lo_open && f <= static_cast<float>(lo)))
         return bad(key, std::string(key) + " must be a number in " + range + ", got " + it->dump());
-    *out = static_cast<float>(v);
+    *out = f;
     return std::nullopt;
 }
 

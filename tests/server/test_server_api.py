@@ -1557,6 +1557,7 @@ class TestBadInput(OwnServerCase):
             ("max_tokens", 0), ("max_tokens", -1), ("max_tokens", 4097), ("max_tokens", 10**9),
             ("max_tokens", 2**64), ("temperature", -1), ("temperature", 3),
             ("temperature", 2.0001), ("top_p", 0), ("top_p", 1.5), ("top_p", -0.1),
+            ("top_p", 1e-300),  # positive, but 0 as the float the sampler keeps (a fuzz find)
             ("top_k", -2), ("min_p", -0.1), ("min_p", 1.5), ("presence_penalty", 2.5),
             ("presence_penalty", -3), ("frequency_penalty", 2.5), ("repetition_penalty", 0),
             ("repetition_penalty", -1), ("repetition_penalty", 1e-38), ("n", 0), ("n", 17), ("n", 100), ("n", -1),

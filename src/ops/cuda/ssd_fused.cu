@@ -187,6 +187,11 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_b
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                  "r"(src_bytes));
 }
+// The shared offset of rows of kLd elements (C's and B's rows): cp_rows' `at` for them.
+template <int kLd>
+struct RowMajor {
+    __device__ int operator()(int r, int col) const { return r * kLd + col; }
+};
 // cp.async of a tile's rows 0..rows−1 into shared memory by the block's threads, rows >= len
 // zero-filled: row r of the global tile starts at g + r · g_stride, kV 16-byte vectors a row;
 // `at(r, col)` is an element's shared offset from `dst`, for rows r and r + 8 one row stride
@@ -194,11 +199,6 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_b
 // of kV, a thread copies one column of vectors, every kThreads / kV-th row, so its addresses are
 // computed once and stepped (the per-vector division and address arithmetic cost as many
 // instructions as a block's loads take cycles: docs/ssd-fused-notes.md, v18).
-// The shared offset of rows of kLd elements (C's and B's rows): cp_rows' `at` for them.
-template <int kLd>
-struct RowMajor {
-    __device__ int operator()(int r, int col) const { return r * kLd + col; }
-};
 template <int kV, typename T, typename At>
 __device__ __forceinline__ void cp_rows(T* dst, int row_elems, const At& at, const T* g,
                                         int64_t g_stride, int rows, int len) {
@@ -1112,12 +1112,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     w2 = *reinterpret_cast<const float2*>(p.gate_w + hd * kP + 8 * t + 2 * qd);
 #pragma unroll
                 for (int half = 0; half < 2; ++half) {
-                    const int i = i0 + gr + 8 * half, col = 8 * t + 2 * qd;
+                    const int col = 8 * t + 2 * qd;
                     const float2 xv = M::unpack(*reinterpret_cast<const uint32_t*>(
                         xs_c + (i0 + 8 * half) * kXRow + xo(gr, col)));
                     float v0 = fmaf(Dh, xv.x, acc[t][2 * half]);
                     float v1 = fmaf(Dh, xv.y, acc[t][2 * half + 1]);
                     if constexpr (kGate) {
+                        const int i = i0 + gr + 8 * half;
                         const float2 z2 =
                             M::unpack(*reinterpret_cast<const uint32_t*>(Cs + i * kLdC + col));
                         v0 *= silu<T>(z2.x);

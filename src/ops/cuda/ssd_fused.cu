@@ -69,8 +69,8 @@
 //      intra loop run: loaded from global memory in the epilogue, z cost 25% of the kernel's time
 //      (its loads waited behind the y stores they might alias).
 //   The last block to start resets the ticket counter and advances the epoch (every block reads
-//   the epoch before taking its ticket), so the sync buffer (ssd_fused_sync_bytes, zeroed once)
-//   needs no clearing between launches.
+//   the epoch with its ticket, in one 64-bit atomic), so the sync buffer (ssd_fused_sync_bytes,
+//   zeroed once, 8-byte aligned) needs no clearing between launches.
 // Limits (else ssd_fused_supported() is false and callers use ssd_chunked): f16/bf16 activations,
 // head_dim in {32, 64, 80, 128}, d_state in {64, 128, 256}, chunk_size <= 256, x/B/C 16-byte
 // aligned with strides a multiple of 8 elements, and the shared memory (smem_bytes: C, x and prev
@@ -93,9 +93,9 @@
 // Speed (H200, bf16, 2.7b layer, 2026-12-04, timing test, A/B in one session): chunk 256 b1×32k
 // 1.362-1.367 → 1.228-1.229 ms with pairs (3.30x the five-step path), b8×4k 1.371-1.374 →
 // 1.243-1.244 ms (3.24x); chunk 128 (two blocks per SM, no pairs) b1×32k 1.067 ms, b1×8k 0.286 ms
-// (3.5-3.7x). On an H100 since v18-v19 (2026-12-05, three rounds): chunk 256 b1×32k 1.126-1.134
-// ms (3.6x), b8×4k 1.138-1.145 ms, chunk 128 b1×32k 1.056-1.061 ms. Phase breakdown, the history of
-// these numbers, what was tried and next steps: docs/ssd-fused-notes.md.
+// (3.5-3.7x). On an H100 since v21 (2026-12-05, two rounds): chunk 256 b1×32k 1.093-1.099 ms
+// (3.7x), b8×4k 1.107-1.113 ms, chunk 128 b1×32k 1.034-1.036 ms, b1×8k 0.272-0.273 ms. Phase
+// breakdown, the history of these numbers, what was tried and next steps: docs/ssd-fused-notes.md.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -126,7 +126,7 @@ using sync::st_release;
 
 constexpr int kWarps = 8, kThreads = kWarps * 32;
 constexpr int kMaxChunk = 256;
-constexpr int kSyncHeader = 64;              // u32 words before the flags: [0] ticket, [2] epoch
+constexpr int kSyncHeader = 64;              // u32 words before the flags: [0] ticket, [1] epoch
 constexpr size_t kStaticSmemReserve = 1024;  // bytes kept for the static shared memory
 constexpr float kFactorRange = 32.0f;  // largest decay exponent factored out of a 32-token block
 // Chunks of at most this many tokens run two blocks per SM where they fit (two_per_sm).
@@ -552,14 +552,13 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int gr = lane / 4, qd = lane % 4;  // accumulator row (and row + 8), column pair
 
     if (tid == 0) {
-        // Epoch first, then the ticket (acquire/acq_rel): when the last block to start resets
-        // the ticket counter and advances the epoch, every block has already read the epoch.
-        const uint32_t e = ld_acquire(&p.sync[2]) + 1u;
-        const uint32_t t = atom_add_acq_rel(&p.sync[0], 1u);
-        if (t == gridDim.x - 1) {
-            p.sync[0] = 0;
-            st_release(&p.sync[2], e);
-        }
+        // The ticket (words 0) and the epoch (word 1) of one 64-bit word, taken in one atomic
+        // (one L2 round trip): the last block to start adds 2^32 − gridDim.x, which resets the
+        // ticket to 0 and advances the epoch, after every block has read it.
+        uint64_t* const word = reinterpret_cast<uint64_t*>(p.sync);
+        const uint64_t old = atom_add_acq_rel(word, uint64_t{1});
+        const uint32_t t = static_cast<uint32_t>(old), e = static_cast<uint32_t>(old >> 32) + 1u;
+        if (t == gridDim.x - 1) atom_add_acq_rel(word, (uint64_t{1} << 32) - gridDim.x);
         s_ticket = t;
         s_epoch = e;
     }
@@ -905,13 +904,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             }
         }
         // Release after the barrier (cumulative: it orders every thread's stores before the flag).
+        // The same barrier makes prev (Ps) and, with_s, the S tiles (each thread's copies waited
+        // for first) visible to every warp, so the other warps start the output phase while
+        // thread 0's release (a fence: the block's stores acknowledged by L2) is in flight.
+        if (with_s) cp_async_wait<0>();
         __syncthreads();
         if (!last && tid == 0) st_release(p.sync + kSyncHeader + c * H + hd, epoch);
         if (pf) pf[4] = global_ns();
     };
     pass_state(h, st, cs_last, true, prof);
-    cp_async_wait<0>();
-    __syncthreads();
 
     // 4. Output, 16-row strips, of head hd from its x rows xs_c (mono: its Scs never increases).
     // y_stage goes through C's rows, so a pair's first head stores y directly (C is read again).
@@ -1542,6 +1543,8 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
         std::fprintf(stderr, "duality: ssd_fused: %s\n", what);
         std::abort();
     };
+    require(reinterpret_cast<uintptr_t>(sync) % alignof(uint64_t) == 0,
+            "the sync buffer must be 8-byte aligned (its ticket and epoch are one 64-bit word)");
     if (gate) {
         require(ssd_gate_supported(a, *gate), "unsupported gate (see ssd_gate_supported)");
         fp.gate_z = gate->z;

@@ -552,7 +552,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int gr = lane / 4, qd = lane % 4;  // accumulator row (and row + 8), column pair
 
     if (tid == 0) {
-        // The ticket (words 0) and the epoch (word 1) of one 64-bit word, taken in one atomic
+        // The ticket (word 0) and the epoch (word 1) of one 64-bit word, taken in one atomic
         // (one L2 round trip): the last block to start adds 2^32 − gridDim.x, which resets the
         // ticket to 0 and advances the epoch, after every block has read it.
         uint64_t* const word = reinterpret_cast<uint64_t*>(p.sync);

@@ -43,7 +43,8 @@
 # 1,8,32,64); first the tests matching GPU_CHECK_FILTER (a gtest filter), if given, once under
 # each setting.
 #
-# Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out.
+# Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out; with GPU_PACK=1
+# they end up in one archive there (scripts/gpu-env.sh), for the device tool's 8-file limit.
 # On a machine without the Debian -dev packages (the device machines have CUDA, CMake and ninja
 # but no package registry), run scripts/fetch-gpu-deps.sh here first and carry .deps/: this
 # script unpacks those packages into a private prefix and builds against them.

@@ -5,6 +5,21 @@
 # step NAME...: a section header with the seconds since the script started.
 step() { printf '\n==== %s (%ss)\n' "$*" "$SECONDS"; }
 
+# GPU_PACK=1: when the script exits, every file under $OUT but earlier archives goes into one
+# archive, $OUT/logs-PID.tgz (the device tool returns at most 8 files from its output folder, and
+# rev-ab alone writes more); read it with tar -xzf. gpu-ssd-fused.sh with several sections runs
+# itself once per section, so such a call leaves one archive a section.
+pack_out() {
+  local tgz
+  tgz=$(mktemp /tmp/duality-logs.XXXXXX) || return
+  (cd "$OUT" && tar -czf "$tgz" --exclude='./logs-*.tgz' . &&
+    find . -mindepth 1 ! -name 'logs-*.tgz' -delete && mv "$tgz" "logs-$$.tgz") ||
+    echo "GPU_PACK: could not pack $OUT" >&2
+}
+if [[ "${GPU_PACK:-0}" == 1 && -n "${OUT:-}" ]]; then
+  trap pack_out EXIT
+fi
+
 if ! command -v pkg-config >/dev/null || ! pkg-config --exists libzip 2>/dev/null; then
   [[ -d .deps ]] || { echo "no -dev packages here: run scripts/fetch-gpu-deps.sh and carry .deps" >&2; exit 1; }
   prefix=/tmp/duality-deps

@@ -3,7 +3,8 @@
 # the SSD op-test cases (five-step, scan, fused), the SSD timing test (five-step vs fused),
 # `duality bench --ops` and the whole-model prefill of the 2.7b shape with both SSD paths.
 #   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|gate-ab|small-ab|rev-ab|all]
-#   logs under $OUT (or ./gpu-out)
+#   logs under $OUT (or ./gpu-out); GPU_PACK=1 packs them into one archive a section
+#   (scripts/gpu-env.sh), for the device tool's 8-file limit
 # source (not part of all): Nsight Compute's source counters (per SASS instruction: executed
 # count, shared-memory wavefronts and their excess, i.e. bank conflicts; global sectors; warp
 # stalls) of one fused SSD launch at chunk 256, b1 x 32k, 2.7b head shape: fused-sass.csv.gz, for

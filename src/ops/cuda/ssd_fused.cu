@@ -111,10 +111,8 @@
 #include "core/cuda/sync.cuh"
 #include "core/env.h"
 #include "ops/cuda/activation.cuh"
-#include "ops/cuda/conv_taps.cuh"
 #include "ops/cuda/dt_softplus.cuh"
 #include "ops/cuda/dtype.cuh"
-#include "ops/cuda/mma.cuh"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/ssd_fused_common.cuh"
 #include "ops/cuda/ssd_fused_conv.cuh"
@@ -129,7 +127,6 @@ using namespace fused;  // NOLINT: this file's own pieces (ssd_fused_*.cuh)
 using sync::atom_add_acq_rel;
 using sync::global_ns;
 using sync::ld_acquire;
-using sync::smem_addr;
 using sync::st_release;
 
 // kGate: the SsdGate epilogue (instantiated for head_dim 64, d_state 128 only: ssd_gate_supported),

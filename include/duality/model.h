@@ -125,8 +125,8 @@ class Model {
 
     virtual const ModelConfig& config() const = 0;
 
-    // A zero state: the start of a new sequence.
-    virtual SequenceState new_state() const = 0;
+    // A zero state: the start of a new sequence (by default of config()'s shape).
+    virtual SequenceState new_state() const;
 
     // Runs `tokens` through the model from `state`, which it advances. Multi-token calls use the
     // chunked SSD; single-token calls use the recurrent decode step. The returned logits are

@@ -30,19 +30,6 @@ class CpuModel final : public Model {
 
     const ModelConfig& config() const override { return config_; }
 
-    SequenceState new_state() const override {
-        SequenceState s;
-        s.n_layer = config_.n_layer;
-        s.d_conv = config_.d_conv;
-        s.conv_dim = config_.conv_dim();
-        s.n_head = config_.n_head;
-        s.head_dim = config_.head_dim;
-        s.d_state = config_.d_state;
-        s.conv.assign(static_cast<size_t>(s.n_layer * (s.d_conv - 1) * s.conv_dim), 0.0f);
-        s.ssm.assign(static_cast<size_t>(s.n_layer * s.n_head * s.head_dim * s.d_state), 0.0f);
-        return s;
-    }
-
     Result<std::vector<float>> forward(std::span<const int32_t> tokens, SequenceState& state,
                                        LogitsMode mode) override {
         DUALITY_RETURN_IF_ERROR(check_state(state));

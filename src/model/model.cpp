@@ -55,6 +55,20 @@ Result<std::unique_ptr<Model>> Model::random(const ModelConfig& config, const Lo
     return make(config, nullptr, seed, options);
 }
 
+SequenceState Model::new_state() const {
+    const ModelConfig& c = config();
+    SequenceState s;
+    s.n_layer = c.n_layer;
+    s.d_conv = c.d_conv;
+    s.conv_dim = c.conv_dim();
+    s.n_head = c.n_head;
+    s.head_dim = c.head_dim;
+    s.d_state = c.d_state;
+    s.conv.assign(static_cast<size_t>(s.n_layer * (s.d_conv - 1) * s.conv_dim), 0.0f);
+    s.ssm.assign(static_cast<size_t>(s.n_layer * s.n_head * s.head_dim * s.d_state), 0.0f);
+    return s;
+}
+
 Status Model::check_greedy_steps(std::span<const SeqInput> batch, int n_steps) {
     if (n_steps < 0) return invalid_argument("decode_greedy: n_steps is negative");
     for (const SeqInput& in : batch)

@@ -30,19 +30,6 @@ Result<std::unique_ptr<Model>> CudaModel::create(ModelConfig config, const Model
     return std::unique_ptr<Model>(std::move(m));
 }
 
-SequenceState CudaModel::new_state() const {
-    SequenceState s;
-    s.n_layer = c_.n_layer;
-    s.d_conv = c_.d_conv;
-    s.conv_dim = c_.conv_dim();
-    s.n_head = c_.n_head;
-    s.head_dim = c_.head_dim;
-    s.d_state = c_.d_state;
-    s.conv.assign(static_cast<size_t>(conv_slot_elems_), 0.0f);
-    s.ssm.assign(static_cast<size_t>(ssm_slot_elems_), 0.0f);
-    return s;
-}
-
 Status CudaModel::reset_slot(int slot) {
     DUALITY_RETURN_IF_ERROR(check_slot(slot));
     clear_slot(slot);

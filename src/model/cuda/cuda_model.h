@@ -115,8 +115,6 @@ class CudaModel final : public Model {
 
     const ModelConfig& config() const override { return c_; }
 
-    SequenceState new_state() const override;
-
     DeviceInfo device_info() const override { return info_; }
     int n_slots() const override { return opt_.n_slots; }
 

@@ -1,7 +1,7 @@
 // Internals of the Jinja subset interpreter (jinja.h): the syntax tree the parser
-// (jinja_parse.cpp) builds and the evaluator (jinja_eval.cpp) walks, and the value helpers
-// (jinja_value.cpp). Errors inside the interpreter are thrown as detail::Error and turned into a
-// Status at the API boundary; nothing escapes Template::parse or Template::render.
+// (jinja_parse.cpp) builds and the evaluator (jinja_eval.cpp, jinja_builtins.cpp) walks, and the
+// value helpers (jinja_value.cpp). Errors inside the interpreter are thrown as detail::Error and
+// turned into a Status at the API boundary; nothing escapes Template::parse or Template::render.
 #pragma once
 
 #include <memory>
@@ -50,8 +50,24 @@ void append_utf8(std::string& out, uint32_t cp);
 }  // namespace detail
 
 enum class ExprKind {
-    kLiteral, kName, kList, kDict, kAttr, kItem, kSlice, kCall, kFilter, kTest,
-    kNeg, kPos, kNot, kBinary, kAnd, kOr, kCompare, kCond
+    kLiteral,
+    kName,
+    kList,
+    kDict,
+    kAttr,
+    kItem,
+    kSlice,
+    kCall,
+    kFilter,
+    kTest,
+    kNeg,
+    kPos,
+    kNot,
+    kBinary,
+    kAnd,
+    kOr,
+    kCompare,
+    kCond
 };
 
 struct Expr;
@@ -61,8 +77,8 @@ struct Expr {
     ExprKind kind = ExprKind::kLiteral;
     int line = 0;
     int depth = 1;
-    Value literal;       // kLiteral
-    std::string name;    // kName, kAttr, kFilter, kTest: the name; kBinary: the operator
+    Value literal;         // kLiteral
+    std::string name;      // kName, kAttr, kFilter, kTest: the name; kBinary: the operator
     bool negated = false;  // kTest: `is not`
     // kList: items; kDict: key, value, key, value...; kAttr: object; kItem: object, key;
     // kSlice: object, start, stop, step (null when absent); kCall: callee, positional args;
@@ -73,7 +89,18 @@ struct Expr {
     std::vector<std::string> ops;  // kCompare: "==", "<", "in", "notin", ...
 };
 
-enum class NodeKind { kText, kOutput, kIf, kFor, kSet, kSetAttr, kSetBlock, kBreak, kContinue, kBlock };
+enum class NodeKind {
+    kText,
+    kOutput,
+    kIf,
+    kFor,
+    kSet,
+    kSetAttr,
+    kSetBlock,
+    kBreak,
+    kContinue,
+    kBlock
+};
 
 struct Node {
     NodeKind kind = NodeKind::kBlock;
@@ -84,7 +111,7 @@ struct Node {
     ExprPtr filter;                    // kFor: `if` condition
     std::vector<ExprPtr> conds;        // kIf: one per branch, null for else
     std::vector<std::vector<Node>> branches;  // kIf
-    std::vector<Node> body, else_body;  // kFor (else_body: {% else %}), kSetBlock, kBlock
+    std::vector<Node> body, else_body;        // kFor (else_body: {% else %}), kSetBlock, kBlock
 };
 
 // Parses a whole template; throws detail::Error with "line L, column C: ...".

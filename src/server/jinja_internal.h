@@ -50,24 +50,8 @@ void append_utf8(std::string& out, uint32_t cp);
 }  // namespace detail
 
 enum class ExprKind {
-    kLiteral,
-    kName,
-    kList,
-    kDict,
-    kAttr,
-    kItem,
-    kSlice,
-    kCall,
-    kFilter,
-    kTest,
-    kNeg,
-    kPos,
-    kNot,
-    kBinary,
-    kAnd,
-    kOr,
-    kCompare,
-    kCond
+    kLiteral, kName, kList, kDict, kAttr, kItem, kSlice, kCall, kFilter, kTest,
+    kNeg, kPos, kNot, kBinary, kAnd, kOr, kCompare, kCond
 };
 
 struct Expr;
@@ -77,8 +61,8 @@ struct Expr {
     ExprKind kind = ExprKind::kLiteral;
     int line = 0;
     int depth = 1;
-    Value literal;         // kLiteral
-    std::string name;      // kName, kAttr, kFilter, kTest: the name; kBinary: the operator
+    Value literal;       // kLiteral
+    std::string name;    // kName, kAttr, kFilter, kTest: the name; kBinary: the operator
     bool negated = false;  // kTest: `is not`
     // kList: items; kDict: key, value, key, value...; kAttr: object; kItem: object, key;
     // kSlice: object, start, stop, step (null when absent); kCall: callee, positional args;
@@ -89,18 +73,7 @@ struct Expr {
     std::vector<std::string> ops;  // kCompare: "==", "<", "in", "notin", ...
 };
 
-enum class NodeKind {
-    kText,
-    kOutput,
-    kIf,
-    kFor,
-    kSet,
-    kSetAttr,
-    kSetBlock,
-    kBreak,
-    kContinue,
-    kBlock
-};
+enum class NodeKind { kText, kOutput, kIf, kFor, kSet, kSetAttr, kSetBlock, kBreak, kContinue, kBlock };
 
 struct Node {
     NodeKind kind = NodeKind::kBlock;
@@ -111,7 +84,7 @@ struct Node {
     ExprPtr filter;                    // kFor: `if` condition
     std::vector<ExprPtr> conds;        // kIf: one per branch, null for else
     std::vector<std::vector<Node>> branches;  // kIf
-    std::vector<Node> body, else_body;        // kFor (else_body: {% else %}), kSetBlock, kBlock
+    std::vector<Node> body, else_body;  // kFor (else_body: {% else %}), kSetBlock, kBlock
 };
 
 // Parses a whole template; throws detail::Error with "line L, column C: ...".

@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "core/cuda/sync.cuh"
 #include "ops/cuda/mma.cuh"
@@ -140,37 +141,29 @@ __device__ __forceinline__ uint32_t sm_id() {
     return v;
 }
 
-// The activation dtype's pair type, MMA and pair conversions.
+// The activation dtype's MMA and pair conversions (T: __half or __nv_bfloat16).
 template <typename T>
-struct Act;
-template <>
-struct Act<__nv_bfloat16> {
-    using T2 = __nv_bfloat162;
+struct Act {
+    static constexpr bool kHalf = std::is_same_v<T, __half>;
     __device__ static __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                                uint32_t b1) {
-        mma_m16n8k16<__nv_bfloat16>(d, a, b0, b1);
+        mma_m16n8k16<T>(d, a, b0, b1);
     }
     __device__ static __forceinline__ uint32_t pack(float lo, float hi) {
-        const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<const uint32_t*>(&v);
+        if constexpr (kHalf) {
+            const __half2 v = __floats2half2_rn(lo, hi);
+            return *reinterpret_cast<const uint32_t*>(&v);
+        } else {
+            const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+            return *reinterpret_cast<const uint32_t*>(&v);
+        }
     }
     __device__ static __forceinline__ float2 unpack(uint32_t u) {
-        return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
-    }
-};
-template <>
-struct Act<__half> {
-    using T2 = __half2;
-    __device__ static __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                               uint32_t b1) {
-        mma_m16n8k16<__half>(d, a, b0, b1);
-    }
-    __device__ static __forceinline__ uint32_t pack(float lo, float hi) {
-        const __half2 v = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<const uint32_t*>(&v);
-    }
-    __device__ static __forceinline__ float2 unpack(uint32_t u) {
-        return __half22float2(*reinterpret_cast<const __half2*>(&u));
+        if constexpr (kHalf) {
+            return __half22float2(*reinterpret_cast<const __half2*>(&u));
+        } else {
+            return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u));
+        }
     }
 };
 

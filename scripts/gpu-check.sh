@@ -28,7 +28,8 @@
 # batches in GPU_CHECK_BATCHES (default 1,64): each kernel's mean time INSIDE a step, with the
 # overlap and PDL that Nsight Compute's one-kernel-at-a-time replay (profile) leaves out; and the
 # last step's GPU activity in order (kernels and copies, with the idle gaps between them), which
-# shows what a step spends outside its graph.
+# shows what a step spends outside its graph. GPU_CHECK_PREFILL_LENS (for example 8192) traces
+# batch-1 prefills of those lengths the same way (and only them unless GPU_CHECK_BATCHES is set).
 #
 # conv (not part of all): the prefill folds into the fused SSD (Δ from raw dt, DUALITY_SSD_DT; x's
 # conv1d, DUALITY_SSD_CONV): their op cases, then prefill b1 x 2k and 8k with neither, Δ only and
@@ -308,6 +309,26 @@ if [[ "$what" == timeline ]]; then
   else
     # shellcheck disable=SC2086  # one word per model
     for cfg in ${GPU_CHECK_MODELS:-mamba2-2.7b}; do
+      # Batch-1 prefills of the lengths in GPU_CHECK_PREFILL_LENS (the NVTX range bench_prefill:
+      # bench's timed passes, as many as fit 0.3 s, at most 5; each starts with a pass upload).
+      lens=${GPU_CHECK_PREFILL_LENS:-}
+      for len in ${lens//,/ }; do
+        tag=${cfg#mamba2-}-prefill$len
+        rep=/tmp/duality-timeline-$tag
+        rm -f "$OUT"/timeline-"$tag"_*.csv
+        NSYS_NVTX_PROFILER_REGISTER_ONLY=0 "$nsys" profile -o "$rep" --force-overwrite true \
+          -t cuda,nvtx --capture-range=nvtx --nvtx-capture=bench_prefill \
+          --capture-range-end=stop build-gpu/duality bench --random-weights --config "$cfg" \
+          --no-decode --prefill-lens "$len" --prefill-batches 1 >"$OUT/timeline-$tag.log" 2>&1 ||
+          status=1
+        "$nsys" stats -q -r cuda_gpu_kern_sum,cuda_gpu_trace -f csv -o "$OUT/timeline-$tag" \
+          "$rep.nsys-rep" >/dev/null 2>&1 || status=1
+        passes=$(grep -c 'Host-to-Device' "$OUT/timeline-${tag}_cuda_gpu_trace.csv" || true)
+        python3 scripts/timeline_summary.py "$OUT/timeline-${tag}_cuda_gpu_kern_sum.csv" \
+          "$OUT/timeline-${tag}_cuda_gpu_trace.csv" "$cfg prefill b1 x $len" "${passes:-1}" |
+          tee "$OUT/timeline-$tag.txt" || status=1
+      done
+      [[ -n "${GPU_CHECK_PREFILL_LENS:-}" && -z "${GPU_CHECK_BATCHES:-}" ]] && continue
       batches=${GPU_CHECK_BATCHES:-1,64}
       for b in ${batches//,/ }; do
         tag=${cfg#mamba2-}-b$b

@@ -98,29 +98,7 @@ bool ssd::make_plan(const SsdArgs& a, const float* dt, void* workspace, DType ac
 
     const ssd::WorkspaceLayout l = layout_of(a);
     ssd::Plan& p = *plan;
-    p.n_head = static_cast<int>(a.n_head);
-    p.head_dim = static_cast<int>(a.head_dim);
-    p.d_state = static_cast<int>(a.d_state);
-    p.n_group = static_cast<int>(a.n_group);
-    p.chunk_size = static_cast<int>(a.chunk_size);
-    p.heads_per_group = static_cast<int>(a.n_head / a.n_group);
-    p.n_seq = b.n_seq;
-    p.n_chunk = b.n_chunk;
-    p.chunk_start = b.chunk_start;
-    p.chunk_len = b.chunk_len;
-    p.cu_chunks = b.cu_chunks;
-    p.slots = b.slots;
-    p.x = a.x;
-    p.x_stride = a.x_stride;
-    p.B = a.B;
-    p.C = a.C;
-    p.bc_stride = a.bc_stride;
-    p.dt = dt;
-    p.A = a.A;
-    p.D = a.D;
-    p.state = a.state;
-    p.state_slot_stride = a.state_slot_stride;
-    p.y = a.y;
+    ssd::fill_operands(a, dt, &p);
     const int64_t ve = 16 / static_cast<int64_t>(dtype_size(act));
     p.vec = aligned16(a.x) && aligned16(a.B) && aligned16(a.C) && a.x_stride % ve == 0 &&
             a.bc_stride % ve == 0 && a.head_dim % ve == 0 && a.d_state % ve == 0;

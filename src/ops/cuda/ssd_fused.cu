@@ -1119,10 +1119,7 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
         std::abort();
     }
     FusedParams fp;
-    fp.n_head = static_cast<int>(a.n_head);
-    fp.n_group = static_cast<int>(a.n_group);
-    fp.chunk_size = static_cast<int>(a.chunk_size);
-    fp.heads_per_group = static_cast<int>(a.n_head / a.n_group);
+    ssd::fill_operands(a, dt, &fp);
     switch (a.state_dtype) {
         case DType::kF32:
             fp.state_dtype = 0;
@@ -1140,25 +1137,8 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
     fp.y_stage = y_stage_enabled() && aligned16(a.y);
     fp.defer_c = defer_c_enabled();
     fp.z_early = z_early_enabled();
-    fp.chunk_start = b.chunk_start;
-    fp.chunk_len = b.chunk_len;
-    fp.chunk_seq = b.chunk_seq;
-    fp.cu_chunks = b.cu_chunks;
-    fp.slots = b.slots;
-    fp.x = a.x;
-    fp.x_stride = a.x_stride;
-    fp.B = a.B;
-    fp.C = a.C;
-    fp.bc_stride = a.bc_stride;
-    fp.dt = dt;
-    fp.A = a.A;
-    fp.D = a.D;
-    fp.state = a.state;
-    fp.state_slot_stride = a.state_slot_stride;
-    fp.y = a.y;
     fp.sp = workspace;
     fp.sp_f16 = a.passed_f16;
-    fp.n_chunk = b.n_chunk;
     fp.s_tiles = reinterpret_cast<uint32_t*>(static_cast<char*>(workspace) + state_ws_bytes(a));
     fp.sync = static_cast<uint32_t*>(sync);
     fp.prof = prof;

@@ -15,6 +15,7 @@
 #include "core/cuda/sync.cuh"
 #include "ops/cuda/mma.cuh"
 #include "ops/cuda/ops.h"
+#include "ops/cuda/ssd_operands.h"
 
 namespace duality::cuda::fused {
 
@@ -28,25 +29,10 @@ constexpr float kFactorRange = 32.0f;  // largest decay exponent factored out of
 // Chunks of at most this many tokens run two blocks per SM where they fit (two_per_sm).
 constexpr int kTwoPerSmChunk = 128;
 
-struct FusedParams {
-    int n_head = 0, n_group = 0, chunk_size = 0, heads_per_group = 0;
-    int state_dtype = 0;                   // 0 f32, 1 f16, 2 bf16 (the slots)
-    const int32_t* chunk_start = nullptr;  // {n_chunk}
-    const int32_t* chunk_len = nullptr;    // {n_chunk}
-    const int32_t* chunk_seq = nullptr;    // {n_chunk}
-    const int32_t* cu_chunks = nullptr;    // {n_seq + 1}
-    const int32_t* slots = nullptr;        // {n_seq}
-    const void* x = nullptr;               // {n_tokens, n_head, head_dim} act, rows x_stride apart
-    int64_t x_stride = 0;
-    const void* B = nullptr;  // {n_tokens, n_group, d_state} act, rows bc_stride apart
-    const void* C = nullptr;  // {n_tokens, n_group, d_state} act, rows bc_stride apart
-    int64_t bc_stride = 0;
-    const float* dt = nullptr;  // {n_tokens, n_head}
-    const float* A = nullptr;   // {n_head}
-    const float* D = nullptr;   // {n_head} or nullptr
-    void* state = nullptr;      // per slot {n_head, head_dim, d_state}, state_slot_stride apart
-    int64_t state_slot_stride = 0;
-    void* y = nullptr;  // {n_tokens, n_head, head_dim} act, dense
+// The kernel's parameter block: the operands (ssd_operands.h; head_dim and d_state are also
+// template arguments) and what only the fused kernel reads.
+struct FusedParams : ssd::Operands {
+    int state_dtype = 0;  // 0 f32, 1 f16, 2 bf16 (the slots)
     void* sp = nullptr;  // {n_chunk, n_head} × head_dim·d_state f32 or f16 (fragment order): states
     bool sp_f16 = false;           // (SsdArgs::passed_f16)
     const void* gate_z = nullptr;  // SsdGate: z {n_tokens, n_head · head_dim} act, or nullptr
@@ -62,7 +48,6 @@ struct FusedParams {
     // RawDt (with the gate only): where raw_dt.dt_raw is set, Δ is computed here from it
     // ({n_tokens, n_head} act), in place of dt.
     RawDt raw_dt;
-    int64_t n_chunk = 0;
     uint32_t* s_tiles = nullptr;  // {n_chunk, n_group} records of s_record_words(qa) u32
     uint32_t* sync = nullptr;     // [kSyncHeader] counters, then flags {n_chunk, n_head} (states)
                                   // and {n_chunk, n_group} (S)

@@ -17,6 +17,7 @@
 #include <cstdint>
 
 #include "ops/cuda/ops.h"
+#include "ops/cuda/ssd_operands.h"
 
 namespace duality::cuda::ssd {
 
@@ -45,25 +46,9 @@ inline WorkspaceLayout workspace_layout(int64_t n_chunk, int64_t n_head, int64_t
     return l;
 }
 
-// Everything the step kernels read; passed by value as a kernel parameter.
-struct Plan {
-    int n_head = 0, head_dim = 0, d_state = 0, n_group = 0, chunk_size = 0, heads_per_group = 0;
-    int64_t n_seq = 0, n_chunk = 0;
-    const int32_t* chunk_start = nullptr;  // {n_chunk}
-    const int32_t* chunk_len = nullptr;    // {n_chunk}
-    const int32_t* cu_chunks = nullptr;    // {n_seq + 1}
-    const int32_t* slots = nullptr;        // {n_seq}
-    const void* x = nullptr;               // {n_tokens, n_head, head_dim} act, rows x_stride apart
-    int64_t x_stride = 0;
-    const void* B = nullptr;  // {n_tokens, n_group, d_state} act, rows bc_stride apart
-    const void* C = nullptr;  // {n_tokens, n_group, d_state} act, rows bc_stride apart
-    int64_t bc_stride = 0;
-    const float* dt = nullptr;  // {n_tokens, n_head}
-    const float* A = nullptr;   // {n_head}
-    const float* D = nullptr;   // {n_head} or nullptr
-    void* state = nullptr;      // per slot {n_head, head_dim, d_state} state dtype
-    int64_t state_slot_stride = 0;
-    void* y = nullptr;  // {n_tokens, n_head, head_dim} act, dense
+// Everything the step kernels read (the operands and the workspace regions); passed by value as
+// a kernel parameter.
+struct Plan : Operands {
     // x, B and C may be read with 16-byte vector loads (aligned bases, strides and offsets).
     bool vec = false;
     // Workspace regions (see the top of this file).

@@ -21,6 +21,7 @@
 #include "core/cuda/check.h"
 #include "core/cuda/device_buffer.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/lt_owners.h"
 #include "ops/cuda/op_util.h"
 #include "ops/cuda/timing_util.h"
 
@@ -41,25 +42,17 @@ enum class Form {
 
 // D {m, n} f32 = [r ⊙] a {m, k} · w {n, k}ᵀ + residual, in place (see Form). iters == 0: one
 // untimed call of the first candidate.
-Probe fused_residual(cublasLtHandle_t lt, const void* w, const void* a, float* d, const float* r,
-                     Form form, int64_t m, int64_t n, int64_t k, void* work, size_t work_bytes,
-                     int iters) {
+Probe fused_residual(cublasLtHandle_t handle, const void* w, const void* a, float* d,
+                     const float* r, Form form, int64_t m, int64_t n, int64_t k, void* work,
+                     size_t work_bytes, int iters) {
     Probe p;
-    cublasLtMatmulDesc_t op = nullptr;
-    DUALITY_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t t = CUBLAS_OP_T, nt = CUBLAS_OP_N;
-    DUALITY_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t));
-    DUALITY_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &nt, sizeof nt));
+    const lt::Desc desc = lt::desc();
+    cublasLtMatmulDesc_t op = desc.get();
     if (form == Form::kAlphaRows) {
         const int32_t mode = CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_HOST;
         p.status = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode,
                                                   sizeof mode);
-        if (p.status != CUBLAS_STATUS_SUCCESS) {
-            cublasLtMatmulDescDestroy(op);
-            return p;
-        }
+        if (p.status != CUBLAS_STATUS_SUCCESS) return p;
     }
     // A float vector of ones for A's side when B takes an outer-vector scale (both sides then
     // use the same mode).
@@ -80,42 +73,33 @@ Probe fused_residual(cublasLtHandle_t lt, const void* w, const void* a, float* d
         if (p.status == CUBLAS_STATUS_SUCCESS)
             p.status = cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &pb,
                                                       sizeof pb);
-        if (p.status != CUBLAS_STATUS_SUCCESS) {
-            cublasLtMatmulDescDestroy(op);
-            return p;
-        }
+        if (p.status != CUBLAS_STATUS_SUCCESS) return p;
     }
-    cublasLtMatrixLayout_t lw = nullptr, la = nullptr, ld = nullptr;
-    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lw, CUDA_R_16BF, k, n, k));
-    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, k, m, k));
-    if (form == Form::kAlphaRows) {  // D {m, n} in row order
-        DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, m, n, n));
+    const lt::Layout lw = lt::layout(CUDA_R_16BF, k, n, k), la = lt::layout(CUDA_R_16BF, k, m, k);
+    // D {m, n} in row order for kAlphaRows, else the column-major {n, m} of gemm.cpp's view.
+    const lt::Layout ld = form == Form::kAlphaRows ? lt::layout(CUDA_R_32F, m, n, n)
+                                                   : lt::layout(CUDA_R_32F, n, m, n);
+    if (form == Form::kAlphaRows) {
         const int32_t order = CUBLASLT_ORDER_ROW;
-        DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(ld, CUBLASLT_MATRIX_LAYOUT_ORDER,
-                                                              &order, sizeof order));
-    } else {
-        DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld, CUDA_R_32F, n, m, n));
+        DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+            ld.get(), CUBLASLT_MATRIX_LAYOUT_ORDER, &order, sizeof order));
     }
     // kAlphaRows computes a · wᵀ: its A is a ({k, m} column-major, transposed), its B w.
     const void* pa_op = form == Form::kAlphaRows ? a : w;
     const void* pb_op = form == Form::kAlphaRows ? w : a;
-    cublasLtMatrixLayout_t la_op = form == Form::kAlphaRows ? la : lw;
-    cublasLtMatrixLayout_t lb_op = form == Form::kAlphaRows ? lw : la;
-    cublasLtMatmulPreference_t pref = nullptr;
-    DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    const uint64_t wb = work_bytes;
-    DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wb, sizeof wb));
+    cublasLtMatrixLayout_t la_op = form == Form::kAlphaRows ? la.get() : lw.get();
+    cublasLtMatrixLayout_t lb_op = form == Form::kAlphaRows ? lw.get() : la.get();
+    const lt::Pref pref = lt::pref(work_bytes);
     constexpr int kCands = 8;
     cublasLtMatmulHeuristicResult_t res[kCands] = {};
-    p.status =
-        cublasLtMatmulAlgoGetHeuristic(lt, op, la_op, lb_op, ld, ld, pref, kCands, res, &p.found);
+    p.status = cublasLtMatmulAlgoGetHeuristic(handle, op, la_op, lb_op, ld.get(), ld.get(),
+                                              pref.get(), kCands, res, &p.found);
     const float one = 1.0f, beta = 1.0f;
     const void* alpha = form == Form::kAlphaRows ? static_cast<const void*>(r) : &one;
     double best = 1e30;
     if (iters == 0 && p.found > 0 && p.status == CUBLAS_STATUS_SUCCESS) {  // one call, untimed
-        p.status = cublasLtMatmul(lt, op, alpha, pa_op, la_op, pb_op, lb_op, &beta, d, ld, d, ld,
-                                  &res[0].algo, work, work_bytes, nullptr);
+        p.status = cublasLtMatmul(handle, op, alpha, pa_op, la_op, pb_op, lb_op, &beta, d, ld.get(),
+                                  d, ld.get(), &res[0].algo, work, work_bytes, nullptr);
         DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
     }
     for (int c = 0; iters > 0 && c < p.found && p.status == CUBLAS_STATUS_SUCCESS; ++c) {
@@ -123,18 +107,14 @@ Probe fused_residual(cublasLtHandle_t lt, const void* w, const void* a, float* d
         const double ms = time_ms(
             [&](int) {
                 if (st == CUBLAS_STATUS_SUCCESS)
-                    st = cublasLtMatmul(lt, op, alpha, pa_op, la_op, pb_op, lb_op, &beta, d, ld, d,
-                                        ld, &res[c].algo, work, work_bytes, nullptr);
+                    st = cublasLtMatmul(handle, op, alpha, pa_op, la_op, pb_op, lb_op, &beta, d,
+                                        ld.get(), d, ld.get(), &res[c].algo, work, work_bytes,
+                                        nullptr);
             },
             iters, 2);
         if (st == CUBLAS_STATUS_SUCCESS) best = std::min(best, 1e3 * ms);
     }
     p.us = best;
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(lw);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatrixLayoutDestroy(ld);
-    cublasLtMatmulDescDestroy(op);
     return p;
 }
 
@@ -160,8 +140,7 @@ TEST(GemmResidualTiming, DISABLED_PrefillOutProj) {
     cuda::DeviceBuffer y(static_cast<size_t>(m * n) * 2);
     const size_t work_bytes = size_t{32} << 20;
     cuda::DeviceBuffer work(work_bytes);
-    cublasLtHandle_t lt = nullptr;
-    DUALITY_CUBLAS_CHECK(cublasLtCreate(&lt));
+    const lt::Handle handle = lt::handle();
     auto gemm = cuda::Gemm::create(work_bytes, cuda::Gemm::kMaxAlgos);
     ASSERT_TRUE(gemm.is_ok());
     constexpr int kIters = 20;
@@ -183,9 +162,9 @@ TEST(GemmResidualTiming, DISABLED_PrefillOutProj) {
                                                      : ", r as a row alpha vector, D row order";
         DUALITY_CUDA_CHECK(
             cudaMemcpy(d.data(), upload_f32(res_h).data(), d.bytes(), cudaMemcpyDeviceToDevice));
-        const Probe p =
-            fused_residual(lt, w.data(), a.data(), d.as<float>(), scaled ? r.as<float>() : nullptr,
-                           form, m, n, k, work.data(), work_bytes, 1);
+        const Probe p = fused_residual(handle.get(), w.data(), a.data(), d.as<float>(),
+                                       scaled ? r.as<float>() : nullptr, form, m, n, k, work.data(),
+                                       work_bytes, 1);
         std::printf("  f32 out, C = D = residual%s: status %d, %d candidates", name,
                     static_cast<int>(p.status), p.found);
         if (p.status != CUBLAS_STATUS_SUCCESS || p.found == 0) {
@@ -196,9 +175,9 @@ TEST(GemmResidualTiming, DISABLED_PrefillOutProj) {
         // d − residual = [r ⊙] h, h rounded to bf16 there (a relative bound on the whole).
         DUALITY_CUDA_CHECK(
             cudaMemcpy(d.data(), upload_f32(res_h).data(), d.bytes(), cudaMemcpyDeviceToDevice));
-        const Probe once =
-            fused_residual(lt, w.data(), a.data(), d.as<float>(), scaled ? r.as<float>() : nullptr,
-                           form, m, n, k, work.data(), work_bytes, 0);
+        const Probe once = fused_residual(handle.get(), w.data(), a.data(), d.as<float>(),
+                                          scaled ? r.as<float>() : nullptr, form, m, n, k,
+                                          work.data(), work_bytes, 0);
         ASSERT_EQ(once.status, CUBLAS_STATUS_SUCCESS);
         const std::vector<float> got = download_as_f32(DType::kF32, d.data(), h.size());
         double err = 0, ref = 0;
@@ -212,12 +191,11 @@ TEST(GemmResidualTiming, DISABLED_PrefillOutProj) {
         DUALITY_CUDA_CHECK(
             cudaMemcpy(d.data(), upload_f32(res_h).data(), d.bytes(), cudaMemcpyDeviceToDevice));
         // Time: every call adds the product again (values grow; the time does not care).
-        const Probe timed =
-            fused_residual(lt, w.data(), a.data(), d.as<float>(), scaled ? r.as<float>() : nullptr,
-                           form, m, n, k, work.data(), work_bytes, kIters);
+        const Probe timed = fused_residual(handle.get(), w.data(), a.data(), d.as<float>(),
+                                           scaled ? r.as<float>() : nullptr, form, m, n, k,
+                                           work.data(), work_bytes, kIters);
         std::printf(", fastest %7.1f us (%4.0f TFLOP/s)\n", timed.us, flop / (timed.us * 1e6));
     }
-    cublasLtDestroy(lt);
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "core/cuda/check.h"
 #include "core/cuda/device_buffer.h"
 #include "ops/cuda/gemm.h"
+#include "ops/cuda/lt_owners.h"
 #include "ops/cuda/op_util.h"
 #include "ops/cuda/timing_util.h"
 
@@ -35,21 +36,16 @@ double time_us(const std::function<void(int)>& f, int iters) {
 // y_s {m, n} f32 = a[:, s·k/S .. (s+1)·k/S] · w[:, same]ᵀ for s < S, as one batched call (the
 // column-major view of gemm.cpp: y_sᵀ {n, m} = op(w_s) {n, k/S} · a_sᵀ {k/S, m}). Times the first
 // `cands` algorithms of cuBLASLt's heuristic and returns the fastest, in µs.
-double split_best(cublasLtHandle_t lt, const std::vector<cuda::DeviceBuffer>& ws, const void* a,
+double split_best(cublasLtHandle_t handle, const std::vector<cuda::DeviceBuffer>& ws, const void* a,
                   float* y, int64_t m, int64_t n, int64_t k, int S, void* work, size_t work_bytes,
                   int cands, int iters) {
     const int64_t ks = k / S;
-    cublasLtMatmulDesc_t op = nullptr;
-    DUALITY_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const cublasOperation_t t = CUBLAS_OP_T, nt = CUBLAS_OP_N;
-    DUALITY_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t));
-    DUALITY_CUBLAS_CHECK(
-        cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &nt, sizeof nt));
-    cublasLtMatrixLayout_t lw = nullptr, la = nullptr, ly = nullptr;
-    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lw, CUDA_R_16BF, ks, n, k));
-    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, ks, m, k));
-    DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ly, CUDA_R_32F, n, m, n));
+    const lt::Desc desc = lt::desc();  // yᵀ = w · aᵀ
+    cublasLtMatmulDesc_t op = desc.get();
+    const lt::Layout w_layout = lt::layout(CUDA_R_16BF, ks, n, k);
+    const lt::Layout a_layout = lt::layout(CUDA_R_16BF, ks, m, k);
+    const lt::Layout y_layout = lt::layout(CUDA_R_32F, n, m, n);
+    cublasLtMatrixLayout_t lw = w_layout.get(), la = a_layout.get(), ly = y_layout.get();
     const int32_t count = S;
     const int64_t stride_k = ks, stride_y = m * n;
     using LayoutStride = std::pair<cublasLtMatrixLayout_t, int64_t>;
@@ -60,33 +56,24 @@ double split_best(cublasLtHandle_t lt, const std::vector<cuda::DeviceBuffer>& ws
         DUALITY_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
             l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof stride));
     }
-    cublasLtMatmulPreference_t pref = nullptr;
-    DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    const uint64_t wb = work_bytes;
-    DUALITY_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
-        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wb, sizeof wb));
+    const lt::Pref pref = lt::pref(work_bytes);
     std::vector<cublasLtMatmulHeuristicResult_t> res(static_cast<size_t>(cands));
     int found = 0;
-    DUALITY_CUBLAS_CHECK(
-        cublasLtMatmulAlgoGetHeuristic(lt, op, lw, la, ly, ly, pref, cands, res.data(), &found));
+    DUALITY_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, op, lw, la, ly, ly, pref.get(),
+                                                        cands, res.data(), &found));
     double best = 1e30;
     const float alpha = 1.0f, beta = 0.0f;
     for (int c = 0; c < found; ++c) {
         const double us = time_us(
             [&](int i) {
                 const void* w = ws[static_cast<size_t>(i) % ws.size()].data();
-                DUALITY_CUBLAS_CHECK(cublasLtMatmul(lt, op, &alpha, w, lw, a, la, &beta, y, ly, y,
-                                                    ly, &res[static_cast<size_t>(c)].algo, work,
+                DUALITY_CUBLAS_CHECK(cublasLtMatmul(handle, op, &alpha, w, lw, a, la, &beta, y, ly,
+                                                    y, ly, &res[static_cast<size_t>(c)].algo, work,
                                                     work_bytes, nullptr));
             },
             iters);
         best = std::min(best, us);
     }
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(lw);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatrixLayoutDestroy(ly);
-    cublasLtMatmulDescDestroy(op);
     return best;
 }
 
@@ -99,8 +86,7 @@ TEST(GemmSplitTiming, DISABLED_DecodeShapes) {
     // The 2.7b's out_proj and the two parts of its split in_proj ([xBC | dt] and z).
     const Shape shapes[] = {
         {"out_proj", 2560, 5120}, {"in_proj xBC|dt", 5456, 2560}, {"in_proj z", 5120, 2560}};
-    cublasLtHandle_t lt = nullptr;
-    DUALITY_CUBLAS_CHECK(cublasLtCreate(&lt));
+    const lt::Handle handle = lt::handle();
     const size_t work_bytes = size_t{32} << 20;
     cuda::DeviceBuffer work(work_bytes);
     auto gemm = cuda::Gemm::create(work_bytes, cuda::Gemm::kMaxAlgos);
@@ -126,17 +112,16 @@ TEST(GemmSplitTiming, DISABLED_DecodeShapes) {
                        DType::kBF16, nullptr);
             const double base = time_us(
                 [&](int i) {
-                    gemm->run(a.data(), s.k, wp[static_cast<size_t>(i) % wp.size()],
-                              y_whole.data(), s.n, DType::kBF16, m, s.n, s.k, DType::kBF16,
-                              nullptr);
+                    gemm->run(a.data(), s.k, wp[static_cast<size_t>(i) % wp.size()], y_whole.data(),
+                              s.n, DType::kBF16, m, s.n, s.k, DType::kBF16, nullptr);
                 },
                 kIters);
             const std::vector<float> whole = download_as_f32(DType::kBF16, y_whole.data(), mn);
             std::printf("%-16s m=%-3lld model (Gemm, bf16 out) %6.2f us (%4.0f GB/s)", s.name,
                         static_cast<long long>(m), base, wbytes / (base * 1e3));
             for (int S : {1, 2, 4}) {
-                const double us = split_best(lt, ws, a.data(), y.as<float>(), m, s.n, s.k, S,
-                                             work.data(), work_bytes, 8, kIters);
+                const double us = split_best(handle.get(), ws, a.data(), y.as<float>(), m, s.n, s.k,
+                                             S, work.data(), work_bytes, 8, kIters);
                 std::printf(" | split %d f32 %6.2f us", S, us);
                 // What was timed is the product: its parts sum to the whole product's values
                 // (bf16-rounded there; every weight copy holds the same values).
@@ -153,7 +138,6 @@ TEST(GemmSplitTiming, DISABLED_DecodeShapes) {
             std::printf("\n");
         }
     }
-    cublasLtDestroy(lt);
 }
 
 }  // namespace

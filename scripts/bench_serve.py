@@ -38,7 +38,7 @@ import urllib.parse
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "server"))
 
-from server_harness import Server, stream_texts, stream_token_ids  # noqa: E402
+from server_harness import Server, percentile, stream_texts, stream_token_ids  # noqa: E402
 
 
 def parse_range(text: str) -> list[int]:
@@ -59,16 +59,6 @@ def draw(spec: list[int], rng: random.Random) -> int:
     if spec[0] == -1:
         return rng.randint(spec[1], spec[2])
     return rng.choice(spec)
-
-
-def percentile(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    k = (len(xs) - 1) * p / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 class Client:

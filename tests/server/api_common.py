@@ -241,16 +241,6 @@ def is_num(x) -> bool:
     return type(x) in (int, float)
 
 
-def percentile(xs: list[float], p: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    k = (len(xs) - 1) * p / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
 # ---- shape checks --------------------------------------------------------------------------
 
 class ServerTestCase(unittest.TestCase):

@@ -13,9 +13,9 @@ import tempfile
 import threading
 import time
 
-from server_harness import Server, stream_finish_reasons, stream_texts
+from server_harness import Server, percentile, stream_finish_reasons, stream_texts
 from api_common import (
-    CONFIG, CORPUS, OwnServerCase, ServerTestCase, SharedServerCase, duality, model_dir, percentile,
+    CONFIG, CORPUS, OwnServerCase, ServerTestCase, SharedServerCase, duality, model_dir,
     prompt_ids, served_name, start_server, wait_idle)
 
 

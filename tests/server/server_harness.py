@@ -154,6 +154,18 @@ def stream_finish_reasons(events: list[Any]) -> dict[int, str]:
     return out
 
 
+def percentile(xs: list[float], p: float) -> float:
+    """The p-th percentile of xs (0-100), interpolated between the nearest ranks; NaN for none
+    (the load test's and scripts/bench_serve.py's latency figures)."""
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    k = (len(xs) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
 def stream_token_ids(events: list[Any]) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for ev in events:

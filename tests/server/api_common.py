@@ -280,34 +280,35 @@ class ServerTestCase(unittest.TestCase):
         self.assertLess(abs(body["created"] - time.time()), 86400, "created is a Unix time")
         self.assertEqual(body.get("model"), model or served_name(), body)
 
-    def check_completion(self, body, n=None, model=None):
-        self.check_common(body, "cmpl-", "text_completion", model)
+    def check_choices(self, body, prefix: str, obj: str, n=None, model=None) -> list:
+        """The fields every completion and chat response has; its choices, numbered 0.. (n of
+        them when n is given), each with a finish reason."""
+        self.check_common(body, prefix, obj, model)
         ch = body.get("choices")
         self.assertIsInstance(ch, list, body)
         if n is not None:
             self.assertEqual(len(ch), n, body)
         self.assertEqual([c.get("index") for c in ch], list(range(len(ch))), body)
         for c in ch:
+            self.assertIn(c.get("finish_reason"), ("stop", "length"), c)
+        return ch
+
+    def check_completion(self, body, n=None, model=None):
+        ch = self.check_choices(body, "cmpl-", "text_completion", n, model)
+        for c in ch:
             self.assertIsInstance(c.get("text"), str, c)
             self.assertIn("logprobs", c, c)
             self.assertIsNone(c["logprobs"], c)
-            self.assertIn(c.get("finish_reason"), ("stop", "length"), c)
         self.check_usage(body.get("usage"), "completion")
         return ch
 
     def check_chat(self, body, n=None, model=None):
-        self.check_common(body, "chatcmpl-", "chat.completion", model)
-        ch = body.get("choices")
-        self.assertIsInstance(ch, list, body)
-        if n is not None:
-            self.assertEqual(len(ch), n, body)
-        self.assertEqual([c.get("index") for c in ch], list(range(len(ch))), body)
+        ch = self.check_choices(body, "chatcmpl-", "chat.completion", n, model)
         for c in ch:
             m = c.get("message")
             self.assertIsInstance(m, dict, c)
             self.assertEqual(m.get("role"), "assistant", c)
             self.assertIsInstance(m.get("content"), str, c)
-            self.assertIn(c.get("finish_reason"), ("stop", "length"), c)
         self.check_usage(body.get("usage"), "chat")
         return ch
 

@@ -3,7 +3,8 @@
 # registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
 # Every session uses this script so GPU numbers stay comparable.
 #
-#   scripts/gpu-check.sh [tests|bench|serve|profile|conv|conv-profile|split|state|timeline|ab|build|all] (default: all)
+#   scripts/gpu-check.sh [tests|bench|serve|profile|conv|conv-profile|split|state|timeline|ab|prefill-ab|build|all]
+#   (default: all)
 #
 # build: only the build (then `source scripts/gpu-env.sh` and run build-gpu/duality yourself).
 # GPU_CHECK_QUICK=1: `tests` (and `all`) run the CUDA tests only, not the rest of the suite (about 140 s of
@@ -43,6 +44,9 @@
 # (default 'mamba2-2.7b mamba2-130m'), twice each, at the batches in GPU_CHECK_BATCHES (default
 # 1,8,32,64); first the tests matching GPU_CHECK_FILTER (a gtest filter), if given, once under
 # each setting.
+# prefill-ab (not part of all): the same for batch-1 prefill: the shapes in GPU_CHECK_MODELS
+# (default mamba2-2.7b) at the lengths in GPU_CHECK_PREFILL_LENS (default 2048,8192),
+# GPU_CHECK_ROUNDS rounds (default 3) of the settings in turn.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out; with GPU_PACK=1
 # they end up in one archive there (scripts/gpu-env.sh), for the device tool's 8-file limit.
@@ -86,6 +90,26 @@ decode_ab() {
           --no-prefill --decode-batches "$batches" >"$OUT/ab-bench.txt" 2>&1 || status=1
         echo "$cfg $setting: $( (grep -E "^ +(${batches//,/|}) " "$OUT/ab-bench.txt" || true) |
           awk '{printf "%s %s %s | ", $1, $2, $NF}')" | tee -a "$file"
+      done
+    done
+  done
+}
+# prefill_ab FILE LENS SETTING...: batch-1 prefill of the shapes in GPU_CHECK_MODELS (default
+# 2.7b) at the comma-separated LENS, GPU_CHECK_ROUNDS times (default 3), the settings alternating
+# within a round: one line per run (length, ms, tokens/s) to stdout and FILE.
+prefill_ab() {
+  local file=$1 lens=$2 cfg rep setting
+  shift 2
+  : >"$file"
+  # shellcheck disable=SC2086  # one word per model
+  for cfg in ${GPU_CHECK_MODELS:-mamba2-2.7b}; do
+    for rep in $(seq "${GPU_CHECK_ROUNDS:-3}"); do
+      for setting in "$@"; do
+        # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+        env ${setting//,/ } build-gpu/duality bench --random-weights --config "$cfg" --no-decode \
+          --prefill-lens "$lens" --prefill-batches 1 >"$OUT/ab-bench.txt" 2>&1 || status=1
+        echo "$cfg $setting: $( (grep -E "^ +1 +(${lens//,/|}) " "$OUT/ab-bench.txt" || true) |
+          awk '{printf "%s: %s ms %s tok/s | ", $2, $3, $4}')" | tee -a "$file"
       done
     done
   done
@@ -279,8 +303,8 @@ if [[ "$what" == state ]]; then
     DUALITY_SSM_DECODE_BULK=1,DUALITY_SSM_DECODE_BULK_PARTS=2 \
     DUALITY_SSM_DECODE_BULK=1,DUALITY_SSM_DECODE_BULK_PARTS=4 DUALITY_SSM_DECODE_BULK=0
 fi
-if [[ "$what" == ab ]]; then
-  [[ -n "${GPU_CHECK_AB:-}" ]] || { echo "ab: set GPU_CHECK_AB (see the header)" >&2; exit 2; }
+if [[ "$what" == ab || "$what" == prefill-ab ]]; then
+  [[ -n "${GPU_CHECK_AB:-}" ]] || { echo "$what: set GPU_CHECK_AB (see the header)" >&2; exit 2; }
   if [[ -n "${GPU_CHECK_FILTER:-}" ]]; then
     : >"$OUT/ab-tests.log"
     for setting in $GPU_CHECK_AB; do
@@ -290,9 +314,15 @@ if [[ "$what" == ab ]]; then
         --gtest_brief=1 2>&1 | tee -a "$OUT/ab-tests.log" | tail -4 || status=1
     done
   fi
-  step "decode A/B: $GPU_CHECK_AB"
-  # shellcheck disable=SC2086  # one word per setting
-  decode_ab "$OUT/ab.txt" "${GPU_CHECK_BATCHES:-1,8,32,64}" $GPU_CHECK_AB
+  if [[ "$what" == ab ]]; then
+    step "decode A/B: $GPU_CHECK_AB"
+    # shellcheck disable=SC2086  # one word per setting
+    decode_ab "$OUT/ab.txt" "${GPU_CHECK_BATCHES:-1,8,32,64}" $GPU_CHECK_AB
+  else
+    step "prefill A/B: $GPU_CHECK_AB"
+    # shellcheck disable=SC2086  # one word per setting
+    prefill_ab "$OUT/prefill-ab.txt" "${GPU_CHECK_PREFILL_LENS:-2048,8192}" $GPU_CHECK_AB
+  fi
 fi
 if [[ "$what" == timeline ]]; then
   step "in-step kernel times (Nsight Systems, decode)"

@@ -92,6 +92,9 @@ struct DeviceInfo {
     bool ssd_conv = false;
     // ... and Δ from in_proj's raw dt columns (the same passes, unless DUALITY_SSD_DT=0).
     bool ssd_dt = false;
+    // Pure prefill passes with the fused SSD's gate but conv1d separate compute in_proj's z
+    // columns on a side stream, beside conv1d (CUDA, DUALITY_PREFILL_Z_SIDE=1).
+    bool prefill_z_side = false;
     // Prefill passes run the last layer's out_proj on the rows whose logits are wanted only
     // (CUDA; DUALITY_TRIM_LAST=0: on every row).
     bool trim_last = false;

@@ -234,6 +234,38 @@ TEST(CudaModel, TrimmedLastLayerMatchesEveryRowInShortPasses) {
     expect_trim_agrees(DType::kF32, step_logits(**trimmed, kSeqs, next), w, "decode after it");
 }
 
+// DUALITY_PREFILL_Z_SIDE=1: pure prefill passes with the fused SSD's gate and a separate conv1d
+// (DUALITY_SSD_CONV=0 here) run in_proj as two products, z's on the side stream beside conv1d and
+// joined before the SSD, whose gate epilogue reads it. Bf16 (the gate's dtype), GEMM tuning off:
+// a packed prefill of 8 sequences (9-79 tokens), a second prefill continuing them (the states
+// the first left), then a decode step, each against the one-product model within the bf16
+// policy (the products' column ranges may take other cuBLASLt kernels, so not bit for bit).
+TEST(CudaModel, Bf16PrefillZBesideConvMatchesOneProduct) {
+    REQUIRE_GPU();
+    constexpr int kSeqs = 8;
+    auto load = [&](const char* side) {
+        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
+                       {"DUALITY_SSD_CONV", "0"},
+                       {"DUALITY_PREFILL_Z_SIDE", side}});
+        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, kSeqs));
+    };
+    auto one = load("0"), side = load("1");
+    ASSERT_TRUE(one.is_ok()) << one.status().message();
+    ASSERT_TRUE(side.is_ok()) << side.status().message();
+    EXPECT_FALSE((*one)->device_info().prefill_z_side);
+    ASSERT_TRUE((*side)->device_info().prefill_z_side);
+    const int64_t V = (*one)->config().vocab_size;
+    const auto first = prompts(kSeqs, 9, 10, 131, 17, V);
+    std::vector<float> w = step_logits(**one, kSeqs, first);
+    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, first), w, "prefill");
+    const auto more = prompts(kSeqs, 33, 7, 7, 29, V);
+    w = step_logits(**one, kSeqs, more);
+    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, more), w, "second prefill");
+    const auto next = greedy_pieces(w, kSeqs, kSeqs, V);
+    w = step_logits(**one, kSeqs, next);
+    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, next), w, "decode after them");
+}
+
 // With DUALITY_OUT_PROJ_SPLIT=2, decode passes whose out_proj goes to cuBLASLt (17+
 // rows) run it as split-k (Gemm::run_split_k: f32 parts that the next add + RMSNorm sums,
 // cuda::HParts). Bf16 models of the bundled one, GEMM tuning off, the decode gate off and the

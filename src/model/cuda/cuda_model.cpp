@@ -341,6 +341,7 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.gemv_bulk = gemv_bulk_;
     info_.ssd_conv = conv_in_ssd_;
     info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
+    info_.prefill_z_side = gate_epilogue_ && !conv_in_ssd_ && prefill_z_side_;
     info_.trim_last = trim_last_;
     info_.ssd_prefill = use_scan_                                                    ? "scan"
                         : use_fused_ && cuda::ssd_fused_supported(ssd_args(0), act_) ? "fused"
@@ -459,6 +460,10 @@ Status CudaModel::layout_workspace() {
     dt_in_ssd_ = !(dt_env && std::string_view(dt_env) == "0");
     // Prefill passes run the last layer's out_proj on the rows whose logits are wanted
     // (enqueue_layers); DUALITY_TRIM_LAST=0 runs it on every row (A/B).
+    // Pure prefill passes with the gate and a separate conv1d over all of xBC (the 1.3b and
+    // larger, where the conv prologue is off): in_proj's z columns on the side stream, beside
+    // conv1d (enqueue_layers). Opt-in, DUALITY_PREFILL_Z_SIDE=1, until measured.
+    prefill_z_side_ = env_is("DUALITY_PREFILL_Z_SIDE", "1");
     const char* trim_env = std::getenv("DUALITY_TRIM_LAST");
     trim_last_ = !(trim_env && std::string_view(trim_env) == "0");
     const char* decode_gate_env = std::getenv("DUALITY_DECODE_GATE");

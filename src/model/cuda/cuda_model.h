@@ -403,15 +403,16 @@ class CudaModel final : public Model {
     std::map<int64_t, cuda::Graph> graphs_;  // decode graph per batch bucket
     std::vector<int64_t> slot_tokens_;
     DeviceInfo info_;
-    bool use_scan_ = false;       // prefill SSD by the sequential scan instead of ssd_chunked
-    bool use_fused_ = true;       // prefill SSD by ssd_fused where supported
-    bool passed_f16_ = false;     // ... passing f16 states between chunks (DUALITY_SSD_PASSED_F16)
-    bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
-    bool dt_in_ssd_ = true;       // ... and Δ from the raw dt columns (RawDt)
-    bool trim_last_ = true;       // prefill: the last out_proj on the wanted rows only
-    bool conv_in_ssd_ = false;    // ... and its conv prologue (layout_workspace)
-    bool pass_conv_ = false;      // this pass's SSD computes x's conv (enqueue_layers)
-    bool decode_gate_ = false;    // decode passes use ssm_decode's gate (layout_workspace)
+    bool use_scan_ = false;        // prefill SSD by the sequential scan instead of ssd_chunked
+    bool use_fused_ = true;        // prefill SSD by ssd_fused where supported
+    bool passed_f16_ = false;      // ... passing f16 states between chunks (DUALITY_SSD_PASSED_F16)
+    bool gate_epilogue_ = false;   // prefill passes may use ssd_fused's gate (layout_workspace)
+    bool dt_in_ssd_ = true;        // ... and Δ from the raw dt columns (RawDt)
+    bool trim_last_ = true;        // prefill: the last out_proj on the wanted rows only
+    bool conv_in_ssd_ = false;     // ... and its conv prologue (layout_workspace)
+    bool prefill_z_side_ = false;  // ... or z's product beside conv1d (DUALITY_PREFILL_Z_SIDE)
+    bool pass_conv_ = false;       // this pass's SSD computes x's conv (enqueue_layers)
+    bool decode_gate_ = false;     // decode passes use ssm_decode's gate (layout_workspace)
     bool pass_scaled_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
     // Batch-1 decode passes may fold the norms and the conv into the products (gemv_fused):
     // gemv_epilogues_ (layout_workspace) says where, pass_fused_ whether this pass does

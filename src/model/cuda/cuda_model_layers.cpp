@@ -95,6 +95,12 @@ void CudaModel::enqueue_layers(int64_t T, bool decode, int64_t wanted) {
         pass_scaled_ = true;
         scale_parts_ = cuda::ssm_decode_gate_parts(c_.head_dim);
     }
+    // Pure prefill passes with the gate but not the conv prologue (prefill_z_side_): z is read
+    // by nothing before the SSD's epilogue, so its product forks onto the side stream after the
+    // [xBC | dt] product and runs beside conv1d, joining before the SSD. Like the late decode
+    // fork it shares gemm_: no GEMM is enqueued between the fork and the join.
+    const bool z_beside_conv =
+        !decode && prefill_z_side_ && pass_scaled_ && !pass_conv_ && !weights_.layers.empty();
     // Where out_splits_ > 1 (by default the 780m and larger; DUALITY_OUT_PROJ_SPLIT), decode
     // passes run out_proj as split-k where splits_out_proj allows: f32 parts that the next add
     // + RMSNorm (or the final norm) sums.
@@ -124,15 +130,15 @@ void CudaModel::enqueue_layers(int64_t T, bool decode, int64_t wanted) {
             z_rows(side_stream_.get(), gemm_side_);
         } else if (!split && pass_fused_) {  // the whole product, z's columns included
             in_proj_conv(w, layer, fused_in, 0, s);
-        } else if (!split) {
+        } else if (!split && !z_beside_conv) {
             in_proj_rows(w, 0, n_in, T, s);
         }
         if (pass_fused_ && split) {
             in_proj_conv(w, layer, fused_in, E, s);
-        } else if (split) {
+        } else if (split || z_beside_conv) {
             in_proj_rows(w, E, n_in, T, s);
         }
-        if (split && !z_first) {
+        if ((split && !z_first) || z_beside_conv) {
             fork_.order(s, side_stream_.get());
             z_rows(side_stream_.get(), gemm_);
         }
@@ -168,6 +174,7 @@ void CudaModel::enqueue_layers(int64_t T, bool decode, int64_t wanted) {
                     cuda::dt_softplus(static_cast<const char*>(dt.dt_raw) + n_dec_ * n_in * el,
                                       dt.raw_stride, dt.dt_bias, dt.dt_min, dt.dt_max, ws_.dt,
                                       T - n_dec_, c_.n_head, act_, s);
+                if (z_beside_conv) join_.order(side_stream_.get(), s);  // the gate reads z
                 prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), w, layer, s);
                 if (pass_conv_) {
                     conv.outputs = false;

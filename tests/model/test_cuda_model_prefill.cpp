@@ -234,36 +234,51 @@ TEST(CudaModel, TrimmedLastLayerMatchesEveryRowInShortPasses) {
     expect_trim_agrees(DType::kF32, step_logits(**trimmed, kSeqs, next), w, "decode after it");
 }
 
-// DUALITY_PREFILL_Z_SIDE=1: pure prefill passes with the fused SSD's gate and a separate conv1d
-// (DUALITY_SSD_CONV=0 here) run in_proj as two products, z's on the side stream beside conv1d and
-// joined before the SSD, whose gate epilogue reads it. Bf16 (the gate's dtype), GEMM tuning off:
-// a packed prefill of 8 sequences (9-79 tokens), a second prefill continuing them (the states
-// the first left), then a decode step, each against the one-product model within the bf16
-// policy (the products' column ranges may take other cuBLASLt kernels, so not bit for bit).
-TEST(CudaModel, Bf16PrefillZBesideConvMatchesOneProduct) {
-    REQUIRE_GPU();
+// The prefill overlaps on the side stream, opt-in, each against the model without it: bf16 (the
+// gate's dtype), GEMM tuning off, the fused SSD's conv prologue off (DUALITY_SSD_CONV=0, so that
+// conv1d runs apart). A packed prefill of 8 sequences (150-290 tokens, 1,760 in all), a second
+// prefill continuing them (the states the first left; 33-82 tokens), then a decode step, within
+// the bf16 policy (the products' column or row ranges may take other cuBLASLt kernels, so not
+// bit for bit).
+// - DUALITY_PREFILL_Z_SIDE=1: in_proj as two products, z's on the side stream beside conv1d,
+//   joined before the SSD, whose gate epilogue reads it.
+// - DUALITY_PREFILL_NORM_SIDE=1: out_proj in two row halves, the next layer's add + RMSNorm of
+//   the first half on the side stream beside the second half's product (passes of 1,024 rows or
+//   more: the first prefill).
+void expect_prefill_overlap_agrees(const char* var, bool DeviceInfo::*shown) {
     constexpr int kSeqs = 8;
-    auto load = [&](const char* side) {
-        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
-                       {"DUALITY_SSD_CONV", "0"},
-                       {"DUALITY_PREFILL_Z_SIDE", side}});
+    auto load = [&](const char* on) {
+        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_SSD_CONV", "0"}, {var, on}});
         return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, kSeqs));
     };
-    auto one = load("0"), side = load("1");
-    ASSERT_TRUE(one.is_ok()) << one.status().message();
+    auto base = load("0"), side = load("1");
+    ASSERT_TRUE(base.is_ok()) << base.status().message();
     ASSERT_TRUE(side.is_ok()) << side.status().message();
-    EXPECT_FALSE((*one)->device_info().prefill_z_side);
-    ASSERT_TRUE((*side)->device_info().prefill_z_side);
-    const int64_t V = (*one)->config().vocab_size;
-    const auto first = prompts(kSeqs, 9, 10, 131, 17, V);
-    std::vector<float> w = step_logits(**one, kSeqs, first);
-    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, first), w, "prefill");
+    EXPECT_FALSE((*base)->device_info().*shown) << var;
+    ASSERT_TRUE((*side)->device_info().*shown) << var;
+    const int64_t V = (*base)->config().vocab_size;
+    const auto first = prompts(kSeqs, 150, 20, 131, 17, V);
+    std::vector<float> w = step_logits(**base, kSeqs, first);
+    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, first), w,
+                       std::string(var) + ": prefill");
     const auto more = prompts(kSeqs, 33, 7, 7, 29, V);
-    w = step_logits(**one, kSeqs, more);
-    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, more), w, "second prefill");
+    w = step_logits(**base, kSeqs, more);
+    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, more), w,
+                       std::string(var) + ": second prefill");
     const auto next = greedy_pieces(w, kSeqs, kSeqs, V);
-    w = step_logits(**one, kSeqs, next);
-    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, next), w, "decode after them");
+    w = step_logits(**base, kSeqs, next);
+    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, next), w,
+                       std::string(var) + ": decode after them");
+}
+
+TEST(CudaModel, Bf16PrefillZBesideConvMatchesOneProduct) {
+    REQUIRE_GPU();
+    expect_prefill_overlap_agrees("DUALITY_PREFILL_Z_SIDE", &DeviceInfo::prefill_z_side);
+}
+
+TEST(CudaModel, Bf16PrefillNormAheadMatchesTheWholeOutProj) {
+    REQUIRE_GPU();
+    expect_prefill_overlap_agrees("DUALITY_PREFILL_NORM_SIDE", &DeviceInfo::prefill_norm_side);
 }
 
 // With DUALITY_OUT_PROJ_SPLIT=2, decode passes whose out_proj goes to cuBLASLt (17+

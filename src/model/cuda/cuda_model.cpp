@@ -342,6 +342,7 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.ssd_conv = conv_in_ssd_;
     info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
     info_.prefill_z_side = gate_epilogue_ && !conv_in_ssd_ && prefill_z_side_;
+    info_.prefill_norm_side = prefill_norm_side_;
     info_.trim_last = trim_last_;
     info_.ssd_prefill = use_scan_                                                    ? "scan"
                         : use_fused_ && cuda::ssd_fused_supported(ssd_args(0), act_) ? "fused"
@@ -464,6 +465,7 @@ Status CudaModel::layout_workspace() {
     // larger, where the conv prologue is off): in_proj's z columns on the side stream, beside
     // conv1d (enqueue_layers). Opt-in, DUALITY_PREFILL_Z_SIDE=1, until measured.
     prefill_z_side_ = env_is("DUALITY_PREFILL_Z_SIDE", "1");
+    prefill_norm_side_ = env_is("DUALITY_PREFILL_NORM_SIDE", "1");
     const char* trim_env = std::getenv("DUALITY_TRIM_LAST");
     trim_last_ = !(trim_env && std::string_view(trim_env) == "0");
     const char* decode_gate_env = std::getenv("DUALITY_DECODE_GATE");

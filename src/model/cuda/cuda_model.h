@@ -291,6 +291,12 @@ class CudaModel final : public Model {
     void in_proj_conv(const cuda::DeviceLayer& w, int64_t layer, bool scaled, int64_t first,
                       cudaStream_t s);
 
+    // A prefill layer's out_proj in two row halves, and the next layer's add + RMSNorm of each
+    // half after it: the first half's on the side stream, beside the second half's product
+    // (prefill_norm_side_).
+    void out_proj_norm_ahead(const cuda::DeviceLayer& w, const cuda::DeviceLayer& next, int64_t T,
+                             cudaStream_t s);
+
     // Whether decode passes of m rows run out_proj as split-k (Gemm::run_split_k into out_splits_
     // f32 parts, summed by the add + RMSNorm that follows: one strided-batched call with
     // out_splits_ times the CTAs and no reduction kernel): out_splits_ >= 2, and every
@@ -403,16 +409,21 @@ class CudaModel final : public Model {
     std::map<int64_t, cuda::Graph> graphs_;  // decode graph per batch bucket
     std::vector<int64_t> slot_tokens_;
     DeviceInfo info_;
-    bool use_scan_ = false;        // prefill SSD by the sequential scan instead of ssd_chunked
-    bool use_fused_ = true;        // prefill SSD by ssd_fused where supported
-    bool passed_f16_ = false;      // ... passing f16 states between chunks (DUALITY_SSD_PASSED_F16)
-    bool gate_epilogue_ = false;   // prefill passes may use ssd_fused's gate (layout_workspace)
-    bool dt_in_ssd_ = true;        // ... and Δ from the raw dt columns (RawDt)
-    bool trim_last_ = true;        // prefill: the last out_proj on the wanted rows only
-    bool conv_in_ssd_ = false;     // ... and its conv prologue (layout_workspace)
-    bool prefill_z_side_ = false;  // ... or z's product beside conv1d (DUALITY_PREFILL_Z_SIDE)
-    bool pass_conv_ = false;       // this pass's SSD computes x's conv (enqueue_layers)
-    bool decode_gate_ = false;     // decode passes use ssm_decode's gate (layout_workspace)
+    bool use_scan_ = false;       // prefill SSD by the sequential scan instead of ssd_chunked
+    bool use_fused_ = true;       // prefill SSD by ssd_fused where supported
+    bool passed_f16_ = false;     // ... passing f16 states between chunks (DUALITY_SSD_PASSED_F16)
+    bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
+    bool dt_in_ssd_ = true;       // ... and Δ from the raw dt columns (RawDt)
+    bool trim_last_ = true;       // prefill: the last out_proj on the wanted rows only
+    bool conv_in_ssd_ = false;    // ... and its conv prologue (layout_workspace)
+    bool prefill_z_side_ = false;
+    // Prefill passes of kNormAheadRows or more run out_proj_norm_ahead
+    // (DUALITY_PREFILL_NORM_SIDE=1, opt-in until measured).
+    bool prefill_norm_side_ = false;
+    static constexpr int64_t kNormAheadRows =
+        1024;                   // ... or z's product beside conv1d (DUALITY_PREFILL_Z_SIDE)
+    bool pass_conv_ = false;    // this pass's SSD computes x's conv (enqueue_layers)
+    bool decode_gate_ = false;  // decode passes use ssm_decode's gate (layout_workspace)
     bool pass_scaled_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
     // Batch-1 decode passes may fold the norms and the conv into the products (gemv_fused):
     // gemv_epilogues_ (layout_workspace) says where, pass_fused_ whether this pass does

@@ -4,6 +4,7 @@
 #include "model/cuda/cuda_model.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace duality::cuda_model_detail {
 
@@ -112,10 +113,15 @@ void CudaModel::enqueue_layers(int64_t T, bool decode, int64_t wanted) {
     // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
     // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
     pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
+    // Prefill passes with prefill_norm_side_: out_proj in row halves, each followed by the next
+    // layer's add + RMSNorm of its rows, the first half's beside the second half's product
+    // (out_proj_norm_ahead); that layer then starts at in_proj.
+    const bool norm_ahead = !decode && prefill_norm_side_ && T >= kNormAheadRows;
+    bool normed = false;  // this layer's add + RMSNorm ran at the end of the previous one
     for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
         const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
         const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
-        if (!fused_in)
+        if (!fused_in && !std::exchange(normed, false))
             cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
                                T, D, layer == 0, act_, s, h_scale(ws_.ssq),
                                layer == 0 ? cuda::HParts{} : out_parts_);
@@ -210,6 +216,9 @@ void CudaModel::enqueue_layers(int64_t T, bool decode, int64_t wanted) {
             cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
         } else if (out_parts_.p) {
             gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_, s);
+        } else if (norm_ahead && !w.out_proj_bias && layer + 1 < c_.n_layer) {
+            out_proj_norm_ahead(w, weights_.layers[static_cast<size_t>(layer + 1)], T, s);
+            normed = true;
         } else {
             gemm_.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
             if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
@@ -252,6 +261,26 @@ void CudaModel::in_proj_conv(const cuda::DeviceLayer& w, int64_t layer, bool sca
     f.conv = conv_args(w, layer);
     cuda::gemv_fused(ws_.u, static_cast<const char*>(w.in_proj) + first * D * el,
                      c_.d_in_proj() - first, D, act_, gemm_.prefetch_bytes(), f, s);
+}
+
+void CudaModel::out_proj_norm_ahead(const cuda::DeviceLayer& w, const cuda::DeviceLayer& next,
+                                    int64_t T, cudaStream_t s) {
+    const int64_t D = c_.d_model, E = c_.d_inner;
+    const size_t el = dtype_size(act_);
+    const int64_t half = (T / 2 + 127) / 128 * 128;  // the first half's rows: whole 128-row tiles
+    for (int part = 0; part < 2; ++part) {
+        const int64_t r0 = part == 0 ? 0 : half, n = part == 0 ? half : T - half;
+        char* h = static_cast<char*>(ws_.h) + r0 * D * el;
+        gemm_.run(static_cast<const char*>(ws_.gated) + r0 * E * el, E, w.out_proj, h, D, act_, n,
+                  D, E, act_, s);
+        if (part == 0) fork_.order(s, side_stream_.get());
+        RowScale scale = h_scale(ws_.ssq);
+        if (scale.ssq) scale.ssq += r0 * scale.n_part;
+        cuda::add_rms_norm(h, ws_.residual + r0 * D, next.norm, static_cast<float>(c_.norm_eps),
+                           static_cast<char*>(ws_.u) + r0 * D * el, n, D, false, act_,
+                           part == 0 ? side_stream_.get() : s, scale);
+    }
+    join_.order(side_stream_.get(), s);
 }
 
 bool CudaModel::splits_out_proj(int64_t m) const {

@@ -459,13 +459,14 @@ Status CudaModel::layout_workspace() {
     // DUALITY_SSD_DT=0 keeps the separate dt_softplus (A/B).
     const char* dt_env = std::getenv("DUALITY_SSD_DT");
     dt_in_ssd_ = !(dt_env && std::string_view(dt_env) == "0");
-    // Prefill passes run the last layer's out_proj on the rows whose logits are wanted
-    // (enqueue_layers); DUALITY_TRIM_LAST=0 runs it on every row (A/B).
-    // Pure prefill passes with the gate and a separate conv1d over all of xBC (the 1.3b and
-    // larger, where the conv prologue is off): in_proj's z columns on the side stream, beside
-    // conv1d (enqueue_layers). Opt-in, DUALITY_PREFILL_Z_SIDE=1, until measured.
+    // Pure prefill passes with the gate and a separate conv1d over all of xBC (the 2.7b, where
+    // the conv prologue is off): in_proj's z columns on the side stream, beside conv1d; and
+    // prefill passes' out_proj in row halves with the next norm of the first half beside the
+    // second (enqueue_layers). Both opt-in until measured.
     prefill_z_side_ = env_is("DUALITY_PREFILL_Z_SIDE", "1");
     prefill_norm_side_ = env_is("DUALITY_PREFILL_NORM_SIDE", "1");
+    // Prefill passes run the last layer's out_proj on the rows whose logits are wanted
+    // (enqueue_layers); DUALITY_TRIM_LAST=0 runs it on every row (A/B).
     const char* trim_env = std::getenv("DUALITY_TRIM_LAST");
     trim_last_ = !(trim_env && std::string_view(trim_env) == "0");
     const char* decode_gate_env = std::getenv("DUALITY_DECODE_GATE");

@@ -416,12 +416,13 @@ class CudaModel final : public Model {
     bool dt_in_ssd_ = true;       // ... and Δ from the raw dt columns (RawDt)
     bool trim_last_ = true;       // prefill: the last out_proj on the wanted rows only
     bool conv_in_ssd_ = false;    // ... and its conv prologue (layout_workspace)
+    // Pure prefill passes with the gate but conv1d apart run z's product beside conv1d
+    // (DUALITY_PREFILL_Z_SIDE=1, opt-in until measured; enqueue_layers).
     bool prefill_z_side_ = false;
     // Prefill passes of kNormAheadRows or more run out_proj_norm_ahead
     // (DUALITY_PREFILL_NORM_SIDE=1, opt-in until measured).
     bool prefill_norm_side_ = false;
-    static constexpr int64_t kNormAheadRows =
-        1024;                   // ... or z's product beside conv1d (DUALITY_PREFILL_Z_SIDE)
+    static constexpr int64_t kNormAheadRows = 1024;
     bool pass_conv_ = false;    // this pass's SSD computes x's conv (enqueue_layers)
     bool decode_gate_ = false;  // decode passes use ssm_decode's gate (layout_workspace)
     bool pass_scaled_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)

@@ -45,8 +45,9 @@
 # 1,8,32,64); first the tests matching GPU_CHECK_FILTER (a gtest filter), if given, once under
 # each setting.
 # prefill-ab (not part of all): the same for batch-1 prefill: the shapes in GPU_CHECK_MODELS
-# (default mamba2-2.7b) at the lengths in GPU_CHECK_PREFILL_LENS (default 2048,8192),
-# GPU_CHECK_ROUNDS rounds (default 3) of the settings in turn.
+# (default mamba2-2.7b) at the lengths in GPU_CHECK_PREFILL_LENS (plain numbers, default
+# 2048,8192), GPU_CHECK_ROUNDS rounds (default 3) of the settings in turn; GPU_CHECK_FILTER as
+# for ab.
 #
 # Logs and JSON go to $OUT (the device tool's output folder) or ./gpu-check-out; with GPU_PACK=1
 # they end up in one archive there (scripts/gpu-env.sh), for the device tool's 8-file limit.

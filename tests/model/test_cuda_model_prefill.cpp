@@ -244,11 +244,16 @@ TEST(CudaModel, TrimmedLastLayerMatchesEveryRowInShortPasses) {
 //   joined before the SSD, whose gate epilogue reads it.
 // - DUALITY_PREFILL_NORM_SIDE=1: out_proj in two row halves, the next layer's add + RMSNorm of
 //   the first half on the side stream beside the second half's product (passes of 1,024 rows or
-//   more: the first prefill).
-void expect_prefill_overlap_agrees(const char* var, bool DeviceInfo::*shown) {
+//   more: the first prefill), with the gate epilogue's row scale and without it
+//   (DUALITY_SSD_GATE=0: the gated norm apart, h unscaled).
+void expect_prefill_overlap_agrees(const char* var, bool DeviceInfo::*shown,
+                                   const char* gate = "auto") {
     constexpr int kSeqs = 8;
     auto load = [&](const char* on) {
-        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_SSD_CONV", "0"}, {var, on}});
+        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
+                       {"DUALITY_SSD_CONV", "0"},
+                       {"DUALITY_SSD_GATE", gate},
+                       {var, on}});
         return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, kSeqs));
     };
     auto base = load("0"), side = load("1");
@@ -279,6 +284,7 @@ TEST(CudaModel, Bf16PrefillZBesideConvMatchesOneProduct) {
 TEST(CudaModel, Bf16PrefillNormAheadMatchesTheWholeOutProj) {
     REQUIRE_GPU();
     expect_prefill_overlap_agrees("DUALITY_PREFILL_NORM_SIDE", &DeviceInfo::prefill_norm_side);
+    expect_prefill_overlap_agrees("DUALITY_PREFILL_NORM_SIDE", &DeviceInfo::prefill_norm_side, "0");
 }
 
 // With DUALITY_OUT_PROJ_SPLIT=2, decode passes whose out_proj goes to cuBLASLt (17+

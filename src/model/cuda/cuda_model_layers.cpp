@@ -121,7 +121,8 @@ void CudaModel::enqueue_layers(int64_t T, bool decode, int64_t wanted) {
     for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
         const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
         const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
-        if (!fused_in && !std::exchange(normed, false))
+        const bool normed_ahead = std::exchange(normed, false);
+        if (!fused_in && !normed_ahead)
             cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
                                T, D, layer == 0, act_, s, h_scale(ws_.ssq),
                                layer == 0 ? cuda::HParts{} : out_parts_);

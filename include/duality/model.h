@@ -99,6 +99,9 @@ struct DeviceInfo {
     // of the first half on a side stream beside the second half's product (CUDA,
     // DUALITY_PREFILL_NORM_SIDE=1).
     bool prefill_norm_side = false;
+    // Single-sequence prefills of 2,048 tokens or more run as two pieces in flight on two streams,
+    // the second a layer behind the first (CUDA, DUALITY_PREFILL_PIPELINE=1).
+    bool prefill_pipeline = false;
     // Prefill passes run the last layer's out_proj on the rows whose logits are wanted only
     // (CUDA; DUALITY_TRIM_LAST=0: on every row).
     bool trim_last = false;

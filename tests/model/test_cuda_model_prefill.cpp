@@ -287,6 +287,38 @@ TEST(CudaModel, Bf16PrefillNormAheadMatchesTheWholeOutProj) {
     expect_prefill_overlap_agrees("DUALITY_PREFILL_NORM_SIDE", &DeviceInfo::prefill_norm_side, "0");
 }
 
+// DUALITY_PREFILL_PIPELINE=1: a single-sequence prefill of 2,048 tokens or more runs as two
+// pieces split at a chunk boundary, on two streams a layer apart, the second continuing from the
+// SSM and conv states the first leaves in the slot. f32 and bf16, GEMM tuning off, against the
+// model without it: a 3,001-token prefill (pieces of 1,408 and 1,593 tokens at chunk 128), a
+// 2,500-token prefill continuing it (piece 0 then starts from a state too), then a decode step,
+// within the dtype's policy (the pieces' GEMMs have other row counts and may take other kernels).
+TEST(CudaModel, PipelinedPrefillMatchesOnePass) {
+    REQUIRE_GPU();
+    for (DType dtype : {DType::kF32, DType::kBF16}) {
+        auto load = [&](const char* on) {
+            ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_PREFILL_PIPELINE", on}});
+            return Model::load(test::bundled_model_dir(), cuda_options(dtype, 2));
+        };
+        auto one = load("0"), two = load("1");
+        ASSERT_TRUE(one.is_ok()) << one.status().message();
+        ASSERT_TRUE(two.is_ok()) << two.status().message();
+        EXPECT_FALSE((*one)->device_info().prefill_pipeline);
+        ASSERT_TRUE((*two)->device_info().prefill_pipeline);
+        const int64_t V = (*one)->config().vocab_size;
+        const std::string name = dtype == DType::kF32 ? "f32" : "bf16";
+        std::vector<float> w;
+        for (const auto& [len, what] : {std::pair{3001, "prefill"}, {2500, "second prefill"}}) {
+            const auto prompt = prompts(1, len, 0, 3, 11 + len % 7, V);
+            w = step_logits(**one, 1, prompt);
+            expect_trim_agrees(dtype, step_logits(**two, 1, prompt), w, name + " " + what);
+        }
+        const auto next = greedy_pieces(w, 1, 1, V);
+        w = step_logits(**one, 1, next);
+        expect_trim_agrees(dtype, step_logits(**two, 1, next), w, name + " decode after them");
+    }
+}
+
 // With DUALITY_OUT_PROJ_SPLIT=2, decode passes whose out_proj goes to cuBLASLt (17+
 // rows) run it as split-k (Gemm::run_split_k: f32 parts that the next add + RMSNorm sums,
 // cuda::HParts). Bf16 models of the bundled one, GEMM tuning off, the decode gate off and the

@@ -259,6 +259,37 @@ class CudaModel final : public Model {
     // rows when `all_rows`: then the caller reads them block by block) in ws_.logits.
     void run_pass(const std::vector<PassSeq>& pass, bool all_rows);
 
+    // What describe_pass wrote: the pass's rows T, sequences S (with bucket padding), prefill
+    // sequences, SSD chunks and wanted rows.
+    struct PassShape {
+        int64_t T = 0, S = 0, n_pre = 0, n_chunk = 0, n_rows = 0;
+    };
+    // The batch description of `pass` (tokens, cu_seqlens, slots, the prefill rows' chunk table,
+    // the wanted rows) into st at desc_'s offsets; sets n_dec_.
+    PassShape describe_pass(const std::vector<PassSeq>& pass, bool decode, int32_t* st);
+    // batch_ and prefill_batch_ for a pass of that shape, over ws_'s description.
+    void set_batches(const PassShape& sh, bool decode);
+    // The final norm and LM head of the n_rows wanted rows of a prefill or mixed pass (ws_.rows),
+    // their h rows in h_sel already where the last layer was trimmed.
+    void enqueue_wanted_head(int64_t n_rows, bool trimmed, cudaStream_t s);
+
+    // A long single-sequence prefill as two pieces in flight (DUALITY_PREFILL_PIPELINE=1,
+    // opt-in until measured; cuda_model_pipeline.cpp): piece 0, its first T/2 tokens rounded
+    // down to whole SSD chunks, on the model's stream; piece 1, the rest, on side_stream_, each of
+    // its layers waiting for piece 0's same layer (whose SSM and conv states it continues from the
+    // slot, as consecutive passes do), so that piece 0's layer l + 1 runs beside piece 1's layer
+    // l. Piece 1 has its own rows of the workspace, batch description, SSD scratch and sync
+    // buffer (pipe_) and its own cuBLASLt workspace (gemm_side_).
+    bool pipelines(const std::vector<PassSeq>& pass, bool all_rows) const;
+    void run_pipelined_prefill(const PassSeq& seq);
+    struct Piece {  // what a pipelined prefill's piece 1 swaps into the model (PieceSwap)
+        Workspace ws{};
+        cuda::VarlenBatch batch{}, prefill_batch{};
+        void* ssd_sync = nullptr;
+    };
+    class PieceSwap;
+    Piece second_piece(int64_t r0) const;
+
     // The rows a decode pass of n sequences runs: with CUDA graphs its bucket (the next power of
     // two, each bucket one graph), else n.
     int64_t decode_rows(int64_t n) const { return opt_.cuda_graphs ? next_pow2(n) : n; }
@@ -275,6 +306,21 @@ class CudaModel final : public Model {
     // out_proj); with wanted == 0 it does not run at all. 2.7b, 8k tokens: a 274 µs product becomes
     // a one-row one (the final norm already ran on the wanted rows alone).
     void enqueue_layers(int64_t T, bool decode, int64_t wanted = -1);
+
+    // enqueue_layers in two steps, so that two pieces of a prefill can interleave their layers
+    // (run_pipelined_prefill): begin_layers runs the embedding and decides the pass's forms,
+    // enqueue_layer enqueues one layer. `side`: the pass may fork onto side_stream_ (the z
+    // products and the prefill overlaps); not where side_stream_ runs the other piece.
+    struct LayerPass {
+        int64_t T = 0;
+        bool decode = false;
+        cudaStream_t s = nullptr;
+        cuda::Gemm* gemm = nullptr;  // gemm_, or gemm_side_ for a pipelined prefill's second piece
+        bool split = false, z_first = false, z_beside_conv = false, norm_ahead = false;
+        bool normed = false;  // the next layer's add + RMSNorm already ran (out_proj_norm_ahead)
+    };
+    LayerPass begin_layers(int64_t T, bool decode, cudaStream_t s, cuda::Gemm& gemm, bool side);
+    void enqueue_layer(LayerPass& lp, int64_t layer, int64_t wanted);
 
     // The pass's conv1d of `layer` over the xBC columns of zxbcdt into ws_.xbc (conv1d, or the
     // conv in a batch-1 in_proj product's epilogue).
@@ -460,7 +506,18 @@ class CudaModel final : public Model {
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)
-    bool use_stack_ = false;   // batch-1 decode passes by cuda::decode_stack
+    void* ssd_sync_now_ = nullptr;  // the pass's: ssd_sync_, or the pipeline's second piece's
+    // The pipelined prefill's second piece (run_pipelined_prefill; allocated where
+    // DUALITY_PREFILL_PIPELINE=1): its SSD scratch and sync buffer, its batch description on the
+    // device and in pinned memory, and one event per layer of the first piece.
+    struct Pipeline {
+        bool on = false;
+        DeviceBuffer ssd, sync, desc;
+        cuda::PinnedBuffer staging;
+        std::vector<cuda::Event> layer_done;
+    } pipe_;
+    static constexpr int64_t kPipelineMinTokens = 2048;
+    bool use_stack_ = false;       // batch-1 decode passes by cuda::decode_stack
     cuda::DecodeStackArgs stack_;  // its arguments (layout_decode_stack)
     DeviceBuffer stack_block_;     // its layer table, v, ssq and sync words
     cuda::Graph stack_graph_;      // its launch, captured

@@ -13,20 +13,12 @@ void CudaModel::order_pass(std::vector<PassSeq>& pass) {
                           [](const PassSeq& p) { return p.tokens.size() == 1; });
 }
 
-void CudaModel::run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
-    const bool decode = !all_rows && std::all_of(pass.begin(), pass.end(), [](const PassSeq& p) {
-        return p.tokens.size() == 1;
-    });
-    // The previous pass's description copy may still be reading the staging buffer; wait for
-    // that copy only, not for what follows it on the stream (cache copies, slot resets), so
-    // that queuing this pass never waits for the GPU to drain.
-    staging_read_.sync();
-    pass_scaled_ = false;  // until enqueue_layers decides (graph replays leave it false)
-    pass_fused_ = false;
+CudaModel::PassShape CudaModel::describe_pass(const std::vector<PassSeq>& pass, bool decode,
+                                              int32_t* st) {
     const int64_t n = static_cast<int64_t>(pass.size());
-    const int64_t S = decode ? decode_rows(n) : n;
-    // Host side of the batch description, in the pinned staging buffer at desc_'s offsets.
-    int32_t* st = staging_.as<int32_t>();
+    PassShape sh;
+    sh.S = decode ? decode_rows(n) : n;
+    // Host side of the batch description, at desc_'s offsets in st.
     int32_t* tokens = st + desc_.tokens;
     int32_t* cu = st + desc_.cu_seqlens;
     int32_t* slots = st + desc_.slots;
@@ -39,9 +31,10 @@ void CudaModel::run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
     int64_t T = 0;
     for (const PassSeq& p : pass)
         for (int32_t t : p.tokens) tokens[T++] = t;
-    for (int64_t i = n; i < S; ++i) tokens[T++] = 0;  // bucket padding
+    for (int64_t i = n; i < sh.S; ++i) tokens[T++] = 0;  // bucket padding
+    sh.T = T;
     cu[0] = 0;
-    for (int64_t i = 0; i < S; ++i) {
+    for (int64_t i = 0; i < sh.S; ++i) {
         cu[i + 1] = cu[i] + (i < n ? static_cast<int32_t>(pass[i].tokens.size()) : 1);
         slots[i] = i < n ? pass[i].slot : opt_.n_slots;  // padding computes into scratch
     }
@@ -50,54 +43,75 @@ void CudaModel::run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
     n_dec_ = 0;
     if (!decode)
         while (n_dec_ < n && pass[static_cast<size_t>(n_dec_)].tokens.size() == 1) ++n_dec_;
-    const int64_t n_pre = S - n_dec_;
+    sh.n_pre = sh.S - n_dec_;
     if (!decode)
-        for (int64_t i = 0; i <= n_pre; ++i) cu_pre[i] = cu[n_dec_ + i] - cu[n_dec_];
-    int64_t n_chunk = 0;
+        for (int64_t i = 0; i <= sh.n_pre; ++i) cu_pre[i] = cu[n_dec_ + i] - cu[n_dec_];
     cu_chunks[0] = 0;
-    for (int64_t i = 0; i < n_pre; ++i) {
+    for (int64_t i = 0; i < sh.n_pre; ++i) {
         if (!decode)
             for (int32_t t = cu_pre[i]; t < cu_pre[i + 1]; t += static_cast<int32_t>(ssd_chunk_)) {
-                chunk_start[n_chunk] = t;
-                chunk_len[n_chunk] =
+                chunk_start[sh.n_chunk] = t;
+                chunk_len[sh.n_chunk] =
                     std::min<int32_t>(static_cast<int32_t>(ssd_chunk_), cu_pre[i + 1] - t);
-                chunk_seq[n_chunk] = static_cast<int32_t>(i);
-                ++n_chunk;
+                chunk_seq[sh.n_chunk] = static_cast<int32_t>(i);
+                ++sh.n_chunk;
             }
-        cu_chunks[i + 1] = static_cast<int32_t>(n_chunk);
+        cu_chunks[i + 1] = static_cast<int32_t>(sh.n_chunk);
     }
-    int64_t n_rows = 0;
     for (int64_t i = 0; i < n; ++i)
-        if (pass[i].result_row >= 0) rows[n_rows++] = cu[i + 1] - 1;
+        if (pass[i].result_row >= 0) rows[sh.n_rows++] = cu[i + 1] - 1;
+    return sh;
+}
 
-    // One copy: every field lies below the tokens, which end the description.
-    cudaStream_t s = stream_.get();
-    DUALITY_CUDA_CHECK(cudaMemcpyAsync(desc_base_, st, static_cast<size_t>(desc_.tokens + T) * 4,
-                                       cudaMemcpyHostToDevice, s));
-    staging_read_.record(s);
-
-    // The whole pass (embedding, conv1d, norms, GEMMs; the decode step of decode passes).
+void CudaModel::set_batches(const PassShape& sh, bool decode) {
     batch_ = cuda::VarlenBatch{};
-    batch_.n_seq = S;
-    batch_.n_tokens = T;
+    batch_.n_seq = sh.S;
+    batch_.n_tokens = sh.T;
     batch_.cu_seqlens = ws_.cu_seqlens;
     batch_.slots = ws_.slots;
     // The prefill rows of a mixed (or pure prefill) pass, with their chunking.
     prefill_batch_ = cuda::VarlenBatch{};  // empty in decode passes
     if (!decode) {
-        prefill_batch_.n_seq = n_pre;
-        prefill_batch_.n_tokens = T - n_dec_;
+        prefill_batch_.n_seq = sh.n_pre;
+        prefill_batch_.n_tokens = sh.T - n_dec_;
         prefill_batch_.cu_seqlens = ws_.cu_prefill;
         prefill_batch_.slots = ws_.slots + n_dec_;
-        prefill_batch_.n_chunk = n_chunk;
+        prefill_batch_.n_chunk = sh.n_chunk;
         prefill_batch_.chunk_start = ws_.chunk_start;
         prefill_batch_.chunk_len = ws_.chunk_len;
         prefill_batch_.chunk_seq = ws_.chunk_seq;
         prefill_batch_.cu_chunks = ws_.cu_chunks;
     }
+}
 
+void CudaModel::run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
+    const bool decode = !all_rows && std::all_of(pass.begin(), pass.end(), [](const PassSeq& p) {
+        return p.tokens.size() == 1;
+    });
+    // The previous pass's description copy may still be reading the staging buffer; wait for
+    // that copy only, not for what follows it on the stream (cache copies, slot resets), so
+    // that queuing this pass never waits for the GPU to drain.
+    staging_read_.sync();
+    pass_scaled_ = false;  // until enqueue_layers decides (graph replays leave it false)
+    pass_fused_ = false;
+    if (pipelines(pass, all_rows)) {
+        run_pipelined_prefill(pass.front());
+        return;
+    }
+    const PassShape sh = describe_pass(pass, decode, staging_.as<int32_t>());
+    const int64_t T = sh.T, n_rows = sh.n_rows;
+
+    // One copy: every field lies below the tokens, which end the description.
+    cudaStream_t s = stream_.get();
+    DUALITY_CUDA_CHECK(cudaMemcpyAsync(desc_base_, staging_.as<int32_t>(),
+                                       static_cast<size_t>(desc_.tokens + T) * 4,
+                                       cudaMemcpyHostToDevice, s));
+    staging_read_.record(s);
+
+    // The whole pass (embedding, conv1d, norms, GEMMs; the decode step of decode passes).
+    set_batches(sh, decode);
     if (decode) {
-        run_decode(S);
+        run_decode(sh.S);
     } else {
         // Only the wanted rows leave the last layer: its out_proj runs on them alone, into
         // h_sel (trim_last_).
@@ -106,21 +120,23 @@ void CudaModel::run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
         if (all_rows) {
             final_norm_all(T);
         } else if (n_rows > 0) {
-            // Gather the wanted rows (and their deferred gated-norm scales; h's rows are in
-            // h_sel already where the last layer was trimmed), then norm + head on them only.
-            if (!trim) cuda::embedding(ws_.rows, n_rows, ws_.h, c_.d_model, ws_.h_sel, act_, s);
-            cuda::embedding(ws_.rows, n_rows, ws_.residual, c_.d_model, ws_.res_sel, DType::kF32,
-                            s);
-            if (pass_scaled_)
-                cuda::embedding(ws_.rows, n_rows, ws_.ssq, c_.n_head, ws_.ssq_sel, DType::kF32, s);
-            cuda::add_rms_norm(ws_.h_sel, ws_.res_sel, weights_.norm_f,
-                               static_cast<float>(c_.norm_eps), ws_.u, n_rows, c_.d_model, false,
-                               act_, s, h_scale(ws_.ssq_sel));
-            gemm_.run(ws_.u, c_.d_model, weights_.head, ws_.logits, c_.vocab_padded, DType::kF32,
-                      n_rows, c_.vocab_padded, c_.d_model, act_, s);
+            enqueue_wanted_head(n_rows, trim, s);
         }
     }
     DUALITY_CUDA_LAUNCH_CHECK();
+}
+
+void CudaModel::enqueue_wanted_head(int64_t n_rows, bool trimmed, cudaStream_t s) {
+    // Gather the wanted rows (and their deferred gated-norm scales; h's rows are in h_sel
+    // already where the last layer was trimmed), then norm + head on them only.
+    if (!trimmed) cuda::embedding(ws_.rows, n_rows, ws_.h, c_.d_model, ws_.h_sel, act_, s);
+    cuda::embedding(ws_.rows, n_rows, ws_.residual, c_.d_model, ws_.res_sel, DType::kF32, s);
+    if (pass_scaled_)
+        cuda::embedding(ws_.rows, n_rows, ws_.ssq, c_.n_head, ws_.ssq_sel, DType::kF32, s);
+    cuda::add_rms_norm(ws_.h_sel, ws_.res_sel, weights_.norm_f, static_cast<float>(c_.norm_eps),
+                       ws_.u, n_rows, c_.d_model, false, act_, s, h_scale(ws_.ssq_sel));
+    gemm_.run(ws_.u, c_.d_model, weights_.head, ws_.logits, c_.vocab_padded, DType::kF32, n_rows,
+              c_.vocab_padded, c_.d_model, act_, s);
 }
 
 void CudaModel::run_decode(int64_t S) {

@@ -290,7 +290,8 @@ TEST(CudaModel, Bf16PrefillNormAheadMatchesTheWholeOutProj) {
 // DUALITY_PREFILL_PIPELINE=1: a single-sequence prefill of 2,048 tokens or more runs as two
 // pieces split at a chunk boundary, on two streams a layer apart, the second continuing from the
 // SSM and conv states the first leaves in the slot. f32 and bf16, GEMM tuning off, against the
-// model without it: a 3,001-token prefill (pieces of 1,408 and 1,593 tokens at chunk 128), a
+// model without it: a 3,001-token prefill (pieces of 1,408 and 1,593 tokens at bf16's chunk of 128,
+// 1,280 and 1,721 at f32's 256), a
 // 2,500-token prefill continuing it (piece 0 then starts from a state too), then a decode step,
 // within the dtype's policy (the pieces' GEMMs have other row counts and may take other kernels).
 TEST(CudaModel, PipelinedPrefillMatchesOnePass) {

@@ -331,7 +331,8 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.memory_total = static_cast<int64_t>(prop.totalGlobalMem);
     info_.weight_bytes = static_cast<int64_t>(weights_.block.bytes());
     info_.state_bytes = static_cast<int64_t>(conv_state_.bytes() + ssm_state_.bytes());
-    info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
+    info_.workspace_bytes = static_cast<int64_t>(pool_.capacity() + pipe_.ssd.bytes() +
+                                                 pipe_.sync.bytes() + pipe_.desc.bytes());
     info_.compute_capability = prop.major * 10 + prop.minor;
     info_.decode_stack = use_stack_;
     info_.device_loop = device_loop_;

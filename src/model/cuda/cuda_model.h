@@ -318,6 +318,9 @@ class CudaModel final : public Model {
         cuda::Gemm* gemm = nullptr;  // gemm_, or gemm_side_ for a pipelined prefill's second piece
         bool split = false, z_first = false, z_beside_conv = false, norm_ahead = false;
         bool normed = false;  // the next layer's add + RMSNorm already ran (out_proj_norm_ahead)
+        // Waited for before the layer's conv1d and SSD, which read the slot's states (a
+        // pipelined prefill's piece 1: piece 0's same layer; its norm and in_proj need not wait).
+        const cuda::Event* state_ready = nullptr;
     };
     LayerPass begin_layers(int64_t T, bool decode, cudaStream_t s, cuda::Gemm& gemm, bool side);
     void enqueue_layer(LayerPass& lp, int64_t layer, int64_t wanted);

@@ -173,6 +173,7 @@ void CudaModel::enqueue_layer(LayerPass& lp, int64_t layer, int64_t wanted) {
             conv.out_begin = E;
             conv.state_update = false;
         }
+        if (lp.state_ready) lp.state_ready->wait(s);  // the slot's states of this layer
         if (!pass_fused_) cuda::conv1d(conv, act_, s);
 
         const cuda::SsdArgs ssd = ssd_args(layer);

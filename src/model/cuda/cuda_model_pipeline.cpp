@@ -31,8 +31,9 @@ class CudaModel::PieceSwap {
 };
 
 bool CudaModel::pipelines(const std::vector<PassSeq>& pass, bool all_rows) const {
-    return pipe_.on && !all_rows && pass.size() == 1 &&
-           static_cast<int64_t>(pass.front().tokens.size()) >= kPipelineMinTokens;
+    const auto T = static_cast<int64_t>(pass.empty() ? 0 : pass.front().tokens.size());
+    return pipe_.on && !all_rows && pass.size() == 1 && T >= kPipelineMinTokens &&
+           T / 2 >= ssd_chunk_;
 }
 
 CudaModel::Piece CudaModel::second_piece(int64_t r0) const {
@@ -101,8 +102,10 @@ void CudaModel::run_pipelined_prefill(const PassSeq& seq) {
     const int64_t wanted0 = trim_last_ ? 0 : -1, wanted1 = trim_last_ ? sh1.n_rows : -1;
     for (int64_t layer = 0; layer < c_.n_layer; ++layer) {
         enqueue_layer(lp0, layer, wanted0);
-        // Piece 1's layer reads the SSM and conv states that piece 0's layer leaves in the slot.
-        pipe_.layer_done[static_cast<size_t>(layer)].order(s0, s1);
+        // Piece 1's layer reads the SSM and conv states that piece 0's layer leaves in the slot:
+        // its conv1d and SSD wait for them (its norm and in_proj need not).
+        pipe_.layer_done[static_cast<size_t>(layer)].record(s0);
+        lp1.state_ready = &pipe_.layer_done[static_cast<size_t>(layer)];
         PieceSwap in(*this, p1);
         enqueue_layer(lp1, layer, wanted1);
     }

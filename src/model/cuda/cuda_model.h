@@ -276,10 +276,10 @@ class CudaModel final : public Model {
     // A long single-sequence prefill as two pieces in flight (DUALITY_PREFILL_PIPELINE=1,
     // opt-in until measured; cuda_model_pipeline.cpp): piece 0, its first T/2 tokens rounded
     // down to whole SSD chunks, on the model's stream; piece 1, the rest, on side_stream_, each of
-    // its layers waiting for piece 0's same layer (whose SSM and conv states it continues from the
-    // slot, as consecutive passes do), so that piece 0's layer l + 1 runs beside piece 1's layer
-    // l. Piece 1 has its own rows of the workspace, batch description, SSD scratch and sync
-    // buffer (pipe_) and its own cuBLASLt workspace (gemm_side_).
+    // its layers' conv1d and SSD waiting for piece 0's same layer (whose SSM and conv states it
+    // continues from the slot, as consecutive passes do), so that piece 0's layer l + 1 runs
+    // beside piece 1's layer l. Piece 1 has its own rows of the workspace, batch description, SSD
+    // scratch and sync buffer (pipe_) and its own cuBLASLt workspace (gemm_side_).
     bool pipelines(const std::vector<PassSeq>& pass, bool all_rows) const;
     void run_pipelined_prefill(const PassSeq& seq);
     struct Piece {  // what a pipelined prefill's piece 1 swaps into the model (PieceSwap)

@@ -559,15 +559,7 @@ Status CudaModel::layout_workspace() {
     ws_.ids = static_cast<int32_t*>(take());
     ws_.sampling = static_cast<cuda::DeviceSampling*>(take());
     desc_base_ = static_cast<int32_t*>(take());
-    ws_.tokens = desc_base_ + desc_.tokens;
-    ws_.cu_seqlens = desc_base_ + desc_.cu_seqlens;
-    ws_.slots = desc_base_ + desc_.slots;
-    ws_.chunk_start = desc_base_ + desc_.chunk_start;
-    ws_.chunk_len = desc_base_ + desc_.chunk_len;
-    ws_.chunk_seq = desc_base_ + desc_.chunk_seq;
-    ws_.cu_chunks = desc_base_ + desc_.cu_chunks;
-    ws_.rows = desc_base_ + desc_.rows;
-    ws_.cu_prefill = desc_base_ + desc_.cu_prefill;
+    desc_.point(ws_, desc_base_);
     DUALITY_RETURN_IF_ERROR(layout_decode_stack());
     bool step_gate = gate_fits;  // every layer's decode step can take the gate
     for (int64_t layer = 0; step_gate && layer < c_.n_layer; ++layer)

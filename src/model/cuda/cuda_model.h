@@ -106,6 +106,18 @@ struct DescLayout {
         tokens = field(max_tokens);
         total = at;
     }
+    // w's description pointers, into a device copy of the layout at `base`.
+    void point(Workspace& w, int32_t* base) const {
+        w.tokens = base + tokens;
+        w.cu_seqlens = base + cu_seqlens;
+        w.slots = base + slots;
+        w.chunk_start = base + chunk_start;
+        w.chunk_len = base + chunk_len;
+        w.chunk_seq = base + chunk_seq;
+        w.cu_chunks = base + cu_chunks;
+        w.rows = base + rows;
+        w.cu_prefill = base + cu_prefill;
+    }
 };
 
 class CudaModel final : public Model {

@@ -55,16 +55,7 @@ CudaModel::Piece CudaModel::second_piece(int64_t r0) const {
     w.gated = at(ws_.gated, c_.d_inner, a);
     w.ssq = static_cast<float*>(at(ws_.ssq, c_.n_head, 4));  // (prefill: one part per head)
     w.ssd = pipe_.ssd.data();
-    auto* desc = static_cast<int32_t*>(pipe_.desc.data());
-    w.tokens = desc + desc_.tokens;
-    w.cu_seqlens = desc + desc_.cu_seqlens;
-    w.slots = desc + desc_.slots;
-    w.chunk_start = desc + desc_.chunk_start;
-    w.chunk_len = desc + desc_.chunk_len;
-    w.chunk_seq = desc + desc_.chunk_seq;
-    w.cu_chunks = desc + desc_.cu_chunks;
-    w.rows = desc + desc_.rows;
-    w.cu_prefill = desc + desc_.cu_prefill;
+    desc_.point(w, static_cast<int32_t*>(pipe_.desc.data()));
     p.ssd_sync = pipe_.sync.data();
     return p;
 }

@@ -133,113 +133,109 @@ void CudaModel::enqueue_layer(LayerPass& lp, int64_t layer, int64_t wanted) {
     const size_t el = dtype_size(act_);
     cuda::VarlenBatch decode_rows = batch_;  // a mixed pass's leading one-token sequences
     decode_rows.n_seq = decode_rows.n_tokens = n_dec_;
-    {
-        const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
-        const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
-        const bool normed_ahead = std::exchange(lp.normed, false);
-        if (!fused_in && !normed_ahead)
-            cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u,
-                               T, D, layer == 0, act_, s, h_scale(ws_.ssq),
-                               layer == 0 ? cuda::HParts{} : out_parts_);
-        const auto z_rows = [&](cudaStream_t stream, cuda::Gemm& z_gemm) {
-            if (!fused_in) return in_proj_rows(w, 0, E, T, stream, z_gemm);
-            cuda::GemvFused f = fused_input(true);
-            f.y = ws_.zxbcdt;
-            cuda::gemv_fused(ws_.u, w.in_proj, E, D, act_, z_gemm.prefetch_bytes(), f, stream);
-        };
-        if (z_first) {
-            fork_.order(s, side_stream_.get());
-            z_rows(side_stream_.get(), gemm_side_);
-        } else if (!split && pass_fused_) {  // the whole product, z's columns included
-            in_proj_conv(w, layer, fused_in, 0, s);
-        } else if (!split && !z_beside_conv) {
-            in_proj_rows(w, 0, n_in, T, s, gemm);
-        }
-        if (pass_fused_ && split) {
-            in_proj_conv(w, layer, fused_in, E, s);
-        } else if (split || z_beside_conv) {
-            in_proj_rows(w, E, n_in, T, s, gemm);
-        }
-        if ((split && !z_first) || z_beside_conv) {
-            fork_.order(s, side_stream_.get());
-            z_rows(side_stream_.get(), gemm);
-        }
+    const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
+    const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
+    const bool normed_ahead = std::exchange(lp.normed, false);
+    if (!fused_in && !normed_ahead)
+        cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u, T,
+                           D, layer == 0, act_, s, h_scale(ws_.ssq),
+                           layer == 0 ? cuda::HParts{} : out_parts_);
+    const auto z_rows = [&](cudaStream_t stream, cuda::Gemm& z_gemm) {
+        if (!fused_in) return in_proj_rows(w, 0, E, T, stream, z_gemm);
+        cuda::GemvFused f = fused_input(true);
+        f.y = ws_.zxbcdt;
+        cuda::gemv_fused(ws_.u, w.in_proj, E, D, act_, z_gemm.prefetch_bytes(), f, stream);
+    };
+    if (z_first) {
+        fork_.order(s, side_stream_.get());
+        z_rows(side_stream_.get(), gemm_side_);
+    } else if (!split && pass_fused_) {  // the whole product, z's columns included
+        in_proj_conv(w, layer, fused_in, 0, s);
+    } else if (!split && !z_beside_conv) {
+        in_proj_rows(w, 0, n_in, T, s, gemm);
+    }
+    if (pass_fused_ && split) {
+        in_proj_conv(w, layer, fused_in, E, s);
+    } else if (split || z_beside_conv) {
+        in_proj_rows(w, E, n_in, T, s, gemm);
+    }
+    if ((split && !z_first) || z_beside_conv) {
+        fork_.order(s, side_stream_.get());
+        z_rows(side_stream_.get(), gemm);
+    }
 
-        // Fused passes ran the conv in the in_proj product; with pass_conv_ the SSD computes
-        // x's part, so conv1d covers B's and C's channels, and the conv state is updated only
-        // after the SSD has read the old one.
-        cuda::Conv1dArgs conv = conv_args(w, layer);
-        if (pass_conv_) {
-            conv.out_begin = E;
-            conv.state_update = false;
-        }
-        if (lp.state_ready) lp.state_ready->wait(s);  // the slot's states of this layer
-        if (!pass_fused_) cuda::conv1d(conv, act_, s);
+    // Fused passes ran the conv in the in_proj product; with pass_conv_ the SSD computes
+    // x's part, so conv1d covers B's and C's channels, and the conv state is updated only
+    // after the SSD has read the old one.
+    cuda::Conv1dArgs conv = conv_args(w, layer);
+    if (pass_conv_) {
+        conv.out_begin = E;
+        conv.state_update = false;
+    }
+    if (lp.state_ready) lp.state_ready->wait(s);  // the slot's states of this layer
+    if (!pass_fused_) cuda::conv1d(conv, act_, s);
 
-        const cuda::SsdArgs ssd = ssd_args(layer);
-        const cuda::RawDt dt = raw_dt(w);  // the decode step's Δ input: raw dt of row s
-        bool z_joined = false;
-        if (decode && pass_scaled_) {
-            // The step's gate epilogue reads z: the side stream's z product joins first.
-            if (split) join_.order(side_stream_.get(), s);
-            z_joined = true;
-            cuda::SsdArgs a = ssd;
-            a.y = ws_.gated;
-            const cuda::SsdGate gate = ssd_gate(w);
-            cuda::ssm_decode(a, dt, act_, s, &gate);
-        } else if (decode) {
-            cuda::ssm_decode(ssd, dt, act_, s);
-        } else {
-            if (n_dec_ > 0) cuda::ssm_decode(ssd_rows(ssd, 0, decode_rows), dt, act_, s);
-            if (prefill_batch_.n_seq > 0) {
-                // (Passes with the gate compute Δ in the fused SSD: prefill_ssd.)
-                if (!(pass_scaled_ && dt_in_ssd_))  // (the prefill rows follow the decode rows)
-                    cuda::dt_softplus(static_cast<const char*>(dt.dt_raw) + n_dec_ * n_in * el,
-                                      dt.raw_stride, dt.dt_bias, dt.dt_min, dt.dt_max, ws_.dt,
-                                      T - n_dec_, c_.n_head, act_, s);
-                if (z_beside_conv) join_.order(side_stream_.get(), s);  // the gate reads z
-                prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), w, layer, s);
-                if (pass_conv_) {
-                    conv.outputs = false;
-                    conv.state_update = true;
-                    cuda::conv1d(conv, act_, s);
-                }
+    const cuda::SsdArgs ssd = ssd_args(layer);
+    const cuda::RawDt dt = raw_dt(w);  // the decode step's Δ input: raw dt of row s
+    bool z_joined = false;
+    if (decode && pass_scaled_) {
+        // The step's gate epilogue reads z: the side stream's z product joins first.
+        if (split) join_.order(side_stream_.get(), s);
+        z_joined = true;
+        cuda::SsdArgs a = ssd;
+        a.y = ws_.gated;
+        const cuda::SsdGate gate = ssd_gate(w);
+        cuda::ssm_decode(a, dt, act_, s, &gate);
+    } else if (decode) {
+        cuda::ssm_decode(ssd, dt, act_, s);
+    } else {
+        if (n_dec_ > 0) cuda::ssm_decode(ssd_rows(ssd, 0, decode_rows), dt, act_, s);
+        if (prefill_batch_.n_seq > 0) {
+            // (Passes with the gate compute Δ in the fused SSD: prefill_ssd.)
+            if (!(pass_scaled_ && dt_in_ssd_))  // (the prefill rows follow the decode rows)
+                cuda::dt_softplus(static_cast<const char*>(dt.dt_raw) + n_dec_ * n_in * el,
+                                  dt.raw_stride, dt.dt_bias, dt.dt_min, dt.dt_max, ws_.dt,
+                                  T - n_dec_, c_.n_head, act_, s);
+            if (z_beside_conv) join_.order(side_stream_.get(), s);  // the gate reads z
+            prefill_ssd(ssd_rows(ssd, n_dec_, prefill_batch_), w, layer, s);
+            if (pass_conv_) {
+                conv.outputs = false;
+                conv.state_update = true;
+                cuda::conv1d(conv, act_, s);
             }
         }
-        if (split && !z_joined) join_.order(side_stream_.get(), s);  // z is in
-        if (!pass_scaled_)
-            cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm,
-                                 static_cast<float>(c_.norm_eps), ws_.gated, T, E, E / c_.n_group,
-                                 act_, s);
-        if (wanted >= 0 && layer + 1 == c_.n_layer) {
-            // (y is free here: the gated norm has read it, or the gate epilogue never wrote
-            // it.)
-            if (wanted > 0) {
-                cuda::embedding(ws_.rows, wanted, ws_.gated, E, ws_.y, act_, s);
-                gemm.run(ws_.y, E, w.out_proj, ws_.h_sel, D, act_, wanted, D, E, act_, s);
-                if (w.out_proj_bias)
-                    cuda::add_bias(ws_.h_sel, D, w.out_proj_bias, wanted, D, act_, s);
-            }
-        } else if (pass_fused_) {
-            cuda::GemvFused f;
-            f.epilogue = cuda::GemvFused::kResidual;
-            f.residual = ws_.residual;
-            f.w_next = layer + 1 < c_.n_layer ? weights_.layers[static_cast<size_t>(layer + 1)].norm
-                                              : weights_.norm_f;
-            f.u = ws_.u;
-            f.out_parts = ws_.gemv_parts;
-            f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
-            f.bulk = gemv_bulk_;
-            cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
-        } else if (out_parts_.p) {
-            gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_, s);
-        } else if (norm_ahead && !w.out_proj_bias && layer + 1 < c_.n_layer) {
-            out_proj_norm_ahead(w, weights_.layers[static_cast<size_t>(layer + 1)], T, s);
-            lp.normed = true;
-        } else {
-            gemm.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
-            if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
+    }
+    if (split && !z_joined) join_.order(side_stream_.get(), s);  // z is in
+    if (!pass_scaled_)
+        cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm, static_cast<float>(c_.norm_eps),
+                             ws_.gated, T, E, E / c_.n_group, act_, s);
+    if (wanted >= 0 && layer + 1 == c_.n_layer) {
+        // (y is free here: the gated norm has read it, or the gate epilogue never wrote
+        // it.)
+        if (wanted > 0) {
+            cuda::embedding(ws_.rows, wanted, ws_.gated, E, ws_.y, act_, s);
+            gemm.run(ws_.y, E, w.out_proj, ws_.h_sel, D, act_, wanted, D, E, act_, s);
+            if (w.out_proj_bias) cuda::add_bias(ws_.h_sel, D, w.out_proj_bias, wanted, D, act_, s);
         }
+    } else if (pass_fused_) {
+        cuda::GemvFused f;
+        f.epilogue = cuda::GemvFused::kResidual;
+        f.residual = ws_.residual;
+        f.w_next = layer + 1 < c_.n_layer ? weights_.layers[static_cast<size_t>(layer + 1)].norm
+                                          : weights_.norm_f;
+        f.u = ws_.u;
+        f.out_parts = ws_.gemv_parts;
+        f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
+        f.bulk = gemv_bulk_;
+        cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
+    } else if (out_parts_.p) {
+        gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_, s);
+    } else if (norm_ahead && !w.out_proj_bias && layer + 1 < c_.n_layer) {
+        out_proj_norm_ahead(w, weights_.layers[static_cast<size_t>(layer + 1)], T, s);
+        lp.normed = true;
+    } else {
+        gemm.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
+        if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
     }
 }
 

@@ -93,15 +93,8 @@ struct DeviceInfo {
     // ... and Δ from in_proj's raw dt columns (the same passes, unless DUALITY_SSD_DT=0).
     bool ssd_dt = false;
     // Pure prefill passes with the fused SSD's gate but conv1d separate compute in_proj's z
-    // columns on a side stream, beside conv1d (CUDA, DUALITY_PREFILL_Z_SIDE=1).
+    // columns on a side stream, beside conv1d (CUDA, unless DUALITY_PREFILL_Z_SIDE=0).
     bool prefill_z_side = false;
-    // Prefill passes of 1,024 rows or more run out_proj in two row halves, the next add + RMSNorm
-    // of the first half on a side stream beside the second half's product (CUDA,
-    // DUALITY_PREFILL_NORM_SIDE=1).
-    bool prefill_norm_side = false;
-    // Single-sequence prefills of 2,048 tokens or more run as two pieces in flight on two streams,
-    // the second a layer behind the first (CUDA, DUALITY_PREFILL_PIPELINE=1).
-    bool prefill_pipeline = false;
     // Prefill passes run the last layer's out_proj on the rows whose logits are wanted only
     // (CUDA; DUALITY_TRIM_LAST=0: on every row).
     bool trim_last = false;

@@ -234,90 +234,38 @@ TEST(CudaModel, TrimmedLastLayerMatchesEveryRowInShortPasses) {
     expect_trim_agrees(DType::kF32, step_logits(**trimmed, kSeqs, next), w, "decode after it");
 }
 
-// The prefill overlaps on the side stream, opt-in, each against the model without it: bf16 (the
-// gate's dtype), GEMM tuning off, the fused SSD's conv prologue off (DUALITY_SSD_CONV=0, so that
-// conv1d runs apart). A packed prefill of 8 sequences (150-290 tokens, 1,760 in all), a second
-// prefill continuing them (the states the first left; 33-82 tokens), then a decode step, within
-// the bf16 policy (the products' column or row ranges may take other cuBLASLt kernels, so not
-// bit for bit).
-// - DUALITY_PREFILL_Z_SIDE=1: in_proj as two products, z's on the side stream beside conv1d,
-//   joined before the SSD, whose gate epilogue reads it.
-// - DUALITY_PREFILL_NORM_SIDE=1: out_proj in two row halves, the next layer's add + RMSNorm of
-//   the first half on the side stream beside the second half's product (passes of 1,024 rows or
-//   more: the first prefill), with the gate epilogue's row scale and without it
-//   (DUALITY_SSD_GATE=0: the gated norm apart, h unscaled).
-void expect_prefill_overlap_agrees(const char* var, bool DeviceInfo::*shown,
-                                   const char* gate = "auto") {
+// DUALITY_PREFILL_Z_SIDE (on by default where it applies): in pure prefill passes with the gate
+// epilogue but conv1d apart, in_proj runs as two products, z's on the side stream beside conv1d,
+// joined before the SSD, whose gate epilogue reads it. Against the model with one product: bf16
+// (the gate's dtype), GEMM tuning off, the fused SSD's conv prologue off (DUALITY_SSD_CONV=0, so
+// that conv1d runs apart). A packed prefill of 8 sequences (150-290 tokens, 1,760 in all), a
+// second prefill continuing them (the states the first left; 33-82 tokens), then a decode step,
+// within the bf16 policy (the two products may take other cuBLASLt kernels than the whole one,
+// so not bit for bit).
+TEST(CudaModel, Bf16PrefillZBesideConvMatchesOneProduct) {
+    REQUIRE_GPU();
     constexpr int kSeqs = 8;
     auto load = [&](const char* on) {
         ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
                        {"DUALITY_SSD_CONV", "0"},
-                       {"DUALITY_SSD_GATE", gate},
-                       {var, on}});
+                       {"DUALITY_PREFILL_Z_SIDE", on}});
         return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, kSeqs));
     };
-    auto base = load("0"), side = load("1");
-    ASSERT_TRUE(base.is_ok()) << base.status().message();
+    auto one = load("0"), side = load("1");
+    ASSERT_TRUE(one.is_ok()) << one.status().message();
     ASSERT_TRUE(side.is_ok()) << side.status().message();
-    EXPECT_FALSE((*base)->device_info().*shown) << var;
-    ASSERT_TRUE((*side)->device_info().*shown) << var;
-    const int64_t V = (*base)->config().vocab_size;
+    EXPECT_FALSE((*one)->device_info().prefill_z_side);
+    ASSERT_TRUE((*side)->device_info().prefill_z_side);
+    const int64_t V = (*one)->config().vocab_size;
     const auto first = prompts(kSeqs, 150, 20, 131, 17, V);
-    std::vector<float> w = step_logits(**base, kSeqs, first);
-    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, first), w,
-                       std::string(var) + ": prefill");
+    std::vector<float> w = step_logits(**one, kSeqs, first);
+    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, first), w, "prefill");
     const auto more = prompts(kSeqs, 33, 7, 7, 29, V);
-    w = step_logits(**base, kSeqs, more);
-    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, more), w,
-                       std::string(var) + ": second prefill");
+    w = step_logits(**one, kSeqs, more);
+    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, more), w, "second prefill");
     const auto next = greedy_pieces(w, kSeqs, kSeqs, V);
-    w = step_logits(**base, kSeqs, next);
-    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, next), w,
-                       std::string(var) + ": decode after them");
-}
-
-TEST(CudaModel, Bf16PrefillZBesideConvMatchesOneProduct) {
-    REQUIRE_GPU();
-    expect_prefill_overlap_agrees("DUALITY_PREFILL_Z_SIDE", &DeviceInfo::prefill_z_side);
-}
-
-TEST(CudaModel, Bf16PrefillNormAheadMatchesTheWholeOutProj) {
-    REQUIRE_GPU();
-    expect_prefill_overlap_agrees("DUALITY_PREFILL_NORM_SIDE", &DeviceInfo::prefill_norm_side);
-    expect_prefill_overlap_agrees("DUALITY_PREFILL_NORM_SIDE", &DeviceInfo::prefill_norm_side, "0");
-}
-
-// DUALITY_PREFILL_PIPELINE=1: a single-sequence prefill of 2,048 tokens or more runs as two
-// pieces split at a chunk boundary, on two streams a layer apart, the second continuing from the
-// SSM and conv states the first leaves in the slot. f32 and bf16, GEMM tuning off, against the
-// model without it: a 3,001-token prefill (pieces of 1,408 and 1,593 tokens at bf16's chunk of 128,
-// 1,280 and 1,721 at f32's 256), a
-// 2,500-token prefill continuing it (piece 0 then starts from a state too), then a decode step,
-// within the dtype's policy (the pieces' GEMMs have other row counts and may take other kernels).
-TEST(CudaModel, PipelinedPrefillMatchesOnePass) {
-    REQUIRE_GPU();
-    for (DType dtype : {DType::kF32, DType::kBF16}) {
-        auto load = [&](const char* on) {
-            ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"}, {"DUALITY_PREFILL_PIPELINE", on}});
-            return Model::load(test::bundled_model_dir(), cuda_options(dtype, 2));
-        };
-        auto one = load("0"), two = load("1");
-        ASSERT_TRUE(one.is_ok()) << one.status().message();
-        ASSERT_TRUE(two.is_ok()) << two.status().message();
-        EXPECT_FALSE((*one)->device_info().prefill_pipeline);
-        ASSERT_TRUE((*two)->device_info().prefill_pipeline);
-        const int64_t V = (*one)->config().vocab_size;
-        const std::string name = dtype == DType::kF32 ? "f32" : "bf16";
-        std::vector<float> w;
-        for (const auto& [len, what] : {std::pair{3001, "prefill"}, {2500, "second prefill"}}) {
-            const auto prompt = prompts(1, len, 0, 3, 11 + len % 7, V);
-            w = step_logits(**one, 1, prompt);
-            expect_trim_agrees(dtype, step_logits(**two, 1, prompt), w, name + " " + what);
-        }
-        const auto next = greedy_pieces(w, 1, 1, V);
-        w = step_logits(**one, 1, next);
-        expect_trim_agrees(dtype, step_logits(**two, 1, next), w, name + " decode after them");
-    }
+    w = step_logits(**one, kSeqs, next);
+    expect_trim_agrees(DType::kBF16, step_logits(**side, kSeqs, next), w, "decode after them");
 }
 
 // With DUALITY_OUT_PROJ_SPLIT=2, decode passes whose out_proj goes to cuBLASLt (17+

@@ -118,12 +118,6 @@ std::string render_table(const BenchReport& r) {
         if (dev.ssd_dt) s += "prefill  Δ in the fused SSD's head blocks (DUALITY_SSD_DT)\n";
         if (dev.prefill_z_side)
             s += "prefill  in_proj's z product beside conv1d (DUALITY_PREFILL_Z_SIDE)\n";
-        if (dev.prefill_norm_side)
-            s += "prefill  out_proj in row halves, the first half's next norm beside the second "
-                 "(DUALITY_PREFILL_NORM_SIDE)\n";
-        if (dev.prefill_pipeline)
-            s += "prefill  one sequence of 2k+ tokens as two pieces a layer apart on two streams "
-                 "(DUALITY_PREFILL_PIPELINE)\n";
         if (dev.trim_last)
             s += "prefill  the last out_proj on the wanted rows only (DUALITY_TRIM_LAST)\n";
         if (!dev.ssd_prefill.empty())
@@ -211,8 +205,6 @@ std::string render_json(const BenchReport& r) {
         j["ssd_conv"] = dev.ssd_conv;
         j["ssd_dt"] = dev.ssd_dt;
         j["prefill_z_side"] = dev.prefill_z_side;
-        j["prefill_norm_side"] = dev.prefill_norm_side;
-        j["prefill_pipeline"] = dev.prefill_pipeline;
         j["trim_last"] = dev.trim_last;
         j["ssd_prefill"] = dev.ssd_prefill;
         j["ssd_chunk"] = dev.ssd_chunk;

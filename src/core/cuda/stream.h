@@ -45,8 +45,6 @@ class Event {
     }
     // Marks the point of `stream` that sync() waits for (none recorded yet: sync() returns).
     void record(cudaStream_t stream) const { DUALITY_CUDA_CHECK(cudaEventRecord(e_, stream)); }
-    // `waiter` runs nothing enqueued after this call until the last record()'s point is done.
-    void wait(cudaStream_t waiter) const { DUALITY_CUDA_CHECK(cudaStreamWaitEvent(waiter, e_, 0)); }
     void sync() const { DUALITY_CUDA_CHECK(cudaEventSynchronize(e_)); }
 
   private:

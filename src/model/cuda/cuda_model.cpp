@@ -315,8 +315,8 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
         ssm_state_, DeviceBuffer::allocate(n_alloc_slots * ssm_slot_bytes(), "the SSM states"));
     DUALITY_CUDA_CHECK(cudaMemset(conv_state_.data(), 0, conv_state_.bytes()));
     DUALITY_CUDA_CHECK(cudaMemset(ssm_state_.data(), 0, ssm_state_.bytes()));
-    DUALITY_RETURN_IF_ERROR(layout_workspace());       // (decides use_stack_, which z_early reads)
-    if (pipe_.on || (split_in_proj_ && z_early(2))) {  // (the pipeline's second piece's GEMMs)
+    DUALITY_RETURN_IF_ERROR(layout_workspace());  // (decides use_stack_, which z_early reads)
+    if (split_in_proj_ && z_early(2)) {
         DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create());
     } else if (split_in_proj_ && z_early(1)) {  // the m = 1 kernel only: a 1 MiB workspace
         DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create(size_t{1} << 20));
@@ -331,8 +331,7 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.memory_total = static_cast<int64_t>(prop.totalGlobalMem);
     info_.weight_bytes = static_cast<int64_t>(weights_.block.bytes());
     info_.state_bytes = static_cast<int64_t>(conv_state_.bytes() + ssm_state_.bytes());
-    info_.workspace_bytes = static_cast<int64_t>(pool_.capacity() + pipe_.ssd.bytes() +
-                                                 pipe_.sync.bytes() + pipe_.desc.bytes());
+    info_.workspace_bytes = static_cast<int64_t>(pool_.capacity());
     info_.compute_capability = prop.major * 10 + prop.minor;
     info_.decode_stack = use_stack_;
     info_.device_loop = device_loop_;
@@ -343,8 +342,6 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.ssd_conv = conv_in_ssd_;
     info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
     info_.prefill_z_side = gate_epilogue_ && !conv_in_ssd_ && prefill_z_side_;
-    info_.prefill_norm_side = prefill_norm_side_;
-    info_.prefill_pipeline = pipe_.on;
     info_.trim_last = trim_last_;
     info_.ssd_prefill = use_scan_                                                    ? "scan"
                         : use_fused_ && cuda::ssd_fused_supported(ssd_args(0), act_) ? "fused"
@@ -462,12 +459,9 @@ Status CudaModel::layout_workspace() {
     const char* dt_env = std::getenv("DUALITY_SSD_DT");
     dt_in_ssd_ = !(dt_env && std::string_view(dt_env) == "0");
     // Pure prefill passes with the gate and a separate conv1d over all of xBC (the 2.7b, where
-    // the conv prologue is off): in_proj's z columns on the side stream, beside conv1d; and
-    // prefill passes' out_proj in row halves with the next norm of the first half beside the
-    // second (enqueue_layers). Both opt-in until measured.
-    prefill_z_side_ = env_is("DUALITY_PREFILL_Z_SIDE", "1");
-    prefill_norm_side_ = env_is("DUALITY_PREFILL_NORM_SIDE", "1");
-    pipe_.on = env_is("DUALITY_PREFILL_PIPELINE", "1");
+    // the conv prologue is off): in_proj's z columns on the side stream, beside conv1d
+    // (begin_layers). DUALITY_PREFILL_Z_SIDE=0 keeps one product (A/B).
+    prefill_z_side_ = !env_is("DUALITY_PREFILL_Z_SIDE", "0");
     // Prefill passes run the last layer's out_proj on the rows whose logits are wanted
     // (enqueue_layers); DUALITY_TRIM_LAST=0 runs it on every row (A/B).
     const char* trim_env = std::getenv("DUALITY_TRIM_LAST");
@@ -491,16 +485,6 @@ Status CudaModel::layout_workspace() {
     DUALITY_ASSIGN_OR_RETURN(ssd_sync_, DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe),
                                                                "the SSD sync buffer"));
     DUALITY_CUDA_CHECK(cudaMemsetAsync(ssd_sync_.data(), 0, ssd_sync_.bytes(), stream_.get()));
-    ssd_sync_now_ = ssd_sync_.data();
-    if (pipe_.on) {  // the pipelined prefill's second piece (run_pipelined_prefill)
-        DUALITY_ASSIGN_OR_RETURN(
-            pipe_.ssd, DeviceBuffer::allocate(ssd_bytes, "the second piece's SSD scratch"));
-        DUALITY_ASSIGN_OR_RETURN(
-            pipe_.sync, DeviceBuffer::allocate(ssd_sync_.bytes(), "the second piece's SSD sync"));
-        DUALITY_CUDA_CHECK(
-            cudaMemsetAsync(pipe_.sync.data(), 0, pipe_.sync.bytes(), stream_.get()));
-        pipe_.layer_done.resize(static_cast<size_t>(c_.n_layer));
-    }
     const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
     // Prefill gate: one sum per (token, head); decode gate: head_dim / 16 per (sequence, head).
     // (Batch-1 passes may take the decode gate where it fits: batch1_whole_.)
@@ -508,12 +492,6 @@ Status CudaModel::layout_workspace() {
         std::max(T * H, (decode_gate_ ? z(max_seqs_) : static_cast<size_t>(gate_fits)) * H *
                             z(cuda::ssm_decode_gate_parts(c_.head_dim)));
     desc_ = DescLayout(max_seqs_, n_chunk_max_, max_tokens_);
-    if (pipe_.on) {
-        DUALITY_ASSIGN_OR_RETURN(pipe_.desc,
-                                 DeviceBuffer::allocate(static_cast<size_t>(desc_.total) * 4,
-                                                        "the second piece's batch description"));
-        pipe_.staging = cuda::PinnedBuffer(static_cast<size_t>(desc_.total) * 4);
-    }
     const std::vector<size_t> sizes = {T * D * a,
                                        T * D * 4,
                                        T * D * a,

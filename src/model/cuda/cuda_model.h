@@ -285,23 +285,6 @@ class CudaModel final : public Model {
     // their h rows in h_sel already where the last layer was trimmed.
     void enqueue_wanted_head(int64_t n_rows, bool trimmed, cudaStream_t s);
 
-    // A long single-sequence prefill as two pieces in flight (DUALITY_PREFILL_PIPELINE=1,
-    // opt-in until measured; cuda_model_pipeline.cpp): piece 0, its first T/2 tokens rounded
-    // down to whole SSD chunks, on the model's stream; piece 1, the rest, on side_stream_, each of
-    // its layers' conv1d and SSD waiting for piece 0's same layer (whose SSM and conv states it
-    // continues from the slot, as consecutive passes do), so that piece 0's layer l + 1 runs
-    // beside piece 1's layer l. Piece 1 has its own rows of the workspace, batch description, SSD
-    // scratch and sync buffer (pipe_) and its own cuBLASLt workspace (gemm_side_).
-    bool pipelines(const std::vector<PassSeq>& pass, bool all_rows) const;
-    void run_pipelined_prefill(const PassSeq& seq);
-    struct Piece {  // what a pipelined prefill's piece 1 swaps into the model (PieceSwap)
-        Workspace ws{};
-        cuda::VarlenBatch batch{}, prefill_batch{};
-        void* ssd_sync = nullptr;
-    };
-    class PieceSwap;
-    Piece second_piece(int64_t r0) const;
-
     // The rows a decode pass of n sequences runs: with CUDA graphs its bucket (the next power of
     // two, each bucket one graph), else n.
     int64_t decode_rows(int64_t n) const { return opt_.cuda_graphs ? next_pow2(n) : n; }
@@ -319,23 +302,15 @@ class CudaModel final : public Model {
     // a one-row one (the final norm already ran on the wanted rows alone).
     void enqueue_layers(int64_t T, bool decode, int64_t wanted = -1);
 
-    // enqueue_layers in two steps, so that two pieces of a prefill can interleave their layers
-    // (run_pipelined_prefill): begin_layers runs the embedding and decides the pass's forms,
-    // enqueue_layer enqueues one layer. `side`: the pass may fork onto side_stream_ (the z
-    // products and the prefill overlaps); not where side_stream_ runs the other piece.
+    // enqueue_layers in two steps: begin_layers runs the embedding and decides the pass's forms,
+    // enqueue_layer enqueues one layer in them.
     struct LayerPass {
         int64_t T = 0;
         bool decode = false;
-        cudaStream_t s = nullptr;
-        cuda::Gemm* gemm = nullptr;  // gemm_, or gemm_side_ for a pipelined prefill's second piece
-        bool split = false, z_first = false, z_beside_conv = false, norm_ahead = false;
-        bool normed = false;  // the next layer's add + RMSNorm already ran (out_proj_norm_ahead)
-        // Waited for before the layer's conv1d and SSD, which read the slot's states (a
-        // pipelined prefill's piece 1: piece 0's same layer; its norm and in_proj need not wait).
-        const cuda::Event* state_ready = nullptr;
+        bool split = false, z_first = false, z_beside_conv = false;
     };
-    LayerPass begin_layers(int64_t T, bool decode, cudaStream_t s, cuda::Gemm& gemm, bool side);
-    void enqueue_layer(LayerPass& lp, int64_t layer, int64_t wanted);
+    LayerPass begin_layers(int64_t T, bool decode);
+    void enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted);
 
     // The pass's conv1d of `layer` over the xBC columns of zxbcdt into ws_.xbc (conv1d, or the
     // conv in a batch-1 in_proj product's epilogue).
@@ -351,12 +326,6 @@ class CudaModel final : public Model {
     // in_proj_rows would leave them.
     void in_proj_conv(const cuda::DeviceLayer& w, int64_t layer, bool scaled, int64_t first,
                       cudaStream_t s);
-
-    // A prefill layer's out_proj in two row halves, and the next layer's add + RMSNorm of each
-    // half after it: the first half's on the side stream, beside the second half's product
-    // (prefill_norm_side_).
-    void out_proj_norm_ahead(const cuda::DeviceLayer& w, const cuda::DeviceLayer& next, int64_t T,
-                             cudaStream_t s);
 
     // Whether decode passes of m rows run out_proj as split-k (Gemm::run_split_k into out_splits_
     // f32 parts, summed by the add + RMSNorm that follows: one strided-batched call with
@@ -478,12 +447,8 @@ class CudaModel final : public Model {
     bool trim_last_ = true;       // prefill: the last out_proj on the wanted rows only
     bool conv_in_ssd_ = false;    // ... and its conv prologue (layout_workspace)
     // Pure prefill passes with the gate but conv1d apart run z's product beside conv1d
-    // (DUALITY_PREFILL_Z_SIDE=1, opt-in until measured; enqueue_layers).
-    bool prefill_z_side_ = false;
-    // Prefill passes of kNormAheadRows or more run out_proj_norm_ahead
-    // (DUALITY_PREFILL_NORM_SIDE=1, opt-in until measured).
-    bool prefill_norm_side_ = false;
-    static constexpr int64_t kNormAheadRows = 1024;
+    // (DUALITY_PREFILL_Z_SIDE=0 turns it off; begin_layers).
+    bool prefill_z_side_ = true;
     bool pass_conv_ = false;    // this pass's SSD computes x's conv (enqueue_layers)
     bool decode_gate_ = false;  // decode passes use ssm_decode's gate (layout_workspace)
     bool pass_scaled_ = false;  // this pass's h rows await their gated-norm scale (enqueue_layers)
@@ -521,18 +486,7 @@ class CudaModel final : public Model {
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)
-    void* ssd_sync_now_ = nullptr;  // the pass's: ssd_sync_, or the pipeline's second piece's
-    // The pipelined prefill's second piece (run_pipelined_prefill; allocated where
-    // DUALITY_PREFILL_PIPELINE=1): its SSD scratch and sync buffer, its batch description on the
-    // device and in pinned memory, and one event per layer of the first piece.
-    struct Pipeline {
-        bool on = false;
-        DeviceBuffer ssd, sync, desc;
-        cuda::PinnedBuffer staging;
-        std::vector<cuda::Event> layer_done;
-    } pipe_;
-    static constexpr int64_t kPipelineMinTokens = 2048;
-    bool use_stack_ = false;       // batch-1 decode passes by cuda::decode_stack
+    bool use_stack_ = false;   // batch-1 decode passes by cuda::decode_stack
     cuda::DecodeStackArgs stack_;  // its arguments (layout_decode_stack)
     DeviceBuffer stack_block_;     // its layer table, v, ssq and sync words
     cuda::Graph stack_graph_;      // its launch, captured

@@ -4,7 +4,6 @@
 #include "model/cuda/cuda_model.h"
 
 #include <algorithm>
-#include <utility>
 
 namespace duality::cuda_model_detail {
 
@@ -49,13 +48,13 @@ cuda::SsdArgs CudaModel::ssd_args(int64_t layer) const {
 }
 
 void CudaModel::enqueue_layers(int64_t T, bool decode, int64_t wanted) {
-    LayerPass lp = begin_layers(T, decode, stream_.get(), gemm_, true);
+    const LayerPass lp = begin_layers(T, decode);
     for (int64_t layer = 0; layer < c_.n_layer; ++layer) enqueue_layer(lp, layer, wanted);
 }
 
-CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode, cudaStream_t s,
-                                             cuda::Gemm& gemm, bool side) {
+CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode) {
     const int64_t D = c_.d_model, E = c_.d_inner;
+    cudaStream_t s = stream_.get();
     cuda::embedding(ws_.tokens, T, weights_.embedding, D, ws_.h, act_, s);
     // Decode passes: in_proj as two products, [xBC | dt] first, then z (needed only by the
     // gated norm, or by the step when it takes the gate) on the side stream, where it overlaps
@@ -68,7 +67,7 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode, cudaStream_
     // the gate). Where z_early(T), the fork comes before the [xBC | dt] product and z runs on
     // gemm_side_.
     const bool split =
-        side && decode && split_in_proj_ && !whole_at(T) && !weights_.layers.empty() &&
+        decode && split_in_proj_ && !whole_at(T) && !weights_.layers.empty() &&
         !gemm_.uses_decode_kernel(ws_.u, D, weights_.layers.front().in_proj, act_, T, E, D, act_);
     const bool z_first = split && z_early(T);  // z's product beside [xBC | dt]
     // Pure prefill passes on the fused SSD (where gate_epilogue_ allows): its gate epilogue
@@ -101,9 +100,10 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode, cudaStream_
     // Pure prefill passes with the gate but not the conv prologue (prefill_z_side_): z is read
     // by nothing before the SSD's epilogue, so its product forks onto the side stream after the
     // [xBC | dt] product and runs beside conv1d, joining before the SSD. Like the late decode
-    // fork it shares gemm_: no GEMM is enqueued between the fork and the join.
-    const bool z_beside_conv = side && !decode && prefill_z_side_ && pass_scaled_ && !pass_conv_ &&
-                               !weights_.layers.empty();
+    // fork it shares gemm_: no GEMM is enqueued between the fork and the join. H100, 2.7b
+    // b1 x 8k, three runs each: 90.25-90.85 ms against 90.69-91.68 ms in one product.
+    const bool z_beside_conv =
+        !decode && prefill_z_side_ && pass_scaled_ && !pass_conv_ && !weights_.layers.empty();
     // Where out_splits_ > 1 (by default the 780m and larger; DUALITY_OUT_PROJ_SPLIT), decode
     // passes run out_proj as split-k where splits_out_proj allows: f32 parts that the next add
     // + RMSNorm (or the final norm) sums.
@@ -115,28 +115,21 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode, cudaStream_
     // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
     // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
     pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
-    // Prefill passes with prefill_norm_side_: out_proj in row halves, each followed by the next
-    // layer's add + RMSNorm of its rows, the first half's beside the second half's product
-    // (out_proj_norm_ahead); that layer then starts at in_proj.
-    const bool norm_ahead = side && !decode && prefill_norm_side_ && T >= kNormAheadRows;
-    LayerPass lp{T, decode, s, &gemm, split, z_first, z_beside_conv, norm_ahead};
-    return lp;
+    return LayerPass{T, decode, split, z_first, z_beside_conv};
 }
 
-void CudaModel::enqueue_layer(LayerPass& lp, int64_t layer, int64_t wanted) {
+void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted) {
     const int64_t T = lp.T;
     const bool decode = lp.decode, split = lp.split, z_first = lp.z_first;
-    const bool z_beside_conv = lp.z_beside_conv, norm_ahead = lp.norm_ahead;
-    cudaStream_t s = lp.s;
-    cuda::Gemm& gemm = *lp.gemm;
+    const bool z_beside_conv = lp.z_beside_conv;
+    cudaStream_t s = stream_.get();
     const int64_t D = c_.d_model, E = c_.d_inner, n_in = c_.d_in_proj();
     const size_t el = dtype_size(act_);
     cuda::VarlenBatch decode_rows = batch_;  // a mixed pass's leading one-token sequences
     decode_rows.n_seq = decode_rows.n_tokens = n_dec_;
     const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
     const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
-    const bool normed_ahead = std::exchange(lp.normed, false);
-    if (!fused_in && !normed_ahead)
+    if (!fused_in)
         cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u, T,
                            D, layer == 0, act_, s, h_scale(ws_.ssq),
                            layer == 0 ? cuda::HParts{} : out_parts_);
@@ -152,16 +145,16 @@ void CudaModel::enqueue_layer(LayerPass& lp, int64_t layer, int64_t wanted) {
     } else if (!split && pass_fused_) {  // the whole product, z's columns included
         in_proj_conv(w, layer, fused_in, 0, s);
     } else if (!split && !z_beside_conv) {
-        in_proj_rows(w, 0, n_in, T, s, gemm);
+        in_proj_rows(w, 0, n_in, T, s, gemm_);
     }
     if (pass_fused_ && split) {
         in_proj_conv(w, layer, fused_in, E, s);
     } else if (split || z_beside_conv) {
-        in_proj_rows(w, E, n_in, T, s, gemm);
+        in_proj_rows(w, E, n_in, T, s, gemm_);
     }
     if ((split && !z_first) || z_beside_conv) {
         fork_.order(s, side_stream_.get());
-        z_rows(side_stream_.get(), gemm);
+        z_rows(side_stream_.get(), gemm_);
     }
 
     // Fused passes ran the conv in the in_proj product; with pass_conv_ the SSD computes
@@ -172,7 +165,6 @@ void CudaModel::enqueue_layer(LayerPass& lp, int64_t layer, int64_t wanted) {
         conv.out_begin = E;
         conv.state_update = false;
     }
-    if (lp.state_ready) lp.state_ready->wait(s);  // the slot's states of this layer
     if (!pass_fused_) cuda::conv1d(conv, act_, s);
 
     const cuda::SsdArgs ssd = ssd_args(layer);
@@ -214,7 +206,7 @@ void CudaModel::enqueue_layer(LayerPass& lp, int64_t layer, int64_t wanted) {
         // it.)
         if (wanted > 0) {
             cuda::embedding(ws_.rows, wanted, ws_.gated, E, ws_.y, act_, s);
-            gemm.run(ws_.y, E, w.out_proj, ws_.h_sel, D, act_, wanted, D, E, act_, s);
+            gemm_.run(ws_.y, E, w.out_proj, ws_.h_sel, D, act_, wanted, D, E, act_, s);
             if (w.out_proj_bias) cuda::add_bias(ws_.h_sel, D, w.out_proj_bias, wanted, D, act_, s);
         }
     } else if (pass_fused_) {
@@ -230,11 +222,8 @@ void CudaModel::enqueue_layer(LayerPass& lp, int64_t layer, int64_t wanted) {
         cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
     } else if (out_parts_.p) {
         gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_, s);
-    } else if (norm_ahead && !w.out_proj_bias && layer + 1 < c_.n_layer) {
-        out_proj_norm_ahead(w, weights_.layers[static_cast<size_t>(layer + 1)], T, s);
-        lp.normed = true;
     } else {
-        gemm.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
+        gemm_.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
         if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
     }
 }
@@ -274,26 +263,6 @@ void CudaModel::in_proj_conv(const cuda::DeviceLayer& w, int64_t layer, bool sca
     f.conv = conv_args(w, layer);
     cuda::gemv_fused(ws_.u, static_cast<const char*>(w.in_proj) + first * D * el,
                      c_.d_in_proj() - first, D, act_, gemm_.prefetch_bytes(), f, s);
-}
-
-void CudaModel::out_proj_norm_ahead(const cuda::DeviceLayer& w, const cuda::DeviceLayer& next,
-                                    int64_t T, cudaStream_t s) {
-    const int64_t D = c_.d_model, E = c_.d_inner;
-    const size_t el = dtype_size(act_);
-    const int64_t half = (T / 2 + 127) / 128 * 128;  // the first half's rows: whole 128-row tiles
-    for (int part = 0; part < 2; ++part) {
-        const int64_t r0 = part == 0 ? 0 : half, n = part == 0 ? half : T - half;
-        char* h = static_cast<char*>(ws_.h) + r0 * D * el;
-        gemm_.run(static_cast<const char*>(ws_.gated) + r0 * E * el, E, w.out_proj, h, D, act_, n,
-                  D, E, act_, s);
-        if (part == 0) fork_.order(s, side_stream_.get());
-        RowScale scale = h_scale(ws_.ssq);
-        if (scale.ssq) scale.ssq += r0 * scale.n_part;
-        cuda::add_rms_norm(h, ws_.residual + r0 * D, next.norm, static_cast<float>(c_.norm_eps),
-                           static_cast<char*>(ws_.u) + r0 * D * el, n, D, false, act_,
-                           part == 0 ? side_stream_.get() : s, scale);
-    }
-    join_.order(side_stream_.get(), s);
 }
 
 bool CudaModel::splits_out_proj(int64_t m) const {
@@ -371,14 +340,14 @@ void CudaModel::prefill_ssd(const cuda::SsdArgs& ssd, const cuda::DeviceLayer& w
             a.x = static_cast<const char*>(ws_.zxbcdt) + c_.d_inner * dtype_size(act_);
             a.x_stride = c_.d_in_proj();
             const cuda::SsdConv conv = ssd_conv(w, layer);
-            cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_now_, act_, s, &gate, &conv, rd);
+            cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s, &gate, &conv, rd);
             return;
         }
-        cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_now_, act_, s, &gate, nullptr, rd);
+        cuda::ssd_fused(a, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s, &gate, nullptr, rd);
     } else if (use_scan_) {
         cuda::ssd_scan(ssd, ws_.dt, act_, s);
     } else if (use_fused_ && cuda::ssd_fused_supported(ssd, act_)) {
-        cuda::ssd_fused(ssd, ws_.dt, ws_.ssd, ssd_sync_now_, act_, s);
+        cuda::ssd_fused(ssd, ws_.dt, ws_.ssd, ssd_sync_.data(), act_, s);
     } else {
         cuda::ssd_chunked(ssd, ws_.dt, ws_.ssd, act_, s);
     }

@@ -94,10 +94,6 @@ void CudaModel::run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
     staging_read_.sync();
     pass_scaled_ = false;  // until enqueue_layers decides (graph replays leave it false)
     pass_fused_ = false;
-    if (pipelines(pass, all_rows)) {
-        run_pipelined_prefill(pass.front());
-        return;
-    }
     const PassShape sh = describe_pass(pass, decode, staging_.as<int32_t>());
     const int64_t T = sh.T, n_rows = sh.n_rows;
 

@@ -168,6 +168,9 @@ PY
   build-gpu/duality bench --random-weights --config mamba2-2.7b --ops 2>&1 | tee "$OUT/bench-ops-2.7b.txt" || status=1
   build-gpu/tests/duality_tests --gtest_also_run_disabled_tests --gtest_filter='SsdChunkedTiming.*' \
     2>&1 | grep -E "ns/token" | tee "$OUT/ssd-timing.txt" || status=1
+  # The batch-1 products against a read stream of the same bytes (tests/ops/cuda/timing_gemv.cpp).
+  build-gpu/tests/duality_tests --gtest_also_run_disabled_tests --gtest_filter='GemvTiming.*' \
+    2>&1 | grep -vE '^\[|^Running main|^Note:' | tee "$OUT/gemv-timing.txt" || status=1
 fi
 if [[ "$what" == conv ]]; then
   step "SsdConv / RawDt: op cases"

@@ -26,6 +26,7 @@
 #include "ops/cuda/gemm_small_m.h"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/stream_kernels.h"
+#include "ops/cuda/timing_util.h"
 
 namespace duality::optest {
 namespace {
@@ -41,23 +42,6 @@ struct Shape {
         d_in_proj;  // in_proj {d_in_proj, d_model}, out_proj {d_model, d_inner}
 };
 
-// Milliseconds per call of f(i) on `s`, averaged over kIters calls after kWarmup.
-double time_on(cudaStream_t s, const std::function<void(int)>& f) {
-    for (int i = 0; i < kWarmup; ++i) f(i);
-    cudaEvent_t a, b;
-    DUALITY_CUDA_CHECK(cudaEventCreate(&a));
-    DUALITY_CUDA_CHECK(cudaEventCreate(&b));
-    DUALITY_CUDA_CHECK(cudaEventRecord(a, s));
-    for (int i = 0; i < kIters; ++i) f(kWarmup + i);
-    DUALITY_CUDA_CHECK(cudaEventRecord(b, s));
-    DUALITY_CUDA_CHECK(cudaEventSynchronize(b));
-    float ms = 0;
-    DUALITY_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-    DUALITY_CUDA_CHECK(cudaEventDestroy(a));
-    DUALITY_CUDA_CHECK(cudaEventDestroy(b));
-    return ms / kIters;
-}
-
 // Copies of a {rows, cols} bf16 weight, kCopiesBytes or more in all (at least 2), every element
 // 0.01 (the values do not matter).
 std::vector<cuda::DeviceBuffer> weights(int64_t rows, int64_t cols) {
@@ -72,6 +56,11 @@ std::vector<cuda::DeviceBuffer> weights(int64_t rows, int64_t cols) {
             cudaMemcpy(w.back().data(), host.data(), w.back().bytes(), cudaMemcpyHostToDevice));
     }
     return w;
+}
+
+// Milliseconds per call of f(i) on `s` (timing_util.h), after kWarmup calls.
+double time_on(cudaStream_t s, const std::function<void(int)>& f) {
+    return time_ms(f, kIters, kWarmup, s);
 }
 
 void time_shape(const Shape& sh, int sms) {
@@ -151,15 +140,14 @@ void time_shape(const Shape& sh, int sms) {
            double(n_xbc * D * 2));
     report("z alone, gemv_fused", time_on(a, [&](int i) { fused(w_in(i), E, false, y.data(), a); }),
            double(E * D * 2));
-    report("[xBC | dt] and z side by side (two streams)",
-           time_on(a,
-                   [&](int i) {
-                       fork.order(a, b);
-                       fused(w_in(i), E, false, y.data(), b);
-                       fused(rows_at(i, E), n_xbc, false, y_xbc, a);
-                       join.order(b, a);
-                   }),
-           in_bytes);
+    // z's product on the second stream beside [xBC | dt]'s, joined back (the model's early fork).
+    const auto pair = [&](int i) {
+        fork.order(a, b);
+        fused(w_in(i), E, false, y.data(), b);
+        fused(rows_at(i, E), n_xbc, false, y_xbc, a);
+        join.order(b, a);
+    };
+    report("[xBC | dt] and z side by side (two streams)", time_on(a, pair), in_bytes);
     report("out_proj, gemm_small_m, 8 MB prefetch",
            time_on(
                a, [&](int i) { product(w_out(i), D, E, y.data(), cuda::kSmallMPrefetchBytes, a); }),
@@ -167,10 +155,7 @@ void time_shape(const Shape& sh, int sms) {
     report("in_proj pair, then out_proj (a layer's products)",
            time_on(a,
                    [&](int i) {
-                       fork.order(a, b);
-                       fused(w_in(i), E, false, y.data(), b);
-                       fused(rows_at(i, E), n_xbc, false, y_xbc, a);
-                       join.order(b, a);
+                       pair(i);
                        product(w_out(i), D, E, g.data(), cuda::kSmallMPrefetchBytes, a);
                    }),
            in_bytes + out_bytes);

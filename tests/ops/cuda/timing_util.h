@@ -1,5 +1,5 @@
 // Shared by the disabled timing tests (timing_*.cpp): the mean time of a call, measured with CUDA
-// events on the default stream.
+// events on the default stream or a given one.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -11,15 +11,16 @@
 namespace duality::optest {
 
 // Milliseconds per call of f(i) (i: the call's index), averaged over `iters` timed calls after
-// `warmup` untimed ones.
-inline double time_ms(const std::function<void(int)>& f, int iters, int warmup) {
+// `warmup` untimed ones, timed on `stream` (where f enqueues its work, or joins it back).
+inline double time_ms(const std::function<void(int)>& f, int iters, int warmup,
+                      cudaStream_t stream = nullptr) {
     for (int i = 0; i < warmup; ++i) f(i);
     cudaEvent_t a, b;
     DUALITY_CUDA_CHECK(cudaEventCreate(&a));
     DUALITY_CUDA_CHECK(cudaEventCreate(&b));
-    DUALITY_CUDA_CHECK(cudaEventRecord(a));
-    for (int i = 0; i < iters; ++i) f(i);
-    DUALITY_CUDA_CHECK(cudaEventRecord(b));
+    DUALITY_CUDA_CHECK(cudaEventRecord(a, stream));
+    for (int i = 0; i < iters; ++i) f(warmup + i);
+    DUALITY_CUDA_CHECK(cudaEventRecord(b, stream));
     DUALITY_CUDA_CHECK(cudaEventSynchronize(b));
     float ms = 0;
     DUALITY_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));

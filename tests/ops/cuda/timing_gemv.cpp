@@ -36,10 +36,10 @@ constexpr int kIters = 64, kWarmup = 8;
 constexpr double kCopiesBytes = 128e6;
 constexpr DType kAct = DType::kBF16;
 
+// A model's product shapes: in_proj {d_in_proj, d_model}, out_proj {d_model, d_inner}.
 struct Shape {
     const char* name;
-    int64_t d_model, d_inner,
-        d_in_proj;  // in_proj {d_in_proj, d_model}, out_proj {d_model, d_inner}
+    int64_t d_model, d_inner, d_in_proj;
 };
 
 // Copies of a {rows, cols} bf16 weight, kCopiesBytes or more in all (at least 2), every element

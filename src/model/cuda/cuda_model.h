@@ -277,13 +277,13 @@ class CudaModel final : public Model {
         int64_t T = 0, S = 0, n_pre = 0, n_chunk = 0, n_rows = 0;
     };
     // The batch description of `pass` (tokens, cu_seqlens, slots, the prefill rows' chunk table,
-    // the wanted rows) into st at desc_'s offsets; sets n_dec_.
-    PassShape describe_pass(const std::vector<PassSeq>& pass, bool decode, int32_t* st);
+    // the wanted rows) into the pinned staging_ at desc_'s offsets; sets n_dec_.
+    PassShape describe_pass(const std::vector<PassSeq>& pass, bool decode);
     // batch_ and prefill_batch_ for a pass of that shape, over ws_'s description.
     void set_batches(const PassShape& sh, bool decode);
     // The final norm and LM head of the n_rows wanted rows of a prefill or mixed pass (ws_.rows),
     // their h rows in h_sel already where the last layer was trimmed.
-    void enqueue_wanted_head(int64_t n_rows, bool trimmed, cudaStream_t s);
+    void enqueue_wanted_head(int64_t n_rows, bool trimmed);
 
     // The rows a decode pass of n sequences runs: with CUDA graphs its bucket (the next power of
     // two, each bucket one graph), else n.

@@ -145,12 +145,12 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
     } else if (!split && pass_fused_) {  // the whole product, z's columns included
         in_proj_conv(w, layer, fused_in, 0, s);
     } else if (!split && !z_beside_conv) {
-        in_proj_rows(w, 0, n_in, T, s, gemm_);
+        in_proj_rows(w, 0, n_in, T, s);
     }
     if (pass_fused_ && split) {
         in_proj_conv(w, layer, fused_in, E, s);
     } else if (split || z_beside_conv) {
-        in_proj_rows(w, E, n_in, T, s, gemm_);
+        in_proj_rows(w, E, n_in, T, s);
     }
     if ((split && !z_first) || z_beside_conv) {
         fork_.order(s, side_stream_.get());

@@ -13,12 +13,12 @@ void CudaModel::order_pass(std::vector<PassSeq>& pass) {
                           [](const PassSeq& p) { return p.tokens.size() == 1; });
 }
 
-CudaModel::PassShape CudaModel::describe_pass(const std::vector<PassSeq>& pass, bool decode,
-                                              int32_t* st) {
+CudaModel::PassShape CudaModel::describe_pass(const std::vector<PassSeq>& pass, bool decode) {
     const int64_t n = static_cast<int64_t>(pass.size());
     PassShape sh;
     sh.S = decode ? decode_rows(n) : n;
-    // Host side of the batch description, at desc_'s offsets in st.
+    // Host side of the batch description, in the pinned staging buffer at desc_'s offsets.
+    int32_t* st = staging_.as<int32_t>();
     int32_t* tokens = st + desc_.tokens;
     int32_t* cu = st + desc_.cu_seqlens;
     int32_t* slots = st + desc_.slots;
@@ -94,7 +94,7 @@ void CudaModel::run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
     staging_read_.sync();
     pass_scaled_ = false;  // until enqueue_layers decides (graph replays leave it false)
     pass_fused_ = false;
-    const PassShape sh = describe_pass(pass, decode, staging_.as<int32_t>());
+    const PassShape sh = describe_pass(pass, decode);
     const int64_t T = sh.T, n_rows = sh.n_rows;
 
     // One copy: every field lies below the tokens, which end the description.
@@ -116,13 +116,14 @@ void CudaModel::run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
         if (all_rows) {
             final_norm_all(T);
         } else if (n_rows > 0) {
-            enqueue_wanted_head(n_rows, trim, s);
+            enqueue_wanted_head(n_rows, trim);
         }
     }
     DUALITY_CUDA_LAUNCH_CHECK();
 }
 
-void CudaModel::enqueue_wanted_head(int64_t n_rows, bool trimmed, cudaStream_t s) {
+void CudaModel::enqueue_wanted_head(int64_t n_rows, bool trimmed) {
+    cudaStream_t s = stream_.get();
     // Gather the wanted rows (and their deferred gated-norm scales; h's rows are in h_sel
     // already where the last layer was trimmed), then norm + head on them only.
     if (!trimmed) cuda::embedding(ws_.rows, n_rows, ws_.h, c_.d_model, ws_.h_sel, act_, s);

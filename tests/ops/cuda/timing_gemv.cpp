@@ -7,7 +7,7 @@
 // the L2 prefetch before the wait, with rows by bulk copy. Every call reads the next of enough
 // copies of the weights that no call finds its own in L2 (kCopiesBytes); calls follow each other on
 // one stream (two for the pair) with PDL, as a step's products do. Prints µs per call, GB/s and the
-// fraction of the read stream's rate; asserts only that the products wrote finite values. Disabled
+// fraction of the read stream's rate, and checks the values the last calls wrote. Disabled
 // by default (a benchmark, not a test of speed); run it on a GPU with
 //   duality_tests --gtest_also_run_disabled_tests --gtest_filter='GemvTiming.*'
 #include <cuda_bf16.h>
@@ -161,9 +161,21 @@ void time_shape(const Shape& sh, int sms) {
            in_bytes + out_bytes);
     DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
 
-    std::vector<__nv_bfloat16> got(static_cast<size_t>(n_in));
-    DUALITY_CUDA_CHECK(cudaMemcpy(got.data(), y.data(), y.bytes(), cudaMemcpyDeviceToHost));
-    for (const auto& v : got) ASSERT_TRUE(std::isfinite(__bfloat162float(v)));
+    // What the last timed calls left: every weight is bf16(0.01) and every input 1, so each of the
+    // pair's outputs is k · bf16(0.01) times the input scale, and each of out_proj's (no scale)
+    // k · bf16(0.01); within bf16's rounding of the outputs.
+    const double w01 = __bfloat162float(__float2bfloat16(0.01f));
+    const auto expect_all = [&](const cuda::DeviceBuffer& out, int64_t n, double want,
+                                const char* what) {
+        std::vector<__nv_bfloat16> got(static_cast<size_t>(n));
+        DUALITY_CUDA_CHECK(
+            cudaMemcpy(got.data(), out.data(), got.size() * 2, cudaMemcpyDeviceToHost));
+        for (int64_t c = 0; c < n; ++c)
+            ASSERT_NEAR(__bfloat162float(got[static_cast<size_t>(c)]), want, 8e-3 * want)
+                << sh.name << " " << what << ", column " << c;
+    };
+    expect_all(y, n_in, D * w01 / std::sqrt(1.0 + scale.eps), "in_proj pair");
+    expect_all(g, D, E * w01, "out_proj");
 }
 
 TEST(GemvTiming, DISABLED_Batch1Products) {

@@ -117,6 +117,59 @@ TEST(CudaModel, ZForkEarlyMatchesTheLateOrder) {
         }
 }
 
+// DUALITY_Z_FORK=tail: batch-1 passes that would fork z's product early run it on the model's
+// stream after the decode step instead, the step letting it start before its own wait and the
+// product waiting at its end (core/cuda/pdl.cuh, "Late waits"). The same kernels on the same
+// inputs, so batch-1 logits must equal the early fork's bit for bit over several steps (bf16,
+// GEMM tuning off, the fork's threshold lowered so that the bundled model forks); a z product
+// that read u before out_proj wrote it, or a norm that read z or y too soon, shows as a
+// difference.
+TEST(CudaModel, ZAfterTheStepMatchesTheEarlyFork) {
+    REQUIRE_GPU();
+    auto load = [](const char* fork) {
+        ScopedEnv env({{"DUALITY_Z_FORK", fork},
+                       {"DUALITY_Z_FORK_MIN_ELEMS", "1"},
+                       {"DUALITY_GEMM_TUNE", "0"},
+                       {"DUALITY_DECODE_GATE", "0"},
+                       {"DUALITY_GEMV_EPILOGUES", "auto"}});
+        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
+    };
+    auto early = load("auto"), tail = load("tail");
+    ASSERT_TRUE(early.is_ok() && tail.is_ok()) << early.status().message();
+    ASSERT_EQ((*early)->device_info().z_fork, "early at batch 1");
+    ASSERT_EQ((*tail)->device_info().z_fork, "after the step at batch 1");
+    ASSERT_TRUE((*tail)->device_info().gemv_epilogues);
+    const int64_t V = (*early)->config().vocab_size;
+    std::vector<int32_t> next = {11, 42, 7, 1999, 5};
+    for (int step = 0; step < 12; ++step) {
+        const std::vector<SeqInput> batch = {{0, next}};
+        auto le = (*early)->step(batch);
+        auto lt = (*tail)->step(batch);
+        ASSERT_TRUE(le.is_ok() && lt.is_ok()) << le.status().message();
+        ASSERT_EQ(*lt, *le) << "step " << step;
+        next = std::vector<int32_t>{static_cast<int32_t>(argmax(le->data(), V))};
+    }
+}
+
+// Batch-1 out_proj shares each column among warps (GemvFused::split; auto: as many as fit one
+// wave, 8 for the bundled model's 256 columns of 512). One warp per column
+// (DUALITY_GEMV_SPLIT=1) adds in another order: the two must agree within the bf16 policy and
+// differ in some bits.
+TEST(CudaModel, GemvSplitMatchesOneWarpAColumn) {
+    REQUIRE_GPU();
+    auto load = [](const char* split) {
+        ScopedEnv env({{"DUALITY_GEMV_SPLIT", split}, {"DUALITY_GEMM_TUNE", "0"}});
+        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
+    };
+    auto shared = load(""), one = load("1");
+    ASSERT_TRUE(shared.is_ok() && one.is_ok()) << shared.status().message();
+    ASSERT_TRUE((*shared)->device_info().gemv_epilogues);
+    EXPECT_GT((*shared)->device_info().gemv_split, 1);
+    EXPECT_EQ((*one)->device_info().gemv_split, 1);
+    EXPECT_TRUE(compare_batch1_paths(**shared, **one, DType::kBF16, 16))
+        << "the split out_proj did not run";
+}
+
 // Batch-1 decode passes fold the add + RMSNorm and conv1d into the products' epilogues
 // (cuda::gemv_fused, DUALITY_GEMV_EPILOGUES=1; by default where z forks early, and where it
 // forks late with in_proj whole and the decode gate; bf16 only).

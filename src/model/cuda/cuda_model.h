@@ -61,7 +61,7 @@ struct Workspace {
     float* ssq;         // {T, n_head · scale_parts_} f32: the gate epilogues' sums of squares
     float* ssq_sel;     // {R, n_head} f32: their rows whose logits are wanted
     float* h_parts;     // {out_splits, max_seqs, d_model} f32: split-k out_proj's parts (decode)
-    float* gemv_parts;  // {gemv_fused_parts(d_model)} f32: batch-1 residual sums of squares
+    float* gemv_parts;  // {gemv_fused_parts(d_model, out_split_)} f32: batch-1 residual sums of squares
     void* ssd;          // ssd_chunked workspace
     void* h_sel;        // {R, d_model} act: rows whose logits are wanted
     float* res_sel;     // {R, d_model} f32
@@ -308,6 +308,7 @@ class CudaModel final : public Model {
         int64_t T = 0;
         bool decode = false;
         bool split = false, z_first = false, z_beside_conv = false;
+        bool z_tail = false;  // z's product after the step, on the model's stream (ZFork::kTail)
     };
     LayerPass begin_layers(int64_t T, bool decode);
     void enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted);
@@ -398,13 +399,19 @@ class CudaModel final : public Model {
     // 0.634 (the 130m 0.299 against 0.300), and every batch of 8 or 64 was slower (2.7b batch
     // 8 3.07 -> 3.33 ms, batch 64 8.22 -> 8.42 ms: there the two cuBLASLt products contend for the
     // SMs).
-    enum class ZFork { kLate, kEarly, kAuto };
+    // Tail (DUALITY_Z_FORK=tail, opt-in): batch-1 passes that would fork early with the GEMV
+    // epilogues and no decode gate run z's product on the model's stream after the decode step
+    // instead, with no fork or join: the step lets it start before its own wait
+    // (ssm_decode's next_early) and z's product waits only at its end (GemvFused::late_wait), so
+    // z streams right behind [xBC | dt] while the step runs (core/cuda/pdl.cuh, "Late waits").
+    enum class ZFork { kLate, kEarly, kAuto, kTail };
     static constexpr int64_t kZForkEarlyElems = int64_t{8} << 20;
     ZFork z_fork_ = ZFork::kAuto;
     int64_t z_fork_min_elems_ = kZForkEarlyElems;
     bool z_early(int64_t rows) const {
-        return z_fork_ == ZFork::kEarly || (z_fork_ == ZFork::kAuto && rows == 1 && !use_stack_ &&
-                                            c_.d_inner * c_.d_model >= z_fork_min_elems_);
+        return z_fork_ == ZFork::kEarly ||
+               ((z_fork_ == ZFork::kAuto || z_fork_ == ZFork::kTail) && rows == 1 && !use_stack_ &&
+                c_.d_inner * c_.d_model >= z_fork_min_elems_);
     }
     // Decode passes whose out_proj goes to cuBLASLt run it as split-k into out_splits_ f32 parts
     // (Gemm::run_split_k), summed by the add + RMSNorm that follows; 1 keeps the whole product.
@@ -483,6 +490,11 @@ class CudaModel final : public Model {
     // out_proj bulk only. docs/architecture.md, "Batch-1 GEMV epilogues".
     static constexpr int64_t kGemvBulkRowBytes = 3072;
     bool gemv_bulk_ = false;
+    // Batch-1 out_proj (the fused residual form) with this many warps per column
+    // (GemvFused::split), so that its few columns fill a wave: the 2.7b's 2,560 columns of 10 KB
+    // rows take 320 blocks of 8 warps at 1, where 660 fit on an H100 (layout_workspace;
+    // docs/architecture.md, "Batch-1 GEMV epilogues").
+    int out_split_ = 1;
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

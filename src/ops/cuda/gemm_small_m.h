@@ -49,8 +49,13 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 //   (f32 {3, channels}, slot conv.batch.slots[0]), conv.out[c] = act(silu(bias + taps · window))
 //   and the state shifts by one row; other columns are stored as in kStore.
 // - kResidual: r = residual[col] + y (f32); residual[col] = r; u[col] = act(r · w_next[col]); and
-//   out_parts[b] = Σ r² over columns 8b..8b+7 (the fixed order of a block), ceil(n / 8) of them:
-//   the next product's input scale (gemv_fused_parts).
+//   out_parts[b] = Σ r² over the columns of block b (8 / split of them, in order),
+//   gemv_fused_parts(n, split) of them: the next product's input scale.
+//
+// split: warps per column (1, 2, 4 or 8, dividing k into whole 16-byte vectors): each takes a
+// contiguous k / split of the row and the first adds the shares in order, so a block holds
+// 8 / split columns. For products of few columns, whose blocks would not fill one wave
+// (gemv_fused_split_for): each warp then streams fewer rounds of its row.
 struct GemvFused {
     enum Epilogue { kStore, kConv, kResidual };
     Epilogue epilogue = kStore;
@@ -68,15 +73,27 @@ struct GemvFused {
     // Each warp's row of w comes into shared memory as one bulk copy issued at the start, instead
     // of groups of loads into registers (gemv_fused_bulk_supported; 8 rows of k a block).
     bool bulk = false;
+    int split = 1;
+    // A late wait (core/cuda/pdl.cuh): the kernel lets the next one start at once and calls
+    // pdl::wait() only after its stores, so it runs beside the kernel in front. Only where that
+    // kernel let this one start before its own wait (ssm_decode's next_early), nothing this one
+    // reads was written after the kernel in front of that one started, and nothing running
+    // beside it reads or writes what it stores (the model's z product after the decode step).
+    bool late_wait = false;
 };
 // Whether gemv_fused takes `bulk` for rows of k elements of act here (Hopper, rows of at most
 // 26 KiB). Where to use it: the model's gemv_bulk_ (docs/architecture.md, "Batch-1 GEMV
 // epilogues").
 bool gemv_fused_bulk_supported(int64_t k, DType act);
 // The number of partial sums of squares the kResidual epilogue leaves for n columns.
-constexpr int64_t gemv_fused_parts(int64_t n) {
-    return (n + 7) / 8;
+constexpr int64_t gemv_fused_parts(int64_t n, int split = 1) {
+    return (n + 8 / split - 1) / (8 / split);
 }
+// Whether gemv_fused takes this split for rows of k elements (16-bit act).
+bool gemv_fused_split_supported(int split, int64_t k);
+// The largest split (up to 8) whose blocks for n columns of k still fit one wave of gemv_fused's
+// blocks on the current device (gemv_fused_wave_columns).
+int gemv_fused_split_for(int64_t n, int64_t k, DType act);
 // Whether gemv_fused takes these operands (f16/bf16, alignment, vector width).
 bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act);
 void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,

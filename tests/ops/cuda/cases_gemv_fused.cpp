@@ -12,6 +12,8 @@
 //   add_rms_norm's out, and the partial sums against sums of r² over each 8 columns. Shapes: the
 //   2.7b and 130m out_proj, and n = 1003 (a last block of 3 columns, whose other warps recompute
 //   column 1002 and must store nothing: residual and u have sentinels past their end).
+// - split: columns shared by 2, 4 or 8 warps (GemvFused::split), in each form; the residual's
+//   partial sums then cover 8 / split columns each.
 // - conv: the [xBC | dt] product with a width-4 conv on its xBC columns, on slot 2 of a pool of 4
 //   (the others must stay as they were), with and without an input scale; and the whole
 //   [z | xBC | dt] product (the conv's columns after z's). Checked: the conv output, the whole
@@ -32,11 +34,12 @@ namespace {
 
 constexpr float kEps = 1e-5f;
 
-// Partial sums of r² over each 8 columns, as the residual epilogue leaves them.
-std::vector<float> block_ssq(const std::vector<float>& r) {
+// Partial sums of r² over each block's 8 / split columns, as the residual epilogue leaves them.
+std::vector<float> block_ssq(const std::vector<float>& r, int split) {
     std::vector<float> p(
-        static_cast<size_t>(cuda::gemv_fused_parts(static_cast<int64_t>(r.size()))));
-    for (size_t i = 0; i < r.size(); ++i) p[i / 8] += r[i] * r[i];
+        static_cast<size_t>(cuda::gemv_fused_parts(static_cast<int64_t>(r.size()), split)));
+    const size_t cols = static_cast<size_t>(8 / split);
+    for (size_t i = 0; i < r.size(); ++i) p[i / cols] += r[i] * r[i];
     return p;
 }
 
@@ -60,6 +63,11 @@ struct Product {
     }
 };
 
+// The suffix of a form with bulk rows and `split` warps per column.
+std::string variant(bool bulk, int split) {
+    return std::string(bulk ? "_bulk" : "") + (split > 1 ? "_split" + std::to_string(split) : "");
+}
+
 // "gemv_fused/<form>_<tag>_n<n>_k<k><suffix>/<dtype>"
 std::string case_name(const char* form, const char* tag, int64_t n, int64_t k, const char* suffix,
                       DType act) {
@@ -68,8 +76,8 @@ std::string case_name(const char* form, const char* tag, int64_t n, int64_t k, c
 }
 
 void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32_out, DType act,
-                bool bulk = false) {
-    const std::string suffix = std::string(f32_out ? "_f32out" : "") + (bulk ? "_bulk" : "");
+                bool bulk = false, int split = 1) {
+    const std::string suffix = std::string(f32_out ? "_f32out" : "") + variant(bulk, split);
     register_case(
         {case_name("store", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 7 + k + n_parts));
@@ -89,6 +97,7 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
              f.y = dy.data();
              f.y_f32 = f32_out;
              f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
+             f.split = split;
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              return std::vector<Output>{
@@ -99,8 +108,8 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
 // scaled: a is the decode gate's v·w, its sums of v² (40 here) the input scale, as in
 // add_rms_norm's RowScale.
 void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act,
-                   bool bulk = false) {
-    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
+                   bool bulk = false, int split = 1) {
+    const std::string suffix = std::string(scaled ? "_scaled" : "") + variant(bulk, split);
     register_case(
         {case_name("residual", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 13 + k + scaled));
@@ -123,7 +132,7 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              auto dres = upload_f32(r0_tail);
              auto dw_next = upload_f32(w_next);
              auto du = upload_as(act, u0);
-             const int64_t n_parts = cuda::gemv_fused_parts(n);
+             const int64_t n_parts = cuda::gemv_fused_parts(n, split);
              cuda::DeviceBuffer dparts(static_cast<size_t>(n_parts) * 4);
              cuda::GemvFused f;
              f.epilogue = cuda::GemvFused::kResidual;
@@ -132,6 +141,7 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              f.u = du.data();
              f.out_parts = dparts.as<float>();
              f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
+             f.split = split;
              if (scaled) {
                  f.in_scale = RowScale{din_parts.as<float>(), 40, 80.0f, kEps};
              }
@@ -151,15 +161,15 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              for (float& v : got_normed) v *= s;
              return std::vector<Output>{{"residual", res, got_res},
                                         {"normed", normed, got_normed},
-                                        {"parts", block_ssq(res), got_parts},
+                                        {"parts", block_ssq(res, split), got_parts},
                                         {"tails", std::vector<float>(2 * kTail, 7.0f), got_tails}};
          }});
 }
 
 void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, int64_t k,
-               bool scaled, DType act, bool bulk = false) {
+               bool scaled, DType act, bool bulk = false, int split = 1) {
     const int64_t n = lead + channels + n_head;  // [z | xBC | dt] columns, z's `lead` of them
-    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
+    const std::string suffix = std::string(scaled ? "_scaled" : "") + variant(bulk, split);
     const std::string name = case_name("conv", tag, n, k, suffix.c_str(), act);
     register_case(
         {name, default_tolerance(act), [=] {
@@ -222,6 +232,7 @@ void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, 
              f.conv.state_slot_stride = slot_stride;
              f.conv.out = dout.data();
              f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
+             f.split = split;
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              const std::vector<float> got_y =
@@ -263,6 +274,16 @@ DUALITY_OP_CASES(gemv_fused) {
             conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, true);
         }
         conv_case("tiny", 0, 40, 8, 64, true, act, true);
+        // Columns split among 2, 4 or 8 warps (GemvFused::split; the model's out_proj).
+        for (int split : {2, 4, 8}) {
+            residual_case("out_proj_2.7b", 2560, 5120, false, act, false, split);
+            residual_case("out_proj_130m", 768, 1536, true, act, true, split);
+            residual_case("ragged", 1003, 128, split == 2, act, false, split);
+        }
+        store_case("ragged", 1003, 128, 16, false, act, false, 2);
+        store_case("z_2.7b", 5120, 2560, 320, false, act, true, 4);
+        conv_case("tiny", 0, 40, 8, 64, true, act, false, 2);
+        conv_case("whole_130m", 1536, 1792, 24, 768, true, act, true, 2);
     }
 }
 

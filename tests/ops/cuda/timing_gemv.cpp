@@ -68,6 +68,14 @@ void time_shape(const Shape& sh, int sms) {
     const auto in_proj = weights(n_in, D), out_proj = weights(D, E);
     const std::vector<__nv_bfloat16> ones(static_cast<size_t>(E), __float2bfloat16(1.0f));
     cuda::DeviceBuffer u(ones.size() * 2), g(ones.size() * 2), y(static_cast<size_t>(n_in) * 2);
+    // out_proj's outputs: the plain product's {D}, the residual form's residual (f32, zero),
+    // next-norm weight (f32, one), u and partial sums.
+    cuda::DeviceBuffer g_out(static_cast<size_t>(D) * 2), res(static_cast<size_t>(D) * 4),
+        w_next(static_cast<size_t>(D) * 4), u_next(static_cast<size_t>(D) * 2),
+        out_parts(static_cast<size_t>(D) * 4);
+    DUALITY_CUDA_CHECK(cudaMemset(res.data(), 0, res.bytes()));
+    const std::vector<float> one(static_cast<size_t>(D), 1.0f);
+    DUALITY_CUDA_CHECK(cudaMemcpy(w_next.data(), one.data(), w_next.bytes(), cudaMemcpyHostToDevice));
     DUALITY_CUDA_CHECK(cudaMemcpy(u.data(), ones.data(), u.bytes(), cudaMemcpyHostToDevice));
     DUALITY_CUDA_CHECK(cudaMemcpy(g.data(), ones.data(), g.bytes(), cudaMemcpyHostToDevice));
     // The input scale of the fused forms: D parts summing to D (scale about 1).
@@ -94,21 +102,24 @@ void time_shape(const Shape& sh, int sms) {
                              cudaStream_t s) {
         cuda::gemm_small_m(u.data(), k, w, out, n, kAct, 1, n, k, kAct, prefetch, s);
     };
-    const auto fused = [&](const void* w, int64_t n, bool bulk, void* out, cudaStream_t s) {
+    const auto fused = [&](const void* w, int64_t n, bool bulk, void* out, cudaStream_t s,
+                           bool late_wait = false) {
         cuda::GemvFused f;
         f.in_scale = scale;
         f.y = out;
         f.bulk = bulk;
+        f.late_wait = late_wait;
         cuda::gemv_fused(u.data(), w, n, D, kAct, cuda::kSmallMPrefetchBytes, f, s);
     };
 
-    double stream_ms = 0;
+    double stream_rate = 0;  // bytes per ms of the read stream of in_proj's bytes
     std::printf("\n%s: in_proj %.1f MB {%lld, %lld}, out_proj %.1f MB {%lld, %lld}\n", sh.name,
                 in_bytes / 1e6, static_cast<long long>(n_in), static_cast<long long>(D),
                 out_bytes / 1e6, static_cast<long long>(D), static_cast<long long>(E));
     const auto report = [&](const char* what, double ms, double bytes) {
         std::printf("  %-52s %8.2f us %7.0f GB/s", what, 1e3 * ms, bytes / (ms * 1e-3) / 1e9);
-        if (stream_ms > 0) std::printf("  %5.1f%% of the read stream", 100 * stream_ms / ms);
+        if (stream_rate > 0)
+            std::printf("  %5.1f%% of the read stream's rate", 100 * bytes / ms / stream_rate);
         std::printf("\n");
     };
     for (int in_flight : {4, 8}) {
@@ -119,8 +130,13 @@ void time_shape(const Shape& sh, int sms) {
         report(in_flight == 4 ? "read stream, in_proj's bytes (4 float4 in flight)"
                               : "read stream, in_proj's bytes (8 float4 in flight)",
                ms, in_bytes);
-        if (stream_ms == 0 || ms < stream_ms) stream_ms = ms;
+        stream_rate = std::max(stream_rate, in_bytes / ms);
     }
+    report("read stream, out_proj's bytes (4 float4 in flight)", time_on(s1.get(), [&](int i) {
+               read_stream(static_cast<const float*>(w_out(i)), D * E / 8, 4, sms,
+                           sums.as<float>(), s1.get());
+           }),
+           out_bytes);
     const cudaStream_t a = s1.get(), b = s2.get();
     report("in_proj whole, gemm_small_m, no prefetch",
            time_on(a, [&](int i) { product(w_in(i), n_in, D, y.data(), 0, a); }), in_bytes);
@@ -148,17 +164,51 @@ void time_shape(const Shape& sh, int sms) {
         join.order(b, a);
     };
     report("[xBC | dt] and z side by side (two streams)", time_on(a, pair), in_bytes);
+    // The same on one stream, z's product with a late wait right behind [xBC | dt]'s (the model's
+    // DUALITY_Z_FORK=tail, less the step between them; u is never written here).
+    const auto tail = [&](int i) {
+        fused(rows_at(i, E), n_xbc, false, y_xbc, a);
+        fused(w_in(i), E, false, y.data(), a, true);
+    };
+    report("[xBC | dt], then z with a late wait (one stream)", time_on(a, tail), in_bytes);
     report("out_proj, gemm_small_m, 8 MB prefetch",
            time_on(
                a, [&](int i) { product(w_out(i), D, E, y.data(), cuda::kSmallMPrefetchBytes, a); }),
            out_bytes);
-    report("in_proj pair, then out_proj (a layer's products)",
-           time_on(a,
-                   [&](int i) {
-                       pair(i);
-                       product(w_out(i), D, E, g.data(), cuda::kSmallMPrefetchBytes, a);
+    // out_proj as the model runs it: the residual epilogue (into the next norm), with `split`
+    // warps per column (GemvFused::split).
+    const auto residual = [&](const void* w, int split, cudaStream_t s) {
+        cuda::GemvFused f;
+        f.epilogue = cuda::GemvFused::kResidual;
+        f.residual = res.as<float>();
+        f.w_next = w_next.as<float>();
+        f.u = u_next.data();
+        f.out_parts = out_parts.as<float>();
+        f.split = split;
+        cuda::gemv_fused(g.data(), w, D, E, kAct, cuda::kSmallMPrefetchBytes, f, s);
+    };
+    const int auto_split = cuda::gemv_fused_split_for(D, E, kAct);
+    for (int split : {1, 2, 4, 8}) {
+        if (!cuda::gemv_fused_split_supported(split, E)) continue;
+        char what[96];
+        std::snprintf(what, sizeof what, "out_proj, gemv_fused + residual, %d warp%s a column%s",
+                      split, split > 1 ? "s" : "", split == auto_split ? " (auto)" : "");
+        report(what, time_on(a, [&](int i) { residual(w_out(i), split, a); }), out_bytes);
+    }
+    for (bool late : {false, true})
+        for (int split : {1, auto_split}) {
+            char what[96];
+            std::snprintf(what, sizeof what, "in_proj %s, then out_proj (%d warp%s a column)",
+                          late ? "with z's late wait" : "pair", split, split > 1 ? "s" : "");
+            report(what, time_on(a, [&](int i) {
+                       late ? tail(i) : pair(i);
+                       residual(w_out(i), split, a);
                    }),
-           in_bytes + out_bytes);
+                   in_bytes + out_bytes);
+            if (auto_split == 1) break;
+        }
+    // Last: out_proj's plain product, whose output the check below reads.
+    time_on(a, [&](int i) { product(w_out(i), D, E, g_out.data(), cuda::kSmallMPrefetchBytes, a); });
     DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
 
     // What the last timed calls left: every weight is bf16(0.01) and every input 1, so each of the
@@ -175,7 +225,7 @@ void time_shape(const Shape& sh, int sms) {
                 << sh.name << " " << what << ", column " << c;
     };
     expect_all(y, n_in, D * w01 / std::sqrt(1.0 + scale.eps), "in_proj pair");
-    expect_all(g, D, E * w01, "out_proj");
+    expect_all(g_out, D, E * w01, "out_proj");
 }
 
 TEST(GemvTiming, DISABLED_Batch1Products) {

@@ -83,9 +83,6 @@ struct DeviceInfo {
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
-    // Batch-1 out_proj's warps per column, each with a share of the row (CUDA,
-    // DUALITY_GEMV_SPLIT; auto: as many as still fit one wave).
-    int gemv_split = 1;
     // Decode passes of out_proj_split_rows sequences or more run out_proj as split-k in
     // out_proj_split f32 parts, summed by the next norm (CUDA, DUALITY_OUT_PROJ_SPLIT; 1: never).
     int out_proj_split = 1;

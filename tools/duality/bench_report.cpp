@@ -108,9 +108,6 @@ std::string render_table(const BenchReport& r) {
                  "layer\n";
         if (dev.gemv_bulk)
             s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
-        if (dev.gemv_split > 1)
-            s += fmt("decode   batch 1: out_proj with %d warps a column (DUALITY_GEMV_SPLIT)\n",
-                     dev.gemv_split);
         if (dev.out_proj_split > 1)
             s +=
                 fmt("decode   %lld+ sequences: out_proj in %d k-parts summed by the next norm "
@@ -203,7 +200,6 @@ std::string render_json(const BenchReport& r) {
         j["decode_gate"] = dev.decode_gate;
         j["batch1_whole"] = dev.batch1_whole;
         j["gemv_bulk"] = dev.gemv_bulk;
-        j["gemv_split"] = dev.gemv_split;
         j["out_proj_split"] = dev.out_proj_split;
         j["out_proj_split_rows"] = dev.out_proj_split_rows;
         j["ssd_conv"] = dev.ssd_conv;

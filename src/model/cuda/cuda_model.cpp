@@ -342,7 +342,6 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.decode_gate = decode_gate_;
     info_.batch1_whole = whole_at(1);
     info_.gemv_bulk = gemv_bulk_;
-    info_.gemv_split = gemv_epilogues_at(1) ? out_split_ : 1;
     info_.ssd_conv = conv_in_ssd_;
     info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
     info_.prefill_z_side = gate_epilogue_ && !conv_in_ssd_ && prefill_z_side_;
@@ -353,7 +352,8 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.ssd_chunk = ssd_chunk_;
     info_.ssd_passed_f16 = passed_f16_ && info_.ssd_prefill == "fused";
     info_.z_fork = !split_in_proj_ ? "none"
-                   : z_fork_ == ZFork::kTail && z_early(1) && gemv_epilogues_at(1) && !decode_gate_
+                   : z_fork_ == ZFork::kTail && z_early(1) && gemv_epilogues_at(1) &&
+                           !decode_gate_ && c_.n_group == 1
                        ? "after the step at batch 1"
                    : z_early(2) ? "early"
                    : z_early(1)    ? "early at batch 1"
@@ -411,14 +411,6 @@ void CudaModel::tune_gemms() {
 
 Status CudaModel::layout_workspace() {
     passed_f16_ = env_is("DUALITY_SSD_PASSED_F16", "1");
-    // Batch-1 out_proj's warps per column (GemvFused::split): auto, the most that still fit one
-    // wave; DUALITY_GEMV_SPLIT=1|2|4|8 forces one (where k divides into it).
-    if (act_ != DType::kF32) {
-        const auto forced = static_cast<int>(env_int("DUALITY_GEMV_SPLIT", 0));
-        out_split_ = cuda::gemv_fused_split_supported(forced, c_.d_inner)
-                         ? forced
-                         : cuda::gemv_fused_split_for(c_.d_model, c_.d_inner, act_);
-    }
     // DUALITY_SSD_PATH: fused (the default, where supported), five-step or scan (the
     // sequential oracle, for debugging).
     if (const char* path = std::getenv("DUALITY_SSD_PATH")) {
@@ -517,7 +509,9 @@ Status CudaModel::layout_workspace() {
                                        ssq_elems * 4,
                                        R * H * 4,
                                        out_splits_ > 1 ? z(out_splits_ * max_seqs_) * D * 4 : 0,
-                                       z(cuda::gemv_fused_parts(c_.d_model, out_split_)) * 4,
+                                       z(cuda::gemv_fused_parts(c_.d_model) +
+                                         cuda::gemv_fused_parts(c_.d_inner)) *
+                                           4,
                                        ssd_bytes,
                                        R * D * a,
                                        R * D * 4,
@@ -543,6 +537,7 @@ Status CudaModel::layout_workspace() {
     ws_.ssq_sel = static_cast<float*>(take());
     ws_.h_parts = static_cast<float*>(take());
     ws_.gemv_parts = static_cast<float*>(take());
+    ws_.gate_parts = ws_.gemv_parts + cuda::gemv_fused_parts(c_.d_model);
     ws_.ssd = take();
     ws_.h_sel = take();
     ws_.res_sel = static_cast<float*>(take());

@@ -61,7 +61,8 @@ struct Workspace {
     float* ssq;         // {T, n_head · scale_parts_} f32: the gate epilogues' sums of squares
     float* ssq_sel;     // {R, n_head} f32: their rows whose logits are wanted
     float* h_parts;     // {out_splits, max_seqs, d_model} f32: split-k out_proj's parts (decode)
-    float* gemv_parts;  // {gemv_fused_parts(d_model, out_split_)} f32: batch-1 residual sums of squares
+    float* gemv_parts;  // {gemv_fused_parts(d_model)} f32: batch-1 residual sums of squares
+    float* gate_parts;  // {gemv_fused_parts(d_inner)} f32: z's gate epilogue's Σ g² (z_tail)
     void* ssd;          // ssd_chunked workspace
     void* h_sel;        // {R, d_model} act: rows whose logits are wanted
     float* res_sel;     // {R, d_model} f32
@@ -490,11 +491,6 @@ class CudaModel final : public Model {
     // out_proj bulk only. docs/architecture.md, "Batch-1 GEMV epilogues".
     static constexpr int64_t kGemvBulkRowBytes = 3072;
     bool gemv_bulk_ = false;
-    // Batch-1 out_proj (the fused residual form) with this many warps per column
-    // (GemvFused::split), so that its few columns fill a wave: the 2.7b's 2,560 columns of 10 KB
-    // rows take 320 blocks of 8 warps at 1, where 660 fit on an H100 (layout_workspace;
-    // docs/architecture.md, "Batch-1 GEMV epilogues").
-    int out_split_ = 1;
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

@@ -115,7 +115,9 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode) {
     // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
     // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
     pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
-    const bool z_tail = z_first && z_fork_ == ZFork::kTail && pass_fused_ && !pass_scaled_;
+    // (One norm group: z's gate epilogue leaves one scale for the whole row.)
+    const bool z_tail = z_first && z_fork_ == ZFork::kTail && pass_fused_ && !pass_scaled_ &&
+                        c_.n_group == 1;
     if (z_tail) z_first = false;
     return LayerPass{T, decode, split, z_first, z_beside_conv, z_tail};
 }
@@ -135,11 +137,21 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u, T,
                            D, layer == 0, act_, s, h_scale(ws_.ssq),
                            layer == 0 ? cuda::HParts{} : out_parts_);
+    // z_tail from the second layer on: z's product runs the gated norm's first half in its
+    // epilogue (kGate: the gated norm's kernel goes, out_proj takes Σ g² as its input scale).
+    const bool z_gate = lp.z_tail && fused_in;
     const auto z_rows = [&](cudaStream_t stream, cuda::Gemm& z_gemm) {
         if (!fused_in) return in_proj_rows(w, 0, E, T, stream, z_gemm);
         cuda::GemvFused f = fused_input(true);
         f.y = ws_.zxbcdt;
-        f.late_wait = lp.z_tail;
+        if (z_gate) {
+            f.epilogue = cuda::GemvFused::kGate;
+            f.gate_y = ws_.y;
+            f.gate_w = w.gate_norm;
+            f.gate_out = ws_.gated;
+            f.out_parts = ws_.gate_parts;
+            f.late_wait = true;
+        }
         cuda::gemv_fused(ws_.u, w.in_proj, E, D, act_, z_gemm.prefetch_bytes(), f, stream);
     };
     if (z_first) {
@@ -203,7 +215,7 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         }
     }
     if (split && !z_joined && !lp.z_tail) join_.order(side_stream_.get(), s);  // z is in
-    if (!pass_scaled_)
+    if (!pass_scaled_ && !z_gate)
         cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm, static_cast<float>(c_.norm_eps),
                              ws_.gated, T, E, E / c_.n_group, act_, s);
     if (wanted >= 0 && layer + 1 == c_.n_layer) {
@@ -223,8 +235,10 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         f.u = ws_.u;
         f.out_parts = ws_.gemv_parts;
         f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
+        if (z_gate)
+            f.in_scale = RowScale{ws_.gate_parts, cuda::gemv_fused_parts(E), static_cast<float>(E),
+                                  static_cast<float>(c_.norm_eps)};
         f.bulk = gemv_bulk_;
-        f.split = out_split_;
         cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
     } else if (out_parts_.p) {
         gemm_.run_split_k(ws_.gated, E, w.out_proj, ws_.h_parts, T, D, E, out_splits_, act_, s);
@@ -253,7 +267,7 @@ cuda::GemvFused CudaModel::fused_input(bool scaled) const {
     cuda::GemvFused f;
     f.bulk = gemv_bulk_;
     if (scaled)
-        f.in_scale = RowScale{ws_.gemv_parts, cuda::gemv_fused_parts(c_.d_model, out_split_),
+        f.in_scale = RowScale{ws_.gemv_parts, cuda::gemv_fused_parts(c_.d_model),
                               static_cast<float>(c_.d_model), static_cast<float>(c_.norm_eps)};
     return f;
 }

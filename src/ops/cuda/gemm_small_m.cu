@@ -40,6 +40,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <type_traits>
+
 #include "core/cuda/pdl.cuh"
 #include "core/cuda/prefetch.cuh"
 #include "core/cuda/sync.cuh"
@@ -77,8 +79,10 @@ __global__ void __launch_bounds__(kWarps * 32)
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
                         int64_t prefetch_block_bytes, bool early, GemvFused f) {
     constexpr bool kResidual = kEpi == GemvFused::kResidual;
-    // A late wait (GemvFused::late_wait): the next kernel may start now, every read is early, and
-    // the wait comes when the block ends, on every return path (LateWait's destructor).
+    constexpr bool kGate = kEpi == GemvFused::kGate;
+    // A late wait (GemvFused::late_wait): the next kernel may start now, every read before the
+    // gate's is early, and the wait comes before those or when the block ends (LateWait's
+    // destructor, on every return path; a second wait returns at once).
     struct LateWait {
         bool on;
         __device__ ~LateWait() {
@@ -91,29 +95,19 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
     // This block's rows of w are contiguous and never written by a step's kernels: ask for them
     // before waiting for the kernel in front (core/cuda/prefetch.cuh).
-    // f.split warps per column (1 in the plain forms), each with a contiguous k / split of the
-    // row: the block holds kWarps / split columns.
-    const int split = f.split;
-    const int cols_per_block = kWarps / split;
     if (!kBulk && threadIdx.x == 0) {
-        const int64_t col0 = static_cast<int64_t>(blockIdx.x) * cols_per_block;
-        const int64_t rows = n - col0 < cols_per_block ? n - col0 : cols_per_block;
+        const int64_t col0 = static_cast<int64_t>(blockIdx.x) * kWarps;
+        const int64_t rows = n - col0 < kWarps ? n - col0 : kWarps;
         const int64_t mine = rows * k * static_cast<int64_t>(sizeof(T));
         prefetch_l2_bulk(w + col0 * k, mine < prefetch_block_bytes ? mine : prefetch_block_bytes);
     }
     constexpr int V = Vec<T>::kN;
     const int lane = threadIdx.x % 32;
-    const int part = static_cast<int>(threadIdx.x / 32) % split;  // which share of the row
-    const bool lead = part == 0;  // the warp that finishes the column (sum of shares, epilogue)
-    const int64_t col =
-        static_cast<int64_t>(blockIdx.x) * cols_per_block + static_cast<int>(threadIdx.x / 32) / split;
-    // The block barriers of the residual epilogue, the input scale and the split's sum need every
-    // warp: a warp past the end computes the last column again and stores nothing.
-    const int64_t row = (kResidual || kScale || split > 1) && col >= n ? n - 1 : col;
-    const int64_t k_share = k / split;  // this warp's elements of the row
-    const T* wr = w + row * k + part * k_share;
-    a += part * k_share;  // (M = 1 wherever split > 1)
-    k = k_share;
+    const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+    // The block barriers of the residual epilogue and the input scale need every warp: a warp past
+    // the end computes the last column again and stores nothing.
+    const int64_t row = (kResidual || kGate || kScale) && col >= n ? n - 1 : col;
+    const T* wr = w + row * k;
     const int64_t step = 32 * V;
     int64_t i = static_cast<int64_t>(lane) * V;
     float acc[M];
@@ -158,8 +152,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     __shared__ float sm_parts[kScale ? kSmemParts : 1];
     __shared__ float sm_conv[kEpi == GemvFused::kConv ? kWarps : 1][8];  // taps, bias, window
     const Conv1dArgs& cf = f.conv;
-    const bool conv = kEpi == GemvFused::kConv && lead && col >= f.conv_begin &&
-                      col < f.conv_begin + cf.channels;
+    const bool conv =
+        kEpi == GemvFused::kConv && col >= f.conv_begin && col < f.conv_begin + cf.channels;
     const int64_t c = col - f.conv_begin;
     int64_t slot = 0;
     // The conv's taps and its slot's window: early reads (the window is written only by this
@@ -239,16 +233,6 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int off = 16; off > 0; off /= 2) acc[m] += __shfl_xor_sync(0xffffffffu, acc[m], off);
     }
-    if (split > 1) {  // the lead warp adds the shares in order (M = 1)
-        __shared__ float sm_share[kWarps];
-        if (lane == 0) sm_share[threadIdx.x / 32] = acc[0];
-        __syncthreads();
-        if (lead) {
-            float sum = 0.0f;
-            for (int p = 0; p < split; ++p) sum += sm_share[threadIdx.x / 32 + p];
-            acc[0] = sum;
-        }
-    }
     if constexpr (kScale || kEpi != GemvFused::kStore) {
         float v = acc[0];
         if constexpr (kScale || kEpi == GemvFused::kConv) {
@@ -270,8 +254,8 @@ __global__ void __launch_bounds__(kWarps * 32)
             __shared__ float ssq[kWarps];
             const float r = res + v;
             if (lane == 0) {
-                ssq[threadIdx.x / 32] = col < n && lead ? r * r : 0.0f;
-                if (col < n && lead) {
+                ssq[threadIdx.x / 32] = col < n ? r * r : 0.0f;
+                if (col < n) {
                     f.residual[col] = r;
                     static_cast<T*>(f.u)[col] = from_f32<T>(r * __ldg(f.w_next + col));
                 }
@@ -283,7 +267,26 @@ __global__ void __launch_bounds__(kWarps * 32)
                 for (int i = 0; i < kWarps; ++i) sum += ssq[i];
                 f.out_parts[blockIdx.x] = sum;
             }
-        } else if (lane == 0 && col < n && lead) {
+        } else if constexpr (kGate) {
+            if (late.on) pdl::wait();  // gate_y is the kernel in front's output
+            __shared__ float gsq[kWarps];
+            if (lane == 0) {
+                float g = 0.0f;
+                if (col < n) {
+                    const float z = static_cast<float>(from_f32<T>(v));
+                    g = static_cast<float>(static_cast<const T*>(f.gate_y)[col]) * silu<T>(z);
+                    static_cast<T*>(f.gate_out)[col] = from_f32<T>(g * __ldg(f.gate_w + col));
+                }
+                gsq[warp] = g * g;
+            }
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                float sum = 0.0f;
+#pragma unroll
+                for (int i = 0; i < kWarps; ++i) sum += gsq[i];
+                f.out_parts[blockIdx.x] = sum;
+            }
+        } else if (lane == 0 && col < n) {
             if (conv) {
                 // As conv1d would see it: x rounded to act, the window in f32.
                 gemv::conv_epilogue<T>(sm_conv[kEpi == GemvFused::kConv ? warp : 0], v, cf, slot,
@@ -296,7 +299,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
         return;
     }
-    if (lane < M && lead) {
+    if (lane < M) {
         float mine = acc[0];
 #pragma unroll
         for (int m = 1; m < M; ++m)
@@ -307,10 +310,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // The budget spread over a product's blocks, in whole 16-byte pieces. Nothing without PDL: the
 // kernel in front has finished before this one starts, so there is nothing to overlap.
-int64_t prefetch_per_block(int64_t prefetch_bytes, unsigned blocks, int64_t k, size_t el,
-                           int split = 1) {
+int64_t prefetch_per_block(int64_t prefetch_bytes, unsigned blocks, int64_t k, size_t el) {
     return !pdl::enabled()      ? 0
-           : prefetch_bytes < 0 ? kWarps / split * k * static_cast<int64_t>(el)
+           : prefetch_bytes < 0 ? kWarps * k * static_cast<int64_t>(el)
                                 : prefetch_bytes / blocks / 16 * 16;
 }
 
@@ -360,7 +362,7 @@ void launch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t pe
                   const GemvFused& f, cudaStream_t stream) {
     if (f.bulk)
         launch_smem<gemm_small_m_kernel<T, T, 1, kEpi, kScale, true>>(
-            grid, kWarps * (k / f.split) * sizeof(T), stream, static_cast<const T*>(a), k,
+            grid, kWarps * k * sizeof(T), stream, static_cast<const T*>(a), k,
             static_cast<const T*>(w), static_cast<T*>(nullptr), int64_t{0}, n, k, per_block,
             pdl::early_reads(), f);
     else
@@ -386,6 +388,15 @@ void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t 
                                                                         f, stream)
                           : launch_fused<T, GemvFused::kResidual, false>(a, w, n, k, per_block,
                                                                          grid, f, stream);
+        case GemvFused::kGate:  // bf16, no bulk rows (gemv_fused checks)
+            if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+                const auto kernel = scaled ? gemm_small_m_kernel<T, T, 1, GemvFused::kGate, true>
+                                           : gemm_small_m_kernel<T, T, 1, GemvFused::kGate, false>;
+                pdl::launch(kernel, grid, dim3(kWarps * 32), 0, stream, static_cast<const T*>(a), k,
+                            static_cast<const T*>(w), static_cast<T*>(nullptr), int64_t{0}, n, k,
+                            per_block, pdl::early_reads(), f);
+            }
+            return;
     }
 }
 
@@ -394,19 +405,6 @@ void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t 
 bool gemv_fused_bulk_supported(int64_t k, DType act) {
     // Bulk copies and mbarriers where the kernels were built for Hopper (as PDL).
     return pdl::enabled() && k * static_cast<int64_t>(dtype_size(act)) <= kBulkRowBytesMax;
-}
-
-bool gemv_fused_split_supported(int split, int64_t k) {
-    return (split == 1 || split == 2 || split == 4 || split == 8) && k % (split * 8) == 0;
-}
-
-int gemv_fused_split_for(int64_t n, int64_t k, DType act) {
-    const int64_t wave_blocks = gemv_fused_wave_columns(act) / kWarps;
-    int split = 1;
-    while (split < 8 && gemv_fused_split_supported(split * 2, k) &&
-           (n + kWarps / (split * 2) - 1) / (kWarps / (split * 2)) <= wave_blocks)
-        split *= 2;
-    return split;
 }
 
 bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act) {
@@ -422,14 +420,11 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
     if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
         fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
-    if (!gemv_fused_split_supported(f.split, k))
-        fail("gemv_fused: split is not 1, 2, 4 or 8 dividing k into whole vectors", "f.split",
-             __FILE__, __LINE__);
+    if (f.epilogue == GemvFused::kGate && (act != DType::kBF16 || f.bulk))
+        fail("gemv_fused: kGate needs bf16 and no bulk rows", "f", __FILE__, __LINE__);
     if (n == 0) return;
-    const int64_t cols_per_block = kWarps / f.split;
-    const dim3 grid(static_cast<unsigned>((n + cols_per_block - 1) / cols_per_block));
-    const int64_t per_block =
-        prefetch_per_block(prefetch_bytes, grid.x, k, dtype_size(act), f.split);
+    const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
+    const int64_t per_block = prefetch_per_block(prefetch_bytes, grid.x, k, dtype_size(act));
     if (act == DType::kBF16)
         dispatch_fused<__nv_bfloat16>(a, w, n, k, per_block, grid, f, stream);
     else

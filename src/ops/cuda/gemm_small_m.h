@@ -49,15 +49,21 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 //   (f32 {3, channels}, slot conv.batch.slots[0]), conv.out[c] = act(silu(bias + taps · window))
 //   and the state shifts by one row; other columns are stored as in kStore.
 // - kResidual: r = residual[col] + y (f32); residual[col] = r; u[col] = act(r · w_next[col]); and
-//   out_parts[b] = Σ r² over the columns of block b (8 / split of them, in order),
-//   gemv_fused_parts(n, split) of them: the next product's input scale.
+//   out_parts[b] = Σ r² over columns 8b..8b+7 (the fixed order of a block), ceil(n / 8) of them:
+//   the next product's input scale (gemv_fused_parts).
+// - kGate (z's product with the gated RMSNorm's first half, one norm group): z = act(y) as
+//   zxbcdt would hold it, g = gate_y[col] · silu(z) in f32, gate_out[col] = act(g · gate_w[col])
+//   and out_parts[b] = Σ g² over columns 8b..8b+7: out_proj then takes rsqrt(Σ parts / n + eps)
+//   as its input scale, as with the decode step's gate. gate_y (the decode step's y) is read
+//   after pdl::wait(). bf16 only, no bulk rows.
 //
-// split: warps per column (1, 2, 4 or 8, dividing k into whole 16-byte vectors): each takes a
-// contiguous k / split of the row and the first adds the shares in order, so a block holds
-// 8 / split columns. For products of few columns, whose blocks would not fill one wave
-// (gemv_fused_split_for): each warp then streams fewer rounds of its row.
+// late_wait: the kernel lets the next one start at once and waits (pdl::wait()) only before
+// kGate's reads of gate_y, or at its end: it runs beside the kernel in front. Only where that
+// kernel let this one start before its own wait (ssm_decode's next_early) and the other
+// conditions of core/cuda/pdl.cuh's "Late waits" hold (the model's z product after the decode
+// step, DUALITY_Z_FORK=tail).
 struct GemvFused {
-    enum Epilogue { kStore, kConv, kResidual };
+    enum Epilogue { kStore, kConv, kResidual, kGate };
     Epilogue epilogue = kStore;
     RowScale in_scale;
     void* y = nullptr;  // kStore, kConv (columns outside the conv range): {n}
@@ -69,16 +75,14 @@ struct GemvFused {
     float* residual = nullptr;      // {n} f32, in and out
     const float* w_next = nullptr;  // {n} f32: the next RMSNorm's weight
     void* u = nullptr;              // {n} act
-    float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32
+    float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32 (kResidual, kGate)
+    // kGate
+    const void* gate_y = nullptr;   // {n} act: the decode step's y
+    const float* gate_w = nullptr;  // {n} f32: the gated norm's weight
+    void* gate_out = nullptr;       // {n} act
     // Each warp's row of w comes into shared memory as one bulk copy issued at the start, instead
     // of groups of loads into registers (gemv_fused_bulk_supported; 8 rows of k a block).
     bool bulk = false;
-    int split = 1;
-    // A late wait (core/cuda/pdl.cuh): the kernel lets the next one start at once and calls
-    // pdl::wait() only after its stores, so it runs beside the kernel in front. Only where that
-    // kernel let this one start before its own wait (ssm_decode's next_early), nothing this one
-    // reads was written after the kernel in front of that one started, and nothing running
-    // beside it reads or writes what it stores (the model's z product after the decode step).
     bool late_wait = false;
 };
 // Whether gemv_fused takes `bulk` for rows of k elements of act here (Hopper, rows of at most
@@ -86,14 +90,9 @@ struct GemvFused {
 // epilogues").
 bool gemv_fused_bulk_supported(int64_t k, DType act);
 // The number of partial sums of squares the kResidual epilogue leaves for n columns.
-constexpr int64_t gemv_fused_parts(int64_t n, int split = 1) {
-    return (n + 8 / split - 1) / (8 / split);
+constexpr int64_t gemv_fused_parts(int64_t n) {
+    return (n + 7) / 8;
 }
-// Whether gemv_fused takes this split for rows of k elements (16-bit act).
-bool gemv_fused_split_supported(int split, int64_t k);
-// The largest split (up to 8) whose blocks for n columns of k still fit one wave of gemv_fused's
-// blocks on the current device (gemv_fused_wave_columns).
-int gemv_fused_split_for(int64_t n, int64_t k, DType act);
 // Whether gemv_fused takes these operands (f16/bf16, alignment, vector width).
 bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act);
 void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,

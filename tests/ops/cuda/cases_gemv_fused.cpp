@@ -12,12 +12,12 @@
 //   add_rms_norm's out, and the partial sums against sums of r² over each 8 columns. Shapes: the
 //   2.7b and 130m out_proj, and n = 1003 (a last block of 3 columns, whose other warps recompute
 //   column 1002 and must store nothing: residual and u have sentinels past their end).
-// - split: columns shared by 2, 4 or 8 warps (GemvFused::split), in each form; the residual's
-//   partial sums then cover 8 / split columns each.
 // - conv: the [xBC | dt] product with a width-4 conv on its xBC columns, on slot 2 of a pool of 4
 //   (the others must stay as they were), with and without an input scale; and the whole
 //   [z | xBC | dt] product (the conv's columns after z's). Checked: the conv output, the whole
 //   state pool and the z and dt columns.
+//
+// - gate: z's product with the gated norm's first half in its epilogue (bf16), below.
 //
 // Tolerance: default_tolerance(act); the conv's new state holds x rounded to act on both sides
 // (the product's summation order may move a rounding by one ulp, inside the bf16/f16 rows).
@@ -34,12 +34,11 @@ namespace {
 
 constexpr float kEps = 1e-5f;
 
-// Partial sums of r² over each block's 8 / split columns, as the residual epilogue leaves them.
-std::vector<float> block_ssq(const std::vector<float>& r, int split) {
+// Partial sums of r² over each 8 columns, as the residual epilogue leaves them.
+std::vector<float> block_ssq(const std::vector<float>& r) {
     std::vector<float> p(
-        static_cast<size_t>(cuda::gemv_fused_parts(static_cast<int64_t>(r.size()), split)));
-    const size_t cols = static_cast<size_t>(8 / split);
-    for (size_t i = 0; i < r.size(); ++i) p[i / cols] += r[i] * r[i];
+        static_cast<size_t>(cuda::gemv_fused_parts(static_cast<int64_t>(r.size()))));
+    for (size_t i = 0; i < r.size(); ++i) p[i / 8] += r[i] * r[i];
     return p;
 }
 
@@ -63,11 +62,6 @@ struct Product {
     }
 };
 
-// The suffix of a form with bulk rows and `split` warps per column.
-std::string variant(bool bulk, int split) {
-    return std::string(bulk ? "_bulk" : "") + (split > 1 ? "_split" + std::to_string(split) : "");
-}
-
 // "gemv_fused/<form>_<tag>_n<n>_k<k><suffix>/<dtype>"
 std::string case_name(const char* form, const char* tag, int64_t n, int64_t k, const char* suffix,
                       DType act) {
@@ -76,8 +70,8 @@ std::string case_name(const char* form, const char* tag, int64_t n, int64_t k, c
 }
 
 void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32_out, DType act,
-                bool bulk = false, int split = 1) {
-    const std::string suffix = std::string(f32_out ? "_f32out" : "") + variant(bulk, split);
+                bool bulk = false) {
+    const std::string suffix = std::string(f32_out ? "_f32out" : "") + (bulk ? "_bulk" : "");
     register_case(
         {case_name("store", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 7 + k + n_parts));
@@ -97,7 +91,6 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
              f.y = dy.data();
              f.y_f32 = f32_out;
              f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
-             f.split = split;
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              return std::vector<Output>{
@@ -108,8 +101,8 @@ void store_case(const char* tag, int64_t n, int64_t k, int64_t n_parts, bool f32
 // scaled: a is the decode gate's v·w, its sums of v² (40 here) the input scale, as in
 // add_rms_norm's RowScale.
 void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act,
-                   bool bulk = false, int split = 1) {
-    const std::string suffix = std::string(scaled ? "_scaled" : "") + variant(bulk, split);
+                   bool bulk = false) {
+    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
     register_case(
         {case_name("residual", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
              std::mt19937 rng(static_cast<uint32_t>(n * 13 + k + scaled));
@@ -132,7 +125,7 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              auto dres = upload_f32(r0_tail);
              auto dw_next = upload_f32(w_next);
              auto du = upload_as(act, u0);
-             const int64_t n_parts = cuda::gemv_fused_parts(n, split);
+             const int64_t n_parts = cuda::gemv_fused_parts(n);
              cuda::DeviceBuffer dparts(static_cast<size_t>(n_parts) * 4);
              cuda::GemvFused f;
              f.epilogue = cuda::GemvFused::kResidual;
@@ -141,7 +134,6 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              f.u = du.data();
              f.out_parts = dparts.as<float>();
              f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
-             f.split = split;
              if (scaled) {
                  f.in_scale = RowScale{din_parts.as<float>(), 40, 80.0f, kEps};
              }
@@ -161,15 +153,15 @@ void residual_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act
              for (float& v : got_normed) v *= s;
              return std::vector<Output>{{"residual", res, got_res},
                                         {"normed", normed, got_normed},
-                                        {"parts", block_ssq(res, split), got_parts},
+                                        {"parts", block_ssq(res), got_parts},
                                         {"tails", std::vector<float>(2 * kTail, 7.0f), got_tails}};
          }});
 }
 
 void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, int64_t k,
-               bool scaled, DType act, bool bulk = false, int split = 1) {
+               bool scaled, DType act, bool bulk = false) {
     const int64_t n = lead + channels + n_head;  // [z | xBC | dt] columns, z's `lead` of them
-    const std::string suffix = std::string(scaled ? "_scaled" : "") + variant(bulk, split);
+    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
     const std::string name = case_name("conv", tag, n, k, suffix.c_str(), act);
     register_case(
         {name, default_tolerance(act), [=] {
@@ -232,7 +224,6 @@ void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, 
              f.conv.state_slot_stride = slot_stride;
              f.conv.out = dout.data();
              f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
-             f.split = split;
              cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
              const std::vector<float> got_y =
@@ -246,7 +237,56 @@ void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, 
          }});
 }
 
+// gate: z's product with the gated norm's first half (kGate), with and without a late wait (nothing
+// runs in front here, so it only moves the wait). Checked: the normed output, gate_out ·
+// rsqrt(Σ parts / n + eps) (what out_proj sees), against cpu::gated_rms_norm of y and the
+// product rounded to act (one group); and the parts against Σ g² over each 8 columns.
+void gate_case(const char* tag, int64_t n, int64_t k, bool late) {
+    const DType act = DType::kBF16;
+    register_case(
+        {case_name("gate", tag, n, k, late ? "_late" : "", act), default_tolerance(act), [=] {
+             std::mt19937 rng(static_cast<uint32_t>(n * 5 + k + late));
+             Product p(rng, act, n, k);
+             const std::vector<float> parts = uniform(rng, 40, 0.5f, 3.0f);
+             const float s = scale_of(parts, 80.0f);
+             std::vector<float> z = p.y;
+             for (float& v : z) v *= s;
+             z = rounded(act, z);
+             const std::vector<float> y = rounded(act, normal(rng, static_cast<size_t>(n)));
+             const std::vector<float> w = uniform(rng, static_cast<size_t>(n), 0.5f, 1.5f);
+             std::vector<float> normed(static_cast<size_t>(n)), g(static_cast<size_t>(n));
+             cpu::gated_rms_norm(y.data(), z.data(), n, w.data(), kEps, normed.data(), 1, n, n, 1);
+             for (size_t c = 0; c < g.size(); ++c) g[c] = y[c] * z[c] / (1.0f + std::exp(-z[c]));
+             auto dparts = upload_f32(parts);
+             auto dy = upload_as(act, y);
+             auto dw = upload_f32(w);
+             cuda::DeviceBuffer dout(static_cast<size_t>(n) * 2),
+                 dgparts(static_cast<size_t>(cuda::gemv_fused_parts(n)) * 4);
+             cuda::GemvFused f;
+             f.epilogue = cuda::GemvFused::kGate;
+             f.in_scale = RowScale{dparts.as<float>(), 40, 80.0f, kEps};
+             f.gate_y = dy.data();
+             f.gate_w = dw.as<float>();
+             f.gate_out = dout.data();
+             f.out_parts = dgparts.as<float>();
+             f.late_wait = late;
+             cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
+             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+             const std::vector<float> got_parts = download_as_f32(
+                 DType::kF32, dgparts.data(), static_cast<size_t>(cuda::gemv_fused_parts(n)));
+             std::vector<float> got = download_as_f32(act, dout.data(), static_cast<size_t>(n));
+             const float scale = scale_of(got_parts, static_cast<float>(n));
+             for (float& v : got) v *= scale;
+             return std::vector<Output>{{"normed", normed, got},
+                                        {"parts", block_ssq(g), got_parts}};
+         }});
+}
+
 DUALITY_OP_CASES(gemv_fused) {
+    for (const bool late : {false, true}) {
+        gate_case("z_2.7b", 5120, 2560, late);
+        gate_case("ragged", 1003, 128, late);
+    }
     for (DType act : {DType::kF16, DType::kBF16}) {
         store_case("z_2.7b", 5120, 2560, 320, false, act);
         store_case("lm_head_2.7b", 50288, 2560, 320, true, act);
@@ -274,16 +314,6 @@ DUALITY_OP_CASES(gemv_fused) {
             conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, true);
         }
         conv_case("tiny", 0, 40, 8, 64, true, act, true);
-        // Columns split among 2, 4 or 8 warps (GemvFused::split; the model's out_proj).
-        for (int split : {2, 4, 8}) {
-            residual_case("out_proj_2.7b", 2560, 5120, false, act, false, split);
-            residual_case("out_proj_130m", 768, 1536, true, act, true, split);
-            residual_case("ragged", 1003, 128, split == 2, act, false, split);
-        }
-        store_case("ragged", 1003, 128, 16, false, act, false, 2);
-        store_case("z_2.7b", 5120, 2560, 320, false, act, true, 4);
-        conv_case("tiny", 0, 40, 8, 64, true, act, false, 2);
-        conv_case("whole_130m", 1536, 1792, 24, 768, true, act, true, 2);
     }
 }
 

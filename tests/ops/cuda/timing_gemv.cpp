@@ -175,38 +175,28 @@ void time_shape(const Shape& sh, int sms) {
            time_on(
                a, [&](int i) { product(w_out(i), D, E, y.data(), cuda::kSmallMPrefetchBytes, a); }),
            out_bytes);
-    // out_proj as the model runs it: the residual epilogue (into the next norm), with `split`
-    // warps per column (GemvFused::split).
-    const auto residual = [&](const void* w, int split, cudaStream_t s) {
+    // out_proj as the model runs it: the residual epilogue (into the next norm).
+    const auto residual = [&](const void* w, cudaStream_t s) {
         cuda::GemvFused f;
         f.epilogue = cuda::GemvFused::kResidual;
         f.residual = res.as<float>();
         f.w_next = w_next.as<float>();
         f.u = u_next.data();
         f.out_parts = out_parts.as<float>();
-        f.split = split;
         cuda::gemv_fused(g.data(), w, D, E, kAct, cuda::kSmallMPrefetchBytes, f, s);
     };
-    const int auto_split = cuda::gemv_fused_split_for(D, E, kAct);
-    for (int split : {1, 2, 4, 8}) {
-        if (!cuda::gemv_fused_split_supported(split, E)) continue;
-        char what[96];
-        std::snprintf(what, sizeof what, "out_proj, gemv_fused + residual, %d warp%s a column%s",
-                      split, split > 1 ? "s" : "", split == auto_split ? " (auto)" : "");
-        report(what, time_on(a, [&](int i) { residual(w_out(i), split, a); }), out_bytes);
-    }
-    for (bool late : {false, true})
-        for (int split : {1, auto_split}) {
-            char what[96];
-            std::snprintf(what, sizeof what, "in_proj %s, then out_proj (%d warp%s a column)",
-                          late ? "with z's late wait" : "pair", split, split > 1 ? "s" : "");
-            report(what, time_on(a, [&](int i) {
-                       late ? tail(i) : pair(i);
-                       residual(w_out(i), split, a);
-                   }),
-                   in_bytes + out_bytes);
-            if (auto_split == 1) break;
-        }
+    report("out_proj, gemv_fused + residual",
+           time_on(a, [&](int i) { residual(w_out(i), a); }), out_bytes);
+    report("in_proj pair, then out_proj (a layer's products)", time_on(a, [&](int i) {
+               pair(i);
+               residual(w_out(i), a);
+           }),
+           in_bytes + out_bytes);
+    report("in_proj with z's late wait, then out_proj", time_on(a, [&](int i) {
+               tail(i);
+               residual(w_out(i), a);
+           }),
+           in_bytes + out_bytes);
     // Last: out_proj's plain product, whose output the check below reads.
     time_on(a, [&](int i) { product(w_out(i), D, E, g_out.data(), cuda::kSmallMPrefetchBytes, a); });
     DUALITY_CUDA_CHECK(cudaDeviceSynchronize());

@@ -117,34 +117,6 @@ TEST(CudaModel, ZForkEarlyMatchesTheLateOrder) {
         }
 }
 
-// DUALITY_Z_FORK=tail: batch-1 passes that would fork z's product early run it on the model's
-// stream after the decode step instead, the step letting it start before its own wait and the
-// product waiting only before its epilogue reads the step's y (core/cuda/pdl.cuh, "Late waits");
-// from the second layer on its epilogue is the gated norm's first half (GemvFused::kGate) and
-// out_proj applies the norm's scale. Against the early fork (bf16, GEMM tuning off, the fork's
-// threshold lowered so that the bundled model forks) by compare_batch1_paths: within the bf16
-// policy, the same tokens, and different bits (the norm's scale is applied after the product). A
-// z product that read u before out_proj wrote it, or an epilogue that read y too soon, would
-// show as a difference far past the policy.
-TEST(CudaModel, ZAfterTheStepMatchesTheEarlyFork) {
-    REQUIRE_GPU();
-    auto load = [](const char* fork) {
-        ScopedEnv env({{"DUALITY_Z_FORK", fork},
-                       {"DUALITY_Z_FORK_MIN_ELEMS", "1"},
-                       {"DUALITY_GEMM_TUNE", "0"},
-                       {"DUALITY_DECODE_GATE", "0"},
-                       {"DUALITY_GEMV_EPILOGUES", "auto"}});
-        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
-    };
-    auto early = load("auto"), tail = load("tail");
-    ASSERT_TRUE(early.is_ok() && tail.is_ok()) << early.status().message();
-    ASSERT_EQ((*early)->device_info().z_fork, "early at batch 1");
-    ASSERT_EQ((*tail)->device_info().z_fork, "after the step at batch 1");
-    ASSERT_TRUE((*tail)->device_info().gemv_epilogues);
-    EXPECT_TRUE(compare_batch1_paths(**tail, **early, DType::kBF16, 16))
-        << "z's product after the step did not run";
-}
-
 // Batch-1 decode passes fold the add + RMSNorm and conv1d into the products' epilogues
 // (cuda::gemv_fused, DUALITY_GEMV_EPILOGUES=1; by default where z forks early, and where it
 // forks late with in_proj whole and the decode gate; bf16 only).

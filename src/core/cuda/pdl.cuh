@@ -32,17 +32,7 @@
 // must give consecutive calls different state (op_bench alternates two buffers). ssm_decode,
 // conv1d's decode kernel and the batch-1 GEMV (its weights; gemv_fused's conv form also its
 // taps, slot and window) issue those loads first, so they stream while the
-// kernel in front finishes. Writes always come after pdl::wait(), except in a late wait:
-//
-// Late waits (the model's z product after the decode step, DUALITY_Z_FORK=tail): a kernel K may
-// let the next one start before its own wait (pdl::allow_next() first: ssm_decode's next_early),
-// so that the next kernel K+1 runs beside K. K+1 then allows its successor at once, reads and
-// writes without waiting, and calls pdl::wait() when it ends (GemvFused::late_wait). That is
-// sound when (1) K+1 reads only what was complete before the kernel in front of K started (K's
-// predecessor allowed K only after its own wait), (2) nothing that runs beside K+1 (K, and K's
-// predecessor still finishing) reads or writes what K+1 writes, and (3) K+1's wait at its end
-// makes its completion imply K's, so the kernel after K+1, which waits for K+1, finds K's writes
-// too.
+// kernel in front finishes. Writes always come after pdl::wait().
 #pragma once
 
 #include <cuda_runtime.h>

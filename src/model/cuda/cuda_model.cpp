@@ -273,15 +273,12 @@ CudaModel::CudaModel(ModelConfig c, const LoadOptions& o)
     device_loop_ = !env_is("DUALITY_DEVICE_LOOP", "0");
     if (const char* env = std::getenv("DUALITY_Z_FORK")) {
         const std::string_view v(env);
-        if (v == "early" || v == "late" || v == "auto" || v == "tail")
-            z_fork_ = v == "early"  ? ZFork::kEarly
-                      : v == "late" ? ZFork::kLate
-                      : v == "tail" ? ZFork::kTail
-                                    : ZFork::kAuto;
+        if (v == "early" || v == "late" || v == "auto")
+            z_fork_ = v == "early" ? ZFork::kEarly : v == "late" ? ZFork::kLate : ZFork::kAuto;
         else
             std::fprintf(stderr,
-                         "duality: DUALITY_Z_FORK=\"%s\" is not early, late, tail or auto; "
-                         "using auto\n",
+                         "duality: DUALITY_Z_FORK=\"%s\" is not early, late or auto; using "
+                         "auto\n",
                          env);
     }
     z_fork_min_elems_ = env_int("DUALITY_Z_FORK_MIN_ELEMS", kZForkEarlyElems);
@@ -352,10 +349,7 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.ssd_chunk = ssd_chunk_;
     info_.ssd_passed_f16 = passed_f16_ && info_.ssd_prefill == "fused";
     info_.z_fork = !split_in_proj_ ? "none"
-                   : z_fork_ == ZFork::kTail && z_early(1) && gemv_epilogues_at(1) &&
-                           !decode_gate_ && c_.n_group == 1
-                       ? "after the step at batch 1"
-                   : z_early(2) ? "early"
+                   : z_early(2)    ? "early"
                    : z_early(1)    ? "early at batch 1"
                    : whole_at(1)   ? "late, none at batch 1"
                                    : "late";
@@ -407,6 +401,10 @@ void CudaModel::tune_gemms() {
         gemm_.tune(ws_.u, D, head, ws_.logits, c_.vocab_padded, DType::kF32, m, c_.vocab_padded, D,
                    act_, s);
     }
+}
+
+int CudaModel::model_stream_priority() {
+    return env_is("DUALITY_STREAM_PRIORITY", "1") ? cuda::Stream::highest_priority() : 0;
 }
 
 Status CudaModel::layout_workspace() {
@@ -509,9 +507,7 @@ Status CudaModel::layout_workspace() {
                                        ssq_elems * 4,
                                        R * H * 4,
                                        out_splits_ > 1 ? z(out_splits_ * max_seqs_) * D * 4 : 0,
-                                       z(cuda::gemv_fused_parts(c_.d_model) +
-                                         cuda::gemv_fused_parts(c_.d_inner)) *
-                                           4,
+                                       z(cuda::gemv_fused_parts(c_.d_model)) * 4,
                                        ssd_bytes,
                                        R * D * a,
                                        R * D * 4,
@@ -537,7 +533,6 @@ Status CudaModel::layout_workspace() {
     ws_.ssq_sel = static_cast<float*>(take());
     ws_.h_parts = static_cast<float*>(take());
     ws_.gemv_parts = static_cast<float*>(take());
-    ws_.gate_parts = ws_.gemv_parts + cuda::gemv_fused_parts(c_.d_model);
     ws_.ssd = take();
     ws_.h_sel = take();
     ws_.res_sel = static_cast<float*>(take());

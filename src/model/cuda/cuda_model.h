@@ -62,7 +62,6 @@ struct Workspace {
     float* ssq_sel;     // {R, n_head} f32: their rows whose logits are wanted
     float* h_parts;     // {out_splits, max_seqs, d_model} f32: split-k out_proj's parts (decode)
     float* gemv_parts;  // {gemv_fused_parts(d_model)} f32: batch-1 residual sums of squares
-    float* gate_parts;  // {gemv_fused_parts(d_inner)} f32: z's gate epilogue's Σ g² (z_tail)
     void* ssd;          // ssd_chunked workspace
     void* h_sel;        // {R, d_model} act: rows whose logits are wanted
     float* res_sel;     // {R, d_model} f32
@@ -309,7 +308,6 @@ class CudaModel final : public Model {
         int64_t T = 0;
         bool decode = false;
         bool split = false, z_first = false, z_beside_conv = false;
-        bool z_tail = false;  // z's product after the step, on the model's stream (ZFork::kTail)
     };
     LayerPass begin_layers(int64_t T, bool decode);
     void enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted);
@@ -381,7 +379,11 @@ class CudaModel final : public Model {
     DType act_;
     int64_t conv_slot_elems_ = 0, ssm_slot_elems_ = 0;
     int64_t max_seqs_ = 0, max_tokens_ = 0, rows_max_ = 0, n_chunk_max_ = 0;
-    cuda::Stream stream_;
+    // The model's stream, ahead of the side stream where both have blocks waiting for SMs
+    // (DUALITY_STREAM_PRIORITY=0: both at the default priority): in batch-1 decode the [xBC |
+    // dt] product and then the step go before z's product on the side stream.
+    static int model_stream_priority();
+    cuda::Stream stream_{model_stream_priority()};
     // Decode passes compute in_proj's z columns on a side stream, forked after the [xBC | dt]
     // columns and joined before the gated norm, or before the decode step when it takes the gate
     // (DUALITY_SPLIT_IN_PROJ=0: one product instead).
@@ -400,19 +402,13 @@ class CudaModel final : public Model {
     // 0.634 (the 130m 0.299 against 0.300), and every batch of 8 or 64 was slower (2.7b batch
     // 8 3.07 -> 3.33 ms, batch 64 8.22 -> 8.42 ms: there the two cuBLASLt products contend for the
     // SMs).
-    // Tail (DUALITY_Z_FORK=tail, opt-in): batch-1 passes that would fork early with the GEMV
-    // epilogues and no decode gate run z's product on the model's stream after the decode step
-    // instead, with no fork or join: the step lets it start before its own wait
-    // (ssm_decode's next_early) and z's product waits only at its end (GemvFused::late_wait), so
-    // z streams right behind [xBC | dt] while the step runs (core/cuda/pdl.cuh, "Late waits").
-    enum class ZFork { kLate, kEarly, kAuto, kTail };
+    enum class ZFork { kLate, kEarly, kAuto };
     static constexpr int64_t kZForkEarlyElems = int64_t{8} << 20;
     ZFork z_fork_ = ZFork::kAuto;
     int64_t z_fork_min_elems_ = kZForkEarlyElems;
     bool z_early(int64_t rows) const {
-        return z_fork_ == ZFork::kEarly ||
-               ((z_fork_ == ZFork::kAuto || z_fork_ == ZFork::kTail) && rows == 1 && !use_stack_ &&
-                c_.d_inner * c_.d_model >= z_fork_min_elems_);
+        return z_fork_ == ZFork::kEarly || (z_fork_ == ZFork::kAuto && rows == 1 && !use_stack_ &&
+                                            c_.d_inner * c_.d_model >= z_fork_min_elems_);
     }
     // Decode passes whose out_proj goes to cuBLASLt run it as split-k into out_splits_ f32 parts
     // (Gemm::run_split_k), summed by the add + RMSNorm that follows; 1 keeps the whole product.

@@ -69,7 +69,7 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode) {
     const bool split =
         decode && split_in_proj_ && !whole_at(T) && !weights_.layers.empty() &&
         !gemm_.uses_decode_kernel(ws_.u, D, weights_.layers.front().in_proj, act_, T, E, D, act_);
-    bool z_first = split && z_early(T);  // z's product beside [xBC | dt] (or after the step)
+    const bool z_first = split && z_early(T);  // z's product beside [xBC | dt]
     // Pure prefill passes on the fused SSD (where gate_epilogue_ allows): its gate epilogue
     // writes y·silu(z)·w and per-head sums of squares in place of the gated norm, and each
     // layer's rsqrt(mean(v²) + eps) is applied to out_proj's output rows by the add_rms_norm
@@ -115,11 +115,7 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode) {
     // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
     // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
     pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
-    // (One norm group: z's gate epilogue leaves one scale for the whole row.)
-    const bool z_tail = z_first && z_fork_ == ZFork::kTail && pass_fused_ && !pass_scaled_ &&
-                        c_.n_group == 1;
-    if (z_tail) z_first = false;
-    return LayerPass{T, decode, split, z_first, z_beside_conv, z_tail};
+    return LayerPass{T, decode, split, z_first, z_beside_conv};
 }
 
 void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted) {
@@ -137,21 +133,10 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u, T,
                            D, layer == 0, act_, s, h_scale(ws_.ssq),
                            layer == 0 ? cuda::HParts{} : out_parts_);
-    // z_tail from the second layer on: z's product runs the gated norm's first half in its
-    // epilogue (kGate: the gated norm's kernel goes, out_proj takes Σ g² as its input scale).
-    const bool z_gate = lp.z_tail && fused_in;
     const auto z_rows = [&](cudaStream_t stream, cuda::Gemm& z_gemm) {
         if (!fused_in) return in_proj_rows(w, 0, E, T, stream, z_gemm);
         cuda::GemvFused f = fused_input(true);
         f.y = ws_.zxbcdt;
-        if (z_gate) {
-            f.epilogue = cuda::GemvFused::kGate;
-            f.gate_y = ws_.y;
-            f.gate_w = w.gate_norm;
-            f.gate_out = ws_.gated;
-            f.out_parts = ws_.gate_parts;
-            f.late_wait = true;
-        }
         cuda::gemv_fused(ws_.u, w.in_proj, E, D, act_, z_gemm.prefetch_bytes(), f, stream);
     };
     if (z_first) {
@@ -167,7 +152,7 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
     } else if (split || z_beside_conv) {
         in_proj_rows(w, E, n_in, T, s);
     }
-    if ((split && !z_first && !lp.z_tail) || z_beside_conv) {
+    if ((split && !z_first) || z_beside_conv) {
         fork_.order(s, side_stream_.get());
         z_rows(side_stream_.get(), gemm_);
     }
@@ -194,9 +179,7 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         const cuda::SsdGate gate = ssd_gate(w);
         cuda::ssm_decode(a, dt, act_, s, &gate);
     } else if (decode) {
-        // z_tail: z's product comes next, on this stream, and may start before the step's wait.
-        cuda::ssm_decode(ssd, dt, act_, s, nullptr, 0, lp.z_tail);
-        if (lp.z_tail) z_rows(s, gemm_);
+        cuda::ssm_decode(ssd, dt, act_, s);
     } else {
         if (n_dec_ > 0) cuda::ssm_decode(ssd_rows(ssd, 0, decode_rows), dt, act_, s);
         if (prefill_batch_.n_seq > 0) {
@@ -214,8 +197,8 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
             }
         }
     }
-    if (split && !z_joined && !lp.z_tail) join_.order(side_stream_.get(), s);  // z is in
-    if (!pass_scaled_ && !z_gate)
+    if (split && !z_joined) join_.order(side_stream_.get(), s);  // z is in
+    if (!pass_scaled_)
         cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm, static_cast<float>(c_.norm_eps),
                              ws_.gated, T, E, E / c_.n_group, act_, s);
     if (wanted >= 0 && layer + 1 == c_.n_layer) {
@@ -235,9 +218,6 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         f.u = ws_.u;
         f.out_parts = ws_.gemv_parts;
         f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
-        if (z_gate)
-            f.in_scale = RowScale{ws_.gate_parts, cuda::gemv_fused_parts(E), static_cast<float>(E),
-                                  static_cast<float>(c_.norm_eps)};
         f.bulk = gemv_bulk_;
         cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
     } else if (out_parts_.p) {

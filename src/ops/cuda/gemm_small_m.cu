@@ -40,8 +40,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <type_traits>
-
 #include "core/cuda/pdl.cuh"
 #include "core/cuda/prefetch.cuh"
 #include "core/cuda/sync.cuh"
@@ -79,20 +77,6 @@ __global__ void __launch_bounds__(kWarps * 32)
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
                         int64_t prefetch_block_bytes, bool early, GemvFused f) {
     constexpr bool kResidual = kEpi == GemvFused::kResidual;
-    constexpr bool kGate = kEpi == GemvFused::kGate;
-    // A late wait (GemvFused::late_wait): the next kernel may start now, every read before the
-    // gate's is early, and the wait comes before those or when the block ends (LateWait's
-    // destructor, on every return path; a second wait returns at once).
-    struct LateWait {
-        bool on;
-        __device__ ~LateWait() {
-            if (on) pdl::wait();
-        }
-    } const late{f.late_wait};
-    if (late.on) {
-        pdl::allow_next();
-        early = true;
-    }
     // This block's rows of w are contiguous and never written by a step's kernels: ask for them
     // before waiting for the kernel in front (core/cuda/prefetch.cuh).
     if (!kBulk && threadIdx.x == 0) {
@@ -106,7 +90,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
     // The block barriers of the residual epilogue and the input scale need every warp: a warp past
     // the end computes the last column again and stores nothing.
-    const int64_t row = (kResidual || kGate || kScale) && col >= n ? n - 1 : col;
+    const int64_t row = (kResidual || kScale) && col >= n ? n - 1 : col;
     const T* wr = w + row * k;
     const int64_t step = 32 * V;
     int64_t i = static_cast<int64_t>(lane) * V;
@@ -176,10 +160,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         load_w();
         if constexpr (kEpi == GemvFused::kConv) load_conv();
     }
-    if (!late.on) {
-        pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
-        pdl::allow_next();
-    }
+    pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     if (row >= n) return;
     if (!early) {
         load_w();
@@ -265,25 +247,6 @@ __global__ void __launch_bounds__(kWarps * 32)
                 float sum = 0.0f;
 #pragma unroll
                 for (int i = 0; i < kWarps; ++i) sum += ssq[i];
-                f.out_parts[blockIdx.x] = sum;
-            }
-        } else if constexpr (kGate) {
-            if (late.on) pdl::wait();  // gate_y is the kernel in front's output
-            __shared__ float gsq[kWarps];
-            if (lane == 0) {
-                float g = 0.0f;
-                if (col < n) {
-                    const float z = static_cast<float>(from_f32<T>(v));
-                    g = static_cast<float>(static_cast<const T*>(f.gate_y)[col]) * silu<T>(z);
-                    static_cast<T*>(f.gate_out)[col] = from_f32<T>(g * __ldg(f.gate_w + col));
-                }
-                gsq[warp] = g * g;
-            }
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                float sum = 0.0f;
-#pragma unroll
-                for (int i = 0; i < kWarps; ++i) sum += gsq[i];
                 f.out_parts[blockIdx.x] = sum;
             }
         } else if (lane == 0 && col < n) {
@@ -388,15 +351,6 @@ void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t 
                                                                         f, stream)
                           : launch_fused<T, GemvFused::kResidual, false>(a, w, n, k, per_block,
                                                                          grid, f, stream);
-        case GemvFused::kGate:  // bf16, no bulk rows (gemv_fused checks)
-            if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-                const auto kernel = scaled ? gemm_small_m_kernel<T, T, 1, GemvFused::kGate, true>
-                                           : gemm_small_m_kernel<T, T, 1, GemvFused::kGate, false>;
-                pdl::launch(kernel, grid, dim3(kWarps * 32), 0, stream, static_cast<const T*>(a), k,
-                            static_cast<const T*>(w), static_cast<T*>(nullptr), int64_t{0}, n, k,
-                            per_block, pdl::early_reads(), f);
-            }
-            return;
     }
 }
 
@@ -420,8 +374,6 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
     if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
         fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
-    if (f.epilogue == GemvFused::kGate && (act != DType::kBF16 || f.bulk))
-        fail("gemv_fused: kGate needs bf16 and no bulk rows", "f", __FILE__, __LINE__);
     if (n == 0) return;
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
     const int64_t per_block = prefetch_per_block(prefetch_bytes, grid.x, k, dtype_size(act));

@@ -51,19 +51,8 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 // - kResidual: r = residual[col] + y (f32); residual[col] = r; u[col] = act(r · w_next[col]); and
 //   out_parts[b] = Σ r² over columns 8b..8b+7 (the fixed order of a block), ceil(n / 8) of them:
 //   the next product's input scale (gemv_fused_parts).
-// - kGate (z's product with the gated RMSNorm's first half, one norm group): z = act(y) as
-//   zxbcdt would hold it, g = gate_y[col] · silu(z) in f32, gate_out[col] = act(g · gate_w[col])
-//   and out_parts[b] = Σ g² over columns 8b..8b+7: out_proj then takes rsqrt(Σ parts / n + eps)
-//   as its input scale, as with the decode step's gate. gate_y (the decode step's y) is read
-//   after pdl::wait(). bf16 only, no bulk rows.
-//
-// late_wait: the kernel lets the next one start at once and waits (pdl::wait()) only before
-// kGate's reads of gate_y, or at its end: it runs beside the kernel in front. Only where that
-// kernel let this one start before its own wait (ssm_decode's next_early) and the other
-// conditions of core/cuda/pdl.cuh's "Late waits" hold (the model's z product after the decode
-// step, DUALITY_Z_FORK=tail).
 struct GemvFused {
-    enum Epilogue { kStore, kConv, kResidual, kGate };
+    enum Epilogue { kStore, kConv, kResidual };
     Epilogue epilogue = kStore;
     RowScale in_scale;
     void* y = nullptr;  // kStore, kConv (columns outside the conv range): {n}
@@ -75,15 +64,10 @@ struct GemvFused {
     float* residual = nullptr;      // {n} f32, in and out
     const float* w_next = nullptr;  // {n} f32: the next RMSNorm's weight
     void* u = nullptr;              // {n} act
-    float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32 (kResidual, kGate)
-    // kGate
-    const void* gate_y = nullptr;   // {n} act: the decode step's y
-    const float* gate_w = nullptr;  // {n} f32: the gated norm's weight
-    void* gate_out = nullptr;       // {n} act
+    float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32
     // Each warp's row of w comes into shared memory as one bulk copy issued at the start, instead
     // of groups of loads into registers (gemv_fused_bulk_supported; 8 rows of k a block).
     bool bulk = false;
-    bool late_wait = false;
 };
 // Whether gemv_fused takes `bulk` for rows of k elements of act here (Hopper, rows of at most
 // 26 KiB). Where to use it: the model's gemv_bulk_ (docs/architecture.md, "Batch-1 GEMV

@@ -214,10 +214,8 @@ void argmax_rows(const float* logits, int64_t ld, int64_t rows, int64_t vocab, i
 // head's rows are split over (1, 2 or 4; tests and measurements); anything else:
 // DUALITY_SSM_DECODE_BULK_PARTS, or 4. A split that would leave a block part of a warp's rows (or
 // of a 16-row gate sum) is not taken.
-// next_early: the kernel lets the next one start before its own pdl::wait(), for a next kernel
-// with a late wait (core/cuda/pdl.cuh, "Late waits"; GemvFused::late_wait).
 void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t stream,
-                const SsdGate* gate = nullptr, int bulk_parts = 0, bool next_early = false);
+                const SsdGate* gate = nullptr, int bulk_parts = 0);
 // The blocks per head the bulk kernel runs ssm_decode(a, ..., act, ..., gate, bulk_parts) with, or
 // 0 where another kernel runs it (tests).
 int ssm_decode_bulk_parts(const SsdArgs& a, DType act, bool gate, int bulk_parts);

@@ -89,7 +89,7 @@ __device__ __forceinline__ HeadStep head_step(const SsdArgs& a, const RawDt& d, 
 
 template <typename T, typename S, int NPL, bool kGate>
 __global__ void __launch_bounds__(kWarps * 32)
-    ssm_decode_kernel(SsdArgs a, RawDt d, SsdGate gate, bool early, bool next_early) {
+    ssm_decode_kernel(SsdArgs a, RawDt d, SsdGate gate, bool early) {
     static_assert(!kGate || kWarps * kRowsPerWarp == kGateRows, "a block's rows are one part");
     [[maybe_unused]] __shared__ float s_sq[kGate ? kGateRows : 1];  // v² of the block's rows
     constexpr int VEC = NPL < 4 ? NPL : 4, J = NPL / VEC, R = kRowsPerWarp;
@@ -115,10 +115,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     };
     // The first sequence's state streams in while the kernel in front finishes (an early read,
     // core/cuda/pdl.cuh: the kernel in front does not write the state).
-    if (next_early) pdl::allow_next();  // a next kernel with a late wait (core/cuda/pdl.cuh)
     if (early && p0 < P && s0 < a.batch.n_seq) load_rows(rows_of(s0));
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
-    if (!next_early) pdl::allow_next();
+    pdl::allow_next();
     if (p0 >= P) return;  // whole warps only
     const T* x = static_cast<const T*>(a.x);
     const T* B = static_cast<const T*>(a.B);
@@ -199,8 +198,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 // smaller, shorter blocks, more of them per SM (kBulkParts).
 template <typename T, int N, bool kGate>
 __global__ void __launch_bounds__(kWarps * 32)
-    ssm_decode_bulk_kernel(SsdArgs a, RawDt d, SsdGate gate, int parts, bool early,
-                           bool next_early) {
+    ssm_decode_bulk_kernel(SsdArgs a, RawDt d, SsdGate gate, int parts, bool early) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 900
     pdl::wait();  // (no bulk copies before sm_90: the host never launches this there)
 #else
@@ -237,9 +235,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         // read, core/cuda/pdl.cuh: the kernel in front does not write the state).
         if (early && s0 < a.batch.n_seq) sync::bulk_load(st_s, rows_of(s0), bytes, &full);
     }
-    if (next_early) pdl::allow_next();  // a next kernel with a late wait (core/cuda/pdl.cuh)
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
-    if (!next_early) pdl::allow_next();
+    pdl::allow_next();
     uint32_t phase = 0;
     for (int64_t s = s0; s < a.batch.n_seq; s += gridDim.y) {
         float* st = rows_of(s);
@@ -405,7 +402,7 @@ int bulk_blocks_per_head(const SsdArgs& a, bool gate, int parts_asked) {
 
 template <typename T, typename S, bool kGate>
 void launch_ssm_decode(const SsdArgs& a, const RawDt& d, const SsdGate& gate, int parts_asked,
-                       bool next_early, cudaStream_t stream) {
+                       cudaStream_t stream) {
     const int64_t N = a.d_state;
     const unsigned seqs = static_cast<unsigned>(a.batch.n_seq < 65535 ? a.batch.n_seq : 65535);
     const unsigned heads = static_cast<unsigned>(a.n_head);
@@ -417,10 +414,10 @@ void launch_ssm_decode(const SsdArgs& a, const RawDt& d, const SsdGate& gate, in
             const size_t smem = static_cast<size_t>(a.head_dim / parts * N * 4);
             if (N == 64)
                 pdl::launch(ssm_decode_bulk_kernel<T, 64, kGate>, g, kWarps * 32, smem, stream, a,
-                            d, gate, parts, early, next_early);
+                            d, gate, parts, early);
             else
                 pdl::launch(ssm_decode_bulk_kernel<T, 128, kGate>, g, kWarps * 32, smem, stream, a,
-                            d, gate, parts, early, next_early);
+                            d, gate, parts, early);
             DUALITY_CUDA_LAUNCH_CHECK();
             return;
         }
@@ -430,13 +427,13 @@ void launch_ssm_decode(const SsdArgs& a, const RawDt& d, const SsdGate& gate, in
                     heads, seqs);
     if (aligned && N == 64)
         pdl::launch(ssm_decode_kernel<T, S, 2, kGate>, grid, kWarps * 32, 0, stream, a, d, gate,
-                    early, next_early);
+                    early);
     else if (aligned && N == 128)
         pdl::launch(ssm_decode_kernel<T, S, 4, kGate>, grid, kWarps * 32, 0, stream, a, d, gate,
-                    early, next_early);
+                    early);
     else if (aligned && N == 256)
         pdl::launch(ssm_decode_kernel<T, S, 8, kGate>, grid, kWarps * 32, 0, stream, a, d, gate,
-                    early, next_early);
+                    early);
     else if constexpr (!kGate) {
         const dim3 g(static_cast<unsigned>((a.head_dim + kWarps - 1) / kWarps), heads, seqs);
         pdl::launch(ssm_decode_generic_kernel<T, S>, g, kWarps * 32, 0, stream, a, d);
@@ -473,7 +470,7 @@ int ssm_decode_bulk_parts(const SsdArgs& a, DType act, bool gate, int bulk_parts
 }
 
 void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t stream,
-                const SsdGate* gate, int bulk_parts, bool next_early) {
+                const SsdGate* gate, int bulk_parts) {
     if (a.batch.n_seq <= 0) return;
     if (a.batch.n_tokens != a.batch.n_seq) bad_args("needs one token per sequence");
     if (a.n_group <= 0 || a.n_head % a.n_group != 0) bad_args("n_head % n_group != 0");
@@ -482,14 +479,13 @@ void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t strea
         if (!ssm_decode_gate_supported(a, *gate, act))
             bad_args("unsupported gate (see ssm_decode_gate_supported)");
         DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S, {
-            launch_ssm_decode<__nv_bfloat16, S, true>(a, dt, *gate, bulk_parts, next_early,
-                                                       stream);
+            launch_ssm_decode<__nv_bfloat16, S, true>(a, dt, *gate, bulk_parts, stream);
         });
         return;
     }
     DUALITY_DISPATCH_FLOAT("ssm_decode", act, T, {
         DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S, {
-            launch_ssm_decode<T, S, false>(a, dt, SsdGate{}, bulk_parts, next_early, stream);
+            launch_ssm_decode<T, S, false>(a, dt, SsdGate{}, bulk_parts, stream);
         });
     });
 }

@@ -17,8 +17,6 @@
 //   [z | xBC | dt] product (the conv's columns after z's). Checked: the conv output, the whole
 //   state pool and the z and dt columns.
 //
-// - gate: z's product with the gated norm's first half in its epilogue (bf16), below.
-//
 // Tolerance: default_tolerance(act); the conv's new state holds x rounded to act on both sides
 // (the product's summation order may move a rounding by one ulp, inside the bf16/f16 rows).
 #include <cmath>
@@ -237,56 +235,7 @@ void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, 
          }});
 }
 
-// gate: z's product with the gated norm's first half (kGate), with and without a late wait (nothing
-// runs in front here, so it only moves the wait). Checked: the normed output, gate_out ·
-// rsqrt(Σ parts / n + eps) (what out_proj sees), against cpu::gated_rms_norm of y and the
-// product rounded to act (one group); and the parts against Σ g² over each 8 columns.
-void gate_case(const char* tag, int64_t n, int64_t k, bool late) {
-    const DType act = DType::kBF16;
-    register_case(
-        {case_name("gate", tag, n, k, late ? "_late" : "", act), default_tolerance(act), [=] {
-             std::mt19937 rng(static_cast<uint32_t>(n * 5 + k + late));
-             Product p(rng, act, n, k);
-             const std::vector<float> parts = uniform(rng, 40, 0.5f, 3.0f);
-             const float s = scale_of(parts, 80.0f);
-             std::vector<float> z = p.y;
-             for (float& v : z) v *= s;
-             z = rounded(act, z);
-             const std::vector<float> y = rounded(act, normal(rng, static_cast<size_t>(n)));
-             const std::vector<float> w = uniform(rng, static_cast<size_t>(n), 0.5f, 1.5f);
-             std::vector<float> normed(static_cast<size_t>(n)), g(static_cast<size_t>(n));
-             cpu::gated_rms_norm(y.data(), z.data(), n, w.data(), kEps, normed.data(), 1, n, n, 1);
-             for (size_t c = 0; c < g.size(); ++c) g[c] = y[c] * z[c] / (1.0f + std::exp(-z[c]));
-             auto dparts = upload_f32(parts);
-             auto dy = upload_as(act, y);
-             auto dw = upload_f32(w);
-             cuda::DeviceBuffer dout(static_cast<size_t>(n) * 2),
-                 dgparts(static_cast<size_t>(cuda::gemv_fused_parts(n)) * 4);
-             cuda::GemvFused f;
-             f.epilogue = cuda::GemvFused::kGate;
-             f.in_scale = RowScale{dparts.as<float>(), 40, 80.0f, kEps};
-             f.gate_y = dy.data();
-             f.gate_w = dw.as<float>();
-             f.gate_out = dout.data();
-             f.out_parts = dgparts.as<float>();
-             f.late_wait = late;
-             cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
-             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
-             const std::vector<float> got_parts = download_as_f32(
-                 DType::kF32, dgparts.data(), static_cast<size_t>(cuda::gemv_fused_parts(n)));
-             std::vector<float> got = download_as_f32(act, dout.data(), static_cast<size_t>(n));
-             const float scale = scale_of(got_parts, static_cast<float>(n));
-             for (float& v : got) v *= scale;
-             return std::vector<Output>{{"normed", normed, got},
-                                        {"parts", block_ssq(g), got_parts}};
-         }});
-}
-
 DUALITY_OP_CASES(gemv_fused) {
-    for (const bool late : {false, true}) {
-        gate_case("z_2.7b", 5120, 2560, late);
-        gate_case("ragged", 1003, 128, late);
-    }
     for (DType act : {DType::kF16, DType::kBF16}) {
         store_case("z_2.7b", 5120, 2560, 320, false, act);
         store_case("lm_head_2.7b", 50288, 2560, 320, true, act);

@@ -102,13 +102,11 @@ void time_shape(const Shape& sh, int sms) {
                              cudaStream_t s) {
         cuda::gemm_small_m(u.data(), k, w, out, n, kAct, 1, n, k, kAct, prefetch, s);
     };
-    const auto fused = [&](const void* w, int64_t n, bool bulk, void* out, cudaStream_t s,
-                           bool late_wait = false) {
+    const auto fused = [&](const void* w, int64_t n, bool bulk, void* out, cudaStream_t s) {
         cuda::GemvFused f;
         f.in_scale = scale;
         f.y = out;
         f.bulk = bulk;
-        f.late_wait = late_wait;
         cuda::gemv_fused(u.data(), w, n, D, kAct, cuda::kSmallMPrefetchBytes, f, s);
     };
 
@@ -164,13 +162,6 @@ void time_shape(const Shape& sh, int sms) {
         join.order(b, a);
     };
     report("[xBC | dt] and z side by side (two streams)", time_on(a, pair), in_bytes);
-    // The same on one stream, z's product with a late wait right behind [xBC | dt]'s (the model's
-    // DUALITY_Z_FORK=tail, less the step between them; u is never written here).
-    const auto tail = [&](int i) {
-        fused(rows_at(i, E), n_xbc, false, y_xbc, a);
-        fused(w_in(i), E, false, y.data(), a, true);
-    };
-    report("[xBC | dt], then z with a late wait (one stream)", time_on(a, tail), in_bytes);
     report("out_proj, gemm_small_m, 8 MB prefetch",
            time_on(
                a, [&](int i) { product(w_out(i), D, E, y.data(), cuda::kSmallMPrefetchBytes, a); }),
@@ -189,11 +180,6 @@ void time_shape(const Shape& sh, int sms) {
            time_on(a, [&](int i) { residual(w_out(i), a); }), out_bytes);
     report("in_proj pair, then out_proj (a layer's products)", time_on(a, [&](int i) {
                pair(i);
-               residual(w_out(i), a);
-           }),
-           in_bytes + out_bytes);
-    report("in_proj with z's late wait, then out_proj", time_on(a, [&](int i) {
-               tail(i);
                residual(w_out(i), a);
            }),
            in_bytes + out_bytes);

@@ -13,18 +13,6 @@ namespace duality::cuda {
 class Stream {
   public:
     Stream() { DUALITY_CUDA_CHECK(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
-    // With a scheduling priority (cudaDeviceGetStreamPriorityRange: lower numbers first; 0 is the
-    // default and the lowest): where two streams' kernels wait for SMs, the higher one's blocks
-    // are placed first.
-    explicit Stream(int priority) {
-        DUALITY_CUDA_CHECK(cudaStreamCreateWithPriority(&s_, cudaStreamNonBlocking, priority));
-    }
-    // The highest priority the current device offers.
-    static int highest_priority() {
-        int least = 0, greatest = 0;
-        DUALITY_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
-        return greatest;
-    }
     ~Stream() {
         if (s_) cudaStreamDestroy(s_);
     }

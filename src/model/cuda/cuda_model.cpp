@@ -403,10 +403,6 @@ void CudaModel::tune_gemms() {
     }
 }
 
-int CudaModel::model_stream_priority() {
-    return env_is("DUALITY_STREAM_PRIORITY", "1") ? cuda::Stream::highest_priority() : 0;
-}
-
 Status CudaModel::layout_workspace() {
     passed_f16_ = env_is("DUALITY_SSD_PASSED_F16", "1");
     // DUALITY_SSD_PATH: fused (the default, where supported), five-step or scan (the

@@ -379,11 +379,7 @@ class CudaModel final : public Model {
     DType act_;
     int64_t conv_slot_elems_ = 0, ssm_slot_elems_ = 0;
     int64_t max_seqs_ = 0, max_tokens_ = 0, rows_max_ = 0, n_chunk_max_ = 0;
-    // The model's stream, ahead of the side stream where both have blocks waiting for SMs
-    // (DUALITY_STREAM_PRIORITY=0: both at the default priority): in batch-1 decode the [xBC |
-    // dt] product and then the step go before z's product on the side stream.
-    static int model_stream_priority();
-    cuda::Stream stream_{model_stream_priority()};
+    cuda::Stream stream_;
     // Decode passes compute in_proj's z columns on a side stream, forked after the [xBC | dt]
     // columns and joined before the gated norm, or before the decode step when it takes the gate
     // (DUALITY_SPLIT_IN_PROJ=0: one product instead).

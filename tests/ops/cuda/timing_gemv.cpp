@@ -7,7 +7,9 @@
 // the L2 prefetch before the wait, with rows by bulk copy. Every call reads the next of enough
 // copies of the weights that no call finds its own in L2 (kCopiesBytes); calls follow each other on
 // one stream (two for the pair) with PDL, as a step's products do. Prints µs per call, GB/s and the
-// fraction of the read stream's rate, and checks the values the last calls wrote. Disabled
+// fraction of the rate of a read stream of in_proj's bytes, and checks the values the last calls
+// wrote. Also: the rate of a 1 GiB read stream (the ceiling for this access pattern), and the LM
+// head against a read stream of its bytes. Disabled
 // by default (a benchmark, not a test of speed); run it on a GPU with
 //   duality_tests --gtest_also_run_disabled_tests --gtest_filter='GemvTiming.*'
 #include <cuda_bf16.h>
@@ -75,7 +77,8 @@ void time_shape(const Shape& sh, int sms) {
         out_parts(static_cast<size_t>(D) * 4);
     DUALITY_CUDA_CHECK(cudaMemset(res.data(), 0, res.bytes()));
     const std::vector<float> one(static_cast<size_t>(D), 1.0f);
-    DUALITY_CUDA_CHECK(cudaMemcpy(w_next.data(), one.data(), w_next.bytes(), cudaMemcpyHostToDevice));
+    DUALITY_CUDA_CHECK(
+        cudaMemcpy(w_next.data(), one.data(), w_next.bytes(), cudaMemcpyHostToDevice));
     DUALITY_CUDA_CHECK(cudaMemcpy(u.data(), ones.data(), u.bytes(), cudaMemcpyHostToDevice));
     DUALITY_CUDA_CHECK(cudaMemcpy(g.data(), ones.data(), g.bytes(), cudaMemcpyHostToDevice));
     // The input scale of the fused forms: D parts summing to D (scale about 1).
@@ -130,10 +133,12 @@ void time_shape(const Shape& sh, int sms) {
                ms, in_bytes);
         stream_rate = std::max(stream_rate, in_bytes / ms);
     }
-    report("read stream, out_proj's bytes (4 float4 in flight)", time_on(s1.get(), [&](int i) {
-               read_stream(static_cast<const float*>(w_out(i)), D * E / 8, 4, sms,
-                           sums.as<float>(), s1.get());
-           }),
+    report("read stream, out_proj's bytes (4 float4 in flight)",
+           time_on(s1.get(),
+                   [&](int i) {
+                       read_stream(static_cast<const float*>(w_out(i)), D * E / 8, 4, sms,
+                                   sums.as<float>(), s1.get());
+                   }),
            out_bytes);
     const cudaStream_t a = s1.get(), b = s2.get();
     report("in_proj whole, gemm_small_m, no prefetch",
@@ -176,15 +181,47 @@ void time_shape(const Shape& sh, int sms) {
         f.out_parts = out_parts.as<float>();
         cuda::gemv_fused(g.data(), w, D, E, kAct, cuda::kSmallMPrefetchBytes, f, s);
     };
-    report("out_proj, gemv_fused + residual",
-           time_on(a, [&](int i) { residual(w_out(i), a); }), out_bytes);
-    report("in_proj pair, then out_proj (a layer's products)", time_on(a, [&](int i) {
-               pair(i);
-               residual(w_out(i), a);
-           }),
+    report("out_proj, gemv_fused + residual", time_on(a, [&](int i) { residual(w_out(i), a); }),
+           out_bytes);
+    report("in_proj pair, then out_proj (a layer's products)",
+           time_on(a,
+                   [&](int i) {
+                       pair(i);
+                       residual(w_out(i), a);
+                   }),
            in_bytes + out_bytes);
+    // The LM head as the step ends with it: f32 logits scaled by the final norm (kStore, y_f32),
+    // against a read stream of its bytes.
+    {
+        constexpr int64_t kVocab = 50288;  // the presets' padded vocabulary
+        const auto head = weights(kVocab, D);
+        const double head_bytes = static_cast<double>(kVocab * D * 2);
+        const auto w_head = [&](int i) {
+            return head[static_cast<size_t>(i) % head.size()].data();
+        };
+        cuda::DeviceBuffer logits(static_cast<size_t>(kVocab) * 4);
+        report("read stream, the LM head's bytes (4 float4 in flight)",
+               time_on(a,
+                       [&](int i) {
+                           read_stream(static_cast<const float*>(w_head(i)), kVocab * D / 8, 4, sms,
+                                       sums.as<float>(), a);
+                       }),
+               head_bytes);
+        report("LM head, gemv_fused (scaled, f32 logits)",
+               time_on(a,
+                       [&](int i) {
+                           cuda::GemvFused f;
+                           f.in_scale = scale;
+                           f.y = logits.data();
+                           f.y_f32 = true;
+                           cuda::gemv_fused(u.data(), w_head(i), kVocab, D, kAct,
+                                            cuda::kSmallMPrefetchBytes, f, a);
+                       }),
+               head_bytes);
+    }
     // Last: out_proj's plain product, whose output the check below reads.
-    time_on(a, [&](int i) { product(w_out(i), D, E, g_out.data(), cuda::kSmallMPrefetchBytes, a); });
+    time_on(a,
+            [&](int i) { product(w_out(i), D, E, g_out.data(), cuda::kSmallMPrefetchBytes, a); });
     DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
 
     // What the last timed calls left: every weight is bf16(0.01) and every input 1, so each of the
@@ -212,6 +249,24 @@ TEST(GemvTiming, DISABLED_Batch1Products) {
     cudaDeviceProp prop{};
     DUALITY_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
     std::printf("%s, %d SMs\n", prop.name, sms);
+    {
+        // The read rate of a long stream (1 GiB, no kernel boundaries to speak of): what HBM gives
+        // this access pattern at best, against which the products' rates below can be read.
+        const int64_t bytes = int64_t{1} << 30;
+        cuda::DeviceBuffer big(static_cast<size_t>(bytes)), sums(static_cast<size_t>(sms) * 8 * 4);
+        DUALITY_CUDA_CHECK(cudaMemset(big.data(), 0, big.bytes()));
+        cuda::Stream s;
+        for (int in_flight : {4, 8}) {
+            const double ms = time_ms(
+                [&](int) {
+                    read_stream(big.as<float>(), bytes / 16, in_flight, sms, sums.as<float>(),
+                                s.get());
+                },
+                8, 2, s.get());
+            std::printf("read stream of 1 GiB (%d float4 in flight): %.1f us, %.0f GB/s\n",
+                        in_flight, 1e3 * ms, static_cast<double>(bytes) / (ms * 1e-3) / 1e9);
+        }
+    }
     time_shape({"mamba2-2.7b", 2560, 5120, 10576}, sms);
     time_shape({"mamba2-130m", 768, 1536, 3352}, sms);
 }

@@ -218,6 +218,16 @@ void time_shape(const Shape& sh, int sms) {
                                             cuda::kSmallMPrefetchBytes, f, a);
                        }),
                head_bytes);
+        // Every logit is D · bf16(0.01) times the input scale (f32 out, f32 accumulation).
+        DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<float> got(static_cast<size_t>(kVocab));
+        DUALITY_CUDA_CHECK(
+            cudaMemcpy(got.data(), logits.data(), got.size() * 4, cudaMemcpyDeviceToHost));
+        const double want =
+            D * __bfloat162float(__float2bfloat16(0.01f)) / std::sqrt(1.0 + scale.eps);
+        for (int64_t c = 0; c < kVocab; ++c)
+            ASSERT_NEAR(got[static_cast<size_t>(c)], want, 1e-3 * want)
+                << sh.name << " LM head, logit " << c;
     }
     // Last: out_proj's plain product, whose output the check below reads.
     time_on(a,

@@ -4,7 +4,8 @@
 // H100 (issue 4 asks for 85%), and in_proj's two products are most of a layer's bytes, so this
 // says how much of the gap the products themselves leave: each alone, [xBC | dt] and z side by
 // side on two streams (the model's early fork), the whole product in one launch, with and without
-// the L2 prefetch before the wait, with rows by bulk copy. Every call reads the next of enough
+// the L2 prefetch before the wait, with rows by bulk copy; [xBC | dt] also in the conv form the
+// model runs (the conv on its xBC columns), alone, before z and beside it. Every call reads the next of enough
 // copies of the weights that no call finds its own in L2 (kCopiesBytes); calls follow each other on
 // one stream (two for the pair) with PDL, as a step's products do. Prints µs per call, GB/s and the
 // fraction of the rate of a read stream of in_proj's bytes, and checks the values the last calls
@@ -41,7 +42,7 @@ constexpr DType kAct = DType::kBF16;
 // A model's product shapes: in_proj {d_in_proj, d_model}, out_proj {d_model, d_inner}.
 struct Shape {
     const char* name;
-    int64_t d_model, d_inner, d_in_proj;
+    int64_t d_model, d_inner, d_in_proj, n_head;
 };
 
 // Copies of a {rows, cols} bf16 weight, kCopiesBytes or more in all (at least 2), every element
@@ -167,6 +168,50 @@ void time_shape(const Shape& sh, int sms) {
         join.order(b, a);
     };
     report("[xBC | dt] and z side by side (two streams)", time_on(a, pair), in_bytes);
+    // [xBC | dt] as the model's batch-1 step runs it: the conv form (GemvFused::kConv, the
+    // width-4 conv on its xBC columns into conv_out and the slot's window), alone, then z after it
+    // on the same stream, and z beside it (the early fork).
+    const int64_t channels = n_xbc - sh.n_head;
+    const std::vector<float> taps(static_cast<size_t>(channels * 4), 0.25f);
+    cuda::DeviceBuffer conv_w(taps.size() * 4), window(static_cast<size_t>(3 * channels) * 4),
+        conv_out(static_cast<size_t>(channels) * 2), slot(4);
+    DUALITY_CUDA_CHECK(
+        cudaMemcpy(conv_w.data(), taps.data(), conv_w.bytes(), cudaMemcpyHostToDevice));
+    DUALITY_CUDA_CHECK(cudaMemset(window.data(), 0, window.bytes()));
+    DUALITY_CUDA_CHECK(cudaMemset(slot.data(), 0, slot.bytes()));
+    const auto conv_form = [&](int i, cudaStream_t s) {
+        cuda::GemvFused f;
+        f.epilogue = cuda::GemvFused::kConv;
+        f.in_scale = scale;
+        f.y = y_xbc;
+        f.conv_begin = 0;
+        f.conv.batch.slots = slot.as<int32_t>();
+        f.conv.channels = channels;
+        f.conv.width = 4;
+        f.conv.weight = conv_w.as<float>();
+        f.conv.state = window.as<float>();
+        f.conv.state_slot_stride = 3 * channels;
+        f.conv.out = conv_out.data();
+        cuda::gemv_fused(u.data(), rows_at(i, E), n_xbc, D, kAct, cuda::kSmallMPrefetchBytes, f, s);
+    };
+    report("[xBC | dt] alone, conv form (the model's)", time_on(a, [&](int i) { conv_form(i, a); }),
+           double(n_xbc * D * 2));
+    report("[xBC | dt] conv form, then z (one stream)",
+           time_on(a,
+                   [&](int i) {
+                       conv_form(i, a);
+                       fused(w_in(i), E, false, y.data(), a);
+                   }),
+           in_bytes);
+    report("[xBC | dt] conv form and z side by side",
+           time_on(a,
+                   [&](int i) {
+                       fork.order(a, b);
+                       fused(w_in(i), E, false, y.data(), b);
+                       conv_form(i, a);
+                       join.order(b, a);
+                   }),
+           in_bytes);
     report("out_proj, gemm_small_m, 8 MB prefetch",
            time_on(
                a, [&](int i) { product(w_out(i), D, E, y.data(), cuda::kSmallMPrefetchBytes, a); }),
@@ -277,8 +322,8 @@ TEST(GemvTiming, DISABLED_Batch1Products) {
                         in_flight, 1e3 * ms, static_cast<double>(bytes) / (ms * 1e-3) / 1e9);
         }
     }
-    time_shape({"mamba2-2.7b", 2560, 5120, 10576}, sms);
-    time_shape({"mamba2-130m", 768, 1536, 3352}, sms);
+    time_shape({"mamba2-2.7b", 2560, 5120, 10576, 80}, sms);
+    time_shape({"mamba2-130m", 768, 1536, 3352, 24}, sms);
 }
 
 }  // namespace

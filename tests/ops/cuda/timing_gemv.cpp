@@ -5,13 +5,13 @@
 // says how much of the gap the products themselves leave: each alone, [xBC | dt] and z side by
 // side on two streams (the model's early fork), the whole product in one launch, with and without
 // the L2 prefetch before the wait, with rows by bulk copy; [xBC | dt] also in the conv form the
-// model runs (the conv on its xBC columns), alone, before z and beside it. Every call reads the next of enough
-// copies of the weights that no call finds its own in L2 (kCopiesBytes); calls follow each other on
-// one stream (two for the pair) with PDL, as a step's products do. Prints µs per call, GB/s and the
-// fraction of the rate of a read stream of in_proj's bytes, and checks the values the last calls
-// wrote. Also: the rate of a 1 GiB read stream (the ceiling for this access pattern), and the LM
-// head against a read stream of its bytes. Disabled
-// by default (a benchmark, not a test of speed); run it on a GPU with
+// model runs (the conv on its xBC columns), alone, before z and beside it. Every call reads the
+// next of enough copies of the weights that no call finds its own in L2 (kCopiesBytes); calls
+// follow each other on one stream (two for the pair) with PDL, as a step's products do. Prints µs
+// per call, GB/s and the fraction of the rate of a read stream of in_proj's bytes, and checks the
+// values the last calls wrote. Also: the rate of a 1 GiB read stream (the ceiling for this access
+// pattern), and the LM head against a read stream of its bytes. Disabled by default (a benchmark,
+// not a test of speed); run it on a GPU with
 //   duality_tests --gtest_also_run_disabled_tests --gtest_filter='GemvTiming.*'
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>

@@ -155,7 +155,7 @@ void time_shape(const Shape& sh, int sms) {
         report("in_proj whole, gemv_fused, rows by bulk copy",
                time_on(a, [&](int i) { fused(w_in(i), n_in, true, y.data(), a); }), in_bytes);
     char* y_xbc = y.as<char>() + E * 2;
-    report("[xBC | dt] alone, gemv_fused",
+    report("[xBC | dt] alone, gemv_fused store form",
            time_on(a, [&](int i) { fused(rows_at(i, E), n_xbc, false, y_xbc, a); }),
            double(n_xbc * D * 2));
     report("z alone, gemv_fused", time_on(a, [&](int i) { fused(w_in(i), E, false, y.data(), a); }),
@@ -294,6 +294,11 @@ void time_shape(const Shape& sh, int sms) {
     };
     expect_all(y, n_in, D * w01 / std::sqrt(1.0 + scale.eps), "in_proj pair");
     expect_all(g_out, D, E * w01, "out_proj");
+    // The conv form's outputs: after the first calls the slot's window holds x = bf16(the
+    // product) only, so each channel is silu(4 · 0.25 · x).
+    const double x = __bfloat162float(
+        __float2bfloat16(static_cast<float>(D * w01 / std::sqrt(1.0 + scale.eps))));
+    expect_all(conv_out, channels, x / (1.0 + std::exp(-x)), "[xBC | dt] conv form");
 }
 
 TEST(GemvTiming, DISABLED_Batch1Products) {

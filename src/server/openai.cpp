@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string_view>
 
 #include "loader/json.h"
 
@@ -443,10 +444,14 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
          {"prompt_logprobs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
           "allowed_token_ids", "structured_outputs", "chat_template", "truncate_prompt_tokens"})
         if (given(key)) return bad(key, std::string(key) + " is not supported by this server");
+    // (Values are looked at in place: a copy of a deeply nested one recursed off the stack.)
     for (const char* key : {"min_tokens", "bad_words", "chat_template_kwargs"}) {
-        const json& v = body.contains(key) ? body[key] : json();
-        if (!v.is_null() && v != 0 && !(v.is_array() && v.empty()))
-            return bad(key, std::string(key) + " is not supported by this server");
+        const auto it = body.find(key);
+        if (it == body.end()) continue;
+        const bool neutral =
+            it->is_null() || *it == 0 || (it->is_array() && it->empty()) ||
+            (it->is_object() && it->empty() && std::string_view(key) == "chat_template_kwargs");
+        if (!neutral) return bad(key, std::string(key) + " is not supported by this server");
     }
     for (const auto& [key, neutral] : {std::pair{"use_beam_search", false},
                                        {"include_stop_str_in_output", false},
@@ -457,7 +462,8 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
                                 " is not supported by this server");
     if (given("response_format")) {
         const json& f = body["response_format"];
-        if (!f.is_object() || f.value("type", json()) != "text")
+        const auto type = f.is_object() ? f.find("type") : f.end();
+        if (!f.is_object() || type == f.end() || *type != "text")
             return bad("response_format",
                        "response_format other than {\"type\": \"text\"} (JSON or schema "
                        "output) is not supported by this server");

@@ -255,7 +255,8 @@ class TestLogprobs(SharedServerCase):
                 self.assert_error(self.srv.post(self.CH, {**chat, field: value}), 400, field)
         for field, value in (("min_tokens", 0), ("bad_words", []), ("use_beam_search", False),
                              ("skip_special_tokens", True), ("response_format", {"type": "text"}),
-                             ("tool_choice", "none"), ("stop_token_ids", [])):
+                             ("tool_choice", "none"), ("stop_token_ids", []),
+                             ("chat_template_kwargs", {})):
             with self.subTest(field=field, neutral=True):
                 self.check_completion(self.complete({**base, field: value}))
 

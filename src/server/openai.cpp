@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
-#include <string_view>
 
 #include "loader/json.h"
 
@@ -444,15 +443,13 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
          {"prompt_logprobs", "guided_json", "guided_regex", "guided_choice", "guided_grammar",
           "allowed_token_ids", "structured_outputs", "chat_template", "truncate_prompt_tokens"})
         if (given(key)) return bad(key, std::string(key) + " is not supported by this server");
-    // (Values are looked at in place: a copy of a deeply nested one recursed off the stack.)
-    for (const char* key : {"min_tokens", "bad_words", "chat_template_kwargs"}) {
-        const auto it = body.find(key);
-        if (it == body.end()) continue;
-        const bool neutral =
-            it->is_null() || *it == 0 || (it->is_array() && it->empty()) ||
-            (it->is_object() && it->empty() && std::string_view(key) == "chat_template_kwargs");
-        if (!neutral) return bad(key, std::string(key) + " is not supported by this server");
-    }
+    // Their neutral values, as for the switches below. (Values are compared in place: a copy of
+    // a deeply nested one recursed off the stack.)
+    for (const auto& [key, neutral] : {std::pair{"min_tokens", json(0)},
+                                       {"bad_words", json::array()},
+                                       {"chat_template_kwargs", json::object()}})
+        if (given(key) && body[key] != neutral)
+            return bad(key, std::string(key) + " is not supported by this server");
     for (const auto& [key, neutral] : {std::pair{"use_beam_search", false},
                                        {"include_stop_str_in_output", false},
                                        {"skip_special_tokens", true},
@@ -462,8 +459,8 @@ std::optional<ApiError> parse_request(const std::string& body_text, bool chat,
                                 " is not supported by this server");
     if (given("response_format")) {
         const json& f = body["response_format"];
-        const auto type = f.is_object() ? f.find("type") : f.end();
-        if (!f.is_object() || type == f.end() || *type != "text")
+        const auto type = f.find("type");  // end() unless an object with a type
+        if (type == f.end() || *type != "text")
             return bad("response_format",
                        "response_format other than {\"type\": \"text\"} (JSON or schema "
                        "output) is not supported by this server");

@@ -292,12 +292,12 @@ void time_shape(const Shape& sh, int sms) {
             ASSERT_NEAR(__bfloat162float(got[static_cast<size_t>(c)]), want, 8e-3 * want)
                 << sh.name << " " << what << ", column " << c;
     };
-    expect_all(y, n_in, D * w01 / std::sqrt(1.0 + scale.eps), "in_proj pair");
+    const double in_proj_value = D * w01 / std::sqrt(1.0 + scale.eps);  // every column's
+    expect_all(y, n_in, in_proj_value, "in_proj pair");
     expect_all(g_out, D, E * w01, "out_proj");
     // The conv form's outputs: after the first calls the slot's window holds x = bf16(the
     // product) only, so each channel is silu(4 · 0.25 · x).
-    const double x = __bfloat162float(
-        __float2bfloat16(static_cast<float>(D * w01 / std::sqrt(1.0 + scale.eps))));
+    const double x = __bfloat162float(__float2bfloat16(static_cast<float>(in_proj_value)));
     expect_all(conv_out, channels, x / (1.0 + std::exp(-x)), "[xBC | dt] conv form");
 }
 

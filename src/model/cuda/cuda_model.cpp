@@ -4,6 +4,7 @@
 #include "model/cuda/cuda_model.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -234,7 +235,36 @@ Result<std::vector<int32_t>> CudaModel::decode_greedy(std::span<const SeqInput> 
     const int64_t S = decode_rows(n);  // the rows run_pass's decode passes take
     cudaStream_t s = stream_.get();
     int32_t* out = loop_ids_.as<int32_t>();
-    for (int k = 0; k < n_steps; ++k) {
+    const bool loop_graphs = loop_steps_ > 1 && opt_.cuda_graphs && !(S == 1 && use_stack_);
+    if (loop_graphs && !loop_dev_ids_.data()) {  // once, for any batch: graphs keep its address
+        const size_t bytes = sizeof(int32_t) * static_cast<size_t>(loop_steps_ * max_seqs_);
+        DUALITY_ASSIGN_OR_RETURN(loop_dev_ids_,
+                                 DeviceBuffer::allocate(bytes, "the device loop's ids"));
+    }
+    for (int k = 0; k < n_steps;) {
+        // The steps after the first in graphs of K steps, K the largest power of two within
+        // both what is left and loop_steps_ (so a call of 16 steps runs 1 + 8 + 4 + 2 + 1).
+        const int K = loop_graphs && k > 0 ? static_cast<int>(std::bit_floor(static_cast<unsigned>(
+                                                 std::min(n_steps - k, loop_steps_))))
+                                           : 1;
+        if (K > 1) {  // K whole steps in one graph
+            cuda::Graph& g = loop_graphs_[{n, K}];
+            if (!g)
+                g = cuda::Graph::capture(s, [&] {
+                    for (int j = 0; j < K; ++j) {
+                        enqueue_layers(S, true);
+                        enqueue_head(S);
+                        cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, sample_vocab(),
+                                          ws_.tokens, s, loop_dev_ids_.as<int32_t>() + j * n);
+                    }
+                });
+            g.launch(s);
+            DUALITY_CUDA_CHECK(cudaMemcpyAsync(out + static_cast<int64_t>(k) * n,
+                                               loop_dev_ids_.data(), sizeof(int32_t) * K * n,
+                                               cudaMemcpyDeviceToHost, s));
+            k += K;
+            continue;
+        }
         if (k == 0) {
             run_pass(pass, false);
         } else {
@@ -242,6 +272,7 @@ Result<std::vector<int32_t>> CudaModel::decode_greedy(std::span<const SeqInput> 
         }
         cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, sample_vocab(), ws_.tokens, s,
                           out + static_cast<int64_t>(k) * n);
+        ++k;
     }
     for (const SeqInput& in : batch) slot_tokens_[static_cast<size_t>(in.slot)] += n_steps;
     stream_.sync();
@@ -271,6 +302,9 @@ CudaModel::CudaModel(ModelConfig c, const LoadOptions& o)
     rows_max_ = std::max<int64_t>(max_seqs_, 256);
     split_in_proj_ = !env_is("DUALITY_SPLIT_IN_PROJ", "0");
     device_loop_ = !env_is("DUALITY_DEVICE_LOOP", "0");
+    embed_in_norm_ = !env_is("DUALITY_EMBED_IN_NORM", "0");
+    loop_steps_ = static_cast<int>(std::clamp<long long>(
+        env_int("DUALITY_LOOP_GRAPH_STEPS", kLoopGraphSteps), 1, kMaxLoopGraphSteps));
     if (const char* env = std::getenv("DUALITY_Z_FORK")) {
         const std::string_view v(env);
         if (v == "early" || v == "late" || v == "auto")

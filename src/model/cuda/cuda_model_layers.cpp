@@ -55,7 +55,9 @@ void CudaModel::enqueue_layers(int64_t T, bool decode, int64_t wanted) {
 CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode) {
     const int64_t D = c_.d_model, E = c_.d_inner;
     cudaStream_t s = stream_.get();
-    cuda::embedding(ws_.tokens, T, weights_.embedding, D, ws_.h, act_, s);
+    // The first layer's add_rms_norm gathers the embedding rows itself (embed_in_norm_).
+    if (!embed_in_norm_ || weights_.layers.empty())
+        cuda::embedding(ws_.tokens, T, weights_.embedding, D, ws_.h, act_, s);
     // Decode passes: in_proj as two products, [xBC | dt] first, then z (needed only by the
     // gated norm, or by the step when it takes the gate) on the side stream, where it overlaps
     // the conv and the SSM step (the conv only, with the gate) instead of preceding them
@@ -129,10 +131,13 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
     decode_rows.n_seq = decode_rows.n_tokens = n_dec_;
     const cuda::DeviceLayer& w = weights_.layers[static_cast<size_t>(layer)];
     const bool fused_in = pass_fused_ && layer > 0;  // u and its parts from out_proj
-    if (!fused_in)
-        cuda::add_rms_norm(ws_.h, ws_.residual, w.norm, static_cast<float>(c_.norm_eps), ws_.u, T,
-                           D, layer == 0, act_, s, h_scale(ws_.ssq),
-                           layer == 0 ? cuda::HParts{} : out_parts_);
+    if (!fused_in) {
+        const bool gather = layer == 0 && embed_in_norm_;  // h is the embedding table
+        cuda::add_rms_norm(gather ? weights_.embedding : ws_.h, ws_.residual, w.norm,
+                           static_cast<float>(c_.norm_eps), ws_.u, T, D, layer == 0, act_, s,
+                           h_scale(ws_.ssq), layer == 0 ? cuda::HParts{} : out_parts_,
+                           gather ? ws_.tokens : nullptr);
+    }
     const auto z_rows = [&](cudaStream_t stream, cuda::Gemm& z_gemm) {
         if (!fused_in) return in_proj_rows(w, 0, E, T, stream, z_gemm);
         cuda::GemvFused f = fused_input(true);

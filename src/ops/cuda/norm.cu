@@ -1,6 +1,7 @@
 // RMSNorm variants and the bias add (spec 4 and 5.7), f32 math:
 //   add_rms_norm:   residual = h (first) or residual + s·h, s = 1 or a RowScale factor of the row,
-//                   h given or the f32 sum of a split-k product's parts (HParts);
+//                   h given, the f32 sum of a split-k product's parts (HParts), or with
+//                   `first` the embedding table's rows of the given token ids (a fused gather);
 //                   out = residual · rsqrt(mean(residual²) + eps) · w
 //   gated_rms_norm: v = y · silu(z); per group of group_size channels v · rsqrt(mean(v²) + eps) · w
 //   add_bias:       y[r, :] += bias
@@ -142,13 +143,14 @@ __global__ void __launch_bounds__(kWarp ? 32 * kWarpsPerBlock : kMaxTeam)
                         float* __restrict__ residual,    // {rows, dim}
                         const float* __restrict__ w,     // {dim}
                         float eps, T* __restrict__ out,  // {rows, dim}
-                        int64_t rows, int64_t dim, bool first, RowScale scale, HParts hp) {
+                        int64_t rows, int64_t dim, bool first, RowScale scale, HParts hp,
+                        const int32_t* __restrict__ ids) {  // `first` only: h's row of each row
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
     pdl::allow_next();
     int64_t row;
     int rank, size;
     if (!team_unit<kWarp>(rows, row, rank, size)) return;  // whole teams only
-    const T* hr = kParts ? nullptr : h + row * dim;
+    const T* hr = kParts ? nullptr : h + (ids ? static_cast<int64_t>(ids[row]) : row) * dim;
     const float* pr = kParts ? hp.p + row * dim : nullptr;
     float* res = residual + row * dim;
     T* o = out + row * dim;
@@ -255,7 +257,7 @@ void with_team_shape(int64_t n_units, int64_t n_vec, int V, F&& f) {
 template <typename T, int V>
 void launch_add_rms_norm(const void* h, float* residual, const float* w, float eps, void* out,
                          int64_t rows, int64_t dim, bool first, const RowScale& scale,
-                         const HParts& parts, cudaStream_t stream) {
+                         const HParts& parts, const int32_t* ids, cudaStream_t stream) {
     const auto* hp = static_cast<const T*>(h);
     auto* op = static_cast<T*>(out);
     with_team_shape(rows, dim / V, V, [&](auto k, auto warp, unsigned blocks, int threads) {
@@ -264,13 +266,13 @@ void launch_add_rms_norm(const void* h, float* residual, const float* w, float e
         // (A RowScale and parts together are refused by add_rms_norm.)
         if (scale.ssq)
             pdl::launch(add_rms_norm_kernel<T, V, kK, kW, true, false>, blocks, threads, 0, stream,
-                        hp, residual, w, eps, op, rows, dim, first, scale, parts);
+                        hp, residual, w, eps, op, rows, dim, first, scale, parts, ids);
         else if (parts.p)
             pdl::launch(add_rms_norm_kernel<T, V, kK, kW, false, true>, blocks, threads, 0, stream,
-                        hp, residual, w, eps, op, rows, dim, first, scale, parts);
+                        hp, residual, w, eps, op, rows, dim, first, scale, parts, ids);
         else
             pdl::launch(add_rms_norm_kernel<T, V, kK, kW, false, false>, blocks, threads, 0, stream,
-                        hp, residual, w, eps, op, rows, dim, first, scale, parts);
+                        hp, residual, w, eps, op, rows, dim, first, scale, parts, ids);
     });
 }
 
@@ -419,7 +421,7 @@ void launch_add_bias(void* y, int64_t ld, const float* bias, int64_t rows, int64
 
 void add_rms_norm(const void* h, float* residual, const float* w, float eps, void* out,
                   int64_t rows, int64_t dim, bool first, DType act, cudaStream_t stream,
-                  const RowScale& scale, const HParts& parts) {
+                  const RowScale& scale, const HParts& parts, const int32_t* ids) {
     if (rows <= 0 || dim <= 0) return;
     if (parts.p &&
         (first || scale.ssq || parts.n < 1 || parts.n > kMaxHParts || parts.stride < rows * dim)) {
@@ -427,6 +429,10 @@ void add_rms_norm(const void* h, float* residual, const float* w, float eps, voi
                      "duality: add_rms_norm: parts need 1..%d parts of rows·dim apart, and "
                      "neither `first` nor a RowScale\n",
                      kMaxHParts);
+        std::abort();
+    }
+    if (ids && !first) {
+        std::fprintf(stderr, "duality: add_rms_norm: ids (an embedding gather) need `first`\n");
         std::abort();
     }
     // `first` takes h as it is (the embedding).
@@ -438,10 +444,10 @@ void add_rms_norm(const void* h, float* residual, const float* w, float eps, voi
                          dtype::is_aligned(out, 4 * sizeof(T)) && dtype::is_aligned(residual, 16) &&
                          dtype::is_aligned(w, 16);
         if (vec)
-            launch_add_rms_norm<T, 4>(h, residual, w, eps, out, rows, dim, first, sc, parts,
+            launch_add_rms_norm<T, 4>(h, residual, w, eps, out, rows, dim, first, sc, parts, ids,
                                       stream);
         else
-            launch_add_rms_norm<T, 1>(h, residual, w, eps, out, rows, dim, first, sc, parts,
+            launch_add_rms_norm<T, 1>(h, residual, w, eps, out, rows, dim, first, sc, parts, ids,
                                       stream);
     });
 }

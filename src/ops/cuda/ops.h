@@ -54,9 +54,12 @@ constexpr int kMaxHParts = 4;
 // out = residual · rsqrt(mean(residual²) + eps) · w. h, out {rows, dim} act (rows h_stride /
 // out dense); residual {rows, dim} f32; w {dim} f32. `scale`: h's rows scaled first (not with
 // `first`). `parts`: h is their f32 sum instead (h unused; not with `first` or `scale`).
+// `ids` (with `first` only, on the device): h is an embedding table {vocab, dim} and row r reads
+// its row ids[r] (in [0, vocab), not checked), so the embedding gather needs no launch of its own.
 void add_rms_norm(const void* h, float* residual, const float* w, float eps, void* out,
                   int64_t rows, int64_t dim, bool first, DType act, cudaStream_t stream,
-                  const RowScale& scale = {}, const HParts& parts = {});
+                  const RowScale& scale = {}, const HParts& parts = {},
+                  const int32_t* ids = nullptr);
 
 // y {rows, n} (act, rows ld apart) += bias {n} (f32).
 void add_bias(void* y, int64_t ld, const float* bias, int64_t rows, int64_t n, DType act,

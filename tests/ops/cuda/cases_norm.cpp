@@ -3,6 +3,7 @@
 // and block-per-row kernels at every register depth and the looping block, the 4-wide and scalar
 // paths (dims, strides not multiples of 4), the model shapes (130m, 2.7b, Codestral) and n_group 1
 // and 8.
+#include <algorithm>
 #include <string>
 
 #include "ops/cpu/ops.h"
@@ -43,6 +44,48 @@ void add_rms_norm_case(int64_t rows, int64_t dim, bool first, DType act) {
                            {"out", out, download_as_f32(act, d_out.data(), n)},
                            {"residual", res, download_as_f32(DType::kF32, d_res.data(), n)}};
                    }});
+}
+
+// add_rms_norm with `first` and token ids (the model's first layer): h is an embedding table of
+// `vocab` rows and row r reads row ids[r] (repeats, the first and the last row of the table),
+// against the CPU gather followed by cpu::add_rms_norm.
+void add_rms_norm_gather_case(int64_t rows, int64_t dim, int64_t vocab, DType act) {
+    const std::string name = "add_rms_norm/r" + num(rows) + "_d" + num(dim) + "_gather" +
+                             num(vocab) + "/" + dt_name(act);
+    register_case(
+        {name, default_tolerance(act), [=] {
+             std::mt19937 rng(static_cast<uint32_t>(rows * 7 + dim + vocab));
+             const std::vector<float> table =
+                 rounded(act, normal(rng, static_cast<size_t>(vocab * dim)));
+             // Row 0 reads the table's last row, row 1 its first, the last row repeats row 1.
+             std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(vocab - 1));
+             std::vector<int32_t> ids;
+             for (int64_t r = 0; r < rows; ++r)
+                 ids.push_back(r == 0          ? static_cast<int32_t>(vocab - 1)
+                               : r == 1        ? 0
+                               : r + 1 == rows ? 0
+                                               : pick(rng));
+             const size_t n = static_cast<size_t>(rows * dim);
+             std::vector<float> h(n);
+             for (int64_t r = 0; r < rows; ++r)
+                 std::copy_n(table.begin() + ids[static_cast<size_t>(r)] * dim, dim,
+                             h.begin() + r * dim);
+             const std::vector<float> w = normal(rng, static_cast<size_t>(dim), 1.0f, 0.2f);
+             std::vector<float> res(n), out(n);
+             cpu::add_rms_norm(h.data(), res.data(), w.data(), kEps, out.data(), rows, dim, true,
+                               kCpuThreads);
+
+             cuda::DeviceBuffer d_table = upload_as(act, table), d_ids = upload_i32(ids),
+                                d_w = upload_f32(w);
+             cuda::DeviceBuffer d_res(n * 4), d_out(n * dtype_size(act));
+             cuda::add_rms_norm(d_table.data(), d_res.as<float>(), d_w.as<float>(), kEps,
+                                d_out.data(), rows, dim, true, act, nullptr, {}, {},
+                                d_ids.as<int32_t>());
+             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
+             return std::vector<Output>{
+                 {"out", out, download_as_f32(act, d_out.data(), n)},
+                 {"residual", res, download_as_f32(DType::kF32, d_res.data(), n)}};
+         }});
 }
 
 // add_rms_norm with a RowScale (h's rows scaled by rsqrt(Σ ssq / count + eps) first), n_part
@@ -174,7 +217,14 @@ DUALITY_OP_CASES(norm) {
             add_rms_norm_case(5, 2560, first, act);  // 2.7b
             add_rms_norm_case(3, 4096, first, act);  // codestral
         }
-        add_rms_norm_case(9, 256, false, act);     // the bundled 17m model
+        add_rms_norm_case(9, 256, false, act);  // the bundled 17m model
+        // The first layer's embedding gather: 130m decode and prefill, 2.7b (block team), the
+        // bundled model, scalar.
+        add_rms_norm_gather_case(1, 768, 1000, act);
+        add_rms_norm_gather_case(37, 768, 50, act);
+        add_rms_norm_gather_case(5, 2560, 300, act);
+        add_rms_norm_gather_case(9, 256, 20, act);
+        add_rms_norm_gather_case(6, 770, 11, act);
         add_rms_norm_case(6, 770, false, act);     // warp, scalar
         add_rms_norm_case(4, 1030, false, act);    // block, scalar
         add_rms_norm_case(2, 8192, false, act);    // wide block

@@ -171,6 +171,9 @@ PY
   # The batch-1 products against a read stream of the same bytes (tests/ops/cuda/timing_gemv.cpp).
   build-gpu/tests/duality_tests --gtest_also_run_disabled_tests --gtest_filter='GemvTiming.*' \
     2>&1 | grep -vE '^\[|^Running main|^Note:' | tee "$OUT/gemv-timing.txt" || status=1
+  # What a kernel boundary costs without model math (tests/ops/cuda/timing_pdl_chain.cpp).
+  build-gpu/tests/duality_tests --gtest_also_run_disabled_tests --gtest_filter='PdlChainTiming.*' \
+    2>&1 | grep -vE '^\[|^Running main|^Note:' | tee "$OUT/chain-timing.txt" || status=1
 fi
 if [[ "$what" == conv ]]; then
   step "SsdConv / RawDt: op cases"

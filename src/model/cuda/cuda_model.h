@@ -445,10 +445,7 @@ class CudaModel final : public Model {
     bool gate_epilogue_ = false;  // prefill passes may use ssd_fused's gate (layout_workspace)
     bool dt_in_ssd_ = true;       // ... and Δ from the raw dt columns (RawDt)
     bool trim_last_ = true;       // prefill: the last out_proj on the wanted rows only
-    // The first layer's add_rms_norm reads the embedding rows of the pass's tokens itself: no
-    // embedding launch (DUALITY_EMBED_IN_NORM=0 keeps the separate gather).
-    bool embed_in_norm_ = true;
-    bool conv_in_ssd_ = false;  // ... and its conv prologue (layout_workspace)
+    bool conv_in_ssd_ = false;    // ... and its conv prologue (layout_workspace)
     // Pure prefill passes with the gate but conv1d apart run z's product beside conv1d
     // (DUALITY_PREFILL_Z_SIDE=0 turns it off; begin_layers).
     bool prefill_z_side_ = true;
@@ -493,6 +490,9 @@ class CudaModel final : public Model {
     cuda::DecodeStackArgs stack_;  // its arguments (layout_decode_stack)
     DeviceBuffer stack_block_;     // its layer table, v, ssq and sync words
     cuda::Graph stack_graph_;      // its launch, captured
+    // The first layer's add_rms_norm reads the embedding rows of the pass's tokens itself: no
+    // embedding launch (DUALITY_EMBED_IN_NORM=0 keeps the separate gather).
+    bool embed_in_norm_ = true;
     bool device_loop_ = true;      // decode_greedy replays the decode graph back to back
     cuda::PinnedBuffer loop_ids_;  // decode_greedy's ids {n_steps, n}, written by the argmax
     // decode_greedy's steps after the first run in graphs of up to loop_steps_ whole steps

@@ -134,11 +134,12 @@ PrefillResult bench_prefill(Model& model, const Options& o, int64_t batch, int64
     return r;
 }
 
-// warmup + 2 · decode_steps greedy steps of `batch` one-token sequences, each step fed the
-// previous step's ids: Model::decode_greedy, untimed for the warmup and a first call of
-// decode_steps, then wall-clocked (it returns host ids, so each call is synchronous). That is one
-// step_sample() per step, or, where the model feeds the ids on the device
-// (DeviceInfo::device_loop), the steps queued back to back.
+// warmup + decode_steps greedy steps of `batch` one-token sequences, each step fed the previous
+// step's ids: Model::decode_greedy, untimed for the warmup, then wall-clocked (it returns host
+// ids, so each call is synchronous). That is one step_sample() per step, or, where the model
+// feeds the ids on the device (DeviceInfo::device_loop), the steps queued back to back; there the
+// warmup (when > 0) also makes one call of decode_steps, whose graphs (captured per call length)
+// are then not timed.
 DecodeResult bench_decode(Model& model, const Options& o, int64_t batch, DType weight_dtype,
                           DType state_dtype, std::mt19937_64& rng) {
     DecodeResult r;
@@ -169,9 +170,8 @@ DecodeResult bench_decode(Model& model, const Options& o, int64_t batch, DType w
         next.assign(ids.end() - batch, ids.end());
         return Status::ok();
     };
-    // The warmup, then one untimed call of the timed call's length: graphs captured per call
-    // length (CudaModel's device loop) are captured outside the timing, as the per-batch ones are.
-    for (const int steps : {o.warmup, o.decode_steps}) {
+    const bool loop_warmup = o.warmup > 0 && model.device_info().device_loop;
+    for (const int steps : {o.warmup, loop_warmup ? o.decode_steps : 0}) {
         if (Status st = run(steps); !st.is_ok()) {
             r.skipped = st.message();
             return r;
@@ -311,8 +311,8 @@ Action add_bench_command(CLI::App& app) {
         ->check(CLI::Range(1, 1 << 20))
         ->capture_default_str();
     cmd->add_option("--warmup", opt->warmup,
-                    "Untimed decode steps (and op launches) first, then one untimed call of "
-                    "--decode-steps; prefill: one untimed run when > 0")
+                    "Untimed decode steps (and op launches) first (with the device loop also "
+                    "one call of --decode-steps); prefill: one untimed run when > 0")
         ->check(CLI::Range(0, 1 << 20))
         ->capture_default_str();
     cmd->add_option("--iters", opt->iters, "Timed launches per op (--ops)")

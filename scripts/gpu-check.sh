@@ -3,7 +3,7 @@
 # registry and the whole-model CUDA tests), the rest of the suite, and the benchmarks.
 # Every session uses this script so GPU numbers stay comparable.
 #
-#   scripts/gpu-check.sh [tests|bench|serve|profile|conv|conv-profile|split|state|timeline|ab|prefill-ab|build|all]
+#   scripts/gpu-check.sh [tests|bench|serve|profile|conv|conv-profile|split|state|timeline|trace|ab|prefill-ab|build|all]
 #   (default: all)
 #
 # build: only the build (then `source scripts/gpu-env.sh` and run build-gpu/duality yourself).
@@ -31,6 +31,13 @@
 # last step's GPU activity in order (kernels and copies, with the idle gaps between them), which
 # shows what a step spends outside its graph. GPU_CHECK_PREFILL_LENS (for example 8192) traces
 # batch-1 prefills of those lengths the same way (and only them unless GPU_CHECK_BATCHES is set).
+#
+# trace (not part of all): the same question without Nsight Systems (which the device machines
+# lack): `duality bench` decode of GPU_CHECK_MODELS (default mamba2-2.7b mamba2-130m) at
+# GPU_CHECK_BATCHES (default 1), 32 steps, under the CUPTI injection library
+# (tools/kernel_trace), and scripts/kernel_trace_summary.py on the last 16 steps: per kind of
+# kernel its duration, how early it started and its share of the step's span.
+# GPU_CHECK_TRACE_ENV: comma-separated VAR=VALUE pairs for those runs.
 #
 # conv (not part of all): the prefill folds into the fused SSD (Δ from raw dt, DUALITY_SSD_DT; x's
 # conv1d, DUALITY_SSD_CONV): their op cases, then prefill b1 x 2k and 8k with neither, Δ only and
@@ -382,6 +389,31 @@ if [[ "$what" == timeline ]]; then
         python3 scripts/timeline_summary.py "$OUT/timeline-${tag}_cuda_gpu_kern_sum.csv" \
           "$OUT/timeline-${tag}_cuda_gpu_trace.csv" "$cfg batch $b" 20 |
           tee "$OUT/timeline-$tag.txt" || status=1
+      done
+    done
+  fi
+fi
+if [[ "$what" == trace ]]; then
+  step "kernel timeline (CUPTI injection, decode)"
+  lib=$PWD/build-gpu/libduality_kernel_trace.so
+  trace_env=${GPU_CHECK_TRACE_ENV:-}
+  if [[ ! -f "$lib" ]]; then
+    echo "no $lib (built only where CMake finds CUPTI)"
+    status=1
+  else
+    # shellcheck disable=SC2086  # one word per model
+    for cfg in ${GPU_CHECK_MODELS:-mamba2-2.7b mamba2-130m}; do
+      batches=${GPU_CHECK_BATCHES:-1}
+      for b in ${batches//,/ }; do
+        tag=${cfg#mamba2-}-b$b
+        # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+        env ${trace_env//,/ } CUDA_INJECTION64_PATH="$lib" \
+          DUALITY_KERNEL_TRACE="/tmp/trace-$tag.csv" build-gpu/duality bench --random-weights \
+          --config "$cfg" --no-prefill --decode-batches "$b" --decode-steps 32 \
+          >"$OUT/trace-$tag.log" 2>&1 || status=1
+        grep -E "^ +$b " "$OUT/trace-$tag.log" || true
+        python3 scripts/kernel_trace_summary.py "/tmp/trace-$tag.csv" "$cfg batch $b" 16 |
+          tee "$OUT/trace-$tag.txt" || status=1
       done
     done
   fi

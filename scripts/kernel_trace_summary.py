@@ -11,7 +11,9 @@ while the one in front still runs, so durations overlap), the mean lead (how lon
 end of the kernel in front, in end order, it started) and its share of the step's span: a
 kernel's *increment* is how far its end moves the latest end seen so far, and the increments of a
 step add up to its span (argmax end to argmax end), so they say which kernels the step waits for.
-Then the mean period and how much of it no kernel ran.
+Then the mean period and how much of it no kernel ran; a layer's kernels as medians from the
+end of the repeated kernel with the largest increment (the next instance of each kind: its start
+and end); and the kernels in the middle of the last step.
 """
 import csv
 import sys
@@ -80,6 +82,34 @@ def main():
         per = n / steps
         print(f"{short(key[0]):58} {key[1]:6d} {per:6.1f} {dur / n / 1e3:7.2f} "
               f"{lead / n / 1e3:8.2f} {inc / steps / 1e3:12.1f} {inc / steps / period:6.1%}")
+    # A layer's kernels from the end of the kernel kind with the largest increment among those that
+    # run more than once a step (a layer's critical link): the median start and end of the next
+    # instance of every kind, up to the anchor's next instance.
+    repeated = [k for k in kinds if kinds[k][0] > steps]
+    if repeated:
+        anchor = max(repeated, key=lambda k: kinds[k][3])
+        rel = defaultdict(lambda: ([], []))
+        window_rows = rows[ends[0]:ends[-1] + 1]
+        keys = [(r[2], r[3]) for r in window_rows]
+        at = [i for i, k in enumerate(keys) if k == anchor]
+        for a, b in zip(at, at[1:]):
+            t0 = window_rows[a][1]
+            seen = set()
+            for j in range(a + 1, b + 1):
+                k = keys[j]
+                if k in seen:
+                    continue
+                seen.add(k)
+                rel[k][0].append(window_rows[j][0] - t0)
+                rel[k][1].append(window_rows[j][1] - t0)
+        med = lambda v: sorted(v)[len(v) // 2] / 1e3
+        print(f"a layer: medians over {len(at) - 1} layers, us from the end of "
+              f"{short(anchor[0])} ({anchor[1]} blocks)")
+        print(f"{'kernel':58} {'grid':>6} {'start':>7} {'end':>7}")
+        for k in sorted(rel, key=lambda k: med(rel[k][1])):
+            if len(rel[k][1]) * 2 < len(at) - 1:
+                continue  # not in most layers
+            print(f"{short(k[0]):58} {k[1]:6d} {med(rel[k][0]):7.2f} {med(rel[k][1]):7.2f}")
     # The middle of the last step in end order: starts and ends from the first one's end.
     lo, hi = ends[-2], ends[-1]
     mid = (lo + hi) // 2

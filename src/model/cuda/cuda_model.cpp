@@ -519,6 +519,11 @@ Status CudaModel::layout_workspace() {
     DUALITY_ASSIGN_OR_RETURN(ssd_sync_, DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe),
                                                                "the SSD sync buffer"));
     DUALITY_CUDA_CHECK(cudaMemsetAsync(ssd_sync_.data(), 0, ssd_sync_.bytes(), stream_.get()));
+    gnorm_tail_ = env_is("DUALITY_GNORM_TAIL", "1") && c_.n_group == 1 && c_.head_dim % 16 == 0 &&
+                  c_.d_inner % 8 == 0 && act_ != DType::kF32;
+    DUALITY_ASSIGN_OR_RETURN(
+        gnorm_counter_, DeviceBuffer::allocate(sizeof(unsigned), "the gated norm tail's count"));
+    DUALITY_CUDA_CHECK(cudaMemsetAsync(gnorm_counter_.data(), 0, sizeof(unsigned), stream_.get()));
     const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
     // Prefill gate: one sum per (token, head); decode gate: head_dim / 16 per (sequence, head).
     // (Batch-1 passes may take the decode gate where it fits: batch1_whole_.)

@@ -319,6 +319,8 @@ class CudaModel final : public Model {
     // A batch-1 fused product's input: u with out_proj's parts as its scale (`scaled`), or u
     // already normalized by add_rms_norm (the first layer).
     cuda::GemvFused fused_input(bool scaled) const;
+    // The gated norm tail of `layer`'s batch-1 step and z product (gnorm_tail_).
+    cuda::GatedNormTail gnorm_tail(const cuda::DeviceLayer& w) const;
 
     // The columns [first, d_in_proj) of a batch-1 pass's in_proj (first: 0, or d_inner where z's
     // product runs apart) with conv1d in the product's epilogue: xBC's channels go through the
@@ -486,7 +488,12 @@ class CudaModel final : public Model {
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)
-    bool use_stack_ = false;   // batch-1 decode passes by cuda::decode_stack
+    // Batch-1 passes where z forks early, one group: the gated norm done by the last block of the
+    // decode step and z's product (cuda::GatedNormTail) instead of its own launch.
+    // DUALITY_GNORM_TAIL=0|1 turns it off or on. gnorm_counter_: the tail's count (zeroed once).
+    bool gnorm_tail_ = false;
+    DeviceBuffer gnorm_counter_;
+    bool use_stack_ = false;       // batch-1 decode passes by cuda::decode_stack
     cuda::DecodeStackArgs stack_;  // its arguments (layout_decode_stack)
     DeviceBuffer stack_block_;     // its layer table, v, ssq and sync words
     cuda::Graph stack_graph_;      // its launch, captured

@@ -132,6 +132,9 @@ TEST(CudaModel, GatedNormTailMatchesTheGatedNormKernel) {
         return load_bundled_bf16(2, {{"DUALITY_Z_FORK", "early"},
                                      {"DUALITY_Z_FORK_MIN_ELEMS", "1"},
                                      {"DUALITY_GEMV_EPILOGUES", "1"},
+                                     {"DUALITY_DECODE_GATE", "0"},
+                                     {"DUALITY_DECODE_STACK", "0"},
+                                     {"DUALITY_SPLIT_IN_PROJ", "1"},
                                      {"DUALITY_GNORM_TAIL", tail}});
     };
     auto with_tail = load("1");

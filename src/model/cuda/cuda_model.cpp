@@ -519,8 +519,6 @@ Status CudaModel::layout_workspace() {
     DUALITY_ASSIGN_OR_RETURN(ssd_sync_, DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe),
                                                                "the SSD sync buffer"));
     DUALITY_CUDA_CHECK(cudaMemsetAsync(ssd_sync_.data(), 0, ssd_sync_.bytes(), stream_.get()));
-    gnorm_tail_ = env_is("DUALITY_GNORM_TAIL", "1") && c_.n_group == 1 && c_.head_dim % 16 == 0 &&
-                  c_.d_inner % 8 == 0 && act_ != DType::kF32;
     DUALITY_ASSIGN_OR_RETURN(
         gnorm_counter_, DeviceBuffer::allocate(sizeof(unsigned), "the gated norm tail's count"));
     DUALITY_CUDA_CHECK(cudaMemsetAsync(gnorm_counter_.data(), 0, sizeof(unsigned), stream_.get()));
@@ -588,6 +586,9 @@ Status CudaModel::layout_workspace() {
                                                               : GemvEpilogues::kAuto;
     batch1_whole_ = gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
                     !z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_);
+    // (Every layer's step: its state slots and inputs share one layout, so layer 0 stands for all.)
+    gnorm_tail_ = env_is("DUALITY_GNORM_TAIL", "1") && c_.n_group == 1 && c_.d_inner % 8 == 0 &&
+                  cuda::ssm_decode_tail_supported(ssd_args(0), act_);
     gemv_bulk_ = batch1_whole_ && !env_is("DUALITY_GEMV_BULK", "0") &&
                  cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&
                  (env_is("DUALITY_GEMV_BULK", "1") ||

@@ -381,9 +381,10 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
     if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
         fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
-    if (f.tail.counter && (f.epilogue != GemvFused::kStore || f.bulk || f.tail.dim % 8 != 0))
-        fail("gemv_fused: a tail needs kStore without bulk and a dim of a multiple of 8", "f.tail",
-             __FILE__, __LINE__);
+    if (f.tail.counter &&
+        (f.epilogue != GemvFused::kStore || f.bulk || f.y_f32 || f.tail.dim % 8 != 0))
+        fail("gemv_fused: a tail needs kStore (act out, no bulk) and a dim of a multiple of 8",
+             "f.tail", __FILE__, __LINE__);
     if (n == 0) return;
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
     const int64_t per_block = prefetch_per_block(prefetch_bytes, grid.x, k, dtype_size(act));

@@ -244,6 +244,9 @@ void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t strea
                 const GatedNormTail* tail = nullptr);
 // The blocks ssm_decode(a, ...) launches for one sequence with a tail (GatedNormTail::blocks).
 int64_t ssm_decode_tail_blocks(const SsdArgs& a);
+// Whether ssm_decode takes a tail for these arguments (their batch aside): f16/bf16, head_dim a
+// multiple of 16, d_state 64, 128 or 256 with the vector kernels' alignment.
+bool ssm_decode_tail_supported(const SsdArgs& a, DType act);
 // The blocks per head the bulk kernel runs ssm_decode(a, ..., act, ..., gate, bulk_parts) with, or
 // 0 where another kernel runs it (tests).
 int ssm_decode_bulk_parts(const SsdArgs& a, DType act, bool gate, int bulk_parts);

@@ -422,8 +422,8 @@ void launch_ssm_decode(const SsdArgs& a, const RawDt& d, const SsdGate& gate, in
     const bool aligned = vector_aligned<T, S>(a);
     const bool early = pdl::early_reads();
     if constexpr (std::is_same_v<S, float>) {
-        if (const int parts = bulk_blocks_per_head<T>(a, kGate, parts_asked); parts > 0) {
-            if (tail.counter) bad_args("a tail on the bulk kernel");
+        if (const int parts = tail.counter ? 0 : bulk_blocks_per_head<T>(a, kGate, parts_asked);
+            parts > 0) {
             const dim3 g(heads * static_cast<unsigned>(parts), seqs);
             const size_t smem = static_cast<size_t>(a.head_dim / parts * N * 4);
             if (N == 64)
@@ -485,14 +485,31 @@ int64_t ssm_decode_tail_blocks(const SsdArgs& a) {
     return (a.head_dim + rows_per_block - 1) / rows_per_block * a.n_head;
 }
 
+bool ssm_decode_tail_supported(const SsdArgs& a, DType act) {
+    if (act != DType::kBF16 && act != DType::kF16) return false;
+    if (a.head_dim % (kWarps * kRowsPerWarp) != 0) return false;
+    if (a.d_state != 64 && a.d_state != 128 && a.d_state != 256) return false;
+    bool aligned = false;
+    DUALITY_DISPATCH_FLOAT("ssm_decode", act, T, {
+        DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
+                               { aligned = vector_aligned<T, S>(a); });
+    });
+    return aligned;
+}
+
 void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t stream,
                 const SsdGate* gate, int bulk_parts, const GatedNormTail* tail) {
     if (a.batch.n_seq <= 0) return;
+    if (a.batch.n_tokens != a.batch.n_seq) bad_args("needs one token per sequence");
+    if (a.n_group <= 0 || a.n_head % a.n_group != 0) bad_args("n_head % n_group != 0");
+    if (a.n_head > 65535) bad_args("n_head > 65535");
     if (tail) {
         if (gate) bad_args("a tail with a gate");
-        if (a.batch.n_seq != 1 || a.head_dim % (kWarps * kRowsPerWarp) != 0 || tail->dim % 8 != 0 ||
-            !tail->counter || (act != DType::kBF16 && act != DType::kF16))
-            bad_args("unsupported tail (one sequence, head_dim % 16 == 0, f16/bf16, dim % 8 == 0)");
+        if (a.batch.n_seq != 1 || !tail->counter || tail->dim != a.n_head * a.head_dim ||
+            !ssm_decode_tail_supported(a, act))
+            bad_args(
+                "unsupported tail (see ssm_decode_tail_supported; one sequence, dim = "
+                "n_head · head_dim)");
         DUALITY_DISPATCH_FLOAT("ssm_decode", act, T, {
             if constexpr (sizeof(T) == 2) {
                 DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S, {
@@ -502,9 +519,6 @@ void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t strea
         });
         return;
     }
-    if (a.batch.n_tokens != a.batch.n_seq) bad_args("needs one token per sequence");
-    if (a.n_group <= 0 || a.n_head % a.n_group != 0) bad_args("n_head % n_group != 0");
-    if (a.n_head > 65535) bad_args("n_head > 65535");
     if (gate) {
         if (!ssm_decode_gate_supported(a, *gate, act))
             bad_args("unsupported gate (see ssm_decode_gate_supported)");

@@ -140,13 +140,13 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
     }
     // The gated norm by the last block of the step and z's product (gnorm_tail_): batch-1 passes
     // where z forks early into the fused product and the step has no gate.
-    const bool tail = gnorm_tail_ && decode && T == 1 && pass_fused_ && fused_in && z_first &&
-                      split && !pass_scaled_;
+    const bool tail = gnorm_tail_ && decode && T == 1 && fused_in && z_first && !pass_scaled_;
+    const cuda::GatedNormTail norm_tail = tail ? gnorm_tail(w) : cuda::GatedNormTail{};
     const auto z_rows = [&](cudaStream_t stream, cuda::Gemm& z_gemm) {
         if (!fused_in) return in_proj_rows(w, 0, E, T, stream, z_gemm);
         cuda::GemvFused f = fused_input(true);
         f.y = ws_.zxbcdt;
-        if (tail) f.tail = gnorm_tail(w);
+        f.tail = norm_tail;
         cuda::gemv_fused(ws_.u, w.in_proj, E, D, act_, z_gemm.prefetch_bytes(), f, stream);
     };
     if (z_first) {
@@ -189,8 +189,7 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         const cuda::SsdGate gate = ssd_gate(w);
         cuda::ssm_decode(a, dt, act_, s, &gate);
     } else if (decode && tail) {
-        const cuda::GatedNormTail t = gnorm_tail(w);
-        cuda::ssm_decode(ssd, dt, act_, s, nullptr, 0, &t);
+        cuda::ssm_decode(ssd, dt, act_, s, nullptr, 0, &norm_tail);
     } else if (decode) {
         cuda::ssm_decode(ssd, dt, act_, s);
     } else {

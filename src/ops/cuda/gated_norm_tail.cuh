@@ -13,15 +13,6 @@
 
 namespace duality::cuda {
 
-namespace tail_detail {
-// 8 act values from L2 (written by other blocks of this or another launch: not through L1).
-template <typename T>
-__device__ __forceinline__ void load8_l2(const T* p, float (&v)[8]) {
-    using Raw = dtype::RawOf<8, T>;
-    dtype::unpack<8>(__ldcg(reinterpret_cast<const Raw*>(p)), p, v);
-}
-}  // namespace tail_detail
-
 template <typename T>
 __device__ void gated_norm_tail(const GatedNormTail& t) {
     __shared__ bool last;
@@ -37,8 +28,8 @@ __device__ void gated_norm_tail(const GatedNormTail& t) {
     float ss = 0.0f;
     for (int64_t c = static_cast<int64_t>(threadIdx.x) * 8; c < t.dim; c += step) {
         float yv[8], zv[8];
-        tail_detail::load8_l2(y + c, yv);
-        tail_detail::load8_l2(z + c, zv);
+        dtype::load<8, dtype::Cache::kL2>(y + c, yv);
+        dtype::load<8, dtype::Cache::kL2>(z + c, zv);
 #pragma unroll
         for (int i = 0; i < 8; ++i) {
             const float v = yv[i] * silu<T>(zv[i]);
@@ -50,8 +41,8 @@ __device__ void gated_norm_tail(const GatedNormTail& t) {
     T* out = static_cast<T*>(t.out);
     for (int64_t c = static_cast<int64_t>(threadIdx.x) * 8; c < t.dim; c += step) {
         float yv[8], zv[8], o[8];
-        tail_detail::load8_l2(y + c, yv);
-        tail_detail::load8_l2(z + c, zv);
+        dtype::load<8, dtype::Cache::kL2>(y + c, yv);
+        dtype::load<8, dtype::Cache::kL2>(z + c, zv);
 #pragma unroll
         for (int i = 0; i < 8; ++i) o[i] = yv[i] * silu<T>(zv[i]) * s * t.w[c + i];
         dtype::store<8>(out + c, o);

@@ -463,14 +463,22 @@ int64_t ssm_decode_gate_parts(int64_t head_dim) {
     return head_dim / kGateRows;
 }
 
-bool ssm_decode_gate_supported(const SsdArgs& a, const SsdGate& gate, DType act) {
-    if (act != DType::kBF16 || !gate.z || !gate.w || !gate.ssq) return false;
-    if (a.head_dim % kGateRows != 0 || a.head_dim > 128) return false;
+// Whether the vector kernels run a with act activations, in whole 16-row blocks (every warp
+// reaches the block's end: the gate's sums and the tail need it).
+bool vector_whole_blocks(const SsdArgs& a, DType act) {
+    if (a.head_dim % kGateRows != 0) return false;
     if (a.d_state != 64 && a.d_state != 128 && a.d_state != 256) return false;
     bool aligned = false;
-    DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
-                           { aligned = vector_aligned<__nv_bfloat16, S>(a); });
+    DUALITY_DISPATCH_FLOAT("ssm_decode", act, T, {
+        DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
+                               { aligned = vector_aligned<T, S>(a); });
+    });
     return aligned;
+}
+
+bool ssm_decode_gate_supported(const SsdArgs& a, const SsdGate& gate, DType act) {
+    return act == DType::kBF16 && gate.z && gate.w && gate.ssq && a.head_dim <= 128 &&
+           vector_whole_blocks(a, act);
 }
 
 int ssm_decode_bulk_parts(const SsdArgs& a, DType act, bool gate, int bulk_parts) {
@@ -486,15 +494,7 @@ int64_t ssm_decode_tail_blocks(const SsdArgs& a) {
 }
 
 bool ssm_decode_tail_supported(const SsdArgs& a, DType act) {
-    if (act != DType::kBF16 && act != DType::kF16) return false;
-    if (a.head_dim % (kWarps * kRowsPerWarp) != 0) return false;
-    if (a.d_state != 64 && a.d_state != 128 && a.d_state != 256) return false;
-    bool aligned = false;
-    DUALITY_DISPATCH_FLOAT("ssm_decode", act, T, {
-        DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
-                               { aligned = vector_aligned<T, S>(a); });
-    });
-    return aligned;
+    return (act == DType::kBF16 || act == DType::kF16) && vector_whole_blocks(a, act);
 }
 
 void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t stream,

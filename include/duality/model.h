@@ -83,6 +83,9 @@ struct DeviceInfo {
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
+    // Of each batch-1 product's weights, the bytes its blocks ask L2 for before the kernel in
+    // front has finished (CUDA, PDL; -1: all; DUALITY_GEMM_PREFETCH_MB); 0 on the CPU.
+    int64_t gemv_prefetch_bytes = 0;
     // Decode passes of out_proj_split_rows sequences or more run out_proj as split-k in
     // out_proj_split f32 parts, summed by the next norm (CUDA, DUALITY_OUT_PROJ_SPLIT; 1: never).
     int out_proj_split = 1;

@@ -108,6 +108,14 @@ std::string render_table(const BenchReport& r) {
                  "layer\n";
         if (dev.gemv_bulk)
             s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
+        if (dev.gemv_prefetch_bytes > 0)
+            s +=
+                fmt("decode   batch 1: %.0f MiB of each product's weights prefetched into L2 "
+                    "(DUALITY_GEMM_PREFETCH_MB)\n",
+                    static_cast<double>(dev.gemv_prefetch_bytes) / (1 << 20));
+        else if (dev.gemv_prefetch_bytes < 0)
+            s += "decode   batch 1: all of each product's weights prefetched into L2 "
+                 "(DUALITY_GEMM_PREFETCH_MB)\n";
         if (dev.out_proj_split > 1)
             s +=
                 fmt("decode   %lld+ sequences: out_proj in %d k-parts summed by the next norm "
@@ -200,6 +208,7 @@ std::string render_json(const BenchReport& r) {
         j["decode_gate"] = dev.decode_gate;
         j["batch1_whole"] = dev.batch1_whole;
         j["gemv_bulk"] = dev.gemv_bulk;
+        j["gemv_prefetch_bytes"] = dev.gemv_prefetch_bytes;
         j["out_proj_split"] = dev.out_proj_split;
         j["out_proj_split_rows"] = dev.out_proj_split_rows;
         j["ssd_conv"] = dev.ssd_conv;

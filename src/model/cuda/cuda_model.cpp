@@ -355,6 +355,10 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     } else if (split_in_proj_ && z_early(1)) {  // the m = 1 kernel only: a 1 MiB workspace
         DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create(size_t{1} << 20));
     }
+    if (split_in_proj_ && z_early(1) && !std::getenv("DUALITY_GEMM_PREFETCH_MB")) {
+        gemm_.set_prefetch_bytes(kEarlyForkPrefetchBytes);
+        gemm_side_.set_prefetch_bytes(kEarlyForkPrefetchBytes);
+    }
     staging_ = cuda::PinnedBuffer(static_cast<size_t>(desc_.total) * 4);
     sample_staging_ =
         cuda::PinnedBuffer(static_cast<size_t>(rows_max_) * (sizeof(cuda::DeviceSampling) + 4));
@@ -373,6 +377,7 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.decode_gate = decode_gate_;
     info_.batch1_whole = whole_at(1);
     info_.gemv_bulk = gemv_bulk_;
+    info_.gemv_prefetch_bytes = gemv_bulk_ ? 0 : gemm_.prefetch_bytes();
     info_.ssd_conv = conv_in_ssd_;
     info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
     info_.prefill_z_side = gate_epilogue_ && !conv_in_ssd_ && prefill_z_side_;
@@ -519,9 +524,6 @@ Status CudaModel::layout_workspace() {
     DUALITY_ASSIGN_OR_RETURN(ssd_sync_, DeviceBuffer::allocate(cuda::ssd_fused_sync_bytes(probe),
                                                                "the SSD sync buffer"));
     DUALITY_CUDA_CHECK(cudaMemsetAsync(ssd_sync_.data(), 0, ssd_sync_.bytes(), stream_.get()));
-    DUALITY_ASSIGN_OR_RETURN(
-        gnorm_counter_, DeviceBuffer::allocate(sizeof(unsigned), "the gated norm tail's count"));
-    DUALITY_CUDA_CHECK(cudaMemsetAsync(gnorm_counter_.data(), 0, sizeof(unsigned), stream_.get()));
     const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
     // Prefill gate: one sum per (token, head); decode gate: head_dim / 16 per (sequence, head).
     // (Batch-1 passes may take the decode gate where it fits: batch1_whole_.)
@@ -586,9 +588,6 @@ Status CudaModel::layout_workspace() {
                                                               : GemvEpilogues::kAuto;
     batch1_whole_ = gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
                     !z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_);
-    // (Every layer's step: its state slots and inputs share one layout, so layer 0 stands for all.)
-    gnorm_tail_ = env_is("DUALITY_GNORM_TAIL", "1") && c_.n_group == 1 && c_.d_inner % 8 == 0 &&
-                  cuda::ssm_decode_tail_supported(ssd_args(0), act_);
     gemv_bulk_ = batch1_whole_ && !env_is("DUALITY_GEMV_BULK", "0") &&
                  cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&
                  (env_is("DUALITY_GEMV_BULK", "1") ||

@@ -319,8 +319,6 @@ class CudaModel final : public Model {
     // A batch-1 fused product's input: u with out_proj's parts as its scale (`scaled`), or u
     // already normalized by add_rms_norm (the first layer).
     cuda::GemvFused fused_input(bool scaled) const;
-    // The gated norm tail of `layer`'s batch-1 step and z product (gnorm_tail_).
-    cuda::GatedNormTail gnorm_tail(const cuda::DeviceLayer& w) const;
 
     // The columns [first, d_in_proj) of a batch-1 pass's in_proj (first: 0, or d_inner where z's
     // product runs apart) with conv1d in the product's epilogue: xBC's channels go through the
@@ -402,6 +400,14 @@ class CudaModel final : public Model {
     // SMs).
     enum class ZFork { kLate, kEarly, kAuto };
     static constexpr int64_t kZForkEarlyElems = int64_t{8} << 20;
+    // The batch-1 products' L2 prefetch budget (Gemm::set_prefetch_bytes) where z forks early at
+    // batch 1: [xBC | dt]'s and z's products stream together and keep HBM busy, so a product's
+    // prefetch mostly competes with the one in front. H200, ms per batch-1 step, two runs each
+    // (docs/architecture.md, "A decode step on a timeline"): the 2.7b 1.895-1.902 with
+    // kSmallMPrefetchBytes (8 MiB), 1.843-1.845 with 2 MiB, 1.852-1.854 with none; the 1.3b
+    // 1.056-1.057, 1.005, 1.002-1.004. Where z forks late (the 370m: 0.565-0.566 with 4 or 8 MiB,
+    // 0.577-0.579 with 2) the default stays. DUALITY_GEMM_PREFETCH_MB overrides both.
+    static constexpr int64_t kEarlyForkPrefetchBytes = int64_t{2} << 20;
     ZFork z_fork_ = ZFork::kAuto;
     int64_t z_fork_min_elems_ = kZForkEarlyElems;
     bool z_early(int64_t rows) const {
@@ -488,12 +494,7 @@ class CudaModel final : public Model {
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)
-    // Batch-1 passes where z forks early, one group: the gated norm done by the last block of the
-    // decode step and z's product (cuda::GatedNormTail) instead of its own launch.
-    // DUALITY_GNORM_TAIL=0|1 turns it off or on. gnorm_counter_: the tail's count (zeroed once).
-    bool gnorm_tail_ = false;
-    DeviceBuffer gnorm_counter_;
-    bool use_stack_ = false;       // batch-1 decode passes by cuda::decode_stack
+    bool use_stack_ = false;   // batch-1 decode passes by cuda::decode_stack
     cuda::DecodeStackArgs stack_;  // its arguments (layout_decode_stack)
     DeviceBuffer stack_block_;     // its layer table, v, ssq and sync words
     cuda::Graph stack_graph_;      // its launch, captured

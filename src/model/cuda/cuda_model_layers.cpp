@@ -138,15 +138,10 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
                            h_scale(ws_.ssq), layer == 0 ? cuda::HParts{} : out_parts_,
                            gather ? ws_.tokens : nullptr);
     }
-    // The gated norm by the last block of the step and z's product (gnorm_tail_): batch-1 passes
-    // where z forks early into the fused product and the step has no gate.
-    const bool tail = gnorm_tail_ && decode && T == 1 && fused_in && z_first && !pass_scaled_;
-    const cuda::GatedNormTail norm_tail = tail ? gnorm_tail(w) : cuda::GatedNormTail{};
     const auto z_rows = [&](cudaStream_t stream, cuda::Gemm& z_gemm) {
         if (!fused_in) return in_proj_rows(w, 0, E, T, stream, z_gemm);
         cuda::GemvFused f = fused_input(true);
         f.y = ws_.zxbcdt;
-        f.tail = norm_tail;
         cuda::gemv_fused(ws_.u, w.in_proj, E, D, act_, z_gemm.prefetch_bytes(), f, stream);
     };
     if (z_first) {
@@ -188,8 +183,6 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         a.y = ws_.gated;
         const cuda::SsdGate gate = ssd_gate(w);
         cuda::ssm_decode(a, dt, act_, s, &gate);
-    } else if (decode && tail) {
-        cuda::ssm_decode(ssd, dt, act_, s, nullptr, 0, &norm_tail);
     } else if (decode) {
         cuda::ssm_decode(ssd, dt, act_, s);
     } else {
@@ -210,7 +203,7 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         }
     }
     if (split && !z_joined) join_.order(side_stream_.get(), s);  // z is in
-    if (!pass_scaled_ && !tail)
+    if (!pass_scaled_)
         cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm, static_cast<float>(c_.norm_eps),
                              ws_.gated, T, E, E / c_.n_group, act_, s);
     if (wanted >= 0 && layer + 1 == c_.n_layer) {
@@ -238,20 +231,6 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         gemm_.run(ws_.gated, E, w.out_proj, ws_.h, D, act_, T, D, E, act_, s);
         if (w.out_proj_bias) cuda::add_bias(ws_.h, D, w.out_proj_bias, T, D, act_, s);
     }
-}
-
-cuda::GatedNormTail CudaModel::gnorm_tail(const cuda::DeviceLayer& w) const {
-    cuda::GatedNormTail t;
-    t.y = ws_.y;
-    t.z = ws_.zxbcdt;  // z's columns come first in the row
-    t.w = w.gate_norm;
-    t.eps = static_cast<float>(c_.norm_eps);
-    t.out = ws_.gated;
-    t.dim = c_.d_inner;
-    t.counter = static_cast<unsigned*>(gnorm_counter_.data());
-    t.blocks = static_cast<unsigned>(cuda::gemv_fused_blocks(c_.d_inner) +
-                                     cuda::ssm_decode_tail_blocks(ssd_args(0)));
-    return t;
 }
 
 cuda::Conv1dArgs CudaModel::conv_args(const cuda::DeviceLayer& w, int64_t layer) const {

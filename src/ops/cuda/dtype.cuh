@@ -102,20 +102,16 @@ __device__ __forceinline__ uint16_t f32_to_bits(float v, const __nv_bfloat16*) {
     return __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
 
-// Cache hint of a vector access: the default, streaming ("evict first") for data a kernel
-// touches once (the decode step's state), or loads from L2 past L1 (kL2, loads only) for data
-// another block wrote during this kernel (gated_norm_tail.cuh).
-enum class Cache { kDefault, kStream, kL2 };
+// Cache hint of a vector access: the default, or streaming ("evict first") for data a kernel
+// touches once (the decode step's state).
+enum class Cache { kDefault, kStream };
 
 template <Cache C, typename R>
 __device__ __forceinline__ R load_raw(const R* p) {
     constexpr bool hinted = std::is_same_v<R, uint4> || std::is_same_v<R, uint2> ||
-                            std::is_same_v<R, uint32_t>;  // the types __ldcs and __ldcg take
-    static_assert(C != Cache::kL2 || hinted, "kL2 loads of 4, 8 or 16 bytes only");
+                            std::is_same_v<R, uint32_t>;  // the types __ldcs takes
     if constexpr (C == Cache::kStream && hinted) {
         return __ldcs(p);
-    } else if constexpr (C == Cache::kL2) {
-        return __ldcg(p);
     } else {
         return *p;
     }

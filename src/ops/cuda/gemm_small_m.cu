@@ -33,10 +33,6 @@
 // so rows of at most 26 KiB (kBulkRowBytesMax); faster only for the smallest models (the model's
 // gemv_bulk_).
 //
-// The store form with an input scale (z's product) may end in gated_norm_tail (GemvFused::tail,
-// not the bulk form): every block counts itself done, and the last one of this launch and the
-// decode step beside it computes the gated norm of the row.
-//
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
 // gemv_fused: f16/bf16, a width-4 conv, kSmemParts partial sums in shared memory (more are read
@@ -48,7 +44,6 @@
 #include "core/cuda/prefetch.cuh"
 #include "core/cuda/sync.cuh"
 #include "ops/cuda/activation.cuh"
-#include "ops/cuda/gated_norm_tail.cuh"
 #include "ops/cuda/gemm_small_m.h"
 #include "ops/cuda/gemv_common.cuh"
 
@@ -265,8 +260,6 @@ __global__ void __launch_bounds__(kWarps * 32)
                 static_cast<T*>(f.y)[col] = from_f32<T>(v);
             }
         }
-        if constexpr (kEpi == GemvFused::kStore && kScale && !kBulk)
-            if (f.tail.counter) gated_norm_tail<T>(f.tail);  // every thread is here
         return;
     }
     if (lane < M) {
@@ -381,10 +374,6 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
     if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
         fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
-    if (f.tail.counter &&
-        (f.epilogue != GemvFused::kStore || f.bulk || f.y_f32 || f.tail.dim % 8 != 0))
-        fail("gemv_fused: a tail needs kStore (act out, no bulk) and a dim of a multiple of 8",
-             "f.tail", __FILE__, __LINE__);
     if (n == 0) return;
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
     const int64_t per_block = prefetch_per_block(prefetch_bytes, grid.x, k, dtype_size(act));

@@ -68,14 +68,7 @@ struct GemvFused {
     // Each warp's row of w comes into shared memory as one bulk copy issued at the start, instead
     // of groups of loads into registers (gemv_fused_bulk_supported; 8 rows of k a block).
     bool bulk = false;
-    // kStore without bulk: the gated norm done by the last block of this launch and the one
-    // beside it (GatedNormTail, ops.h); none where tail.counter is null.
-    GatedNormTail tail;
 };
-// The blocks gemv_fused launches for n columns (GatedNormTail::blocks).
-constexpr int64_t gemv_fused_blocks(int64_t n) {
-    return (n + 7) / 8;
-}
 // Whether gemv_fused takes `bulk` for rows of k elements of act here (Hopper, rows of at most
 // 26 KiB). Where to use it: the model's gemv_bulk_ (docs/architecture.md, "Batch-1 GEMV
 // epilogues").

@@ -153,26 +153,6 @@ size_t ssd_fused_sync_bytes(const SsdArgs& a);
 //   v = y_f32[i, c] · silu(z[i, c]);  y[i, c] = v · w[c] (act);  ssq[i, h] = Σ_p v² (f32)
 // so that the norm's output is y[i, :] · rsqrt(Σ_h ssq[i, h] / d_inner + eps). It saves the
 // separate gated norm's pass over y and z (docs/architecture.md, "Prefill time").
-// A batch-1 gated RMSNorm of one group (n_group 1) done at the end of two kernels that run side
-// by side, the decode step writing y and the z product writing z, by whichever block of either
-// finishes last: every block fences its stores and increments `counter`; the one that brings it to
-// `blocks` (the two launches' blocks together) computes, with L2 loads,
-//   v = y · silu(z);  out = act(v · rsqrt(Σ v² / dim + eps) · w)
-// and sets the counter back to 0. No block waits for another, and the gated norm's launch and its
-// link in the chain go (docs/architecture.md, "A decode step on a timeline"). The sum's order is
-// the tail's own (not gated_rms_norm's), so the result may differ from the kernel's in the last
-// bit of act. A launch given a tail must finish before anything reads `out`.
-struct GatedNormTail {
-    const void* y = nullptr;   // {dim} act
-    const void* z = nullptr;   // {dim} act
-    const float* w = nullptr;  // {dim} f32
-    float eps = 0.0f;
-    void* out = nullptr;          // {dim} act
-    int64_t dim = 0;              // a multiple of 8
-    unsigned* counter = nullptr;  // 0 before the two launches; 0 again after them
-    unsigned blocks = 0;
-};
-
 struct SsdGate {
     const void* z = nullptr;  // {n_tokens, n_head · head_dim} act, rows z_stride apart
     int64_t z_stride = 0;
@@ -237,16 +217,8 @@ void argmax_rows(const float* logits, int64_t ld, int64_t rows, int64_t vocab, i
 // head's rows are split over (1, 2 or 4; tests and measurements); anything else:
 // DUALITY_SSM_DECODE_BULK_PARTS, or 4. A split that would leave a block part of a warp's rows (or
 // of a 16-row gate sum) is not taken.
-// tail: the gated norm done by the last block of this launch and another one beside it
-// (GatedNormTail; bf16 or f16, the vector kernels, head_dim a multiple of 16, one sequence).
 void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t stream,
-                const SsdGate* gate = nullptr, int bulk_parts = 0,
-                const GatedNormTail* tail = nullptr);
-// The blocks ssm_decode(a, ...) launches for one sequence with a tail (GatedNormTail::blocks).
-int64_t ssm_decode_tail_blocks(const SsdArgs& a);
-// Whether ssm_decode takes a tail for these arguments (their batch aside): f16/bf16, head_dim a
-// multiple of 16, d_state 64, 128 or 256 with the vector kernels' alignment.
-bool ssm_decode_tail_supported(const SsdArgs& a, DType act);
+                const SsdGate* gate = nullptr, int bulk_parts = 0);
 // The blocks per head the bulk kernel runs ssm_decode(a, ..., act, ..., gate, bulk_parts) with, or
 // 0 where another kernel runs it (tests).
 int ssm_decode_bulk_parts(const SsdArgs& a, DType act, bool gate, int bulk_parts);

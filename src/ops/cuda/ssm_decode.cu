@@ -42,10 +42,6 @@
 // DUALITY_DECODE_GATE=1) skips the separate gated norm but must have z before the step, which
 // cost more than it saved on the 2.7b (docs/architecture.md, "Decode step overlap").
 //
-// With a GatedNormTail (one sequence, f16/bf16, the vector kernels, no gate) every block ends in
-// gated_norm_tail (gated_norm_tail.cuh): the last block of this launch and the z product beside it
-// computes the gated norm of the row (opt-in in the model, DUALITY_GNORM_TAIL=1).
-//
 // Limits: batch.n_tokens == batch.n_seq (sequence s reads token row s); n_head % n_group == 0;
 // the slots of one batch distinct except a scratch slot nobody reads; act and state dtype f32,
 // f16 or bf16; n_seq beyond 65535 is walked by a grid-stride loop.
@@ -59,7 +55,6 @@
 #include "ops/cuda/activation.cuh"
 #include "ops/cuda/dt_softplus.cuh"
 #include "ops/cuda/dtype.cuh"
-#include "ops/cuda/gated_norm_tail.cuh"
 #include "ops/cuda/ops.h"
 #include "ops/cuda/reduce.cuh"
 
@@ -94,7 +89,7 @@ __device__ __forceinline__ HeadStep head_step(const SsdArgs& a, const RawDt& d, 
 
 template <typename T, typename S, int NPL, bool kGate>
 __global__ void __launch_bounds__(kWarps * 32)
-    ssm_decode_kernel(SsdArgs a, RawDt d, SsdGate gate, bool early, GatedNormTail tail) {
+    ssm_decode_kernel(SsdArgs a, RawDt d, SsdGate gate, bool early) {
     static_assert(!kGate || kWarps * kRowsPerWarp == kGateRows, "a block's rows are one part");
     [[maybe_unused]] __shared__ float s_sq[kGate ? kGateRows : 1];  // v² of the block's rows
     constexpr int VEC = NPL < 4 ? NPL : 4, J = NPL / VEC, R = kRowsPerWarp;
@@ -193,9 +188,6 @@ __global__ void __launch_bounds__(kWarps * 32)
             __syncthreads();  // s_sq is free for the next sequence
         }
     }
-    // (With a tail every warp is here: head_dim % 16 == 0, ssm_decode checks.)
-    if constexpr (sizeof(T) == 2 && !kGate)
-        if (tail.counter) gated_norm_tail<T>(tail);
 }
 
 // One (sequence, head) per block, or with parts > 1 one (sequence, head, part): the block's rows
@@ -408,22 +400,16 @@ int bulk_blocks_per_head(const SsdArgs& a, bool gate, int parts_asked) {
     return runs ? choose_bulk_parts(parts_asked, P, gate) : 0;
 }
 
-[[noreturn]] void bad_args(const char* what) {
-    std::fprintf(stderr, "duality: internal error: cuda::ssm_decode: %s\n", what);
-    std::abort();
-}
-
 template <typename T, typename S, bool kGate>
 void launch_ssm_decode(const SsdArgs& a, const RawDt& d, const SsdGate& gate, int parts_asked,
-                       cudaStream_t stream, const GatedNormTail& tail = {}) {
+                       cudaStream_t stream) {
     const int64_t N = a.d_state;
     const unsigned seqs = static_cast<unsigned>(a.batch.n_seq < 65535 ? a.batch.n_seq : 65535);
     const unsigned heads = static_cast<unsigned>(a.n_head);
     const bool aligned = vector_aligned<T, S>(a);
     const bool early = pdl::early_reads();
     if constexpr (std::is_same_v<S, float>) {
-        if (const int parts = tail.counter ? 0 : bulk_blocks_per_head<T>(a, kGate, parts_asked);
-            parts > 0) {
+        if (const int parts = bulk_blocks_per_head<T>(a, kGate, parts_asked); parts > 0) {
             const dim3 g(heads * static_cast<unsigned>(parts), seqs);
             const size_t smem = static_cast<size_t>(a.head_dim / parts * N * 4);
             if (N == 64)
@@ -441,20 +427,23 @@ void launch_ssm_decode(const SsdArgs& a, const RawDt& d, const SsdGate& gate, in
                     heads, seqs);
     if (aligned && N == 64)
         pdl::launch(ssm_decode_kernel<T, S, 2, kGate>, grid, kWarps * 32, 0, stream, a, d, gate,
-                    early, tail);
+                    early);
     else if (aligned && N == 128)
         pdl::launch(ssm_decode_kernel<T, S, 4, kGate>, grid, kWarps * 32, 0, stream, a, d, gate,
-                    early, tail);
+                    early);
     else if (aligned && N == 256)
         pdl::launch(ssm_decode_kernel<T, S, 8, kGate>, grid, kWarps * 32, 0, stream, a, d, gate,
-                    early, tail);
-    else if (tail.counter)
-        bad_args("a tail on the generic kernel");
+                    early);
     else if constexpr (!kGate) {
         const dim3 g(static_cast<unsigned>((a.head_dim + kWarps - 1) / kWarps), heads, seqs);
         pdl::launch(ssm_decode_generic_kernel<T, S>, g, kWarps * 32, 0, stream, a, d);
     }
     DUALITY_CUDA_LAUNCH_CHECK();
+}
+
+[[noreturn]] void bad_args(const char* what) {
+    std::fprintf(stderr, "duality: internal error: cuda::ssm_decode: %s\n", what);
+    std::abort();
 }
 
 }  // namespace
@@ -463,22 +452,14 @@ int64_t ssm_decode_gate_parts(int64_t head_dim) {
     return head_dim / kGateRows;
 }
 
-// Whether the vector kernels run a with act activations, in whole 16-row blocks (every warp
-// reaches the block's end: the gate's sums and the tail need it).
-bool vector_whole_blocks(const SsdArgs& a, DType act) {
-    if (a.head_dim % kGateRows != 0) return false;
+bool ssm_decode_gate_supported(const SsdArgs& a, const SsdGate& gate, DType act) {
+    if (act != DType::kBF16 || !gate.z || !gate.w || !gate.ssq) return false;
+    if (a.head_dim % kGateRows != 0 || a.head_dim > 128) return false;
     if (a.d_state != 64 && a.d_state != 128 && a.d_state != 256) return false;
     bool aligned = false;
-    DUALITY_DISPATCH_FLOAT("ssm_decode", act, T, {
-        DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
-                               { aligned = vector_aligned<T, S>(a); });
-    });
+    DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S,
+                           { aligned = vector_aligned<__nv_bfloat16, S>(a); });
     return aligned;
-}
-
-bool ssm_decode_gate_supported(const SsdArgs& a, const SsdGate& gate, DType act) {
-    return act == DType::kBF16 && gate.z && gate.w && gate.ssq && a.head_dim <= 128 &&
-           vector_whole_blocks(a, act);
 }
 
 int ssm_decode_bulk_parts(const SsdArgs& a, DType act, bool gate, int bulk_parts) {
@@ -488,37 +469,12 @@ int ssm_decode_bulk_parts(const SsdArgs& a, DType act, bool gate, int bulk_parts
     return parts;
 }
 
-int64_t ssm_decode_tail_blocks(const SsdArgs& a) {
-    const int64_t rows_per_block = kWarps * kRowsPerWarp;
-    return (a.head_dim + rows_per_block - 1) / rows_per_block * a.n_head;
-}
-
-bool ssm_decode_tail_supported(const SsdArgs& a, DType act) {
-    return (act == DType::kBF16 || act == DType::kF16) && vector_whole_blocks(a, act);
-}
-
 void ssm_decode(const SsdArgs& a, const RawDt& dt, DType act, cudaStream_t stream,
-                const SsdGate* gate, int bulk_parts, const GatedNormTail* tail) {
+                const SsdGate* gate, int bulk_parts) {
     if (a.batch.n_seq <= 0) return;
     if (a.batch.n_tokens != a.batch.n_seq) bad_args("needs one token per sequence");
     if (a.n_group <= 0 || a.n_head % a.n_group != 0) bad_args("n_head % n_group != 0");
     if (a.n_head > 65535) bad_args("n_head > 65535");
-    if (tail) {
-        if (gate) bad_args("a tail with a gate");
-        if (a.batch.n_seq != 1 || !tail->counter || tail->dim != a.n_head * a.head_dim ||
-            !ssm_decode_tail_supported(a, act))
-            bad_args(
-                "unsupported tail (see ssm_decode_tail_supported; one sequence, dim = "
-                "n_head · head_dim)");
-        DUALITY_DISPATCH_FLOAT("ssm_decode", act, T, {
-            if constexpr (sizeof(T) == 2) {
-                DUALITY_DISPATCH_FLOAT("ssm_decode (state)", a.state_dtype, S, {
-                    launch_ssm_decode<T, S, false>(a, dt, SsdGate{}, bulk_parts, stream, *tail);
-                });
-            }
-        });
-        return;
-    }
     if (gate) {
         if (!ssm_decode_gate_supported(a, *gate, act))
             bad_args("unsupported gate (see ssm_decode_gate_supported)");

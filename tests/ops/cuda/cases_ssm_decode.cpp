@@ -46,7 +46,6 @@ struct DecodeOpts {
     bool with_D = true;
     float dt_min = 0.0f, dt_max = std::numeric_limits<float>::infinity();
     bool gate = false;     // the SsdGate epilogue (bf16 only)
-    bool tail = false;     // the gated norm tail (GatedNormTail; batch 1, f16/bf16), alone
     int bulk_parts = 0;    // the bulk kernel's blocks per head (0: the default)
     int expect_parts = 0;  // with bulk_parts: the split the bulk kernel should take
     std::string tag;
@@ -216,49 +215,6 @@ void decode_case(const DecodeShape& sh, int64_t batch, DType act, DType state_dt
                      {"state_pool", pool,
                       download_as_f32(state_dtype, d_pool.data(), pool.size())}};
              }
-             if (opt.tail) {
-                 // This launch alone carries the count: its last block computes the gated norm
-                 // of the y it stored (as act) and a given z, launched twice on the same count
-                 // (the state is put back in between); against cpu::gated_rms_norm of one group.
-                 const int64_t dim = H * P;
-                 const std::vector<float> z =
-                     rounded(act, uniform(rng, static_cast<size_t>(dim), -1.5f, 1.0f));
-                 const std::vector<float> gw = uniform(rng, static_cast<size_t>(dim), 0.7f, 1.3f);
-                 std::vector<float> out(static_cast<size_t>(dim));
-                 const std::vector<float> y_act = rounded(act, y);
-                 cpu::gated_rms_norm(y_act.data(), z.data(), dim, gw.data(), 1e-5f, out.data(), 1,
-                                     dim, dim, 1);
-                 out = rounded(act, out);
-                 cuda::DeviceBuffer d_z = upload_as(act, z), d_w = upload_f32(gw);
-                 cuda::DeviceBuffer d_out(static_cast<size_t>(dim) * dtype_size(act));
-                 cuda::DeviceBuffer d_count(sizeof(unsigned));
-                 DUALITY_CUDA_CHECK(cudaMemset(d_count.data(), 0, sizeof(unsigned)));
-                 const cuda::GatedNormTail tail{
-                     d_y.data(),
-                     d_z.data(),
-                     d_w.as<float>(),
-                     1e-5f,
-                     d_out.data(),
-                     dim,
-                     d_count.as<unsigned>(),
-                     static_cast<unsigned>(cuda::ssm_decode_tail_blocks(a))};
-                 cuda::ssm_decode(a, ddt, act, nullptr, nullptr, 0, &tail);
-                 DUALITY_CUDA_CHECK(cudaMemset(d_out.data(), 0, d_out.bytes()));
-                 cuda::DeviceBuffer again = upload_as(state_dtype, pool0);
-                 DUALITY_CUDA_CHECK(cudaMemcpy(d_pool.data(), again.data(), again.bytes(),
-                                               cudaMemcpyDeviceToDevice));
-                 cuda::ssm_decode(a, ddt, act, nullptr, nullptr, 0, &tail);
-                 DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
-                 unsigned count = 1;
-                 DUALITY_CUDA_CHECK(
-                     cudaMemcpy(&count, d_count.data(), sizeof count, cudaMemcpyDeviceToHost));
-                 return std::vector<Output>{
-                     {"y", y, download_as_f32(act, d_y.data(), y.size())},
-                     {"out", out, download_as_f32(act, d_out.data(), out.size())},
-                     {"count", {0.0f}, {static_cast<float>(count)}},
-                     {"state_pool", pool,
-                      download_as_f32(state_dtype, d_pool.data(), pool.size())}};
-             }
              check_bulk_parts(a, act, false, opt);
              cuda::ssm_decode(a, ddt, act, nullptr, nullptr, opt.bulk_parts);
              DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
@@ -306,17 +262,6 @@ DUALITY_OP_CASES(ssm_decode) {
         decode_case({24, 64, 128, 1}, batch, DType::kBF16, DType::kBF16, gate, seed++);
     }
     decode_case({32, 80, 64, 4}, 64, DType::kBF16, DType::kF32, gate, seed++);
-    // The gated norm tail (batch 1): the 2.7b and 130m heads, and the bundled model's 8 (seeds of
-    // their own, so that the cases after them keep theirs).
-    DecodeOpts tail;
-    tail.tail = true;
-    tail.tag = "_tail";
-    uint32_t tail_seed = 9000;
-    for (DType act : {DType::kF16, DType::kBF16}) {
-        decode_case({80, 64, 128, 1}, 1, act, DType::kF32, tail, tail_seed++);
-        decode_case({24, 64, 128, 1}, 1, act, DType::kF32, tail, tail_seed++);
-        decode_case({8, 64, 128, 1}, 1, act, DType::kBF16, tail, tail_seed++);
-    }
     decode_case({16, 32, 256, 2}, 7, DType::kBF16, DType::kF32, gate_no_d, seed++);
     // The bulk kernel with a head's rows in 1, 2 or 4 blocks (batch 64, f32 state; 4 is the
     // default): 64, 32 and 16 rows of the 2.7b head, 80, 40 or 20 of head_dim 80, 128, 64 or 32 of

@@ -282,7 +282,10 @@ int64_t prefetch_per_block(int64_t prefetch_bytes, unsigned blocks, int64_t k, s
 // Launches kernel (a gemm_small_m_kernel instantiation) with `smem` bytes of dynamic shared memory.
 template <auto kKernel, typename... Args>
 void launch_smem(dim3 grid, size_t smem, cudaStream_t stream, Args... args) {
-    static size_t configured = 48 << 10;  // per kernel: the dynamic limit set so far
+    // Per kernel: the dynamic limit set so far. From 0, not the default 48 KiB: the kernels'
+    // static shared memory counts against that default too, so a block of exactly 48 KiB of
+    // rows (the bulk form's k = 3072, 16-bit) needs the attribute as well.
+    static size_t configured = 0;
     if (smem > configured) {
         DUALITY_CUDA_CHECK(cudaFuncSetAttribute(
             kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));

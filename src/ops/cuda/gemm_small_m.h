@@ -19,6 +19,8 @@ constexpr int64_t kSmallM = 1;  // rows routed to the skinny kernel (see gemm_sm
 // step 0.400 ms without, 0.359 with 4 MB, 0.357 with all (its products are 2-5 MB); the 2.7b's
 // 2.221 ms without, 2.197 with 8 MB, 2.264 with 16 MB and 2.365 with all (26-28 MB products;
 // why more costs more was not profiled: presumably L2 evicting prefetched lines before use).
+// Models whose batch-1 z product forks early give their products less
+// (CudaModel::kEarlyForkPrefetchBytes).
 constexpr int64_t kSmallMPrefetchBytes = int64_t{8} << 20;
 
 // Whether gemm_small_m handles these operands (m, dtypes, alignment, vector width).

@@ -257,6 +257,7 @@ DUALITY_OP_CASES(gemv_fused) {
         store_case("lm_head_130m", 50288, 768, 96, true, act, true);
         store_case("ragged", 1003, 128, 16, false, act, true);
         store_case("z_2.7b", 5120, 2560, 320, false, act, true);
+        store_case("k3072", 520, 3072, 16, false, act, true);  // 48 KiB of rows a block
         for (bool scaled : {false, true}) {
             residual_case("out_proj_130m", 768, 1536, scaled, act, true);
             residual_case("ragged", 1003, 128, scaled, act, true);

@@ -151,6 +151,19 @@ TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
         EXPECT_EQ(info.batch1_whole, !early) << min_elems;
         EXPECT_FALSE(info.decode_gate) << "only batch-1 passes take the gate";
         EXPECT_EQ(info.z_fork, early ? "early at batch 1" : "late, none at batch 1");
+        // The batch-1 products' L2 prefetch: 2 MiB where z forks early, 8 elsewhere, none with
+        // bulk rows (docs/architecture.md, "A decode step on a timeline").
+        EXPECT_EQ(info.gemv_prefetch_bytes, info.gemv_bulk ? 0
+                                            : early        ? int64_t{2} << 20
+                                                           : int64_t{8} << 20)
+            << min_elems;
+        if (early) {
+            ScopedEnv mb({{"DUALITY_GEMM_PREFETCH_MB", "3"}});
+            auto three = Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
+            ASSERT_TRUE(three.is_ok()) << three.status().message();
+            EXPECT_EQ((*three)->device_info().gemv_prefetch_bytes, int64_t{3} << 20)
+                << "DUALITY_GEMM_PREFETCH_MB overrides the early fork's budget";
+        }
         if (!early) {
             ScopedEnv off({{"DUALITY_GEMV_EPILOGUES", "0"}});
             auto chain = Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));

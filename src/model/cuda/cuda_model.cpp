@@ -355,9 +355,10 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     } else if (split_in_proj_ && z_early(1)) {  // the m = 1 kernel only: a 1 MiB workspace
         DUALITY_ASSIGN_OR_RETURN(gemm_side_, cuda::Gemm::create(size_t{1} << 20));
     }
-    if (split_in_proj_ && z_early(1) && !std::getenv("DUALITY_GEMM_PREFETCH_MB")) {
-        gemm_.set_prefetch_bytes(kEarlyForkPrefetchBytes);
-        gemm_side_.set_prefetch_bytes(kEarlyForkPrefetchBytes);
+    if (split_in_proj_ && z_early(1)) {
+        const int64_t budget = cuda::prefetch_budget_from_env(kEarlyForkPrefetchBytes);
+        gemm_.set_prefetch_bytes(budget);
+        gemm_side_.set_prefetch_bytes(budget);
     }
     staging_ = cuda::PinnedBuffer(static_cast<size_t>(desc_.total) * 4);
     sample_staging_ =

@@ -90,10 +90,6 @@ struct Gemm::Plan {
     }
 };
 
-namespace {
-
-// DUALITY_GEMM_PREFETCH_MB: the m = 1 kernel's prefetch budget per product in MiB (0: none), or
-// "all"; anything else keeps `fallback` with a warning.
 int64_t prefetch_budget_from_env(int64_t fallback) {
     const char* env = std::getenv("DUALITY_GEMM_PREFETCH_MB");
     if (!env) return fallback;
@@ -109,8 +105,6 @@ int64_t prefetch_budget_from_env(int64_t fallback) {
                  env, static_cast<long long>(fallback >> 20));
     return fallback;
 }
-
-}  // namespace
 
 Gemm::Gemm() = default;
 

@@ -30,6 +30,11 @@
 
 namespace duality::cuda {
 
+// The m = 1 kernel's prefetch budget per product in bytes: DUALITY_GEMM_PREFETCH_MB (MiB, 0: none,
+// or "all": -1), else `fallback`; anything else keeps `fallback` with a warning. Gemm::create
+// falls back to kSmallMPrefetchBytes.
+int64_t prefetch_budget_from_env(int64_t fallback);
+
 class Gemm {
   public:
     // candidates: how many algorithms the heuristic proposes per shape (1 in the model; more for

@@ -80,6 +80,10 @@ struct DeviceInfo {
     // epilogue, the step with the gate, out_proj with the residual and the next norm (CUDA,
     // DUALITY_GEMV_EPILOGUES=auto, models whose z product forks late).
     bool batch1_whole = false;
+    // Where z forks early, batch-1 decode passes run z's product after the decode step instead,
+    // with the gated norm's first half in its epilogue (CUDA, bf16, one norm group, the GEMV
+    // epilogues; DUALITY_Z_AFTER_STEP=1).
+    bool z_after_step = false;
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;

@@ -244,37 +244,33 @@ __global__ void __launch_bounds__(kWarps * 32)
             for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
             v *= rsqrtf(sum / f.in_scale.count + f.in_scale.eps);
         }
-        if constexpr (kGate) {
-            // z as zxbcdt would hold it, then the gated norm's v and its square; the weight is
-            // read before the wait (an early read), the step's y after it.
+        if constexpr (kGate || kResidual) {
+            // Each warp's square of its column, then thread 0 sums them in warp order: the
+            // block's part of out_parts.
             __shared__ float ssq[kWarps];
-            const float w_gate = lane == 0 ? __ldg(f.gate_w + row) : 0.0f;
-            if (dots_first) {
-                pdl::wait();
-                if (!gate_next_early) pdl::allow_next();
-            }
-            if (lane == 0) {
-                const float z = static_cast<float>(from_f32<T>(v));
-                const float g =
-                    static_cast<float>(static_cast<const T*>(f.gate_y)[row]) * silu<T>(z);
-                ssq[warp] = col < n ? g * g : 0.0f;
-                if (col < n) static_cast<T*>(f.y)[col] = from_f32<T>(g * w_gate);
-            }
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                float sum = 0.0f;
-#pragma unroll
-                for (int i = 0; i < kWarps; ++i) sum += ssq[i];
-                f.out_parts[blockIdx.x] = sum;
-            }
-        } else if constexpr (kResidual) {
-            __shared__ float ssq[kWarps];
-            const float r = res + v;
-            if (lane == 0) {
-                ssq[threadIdx.x / 32] = col < n ? r * r : 0.0f;
-                if (col < n) {
-                    f.residual[col] = r;
-                    static_cast<T*>(f.u)[col] = from_f32<T>(r * __ldg(f.w_next + col));
+            if constexpr (kGate) {
+                // z as zxbcdt would hold it, then the gated norm's v and its square; the weight
+                // is read before the wait (an early read), the step's y after it.
+                const float w_gate = lane == 0 ? __ldg(f.gate_w + row) : 0.0f;
+                if (dots_first) {
+                    pdl::wait();
+                    if (!gate_next_early) pdl::allow_next();
+                }
+                if (lane == 0) {
+                    const float z = static_cast<float>(from_f32<T>(v));
+                    const float g =
+                        static_cast<float>(static_cast<const T*>(f.gate_y)[row]) * silu<T>(z);
+                    ssq[warp] = col < n ? g * g : 0.0f;
+                    if (col < n) static_cast<T*>(f.y)[col] = from_f32<T>(g * w_gate);
+                }
+            } else {
+                const float r = res + v;
+                if (lane == 0) {
+                    ssq[warp] = col < n ? r * r : 0.0f;
+                    if (col < n) {
+                        f.residual[col] = r;
+                        static_cast<T*>(f.u)[col] = from_f32<T>(r * __ldg(f.w_next + col));
+                    }
                 }
             }
             __syncthreads();

@@ -84,6 +84,10 @@ struct DeviceInfo {
     // with the gated norm's first half in its epilogue (CUDA, bf16, one norm group, the GEMV
     // epilogues; DUALITY_Z_AFTER_STEP=1).
     bool z_after_step = false;
+    // decode_greedy's batch-1 steps in its graphs of several steps fold the argmax into the LM
+    // head's product instead of scanning the logits after it (CUDA, bf16, the GEMV epilogues;
+    // DUALITY_ARGMAX_IN_HEAD=1).
+    bool argmax_in_head = false;
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;

@@ -278,81 +278,89 @@ TEST(CudaModel, DecodeStackMatchesTheKernelChain) {
 // and at batch 3 (graph bucket 4, one padding row), bf16 and f32, with CUDA graphs (replayed) and
 // without (enqueued), with the later steps one graph each or in graphs of up to 8 or 16 steps
 // (DUALITY_LOOP_GRAPH_STEPS: 20 steps run as 1 + 8 + 8 + 2 + 1 or 1 + 16 + 2 + 1), followed by an
-// ordinary step on the same slots.
+// ordinary step on the same slots. In bf16 with graphs of several steps, also with the argmax
+// folded into the batch-1 LM head (DUALITY_ARGMAX_IN_HEAD=1: the same ids bit for bit, since the
+// head stores the logits the key was taken from).
 TEST(CudaModel, DeviceLoopMatchesStepByStep) {
     REQUIRE_GPU();
     const std::vector<std::vector<int32_t>> prompts = {{510, 1010, 89, 4}, {2, 7, 9}, {41, 3}};
     constexpr int kSteps = 20;
     for (DType dtype : {DType::kBF16, DType::kF32}) {
         for (bool graphs : {true, false}) {
-            for (const char* loop_steps : {"1", "8", "16"}) {
-                auto load = [&](const char* on) {
-                    ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
-                                   {"DUALITY_DEVICE_LOOP", on},
-                                   {"DUALITY_LOOP_GRAPH_STEPS", loop_steps}});
-                    LoadOptions o = cuda_options(dtype, 4);
-                    o.cuda_graphs = graphs;
-                    return Model::load(test::bundled_model_dir(), o);
-                };
-                auto on = load("1"), off = load("0");
-                ASSERT_TRUE(on.is_ok() && off.is_ok()) << on.status().message();
-                EXPECT_TRUE((*on)->device_info().device_loop);
-                EXPECT_FALSE((*off)->device_info().device_loop);
-                for (size_t n : {size_t{1}, size_t{3}}) {
-                    std::vector<int32_t> ids[2], after[2];
-                    std::vector<SequenceState> states[2];
-                    for (int which = 0; which < 2; ++which) {
-                        Model& m = which == 0 ? **on : **off;
-                        std::vector<SeqInput> in;
-                        for (size_t i = 0; i < n; ++i) {
-                            const int slot = static_cast<int>(i);
-                            ASSERT_TRUE(m.reset_slot(slot).is_ok());
-                            const std::span<const int32_t> p(prompts[i]);
-                            const SeqInput pre{slot, p.first(p.size() - 1)};
-                            ASSERT_TRUE(m.step(std::span<const SeqInput>(&pre, 1)).is_ok());
-                            in.push_back({slot, p.last(1)});
+            for (const char* loop_steps : {"1", "8", "16"})
+                for (const char* in_head : {"0", "1"}) {
+                    if (*in_head == '1' && (dtype != DType::kBF16 || !graphs || *loop_steps == '1'))
+                        continue;
+                    auto load = [&](const char* on) {
+                        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
+                                       {"DUALITY_DEVICE_LOOP", on},
+                                       {"DUALITY_LOOP_GRAPH_STEPS", loop_steps},
+                                       {"DUALITY_ARGMAX_IN_HEAD", in_head}});
+                        LoadOptions o = cuda_options(dtype, 4);
+                        o.cuda_graphs = graphs;
+                        return Model::load(test::bundled_model_dir(), o);
+                    };
+                    auto on = load("1"), off = load("0");
+                    ASSERT_TRUE(on.is_ok() && off.is_ok()) << on.status().message();
+                    EXPECT_TRUE((*on)->device_info().device_loop);
+                    EXPECT_FALSE((*off)->device_info().device_loop);
+                    EXPECT_EQ((*on)->device_info().argmax_in_head, *in_head == '1');
+                    for (size_t n : {size_t{1}, size_t{3}}) {
+                        std::vector<int32_t> ids[2], after[2];
+                        std::vector<SequenceState> states[2];
+                        for (int which = 0; which < 2; ++which) {
+                            Model& m = which == 0 ? **on : **off;
+                            std::vector<SeqInput> in;
+                            for (size_t i = 0; i < n; ++i) {
+                                const int slot = static_cast<int>(i);
+                                ASSERT_TRUE(m.reset_slot(slot).is_ok());
+                                const std::span<const int32_t> p(prompts[i]);
+                                const SeqInput pre{slot, p.first(p.size() - 1)};
+                                ASSERT_TRUE(m.step(std::span<const SeqInput>(&pre, 1)).is_ok());
+                                in.push_back({slot, p.last(1)});
+                            }
+                            auto r = m.decode_greedy(in, kSteps);
+                            ASSERT_TRUE(r.is_ok()) << r.status().message();
+                            ids[which] = *r;
+                            ASSERT_EQ(ids[which].size(), kSteps * n);
+                            for (size_t i = 0; i < n; ++i) {
+                                states[which].push_back(m.new_state());
+                                ASSERT_TRUE(
+                                    m.read_slot(static_cast<int>(i), states[which].back()).is_ok());
+                            }
+                            // An ordinary step afterwards (its own description upload over the ids
+                            // the loop left in it).
+                            SamplingParams greedy;
+                            greedy.greedy = true;
+                            const std::vector<SamplingParams> params(n, greedy);
+                            const std::vector<uint64_t> draws(n, 0);
+                            for (size_t i = 0; i < n; ++i)
+                                in[i].tokens =
+                                    std::span<const int32_t>(&ids[which][(kSteps - 1) * n + i], 1);
+                            auto next = m.step_sample(in, params, draws);
+                            ASSERT_TRUE(next.is_ok()) << next.status().message();
+                            after[which] = *next;
                         }
-                        auto r = m.decode_greedy(in, kSteps);
-                        ASSERT_TRUE(r.is_ok()) << r.status().message();
-                        ids[which] = *r;
-                        ASSERT_EQ(ids[which].size(), kSteps * n);
+                        const std::string what =
+                            std::string(dtype_name(dtype)) + (graphs ? ", graphs" : ", no graphs") +
+                            ", batch " + std::to_string(n) + ", loop graphs of " + loop_steps +
+                            ", argmax in the head " + in_head;
+                        EXPECT_EQ(ids[0], ids[1]) << what;
+                        EXPECT_EQ(after[0], after[1]) << what;
                         for (size_t i = 0; i < n; ++i) {
-                            states[which].push_back(m.new_state());
-                            ASSERT_TRUE(
-                                m.read_slot(static_cast<int>(i), states[which].back()).is_ok());
+                            EXPECT_EQ(states[0][i].n_tokens, states[1][i].n_tokens) << what;
+                            EXPECT_EQ(states[0][i].n_tokens,
+                                      static_cast<int64_t>(prompts[i].size()) - 1 + kSteps)
+                                << what;
+                            EXPECT_LE(max_err(states[0][i].ssm, states[1][i].ssm),
+                                      1e-6 * std::max(1.0, max_abs(states[1][i].ssm)))
+                                << what << ", sequence " << i;
+                            EXPECT_LE(max_err(states[0][i].conv, states[1][i].conv),
+                                      1e-6 * std::max(1.0, max_abs(states[1][i].conv)))
+                                << what << ", sequence " << i;
                         }
-                        // An ordinary step afterwards (its own description upload over the ids the
-                        // loop left in it).
-                        SamplingParams greedy;
-                        greedy.greedy = true;
-                        const std::vector<SamplingParams> params(n, greedy);
-                        const std::vector<uint64_t> draws(n, 0);
-                        for (size_t i = 0; i < n; ++i)
-                            in[i].tokens =
-                                std::span<const int32_t>(&ids[which][(kSteps - 1) * n + i], 1);
-                        auto next = m.step_sample(in, params, draws);
-                        ASSERT_TRUE(next.is_ok()) << next.status().message();
-                        after[which] = *next;
-                    }
-                    const std::string what = std::string(dtype_name(dtype)) +
-                                             (graphs ? ", graphs" : ", no graphs") + ", batch " +
-                                             std::to_string(n) + ", loop graphs of " + loop_steps;
-                    EXPECT_EQ(ids[0], ids[1]) << what;
-                    EXPECT_EQ(after[0], after[1]) << what;
-                    for (size_t i = 0; i < n; ++i) {
-                        EXPECT_EQ(states[0][i].n_tokens, states[1][i].n_tokens) << what;
-                        EXPECT_EQ(states[0][i].n_tokens,
-                                  static_cast<int64_t>(prompts[i].size()) - 1 + kSteps)
-                            << what;
-                        EXPECT_LE(max_err(states[0][i].ssm, states[1][i].ssm),
-                                  1e-6 * std::max(1.0, max_abs(states[1][i].ssm)))
-                            << what << ", sequence " << i;
-                        EXPECT_LE(max_err(states[0][i].conv, states[1][i].conv),
-                                  1e-6 * std::max(1.0, max_abs(states[1][i].conv)))
-                            << what << ", sequence " << i;
                     }
                 }
-            }
         }
     }
 }

@@ -109,6 +109,9 @@ std::string render_table(const BenchReport& r) {
         if (dev.z_after_step)
             s += "decode   batch 1: z's product after the step, the gated norm in its epilogue "
                  "(DUALITY_Z_AFTER_STEP)\n";
+        if (dev.argmax_in_head)
+            s += "decode   batch 1: the greedy argmax folded into the LM head "
+                 "(DUALITY_ARGMAX_IN_HEAD)\n";
         if (dev.gemv_bulk)
             s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
         if (dev.gemv_prefetch_bytes > 0)
@@ -212,6 +215,7 @@ std::string render_json(const BenchReport& r) {
         j["batch1_whole"] = dev.batch1_whole;
         j["gemv_bulk"] = dev.gemv_bulk;
         j["z_after_step"] = dev.z_after_step;
+        j["argmax_in_head"] = dev.argmax_in_head;
         j["gemv_prefetch_bytes"] = dev.gemv_prefetch_bytes;
         j["out_proj_split"] = dev.out_proj_split;
         j["out_proj_split_rows"] = dev.out_proj_split_rows;

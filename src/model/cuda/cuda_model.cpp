@@ -241,6 +241,10 @@ Result<std::vector<int32_t>> CudaModel::decode_greedy(std::span<const SeqInput> 
         DUALITY_ASSIGN_OR_RETURN(loop_dev_ids_,
                                  DeviceBuffer::allocate(bytes, "the device loop's ids"));
     }
+    if (loop_graphs && argmax_in_head_ && !argmax_key_.data()) {  // 0 between steps
+        DUALITY_ASSIGN_OR_RETURN(argmax_key_, DeviceBuffer::allocate(8, "the argmax key"));
+        DUALITY_CUDA_CHECK(cudaMemsetAsync(argmax_key_.data(), 0, 8, s));
+    }
     for (int k = 0; k < n_steps;) {
         // The steps after the first in graphs of K steps, K the largest power of two within
         // both what is left and loop_steps_ (so a call of 16 steps runs 1 + 8 + 4 + 2 + 1).
@@ -253,9 +257,7 @@ Result<std::vector<int32_t>> CudaModel::decode_greedy(std::span<const SeqInput> 
                 g = cuda::Graph::capture(s, [&] {
                     for (int j = 0; j < K; ++j) {
                         enqueue_layers(S, true);
-                        enqueue_head(S);
-                        cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, sample_vocab(),
-                                          ws_.tokens, s, loop_dev_ids_.as<int32_t>() + j * n);
+                        enqueue_greedy_head(S, n, ws_.tokens, loop_dev_ids_.as<int32_t>() + j * n);
                     }
                 });
             g.launch(s);
@@ -303,6 +305,7 @@ CudaModel::CudaModel(ModelConfig c, const LoadOptions& o)
     split_in_proj_ = !env_is("DUALITY_SPLIT_IN_PROJ", "0");
     device_loop_ = !env_is("DUALITY_DEVICE_LOOP", "0");
     embed_in_norm_ = !env_is("DUALITY_EMBED_IN_NORM", "0");
+    argmax_in_head_ = env_is("DUALITY_ARGMAX_IN_HEAD", "1");
     loop_steps_ = static_cast<int>(std::clamp<long long>(
         env_int("DUALITY_LOOP_GRAPH_STEPS", kLoopGraphSteps), 1, kMaxLoopGraphSteps));
     if (const char* env = std::getenv("DUALITY_Z_FORK")) {
@@ -378,6 +381,8 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.decode_gate = decode_gate_;
     info_.batch1_whole = whole_at(1);
     info_.z_after_step = z_after_step_ && gemv_epilogues_at(1);
+    info_.argmax_in_head = argmax_in_head_ && device_loop_ && loop_steps_ > 1 && opt_.cuda_graphs &&
+                           gemv_epilogues_at(1);
     info_.gemv_bulk = gemv_bulk_;
     info_.gemv_prefetch_bytes = gemv_bulk_ ? 0 : gemm_.prefetch_bytes();
     info_.ssd_conv = conv_in_ssd_;

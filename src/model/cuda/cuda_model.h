@@ -364,8 +364,14 @@ class CudaModel final : public Model {
     void prefill_ssd(const cuda::SsdArgs& ssd, const cuda::DeviceLayer& w, int64_t layer,
                      cudaStream_t s);
 
-    // Final norm + LM head over the first `rows` tokens (decode: every row is a sequence).
-    void enqueue_head(int64_t rows);
+    // Final norm + LM head over the first `rows` tokens (decode: every row is a sequence). With
+    // argmax_key (a batch-1 pass with the fused products only), the head also folds the logits'
+    // argmax into it (GemvFused::argmax_key).
+    void enqueue_head(int64_t rows, unsigned long long* argmax_key = nullptr);
+    // The head of a decode pass of S rows and the greedy ids of its first n into ids (and
+    // ids_also): argmax_rows over the logits, or with argmax_in_head_ at batch 1 the head's own
+    // argmax read by argmax_from_key.
+    void enqueue_greedy_head(int64_t S, int64_t n, int32_t* ids, int32_t* ids_also);
 
     // kAll: final norm over every row into ws_.u; append_all_logits runs the head per block.
     void final_norm_all(int64_t T);
@@ -531,6 +537,13 @@ class CudaModel final : public Model {
     int loop_steps_ = kLoopGraphSteps;
     std::map<std::pair<int64_t, int>, cuda::Graph> loop_graphs_;
     DeviceBuffer loop_dev_ids_;
+    // In those graphs a batch-1 step with the fused products may fold its argmax into the LM
+    // head (GemvFused::argmax_key, one atomicMax a block into argmax_key_) and read it with
+    // argmax_from_key, in place of argmax_rows's one-block scan of the logits after the head
+    // (5.4 µs of a 2.7b step on an H100, its trace: docs/architecture.md, "A decode step on a
+    // timeline"). DUALITY_ARGMAX_IN_HEAD=1; opt-in until measured.
+    bool argmax_in_head_ = false;
+    DeviceBuffer argmax_key_;  // one u64, 0 between steps (argmax_from_key resets it)
 };
 
 }  // namespace duality::cuda_model_detail

@@ -165,12 +165,14 @@ void CudaModel::run_decode(int64_t S) {
     g.launch(s);
 }
 
-void CudaModel::enqueue_head(int64_t rows) {
+void CudaModel::enqueue_head(int64_t rows, unsigned long long* argmax_key) {
     cudaStream_t s = stream_.get();
     if (pass_fused_ && rows == 1) {  // the last out_proj left u and its parts
         cuda::GemvFused f = fused_input(true);
         f.y = ws_.logits;
         f.y_f32 = true;
+        f.argmax_key = argmax_key;
+        f.argmax_vocab = sample_vocab();
         cuda::gemv_fused(ws_.u, weights_.head, c_.vocab_padded, c_.d_model, act_,
                          gemm_.prefetch_bytes(), f, s);
         return;
@@ -179,6 +181,17 @@ void CudaModel::enqueue_head(int64_t rows) {
                        rows, c_.d_model, false, act_, s, h_scale(ws_.ssq), out_parts_);
     gemm_.run(ws_.u, c_.d_model, weights_.head, ws_.logits, c_.vocab_padded, DType::kF32, rows,
               c_.vocab_padded, c_.d_model, act_, s);
+}
+
+void CudaModel::enqueue_greedy_head(int64_t S, int64_t n, int32_t* ids, int32_t* ids_also) {
+    cudaStream_t s = stream_.get();
+    if (argmax_in_head_ && S == 1 && pass_fused_ && argmax_key_.data()) {
+        enqueue_head(S, argmax_key_.as<unsigned long long>());
+        cuda::argmax_from_key(argmax_key_.as<unsigned long long>(), ids, ids_also, s);
+        return;
+    }
+    enqueue_head(S);
+    cuda::argmax_rows(ws_.logits, c_.vocab_padded, n, sample_vocab(), ids, s, ids_also);
 }
 
 void CudaModel::final_norm_all(int64_t T) {

@@ -4,12 +4,16 @@
 // loads, four in flight, where rows are 16-byte aligned), then (value, id) pairs are reduced by
 // warp shuffles and one pair per warp in shared memory. Each id goes to ids and, where given, to
 // ids_also as well (a device-fed decode loop: the next step's token input and the host's copy).
+// argmax_from_key: the same id for one row whose LM head product already folded its argmax into a
+// 64-bit key (argmax_key.cuh; gemv_fused's GemvFused::argmax_key), read and reset by one thread,
+// so that a greedy batch-1 step has no one-block scan of the logits after its head.
 // Limits: vocab < 2^31.
 #include <cfloat>
 #include <cstdint>
 
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
+#include "ops/cuda/argmax_key.cuh"
 #include "ops/cuda/ops.h"
 
 namespace duality::cuda {
@@ -85,7 +89,25 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
+// argmax_from_key: one thread's read, reset and stores.
+__global__ void argmax_from_key_kernel(unsigned long long* key, int32_t* ids, int32_t* ids_also) {
+    pdl::wait();  // before any global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
+    if (threadIdx.x != 0) return;
+    const unsigned long long k = *key;
+    *key = 0;
+    const int32_t id = argmax_key_id(k);
+    ids[0] = id;
+    if (ids_also) ids_also[0] = id;
+}
+
 }  // namespace
+
+void argmax_from_key(unsigned long long* key, int32_t* ids, int32_t* ids_also,
+                     cudaStream_t stream) {
+    pdl::launch(argmax_from_key_kernel, 1, 32, 0, stream, key, ids, ids_also);
+    DUALITY_CUDA_LAUNCH_CHECK();
+}
 
 void argmax_rows(const float* logits, int64_t ld, int64_t rows, int64_t vocab, int32_t* ids,
                  cudaStream_t stream, int32_t* ids_also) {

@@ -24,9 +24,10 @@
 // blocks per SM; held in registers they took 60-70); warps past the last column compute it again
 // and store nothing, since the input scale and the residual and gate epilogues end in a block
 // barrier. The gate epilogue (kGate) moves pdl::wait() from the start to the epilogue: its
-// product does not depend on the kernel in front (GemvFused::kGate). The plain instantiations'
-// kernel bodies compile to the same PTX as before the fused forms existed (their parameter list
-// gained the unused GemvFused).
+// product does not depend on the kernel in front (GemvFused::kGate). The store form of the LM head
+// may fold the logits' argmax into a 64-bit key, one atomicMax a block (GemvFused::argmax_key,
+// argmax_key.cuh). The plain instantiations' kernel bodies compile to the same PTX as before the
+// fused forms existed (their parameter list gained the unused GemvFused).
 //
 // The bulk form (GemvFused::bulk, Hopper): lane 0 of each warp fetches the warp's whole row of w
 // into shared memory with one bulk copy (cp.async.bulk on an mbarrier) at the start, before
@@ -46,6 +47,7 @@
 #include "core/cuda/prefetch.cuh"
 #include "core/cuda/sync.cuh"
 #include "ops/cuda/activation.cuh"
+#include "ops/cuda/argmax_key.cuh"
 #include "ops/cuda/gemm_small_m.h"
 #include "ops/cuda/gemv_common.cuh"
 
@@ -291,6 +293,20 @@ __global__ void __launch_bounds__(kWarps * 32)
                 static_cast<T*>(f.y)[col] = from_f32<T>(v);
             }
         }
+        if constexpr (kEpi == GemvFused::kStore && kScale) {
+            // The block's largest argmax key into f.argmax_key (warps past the end: key 0).
+            if (f.argmax_key) {
+                __shared__ unsigned long long keys[kWarps];
+                if (lane == 0) keys[warp] = col < f.argmax_vocab ? argmax_key_of(v, col) : 0;
+                __syncthreads();
+                if (threadIdx.x == 0) {
+                    unsigned long long best = 0;
+#pragma unroll
+                    for (int i = 0; i < kWarps; ++i) best = keys[i] > best ? keys[i] : best;
+                    if (best) atomicMax(f.argmax_key, best);
+                }
+            }
+        }
         return;
     }
     if (lane < M) {
@@ -415,6 +431,10 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
     if (f.epilogue == GemvFused::kGate && (!f.y || !f.gate_y || !f.gate_w || !f.out_parts))
         fail("gemv_fused: kGate without y, gate_y, gate_w or out_parts", "f", __FILE__, __LINE__);
+    if (f.argmax_key &&
+        (f.epilogue != GemvFused::kStore || !f.y_f32 || f.argmax_vocab < 0 || f.argmax_vocab > n))
+        fail("gemv_fused: argmax_key needs kStore with f32 logits and 0 <= argmax_vocab <= n",
+             "f.argmax_key", __FILE__, __LINE__);
     if (n == 0) return;
     const dim3 grid(static_cast<unsigned>((n + kWarps - 1) / kWarps));
     const int64_t per_block = prefetch_per_block(prefetch_bytes, grid.x, k, dtype_size(act));

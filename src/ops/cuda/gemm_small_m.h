@@ -82,6 +82,12 @@ struct GemvFused {
     // kGate with early reads: let the next kernel launch at this one's start (its early reads
     // must be weights only), not after the wait.
     bool next_at_start = false;
+    // kStore with y_f32 (the LM head of a greedy batch-1 step): also fold the argmax of the
+    // columns below argmax_vocab into *argmax_key, which must be 0 before the kernel (each block
+    // atomicMax's the largest key of its columns; argmax_from_key reads and resets it). The same
+    // id as argmax_rows over the stored logits, ties to the lowest id.
+    unsigned long long* argmax_key = nullptr;
+    int64_t argmax_vocab = 0;
     // Each warp's row of w comes into shared memory as one bulk copy issued at the start, instead
     // of groups of loads into registers (gemv_fused_bulk_supported; 8 rows of k a block).
     bool bulk = false;

@@ -211,6 +211,12 @@ void ssd_scan(const SsdArgs& a, const float* dt, DType act, cudaStream_t stream)
 void argmax_rows(const float* logits, int64_t ld, int64_t rows, int64_t vocab, int32_t* ids,
                  cudaStream_t stream, int32_t* ids_also = nullptr);
 
+// The argmax of one row whose product already folded it into `key` (gemv_fused's
+// GemvFused::argmax_key: the largest argmax_key_of(value, id) over the row's ids): ids[0] (and
+// ids_also[0] where given) = that id, 0 where no value counted (all -inf or NaN, as argmax_rows);
+// then *key = 0, ready for the next product. One block of one warp.
+void argmax_from_key(unsigned long long* key, int32_t* ids, int32_t* ids_also, cudaStream_t stream);
+
 // Decode step for a batch of single-token sequences (batch.n_tokens == batch.n_seq): Δ from the
 // raw dt column (RawDt), S = exp(AΔ)·S + Δ·x ⊗ B, y = S·C + D·x, state in place.
 // With a gate, the step's epilogue is the gated norm's first half, as ssd_fused's SsdGate: in

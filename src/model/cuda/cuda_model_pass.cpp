@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/check.h"
+
 namespace duality::cuda_model_detail {
 
 void CudaModel::order_pass(std::vector<PassSeq>& pass) {
@@ -185,7 +187,10 @@ void CudaModel::enqueue_head(int64_t rows, unsigned long long* argmax_key) {
 
 void CudaModel::enqueue_greedy_head(int64_t S, int64_t n, int32_t* ids, int32_t* ids_also) {
     cudaStream_t s = stream_.get();
-    if (argmax_in_head_ && S == 1 && pass_fused_ && argmax_key_.data()) {
+    // Where device_info() says so, every batch-1 step takes it (no silent fallback: a test that
+    // sees argmax_in_head knows the key path ran).
+    if (info_.argmax_in_head && S == 1) {
+        DUALITY_ASSERT(pass_fused_ && argmax_key_.data());
         enqueue_head(S, argmax_key_.as<unsigned long long>());
         cuda::argmax_from_key(argmax_key_.as<unsigned long long>(), ids, ids_also, s);
         return;

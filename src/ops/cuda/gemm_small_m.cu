@@ -23,11 +23,11 @@
 // before the loop and read after it, so that the loop keeps the plain kernel's 48 registers (five
 // blocks per SM; held in registers they took 60-70); warps past the last column compute it again
 // and store nothing, since the input scale and the residual and gate epilogues end in a block
-// barrier. The gate epilogue (kGate) moves pdl::wait() from the start to the epilogue: its
-// product does not depend on the kernel in front (GemvFused::kGate). The store form of the LM head
-// may fold the logits' argmax into a 64-bit key, one atomicMax a block (GemvFused::argmax_key,
-// argmax_key.cuh). The plain instantiations' kernel bodies compile to the same PTX as before the
-// fused forms existed (their parameter list gained the unused GemvFused).
+// barrier. With early reads the gate epilogue (kGate) moves pdl::wait() from the start to the
+// epilogue: its product does not depend on the kernel in front (GemvFused::kGate). The store form
+// of the LM head may fold the logits' argmax into a 64-bit key, one atomicMax a block
+// (GemvFused::argmax_key, argmax_key.cuh). The plain instantiations' kernel bodies compile to the
+// same PTX as before the fused forms existed (their parameter list gained the unused GemvFused).
 //
 // The bulk form (GemvFused::bulk, Hopper): lane 0 of each warp fetches the warp's whole row of w
 // into shared memory with one bulk copy (cp.async.bulk on an mbarrier) at the start, before
@@ -67,8 +67,9 @@ constexpr int kGroup = 4;  // steps of a row whose loads a lane issues together
 constexpr int64_t kBulkRowBytesMax = int64_t{26} << 10;
 
 // A kScale input's partial sums copied to the block's shared memory before the loop (cp.async,
-// so no register holds them during it; the rest are read after it): out_parts of d_model ≤ 5120
-// columns, or z's gate parts (kGate) of d_inner ≤ 5120 (the 2.7b's 640).
+// so no register holds them during it; the rest are read after it): the residual epilogue's
+// parts of d_model ≤ 5120 columns, or the gate epilogue's (kGate) of d_inner ≤ 5120, which
+// out_proj takes as its input scale (the 2.7b's 640).
 constexpr int kSmemParts = 640;
 
 // kEpi: GemvFused::Epilogue (kStore with kScale false: the plain product of gemm_small_m, M rows);

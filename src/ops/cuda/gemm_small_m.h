@@ -60,8 +60,9 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 //   takes the decode gate's. With early reads (pdl::early_reads()) the whole product runs
 //   before pdl::wait(), and only gate_y is read after it: so a and the input scale's parts must
 //   be complete when the kernel starts, written by nothing that runs beside it or in front of
-//   it (the model's u and its parts: the previous layer's out_proj, two kernels back, while the
-//   step in front lets this kernel launch at its own start).
+//   it (the model's u and its parts: the previous layer's out_proj, three kernels back, or the
+//   first norm in layer 0, while the step in front lets this kernel launch at its own start;
+//   core/cuda/pdl.cuh).
 struct GemvFused {
     enum Epilogue { kStore, kConv, kResidual, kGate };
     Epilogue epilogue = kStore;

@@ -101,13 +101,18 @@ inline std::vector<float> step_logits(Model& m, int n_seq,
     return l.is_ok() ? *l : std::vector<float>{};
 }
 
-// The bundled model in bf16 for n_slots sequences, loaded with GEMM tuning off (so that models
-// loaded side by side pick the same GEMM algorithms) and with `vars` set.
-inline auto load_bundled_bf16(int n_slots,
-                              std::initializer_list<std::pair<const char*, const char*>> vars) {
+// The bundled model with options o, loaded with GEMM tuning off (so that models loaded side by
+// side pick the same GEMM algorithms) and with `vars` set; load_bundled_bf16: in bf16 for n_slots
+// sequences.
+inline auto load_bundled(const LoadOptions& o,
+                         std::initializer_list<std::pair<const char*, const char*>> vars) {
     ScopedEnv tune({{"DUALITY_GEMM_TUNE", "0"}});
     ScopedEnv env(vars);
-    return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, n_slots));
+    return Model::load(test::bundled_model_dir(), o);
+}
+inline auto load_bundled_bf16(int n_slots,
+                              std::initializer_list<std::pair<const char*, const char*>> vars) {
+    return load_bundled(cuda_options(DType::kBF16, n_slots), vars);
 }
 
 // n prompts, prompt s of base + grow·s tokens, its token i = (s·a + i·b) mod vocab.

@@ -213,16 +213,14 @@ TEST(CudaModel, ZAfterStepMatchesTheForkedOrder) {
     REQUIRE_GPU();
     for (const char* next_early : {"1", "0"})
         for (bool graphs : {true, false}) {
+            LoadOptions o = cuda_options(DType::kBF16, 2);
+            o.cuda_graphs = graphs;
             auto load = [&](const char* after) {
-                ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
-                               {"DUALITY_Z_FORK", "auto"},
-                               {"DUALITY_Z_FORK_MIN_ELEMS", "1"},
-                               {"DUALITY_GEMV_EPILOGUES", "auto"},
-                               {"DUALITY_Z_AFTER_STEP", after},
-                               {"DUALITY_Z_GATE_NEXT_EARLY", next_early}});
-                LoadOptions o = cuda_options(DType::kBF16, 2);
-                o.cuda_graphs = graphs;
-                return Model::load(test::bundled_model_dir(), o);
+                return load_bundled(o, {{"DUALITY_Z_FORK", "auto"},
+                                        {"DUALITY_Z_FORK_MIN_ELEMS", "1"},
+                                        {"DUALITY_GEMV_EPILOGUES", "auto"},
+                                        {"DUALITY_Z_AFTER_STEP", after},
+                                        {"DUALITY_Z_GATE_NEXT_EARLY", next_early}});
             };
             auto after = load("1"), forked = load("0");
             ASSERT_TRUE(after.is_ok() && forked.is_ok()) << after.status().message();
@@ -291,14 +289,12 @@ TEST(CudaModel, DeviceLoopMatchesStepByStep) {
                 for (const char* in_head : {"0", "1"}) {
                     if (*in_head == '1' && (dtype != DType::kBF16 || !graphs || *loop_steps == '1'))
                         continue;
+                    LoadOptions o = cuda_options(dtype, 4);
+                    o.cuda_graphs = graphs;
                     auto load = [&](const char* on) {
-                        ScopedEnv env({{"DUALITY_GEMM_TUNE", "0"},
-                                       {"DUALITY_DEVICE_LOOP", on},
-                                       {"DUALITY_LOOP_GRAPH_STEPS", loop_steps},
-                                       {"DUALITY_ARGMAX_IN_HEAD", in_head}});
-                        LoadOptions o = cuda_options(dtype, 4);
-                        o.cuda_graphs = graphs;
-                        return Model::load(test::bundled_model_dir(), o);
+                        return load_bundled(o, {{"DUALITY_DEVICE_LOOP", on},
+                                                {"DUALITY_LOOP_GRAPH_STEPS", loop_steps},
+                                                {"DUALITY_ARGMAX_IN_HEAD", in_head}});
                     };
                     auto on = load("1"), off = load("0");
                     ASSERT_TRUE(on.is_ok() && off.is_ok()) << on.status().message();

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 
@@ -98,22 +99,24 @@ std::string render_table(const BenchReport& r) {
             s += "decode   in_proj as one product (DUALITY_SPLIT_IN_PROJ=0)\n";
         else if (!dev.z_fork.empty())
             s += fmt("decode   z product forked %s (DUALITY_Z_FORK)\n", dev.z_fork.c_str());
-        if (dev.decode_gate)
-            s += "decode   the gated norm's first half in the step (DUALITY_DECODE_GATE)\n";
-        if (dev.gemv_epilogues)
-            s += "decode   batch 1: norms and conv1d in the products' epilogues "
-                 "(DUALITY_GEMV_EPILOGUES)\n";
-        if (dev.batch1_whole)
-            s += "decode   batch 1: in_proj whole and the gate in the step, three kernels a "
-                 "layer\n";
-        if (dev.z_after_step)
-            s += "decode   batch 1: z's product after the step, the gated norm in its epilogue "
-                 "(DUALITY_Z_AFTER_STEP)\n";
-        if (dev.argmax_in_head)
-            s += "decode   batch 1: the greedy argmax folded into the LM head "
-                 "(DUALITY_ARGMAX_IN_HEAD)\n";
-        if (dev.gemv_bulk)
-            s += "decode   batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)\n";
+        // The decode forms that are on, one line each.
+        const std::pair<bool DeviceInfo::*, const char*> forms[] = {
+            {&DeviceInfo::decode_gate,
+             "the gated norm's first half in the step (DUALITY_DECODE_GATE)"},
+            {&DeviceInfo::gemv_epilogues,
+             "batch 1: norms and conv1d in the products' epilogues (DUALITY_GEMV_EPILOGUES)"},
+            {&DeviceInfo::batch1_whole,
+             "batch 1: in_proj whole and the gate in the step, three kernels a layer"},
+            {&DeviceInfo::z_after_step,
+             "batch 1: z's product after the step, the gated norm in its epilogue "
+             "(DUALITY_Z_AFTER_STEP)"},
+            {&DeviceInfo::argmax_in_head,
+             "batch 1: the greedy argmax folded into the LM head (DUALITY_ARGMAX_IN_HEAD)"},
+            {&DeviceInfo::gemv_bulk,
+             "batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)"},
+        };
+        for (const auto& [on, line] : forms)
+            if (dev.*on) s += fmt("decode   %s\n", line);
         if (dev.gemv_prefetch_bytes > 0)
             s +=
                 fmt("decode   batch 1: %.0f MiB of each product's weights prefetched into L2 "

@@ -241,7 +241,7 @@ Result<std::vector<int32_t>> CudaModel::decode_greedy(std::span<const SeqInput> 
         DUALITY_ASSIGN_OR_RETURN(loop_dev_ids_,
                                  DeviceBuffer::allocate(bytes, "the device loop's ids"));
     }
-    if (loop_graphs && argmax_in_head_ && !argmax_key_.data()) {  // 0 between steps
+    if (loop_graphs && info_.argmax_in_head && !argmax_key_.data()) {  // 0 between steps
         DUALITY_ASSIGN_OR_RETURN(argmax_key_, DeviceBuffer::allocate(8, "the argmax key"));
         DUALITY_CUDA_CHECK(cudaMemsetAsync(argmax_key_.data(), 0, 8, s));
     }
@@ -305,7 +305,6 @@ CudaModel::CudaModel(ModelConfig c, const LoadOptions& o)
     split_in_proj_ = !env_is("DUALITY_SPLIT_IN_PROJ", "0");
     device_loop_ = !env_is("DUALITY_DEVICE_LOOP", "0");
     embed_in_norm_ = !env_is("DUALITY_EMBED_IN_NORM", "0");
-    argmax_in_head_ = env_is("DUALITY_ARGMAX_IN_HEAD", "1");
     loop_steps_ = static_cast<int>(std::clamp<long long>(
         env_int("DUALITY_LOOP_GRAPH_STEPS", kLoopGraphSteps), 1, kMaxLoopGraphSteps));
     if (const char* env = std::getenv("DUALITY_Z_FORK")) {
@@ -380,9 +379,11 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.gemv_epilogues = gemv_epilogues_at(1);
     info_.decode_gate = decode_gate_;
     info_.batch1_whole = whole_at(1);
-    info_.z_after_step = z_after_step_ && gemv_epilogues_at(1);
-    info_.argmax_in_head = argmax_in_head_ && device_loop_ && loop_steps_ > 1 && opt_.cuda_graphs &&
-                           gemv_epilogues_at(1);
+    info_.z_after_step = z_after_step_;
+    // (What argmax_key_ says: decode_greedy's graphs of several steps, batch 1 with the fused
+    // products.)
+    info_.argmax_in_head = env_is("DUALITY_ARGMAX_IN_HEAD", "1") && device_loop_ &&
+                           loop_steps_ > 1 && opt_.cuda_graphs && gemv_epilogues_at(1);
     info_.gemv_bulk = gemv_bulk_;
     info_.gemv_prefetch_bytes = gemv_bulk_ ? 0 : gemm_.prefetch_bytes();
     info_.ssd_conv = conv_in_ssd_;
@@ -598,8 +599,8 @@ Status CudaModel::layout_workspace() {
                                                               : GemvEpilogues::kAuto;
     batch1_whole_ = gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
                     !z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_);
-    z_after_step_ = gate_fits && split_in_proj_ && gemv_epilogues_ != GemvEpilogues::kOff &&
-                    z_early(1) && !decode_gate_ && env_is("DUALITY_Z_AFTER_STEP", "1");
+    z_after_step_ = gate_fits && split_in_proj_ && gemv_epilogues_at(1) && z_early(1) &&
+                    !decode_gate_ && env_is("DUALITY_Z_AFTER_STEP", "1");
     z_gate_next_early_ = !env_is("DUALITY_Z_GATE_NEXT_EARLY", "0");
     gemv_bulk_ = batch1_whole_ && !env_is("DUALITY_GEMV_BULK", "0") &&
                  cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&

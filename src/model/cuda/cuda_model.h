@@ -369,8 +369,8 @@ class CudaModel final : public Model {
     // argmax into it (GemvFused::argmax_key).
     void enqueue_head(int64_t rows, unsigned long long* argmax_key = nullptr);
     // The head of a decode pass of S rows and the greedy ids of its first n into ids (and
-    // ids_also): argmax_rows over the logits, or with argmax_in_head_ at batch 1 the head's own
-    // argmax read by argmax_from_key.
+    // ids_also): argmax_rows over the logits, or where info_.argmax_in_head at batch 1 the head's
+    // own argmax read by argmax_from_key.
     void enqueue_greedy_head(int64_t S, int64_t n, int32_t* ids, int32_t* ids_also);
 
     // kAll: final norm over every row into ws_.u; append_all_logits runs the head per block.
@@ -541,8 +541,7 @@ class CudaModel final : public Model {
     // head (GemvFused::argmax_key, one atomicMax a block into argmax_key_) and read it with
     // argmax_from_key, in place of argmax_rows's one-block scan of the logits after the head
     // (5.4 µs of a 2.7b step on an H100, its trace: docs/architecture.md, "A decode step on a
-    // timeline"). DUALITY_ARGMAX_IN_HEAD=1; opt-in until measured.
-    bool argmax_in_head_ = false;
+    // timeline"). DUALITY_ARGMAX_IN_HEAD=1 (info_.argmax_in_head); opt-in until measured.
     DeviceBuffer argmax_key_;  // one u64, 0 between steps (argmax_from_key resets it)
 };
 

@@ -278,16 +278,12 @@ TEST(CudaModel, GatePartsMatchTheGatedNorm) {
             EXPECT_TRUE(compare_batch1_paths(**parts, **norm, DType::kBF16, 16))
                 << "z forked " << fork << ", graphs " << graphs << ": gate_parts did not run";
         }
-    auto f16 = [&] {
-        ScopedEnv env({{"DUALITY_Z_FORK_MIN_ELEMS", "1"}, {"DUALITY_GATE_PARTS", "1"}});
-        return Model::load(test::bundled_model_dir(), cuda_options(DType::kF16, 2));
-    }();
+    auto f16 = load_bundled(cuda_options(DType::kF16, 2),
+                            {{"DUALITY_Z_FORK_MIN_ELEMS", "1"}, {"DUALITY_GATE_PARTS", "1"}});
     ASSERT_TRUE(f16.is_ok()) << f16.status().message();
     EXPECT_FALSE((*f16)->device_info().gate_parts) << "f16: v·w unnormalized could overflow";
-    auto whole = [&] {
-        ScopedEnv env({{"DUALITY_GATE_PARTS", "1"}});  // the bundled model: three kernels a layer
-        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
-    }();
+    // The bundled model by default: three kernels a layer, the step taking the gate.
+    auto whole = load_bundled_bf16(2, {{"DUALITY_GATE_PARTS", "1"}});
     ASSERT_TRUE(whole.is_ok()) << whole.status().message();
     EXPECT_TRUE((*whole)->device_info().batch1_whole);
     EXPECT_FALSE((*whole)->device_info().gate_parts) << "the step takes the gate there";

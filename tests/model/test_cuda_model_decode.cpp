@@ -219,6 +219,7 @@ TEST(CudaModel, ZAfterStepMatchesTheForkedOrder) {
                 return load_bundled(o, {{"DUALITY_Z_FORK", "auto"},
                                         {"DUALITY_Z_FORK_MIN_ELEMS", "1"},
                                         {"DUALITY_GEMV_EPILOGUES", "auto"},
+                                        {"DUALITY_GATE_PARTS", "0"},  // the gated norm kernel
                                         {"DUALITY_Z_AFTER_STEP", after},
                                         {"DUALITY_Z_GATE_NEXT_EARLY", next_early}});
             };
@@ -261,9 +262,14 @@ TEST(CudaModel, GatePartsMatchTheGatedNorm) {
             o.cuda_graphs = graphs;
             const bool early = *fork == 'e';
             auto load = [&](const char* on) {
+                // (The forms that would take the gate instead pinned off: an A/B run may set
+                // them in the environment.)
                 return load_bundled(o, {{"DUALITY_Z_FORK", early ? "auto" : "late"},
                                         {"DUALITY_Z_FORK_MIN_ELEMS", "1"},
                                         {"DUALITY_GEMV_EPILOGUES", early ? "auto" : "1"},
+                                        {"DUALITY_Z_AFTER_STEP", "0"},
+                                        {"DUALITY_DECODE_GATE", "0"},
+                                        {"DUALITY_DECODE_STACK", "0"},
                                         {"DUALITY_GATE_PARTS", on}});
             };
             auto parts = load("1"), norm = load("0");

@@ -4,6 +4,7 @@
 // and scalar paths (dims, strides not multiples of 4), the model shapes (130m, 2.7b, Codestral) and
 // n_group 1 and 8.
 #include <algorithm>
+#include <cmath>
 #include <stdexcept>
 #include <string>
 
@@ -187,8 +188,8 @@ void gated_case(int64_t rows, int64_t dim, int64_t group_size, int64_t z_stride,
 }
 
 // ---- gate_parts ------------------------------------------------------------------------------
-// cpu::gate_partials with "heads" of 8 channels is the twin: v·w and Σ v² per 8 channels.
-// Sentinels past the end of out and parts: nothing may be stored there.
+// cpu::gate_partials with "heads" of 8 channels is the twin: v·w and Σ v² per 8 channels, the
+// parts to f32 accuracy. Sentinels past the end of out and parts: nothing may be stored there.
 void gate_parts_case(int64_t rows, int64_t dim, int64_t z_stride, DType act) {
     const std::string name =
         "gate_parts/r" + num(rows) + "_d" + num(dim) + "_zs" + num(z_stride) + "/" + dt_name(act);
@@ -225,6 +226,14 @@ void gate_parts_case(int64_t rows, int64_t dim, int64_t z_stride, DType act) {
              tail.insert(tail.end(), got_parts.end() - kTail, got_parts.end());
              got.resize(n);
              got_parts.resize(n_parts);
+             // The parts are f32 sums of f32 values from the same rounded inputs: they must agree
+             // to f32 accuracy, not only to the case's bf16/f16 tolerance (squares of values
+             // rounded to act, as a wrong kernel might take, are off by ~0.5%).
+             for (size_t q = 0; q < n_parts; ++q)
+                 if (std::fabs(got_parts[q] - ssq[q]) > 1e-5f * ssq[q] + 1e-6f)
+                     throw std::runtime_error("gate_parts: part " + std::to_string(q) + " is " +
+                                              std::to_string(got_parts[q]) + ", expected " +
+                                              std::to_string(ssq[q]) + " to f32 accuracy");
              return std::vector<Output>{{"out", g, got},
                                         {"parts", ssq, got_parts},
                                         {"tail", std::vector<float>(2 * kTail, 7.0f), tail}};

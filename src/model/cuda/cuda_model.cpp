@@ -604,10 +604,11 @@ Status CudaModel::layout_workspace() {
     z_after_step_ = gate_fits && split_in_proj_ && gemv_epilogues_at(1) && z_early(1) &&
                     !decode_gate_ && env_is("DUALITY_Z_AFTER_STEP", "1");
     z_gate_next_early_ = !env_is("DUALITY_Z_GATE_NEXT_EARLY", "0");
-    // (Not where the step takes the gate: the decode gate, the three-kernel form.)
+    // (Not where the step takes the gate: the decode gate, the three-kernel form; nor where z's
+    // epilogue does. gemv_epilogues_at excludes the decode stack.)
     gate_parts_ =
         gate_fits && gemv_epilogues_at(1) && !decode_gate_ && !batch1_whole_ && !z_after_step_ &&
-        !use_stack_ && env_is("DUALITY_GATE_PARTS", "1") &&
+        env_is("DUALITY_GATE_PARTS", "1") &&
         std::all_of(weights_.layers.begin(), weights_.layers.end(),
                     [&](const cuda::DeviceLayer& w) {
                         return cuda::gate_parts_supported(ws_.y, ws_.zxbcdt, c_.d_in_proj(),

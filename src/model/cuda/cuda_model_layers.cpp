@@ -119,8 +119,9 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode) {
     pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
     // Where z would fork early, z's product may follow the step instead (z_after_step_).
     const bool z_gate = pass_fused_ && z_first && z_after_step_ && !pass_scaled_;
-    // Otherwise the gated norm's first half may run apart from its scale (gate_parts_).
-    const bool gate_parts = pass_fused_ && gate_parts_ && !pass_scaled_ && !z_gate;
+    // Otherwise the gated norm's first half may run apart from its scale (gate_parts_, which
+    // excludes every form that takes the gate elsewhere: no pass_scaled_, no z_gate here).
+    const bool gate_parts = pass_fused_ && gate_parts_;
     return LayerPass{T, decode, split, z_first && !z_gate, z_beside_conv, z_gate, gate_parts};
 }
 

@@ -78,7 +78,14 @@ step "build (sm_$cap, $(nproc) jobs)"
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDUALITY_CUDA=ON \
   -DCMAKE_CUDA_ARCHITECTURES="$cap" -DDUALITY_WERROR=OFF >"$OUT/cmake.log" 2>&1 ||
   { tail -40 "$OUT/cmake.log"; exit 1; }
-ninja -C build-gpu -j "$(nproc)" 2>&1 | tail -5
+# ab and prefill-ab build only what they run (the CLI, and the test binary for GPU_CHECK_FILTER):
+# on a fresh device machine the build is most of such a call.
+targets=()
+if [[ "$what" == ab || "$what" == prefill-ab ]]; then
+  targets=(duality)
+  [[ -n "${GPU_CHECK_FILTER:-}" ]] && targets+=(duality_tests)
+fi
+ninja -C build-gpu -j "$(nproc)" ${targets[@]+"${targets[@]}"} 2>&1 | tail -5
 
 status=0
 # decode_ab FILE BATCHES SETTING...: decode of the 2.7b and 130m shapes (random weights) at the

@@ -85,7 +85,7 @@ if [[ "$what" == ab || "$what" == prefill-ab ]]; then
   targets=(duality)
   [[ -n "${GPU_CHECK_FILTER:-}" ]] && targets+=(duality_tests)
 fi
-ninja -C build-gpu -j "$(nproc)" ${targets[@]+"${targets[@]}"} 2>&1 | tail -5
+ninja -C build-gpu -j "$(nproc)" "${targets[@]}" 2>&1 | tail -5
 
 status=0
 # decode_ab FILE BATCHES SETTING...: decode of the 2.7b and 130m shapes (random weights) at the

@@ -84,10 +84,6 @@ struct DeviceInfo {
     // with the gated norm's first half in its epilogue (CUDA, bf16, one norm group, the GEMV
     // epilogues; DUALITY_Z_AFTER_STEP=1).
     bool z_after_step = false;
-    // Batch-1 decode passes run the gated norm's first half without its reduction (v·w and
-    // Σ v² per 8 channels) and leave the scale to out_proj (CUDA, bf16, one norm group, the GEMV
-    // epilogues, where no other form takes the gate; DUALITY_GATE_PARTS=1).
-    bool gate_parts = false;
     // decode_greedy's batch-1 steps in its graphs of several steps fold the argmax into the LM
     // head's product instead of scanning the logits after it (CUDA, bf16, the GEMV epilogues;
     // DUALITY_ARGMAX_IN_HEAD=1).

@@ -246,55 +246,6 @@ TEST(CudaModel, ZAfterStepMatchesTheForkedOrder) {
     EXPECT_FALSE((*late)->device_info().z_after_step) << "z forks late: nothing to move";
 }
 
-// Where the gated norm runs as its own kernel in batch-1 passes (z forked early, or late without
-// the three-kernel form), DUALITY_GATE_PARTS=1 runs its first half without the reduction
-// (cuda::gate_parts: v·w and Σ v² per 8 channels) and out_proj takes the scale. Two bf16 models
-// of the bundled one, gate_parts on and off, compared by compare_batch1_paths: with z forked early
-// (DUALITY_Z_FORK_MIN_ELEMS=1) and late (DUALITY_Z_FORK=late, the GEMV epilogues forced on, so not
-// the three-kernel form, which takes the gate in the step), graphs on and off; the batch-1 logits
-// differ in some bits (the scale moves past out_proj's rounding): proof that it ran. f16 and the
-// three-kernel form never take it.
-TEST(CudaModel, GatePartsMatchTheGatedNorm) {
-    REQUIRE_GPU();
-    for (const char* fork : {"early", "late"})
-        for (bool graphs : {true, false}) {
-            LoadOptions o = cuda_options(DType::kBF16, 2);
-            o.cuda_graphs = graphs;
-            const bool early = *fork == 'e';
-            auto load = [&](const char* on) {
-                // (The forms that would take the gate instead pinned off: an A/B run may set
-                // them in the environment.)
-                return load_bundled(o, {{"DUALITY_Z_FORK", early ? "auto" : "late"},
-                                        {"DUALITY_Z_FORK_MIN_ELEMS", "1"},
-                                        {"DUALITY_GEMV_EPILOGUES", early ? "auto" : "1"},
-                                        {"DUALITY_Z_AFTER_STEP", "0"},
-                                        {"DUALITY_DECODE_GATE", "0"},
-                                        {"DUALITY_DECODE_STACK", "0"},
-                                        {"DUALITY_GATE_PARTS", on}});
-            };
-            auto parts = load("1"), norm = load("0");
-            ASSERT_TRUE(parts.is_ok() && norm.is_ok()) << parts.status().message();
-            ASSERT_TRUE((*parts)->device_info().gate_parts) << fork;
-            ASSERT_FALSE((*norm)->device_info().gate_parts);
-            for (auto* m : {&parts, &norm}) {
-                EXPECT_TRUE((**m)->device_info().gemv_epilogues);
-                EXPECT_FALSE((**m)->device_info().batch1_whole);
-                EXPECT_EQ((**m)->device_info().z_fork, early ? "early at batch 1" : "late");
-            }
-            EXPECT_TRUE(compare_batch1_paths(**parts, **norm, DType::kBF16, 16))
-                << "z forked " << fork << ", graphs " << graphs << ": gate_parts did not run";
-        }
-    auto f16 = load_bundled(cuda_options(DType::kF16, 2),
-                            {{"DUALITY_Z_FORK_MIN_ELEMS", "1"}, {"DUALITY_GATE_PARTS", "1"}});
-    ASSERT_TRUE(f16.is_ok()) << f16.status().message();
-    EXPECT_FALSE((*f16)->device_info().gate_parts) << "f16: v·w unnormalized could overflow";
-    // The bundled model by default: three kernels a layer, the step taking the gate.
-    auto whole = load_bundled_bf16(2, {{"DUALITY_GATE_PARTS", "1"}});
-    ASSERT_TRUE(whole.is_ok()) << whole.status().message();
-    EXPECT_TRUE((*whole)->device_info().batch1_whole);
-    EXPECT_FALSE((*whole)->device_info().gate_parts) << "the step takes the gate there";
-}
-
 // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) on Hopper when asked to
 // (DUALITY_DECODE_STACK=1). Two models of the bundled one, the stack on and off, GEMM tuning off,
 // compared by compare_batch1_paths; batch-1 logits differ in some bits (summation order): proof

@@ -110,9 +110,6 @@ std::string render_table(const BenchReport& r) {
             {&DeviceInfo::z_after_step,
              "batch 1: z's product after the step, the gated norm in its epilogue "
              "(DUALITY_Z_AFTER_STEP)"},
-            {&DeviceInfo::gate_parts,
-             "batch 1: the gated norm's first half alone, its scale in out_proj "
-             "(DUALITY_GATE_PARTS)"},
             {&DeviceInfo::argmax_in_head,
              "batch 1: the greedy argmax folded into the LM head (DUALITY_ARGMAX_IN_HEAD)"},
             {&DeviceInfo::gemv_bulk,
@@ -221,7 +218,6 @@ std::string render_json(const BenchReport& r) {
         j["batch1_whole"] = dev.batch1_whole;
         j["gemv_bulk"] = dev.gemv_bulk;
         j["z_after_step"] = dev.z_after_step;
-        j["gate_parts"] = dev.gate_parts;
         j["argmax_in_head"] = dev.argmax_in_head;
         j["gemv_prefetch_bytes"] = dev.gemv_prefetch_bytes;
         j["out_proj_split"] = dev.out_proj_split;

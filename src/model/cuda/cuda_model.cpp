@@ -380,7 +380,6 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.decode_gate = decode_gate_;
     info_.batch1_whole = whole_at(1);
     info_.z_after_step = z_after_step_;
-    info_.gate_parts = gate_parts_;
     // (What argmax_key_ says: decode_greedy's graphs of several steps, batch 1 with the fused
     // products.)
     info_.argmax_in_head = env_is("DUALITY_ARGMAX_IN_HEAD", "1") && device_loop_ &&
@@ -536,8 +535,7 @@ Status CudaModel::layout_workspace() {
     const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
     // Prefill gate: one sum per (token, head); decode gate: head_dim / 16 per (sequence, head).
     // (Batch-1 passes may take the decode gate where it fits: batch1_whole_.)
-    // (And z's gate epilogue, z_after_step_, or gate_parts_: one sum per 8 channels of a batch-1
-    // row.)
+    // (And z's gate epilogue, z_after_step_: one sum per 8 channels of a batch-1 row.)
     const size_t ssq_elems =
         std::max({T * H,
                   (decode_gate_ ? z(max_seqs_) : static_cast<size_t>(gate_fits)) * H *
@@ -604,16 +602,6 @@ Status CudaModel::layout_workspace() {
     z_after_step_ = gate_fits && split_in_proj_ && gemv_epilogues_at(1) && z_early(1) &&
                     !decode_gate_ && env_is("DUALITY_Z_AFTER_STEP", "1");
     z_gate_next_early_ = !env_is("DUALITY_Z_GATE_NEXT_EARLY", "0");
-    // (Not where the step takes the gate: the decode gate, the three-kernel form; nor where z's
-    // epilogue does. gemv_epilogues_at excludes the decode stack.)
-    gate_parts_ =
-        gate_fits && gemv_epilogues_at(1) && !decode_gate_ && !batch1_whole_ && !z_after_step_ &&
-        env_is("DUALITY_GATE_PARTS", "1") &&
-        std::all_of(weights_.layers.begin(), weights_.layers.end(),
-                    [&](const cuda::DeviceLayer& w) {
-                        return cuda::gate_parts_supported(ws_.y, ws_.zxbcdt, c_.d_in_proj(),
-                                                          w.gate_norm, ws_.gated, c_.d_inner, act_);
-                    });
     gemv_bulk_ = batch1_whole_ && !env_is("DUALITY_GEMV_BULK", "0") &&
                  cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&
                  (env_is("DUALITY_GEMV_BULK", "1") ||

@@ -308,8 +308,7 @@ class CudaModel final : public Model {
         int64_t T = 0;
         bool decode = false;
         bool split = false, z_first = false, z_beside_conv = false;
-        bool z_gate = false;      // z's product after the step, with the gate (z_after_step_)
-        bool gate_parts = false;  // the gated norm's first half alone (gate_parts_)
+        bool z_gate = false;  // z's product after the step, with the gate (z_after_step_)
     };
     LayerPass begin_layers(int64_t T, bool decode);
     void enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted);
@@ -502,16 +501,8 @@ class CudaModel final : public Model {
     // their weights in flight (GemvFused::next_at_start); DUALITY_Z_GATE_NEXT_EARLY=0: after z's
     // wait, as the first form measured slower did.
     bool z_gate_next_early_ = true;
-    // Where z forks (early or late) and no form above takes the gate, batch-1 passes may run the
-    // gated norm's first half as its own kernel without a reduction (cuda::gate_parts: v·w and
-    // Σ v² per 8 channels, one thread each) and leave the scale to out_proj, as after z's gate
-    // epilogue, in place of the one-block gated norm, whose block reduction sits on the chain
-    // between the step (and z) and out_proj. bf16, one norm group; DUALITY_GATE_PARTS=1
-    // (docs/architecture.md, "A decode step on a timeline").
-    bool gate_parts_ = false;
-    // out_proj's input scale after z's gate epilogue or gate_parts: Σ v² per 8 channels in
-    // ws_.ssq.
-    RowScale gate_part_scale() const;
+    // out_proj's input scale after z's gate epilogue: its Σ v² per 8 channels in ws_.ssq.
+    RowScale z_gate_scale() const;
     // In the three-kernel form, every product (in_proj, out_proj, the LM head) fetches each warp's
     // row of w into shared memory by one bulk copy (GemvFused::bulk), where the longest row,
     // out_proj's d_inner, has at most kGemvBulkRowBytes; DUALITY_GEMV_BULK=1 wherever the form

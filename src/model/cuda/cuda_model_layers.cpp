@@ -119,16 +119,13 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode) {
     pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
     // Where z would fork early, z's product may follow the step instead (z_after_step_).
     const bool z_gate = pass_fused_ && z_first && z_after_step_ && !pass_scaled_;
-    // Otherwise the gated norm's first half may run apart from its scale (gate_parts_, which
-    // excludes every form that takes the gate elsewhere: no pass_scaled_, no z_gate here).
-    const bool gate_parts = pass_fused_ && gate_parts_;
-    return LayerPass{T, decode, split, z_first && !z_gate, z_beside_conv, z_gate, gate_parts};
+    return LayerPass{T, decode, split, z_first && !z_gate, z_beside_conv, z_gate};
 }
 
 void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted) {
     const int64_t T = lp.T;
     const bool decode = lp.decode, split = lp.split, z_first = lp.z_first;
-    const bool z_beside_conv = lp.z_beside_conv, z_gate = lp.z_gate, gate_parts = lp.gate_parts;
+    const bool z_beside_conv = lp.z_beside_conv, z_gate = lp.z_gate;
     cudaStream_t s = stream_.get();
     const int64_t D = c_.d_model, E = c_.d_inner, n_in = c_.d_in_proj();
     const size_t el = dtype_size(act_);
@@ -222,9 +219,7 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         }
     }
     if (split && !z_joined && !z_gate) join_.order(side_stream_.get(), s);  // z is in
-    if (gate_parts)
-        cuda::gate_parts(ws_.y, ws_.zxbcdt, n_in, w.gate_norm, ws_.gated, ws_.ssq, T, E, act_, s);
-    else if (!pass_scaled_ && !z_gate)
+    if (!pass_scaled_ && !z_gate)
         cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm, static_cast<float>(c_.norm_eps),
                              ws_.gated, T, E, E / c_.n_group, act_, s);
     if (wanted >= 0 && layer + 1 == c_.n_layer) {
@@ -243,8 +238,8 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
                                           : weights_.norm_f;
         f.u = ws_.u;
         f.out_parts = ws_.gemv_parts;
-        // With the decode gate, z's or gate_parts: their sums of v².
-        f.in_scale = z_gate || gate_parts ? gate_part_scale() : h_scale(ws_.ssq);
+        // With the decode gate, or z's: their sums of v².
+        f.in_scale = z_gate ? z_gate_scale() : h_scale(ws_.ssq);
         f.bulk = gemv_bulk_;
         cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
     } else if (out_parts_.p) {
@@ -321,7 +316,7 @@ cuda::SsdConv CudaModel::ssd_conv(const cuda::DeviceLayer& w, int64_t layer) con
     return conv;
 }
 
-RowScale CudaModel::gate_part_scale() const {
+RowScale CudaModel::z_gate_scale() const {
     return RowScale{ws_.ssq, cuda::gemv_fused_parts(c_.d_inner), static_cast<float>(c_.d_inner),
                     static_cast<float>(c_.norm_eps)};
 }

@@ -4,8 +4,6 @@
 //                   `first` the embedding table's rows of the given token ids (a fused gather);
 //                   out = residual · rsqrt(mean(residual²) + eps) · w
 //   gated_rms_norm: v = y · silu(z); per group of group_size channels v · rsqrt(mean(v²) + eps) · w
-//   gate_parts:     the gated norm's first half (one group): v · w and Σ v² per 8 channels, the
-//                   scale left to the product that reads them (its RowScale input scale)
 //   add_bias:       y[r, :] += bias
 //
 // Parallelization: a "team" normalizes one row (add_rms_norm) or one (row, group) unit
@@ -20,9 +18,6 @@
 // registers a thread, so K = 8 spills, and K = 4 at V = 8; no Mamba-2 shape needs them); units
 // beyond 8·1024 vectors take K = 0, a loop of 512 threads that re-reads its inputs (L1/L2-resident)
 // in the second pass.
-// gate_parts: one thread per 8 channels (16-byte accesses; its part is their sum), 128-thread
-// blocks, no reduction: the weights are read before pdl::wait() (early reads), then one round
-// trip for y and z and the stores. Decode rows only (latency, not bandwidth); 16-bit activations.
 // add_bias: one block per row, threads over columns.
 // Limits: rows < 2^31 blocks; act f32/f16/bf16; dim % group_size == 0.
 #include <algorithm>
@@ -390,40 +385,6 @@ void launch_gated_vec(const void* y, const void* z, int64_t z_stride, const floa
         launch_gated_rms_norm<T, 1>(y, z, z_stride, w, eps, out, rows, dim, group_size, stream);
 }
 
-// ---- gate_parts ------------------------------------------------------------------------------
-template <typename T>
-__global__ void __launch_bounds__(128)
-    gate_parts_kernel(const T* __restrict__ y,  // {rows, dim}
-                      const T* __restrict__ z,  // {rows, dim}, z_stride apart
-                      int64_t z_stride,
-                      const float* __restrict__ w,  // {dim}
-                      T* __restrict__ out,          // {rows, dim}
-                      float* __restrict__ parts,    // {rows, dim / 8}
-                      int64_t rows, int64_t dim, bool early) {
-    const int64_t n_part = dim / 8;
-    const int64_t q = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-    const bool active = q < rows * n_part;
-    const int64_t row = active ? q / n_part : 0, c = active ? (q % n_part) * 8 : 0;
-    float wv[8];
-    if (early && active) dtype::load<8>(w + c, wv);  // a weight: see core/cuda/pdl.cuh
-    pdl::wait();
-    pdl::allow_next();
-    if (!active) return;
-    if (!early) dtype::load<8>(w + c, wv);
-    float v[8], zv[8];
-    dtype::load<8>(y + row * dim + c, v);
-    dtype::load<8>(z + row * z_stride + c, zv);
-    float ss = 0.0f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) {
-        v[i] *= silu<T>(zv[i]);
-        ss += v[i] * v[i];
-        v[i] *= wv[i];
-    }
-    dtype::store<8>(out + row * dim + c, v);
-    parts[q] = ss;
-}
-
 // ---- add_bias --------------------------------------------------------------------------------
 template <typename T, int V>
 __global__ void add_bias_kernel(T* __restrict__ y, int64_t ld,   // {rows, n}, ld apart
@@ -524,37 +485,6 @@ void gated_rms_norm(const void* y, const void* z, int64_t z_stride, const float*
                           dtype::is_aligned(out, 16) && dtype::is_aligned(w, 32);
         launch_gated_vec<T>(y, z, z_stride, w, eps, out, rows, dim, group_size, vec8, vec, stream);
     });
-}
-
-void gate_parts(const void* y, const void* z, int64_t z_stride, const float* w, void* out,
-                float* parts, int64_t rows, int64_t dim, DType act, cudaStream_t stream) {
-    if (rows <= 0 || dim <= 0) return;
-    if (!gate_parts_supported(y, z, z_stride, w, out, dim, act)) {
-        std::fprintf(stderr, "duality: internal error: gate_parts: dim %lld, z_stride %lld, %.*s\n",
-                     static_cast<long long>(dim), static_cast<long long>(z_stride),
-                     static_cast<int>(dtype_name(act).size()), dtype_name(act).data());
-        std::abort();
-    }
-    const int64_t threads = rows * (dim / 8);
-    const auto blocks = static_cast<unsigned>((threads + 127) / 128);
-    const bool early = pdl::early_reads();
-    const auto launch = [&](auto* type_tag) {
-        using T = std::remove_pointer_t<decltype(type_tag)>;
-        pdl::launch(gate_parts_kernel<T>, blocks, 128, 0, stream, static_cast<const T*>(y),
-                    static_cast<const T*>(z), z_stride, w, static_cast<T*>(out), parts, rows, dim,
-                    early);
-    };
-    if (act == DType::kBF16)
-        launch(static_cast<__nv_bfloat16*>(nullptr));
-    else
-        launch(static_cast<__half*>(nullptr));
-}
-
-bool gate_parts_supported(const void* y, const void* z, int64_t z_stride, const float* w,
-                          const void* out, int64_t dim, DType act) {
-    return (act == DType::kBF16 || act == DType::kF16) && dim % 8 == 0 && z_stride % 8 == 0 &&
-           dtype::is_aligned(y, 16) && dtype::is_aligned(z, 16) && dtype::is_aligned(out, 16) &&
-           dtype::is_aligned(w, 32);
 }
 
 }  // namespace duality::cuda

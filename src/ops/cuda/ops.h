@@ -72,16 +72,6 @@ void gated_rms_norm(const void* y, const void* z, int64_t z_stride, const float*
                     void* out, int64_t rows, int64_t dim, int64_t group_size, DType act,
                     cudaStream_t stream);
 
-// The gated norm's first half for one norm group (batch-1 decode, where the product after it
-// takes the scale: GemvFused::in_scale): v = y ⊙ silu(z); out = act(v ⊙ w) {rows, dim};
-// parts {rows, dim / 8} f32, parts[r, k] = Σ v² over channels 8k..8k+7 of row r (as
-// gemv_fused's kGate epilogue leaves them: gemv_fused_parts(dim) a row). 16-bit act, dim and
-// z_stride multiples of 8, y, z, out 16-byte and w 32-byte aligned (gate_parts_supported).
-void gate_parts(const void* y, const void* z, int64_t z_stride, const float* w, void* out,
-                float* parts, int64_t rows, int64_t dim, DType act, cudaStream_t stream);
-bool gate_parts_supported(const void* y, const void* z, int64_t z_stride, const float* w,
-                          const void* out, int64_t dim, DType act);
-
 // Causal depthwise conv1d + SiLU over a packed batch, each sequence continuing from its conv
 // state and leaving its last width-1 raw rows there (oldest first). Serves prefill and decode.
 struct Conv1dArgs {

@@ -1,11 +1,9 @@
-// Op-test cases: cuda::add_rms_norm, cuda::gated_rms_norm, cuda::gate_parts and cuda::add_bias
-// against their CPU twins (add_bias against its one-line definition). Shapes cover the warp-per-row
-// (dim <= 1024) and block-per-row kernels at every register depth and the looping block, the 4-wide
-// and scalar paths (dims, strides not multiples of 4), the model shapes (130m, 2.7b, Codestral) and
-// n_group 1 and 8.
+// Op-test cases: cuda::add_rms_norm, cuda::gated_rms_norm and cuda::add_bias against their CPU
+// twins (add_bias against its one-line definition). Shapes cover the warp-per-row (dim <= 1024)
+// and block-per-row kernels at every register depth and the looping block, the 4-wide and scalar
+// paths (dims, strides not multiples of 4), the model shapes (130m, 2.7b, Codestral) and n_group 1
+// and 8.
 #include <algorithm>
-#include <cmath>
-#include <stdexcept>
 #include <string>
 
 #include "ops/cpu/ops.h"
@@ -187,59 +185,6 @@ void gated_case(int64_t rows, int64_t dim, int64_t group_size, int64_t z_stride,
          }});
 }
 
-// ---- gate_parts ------------------------------------------------------------------------------
-// cpu::gate_partials with "heads" of 8 channels is the twin: v·w and Σ v² per 8 channels, the
-// parts to f32 accuracy. Sentinels past the end of out and parts: nothing may be stored there.
-void gate_parts_case(int64_t rows, int64_t dim, int64_t z_stride, DType act) {
-    const std::string name =
-        "gate_parts/r" + num(rows) + "_d" + num(dim) + "_zs" + num(z_stride) + "/" + dt_name(act);
-    register_case(
-        {name, default_tolerance(act), [=] {
-             std::mt19937 rng(static_cast<uint32_t>(rows * 11 + dim * 5 + z_stride));
-             const size_t n = static_cast<size_t>(rows * dim);
-             const size_t n_parts = static_cast<size_t>(rows * dim / 8);
-             const std::vector<float> y = rounded(act, normal(rng, n));
-             const std::vector<float> z =
-                 rounded(act, normal(rng, static_cast<size_t>(rows * z_stride), 0.0f, 2.0f));
-             const std::vector<float> w = normal(rng, static_cast<size_t>(dim), 1.0f, 0.2f);
-             std::vector<float> g(n), ssq(n_parts);
-             for (int64_t r = 0; r < rows; ++r)
-                 cpu::gate_partials(y.data() + r * dim, z.data() + r * z_stride, z_stride, w.data(),
-                                    g.data() + r * dim, ssq.data() + r * (dim / 8), 1, dim / 8, 8);
-             g = rounded(act, g);
-
-             constexpr size_t kTail = 16;
-             cuda::DeviceBuffer d_y = upload_as(act, y), d_z = upload_as(act, z),
-                                d_w = upload_f32(w);
-             cuda::DeviceBuffer d_out = upload_as(act, std::vector<float>(n + kTail, 7.0f));
-             cuda::DeviceBuffer d_parts = upload_f32(std::vector<float>(n_parts + kTail, 7.0f));
-             if (!cuda::gate_parts_supported(d_y.data(), d_z.data(), z_stride, d_w.as<float>(),
-                                             d_out.data(), dim, act))
-                 throw std::runtime_error("gate_parts: the case's operands are not supported");
-             cuda::gate_parts(d_y.data(), d_z.data(), z_stride, d_w.as<float>(), d_out.data(),
-                              d_parts.as<float>(), rows, dim, act, nullptr);
-             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
-             std::vector<float> got = download_as_f32(act, d_out.data(), n + kTail);
-             std::vector<float> got_parts =
-                 download_as_f32(DType::kF32, d_parts.data(), n_parts + kTail);
-             std::vector<float> tail(got.end() - kTail, got.end());
-             tail.insert(tail.end(), got_parts.end() - kTail, got_parts.end());
-             got.resize(n);
-             got_parts.resize(n_parts);
-             // The parts are f32 sums of f32 values from the same rounded inputs: they must agree
-             // to f32 accuracy, not only to the case's bf16/f16 tolerance (squares of values
-             // rounded to act, as a wrong kernel might take, are off by ~0.5%).
-             for (size_t q = 0; q < n_parts; ++q)
-                 if (std::fabs(got_parts[q] - ssq[q]) > 1e-5f * ssq[q] + 1e-6f)
-                     throw std::runtime_error("gate_parts: part " + std::to_string(q) + " is " +
-                                              std::to_string(got_parts[q]) + ", expected " +
-                                              std::to_string(ssq[q]) + " to f32 accuracy");
-             return std::vector<Output>{{"out", g, got},
-                                        {"parts", ssq, got_parts},
-                                        {"tail", std::vector<float>(2 * kTail, 7.0f), tail}};
-         }});
-}
-
 // ---- add_bias --------------------------------------------------------------------------------
 void add_bias_case(int64_t rows, int64_t n, int64_t ld, DType act) {
     const std::string name =
@@ -326,16 +271,6 @@ DUALITY_OP_CASES(norm) {
         gated_case(1, 40000, 40000, 40000, act);  // block loop K = 0 (16-bit: V = 8, K = 8)
         gated_case(1, 40004, 40004, 40004, act);  // block loop K = 0 at V = 4
         gated_case(1, 65600, 65600, 65600, act);  // block loop K = 0 (16-bit: at V = 8)
-
-        // gate_parts (16-bit only): the 2.7b, 1.3b and 130m rows in zxbcdt, 8,024 channels
-        // (1,003 parts: the last block of 128 threads partly idle), several rows.
-        if (act != DType::kF32) {
-            gate_parts_case(1, 5120, 10576, act);
-            gate_parts_case(1, 4096, 8512, act);
-            gate_parts_case(1, 1536, 3352, act);
-            gate_parts_case(1, 8024, 8024, act);
-            gate_parts_case(3, 5120, 10576, act);
-        }
 
         // add_bias
         add_bias_case(5, 3352, 3352, act);

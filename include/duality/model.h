@@ -80,13 +80,9 @@ struct DeviceInfo {
     // epilogue, the step with the gate, out_proj with the residual and the next norm (CUDA,
     // DUALITY_GEMV_EPILOGUES=auto, models whose z product forks late).
     bool batch1_whole = false;
-    // Where z forks early, batch-1 decode passes run z's product after the decode step instead,
-    // with the gated norm's first half in its epilogue (CUDA, bf16, one norm group, the GEMV
-    // epilogues; DUALITY_Z_AFTER_STEP=1).
-    bool z_after_step = false;
     // decode_greedy's batch-1 steps in its graphs of several steps fold the argmax into the LM
     // head's product instead of scanning the logits after it (CUDA, bf16, the GEMV epilogues;
-    // DUALITY_ARGMAX_IN_HEAD=1).
+    // by default, DUALITY_ARGMAX_IN_HEAD=0 for the scan).
     bool argmax_in_head = false;
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).

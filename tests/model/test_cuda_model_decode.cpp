@@ -200,52 +200,6 @@ TEST(CudaModel, GemvEpiloguesMatchTheKernelChain) {
     }
 }
 
-// Where z forks early at batch 1, DUALITY_Z_AFTER_STEP=1 runs z's product after the decode step
-// instead, with the gated norm's first half in its epilogue and the scale in out_proj
-// (GemvFused::kGate; the step lets z launch at its own start, and z lets out_proj launch at its
-// start too, or with DUALITY_Z_GATE_NEXT_EARLY=0 after its wait). Two bf16 models of the bundled
-// one with the early fork (DUALITY_Z_FORK_MIN_ELEMS=1), GEMM tuning off, z after the step and
-// forked, compared by compare_batch1_paths, for both forms, with graphs (z's early reads of u in
-// a replayed graph) and without; the batch-1 logits differ in some bits (the norm's scale moves
-// past out_proj's rounding): proof that it ran. f16 and models without the early fork never take
-// it.
-TEST(CudaModel, ZAfterStepMatchesTheForkedOrder) {
-    REQUIRE_GPU();
-    for (const char* next_early : {"1", "0"})
-        for (bool graphs : {true, false}) {
-            LoadOptions o = cuda_options(DType::kBF16, 2);
-            o.cuda_graphs = graphs;
-            auto load = [&](const char* after) {
-                return load_bundled(o, {{"DUALITY_Z_FORK", "auto"},
-                                        {"DUALITY_Z_FORK_MIN_ELEMS", "1"},
-                                        {"DUALITY_GEMV_EPILOGUES", "auto"},
-                                        {"DUALITY_GATE_PARTS", "0"},  // the gated norm kernel
-                                        {"DUALITY_Z_AFTER_STEP", after},
-                                        {"DUALITY_Z_GATE_NEXT_EARLY", next_early}});
-            };
-            auto after = load("1"), forked = load("0");
-            ASSERT_TRUE(after.is_ok() && forked.is_ok()) << after.status().message();
-            ASSERT_TRUE((*after)->device_info().z_after_step);
-            ASSERT_FALSE((*forked)->device_info().z_after_step);
-            EXPECT_EQ((*forked)->device_info().z_fork, "early at batch 1");
-            EXPECT_TRUE(compare_batch1_paths(**after, **forked, DType::kBF16, 16))
-                << "out_proj launched early " << next_early << ", graphs " << graphs
-                << ": z's gate epilogue did not run";
-        }
-    auto f16 = [&] {
-        ScopedEnv env({{"DUALITY_Z_FORK_MIN_ELEMS", "1"}, {"DUALITY_Z_AFTER_STEP", "1"}});
-        return Model::load(test::bundled_model_dir(), cuda_options(DType::kF16, 2));
-    }();
-    ASSERT_TRUE(f16.is_ok()) << f16.status().message();
-    EXPECT_FALSE((*f16)->device_info().z_after_step) << "f16: v·w unnormalized could overflow";
-    auto late = [&] {
-        ScopedEnv env({{"DUALITY_Z_AFTER_STEP", "1"}});  // the bundled model forks z late
-        return Model::load(test::bundled_model_dir(), cuda_options(DType::kBF16, 2));
-    }();
-    ASSERT_TRUE(late.is_ok()) << late.status().message();
-    EXPECT_FALSE((*late)->device_info().z_after_step) << "z forks late: nothing to move";
-}
-
 // Batch-1 decode passes run as one persistent kernel (cuda::decode_stack) on Hopper when asked to
 // (DUALITY_DECODE_STACK=1). Two models of the bundled one, the stack on and off, GEMM tuning off,
 // compared by compare_batch1_paths; batch-1 logits differ in some bits (summation order): proof

@@ -107,9 +107,6 @@ std::string render_table(const BenchReport& r) {
              "batch 1: norms and conv1d in the products' epilogues (DUALITY_GEMV_EPILOGUES)"},
             {&DeviceInfo::batch1_whole,
              "batch 1: in_proj whole and the gate in the step, three kernels a layer"},
-            {&DeviceInfo::z_after_step,
-             "batch 1: z's product after the step, the gated norm in its epilogue "
-             "(DUALITY_Z_AFTER_STEP)"},
             {&DeviceInfo::argmax_in_head,
              "batch 1: the greedy argmax folded into the LM head (DUALITY_ARGMAX_IN_HEAD)"},
             {&DeviceInfo::gemv_bulk,
@@ -217,7 +214,6 @@ std::string render_json(const BenchReport& r) {
         j["decode_gate"] = dev.decode_gate;
         j["batch1_whole"] = dev.batch1_whole;
         j["gemv_bulk"] = dev.gemv_bulk;
-        j["z_after_step"] = dev.z_after_step;
         j["argmax_in_head"] = dev.argmax_in_head;
         j["gemv_prefetch_bytes"] = dev.gemv_prefetch_bytes;
         j["out_proj_split"] = dev.out_proj_split;

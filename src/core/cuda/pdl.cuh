@@ -33,14 +33,7 @@
 // conv1d's decode kernel and the batch-1 GEMV (its weights; gemv_fused's conv form also its
 // taps, slot and window) issue those loads first, so they stream while the
 // kernel in front finishes. Writes always come after pdl::wait().
-//
-// One exception, opt-in (CudaModel's z_after_step_): a decode step launched with
-// SsdArgs::next_at_start lets the next kernel launch at its own start, before its wait, so z's
-// product (gemv_fused's GemvFused::kGate) may start while the [xBC | dt] product in front of the
-// step still runs. Its early reads are then only what was complete before that product passed its
-// own wait: its weights, and u and its parts, written by the previous layer's out_proj (or, in
-// layer 0, the first norm) three kernels back. With GemvFused::next_at_start z lets out_proj
-// launch at z's start in turn, whose early reads are its weights only.
+
 #pragma once
 
 #include <cuda_runtime.h>

@@ -379,10 +379,9 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.gemv_epilogues = gemv_epilogues_at(1);
     info_.decode_gate = decode_gate_;
     info_.batch1_whole = whole_at(1);
-    info_.z_after_step = z_after_step_;
     // (What argmax_key_ says: decode_greedy's graphs of several steps, batch 1 with the fused
     // products.)
-    info_.argmax_in_head = env_is("DUALITY_ARGMAX_IN_HEAD", "1") && device_loop_ &&
+    info_.argmax_in_head = !env_is("DUALITY_ARGMAX_IN_HEAD", "0") && device_loop_ &&
                            loop_steps_ > 1 && opt_.cuda_graphs && gemv_epilogues_at(1);
     info_.gemv_bulk = gemv_bulk_;
     info_.gemv_prefetch_bytes = gemv_bulk_ ? 0 : gemm_.prefetch_bytes();
@@ -535,12 +534,9 @@ Status CudaModel::layout_workspace() {
     const size_t sample_bytes = cuda::sample_workspace_bytes(R, c_.vocab_size);
     // Prefill gate: one sum per (token, head); decode gate: head_dim / 16 per (sequence, head).
     // (Batch-1 passes may take the decode gate where it fits: batch1_whole_.)
-    // (And z's gate epilogue, z_after_step_: one sum per 8 channels of a batch-1 row.)
     const size_t ssq_elems =
-        std::max({T * H,
-                  (decode_gate_ ? z(max_seqs_) : static_cast<size_t>(gate_fits)) * H *
-                      z(cuda::ssm_decode_gate_parts(c_.head_dim)),
-                  z(cuda::gemv_fused_parts(c_.d_inner))});
+        std::max(T * H, (decode_gate_ ? z(max_seqs_) : static_cast<size_t>(gate_fits)) * H *
+                            z(cuda::ssm_decode_gate_parts(c_.head_dim)));
     desc_ = DescLayout(max_seqs_, n_chunk_max_, max_tokens_);
     const std::vector<size_t> sizes = {T * D * a,
                                        T * D * 4,
@@ -599,9 +595,6 @@ Status CudaModel::layout_workspace() {
                                                               : GemvEpilogues::kAuto;
     batch1_whole_ = gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
                     !z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_);
-    z_after_step_ = gate_fits && split_in_proj_ && gemv_epilogues_at(1) && z_early(1) &&
-                    !decode_gate_ && env_is("DUALITY_Z_AFTER_STEP", "1");
-    z_gate_next_early_ = !env_is("DUALITY_Z_GATE_NEXT_EARLY", "0");
     gemv_bulk_ = batch1_whole_ && !env_is("DUALITY_GEMV_BULK", "0") &&
                  cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&
                  (env_is("DUALITY_GEMV_BULK", "1") ||

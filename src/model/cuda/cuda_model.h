@@ -308,7 +308,6 @@ class CudaModel final : public Model {
         int64_t T = 0;
         bool decode = false;
         bool split = false, z_first = false, z_beside_conv = false;
-        bool z_gate = false;  // z's product after the step, with the gate (z_after_step_)
     };
     LayerPass begin_layers(int64_t T, bool decode);
     void enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted);
@@ -488,21 +487,6 @@ class CudaModel final : public Model {
     // "Batch-1 GEMV epilogues".
     bool batch1_whole_ = false;
     bool whole_at(int64_t rows) const { return rows == 1 && batch1_whole_; }
-    // Where z forks early, batch-1 passes with the GEMV epilogues may instead run z's product after
-    // the decode step, on the model's stream, with the gated norm's first half in its epilogue
-    // (GemvFused::kGate): [xBC | dt] → step → z → out_proj, no side stream and no gated norm
-    // kernel. The step lets z launch at its own start (SsdArgs::next_at_start), so z's blocks
-    // stream their rows and dot them with u while the step runs, and only the epilogue waits for
-    // the step's y; out_proj takes the epilogue's Σ v² parts as its input scale. bf16, one norm
-    // group (as the decode gate); DUALITY_Z_AFTER_STEP=1 (docs/architecture.md, "A decode step
-    // on a timeline").
-    bool z_after_step_ = false;
-    // ... and z lets out_proj launch at z's start, so that out_proj's blocks wait resident with
-    // their weights in flight (GemvFused::next_at_start); DUALITY_Z_GATE_NEXT_EARLY=0: after z's
-    // wait, as the first form measured slower did.
-    bool z_gate_next_early_ = true;
-    // out_proj's input scale after z's gate epilogue: its Σ v² per 8 channels in ws_.ssq.
-    RowScale z_gate_scale() const;
     // In the three-kernel form, every product (in_proj, out_proj, the LM head) fetches each warp's
     // row of w into shared memory by one bulk copy (GemvFused::bulk), where the longest row,
     // out_proj's d_inner, has at most kGemvBulkRowBytes; DUALITY_GEMV_BULK=1 wherever the form
@@ -541,7 +525,9 @@ class CudaModel final : public Model {
     // head (GemvFused::argmax_key, one atomicMax a block into argmax_key_) and read it with
     // argmax_from_key, in place of argmax_rows's one-block scan of the logits after the head
     // (5.4 µs of a 2.7b step on an H100, its trace: docs/architecture.md, "A decode step on a
-    // timeline"). DUALITY_ARGMAX_IN_HEAD=1 (info_.argmax_in_head); opt-in until measured.
+    // timeline"). On by default (info_.argmax_in_head; H100, batch-1 ms a step, two runs each,
+    // scan -> key: 130m 0.254 -> 0.251, 2.7b 2.262 -> 2.259-2.260); DUALITY_ARGMAX_IN_HEAD=0: the
+    // scan.
     DeviceBuffer argmax_key_;  // one u64, 0 between steps (argmax_from_key resets it)
 };
 

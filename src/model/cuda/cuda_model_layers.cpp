@@ -117,15 +117,13 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode) {
     // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
     // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
     pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
-    // Where z would fork early, z's product may follow the step instead (z_after_step_).
-    const bool z_gate = pass_fused_ && z_first && z_after_step_ && !pass_scaled_;
-    return LayerPass{T, decode, split, z_first && !z_gate, z_beside_conv, z_gate};
+    return LayerPass{T, decode, split, z_first, z_beside_conv};
 }
 
 void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted) {
     const int64_t T = lp.T;
     const bool decode = lp.decode, split = lp.split, z_first = lp.z_first;
-    const bool z_beside_conv = lp.z_beside_conv, z_gate = lp.z_gate;
+    const bool z_beside_conv = lp.z_beside_conv;
     cudaStream_t s = stream_.get();
     const int64_t D = c_.d_model, E = c_.d_inner, n_in = c_.d_in_proj();
     const size_t el = dtype_size(act_);
@@ -159,7 +157,7 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
     } else if (split || z_beside_conv) {
         in_proj_rows(w, E, n_in, T, s);
     }
-    if ((split && !z_first && !z_gate) || z_beside_conv) {
+    if ((split && !z_first) || z_beside_conv) {
         fork_.order(s, side_stream_.get());
         z_rows(side_stream_.get(), gemm_);
     }
@@ -185,20 +183,6 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         a.y = ws_.gated;
         const cuda::SsdGate gate = ssd_gate(w);
         cuda::ssm_decode(a, dt, act_, s, &gate);
-    } else if (z_gate) {
-        // The step lets z's product launch at its start; z's blocks read u (and its parts) before
-        // their wait, which the kernels in front of the step no longer write.
-        cuda::SsdArgs a = ssd;
-        a.next_at_start = true;
-        cuda::ssm_decode(a, dt, act_, s);
-        cuda::GemvFused f = fused_input(fused_in);
-        f.epilogue = cuda::GemvFused::kGate;
-        f.y = ws_.gated;
-        f.gate_y = ws_.y;
-        f.gate_w = w.gate_norm;
-        f.out_parts = ws_.ssq;
-        f.next_at_start = z_gate_next_early_;
-        cuda::gemv_fused(ws_.u, w.in_proj, E, D, act_, gemm_.prefetch_bytes(), f, s);
     } else if (decode) {
         cuda::ssm_decode(ssd, dt, act_, s);
     } else {
@@ -218,8 +202,8 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
             }
         }
     }
-    if (split && !z_joined && !z_gate) join_.order(side_stream_.get(), s);  // z is in
-    if (!pass_scaled_ && !z_gate)
+    if (split && !z_joined) join_.order(side_stream_.get(), s);  // z is in
+    if (!pass_scaled_)
         cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm, static_cast<float>(c_.norm_eps),
                              ws_.gated, T, E, E / c_.n_group, act_, s);
     if (wanted >= 0 && layer + 1 == c_.n_layer) {
@@ -238,8 +222,7 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
                                           : weights_.norm_f;
         f.u = ws_.u;
         f.out_parts = ws_.gemv_parts;
-        // With the decode gate, or z's: their sums of v².
-        f.in_scale = z_gate ? z_gate_scale() : h_scale(ws_.ssq);
+        f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
         f.bulk = gemv_bulk_;
         cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
     } else if (out_parts_.p) {
@@ -314,11 +297,6 @@ cuda::SsdConv CudaModel::ssd_conv(const cuda::DeviceLayer& w, int64_t layer) con
     conv.state_slot_stride = conv_slot_elems_;
     conv.width = c_.d_conv;
     return conv;
-}
-
-RowScale CudaModel::z_gate_scale() const {
-    return RowScale{ws_.ssq, cuda::gemv_fused_parts(c_.d_inner), static_cast<float>(c_.d_inner),
-                    static_cast<float>(c_.norm_eps)};
 }
 
 RowScale CudaModel::h_scale(const float* ssq) const {

@@ -22,10 +22,8 @@
 // scale's partial sums (and the conv's taps and window) are copied to shared memory by cp.async
 // before the loop and read after it, so that the loop keeps the plain kernel's 48 registers (five
 // blocks per SM; held in registers they took 60-70); warps past the last column compute it again
-// and store nothing, since the input scale and the residual and gate epilogues end in a block
-// barrier. With early reads the gate epilogue (kGate) moves pdl::wait() from the start to the
-// epilogue: its product does not depend on the kernel in front (GemvFused::kGate). The store form
-// of the LM head may fold the logits' argmax into a 64-bit key, one atomicMax a block
+// and store nothing, since the input scale and the residual epilogue end in a block barrier. The
+// store form of the LM head may fold the logits' argmax into a 64-bit key, one atomicMax a block
 // (GemvFused::argmax_key, argmax_key.cuh). The plain instantiations' kernel bodies compile to the
 // same PTX as before the fused forms existed (their parameter list gained the unused GemvFused).
 //
@@ -68,8 +66,7 @@ constexpr int64_t kBulkRowBytesMax = int64_t{26} << 10;
 
 // A kScale input's partial sums copied to the block's shared memory before the loop (cp.async,
 // so no register holds them during it; the rest are read after it): the residual epilogue's
-// parts of d_model ≤ 5120 columns, or the gate epilogue's (kGate) of d_inner ≤ 5120, which
-// out_proj takes as its input scale (the 2.7b's 640).
+// parts of d_model ≤ 5120 columns.
 constexpr int kSmemParts = 640;
 
 // kEpi: GemvFused::Epilogue (kStore with kScale false: the plain product of gemm_small_m, M rows);
@@ -83,11 +80,6 @@ __global__ void __launch_bounds__(kWarps * 32)
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
                         int64_t prefetch_block_bytes, bool early, GemvFused f) {
     constexpr bool kResidual = kEpi == GemvFused::kResidual;
-    constexpr bool kGate = kEpi == GemvFused::kGate;
-    // kGate with early reads: the whole product before pdl::wait(), only the epilogue after it
-    // (GemvFused::kGate says what the caller guarantees).
-    const bool dots_first = kGate && early;
-    const bool gate_next_early = dots_first && f.next_at_start;
     // This block's rows of w are contiguous and never written by a step's kernels: ask for them
     // before waiting for the kernel in front (core/cuda/prefetch.cuh).
     if (!kBulk && threadIdx.x == 0) {
@@ -99,9 +91,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     constexpr int V = Vec<T>::kN;
     const int lane = threadIdx.x % 32;
     const int64_t col = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
-    // The block barriers of the residual and gate epilogues and the input scale need every warp: a
-    // warp past the end computes the last column again and stores nothing.
-    const int64_t row = (kResidual || kGate || kScale) && col >= n ? n - 1 : col;
+    // The block barriers of the residual epilogue and the input scale need every warp: a warp past
+    // the end computes the last column again and stores nothing.
+    const int64_t row = (kResidual || kScale) && col >= n ? n - 1 : col;
     const T* wr = w + row * k;
     const int64_t step = 32 * V;
     int64_t i = static_cast<int64_t>(lane) * V;
@@ -171,12 +163,8 @@ __global__ void __launch_bounds__(kWarps * 32)
         load_w();
         if constexpr (kEpi == GemvFused::kConv) load_conv();
     }
-    if (!dots_first) {
-        pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
-        pdl::allow_next();
-    } else if (gate_next_early) {
-        pdl::allow_next();  // out_proj's early reads are its weights
-    }
+    pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
+    pdl::allow_next();
     if (row >= n) return;
     if (!early) {
         load_w();
@@ -247,33 +235,16 @@ __global__ void __launch_bounds__(kWarps * 32)
             for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
             v *= rsqrtf(sum / f.in_scale.count + f.in_scale.eps);
         }
-        if constexpr (kGate || kResidual) {
+        if constexpr (kResidual) {
             // Each warp's square of its column, then thread 0 sums them in warp order: the
             // block's part of out_parts.
             __shared__ float ssq[kWarps];
-            if constexpr (kGate) {
-                // z as zxbcdt would hold it, then the gated norm's v and its square; the weight
-                // is read before the wait (an early read), the step's y after it.
-                const float w_gate = lane == 0 ? __ldg(f.gate_w + row) : 0.0f;
-                if (dots_first) {
-                    pdl::wait();
-                    if (!gate_next_early) pdl::allow_next();
-                }
-                if (lane == 0) {
-                    const float z = static_cast<float>(from_f32<T>(v));
-                    const float g =
-                        static_cast<float>(static_cast<const T*>(f.gate_y)[row]) * silu<T>(z);
-                    ssq[warp] = col < n ? g * g : 0.0f;
-                    if (col < n) static_cast<T*>(f.y)[col] = from_f32<T>(g * w_gate);
-                }
-            } else {
-                const float r = res + v;
-                if (lane == 0) {
-                    ssq[warp] = col < n ? r * r : 0.0f;
-                    if (col < n) {
-                        f.residual[col] = r;
-                        static_cast<T*>(f.u)[col] = from_f32<T>(r * __ldg(f.w_next + col));
-                    }
+            const float r = res + v;
+            if (lane == 0) {
+                ssq[warp] = col < n ? r * r : 0.0f;
+                if (col < n) {
+                    f.residual[col] = r;
+                    static_cast<T*>(f.u)[col] = from_f32<T>(r * __ldg(f.w_next + col));
                 }
             }
             __syncthreads();
@@ -402,11 +373,6 @@ void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t 
                                                                         f, stream)
                           : launch_fused<T, GemvFused::kResidual, false>(a, w, n, k, per_block,
                                                                          grid, f, stream);
-        case GemvFused::kGate:
-            return scaled ? launch_fused<T, GemvFused::kGate, true>(a, w, n, k, per_block, grid, f,
-                                                                    stream)
-                          : launch_fused<T, GemvFused::kGate, false>(a, w, n, k, per_block, grid, f,
-                                                                     stream);
     }
 }
 
@@ -430,8 +396,6 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
     if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
         fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
-    if (f.epilogue == GemvFused::kGate && (!f.y || !f.gate_y || !f.gate_w || !f.out_parts))
-        fail("gemv_fused: kGate without y, gate_y, gate_w or out_parts", "f", __FILE__, __LINE__);
     if (f.argmax_key &&
         (f.epilogue != GemvFused::kStore || !f.y_f32 || f.argmax_vocab < 0 || f.argmax_vocab > n))
         fail("gemv_fused: argmax_key needs kStore with f32 logits and 0 <= argmax_vocab <= n",

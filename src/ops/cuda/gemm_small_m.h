@@ -53,18 +53,8 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 // - kResidual: r = residual[col] + y (f32); residual[col] = r; u[col] = act(r · w_next[col]); and
 //   out_parts[b] = Σ r² over columns 8b..8b+7 (the fixed order of a block), ceil(n / 8) of them:
 //   the next product's input scale (gemv_fused_parts).
-// - kGate: the gated norm's first half, where z's product runs after the decode step (batch 1,
-//   CudaModel's z_after_step_): z = act(y_col) as zxbcdt would hold it, v = gate_y[col] ·
-//   silu(z), y[col] = act(v · gate_w[col]), and out_parts[b] = Σ v² over columns 8b..8b+7 (the
-//   block's fixed order), which out_proj then takes as its input scale (count d_inner), as it
-//   takes the decode gate's. With early reads (pdl::early_reads()) the whole product runs
-//   before pdl::wait(), and only gate_y is read after it: so a and the input scale's parts must
-//   be complete when the kernel starts, written by nothing that runs beside it or in front of
-//   it (the model's u and its parts: the previous layer's out_proj, three kernels back, or the
-//   first norm in layer 0, while the step in front lets this kernel launch at its own start;
-//   core/cuda/pdl.cuh).
 struct GemvFused {
-    enum Epilogue { kStore, kConv, kResidual, kGate };
+    enum Epilogue { kStore, kConv, kResidual };
     Epilogue epilogue = kStore;
     RowScale in_scale;
     void* y = nullptr;  // kStore, kConv (columns outside the conv range): {n}
@@ -76,13 +66,7 @@ struct GemvFused {
     float* residual = nullptr;      // {n} f32, in and out
     const float* w_next = nullptr;  // {n} f32: the next RMSNorm's weight
     void* u = nullptr;              // {n} act
-    float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32 (kResidual, kGate)
-    // kGate (y and out_parts as above)
-    const void* gate_y = nullptr;   // {n} act: the decode step's y
-    const float* gate_w = nullptr;  // {n} f32: the gated norm's weight
-    // kGate with early reads: let the next kernel launch at this one's start (its early reads
-    // must be weights only), not after the wait.
-    bool next_at_start = false;
+    float* out_parts = nullptr;     // {gemv_fused_parts(n)} f32
     // kStore with y_f32 (the LM head of a greedy batch-1 step): also fold the argmax of the
     // columns below argmax_vocab into *argmax_key, which must be 0 before the kernel (each block
     // atomicMax's the largest key of its columns; argmax_from_key reads and resets it). The same

@@ -120,11 +120,6 @@ struct SsdArgs {
     // f32 (half the bytes on the chain; docs/numerics.md has the accuracy). The final state is
     // computed in f32 either way.
     bool passed_f16 = false;
-    // ssm_decode only: let the kernel after the step launch at the step's start instead of after
-    // its pdl::wait(), so that the next kernel's blocks may start while the kernel in front of the
-    // step still runs (core/cuda/pdl.cuh). For a next kernel that reads nothing the two write
-    // before its own wait: z's product with the gate epilogue (GemvFused::kGate).
-    bool next_at_start = false;
 };
 
 // Chunked SSD prefill (spec 6.2), the five steps: chunk cumsum, C·Bᵀ, chunk states, state

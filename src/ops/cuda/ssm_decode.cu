@@ -32,8 +32,7 @@
 // Both the vector and the bulk kernel read their first sequence's state before pdl::wait() (an
 // early read, core/cuda/pdl.cuh: the caller's kernel in front, conv1d in a model or the in_proj
 // product's conv form in batch-1 passes with the GEMV epilogues, must not write the state), so it
-// streams in while that kernel finishes; DUALITY_PDL_EARLY=0 reads it after the wait. With
-// SsdArgs::next_at_start every kernel lets the next one launch before its wait, not after.
+// streams in while that kernel finishes; DUALITY_PDL_EARLY=0 reads it after the wait.
 //
 // With an SsdGate (bf16 only, head_dim % 16 == 0, the vector and bulk kernels: template flag
 // kGate) the epilogue is the gated norm's first half, as in ssd_fused: lane 0 of a row's warp
@@ -114,12 +113,11 @@ __global__ void __launch_bounds__(kWarps * 32)
                     dtype::load<VEC, dtype::Cache::kStream>(st + r * N + j * 32 * VEC + lane * VEC,
                                                             sv[r][j]);
     };
-    if (a.next_at_start) pdl::allow_next();
     // The first sequence's state streams in while the kernel in front finishes (an early read,
     // core/cuda/pdl.cuh: the kernel in front does not write the state).
     if (early && p0 < P && s0 < a.batch.n_seq) load_rows(rows_of(s0));
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
-    if (!a.next_at_start) pdl::allow_next();
+    pdl::allow_next();
     if (p0 >= P) return;  // whole warps only
     const T* x = static_cast<const T*>(a.x);
     const T* B = static_cast<const T*>(a.B);
@@ -230,7 +228,6 @@ __global__ void __launch_bounds__(kWarps * 32)
                static_cast<int64_t>(a.batch.slots[s]) * a.state_slot_stride +
                (h * a.head_dim + p0) * N;
     };
-    if (a.next_at_start) pdl::allow_next();
     if (threadIdx.x == 0) {
         sync::mbar_init(&full);
         sync::mbar_init_fence();
@@ -239,7 +236,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         if (early && s0 < a.batch.n_seq) sync::bulk_load(st_s, rows_of(s0), bytes, &full);
     }
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
-    if (!a.next_at_start) pdl::allow_next();
+    pdl::allow_next();
     uint32_t phase = 0;
     for (int64_t s = s0; s < a.batch.n_seq; s += gridDim.y) {
         float* st = rows_of(s);
@@ -323,9 +320,8 @@ bool bulk_enabled() {
 // Any d_state and alignment: one warp per row, lanes strided over d_state, scalar accesses.
 template <typename T, typename S>
 __global__ void __launch_bounds__(kWarps * 32) ssm_decode_generic_kernel(SsdArgs a, RawDt d) {
-    if (a.next_at_start) pdl::allow_next();
     pdl::wait();  // before any global access: see core/cuda/pdl.cuh
-    if (!a.next_at_start) pdl::allow_next();
+    pdl::allow_next();
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int64_t H = a.n_head, P = a.head_dim, N = a.d_state;
     const int64_t h = blockIdx.y, g = h / (H / a.n_group);

@@ -16,10 +16,6 @@
 //   (the others must stay as they were), with and without an input scale; and the whole
 //   [z | xBC | dt] product (the conv's columns after z's). Checked: the conv output, the whole
 //   state pool and the z and dt columns.
-// - gate: z's product with the gated norm's first half (z after the decode step): cpu::gemm, the
-//   input scale, the rounding of z to act as zxbcdt holds it, then cpu::gate_partials with heads
-//   of 8 channels (the epilogue's block of 8 columns), with and without an input scale. Checked:
-//   v·w (with sentinels past the end) and the Σ v² parts. Shapes: the 2.7b and 1.3b z, n = 1003.
 //
 // Tolerance: default_tolerance(act); the conv's new state holds x rounded to act on both sides
 // (the product's summation order may move a rounding by one ulp, inside the bf16/f16 rows).
@@ -239,61 +235,6 @@ void conv_case(const char* tag, int64_t lead, int64_t channels, int64_t n_head, 
          }});
 }
 
-void gate_case(const char* tag, int64_t n, int64_t k, bool scaled, DType act, bool bulk = false) {
-    const std::string suffix = std::string(scaled ? "_scaled" : "") + (bulk ? "_bulk" : "");
-    register_case(
-        {case_name("gate", tag, n, k, suffix.c_str(), act), default_tolerance(act), [=] {
-             std::mt19937 rng(static_cast<uint32_t>(n * 19 + k + scaled));
-             Product p(rng, act, n, k);
-             const std::vector<float> parts = uniform(rng, 40, 0.5f, 3.0f);
-             const float s = scaled ? scale_of(parts, 80.0f) : 1.0f;
-             // The step's y (act) and the norm's weight (f32), padded with zeros to whole blocks of
-             // 8 columns for the CPU's heads of 8 (a zero y adds nothing to a block's sum).
-             const int64_t n_parts = cuda::gemv_fused_parts(n), n8 = 8 * n_parts;
-             std::vector<float> y = rounded(act, normal(rng, static_cast<size_t>(n)));
-             const std::vector<float> w = uniform(rng, static_cast<size_t>(n), 0.5f, 1.5f);
-             std::vector<float> z = p.y;
-             for (float& v : z) v *= s;
-             z = rounded(act, z);
-             std::vector<float> y8 = y, z8 = z, w8 = w;
-             y8.resize(static_cast<size_t>(n8), 0.0f);
-             z8.resize(static_cast<size_t>(n8), 0.0f);
-             w8.resize(static_cast<size_t>(n8), 0.0f);
-             std::vector<float> g(static_cast<size_t>(n8)), ssq(static_cast<size_t>(n_parts));
-             cpu::gate_partials(y8.data(), z8.data(), n8, w8.data(), g.data(), ssq.data(), 1,
-                                n_parts, 8);
-             g.resize(static_cast<size_t>(n));
-             g = rounded(act, g);
-
-             auto dparts = upload_f32(parts);
-             auto dy = upload_as(act, y);
-             auto dw = upload_f32(w);
-             constexpr size_t kTail = 16;  // sentinels past the end: nothing may be stored there
-             std::vector<float> g0(static_cast<size_t>(n) + kTail, 7.0f);
-             auto dg = upload_as(act, g0);
-             cuda::DeviceBuffer dssq(static_cast<size_t>(n_parts) * 4);
-             cuda::GemvFused f;
-             f.epilogue = cuda::GemvFused::kGate;
-             if (scaled) f.in_scale = RowScale{dparts.as<float>(), 40, 80.0f, kEps};
-             f.y = dg.data();
-             f.gate_y = dy.data();
-             f.gate_w = dw.as<float>();
-             f.out_parts = dssq.as<float>();
-             f.bulk = bulk && cuda::gemv_fused_bulk_supported(k, act);
-             cuda::gemv_fused(p.da.data(), p.dw.data(), n, k, act, -1, f, nullptr);
-             DUALITY_CUDA_CHECK(cudaDeviceSynchronize());
-             std::vector<float> got_g =
-                 download_as_f32(act, dg.data(), static_cast<size_t>(n) + kTail);
-             const std::vector<float> got_tail(got_g.end() - kTail, got_g.end());
-             got_g.resize(static_cast<size_t>(n));
-             return std::vector<Output>{
-                 {"gated", g, got_g},
-                 {"parts", ssq,
-                  download_as_f32(DType::kF32, dssq.data(), static_cast<size_t>(n_parts))},
-                 {"tail", std::vector<float>(kTail, 7.0f), got_tail}};
-         }});
-}
-
 DUALITY_OP_CASES(gemv_fused) {
     for (DType act : {DType::kF16, DType::kBF16}) {
         store_case("z_2.7b", 5120, 2560, 320, false, act);
@@ -312,11 +253,6 @@ DUALITY_OP_CASES(gemv_fused) {
             conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act);  // z's columns first
         }
         conv_case("tiny", 0, 40, 8, 64, true, act);
-        for (bool scaled : {false, true}) {
-            gate_case("z_2.7b", 5120, 2560, scaled, act);
-            gate_case("z_1.3b", 4096, 2048, scaled, act);
-            gate_case("ragged", 1003, 128, scaled, act);
-        }
         // Rows of w by bulk copies into shared memory (GemvFused::bulk; Hopper, else as above).
         store_case("lm_head_130m", 50288, 768, 96, true, act, true);
         store_case("ragged", 1003, 128, 16, false, act, true);
@@ -328,7 +264,6 @@ DUALITY_OP_CASES(gemv_fused) {
             conv_case("whole_130m", 1536, 1792, 24, 768, scaled, act, true);
         }
         conv_case("tiny", 0, 40, 8, 64, true, act, true);
-        gate_case("ragged", 1003, 128, true, act, true);
     }
 }
 

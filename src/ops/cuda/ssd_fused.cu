@@ -15,8 +15,10 @@
 // intra output and prev for the inter output are computed in f32 and rounded once, where S = C·Bᵀ
 // has passed through the workspace as f16 scaled per 16×32 tile (11 bits relative to the
 // tile's largest kept |S|: masked entries, j > i, are zeroed before the scale is taken). The
-// states passed between chunks are f32 (a {n_chunk, n_head} workspace of head_dim·d_state
-// values each, in fragment order), or f16 with SsdArgs::passed_f16 (rounded once per chunk;
+// states passed between chunks are f32 (a workspace of {entries, n_head} head_dim·d_state values,
+// in fragment order: an entry per chunk, or where a batch has fewer than half as many sequences as
+// chunks two per sequence in turn, so the states stay in L2; state_entries), or f16 with
+// SsdArgs::passed_f16 (rounded once per chunk;
 // |values| past 65504 become inf); the final state is computed in f32 and rounded once to the
 // slot dtype.
 //
@@ -271,7 +273,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
 
     // (The sequence tables are read after the loads are in flight.)
     const int seq = p.chunk_seq[c];
-    const bool first = c == p.cu_chunks[seq], last = c == p.cu_chunks[seq + 1] - 1;
+    const int64_t chunk0 = p.cu_chunks[seq];  // the sequence's first chunk
+    const bool first = c == chunk0, last = c == p.cu_chunks[seq + 1] - 1;
     [[maybe_unused]] ConvX<T, kP, kLdX> cx;
     if constexpr (kGate) {
         if (conv) cx.load(p, c, h, qa, first);
@@ -453,7 +456,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         {
             const float decay = expf(csl);
             // (Used when !first and !last; f16 where p.sp_f16: the same offsets in elements.)
-            const int64_t prev_off = ((c - 1) * H + hd) * PN, out_off = (c * H + hd) * PN;
+            const int64_t prev_off = (state_entry(p.sp_ring, c - 1, seq, chunk0) * H + hd) * PN,
+                          out_off = (state_entry(p.sp_ring, c, seq, chunk0) * H + hd) * PN;
             const float* prev_g = static_cast<const float*>(p.sp) + prev_off;
             float* out_g = static_cast<float*>(p.sp) + out_off;
             const __half* prev_h = static_cast<const __half*>(p.sp) + prev_off;
@@ -834,9 +838,16 @@ size_t s_record_bytes(int64_t chunk_size) {
            sizeof(uint32_t);
 }
 
+// FusedParams::sp_ring (two state entries per sequence where that is fewer than one per chunk):
+// on by default, DUALITY_SSD_RING=0 turns it off.
+bool ring_enabled() {
+    static const bool on = !env_is("DUALITY_SSD_RING", "0");
+    return on;
+}
+
 size_t state_ws_bytes(const SsdArgs& a) {
-    return static_cast<size_t>(a.batch.n_chunk) * a.n_head * a.head_dim * a.d_state *
-           (a.passed_f16 ? sizeof(__half) : sizeof(float));
+    return static_cast<size_t>(state_entries(a.batch.n_chunk, a.batch.n_seq, ring_enabled())) *
+           a.n_head * a.head_dim * a.d_state * (a.passed_f16 ? sizeof(__half) : sizeof(float));
 }
 
 int max_smem_optin() {
@@ -1139,6 +1150,7 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
     fp.z_early = z_early_enabled();
     fp.sp = workspace;
     fp.sp_f16 = a.passed_f16;
+    fp.sp_ring = state_entries(b.n_chunk, b.n_seq, ring_enabled()) < b.n_chunk;
     fp.s_tiles = reinterpret_cast<uint32_t*>(static_cast<char*>(workspace) + state_ws_bytes(a));
     fp.sync = static_cast<uint32_t*>(sync);
     fp.prof = prof;

@@ -33,8 +33,11 @@ constexpr int kTwoPerSmChunk = 128;
 // template arguments) and what only the fused kernel reads.
 struct FusedParams : ssd::Operands {
     int state_dtype = 0;  // 0 f32, 1 f16, 2 bf16 (the slots)
-    void* sp = nullptr;  // {n_chunk, n_head} × head_dim·d_state f32 or f16 (fragment order): states
-    bool sp_f16 = false;           // (SsdArgs::passed_f16)
+    // {entries, n_head} × head_dim·d_state f32 or f16 (fragment order): the states leaving the
+    // chunks, an entry per chunk, or with sp_ring two per sequence (state_entry).
+    void* sp = nullptr;
+    bool sp_f16 = false;  // (SsdArgs::passed_f16)
+    bool sp_ring = false;
     const void* gate_z = nullptr;  // SsdGate: z {n_tokens, n_head · head_dim} act, or nullptr
     int64_t z_stride = 0;
     const float* gate_w = nullptr;  // SsdGate: the gated norm's weight {n_head · head_dim}
@@ -62,6 +65,19 @@ struct FusedParams : ssd::Operands {
     // before C·prevᵀ, not after it: the copy then has C·prevᵀ and the intra loop to land in.
     bool z_early = false;
 };
+
+// The state workspace's entries for a batch: one per chunk, or with `ring` (where that is fewer)
+// two per sequence, which its chunks take in turn. Two suffice: chunk k of a sequence overwrites
+// the entry that chunk k − 1 read its prev from only after k − 1's flag, which it releases after
+// that read; and a 32k-token sequence's states (2.7b: 128 chunks × 2.6 MB) shrink to 5.2 MB,
+// which stays in L2 instead of being written back to memory.
+__host__ __device__ inline int64_t state_entries(int64_t n_chunk, int64_t n_seq, bool ring) {
+    return ring && 2 * n_seq < n_chunk ? 2 * n_seq : n_chunk;
+}
+// The entry of chunk c of sequence seq, whose first chunk is chunk0.
+__device__ inline int64_t state_entry(bool ring, int64_t c, int seq, int64_t chunk0) {
+    return ring ? 2 * static_cast<int64_t>(seq) + ((c - chunk0) & 1) : c;
+}
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {

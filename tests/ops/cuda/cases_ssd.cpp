@@ -554,6 +554,11 @@ DUALITY_OP_CASES(ssd_fused) {
     add(fused(shape("varlen300", 4, 32, 64, 2, 64, varlen(300, 64, 155), kBF16, 155)));
     add(fused(shape("varlen300", 2, 64, 128, 1, 256, varlen(300, 256, 156), kF16, 156)));
     add(fused(shape("varlen100", 8, 80, 128, 2, 128, varlen(100, 128, 157), kBF16, 157)));
+    // Several sequences of many chunks each (fewer than half as many sequences as chunks): the
+    // passed states go through two workspace entries per sequence in turn (state_entries), which
+    // slow decays carry across every chunk; pairs of heads at chunk 256, two blocks per SM at 128.
+    add(fused(slow_decay(shape("ring4", 16, 64, 128, 2, 128, {1000, 1, 700, 513}, kBF16, 158))));
+    add(fused(slow_decay(zero(shape("ring3", 16, 64, 128, 1, 256, {1500, 3, 1100}, kF16, 159)))));
     // Blocks of two heads (chunks over 128 tokens, head_dim 64, d_state 128, no gate, an even
     // number of heads per group; DUALITY_SSD_PAIR=0 turns them off): chunks of 200 and 160
     // tokens (a chunk's rows padded to 224 and 160); and the shapes that keep one head a block at
@@ -591,6 +596,8 @@ DUALITY_OP_CASES(ssd_fused) {
         add(passed_f16(shape("L700", 16, 80, 64, 2, 128, {700}, kBF16, 217), twin));
         add(passed_f16(shape("L600", 8, 64, 256, 1, 128, {600}, kBF16, 218), twin));
     }
+    // (Several sequences, their f16 states through two entries each.)
+    add(passed_f16(shape("ring4", 16, 64, 128, 2, 128, {1000, 1, 700, 513}, kBF16, 219), true));
     // ... and with slow decays, where each passed state's rounding is carried over many chunks
     // (the accuracy docs/numerics.md reports comes from the cases against the f32 twin).
     for (bool twin : {true, false}) {

@@ -37,6 +37,8 @@
 # GPU_CHECK_BATCHES (default 1), 32 steps, under the CUPTI injection library
 # (tools/kernel_trace), and scripts/kernel_trace_summary.py on the last 16 steps: per kind of
 # kernel its duration, how early it started and its share of the step's span.
+# GPU_CHECK_PREFILL_LENS (for example 8192) traces batch-1 prefills of those lengths instead,
+# summarized by scripts/prefill_trace_summary.py over the last 3 passes.
 # GPU_CHECK_TRACE_ENV: comma-separated VAR=VALUE pairs for those runs.
 #
 # conv (not part of all): the prefill folds into the fused SSD (Δ from raw dt, DUALITY_SSD_DT; x's
@@ -84,6 +86,10 @@ targets=()
 if [[ "$what" == ab || "$what" == prefill-ab ]]; then
   targets=(duality)
   [[ -n "${GPU_CHECK_FILTER:-}" ]] && targets+=(duality_tests)
+elif [[ "$what" == trace ]]; then
+  targets=(duality)  # and the CUPTI library where CMake found CUPTI
+  ninja -C build-gpu -t targets all | grep '^duality_kernel_trace:' >/dev/null &&
+    targets+=(duality_kernel_trace)
 fi
 ninja -C build-gpu -j "$(nproc)" "${targets[@]}" 2>&1 | tail -5
 
@@ -401,7 +407,7 @@ if [[ "$what" == timeline ]]; then
   fi
 fi
 if [[ "$what" == trace ]]; then
-  step "kernel timeline (CUPTI injection, decode)"
+  step "kernel timeline (CUPTI injection, $([[ -n "${GPU_CHECK_PREFILL_LENS:-}" ]] && echo prefill || echo decode))"
   lib=$PWD/build-gpu/libduality_kernel_trace.so
   trace_env=${GPU_CHECK_TRACE_ENV:-}
   if [[ ! -f "$lib" ]]; then
@@ -410,6 +416,19 @@ if [[ "$what" == trace ]]; then
   else
     # shellcheck disable=SC2086  # one word per model
     for cfg in ${GPU_CHECK_MODELS:-mamba2-2.7b mamba2-130m}; do
+      lens=${GPU_CHECK_PREFILL_LENS:-}
+      for len in ${lens//,/ }; do
+        tag=${cfg#mamba2-}-prefill$len
+        # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+        env ${trace_env//,/ } CUDA_INJECTION64_PATH="$lib" \
+          DUALITY_KERNEL_TRACE="/tmp/trace-$tag.csv" build-gpu/duality bench --random-weights \
+          --config "$cfg" --no-decode --prefill-lens "$len" --prefill-batches 1 \
+          >"$OUT/trace-$tag.log" 2>&1 || status=1
+        grep -E "^ +1 +$len " "$OUT/trace-$tag.log" || true
+        python3 scripts/prefill_trace_summary.py "/tmp/trace-$tag.csv" "$cfg prefill b1 x $len" |
+          tee "$OUT/trace-$tag.txt" || status=1
+      done
+      [[ -n "$lens" ]] && continue
       batches=${GPU_CHECK_BATCHES:-1}
       for b in ${batches//,/ }; do
         tag=${cfg#mamba2-}-b$b

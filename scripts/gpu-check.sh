@@ -414,17 +414,23 @@ if [[ "$what" == trace ]]; then
     echo "no $lib (built only where CMake finds CUPTI)"
     status=1
   else
+    # trace_bench TAG LINE_RE ARGS...: `duality bench --random-weights ARGS` under the library,
+    # its trace in /tmp/trace-TAG.csv and its log in OUT (the lines matching LINE_RE printed).
+    trace_bench() {
+      local tag=$1 line=$2
+      shift 2
+      # shellcheck disable=SC2086  # one word per VAR=VALUE pair
+      env ${trace_env//,/ } CUDA_INJECTION64_PATH="$lib" DUALITY_KERNEL_TRACE="/tmp/trace-$tag.csv" \
+        build-gpu/duality bench --random-weights "$@" >"$OUT/trace-$tag.log" 2>&1 || status=1
+      grep -E "$line" "$OUT/trace-$tag.log" || true
+    }
     # shellcheck disable=SC2086  # one word per model
     for cfg in ${GPU_CHECK_MODELS:-mamba2-2.7b mamba2-130m}; do
       lens=${GPU_CHECK_PREFILL_LENS:-}
       for len in ${lens//,/ }; do
         tag=${cfg#mamba2-}-prefill$len
-        # shellcheck disable=SC2086  # one word per VAR=VALUE pair
-        env ${trace_env//,/ } CUDA_INJECTION64_PATH="$lib" \
-          DUALITY_KERNEL_TRACE="/tmp/trace-$tag.csv" build-gpu/duality bench --random-weights \
-          --config "$cfg" --no-decode --prefill-lens "$len" --prefill-batches 1 \
-          >"$OUT/trace-$tag.log" 2>&1 || status=1
-        grep -E "^ +1 +$len " "$OUT/trace-$tag.log" || true
+        trace_bench "$tag" "^ +1 +$len " --config "$cfg" --no-decode --prefill-lens "$len" \
+          --prefill-batches 1
         python3 scripts/prefill_trace_summary.py "/tmp/trace-$tag.csv" "$cfg prefill b1 x $len" |
           tee "$OUT/trace-$tag.txt" || status=1
       done
@@ -432,12 +438,8 @@ if [[ "$what" == trace ]]; then
       batches=${GPU_CHECK_BATCHES:-1}
       for b in ${batches//,/ }; do
         tag=${cfg#mamba2-}-b$b
-        # shellcheck disable=SC2086  # one word per VAR=VALUE pair
-        env ${trace_env//,/ } CUDA_INJECTION64_PATH="$lib" \
-          DUALITY_KERNEL_TRACE="/tmp/trace-$tag.csv" build-gpu/duality bench --random-weights \
-          --config "$cfg" --no-prefill --decode-batches "$b" --decode-steps 32 \
-          >"$OUT/trace-$tag.log" 2>&1 || status=1
-        grep -E "^ +$b " "$OUT/trace-$tag.log" || true
+        trace_bench "$tag" "^ +$b " --config "$cfg" --no-prefill --decode-batches "$b" \
+          --decode-steps 32
         python3 scripts/kernel_trace_summary.py "/tmp/trace-$tag.csv" "$cfg batch $b" 16 |
           tee "$OUT/trace-$tag.txt" || status=1
       done

@@ -38,12 +38,13 @@ def main():
     n_pass = int(sys.argv[3]) if len(sys.argv) > 3 else 3
     gap_ns = int(float(sys.argv[4]) * 1e3) if len(sys.argv) > 4 else 200_000
     passes = split_passes(load(path), gap_ns)
+    # (bench runs a warmup pass and its timed ones: if the count looks short, GAP_US merged some.)
+    print(f"{label}: {len(passes)} passes in the trace (gaps of {gap_ns / 1e3:.0f} us or more)")
     if len(passes) < n_pass:
         print(f"{label}: {len(passes)} passes in the trace, need {n_pass}")
         return 1
     passes = passes[-n_pass:]
     kinds = defaultdict(lambda: [0, 0.0, 0.0])  # count, duration, increment
-    order = {}
     spans, idle = [], []
     for p in passes:
         p = sorted(p, key=lambda r: r[1])
@@ -54,9 +55,7 @@ def main():
                 idle_ns += start - busy_end
             busy_end = max(busy_end, end)
         for start, end, name, grid, _ in p:
-            key = (name, grid)
-            order.setdefault(key, len(order))
-            k = kinds[key]
+            k = kinds[(name, grid)]
             k[0] += 1
             k[1] += end - start
             k[2] += max(0, end - frontier)
@@ -64,7 +63,7 @@ def main():
         spans.append(frontier - t0)
         idle.append(idle_ns)
     span = sum(spans) / n_pass
-    print(f"{label}: {n_pass} passes of {', '.join(f'{s / 1e6:.3f}' for s in spans)} ms, "
+    print(f"the last {n_pass} passes: {', '.join(f'{s / 1e6:.3f}' for s in spans)} ms, "
           f"{sum(idle) / n_pass / 1e3:.1f} us a pass with no kernel running")
     print(f"{'kernel':58} {'grid':>6} {'/pass':>6} {'dur us':>8} {'sum us':>9} "
           f"{'incr us':>9} {'share':>6}")

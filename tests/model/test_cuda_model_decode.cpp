@@ -231,9 +231,9 @@ TEST(CudaModel, DecodeStackMatchesTheKernelChain) {
 // and at batch 3 (graph bucket 4, one padding row), bf16 and f32, with CUDA graphs (replayed) and
 // without (enqueued), with the later steps one graph each or in graphs of up to 8 or 16 steps
 // (DUALITY_LOOP_GRAPH_STEPS: 20 steps run as 1 + 8 + 8 + 2 + 1 or 1 + 16 + 2 + 1), followed by an
-// ordinary step on the same slots. In bf16 with graphs of several steps, also with the argmax
-// folded into the batch-1 LM head (DUALITY_ARGMAX_IN_HEAD=1: the same ids bit for bit, since the
-// head stores the logits the key was taken from).
+// ordinary step on the same slots. In bf16 with graphs of several steps, with the argmax folded
+// into the batch-1 LM head (the default, the variable set empty: the same ids bit for bit, since
+// the head stores the logits the key was taken from) and without it (DUALITY_ARGMAX_IN_HEAD=0).
 TEST(CudaModel, DeviceLoopMatchesStepByStep) {
     REQUIRE_GPU();
     const std::vector<std::vector<int32_t>> prompts = {{510, 1010, 89, 4}, {2, 7, 9}, {41, 3}};
@@ -241,8 +241,8 @@ TEST(CudaModel, DeviceLoopMatchesStepByStep) {
     for (DType dtype : {DType::kBF16, DType::kF32}) {
         for (bool graphs : {true, false}) {
             for (const char* loop_steps : {"1", "8", "16"})
-                for (const char* in_head : {"0", "1"}) {
-                    if (*in_head == '1' && (dtype != DType::kBF16 || !graphs || *loop_steps == '1'))
+                for (const char* in_head : {"0", ""}) {  // "": the default
+                    if (*in_head != '0' && (dtype != DType::kBF16 || !graphs || *loop_steps == '1'))
                         continue;
                     LoadOptions o = cuda_options(dtype, 4);
                     o.cuda_graphs = graphs;
@@ -255,7 +255,7 @@ TEST(CudaModel, DeviceLoopMatchesStepByStep) {
                     ASSERT_TRUE(on.is_ok() && off.is_ok()) << on.status().message();
                     EXPECT_TRUE((*on)->device_info().device_loop);
                     EXPECT_FALSE((*off)->device_info().device_loop);
-                    EXPECT_EQ((*on)->device_info().argmax_in_head, *in_head == '1');
+                    EXPECT_EQ((*on)->device_info().argmax_in_head, *in_head != '0');
                     for (size_t n : {size_t{1}, size_t{3}}) {
                         std::vector<int32_t> ids[2], after[2];
                         std::vector<SequenceState> states[2];
@@ -295,7 +295,7 @@ TEST(CudaModel, DeviceLoopMatchesStepByStep) {
                         const std::string what =
                             std::string(dtype_name(dtype)) + (graphs ? ", graphs" : ", no graphs") +
                             ", batch " + std::to_string(n) + ", loop graphs of " + loop_steps +
-                            ", argmax in the head " + in_head;
+                            ", argmax in the head " + (*in_head == '0' ? "off" : "by default");
                         EXPECT_EQ(ids[0], ids[1]) << what;
                         EXPECT_EQ(after[0], after[1]) << what;
                         for (size_t i = 0; i < n; ++i) {

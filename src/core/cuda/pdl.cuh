@@ -33,7 +33,6 @@
 // conv1d's decode kernel and the batch-1 GEMV (its weights; gemv_fused's conv form also its
 // taps, slot and window) issue those loads first, so they stream while the
 // kernel in front finishes. Writes always come after pdl::wait().
-
 #pragma once
 
 #include <cuda_runtime.h>

@@ -134,7 +134,7 @@ void ssd_chunked(const SsdArgs& a, const float* dt, void* workspace, DType act,
 // and D·x. f16/bf16 only, on the shapes of ssd_fused_supported() (head_dim 32/64/80/128,
 // d_state 64/128/256, chunk_size <= 256, aligned x/B/C, enough shared memory: d_state 256 needs
 // chunks of at most 128 tokens, 64 with head_dim 128); otherwise use
-// ssd_chunked. `workspace`: ssd_fused_workspace_bytes() (the f32 states leaving each chunk and
+// ssd_chunked. `workspace`: ssd_fused_workspace_bytes() (the states passed between chunks and
 // each chunk's C·Bᵀ tiles; may be shared with other scratch). `sync`: ssd_fused_sync_bytes(),
 // zeroed once when allocated and then owned by ssd_fused (counters and flags that every launch
 // leaves ready for the next one); calls using one sync buffer must not run concurrently.

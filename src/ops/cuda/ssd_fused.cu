@@ -18,9 +18,8 @@
 // states passed between chunks are f32 (a workspace of {entries, n_head} head_dim·d_state values,
 // in fragment order: an entry per chunk, or where a batch has fewer than half as many sequences as
 // chunks two per sequence in turn, so the states stay in L2; state_entries), or f16 with
-// SsdArgs::passed_f16 (rounded once per chunk;
-// |values| past 65504 become inf); the final state is computed in f32 and rounded once to the
-// slot dtype.
+// SsdArgs::passed_f16 (rounded once per chunk; |values| past 65504 become inf); the final state
+// is computed in f32 and rounded once to the slot dtype.
 //
 // Parallelization: 8 warps a block, two kinds of block. A block takes a ticket (atomic counter)
 // and works on item = ticket, chunk-major: chunk 0's n_group S blocks, then per chunk c the

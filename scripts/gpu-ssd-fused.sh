@@ -39,7 +39,7 @@ OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 source scripts/gpu-env.sh
 if [[ "$what" == rev-ab ]]; then
-  # The baseline trees build beside this one (all long poles, ssd_fused.cu, at once): base 1, 2, ...
+  # The baseline trees build beside this one (all long poles, the fused SSD's, at once): base 1, 2, ...
   # in /tmp/duality-base-N, one per archive of GPU_BASE (space-separated, default gpu-base.tgz).
   read -ra base_tgzs <<<"${GPU_BASE:-gpu-base.tgz}"
   base_pids=()
@@ -207,8 +207,8 @@ if [[ "$what" == source ]]; then
     --no-decode --warmup 0 --iters 1 >"$OUT/ncu-src.log" 2>&1
   echo "rc $?"; tail -3 "$OUT/ncu-src.log"
   # The SASS page (per instruction: executed count, stall samples), gzipped to come back; read it
-  # here with scripts/ncu_sass_lines.py OUT/fused-sass.csv.gz src/ops/cuda/ssd_fused.cu (this
-  # Nsight Compute's CUDA page has no counters). The report itself is too large to come back.
+  # here with scripts/ncu_sass_lines.py OUT/fused-sass.csv.gz src/ops/cuda/ssd_fused_p64.cu
+  # --lines-of src/ops/cuda/ssd_fused_kernel.cuh (this Nsight Compute's CUDA page has no counters). The report itself is too large to come back.
   ncu -i "$OUT/fused-src.ncu-rep" --page source --csv --print-source sass >"$OUT/fused-sass.csv" 2>&1
   echo "rc $? sass: $(wc -lc <"$OUT/fused-sass.csv")"; head -2 "$OUT/fused-sass.csv" | cut -c1-300
   gzip -f "$OUT/fused-sass.csv"
@@ -238,8 +238,8 @@ if [[ "$what" == gate-source ]]; then
     rm -f "$OUT/gate-$name.ncu-rep"
   done
   # Per source line, here (the same source revision and nvcc as the device's build):
-  # scripts/ncu_sass_lines.py OUT/gate-plain-sass.csv.gz src/ops/cuda/ssd_fused.cu \
-  #   --against OUT/gate-gate-sass.csv.gz
+  # scripts/ncu_sass_lines.py OUT/gate-plain-sass.csv.gz src/ops/cuda/ssd_fused_p64.cu \
+  #   --lines-of src/ops/cuda/ssd_fused_kernel.cuh --against OUT/gate-gate-sass.csv.gz
 fi
 rm -f "$OUT/gpu.txt" "$OUT/ssd-tests.log"
 step done

@@ -12,7 +12,11 @@ SASS page's "Instructions Executed" and stall samples per line of the source fil
 inlined from a header or another function is counted on the line of the source file that it came
 from (the innermost such line nvdisasm -gi reports).
 
-    scripts/ncu_sass_lines.py k.csv src/ops/cuda/ssd_fused.cu [--top 40] [--opcodes]
+    scripts/ncu_sass_lines.py k.csv src/ops/cuda/ssd_fused_p64.cu \
+        --lines-of src/ops/cuda/ssd_fused_kernel.cuh [--top 40] [--opcodes]
+
+--lines-of names the file whose lines are shown with their source text (default: the compiled
+file itself), for a kernel defined in a header that the compiled file instantiates.
 
 --opcodes prints the executed instructions per opcode (with modifiers) as well; --against B.csv
 (another kernel of the same source, for example the fused SSD with its gate epilogue against
@@ -97,13 +101,15 @@ def main():
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--opcodes", action="store_true")
     ap.add_argument("--cubin", help="a cubin already compiled from the source (skips nvcc)")
+    ap.add_argument("--lines-of", help="the file whose lines to show (default: the source)")
     add_toolkit_args(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:  # one disassembly for both pages
         funcs = functions(args.nvdisasm, cubin_for(args, args.source, tmp, args.cubin), "-gi")
     tables = [per_line(p, funcs) for p in [args.csv] + ([args.against] if args.against else [])]
-    base = os.path.basename(args.source)
-    text = open(args.source).read().split("\n")
+    lines_of = args.lines_of or args.source
+    base = os.path.basename(lines_of)
+    text = open(lines_of).read().split("\n")
     src = lambda f, ln: text[ln - 1].strip()[:60] if f == base and ln <= len(text) else ""
     for kernel, per, stalls, _ in tables:
         print(f"{kernel}\n  {sum(per.values()):,.0f} warp instructions executed, "

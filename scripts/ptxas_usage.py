@@ -10,8 +10,8 @@ include/, exported to a temporary folder) and prints only the kernels whose figu
 before -> after; kernels that exist on one side only are listed as added or removed (where a
 template parameter was added at the end, its first value, 0 or false, stands for the old kernel).
 
-    scripts/ptxas_usage.py src/ops/cuda/ssd_fused.cu --kernel '64, 128, 2'
-    scripts/ptxas_usage.py src/ops/cuda/ssd_fused.cu --against main
+    scripts/ptxas_usage.py src/ops/cuda/ssd_fused_p64.cu --kernel '64, 128, 2'
+    scripts/ptxas_usage.py src/ops/cuda/ssd_fused_p64.cu --against main
 
 This is how a change to a kernel was checked for new spills and serialized warpgroup MMAs when no
 GPU was lent (docs/ssd-fused-notes.md, v17 candidate). It says what the compiler allocated, not

@@ -8,7 +8,8 @@ chosen file, the instructions compiled from it (every inlined copy counted, once
 SASS, not per execution); with --against it prints both kernels' counts side by side, for example
 the fused SSD with and without its gate epilogue:
 
-    scripts/sass_lines.py src/ops/cuda/ssd_fused.cu \\
+    scripts/sass_lines.py src/ops/cuda/ssd_fused_p64.cu \\
+        --lines-of src/ops/cuda/ssd_fused_kernel.cuh \\
         --kernel 'ssd_fused_kernel<__nv_bfloat16, 64, 128, 2, true, false>' \\
         --against 'ssd_fused_kernel<__nv_bfloat16, 64, 128, 2, false, false>' --lines 1060-1130
 
@@ -40,6 +41,8 @@ def main():
     ap.add_argument("--kernel", required=True, help="substring of the demangled kernel name")
     ap.add_argument("--against", help="a second kernel, printed beside the first")
     ap.add_argument("--lines", help="LO-HI: only these lines of the source file")
+    ap.add_argument("--lines-of", help="the file whose lines to show (default: the .cu file), for "
+                    "a kernel defined in a header that the compiled file instantiates")
     add_toolkit_args(ap)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,11 +58,12 @@ def main():
 
     a = find(args.kernel)
     b = find(args.against) if args.against else None
-    base = os.path.basename(args.source) if not args.source.endswith(".cubin") else None
+    lines_of = args.lines_of or (None if args.source.endswith(".cubin") else args.source)
+    base = os.path.basename(lines_of) if lines_of else None
     lo, hi = (int(x) for x in args.lines.split("-")) if args.lines else (0, 1 << 30)
     total = lambda per: sum(sum(c.values()) for c in per.values())
     print(f"{args.kernel}: {total(a)} instructions" + (f"; {args.against}: {total(b)}" if b else ""))
-    src = open(args.source).read().split("\n") if base else []
+    src = open(lines_of).read().split("\n") if base else []
     keys = set(a) | set(b or {})
     mine = sorted(k for k in keys if k[0] == base and lo <= k[1] <= hi)
     for k in mine:

@@ -1,4 +1,5 @@
-// The fused SSD kernel's shared pieces (ssd_fused.cu, which alone includes this): its constants,
+// The fused SSD kernel's shared pieces (ssd_fused_kernel.cuh, ssd_fused_launch.cuh and the host
+// side, ssd_fused.cu, include this): its constants,
 // its parameter block FusedParams, the PTX wrappers and the row copies it loads shared memory with,
 // the activation dtype's MMA and pair conversions (Act), the slot state's loads and stores, the
 // layout of the split-S record (tiles_before, s_record_words) and the S flags (device code, and

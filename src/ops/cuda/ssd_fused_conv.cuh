@@ -1,7 +1,7 @@
-// The fused SSD's conv1d prologue (SsdConv; ssd_fused.cu, which alone includes this): a head
-// block computes x = silu(conv1d(x_raw)) of its head's channels from in_proj's raw rows itself, so
-// that x's conv output never goes through memory. Parallelization and limits below (chunks of at
-// most 128 tokens, the raw rows in the block's prev region).
+// The fused SSD's conv1d prologue (SsdConv; ssd_fused_kernel.cuh, which alone includes this): a
+// head block computes x = silu(conv1d(x_raw)) of its head's channels from in_proj's raw rows
+// itself, so that x's conv output never goes through memory. Parallelization and limits below
+// (chunks of at most 128 tokens, the raw rows in the block's prev region).
 #pragma once
 
 #include "ops/cuda/activation.cuh"

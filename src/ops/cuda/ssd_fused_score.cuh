@@ -1,6 +1,6 @@
-// The fused SSD's S blocks (ssd_fused.cu, which alone includes this): S = C·Bᵀ of one (chunk,
-// group), computed once for all the group's heads, its causal 16×32 tiles stored f16 scaled per
-// tile (ssd_fused_common.cuh: tiles_before, s_record_words) and a release flag the chunk's head
+// The fused SSD's S blocks (ssd_fused_kernel.cuh, which alone includes this): S = C·Bᵀ of one
+// (chunk, group), computed once for all the group's heads, its causal 16×32 tiles stored f16 scaled
+// per tile (ssd_fused_common.cuh: tiles_before, s_record_words) and a release flag the chunk's head
 // blocks wait on. Parallelization: the 8 warps of the block take tiles w, w + 8, ...; one S block
 // per (chunk, group) in the same launch, a chunk ahead of the head blocks that read it. Limits:
 // those of ssd_fused.cu (d_state a multiple of 64, chunks of at most 256 tokens).

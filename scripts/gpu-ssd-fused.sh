@@ -160,9 +160,12 @@ if [[ "$what" == small-ab ]]; then
 fi
 if [[ "$what" == rev-ab ]]; then
   # This tree's fused SSD against baseline revisions' (GPU_BASE: archives laid over a copy of
-  # this tree, made here with `git archive REV $(git diff --name-only REV -- src include tests)
-  # | gzip > gpu-base.tgz`, the files that differ, and carried; several, space-separated, for a
-  # chain such as v19 against v18 against main):
+  # this tree, made here with `git archive REV $(git diff --name-only --diff-filter=MD REV -- src
+  # include tests) | gzip > gpu-base.tgz`, the files that differ and exist at REV, and carried;
+  # several, space-separated, for a chain such as v19 against v18 against main; files added since
+  # REV stay in the copy, harmless where nothing calls them: for a REV before dcb4b23 the fused
+  # SSD's per-head_dim files (ssd_fused_p*.cu) compile but, as static-library members that
+  # nothing references, are not linked):
   # the fused op cases of this tree and of the bases numbered in GPU_BASE_TESTS (for example
   # GPU_BASE_TESTS=1) and the CUDA model tests of this tree while the bases build, then the timing
   # test and the whole 2.7b prefill at b1 x 8k, the trees alternating, in GPU_REV_ROUNDS rounds

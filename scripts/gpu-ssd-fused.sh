@@ -2,7 +2,7 @@
 # One device call for the fused SSD work (issue 5): builds duality_tests and duality only, runs
 # the SSD op-test cases (five-step, scan, fused), the SSD timing test (five-step vs fused),
 # `duality bench --ops` and the whole-model prefill of the 2.7b shape with both SSD paths.
-#   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|gate-ab|small-ab|rev-ab|all]
+#   scripts/gpu-ssd-fused.sh [tests|timing|source|gate-source|gate-ab|small-ab|rev-ab|proto|all]
 #   logs under $OUT (or ./gpu-out); GPU_PACK=1 packs them into one archive a section
 #   (scripts/gpu-env.sh), for the device tool's 8-file limit
 # source (not part of all): Nsight Compute's source counters (per SASS instruction: executed
@@ -22,6 +22,10 @@
 # prefill, the trees alternating.
 # small-ab (not part of all): the 130m and 370m whole prefill at chunk 256 with pairs of heads
 # against the default chunk 128 (docs/ssd-fused-notes.md, next step 0b).
+# proto (not part of all): builds and runs only the outputs-phase prototype
+# (bench/proto/ssd_outputs_wgmma.cu: today's mma.sync form against warpgroup MMAs on the same
+# operands, each checked against a double-precision reference and timed), with its SASS's MMA and
+# warpgroup instruction counts per form (GPU_PROTO_REPS='LO HI' to change its repetitions).
 # GPU_SSD_AB='SETTING...' (space-separated, each a comma-separated list of VAR=VALUE): the fused
 # op tests and the timing test once under each setting (A/B of switches, for example
 # GPU_SSD_AB='DUALITY_SSD_DEFER_C=0 DUALITY_SSD_DEFER_C=1').
@@ -51,6 +55,24 @@ if [[ "$what" == rev-ab ]]; then
     sm90a_build "$dir" "$dir/build" "$OUT/base-$((n + 1))-build.log" duality_tests duality &
     base_pids+=($!)
   done
+fi
+if [[ "$what" == proto ]]; then
+  step "build the prototype"
+  gpu_build_sm90a "$OUT" duality_proto_ssd_outputs
+  P=build-gpu/bench/duality_proto_ssd_outputs
+  step "outputs phase: mma.sync against warpgroup MMAs"
+  # shellcheck disable=SC2086  # LO HI, two words
+  timeout 120 $P ${GPU_PROTO_REPS:-} 2>&1 | tee "$OUT/proto.txt"
+  echo "rc ${PIPESTATUS[0]}"
+  if command -v cuobjdump >/dev/null; then
+    cuobjdump -sass "$P" >"$OUT/proto.sass" 2>&1
+    echo "-- SASS per form (instructions; HMMA, HGMMA, WARPGROUP.*, LDSM)"
+    awk '/Function :/ {f = $3} f && /\/\*[0-9a-f]+\*\// {n[f]++}
+         f && /HMMA/ {h[f]++} f && /HGMMA/ {g[f]++} f && /WARPGROUP/ {w[f]++} f && /LDSM/ {l[f]++}
+         END {for (f in n) printf "%s: %d instructions, %d HMMA, %d HGMMA, %d WARPGROUP, %d LDSM\n",
+              f, n[f], h[f], g[f], w[f], l[f]}' "$OUT/proto.sass" | sort
+  fi
+  exit 0
 fi
 step build
 gpu_build_sm90a "$OUT" duality_tests duality

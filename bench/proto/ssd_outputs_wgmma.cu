@@ -71,12 +71,16 @@ constexpr int kRecordWords = s_record_words(kQ);
 // pipelining, and which parts (kInter: C · prevᵀ, kIntra: W · x, kStore: the D skip and the
 // stores; without kStore a sum of the accumulators guards one store, so nothing is dead code).
 enum Part : int { kInter = 1, kIntra = 2, kStore = 4, kAll = 7 };
+// kTransposed: C · prevᵀ only, as yᵀ = prev · Cᵀ, m64n128k16 with both operands in shared memory
+// (prev and C K-major, 128-byte swizzle), each warpgroup 128 of the chunk's rows; its stores are
+// scalar (correctness only).
 struct FormSpec {
     const char* name;
     bool wgmma, no_w, pipelined;
     int parts;
+    bool transposed = false;
 };
-constexpr int kForms = 11;
+constexpr int kForms = 14;
 __host__ __device__ constexpr FormSpec form_spec(int form) {
     constexpr FormSpec specs[kForms] = {
         {"sync", false, false, false, kAll},
@@ -90,6 +94,9 @@ __host__ __device__ constexpr FormSpec form_spec(int form) {
         {"wgmma-now-inter", true, true, true, kInter | kStore},
         {"sync-now-intra", false, true, false, kIntra | kStore},
         {"wgmma-now-intra", true, true, true, kIntra | kStore},
+        {"wgmma-inter-nost", true, true, true, kInter},
+        {"wgmmaT-inter-nost", true, true, true, kInter, true},
+        {"wgmmaT-inter", true, true, true, kInter | kStore, true},
     };
     return specs[form];
 }
@@ -98,7 +105,7 @@ __host__ __device__ constexpr FormSpec form_spec(int form) {
 constexpr int kOffX = 0;                           // {kQ, kP} x, 16-byte pieces ^ (row & 7)
 constexpr int kOffPw = kOffX + kQ * kP * 2;        // {kN / 64, kP, 64} prev, swizzled panels
 constexpr int kOffPs = kOffPw + kP * kN * 2;       // {kP, kLdC} prev, padded rows
-constexpr int kOffC = kOffPs + kP * kLdC * 2;      // {kQ, kLdC} C
+constexpr int kOffC = kOffPs + kP * kLdC * 2;      // {kQ, kLdC} C, or {kN / 64, kQ, 64} swizzled
 constexpr int kOffS = kOffC + kQ * kLdC * 2;       // the split-S record
 constexpr int kOffCs = kOffS + kRecordWords * 4;   // {kQ} Scs
 constexpr int kOffG = kOffCs + kQ * 4;             // {kQ} g
@@ -119,9 +126,11 @@ struct Args {
 __host__ __device__ constexpr int xo(int r, int col) {
     return r * kP + ((((col >> 3) ^ r) & 7) << 3) + (col & 7);
 }
-// prev's element (p, n) offset in 64-column panels of 128-byte rows, 128-byte swizzle.
+// prev's element (p, n) offset in 64-column panels of 128-byte rows, 128-byte swizzle (kRows
+// rows a panel: C's in the transposed form).
+template <int kRows = kP>
 __host__ __device__ constexpr int pwo(int p, int n) {
-    return (n / 64) * kP * 64 + p * 64 + ((((n % 64) >> 3) ^ p) & 7) * 8 + (n & 7);
+    return (n / 64) * kRows * 64 + p * 64 + ((((n % 64) >> 3) ^ p) & 7) * 8 + (n & 7);
 }
 
 // ---- warpgroup MMA wrappers (sm_90a) ---------------------------------------------------------
@@ -167,6 +176,28 @@ __device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], const uint32_t (
           "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
           "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(kTransB));
+}
+
+// d {64, 128} += A {64, 16} · B {16, 128}, both from shared memory (descriptors a and b, K-major).
+// d[4t + e] is the m16n8k16 accumulator layout of columns 8t.. of warp w's rows 16w...
+__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t a, uint64_t b) {
+    asm volatile(
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, "
+        "%8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, "
+        "%26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, "
+        "%44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "
+        "%62, %63}, %64, %65, 1, 1, 1, 0, 0;\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+          "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+          "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+          "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+          "+f"(d[63])
+        : "l"(a), "l"(b));
 }
 
 // ---- the strip's W, shared by both forms -----------------------------------------------------
@@ -439,6 +470,49 @@ __device__ void outputs_wgmma(const unsigned char* base, T* y, float D) {
     }
 }
 
+// C · prevᵀ transposed: warpgroup wg computes yᵀ {kP, 128} for the rows 128 wg.. as eight
+// m64n128k16 (A: prev, B: C, both K-major panels), then (kStore) scalar stores with the D skip.
+template <int kParts>
+__device__ void outputs_inter_t(const unsigned char* base, T* y, float D) {
+    const T* Xs = reinterpret_cast<const T*>(base + kOffX);
+    const T* Pw = reinterpret_cast<const T*>(base + kOffPw);
+    const T* Cw = reinterpret_cast<const T*>(base + kOffC);
+    const float* cs_s = reinterpret_cast<const float*>(base + kOffCs);
+    const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
+    const int gr = lane / 4, qd = lane % 4, wg = warp / 4, wl = warp % 4, i_base = 128 * wg;
+    float acc[64];
+#pragma unroll
+    for (int e = 0; e < 64; ++e) {
+        acc[e] = 0.0f;
+        pin(acc[e]);
+    }
+    wg_fence();
+#pragma unroll
+    for (int kk = 0; kk < kN / 16; ++kk)
+        wgmma_m64n128k16_ss(
+            acc, smem_desc(Pw + (kk / 4) * kP * 64 + (kk % 4) * 16, 16, 1024),
+            smem_desc(Cw + (kk / 4) * kQ * 64 + i_base * 64 + (kk % 4) * 16, 16, 1024));
+    wg_commit();
+    wg_wait<0>();
+#pragma unroll
+    for (int e = 0; e < 64; ++e) pin(acc[e]);
+    if constexpr ((kParts & kStore) != 0) {
+#pragma unroll
+        for (int t = 0; t < 16; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int p = 16 * wl + gr + 8 * (e / 2), i = i_base + 8 * t + 2 * qd + e % 2;
+                const float xv = __bfloat162float(Xs[xo(i, p)]);
+                y[i * kP + p] = __float2bfloat16(fmaf(D, xv, expf(cs_s[i]) * acc[4 * t + e]));
+            }
+    } else {
+        float sum = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 64; ++e) sum += acc[e];
+        if (sum == 1234.5f) y[lane] = __float2bfloat16(sum);
+    }
+}
+
 template <int kForm>
 __global__ void __launch_bounds__(kThreads, 1) outputs_kernel(Args a, int reps) {
     extern __shared__ __align__(1024) unsigned char smem_raw[];
@@ -456,12 +530,13 @@ __global__ void __launch_bounds__(kThreads, 1) outputs_kernel(Args a, int reps) 
     }
     for (int v = tid; v < kP * kN / 8; v += kThreads) {
         const int r = v / (kN / 8), c = (v % (kN / 8)) * 8;
-        cp_async16(Pw + pwo(r, c), a.prev + r * kN + c, 16);
+        cp_async16(Pw + pwo<>(r, c), a.prev + r * kN + c, 16);
         cp_async16(Ps + r * kLdC + c, a.prev + r * kN + c, 16);
     }
     for (int v = tid; v < kQ * kN / 8; v += kThreads) {
         const int r = v / (kN / 8), c = (v % (kN / 8)) * 8;
-        cp_async16(Cs + r * kLdC + c, a.C + r * kN + c, 16);
+        cp_async16(form_spec(kForm).transposed ? Cs + pwo<kQ>(r, c) : Cs + r * kLdC + c,
+                   a.C + r * kN + c, 16);
     }
     for (int v = 4 * tid; v < kRecordWords; v += 4 * kThreads)
         cp_async16(base + kOffS + 4 * v, a.s + v, 16);
@@ -477,7 +552,9 @@ __global__ void __launch_bounds__(kThreads, 1) outputs_kernel(Args a, int reps) 
     T* y = a.y + static_cast<int64_t>(blockIdx.x) * kQ * kP;
     for (int r = 0; r < reps; ++r) {
         constexpr FormSpec f = form_spec(kForm);
-        if constexpr (f.wgmma) {
+        if constexpr (f.transposed) {
+            outputs_inter_t<f.parts>(base, y, a.D);
+        } else if constexpr (f.wgmma) {
             outputs_wgmma<f.no_w, f.pipelined, f.parts>(base, y, a.D);
         } else {
             outputs_sync<f.no_w, f.parts>(base, y, a.D);
@@ -564,8 +641,9 @@ Operands make_operands(uint32_t seed) {
     return o;
 }
 
-// y in double from the operands as stored (bf16 values, S as the record's f16 · 2^-14).
-std::vector<double> reference(const Operands& o) {
+// y in double from the operands as stored (bf16 values, S as the record's f16 · 2^-14); with
+// intra false, without the intra-chunk part (what the C · prevᵀ-only forms store).
+std::vector<double> reference(const Operands& o, bool intra_part) {
     std::vector<double> y(kQ * kP);
     const auto f = [](T v) { return static_cast<double>(__bfloat162float(v)); };
     for (int i = 0; i < kQ; ++i)
@@ -573,7 +651,7 @@ std::vector<double> reference(const Operands& o) {
             double inter = 0.0;
             for (int n = 0; n < kN; ++n) inter += f(o.C[i * kN + n]) * f(o.prev[p * kN + n]);
             double intra = 0.0;
-            for (int j = 0; j <= i; ++j) {
+            for (int j = 0; j <= (intra_part ? i : -1); ++j) {
                 const int j0 = j & ~31;
                 const double dt = o.g[j] / std::exp(static_cast<double>(o.cs[j0]) - o.cs[j]);
                 intra += o.S[i * kQ + j] * std::exp(static_cast<double>(o.cs[i]) - o.cs[j]) * dt *
@@ -588,9 +666,10 @@ std::vector<double> reference(const Operands& o) {
 // The kernels of every form, by form number.
 using KernelFn = void (*)(Args, int);
 const std::array<KernelFn, kForms> kKernels = {
-    &outputs_kernel<0>, &outputs_kernel<1>, &outputs_kernel<2>, &outputs_kernel<3>,
-    &outputs_kernel<4>, &outputs_kernel<5>, &outputs_kernel<6>, &outputs_kernel<7>,
-    &outputs_kernel<8>, &outputs_kernel<9>, &outputs_kernel<10>};
+    &outputs_kernel<0>,  &outputs_kernel<1>, &outputs_kernel<2>,  &outputs_kernel<3>,
+    &outputs_kernel<4>,  &outputs_kernel<5>, &outputs_kernel<6>,  &outputs_kernel<7>,
+    &outputs_kernel<8>,  &outputs_kernel<9>, &outputs_kernel<10>, &outputs_kernel<11>,
+    &outputs_kernel<12>, &outputs_kernel<13>};
 
 void launch_form(int form, const Args& a, int blocks, int reps) {
     kKernels[form]<<<blocks, kThreads, kSmemBytes>>>(a, reps);
@@ -618,7 +697,7 @@ int main(int argc, char** argv) {
         CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
     const uint32_t seed = 20261207;
     const Operands o = make_operands(seed);
-    const std::vector<double> ref = reference(o);
+    const std::vector<double> ref = reference(o, true), ref_inter = reference(o, false);
     const int blocks = prop.multiProcessorCount;
     DeviceBuffer<T> x(o.x), C(o.C), prev(o.prev), y(static_cast<size_t>(blocks) * kQ * kP);
     DeviceBuffer<uint32_t> s(o.s);
@@ -630,7 +709,8 @@ int main(int argc, char** argv) {
     std::printf("%-16s %10s %10s %12s %12s\n", "form", "max_abs", "rel_l2", "us/phase",
                 "TFLOP/s/SM");
     // MMA work of one phase as the sync form issues it: C·prevᵀ and the causal 16×32 W·x tiles.
-    const double flop = 2.0 * kQ * kP * kN + 2.0 * tiles_before(kStrips) * 16 * 32 * kP;
+    const double flop_inter = 2.0 * kQ * kP * kN,
+                 flop_intra = 2.0 * tiles_before(kStrips) * 16 * 32 * kP;
     cudaEvent_t e0, e1;
     CHECK(cudaEventCreate(&e0));
     CHECK(cudaEventCreate(&e1));
@@ -655,17 +735,22 @@ int main(int argc, char** argv) {
         const double us = 1e3 * (t_hi - t_lo) / (reps_hi - reps_lo);
         std::vector<T> h(static_cast<size_t>(blocks) * kQ * kP);
         CHECK(cudaMemcpy(h.data(), y.p, h.size() * sizeof(T), cudaMemcpyDeviceToHost));
+        const FormSpec f = form_spec(form);
+        // Checked: the whole phase with W, or C · prevᵀ alone with its stores.
+        const bool whole = f.parts == kAll && !f.no_w, inter = f.parts == (kInter | kStore);
+        const std::vector<double>& r = inter ? ref_inter : ref;
+        const bool checked = whole || inter;
         double max_abs = 0.0, num = 0.0, den = 0.0;
         for (int b = 0; b < blocks; b += blocks - 1)
             for (int k = 0; k < kQ * kP; ++k) {
-                const double d = __bfloat162float(h[static_cast<size_t>(b) * kQ * kP + k]) - ref[k];
+                const double d = __bfloat162float(h[static_cast<size_t>(b) * kQ * kP + k]) - r[k];
                 max_abs = std::fmax(max_abs, std::fabs(d));
                 num += d * d;
-                den += ref[k] * ref[k];
+                den += r[k] * r[k];
             }
         const double rel = std::sqrt(num / den);
-        const FormSpec f = form_spec(form);
-        const bool checked = !f.no_w;
+        const double flop = ((f.parts & kInter) != 0 ? flop_inter : 0.0) +
+                            ((f.parts & kIntra) != 0 ? flop_intra : 0.0);
         if (checked && !(rel < 1e-2)) ++failures;
         std::printf("%-16s %10.3g %10.3g %12.3f %12.3f%s\n", f.name, max_abs, rel, us,
                     flop / (us * 1e-6) / 1e12,

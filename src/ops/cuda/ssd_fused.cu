@@ -130,7 +130,8 @@ bool aligned16(const void* ptr) {
 // The dynamic shared memory of one block, for the kernel's carve-up at its top: C, B {qa, kLdC},
 // x {qa, kLdX}, prev {head_dim, kLdC} in the activation dtype, then cs, Δ, f, g {qa} f32.
 // B's region also holds the S record (s_record_words) after the chunk state. A pair (kPair) has
-// two heads' x rows, unpadded.
+// two heads' x rows, unpadded, and prev in head_dim·d_state (panels): the 1,024 bytes that saves
+// are what its carve-up may skip to put x on a 1,024-byte boundary.
 size_t smem_bytes(const SsdArgs& a, DType act, bool pair = false) {
     const size_t q32 = static_cast<size_t>((a.chunk_size + 31) / 32 * 32);
     const size_t el = dtype_size(act);
@@ -191,6 +192,13 @@ bool two_per_sm_enabled() {
 // it off.
 bool defer_c_enabled() {
     static const bool on = !env_is("DUALITY_SSD_DEFER_C", "0");
+    return on;
+}
+
+// FusedParams::wg_outputs (step 4 of a pair with warpgroup MMAs, sm_90a builds; docs/
+// ssd-fused-notes.md, v24): on by default, DUALITY_SSD_WGMMA=0 turns it off.
+bool wg_outputs_enabled() {
+    static const bool on = !env_is("DUALITY_SSD_WGMMA", "0");
     return on;
 }
 
@@ -383,6 +391,7 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
     fp.y_stage = y_stage_enabled() && aligned16(a.y);
     fp.defer_c = defer_c_enabled();
     fp.z_early = z_early_enabled();
+    fp.wg_outputs = wg_outputs_enabled();
     fp.sp = workspace;
     fp.sp_f16 = a.passed_f16;
     fp.sp_ring = state_entries(b.n_chunk, b.n_seq, ring_enabled()) < b.n_chunk;

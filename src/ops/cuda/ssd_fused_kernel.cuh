@@ -17,6 +17,7 @@
 #include "ops/cuda/ssd_fused_common.cuh"
 #include "ops/cuda/ssd_fused_conv.cuh"
 #include "ops/cuda/ssd_fused_score.cuh"
+#include "ops/cuda/wgmma.cuh"
 
 namespace duality::cuda::fused {
 
@@ -49,8 +50,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int Q = p.chunk_size, qa = (Q + 31) & ~31;
     // After the chunk state, B's region holds the chunk's S record.
     const int b_elems = max(qa * kLdC, s_record_words(qa) * 2);
-    T* Cs = reinterpret_cast<T*>(smem);  // {qa, kLdC}: C rows of the chunk
-    T* Bs = Cs + qa * kLdC;              // {qa, kLdC}: B rows, then the S record
     // x rows: padded (kLdX), or for a pair (two heads' rows: no room for the padding) rows of kP
     // whose 16-byte pieces are swizzled by the row (piece ^ (row & 7)), so that ldmatrix's 8 rows
     // still hit distinct banks. xo(row, column) is an element's offset either way.
@@ -62,9 +61,37 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             return r * kLdX + col;
         }
     };
-    T* Xs = Bs + b_elems;              // {kHeads, qa, kXRow}: x rows of head h (and h + 1)
-    T* Ps = Xs + kHeads * qa * kXRow;  // {kP, kLdC}: prev, the state entering the chunk
-    float* cs_s = reinterpret_cast<float*>(Ps + kP * kLdC);  // {qa}: Scs
+    // prev's rows: padded (kLdC), or for a pair in 64-column panels of kP rows of 128 bytes
+    // swizzled like x's (the warpgroup MMAs' K-major B operand); po(row, column) is an element's
+    // offset either way.
+    const auto po = [](int r, int col) {
+        if constexpr (kPair) {
+            return (col >> 6) * kP * 64 + r * 64 + ((((col >> 3) ^ r) & 7) << 3) + (col & 7);
+        } else {
+            return r * kLdC + col;
+        }
+    };
+    constexpr int kPsElems = kPair ? kP * kN : kP * kLdC;
+    // The regions: C, B (then the S record), x, prev, then the f32 rows; for a pair x and prev
+    // first, on 1,024-byte boundaries (the swizzle pattern's), from the first such boundary of the
+    // dynamic buffer (prev's panels are 1,024 bytes smaller than its padded rows, which the host's
+    // size has).
+    T *Cs, *Bs, *Xs, *Ps;  // {qa, kLdC} C rows; {qa, kLdC} B rows, then the S record;
+                           // {kHeads, qa, kXRow} x rows of head h (and h + 1); prev (kPsElems)
+    float* cs_s;           // {qa}: Scs
+    if constexpr (kPair) {
+        Xs = reinterpret_cast<T*>(smem + ((1024u - (sync::smem_addr(smem) & 1023u)) & 1023u));
+        Ps = Xs + kHeads * qa * kXRow;
+        Cs = Ps + kPsElems;
+        Bs = Cs + qa * kLdC;
+        cs_s = reinterpret_cast<float*>(Bs + b_elems);
+    } else {
+        Cs = reinterpret_cast<T*>(smem);
+        Bs = Cs + qa * kLdC;
+        Xs = Bs + b_elems;
+        Ps = Xs + kHeads * qa * kXRow;
+        cs_s = reinterpret_cast<float*>(Ps + kPsElems);
+    }
     float* dt_s = cs_s + qa;                                 // {qa}: Δ (0 past len)
     float* f_s = dt_s + qa;                                  // {qa}: exp(Scs_last − Scs_j)·Δ_j
     float* g_s = f_s + qa;  // {qa}: exp(Scs_j0 − Scs_j)·Δ_j, j0 = j's 32-token block start
@@ -400,9 +427,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                         const int pp = p0 + gr, nn = n0 + 8 * (t0 + t) + 2 * qd;
                         const float4 pv = pv_all[t];
                         const float(&lv)[4] = stv[it][t0 + t];
-                        *reinterpret_cast<uint32_t*>(Ps + pp * kLdC + nn) = M::pack(pv.x, pv.y);
-                        *reinterpret_cast<uint32_t*>(Ps + (pp + 8) * kLdC + nn) =
-                            M::pack(pv.z, pv.w);
+                        *reinterpret_cast<uint32_t*>(Ps + po(pp, nn)) = M::pack(pv.x, pv.y);
+                        *reinterpret_cast<uint32_t*>(Ps + po(pp + 8, nn)) = M::pack(pv.z, pv.w);
                         const float4 o =
                             make_float4(fmaf(decay, pv.x, lv[0]), fmaf(decay, pv.y, lv[1]),
                                         fmaf(decay, pv.z, lv[2]), fmaf(decay, pv.w, lv[3]));
@@ -431,6 +457,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         // for first) visible to every warp, so the other warps start the output phase while
         // thread 0's release (a fence: the block's stores acknowledged by L2) is in flight.
         if (with_s) cp_async_wait<0>();
+#if defined(DUALITY_WGMMA)
+        // (prev's stores and x's copies, from this thread, before the warpgroup MMAs read them)
+        if constexpr (kPair) wgmma::proxy_fence();
+#endif
         __syncthreads();
         if (!last && tid == 0) st_release(p.sync + kSyncHeader + c * H + hd, epoch);
         if (pf) pf[4] = global_ns();
@@ -446,6 +476,145 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
 #pragma unroll
     for (int pt = 0; pt < kP / 16; ++pt)
         x_lane[pt] = xo((lane & 7) + 8 * ((lane >> 3) & 1), 16 * pt + 8 * (lane >> 4));
+    // W = S · exp(Scs_i − Scs_j) · Δ_j of strip rows i0.. and the 32-token block j0, as two
+    // m16n8k16 A fragments (columns j0.., j0 + 16..), masked above the diagonal; s_strip and s_down
+    // are the strip's S tiles (the lane's words) and their factors back.
+    const auto w_frags = [&](uint32_t(&a)[2][4], const uint32_t* s_strip, const float* s_down,
+                             int j0, int i0, float cs0, float cs1, bool mono) {
+        float sc[4][4];  // S·2^(15−E): the factor back (sf) goes into the decays below
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const uint4 u = *reinterpret_cast<const uint4*>(
+                s_strip + (j0 / 32) * kTileWords + half * 128);
+            const uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&v[q]));
+                sc[2 * half + q / 2][2 * (q % 2)] = f.x;
+                sc[2 * half + q / 2][2 * (q % 2) + 1] = f.y;
+            }
+        }
+        const float sf = s_down[j0 / 32];
+        // W = S · exp(Scs_i − Scs_j) · Δ_j. Where the decay within the 32-token block is
+        // at most e^kFactorRange and Scs never increases, the decay factors into a row
+        // part exp(Scs_i − Scs_j0) <= 1 (two exponentials a thread) and the column part
+        // g_s (once per chunk): two multiplies an element instead of an exponential.
+        // Products it flushes to zero are below 1e-38 · e^kFactorRange ≈ 1e-24.
+        float w[4][4];
+        const float cs_j0 = cs_s[j0];
+        if (mono && cs_j0 - cs_s[j0 + 31] <= kFactorRange) {
+            const float r0 = __expf(cs0 - cs_j0) * sf, r1 = __expf(cs1 - cs_j0) * sf;
+#pragma unroll
+            for (int t = 0; t < 4; ++t) {
+                const float2 g =
+                    *reinterpret_cast<const float2*>(g_s + j0 + 8 * t + 2 * qd);
+                w[t][0] = sc[t][0] * r0 * g.x;
+                w[t][1] = sc[t][1] * r0 * g.y;
+                w[t][2] = sc[t][2] * r1 * g.x;
+                w[t][3] = sc[t][3] * r1 * g.y;
+            }
+        } else {
+#pragma unroll
+            for (int t = 0; t < 4; ++t) {
+                const int ja = j0 + 8 * t + 2 * qd;
+                const float csa = cs_s[ja], csb = cs_s[ja + 1];
+                const float da = dt_s[ja] * sf, db = dt_s[ja + 1] * sf;
+                w[t][0] = sc[t][0] * __expf(fminf(cs0 - csa, 0.0f)) * da;
+                w[t][1] = sc[t][1] * __expf(fminf(cs0 - csb, 0.0f)) * db;
+                w[t][2] = sc[t][2] * __expf(fminf(cs1 - csa, 0.0f)) * da;
+                w[t][3] = sc[t][3] * __expf(fminf(cs1 - csb, 0.0f)) * db;
+            }
+        }
+        const bool diag = j0 + 31 > i0;
+        const int ia = i0 + gr, ib = ia + 8;
+#pragma unroll
+        for (int t = 0; t < 4; ++t) {
+            const int ja = j0 + 8 * t + 2 * qd;
+            if (diag) {
+                if (ja > ia) w[t][0] = 0.0f;
+                if (ja + 1 > ia) w[t][1] = 0.0f;
+                if (ja > ib) w[t][2] = 0.0f;
+                if (ja + 1 > ib) w[t][3] = 0.0f;
+            }
+            a[t / 2][2 * (t % 2)] = M::pack(w[t][0], w[t][1]);
+            a[t / 2][2 * (t % 2) + 1] = M::pack(w[t][2], w[t][3]);
+        }
+    };
+    // The D skip and the stores of strip rows i0.. of head hd (acc: the m16n8k16 accumulators of
+    // its kP columns); with SsdGate, v = y · silu(z) stored as v · w, and Σ v² per row.
+    const auto finish = [&](float(&acc)[kP / 8][4], int i0, const T* xs_c, int hd, float Dh, T* y) {
+        // With y_stage the values go to the strip's C rows first (dead: their fragments are in
+        // cf; with the gate each lane overwrites the z values it has just read) and leave as
+        // 16-byte row pieces, where a lane's 4-byte stores would fill half of 8 rows' sectors.
+        // (a row of y fits in a C row)
+        const bool stage = kP <= kN && p.y_stage && (!kPair || hd != h);
+        if constexpr (kGate) {
+            cp_async_wait<0>();
+            __syncwarp();  // the strip's z rows (in Cs) from every lane's copies
+        } else {
+            if (stage) __syncwarp();  // every lane's ldmatrix of the strip's C rows is done
+        }
+        [[maybe_unused]] float ss[2] = {0.0f, 0.0f};
+        // The lane's two rows go to the strip's C rows (stage) or to y. Rows past len are
+        // computed too (their x, z and C rows are zero-filled; their values reach only
+        // staged rows that are not copied out, y stores that are skipped and row sums that
+        // are not stored): one predicate a store instead of a branch around each element.
+        T* out_row[2];
+        bool keep[2];
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+            const int i = i0 + gr + 8 * half;
+            out_row[half] = stage ? Cs + i * kLdC : y + static_cast<int64_t>(i) * H * kP;
+            keep[half] = stage || i < len;
+        }
+#pragma unroll
+        for (int t = 0; t < kP / 8; ++t) {
+            [[maybe_unused]] float2 w2;  // kGate: the norm weights of the lane's two columns
+            if constexpr (kGate)
+                w2 = *reinterpret_cast<const float2*>(p.gate_w + hd * kP + 8 * t + 2 * qd);
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int col = 8 * t + 2 * qd;
+                const float2 xv = M::unpack(*reinterpret_cast<const uint32_t*>(
+                    xs_c + (i0 + 8 * half) * kXRow + xo(gr, col)));
+                float v0 = fmaf(Dh, xv.x, acc[t][2 * half]);
+                float v1 = fmaf(Dh, xv.y, acc[t][2 * half + 1]);
+                if constexpr (kGate) {
+                    const int i = i0 + gr + 8 * half;
+                    const float2 z2 =
+                        M::unpack(*reinterpret_cast<const uint32_t*>(Cs + i * kLdC + col));
+                    v0 *= silu<T>(z2.x);
+                    v1 *= silu<T>(z2.y);
+                    ss[half] = fmaf(v1, v1, fmaf(v0, v0, ss[half]));
+                    v0 *= w2.x;
+                    v1 *= w2.y;
+                }
+                if (keep[half])
+                    *reinterpret_cast<uint32_t*>(out_row[half] + col) = M::pack(v0, v1);
+            }
+        }
+        if (stage) {
+            __syncwarp();
+            constexpr int kYV = kP / 8;  // 16-byte pieces per row
+            for (int v = lane; v < 16 * kYV; v += 32) {
+                const int i = i0 + v / kYV, cv = (v % kYV) * 8;
+                if (i < len)
+                    *reinterpret_cast<uint4*>(y + static_cast<int64_t>(i) * H * kP + cv) =
+                        *reinterpret_cast<const uint4*>(Cs + i * kLdC + cv);
+            }
+        }
+        if constexpr (kGate) {
+            // A row's kP channels are spread over the 4 lanes of a quad (qd).
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                float v = ss[half];
+                v += __shfl_xor_sync(0xffffffffu, v, 1);
+                v += __shfl_xor_sync(0xffffffffu, v, 2);
+                const int i = i0 + gr + 8 * half;
+                if (qd == 0 && i < len) p.gate_ssq[(start + i) * H + hd] = v;
+            }
+        }
+    };
     const auto outputs = [&](const T* xs_c, int hd, bool mono) {
         const float Dh = p.D ? p.D[hd] : 0.0f;
         T* y = static_cast<T*>(p.y) + start * static_cast<int64_t>(H) * kP + hd * kP;  // {len, ..}
@@ -490,8 +659,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 uint32_t b[kP / 16][4];
 #pragma unroll
                 for (int pt = 0; pt < kP / 16; ++pt)
-                    ldsm_x4(b[pt], Ps + (16 * pt + (lane & 7) + 8 * (lane >> 4)) * kLdC + 16 * kk +
-                                       8 * ((lane >> 3) & 1));
+                    ldsm_x4(b[pt], Ps + po(16 * pt + (lane & 7) + 8 * (lane >> 4),
+                                           16 * kk + 8 * ((lane >> 3) & 1)));
 #pragma unroll
                 for (int pt = 0; pt < kP / 16; ++pt) {
                     M::mma(acc[2 * pt], cf[kk], b[pt][0], b[pt][1]);
@@ -523,20 +692,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             // interleave, for a warp that has only one other on its scheduler to hide latency.)
 #pragma unroll(kMinBlocks == 1 ? 2 : 1)
             for (int j0 = 0; j0 <= i0; j0 += 32) {
-                float sc[4][4];  // S·2^(15−E): the factor back (sf) goes into the decays below
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const uint4 u = *reinterpret_cast<const uint4*>(
-                        s_strip + (j0 / 32) * kTileWords + half * 128);
-                    const uint32_t v[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-                    for (int q = 0; q < 4; ++q) {
-                        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&v[q]));
-                        sc[2 * half + q / 2][2 * (q % 2)] = f.x;
-                        sc[2 * half + q / 2][2 * (q % 2) + 1] = f.y;
-                    }
-                }
-                const float sf = s_down[j0 / 32];
                 // x rows j0 + 16·hb.. (stored [j][p]: ldmatrix.trans), loaded while W is computed
                 // (both halves when they fit in registers).
                 constexpr int kXB = kP <= (kMinBlocks == 1 ? 80 : 64) ? 2 : 1;
@@ -548,51 +703,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 };
 #pragma unroll
                 for (int hb = 0; hb < kXB; ++hb) load_x(hb, xb[hb]);
-                // W = S · exp(Scs_i − Scs_j) · Δ_j. Where the decay within the 32-token block is
-                // at most e^kFactorRange and Scs never increases, the decay factors into a row
-                // part exp(Scs_i − Scs_j0) <= 1 (two exponentials a thread) and the column part
-                // g_s (once per chunk): two multiplies an element instead of an exponential.
-                // Products it flushes to zero are below 1e-38 · e^kFactorRange ≈ 1e-24.
-                float w[4][4];
-                const float cs_j0 = cs_s[j0];
-                if (mono && cs_j0 - cs_s[j0 + 31] <= kFactorRange) {
-                    const float r0 = __expf(cs0 - cs_j0) * sf, r1 = __expf(cs1 - cs_j0) * sf;
-#pragma unroll
-                    for (int t = 0; t < 4; ++t) {
-                        const float2 g =
-                            *reinterpret_cast<const float2*>(g_s + j0 + 8 * t + 2 * qd);
-                        w[t][0] = sc[t][0] * r0 * g.x;
-                        w[t][1] = sc[t][1] * r0 * g.y;
-                        w[t][2] = sc[t][2] * r1 * g.x;
-                        w[t][3] = sc[t][3] * r1 * g.y;
-                    }
-                } else {
-#pragma unroll
-                    for (int t = 0; t < 4; ++t) {
-                        const int ja = j0 + 8 * t + 2 * qd;
-                        const float csa = cs_s[ja], csb = cs_s[ja + 1];
-                        const float da = dt_s[ja] * sf, db = dt_s[ja + 1] * sf;
-                        w[t][0] = sc[t][0] * __expf(fminf(cs0 - csa, 0.0f)) * da;
-                        w[t][1] = sc[t][1] * __expf(fminf(cs0 - csb, 0.0f)) * db;
-                        w[t][2] = sc[t][2] * __expf(fminf(cs1 - csa, 0.0f)) * da;
-                        w[t][3] = sc[t][3] * __expf(fminf(cs1 - csb, 0.0f)) * db;
-                    }
-                }
                 uint32_t a[2][4];
-                const bool diag = j0 + 31 > i0;
-                const int ia = i0 + gr, ib = ia + 8;
-#pragma unroll
-                for (int t = 0; t < 4; ++t) {
-                    const int ja = j0 + 8 * t + 2 * qd;
-                    if (diag) {
-                        if (ja > ia) w[t][0] = 0.0f;
-                        if (ja + 1 > ia) w[t][1] = 0.0f;
-                        if (ja > ib) w[t][2] = 0.0f;
-                        if (ja + 1 > ib) w[t][3] = 0.0f;
-                    }
-                    a[t / 2][2 * (t % 2)] = M::pack(w[t][0], w[t][1]);
-                    a[t / 2][2 * (t % 2) + 1] = M::pack(w[t][2], w[t][3]);
-                }
+                w_frags(a, s_strip, s_down, j0, i0, cs0, cs1, mono);
 #pragma unroll
                 for (int hb = 0; hb < 2; ++hb) {
                     if (kXB == 1 && hb == 1) load_x(1, xb[0]);
@@ -604,81 +716,136 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     }
                 }
             }
-            // D skip and store; with SsdGate, v = y · silu(z) stored as v · w, and Σ v² per row.
-            // With y_stage the values go to the strip's C rows first (dead: their fragments are in
-            // cf; with the gate each lane overwrites the z values it has just read) and leave as
-            // 16-byte row pieces, where a lane's 4-byte stores would fill half of 8 rows' sectors.
-            // (a row of y fits in a C row)
-            const bool stage = kP <= kN && p.y_stage && (!kPair || hd != h);
-            if constexpr (kGate) {
-                cp_async_wait<0>();
-                __syncwarp();  // the strip's z rows (in Cs) from every lane's copies
-            } else {
-                if (stage) __syncwarp();  // every lane's ldmatrix of the strip's C rows is done
-            }
-            [[maybe_unused]] float ss[2] = {0.0f, 0.0f};
-            // The lane's two rows go to the strip's C rows (stage) or to y. Rows past len are
-            // computed too (their x, z and C rows are zero-filled; their values reach only
-            // staged rows that are not copied out, y stores that are skipped and row sums that
-            // are not stored): one predicate a store instead of a branch around each element.
-            T* out_row[2];
-            bool keep[2];
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-                const int i = i0 + gr + 8 * half;
-                out_row[half] = stage ? Cs + i * kLdC : y + static_cast<int64_t>(i) * H * kP;
-                keep[half] = stage || i < len;
-            }
-#pragma unroll
-            for (int t = 0; t < kP / 8; ++t) {
-                [[maybe_unused]] float2 w2;  // kGate: the norm weights of the lane's two columns
-                if constexpr (kGate)
-                    w2 = *reinterpret_cast<const float2*>(p.gate_w + hd * kP + 8 * t + 2 * qd);
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    const int col = 8 * t + 2 * qd;
-                    const float2 xv = M::unpack(*reinterpret_cast<const uint32_t*>(
-                        xs_c + (i0 + 8 * half) * kXRow + xo(gr, col)));
-                    float v0 = fmaf(Dh, xv.x, acc[t][2 * half]);
-                    float v1 = fmaf(Dh, xv.y, acc[t][2 * half + 1]);
-                    if constexpr (kGate) {
-                        const int i = i0 + gr + 8 * half;
-                        const float2 z2 =
-                            M::unpack(*reinterpret_cast<const uint32_t*>(Cs + i * kLdC + col));
-                        v0 *= silu<T>(z2.x);
-                        v1 *= silu<T>(z2.y);
-                        ss[half] = fmaf(v1, v1, fmaf(v0, v0, ss[half]));
-                        v0 *= w2.x;
-                        v1 *= w2.y;
-                    }
-                    if (keep[half])
-                        *reinterpret_cast<uint32_t*>(out_row[half] + col) = M::pack(v0, v1);
-                }
-            }
-            if (stage) {
-                __syncwarp();
-                constexpr int kYV = kP / 8;  // 16-byte pieces per row
-                for (int v = lane; v < 16 * kYV; v += 32) {
-                    const int i = i0 + v / kYV, cv = (v % kYV) * 8;
-                    if (i < len)
-                        *reinterpret_cast<uint4*>(y + static_cast<int64_t>(i) * H * kP + cv) =
-                            *reinterpret_cast<const uint4*>(Cs + i * kLdC + cv);
-                }
-            }
-            if constexpr (kGate) {
-                // A row's kP channels are spread over the 4 lanes of a quad (qd).
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    float v = ss[half];
-                    v += __shfl_xor_sync(0xffffffffu, v, 1);
-                    v += __shfl_xor_sync(0xffffffffu, v, 2);
-                    const int i = i0 + gr + 8 * half;
-                    if (qd == 0 && i < len) p.gate_ssq[(start + i) * H + hd] = v;
-                }
-            }
+            finish(acc, i0, xs_c, hd, Dh, y);
         }
     };
-    outputs(Xs, h, monotone[0]);
+#if defined(DUALITY_WGMMA)
+    // Step 4 with warpgroup MMAs (sm_90a, a pair's heads, qa a multiple of 64; p.wg_outputs):
+    // warpgroup wg takes the 64-row tiles {0, 3} or {1, 2} (five 32-token blocks each at chunk
+    // 256), its warp wl the strip 4·tile + wl. C·prevᵀ is eight m64n64k16 (C's fragments from
+    // registers, prev's panels by descriptor) into acc, scaled by exp(Scs_i) once done; then per
+    // 32-token block the warps build W (w_frags; zero above the strip's diagonal or past len) and
+    // issue two m64n64k16 with x by descriptor into acc, leaving the block's products in flight
+    // while the next W is built (wait for all groups but the newest). One accumulator, not one for
+    // each product: the pair's kernel holds the second head's chunk state in registers meanwhile,
+    // and at 32 registers more ptxas serializes the products (C7513). Timed in isolation first:
+    // bench/proto/ssd_outputs_wgmma.cu.
+    const auto outputs_wg = [&](const T* xs_c, int hd, bool mono) {
+        const float Dh = p.D ? p.D[hd] : 0.0f;
+        T* y = static_cast<T*>(p.y) + start * static_cast<int64_t>(H) * kP + hd * kP;  // {len, ..}
+        const int wg = warp / 4, wl = warp % 4, n_live = (len + 63) / 64;
+        for (int ti = 0; ti < 2; ++ti) {
+            const int tile = wg == 0 ? 3 * ti : 1 + ti;
+            if (tile >= n_live) continue;  // (uniform in the warpgroup)
+            const int s = 4 * tile + wl, i0 = 16 * s;
+            uint32_t cf[kN / 16][4];
+#pragma unroll
+            for (int kk = 0; kk < kN / 16; ++kk)
+                ldsm_x4(cf[kk], Cs + (i0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC + 16 * kk +
+                                    8 * (lane >> 4));
+            float acc[32];  // C · prevᵀ, then the tile's y (wgmma.cuh's layout)
+            // (Every input of the products defined before the fence: zeros, descriptors.)
+#pragma unroll
+            for (int e = 0; e < 32; ++e) {
+                acc[e] = 0.0f;
+                wgmma::pin(acc[e]);
+            }
+            // prev {p, n} K-major: a k16 step is 32 bytes into a panel's rows, 8 rows 1,024 apart.
+            uint64_t dp[kN / 16];
+#pragma unroll
+            for (int kk = 0; kk < kN / 16; ++kk) {
+                dp[kk] = wgmma::smem_desc(Ps + po(0, 16 * kk), 16, 1024);
+                wgmma::pin(dp[kk]);
+            }
+            wgmma::wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < kN / 16; ++kk) wgmma::m64n64k16<T, 0>(acc, cf[kk], dp[kk]);
+            wgmma::wg_commit();
+            const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
+            const uint32_t* s_strip =
+                reinterpret_cast<const uint32_t*>(Bs) + tiles_before(s) * kTileWords + lane * 4;
+            const float* s_down = reinterpret_cast<const float*>(Bs) +
+                                  tiles_before(qa / 16) * kTileWords + tiles_before(s);
+            const bool live = s < n_strip;
+            const auto build = [&](int jb, uint32_t(&a)[2][4]) {
+                const int j0 = 32 * jb;
+                if (live && j0 <= i0) {
+                    w_frags(a, s_strip, s_down, j0, i0, cs0, cs1, mono);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < 2; ++k)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) a[k][e] = 0u;
+                }
+            };
+            // Block jb's two products (x {j, p} N-major: 8 rows of j 1,024 bytes apart, a k16
+            // step 16 rows), left in flight.
+            const auto issue = [&](int jb, uint32_t(&a)[2][4]) {
+                uint64_t dx[2];
+#pragma unroll
+                for (int k = 0; k < 2; ++k) {
+                    dx[k] = wgmma::smem_desc(xs_c + (32 * jb + 16 * k) * kXRow, 8192, 1024);
+                    wgmma::pin(dx[k]);
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) wgmma::pin(a[k][e]);
+                }
+                wgmma::wg_fence();
+#pragma unroll
+                for (int k = 0; k < 2; ++k) wgmma::m64n64k16<T, 1>(acc, a[k], dx[k]);
+                wgmma::wg_commit();
+            };
+            // Block 0's W while C · prevᵀ runs; then the rows scaled by exp(Scs_i) and the blocks
+            // in turn, each W built while the block before it is in flight (two register sets:
+            // the wait retires the products that read the set to be rebuilt).
+            uint32_t a[2][2][4];
+            build(0, a[0]);
+            wgmma::wg_wait<0>();
+            {
+                const float e0 = expf(cs0), e1 = expf(cs1);
+#pragma unroll
+                for (int e = 0; e < 32; ++e) {
+                    wgmma::pin(acc[e]);
+                    acc[e] *= (e & 2) ? e1 : e0;
+                }
+            }
+            issue(0, a[0]);
+            const int n_block = 2 * tile + 2;
+            for (int jb = 1; jb < n_block; jb += 2) {
+                build(jb, a[1]);
+                issue(jb, a[1]);
+                wgmma::wg_wait<1>();
+                if (jb + 1 < n_block) {
+                    build(jb + 1, a[0]);
+                    issue(jb + 1, a[0]);
+                    wgmma::wg_wait<1>();
+                }
+            }
+            wgmma::wg_wait<0>();
+            float out[kP / 8][4];
+#pragma unroll
+            for (int t = 0; t < kP / 8; ++t)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    wgmma::pin(acc[4 * t + e]);
+                    out[t][e] = acc[4 * t + e];
+                }
+            finish(out, i0, xs_c, hd, Dh, y);
+        }
+    };
+#endif
+    // Step 4 of head hd: the warpgroup form where it applies, else the strips'.
+    const auto output_head = [&](const T* xs_c, int hd, bool mono) {
+#if defined(DUALITY_WGMMA)
+        if constexpr (kPair) {
+            if (p.wg_outputs && qa % 64 == 0) {
+                outputs_wg(xs_c, hd, mono);
+                return;
+            }
+        }
+#endif
+        outputs(xs_c, hd, mono);
+    };
+    output_head(Xs, h, monotone[0]);
     if constexpr (kPair) {
         // The second head: its Scs, Δ and g (every warp is done with the first's), its state
         // passing (prev into Ps), its output.
@@ -694,7 +861,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         }
         put_g(scs[1], d[1]);
         pass_state(h + 1, st1, cs_last1, false, prof1);
-        outputs(Xs + qa * kXRow, h + 1, monotone[1]);
+        output_head(Xs + qa * kXRow, h + 1, monotone[1]);
         if (p.prof) {
             __syncthreads();
             if (prof1) prof1[5] = global_ns();

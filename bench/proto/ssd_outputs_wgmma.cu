@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "ops/cuda/ssd_fused_common.cuh"
+#include "ops/cuda/wgmma.cuh"
 
 namespace proto {
 
@@ -58,6 +59,11 @@ using duality::cuda::fused::ldsm_x4_t;
 using duality::cuda::fused::s_record_words;
 using duality::cuda::fused::tiles_before;
 using duality::cuda::sync::smem_addr;
+using duality::cuda::wgmma::pin;
+using duality::cuda::wgmma::smem_desc;
+using duality::cuda::wgmma::wg_commit;
+using duality::cuda::wgmma::wg_fence;
+using duality::cuda::wgmma::wg_wait;
 using T = __nv_bfloat16;
 using M = Act<T>;
 
@@ -133,51 +139,7 @@ __host__ __device__ constexpr int pwo(int p, int n) {
     return (n / 64) * kRows * 64 + p * 64 + ((((n % 64) >> 3) ^ p) & 7) * 8 + (n & 7);
 }
 
-// ---- warpgroup MMA wrappers (sm_90a) ---------------------------------------------------------
-// A shared-memory matrix descriptor: start address, leading and stride byte offsets (16-byte
-// units), 128-byte swizzle.
-__device__ __forceinline__ uint64_t smem_desc(const void* p, uint32_t lbo, uint32_t sbo) {
-    return static_cast<uint64_t>((smem_addr(p) & 0x3FFFF) >> 4) |
-           static_cast<uint64_t>(lbo >> 4) << 16 | static_cast<uint64_t>(sbo >> 4) << 32 |
-           uint64_t{1} << 62;
-}
-__device__ __forceinline__ void wg_fence() {
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void wg_commit() {
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-template <int N>
-__device__ __forceinline__ void wg_wait() {
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-// Keeps the compiler from moving accesses of r across this point (CUTLASS's fence_operand).
-__device__ __forceinline__ void pin(float& r) {
-    asm volatile("" : "+f"(r)::"memory");
-}
-__device__ __forceinline__ void pin(uint32_t& r) {
-    asm volatile("" : "+r"(r)::"memory");
-}
-
-// d {64, 64} += A {64, 16} (registers: warp w of the warpgroup holds rows 16w.., the m16n8k16 A
-// fragment) · B {16, 64} (shared, descriptor b; kTransB: N-major). d[4t + e] is the m16n8k16
-// accumulator layout of columns 8t.. of the warp's 16 rows.
-template <int kTransB>
-__device__ __forceinline__ void wgmma_m64n64k16(float (&d)[32], const uint32_t (&a)[4],
-                                                uint64_t b) {
-    asm volatile(
-        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-        "{%32, %33, %34, %35}, %36, 1, 1, 1, %37;\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
-          "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
-          "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
-          "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
-          "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(kTransB));
-}
-
+// ---- warpgroup MMAs (sm_90a): src/ops/cuda/wgmma.cuh, and one shape of its own ----------------
 // d {64, 128} += A {64, 16} · B {16, 128}, both from shared memory (descriptors a and b, K-major).
 // d[4t + e] is the m16n8k16 accumulator layout of columns 8t.. of warp w's rows 16w...
 __device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[64], uint64_t a, uint64_t b) {
@@ -414,8 +376,8 @@ __device__ void outputs_wgmma(const unsigned char* base, T* y, float D) {
         // 1,024 bytes.
 #pragma unroll
         for (int kk = 0; kk < ((kParts & kInter) != 0 ? kN / 16 : 0); ++kk)
-            wgmma_m64n64k16<0>(acc_p, cf[kk],
-                               smem_desc(Pw + (kk / 4) * kP * 64 + (kk % 4) * 16, 16, 1024));
+            duality::cuda::wgmma::m64n64k16<T, 0>(
+                acc_p, cf[kk], smem_desc(Pw + (kk / 4) * kP * 64 + (kk % 4) * 16, 16, 1024));
         wg_commit();
         const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
         // 32-token blocks up to the tile's diagonal
@@ -439,7 +401,8 @@ __device__ void outputs_wgmma(const unsigned char* base, T* y, float D) {
             // x: N-major, 8 rows of j apart: 1,024 bytes; a k16 step is 16 rows (2,048 bytes).
 #pragma unroll
             for (int k = 0; k < 2; ++k)
-                wgmma_m64n64k16<1>(acc, ab[k], smem_desc(Xs + (j0 + 16 * k) * kP, 8192, 1024));
+                duality::cuda::wgmma::m64n64k16<T, 1>(
+                    acc, ab[k], smem_desc(Xs + (j0 + 16 * k) * kP, 8192, 1024));
             wg_commit();
             if constexpr (kPipelined) {
                 wg_wait<1>();
@@ -547,7 +510,7 @@ __global__ void __launch_bounds__(kThreads, 1) outputs_kernel(Args a, int reps) 
     cp_async_commit();
     cp_async_wait<0>();
     // (cp.async writes through the generic proxy; the warpgroup MMAs read through the async one)
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    duality::cuda::wgmma::proxy_fence();
     __syncthreads();
     T* y = a.y + static_cast<int64_t>(blockIdx.x) * kQ * kP;
     for (int r = 0; r < reps; ++r) {

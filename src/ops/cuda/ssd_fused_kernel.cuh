@@ -92,9 +92,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         Ps = Xs + kHeads * qa * kXRow;
         cs_s = reinterpret_cast<float*>(Ps + kPsElems);
     }
-    float* dt_s = cs_s + qa;                                 // {qa}: Δ (0 past len)
-    float* f_s = dt_s + qa;                                  // {qa}: exp(Scs_last − Scs_j)·Δ_j
-    float* g_s = f_s + qa;  // {qa}: exp(Scs_j0 − Scs_j)·Δ_j, j0 = j's 32-token block start
+    float* dt_s = cs_s + qa;  // {qa}: Δ (0 past len)
+    float* f_s = dt_s + qa;   // {qa}: exp(Scs_last − Scs_j)·Δ_j
+    float* g_s = f_s + qa;    // {qa}: exp(Scs_j0 − Scs_j)·Δ_j, j0 = j's 32-token block start
 
     const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
     const int gr = lane / 4, qd = lane % 4;  // accumulator row (and row + 8), column pair
@@ -484,8 +484,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         float sc[4][4];  // S·2^(15−E): the factor back (sf) goes into the decays below
 #pragma unroll
         for (int half = 0; half < 2; ++half) {
-            const uint4 u = *reinterpret_cast<const uint4*>(
-                s_strip + (j0 / 32) * kTileWords + half * 128);
+            const uint4 u =
+                *reinterpret_cast<const uint4*>(s_strip + (j0 / 32) * kTileWords + half * 128);
             const uint32_t v[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
             for (int q = 0; q < 4; ++q) {
@@ -506,8 +506,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             const float r0 = __expf(cs0 - cs_j0) * sf, r1 = __expf(cs1 - cs_j0) * sf;
 #pragma unroll
             for (int t = 0; t < 4; ++t) {
-                const float2 g =
-                    *reinterpret_cast<const float2*>(g_s + j0 + 8 * t + 2 * qd);
+                const float2 g = *reinterpret_cast<const float2*>(g_s + j0 + 8 * t + 2 * qd);
                 w[t][0] = sc[t][0] * r0 * g.x;
                 w[t][1] = sc[t][1] * r0 * g.y;
                 w[t][2] = sc[t][2] * r1 * g.x;
@@ -589,8 +588,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     v0 *= w2.x;
                     v1 *= w2.y;
                 }
-                if (keep[half])
-                    *reinterpret_cast<uint32_t*>(out_row[half] + col) = M::pack(v0, v1);
+                if (keep[half]) *reinterpret_cast<uint32_t*>(out_row[half] + col) = M::pack(v0, v1);
             }
         }
         if (stage) {

@@ -12,10 +12,10 @@
 // to its registers; products are asynchronous until wg_commit() and wg_wait<N>() (at most N
 // groups left in flight); pin() keeps the compiler from moving a register's accesses across that
 // point (every input of a group's products, descriptors included, defined before wg_fence(), or
-// ptxas serializes the products: its warning C7513); shared memory written by ordinary stores or cp.async needs fence.proxy.async
-// (proxy_fence()) by the writing threads before the barrier that precedes the products.
-// Every function here compiles to nothing useful outside sm_90a: call them only under
-// DUALITY_WGMMA (defined here where the target has them).
+// ptxas serializes the products: its warning C7513); shared memory written by ordinary stores or
+// cp.async needs fence.proxy.async (proxy_fence()) by the writing threads before the barrier that
+// precedes the products. The instructions exist on sm_90a only: a kernel compiled for other targets
+// too calls these under DUALITY_WGMMA (defined here where the target has them).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -40,7 +40,6 @@ __device__ __forceinline__ uint64_t smem_desc(const void* p, uint32_t lbo, uint3
            uint64_t{1} << 62;
 }
 
-#if defined(DUALITY_WGMMA)
 __device__ __forceinline__ void wg_fence() {
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -64,17 +63,17 @@ __device__ __forceinline__ void pin(uint64_t& r) {
     asm volatile("" : "+l"(r)::"memory");
 }
 
-#define DUALITY_WGMMA_M64N64K16(ty)                                                               \
-    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." ty "." ty                          \
-                 " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, "  \
-                 "%17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "   \
-                 "{%32, %33, %34, %35}, %36, 1, 1, 1, %37;\n"                                     \
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),        \
-                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),      \
-                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]),  \
-                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),  \
-                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]),  \
-                   "+f"(d[30]), "+f"(d[31])                                                       \
+#define DUALITY_WGMMA_M64N64K16(ty)                                                              \
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k16.f32." ty "." ty                         \
+                 " {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, " \
+                 "%17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "  \
+                 "{%32, %33, %34, %35}, %36, 1, 1, 1, %37;\n"                                    \
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]),       \
+                   "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]),     \
+                   "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), \
+                   "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), \
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), \
+                   "+f"(d[30]), "+f"(d[31])                                                      \
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "n"(kTransB))
 
 // d += A · B: A from registers (a: the warp's m16n8k16 A fragment), B by descriptor b.
@@ -89,6 +88,5 @@ __device__ __forceinline__ void m64n64k16(float (&d)[32], const uint32_t (&a)[4]
 }
 
 #undef DUALITY_WGMMA_M64N64K16
-#endif  // DUALITY_WGMMA
 
 }  // namespace duality::cuda::wgmma

@@ -20,6 +20,8 @@
 //             built while block jb's MMAs run (commit, wait for all but the newest group);
 //   wgmma-serial  the same, waiting for each block's MMAs before building the next W (the v17
 //             pattern that lost);
+//   wgmma-1acc   the form the kernel took (one accumulator: C · prevᵀ scaled before W · x);
+//   *-nost, *-inter, *-intra  parts of a form alone (FormSpec), wgmmaT-*: C · prevᵀ transposed;
 //   sync-now, wgmma-now  as sync and wgmma with W's elementwise work replaced by a constant (the
 //             MMA and operand cost alone; the outputs are wrong by design and not checked).
 // Parallelization: one block of 256 threads per SM (the shared memory of the kernel at chunk 256
@@ -85,8 +87,9 @@ struct FormSpec {
     bool wgmma, no_w, pipelined;
     int parts;
     bool transposed = false;
+    bool one_acc = false;  // the kernel's form (outputs_wgmma_1acc)
 };
-constexpr int kForms = 14;
+constexpr int kForms = 15;
 __host__ __device__ constexpr FormSpec form_spec(int form) {
     constexpr FormSpec specs[kForms] = {
         {"sync", false, false, false, kAll},
@@ -103,6 +106,7 @@ __host__ __device__ constexpr FormSpec form_spec(int form) {
         {"wgmma-inter-nost", true, true, true, kInter},
         {"wgmmaT-inter-nost", true, true, true, kInter, true},
         {"wgmmaT-inter", true, true, true, kInter | kStore, true},
+        {"wgmma-1acc", true, false, true, kAll, false, true},
     };
     return specs[form];
 }
@@ -433,6 +437,100 @@ __device__ void outputs_wgmma(const unsigned char* base, T* y, float D) {
     }
 }
 
+// The kernel's form (ssd_fused_kernel.cuh, outputs_wg): one accumulator, C · prevᵀ first, block 0's
+// W built while it runs, the rows scaled by exp(Scs_i) once it is done, then the blocks pipelined.
+__device__ void outputs_wgmma_1acc(const unsigned char* base, T* y, float D) {
+    const T* Xs = reinterpret_cast<const T*>(base + kOffX);
+    const T* Pw = reinterpret_cast<const T*>(base + kOffPw);
+    const T* Cs = reinterpret_cast<const T*>(base + kOffC);
+    const uint32_t* s_rec = reinterpret_cast<const uint32_t*>(base + kOffS);
+    const float* cs_s = reinterpret_cast<const float*>(base + kOffCs);
+    const float* g_s = reinterpret_cast<const float*>(base + kOffG);
+    const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, gr = lane / 4;
+    const int wg = warp / 4, wl = warp % 4;
+    for (int ti = 0; ti < 2; ++ti) {
+        const int tile = wg == 0 ? 3 * ti : 1 + ti;
+        const int s = 4 * tile + wl, i0 = 16 * s;
+        uint32_t cf[kN / 16][4];
+        load_cf(cf, Cs, i0, lane);
+        float acc[32];
+        uint64_t dp[kN / 16];
+#pragma unroll
+        for (int e = 0; e < 32; ++e) {
+            acc[e] = 0.0f;
+            pin(acc[e]);
+        }
+#pragma unroll
+        for (int kk = 0; kk < kN / 16; ++kk) {
+            dp[kk] = smem_desc(Pw + (kk / 4) * kP * 64 + (kk % 4) * 16, 16, 1024);
+            duality::cuda::wgmma::pin(dp[kk]);
+        }
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < kN / 16; ++kk)
+            duality::cuda::wgmma::m64n64k16<T, 0>(acc, cf[kk], dp[kk]);
+        wg_commit();
+        const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
+        const auto build = [&](int jb, uint32_t(&a)[2][4]) {
+            if (32 * jb <= i0) {
+                build_w<false>(a, s_rec, cs_s, g_s, s, 32 * jb, cs0, cs1, lane);
+            } else {
+#pragma unroll
+                for (int k = 0; k < 2; ++k)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) a[k][e] = 0u;
+            }
+        };
+        const auto issue = [&](int jb, uint32_t(&a)[2][4]) {
+            uint64_t dx[2];
+#pragma unroll
+            for (int k = 0; k < 2; ++k) {
+                dx[k] = smem_desc(Xs + (32 * jb + 16 * k) * kP, 8192, 1024);
+                duality::cuda::wgmma::pin(dx[k]);
+#pragma unroll
+                for (int e = 0; e < 4; ++e) pin(a[k][e]);
+            }
+            wg_fence();
+#pragma unroll
+            for (int k = 0; k < 2; ++k) duality::cuda::wgmma::m64n64k16<T, 1>(acc, a[k], dx[k]);
+            wg_commit();
+        };
+        uint32_t a[2][2][4];
+        build(0, a[0]);
+        wg_wait<0>();
+        {
+            const float e0 = expf(cs0), e1 = expf(cs1);
+#pragma unroll
+            for (int e = 0; e < 32; ++e) {
+                pin(acc[e]);
+                acc[e] *= (e & 2) ? e1 : e0;
+            }
+        }
+        issue(0, a[0]);
+        const int n_block = 2 * tile + 2;
+        for (int jb = 1; jb < n_block; jb += 2) {
+            build(jb, a[1]);
+            issue(jb, a[1]);
+            wg_wait<1>();
+            if (jb + 1 < n_block) {
+                build(jb + 1, a[0]);
+                issue(jb + 1, a[0]);
+                wg_wait<1>();
+            }
+        }
+        wg_wait<0>();
+        float out[kP / 8][4];
+#pragma unroll
+        for (int t = 0; t < kP / 8; ++t)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                pin(acc[4 * t + e]);
+                out[t][e] = acc[4 * t + e];
+            }
+        store_strip(out, Xs, y, i0, D, lane);
+    }
+}
+
 // C · prevᵀ transposed: warpgroup wg computes yᵀ {kP, 128} for the rows 128 wg.. as eight
 // m64n128k16 (A: prev, B: C, both K-major panels), then (kStore) scalar stores with the D skip.
 template <int kParts>
@@ -515,7 +613,9 @@ __global__ void __launch_bounds__(kThreads, 1) outputs_kernel(Args a, int reps) 
     T* y = a.y + static_cast<int64_t>(blockIdx.x) * kQ * kP;
     for (int r = 0; r < reps; ++r) {
         constexpr FormSpec f = form_spec(kForm);
-        if constexpr (f.transposed) {
+        if constexpr (f.one_acc) {
+            outputs_wgmma_1acc(base, y, a.D);
+        } else if constexpr (f.transposed) {
             outputs_inter_t<f.parts>(base, y, a.D);
         } else if constexpr (f.wgmma) {
             outputs_wgmma<f.no_w, f.pipelined, f.parts>(base, y, a.D);
@@ -629,10 +729,10 @@ std::vector<double> reference(const Operands& o, bool intra_part) {
 // The kernels of every form, by form number.
 using KernelFn = void (*)(Args, int);
 const std::array<KernelFn, kForms> kKernels = {
-    &outputs_kernel<0>,  &outputs_kernel<1>, &outputs_kernel<2>,  &outputs_kernel<3>,
-    &outputs_kernel<4>,  &outputs_kernel<5>, &outputs_kernel<6>,  &outputs_kernel<7>,
-    &outputs_kernel<8>,  &outputs_kernel<9>, &outputs_kernel<10>, &outputs_kernel<11>,
-    &outputs_kernel<12>, &outputs_kernel<13>};
+    &outputs_kernel<0>,  &outputs_kernel<1>,  &outputs_kernel<2>,  &outputs_kernel<3>,
+    &outputs_kernel<4>,  &outputs_kernel<5>,  &outputs_kernel<6>,  &outputs_kernel<7>,
+    &outputs_kernel<8>,  &outputs_kernel<9>,  &outputs_kernel<10>, &outputs_kernel<11>,
+    &outputs_kernel<12>, &outputs_kernel<13>, &outputs_kernel<14>};
 
 void launch_form(int form, const Args& a, int blocks, int reps) {
     kKernels[form]<<<blocks, kThreads, kSmemBytes>>>(a, reps);

@@ -274,6 +274,12 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     if (tid < qa) f_s[tid] = expf(fminf(cs_last - scs[0], 0.0f)) * d[0];
     put_g(scs[0], d[0]);
     wait_group0();
+#if defined(DUALITY_WGMMA)
+    // (x's copies, landed, before the warpgroup MMAs read them in step 4)
+    if constexpr (kPair) {
+        if (p.wg_outputs) wgmma::proxy_fence();
+    }
+#endif
     __syncthreads();
     if (p.defer_c) load_c();
     if (prof) prof[1] = global_ns();
@@ -426,9 +432,21 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     for (int t = 0; t < kT; ++t) {
                         const int pp = p0 + gr, nn = n0 + 8 * (t0 + t) + 2 * qd;
                         const float4 pv = pv_all[t];
-                        const float(&lv)[4] = stv[it][t0 + t];
                         *reinterpret_cast<uint32_t*>(Ps + po(pp, nn)) = M::pack(pv.x, pv.y);
                         *reinterpret_cast<uint32_t*>(Ps + po(pp + 8, nn)) = M::pack(pv.z, pv.w);
+                    }
+#if defined(DUALITY_WGMMA)
+                    // (prev's stores before the warpgroup MMAs read them, and before this
+                    // thread's global stores: the proxy fence waits for those too)
+                    if constexpr (kPair) {
+                        if (p.wg_outputs) wgmma::proxy_fence();
+                    }
+#endif
+#pragma unroll
+                    for (int t = 0; t < kT; ++t) {
+                        const int pp = p0 + gr, nn = n0 + 8 * (t0 + t) + 2 * qd;
+                        const float4 pv = pv_all[t];
+                        const float(&lv)[4] = stv[it][t0 + t];
                         const float4 o =
                             make_float4(fmaf(decay, pv.x, lv[0]), fmaf(decay, pv.y, lv[1]),
                                         fmaf(decay, pv.z, lv[2]), fmaf(decay, pv.w, lv[3]));
@@ -457,10 +475,6 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         // for first) visible to every warp, so the other warps start the output phase while
         // thread 0's release (a fence: the block's stores acknowledged by L2) is in flight.
         if (with_s) cp_async_wait<0>();
-#if defined(DUALITY_WGMMA)
-        // (prev's stores and x's copies, from this thread, before the warpgroup MMAs read them)
-        if constexpr (kPair) wgmma::proxy_fence();
-#endif
         __syncthreads();
         if (!last && tid == 0) st_release(p.sync + kSyncHeader + c * H + hd, epoch);
         if (pf) pf[4] = global_ns();

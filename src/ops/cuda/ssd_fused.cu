@@ -195,13 +195,6 @@ bool defer_c_enabled() {
     return on;
 }
 
-// FusedParams::wg_outputs (step 4 of a pair with warpgroup MMAs, sm_90a builds; docs/
-// ssd-fused-notes.md, v24): on by default, DUALITY_SSD_WGMMA=0 turns it off.
-bool wg_outputs_enabled() {
-    static const bool on = !env_is("DUALITY_SSD_WGMMA", "0");
-    return on;
-}
-
 bool y_stage_enabled() {
     static const bool on = !env_is("DUALITY_SSD_Y_STAGE", "0");
     return on;
@@ -257,8 +250,10 @@ namespace {
 // without a load phase of their own (docs/ssd-fused-notes.md, v15). Its shared memory, or 0.
 size_t pair_smem_bytes(const SsdArgs& a, DType act) {
     static const bool on = !env_is("DUALITY_SSD_PAIR", "0");
-    if (!on || a.chunk_size <= kTwoPerSmChunk || a.head_dim != 64 || a.d_state != 128 ||
-        (a.n_head / a.n_group) % 2 != 0)
+    // (Rows in 64-row tiles: the warpgroup form of the output phase, v24.)
+    const int64_t qa = (a.chunk_size + 31) / 32 * 32;
+    if (!on || a.chunk_size <= kTwoPerSmChunk || qa % 64 != 0 || a.head_dim != 64 ||
+        a.d_state != 128 || (a.n_head / a.n_group) % 2 != 0)
         return 0;
     static const int limit = max_smem_optin();
     const size_t smem = smem_bytes(a, act, true);
@@ -391,7 +386,6 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
     fp.y_stage = y_stage_enabled() && aligned16(a.y);
     fp.defer_c = defer_c_enabled();
     fp.z_early = z_early_enabled();
-    fp.wg_outputs = wg_outputs_enabled();
     fp.sp = workspace;
     fp.sp_f16 = a.passed_f16;
     fp.sp_ring = state_entries(b.n_chunk, b.n_seq, ring_enabled()) < b.n_chunk;

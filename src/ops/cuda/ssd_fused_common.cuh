@@ -65,8 +65,6 @@ struct FusedParams : ssd::Operands {
     // SsdGate: each warp copies its strip's z rows as soon as it holds the strip's C fragments,
     // before C·prevᵀ, not after it: the copy then has C·prevᵀ and the intra loop to land in.
     bool z_early = false;
-    // A pair's output phase with warpgroup MMAs where the kernel was built for sm_90a.
-    bool wg_outputs = false;
 };
 
 // The state workspace's entries for a batch: one per chunk, or with `ring` (where that is fewer)

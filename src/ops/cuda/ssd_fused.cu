@@ -60,15 +60,20 @@
 //      by exp(Scs_i), then for each 32-token block j0 <= i: the S tile from shared memory,
 //      W = S·decay·Δ masked (f32 → operand registers, the flash-attention P·V trick), y += W·x.
 //      Adds D·x and stores y: through the strip's C rows (dead by then) as 16-byte row pieces,
-//      where head_dim <= d_state and y is 16-byte aligned (y_stage). The decay exp(Scs_i − Scs_j)
-//      factors into exp(Scs_i − Scs_j0) (per row) times exp(Scs_j0 − Scs_j)·Δ_j (per column, once
-//      per chunk) where the block's decay range allows (at most e^32, Scs non-increasing), else one
-//      exponential per element. With an SsdGate (ops.h) the store is the gated norm's first half
-//      instead: y·silu(z)·w and the row's sum of squares per head (a quad shuffle). z is prefetched
-//      into L2 when the block starts and copied (cp.async) into the strip's C rows, dead once the
-//      warp holds them as fragments, while C·prevᵀ (z_early, DUALITY_SSD_Z_EARLY=0: not) and the
-//      intra loop run: loaded from global memory in the epilogue, z cost 25% of the kernel's time
-//      (its loads waited behind the y stores they might alias).
+//      where head_dim <= d_state and y is 16-byte aligned (y_stage). A pair of heads (below) on
+//      sm_90a runs this step with warpgroup MMAs instead (wgmma.cuh): two warpgroups take 64-row
+//      tiles, C·prevᵀ and W·x as m64n64k16 with C and W from registers and prev and x from shared
+//      memory by descriptor (both in 128-byte swizzled rows), W of the next 32-token block built
+//      while the current block's products run (docs/ssd-fused-notes.md, v24).
+//      The decay exp(Scs_i − Scs_j) factors into exp(Scs_i − Scs_j0) (per row) times
+//      exp(Scs_j0 − Scs_j)·Δ_j (per column, once per chunk) where the block's decay range allows
+//      (at most e^32, Scs non-increasing), else one exponential per element. With an SsdGate
+//      (ops.h) the store is the gated norm's first half instead: y·silu(z)·w and the row's sum of
+//      squares per head (a quad shuffle). z is prefetched into L2 when the block starts and
+//      copied (cp.async) into the strip's C rows, dead once the warp holds them as fragments,
+//      while C·prevᵀ (z_early, DUALITY_SSD_Z_EARLY=0: not) and the intra loop run: loaded from
+//      global memory in the epilogue, z cost 25% of the kernel's time (its loads waited behind
+//      the y stores they might alias).
 //   The last block to start resets the ticket counter and advances the epoch (every block reads
 //   the epoch with its ticket, in one 64-bit atomic), so the sync buffer (ssd_fused_sync_bytes,
 //   zeroed once, 8-byte aligned) needs no clearing between launches.
@@ -85,24 +90,29 @@
 // where they fit (two_per_sm, two_fit; DUALITY_SSD_FUSED_2PB=0: never), and the model then
 // prefers chunk 128 (ssd_fused_chunk); longer chunks run one block per SM (shared memory).
 // Pairs of heads (kPair, pair_smem_bytes; DUALITY_SSD_PAIR=0: never): where a chunk is longer
-// than 128 tokens, head_dim 64, d_state 128, no gate and an even number of heads per group, a head
-// block takes heads h and h + 1 of its chunk: both heads' x rows (unpadded, 16-byte pieces
-// swizzled by the row) load beside B, both chunk states run while B is in shared memory, then
-// head h's state passing and output (its y stored straight from registers: C's rows must stay
-// intact for the second head), then head h + 1's. The second head thus has no load phase,
-// and B and C cross from L2 once per two heads (230,688 bytes of shared memory at chunk 256).
+// than 128 tokens and its rows (padded to 32) make 64-row tiles (chunk 192 or 256), head_dim 64,
+// d_state 128, no gate and an even number of heads per group, a head block takes heads h and
+// h + 1 of its chunk: both heads' x rows (unpadded, 16-byte pieces swizzled by the row) load
+// beside B, both chunk states run while B is in shared memory, then head h's state passing and
+// output (its y stored straight from registers: C's rows must stay intact for the second head),
+// then head h + 1's. The second head thus has no load phase, and B and C cross from L2 once per
+// two heads (230,688 bytes of shared memory at chunk 256). On sm_90a the output phase is the
+// warpgroup form (step 4 above).
 // Speed (H200, bf16, 2.7b layer, 2026-12-04, timing test, A/B in one session): chunk 256 b1×32k
 // 1.362-1.367 → 1.228-1.229 ms with pairs (3.30x the five-step path), b8×4k 1.371-1.374 →
 // 1.243-1.244 ms (3.24x); chunk 128 (two blocks per SM, no pairs) b1×32k 1.067 ms, b1×8k 0.286 ms
 // (3.5-3.7x). On an H100 since v21 (2026-12-05, two rounds): chunk 256 b1×32k 1.093-1.099 ms
-// (3.7x), b8×4k 1.107-1.113 ms, chunk 128 b1×32k 1.034-1.036 ms, b1×8k 0.272-0.273 ms. Phase
-// breakdown, the history of these numbers, what was tried and next steps: docs/ssd-fused-notes.md.
+// (3.7x), b8×4k 1.107-1.113 ms, chunk 128 b1×32k 1.034-1.036 ms, b1×8k 0.272-0.273 ms; at v24
+// (2026-12-07, the warpgroup output phase) chunk 256 b1×32k 1.045-1.047 ms (3.9x), b8×4k 1.061 ms.
+// Phase breakdown, the history of these numbers, what was tried and next steps:
+// docs/ssd-fused-notes.md.
 // Files: ssd_fused_common.cuh (the parameter block, PTX wrappers, row copies, the S record's
 // layout), ssd_fused_score.cuh (the S blocks), ssd_fused_conv.cuh (the SsdConv prologue),
 // ssd_fused_kernel.cuh (the kernel: the head blocks' steps 1-4), ssd_fused_instances.cuh (its
 // launches, instantiated per head_dim by ssd_fused_p32.cu ... ssd_fused_p128.cu, so that they
-// compile in parallel), ssd_fused_launch.cuh (what this file calls of them); this file holds the
-// host side (shapes, workspace, dispatch).
+// compile in parallel), ssd_fused_launch.cuh (what this file calls of them), wgmma.cuh (the
+// warpgroup MMAs of the pairs' output phase); this file holds the host side (shapes, workspace,
+// dispatch).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 

@@ -559,10 +559,13 @@ DUALITY_OP_CASES(ssd_fused) {
     // slow decays carry across every chunk; pairs of heads at chunk 256, two blocks per SM at 128.
     add(fused(slow_decay(shape("ring4", 16, 64, 128, 2, 128, {1000, 1, 700, 513}, kBF16, 158))));
     add(fused(slow_decay(zero(shape("ring3", 16, 64, 128, 1, 256, {1500, 3, 1100}, kF16, 159)))));
-    // Blocks of two heads (chunks over 128 tokens, head_dim 64, d_state 128, no gate, an even
-    // number of heads per group; DUALITY_SSD_PAIR=0 turns them off): chunks of 200 and 160
-    // tokens (a chunk's rows padded to 224 and 160); and the shapes that keep one head a block at
-    // chunk 256: 3 and 1 heads per group.
+    // Blocks of two heads (chunks over 128 tokens whose rows, padded to 32, make 64-row tiles,
+    // head_dim 64, d_state 128, no gate, an even number of heads per group; DUALITY_SSD_PAIR=0
+    // turns them off; on sm_90a their output phase is the warpgroup form): chunks of 192 (three
+    // tiles: one warpgroup takes one, the other two); chunks of 200 and 160 tokens (rows padded to
+    // 224 and 160: one head a block); and the shapes that keep one head a block at chunk 256: 3
+    // and 1 heads per group.
+    add(fused(seqref(shape("L500", 8, 64, 128, 2, 192, {500}, kBF16, 246))));
     add(fused(seqref(shape("L300", 8, 64, 128, 1, 200, {300}, kBF16, 241))));
     add(fused(shape("varlen37", 16, 64, 128, 2, 160, varlen(37, 160, 242), kF16, 242)));
     add(fused(shape("L1000", 6, 64, 128, 2, 256, {1000}, kBF16, 244)));

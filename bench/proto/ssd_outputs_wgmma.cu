@@ -30,6 +30,9 @@
 // times (reps R1 and R2) over R2 − R1.
 // Limits: sm_90a only; one shape; the operands' values are random, S's tiles are f16 with a
 // factor back of 2^-14, Scs is monotone so the factored path always applies.
+// build_w and the sync form copy the kernel's code of 2026-12-07 (w_frags and the strips' loop in
+// ssd_fused_kernel.cuh), wgmma-1acc its warpgroup form: a change to either side that the other
+// does not follow makes the comparison stale.
 // Usage: duality_proto_ssd_outputs [reps_lo reps_hi]
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>

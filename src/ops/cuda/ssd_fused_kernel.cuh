@@ -434,8 +434,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                         *reinterpret_cast<uint32_t*>(Ps + po(pp + 8, nn)) = M::pack(pv.z, pv.w);
                     }
 #if defined(DUALITY_WGMMA)
-                    // (prev's stores before the warpgroup MMAs read them, and before this
-                    // thread's global stores: the proxy fence waits for those too)
+                    // (prev's stores before the warpgroup MMAs read them; before this thread's
+                    // global stores, in case the proxy fence waits for those too)
                     if constexpr (kPair) wgmma::proxy_fence();
 #endif
 #pragma unroll

@@ -11,8 +11,9 @@
 // Ordering rules (PTX ISA, wgmma): wg_fence() before the first product and after any other access
 // to its registers; products are asynchronous until wg_commit() and wg_wait<N>() (at most N
 // groups left in flight); pin() keeps the compiler from moving a register's accesses across that
-// point (every input of a group's products, descriptors included, defined before wg_fence(), or
-// ptxas serializes the products: its warning C7513); shared memory written by ordinary stores or
+// point (define every input of a group's products before wg_fence(): ptxas serializes the
+// products, warning C7513, where an ordinary instruction defines a register a product in flight
+// reads, which register pressure alone can also cause); shared memory written by ordinary stores or
 // cp.async needs fence.proxy.async (proxy_fence()) by the writing threads before the barrier that
 // precedes the products. The instructions exist on sm_90a only: a kernel compiled for other targets
 // too calls these under DUALITY_WGMMA (defined here where the target has them).

@@ -21,6 +21,7 @@
 //   wgmma-serial  the same, waiting for each block's MMAs before building the next W (the v17
 //             pattern that lost);
 //   wgmma-1acc   the form the kernel took (one accumulator: C · prevᵀ scaled before W · x);
+//   *-q16     y stored as 16-byte pieces after a transpose within each quad of lanes;
 //   *-nost, *-inter, *-intra  parts of a form alone (FormSpec), wgmmaT-*: C · prevᵀ transposed;
 //   sync-now, wgmma-now  as sync and wgmma with W's elementwise work replaced by a constant (the
 //             MMA and operand cost alone; the outputs are wrong by design and not checked).
@@ -91,8 +92,9 @@ struct FormSpec {
     int parts;
     bool transposed = false;
     bool one_acc = false;  // the kernel's form (outputs_wgmma_1acc)
+    bool q16 = false;      // y stored as 16-byte pieces after a transpose within quads
 };
-constexpr int kForms = 15;
+constexpr int kForms = 17;
 __host__ __device__ constexpr FormSpec form_spec(int form) {
     constexpr FormSpec specs[kForms] = {
         {"sync", false, false, false, kAll},
@@ -110,6 +112,8 @@ __host__ __device__ constexpr FormSpec form_spec(int form) {
         {"wgmmaT-inter-nost", true, true, true, kInter, true},
         {"wgmmaT-inter", true, true, true, kInter | kStore, true},
         {"wgmma-1acc", true, false, true, kAll, false, true},
+        {"wgmma-1acc-q16", true, false, true, kAll, false, true, true},
+        {"sync-q16", false, false, false, kAll, false, false, true},
     };
     return specs[form];
 }
@@ -268,11 +272,57 @@ __device__ __forceinline__ void store_strip(const float (&acc)[kP / 8][4], const
         }
 }
 
-// store_strip, or without kStore one guarded store (the accumulators stay live).
-template <int kParts>
+// store_strip with 16-byte stores: a row's kP columns are spread over its quad of lanes (lane qd
+// holds columns 8t + 2qd, + 1); a two-stage butterfly (shuffles with lane ^ 1, then lane ^ 2)
+// moves to lane qd the row's columns 16qd..16qd + 15, which it stores as two 16-byte pieces.
+__device__ __forceinline__ void store_strip_q16(const float (&acc)[kP / 8][4], const T* Xs, T* y,
+                                                int i0, float D, int lane) {
+    static_assert(kP == 64, "a row of 64 columns: four lanes of 16");
+    const int gr = lane / 4, qd = lane % 4;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int i = i0 + gr + 8 * half;
+        uint32_t c[4][2];  // c[k]: the words (t = 2k, 2k + 1) bound for lane k of the quad
+#pragma unroll
+        for (int t = 0; t < kP / 8; ++t) {
+            const int col = 8 * t + 2 * qd;
+            const float2 xv = M::unpack(*reinterpret_cast<const uint32_t*>(Xs + xo(i, col)));
+            c[t / 2][t % 2] =
+                M::pack(fmaf(D, xv.x, acc[t][2 * half]), fmaf(D, xv.y, acc[t][2 * half + 1]));
+        }
+#pragma unroll
+        for (int m = 1; m <= 2; m <<= 1) {
+            const bool hi = (qd & m) != 0;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                if ((k & m) != 0) continue;  // the pairs (k, k | m)
+#pragma unroll
+                for (int u = 0; u < 2; ++u) {
+                    const uint32_t recv =
+                        __shfl_xor_sync(0xffffffffu, hi ? c[k][u] : c[k | m][u], m);
+                    if (hi) {
+                        c[k][u] = recv;
+                    } else {
+                        c[k | m][u] = recv;
+                    }
+                }
+            }
+        }
+        // c[k][u]: lane k's word t = 2qd + u, the columns 16qd + 8u + 2k, + 1.
+        T* row = y + i * kP + 16 * qd;
+        *reinterpret_cast<uint4*>(row) = make_uint4(c[0][0], c[1][0], c[2][0], c[3][0]);
+        *reinterpret_cast<uint4*>(row + 8) = make_uint4(c[0][1], c[1][1], c[2][1], c[3][1]);
+    }
+}
+
+// store_strip (or with kQ16 store_strip_q16), or without kStore one guarded store (the
+// accumulators stay live).
+template <int kParts, bool kQ16 = false>
 __device__ __forceinline__ void finish_strip(const float (&acc)[kP / 8][4], const T* Xs, T* y,
                                              int i0, float D, int lane) {
-    if constexpr ((kParts & kStore) != 0) {
+    if constexpr ((kParts & kStore) != 0 && kQ16) {
+        store_strip_q16(acc, Xs, y, i0, D, lane);
+    } else if constexpr ((kParts & kStore) != 0) {
         store_strip(acc, Xs, y, i0, D, lane);
     } else {
         float sum = 0.0f;
@@ -286,7 +336,7 @@ __device__ __forceinline__ void finish_strip(const float (&acc)[kP / 8][4], cons
 
 // Today's outputs phase (ssd_fused_kernel.cuh step 4 at one block per SM, without the gate or
 // the staged stores).
-template <bool kNoW, int kParts>
+template <bool kNoW, int kParts, bool kQ16 = false>
 __device__ void outputs_sync(const unsigned char* base, T* y, float D) {
     const T* Xs = reinterpret_cast<const T*>(base + kOffX);
     const T* Ps = reinterpret_cast<const T*>(base + kOffPs);
@@ -351,7 +401,7 @@ __device__ void outputs_sync(const unsigned char* base, T* y, float D) {
                     M::mma(acc[2 * pt + 1], a[hb], xb[hb][pt][2], xb[hb][pt][3]);
                 }
         }
-        finish_strip<kParts>(acc, Xs, y, i0, D, lane);
+        finish_strip<kParts, kQ16>(acc, Xs, y, i0, D, lane);
     }
 }
 
@@ -442,6 +492,7 @@ __device__ void outputs_wgmma(const unsigned char* base, T* y, float D) {
 
 // The kernel's form (ssd_fused_kernel.cuh, outputs_wg): one accumulator, C · prevᵀ first, block 0's
 // W built while it runs, the rows scaled by exp(Scs_i) once it is done, then the blocks pipelined.
+template <bool kQ16>
 __device__ void outputs_wgmma_1acc(const unsigned char* base, T* y, float D) {
     const T* Xs = reinterpret_cast<const T*>(base + kOffX);
     const T* Pw = reinterpret_cast<const T*>(base + kOffPw);
@@ -530,7 +581,7 @@ __device__ void outputs_wgmma_1acc(const unsigned char* base, T* y, float D) {
                 pin(acc[4 * t + e]);
                 out[t][e] = acc[4 * t + e];
             }
-        store_strip(out, Xs, y, i0, D, lane);
+        finish_strip<kAll, kQ16>(out, Xs, y, i0, D, lane);
     }
 }
 
@@ -617,13 +668,13 @@ __global__ void __launch_bounds__(kThreads, 1) outputs_kernel(Args a, int reps) 
     for (int r = 0; r < reps; ++r) {
         constexpr FormSpec f = form_spec(kForm);
         if constexpr (f.one_acc) {
-            outputs_wgmma_1acc(base, y, a.D);
+            outputs_wgmma_1acc<f.q16>(base, y, a.D);
         } else if constexpr (f.transposed) {
             outputs_inter_t<f.parts>(base, y, a.D);
         } else if constexpr (f.wgmma) {
             outputs_wgmma<f.no_w, f.pipelined, f.parts>(base, y, a.D);
         } else {
-            outputs_sync<f.no_w, f.parts>(base, y, a.D);
+            outputs_sync<f.no_w, f.parts, f.q16>(base, y, a.D);
         }
         __syncthreads();
     }
@@ -735,7 +786,8 @@ const std::array<KernelFn, kForms> kKernels = {
     &outputs_kernel<0>,  &outputs_kernel<1>,  &outputs_kernel<2>,  &outputs_kernel<3>,
     &outputs_kernel<4>,  &outputs_kernel<5>,  &outputs_kernel<6>,  &outputs_kernel<7>,
     &outputs_kernel<8>,  &outputs_kernel<9>,  &outputs_kernel<10>, &outputs_kernel<11>,
-    &outputs_kernel<12>, &outputs_kernel<13>, &outputs_kernel<14>};
+    &outputs_kernel<12>, &outputs_kernel<13>, &outputs_kernel<14>, &outputs_kernel<15>,
+    &outputs_kernel<16>};
 
 void launch_form(int form, const Args& a, int blocks, int reps) {
     kKernels[form]<<<blocks, kThreads, kSmemBytes>>>(a, reps);

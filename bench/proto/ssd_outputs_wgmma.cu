@@ -249,6 +249,40 @@ __device__ __forceinline__ void build_w(uint32_t (&a)[2][4], const uint32_t* s_r
     }
 }
 
+// The block's shared-memory regions (kOff*), as every form reads them.
+struct Views {
+    const T* Xs;            // {kQ, kP} x, swizzled (xo)
+    const T* Pw;            // prev, swizzled panels (pwo)
+    const T* Ps;            // {kP, kLdC} prev, padded
+    const T* Cs;            // {kQ, kLdC} C, or the transposed form's swizzled panels
+    const uint32_t* s_rec;  // the split-S record
+    const float* cs_s;      // {kQ} Scs
+    const float* g_s;       // {kQ} g
+    __device__ explicit Views(const unsigned char* base)
+        : Xs(reinterpret_cast<const T*>(base + kOffX)),
+          Pw(reinterpret_cast<const T*>(base + kOffPw)),
+          Ps(reinterpret_cast<const T*>(base + kOffPs)),
+          Cs(reinterpret_cast<const T*>(base + kOffC)),
+          s_rec(reinterpret_cast<const uint32_t*>(base + kOffS)),
+          cs_s(reinterpret_cast<const float*>(base + kOffCs)),
+          g_s(reinterpret_cast<const float*>(base + kOffG)) {}
+};
+
+// A warpgroup form's W of strip s and block j0: build_w, or zeros past the strip's diagonal (the
+// warpgroup's products cover the whole 64-row tile).
+template <bool kNoW>
+__device__ __forceinline__ void build_w_or_zero(uint32_t (&a)[2][4], const Views& v, int s, int j0,
+                                                float cs0, float cs1, int lane) {
+    if (j0 <= 16 * s) {
+        build_w<kNoW>(a, v.s_rec, v.cs_s, v.g_s, s, j0, cs0, cs1, lane);
+    } else {
+#pragma unroll
+        for (int k = 0; k < 2; ++k)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) a[k][e] = 0u;
+    }
+}
+
 // C rows i0.. as A fragments over d_state (both forms).
 __device__ __forceinline__ void load_cf(uint32_t (&cf)[kN / 16][4], const T* Cs, int i0, int lane) {
 #pragma unroll
@@ -338,12 +372,10 @@ __device__ __forceinline__ void finish_strip(const float (&acc)[kP / 8][4], cons
 // the staged stores).
 template <bool kNoW, int kParts, bool kQ16 = false>
 __device__ void outputs_sync(const unsigned char* base, T* y, float D) {
-    const T* Xs = reinterpret_cast<const T*>(base + kOffX);
-    const T* Ps = reinterpret_cast<const T*>(base + kOffPs);
-    const T* Cs = reinterpret_cast<const T*>(base + kOffC);
-    const uint32_t* s_rec = reinterpret_cast<const uint32_t*>(base + kOffS);
-    const float* cs_s = reinterpret_cast<const float*>(base + kOffCs);
-    const float* g_s = reinterpret_cast<const float*>(base + kOffG);
+    const Views v(base);
+    const T *Xs = v.Xs, *Ps = v.Ps, *Cs = v.Cs;
+    const uint32_t* s_rec = v.s_rec;
+    const float *cs_s = v.cs_s, *g_s = v.g_s;
     const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, gr = lane / 4;
     int x_lane[kP / 16];
 #pragma unroll
@@ -409,12 +441,9 @@ __device__ void outputs_sync(const unsigned char* base, T* y, float D) {
 // each); warp wl of it the strip 4T + wl of tile T.
 template <bool kNoW, bool kPipelined, int kParts>
 __device__ void outputs_wgmma(const unsigned char* base, T* y, float D) {
-    const T* Xs = reinterpret_cast<const T*>(base + kOffX);
-    const T* Pw = reinterpret_cast<const T*>(base + kOffPw);
-    const T* Cs = reinterpret_cast<const T*>(base + kOffC);
-    const uint32_t* s_rec = reinterpret_cast<const uint32_t*>(base + kOffS);
-    const float* cs_s = reinterpret_cast<const float*>(base + kOffCs);
-    const float* g_s = reinterpret_cast<const float*>(base + kOffG);
+    const Views v(base);
+    const T *Xs = v.Xs, *Pw = v.Pw, *Cs = v.Cs;
+    const float* cs_s = v.cs_s;
     const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, gr = lane / 4;
     const int wg = warp / 4, wl = warp % 4;
     for (int ti = 0; ti < 2; ++ti) {
@@ -442,14 +471,7 @@ __device__ void outputs_wgmma(const unsigned char* base, T* y, float D) {
         uint32_t a[2][2][4];
         const auto block = [&](int jb, uint32_t(&ab)[2][4]) {
             const int j0 = 32 * jb;
-            if (j0 <= i0) {
-                build_w<kNoW>(ab, s_rec, cs_s, g_s, s, j0, cs0, cs1, lane);
-            } else {
-#pragma unroll
-                for (int k = 0; k < 2; ++k)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) ab[k][e] = 0u;
-            }
+            build_w_or_zero<kNoW>(ab, v, s, j0, cs0, cs1, lane);
 #pragma unroll
             for (int k = 0; k < 2; ++k)
 #pragma unroll
@@ -494,12 +516,9 @@ __device__ void outputs_wgmma(const unsigned char* base, T* y, float D) {
 // W built while it runs, the rows scaled by exp(Scs_i) once it is done, then the blocks pipelined.
 template <bool kQ16>
 __device__ void outputs_wgmma_1acc(const unsigned char* base, T* y, float D) {
-    const T* Xs = reinterpret_cast<const T*>(base + kOffX);
-    const T* Pw = reinterpret_cast<const T*>(base + kOffPw);
-    const T* Cs = reinterpret_cast<const T*>(base + kOffC);
-    const uint32_t* s_rec = reinterpret_cast<const uint32_t*>(base + kOffS);
-    const float* cs_s = reinterpret_cast<const float*>(base + kOffCs);
-    const float* g_s = reinterpret_cast<const float*>(base + kOffG);
+    const Views v(base);
+    const T *Xs = v.Xs, *Pw = v.Pw, *Cs = v.Cs;
+    const float* cs_s = v.cs_s;
     const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32, gr = lane / 4;
     const int wg = warp / 4, wl = warp % 4;
     for (int ti = 0; ti < 2; ++ti) {
@@ -526,14 +545,7 @@ __device__ void outputs_wgmma_1acc(const unsigned char* base, T* y, float D) {
         wg_commit();
         const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
         const auto build = [&](int jb, uint32_t(&a)[2][4]) {
-            if (32 * jb <= i0) {
-                build_w<false>(a, s_rec, cs_s, g_s, s, 32 * jb, cs0, cs1, lane);
-            } else {
-#pragma unroll
-                for (int k = 0; k < 2; ++k)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) a[k][e] = 0u;
-            }
+            build_w_or_zero<false>(a, v, s, 32 * jb, cs0, cs1, lane);
         };
         const auto issue = [&](int jb, uint32_t(&a)[2][4]) {
             uint64_t dx[2];
@@ -589,10 +601,9 @@ __device__ void outputs_wgmma_1acc(const unsigned char* base, T* y, float D) {
 // m64n128k16 (A: prev, B: C, both K-major panels), then (kStore) scalar stores with the D skip.
 template <int kParts>
 __device__ void outputs_inter_t(const unsigned char* base, T* y, float D) {
-    const T* Xs = reinterpret_cast<const T*>(base + kOffX);
-    const T* Pw = reinterpret_cast<const T*>(base + kOffPw);
-    const T* Cw = reinterpret_cast<const T*>(base + kOffC);
-    const float* cs_s = reinterpret_cast<const float*>(base + kOffCs);
+    const Views v(base);
+    const T *Xs = v.Xs, *Pw = v.Pw, *Cw = v.Cs;
+    const float* cs_s = v.cs_s;
     const int tid = static_cast<int>(threadIdx.x), warp = tid / 32, lane = tid % 32;
     const int gr = lane / 4, qd = lane % 4, wg = warp / 4, wl = warp % 4, i_base = 128 * wg;
     float acc[64];

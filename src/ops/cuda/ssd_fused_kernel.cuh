@@ -738,6 +738,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     // each product: the pair's kernel holds the second head's chunk state in registers meanwhile,
     // and at 32 registers more ptxas serializes the products (C7513). Timed in isolation first:
     // bench/proto/ssd_outputs_wgmma.cu.
+    static_assert(kMaxChunk <= 256, "outputs_wg's tiles {0, 3} and {1, 2}: at most four");
     const auto outputs_wg = [&](const T* xs_c, int hd, bool mono) {
         const float Dh = p.D ? p.D[hd] : 0.0f;
         T* y = static_cast<T*>(p.y) + start * static_cast<int64_t>(H) * kP + hd * kP;  // {len, ..}

@@ -137,18 +137,22 @@ prefill_ab() {
 }
 if [[ "$what" == all || "$what" == tests ]]; then
   step "CUDA tests (op registry + whole model)"
-  build-gpu/tests/duality_tests --gtest_filter='*OpRegistry*:*Cuda*' --gtest_brief=1 \
+  # Line-buffered (stdbuf -oL): under an outer timeout a killed run still leaves the failures so
+  # far in the log (block-buffered into the pipe, a killed run's log was empty). On an H200
+  # (2026-12-07) this step took 270 s and more (335 s did not finish it on a fresh machine): give
+  # `GPU_CHECK_QUICK=1 ... tests` about 8 minutes with the build.
+  stdbuf -oL build-gpu/tests/duality_tests --gtest_filter='*OpRegistry*:*Cuda*' --gtest_brief=1 \
     2>&1 | tee "$OUT/cuda-tests.log" | tail -60 || status=1
   # On Hopper every case above ran with the early reads before pdl::wait() (core/cuda/pdl.cuh);
   # the kernels that have them, once more with the reads after the wait (as on other GPUs).
   step "CUDA tests of the kernels with early reads, DUALITY_PDL_EARLY=0"
-  DUALITY_PDL_EARLY=0 build-gpu/tests/duality_tests --gtest_brief=1 \
+  DUALITY_PDL_EARLY=0 stdbuf -oL build-gpu/tests/duality_tests --gtest_brief=1 \
     --gtest_filter='*CudaMatchesCpu/ssm_decode*:*CudaMatchesCpu/conv1d*:*CudaMatchesCpu/gemm_*m1_*:*CudaMatchesCpu/gemv_fused*' \
     2>&1 | tee "$OUT/cuda-tests-late.log" | tail -4 || status=1
   # The fused SSD as it runs on long grids, which the op cases' short ones do not reach: the early
   # S wait (by default from 48 blocks per SM) forced on, beside the deferred C loads.
   step "fused SSD op cases with DUALITY_SSD_EARLY_S_WAIT=1"
-  DUALITY_SSD_EARLY_S_WAIT=1 build-gpu/tests/duality_tests --gtest_brief=1 \
+  DUALITY_SSD_EARLY_S_WAIT=1 stdbuf -oL build-gpu/tests/duality_tests --gtest_brief=1 \
     --gtest_filter='*CudaMatchesCpu/ssd_fused*' 2>&1 | tee "$OUT/cuda-tests-ssd.log" | tail -4 ||
     status=1
   if [[ "${GPU_CHECK_QUICK:-0}" == 1 ]]; then

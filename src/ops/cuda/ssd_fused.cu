@@ -64,7 +64,9 @@
 //      sm_90a runs this step with warpgroup MMAs instead (wgmma.cuh): two warpgroups take 64-row
 //      tiles, C·prevᵀ and W·x as m64n64k16 with C and W from registers and prev and x from shared
 //      memory by descriptor (both in 128-byte swizzled rows), W of the next 32-token block built
-//      while the current block's products run (docs/ssd-fused-notes.md, v24).
+//      while the current block's products run (docs/ssd-fused-notes.md, v24). A pair's first head
+//      cannot stage y (the second reads the same C rows): it transposes each row's values within
+//      the row's quad of lanes (quad_transpose, mma.cuh) and stores 16-byte pieces (y_quad, v25).
 //      The decay exp(Scs_i − Scs_j) factors into exp(Scs_i − Scs_j0) (per row) times
 //      exp(Scs_j0 − Scs_j)·Δ_j (per column, once per chunk) where the block's decay range allows
 //      (at most e^32, Scs non-increasing), else one exponential per element. With an SsdGate
@@ -207,6 +209,13 @@ bool defer_c_enabled() {
 
 bool y_stage_enabled() {
     static const bool on = !env_is("DUALITY_SSD_Y_STAGE", "0");
+    return on;
+}
+
+// FusedParams::y_quad (a pair's unstaged y rows as 16-byte pieces after a transpose within quads
+// of lanes; docs/ssd-fused-notes.md, v25): on by default, DUALITY_SSD_Y_QUAD=0 turns it off.
+bool y_quad_enabled() {
+    static const bool on = !env_is("DUALITY_SSD_Y_QUAD", "0");
     return on;
 }
 
@@ -394,6 +403,7 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
             std::abort();
     }
     fp.y_stage = y_stage_enabled() && aligned16(a.y);
+    fp.y_quad = y_quad_enabled() && aligned16(a.y);
     fp.defer_c = defer_c_enabled();
     fp.z_early = z_early_enabled();
     fp.sp = workspace;

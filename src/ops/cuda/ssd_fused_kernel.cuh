@@ -555,8 +555,15 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         // With y_stage the values go to the strip's C rows first (dead: their fragments are in
         // cf; with the gate each lane overwrites the z values it has just read) and leave as
         // 16-byte row pieces, where a lane's 4-byte stores would fill half of 8 rows' sectors.
-        // (a row of y fits in a C row)
+        // (a row of y fits in a C row). A pair's first head, whose C rows the second reads
+        // again, transposes within each quad of lanes instead (quad_transpose), which leaves
+        // every lane 16-byte pieces of its rows to store (head_dim a multiple of 32; pairs only:
+        // the 16 registers it holds made the two-blocks-an-SM kernels spill).
         const bool stage = kP <= kN && p.y_stage && (!kPair || hd != h);
+        constexpr bool kQuad = kPair && kP % 32 == 0;
+        constexpr int kU = kQuad ? kP / 32 : 1;  // 16-byte pieces a lane stores of a row
+        const bool quad = kQuad && !stage && p.y_quad;
+        [[maybe_unused]] uint32_t words[2][4][kU];  // quad: quad_transpose's c, per row
         if constexpr (kGate) {
             cp_async_wait<0>();
             __syncwarp();  // the strip's z rows (in Cs) from every lane's copies
@@ -598,7 +605,27 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     v0 *= w2.x;
                     v1 *= w2.y;
                 }
+                if constexpr (kQuad) {
+                    if (quad) {
+                        words[half][t / kU][t % kU] = M::pack(v0, v1);
+                        continue;
+                    }
+                }
                 if (keep[half]) *reinterpret_cast<uint32_t*>(out_row[half] + col) = M::pack(v0, v1);
+            }
+        }
+        if constexpr (kQuad) {
+            if (quad) {
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    quad_transpose(words[half], lane);
+#pragma unroll
+                    for (int u = 0; u < kU; ++u)
+                        if (keep[half])
+                            *reinterpret_cast<uint4*>(out_row[half] + 8 * (qd * kU + u)) =
+                                make_uint4(words[half][0][u], words[half][1][u], words[half][2][u],
+                                           words[half][3][u]);
+                }
             }
         }
         if (stage) {

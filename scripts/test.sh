@@ -3,7 +3,7 @@
 # present), the same tests under AddressSanitizer + UndefinedBehaviorSanitizer, and a short
 # libFuzzer run of each parser. CI runs exactly this (.ci/run).
 #   FUZZ_SECONDS=N   seconds per fuzz target (default 30; 0 skips fuzzing)
-#   JOBS=N           parallel build jobs (default: all cores)
+#   JOBS=N           parallel build jobs and fuzz targets (default: all cores)
 #   DUALITY_TEST_WHOLE=1  also the whole-file perplexity check (perplexity_whole_files_match_train_log)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,8 +46,11 @@ if [[ "$FUZZ_SECONDS" != 0 ]]; then
   ninja -C build-fuzz -j "$JOBS" "${targets[@]}"
   corpus=$(mktemp -d)
   trap 'rm -rf "$corpus"' EXIT
-  for target in "${targets[@]}"; do
-    step "fuzz $target for ${FUZZ_SECONDS}s"
+  # fuzz_one TARGET: its seeds into $corpus/TARGET, then FUZZ_SECONDS of libFuzzer, its output in
+  # $corpus/TARGET.log; non-zero when it found something.
+  fuzz_one() {
+    local target=$1 i
+    local seeds=()
     mkdir -p "$corpus/$target"
     case $target in
       fuzz_safetensors) seeds=(tests/golden/hf_tiny_f32/model.safetensors tests/golden/ssm_safetensors_f16/model.safetensors) ;;
@@ -85,13 +88,31 @@ PY
     for i in "${!seeds[@]}"; do cp "${seeds[$i]}" "$corpus/$target/seed$i"; done
     # A find ends the run with libFuzzer's report (the stack, and the input in base64 where it is
     # short) and the input saved under build-fuzz/ as crash-*, leak-* or timeout-*.
-    if ! "build-fuzz/tests/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -max_len=400000 \
-      -artifact_prefix=build-fuzz/ -print_final_stats=1 "$corpus/$target" >"$corpus/$target.log" 2>&1; then
+    "build-fuzz/tests/fuzz/$target" -max_total_time="$FUZZ_SECONDS" -max_len=400000 \
+      -artifact_prefix=build-fuzz/ -print_final_stats=1 "$corpus/$target" >"$corpus/$target.log" 2>&1
+  }
+  # JOBS targets at a time (each fuzzer is one process on one core), their reports in order.
+  for ((first = 0; first < ${#targets[@]}; first += JOBS)); do
+    batch=("${targets[@]:first:JOBS}")
+    step "fuzz ${batch[*]} for ${FUZZ_SECONDS}s"
+    pids=()
+    for target in "${batch[@]}"; do
+      fuzz_one "$target" &
+      pids+=($!)
+    done
+    failed=()
+    for i in "${!batch[@]}"; do
+      if wait "${pids[$i]}"; then
+        tail -n 4 "$corpus/${batch[$i]}.log"
+      else
+        failed+=("${batch[$i]}")
+      fi
+    done
+    for target in "${failed[@]}"; do
       tail -n 60 "$corpus/$target.log"
       echo "fuzz $target failed: reproduce with build-fuzz/tests/fuzz/$target build-fuzz/<the input above>" >&2
-      exit 1
-    fi
-    tail -n 4 "$corpus/$target.log"
+    done
+    ((${#failed[@]} == 0)) || exit 1
   done
 fi
 step "all tests passed"

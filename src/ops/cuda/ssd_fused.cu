@@ -64,9 +64,10 @@
 //      sm_90a runs this step with warpgroup MMAs instead (wgmma.cuh): two warpgroups take 64-row
 //      tiles, C·prevᵀ and W·x as m64n64k16 with C and W from registers and prev and x from shared
 //      memory by descriptor (both in 128-byte swizzled rows), W of the next 32-token block built
-//      while the current block's products run (docs/ssd-fused-notes.md, v24). A pair's first head
-//      cannot stage y (the second reads the same C rows): it transposes each row's values within
-//      the row's quad of lanes (quad_transpose, mma.cuh) and stores 16-byte pieces (y_quad, v25).
+//      while the current block's products run (docs/ssd-fused-notes.md, v24); so does the
+//      two-blocks-per-SM instantiation at head_dim 64, d_state 128 (the models' chunk 128, with
+//      or without the gate; C·prevᵀ in two groups of products for the 128-register cap; chunks
+//      whose rows do not make 64-row tiles take one block per SM there: v26).
 //      The decay exp(Scs_i − Scs_j) factors into exp(Scs_i − Scs_j0) (per row) times
 //      exp(Scs_j0 − Scs_j)·Δ_j (per column, once per chunk) where the block's decay range allows
 //      (at most e^32, Scs non-increasing), else one exponential per element. With an SsdGate
@@ -105,7 +106,8 @@
 // 1.243-1.244 ms (3.24x); chunk 128 (two blocks per SM, no pairs) b1×32k 1.067 ms, b1×8k 0.286 ms
 // (3.5-3.7x). On an H100 since v21 (2026-12-05, two rounds): chunk 256 b1×32k 1.093-1.099 ms
 // (3.7x), b8×4k 1.107-1.113 ms, chunk 128 b1×32k 1.034-1.036 ms, b1×8k 0.272-0.273 ms; at v24
-// (2026-12-07, the warpgroup output phase) chunk 256 b1×32k 1.045-1.047 ms (3.9x), b8×4k 1.061 ms.
+// (2026-12-07, the warpgroup output phase) chunk 256 b1×32k 1.045-1.047 ms (3.9x), b8×4k 1.061 ms;
+// at v26 (the same day, another H100) chunk 128 b1×32k 0.976 ms (4.1x), b1×8k 0.258 ms.
 // Phase breakdown, the history of these numbers, what was tried and next steps:
 // docs/ssd-fused-notes.md.
 // Files: ssd_fused_common.cuh (the parameter block, PTX wrappers, row copies, the S record's
@@ -209,13 +211,6 @@ bool defer_c_enabled() {
 
 bool y_stage_enabled() {
     static const bool on = !env_is("DUALITY_SSD_Y_STAGE", "0");
-    return on;
-}
-
-// FusedParams::y_quad (a pair's unstaged y rows as 16-byte pieces after a transpose within quads
-// of lanes; docs/ssd-fused-notes.md, v25): on by default, DUALITY_SSD_Y_QUAD=0 turns it off.
-bool y_quad_enabled() {
-    static const bool on = !env_is("DUALITY_SSD_Y_QUAD", "0");
     return on;
 }
 
@@ -334,13 +329,13 @@ int64_t ssd_fused_chunk(const SsdArgs& a, DType act) {
     auto fit = [&]<typename T>() {
         switch (a.head_dim) {
             case 32:
-                return two_fit_n<T, 32>(a.d_state, smem);
+                return two_fit_n<T, 32>(a.d_state, smem, half.chunk_size);
             case 64:
-                return two_fit_n<T, 64>(a.d_state, smem);
+                return two_fit_n<T, 64>(a.d_state, smem, half.chunk_size);
             case 80:
-                return two_fit_n<T, 80>(a.d_state, smem);
+                return two_fit_n<T, 80>(a.d_state, smem, half.chunk_size);
             default:
-                return two_fit_n<T, 128>(a.d_state, smem);
+                return two_fit_n<T, 128>(a.d_state, smem, half.chunk_size);
         }
     };
     const bool fits = act == DType::kBF16 ? fit.template operator()<__nv_bfloat16>()
@@ -366,7 +361,8 @@ bool ssd_gate_supported(const SsdArgs& a, const SsdGate& gate) {
 
 bool ssd_conv_supported(const SsdArgs& a, const SsdConv& conv) {
     const auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-    // The raw rows {qa + 3, head_dim} go where prev {head_dim, d_state + 8} goes later.
+    // The raw rows {qa + 3, head_dim} go where prev {head_dim, d_state + 8} goes later (in the
+    // swizzled layout of sm_90a, prev {head_dim, d_state} and the f32 rows after it).
     const int64_t qa = (a.chunk_size + 31) / 32 * 32;
     return conv.weight && conv.state && conv.width == 4 && aligned(conv.weight) &&
            aligned(conv.state) && conv.state_ld % 4 == 0 && conv.state_slot_stride % 4 == 0 &&
@@ -403,7 +399,6 @@ void fused_impl(const SsdArgs& a, const float* dt, void* workspace, void* sync, 
             std::abort();
     }
     fp.y_stage = y_stage_enabled() && aligned16(a.y);
-    fp.y_quad = y_quad_enabled() && aligned16(a.y);
     fp.defer_c = defer_c_enabled();
     fp.z_early = z_early_enabled();
     fp.sp = workspace;

@@ -62,9 +62,6 @@ struct FusedParams : ssd::Operands {
     bool defer_c = false;
     // y through the strip's C rows, stored as 16-byte row pieces (y 16-byte aligned).
     bool y_stage = false;
-    // A pair's rows of y that are not staged (its first head's: the second reads the same C rows)
-    // leave as 16-byte pieces after a transpose within each quad of lanes (y 16-byte aligned).
-    bool y_quad = false;
     // SsdGate: each warp copies its strip's z rows as soon as it holds the strip's C fragments,
     // before C·prevᵀ, not after it: the copy then has C·prevᵀ and the intra loop to land in.
     bool z_early = false;

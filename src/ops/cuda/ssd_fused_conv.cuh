@@ -35,7 +35,7 @@ __device__ __forceinline__ void conv_x_load(const FusedParams& p, int h, int64_t
 // sequence's first chunk, its window rows from the conv state (global memory) into registers;
 // the kernel calls it while the cp.async rows are in flight, so those loads' latency hides
 // behind the copy. `run` convolves the staged rows once they have landed.
-template <typename T, int kP, int kLdX>
+template <typename T, int kP>
 struct ConvX {
     int v, rows, r0;
     conv::Taps<T, 4, 8> taps;
@@ -65,16 +65,18 @@ struct ConvX {
         }
     }
 
-    // x = silu(conv1d(raw)) into Xs; `first` as in load(). The thread's raw rows (at most 3 + 4:
+    // x = silu(conv1d(raw)) into Xs, whose element (r, col) is at xo(r, col) (16-byte pieces of a
+    // row contiguous); `first` as in load(). The thread's raw rows (at most 3 + 4:
     // chunks of at most 128 tokens) are all loaded before any is used, and the rows unrolled, so
     // the block's 8 warps keep 7 shared loads and 32 SiLUs in flight each instead of a chain of
     // row-at-a-time latencies (the prologue is latency-bound: 2 blocks of 8 warps per SM).
-    __device__ __forceinline__ void run(int len, bool first, const T* raw, T* Xs) {
+    template <typename XOffset>
+    __device__ __forceinline__ void run(int len, bool first, const T* raw, T* Xs,
+                                        const XOffset& xo) {
         using M = Act<T>;
         // qa / 32 rows a thread: chunks of at most 128 tokens, which ssd_conv_supported requires
         // (a longer chunk would leave rows of Xs unwritten).
         constexpr int kMaxRows = 4;
-        T* out = Xs + v * 8;
         dtype::RawOf<8, T> bits[3 + kMaxRows];  // raw rows r0 − 3 .. r0 + rows − 1
 #pragma unroll
         for (int k = 0; k < 3 + kMaxRows; ++k) {
@@ -98,7 +100,7 @@ struct ConvX {
 #pragma unroll
                 for (int q = 0; q < 4; ++q) o[q] = M::pack(y[2 * q], y[2 * q + 1]);
             }
-            *reinterpret_cast<uint4*>(out + r * kLdX) = make_uint4(o[0], o[1], o[2], o[3]);
+            *reinterpret_cast<uint4*>(Xs + xo(r, v * 8)) = make_uint4(o[0], o[1], o[2], o[3]);
         }
     }
 };

@@ -56,9 +56,15 @@ void launch_blocks(const FusedParams& fp, int64_t n_chunk, size_t smem, size_t p
 }
 
 // Whether two blocks of the two-per-SM instantiation are resident at once with `smem` bytes of
-// dynamic shared memory (registers and the shared-memory carve-out as the device has them).
+// dynamic shared memory (registers and the shared-memory carve-out as the device has them), and
+// for head_dim 64 with d_state 128, whose output phase on sm_90a takes 64-row tiles (outputs_wg),
+// whether chunks of chunk_size tokens fill whole tiles (qa a multiple of 64: chunk 64 or 128,
+// as the models take; other chunks take one block per SM).
 template <typename T, int kP, int kN>
-bool two_fit(size_t smem) {
+bool two_fit(size_t smem, int64_t chunk_size) {
+    if constexpr (kP == 64 && kN == 128) {
+        if ((chunk_size + 31) / 32 % 2 != 0) return false;
+    }
     static size_t checked = 0;  // per instantiation: the smem last asked about, and the answer
     static bool fits = false;
     if (smem != checked) {
@@ -79,7 +85,7 @@ void launch(const FusedParams& fp, int64_t n_chunk, size_t smem, size_t pair_sme
             cudaStream_t stream) {
     if constexpr (kN == 256) {  // one block per SM: two never fit (over 100 KB at chunk 64)
         launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, pair_smem, stream);
-    } else if (two_per_sm(fp.chunk_size, smem) && two_fit<T, kP, kN>(smem)) {
+    } else if (two_per_sm(fp.chunk_size, smem) && two_fit<T, kP, kN>(smem, fp.chunk_size)) {
         launch_blocks<T, kP, kN, 2>(fp, n_chunk, smem, pair_smem, stream);
     } else {
         launch_blocks<T, kP, kN, 1>(fp, n_chunk, smem, pair_smem, stream);
@@ -99,9 +105,9 @@ void launch_n(const FusedParams& fp, int64_t N, int64_t n_chunk, size_t smem, si
 }
 
 template <typename T, int kP>
-bool two_fit_n(int64_t N, size_t smem) {
-    if (N == 64) return two_fit<T, kP, 64>(smem);
-    if (N == 128) return two_fit<T, kP, 128>(smem);
+bool two_fit_n(int64_t N, size_t smem, int64_t chunk_size) {
+    if (N == 64) return two_fit<T, kP, 64>(smem, chunk_size);
+    if (N == 128) return two_fit<T, kP, 128>(smem, chunk_size);
     return false;
 }
 
@@ -114,6 +120,6 @@ bool two_fit_n(int64_t N, size_t smem) {
                                       cudaStream_t);                                               \
     template void launch_n<__nv_bfloat16, P>(const FusedParams&, int64_t, int64_t, size_t, size_t, \
                                              cudaStream_t);                                        \
-    template bool two_fit_n<__half, P>(int64_t, size_t);                                           \
-    template bool two_fit_n<__nv_bfloat16, P>(int64_t, size_t);                                    \
+    template bool two_fit_n<__half, P>(int64_t, size_t, int64_t);                                  \
+    template bool two_fit_n<__nv_bfloat16, P>(int64_t, size_t, int64_t);                           \
     }

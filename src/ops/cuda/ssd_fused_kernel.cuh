@@ -41,6 +41,17 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     static_assert(!kPair || (kP == 64 && kMinBlocks == 1 && !kGate),
                   "pairs of heads: head_dim 64, one block per SM, no gate");
     constexpr int kHeads = kPair ? 2 : 1;
+#if defined(DUALITY_WGMMA)
+    constexpr bool kWgTarget = true;
+#else
+    constexpr bool kWgTarget = false;
+#endif
+    // Step 4 in the warpgroup form (outputs_wg, sm_90a): a pair's heads, and at two blocks per SM
+    // head_dim 64 with d_state 128 (the model's chunk 128; the host keeps qa a multiple of 64 for
+    // that instantiation: two_fit). Both need x and prev in the swizzled layouts (kSwz), which
+    // pairs also take elsewhere (no room for the padding).
+    constexpr bool kWg = kWgTarget && (kPair || (kP == 64 && kN == 128 && kMinBlocks == 2));
+    constexpr bool kSwz = kPair || kWg;
     extern __shared__ __align__(128) unsigned char smem[];
     __shared__ uint32_t s_ticket, s_epoch;
     __shared__ float s_warp_sum[kHeads][kWarps];
@@ -50,32 +61,34 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int Q = p.chunk_size, qa = (Q + 31) & ~31;
     // After the chunk state, B's region holds the chunk's S record.
     const int b_elems = max(qa * kLdC, s_record_words(qa) * 2);
-    // x rows: padded (kLdX), or for a pair (two heads' rows: no room for the padding) rows of kP
-    // whose 16-byte pieces are swizzled by the row (piece ^ (row & 7)), so that ldmatrix's 8 rows
-    // still hit distinct banks. xo(row, column) is an element's offset either way.
-    constexpr int kXRow = kPair ? kP : kLdX;
+    // x rows: padded (kLdX), or with kSwz rows of kP whose 16-byte pieces are swizzled by the row
+    // (piece ^ (row & 7)), so that ldmatrix's 8 rows still hit distinct banks (and the warpgroup
+    // MMAs' 128-byte swizzle reads them). xo(row, column) is an element's offset either way.
+    constexpr int kXRow = kSwz ? kP : kLdX;
     const auto xo = [](int r, int col) {
-        if constexpr (kPair) {
+        if constexpr (kSwz) {
             return r * kP + ((((col >> 3) ^ r) & 7) << 3) + (col & 7);
         } else {
             return r * kLdX + col;
         }
     };
-    // prev's rows: padded (kLdC), or for a pair in 64-column panels of kP rows of 128 bytes
+    // prev's rows: padded (kLdC), or with kSwz in 64-column panels of kP rows of 128 bytes
     // swizzled like x's (the warpgroup MMAs' K-major B operand); po(row, column) is an element's
     // offset either way.
     const auto po = [](int r, int col) {
-        if constexpr (kPair) {
+        if constexpr (kSwz) {
             return (col >> 6) * kP * 64 + r * 64 + ((((col >> 3) ^ r) & 7) << 3) + (col & 7);
         } else {
             return r * kLdC + col;
         }
     };
-    constexpr int kPsElems = kPair ? kP * kN : kP * kLdC;
-    // The regions: C, B (then the S record), x, prev, then the f32 rows; for a pair x and prev
+    constexpr int kPsElems = kSwz ? kP * kN : kP * kLdC;
+    // The regions: C, B (then the S record), x, prev, then the f32 rows; with kSwz x and prev
     // first, on 1,024-byte boundaries (the swizzle pattern's), from the first such boundary of the
     // dynamic buffer (prev's panels are 1,024 bytes smaller than its padded rows, which the host's
-    // size has).
+    // size has), then for a pair C, B and the f32 rows, else the f32 rows, C and B (SsdConv's raw
+    // rows, {qa + 3, kP} in prev's region, then run up to 3 rows into the f32 rows, which are
+    // written only after the conv has read them: at chunk 128, 384 of their 2,048 bytes).
     T *Cs, *Bs, *Xs, *Ps;  // {qa, kLdC} C rows; {qa, kLdC} B rows, then the S record;
                            // {kHeads, qa, kXRow} x rows of head h (and h + 1); prev (kPsElems)
     float* cs_s;           // {qa}: Scs
@@ -85,6 +98,14 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         Cs = Ps + kPsElems;
         Bs = Cs + qa * kLdC;
         cs_s = reinterpret_cast<float*>(Bs + b_elems);
+    } else if constexpr (kSwz) {
+        static_assert(!kGate || (kTwoPerSmChunk + 3) * kP <= kP * kN + 8 * kTwoPerSmChunk,
+                      "SsdConv's raw rows fit in prev's region and the f32 rows");
+        Xs = reinterpret_cast<T*>(smem + ((1024u - (sync::smem_addr(smem) & 1023u)) & 1023u));
+        Ps = Xs + qa * kXRow;
+        cs_s = reinterpret_cast<float*>(Ps + kPsElems);
+        Cs = reinterpret_cast<T*>(cs_s + 4 * qa);
+        Bs = Cs + qa * kLdC;
     } else {
         Cs = reinterpret_cast<T*>(smem);
         Bs = Cs + qa * kLdC;
@@ -196,7 +217,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     const int seq = p.chunk_seq[c];
     const int64_t chunk0 = p.cu_chunks[seq];  // the sequence's first chunk
     const bool first = c == chunk0, last = c == p.cu_chunks[seq + 1] - 1;
-    [[maybe_unused]] ConvX<T, kP, kLdX> cx;
+    [[maybe_unused]] ConvX<T, kP> cx;
     if constexpr (kGate) {
         if (conv) cx.load(p, c, h, qa, first);
     }
@@ -226,7 +247,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         if (conv) {
             wait_group0();
             __syncthreads();
-            cx.run(len, first, Ps, Xs);
+            cx.run(len, first, Ps, Xs, xo);
         }
         if (p.raw_dt.dt_raw && tid < len)
             d[0] = dt_clamped_softplus(d[0] + dt_bias, p.raw_dt.dt_min, p.raw_dt.dt_max);
@@ -275,8 +296,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     put_g(scs[0], d[0]);
     wait_group0();
 #if defined(DUALITY_WGMMA)
-    // (x's copies, landed, before the warpgroup MMAs read them in step 4)
-    if constexpr (kPair) wgmma::proxy_fence();
+    // (x's copies, landed, or the conv prologue's stores, before the warpgroup MMAs read them in
+    // step 4)
+    if constexpr (kWg) wgmma::proxy_fence();
 #endif
     __syncthreads();
     if (p.defer_c) load_c();
@@ -436,7 +458,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
 #if defined(DUALITY_WGMMA)
                     // (prev's stores before the warpgroup MMAs read them; before this thread's
                     // global stores, in case the proxy fence waits for those too)
-                    if constexpr (kPair) wgmma::proxy_fence();
+                    if constexpr (kWg) wgmma::proxy_fence();
 #endif
 #pragma unroll
                     for (int t = 0; t < kT; ++t) {
@@ -555,15 +577,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         // With y_stage the values go to the strip's C rows first (dead: their fragments are in
         // cf; with the gate each lane overwrites the z values it has just read) and leave as
         // 16-byte row pieces, where a lane's 4-byte stores would fill half of 8 rows' sectors.
-        // (a row of y fits in a C row). A pair's first head, whose C rows the second reads
-        // again, transposes within each quad of lanes instead (quad_transpose), which leaves
-        // every lane 16-byte pieces of its rows to store (head_dim a multiple of 32; pairs only:
-        // the 16 registers it holds made the two-blocks-an-SM kernels spill).
+        // (a row of y fits in a C row)
         const bool stage = kP <= kN && p.y_stage && (!kPair || hd != h);
-        constexpr bool kQuad = kPair && kP % 32 == 0;
-        constexpr int kU = kQuad ? kP / 32 : 1;  // 16-byte pieces a lane stores of a row
-        const bool quad = kQuad && !stage && p.y_quad;
-        [[maybe_unused]] uint32_t words[2][4][kU];  // quad: quad_transpose's c, per row
         if constexpr (kGate) {
             cp_async_wait<0>();
             __syncwarp();  // the strip's z rows (in Cs) from every lane's copies
@@ -605,27 +620,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     v0 *= w2.x;
                     v1 *= w2.y;
                 }
-                if constexpr (kQuad) {
-                    if (quad) {
-                        words[half][t / kU][t % kU] = M::pack(v0, v1);
-                        continue;
-                    }
-                }
                 if (keep[half]) *reinterpret_cast<uint32_t*>(out_row[half] + col) = M::pack(v0, v1);
-            }
-        }
-        if constexpr (kQuad) {
-            if (quad) {
-#pragma unroll
-                for (int half = 0; half < 2; ++half) {
-                    quad_transpose(words[half], lane);
-#pragma unroll
-                    for (int u = 0; u < kU; ++u)
-                        if (keep[half])
-                            *reinterpret_cast<uint4*>(out_row[half] + 8 * (qd * kU + u)) =
-                                make_uint4(words[half][0][u], words[half][1][u], words[half][2][u],
-                                           words[half][3][u]);
-                }
             }
         }
         if (stage) {
@@ -650,6 +645,21 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             }
         }
     };
+    // kGate: a strip's C rows (i0..) are dead once its warp holds their fragments (no other warp
+    // reads them): the strip's z rows go there, copied while C·prevᵀ (with z_early) and the intra
+    // loop run. The warp barrier orders every lane's ldmatrix of those rows before the copies
+    // that overwrite them.
+    [[maybe_unused]] const auto copy_z = [&](int i0) {
+        __syncwarp();
+        const T* zg = static_cast<const T*>(p.gate_z) + (start + i0) * p.z_stride + h * kP;
+        constexpr int kZV = kP / 8;  // 16-byte vectors per row
+        for (int v = lane; v < 16 * kZV; v += 32) {
+            const int r = v / kZV, cv = (v % kZV) * 8;
+            const bool ok = i0 + r < len;
+            cp_async16(Cs + (i0 + r) * kLdC + cv, ok ? zg + r * p.z_stride + cv : zg, ok ? 16 : 0);
+        }
+        cp_async_commit();
+    };
     const auto outputs = [&](const T* xs_c, int hd, bool mono) {
         const float Dh = p.D ? p.D[hd] : 0.0f;
         T* y = static_cast<T*>(p.y) + start * static_cast<int64_t>(H) * kP + hd * kP;  // {len, ..}
@@ -663,24 +673,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             for (int kk = 0; kk < kN / 16; ++kk)
                 ldsm_x4(cf[kk], Cs + (i0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC + 16 * kk +
                                     8 * (lane >> 4));
-            // kGate: the strip's C rows are dead once its fragments are in cf (no other warp reads
-            // them): the strip's z rows go there, copied while C·prevᵀ (with z_early) and the intra
-            // loop run. The warp barrier orders every lane's ldmatrix of those rows before the
-            // copies that overwrite them.
-            [[maybe_unused]] const auto copy_z = [&] {
-                __syncwarp();
-                const T* zg = static_cast<const T*>(p.gate_z) + (start + i0) * p.z_stride + h * kP;
-                constexpr int kZV = kP / 8;  // 16-byte vectors per row
-                for (int v = lane; v < 16 * kZV; v += 32) {
-                    const int r = v / kZV, cv = (v % kZV) * 8;
-                    const bool ok = i0 + r < len;
-                    cp_async16(Cs + (i0 + r) * kLdC + cv, ok ? zg + r * p.z_stride + cv : zg,
-                               ok ? 16 : 0);
-                }
-                cp_async_commit();
-            };
             if constexpr (kGate) {
-                if (p.z_early) copy_z();
+                if (p.z_early) copy_z(i0);
             }
             float acc[kP / 8][4];
 #pragma unroll
@@ -702,9 +696,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     M::mma(acc[2 * pt + 1], cf[kk], b[pt][2], b[pt][3]);
                 }
             }
-            if constexpr (kGate) {
-                if (!p.z_early) copy_z();
-            }
+            // (kGate: the strip's C rows are dead now; the z copy lands during the products and
+            // the W blocks.)
+            if constexpr (kGate) copy_z(i0);
             const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
             {
                 const float e0 = expf(cs0), e1 = expf(cs1);
@@ -755,17 +749,19 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         }
     };
 #if defined(DUALITY_WGMMA)
-    // Step 4 with warpgroup MMAs (sm_90a, a pair's heads; pairs need qa a multiple of 64):
-    // warpgroup wg takes the 64-row tiles {0, 3} or {1, 2} (five 32-token blocks each at chunk
-    // 256), its warp wl the strip 4·tile + wl. C·prevᵀ is eight m64n64k16 (C's fragments from
-    // registers, prev's panels by descriptor) into acc, scaled by exp(Scs_i) once done; then per
-    // 32-token block the warps build W (w_frags; zero above the strip's diagonal or past len) and
-    // issue two m64n64k16 with x by descriptor into acc, leaving the block's products in flight
+    // Step 4 with warpgroup MMAs (sm_90a, kWg: a pair's heads, or one head at two blocks per SM;
+    // qa a multiple of 64): warpgroup wg takes the 64-row tiles {0, 3} or {1, 2} (five 32-token
+    // blocks each at chunk 256; at chunk 128 tile 0 or 1), its warp wl the strip 4·tile + wl.
+    // C·prevᵀ is eight m64n64k16 (C's fragments from registers, in two groups of four at two
+    // blocks per SM, prev's panels by descriptor) into acc, scaled by exp(Scs_i) once done; then
+    // per 32-token block the warps build W (w_frags; zero above the strip's diagonal or past len)
+    // and issue two m64n64k16 with x by descriptor into acc, leaving the block's products in flight
     // while the next W is built (wait for all groups but the newest). One accumulator, not one for
     // each product: the pair's kernel holds the second head's chunk state in registers meanwhile,
     // and at 32 registers more ptxas serializes the products (C7513). Timed in isolation first:
     // bench/proto/ssd_outputs_wgmma.cu.
     static_assert(kMaxChunk <= 256, "outputs_wg's tiles {0, 3} and {1, 2}: at most four");
+    constexpr int kCParts = kMinBlocks == 1 ? 1 : 2;
     const auto outputs_wg = [&](const T* xs_c, int hd, bool mono) {
         const float Dh = p.D ? p.D[hd] : 0.0f;
         T* y = static_cast<T*>(p.y) + start * static_cast<int64_t>(H) * kP + hd * kP;  // {len, ..}
@@ -774,29 +770,43 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
             const int tile = wg == 0 ? 3 * ti : 1 + ti;
             if (tile >= n_live) continue;  // (uniform in the warpgroup)
             const int s = 4 * tile + wl, i0 = 16 * s;
-            uint32_t cf[kN / 16][4];
-#pragma unroll
-            for (int kk = 0; kk < kN / 16; ++kk)
-                ldsm_x4(cf[kk], Cs + (i0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC + 16 * kk +
-                                    8 * (lane >> 4));
             float acc[32];  // C · prevᵀ, then the tile's y (wgmma.cuh's layout)
-            // (Every input of the products defined before the fence: zeros, descriptors.)
+            // C · prevᵀ in kCParts groups of products over d_state, each with C's fragments of its
+            // columns loaded just before it (the 128-register cap: two parts, the first retired
+            // before the second's fragments take its registers).
 #pragma unroll
-            for (int e = 0; e < 32; ++e) {
-                acc[e] = 0.0f;
-                wgmma::pin(acc[e]);
+            for (int part = 0; part < kCParts; ++part) {
+                if (part > 0) wgmma::wg_wait<0>();
+                constexpr int kKK = kN / 16 / kCParts;
+                uint32_t cf[kKK][4];
+#pragma unroll
+                for (int k = 0; k < kKK; ++k)
+                    ldsm_x4(cf[k], Cs + (i0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * kLdC +
+                                       16 * (part * kKK + k) + 8 * (lane >> 4));
+                // (Every input of the products defined before the fence: zeros, descriptors.)
+                if (part == 0) {
+#pragma unroll
+                    for (int e = 0; e < 32; ++e) {
+                        acc[e] = 0.0f;
+                        wgmma::pin(acc[e]);
+                    }
+                }
+                // prev {p, n} K-major: a k16 step is 32 bytes into a panel's rows, 8 rows 1,024
+                // apart.
+                uint64_t dp[kKK];
+#pragma unroll
+                for (int k = 0; k < kKK; ++k) {
+                    dp[k] = wgmma::smem_desc(Ps + po(0, 16 * (part * kKK + k)), 16, 1024);
+                    wgmma::pin(dp[k]);
+                }
+                wgmma::wg_fence();
+#pragma unroll
+                for (int k = 0; k < kKK; ++k) wgmma::m64n64k16<T, 0>(acc, cf[k], dp[k]);
+                wgmma::wg_commit();
             }
-            // prev {p, n} K-major: a k16 step is 32 bytes into a panel's rows, 8 rows 1,024 apart.
-            uint64_t dp[kN / 16];
-#pragma unroll
-            for (int kk = 0; kk < kN / 16; ++kk) {
-                dp[kk] = wgmma::smem_desc(Ps + po(0, 16 * kk), 16, 1024);
-                wgmma::pin(dp[kk]);
+            if constexpr (kGate) {
+                if (!p.z_early) copy_z(i0);
             }
-            wgmma::wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < kN / 16; ++kk) wgmma::m64n64k16<T, 0>(acc, cf[kk], dp[kk]);
-            wgmma::wg_commit();
             const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
             const uint32_t* s_strip =
                 reinterpret_cast<const uint32_t*>(Bs) + tiles_before(s) * kTileWords + lane * 4;
@@ -869,11 +879,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
         }
     };
 #endif
-    // Step 4 of head hd: a pair's in the warpgroup form on sm_90a (alone: with the strips' form
-    // beside it as a fallback the kernel ran 4% slower, its code twice the size), else the strips'.
+    // Step 4 of head hd: in the warpgroup form where kWg (alone: with the strips' form beside it as
+    // a fallback the pairs' kernel ran 4% slower, its code twice the size), else the strips'.
     const auto output_head = [&](const T* xs_c, int hd, bool mono) {
 #if defined(DUALITY_WGMMA)
-        if constexpr (kPair) {
+        if constexpr (kWg) {
             outputs_wg(xs_c, hd, mono);
             return;
         }

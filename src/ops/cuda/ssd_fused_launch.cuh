@@ -25,8 +25,9 @@ template <typename T, int kP>
 void launch_n(const FusedParams& fp, int64_t N, int64_t n_chunk, size_t smem, size_t pair_smem,
               cudaStream_t stream);
 // Whether two blocks of the two-per-SM instantiation for (T, kP, N) are resident at once with
-// `smem` bytes of dynamic shared memory (false for d_state 256, which never runs two).
+// `smem` bytes of dynamic shared memory and take chunks of chunk_size tokens (false for d_state
+// 256, which never runs two).
 template <typename T, int kP>
-bool two_fit_n(int64_t N, size_t smem);
+bool two_fit_n(int64_t N, size_t smem, int64_t chunk_size);
 
 }  // namespace duality::cuda::fused

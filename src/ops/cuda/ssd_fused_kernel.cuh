@@ -696,9 +696,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                     M::mma(acc[2 * pt + 1], cf[kk], b[pt][2], b[pt][3]);
                 }
             }
-            // (kGate: the strip's C rows are dead now; the z copy lands during the products and
-            // the W blocks.)
-            if constexpr (kGate) copy_z(i0);
+            if constexpr (kGate) {
+                if (!p.z_early) copy_z(i0);
+            }
             const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
             {
                 const float e0 = expf(cs0), e1 = expf(cs1);
@@ -804,9 +804,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
                 for (int k = 0; k < kKK; ++k) wgmma::m64n64k16<T, 0>(acc, cf[k], dp[k]);
                 wgmma::wg_commit();
             }
-            if constexpr (kGate) {
-                if (!p.z_early) copy_z(i0);
-            }
+            // (kGate: the strip's C rows are dead now; the z copy lands during the products and
+            // the W blocks.)
+            if constexpr (kGate) copy_z(i0);
             const float cs0 = cs_s[i0 + gr], cs1 = cs_s[i0 + gr + 8];
             const uint32_t* s_strip =
                 reinterpret_cast<const uint32_t*>(Bs) + tiles_before(s) * kTileWords + lane * 4;

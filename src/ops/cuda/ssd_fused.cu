@@ -214,7 +214,8 @@ bool y_stage_enabled() {
     return on;
 }
 
-// FusedParams::z_early (the gate's z copy before C·prevᵀ): on by default, DUALITY_SSD_Z_EARLY=0
+// FusedParams::z_early (the gate's z copy before C·prevᵀ in the strips' form; the warpgroup form
+// copies after C·prevᵀ's products are issued either way): on by default, DUALITY_SSD_Z_EARLY=0
 // turns it off.
 bool z_early_enabled() {
     static const bool on = !env_is("DUALITY_SSD_Z_EARLY", "0");

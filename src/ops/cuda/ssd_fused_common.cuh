@@ -63,7 +63,8 @@ struct FusedParams : ssd::Operands {
     // y through the strip's C rows, stored as 16-byte row pieces (y 16-byte aligned).
     bool y_stage = false;
     // SsdGate: each warp copies its strip's z rows as soon as it holds the strip's C fragments,
-    // before C·prevᵀ, not after it: the copy then has C·prevᵀ and the intra loop to land in.
+    // before C·prevᵀ, not after it: the copy then has C·prevᵀ and the intra loop to land in (the
+    // strips' form of step 4; the warpgroup form copies after C·prevᵀ's products either way).
     bool z_early = false;
 };
 

@@ -54,7 +54,6 @@
 
 namespace proto {
 
-using duality::cuda::quad_transpose;
 using duality::cuda::fused::Act;
 using duality::cuda::fused::cp_async16;
 using duality::cuda::fused::cp_async_commit;
@@ -308,8 +307,8 @@ __device__ __forceinline__ void store_strip(const float (&acc)[kP / 8][4], const
 }
 
 // store_strip with 16-byte stores: a row's kP columns are spread over its quad of lanes (lane qd
-// holds columns 8t + 2qd, + 1); quad_transpose (mma.cuh) moves to lane qd the row's columns
-// 16qd..16qd + 15, which it stores as two 16-byte pieces.
+// holds columns 8t + 2qd, + 1); a two-stage butterfly (shuffles with lane ^ 1, then lane ^ 2)
+// moves to lane qd the row's columns 16qd..16qd + 15, which it stores as two 16-byte pieces.
 __device__ __forceinline__ void store_strip_q16(const float (&acc)[kP / 8][4], const T* Xs, T* y,
                                                 int i0, float D, int lane) {
     static_assert(kP == 64, "a row of 64 columns: four lanes of 16");
@@ -325,7 +324,24 @@ __device__ __forceinline__ void store_strip_q16(const float (&acc)[kP / 8][4], c
             c[t / 2][t % 2] =
                 M::pack(fmaf(D, xv.x, acc[t][2 * half]), fmaf(D, xv.y, acc[t][2 * half + 1]));
         }
-        quad_transpose(c, lane);
+#pragma unroll
+        for (int m = 1; m <= 2; m <<= 1) {
+            const bool hi = (qd & m) != 0;
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                if ((k & m) != 0) continue;  // the pairs (k, k | m)
+#pragma unroll
+                for (int u = 0; u < 2; ++u) {
+                    const uint32_t recv =
+                        __shfl_xor_sync(0xffffffffu, hi ? c[k][u] : c[k | m][u], m);
+                    if (hi) {
+                        c[k][u] = recv;
+                    } else {
+                        c[k | m][u] = recv;
+                    }
+                }
+            }
+        }
         // c[k][u]: lane k's word t = 2qd + u, the columns 16qd + 8u + 2k, + 1.
         T* row = y + i * kP + 16 * qd;
         *reinterpret_cast<uint4*>(row) = make_uint4(c[0][0], c[1][0], c[2][0], c[3][0]);

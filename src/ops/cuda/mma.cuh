@@ -34,31 +34,4 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
 
 #undef DUALITY_MMA_M16N8K16
 
-// A row of an accumulator tile, packed two values to a word, is spread over a quad of lanes:
-// lane t of the quad holds the words w = 0..4U-1 (columns 8w + 2t, + 1). c[k][u] holds word
-// w = kU + u. After the transpose (two butterfly stages, shuffles with lane ^ 1 then lane ^ 2)
-// lane t holds in c[k][u] lane k's word tU + u: the columns 8(tU + u) .. + 7 are
-// c[0][u], c[1][u], c[2][u], c[3][u], one 16-byte piece of the row for each u.
-template <int U>
-__device__ __forceinline__ void quad_transpose(uint32_t (&c)[4][U], int lane) {
-    const int t = lane % 4;
-#pragma unroll
-    for (int m = 1; m <= 2; m <<= 1) {
-        const bool hi = (t & m) != 0;
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            if ((k & m) != 0) continue;  // the pairs (k, k | m)
-#pragma unroll
-            for (int u = 0; u < U; ++u) {
-                const uint32_t recv = __shfl_xor_sync(0xffffffffu, hi ? c[k][u] : c[k | m][u], m);
-                if (hi) {
-                    c[k][u] = recv;
-                } else {
-                    c[k | m][u] = recv;
-                }
-            }
-        }
-    }
-}
-
 }  // namespace duality::cuda

@@ -92,20 +92,20 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks) ssd_fused_kernel(FusedPa
     T *Cs, *Bs, *Xs, *Ps;  // {qa, kLdC} C rows; {qa, kLdC} B rows, then the S record;
                            // {kHeads, qa, kXRow} x rows of head h (and h + 1); prev (kPsElems)
     float* cs_s;           // {qa}: Scs
-    if constexpr (kPair) {
+    if constexpr (kSwz) {
         Xs = reinterpret_cast<T*>(smem + ((1024u - (sync::smem_addr(smem) & 1023u)) & 1023u));
         Ps = Xs + kHeads * qa * kXRow;
-        Cs = Ps + kPsElems;
-        Bs = Cs + qa * kLdC;
-        cs_s = reinterpret_cast<float*>(Bs + b_elems);
-    } else if constexpr (kSwz) {
-        static_assert(!kGate || (kTwoPerSmChunk + 3) * kP <= kP * kN + 8 * kTwoPerSmChunk,
-                      "SsdConv's raw rows fit in prev's region and the f32 rows");
-        Xs = reinterpret_cast<T*>(smem + ((1024u - (sync::smem_addr(smem) & 1023u)) & 1023u));
-        Ps = Xs + qa * kXRow;
-        cs_s = reinterpret_cast<float*>(Ps + kPsElems);
-        Cs = reinterpret_cast<T*>(cs_s + 4 * qa);
-        Bs = Cs + qa * kLdC;
+        if constexpr (kPair) {
+            Cs = Ps + kPsElems;
+            Bs = Cs + qa * kLdC;
+            cs_s = reinterpret_cast<float*>(Bs + b_elems);
+        } else {
+            static_assert(!kGate || (kTwoPerSmChunk + 3) * kP <= kP * kN + 8 * kTwoPerSmChunk,
+                          "SsdConv's raw rows fit in prev's region and the f32 rows");
+            cs_s = reinterpret_cast<float*>(Ps + kPsElems);
+            Cs = reinterpret_cast<T*>(cs_s + 4 * qa);
+            Bs = Cs + qa * kLdC;
+        }
     } else {
         Cs = reinterpret_cast<T*>(smem);
         Bs = Cs + qa * kLdC;

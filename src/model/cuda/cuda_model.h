@@ -497,6 +497,14 @@ class CudaModel final : public Model {
     // out_proj bulk only. docs/architecture.md, "Batch-1 GEMV epilogues".
     static constexpr int64_t kGemvBulkRowBytes = 3072;
     bool gemv_bulk_ = false;
+    // Batch-1 fused passes without the step's gate: out_proj computes the gated norm of y and z
+    // itself (GemvFused::gate_in), so the gated norm kernel and its link leave the layer's
+    // chain; opt-in (DUALITY_OUT_GATE=1) where every layer's operands allow (layout_workspace)
+    // until measured.
+    // pass_out_gate_: this pass does (begin_layers).
+    bool out_gate_ = false;
+    bool pass_out_gate_ = false;
+    cuda::GemvFused::GateIn out_gate(const cuda::DeviceLayer& w) const;
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

@@ -50,6 +50,7 @@
 
 #include "core/cuda/pdl.cuh"
 #include "core/cuda/prefetch.cuh"
+#include "core/cuda/smem_limit.h"
 #include "core/cuda/sync.cuh"
 #include "ops/cuda/activation.cuh"
 #include "ops/cuda/argmax_key.cuh"
@@ -414,15 +415,9 @@ int64_t prefetch_per_block(int64_t prefetch_bytes, unsigned blocks, int64_t k, s
 // Launches kernel (a gemm_small_m_kernel instantiation) with `smem` bytes of dynamic shared memory.
 template <auto kKernel, typename... Args>
 void launch_smem(dim3 grid, size_t smem, cudaStream_t stream, Args... args) {
-    // Per kernel: the dynamic limit set so far. From 0, not the default 48 KiB: the kernels'
-    // static shared memory counts against that default too, so a block of exactly 48 KiB of
-    // rows (the bulk form's k = 3072, 16-bit) needs the attribute as well.
-    static size_t configured = 0;
-    if (smem > configured) {
-        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(
-            kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-        configured = smem;
-    }
+    // (A block of exactly 48 KiB of rows, the bulk form's k = 3072 at 16 bits, needs the
+    // attribute too: the kernel's static shared memory counts against the default.)
+    ensure_dynamic_smem(reinterpret_cast<const void*>(kKernel), smem);
     pdl::launch(kKernel, grid, dim3(kWarps * 32), smem, stream, args...);
 }
 

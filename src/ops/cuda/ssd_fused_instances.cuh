@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "core/cuda/check.h"
+#include "core/cuda/smem_limit.h"
 #include "ops/cuda/ssd_fused_kernel.cuh"
 #include "ops/cuda/ssd_fused_launch.cuh"
 
@@ -18,13 +19,8 @@ namespace duality::cuda::fused {
 
 template <typename T, int kP, int kN, int kMinBlocks, bool kGate, bool kPair = false>
 void launch_kernel(const FusedParams& fp, int64_t n_chunk, size_t smem, cudaStream_t stream) {
-    static size_t configured = 0;  // per instantiation: the dynamic limit set so far
     auto* kernel = ssd_fused_kernel<T, kP, kN, kMinBlocks, kGate, kPair>;
-    if (smem > configured) {
-        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(smem)));
-        configured = smem;
-    }
+    ensure_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
     // The S and head blocks (the kernel's item order), G S blocks ahead.
     const int64_t blocks = (n_chunk + 1) * fp.n_group + n_chunk * fp.n_head / (kPair ? 2 : 1);
     FusedParams q = fp;
@@ -65,19 +61,13 @@ bool two_fit(size_t smem, int64_t chunk_size) {
     if constexpr (kP == 64 && kN == 128) {
         if ((chunk_size + 31) / 32 % 2 != 0) return false;
     }
-    static size_t checked = 0;  // per instantiation: the smem last asked about, and the answer
-    static bool fits = false;
-    if (smem != checked) {
-        auto* kernel = ssd_fused_kernel<T, kP, kN, 2, false, false>;  // (the gate's: the same)
-        DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                static_cast<int>(smem)));
-        int blocks = 0;
-        DUALITY_CUDA_CHECK(
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
-        fits = blocks >= 2;
-        checked = smem;
-    }
-    return fits;
+    // (Asked on every launch: the answer is the current device's.)
+    auto* kernel = ssd_fused_kernel<T, kP, kN, 2, false, false>;  // (the gate's: the same)
+    ensure_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
+    int blocks = 0;
+    DUALITY_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
+    return blocks >= 2;
 }
 
 template <typename T, int kP, int kN>

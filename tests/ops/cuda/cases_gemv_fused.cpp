@@ -13,7 +13,8 @@
 //   2.7b and 130m out_proj, and n = 1003 (a last block of 3 columns, whose other warps recompute
 //   column 1002 and must store nothing: residual and u have sentinels past their end). And with
 //   the gated input (GemvFused::gate_in): a is cpu::gated_rms_norm of y and z, rounded to act, in
-//   one group (the 2.7b and 130m out_proj), two (ragged) and eight of 1024 channels at k 8192.
+//   one group (the 2.7b and 130m out_proj), two (ragged), and eight of 1024 and sixteen of 512
+//   channels at k 8192.
 // - conv: the [xBC | dt] product with a width-4 conv on its xBC columns, on slot 2 of a pool of 4
 //   (the others must stay as they were), with and without an input scale; and the whole
 //   [z | xBC | dt] product (the conv's columns after z's). Checked: the conv output, the whole
@@ -287,6 +288,7 @@ DUALITY_OP_CASES(gemv_fused) {
         residual_case("out_proj_130m", 768, 1536, false, act, false, 1536);
         residual_case("ragged", 1003, 128, false, act, false, 64);
         residual_case("groups8", 264, 8192, false, act, false, 1024);
+        residual_case("groups16", 264, 8192, false, act, false, 512);  // two groups a warp
         for (bool scaled : {false, true}) {
             conv_case("xbc_2.7b", 0, 5376, 80, 2560, scaled, act);
             conv_case("xbc_130m", 0, 1792, 24, 768, scaled, act);

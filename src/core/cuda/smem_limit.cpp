@@ -1,0 +1,28 @@
+// ensure_dynamic_smem (smem_limit.h).
+#include "core/cuda/smem_limit.h"
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "core/cuda/check.h"
+
+namespace duality::cuda {
+
+void ensure_dynamic_smem(const void* kernel, size_t bytes) {
+    // The limit set so far per (kernel, device): the driver's state, mirrored.
+    static std::mutex mu;
+    static std::map<std::pair<const void*, int>, size_t> set;
+    int device = 0;
+    DUALITY_CUDA_CHECK(cudaGetDevice(&device));
+    const std::lock_guard<std::mutex> lock(mu);
+    size_t& done = set[{kernel, device}];
+    if (bytes <= done) return;
+    DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            static_cast<int>(bytes)));
+    done = bytes;
+}
+
+}  // namespace duality::cuda

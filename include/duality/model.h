@@ -88,7 +88,7 @@ struct DeviceInfo {
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
     // Batch-1 fused passes without the step's gate compute the gated norm inside out_proj's
-    // blocks instead of in a kernel of its own (CUDA; DUALITY_OUT_GATE=0 turns it off).
+    // blocks instead of in a kernel of its own (CUDA; opt-in, DUALITY_OUT_GATE=1).
     bool out_gate = false;
     // Of each batch-1 product's weights, the bytes its blocks ask L2 for before the kernel in
     // front has finished (CUDA, PDL; -1: all; DUALITY_GEMM_PREFETCH_MB); 0 on the CPU.

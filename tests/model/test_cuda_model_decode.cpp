@@ -226,10 +226,11 @@ TEST(CudaModel, OutGateMatchesTheGatedNormKernel) {
         auto in_out = load("1", "0"), kernel = load("0", "0"), gated = load("1", "1");
         ASSERT_TRUE(in_out.is_ok() && kernel.is_ok() && gated.is_ok()) << in_out.status().message();
         const std::string form = std::string("split in_proj ") + split + ", fork " + fork;
-        if (*split == '1')
+        if (*split == '1') {
             EXPECT_EQ((*in_out)->device_info().z_fork,
                       std::string_view(fork) == "early" ? "early" : "late")
                 << form;
+        }
         EXPECT_TRUE((*in_out)->device_info().out_gate) << form;
         EXPECT_FALSE((*kernel)->device_info().out_gate) << form;
         EXPECT_FALSE((*gated)->device_info().out_gate) << "with the decode gate, " << form;

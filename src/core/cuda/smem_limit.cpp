@@ -5,6 +5,7 @@
 
 #include <map>
 #include <mutex>
+#include <tuple>
 #include <utility>
 
 #include "core/cuda/check.h"
@@ -23,6 +24,22 @@ void ensure_dynamic_smem(const void* kernel, size_t bytes) {
     DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                             static_cast<int>(bytes)));
     done = bytes;
+}
+
+int resident_blocks(const void* kernel, int threads, size_t bytes) {
+    ensure_dynamic_smem(kernel, bytes);
+    static std::mutex mu;
+    static std::map<std::tuple<const void*, int, int, size_t>, int> known;
+    int device = 0;
+    DUALITY_CUDA_CHECK(cudaGetDevice(&device));
+    const std::lock_guard<std::mutex> lock(mu);
+    const auto key = std::make_tuple(kernel, device, threads, bytes);
+    if (const auto it = known.find(key); it != known.end()) return it->second;
+    int blocks = 0;
+    DUALITY_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, bytes));
+    known[key] = blocks;
+    return blocks;
 }
 
 }  // namespace duality::cuda

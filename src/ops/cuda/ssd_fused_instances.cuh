@@ -61,13 +61,8 @@ bool two_fit(size_t smem, int64_t chunk_size) {
     if constexpr (kP == 64 && kN == 128) {
         if ((chunk_size + 31) / 32 % 2 != 0) return false;
     }
-    // (Asked on every launch: the answer is the current device's.)
     auto* kernel = ssd_fused_kernel<T, kP, kN, 2, false, false>;  // (the gate's: the same)
-    ensure_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
-    int blocks = 0;
-    DUALITY_CUDA_CHECK(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
-    return blocks >= 2;
+    return resident_blocks(reinterpret_cast<const void*>(kernel), kThreads, smem) >= 2;
 }
 
 template <typename T, int kP, int kN>

@@ -1,4 +1,4 @@
-// ensure_dynamic_smem (smem_limit.h).
+// ensure_dynamic_smem and resident_blocks (smem_limit.h).
 #include "core/cuda/smem_limit.h"
 
 #include <cuda_runtime.h>

@@ -504,6 +504,8 @@ class CudaModel final : public Model {
     // pass_out_gate_: this pass does (begin_layers).
     bool out_gate_ = false;
     bool pass_out_gate_ = false;
+    // Layer w's gated input for out_proj: y = ws_.y, z = the first d_inner columns of
+    // ws_.zxbcdt's one row, w.gate_norm, groups of d_inner / n_group.
     cuda::GemvFused::GateIn out_gate(const cuda::DeviceLayer& w) const;
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)

@@ -20,6 +20,7 @@
 
 namespace duality::cuda::fused {
 
+using sync::cp_async16;
 using sync::smem_addr;
 
 constexpr int kWarps = 8, kThreads = kWarps * 32;
@@ -82,10 +83,6 @@ __device__ inline int64_t state_entry(bool ring, int64_t c, int seq, int64_t chu
 }
 
 // ---- PTX wrappers -----------------------------------------------------------------------------
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-                 "r"(src_bytes));
-}
 // The shared offset of rows of kLd elements (C's and B's rows): cp_rows' `at` for them.
 template <int kLd>
 struct RowMajor {

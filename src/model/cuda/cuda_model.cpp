@@ -384,7 +384,7 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.argmax_in_head = !env_is("DUALITY_ARGMAX_IN_HEAD", "0") && device_loop_ &&
                            loop_steps_ > 1 && opt_.cuda_graphs && gemv_epilogues_at(1);
     info_.gemv_bulk = gemv_bulk_;
-    info_.out_gate = out_gate_ && gemv_epilogues_at(1) && !whole_at(1) && !decode_gate_;
+    info_.out_gate = out_gate_at(1);
     info_.gemv_prefetch_bytes = gemv_bulk_ ? 0 : gemm_.prefetch_bytes();
     info_.ssd_conv = conv_in_ssd_;
     info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;

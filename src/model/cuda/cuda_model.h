@@ -487,6 +487,12 @@ class CudaModel final : public Model {
     // "Batch-1 GEMV epilogues".
     bool batch1_whole_ = false;
     bool whole_at(int64_t rows) const { return rows == 1 && batch1_whole_; }
+    // Whether batch-`rows` decode passes run the gated norm inside out_proj (out_gate_): where the
+    // products take the epilogues and the gate is left to a kernel of its own (neither the step's
+    // gate nor the three-kernel form).
+    bool out_gate_at(int64_t rows) const {
+        return out_gate_ && gemv_epilogues_at(rows) && !whole_at(rows) && !decode_gate_;
+    }
     // In the three-kernel form, every product (in_proj, out_proj, the LM head) fetches each warp's
     // row of w into shared memory by one bulk copy (GemvFused::bulk), where the longest row,
     // out_proj's d_inner, has at most kGemvBulkRowBytes; DUALITY_GEMV_BULK=1 wherever the form

@@ -117,7 +117,7 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode) {
     // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
     // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
     pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
-    pass_out_gate_ = pass_fused_ && !pass_scaled_ && out_gate_;
+    pass_out_gate_ = pass_fused_ && out_gate_at(T);
     return LayerPass{T, decode, split, z_first, z_beside_conv};
 }
 

@@ -87,9 +87,6 @@ struct DeviceInfo {
     // In that form, the products fetch their rows of w into shared memory by bulk copies (CUDA,
     // Hopper, small models; DUALITY_GEMV_BULK).
     bool gemv_bulk = false;
-    // Batch-1 fused passes without the step's gate compute the gated norm inside out_proj's
-    // blocks instead of in a kernel of its own (CUDA; opt-in, DUALITY_OUT_GATE=1).
-    bool out_gate = false;
     // Of each batch-1 product's weights, the bytes its blocks ask L2 for before the kernel in
     // front has finished (CUDA, PDL; -1: all; DUALITY_GEMM_PREFETCH_MB); 0 on the CPU.
     int64_t gemv_prefetch_bytes = 0;

@@ -111,8 +111,6 @@ std::string render_table(const BenchReport& r) {
              "batch 1: the greedy argmax folded into the LM head (DUALITY_ARGMAX_IN_HEAD)"},
             {&DeviceInfo::gemv_bulk,
              "batch 1: the products' rows of w by bulk copies (DUALITY_GEMV_BULK)"},
-            {&DeviceInfo::out_gate,
-             "batch 1: the gated norm inside out_proj's blocks (DUALITY_OUT_GATE)"},
         };
         for (const auto& [on, line] : forms)
             if (dev.*on) s += fmt("decode   %s\n", line);
@@ -216,7 +214,6 @@ std::string render_json(const BenchReport& r) {
         j["decode_gate"] = dev.decode_gate;
         j["batch1_whole"] = dev.batch1_whole;
         j["gemv_bulk"] = dev.gemv_bulk;
-        j["out_gate"] = dev.out_gate;
         j["argmax_in_head"] = dev.argmax_in_head;
         j["gemv_prefetch_bytes"] = dev.gemv_prefetch_bytes;
         j["out_proj_split"] = dev.out_proj_split;

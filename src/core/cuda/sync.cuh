@@ -53,13 +53,8 @@ __device__ __forceinline__ void cp_async4(void* dst, const void* src) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(dst)), "l"(src)
                  : "memory");
 }
-// 16 bytes (both addresses 16-byte aligned), bypassing L1.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(dst)), "l"(src)
-                 : "memory");
-}
-// The same with the source's first src_bytes bytes (0 or 16) and zeros after them: a zero-filled
-// vector past a tile's end without a branch.
+// 16 bytes (both addresses 16-byte aligned), bypassing L1, of which the source's first src_bytes
+// (0 or 16) and zeros after them: a zero-filled vector past a tile's end without a branch.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                  "r"(src_bytes));

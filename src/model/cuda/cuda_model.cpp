@@ -384,7 +384,6 @@ Status CudaModel::init(const ModelWeights* weights, uint64_t seed) {
     info_.argmax_in_head = !env_is("DUALITY_ARGMAX_IN_HEAD", "0") && device_loop_ &&
                            loop_steps_ > 1 && opt_.cuda_graphs && gemv_epilogues_at(1);
     info_.gemv_bulk = gemv_bulk_;
-    info_.out_gate = out_gate_at(1);
     info_.gemv_prefetch_bytes = gemv_bulk_ ? 0 : gemm_.prefetch_bytes();
     info_.ssd_conv = conv_in_ssd_;
     info_.ssd_dt = gate_epilogue_ && dt_in_ssd_;
@@ -596,12 +595,6 @@ Status CudaModel::layout_workspace() {
                                                               : GemvEpilogues::kAuto;
     batch1_whole_ = gemv_epilogues_ == GemvEpilogues::kAuto && step_gate && !use_stack_ &&
                     !z_early(1) && c_.d_in_proj() <= cuda::gemv_fused_wave_columns(act_);
-    out_gate_ =
-        env_is("DUALITY_OUT_GATE", "1") &&
-        std::all_of(weights_.layers.begin(), weights_.layers.end(),
-                    [&](const cuda::DeviceLayer& w) {
-                        return cuda::gemv_fused_gate_in_supported(out_gate(w), c_.d_inner, act_);
-                    });
     gemv_bulk_ = batch1_whole_ && !env_is("DUALITY_GEMV_BULK", "0") &&
                  cuda::gemv_fused_bulk_supported(c_.d_inner, act_) &&
                  (env_is("DUALITY_GEMV_BULK", "1") ||

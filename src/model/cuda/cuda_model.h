@@ -487,12 +487,6 @@ class CudaModel final : public Model {
     // "Batch-1 GEMV epilogues".
     bool batch1_whole_ = false;
     bool whole_at(int64_t rows) const { return rows == 1 && batch1_whole_; }
-    // Whether batch-`rows` decode passes run the gated norm inside out_proj (out_gate_): where the
-    // products take the epilogues and the gate is left to a kernel of its own (neither the step's
-    // gate nor the three-kernel form).
-    bool out_gate_at(int64_t rows) const {
-        return out_gate_ && gemv_epilogues_at(rows) && !whole_at(rows) && !decode_gate_;
-    }
     // In the three-kernel form, every product (in_proj, out_proj, the LM head) fetches each warp's
     // row of w into shared memory by one bulk copy (GemvFused::bulk), where the longest row,
     // out_proj's d_inner, has at most kGemvBulkRowBytes; DUALITY_GEMV_BULK=1 wherever the form
@@ -503,16 +497,6 @@ class CudaModel final : public Model {
     // out_proj bulk only. docs/architecture.md, "Batch-1 GEMV epilogues".
     static constexpr int64_t kGemvBulkRowBytes = 3072;
     bool gemv_bulk_ = false;
-    // Batch-1 fused passes without the step's gate: out_proj computes the gated norm of y and z
-    // itself (GemvFused::gate_in), so the gated norm kernel and its link leave the layer's
-    // chain; opt-in (DUALITY_OUT_GATE=1) where every layer's operands allow (layout_workspace)
-    // until measured.
-    // pass_out_gate_: this pass does (begin_layers).
-    bool out_gate_ = false;
-    bool pass_out_gate_ = false;
-    // Layer w's gated input for out_proj: y = ws_.y, z = the first d_inner columns of
-    // ws_.zxbcdt's one row, w.gate_norm, groups of d_inner / n_group.
-    cuda::GemvFused::GateIn out_gate(const cuda::DeviceLayer& w) const;
     int64_t scale_parts_ = 1;  // this pass's partial sums per head (1, or head_dim / 16 in decode)
     int64_t ssd_chunk_ = 0;    // the prefill chunk table's chunk size (layout_workspace)
     DeviceBuffer ssd_sync_;    // ssd_fused's counters and flags (zeroed once)

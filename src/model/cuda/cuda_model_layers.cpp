@@ -117,7 +117,6 @@ CudaModel::LayerPass CudaModel::begin_layers(int64_t T, bool decode) {
     // skip add_rms_norm), and the [xBC | dt] product runs the conv on its xBC columns (no
     // conv1d). docs/architecture.md, "Batch-1 GEMV epilogues".
     pass_fused_ = decode && gemv_epilogues_at(T) && !out_parts_.p;
-    pass_out_gate_ = pass_fused_ && out_gate_at(T);
     return LayerPass{T, decode, split, z_first, z_beside_conv};
 }
 
@@ -204,14 +203,10 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
         }
     }
     if (split && !z_joined) join_.order(side_stream_.get(), s);  // z is in
-    // (The last layer of a pass that wants some rows' logits runs out_proj on those rows alone,
-    // from the gated norm's output.)
-    const bool last_wanted = wanted >= 0 && layer + 1 == c_.n_layer;
-    const bool gate_in_out_proj = pass_out_gate_ && !last_wanted;
-    if (!pass_scaled_ && !gate_in_out_proj)
+    if (!pass_scaled_)
         cuda::gated_rms_norm(ws_.y, ws_.zxbcdt, n_in, w.gate_norm, static_cast<float>(c_.norm_eps),
                              ws_.gated, T, E, E / c_.n_group, act_, s);
-    if (last_wanted) {
+    if (wanted >= 0 && layer + 1 == c_.n_layer) {
         // (y is free here: the gated norm has read it, or the gate epilogue never wrote
         // it.)
         if (wanted > 0) {
@@ -227,8 +222,7 @@ void CudaModel::enqueue_layer(const LayerPass& lp, int64_t layer, int64_t wanted
                                           : weights_.norm_f;
         f.u = ws_.u;
         f.out_parts = ws_.gemv_parts;
-        f.in_scale = h_scale(ws_.ssq);                  // with the decode gate: its sums of v²
-        if (gate_in_out_proj) f.gate_in = out_gate(w);  // the gated norm of y and z, in every block
+        f.in_scale = h_scale(ws_.ssq);  // with the decode gate: its sums of v²
         f.bulk = gemv_bulk_;
         cuda::gemv_fused(ws_.gated, w.out_proj, D, E, act_, gemm_.prefetch_bytes(), f, s);
     } else if (out_parts_.p) {
@@ -292,16 +286,6 @@ bool CudaModel::splits_out_proj(int64_t m) const {
 
 cuda::SsdGate CudaModel::ssd_gate(const cuda::DeviceLayer& w) const {
     return cuda::SsdGate{ws_.zxbcdt, c_.d_in_proj(), w.gate_norm, ws_.ssq};
-}
-
-cuda::GemvFused::GateIn CudaModel::out_gate(const cuda::DeviceLayer& w) const {
-    cuda::GemvFused::GateIn g;
-    g.y = ws_.y;
-    g.z = ws_.zxbcdt;  // z: the first d_inner columns of the (one) row
-    g.w = w.gate_norm;
-    g.group_size = c_.d_inner / c_.n_group;
-    g.eps = static_cast<float>(c_.norm_eps);
-    return g;
 }
 
 cuda::SsdConv CudaModel::ssd_conv(const cuda::DeviceLayer& w, int64_t layer) const {

@@ -96,7 +96,6 @@ void CudaModel::run_pass(const std::vector<PassSeq>& pass, bool all_rows) {
     staging_read_.sync();
     pass_scaled_ = false;  // until enqueue_layers decides (graph replays leave it false)
     pass_fused_ = false;
-    pass_out_gate_ = false;
     const PassShape sh = describe_pass(pass, decode);
     const int64_t T = sh.T, n_rows = sh.n_rows;
 

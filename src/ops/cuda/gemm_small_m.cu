@@ -34,13 +34,6 @@
 // so rows of at most 26 KiB (kBulkRowBytesMax); faster only for the smallest models (the model's
 // gemv_bulk_).
 //
-// The gated input (GemvFused::gate_in, out_proj of a batch-1 step): after its wait each block
-// computes the gated norm of y and z itself into shared memory (one round trip for y, z and the
-// norm's weight, a block reduction per group), then runs the product from there, so the one-block
-// gated norm kernel and its link leave the step's chain. The norm's weight comes into shared
-// memory by cp.async with the early reads. k ≤ 8192, at most 16 groups; 6.5 bytes of dynamic
-// shared memory a channel (bf16).
-//
 // Limits: m = 1 (kSmallM); k a multiple of 8 (bf16/f16) or 4 (f32); a, w 16-byte aligned with lda a
 // multiple of the vector width. Gemm::run checks these and falls back to cuBLASLt otherwise.
 // gemv_fused: f16/bf16, a width-4 conv, kSmemParts partial sums in shared memory (more are read
@@ -77,112 +70,17 @@ constexpr int64_t kBulkRowBytesMax = int64_t{26} << 10;
 // parts of d_model ≤ 5120 columns (the largest model now, Codestral's 4096, has 512).
 constexpr int kSmemParts = 640;
 
-// The gated input (GemvFused::gate_in): 8-channel vectors a thread stages (so k ≤ 8192) and the
-// norm groups it allows.
-constexpr int kGateVecs = 4;
-constexpr int64_t kGateInMax = int64_t{kGateVecs} * kWarps * 32 * 8;
-constexpr int kGateGroupsMax = 16;
-
-// The gated input's norm weight into sw {k} f32 by cp.async (an early read: a weight), each
-// thread the vectors it stages below (so only its own copies need waiting for).
-__device__ __forceinline__ void copy_gate_weight(const GemvFused::GateIn& g, int64_t k, float* sw) {
-    constexpr int kThreads = kWarps * 32;
-#pragma unroll
-    for (int j = 0; j < kGateVecs; ++j) {
-        const int64_t q = threadIdx.x + int64_t{j} * kThreads;
-        if (q < k / 8) {
-            sync::cp_async16(sw + q * 8, g.w + q * 8);
-            sync::cp_async16(sw + q * 8 + 4, g.w + q * 8 + 4);
-        }
-    }
-}
-
-// The gated input into shared memory: sa {k} act = act(v · w · s_g), v = y · silu(z) (as
-// gated_rms_norm computes it), s_g = rsqrt(Σ_g v² / group_size + eps). Thread t stages the
-// vectors t + 256 j, j < kGateVecs, its loads of y and z issued together; v · w replaces w in sw
-// (copy_gate_weight) and ssv {k / 8} takes each vector's Σ v², which warp g sums for groups g,
-// g + 8, ... in vector order (deterministic). Three block barriers. (The norm multiplies v · s
-// first and w after; here w comes first so that no register holds v across the reduction: the
-// f32 products may differ in their last bit.)
-template <typename T>
-__device__ __forceinline__ void stage_gated_input(const GemvFused::GateIn& g, int64_t k, T* sa,
-                                                  float* sw, float* ssv) {
-    __shared__ float scale[kGateGroupsMax];
-    constexpr int kThreads = kWarps * 32;
-    const int64_t nvec = k / 8;
-    const T* y = static_cast<const T*>(g.y);
-    const T* z = static_cast<const T*>(g.z);
-    uint4 yq[kGateVecs], zq[kGateVecs];
-#pragma unroll
-    for (int j = 0; j < kGateVecs; ++j) {
-        const int64_t q0 = threadIdx.x + int64_t{j} * kThreads;
-        const int64_t q = q0 < nvec ? q0 : 0;  // unconditional loads: issued together
-        yq[j] = ldg16(y + q * 8);
-        zq[j] = ldg16(z + q * 8);
-    }
-    sync::cp_async_wait_all();  // this thread's copies of w
-#pragma unroll
-    for (int j = 0; j < kGateVecs; ++j) {
-        const int64_t q = threadIdx.x + int64_t{j} * kThreads;
-        if (q >= nvec) continue;
-        Vec<T> yv, zv;
-        yv.set(yq[j]);
-        zv.set(zq[j]);
-        float4* w4 = reinterpret_cast<float4*>(sw + q * 8);
-        const float4 wa = w4[0], wb = w4[1];
-        const float w8[8] = {wa.x, wa.y, wa.z, wa.w, wb.x, wb.y, wb.z, wb.w};
-        float vw[8], ss = 0.0f;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            const float v = yv.v[e] * silu<T>(zv.v[e]);
-            ss += v * v;
-            vw[e] = v * w8[e];
-        }
-        w4[0] = make_float4(vw[0], vw[1], vw[2], vw[3]);
-        w4[1] = make_float4(vw[4], vw[5], vw[6], vw[7]);
-        ssv[q] = ss;
-    }
-    __syncthreads();
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int64_t gvec = g.group_size / 8, n_group = k / g.group_size;
-    for (int64_t grp = warp; grp < n_group; grp += kWarps) {
-        float sum = 0.0f;
-        for (int64_t q = grp * gvec + lane; q < (grp + 1) * gvec; q += 32) sum += ssv[q];
-#pragma unroll
-        for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-        if (lane == 0) scale[grp] = rsqrtf(sum / static_cast<float>(g.group_size) + g.eps);
-    }
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < kGateVecs; ++j) {
-        const int64_t q = threadIdx.x + int64_t{j} * kThreads;
-        if (q >= nvec) continue;
-        const float sg = scale[q * 8 / g.group_size];
-        const float4* w4 = reinterpret_cast<const float4*>(sw + q * 8);
-        const float4 va = w4[0], vb = w4[1];
-        const float vw[8] = {va.x, va.y, va.z, va.w, vb.x, vb.y, vb.z, vb.w};
-        alignas(16) T o[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) o[e] = from_f32<T>(vw[e] * sg);
-        *reinterpret_cast<uint4*>(sa + q * 8) = *reinterpret_cast<const uint4*>(o);
-    }
-    __syncthreads();
-}
-
 // kEpi: GemvFused::Epilogue (kStore with kScale false: the plain product of gemm_small_m, M rows);
 // the fused forms (gemv_fused) have M = 1 and take f.
 // kBulk (Hopper): each warp's row of w comes into dynamic shared memory (kWarps rows of k) as one
 // bulk copy issued at the start, instead of groups of loads into registers.
-// kGateIn (kResidual without kScale): a is GemvFused::gate_in's gated input, staged by the block
-// in dynamic shared memory after the rows (stage_gated_input).
 template <typename T, typename Y, int M, int kEpi = GemvFused::kStore, bool kScale = false,
-          bool kBulk = false, bool kGateIn = false>
+          bool kBulk = false>
 __global__ void __launch_bounds__(kWarps * 32)
     gemm_small_m_kernel(const T* __restrict__ a, int64_t lda, const T* __restrict__ w,
                         Y* __restrict__ y, int64_t ldy, int64_t n, int64_t k,
                         int64_t prefetch_block_bytes, bool early, GemvFused f) {
     constexpr bool kResidual = kEpi == GemvFused::kResidual;
-    static_assert(!kGateIn || (kResidual && !kScale && M == 1), "gated input: out_proj only");
     // This block's rows of w are contiguous and never written by a step's kernels: ask for them
     // before waiting for the kernel in front (core/cuda/prefetch.cuh).
     if (!kBulk && threadIdx.x == 0) {
@@ -262,13 +160,9 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int j = 0; j < 3; ++j) sync::cp_async4(dst + 5 + j, state + j * cf.channels);
     };
-    // kGateIn: {k} act after the bulk rows, then the norm weight {k} f32 and {k / 8} f32.
-    [[maybe_unused]] T* sa = reinterpret_cast<T*>(sm_rows) + (kBulk ? kWarps * k : 0);
-    [[maybe_unused]] float* sw = reinterpret_cast<float*>(sa + k);
     if (early && row < n) {
         load_w();
         if constexpr (kEpi == GemvFused::kConv) load_conv();
-        if constexpr (kGateIn) copy_gate_weight(f.gate_in, k, sw);
     }
     pdl::wait();  // before any other global access: see core/cuda/pdl.cuh
     pdl::allow_next();
@@ -276,7 +170,6 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (!early) {
         load_w();
         if constexpr (kEpi == GemvFused::kConv) load_conv();
-        if constexpr (kGateIn) copy_gate_weight(f.gate_in, k, sw);
     }
     if constexpr (kScale) {
         const int64_t n_smem = f.in_scale.n_part < kSmemParts ? f.in_scale.n_part : kSmemParts;
@@ -287,7 +180,6 @@ __global__ void __launch_bounds__(kWarps * 32)
     if constexpr (kResidual) {
         if (lane == 0) res = f.residual[row];
     }
-    if constexpr (kGateIn) stage_gated_input<T>(f.gate_in, k, sa, sw, sw + k);
     if constexpr (kBulk) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
         __syncwarp();  // lane 0's barrier init
@@ -300,12 +192,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int u = 0; u < kGroup; ++u) {
             const int64_t e = i + u * step;
 #pragma unroll
-            for (int m = 0; m < M; ++m) {
-                if constexpr (kGateIn)
-                    aq[u][m] = *reinterpret_cast<const uint4*>(sa + (e < k ? e : 0));
-                else
-                    aq[u][m] = ldg16(a + m * lda + (e < k ? e : 0));
-            }
+            for (int m = 0; m < M; ++m) aq[u][m] = ldg16(a + m * lda + (e < k ? e : 0));
         }
 #pragma unroll
         for (int u = 0; u < kGroup; ++u) {
@@ -450,19 +337,14 @@ void dispatch_y(const void* a, int64_t lda, const void* w, void* y, int64_t ldy,
     }
 }
 
-template <typename T, int kEpi, bool kScale, bool kGateIn = false>
+template <typename T, int kEpi, bool kScale>
 void launch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t per_block, dim3 grid,
                   const GemvFused& f, cudaStream_t stream) {
-    const size_t gate = kGateIn ? k * sizeof(T) + (k + k / 8) * sizeof(float) : 0;
     if (f.bulk)
-        launch_smem<gemm_small_m_kernel<T, T, 1, kEpi, kScale, true, kGateIn>>(
-            grid, kWarps * k * sizeof(T) + gate, stream, static_cast<const T*>(a), k,
+        launch_smem<gemm_small_m_kernel<T, T, 1, kEpi, kScale, true>>(
+            grid, kWarps * k * sizeof(T), stream, static_cast<const T*>(a), k,
             static_cast<const T*>(w), static_cast<T*>(nullptr), int64_t{0}, n, k, per_block,
             pdl::early_reads(), f);
-    else if constexpr (kGateIn)
-        launch_smem<gemm_small_m_kernel<T, T, 1, kEpi, kScale, false, true>>(
-            grid, gate, stream, static_cast<const T*>(a), k, static_cast<const T*>(w),
-            static_cast<T*>(nullptr), int64_t{0}, n, k, per_block, pdl::early_reads(), f);
     else
         pdl::launch(gemm_small_m_kernel<T, T, 1, kEpi, kScale>, grid, dim3(kWarps * 32), 0, stream,
                     static_cast<const T*>(a), k, static_cast<const T*>(w), static_cast<T*>(nullptr),
@@ -482,9 +364,6 @@ void dispatch_fused(const void* a, const void* w, int64_t n, int64_t k, int64_t 
                           : launch_fused<T, GemvFused::kConv, false>(a, w, n, k, per_block, grid, f,
                                                                      stream);
         case GemvFused::kResidual:
-            if (f.gate_in.y)
-                return launch_fused<T, GemvFused::kResidual, false, true>(a, w, n, k, per_block,
-                                                                          grid, f, stream);
             return scaled ? launch_fused<T, GemvFused::kResidual, true>(a, w, n, k, per_block, grid,
                                                                         f, stream)
                           : launch_fused<T, GemvFused::kResidual, false>(a, w, n, k, per_block,
@@ -499,14 +378,6 @@ bool gemv_fused_bulk_supported(int64_t k, DType act) {
     return pdl::enabled() && k * static_cast<int64_t>(dtype_size(act)) <= kBulkRowBytesMax;
 }
 
-bool gemv_fused_gate_in_supported(const GemvFused::GateIn& g, int64_t k, DType act) {
-    const auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-    return (act == DType::kBF16 || act == DType::kF16) && g.y && g.z && g.w && k > 0 &&
-           k % 8 == 0 && k <= kGateInMax && g.group_size > 0 && g.group_size % 8 == 0 &&
-           k % g.group_size == 0 && k / g.group_size <= kGateGroupsMax && aligned(g.y) &&
-           aligned(g.z) && aligned(g.w);
-}
-
 bool gemv_fused_supports(const void* a, const void* w, int64_t k, DType act) {
     return (act == DType::kBF16 || act == DType::kF16) &&
            gemm_small_m_supports(a, k, w, act, 1, k, act);
@@ -518,12 +389,6 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
         fail("gemv_fused: unsupported operands", "a", __FILE__, __LINE__);
     if (f.bulk && !gemv_fused_bulk_supported(k, act))
         fail("gemv_fused: bulk rows unsupported here", "f.bulk", __FILE__, __LINE__);
-    if (f.gate_in.y && (f.epilogue != GemvFused::kResidual || f.in_scale.ssq ||
-                        !gemv_fused_gate_in_supported(f.gate_in, k, act)))
-        fail(
-            "gemv_fused: a gated input needs kResidual without an input scale and supported "
-            "operands",
-            "f.gate_in", __FILE__, __LINE__);
     if (f.epilogue == GemvFused::kStore && f.in_scale.ssq == nullptr)
         fail("gemv_fused: kStore without an input scale", "f", __FILE__, __LINE__);
     if (f.argmax_key &&

@@ -53,12 +53,6 @@ void gemm_small_m(const void* a, int64_t lda, const void* w, void* y, int64_t ld
 // - kResidual: r = residual[col] + y (f32); residual[col] = r; u[col] = act(r · w_next[col]); and
 //   out_parts[b] = Σ r² over columns 8b..8b+7 (the fixed order of a block), ceil(n / 8) of them:
 //   the next product's input scale (gemv_fused_parts).
-//
-// Gated input (`gate_in`, kResidual without in_scale; gemv_fused_gate_in_supported): out_proj of
-// a batch-1 step whose input is the gated norm's output, computed by every block from the norm's
-// operands instead of read from a: a = act(v · rsqrt(mean_g(v²) + eps) · w_gate), v = y · silu(z),
-// per group of group_size channels, so the one-block gated norm kernel and its link leave the
-// chain (docs/architecture.md, "A decode step on a timeline"). `a` is not read.
 struct GemvFused {
     enum Epilogue { kStore, kConv, kResidual };
     Epilogue epilogue = kStore;
@@ -82,18 +76,7 @@ struct GemvFused {
     // Each warp's row of w comes into shared memory as one bulk copy issued at the start, instead
     // of groups of loads into registers (gemv_fused_bulk_supported; 8 rows of k a block).
     bool bulk = false;
-    struct GateIn {
-        const void* y = nullptr;   // {k} act: the decode step's y (nullptr: no gated input)
-        const void* z = nullptr;   // {k} act: z
-        const float* w = nullptr;  // {k} f32: the gated norm's weight
-        int64_t group_size = 0;    // channels of a norm group
-        float eps = 0.0f;
-    };
-    GateIn gate_in;
 };
-// Whether gemv_fused takes a gated input of k channels in groups of group_size (16-bit act, k and
-// group_size multiples of 8, k at most 8192, at most 16 groups; y, z and w 16-byte aligned).
-bool gemv_fused_gate_in_supported(const GemvFused::GateIn& g, int64_t k, DType act);
 // Whether gemv_fused takes `bulk` for rows of k elements of act here (Hopper, rows of at most
 // 26 KiB). Where to use it: the model's gemv_bulk_ (docs/architecture.md, "Batch-1 GEMV
 // epilogues").

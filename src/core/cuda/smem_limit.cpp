@@ -27,7 +27,6 @@ void ensure_dynamic_smem(const void* kernel, size_t bytes) {
 }
 
 int resident_blocks(const void* kernel, int threads, size_t bytes) {
-    ensure_dynamic_smem(kernel, bytes);
     static std::mutex mu;
     static std::map<std::tuple<const void*, int, int, size_t>, int> known;
     int device = 0;
@@ -35,6 +34,8 @@ int resident_blocks(const void* kernel, int threads, size_t bytes) {
     const std::lock_guard<std::mutex> lock(mu);
     const auto key = std::make_tuple(kernel, device, threads, bytes);
     if (const auto it = known.find(key); it != known.end()) return it->second;
+    // (The query counts opt-in shared memory only once the kernel's attribute allows it.)
+    ensure_dynamic_smem(kernel, bytes);
     int blocks = 0;
     DUALITY_CUDA_CHECK(
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, bytes));

@@ -14,7 +14,8 @@ void ensure_dynamic_smem(const void* kernel, size_t bytes);
 
 // The blocks of `threads` threads and `bytes` of dynamic shared memory that one SM of the current
 // device holds at once (cudaOccupancyMaxActiveBlocksPerMultiprocessor), after
-// ensure_dynamic_smem(kernel, bytes); asked once per (kernel, device, threads, bytes).
+// ensure_dynamic_smem(kernel, bytes); asked (and the limit raised) once per (kernel, device,
+// threads, bytes).
 int resident_blocks(const void* kernel, int threads, size_t bytes);
 
 }  // namespace duality::cuda

@@ -70,6 +70,7 @@
 #include "core/cuda/check.h"
 #include "core/cuda/pdl.cuh"
 #include "core/cuda/prefetch.cuh"
+#include "core/cuda/smem_limit.h"
 #include "core/cuda/sync.cuh"
 #include "ops/cuda/activation.cuh"
 #include "ops/cuda/dt_softplus.cuh"
@@ -668,8 +669,7 @@ void launch(const DecodeStackArgs& a, cudaStream_t stream) {
     const int n_slot = ring_slots();
     const size_t smem = smem_bytes(n_slot);
     auto* kernel = decode_stack_kernel<T, N>;
-    DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(smem)));
+    ensure_dynamic_smem(reinterpret_cast<const void*>(kernel), smem);
     kernel<<<decode_stack_grid(a.blocks), kThreads, smem, stream>>>(a, n_slot);
     DUALITY_CUDA_LAUNCH_CHECK();
 }
@@ -689,16 +689,10 @@ size_t decode_stack_sync_bytes() {
 
 bool decode_stack_available() {
     if (!pdl::runs_sm90_code() || ring_slots() == 0) return false;
-    // One block per SM must fit (the grid is at most the SM count, all resident). The occupancy
-    // query counts the kernel's opt-in shared memory only once the attribute allows it.
+    // One block per SM must fit (the grid is at most the SM count, all resident).
     auto* kernel = decode_stack_kernel<__nv_bfloat16, 128>;
-    const size_t smem = smem_bytes(ring_slots());
-    DUALITY_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(smem)));
-    int blocks = 0;
-    DUALITY_CUDA_CHECK(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, smem));
-    return blocks >= 1;
+    return resident_blocks(reinterpret_cast<const void*>(kernel), kThreads,
+                           smem_bytes(ring_slots())) >= 1;
 }
 
 bool decode_stack_supported(const DecodeStackArgs& a, std::span<const DeviceLayer> layers,

@@ -406,17 +406,16 @@ void gemv_fused(const void* a, const void* w, int64_t n, int64_t k, DType act,
 }
 
 int64_t gemv_fused_wave_columns(DType act) {
-    int device = 0, sms = 0, blocks = 0;
+    int device = 0, sms = 0;
     DUALITY_CUDA_CHECK(cudaGetDevice(&device));
     DUALITY_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-    const auto occupancy = [&](auto kernel) {
-        DUALITY_CUDA_CHECK(
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kWarps * 32, 0));
-    };
-    if (act == DType::kBF16)
-        occupancy(gemm_small_m_kernel<__nv_bfloat16, __nv_bfloat16, 1, GemvFused::kConv, true>);
-    else
-        occupancy(gemm_small_m_kernel<__half, __half, 1, GemvFused::kConv, true>);
+    const void* kernel =
+        act == DType::kBF16
+            ? reinterpret_cast<const void*>(
+                  gemm_small_m_kernel<__nv_bfloat16, __nv_bfloat16, 1, GemvFused::kConv, true>)
+            : reinterpret_cast<const void*>(
+                  gemm_small_m_kernel<__half, __half, 1, GemvFused::kConv, true>);
+    const int blocks = resident_blocks(kernel, kWarps * 32, 0);
     return static_cast<int64_t>(blocks) * sms * kWarps;
 }
 
